@@ -1,0 +1,37 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "depthclip_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "offline_eval", "offline_eval.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config/presets", glob("config/presets/*.yaml")),
+    ],
+    # ROS 2 Python packages (rclpy, sensor_msgs, ...) are deliberately not listed:
+    # on a ROS install they come from the distro; pip-only set-ups install the
+    # ROS wheels from requirements.txt.
+    install_requires=["numpy", "pyyaml", "pillow", "torch", "openai-clip", "setuptools<81",
+                      "tqdm", "h5py", "rosbags"],
+    zip_safe=True,
+    maintainer="depthclip_ros maintainers",
+    maintainer_email="maintainers@depthclip-ros.invalid",
+    description="DepthCLIP zero-shot monocular depth as a ROS 2 node",
+    license="MIT",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            f"depthclip_node = {PACKAGE}.node:main",
+            f"depthclip-demo = {PACKAGE}.demo:main",
+            "depthclip-eval = offline_eval.cli:main",
+            f"depthclip-bag = {PACKAGE}.bag_tool:main",
+        ],
+    },
+)

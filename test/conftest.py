@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny random CLIP saved to disk and loaded the way users load models."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from depthclip_ros.random_clip import save_random_checkpoint
+
+warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+
+SHARED_NYU = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "nyu_samples")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random tiny CLIP ResNet saved as a plain state_dict."""
+    return save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_clip.pt", "tiny", seed=0)
+
+
+@pytest.fixture
+def make_config(tiny_checkpoint, tmp_path):
+    """Config factory on the tiny model. Temperature 1.0: a tiny random CLIP saturates
+    the softmax at the paper's 0.1, which would hide errors in the bin weighting."""
+    from depthclip_ros.config import DepthClipConfig
+
+    def make(**changes):
+        base = dict(model=tiny_checkpoint, device="cpu", cache_dir=str(tmp_path / "cache"),
+                    temperature=1.0)
+        base.update(changes)
+        return DepthClipConfig(**base)
+    return make
+
+
+def structured_image(height=480, width=640, seed=0):
+    """Gradients, a checkerboard and a block: spatial structure so the depth varies."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.zeros((height, width, 3), np.uint8)
+    img[..., 0] = xx * 255 // width
+    img[..., 1] = yy * 255 // height
+    img[..., 2] = ((xx // 40 + yy // 40) % 2) * 200
+    h0, w0 = height // 5, width // 3
+    img[h0:2 * h0, w0:2 * w0] = rng.integers(0, 256, 3)
+    return img

@@ -1,0 +1,211 @@
+"""The core against an independent, step-by-step transcription of the reference DepthCLIP."""
+import subprocess
+import sys
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import clip
+from clip.model import build_model
+from depthclip_ros import core
+from depthclip_ros.core import DepthClip, channel_subsample_index, preprocess
+from depthclip_ros.model_loading import ModelLoadError, load_clip
+
+from conftest import structured_image
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def reference_depth(checkpoint, img, tokens, bins, temperature, flip):
+    """The reference pipeline written out independently (NYU crop, 640x480 input)."""
+    model = build_model(torch.load(checkpoint, map_location="cpu")).float().eval()
+    x = img[56:472, 60:604].astype(np.float32) / 255.0
+    x = (x - MEAN) / STD
+    x = torch.from_numpy(x).permute(2, 0, 1)[None]
+    v = model.visual
+
+    def layer4(t):
+        t = v.relu1(v.bn1(v.conv1(t)))
+        t = v.relu2(v.bn2(v.conv2(t)))
+        t = v.relu3(v.bn3(v.conv3(t)))
+        t = v.avgpool(t)
+        return v.layer4(v.layer3(v.layer2(v.layer1(t))))
+
+    with torch.no_grad():
+        text = []
+        for tok in tokens:
+            e = model.encode_text(clip.tokenize([f"This object is {tok}"]))
+            e = e / e.norm(dim=-1, keepdim=True)
+            e = e.mean(dim=0)
+            text.append(e / e.norm())
+        text = torch.stack(text, dim=1)
+
+        def depth_of(t):
+            f = layer4(t)                                     # (1, C, 13, 17)
+            c = f.shape[1]
+            f = f.permute(0, 2, 3, 1).reshape(1, 13 * 17, c)
+            f = f / f.norm(dim=-1, keepdim=True)
+            f = F.interpolate(f, scale_factor=text.shape[0] / c)  # the reference's channel trick
+            logits = 100.0 * f @ text
+            logits = logits.permute(0, 2, 1).reshape(1, len(bins), 13, 17) / temperature
+            p = F.softmax(logits, dim=1)
+            return (p * torch.tensor(bins).view(1, -1, 1, 1)).sum(1, keepdim=True)
+
+        d = depth_of(x)
+        if flip:
+            d = (d + torch.flip(depth_of(torch.flip(x, [-1])), [-1])) / 2
+        return F.interpolate(d, size=(416, 544), mode="bilinear", align_corners=True)[0, 0].numpy()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_matches_reference_step_by_step(make_config, tiny_checkpoint, flip):
+    cfg = make_config(preprocessing="crop", flip=flip, temperature=0.5)
+    img = structured_image()
+    result = DepthClip(cfg).predict(img)
+    expected = reference_depth(tiny_checkpoint, img, cfg.depth_tokens, cfg.depth_bins, 0.5, flip)
+    crop = result.depth[0, 56:472, 60:604]
+    assert np.ptp(expected) > 1e-4  # the comparison is not between two constants
+    np.testing.assert_allclose(crop, expected, atol=1e-5, rtol=0)
+    # Outside the crop the depth is undefined.
+    assert np.isnan(result.depth[0, :56]).all() and np.isnan(result.depth[0, :, 604:]).all()
+    assert result.region == (56, 60, 416, 544)
+    assert result.coarse_depth.shape == (1, 13, 17) and result.bin_probs.shape == (1, 7, 13, 17)
+
+
+@pytest.mark.parametrize("size", [(480, 640), (250, 333), (720, 1280)])
+def test_resize_output_size_and_bin_range(make_config, size):
+    cfg = make_config(preprocessing="resize", flip=False)
+    model = DepthClip(cfg)
+    imgs = np.stack([structured_image(*size, seed=s) for s in range(2)])
+    r = model.predict(imgs)
+    assert r.depth.shape == (2, *size) and r.depth.dtype == np.float32
+    assert np.isfinite(r.depth).all()
+    assert r.depth.min() >= cfg.depth_bins[0] - 1e-6 and r.depth.max() <= cfg.depth_bins[-1] + 1e-6
+    np.testing.assert_allclose(r.bin_probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose((r.bin_probs * r.bins[None, :, None, None]).sum(1), r.coarse_depth, atol=1e-5)
+    # align_corners=True: the image corners carry the coarse corner values exactly.
+    np.testing.assert_allclose(r.depth[:, 0, 0], r.coarse_depth[:, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(r.depth[:, -1, -1], r.coarse_depth[:, -1, -1], atol=1e-6)
+
+
+def test_flip_equivariance(make_config):
+    model = DepthClip(make_config(preprocessing="resize", flip=True))
+    img = structured_image(seed=3)
+    a = model.predict(img).depth[0]
+    b = model.predict(np.ascontiguousarray(img[:, ::-1])).depth[0]
+    assert np.ptp(a) > 1e-4
+    np.testing.assert_allclose(b, a[:, ::-1], atol=1e-5)
+    # Without flip averaging the model is not symmetric: the test above can fail.
+    model.update_config(model.config.replace(flip=False))
+    a = model.predict(img).depth[0]
+    b = model.predict(np.ascontiguousarray(img[:, ::-1])).depth[0]
+    assert np.abs(b - a[:, ::-1]).max() > 1e-5
+
+
+def test_crop_box_and_normalisation_exact(make_config):
+    img = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    x = preprocess(torch.from_numpy(img)[None], make_config(preprocessing="crop")).numpy()[0]
+    expected = ((img[56:472, 60:604].astype(np.float64) / 255 - MEAN) / STD).transpose(2, 0, 1)
+    assert x.shape == (3, 416, 544)
+    np.testing.assert_allclose(x, expected, atol=1e-5)
+    clip_x = preprocess(torch.from_numpy(img)[None],
+                        make_config(preprocessing="crop", normalization="clip")).numpy()[0]
+    mean, std = np.array(core.CLIP_MEAN), np.array(core.CLIP_STD)
+    np.testing.assert_allclose(clip_x, ((img[56:472, 60:604] / 255 - mean) / std).transpose(2, 0, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="640x480"):
+        preprocess(torch.zeros(1, 240, 320, 3, dtype=torch.uint8), make_config(preprocessing="crop"))
+
+
+def test_channel_subsampling_index():
+    idx = channel_subsample_index(2048, 1024)
+    assert idx.tolist() == list(range(0, 2048, 2))
+    assert channel_subsample_index(2560, 640).tolist() == [4 * i for i in range(640)]  # RN50x4
+    assert channel_subsample_index(256, 32).tolist() == list(range(0, 256, 8))          # tiny
+
+
+def test_bin_change_changes_output_and_keeps_range(make_config):
+    model = DepthClip(make_config(preprocessing="resize", flip=False))
+    img = structured_image()
+    before = model.predict(img).depth
+    model.update_config(model.config.replace(depth_bins=(2.0, 2.5, 3.0, 3.25, 3.5, 3.75, 4.0)))
+    after = model.predict(img).depth
+    assert after.min() >= 2.0 and after.max() <= 4.0 and not np.allclose(before, after)
+
+
+def test_update_config_refuses_load_time_fields(make_config):
+    from depthclip_ros.config import ConfigError
+    model = DepthClip(make_config())
+    with pytest.raises(ConfigError, match="device"):
+        model.update_config(model.config.replace(device="cuda"))
+
+
+def test_text_cache_hit_skips_encode_text(make_config):
+    cfg = make_config()
+    loaded = load_clip(cfg.model, "cpu")
+    calls = []
+    original = loaded.clip_model.encode_text
+    loaded.clip_model.encode_text = lambda t: calls.append(1) or original(t)
+    DepthClip(cfg, loaded)
+    assert len(calls) == 1
+    loaded2 = load_clip(cfg.model, "cpu")
+    loaded2.clip_model.encode_text = lambda t: calls.append(1) or original(t)
+    m = DepthClip(cfg, loaded2)
+    assert len(calls) == 1  # cache hit
+    m.update_config(cfg.replace(depth_tokens=tuple(reversed(cfg.depth_tokens))))
+    assert len(calls) == 2  # new prompts -> new key -> encoded
+
+
+def test_corrupt_cache_recovers(make_config, caplog):
+    cfg = make_config()
+    reference = DepthClip(cfg)
+    files = list((reference.cache_dir).glob("text_*.npy"))
+    assert len(files) == 1
+    files[0].write_bytes(b"\x93NUMPY garbage")
+    with caplog.at_level("WARNING", logger="depthclip_ros"):
+        recovered = DepthClip(cfg)
+    assert "corrupt" in caplog.text
+    np.testing.assert_array_equal(recovered._head.text.numpy(), reference._head.text.numpy())
+    np.load(files[0])  # rewritten whole
+
+
+def test_torchscript_archive_loads_like_state_dict(tmp_path, make_config):
+    from depthclip_ros.random_clip import save_random_checkpoint
+    ts = save_random_checkpoint(tmp_path / "ts.pt", torchscript=True)
+    sd = save_random_checkpoint(tmp_path / "sd.pt")
+    img = structured_image()
+    a = DepthClip(make_config(model=ts)).predict(img).depth
+    b = DepthClip(make_config(model=sd)).predict(img).depth
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], atol=1e-6)
+
+
+def test_missing_weights_error_names_the_file(tmp_path, monkeypatch):
+    def no_network(url, root):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(clip.clip, "_download", no_network)
+    with pytest.raises(ModelLoadError) as err:
+        load_clip("RN50", "cpu", download_root=str(tmp_path / "weights"))
+    msg = str(err.value)
+    assert str(tmp_path / "weights" / "RN50.pt") in msg and "download failed" in msg
+    assert "model to the path" in msg
+
+
+def test_bad_model_names_and_files(tmp_path):
+    with pytest.raises(ModelLoadError, match="not supported"):
+        load_clip("ViT-B/32", "cpu")
+    with pytest.raises(ModelLoadError, match="neither a CLIP model name"):
+        load_clip(str(tmp_path / "nothing.pt"), "cpu")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="neither a TorchScript archive nor"):
+        load_clip(str(junk), "cpu")
+
+
+def test_core_does_not_import_rclpy():
+    code = ("import sys, depthclip_ros.core, depthclip_ros.config, depthclip_ros.conversions;"
+            "sys.exit('rclpy' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
