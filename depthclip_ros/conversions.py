@@ -154,7 +154,7 @@ def compressed_to_rgb8(msg) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             if im.format not in ("JPEG", "PNG"):
                 raise ImageDecodeError(f"compressed format {im.format} is not JPEG or PNG")
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ImageDecodeError):
             raise

@@ -2,6 +2,11 @@
 import os
 import warnings
 
+# Every node the tests start talks over loopback only, on a DDS domain of this run's own.
+# Set before anything imports rclpy (the rmw reads them at init).
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
+
 import numpy as np
 import pytest
 

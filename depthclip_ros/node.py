@@ -1,0 +1,340 @@
+"""The `depthclip` ROS 2 node: RGB image (+ camera_info) in, metric depth and a point cloud out.
+
+A thin layer over `DepthClip`: callbacks only store the newest frame; one worker
+thread decodes, predicts and publishes, so a slow model drops frames instead of
+building a backlog.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from . import conversions
+from .config import NODE_NAME, ConfigError, DepthClipConfig, default_params_file, read_params_file
+from .core import DepthClip
+from .model_loading import ModelLoadError
+from .visualization import COLORMAPS, colorize
+
+# REP 2003: sensor data in best effort, newest only; outputs reliable so every subscriber gets them.
+SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
+                        depth=1, durability=DurabilityPolicy.VOLATILE)
+OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
+
+NODE_DEFAULTS = {"cloud_stride": 8, "use_compressed": False, "colormap": "turbo",
+                 "diagnostics_period": 1.0}
+
+DESCRIPTIONS = {
+    "model": ("CLIP ResNet name (RN50, RN101, RN50x4, ...) or checkpoint path", True),
+    "download_root": ("Folder of downloaded CLIP weights; empty = ~/.cache/clip", True),
+    "device": ("auto | cpu | cuda | cuda:N", True),
+    "precision": ("auto (fp16 on CUDA, fp32 on CPU) | fp16 | fp32", True),
+    "cache_dir": ("Text-feature cache folder; empty = ~/.cache/depthclip_ros", True),
+    "prompt_template": ("Prompt with {object} and {token} placeholders", False),
+    "object_word": ("Word put in {object}", False),
+    "depth_tokens": ("Depth words, near to far, one per bin", False),
+    "depth_bins": ("Depth of each token in metres, strictly increasing", False),
+    "temperature": ("Softmax temperature over bins (paper: 0.1)", False),
+    "flip": ("Average with the mirrored image (paper protocol; doubles the cost)", False),
+    "preprocessing": ("resize (any camera) | crop (NYU 640x480 reference box)", False),
+    "input_width": ("Network input width for 'resize', multiple of 32", False),
+    "input_height": ("Network input height for 'resize', multiple of 32", False),
+    "normalization": ("imagenet (paper) | clip", False),
+    "cloud_stride": ("One cloud point every N pixels; 0 = one per coarse grid cell", False),
+    "use_compressed": ("Subscribe to image/compressed (JPEG/PNG) instead of image", True),
+    "colormap": ("Colour map of depth/colored: " + " | ".join(COLORMAPS), False),
+    "diagnostics_period": ("Seconds between /diagnostics messages", True),
+}
+RANGES = {
+    "temperature": FloatingPointRange(from_value=1e-4, to_value=100.0, step=0.0),
+    "diagnostics_period": FloatingPointRange(from_value=0.1, to_value=60.0, step=0.0),
+    "input_width": IntegerRange(from_value=32, to_value=4096, step=32),
+    "input_height": IntegerRange(from_value=32, to_value=4096, step=32),
+    "cloud_stride": IntegerRange(from_value=0, to_value=64, step=1),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSettings:
+    cloud_stride: int = 8
+    colormap: str = "turbo"
+
+    def validate(self):
+        if not 0 <= self.cloud_stride <= 64:
+            raise ConfigError("cloud_stride", self.cloud_stride, "must be 0..64")
+        if self.colormap not in COLORMAPS:
+            raise ConfigError("colormap", self.colormap, f"must be one of {', '.join(COLORMAPS)}")
+
+
+class Stats:
+    """Bounded counters and timing windows for /diagnostics."""
+
+    def __init__(self, window: int = 300):
+        self.lock = threading.Lock()
+        self.received = self.published = self.dropped = self.rejected = self.errors = 0
+        self.inference_s = collections.deque(maxlen=window)
+        self.latency_s = collections.deque(maxlen=window)
+        self.last = (time.monotonic(), 0, 0)
+
+    def count(self, name: str):
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def rates(self):
+        now = time.monotonic()
+        with self.lock:
+            t0, r0, p0 = self.last
+            dt = max(now - t0, 1e-9)
+            out = ((self.received - r0) / dt, (self.published - p0) / dt)
+            self.last = (now, self.received, self.published)
+        return out
+
+
+def _percentile_ms(values, q):
+    return float(np.percentile(np.asarray(values), q) * 1e3) if values else float("nan")
+
+
+class DepthClipNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._declare_parameters()
+        params = self._param_values()
+        self.settings = NodeSettings(params["cloud_stride"], params["colormap"])
+        self.settings.validate()
+        config = DepthClipConfig.from_params(params)
+        self.get_logger().info(f"loading CLIP '{config.model}' on device '{config.device}' ...")
+        self.estimator = DepthClip(config)  # ModelLoadError / ConfigError end start-up in main()
+        self.get_logger().info(f"model {self.estimator.model_identity} on {self.estimator.device} "
+                               f"({str(self.estimator.dtype).replace('torch.', '')})")
+
+        self.stats = Stats()
+        self._cv = threading.Condition()
+        self._pending = None
+        self._running = True
+        self._camera_info = None
+        self._warned = {}
+
+        self.depth_pub = self.create_publisher(Image, "depth", OUTPUT_QOS)
+        self.info_pub = self.create_publisher(CameraInfo, "depth/camera_info", OUTPUT_QOS)
+        self.cloud_pub = self.create_publisher(PointCloud2, "points", OUTPUT_QOS)
+        self.colored_pub = self.create_publisher(Image, "depth/colored", OUTPUT_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if params["use_compressed"]:
+            self.create_subscription(CompressedImage, "image/compressed", self._on_image, SENSOR_QOS)
+        else:
+            self.create_subscription(Image, "image", self._on_image, SENSOR_QOS)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(params["diagnostics_period"], self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="depthclip-worker", daemon=True)
+        self._worker.start()
+
+    # ----------------------------------------------------------------- parameters
+    def _declare_parameters(self):
+        try:  # one source of defaults: the shipped parameter file
+            defaults = {**DepthClipConfig().to_params(), **NODE_DEFAULTS,
+                        **read_params_file(default_params_file())}
+        except (ConfigError, FileNotFoundError):
+            defaults = {**DepthClipConfig().to_params(), **NODE_DEFAULTS}
+        for name, (description, read_only) in DESCRIPTIONS.items():
+            value = defaults[name]
+            if name == "depth_bins":
+                value = [float(v) for v in value]
+            desc = ParameterDescriptor(description=description, read_only=read_only)
+            rng = RANGES.get(name)
+            if isinstance(rng, FloatingPointRange):
+                desc.floating_point_range = [rng]
+            elif isinstance(rng, IntegerRange):
+                desc.integer_range = [rng]
+            self.declare_parameter(name, value, desc)
+
+    def _param_values(self) -> dict:
+        return {name: self.get_parameter(name).value for name in DESCRIPTIONS}
+
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        params = self._param_values()
+        params.update({p.name: p.value for p in changes})
+        try:
+            settings = NodeSettings(params["cloud_stride"], params["colormap"])
+            settings.validate()
+            config = DepthClipConfig.from_params(params)
+            if config != self.estimator.config:
+                self.estimator.update_config(config)  # takes effect from the next frame
+        except (ConfigError, ValueError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.settings = settings
+        return SetParametersResult(successful=True)
+
+    # ----------------------------------------------------------------- callbacks
+    def _on_camera_info(self, msg: CameraInfo):
+        self._camera_info = msg
+
+    def _on_image(self, msg):
+        """Never blocks: the newest frame replaces a pending one, which counts as dropped."""
+        self.stats.count("received")
+        with self._cv:
+            if self._pending is not None:
+                self.stats.count("dropped")
+            self._pending = msg
+            self._cv.notify()
+
+    # ----------------------------------------------------------------- worker
+    def _work(self):
+        while True:
+            with self._cv:
+                while self._pending is None and self._running:
+                    self._cv.wait()
+                if not self._running:
+                    return
+                msg, self._pending = self._pending, None
+            try:
+                self.process(msg)
+            except conversions.ImageDecodeError as exc:
+                self.stats.count("rejected")
+                self._warn_throttled(f"rejected: {exc}", f"image rejected: {exc}")
+            except Exception as exc:  # one bad frame must not stop the node
+                self.stats.count("errors")
+                self._warn_throttled(f"error: {type(exc).__name__}",
+                                     f"frame dropped, processing failed: {type(exc).__name__}: {exc}",
+                                     error=True)
+
+    def process(self, msg):
+        if isinstance(msg, CompressedImage):
+            rgb = conversions.compressed_to_rgb8(msg)
+        else:
+            rgb = conversions.image_to_rgb8(msg)
+        t0 = time.perf_counter()
+        result = self.estimator.predict(rgb)
+        self.stats.inference_s.append(time.perf_counter() - t0)
+        depth = result.depth[0]
+        header = msg.header
+        self.depth_pub.publish(Image(header=header, **conversions.depth_image_fields(depth)))
+        settings = self.settings
+        info = self._camera_info
+        if info is None:
+            self._warn_throttled("no camera_info", "no camera_info received yet: publishing depth "
+                                 "without a point cloud", period=float("inf"))
+        else:
+            self._publish_cloud(header, info, rgb, depth, result, settings.cloud_stride)
+        if self.colored_pub.get_subscription_count() > 0:
+            lo, hi = float(result.bins[0]), float(result.bins[-1])
+            colored = colorize(depth, lo, hi, settings.colormap)
+            self.colored_pub.publish(Image(header=header, **conversions.rgb8_image_fields(colored)))
+        latency = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds * 1e-9
+        self.stats.latency_s.append(latency)
+        self.stats.count("published")
+
+    def _publish_cloud(self, header, info, rgb, depth, result, stride):
+        height, width = depth.shape
+        try:
+            intr = conversions.intrinsics_for(info.k, info.width, info.height, width, height)
+        except ValueError as exc:
+            self._warn_throttled("bad camera_info", f"camera_info unusable, no point cloud: {exc}")
+            return
+        self.info_pub.publish(self._depth_camera_info(header, info, width, height))
+        if stride > 0:
+            points, colours = conversions.cloud_points(depth, rgb, intr, stride)
+        else:
+            u, v = result.coarse_pixel_coords()
+            points, colours = conversions.coarse_cloud_points(result.coarse_depth[0], u, v, rgb, intr)
+        fields = conversions.pointcloud_fields(points, colours)
+        fields["fields"] = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in fields["fields"]]
+        self.cloud_pub.publish(PointCloud2(header=header, **fields))
+
+    @staticmethod
+    def _depth_camera_info(header, info, width, height) -> CameraInfo:
+        """The latest camera_info with the image's header, scaled to the depth image's size."""
+        out = CameraInfo(header=header, height=height, width=width, distortion_model=info.distortion_model,
+                         d=info.d, r=info.r, k=info.k, p=info.p, binning_x=info.binning_x,
+                         binning_y=info.binning_y, roi=info.roi)
+        if info.width and info.height and (info.width, info.height) != (width, height):
+            sx, sy = width / info.width, height / info.height
+            k, p = np.array(info.k, float), np.array(info.p, float)
+            k[[0, 2]] *= sx
+            k[[4, 5]] *= sy
+            p[[0, 2, 3]] *= sx
+            p[[5, 6]] *= sy
+            out.k, out.p = k.tolist(), p.tolist()
+        return out
+
+    def _warn_throttled(self, key, text, period=5.0, error=False):
+        now = time.monotonic()
+        if now - self._warned.get(key, -float("inf")) < period:
+            return
+        self._warned[key] = now
+        (self.get_logger().error if error else self.get_logger().warning)(text)
+
+    # ----------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self):
+        s = self.stats
+        in_rate, out_rate = s.rates()
+        inf = list(s.inference_s)
+        lat = list(s.latency_s)
+        values = {
+            "input rate (Hz)": f"{in_rate:.2f}", "output rate (Hz)": f"{out_rate:.2f}",
+            "frames received": str(s.received), "frames published": str(s.published),
+            "dropped frames": str(s.dropped), "rejected frames": str(s.rejected),
+            "failed frames": str(s.errors),
+            "inference mean (ms)": f"{np.mean(inf) * 1e3:.1f}" if inf else "nan",
+            "inference p95 (ms)": f"{_percentile_ms(inf, 95):.1f}",
+            "latency mean (ms)": f"{np.mean(lat) * 1e3:.1f}" if lat else "nan",
+            "latency p95 (ms)": f"{_percentile_ms(lat, 95):.1f}",
+            "device": str(self.estimator.device), "model": self.estimator.model_identity,
+            "camera_info": "received" if self._camera_info is not None else "missing",
+        }
+        level, message = DiagnosticStatus.OK, "ok"
+        if self._camera_info is None:
+            level, message = DiagnosticStatus.WARN, "no camera_info: no point cloud"
+        if s.rejected or s.errors:
+            level, message = DiagnosticStatus.WARN, f"{s.rejected} rejected, {s.errors} failed frames"
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: depth estimation", message=message,
+                                  hardware_id=str(self.estimator.device),
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        self.diag_pub.publish(DiagnosticArray(header=self._stamp_header(), status=[status]))
+
+    def _stamp_header(self):
+        return Header(stamp=self.get_clock().now().to_msg())
+
+    def destroy_node(self):
+        with self._cv:
+            self._running = False
+            self._cv.notify()
+        self._worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = DepthClipNode()
+        rclpy.spin(node)
+    except (ModelLoadError, ConfigError) as exc:
+        # One clear line, no traceback wall: what was wrong and how to fix it.
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+        return 1
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Run the real depthclip node and a tester node over DDS in this process."""
+import contextlib
+import threading
+import time
+
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from diagnostic_msgs.msg import DiagnosticArray
+
+from depthclip_ros.node import DepthClipNode
+
+
+class Tester:
+    def __init__(self, node):
+        self.node = node
+        self.lock = threading.Lock()
+        self.received = {"depth": [], "points": [], "depth/camera_info": [], "depth/colored": [],
+                         "/diagnostics": []}
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        for topic, typ in (("depth", Image), ("points", PointCloud2), ("depth/camera_info", CameraInfo),
+                           ("/diagnostics", DiagnosticArray)):
+            node.create_subscription(typ, topic, self._store(topic), reliable)
+        self.image_pub = node.create_publisher(Image, "image", reliable)
+        self.compressed_pub = node.create_publisher(CompressedImage, "image/compressed", reliable)
+        self.info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
+
+    def _store(self, topic):
+        def cb(msg):
+            with self.lock:
+                self.received[topic].append(msg)
+        return cb
+
+    def subscribe_colored(self):
+        self.node.create_subscription(Image, "depth/colored", self._store("depth/colored"), 10)
+
+    def clear(self):
+        with self.lock:
+            for v in self.received.values():
+                v.clear()
+
+    def wait_for(self, topic, count=1, timeout=20.0, predicate=None):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                msgs = [m for m in self.received[topic] if predicate is None or predicate(m)]
+            if len(msgs) >= count:
+                return msgs
+            time.sleep(0.01)
+        raise TimeoutError(f"{topic}: got {len(msgs)} of {count} messages in {timeout}s")
+
+    def wait_connected(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.image_pub.get_subscription_count() + self.compressed_pub.get_subscription_count() > 0:
+                return
+            time.sleep(0.02)
+        raise TimeoutError("the depthclip node never subscribed")
+
+
+def stamp(msg, sec, nanosec=0, frame="camera_optical_frame"):
+    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+    msg.header.frame_id = frame
+    return msg
+
+
+def camera_info(width=640, height=480, fx=500.0, fy=480.0, cx=320.0, cy=240.0):
+    return stamp(CameraInfo(width=width, height=height, k=[fx, 0, cx, 0, fy, cy, 0, 0, 1],
+                            p=[fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0]), 0)
+
+
+@contextlib.contextmanager
+def running_node(checkpoint, cache_dir, **params):
+    """Start DepthClipNode with the tiny checkpoint; yield (node, tester); always clean up."""
+    rclpy.init()
+    overrides = {"model": checkpoint, "device": "cpu", "cache_dir": str(cache_dir), "temperature": 1.0}
+    overrides.update(params)
+    node = DepthClipNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    tester_node = rclpy.create_node("tester")
+    tester = Tester(tester_node)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    executor.add_node(tester_node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        tester.wait_connected()
+        yield node, tester
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        tester_node.destroy_node()
+        rclpy.shutdown()
+        thread.join(timeout=5)
