@@ -6,6 +6,9 @@ import warnings
 # Set before anything imports rclpy (the rmw reads them at init).
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
+# Shared memory only (no network), with segments that hold whole camera frames.
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.join(
+    os.path.dirname(__file__), "..", "config", "fastdds_local_large_messages.xml")
 
 import numpy as np
 import pytest
