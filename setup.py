@@ -19,7 +19,7 @@ setup(
     # on a ROS install they come from the distro; pip-only set-ups install the
     # ROS wheels from requirements.txt.
     install_requires=["numpy", "pyyaml", "pillow", "torch", "openai-clip", "setuptools<81",
-                      "tqdm", "h5py", "rosbags"],
+                      "tqdm", "h5py", "scipy", "rosbags"],
     zip_safe=True,
     maintainer="depthclip_ros maintainers",
     maintainer_email="maintainers@depthclip-ros.invalid",

@@ -1,0 +1,77 @@
+"""The paper's NYU evaluation protocol (`compute_errors_NYU` of the reference code) and metrics."""
+from __future__ import annotations
+
+import numpy as np
+
+MAX_DEPTH = 10.0
+MIN_DEPTH = 1e-3
+IMAGE_SHAPE = (480, 640)
+EVAL_MASK_ROWS = (45, 471)   # the reference's eval crop (rows 45:471, columns 46:601)
+EVAL_MASK_COLS = (46, 601)
+PAPER_METRICS = ("d1", "d2", "d3", "abs_rel", "log10", "rmse")
+EXTRA_METRICS = ("sq_rel", "rmse_log", "silog")
+ALL_METRICS = PAPER_METRICS + EXTRA_METRICS
+LOWER_IS_BETTER = {"abs_rel", "log10", "rmse", "sq_rel", "rmse_log", "silog"}
+
+
+def gt_from_png(depth_mm: np.ndarray) -> np.ndarray:
+    """uint16 millimetres -> metres clipped to [0, 10], as the reference loads NYU ground truth."""
+    return np.clip(depth_mm.astype(np.float32) / 1000.0, 0.0, MAX_DEPTH)
+
+
+def on_canvas(depth: np.ndarray) -> np.ndarray:
+    """Prediction on the 480x640 canvas: undefined pixels (NaN, outside the crop) become 0."""
+    if depth.shape != IMAGE_SHAPE:
+        raise ValueError(f"prediction must be {IMAGE_SHAPE}, got {depth.shape}")
+    return np.nan_to_num(depth, nan=0.0).astype(np.float32)
+
+
+def eval_mask(shape=IMAGE_SHAPE) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[EVAL_MASK_ROWS[0]:EVAL_MASK_ROWS[1], EVAL_MASK_COLS[0]:EVAL_MASK_COLS[1]] = True
+    return mask
+
+
+def valid_pixels(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    return (gt < MAX_DEPTH) & (gt > MIN_DEPTH) & (pred > MIN_DEPTH) & eval_mask(gt.shape)
+
+
+def compute_errors(gt: np.ndarray, pred: np.ndarray) -> dict:
+    """Metrics over 1-D arrays of valid ground truth and prediction (metres)."""
+    gt = np.clip(gt.astype(np.float64), MIN_DEPTH, MAX_DEPTH)
+    pred = np.clip(pred.astype(np.float64), MIN_DEPTH, MAX_DEPTH)
+    ratio = np.maximum(gt / pred, pred / gt)
+    log_diff = np.log(pred) - np.log(gt)
+    return {
+        "d1": float(np.mean(ratio < 1.25)), "d2": float(np.mean(ratio < 1.25 ** 2)),
+        "d3": float(np.mean(ratio < 1.25 ** 3)),
+        "abs_rel": float(np.mean(np.abs(gt - pred) / gt)),
+        "log10": float(np.mean(np.abs(np.log10(gt) - np.log10(pred)))),
+        "rmse": float(np.sqrt(np.mean((gt - pred) ** 2))),
+        "sq_rel": float(np.mean((gt - pred) ** 2 / gt)),
+        "rmse_log": float(np.sqrt(np.mean(log_diff ** 2))),
+        "silog": float(np.sqrt(max(np.mean(log_diff ** 2) - np.mean(log_diff) ** 2, 0.0)) * 100),
+    }
+
+
+def evaluate_image(gt: np.ndarray, pred_canvas: np.ndarray) -> dict | None:
+    """Per-image metrics on the protocol's valid pixels; None when no pixel is valid."""
+    valid = valid_pixels(gt, pred_canvas)
+    if not valid.any():
+        return None
+    out = compute_errors(gt[valid], pred_canvas[valid])
+    out["valid_pixels"] = int(valid.sum())
+    return out
+
+
+def mean_metrics(rows) -> dict:
+    rows = list(rows)
+    return {k: float(np.mean([r[k] for r in rows])) for k in ALL_METRICS} if rows else {}
+
+
+# The paper's Table 1 rows (NYU Depth V2, 654 test images).
+PAPER_ROWS = {
+    "DepthCLIP (paper)": {"d1": 0.394, "d2": 0.683, "d3": 0.851, "abs_rel": 0.388, "log10": 0.156, "rmse": 1.167},
+    "Lower bound: uniform random (paper)": {"d1": 0.140, "d2": 0.297, "d3": 0.471, "abs_rel": 1.327,
+                                            "log10": 0.323, "rmse": 2.934},
+}

@@ -1,0 +1,168 @@
+"""offline_eval: the paper's protocol on hand-computed, synthetic and real NYU data."""
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import savemat
+
+from offline_eval import metrics
+from offline_eval.cli import main as eval_main
+from offline_eval.data import MatSource, DataError
+
+from conftest import SHARED_NYU, structured_image
+
+
+def test_metrics_known_values():
+    g, p = np.array([1.0, 2.0, 4.0]), np.array([1.0, 4.0, 5.0])
+    m = metrics.compute_errors(g, p)
+    # ratios 1, 2, 1.25: < 1.25 only the first; < 1.5625 also not 2; < 1.953 also 1.25 -> not 2
+    assert m["d1"] == pytest.approx(1 / 3) and m["d2"] == pytest.approx(2 / 3) and m["d3"] == pytest.approx(2 / 3)
+    assert m["abs_rel"] == pytest.approx((0 + 1 + 0.25) / 3)
+    assert m["rmse"] == pytest.approx(np.sqrt((0 + 4 + 1) / 3))
+    assert m["log10"] == pytest.approx((0 + np.log10(2) + np.log10(1.25)) / 3)
+    assert m["sq_rel"] == pytest.approx((0 + 4 / 2 + 1 / 4) / 3)
+    d = np.log([1.0, 2.0, 1.25])
+    assert m["rmse_log"] == pytest.approx(np.sqrt(np.mean(d ** 2)))
+    assert m["silog"] == pytest.approx(100 * np.sqrt(np.mean(d ** 2) - np.mean(d) ** 2))
+
+
+def test_metrics_hand_computed_clamps():
+    m = metrics.compute_errors(np.array([12.0]), np.array([0.0]))  # both clamped to [1e-3, 10]
+    assert m["abs_rel"] == pytest.approx((10 - 1e-3) / 10)
+
+
+def test_canvas_mask_and_crop():
+    gt = np.full((480, 640), 2.0, np.float32)
+    depth = np.full((480, 640), np.nan, np.float32)
+    depth[56:472, 60:604] = 2.5  # what the core returns in crop mode
+    canvas = metrics.on_canvas(depth)
+    assert canvas[0, 0] == 0 and canvas[56, 60] == 2.5
+    valid = metrics.valid_pixels(gt, canvas)
+    rows, cols = np.nonzero(valid)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (56, 470, 60, 600)
+    assert valid.sum() == 415 * 541
+    gt[100, 100], gt[101, 101] = 0.0, 10.0  # no measurement, and the 10 m cap: both invalid
+    assert metrics.valid_pixels(gt, canvas).sum() == 415 * 541 - 2
+    assert metrics.gt_from_png(np.array([[0, 1500, 65535]], np.uint16)).tolist() == [[0.0, 1.5, 10.0]]
+
+
+def _write_bts_tree(root, scenes={"bathroom": [1, 2], "kitchen": [7]}, depth_m=2.2):
+    test = root / "official_splits" / "test"
+    rows = []
+    for scene, ids in scenes.items():
+        (test / scene).mkdir(parents=True, exist_ok=True)
+        for i in ids:
+            Image.fromarray(structured_image(seed=i)).save(test / scene / f"rgb_{i:05d}.jpg")
+            depth = np.full((480, 640), int(depth_m * 1000), np.uint16)
+            depth[:20] = 0  # holes are ignored
+            Image.fromarray(depth).save(test / scene / f"sync_depth_{i:05d}.png")
+            rows.append(f"{scene}/rgb_{i:05d}.jpg {scene}/sync_depth_{i:05d}.png 518.8579")
+    (root / "split.txt").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_constant_baseline_on_synthetic_tree_has_the_known_answer(tmp_path, capsys):
+    root = _write_bts_tree(tmp_path / "nyu")
+    out = tmp_path / "out"
+    assert eval_main(["--data-root", str(root), "--baseline", "constant", "--constant-value", "2.0",
+                      "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["images"] == 3 and set(res["per_scene"]) == {"bathroom", "kitchen"}
+    m = res["means"]
+    assert m["d1"] == 1.0 and m["abs_rel"] == pytest.approx(0.2 / 2.2, abs=1e-6)
+    assert m["rmse"] == pytest.approx(0.2, abs=1e-6)
+    assert "DepthCLIP (paper)" in (out / "results.md").read_text()
+    lines = (out / "per_image.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and "fingerprint" in json.loads(lines[0])
+
+
+def test_missing_files_error_and_skip(tmp_path):
+    root = _write_bts_tree(tmp_path / "nyu")
+    (root / "official_splits/test/kitchen/sync_depth_00007.png").unlink()
+    split = str(root / "split.txt")
+    with pytest.raises(DataError, match="1 file\\(s\\) missing.*sync_depth_00007"):
+        from offline_eval.data import bts_samples
+        bts_samples(root, split)
+    out = tmp_path / "out"
+    assert eval_main(["--data-root", str(root), "--split-file", split, "--baseline", "constant",
+                      "--skip-missing", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["images"] == 2 and res["missing_files"] == 1
+    assert eval_main(["--data-root", str(root), "--split-file", split, "--baseline", "constant"]) == 2
+
+
+def test_resume_gives_the_same_means(tmp_path, tiny_checkpoint):
+    root = _write_bts_tree(tmp_path / "nyu", {"a": [1, 2, 3], "b": [4]})
+    params = tmp_path / "p.yaml"
+    params.write_text(f"depthclip:\n  ros__parameters:\n    model: {tiny_checkpoint}\n    temperature: 1.0\n"
+                      f"    device: cpu\n    cache_dir: {tmp_path / 'cache'}\n")
+    common = ["--data-root", str(root), "--params", str(params)]
+    assert eval_main(common + ["--out", str(tmp_path / "full")]) == 0
+    partial = tmp_path / "partial"
+    assert eval_main(common + ["--out", str(partial), "--limit", "2"]) == 0
+    jsonl = partial / "per_image.jsonl"
+    jsonl.write_text(jsonl.read_text() + '{"name": "a/rgb_0000')  # interrupted mid-line
+    assert eval_main(common + ["--out", str(partial), "--resume"]) == 0
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    resumed = json.loads((partial / "results.json").read_text())
+    assert resumed["images"] == full["images"] == 4
+    for k, v in full["means"].items():
+        assert resumed["means"][k] == pytest.approx(v, abs=1e-9)
+    # A resume with another config is refused rather than mixed.
+    with pytest.raises(SystemExit, match="another config"):
+        eval_main(common + ["--out", str(partial), "--resume", "--preset", "bins_class_dependent_4"])
+
+
+def test_mat_reader_on_synthetic_v73_file(tmp_path):
+    n = 3
+    rgb = np.stack([structured_image(seed=i) for i in range(n)])            # (N, H, W, 3)
+    raw = np.stack([np.full((480, 640), 1.5 + i, np.float32) for i in range(n)])
+    mat = tmp_path / "nyu_depth_v2_labeled.mat"
+    with h5py.File(mat, "w") as f:  # MATLAB v7.3 layout: axes reversed
+        f["images"] = rgb.transpose(0, 3, 2, 1)
+        f["rawDepths"] = raw.transpose(0, 2, 1)
+        names = [f.create_dataset(f"#refs#/s{i}", data=np.array([ord(c) for c in s], np.uint16))
+                 for i, s in enumerate(["bedroom", "office", "bedroom"])]
+        f.create_dataset("sceneTypes", data=np.array([[d.ref for d in names]]), dtype=h5py.ref_dtype)
+    splits = tmp_path / "splits.mat"
+    savemat(splits, {"testNdxs": np.array([[1], [3]]), "trainNdxs": np.array([[2]])})
+    source = MatSource(mat, splits)
+    samples = source.samples()
+    assert [s.mat_index for s in samples] == [0, 2] and [s.scene for s in samples] == ["bedroom", "bedroom"]
+    img, depth_mm = source.load(samples[1])
+    assert img.shape == (480, 640, 3) and depth_mm.dtype == np.uint16
+    np.testing.assert_array_equal(img[7:474, 7:632], rgb[2, 7:474, 7:632])
+    assert img[:7].max() == 0 and img[:, 632:].max() == 0 and img[474:].max() == 0
+    assert depth_mm[100, 100] == 3500
+    out = tmp_path / "out"
+    assert eval_main(["--mat", str(mat), "--splits", str(splits), "--baseline", "constant",
+                      "--constant-value", "3.5", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["images"] == 2 and res["per_image"][1]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_NYU), reason="../shared/data/nyu_samples absent")
+def test_real_nyu_samples_end_to_end(tmp_path, tiny_checkpoint):
+    params = tmp_path / "p.yaml"
+    params.write_text(f"depthclip:\n  ros__parameters:\n    model: {tiny_checkpoint}\n    temperature: 1.0\n"
+                      f"    device: cpu\n    cache_dir: {tmp_path / 'cache'}\n")
+    out = tmp_path / "out"
+    split = os.path.join(SHARED_NYU, "samples_test_files_with_gt.txt")
+    assert eval_main(["--data-root", SHARED_NYU, "--split-file", split, "--params", str(params),
+                      "--out", str(out), "--save-vis", "2", "--batch-size", "2"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["images"] == 4 and set(res["per_scene"]) == {"demo_a", "demo_b"}
+    assert res["config"]["preprocessing"] == "crop" and res["config"]["flip"] is True
+    for row in res["per_image"]:
+        assert 0 <= row["d1"] <= row["d2"] <= row["d3"] <= 1 and row["valid_pixels"] > 100_000
+    panels = sorted((out / "vis").glob("*.png"))
+    assert len(panels) == 2 and Image.open(panels[0]).size[0] == 4 * 640
+    # The uniform baseline through the same protocol lands near the paper's lower bound.
+    assert eval_main(["--data-root", SHARED_NYU, "--split-file", split, "--baseline", "uniform",
+                      "--out", str(tmp_path / "u")]) == 0
+    u = json.loads((tmp_path / "u" / "results.json").read_text())["means"]
+    assert 0.08 < u["d1"] < 0.25 and 0.3 < u["d3"] < 0.65
