@@ -31,7 +31,6 @@ setup(
             f"depthclip_node = {PACKAGE}.node:main",
             f"depthclip-demo = {PACKAGE}.demo:main",
             "depthclip-eval = offline_eval.cli:main",
-            f"depthclip-bag = {PACKAGE}.bag_tool:main",
         ],
     },
 )

@@ -1,0 +1,249 @@
+"""Speed and memory of the core, the node and the eval; prints Markdown tables.
+
+Real RN50 shapes with random weights (speed does not depend on weight values).
+  .venv/bin/python bench/benchmark.py [--quick] [--node-seconds 20] [--skip-node]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from depthclip_ros import conversions  # noqa: E402
+from depthclip_ros.config import DepthClipConfig  # noqa: E402
+from depthclip_ros.core import DepthClip, preprocess  # noqa: E402
+from depthclip_ros.demo import local_dds_env, render_scene  # noqa: E402
+from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def timed(fn, reps, warmup=1, sync=None):
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        if sync:
+            sync()
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def flops_of(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def bench_core(ckpt, devices, quick):
+    rows = []
+    for device in devices:
+        precisions = ["fp32"] if device == "cpu" else ["fp16", "fp32"]
+        for precision in precisions:
+            for label, size, mode in (("544x416", (416, 544), "crop"), ("640x480 resize", (480, 640), "resize")):
+                for flip in (False, True):
+                    for batch in (1, 8):
+                        if quick and (batch == 8 or flip):
+                            continue
+                        cfg = DepthClipConfig(model=ckpt, device=device, precision=precision, flip=flip,
+                                              preprocessing="resize", temperature=0.1,
+                                              cache_dir=tempfile.mkdtemp())
+                        model = DepthClip(cfg)
+                        imgs = np.random.default_rng(0).integers(0, 256, (batch, *size, 3), dtype=np.uint8)
+                        sync = torch.cuda.synchronize if device != "cpu" else None
+                        reps = 3 if batch == 8 and device == "cpu" else (10 if device == "cpu" else 50)
+                        core_t = timed(lambda: model.predict(imgs), reps, sync=sync)
+                        # The raw forward of the same layers on the same (already preprocessed) tensor.
+                        with torch.inference_mode():
+                            x = preprocess(model.to_device(imgs), cfg)
+                            if flip:
+                                x = torch.cat([x, x.flip(-1)])
+                            raw_t = timed(lambda: model.dense_features(x), reps, sync=sync)
+                            flops = flops_of(lambda: model.predict(imgs)) / batch
+                        med, raw = statistics.median(core_t), statistics.median(raw_t)
+                        rows.append([device, precision, label, "on" if flip else "off", batch,
+                                     f"{med / batch * 1e3:.1f}", f"{np.percentile(core_t, 95) / batch * 1e3:.1f}",
+                                     f"{batch / med:.2f}", f"{flops / 1e9:.1f}", f"{flops * batch / med / 1e9:.1f}",
+                                     f"{raw / batch * 1e3:.1f}", f"{med / raw:.3f}"])
+                        print("core", rows[-1], file=sys.stderr)
+                        del model
+    head = ["device", "precision", "input", "flip", "batch", "latency/frame median (ms)", "p95 (ms)",
+            "frames/s", "GFLOP/frame", "GFLOP/s", "raw forward/frame (ms)", "core / raw"]
+    return head, rows
+
+
+def bench_conversions():
+    rgb, _ = render_scene("corridor")
+    msg = conversions.rgb8_image_fields(rgb)
+
+    class Msg:  # attribute access like a ROS message
+        pass
+    m = Msg()
+    for k, v in msg.items():
+        setattr(m, k, v)
+    depth = np.random.default_rng(0).uniform(1, 3, (480, 640)).astype(np.float32)
+    intr = (525.0, 525.0, 319.5, 239.5)
+
+    def once():
+        img = conversions.image_to_rgb8(m)
+        conversions.depth_image_fields(depth)
+        pts, cols = conversions.cloud_points(depth, img, intr, 8)
+        conversions.pointcloud_fields(pts, cols)
+    t = timed(once, 200, warmup=5)
+    return [["rgb8 decode + 32FC1 depth message + cloud (stride 8), 640x480",
+             f"{statistics.median(t) * 1e3:.2f}", f"{np.percentile(t, 95) * 1e3:.2f}"]]
+
+
+NODE_RUNNER = r'''
+import os, sys, time, threading, resource, json
+import numpy as np, rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, CameraInfo
+from depthclip_ros import conversions
+from depthclip_ros.demo import render_scene
+rate, seconds = float(sys.argv[1]), float(sys.argv[2])
+rclpy.init(); n = rclpy.create_node("bench_camera")
+lat = []; recv = []
+def on_depth(m):
+    now = time.time()
+    lat.append(now - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)); recv.append(now)
+n.create_subscription(Image, "depth", on_depth, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+pub = n.create_publisher(Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+ipub = n.create_publisher(CameraInfo, "camera_info", 1)
+threading.Thread(target=rclpy.spin, args=(n,), daemon=True).start()
+while pub.get_subscription_count() == 0: time.sleep(0.1)
+rgb, _ = render_scene("corridor")
+fields = conversions.rgb8_image_fields(rgb)
+info = CameraInfo(width=640, height=480, k=[525., 0, 319.5, 0, 525., 239.5, 0, 0, 1])
+time.sleep(3.0)  # let the node warm up on a few frames first
+sent = 0; t0 = time.time(); lat.clear(); recv.clear()
+while time.time() - t0 < seconds:
+    now = time.time()
+    msg = Image(**fields); msg.header.stamp.sec = int(now); msg.header.stamp.nanosec = int((now % 1) * 1e9)
+    msg.header.frame_id = "cam"; info.header = msg.header
+    ipub.publish(info); pub.publish(msg); sent += 1
+    time.sleep(max(0.0, t0 + sent / rate - time.time()))
+time.sleep(2.0)
+print(json.dumps({"sent": sent, "received": len(recv), "lat": lat, "seconds": seconds}))
+rclpy.shutdown()
+'''
+
+
+def bench_node(ckpt, rates, seconds):
+    env = {**os.environ, **local_dds_env(domain_id=77), "PYTHONWARNINGS": "ignore"}
+    rows = []
+    root = str(Path(__file__).resolve().parent.parent)
+    for rate in rates:
+        node = subprocess.Popen([sys.executable, "-m", "depthclip_ros.node", "--ros-args", "-p", f"model:={ckpt}",
+                                 "-p", "device:=cpu", "-p", f"cache_dir:={tempfile.mkdtemp()}"],
+                                env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(8)
+        rss0 = _rss_mb(node.pid)
+        cpu0 = _cpu_s(node.pid)
+        out = subprocess.run([sys.executable, "-c", NODE_RUNNER, str(rate), str(seconds)], env=env, cwd=root,
+                             capture_output=True, text=True, timeout=seconds + 120)
+        rss1, cpu1 = _rss_mb(node.pid), _cpu_s(node.pid)
+        node.terminate()
+        node.wait(timeout=20)
+        import json
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        lat = np.array(r["lat"]) * 1e3
+        rows.append([f"{rate:g}", f"{r['sent'] / seconds:.1f}", f"{r['received'] / seconds:.2f}",
+                     str(r["sent"] - r["received"]), f"{np.median(lat):.0f}" if len(lat) else "-",
+                     f"{np.percentile(lat, 95):.0f}" if len(lat) else "-", f"{rss0:.0f}", f"{rss1:.0f}",
+                     f"{(cpu1 - cpu0) / seconds * 100:.0f}%"])
+        print("node", rows[-1], file=sys.stderr)
+    head = ["input rate (Hz)", "sent (Hz)", "output rate (Hz)", "frames not answered", "latency median (ms)",
+            "latency p95 (ms)", "RSS start (MB)", "RSS end (MB)", "node CPU (of 1 core)"]
+    return head, rows
+
+
+def _rss_mb(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_eval(ckpt, n_images):
+    from PIL import Image
+    from offline_eval.cli import main as eval_main
+    root = Path(tempfile.mkdtemp())
+    scene = root / "official_splits" / "test" / "corridor"
+    scene.mkdir(parents=True)
+    rgb, depth = render_scene("corridor")
+    for i in range(n_images):
+        Image.fromarray(rgb).save(scene / f"rgb_{i:05d}.jpg")
+        Image.fromarray((depth * 1000).astype(np.uint16)).save(scene / f"sync_depth_{i:05d}.png")
+    params = root / "p.yaml"
+    params.write_text(f"depthclip:\n  ros__parameters:\n    model: {ckpt}\n    device: cpu\n")
+    t0 = time.perf_counter()
+    import contextlib, io
+    with contextlib.redirect_stdout(io.StringIO()):
+        eval_main(["--data-root", str(root), "--params", str(params), "--workers", "2"])
+    dt = time.perf_counter() - t0
+    return [[f"{n_images} synthetic 640x480 images, paper protocol (crop + flip), cpu", f"{n_images / dt:.2f}"]]
+
+
+def table(head, rows):
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="batch 1, no flip only")
+    p.add_argument("--node-seconds", type=float, default=20.0)
+    p.add_argument("--rates", default="5,15,30")
+    p.add_argument("--skip-node", action="store_true")
+    p.add_argument("--eval-images", type=int, default=6)
+    args = p.parse_args()
+    torch.set_num_threads(os.cpu_count())
+    ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
+    print("## Core (DepthClip.predict, RN50 shapes, random weights)\n")
+    print(table(*bench_core(ckpt, devices, args.quick)) + "\n")
+    print("## Conversions and cloud building per frame\n")
+    print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
+    if not args.skip_node:
+        print(f"## Node (640x480 rgb8 stream, {args.node_seconds:g} s per rate, cpu)\n")
+        print(table(*bench_node(ckpt, [float(r) for r in args.rates.split(",")], args.node_seconds)) + "\n")
+    print("## Offline evaluation\n")
+    print(table(["data", "images/s"], bench_eval(ckpt, args.eval_images)))
+
+
+if __name__ == "__main__":
+    main()
