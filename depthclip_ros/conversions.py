@@ -186,15 +186,25 @@ def depth_image_to_array(msg) -> np.ndarray:
 
 # ------------------------------------------------------------------ intrinsics & clouds
 
+def scale_camera_matrices(k, p, info_width: int, info_height: int, width: int, height: int):
+    """CameraInfo K (9) and P (12) scaled by the size ratio when the image size differs from camera_info's."""
+    k = np.asarray(k, dtype=np.float64).reshape(9).copy()
+    p = np.asarray(p, dtype=np.float64).reshape(12).copy()
+    if info_width > 0 and info_height > 0 and (info_width, info_height) != (width, height):
+        sx, sy = width / info_width, height / info_height
+        k[[0, 2]] *= sx
+        k[[4, 5]] *= sy
+        p[[0, 2, 3]] *= sx
+        p[[5, 6]] *= sy
+    return k, p
+
+
 def intrinsics_for(k, info_width: int, info_height: int, width: int, height: int) -> tuple:
     """(fx, fy, cx, cy) from CameraInfo.k, scaled when the image size differs from camera_info's."""
-    k = np.asarray(k, dtype=np.float64).reshape(9)
+    k, _ = scale_camera_matrices(k, np.zeros(12), info_width, info_height, width, height)
     fx, fy, cx, cy = k[0], k[4], k[2], k[5]
     if fx <= 0 or fy <= 0:
         raise ValueError(f"camera_info K has non-positive focal length (fx={fx}, fy={fy})")
-    if info_width > 0 and info_height > 0 and (info_width, info_height) != (width, height):
-        sx, sy = width / info_width, height / info_height
-        fx, cx, fy, cy = fx * sx, cx * sx, fy * sy, cy * sy
     return float(fx), float(fy), float(cx), float(cy)
 
 

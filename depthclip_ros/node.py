@@ -257,18 +257,10 @@ class DepthClipNode(Node):
     @staticmethod
     def _depth_camera_info(header, info, width, height) -> CameraInfo:
         """The latest camera_info with the image's header, scaled to the depth image's size."""
-        out = CameraInfo(header=header, height=height, width=width, distortion_model=info.distortion_model,
-                         d=info.d, r=info.r, k=info.k, p=info.p, binning_x=info.binning_x,
-                         binning_y=info.binning_y, roi=info.roi)
-        if info.width and info.height and (info.width, info.height) != (width, height):
-            sx, sy = width / info.width, height / info.height
-            k, p = np.array(info.k, float), np.array(info.p, float)
-            k[[0, 2]] *= sx
-            k[[4, 5]] *= sy
-            p[[0, 2, 3]] *= sx
-            p[[5, 6]] *= sy
-            out.k, out.p = k.tolist(), p.tolist()
-        return out
+        k, p = conversions.scale_camera_matrices(info.k, info.p, info.width, info.height, width, height)
+        return CameraInfo(header=header, height=height, width=width, distortion_model=info.distortion_model,
+                          d=info.d, r=info.r, k=k.tolist(), p=p.tolist(), binning_x=info.binning_x,
+                          binning_y=info.binning_y, roi=info.roi)
 
     def _warn_throttled(self, key, text, period=5.0, error=False):
         now = time.monotonic()
