@@ -30,6 +30,7 @@ setup(
         "console_scripts": [
             f"depthclip_node = {PACKAGE}.node:main",
             f"depthclip-demo = {PACKAGE}.demo:main",
+            f"depthclip-bag = {PACKAGE}.bag_tool:main",
             "depthclip-eval = offline_eval.cli:main",
         ],
     },

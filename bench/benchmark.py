@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from depthclip_ros import conversions  # noqa: E402
 from depthclip_ros.config import DepthClipConfig  # noqa: E402
-from depthclip_ros.core import DepthClip, preprocess  # noqa: E402
+from depthclip_ros.core import DepthClip, DepthResult, preprocess  # noqa: E402
 from depthclip_ros.demo import local_dds_env, render_scene  # noqa: E402
 from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
 
@@ -100,24 +101,21 @@ def bench_core(ckpt, devices, quick):
 
 
 def bench_conversions():
+    """The node's per-frame message work, without the model: decode, depth image, camera_info, cloud."""
     rgb, _ = render_scene("corridor")
-    msg = conversions.rgb8_image_fields(rgb)
-
-    class Msg:  # attribute access like a ROS message
-        pass
-    m = Msg()
-    for k, v in msg.items():
-        setattr(m, k, v)
-    depth = np.random.default_rng(0).uniform(1, 3, (480, 640)).astype(np.float32)
-    intr = (525.0, 525.0, 319.5, 239.5)
+    msg = types.SimpleNamespace(**conversions.rgb8_image_fields(rgb))  # attribute access like a message
+    depth = np.random.default_rng(0).uniform(1, 3, (1, 480, 640)).astype(np.float32)
+    result = DepthResult(depth=depth, coarse_depth=depth[:, ::32, ::32], bin_probs=None,
+                         bins=np.arange(1.0, 8.0), region=(0, 0, 480, 640))
+    info = types.SimpleNamespace(width=640, height=480, k=[525.0, 0, 319.5, 0, 525.0, 239.5, 0, 0, 1],
+                                 p=[525.0, 0, 319.5, 0, 0, 525.0, 239.5, 0, 0, 0, 1, 0], d=[0.0] * 5,
+                                 r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], distortion_model="plumb_bob",
+                                 binning_x=0, binning_y=0, roi=None)
 
     def once():
-        img = conversions.image_to_rgb8(m)
-        conversions.depth_image_fields(depth)
-        pts, cols = conversions.cloud_points(depth, img, intr, 8)
-        conversions.pointcloud_fields(pts, cols)
+        conversions.frame_outputs(conversions.decode_image(msg), result, 0, info, 8)
     t = timed(once, 200, warmup=5)
-    return [["rgb8 decode + 32FC1 depth message + cloud (stride 8), 640x480",
+    return [["rgb8 decode + 32FC1 depth + camera_info + cloud (stride 8), 640x480",
              f"{statistics.median(t) * 1e3:.2f}", f"{np.percentile(t, 95) * 1e3:.2f}"]]
 
 

@@ -177,6 +177,32 @@ def _check_template(template) -> None:
                           f"unknown placeholder(s) {unknown}; only {{object}} and {{token}}")
 
 
+# --------------------------------------------------------------------------- outputs
+
+COLORMAPS = ("turbo", "viridis", "gray")
+# Parameters of the outputs (not of the estimator), shared by the node and the bag tool.
+OUTPUT_DEFAULTS = {"cloud_stride": 8, "colormap": "turbo"}
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSettings:
+    cloud_stride: int = 8   # one cloud point every N pixels; 0 = one per coarse grid cell
+    colormap: str = "turbo"  # of depth/colored
+
+    @classmethod
+    def from_params(cls, params: Mapping) -> "OutputSettings":
+        settings = cls(**{k: params.get(k, v) for k, v in OUTPUT_DEFAULTS.items()})
+        settings.validate()
+        return settings
+
+    def validate(self):
+        if isinstance(self.cloud_stride, bool) or not isinstance(self.cloud_stride, int) \
+                or not 0 <= self.cloud_stride <= 64:
+            raise ConfigError("cloud_stride", self.cloud_stride, "must be an integer 0..64")
+        if self.colormap not in COLORMAPS:
+            raise ConfigError("colormap", self.colormap, f"must be one of {', '.join(COLORMAPS)}")
+
+
 # --------------------------------------------------------------------------- files
 
 def read_params_file(path, node_name: str = NODE_NAME) -> dict:
@@ -240,8 +266,11 @@ def resolve_preset(preset) -> Path:
 
 
 def load_params(params_file=None, presets: Iterable = (), overrides: Mapping | None = None) -> dict:
-    """Parameter dict from a file, overlaid with presets (in order) then overrides."""
-    params = read_params_file(params_file or default_params_file())
+    """Parameters as the node sees them: the shipped file, overlaid with `params_file`, the presets
+    (in order), then `overrides`."""
+    params = read_params_file(default_params_file())
+    if params_file:
+        params.update(read_params_file(params_file))
     for preset in presets:
         params.update(read_params_file(resolve_preset(preset)))
     params.update(overrides or {})

@@ -7,6 +7,7 @@ field dicts for outputs, so the node and the bag tool share it. No rclpy import.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -161,6 +162,13 @@ def compressed_to_rgb8(msg) -> np.ndarray:
         raise ImageDecodeError(f"undecodable compressed image (format '{msg.format}'): {exc}") from None
 
 
+def decode_image(msg) -> np.ndarray:
+    """sensor_msgs/Image or sensor_msgs/CompressedImage (told apart by their fields) -> RGB uint8."""
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        return compressed_to_rgb8(msg)
+    return image_to_rgb8(msg)
+
+
 def rgb8_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
     """Fields of a sensor_msgs/Image holding an (H, W, 3) uint8 image."""
     h, w = rgb.shape[:2]
@@ -254,6 +262,47 @@ def pointcloud_fields(points: np.ndarray, colours: np.ndarray) -> dict:
                 row_step=CLOUD_POINT_STEP * w, is_dense=bool(not invalid.any()),
                 fields=[(name, off, POINTFIELD_FLOAT32, 1) for name, off in CLOUD_FIELDS],
                 data=buf.astype("<f4", copy=False).tobytes())
+
+
+def depth_camera_info_fields(info, width: int, height: int) -> dict:
+    """Fields of the camera_info that goes with a width x height depth image: `info` scaled to it."""
+    k, p = scale_camera_matrices(info.k, info.p, int(info.width), int(info.height), width, height)
+    return dict(height=height, width=width, distortion_model=info.distortion_model,
+                d=np.asarray(info.d, dtype=np.float64), r=np.asarray(info.r, dtype=np.float64).reshape(9),
+                k=k, p=p, binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
+
+
+@dataclasses.dataclass
+class FrameOutputs:
+    """Header-less fields of one frame's output messages; the caller adds the image's header."""
+    depth: dict               # sensor_msgs/Image, 32FC1
+    camera_info: dict | None  # sensor_msgs/CameraInfo scaled to the depth image; None without usable info
+    cloud: dict | None        # sensor_msgs/PointCloud2; None without usable info
+    problem: str | None       # why camera_info and cloud are missing
+
+
+def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) -> FrameOutputs:
+    """Depth image, camera_info and point cloud of frame `index` of a core `DepthResult`.
+
+    `info` is the camera's latest sensor_msgs/CameraInfo or None. The one place that turns a
+    prediction into messages: the node and the bag tool both call it.
+    """
+    depth = result.depth[index]
+    depth_fields = depth_image_fields(depth)
+    if info is None:
+        return FrameOutputs(depth_fields, None, None, "no camera_info")
+    height, width = depth.shape
+    try:
+        intr = intrinsics_for(info.k, int(info.width), int(info.height), width, height)
+    except ValueError as exc:
+        return FrameOutputs(depth_fields, None, None, f"camera_info unusable: {exc}")
+    if cloud_stride > 0:
+        points, colours = cloud_points(depth, rgb, intr, cloud_stride)
+    else:
+        u, v = result.coarse_pixel_coords()
+        points, colours = coarse_cloud_points(result.coarse_depth[index], u, v, rgb, intr)
+    return FrameOutputs(depth_fields, depth_camera_info_fields(info, width, height),
+                        pointcloud_fields(points, colours), None)
 
 
 def pointcloud_to_array(msg) -> np.ndarray:

@@ -7,7 +7,6 @@ building a backlog.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy
 from rclpy.time import Time
@@ -24,18 +24,18 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import Header
 
 from . import conversions
-from .config import NODE_NAME, ConfigError, DepthClipConfig, default_params_file, read_params_file
+from .config import (COLORMAPS, NODE_NAME, OUTPUT_DEFAULTS, ConfigError, DepthClipConfig, OutputSettings,
+                     default_params_file, read_params_file)
 from .core import DepthClip
 from .model_loading import ModelLoadError
-from .visualization import COLORMAPS, colorize
+from .visualization import colorize
 
 # REP 2003: sensor data in best effort, newest only; outputs reliable so every subscriber gets them.
 SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
                         depth=1, durability=DurabilityPolicy.VOLATILE)
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
 
-NODE_DEFAULTS = {"cloud_stride": 8, "use_compressed": False, "colormap": "turbo",
-                 "diagnostics_period": 1.0}
+NODE_DEFAULTS = {**OUTPUT_DEFAULTS, "use_compressed": False, "diagnostics_period": 1.0}
 
 DESCRIPTIONS = {
     "model": ("CLIP ResNet name (RN50, RN101, RN50x4, ...) or checkpoint path", True),
@@ -65,18 +65,6 @@ RANGES = {
     "input_height": IntegerRange(from_value=32, to_value=4096, step=32),
     "cloud_stride": IntegerRange(from_value=0, to_value=64, step=1),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class NodeSettings:
-    cloud_stride: int = 8
-    colormap: str = "turbo"
-
-    def validate(self):
-        if not 0 <= self.cloud_stride <= 64:
-            raise ConfigError("cloud_stride", self.cloud_stride, "must be 0..64")
-        if self.colormap not in COLORMAPS:
-            raise ConfigError("colormap", self.colormap, f"must be one of {', '.join(COLORMAPS)}")
 
 
 class Stats:
@@ -112,8 +100,7 @@ class DepthClipNode(Node):
         super().__init__(NODE_NAME, **node_kwargs)
         self._declare_parameters()
         params = self._param_values()
-        self.settings = NodeSettings(params["cloud_stride"], params["colormap"])
-        self.settings.validate()
+        self.settings = OutputSettings.from_params(params)
         config = DepthClipConfig.from_params(params)
         self.get_logger().info(f"loading CLIP '{config.model}' on device '{config.device}' ...")
         self.estimator = DepthClip(config)  # ModelLoadError / ConfigError end start-up in main()
@@ -138,7 +125,9 @@ class DepthClipNode(Node):
             self.create_subscription(Image, "image", self._on_image, SENSOR_QOS)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.create_timer(params["diagnostics_period"], self._publish_diagnostics)
+        # Wall-clock period: health reports keep coming while a replayed bag (use_sim_time) is paused.
+        self.create_timer(params["diagnostics_period"], self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._worker = threading.Thread(target=self._work, name="depthclip-worker", daemon=True)
         self._worker.start()
 
@@ -168,8 +157,7 @@ class DepthClipNode(Node):
         params = self._param_values()
         params.update({p.name: p.value for p in changes})
         try:
-            settings = NodeSettings(params["cloud_stride"], params["colormap"])
-            settings.validate()
+            settings = OutputSettings.from_params(params)
             config = DepthClipConfig.from_params(params)
             if config != self.estimator.config:
                 self.estimator.update_config(config)  # takes effect from the next frame
@@ -212,55 +200,31 @@ class DepthClipNode(Node):
                                      error=True)
 
     def process(self, msg):
-        if isinstance(msg, CompressedImage):
-            rgb = conversions.compressed_to_rgb8(msg)
-        else:
-            rgb = conversions.image_to_rgb8(msg)
+        rgb = conversions.decode_image(msg)
         t0 = time.perf_counter()
         result = self.estimator.predict(rgb)
         self.stats.inference_s.append(time.perf_counter() - t0)
-        depth = result.depth[0]
-        header = msg.header
-        self.depth_pub.publish(Image(header=header, **conversions.depth_image_fields(depth)))
         settings = self.settings
         info = self._camera_info
-        if info is None:
+        out = conversions.frame_outputs(rgb, result, 0, info, settings.cloud_stride)
+        header = msg.header
+        self.depth_pub.publish(Image(header=header, **out.depth))
+        if out.cloud is not None:
+            self.info_pub.publish(CameraInfo(header=header, **out.camera_info))
+            fields = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in out.cloud["fields"]]
+            self.cloud_pub.publish(PointCloud2(header=header, **{**out.cloud, "fields": fields}))
+        elif info is None:
             self._warn_throttled("no camera_info", "no camera_info received yet: publishing depth "
                                  "without a point cloud", period=float("inf"))
         else:
-            self._publish_cloud(header, info, rgb, depth, result, settings.cloud_stride)
+            self._warn_throttled("bad camera_info", f"{out.problem}: no point cloud")
         if self.colored_pub.get_subscription_count() > 0:
             lo, hi = float(result.bins[0]), float(result.bins[-1])
-            colored = colorize(depth, lo, hi, settings.colormap)
+            colored = colorize(result.depth[0], lo, hi, settings.colormap)
             self.colored_pub.publish(Image(header=header, **conversions.rgb8_image_fields(colored)))
         latency = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds * 1e-9
         self.stats.latency_s.append(latency)
         self.stats.count("published")
-
-    def _publish_cloud(self, header, info, rgb, depth, result, stride):
-        height, width = depth.shape
-        try:
-            intr = conversions.intrinsics_for(info.k, info.width, info.height, width, height)
-        except ValueError as exc:
-            self._warn_throttled("bad camera_info", f"camera_info unusable, no point cloud: {exc}")
-            return
-        self.info_pub.publish(self._depth_camera_info(header, info, width, height))
-        if stride > 0:
-            points, colours = conversions.cloud_points(depth, rgb, intr, stride)
-        else:
-            u, v = result.coarse_pixel_coords()
-            points, colours = conversions.coarse_cloud_points(result.coarse_depth[0], u, v, rgb, intr)
-        fields = conversions.pointcloud_fields(points, colours)
-        fields["fields"] = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in fields["fields"]]
-        self.cloud_pub.publish(PointCloud2(header=header, **fields))
-
-    @staticmethod
-    def _depth_camera_info(header, info, width, height) -> CameraInfo:
-        """The latest camera_info with the image's header, scaled to the depth image's size."""
-        k, p = conversions.scale_camera_matrices(info.k, info.p, info.width, info.height, width, height)
-        return CameraInfo(header=header, height=height, width=width, distortion_model=info.distortion_model,
-                          d=info.d, r=info.r, k=k.tolist(), p=p.tolist(), binning_x=info.binning_x,
-                          binning_y=info.binning_y, roi=info.roi)
 
     def _warn_throttled(self, key, text, period=5.0, error=False):
         now = time.monotonic()

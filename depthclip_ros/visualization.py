@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import COLORMAPS
 from .files import atomic_write
-
-COLORMAPS = ("turbo", "viridis", "gray")
 
 
 def _turbo(t: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ import threading
 import time
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -72,25 +72,32 @@ def camera_info(width=640, height=480, fx=500.0, fy=480.0, cx=320.0, cy=240.0):
 
 
 @contextlib.contextmanager
-def running_node(checkpoint, cache_dir, **params):
+def running_node(checkpoint, cache_dir, remappings=None, **params):
     """Start DepthClipNode with the tiny checkpoint; yield (node, tester); always clean up."""
     rclpy.init()
     overrides = {"model": checkpoint, "device": "cpu", "cache_dir": str(cache_dir), "temperature": 1.0}
     overrides.update(params)
-    node = DepthClipNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    remaps = [arg for name, target in (remappings or {}).items() for arg in ("-r", f"{name}:={target}")]
+    node = DepthClipNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+                         cli_args=["--ros-args", *remaps] if remaps else None)
     tester_node = rclpy.create_node("tester")
     tester = Tester(tester_node)
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    executor.add_node(tester_node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    # Each node spins on its own single-threaded executor, as `rclpy.spin(node)` runs the real node.
+    executors = [SingleThreadedExecutor(), SingleThreadedExecutor()]
+    executors[0].add_node(node)
+    executors[1].add_node(tester_node)
+    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
+    for thread in threads:
+        thread.start()
     try:
-        tester.wait_connected()
+        if not remappings:  # remapped inputs are not the tester's publishers: the caller waits
+            tester.wait_connected()
         yield node, tester
     finally:
-        executor.shutdown()
+        for executor in executors:
+            executor.shutdown()
         node.destroy_node()
         tester_node.destroy_node()
         rclpy.shutdown()
-        thread.join(timeout=5)
+        for thread in threads:
+            thread.join(timeout=5)

@@ -206,6 +206,7 @@ def test_bad_model_names_and_files(tmp_path):
 
 
 def test_core_does_not_import_rclpy():
-    code = ("import sys, depthclip_ros.core, depthclip_ros.config, depthclip_ros.conversions;"
+    code = ("import sys, depthclip_ros.core, depthclip_ros.config, depthclip_ros.conversions,"
+            " depthclip_ros.bag_tool;"
             "sys.exit('rclpy' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -39,8 +39,9 @@ def test_colcon_build_installs_what_ros2_launch_and_run_need(tmp_path):
     for rel in ("package.xml", "launch/depth.launch.py", "config/depthclip.yaml", "config/depthclip.rviz",
                 "config/presets/paper.yaml", "config/presets/bins_class_dependent_3.yaml"):
         assert (share / rel).is_file(), rel
-    exe = prefix / "lib" / "depthclip_ros" / "depthclip_node"
-    assert exe.is_file() and os.access(exe, os.X_OK)
+    for name in ("depthclip_node", "depthclip-bag", "depthclip-eval"):  # what `ros2 run` finds
+        exe = prefix / "lib" / "depthclip_ros" / name
+        assert exe.is_file() and os.access(exe, os.X_OK), name
 
 
 def _load_launch_file_with_recording_fakes(launch_args):

@@ -1,0 +1,86 @@
+"""Write small rosbag2 files (MCAP or sqlite3) with `rosbags`, from real rclpy messages.
+
+rclpy serialises the messages (CDR, as a recorder would); rosbags stores the bytes.
+"""
+import io
+import os
+
+from PIL import Image as PILImage
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import String
+
+from msg_factory import encode
+from ros_harness import camera_info, stamp
+
+from conftest import structured_image
+
+FRAME_PERIOD_NS = 100_000_000  # 10 Hz camera
+T0_NS = 1_700_000_000 * 10**9  # a wall-clock-like recording start
+
+
+def frame_stamp(i):
+    t = T0_NS + i * FRAME_PERIOD_NS + 1234  # header stamps a little off the log times, as in real bags
+    return divmod(t, 10**9)
+
+
+def jpeg(rgb):
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def write_bag(path, storage="mcap", frames=4, width=160, height=120, compressed=False,
+              encoding="rgb8", with_info=True):
+    """A bag with a camera (image + camera_info) and an unrelated String topic.
+
+    Returns {topic: [(log_time_ns, raw_bytes), ...]} of what was written.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    image_topic = "/cam/image_raw/compressed" if compressed else "/cam/image_raw"
+    written = {}
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        conns = {"/chatter": writer.add_connection("/chatter", "std_msgs/msg/String", typestore=typestore)}
+        if with_info:
+            conns["/cam/camera_info"] = writer.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo",
+                                                              typestore=typestore)
+        msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+        conns[image_topic] = writer.add_connection(image_topic, msgtype, typestore=typestore)
+
+        def put(topic, t, msg):
+            raw = serialize_message(msg)
+            writer.write(conns[topic], t, raw)
+            written.setdefault(topic, []).append((t, raw))
+
+        for i in range(frames):
+            t = T0_NS + i * FRAME_PERIOD_NS
+            sec, nsec = frame_stamp(i)
+            rgb = structured_image(height, width, seed=i)
+            if compressed:
+                image = CompressedImage(format="jpeg", data=jpeg(rgb))
+            else:
+                image = encode(rgb, encoding)
+            if with_info:
+                info = camera_info(width, height, fx=width * 0.8, fy=width * 0.8, cx=width / 2, cy=height / 2)
+                put("/cam/camera_info", t, stamp(info, sec, nsec))
+            put(image_topic, t + 1000, stamp(image, sec, nsec))
+            put("/chatter", t + 5000, String(data=f"message {i}"))
+    return written
+
+
+def read_bag(path):
+    """{topic: [(log_time_ns, raw_bytes, msgtype)]} and the storage files of a bag."""
+    from rosbags.rosbag2 import Reader
+    out = {}
+    with Reader(path) as reader:
+        for conn, t, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((t, bytes(raw), conn.msgtype))
+    return out, sorted(os.listdir(path))
+
+
+def deserialize(raw, msgtype):
+    from rosbags.typesys import Stores, get_typestore
+    return get_typestore(Stores.ROS2_KILTED).deserialize_cdr(raw, msgtype)

@@ -1,0 +1,297 @@
+"""depthclip-bag: info and process on real rosbag2 files (MCAP and sqlite3) written by the tests."""
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from depthclip_ros import bag_tool, conversions
+from depthclip_ros.config import load_config
+from depthclip_ros.core import DepthClip
+
+from bag_factory import deserialize, frame_stamp, read_bag, write_bag
+from bag_player import play
+from ros_harness import running_node
+
+IMAGE_TOPIC = "/cam/image_raw"
+
+
+@pytest.fixture
+def params_file(tiny_checkpoint, tmp_path):
+    """The tool's parameter file: the tiny model, a small network input, temperature 1 (see conftest)."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": {
+        "model": str(tiny_checkpoint), "device": "cpu", "cache_dir": str(tmp_path / "cache"),
+        "temperature": 1.0, "input_width": 128, "input_height": 96, "cloud_stride": 4}}}))
+    return path
+
+
+def run_tool(*argv):
+    return bag_tool.main([str(a) for a in argv])
+
+
+def leftovers(folder):
+    return [p for p in os.listdir(folder) if ".partial-" in p]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("compressed", [False, True], ids=["raw", "compressed"])
+def test_process_adds_depth_info_and_cloud_and_copies_everything(tmp_path, params_file, storage, compressed):
+    src, dst = tmp_path / "in_bag", tmp_path / "out_bag"
+    written = write_bag(src, storage, frames=3, compressed=compressed, encoding="bgr8")
+    image_topic = "/cam/image_raw/compressed" if compressed else IMAGE_TOPIC
+    assert run_tool("process", src, dst, "--image-topic", image_topic, "--params", params_file, "--quiet") == 0
+
+    out, files = read_bag(dst)
+    assert files == ["metadata.yaml", f"out_bag.{'mcap' if storage == 'mcap' else 'db3'}"]
+    # Every input message is there, byte for byte, at its log time.
+    for topic, msgs in written.items():
+        assert [(t, raw) for t, raw, _ in out[topic]] == msgs
+    images = written[image_topic]
+    depth, infos, clouds = out["/cam/depth"], out["/cam/depth/camera_info"], out["/cam/points"]
+    assert len(depth) == len(infos) == len(clouds) == len(images) == 3
+    estimator = DepthClip(load_config(params_file))
+    for i, (t_img, raw_img) in enumerate(images):
+        image = deserialize(raw_img, out[image_topic][0][2])
+        for t, _, _ in (depth[i], infos[i], clouds[i]):
+            assert t == t_img                                   # the image's log time
+        d = deserialize(depth[i][1], "sensor_msgs/msg/Image")
+        assert (d.header.stamp.sec, d.header.stamp.nanosec) == frame_stamp(i)
+        assert d.header.frame_id == image.header.frame_id == "camera_optical_frame"
+        assert (d.encoding, d.height, d.width, d.step) == ("32FC1", 120, 160, 640)
+        # The same core on the same decoded frame gives the same depth: one pipeline, not two.
+        expected = estimator.predict(conversions.decode_image(image)).depth[0]
+        np.testing.assert_allclose(conversions.depth_image_to_array(d), expected, rtol=1e-5)
+
+        info = deserialize(infos[i][1], "sensor_msgs/msg/CameraInfo")
+        assert info.header.stamp == d.header.stamp and (info.width, info.height) == (160, 120)
+        cloud = deserialize(clouds[i][1], "sensor_msgs/msg/PointCloud2")
+        assert cloud.header.stamp == d.header.stamp
+        assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"] and cloud.point_step == 16
+        assert (cloud.height, cloud.width) == (math.ceil(120 / 4), math.ceil(160 / 4))
+        xyz = conversions.pointcloud_to_array(cloud)[..., :3]
+        np.testing.assert_allclose(xyz[..., 2], expected[::4, ::4], rtol=1e-5)  # z is the depth
+    assert leftovers(tmp_path) == []
+
+
+def test_batches_give_the_same_depth_as_single_frames(tmp_path, params_file):
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=5)
+    assert run_tool("process", src, tmp_path / "b1", "--image-topic", IMAGE_TOPIC, "--params", params_file,
+                    "--quiet") == 0
+    assert run_tool("process", src, tmp_path / "b4", "--image-topic", IMAGE_TOPIC, "--params", params_file,
+                    "--batch-size", "4", "--quiet") == 0
+    one, _ = read_bag(tmp_path / "b1")
+    four, _ = read_bag(tmp_path / "b4")
+    assert len(four["/cam/depth"]) == 5
+    for a, b in zip(one["/cam/depth"], four["/cam/depth"]):
+        da = conversions.depth_image_to_array(deserialize(a[1], "sensor_msgs/msg/Image"))
+        db = conversions.depth_image_to_array(deserialize(b[1], "sensor_msgs/msg/Image"))
+        np.testing.assert_allclose(da, db, rtol=1e-4, atol=1e-5)
+
+
+def test_storage_can_be_converted_and_output_is_in_log_time_order(tmp_path, params_file):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", frames=4)
+    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file,
+                    "--storage", "sqlite3", "--batch-size", "3", "--quiet") == 0
+    _, files = read_bag(dst)
+    assert files == ["metadata.yaml", "out.db3"]
+    from rosbags.rosbag2 import Reader
+    with Reader(dst) as reader:  # file order, not the reader's merge: stored sorted by log time
+        times = [t for _, t, _ in reader.messages()]
+    assert times == sorted(times) and len(times) == 4 * 3 + 4 * 3
+
+
+def test_without_camera_info_only_depth_is_written(tmp_path, params_file, capsys):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", frames=2, with_info=False)
+    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    out, _ = read_bag(dst)
+    assert len(out["/cam/depth"]) == 2 and "/cam/points" not in out
+    assert "no point cloud: no camera_info" in capsys.readouterr().err
+
+
+def test_undecodable_frames_are_skipped_and_counted(tmp_path, params_file, capsys):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", frames=2, encoding="mono16")  # decodable; then make one frame a depth image
+    from rosbags.rosbag2 import Reader, Writer, StoragePlugin
+    bad = tmp_path / "bad"
+    with Reader(src) as reader, Writer(bad, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
+                 for c in reader.connections}
+        first = True
+        for c, t, raw in reader.messages():
+            if c.topic == IMAGE_TOPIC and first:
+                msg = deserialize(raw, c.msgtype)
+                msg.encoding = "16UC1"
+                from rosbags.typesys import Stores, get_typestore
+                raw = get_typestore(Stores.ROS2_KILTED).serialize_cdr(msg, c.msgtype)
+                first = False
+            writer.write(conns[c.id], t, raw)
+    assert run_tool("process", bad, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    out, _ = read_bag(dst)
+    assert len(out["/cam/depth"]) == 1 and len(out[IMAGE_TOPIC]) == 2
+    err = capsys.readouterr()
+    assert "1 frames rejected" in err.out and "16UC1" in err.err
+
+
+def test_info_lists_topics_types_counts_and_marks_images(tmp_path, capsys):
+    src = tmp_path / "in"
+    write_bag(src, "sqlite3", frames=3, compressed=True)
+    assert run_tool("info", src) == 0
+    text = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.startswith("/")}
+    assert rows["/cam/image_raw/compressed"] == ["sensor_msgs/msg/CompressedImage", "3", "<-", "image"]
+    assert rows["/cam/camera_info"] == ["sensor_msgs/msg/CameraInfo", "3"]
+    assert rows["/chatter"] == ["std_msgs/msg/String", "3"]
+    assert "storage:  sqlite3" in text and "messages: 9" in text
+
+
+# ------------------------------------------------------------------------- errors
+
+def test_unknown_topic_names_the_image_topics(tmp_path, params_file, capsys):
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=1)
+    assert run_tool("process", src, tmp_path / "out", "--image-topic", "/nope", "--params", params_file) == 2
+    err = capsys.readouterr().err
+    assert "topic /nope is not in bag" in err and "/cam/image_raw" in err
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_non_image_topic_is_refused_with_its_type(tmp_path, params_file, capsys):
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=1)
+    assert run_tool("process", src, tmp_path / "out", "--image-topic", "/chatter", "--params", params_file) == 2
+    assert "/chatter" in (err := capsys.readouterr().err) and "std_msgs/msg/String" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_truncated_bag_is_a_clear_error_and_leaves_nothing(tmp_path, params_file, capsys, storage):
+    src = tmp_path / "in"
+    write_bag(src, storage, frames=4)
+    data_file = next(p for p in src.iterdir() if p.suffix in (".mcap", ".db3"))
+    data_file.write_bytes(data_file.read_bytes()[:data_file.stat().st_size // 2])
+    assert run_tool("process", src, tmp_path / "out", "--image-topic", IMAGE_TOPIC, "--params", params_file,
+                    "--quiet") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("depthclip-bag: error: ") and str(src) in err
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+    assert run_tool("info", src) == 2
+
+
+def test_missing_bag_and_non_bag_paths(tmp_path, capsys):
+    assert run_tool("info", tmp_path / "absent") == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("hello")
+    assert run_tool("info", tmp_path / "notes.txt") == 2
+    assert "is not a rosbag2" in capsys.readouterr().err
+
+
+def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, params_file, capsys):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", frames=2)
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert os.listdir(dst) == ["keep.txt"]
+    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file,
+                    "--overwrite", "--quiet") == 0
+    assert sorted(os.listdir(dst)) == ["metadata.yaml", "out.mcap"] and leftovers(tmp_path) == []
+
+
+def test_failure_mid_run_leaves_no_output_and_keeps_the_old_one(tmp_path, params_file, monkeypatch):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", frames=4)
+    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    before = read_bag(dst)
+    calls = []
+
+    def interrupted_after_one_frame(self):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # what Ctrl-C or SIGTERM does mid-run
+        return original(self)
+    original = bag_tool.BagProcessor._flush
+    monkeypatch.setattr(bag_tool.BagProcessor, "_flush", interrupted_after_one_frame)
+    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file,
+                    "--overwrite", "--quiet") == 130
+    assert read_bag(dst) == before and leftovers(tmp_path) == []
+
+
+def test_already_processed_bag_is_refused(tmp_path, params_file, capsys):
+    src, once = tmp_path / "in", tmp_path / "once"
+    write_bag(src, "mcap", frames=1)
+    assert run_tool("process", src, once, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    assert run_tool("process", once, tmp_path / "twice", "--image-topic", IMAGE_TOPIC,
+                    "--params", params_file) == 2
+    assert "already has /cam/depth" in capsys.readouterr().err
+
+
+def test_console_entry_point_reports_config_errors(tmp_path):
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=1)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("depthclip:\n  ros__parameters:\n    cloud_stride: -3\n")
+    proc = subprocess.run([sys.executable, "-m", "depthclip_ros.bag_tool", "process", str(src),
+                           str(tmp_path / "out"), "--image-topic", IMAGE_TOPIC, "--params", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "invalid config field 'cloud_stride' = -3" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_damaged_bags_give_an_error_or_a_complete_output_never_a_crash(tmp_path, params_file, capsys, storage):
+    """Blocks of random bytes anywhere in the file: exit 0 with a full output, or exit 2 with nothing."""
+    clean = tmp_path / "clean"
+    write_bag(clean, storage, frames=3)
+    data_file = next(p for p in clean.iterdir() if p.suffix in (".mcap", ".db3"))
+    data = data_file.read_bytes()
+    outcomes = set()
+    for seed in range(12):
+        rng = random.Random(seed)
+        damaged = bytearray(data)
+        start = rng.randrange(len(damaged))
+        for i in range(start, min(len(damaged), start + rng.randrange(16, 4096))):
+            damaged[i] = rng.randrange(256)
+        src, dst = tmp_path / f"damaged{seed}", tmp_path / f"out{seed}"
+        shutil.copytree(clean, src)
+        (src / data_file.name).write_bytes(bytes(damaged))
+        rc = run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet")
+        err = capsys.readouterr().err
+        assert rc in (0, 2), err
+        if rc == 2:
+            assert "depthclip-bag: error:" in err and not dst.exists()
+        else:
+            assert sorted(os.listdir(dst)) == ["metadata.yaml", f"out{seed}{data_file.suffix}"]
+        outcomes.add(rc)
+    assert 2 in outcomes and leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------------- live replay
+
+def test_bag_replayed_with_clock_into_a_sim_time_node(tmp_path, tiny_checkpoint):
+    """`ros2 bag play BAG --clock` into the node with use_sim_time: the depth carries the bag's stamps."""
+    bag = tmp_path / "recorded"
+    frames = 5
+    write_bag(bag, "mcap", frames=frames)
+    bag_stamps = [frame_stamp(i) for i in range(frames)]
+    remap = {"image": IMAGE_TOPIC, "camera_info": "/cam/camera_info"}
+    with running_node(tiny_checkpoint, tmp_path, remappings=remap, use_sim_time=True) as (node, tester):
+        play(tester.node, bag, rate=0.25)  # 10 Hz recording at 2.5 Hz: the node keeps up
+        depth = tester.wait_for("depth", count=frames, timeout=20)
+        clouds = tester.wait_for("points", count=frames, timeout=20)
+        node_now = node.get_clock().now().nanoseconds
+    stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in depth]
+    assert stamps == bag_stamps                       # every frame, in order, with its recorded stamp
+    assert [(m.header.stamp.sec, m.header.stamp.nanosec) for m in clouds] == bag_stamps
+    # The node runs on the bag's clock (2023), not the wall clock.
+    last_log_ns = 1_700_000_000 * 10**9 + (frames - 1) * 100_000_000
+    assert last_log_ns <= node_now <= last_log_ns + 10**9
