@@ -295,3 +295,26 @@ def test_bag_replayed_with_clock_into_a_sim_time_node(tmp_path, tiny_checkpoint)
     # The node runs on the bag's clock (2023), not the wall clock.
     last_log_ns = 1_700_000_000 * 10**9 + (frames - 1) * 100_000_000
     assert last_log_ns <= node_now <= last_log_ns + 10**9
+
+
+def test_sigterm_mid_run_removes_the_partial_output(tmp_path, params_file):
+    import signal
+    import time
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", frames=100, width=320, height=240)
+    slow = tmp_path / "slow.yaml"  # the full-size network input: a run of several seconds
+    slow.write_text(params_file.read_text().replace("input_width: 128", "input_width: 544")
+                    .replace("input_height: 96", "input_height: 416"))
+    proc = subprocess.Popen([sys.executable, "-m", "depthclip_ros.bag_tool", "process", str(src), str(dst),
+                             "--image-topic", IMAGE_TOPIC, "--params", str(slow)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # mid-run: some frames written
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; no output written" in err and "%" in err  # it was under way (progress bar)
+    assert not dst.exists() and leftovers(tmp_path) == []
