@@ -119,20 +119,25 @@ def bench_conversions():
              f"{statistics.median(t) * 1e3:.2f}", f"{np.percentile(t, 95) * 1e3:.2f}"]]
 
 
-NODE_RUNNER = r'''
-import os, sys, time, threading, resource, json
-import numpy as np, rclpy
+NODE_RUNNER = r"""
+import sys, time, threading, json
+import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, CameraInfo
+from diagnostic_msgs.msg import DiagnosticArray
 from depthclip_ros import conversions
 from depthclip_ros.demo import render_scene
 rate, seconds = float(sys.argv[1]), float(sys.argv[2])
 rclpy.init(); n = rclpy.create_node("bench_camera")
-lat = []; recv = []
+lat = []; recv = []; diag = {}
 def on_depth(m):
     now = time.time()
     lat.append(now - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)); recv.append(now)
+def on_diag(m):
+    for st in m.status:
+        diag.update({kv.key: kv.value for kv in st.values})
 n.create_subscription(Image, "depth", on_depth, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+n.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
 pub = n.create_publisher(Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
 ipub = n.create_publisher(CameraInfo, "camera_info", 1)
 threading.Thread(target=rclpy.spin, args=(n,), daemon=True).start()
@@ -140,46 +145,77 @@ while pub.get_subscription_count() == 0: time.sleep(0.1)
 rgb, _ = render_scene("corridor")
 fields = conversions.rgb8_image_fields(rgb)
 info = CameraInfo(width=640, height=480, k=[525., 0, 319.5, 0, 525., 239.5, 0, 0, 1])
-time.sleep(3.0)  # let the node warm up on a few frames first
-sent = 0; t0 = time.time(); lat.clear(); recv.clear()
-while time.time() - t0 < seconds:
-    now = time.time()
-    msg = Image(**fields); msg.header.stamp.sec = int(now); msg.header.stamp.nanosec = int((now % 1) * 1e9)
-    msg.header.frame_id = "cam"; info.header = msg.header
-    ipub.publish(info); pub.publish(msg); sent += 1
-    time.sleep(max(0.0, t0 + sent / rate - time.time()))
+def stream(duration):
+    sent = 0; t0 = time.time()
+    while time.time() - t0 < duration:
+        now = time.time()
+        msg = Image(**fields); msg.header.stamp.sec = int(now); msg.header.stamp.nanosec = int((now % 1) * 1e9)
+        msg.header.frame_id = "cam"; info.header = msg.header
+        ipub.publish(info); pub.publish(msg); sent += 1
+        time.sleep(max(0.0, t0 + sent / rate - time.time()))
+    return sent
+stream(3.0)  # steady state first: the measured window starts warm
+time.sleep(1.0); lat.clear(); recv.clear(); diag.clear()
+start = time.time(); sent = stream(seconds); end = time.time()
 time.sleep(2.0)
-print(json.dumps({"sent": sent, "received": len(recv), "lat": lat, "seconds": seconds}))
+print(json.dumps({"sent": sent, "received": len(recv), "lat": lat, "start": start, "end": end,
+                  "node_inference_ms": diag.get("inference mean (ms)")}))
 rclpy.shutdown()
-'''
+"""
 
 
-def bench_node(ckpt, rates, seconds):
+def core_latency_ms(core_rows) -> float:
+    """The core's batch-1 latency on the node's input (640x480, resize, no flip) from the core table."""
+    row = next(r for r in core_rows if r[0] == "cpu" and r[2] == "640x480 resize" and r[3] == "off"
+               and r[4] == 1)
+    return float(row[5])
+
+
+def bench_node(ckpt, rates, seconds, core_ms):
+    import json
+    import threading
     env = {**os.environ, **local_dds_env(domain_id=77), "PYTHONWARNINGS": "ignore"}
     rows = []
     root = str(Path(__file__).resolve().parent.parent)
     for rate in rates:
-        node = subprocess.Popen([sys.executable, "-m", "depthclip_ros.node", "--ros-args", "-p", f"model:={ckpt}",
-                                 "-p", "device:=cpu", "-p", f"cache_dir:={tempfile.mkdtemp()}"],
-                                env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(8)
-        rss0 = _rss_mb(node.pid)
-        cpu0 = _cpu_s(node.pid)
+        log = Path(tempfile.mkdtemp()) / "node.log"
+        with open(log, "w") as log_file:
+            node = subprocess.Popen([sys.executable, "-m", "depthclip_ros.node", "--ros-args", "-p",
+                                     f"model:={ckpt}", "-p", "device:=cpu", "-p",
+                                     f"cache_dir:={tempfile.mkdtemp()}"],
+                                    env=env, cwd=root, stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while "warm-up" not in log.read_text() and time.time() < deadline and node.poll() is None:
+            time.sleep(0.2)
+        samples = []  # (wall time, RSS MB, CPU s) of the node, sampled through the run
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                samples.append((time.time(), _rss_mb(node.pid), _cpu_s(node.pid)))
+                stop.wait(0.25)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         out = subprocess.run([sys.executable, "-c", NODE_RUNNER, str(rate), str(seconds)], env=env, cwd=root,
                              capture_output=True, text=True, timeout=seconds + 120)
-        rss1, cpu1 = _rss_mb(node.pid), _cpu_s(node.pid)
+        stop.set()
+        sampler.join()
         node.terminate()
         node.wait(timeout=20)
-        import json
         r = json.loads(out.stdout.strip().splitlines()[-1])
+        window = [s for s in samples if r["start"] <= s[0] <= r["end"]]
+        (t0, rss0, cpu0), (t1, rss1, cpu1) = window[0], window[-1]
         lat = np.array(r["lat"]) * 1e3
         rows.append([f"{rate:g}", f"{r['sent'] / seconds:.1f}", f"{r['received'] / seconds:.2f}",
                      str(r["sent"] - r["received"]), f"{np.median(lat):.0f}" if len(lat) else "-",
-                     f"{np.percentile(lat, 95):.0f}" if len(lat) else "-", f"{rss0:.0f}", f"{rss1:.0f}",
-                     f"{(cpu1 - cpu0) / seconds * 100:.0f}%"])
+                     f"{np.percentile(lat, 95):.0f}" if len(lat) else "-",
+                     f"{np.median(lat) / core_ms:.2f}" if len(lat) else "-", r["node_inference_ms"] or "-",
+                     f"{rss0:.0f}", f"{rss1:.0f}", f"{rss1 - rss0:+.0f}",
+                     f"{max(s[1] for s in samples):.0f}", f"{(cpu1 - cpu0) / (t1 - t0) * 100:.0f}%"])
         print("node", rows[-1], file=sys.stderr)
     head = ["input rate (Hz)", "sent (Hz)", "output rate (Hz)", "frames not answered", "latency median (ms)",
-            "latency p95 (ms)", "RSS start (MB)", "RSS end (MB)", "node CPU (of 1 core)"]
+            "latency p95 (ms)", f"latency median / core ({core_ms:.0f} ms)", "inference in node, mean (ms)", "RSS window start (MB)", "RSS end (MB)",
+            "RSS growth (MB)", "RSS peak (MB)", "node CPU (of 1 core)"]
     return head, rows
 
 
@@ -226,19 +262,25 @@ def main():
     p.add_argument("--node-seconds", type=float, default=20.0)
     p.add_argument("--rates", default="5,15,30")
     p.add_argument("--skip-node", action="store_true")
+    p.add_argument("--only-node", action="store_true", help="just the node table (and its core reference)")
     p.add_argument("--eval-images", type=int, default=6)
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
-    print("## Core (DepthClip.predict, RN50 shapes, random weights)\n")
-    print(table(*bench_core(ckpt, devices, args.quick)) + "\n")
-    print("## Conversions and cloud building per frame\n")
-    print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
+    core_head, core_rows = bench_core(ckpt, devices, args.quick or args.only_node)
+    if not args.only_node:
+        print("## Core (DepthClip.predict, RN50 shapes, random weights)\n")
+        print(table(core_head, core_rows) + "\n")
+        print("## Conversions and cloud building per frame\n")
+        print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
     if not args.skip_node:
         print(f"## Node (640x480 rgb8 stream, {args.node_seconds:g} s per rate, cpu)\n")
-        print(table(*bench_node(ckpt, [float(r) for r in args.rates.split(",")], args.node_seconds)) + "\n")
+        rates = [float(r) for r in args.rates.split(",")]
+        print(table(*bench_node(ckpt, rates, args.node_seconds, core_latency_ms(core_rows))) + "\n")
+    if args.only_node:
+        return
     print("## Offline evaluation\n")
     print(table(["data", "images/s"], bench_eval(ckpt, args.eval_images)))
 

@@ -169,6 +169,13 @@ class DepthClip:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.encoder(x.to(self.dtype))
 
+    def warm_up(self) -> None:
+        """Predict once on a blank frame of the network's input size, so that the first real
+        frame does not pay for lazy initialisation (allocator, oneDNN / cuDNN kernel choice)."""
+        cfg = self.config
+        size = CROP_IMAGE_SIZE if cfg.preprocessing == "crop" else (cfg.input_height, cfg.input_width)
+        self.predict(np.zeros((*size, 3), np.uint8))
+
     @torch.inference_mode()
     def predict(self, images) -> DepthResult:
         head = self._head  # one frame, one config

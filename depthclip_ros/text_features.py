@@ -15,6 +15,7 @@ import torch
 
 import clip
 
+from .config import ConfigError
 from .files import atomic_write
 
 log = logging.getLogger("depthclip_ros")
@@ -32,7 +33,10 @@ def cache_key(identity: str, prompts, embed_dim: int) -> str:
 def encode_prompts(clip_model, prompts, device) -> np.ndarray:
     """(embed_dim, K) float32: each prompt encoded, L2-normalised, and, as the reference
     averages over templates (one here), averaged and normalised again."""
-    tokens = clip.tokenize(list(prompts)).to(device)
+    try:
+        tokens = clip.tokenize(list(prompts)).to(device)
+    except RuntimeError as exc:  # clip: "Input ... is too long for context length 77"
+        raise ConfigError("prompt_template", list(prompts)[0], f"a prompt is too long for CLIP: {exc}") from None
     emb = clip_model.encode_text(tokens).float()           # (K, D)
     emb = emb / emb.norm(dim=-1, keepdim=True)
     emb = emb.unsqueeze(1).mean(dim=1)                      # mean over the single template

@@ -143,6 +143,24 @@ def test_update_config_refuses_load_time_fields(make_config):
         model.update_config(model.config.replace(device="cuda"))
 
 
+@pytest.mark.parametrize("preprocessing, shape", [("crop", (480, 640)), ("resize", (96, 128))])
+def test_warm_up_runs_the_network_at_its_input_size(make_config, monkeypatch, preprocessing, shape):
+    model = DepthClip(make_config(preprocessing=preprocessing, input_width=128, input_height=96))
+    seen = []
+    real = model.dense_features
+    monkeypatch.setattr(model, "dense_features", lambda x: seen.append(tuple(x.shape)) or real(x))
+    model.warm_up()
+    frame = np.zeros((*shape, 3), np.uint8)
+    model.predict(frame)
+    assert len(seen) == 2 and seen[0] == seen[1]  # the real frame's forward shape was warmed up
+
+
+def test_prompt_longer_than_clip_context_is_a_config_error(make_config):
+    from depthclip_ros.config import ConfigError
+    with pytest.raises(ConfigError, match="prompt_template.*too long for CLIP"):
+        DepthClip(make_config(prompt_template="This {object} is " + "very " * 80 + "{token}"))
+
+
 def test_text_cache_hit_skips_encode_text(make_config):
     cfg = make_config()
     loaded = load_clip(cfg.model, "cpu")

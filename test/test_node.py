@@ -119,7 +119,8 @@ def test_parameter_changes(tiny_checkpoint, tmp_path):
                Parameter("depth_tokens", value=["near", "far"]),
                Parameter("prompt_template", value="no placeholders"),
                Parameter("temperature", value=0.0),
-               Parameter("cloud_stride", value=-1)]
+               Parameter("cloud_stride", value=-1),
+               Parameter("prompt_template", value="This {object} is " + "very " * 80 + "{token}")]
         for p in bad:
             result = node.set_parameters([p])[0]
             assert not result.successful and result.reason, p.name
