@@ -137,6 +137,28 @@ def test_parameter_changes(tiny_checkpoint, tmp_path):
         assert 2.0 <= after.min() and after.max() <= 5.0 and not np.allclose(after, before)
 
 
+def test_all_model_work_runs_on_the_worker_thread(tiny_checkpoint, tmp_path, monkeypatch):
+    """Loading, warm-up, config changes and frames: one thread (torch on two threads is slower)."""
+    import threading
+    from depthclip_ros.core import DepthClip
+    calls = []
+    for name in ("__init__", "warm_up", "update_config", "predict"):
+        real = getattr(DepthClip, name)
+
+        def recorder(self, *args, _real=real, _name=name, **kwargs):
+            calls.append((_name, threading.current_thread().name))
+            return _real(self, *args, **kwargs)
+        monkeypatch.setattr(DepthClip, name, recorder)
+    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
+        send_and_receive(tester, encode(RGB, "rgb8"), 1)
+        assert node.set_parameters([Parameter("depth_bins", value=[1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0])])[0].successful
+        after = conversions.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 2))
+    assert [name for name, _ in calls][:2] == ["__init__", "warm_up"]
+    assert {"update_config", "predict"} <= {name for name, _ in calls}
+    assert {thread for _, thread in calls} == {"depthclip-worker"}
+    assert after.max() > 3.0  # the change reached the frame after it
+
+
 def test_burst_drops_old_frames_and_answers_the_newest(tiny_checkpoint, tmp_path):
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         tester.info_pub.publish(camera_info())
