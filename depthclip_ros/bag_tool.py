@@ -186,10 +186,8 @@ class BagProcessor:
                 rihs01=c.digest if have_def else None, typestore=ts,
                 serialization_format=c.ext.serialization_format,
                 offered_qos_profiles=c.ext.offered_qos_profiles)
-        self._new = {name: writer.add_connection(topic, {"depth": IMAGE, "camera_info": CAMERA_INFO,
-                                                         "points": "sensor_msgs/msg/PointCloud2"}[name],
-                                                 typestore=ts)
-                     for name, topic in outputs.items()}
+        self._outputs = outputs
+        self._new = {}  # output connections, added on first use: no empty topics in OUT
         self._writer = writer
         self._frames, self._waiting, self._waiting_bytes = [], [], 0
         latest_info = None
@@ -259,6 +257,9 @@ class BagProcessor:
         else:
             self.problems.setdefault(f"no point cloud: {out.problem}", frame.timestamp)
         for name, msg in msgs:
+            if name not in self._new:
+                self._new[name] = self._writer.add_connection(self._outputs[name], msg.__msgtype__,
+                                                              typestore=self.typestore)
             conn = self._new[name]
             self._waiting.append((conn, frame.timestamp, self.typestore.serialize_cdr(msg, conn.msgtype)))
 

@@ -115,6 +115,35 @@ def test_without_camera_info_only_depth_is_written(tmp_path, params_file, capsys
     out, _ = read_bag(dst)
     assert len(out["/cam/depth"]) == 2 and "/cam/points" not in out
     assert "no point cloud: no camera_info" in capsys.readouterr().err
+    from rosbags.rosbag2 import Reader
+    with Reader(dst) as reader:  # no empty topics either
+        assert sorted(c.topic for c in reader.connections) == ["/cam/depth", IMAGE_TOPIC, "/chatter"]
+
+
+def test_messages_of_custom_types_are_copied_with_their_definitions(tmp_path, params_file):
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    typestore.register(get_types_from_msg("int32 value\nstring label", "my_robot_msgs/msg/Thing"))
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", frames=2)
+    with_custom = tmp_path / "with_custom"
+    with Reader(src) as reader, Writer(with_custom, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
+                 for c in reader.connections}
+        thing = writer.add_connection("/thing", "my_robot_msgs/msg/Thing", typestore=typestore)
+        for c, t, raw in reader.messages():
+            writer.write(conns[c.id], t, raw)
+            writer.write(thing, t, typestore.serialize_cdr(
+                typestore.types["my_robot_msgs/msg/Thing"](value=t % 1000, label="x"), "my_robot_msgs/msg/Thing"))
+    assert run_tool("process", with_custom, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file,
+                    "--quiet") == 0
+    before, _ = read_bag(with_custom)
+    after, _ = read_bag(dst)
+    assert after["/thing"] == before["/thing"] and len(after["/thing"]) == 6
+    with Reader(dst) as reader:
+        (conn,) = [c for c in reader.connections if c.topic == "/thing"]
+        assert conn.msgdef.data.startswith("int32 value\nstring label")
 
 
 def test_undecodable_frames_are_skipped_and_counted(tmp_path, params_file, capsys):
