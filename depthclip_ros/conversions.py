@@ -222,6 +222,12 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return ((c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]).view(np.float32)
 
 
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """The inverse of pack_rgb: float32 0x00RRGGBB -> uint8 (..., 3)."""
+    c = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint32)
+    return np.stack([(c >> 16) & 255, (c >> 8) & 255, c & 255], axis=-1).astype(np.uint8)
+
+
 def backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, intrinsics: tuple) -> np.ndarray:
     """Pixel coords and depth -> (..., 3) float32 points in the optical frame (REP 103)."""
     fx, fy, cx, cy = intrinsics

@@ -146,8 +146,7 @@ def run(args) -> int:
                 return 4
             depth = conversions.depth_image_to_array(got["depth"][sec])
             cloud = conversions.pointcloud_to_array(got["points"][sec])
-            colours = cloud[..., 3].copy().view(np.uint32)
-            rgb_cols = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], -1).astype(np.uint8)
+            rgb_cols = conversions.unpack_rgb(cloud[..., 3])
             save_png(out / f"{name}_rgb.png", rgb)
             save_png(out / f"{name}_depth.png", colorize(depth, bins[0], bins[-1]))
             save_png(out / f"{name}_truth.png", colorize(np.clip(truth, bins[0], bins[-1]), bins[0], bins[-1]))

@@ -101,3 +101,4 @@ def test_backprojection_formula_and_scaled_intrinsics():
     assert np.isnan(arr[0, 1, :3]).all()
     packed = arr[3, 5, 3:4].view(np.uint32)[0]
     assert packed == (int(rgb[24, 40, 0]) << 16 | int(rgb[24, 40, 1]) << 8 | int(rgb[24, 40, 2]))
+    np.testing.assert_array_equal(conversions.unpack_rgb(arr[..., 3]), cols)  # round trip
