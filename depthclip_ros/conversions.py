@@ -298,8 +298,9 @@ def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) 
     if info is None:
         return FrameOutputs(depth_fields, None, None, "no camera_info")
     height, width = depth.shape
-    try:
-        intr = intrinsics_for(info.k, int(info.width), int(info.height), width, height)
+    info_fields = depth_camera_info_fields(info, width, height)
+    try:  # the published camera_info's K, already at the depth image's size: one K for both
+        intr = intrinsics_for(info_fields["k"], width, height, width, height)
     except ValueError as exc:
         return FrameOutputs(depth_fields, None, None, f"camera_info unusable: {exc}")
     if cloud_stride > 0:
@@ -307,8 +308,7 @@ def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) 
     else:
         u, v = result.coarse_pixel_coords()
         points, colours = coarse_cloud_points(result.coarse_depth[index], u, v, rgb, intr)
-    return FrameOutputs(depth_fields, depth_camera_info_fields(info, width, height),
-                        pointcloud_fields(points, colours), None)
+    return FrameOutputs(depth_fields, info_fields, pointcloud_fields(points, colours), None)
 
 
 def pointcloud_to_array(msg) -> np.ndarray:
