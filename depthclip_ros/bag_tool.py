@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
 
 from . import conversions
 from .config import ConfigError, DepthClipConfig, OutputSettings, load_params
@@ -31,8 +33,8 @@ STORAGES = ("mcap", "sqlite3")
 MAX_BUFFERED_BYTES = 64 << 20
 # What rosbags and its storage back ends raise on damaged files (found by fuzzing bags here):
 # damaged lengths overflow or ask for absurd allocations; sqlite3 goes through sqlite3 or apsw.
-CORRUPTION_ERRORS = (struct.error, sqlite3.Error, EOFError, IndexError, KeyError, ValueError, OSError,
-                     ArithmeticError, MemoryError)
+CORRUPTION_ERRORS = (ReaderError, struct.error, sqlite3.Error, EOFError, IndexError, KeyError, ValueError,
+                     OSError, ArithmeticError, MemoryError)
 try:
     import apsw
     CORRUPTION_ERRORS += (apsw.Error,)
@@ -44,15 +46,8 @@ class BagError(Exception):
     """A bag cannot be read or written as asked; the message says what and where."""
 
 
-def _rosbags():
-    from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-    return Reader, ReaderError, StoragePlugin, Writer, get_typestore(Stores.ROS2_KILTED)
-
-
 def open_bag(path: Path):
     """An open rosbags Reader for a bag folder, .mcap or .db3 file; BagError when unreadable."""
-    Reader, ReaderError, *_ = _rosbags()
     if not path.exists():
         raise BagError(f"bag {path} does not exist")
     reader = Reader(path) if path.is_dir() or path.suffix in (".mcap", ".db3") else None
@@ -60,7 +55,7 @@ def open_bag(path: Path):
         raise BagError(f"{path} is not a rosbag2 (a folder with metadata.yaml, or a .mcap / .db3 file)")
     try:
         reader.open()
-    except (ReaderError, *CORRUPTION_ERRORS) as exc:
+    except CORRUPTION_ERRORS as exc:
         raise BagError(f"cannot read bag {path}: {exc} (truncated or corrupt? `mcap recover` repairs "
                        f"a truncated MCAP file, `ros2 bag reindex` a missing metadata.yaml)") from None
     return reader
@@ -77,17 +72,16 @@ def info(path: Path, out=None) -> None:
     out = out or sys.stdout
     reader = open_bag(path)
     try:
-        rows = sorted({(c.topic, c.msgtype): 0 for c in reader.connections})
-        counts = {}
+        counts = {}  # a topic may have several connections (several recorders)
         for c in reader.connections:
             counts[(c.topic, c.msgtype)] = counts.get((c.topic, c.msgtype), 0) + c.msgcount
-        width = max([len(t) for t, _ in rows] + [5])
+        width = max([len(t) for t, _ in counts] + [5])
         print(f"bag:      {path}", file=out)
         print(f"storage:  {storage_of(path)}", file=out)
         print(f"duration: {reader.duration * 1e-9:.3f} s", file=out)
         print(f"messages: {reader.message_count}", file=out)
         print(f"{'topic':<{width}}  {'type':<32}  {'count':>7}", file=out)
-        for topic, msgtype in rows:
+        for topic, msgtype in sorted(counts):
             mark = "  <- image" if msgtype in (IMAGE, COMPRESSED) else ""
             print(f"{topic:<{width}}  {msgtype:<32}  {counts[(topic, msgtype)]:>7}{mark}", file=out)
     finally:
@@ -138,7 +132,6 @@ def _check_topics(reader, path, image_topic, info_topic):
 
 def _messages(reader, path):
     """reader.messages(), with damage in the file reported as BagError (and nothing else caught)."""
-    _, ReaderError, *_ = _rosbags()
     messages = reader.messages()
     count = 0
     while True:
@@ -146,7 +139,7 @@ def _messages(reader, path):
             item = next(messages)
         except StopIteration:
             return
-        except (ReaderError, *CORRUPTION_ERRORS) as exc:
+        except CORRUPTION_ERRORS as exc:
             raise BagError(f"bag {path} is corrupt or truncated after {count} messages: "
                            f"{type(exc).__name__}: {exc}") from None
         count += 1
@@ -270,7 +263,6 @@ def _arrays(fields: dict) -> dict:
 
 
 def process(args) -> dict:
-    Reader, ReaderError, StoragePlugin, Writer, typestore = _rosbags()
     in_path, out_path = Path(args.input), Path(args.output)
     if out_path.resolve() == in_path.resolve():
         raise BagError("OUT must differ from IN: the input bag is never modified")
@@ -286,7 +278,7 @@ def process(args) -> dict:
         storage = args.storage or storage_of(in_path)
         from .core import DepthClip  # after the cheap checks: loading the model takes seconds
         estimator = DepthClip(config)
-        processor = BagProcessor(estimator, settings, typestore, args.batch_size)
+        processor = BagProcessor(estimator, settings, get_typestore(Stores.ROS2_KILTED), args.batch_size)
         total = sum(c.msgcount for c in reader.connections if c.topic == args.image_topic)
         from tqdm import tqdm
         started = time.monotonic()
