@@ -41,18 +41,22 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def timed(fn, reps, warmup=1, sync=None):
-    for _ in range(warmup):
-        fn()
-    out = []
+def timed(fns, reps, warmup=1, sync=None):
+    """Seconds per call of each function, calls interleaved (a, b, a, b, ...) so that the
+    machine's drift over the run weighs on every function alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    out = [[] for _ in fns]
     for _ in range(reps):
-        if sync:
-            sync()
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        out.append(time.perf_counter() - t0)
+        for fn, times in zip(fns, out):
+            if sync:
+                sync()
+            t0 = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            times.append(time.perf_counter() - t0)
     return out
 
 
@@ -80,13 +84,15 @@ def bench_core(ckpt, devices, quick):
                         imgs = np.random.default_rng(0).integers(0, 256, (batch, *size, 3), dtype=np.uint8)
                         sync = torch.cuda.synchronize if device != "cpu" else None
                         reps = 3 if batch == 8 and device == "cpu" else (10 if device == "cpu" else 50)
-                        core_t = timed(lambda: model.predict(imgs), reps, sync=sync)
-                        # The raw forward of the same layers on the same (already preprocessed) tensor.
+                        # The raw forward: the same layers on the same tensor, already preprocessed,
+                        # flipped, cast and laid out as the encoder takes it.
                         with torch.inference_mode():
                             x = preprocess(model.to_device(imgs), cfg)
                             if flip:
                                 x = torch.cat([x, x.flip(-1)])
-                            raw_t = timed(lambda: model.dense_features(x), reps, sync=sync)
+                            x = x.to(model.dtype).contiguous(memory_format=torch.channels_last)
+                            core_t, raw_t = timed([lambda: model.predict(imgs), lambda: model.encoder(x)],
+                                                  reps, sync=sync)
                             flops = flops_of(lambda: model.predict(imgs)) / batch
                         med, raw = statistics.median(core_t), statistics.median(raw_t)
                         rows.append([device, precision, label, "on" if flip else "off", batch,
@@ -114,7 +120,7 @@ def bench_conversions():
 
     def once():
         conversions.frame_outputs(conversions.decode_image(msg), result, 0, info, 8)
-    t = timed(once, 200, warmup=5)
+    (t,) = timed([once], 200, warmup=5)
     return [["rgb8 decode + 32FC1 depth + camera_info + cloud (stride 8), 640x480",
              f"{statistics.median(t) * 1e3:.2f}", f"{np.percentile(t, 95) * 1e3:.2f}"]]
 
@@ -174,7 +180,7 @@ def node_core_reference(ckpt):
     """
     model = DepthClip(load_config(overrides={"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp()}))
     frame = render_scene("corridor")[0]
-    return lambda: statistics.median(timed(lambda: model.predict(frame), 12, warmup=2)) * 1e3
+    return lambda: statistics.median(timed([lambda: model.predict(frame)], 12, warmup=2)[0]) * 1e3
 
 
 def bench_node(ckpt, rates, seconds):

@@ -119,10 +119,11 @@ class DepthClip:
         # Dense features are layer4's output: the attention pool is not used (reference).
         # Swapping it for Identity keeps CLIP's own forward (stem, dtype cast, layers).
         visual.attnpool = torch.nn.Identity()
-        self.encoder = visual
+        # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
+        # (RN50 at 544x416 on 2 EPYC cores: 250 vs 270-300 ms at batch 1, -25 % at batch 8).
+        self.encoder = visual.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: autotune once
-            self.encoder = self.encoder.to(memory_format=torch.channels_last)
         self.image_channels = visual.layer4[-1].conv3.out_channels
         self.embed_dim = self.loaded.clip_model.text_projection.shape[1]
         self.channel_index = channel_subsample_index(self.image_channels, self.embed_dim).to(self.device)
@@ -165,9 +166,7 @@ class DepthClip:
 
     def dense_features(self, x: torch.Tensor) -> torch.Tensor:
         """CLIP ResNet layer4 feature map (B, C, H/32, W/32) of a normalised input."""
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.encoder(x.to(self.dtype))
+        return self.encoder(x.to(self.dtype).contiguous(memory_format=torch.channels_last))
 
     def warm_up(self) -> None:
         """Predict once on a blank frame of the network's input size, so that the first real
