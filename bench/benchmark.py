@@ -22,9 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from depthclip_ros import conversions  # noqa: E402
-from depthclip_ros.config import DepthClipConfig, load_config  # noqa: E402
+from depthclip_ros.config import DepthClipConfig, default_params_file, load_config  # noqa: E402
 from depthclip_ros.core import DepthClip, DepthResult, preprocess  # noqa: E402
-from depthclip_ros.demo import local_dds_env, render_scene  # noqa: E402
+from depthclip_ros.demo import (local_dds_env, render_scene, scene_camera_info_fields,  # noqa: E402
+                                start_node_process)
 from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
 
 
@@ -113,10 +114,7 @@ def bench_conversions():
     depth = np.random.default_rng(0).uniform(1, 3, (1, 480, 640)).astype(np.float32)
     result = DepthResult(depth=depth, coarse_depth=depth[:, ::32, ::32], bin_probs=None,
                          bins=np.arange(1.0, 8.0), region=(0, 0, 480, 640))
-    info = types.SimpleNamespace(width=640, height=480, k=[525.0, 0, 319.5, 0, 525.0, 239.5, 0, 0, 1],
-                                 p=[525.0, 0, 319.5, 0, 0, 525.0, 239.5, 0, 0, 0, 1, 0], d=[0.0] * 5,
-                                 r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], distortion_model="plumb_bob",
-                                 binning_x=0, binning_y=0, roi=None)
+    info = types.SimpleNamespace(**scene_camera_info_fields(), binning_x=0, binning_y=0, roi=None)
 
     def once():
         conversions.frame_outputs(conversions.decode_image(msg), result, 0, info, 8)
@@ -132,7 +130,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, CameraInfo
 from diagnostic_msgs.msg import DiagnosticArray
 from depthclip_ros import conversions
-from depthclip_ros.demo import render_scene
+from depthclip_ros.demo import render_scene, scene_camera_info_fields
 rate, seconds = float(sys.argv[1]), float(sys.argv[2])
 rclpy.init(); n = rclpy.create_node("bench_camera")
 lat = []; recv = []; diag = {}
@@ -150,7 +148,7 @@ threading.Thread(target=rclpy.spin, args=(n,), daemon=True).start()
 while pub.get_subscription_count() == 0: time.sleep(0.1)
 rgb, _ = render_scene("corridor")
 fields = conversions.rgb8_image_fields(rgb)
-info = CameraInfo(width=640, height=480, k=[525., 0, 319.5, 0, 525., 239.5, 0, 0, 1])
+info = CameraInfo(**scene_camera_info_fields())
 msg = Image(**fields)  # built once: a camera driver does not pay Python's message construction
 msg.header.frame_id = "cam"
 def stream(duration):
@@ -193,11 +191,8 @@ def bench_node(ckpt, rates, seconds):
     for rate in rates:
         core = core_ms()
         log = Path(tempfile.mkdtemp()) / "node.log"
-        with open(log, "w") as log_file:
-            node = subprocess.Popen([sys.executable, "-m", "depthclip_ros.node", "--ros-args", "-p",
-                                     f"model:={ckpt}", "-p", "device:=cpu", "-p",
-                                     f"cache_dir:={tempfile.mkdtemp()}"],
-                                    env=env, cwd=root, stdout=log_file, stderr=subprocess.STDOUT)
+        node = start_node_process(default_params_file(), {"model": ckpt, "device": "cpu",
+                                                          "cache_dir": tempfile.mkdtemp()}, env, log)
         deadline = time.time() + 120
         while "warm-up" not in log.read_text() and time.time() < deadline and node.poll() is None:
             time.sleep(0.2)

@@ -54,6 +54,13 @@ def render_scene(name: str):
     return np.clip(rgb, 0, 255).astype(np.uint8), z.astype(np.float32)
 
 
+def scene_camera_info_fields() -> dict:
+    """Fields of the sensor_msgs/CameraInfo of the camera the scenes are rendered with."""
+    return dict(width=WIDTH, height=HEIGHT, distortion_model="plumb_bob", d=[0.0] * 5,
+                k=[FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0], r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                p=[FX, 0.0, CX, 0.0, 0.0, FY, CY, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
 def local_dds_env(domain_id=None) -> dict:
     """Environment for ROS processes that talk only to each other on this machine.
 
@@ -67,7 +74,8 @@ def local_dds_env(domain_id=None) -> dict:
     return env
 
 
-def _start_node(params_file, overrides: dict, env: dict, log_path):
+def start_node_process(params_file, overrides: dict, env: dict, log_path):
+    """The depthclip node as its own process, its output going to `log_path`."""
     cmd = [sys.executable, "-m", "depthclip_ros.node", "--ros-args", "--params-file", str(params_file)]
     for k, v in overrides.items():
         cmd += ["-p", f"{k}:={v}"]
@@ -98,7 +106,7 @@ def run(args) -> int:
         print(f"using a RANDOM-WEIGHT CLIP ({args.random_weights}): checks the pipeline, the depth is meaningless")
     elif args.model:
         overrides["model"] = args.model
-    node_proc = _start_node(params_file, overrides, env, out / "node.log")
+    node_proc = start_node_process(params_file, overrides, env, out / "node.log")
 
     rclpy.init()
     node = rclpy.create_node("depthclip_demo")
@@ -125,9 +133,7 @@ def run(args) -> int:
         bins = [float(b) for b in params.get("depth_bins", (1.0, 3.0))]
         for sec, name in enumerate(SCENES, start=1):
             rgb, truth = render_scene(name)
-            info = CameraInfo(width=WIDTH, height=HEIGHT, k=[FX, 0, CX, 0, FY, CY, 0, 0, 1],
-                              p=[FX, 0, CX, 0, 0, FY, CY, 0, 0, 0, 1, 0], distortion_model="plumb_bob",
-                              d=[0.0] * 5, r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0])
+            info = CameraInfo(**scene_camera_info_fields())
             msg = Image(**conversions.rgb8_image_fields(rgb))
             for m in (info, msg):
                 m.header.stamp.sec, m.header.frame_id = sec, "camera_color_optical_frame"
