@@ -180,12 +180,11 @@ def _check_template(template) -> None:
 # --------------------------------------------------------------------------- outputs
 
 COLORMAPS = ("turbo", "viridis", "gray")
-# Parameters of the outputs (not of the estimator), shared by the node and the bag tool.
-OUTPUT_DEFAULTS = {"cloud_stride": 8, "colormap": "turbo"}
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputSettings:
+    """Parameters of the outputs (not of the estimator), shared by the node and the bag tool."""
     cloud_stride: int = 8   # one cloud point every N pixels; 0 = one per coarse grid cell
     colormap: str = "turbo"  # of depth/colored
 
@@ -201,6 +200,9 @@ class OutputSettings:
             raise ConfigError("cloud_stride", self.cloud_stride, "must be an integer 0..64")
         if self.colormap not in COLORMAPS:
             raise ConfigError("colormap", self.colormap, f"must be one of {', '.join(COLORMAPS)}")
+
+
+OUTPUT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(OutputSettings)}
 
 
 # --------------------------------------------------------------------------- files

@@ -120,7 +120,7 @@ class DepthClip:
         # Swapping it for Identity keeps CLIP's own forward (stem, dtype cast, layers).
         visual.attnpool = torch.nn.Identity()
         # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
-        # (RN50 at 544x416 on 2 EPYC cores: 250 vs 270-300 ms at batch 1, -25 % at batch 8).
+        # (RN50 at 544x416 on 2 EPYC cores: 252 vs 272-288 ms per frame at batch 1).
         self.encoder = visual.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: autotune once
