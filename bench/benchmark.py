@@ -270,14 +270,25 @@ def table(head, rows):
     return "\n".join(lines)
 
 
+def rates_hz(text: str) -> list:
+    try:
+        rates = [float(r) for r in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates in Hz like 5,15,30, got '{text}'") from None
+    if any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"rates must be > 0 Hz, got '{text}'")
+    return rates
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="batch 1, no flip only")
-    p.add_argument("--node-seconds", type=float, default=20.0)
-    p.add_argument("--rates", default="5,15,30")
-    p.add_argument("--skip-node", action="store_true")
+    p.add_argument("--quick", action="store_true", help="core: batch 1, no flip only")
+    p.add_argument("--node-seconds", type=float, default=20.0, help="measured window per rate (default 20)")
+    p.add_argument("--rates", type=rates_hz, default=rates_hz("5,15,30"),
+                   help="camera rates in Hz, comma-separated (default 5,15,30)")
+    p.add_argument("--skip-node", action="store_true", help="no node table")
     p.add_argument("--only-node", action="store_true", help="just the node table")
-    p.add_argument("--eval-images", type=int, default=6)
+    p.add_argument("--eval-images", type=int, default=6, help="synthetic images for the eval table (default 6)")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
@@ -290,8 +301,7 @@ def main():
         print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
     if not args.skip_node:
         print(f"## Node (640x480 rgb8 stream, {args.node_seconds:g} s per rate, cpu)\n")
-        rates = [float(r) for r in args.rates.split(",")]
-        print(table(*bench_node(ckpt, rates, args.node_seconds)) + "\n")
+        print(table(*bench_node(ckpt, args.rates, args.node_seconds)) + "\n")
     if args.only_node:
         return
     print("## Offline evaluation\n")
