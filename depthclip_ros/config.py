@@ -1,13 +1,14 @@
 """DepthCLIP configuration: one schema, read from ROS 2 parameter files.
 
 The node, the offline evaluation and the bag tool all read the same YAML
-(`depthclip: ros__parameters: ...`), validated here. No rclpy import.
+(`/**/depthclip: ros__parameters: ...`), validated here. No rclpy import.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
+import re
 import string
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 
 PACKAGE_NAME = "depthclip_ros"
 NODE_NAME = "depthclip"
+NODE_FQN = "/" + NODE_NAME  # the node without a namespace; the tools read its parameters
 
 MODES = ("crop", "resize")
 DEVICES_FIXED = ("auto", "cpu", "cuda")
@@ -207,8 +209,55 @@ OUTPUT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(OutputSettings)
 
 # --------------------------------------------------------------------------- files
 
-def read_params_file(path, node_name: str = NODE_NAME) -> dict:
-    """Return the `ros__parameters` of `node_name` (or `/**`) from a ROS 2 parameter YAML."""
+def node_key_matches(key: str, node_fqn: str) -> bool:
+    """Whether a parameter file's node key applies to the node `node_fqn` (e.g. '/front/depthclip').
+
+    rcl's rules, checked against rclpy here: a key without a leading '/' is absolute, `*` is
+    one name token, `**` any number of tokens (none included), and wildcards are whole tokens.
+    """
+    pattern = ""
+    for token in key.strip("/").split("/"):
+        if token == "**":
+            pattern += "(?:/[^/]+)*"
+        elif token == "*":
+            pattern += "/[^/]+"
+        else:
+            pattern += "/" + re.escape(token)
+    return re.fullmatch(pattern, node_fqn) is not None
+
+
+def _flatten(params: Mapping, prefix: str = "") -> dict:
+    """Nested parameter mappings as rcl names them: {'a': {'b': 1}} -> {'a.b': 1}."""
+    flat = {}
+    for name, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def _node_sections(data: Mapping, path, prefix: str = ""):
+    """(node key, ros__parameters) of every section, in file order; nested namespaces joined."""
+    for key, section in data.items():
+        name = f"{prefix}/{str(key).strip('/')}" if prefix else str(key)
+        if not isinstance(section, dict):
+            raise ConfigError("params_file", str(path), f"section '{name}' is not a mapping")
+        if "ros__parameters" in section:
+            if not isinstance(section["ros__parameters"], dict):
+                raise ConfigError("params_file", str(path),
+                                  f"section '{name}' has no ros__parameters mapping")
+            yield name, section["ros__parameters"]
+        else:
+            yield from _node_sections(section, path, name)
+
+
+def read_params_file(path, node_fqn: str = NODE_FQN) -> dict:
+    """The parameters a ROS 2 parameter YAML gives the node `node_fqn`, as rcl reads them.
+
+    Every section whose key matches the node (`/**/depthclip`, `/**`, `depthclip`,
+    `/front/depthclip`, ...) applies, later sections overriding earlier ones.
+    """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -217,19 +266,17 @@ def read_params_file(path, node_name: str = NODE_NAME) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError("params_file", str(path), f"not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError("params_file", str(path), "expected `<node>: ros__parameters: {...}`")
+        raise ConfigError("params_file", str(path), "expected `/**/depthclip: ros__parameters: {...}`")
     params: dict = {}
-    # Wildcard first, then the node's own section overrides it (as ros2 does).
-    for key in ("/**", node_name, "/" + node_name):
-        section = data.get(key)
-        if section is None:
-            continue
-        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
-            raise ConfigError("params_file", str(path), f"section '{key}' has no ros__parameters mapping")
-        params.update(section["ros__parameters"])
-    if not params:
+    matched = False
+    for key, section in _node_sections(data, path):
+        if node_key_matches(key, node_fqn):
+            matched = True
+            params.update(_flatten(section))
+    if not matched:
         raise ConfigError("params_file", str(path),
-                          f"no '{node_name}:' or '/**:' section with ros__parameters")
+                          f"no section for node {node_fqn} (keys: {', '.join(map(str, data))}); "
+                          f"use `/**/{node_fqn.rsplit('/', 1)[-1]}:` to match it in any namespace")
     return params
 
 

@@ -12,6 +12,8 @@ import io
 
 import numpy as np
 
+from .camera_model import PinholeCamera
+
 # encoding -> (channels, dtype); the order of colour channels is handled in to_rgb8.
 ENCODINGS = {
     "rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "rgba8": (4, np.uint8), "bgra8": (4, np.uint8),
@@ -194,28 +196,6 @@ def depth_image_to_array(msg) -> np.ndarray:
 
 # ------------------------------------------------------------------ intrinsics & clouds
 
-def scale_camera_matrices(k, p, info_width: int, info_height: int, width: int, height: int):
-    """CameraInfo K (9) and P (12) scaled by the size ratio when the image size differs from camera_info's."""
-    k = np.asarray(k, dtype=np.float64).reshape(9).copy()
-    p = np.asarray(p, dtype=np.float64).reshape(12).copy()
-    if info_width > 0 and info_height > 0 and (info_width, info_height) != (width, height):
-        sx, sy = width / info_width, height / info_height
-        k[[0, 2]] *= sx
-        k[[4, 5]] *= sy
-        p[[0, 2, 3]] *= sx
-        p[[5, 6]] *= sy
-    return k, p
-
-
-def intrinsics_for(k, info_width: int, info_height: int, width: int, height: int) -> tuple:
-    """(fx, fy, cx, cy) from CameraInfo.k, scaled when the image size differs from camera_info's."""
-    k, _ = scale_camera_matrices(k, np.zeros(12), info_width, info_height, width, height)
-    fx, fy, cx, cy = k[0], k[4], k[2], k[5]
-    if fx <= 0 or fy <= 0:
-        raise ValueError(f"camera_info K has non-positive focal length (fx={fx}, fy={fy})")
-    return float(fx), float(fy), float(cx), float(cy)
-
-
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """uint8 (..., 3) -> float32 with the 0x00RRGGBB bit pattern RViz reads."""
     c = rgb.astype(np.uint32)
@@ -270,37 +250,30 @@ def pointcloud_fields(points: np.ndarray, colours: np.ndarray) -> dict:
                 data=buf.astype("<f4", copy=False).tobytes())
 
 
-def depth_camera_info_fields(info, width: int, height: int) -> dict:
-    """Fields of the camera_info that goes with a width x height depth image: `info` scaled to it."""
-    k, p = scale_camera_matrices(info.k, info.p, int(info.width), int(info.height), width, height)
-    return dict(height=height, width=width, distortion_model=info.distortion_model,
-                d=np.asarray(info.d, dtype=np.float64), r=np.asarray(info.r, dtype=np.float64).reshape(9),
-                k=k, p=p, binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
-
-
 @dataclasses.dataclass
 class FrameOutputs:
     """Header-less fields of one frame's output messages; the caller adds the image's header."""
     depth: dict               # sensor_msgs/Image, 32FC1
-    camera_info: dict | None  # sensor_msgs/CameraInfo scaled to the depth image; None without usable info
+    camera_info: dict | None  # sensor_msgs/CameraInfo of the depth image; None without usable info
     cloud: dict | None        # sensor_msgs/PointCloud2; None without usable info
     problem: str | None       # why camera_info and cloud are missing
+    distorted: bool = False   # camera_info has non-zero D: the cloud is right only for a rectified image
 
 
 def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) -> FrameOutputs:
     """Depth image, camera_info and point cloud of frame `index` of a core `DepthResult`.
 
-    `info` is the camera's latest sensor_msgs/CameraInfo or None. The one place that turns a
-    prediction into messages: the node and the bag tool both call it.
+    `info` is the sensor_msgs/CameraInfo paired with the image, or None. The one place that turns
+    a prediction into messages: the node and the bag tool both call it.
     """
     depth = result.depth[index]
     depth_fields = depth_image_fields(depth)
     if info is None:
         return FrameOutputs(depth_fields, None, None, "no camera_info")
     height, width = depth.shape
-    info_fields = depth_camera_info_fields(info, width, height)
-    try:  # the published camera_info's K, already at the depth image's size: one K for both
-        intr = intrinsics_for(info_fields["k"], width, height, width, height)
+    camera = PinholeCamera.from_camera_info(info).scaled_to(width, height)
+    try:  # the published camera_info's intrinsics, at the depth image's size: one model for both
+        intr = camera.intrinsics()
     except ValueError as exc:
         return FrameOutputs(depth_fields, None, None, f"camera_info unusable: {exc}")
     if cloud_stride > 0:
@@ -308,7 +281,8 @@ def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) 
     else:
         u, v = result.coarse_pixel_coords()
         points, colours = coarse_cloud_points(result.coarse_depth[index], u, v, rgb, intr)
-    return FrameOutputs(depth_fields, info_fields, pointcloud_fields(points, colours), None)
+    return FrameOutputs(depth_fields, camera.camera_info_fields(), pointcloud_fields(points, colours),
+                        None, camera.is_distorted)
 
 
 def pointcloud_to_array(msg) -> np.ndarray:

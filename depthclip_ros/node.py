@@ -17,25 +17,36 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions, QoSPolicyKind
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
 
-from . import conversions
+from . import conversions, input_qos, topics
 from .config import (COLORMAPS, NODE_NAME, OUTPUT_DEFAULTS, ConfigError, DepthClipConfig, OutputSettings,
                      default_params_file, read_params_file)
 from .core import DepthClip
 from .model_loading import ModelLoadError
+from .stamp_pairing import StampPairing
 from .visualization import colorize
 
-# REP 2003: sensor data in best effort, newest only; outputs reliable so every subscriber gets them.
-SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
-                        depth=1, durability=DurabilityPolicy.VOLATILE)
-OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
 
-NODE_DEFAULTS = {**OUTPUT_DEFAULTS, "use_compressed": False, "diagnostics_period": 1.0}
+def input_qos_profile(reliability: str) -> QoSProfile:
+    """Inputs keep only the newest sample: the newest frame wins and nothing queues."""
+    return QoSProfile(reliability=ReliabilityPolicy[reliability.upper()], history=HistoryPolicy.KEEP_LAST,
+                      depth=1, durability=DurabilityPolicy.VOLATILE)
+
+
+# Outputs reliable (every subscriber, reliable or best effort, connects), a few deep.
+OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
+# Seconds between checks of the input publishers' QoS (rosbag2's recorder polls likewise).
+QOS_CHECK_PERIOD = 0.5
+
+NODE_DEFAULTS = {**OUTPUT_DEFAULTS, "use_compressed": False, "diagnostics_period": 1.0,
+                 "camera_info_wait": 0.1}
 
 DESCRIPTIONS = {
     "model": ("CLIP ResNet name (RN50, RN101, RN50x4, ...) or checkpoint path", True),
@@ -57,6 +68,8 @@ DESCRIPTIONS = {
     "use_compressed": ("Subscribe to image/compressed (JPEG/PNG) instead of image", True),
     "colormap": ("Colour map of depth/colored: " + " | ".join(COLORMAPS), False),
     "diagnostics_period": ("Seconds between /diagnostics messages", True),
+    "camera_info_wait": ("Seconds an image waits (after its forward) for the camera_info with its "
+                         "stamp before the latest one is used", False),
 }
 RANGES = {
     "temperature": FloatingPointRange(from_value=1e-4, to_value=100.0, step=0.0),
@@ -64,6 +77,7 @@ RANGES = {
     "input_width": IntegerRange(from_value=32, to_value=4096, step=32),
     "input_height": IntegerRange(from_value=32, to_value=4096, step=32),
     "cloud_stride": IntegerRange(from_value=0, to_value=64, step=1),
+    "camera_info_wait": FloatingPointRange(from_value=0.0, to_value=5.0, step=0.0),
 }
 
 
@@ -73,6 +87,7 @@ class Stats:
     def __init__(self, window: int = 300):
         self.lock = threading.Lock()
         self.received = self.published = self.dropped = self.rejected = self.errors = 0
+        self.info_fallbacks = 0  # frames published with a camera_info of another stamp
         self.inference_s = collections.deque(maxlen=window)
         self.latency_s = collections.deque(maxlen=window)
         self.last = (time.monotonic(), 0, 0)
@@ -95,9 +110,60 @@ def _percentile_ms(values, q):
     return float(np.percentile(np.asarray(values), q) * 1e3) if values else float("nan")
 
 
+class StartupError(Exception):
+    """Start-up failed; the reason was already logged under the node's name."""
+
+
+class AdaptiveInput:
+    """One input subscription whose reliability follows its publishers (see input_qos) unless the
+    `qos_overrides.<topic>.subscription.reliability` parameter forces it."""
+
+    def __init__(self, node: Node, msg_type, topic: str, callback):
+        self.node, self.msg_type, self.callback = node, msg_type, callback
+        self.topic = node.resolve_topic_name(topic)
+        name = input_qos.override_parameter(self.topic)
+        self.override = node.declare_parameter(name, input_qos.AUTO, ParameterDescriptor(
+            description=f"Reliability of the {self.topic} subscription: auto (reliable when every "
+                        "publisher offers reliable, else best effort) | reliable | best_effort",
+            read_only=True)).value
+        if self.override not in input_qos.CHOICES:
+            raise ConfigError(name, self.override, f"must be one of {', '.join(input_qos.CHOICES)}")
+        self.reliability = None
+        self.subscription = None
+        self.update()
+
+    def update(self):
+        """(Re)subscribe when the publishers call for another reliability; log the choice once."""
+        offered = [info.qos_profile.reliability.name.lower()
+                   for info in self.node.get_publishers_info_by_topic(self.topic)]
+        reliability, reason = input_qos.choose_reliability(self.override, offered)
+        if reliability == self.reliability:
+            return
+        if self.subscription is not None:
+            self.node.destroy_subscription(self.subscription)
+        self.subscription = self.node.create_subscription(
+            self.msg_type, self.topic, self.callback, input_qos_profile(reliability),
+            qos_overriding_options=QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]))
+        if offered or self.reliability is not None:  # nothing to tell before a publisher appears
+            self.node.get_logger().info(f"{self.topic}: subscribed {reliability.replace('_', ' ')} "
+                                        f"({reason})")
+        self.reliability = reliability
+
+
 class DepthClipNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
+        self._worker = None
+        try:
+            self._start()
+        except (ModelLoadError, ConfigError, InvalidParameterValueException,
+                InvalidParameterTypeException) as exc:
+            # One clear line under the node's own name (its namespace tells which camera).
+            self.get_logger().fatal(str(exc))
+            self.destroy_node()
+            raise StartupError(str(exc)) from None
+
+    def _start(self):
         self._declare_parameters()
         params = self._param_values()
         self.settings = OutputSettings.from_params(params)
@@ -107,7 +173,7 @@ class DepthClipNode(Node):
         self._pending = None
         self._config_request = None
         self._running = True
-        self._camera_info = None
+        self._camera_infos = StampPairing()
         self._warned = {}
         # One thread owns the model and runs all of its torch work: loading, warm-up, config
         # changes and frames. Torch work spread over two threads made each CPU forward 15-20 %
@@ -121,22 +187,26 @@ class DepthClipNode(Node):
         self._worker.start()
         ready.wait()
         if self._start_error is not None:
-            raise self._start_error  # ModelLoadError / ConfigError end start-up in main()
+            raise self._start_error
 
-        self.depth_pub = self.create_publisher(Image, "depth", OUTPUT_QOS)
-        self.info_pub = self.create_publisher(CameraInfo, "depth/camera_info", OUTPUT_QOS)
-        self.cloud_pub = self.create_publisher(PointCloud2, "points", OUTPUT_QOS)
-        self.colored_pub = self.create_publisher(Image, "depth/colored", OUTPUT_QOS)
+        options = QoSOverridingOptions.with_default_policies()
+        publish = lambda msg_type, name: self.create_publisher(  # noqa: E731
+            msg_type, name, OUTPUT_QOS, qos_overriding_options=options)
+        self.depth_pub = publish(Image, topics.DEPTH_IMAGE)
+        self.info_pub = publish(CameraInfo, topics.DEPTH_CAMERA_INFO)
+        self.cloud_pub = publish(PointCloud2, topics.POINTS)
+        self.colored_pub = publish(Image, topics.DEPTH_COLORED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if params["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, SENSOR_QOS)
+            image_input = AdaptiveInput(self, CompressedImage, topics.COMPRESSED_IMAGE, self._on_image)
         else:
-            self.create_subscription(Image, "image", self._on_image, SENSOR_QOS)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS)
+            image_input = AdaptiveInput(self, Image, topics.IMAGE, self._on_image)
+        self.inputs = [image_input, AdaptiveInput(self, CameraInfo, topics.CAMERA_INFO, self._on_camera_info)]
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        # Wall-clock period: health reports keep coming while a replayed bag (use_sim_time) is paused.
-        self.create_timer(params["diagnostics_period"], self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # Wall-clock timers: QoS adaptation and health reports go on while a replayed bag is paused.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(QOS_CHECK_PERIOD, self._update_inputs, clock=steady)
+        self.create_timer(params["diagnostics_period"], self._publish_diagnostics, clock=steady)
 
     # ----------------------------------------------------------------- parameters
     def _declare_parameters(self):
@@ -176,8 +246,12 @@ class DepthClipNode(Node):
         return SetParametersResult(successful=True)
 
     # ----------------------------------------------------------------- callbacks
+    def _update_inputs(self):
+        for subscription in self.inputs:
+            subscription.update()
+
     def _on_camera_info(self, msg: CameraInfo):
-        self._camera_info = msg
+        self._camera_infos.add(msg)
 
     def _on_image(self, msg):
         """Never blocks: the newest frame replaces a pending one, which counts as dropped."""
@@ -185,7 +259,7 @@ class DepthClipNode(Node):
         with self._cv:
             if self._pending is not None:
                 self.stats.count("dropped")
-            self._pending = msg
+            self._pending = (msg, time.monotonic())
             self._cv.notify()
 
     def _update_config_in_worker(self, config):
@@ -199,7 +273,7 @@ class DepthClipNode(Node):
         return request["error"]
 
     # ----------------------------------------------------------------- worker
-    def _start(self, config, ready):
+    def _load(self, config, ready):
         try:
             self.estimator = DepthClip(config)
             t0 = time.perf_counter()
@@ -215,7 +289,7 @@ class DepthClipNode(Node):
             ready.set()
 
     def _work(self, config, ready):
-        if not self._start(config, ready):
+        if not self._load(config, ready):
             return
         while True:
             with self._cv:
@@ -225,7 +299,7 @@ class DepthClipNode(Node):
                     return
                 request, self._config_request = self._config_request, None
                 if request is None:
-                    msg, self._pending = self._pending, None
+                    (msg, arrival), self._pending = self._pending, None
             if request is not None:
                 try:
                     self.estimator.update_config(request["config"])
@@ -234,7 +308,7 @@ class DepthClipNode(Node):
                 request["done"].set()
                 continue
             try:
-                self.process(msg)
+                self.process(msg, arrival)
             except conversions.ImageDecodeError as exc:
                 self.stats.count("rejected")
                 self._warn_throttled(f"rejected: {exc}", f"image rejected: {exc}")
@@ -244,20 +318,26 @@ class DepthClipNode(Node):
                                      f"frame dropped, processing failed: {type(exc).__name__}: {exc}",
                                      error=True)
 
-    def process(self, msg):
+    def process(self, msg, arrival: float):
         rgb = conversions.decode_image(msg)
         t0 = time.perf_counter()
         result = self.estimator.predict(rgb)
         self.stats.inference_s.append(time.perf_counter() - t0)
         settings = self.settings
-        info = self._camera_info
-        out = conversions.frame_outputs(rgb, result, 0, info, settings.cloud_stride)
         header = msg.header
+        # Looked up after the forward: a camera_info logged right after its image has arrived by now.
+        info = self._paired_camera_info(header, arrival + self.get_parameter("camera_info_wait").value)
+        out = conversions.frame_outputs(rgb, result, 0, info, settings.cloud_stride)
         self.depth_pub.publish(Image(header=header, **out.depth))
         if out.cloud is not None:
-            self.info_pub.publish(CameraInfo(header=header, **out.camera_info))
+            info_fields = dict(out.camera_info, roi=RegionOfInterest(**out.camera_info["roi"]))
+            self.info_pub.publish(CameraInfo(header=header, **info_fields))
             fields = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in out.cloud["fields"]]
             self.cloud_pub.publish(PointCloud2(header=header, **{**out.cloud, "fields": fields}))
+            if out.distorted:
+                self._warn_throttled("distorted", "camera_info has non-zero distortion D: the point cloud "
+                                     "assumes a rectified image; feed image_rect (image_proc)",
+                                     period=float("inf"))
         elif info is None:
             self._warn_throttled("no camera_info", "no camera_info received yet: publishing depth "
                                  "without a point cloud", period=float("inf"))
@@ -270,6 +350,23 @@ class DepthClipNode(Node):
         latency = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds * 1e-9
         self.stats.latency_s.append(latency)
         self.stats.count("published")
+
+    def _paired_camera_info(self, header, deadline):
+        """The camera_info with the image's stamp (waiting until `deadline`), else the latest."""
+        info, exact = self._camera_infos.lookup(header.stamp, deadline)
+        if info is None:
+            return None
+        if not exact:
+            self.stats.count("info_fallbacks")
+            stamp = info.header.stamp
+            self._warn_throttled("info fallback", f"no camera_info with the image's stamp "
+                                 f"{header.stamp.sec}.{header.stamp.nanosec:09d} within camera_info_wait; "
+                                 f"using the latest ({stamp.sec}.{stamp.nanosec:09d})")
+        if info.header.frame_id != header.frame_id:
+            self._warn_throttled("frame ids", f"camera_info frame_id '{info.header.frame_id}' differs from "
+                                 f"the image's '{header.frame_id}'; outputs keep the image's",
+                                 period=float("inf"))
+        return info
 
     def _warn_throttled(self, key, text, period=5.0, error=False):
         now = time.monotonic()
@@ -294,10 +391,12 @@ class DepthClipNode(Node):
             "latency median (ms)": f"{_percentile_ms(lat, 50):.1f}",
             "latency p95 (ms)": f"{_percentile_ms(lat, 95):.1f}",
             "device": str(self.estimator.device), "model": self.estimator.model_identity,
-            "camera_info": "received" if self._camera_info is not None else "missing",
+            "camera_info": "received" if self._camera_infos.latest is not None else "missing",
+            "frames paired with another stamp's camera_info": str(s.info_fallbacks),
+            **{f"{i.topic} reliability": str(i.reliability) for i in self.inputs},
         }
         level, message = DiagnosticStatus.OK, "ok"
-        if self._camera_info is None:
+        if self._camera_infos.latest is None:
             level, message = DiagnosticStatus.WARN, "no camera_info: no point cloud"
         if s.rejected or s.errors:
             level, message = DiagnosticStatus.WARN, f"{s.rejected} rejected, {s.errors} failed frames"
@@ -310,10 +409,11 @@ class DepthClipNode(Node):
         return Header(stamp=self.get_clock().now().to_msg())
 
     def destroy_node(self):
-        with self._cv:
-            self._running = False
-            self._cv.notify()
-        self._worker.join(timeout=5.0)
+        if self._worker is not None:
+            with self._cv:
+                self._running = False
+                self._cv.notify()
+            self._worker.join(timeout=5.0)
         return super().destroy_node()
 
 
@@ -323,9 +423,7 @@ def main(args=None):
     try:
         node = DepthClipNode()
         rclpy.spin(node)
-    except (ModelLoadError, ConfigError) as exc:
-        # One clear line, no traceback wall: what was wrong and how to fix it.
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+    except StartupError:  # already logged, one line, under the node's name
         return 1
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass

@@ -6,9 +6,9 @@ import warnings
 # Set before anything imports rclpy (the rmw reads them at init).
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
-# Shared memory only (no network), with segments that hold whole camera frames.
-os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.join(
-    os.path.dirname(__file__), "..", "config", "fastdds_local_large_messages.xml")
+# Nothing else: the middleware runs with its defaults, as on a robot (no DDS XML profile).
+for _tuning in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML"):
+    os.environ.pop(_tuning, None)
 
 import numpy as np
 import pytest

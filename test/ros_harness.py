@@ -17,10 +17,10 @@ class Tester:
     def __init__(self, node):
         self.node = node
         self.lock = threading.Lock()
-        self.received = {"depth": [], "points": [], "depth/camera_info": [], "depth/colored": [],
+        self.received = {"depth/image": [], "points": [], "depth/camera_info": [], "depth/colored": [],
                          "/diagnostics": []}
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        for topic, typ in (("depth", Image), ("points", PointCloud2), ("depth/camera_info", CameraInfo),
+        for topic, typ in (("depth/image", Image), ("points", PointCloud2), ("depth/camera_info", CameraInfo),
                            ("/diagnostics", DiagnosticArray)):
             node.create_subscription(typ, topic, self._store(topic), reliable)
         self.image_pub = node.create_publisher(Image, "image", reliable)

@@ -315,7 +315,7 @@ def test_bag_replayed_with_clock_into_a_sim_time_node(tmp_path, tiny_checkpoint)
     remap = {"image": IMAGE_TOPIC, "camera_info": "/cam/camera_info"}
     with running_node(tiny_checkpoint, tmp_path, remappings=remap, use_sim_time=True) as (node, tester):
         play(tester.node, bag, rate=0.25)  # 10 Hz recording at 2.5 Hz: the node keeps up
-        depth = tester.wait_for("depth", count=frames, timeout=20)
+        depth = tester.wait_for("depth/image", count=frames, timeout=20)
         clouds = tester.wait_for("points", count=frames, timeout=20)
         node_now = node.get_clock().now().nanoseconds
     stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in depth]

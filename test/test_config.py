@@ -1,7 +1,8 @@
 import pytest
+import yaml
 
 from depthclip_ros.config import (ConfigError, DepthClipConfig, load_config, preset_names,
-                                  read_params_file, default_params_file)
+                                  read_params_file, default_params_file, node_key_matches)
 
 BAD_FIELDS = [
     ("depth_tokens", dict(depth_tokens=("giant", " ", "close", "far", "a", "b", "c"))),
@@ -74,7 +75,7 @@ def test_unknown_preset_and_bad_file(tmp_path):
         load_config(presets=["nope"])
     bad = tmp_path / "p.yaml"
     bad.write_text("other_node:\n  ros__parameters: {a: 1}\n")
-    with pytest.raises(ConfigError, match="no 'depthclip:'"):
+    with pytest.raises(ConfigError, match="no section for node /depthclip"):
         read_params_file(bad)
     bad.write_text("depthclip: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
@@ -87,3 +88,44 @@ def test_overrides_are_validated():
     with pytest.raises(ConfigError, match="temperature"):
         load_config(overrides={"temperature": 0})
     assert load_config(overrides={"temperature": 0.5}).temperature == 0.5
+
+
+KEYS = ["depthclip", "/depthclip", "/**/depthclip", "/front/depthclip", "front/depthclip", "/*/depthclip",
+        "/**", "/front/*", "/**/*", "/*", "/front/**", "/**/front/depthclip", "/a/**/depthclip", "other"]
+
+
+@pytest.mark.parametrize("namespace", ["/", "/front", "/a/b"])
+def test_node_keys_match_as_rcl_matches_them(namespace, tmp_path):
+    """Each key form against what rclpy itself gives a node in that namespace."""
+    import rclpy
+    from rclpy.node import Node
+    fqn = namespace.rstrip("/") + "/depthclip"
+    for i, key in enumerate(KEYS):
+        path = tmp_path / f"k{i}.yaml"
+        path.write_text(f'"{key}":\n  ros__parameters:\n    x: 5\n')
+        with rclpy.init(args=["--ros-args", "-r", f"__ns:={namespace}", "--params-file", str(path)]):
+            node = Node("depthclip")
+            applied = node.declare_parameter("x", 0).value == 5
+            node.destroy_node()
+        assert node_key_matches(key, fqn) == applied, (key, fqn)
+
+
+def test_params_file_sections_apply_in_file_order_and_nest(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("/**:\n  ros__parameters: {temperature: 0.5, flip: true}\n"
+                    "/front/depthclip:\n  ros__parameters: {temperature: 0.2}\n"
+                    "rear:\n  depthclip:\n    ros__parameters: {temperature: 0.3}\n"
+                    "/**/depthclip:\n  ros__parameters:\n"
+                    "    qos_overrides:\n      /image:\n        subscription: {reliability: reliable}\n")
+    front = read_params_file(path, "/front/depthclip")
+    assert (front["temperature"], front["flip"]) == (0.2, True)
+    assert front["qos_overrides./image.subscription.reliability"] == "reliable"
+    assert read_params_file(path, "/rear/depthclip")["temperature"] == 0.3
+    assert read_params_file(path)["temperature"] == 0.5
+
+
+def test_shipped_files_use_the_any_namespace_key():
+    from depthclip_ros.config import config_dir
+    for path in [default_params_file(), *sorted((config_dir() / "presets").glob("*.yaml"))]:
+        assert list(yaml.safe_load(path.read_text())) == ["/**/depthclip"], path
+        assert read_params_file(path, "/robot/front/depthclip") == read_params_file(path)

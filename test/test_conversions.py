@@ -82,12 +82,7 @@ def test_depth_image_round_trip():
     np.testing.assert_array_equal(conversions.depth_image_to_array(msg), depth)
 
 
-def test_backprojection_formula_and_scaled_intrinsics():
-    k = [500.0, 0, 320.0, 0, 400.0, 240.0, 0, 0, 1]
-    assert conversions.intrinsics_for(k, 640, 480, 640, 480) == (500.0, 400.0, 320.0, 240.0)
-    assert conversions.intrinsics_for(k, 640, 480, 320, 240) == (250.0, 200.0, 160.0, 120.0)
-    with pytest.raises(ValueError, match="focal"):
-        conversions.intrinsics_for([0.0] * 9, 640, 480, 640, 480)
+def test_backprojection_formula():
     depth = np.full((480, 640), 2.0, np.float32)
     depth[0, 8] = np.nan
     rgb = structured_image()

@@ -12,7 +12,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from depthclip_ros import conversions
-from depthclip_ros.node import SENSOR_QOS, OUTPUT_QOS
+from depthclip_ros.node import OUTPUT_QOS
 
 from conftest import structured_image
 from msg_factory import ALL_ENCODINGS, encode
@@ -21,7 +21,7 @@ from ros_harness import camera_info, running_node, stamp
 RGB = structured_image()
 
 
-def send_and_receive(tester, msg, sec, topic="depth", timeout=20.0):
+def send_and_receive(tester, msg, sec, topic="depth/image", timeout=20.0):
     stamp(msg, sec)
     (tester.compressed_pub if isinstance(msg, CompressedImage) else tester.image_pub).publish(msg)
     return tester.wait_for(topic, predicate=lambda m: m.header.stamp.sec == sec, timeout=timeout)[-1]
@@ -33,15 +33,15 @@ def diag_values(tester, predicate=lambda v: True, timeout=10.0):
     return {kv.key: kv.value for kv in msgs[-1].status[0].values}
 
 
-def test_environment_is_local_and_private():
+def test_environment_is_local_private_and_untuned():
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert os.environ["ROS_DOMAIN_ID"] != "0"
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ  # the middleware's defaults, as on a robot
 
 
-def test_qos_profiles_follow_rep_2003():
+def test_outputs_are_reliable():
     from rclpy.qos import ReliabilityPolicy
-    assert SENSOR_QOS.reliability == ReliabilityPolicy.BEST_EFFORT and SENSOR_QOS.depth == 1
-    assert OUTPUT_QOS.reliability == ReliabilityPolicy.RELIABLE
+    assert OUTPUT_QOS.reliability == ReliabilityPolicy.RELIABLE and OUTPUT_QOS.depth == 5
 
 
 def test_depth_cloud_and_info_carry_the_input_header(tiny_checkpoint, tmp_path):
@@ -51,7 +51,7 @@ def test_depth_cloud_and_info_carry_the_input_header(tiny_checkpoint, tmp_path):
         msg = Image(**conversions.rgb8_image_fields(RGB))
         stamp(msg, 42, 123)
         tester.image_pub.publish(msg)
-        depth_msg = tester.wait_for("depth")[0]
+        depth_msg = tester.wait_for("depth/image")[0]
         cloud = tester.wait_for("points")[0]
         info = tester.wait_for("depth/camera_info")[0]
         for out in (depth_msg, cloud, info):
@@ -107,7 +107,7 @@ def test_malformed_flood_then_valid_frame_is_answered(tiny_checkpoint, tmp_path)
             tester.compressed_pub.publish(stamp(CompressedImage(format="jpeg", data=b"\xff\xd8\x00junk"), 2000 + i))
         answered = send_and_receive(tester, good, 7)
         assert answered.height == 480
-        assert not [m for m in tester.received["depth"] if m.header.stamp.sec >= 1000]
+        assert not [m for m in tester.received["depth/image"] if m.header.stamp.sec >= 1000]
         values = diag_values(tester, lambda v: int(v["rejected frames"]) > 0)
         assert int(values["rejected frames"]) > 0 and values["failed frames"] == "0"
 
@@ -180,14 +180,14 @@ def test_burst_drops_old_frames_and_answers_the_newest(tiny_checkpoint, tmp_path
             for i in range(50):
                 tester.image_pub.publish(stamp(msg, first + i))
                 time.sleep(0.01)
-            return tester.wait_for("depth", predicate=lambda m: m.header.stamp.sec == first + 49)
+            return tester.wait_for("depth/image", predicate=lambda m: m.header.stamp.sec == first + 49)
 
         burst(100)
         rss_before = rss_mb()
         outputs = burst(200)
         rss_after = rss_mb()
         time.sleep(0.5)
-        secs = [m.header.stamp.sec for m in tester.received["depth"]]
+        secs = [m.header.stamp.sec for m in tester.received["depth/image"]]
         assert len(secs) < 50 and secs[-1] == 249 and secs == sorted(secs)
         values = diag_values(tester, lambda v: int(v["dropped frames"]) > 0)
         assert int(values["dropped frames"]) >= 50 - len(secs) - 5
