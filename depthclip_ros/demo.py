@@ -74,9 +74,11 @@ def local_dds_env(domain_id=None) -> dict:
     return env
 
 
-def start_node_process(params_file, overrides: dict, env: dict, log_path):
+def start_node_process(params_file, overrides: dict, env: dict, log_path, namespace: str = ""):
     """The depthclip node as its own process, its output going to `log_path`."""
     cmd = [sys.executable, "-m", "depthclip_ros.node", "--ros-args", "--params-file", str(params_file)]
+    if namespace:
+        cmd += ["-r", f"__ns:={namespace}"]
     for k, v in overrides.items():
         cmd += ["-p", f"{k}:={v}"]
     log = open(log_path, "w")  # a file, not a pipe: a chatty node must never block on a full pipe

@@ -130,24 +130,26 @@ class AdaptiveInput:
             raise ConfigError(name, self.override, f"must be one of {', '.join(input_qos.CHOICES)}")
         self.reliability = None
         self.subscription = None
-        self.update()
+        self.told = False
 
     def update(self):
         """(Re)subscribe when the publishers call for another reliability; log the choice once."""
         offered = [info.qos_profile.reliability.name.lower()
                    for info in self.node.get_publishers_info_by_topic(self.topic)]
         reliability, reason = input_qos.choose_reliability(self.override, offered)
-        if reliability == self.reliability:
-            return
-        if self.subscription is not None:
-            self.node.destroy_subscription(self.subscription)
-        self.subscription = self.node.create_subscription(
-            self.msg_type, self.topic, self.callback, input_qos_profile(reliability),
-            qos_overriding_options=QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]))
-        if offered or self.reliability is not None:  # nothing to tell before a publisher appears
+        changed = reliability != self.reliability
+        if changed:
+            if self.subscription is not None:
+                self.node.destroy_subscription(self.subscription)
+            self.subscription = self.node.create_subscription(
+                self.msg_type, self.topic, self.callback, input_qos_profile(reliability),
+                qos_overriding_options=QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]))
+            self.reliability = reliability
+        # Told once the first publisher appears (the start-up choice is a guess), then on changes.
+        if offered and (changed or not self.told):
             self.node.get_logger().info(f"{self.topic}: subscribed {reliability.replace('_', ' ')} "
                                         f"({reason})")
-        self.reliability = reliability
+            self.told = True
 
 
 class DepthClipNode(Node):
@@ -168,6 +170,11 @@ class DepthClipNode(Node):
         params = self._param_values()
         self.settings = OutputSettings.from_params(params)
         config = DepthClipConfig.from_params(params)
+        # Every cheap check (parameters, QoS overrides) before the model load, which takes seconds.
+        image_type, image_topic = ((CompressedImage, topics.COMPRESSED_IMAGE) if params["use_compressed"]
+                                   else (Image, topics.IMAGE))
+        self.inputs = [AdaptiveInput(self, image_type, image_topic, self._on_image),
+                       AdaptiveInput(self, CameraInfo, topics.CAMERA_INFO, self._on_camera_info)]
         self.stats = Stats()
         self._cv = threading.Condition()
         self._pending = None
@@ -197,11 +204,7 @@ class DepthClipNode(Node):
         self.cloud_pub = publish(PointCloud2, topics.POINTS)
         self.colored_pub = publish(Image, topics.DEPTH_COLORED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if params["use_compressed"]:
-            image_input = AdaptiveInput(self, CompressedImage, topics.COMPRESSED_IMAGE, self._on_image)
-        else:
-            image_input = AdaptiveInput(self, Image, topics.IMAGE, self._on_image)
-        self.inputs = [image_input, AdaptiveInput(self, CameraInfo, topics.CAMERA_INFO, self._on_camera_info)]
+        self._update_inputs()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Wall-clock timers: QoS adaptation and health reports go on while a replayed bag is paused.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -353,7 +356,8 @@ class DepthClipNode(Node):
 
     def _paired_camera_info(self, header, deadline):
         """The camera_info with the image's stamp (waiting until `deadline`), else the latest."""
-        info, exact = self._camera_infos.lookup(header.stamp, deadline)
+        expected = self.count_publishers(self.inputs[1].topic) > 0
+        info, exact = self._camera_infos.lookup(header.stamp, deadline, expected)
         if info is None:
             return None
         if not exact:

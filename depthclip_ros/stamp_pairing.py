@@ -39,13 +39,16 @@ class StampPairing:
         with self._cv:
             return self._latest
 
-    def lookup(self, stamp, deadline: float) -> tuple:
+    def lookup(self, stamp, deadline: float, expected: bool = True) -> tuple:
         """(camera_info, exact) for an image stamp: the one with that stamp, waiting until
-        `deadline` (time.monotonic()) for it; else the latest (exact False); (None, False) if
-        none ever arrived (then there is nothing to wait for)."""
+        `deadline` (time.monotonic()) for it; else the latest (exact False), or (None, False).
+
+        `expected`: whether a camera_info can come at all (a publisher exists); without one, and
+        with none received yet, there is nothing to wait for.
+        """
         key = stamp_key(stamp)
         with self._cv:
-            while key not in self._by_stamp and self._latest is not None:
+            while key not in self._by_stamp and (expected or self._latest is not None):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

@@ -1,5 +1,6 @@
 """The depthclip node over real rclpy / DDS on this machine, with a tiny random CLIP."""
 import io
+import json
 import os
 import subprocess
 import sys
@@ -21,9 +22,11 @@ from ros_harness import camera_info, running_node, stamp
 RGB = structured_image()
 
 
-def send_and_receive(tester, msg, sec, topic="depth/image", timeout=20.0):
+def send_and_receive(tester, msg, sec, topic="depth/image", timeout=20.0, publisher=None):
     stamp(msg, sec)
-    (tester.compressed_pub if isinstance(msg, CompressedImage) else tester.image_pub).publish(msg)
+    if publisher is None:
+        publisher = tester.compressed_pub if isinstance(msg, CompressedImage) else tester.image_pub
+    publisher.publish(msg)
     return tester.wait_for(topic, predicate=lambda m: m.header.stamp.sec == sec, timeout=timeout)[-1]
 
 
@@ -229,10 +232,151 @@ def test_compressed_input_and_colored_output(tiny_checkpoint, tmp_path):
         assert colored.header.stamp.sec == 5
 
 
-def test_model_load_failure_exits_with_one_clear_error(tmp_path):
+def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
     missing = tmp_path / "no_such_clip.pt"
-    proc = subprocess.run([sys.executable, "-m", "depthclip_ros.node", "--ros-args",
-                           "-p", f"model:={missing}", "-p", "device:=cpu"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0
-    assert str(missing) in proc.stderr and "Traceback" not in proc.stderr
+    cases = [(["-p", f"model:={missing}"], str(missing)),
+             (["-p", "qos_overrides./front/image.subscription.reliability:=sometimes"],
+              "qos_overrides./front/image.subscription.reliability")]
+    for args, expected in cases:
+        proc = subprocess.run([sys.executable, "-m", "depthclip_ros.node", "--ros-args", "-r", "__ns:=/front",
+                               "-p", "device:=cpu", *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        fatal = [line for line in proc.stderr.splitlines() if "FATAL" in line]
+        assert len(fatal) == 1 and "[front.depthclip]" in fatal[0] and expected in fatal[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ the transport users have
+
+CAMERA_PROCESS = os.path.join(os.path.dirname(__file__), "camera_process.py")
+
+
+def run_camera_process(width, height, reliability, count, namespace="", timeout=20.0):
+    """The camera stand-in as its own process (frames one at a time, each waited for): its report."""
+    proc = subprocess.run([sys.executable, CAMERA_PROCESS, str(width), str(height), reliability, str(count),
+                           str(timeout), namespace], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def subscription_reliability(tester, topic):
+    infos = [i for i in tester.node.get_subscriptions_info_by_topic(topic) if i.node_name == "depthclip"]
+    return {i.qos_profile.reliability.name.lower() for i in infos}
+
+
+def test_vga_frames_from_a_reliable_publisher_in_another_process_are_all_answered(tiny_checkpoint, tmp_path):
+    """Default middleware, no XML profile: a 900 KB frame crosses processes as fragmented UDP."""
+    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
+        report = run_camera_process(640, 480, "reliable", 10)
+        assert report["answered"] == list(range(1, 11))
+        assert node.inputs[0].reliability == "reliable"
+
+
+def test_a_best_effort_publisher_is_served_best_effort(tiny_checkpoint, tmp_path):
+    """A best-effort publisher does not match a reliable subscription: the input adapts to it."""
+    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
+        report = run_camera_process(320, 240, "best_effort", 10)
+        # Best effort may lose a frame; 10 of 10 were answered in every run here.
+        assert len(report["answered"]) >= 8, report
+        assert node.inputs[0].reliability in ("best_effort", "reliable")  # reliable again once it left
+        wait_until(lambda: node.inputs[0].reliability == "reliable")  # only the tester's reliable pub left
+        assert subscription_reliability(tester, "/image") == {"reliable"}
+
+
+def test_input_reliability_follows_publishers_and_can_be_forced(tiny_checkpoint, tmp_path):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
+        assert subscription_reliability(tester, "/image") == {"reliable"}
+        best_effort = tester.node.create_publisher(Image, "image", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        wait_until(lambda: subscription_reliability(tester, "/image") == {"best_effort"})
+        answered = send_and_receive(tester, encode(RGB, "rgb8"), 3, publisher=best_effort)
+        assert answered.header.stamp.sec == 3
+        tester.node.destroy_publisher(best_effort)
+        wait_until(lambda: subscription_reliability(tester, "/image") == {"reliable"})
+    forced = {"qos_overrides./image.subscription.reliability": "best_effort"}
+    with running_node(tiny_checkpoint, tmp_path, **forced) as (node, tester):
+        time.sleep(2 * 0.5)  # two QoS checks with only reliable publishers: the override holds
+        assert subscription_reliability(tester, "/image") == {"best_effort"}
+        assert subscription_reliability(tester, "/camera_info") == {"reliable"}
+        assert node.get_parameter("qos_overrides./depth/image.publisher.reliability").value == "reliable"
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------ camera_info paired by stamp
+
+def test_camera_info_published_after_its_image_pairs_by_stamp(tiny_checkpoint, tmp_path):
+    """Drivers publish the image first, its camera_info right after: each frame gets its own K."""
+    with running_node(tiny_checkpoint, tmp_path, camera_info_wait=2.0) as (node, tester):
+        for sec in range(1, 6):
+            fx = 400.0 + 20 * sec
+            tester.image_pub.publish(stamp(encode(RGB, "rgb8"), sec))
+            time.sleep(0.05)
+            tester.info_pub.publish(stamp(camera_info(fx=fx, fy=fx), sec))
+            info = tester.wait_for("depth/camera_info", predicate=lambda m, s=sec: m.header.stamp.sec == s)[0]
+            cloud = tester.wait_for("points", predicate=lambda m, s=sec: m.header.stamp.sec == s)[0]
+            assert info.k[0] == fx and info.p[0] == fx, sec
+            depth = conversions.depth_image_to_array(tester.wait_for(
+                "depth/image", predicate=lambda m, s=sec: m.header.stamp.sec == s)[0])
+            points = conversions.pointcloud_to_array(cloud)
+            z = depth[0, 0]
+            np.testing.assert_allclose(points[0, 0, 0], (0 - 320) * z / fx, rtol=1e-5)
+        values = diag_values(tester, lambda v: v["frames published"] == "5")
+        assert values["frames paired with another stamp's camera_info"] == "0"
+
+
+def test_without_a_matching_stamp_the_latest_camera_info_is_used(tiny_checkpoint, tmp_path):
+    with running_node(tiny_checkpoint, tmp_path, camera_info_wait=0.2) as (node, tester):
+        tester.info_pub.publish(stamp(camera_info(fx=555.0, fy=555.0), 99, frame="other_frame"))
+        wait_until(lambda: node._camera_infos.latest is not None)
+        send_and_receive(tester, encode(RGB, "rgb8"), 7)
+        info = tester.wait_for("depth/camera_info")[0]
+        assert info.k[0] == 555.0 and info.header.stamp.sec == 7
+        assert info.header.frame_id == "camera_optical_frame"  # outputs keep the image's frame
+        values = diag_values(tester, lambda v: v["frames published"] == "1")
+        assert values["frames paired with another stamp's camera_info"] == "1"
+
+
+def test_binning_and_roi_are_applied_once(tiny_checkpoint, tmp_path):
+    from sensor_msgs.msg import RegionOfInterest
+    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
+        full = camera_info(width=1280, height=960, fx=1000.0, fy=1000.0, cx=700.0, cy=500.0)
+        full.binning_x = full.binning_y = 2
+        full.roi = RegionOfInterest(x_offset=40, y_offset=20, width=1280, height=960)
+        tester.image_pub.publish(stamp(encode(RGB, "rgb8"), 3))  # 640x480: the binned full frame
+        tester.info_pub.publish(stamp(full, 3))
+        info = tester.wait_for("depth/camera_info")[0]
+        assert (info.width, info.height, info.binning_x, info.binning_y) == (640, 480, 0, 0)
+        assert (info.roi.x_offset, info.roi.width) == (0, 0)
+        np.testing.assert_allclose(np.array(info.k)[[0, 2, 4, 5]], [500, (700 - 40) / 2, 500, (500 - 20) / 2])
+
+
+# ------------------------------------------------------------------ namespaces and parameter files
+
+def test_two_namespaced_instances_each_use_their_params_file(tiny_checkpoint, tmp_path):
+    """Two cameras, two node processes, one `/**/depthclip:` file each, as the launch file starts them."""
+    from depthclip_ros.demo import start_node_process
+    bins = {"/front": [4.0, 5.0, 6.0, 7.0], "/rear": [8.0, 9.0, 10.0, 11.0]}
+    nodes = []
+    try:
+        for ns, depth_bins in bins.items():
+            params = tmp_path / f"{ns[1:]}.yaml"
+            params.write_text("/**/depthclip:\n  ros__parameters:\n"
+                              f"    model: {tiny_checkpoint}\n    device: cpu\n    temperature: 1.0\n"
+                              f"    cache_dir: {tmp_path / 'cache'}\n    depth_tokens: [a, b, c, d]\n"
+                              f"    depth_bins: {depth_bins}\n")
+            nodes.append(start_node_process(params, {}, {}, tmp_path / f"{ns[1:]}.log", namespace=ns))
+        for ns, depth_bins in bins.items():
+            report = run_camera_process(160, 120, "reliable", 3, namespace=ns, timeout=60)
+            assert report["answered"] == [1, 2, 3], (ns, report)
+            assert depth_bins[0] <= report["depth_range"][0] <= report["depth_range"][1] <= depth_bins[-1]
+    finally:
+        for proc in nodes:
+            proc.terminate()
+            proc.wait(timeout=30)
