@@ -20,15 +20,19 @@ import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from . import conversions
+from . import conversions, topics
 from .config import ConfigError, DepthClipConfig, OutputSettings, load_params
 from .files import atomic_directory
 from .model_loading import ModelLoadError
+from .stamp_pairing import stamp_key
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 STORAGES = ("mcap", "sqlite3")
+# rosbag2 metadata version of OUT: 8 writes offered_qos_profiles as a YAML string, the form Humble's
+# rosbag2 parses (version 9 writes a list, which Humble refuses); Iron and later read 8 too.
+OUTPUT_BAG_VERSION = 8
 # Flush a batch early once this many bytes of other messages wait behind it (bounded memory).
 MAX_BUFFERED_BYTES = 64 << 20
 # What rosbags and its storage back ends raise on damaged files (found by fuzzing bags here):
@@ -90,15 +94,11 @@ def info(path: Path, out=None) -> None:
 
 # ---------------------------------------------------------------------------- process
 
-def output_topics(image_topic: str, msgtype: str) -> dict:
-    """Output topics next to the image topic's namespace, as the node names them:
-    /cam/image_raw (or /cam/image_raw/compressed) -> /cam/depth, /cam/depth/camera_info, /cam/points."""
-    base = image_topic
-    if msgtype == COMPRESSED and base.endswith("/compressed"):
-        base = base[:-len("/compressed")]
-    namespace = base.rsplit("/", 1)[0]
-    return {"depth": f"{namespace}/depth", "camera_info": f"{namespace}/depth/camera_info",
-            "points": f"{namespace}/points"}
+def output_topics(image_topic: str) -> dict:
+    """Output topics beside the image topic, named as a node in the camera's namespace names them:
+    /cam/image_raw (or /cam/image_raw/compressed) -> /cam/depth/image, /cam/depth/camera_info, /cam/points."""
+    outputs = topics.outputs_beside(image_topic)
+    return {key: outputs[key] for key in ("depth", "camera_info", "points")}
 
 
 def _topic_types(reader) -> dict:
@@ -114,9 +114,9 @@ def _check_topics(reader, path, image_topic, info_topic):
     if types[image_topic] not in (IMAGE, COMPRESSED):
         raise BagError(f"topic {image_topic} in bag {path} is {types[image_topic]}, not {IMAGE} or "
                        f"{COMPRESSED}; image topics: {', '.join(images) or 'none'}")
-    outputs = output_topics(image_topic, types[image_topic])
+    outputs = output_topics(image_topic)
     if info_topic is None:  # the camera's own camera_info, when recorded
-        candidate = outputs["depth"].rsplit("/", 1)[0] + "/camera_info"
+        candidate = topics.beside(image_topic, topics.CAMERA_INFO)
         info_topic = candidate if types.get(candidate) == CAMERA_INFO else None
     elif info_topic not in types:
         raise BagError(f"camera_info topic {info_topic} is not in bag {path}; camera_info topics: "
@@ -130,9 +130,9 @@ def _check_topics(reader, path, image_topic, info_topic):
     return types[image_topic], info_topic, outputs
 
 
-def _messages(reader, path):
+def _messages(reader, path, connections=()):
     """reader.messages(), with damage in the file reported as BagError (and nothing else caught)."""
-    messages = reader.messages()
+    messages = reader.messages(connections=connections)
     count = 0
     while True:
         try:
@@ -161,7 +161,7 @@ class BagProcessor:
         self.settings = settings
         self.typestore = typestore
         self.batch_size = batch_size
-        self.stats = {"frames": 0, "depth": 0, "clouds": 0, "rejected": 0, "copied": 0}
+        self.stats = {"frames": 0, "depth": 0, "clouds": 0, "rejected": 0, "copied": 0, "info_fallbacks": 0}
         self.problems: dict = {}
 
     def run(self, reader, writer, in_path, image_topic, info_topic, outputs, progress=None):
@@ -183,6 +183,7 @@ class BagProcessor:
         self._new = {}  # output connections, added on first use: no empty topics in OUT
         self._writer = writer
         self._frames, self._waiting, self._waiting_bytes = [], [], 0
+        infos_by_stamp = self._index_camera_infos(reader, in_path, info_topic)
         latest_info = None
         for conn, timestamp, raw in _messages(reader, in_path):
             self._waiting.append((out_conns[(conn.topic, conn.msgtype, conn.ext.serialization_format)],
@@ -190,15 +191,44 @@ class BagProcessor:
             self._waiting_bytes += len(raw)
             self.stats["copied"] += 1
             if conn.topic == info_topic and conn.msgtype == CAMERA_INFO:
-                latest_info = self._deserialize(raw, conn, timestamp)
+                latest_info = (conn, timestamp, raw)
             elif conn.topic == image_topic:
-                self._add_frame(self._deserialize(raw, conn, timestamp), timestamp, latest_info)
+                msg = self._deserialize(raw, conn, timestamp)
+                self._add_frame(msg, timestamp, self._camera_info_for(msg, timestamp, infos_by_stamp, latest_info))
                 if progress is not None:
                     progress.update(1)
             if len(self._frames) >= self.batch_size or self._waiting_bytes > MAX_BUFFERED_BYTES:
                 self._flush()
         self._flush()
         return self.stats
+
+    def _index_camera_infos(self, reader, in_path, info_topic) -> dict:
+        """{stamp: (connection, log time, raw)} of every camera_info: pairing by stamp makes the
+        log order (image first, as image_transport publishes, or camera_info first) irrelevant."""
+        if info_topic is None:
+            return {}
+        connections = [c for c in reader.connections if c.topic == info_topic and c.msgtype == CAMERA_INFO]
+        index = {}
+        for conn, timestamp, raw in _messages(reader, in_path, connections):
+            msg = self._deserialize(raw, conn, timestamp)
+            index[stamp_key(msg.header.stamp)] = (conn, timestamp, raw)
+        return index
+
+    def _camera_info_for(self, image, timestamp, infos_by_stamp, latest):
+        """The camera_info with the image's stamp; else the last one logged before it (counted)."""
+        found = infos_by_stamp.get(stamp_key(image.header.stamp))
+        if found is None and latest is not None:
+            found = latest
+            self.stats["info_fallbacks"] += 1
+            self.problems.setdefault("no camera_info with the image's stamp: used the last one logged "
+                                     "before the image", timestamp)
+        if found is None:
+            return None
+        info = self._deserialize(found[2], found[0], found[1])
+        if info.header.frame_id != image.header.frame_id:
+            self.problems.setdefault(f"camera_info frame_id '{info.header.frame_id}' differs from the "
+                                     f"image's '{image.header.frame_id}'; outputs keep the image's", timestamp)
+        return info
 
     def _deserialize(self, raw, conn, timestamp):
         try:
@@ -243,7 +273,12 @@ class BagProcessor:
         if out.cloud is not None:
             point_field = types["sensor_msgs/msg/PointField"]
             fields = [point_field(name=n, offset=o, datatype=d, count=c) for n, o, d, c in out.cloud["fields"]]
-            msgs.append(("camera_info", types[CAMERA_INFO](header=frame.header, **_arrays(out.camera_info))))
+            roi = types["sensor_msgs/msg/RegionOfInterest"](**out.camera_info["roi"])
+            msgs.append(("camera_info", types[CAMERA_INFO](header=frame.header,
+                                                           **{**_arrays(out.camera_info), "roi": roi})))
+            if out.distorted:
+                self.problems.setdefault("camera_info has non-zero distortion D: the point clouds assume "
+                                         "a rectified image (image_rect)", frame.timestamp)
             msgs.append(("points", types["sensor_msgs/msg/PointCloud2"](
                 header=frame.header, **{**_arrays(out.cloud), "fields": fields})))
             self.stats["clouds"] += 1
@@ -285,7 +320,7 @@ def process(args) -> dict:
         with atomic_directory(out_path, overwrite=args.overwrite) as staging, \
                 tqdm(total=total, unit="frame", desc="depth", disable=args.quiet) as bar:
             plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-            with Writer(staging, version=9, storage_plugin=plugin) as writer:
+            with Writer(staging, version=OUTPUT_BAG_VERSION, storage_plugin=plugin) as writer:
                 stats = processor.run(reader, writer, in_path, args.image_topic, info_topic, outputs, bar)
     finally:
         reader.close()
@@ -341,7 +376,8 @@ def main(argv=None) -> int:
         return 130
     print(f"wrote {args.output} ({stats['storage']}): {stats['depth']} depth images on "
           f"{stats['outputs']['depth']}, {stats['clouds']} clouds on {stats['outputs']['points']}, "
-          f"{stats['rejected']} frames rejected, {stats['copied']} input messages copied, "
+          f"{stats['rejected']} frames rejected, {stats['info_fallbacks']} without a camera_info of their "
+          f"stamp, {stats['copied']} input messages copied, "
           f"{stats['seconds']:.1f} s")
     return 0
 

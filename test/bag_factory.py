@@ -31,8 +31,11 @@ def jpeg(rgb):
 
 
 def write_bag(path, storage="mcap", frames=4, width=160, height=120, compressed=False,
-              encoding="rgb8", with_info=True):
+              encoding="rgb8", with_info=True, image_first=False, focal=lambda i: None):
     """A bag with a camera (image + camera_info) and an unrelated String topic.
+
+    `image_first`: log each image before its camera_info, as image_transport's CameraPublisher
+    publishes them; `focal(i)`: frame i's fx = fy (default 0.8 x width).
 
     Returns {topic: [(log_time_ns, raw_bytes), ...]} of what was written.
     """
@@ -63,10 +66,12 @@ def write_bag(path, storage="mcap", frames=4, width=160, height=120, compressed=
                 image = CompressedImage(format="jpeg", data=jpeg(rgb))
             else:
                 image = encode(rgb, encoding)
+            image_time, info_time = (t, t + 1000) if image_first else (t + 1000, t)
             if with_info:
-                info = camera_info(width, height, fx=width * 0.8, fy=width * 0.8, cx=width / 2, cy=height / 2)
-                put("/cam/camera_info", t, stamp(info, sec, nsec))
-            put(image_topic, t + 1000, stamp(image, sec, nsec))
+                f = focal(i) or width * 0.8
+                info = camera_info(width, height, fx=f, fy=f, cx=width / 2, cy=height / 2)
+                put("/cam/camera_info", info_time, stamp(info, sec, nsec))
+            put(image_topic, image_time, stamp(image, sec, nsec))
             put("/chatter", t + 5000, String(data=f"message {i}"))
     return written
 

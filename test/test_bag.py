@@ -53,7 +53,7 @@ def test_process_adds_depth_info_and_cloud_and_copies_everything(tmp_path, param
     for topic, msgs in written.items():
         assert [(t, raw) for t, raw, _ in out[topic]] == msgs
     images = written[image_topic]
-    depth, infos, clouds = out["/cam/depth"], out["/cam/depth/camera_info"], out["/cam/points"]
+    depth, infos, clouds = out["/cam/depth/image"], out["/cam/depth/camera_info"], out["/cam/points"]
     assert len(depth) == len(infos) == len(clouds) == len(images) == 3
     estimator = DepthClip(load_config(params_file))
     for i, (t_img, raw_img) in enumerate(images):
@@ -88,8 +88,8 @@ def test_batches_give_the_same_depth_as_single_frames(tmp_path, params_file):
                     "--batch-size", "4", "--quiet") == 0
     one, _ = read_bag(tmp_path / "b1")
     four, _ = read_bag(tmp_path / "b4")
-    assert len(four["/cam/depth"]) == 5
-    for a, b in zip(one["/cam/depth"], four["/cam/depth"]):
+    assert len(four["/cam/depth/image"]) == 5
+    for a, b in zip(one["/cam/depth/image"], four["/cam/depth/image"]):
         da = conversions.depth_image_to_array(deserialize(a[1], "sensor_msgs/msg/Image"))
         db = conversions.depth_image_to_array(deserialize(b[1], "sensor_msgs/msg/Image"))
         np.testing.assert_allclose(da, db, rtol=1e-4, atol=1e-5)
@@ -113,11 +113,11 @@ def test_without_camera_info_only_depth_is_written(tmp_path, params_file, capsys
     write_bag(src, "mcap", frames=2, with_info=False)
     assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
     out, _ = read_bag(dst)
-    assert len(out["/cam/depth"]) == 2 and "/cam/points" not in out
+    assert len(out["/cam/depth/image"]) == 2 and "/cam/points" not in out
     assert "no point cloud: no camera_info" in capsys.readouterr().err
     from rosbags.rosbag2 import Reader
     with Reader(dst) as reader:  # no empty topics either
-        assert sorted(c.topic for c in reader.connections) == ["/cam/depth", IMAGE_TOPIC, "/chatter"]
+        assert sorted(c.topic for c in reader.connections) == ["/cam/depth/image", IMAGE_TOPIC, "/chatter"]
 
 
 def test_messages_of_custom_types_are_copied_with_their_definitions(tmp_path, params_file):
@@ -165,7 +165,7 @@ def test_undecodable_frames_are_skipped_and_counted(tmp_path, params_file, capsy
             writer.write(conns[c.id], t, raw)
     assert run_tool("process", bad, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
     out, _ = read_bag(dst)
-    assert len(out["/cam/depth"]) == 1 and len(out[IMAGE_TOPIC]) == 2
+    assert len(out["/cam/depth/image"]) == 1 and len(out[IMAGE_TOPIC]) == 2
     err = capsys.readouterr()
     assert "1 frames rejected" in err.out and "16UC1" in err.err
 
@@ -255,13 +255,56 @@ def test_failure_mid_run_leaves_no_output_and_keeps_the_old_one(tmp_path, params
     assert read_bag(dst) == before and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_image_logged_before_its_camera_info_gets_its_own_k(tmp_path, params_file, storage):
+    """image_transport logs the image first, its camera_info right after: pairing is by stamp."""
+    src, dst = tmp_path / "in", tmp_path / "out"
+    focal = lambda i: 100.0 + 10 * i  # noqa: E731
+    write_bag(src, storage, frames=4, image_first=True, focal=focal)
+    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    out, _ = read_bag(dst)
+    infos = [deserialize(raw, t) for _, raw, t in out["/cam/depth/camera_info"]]
+    clouds = [deserialize(raw, t) for _, raw, t in out["/cam/points"]]
+    depths = [deserialize(raw, t) for _, raw, t in out["/cam/depth/image"]]
+    assert len(infos) == len(clouds) == len(depths) == 4
+    for i, (info, cloud, depth) in enumerate(zip(infos, clouds, depths)):
+        assert (info.header.stamp.sec, info.header.stamp.nanosec) == frame_stamp(i)
+        assert info.k[0] == info.k[4] == focal(i)
+        z = conversions.depth_image_to_array(depth)[4, 8]  # the cloud's point (1, 2) at stride 4
+        point = conversions.pointcloud_to_array(cloud)[1, 2]
+        np.testing.assert_allclose(point[:2], [(8 - 80) * z / focal(i), (4 - 60) * z / focal(i)], rtol=1e-5)
+
+
+def test_output_metadata_is_the_form_humble_reads(tmp_path, params_file):
+    """Humble's rosbag2 parses offered_qos_profiles as a YAML string (metadata version <= 8)."""
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "sqlite3", frames=1)
+    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    info = yaml.safe_load((dst / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == 8
+    for topic in info["topics_with_message_count"]:
+        assert isinstance(topic["topic_metadata"]["offered_qos_profiles"], str), topic
+
+
+def test_bag_outputs_are_the_topics_a_node_in_the_camera_namespace_publishes():
+    import rclpy
+    from depthclip_ros import topics
+    with rclpy.init():
+        node = rclpy.create_node("depthclip", namespace="/camera/color")
+        resolved = {key: node.resolve_topic_name(name) for key, name in topics.OUTPUTS.items()}
+        node.destroy_node()
+    for image_topic in ("/camera/color/image_raw", "/camera/color/image_raw/compressed"):
+        assert bag_tool.output_topics(image_topic) == {k: resolved[k] for k in ("depth", "camera_info", "points")}
+    assert resolved["depth"] == "/camera/color/depth/image"
+
+
 def test_already_processed_bag_is_refused(tmp_path, params_file, capsys):
     src, once = tmp_path / "in", tmp_path / "once"
     write_bag(src, "mcap", frames=1)
     assert run_tool("process", src, once, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
     assert run_tool("process", once, tmp_path / "twice", "--image-topic", IMAGE_TOPIC,
                     "--params", params_file) == 2
-    assert "already has /cam/depth" in capsys.readouterr().err
+    assert "already has /cam/depth/camera_info, /cam/depth/image, /cam/points" in capsys.readouterr().err
 
 
 def test_console_entry_point_reports_config_errors(tmp_path):
