@@ -3,17 +3,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+
 # name -> (default, description); "" for params_file means the installed config/depthclip.yaml.
 LAUNCH_ARGUMENTS = {
-    "image_topic": ("/camera/color/image_raw", "RGB image topic (its /compressed with use_compressed)"),
+    "image_topic": ("/camera/color/image_raw",
+                    "RGB image topic (relative names resolve in `namespace`); with use_compressed, "
+                    "its /compressed is read"),
     "camera_info_topic": ("/camera/color/camera_info", "CameraInfo topic of that camera"),
-    "params_file": ("", "Parameter YAML; empty = the installed config/depthclip.yaml"),
+    "params_file": ("", "Parameter YAML (key /**/depthclip); empty = the installed config/depthclip.yaml"),
     "device": ("", "auto | cpu | cuda | cuda:N; empty = as in params_file"),
+    "use_compressed": ("", "true: subscribe to the image's /compressed (JPEG/PNG); empty = as in params_file"),
     "use_sim_time": ("false", "true when replaying a bag with `ros2 bag play --clock`"),
-    "rviz": ("false", "Also start RViz with config/depthclip.rviz"),
+    "namespace": ("", "Namespace of the node and its outputs: the camera's, e.g. /camera/color, puts "
+                      "depth/image beside the camera's image"),
+    "log_level": ("info", "Log level of the node: " + " | ".join(LOG_LEVELS)),
+    "rviz": ("false", "Also start RViz with config/depthclip.rviz (needs the rviz2 package)"),
     "rviz_fixed_frame": ("camera_color_optical_frame", "RViz fixed frame: the image's frame_id"),
-    "namespace": ("", "Namespace of the node and its topics"),
 }
+
+
+class LaunchError(RuntimeError):
+    """A launch argument cannot be honoured; raised before any process starts."""
 
 
 def parse_bool(value: str) -> bool:
@@ -22,21 +33,41 @@ def parse_bool(value: str) -> bool:
         return True
     if v in ("false", "0", "no", "off", ""):
         return False
-    raise ValueError(f"expected true or false, got '{value}'")
+    raise LaunchError(f"expected true or false, got '{value}'")
 
 
-def node_parameters(share_dir, params_file: str, device: str, use_sim_time: str) -> list:
+def node_parameters(share_dir, args: dict) -> list:
     """`parameters=` of the node: the YAML first, then the launch overrides."""
-    params_file = params_file or str(Path(share_dir) / "config" / "depthclip.yaml")
-    overrides = {"use_sim_time": parse_bool(use_sim_time)}
-    if device:
-        overrides["device"] = device
+    params_file = args["params_file"] or str(Path(share_dir) / "config" / "depthclip.yaml")
+    if not Path(params_file).is_file():
+        raise LaunchError(f"params_file '{params_file}' does not exist")
+    overrides = {"use_sim_time": parse_bool(args["use_sim_time"])}
+    if args["device"]:
+        overrides["device"] = args["device"]
+    if args["use_compressed"]:
+        overrides["use_compressed"] = parse_bool(args["use_compressed"])
     return [params_file, overrides]
 
 
 def node_remappings(image_topic: str, camera_info_topic: str) -> list:
     return [("image", image_topic), ("image/compressed", image_topic.rstrip("/") + "/compressed"),
             ("camera_info", camera_info_topic)]
+
+
+def node_arguments(log_level: str) -> list:
+    level = log_level.strip().lower()
+    if level not in LOG_LEVELS:
+        raise LaunchError(f"log_level '{log_level}' is not one of {', '.join(LOG_LEVELS)}")
+    return ["--ros-args", "--log-level", level]  # the process runs this node only
+
+
+def check_rviz_installed(find_share) -> None:
+    """rviz:=true without rviz2 must fail before anything starts (not abort with the node running)."""
+    try:
+        find_share("rviz2")
+    except Exception:  # ament_index_python's PackageNotFoundError (or no index at all)
+        raise LaunchError("rviz:=true but the rviz2 package is not installed; install it "
+                          "(sudo apt install ros-$ROS_DISTRO-rviz2) or launch with rviz:=false") from None
 
 
 def rviz_arguments(share_dir, fixed_frame: str) -> list:

@@ -1,22 +1,31 @@
-"""ros2 launch depthclip_ros depth.launch.py image_topic:=/camera/color/image_raw [rviz:=true]"""
+"""ros2 launch depthclip_ros depth.launch.py image_topic:=/camera/color/image_raw [rviz:=true]
+
+Every argument is checked before any process starts: a wrong argument, or rviz:=true without
+rviz2, ends the launch with one error line and nothing left running.
+"""
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from depthclip_ros.launch_support import (LAUNCH_ARGUMENTS, node_parameters, node_remappings,
-                                          parse_bool, rviz_arguments)
+from depthclip_ros.config import NODE_NAME
+from depthclip_ros.launch_support import (LAUNCH_ARGUMENTS, check_rviz_installed, node_arguments,
+                                          node_parameters, node_remappings, parse_bool, rviz_arguments)
 
 
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
     share = get_package_share_directory("depthclip_ros")
-    actions = [Node(package="depthclip_ros", executable="depthclip_node", name="depthclip",
+    rviz = parse_bool(arg["rviz"])
+    if rviz:
+        check_rviz_installed(get_package_share_directory)
+    actions = [Node(package="depthclip_ros", executable="depthclip_node", name=NODE_NAME,
                     namespace=arg["namespace"], output="screen",
-                    parameters=node_parameters(share, arg["params_file"], arg["device"], arg["use_sim_time"]),
-                    remappings=node_remappings(arg["image_topic"], arg["camera_info_topic"]))]
-    if parse_bool(arg["rviz"]):
+                    parameters=node_parameters(share, arg),
+                    remappings=node_remappings(arg["image_topic"], arg["camera_info_topic"]),
+                    arguments=node_arguments(arg["log_level"]))]
+    if rviz:
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=arg["namespace"],
                             arguments=rviz_arguments(share, arg["rviz_fixed_frame"]),
                             parameters=[{"use_sim_time": parse_bool(arg["use_sim_time"])}]))

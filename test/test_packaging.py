@@ -44,10 +44,10 @@ def test_colcon_build_installs_what_ros2_launch_and_run_need(tmp_path):
         assert exe.is_file() and os.access(exe, os.X_OK), name
 
 
-def _load_launch_file_with_recording_fakes(launch_args):
+def _load_launch_file_with_recording_fakes(launch_args, installed=("depthclip_ros",), nodes=None):
     """Import launch/depth.launch.py against minimal stand-ins of launch / launch_ros that
     record what the file builds (the real ones are not installable from PyPI)."""
-    recorded = types.SimpleNamespace(nodes=[])
+    recorded = types.SimpleNamespace(nodes=[] if nodes is None else nodes)
 
     class Action:
         def __init__(self, *args, **kwargs):
@@ -76,7 +76,12 @@ def _load_launch_file_with_recording_fakes(launch_args):
     launch_ros_actions = types.ModuleType("launch_ros.actions")
     launch_ros_actions.Node = Node
     ament = types.ModuleType("ament_index_python.packages")
-    ament.get_package_share_directory = lambda pkg: f"/opt/ros/share/{pkg}"
+
+    def get_package_share_directory(pkg):  # the source tree stands in for the installed share/
+        if pkg not in installed:
+            raise LookupError(f"package '{pkg}' not found")
+        return str(ROOT) if pkg == "depthclip_ros" else f"/opt/ros/share/{pkg}"
+    ament.get_package_share_directory = get_package_share_directory
     fakes = {"launch": launch, "launch.actions": actions, "launch.substitutions": subs,
              "launch_ros": launch_ros, "launch_ros.actions": launch_ros_actions,
              "ament_index_python.packages": ament}
@@ -103,24 +108,55 @@ def _load_launch_file_with_recording_fakes(launch_args):
 
 def test_launch_file_declares_arguments_and_starts_the_node():
     declared, nodes = _load_launch_file_with_recording_fakes({"image_topic": "/cam/image_raw"})
-    assert set(declared) == {"image_topic", "camera_info_topic", "params_file", "device", "use_sim_time",
-                             "rviz", "rviz_fixed_frame", "namespace"}
+    assert set(declared) == {"image_topic", "camera_info_topic", "params_file", "device", "use_compressed",
+                             "use_sim_time", "namespace", "log_level", "rviz", "rviz_fixed_frame"}
     assert len(nodes) == 1  # rviz defaults to false
     node = nodes[0]
     assert (node["package"], node["executable"], node["name"]) == ("depthclip_ros", "depthclip_node", "depthclip")
     assert ("image", "/cam/image_raw") in node["remappings"]
     assert ("image/compressed", "/cam/image_raw/compressed") in node["remappings"]
-    assert node["parameters"] == ["/opt/ros/share/depthclip_ros/config/depthclip.yaml", {"use_sim_time": False}]
+    assert node["parameters"] == [str(ROOT / "config" / "depthclip.yaml"), {"use_sim_time": False}]
+    assert node["arguments"] == ["--ros-args", "--log-level", "info"]
 
 
-def test_launch_file_rviz_sim_time_and_device():
-    _, nodes = _load_launch_file_with_recording_fakes({"rviz": "true", "use_sim_time": "true",
-                                                       "device": "cuda:1", "namespace": "front"})
+def test_launch_file_rviz_sim_time_device_compressed_and_log_level():
+    _, nodes = _load_launch_file_with_recording_fakes(
+        {"rviz": "true", "use_sim_time": "true", "device": "cuda:1", "namespace": "front",
+         "use_compressed": "true", "log_level": "DEBUG"}, installed=("depthclip_ros", "rviz2"))
     assert [n["executable"] for n in nodes] == ["depthclip_node", "rviz2"]
-    assert nodes[0]["parameters"][1] == {"use_sim_time": True, "device": "cuda:1"}
-    assert nodes[0]["namespace"] == "front"
-    assert nodes[1]["arguments"][:2] == ["-d", "/opt/ros/share/depthclip_ros/config/depthclip.rviz"]
+    assert nodes[0]["parameters"][1] == {"use_sim_time": True, "device": "cuda:1", "use_compressed": True}
+    assert nodes[0]["namespace"] == "front" and nodes[0]["arguments"][-1] == "debug"
+    assert nodes[1]["arguments"][:2] == ["-d", str(ROOT / "config" / "depthclip.rviz")]
     assert nodes[1]["parameters"] == [{"use_sim_time": True}]
+
+
+def test_two_cameras_are_two_instances_with_their_own_params(tmp_path):
+    """The README's two-camera launch: the file included twice, one namespace and params file each."""
+    starts = {}
+    for camera in ("front", "rear"):
+        params = tmp_path / f"{camera}.yaml"
+        params.write_text("/**/depthclip:\n  ros__parameters: {device: cpu}\n")
+        _, (node,) = _load_launch_file_with_recording_fakes(
+            {"namespace": f"/{camera}", "image_topic": "color/image_raw", "camera_info_topic": "color/camera_info",
+             "params_file": str(params)})
+        starts[camera] = node
+    assert [n["namespace"] for n in starts.values()] == ["/front", "/rear"]
+    assert [n["parameters"][0] for n in starts.values()] == [str(tmp_path / "front.yaml"), str(tmp_path / "rear.yaml")]
+    assert ("image", "color/image_raw") in starts["rear"]["remappings"]  # resolved in /rear
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"rviz": "true"}, "rviz:=true but the rviz2 package is not installed"),
+    ({"log_level": "loud"}, "log_level 'loud' is not one of"),
+    ({"params_file": "/nowhere/p.yaml"}, "params_file '/nowhere/p.yaml' does not exist"),
+    ({"use_sim_time": "maybe"}, "expected true or false, got 'maybe'"),
+])
+def test_launch_fails_before_starting_anything(args, message):
+    """The real launch system turns the exception into one error line; no node was created."""
+    nodes = []
+    with pytest.raises(launch_support.LaunchError, match=message):
+        _load_launch_file_with_recording_fakes(args, nodes=nodes)
+    assert nodes == []
 
 
 def test_launch_file_with_real_launch_ros():
@@ -135,5 +171,5 @@ def test_launch_file_with_real_launch_ros():
 
 def test_parse_bool():
     assert launch_support.parse_bool("True") and not launch_support.parse_bool("false")
-    with pytest.raises(ValueError):
+    with pytest.raises(launch_support.LaunchError):
         launch_support.parse_bool("maybe")
