@@ -15,12 +15,42 @@ from depthclip_ros import launch_support
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_package_xml_is_format_3_ament_python():
+# What each imported module is in package.xml: a ROS package, a rosdep key, or pip-only (README).
+ROS_PACKAGES = {"rclpy", "rcl_interfaces", "sensor_msgs", "diagnostic_msgs", "std_msgs", "ament_index_python",
+                "launch", "launch_ros"}
+ROSDEP_KEYS = {"numpy": "python3-numpy", "yaml": "python3-yaml", "PIL": "python3-pil", "tqdm": "python3-tqdm",
+               "h5py": "python3-h5py", "scipy": "python3-scipy", "torch": "python3-pytorch-pip",
+               "rosbags": "python3-rosbags-pip"}
+PIP_ONLY = {"clip", "apsw"}  # openai-clip: no rosdep key; apsw: optional, rosbags falls back to sqlite3
+# Keys present in ros/rosdistro's rosdep/python.yaml (read from its repository, 2026-08-22 snapshot).
+KNOWN_ROSDEP_KEYS = {"python3-numpy", "python3-yaml", "python3-pil", "python3-tqdm", "python3-h5py",
+                     "python3-scipy", "python3-pytorch-pip", "python3-rosbags-pip", "python3-pytest"}
+
+
+def imported_top_level_modules():
+    import ast
+    modules = set()
+    for path in [*ROOT.glob("depthclip_ros/*.py"), *ROOT.glob("offline_eval/*.py"), *ROOT.glob("launch/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    return modules - set(sys.stdlib_module_names) - {"depthclip_ros", "offline_eval"}
+
+
+def test_package_xml_declares_every_import_by_keys_rosdep_resolves():
     root = ET.parse(ROOT / "package.xml").getroot()
     assert root.get("format") == "3" and root.findtext("name") == "depthclip_ros"
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.findall("exec_depend")}
-    assert {"rclpy", "sensor_msgs", "diagnostic_msgs"} <= deps
+    imported = imported_top_level_modules()
+    assert imported <= ROS_PACKAGES | set(ROSDEP_KEYS) | PIP_ONLY, "classify the new import above"
+    assert imported & ROS_PACKAGES <= deps
+    assert {ROSDEP_KEYS[m] for m in imported & set(ROSDEP_KEYS)} <= deps
+    python_keys = {d for d in deps if d.startswith("python3-")}
+    assert python_keys <= KNOWN_ROSDEP_KEYS, python_keys - KNOWN_ROSDEP_KEYS
+    assert "rviz2" not in deps  # optional: rviz:=true checks for it
 
 
 def test_colcon_build_installs_what_ros2_launch_and_run_need(tmp_path):
