@@ -62,16 +62,10 @@ def scene_camera_info_fields() -> dict:
 
 
 def local_dds_env(domain_id=None) -> dict:
-    """Environment for ROS processes that talk only to each other on this machine.
-
-    Loopback discovery on a domain of their own, and Fast DDS over shared memory
-    with segments large enough for whole camera frames (see the profile's comment).
-    """
-    from .config import config_dir
+    """Environment for ROS processes that talk only to each other on this machine: loopback
+    discovery on a domain of their own. The middleware itself keeps its defaults, as on a robot."""
     domain = domain_id or os.environ.get("DEPTHCLIP_DEMO_DOMAIN_ID") or str(random.randint(1, 100))
-    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_dir() / "fastdds_local_large_messages.xml")
-    return env
+    return {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
 
 
 def start_node_process(params_file, overrides: dict, env: dict, log_path, namespace: str = ""):
@@ -92,7 +86,7 @@ def run(args) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    from . import conversions
+    from . import conversions, topics
     from .config import default_params_file, read_params_file
     from .visualization import colorize, save_png, write_ply
 
@@ -114,11 +108,12 @@ def run(args) -> int:
     node = rclpy.create_node("depthclip_demo")
     got = {"depth": {}, "points": {}}
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    node.create_subscription(Image, "depth", lambda m: got["depth"].__setitem__(m.header.stamp.sec, m), reliable)
-    node.create_subscription(PointCloud2, "points", lambda m: got["points"].__setitem__(m.header.stamp.sec, m),
-                             reliable)
-    image_pub = node.create_publisher(Image, "image", reliable)
-    info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
+    node.create_subscription(Image, topics.DEPTH_IMAGE,
+                             lambda m: got["depth"].__setitem__(m.header.stamp.sec, m), reliable)
+    node.create_subscription(PointCloud2, topics.POINTS,
+                             lambda m: got["points"].__setitem__(m.header.stamp.sec, m), reliable)
+    image_pub = node.create_publisher(Image, topics.IMAGE, reliable)  # reliable, as REP 2003 drivers
+    info_pub = node.create_publisher(CameraInfo, topics.CAMERA_INFO, reliable)
     summary = []
     try:
         deadline = time.monotonic() + args.timeout
@@ -139,16 +134,11 @@ def run(args) -> int:
             msg = Image(**conversions.rgb8_image_fields(rgb))
             for m in (info, msg):
                 m.header.stamp.sec, m.header.frame_id = sec, "camera_color_optical_frame"
+            t0 = time.monotonic()
+            image_pub.publish(msg)  # a driver's order: the image, then its camera_info (same stamp)
             info_pub.publish(info)
-            rclpy.spin_once(node, timeout_sec=0.2)
-            t0 = last_sent = time.monotonic()
-            image_pub.publish(msg)
             while (sec not in got["depth"] or sec not in got["points"]) and time.monotonic() - t0 < args.timeout:
                 rclpy.spin_once(node, timeout_sec=0.05)
-                if time.monotonic() - last_sent > 2.0:  # the node's input is best effort, like a camera's
-                    info_pub.publish(info)
-                    image_pub.publish(msg)
-                    last_sent = time.monotonic()
             if sec not in got["depth"] or sec not in got["points"]:
                 print(f"{name}: no depth/points within {args.timeout}s", file=sys.stderr)
                 return 4
