@@ -21,6 +21,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions, QoSPolicyKind
+from rclpy.serialization import deserialize_message
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
@@ -118,8 +119,8 @@ class AdaptiveInput:
     """One input subscription whose reliability follows its publishers (see input_qos) unless the
     `qos_overrides.<topic>.subscription.reliability` parameter forces it."""
 
-    def __init__(self, node: Node, msg_type, topic: str, callback):
-        self.node, self.msg_type, self.callback = node, msg_type, callback
+    def __init__(self, node: Node, msg_type, topic: str, callback, raw: bool = False):
+        self.node, self.msg_type, self.callback, self.raw = node, msg_type, callback, raw
         self.topic = node.resolve_topic_name(topic)
         name = input_qos.override_parameter(self.topic)
         self.override = node.declare_parameter(name, input_qos.AUTO, ParameterDescriptor(
@@ -142,7 +143,7 @@ class AdaptiveInput:
             if self.subscription is not None:
                 self.node.destroy_subscription(self.subscription)
             self.subscription = self.node.create_subscription(
-                self.msg_type, self.topic, self.callback, input_qos_profile(reliability),
+                self.msg_type, self.topic, self.callback, input_qos_profile(reliability), raw=self.raw,
                 qos_overriding_options=QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]))
             self.reliability = reliability
         # Told once the first publisher appears (the start-up choice is a guess), then on changes.
@@ -173,7 +174,10 @@ class DepthClipNode(Node):
         # Every cheap check (parameters, QoS overrides) before the model load, which takes seconds.
         image_type, image_topic = ((CompressedImage, topics.COMPRESSED_IMAGE) if params["use_compressed"]
                                    else (Image, topics.IMAGE))
-        self.inputs = [AdaptiveInput(self, image_type, image_topic, self._on_image),
+        # Images arrive serialized and only the frame the worker takes is deserialized: most frames
+        # of a fast camera are replaced unread (newest frame wins), so they cost no conversion.
+        self._image_type = image_type
+        self.inputs = [AdaptiveInput(self, image_type, image_topic, self._on_image, raw=True),
                        AdaptiveInput(self, CameraInfo, topics.CAMERA_INFO, self._on_camera_info)]
         self.stats = Stats()
         self._cv = threading.Condition()
@@ -256,7 +260,7 @@ class DepthClipNode(Node):
     def _on_camera_info(self, msg: CameraInfo):
         self._camera_infos.add(msg)
 
-    def _on_image(self, msg):
+    def _on_image(self, msg: bytes):
         """Never blocks: the newest frame replaces a pending one, which counts as dropped."""
         self.stats.count("received")
         with self._cv:
@@ -321,7 +325,11 @@ class DepthClipNode(Node):
                                      f"frame dropped, processing failed: {type(exc).__name__}: {exc}",
                                      error=True)
 
-    def process(self, msg, arrival: float):
+    def process(self, serialized: bytes, arrival: float):
+        try:
+            msg = deserialize_message(serialized, self._image_type)
+        except Exception as exc:  # bytes that are not this message type: like any undecodable frame
+            raise conversions.ImageDecodeError(f"cannot deserialize the message: {exc}") from None
         rgb = conversions.decode_image(msg)
         t0 = time.perf_counter()
         result = self.estimator.predict(rgb)
