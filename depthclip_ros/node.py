@@ -1,8 +1,9 @@
 """The `depthclip` ROS 2 node: RGB image (+ camera_info) in, metric depth and a point cloud out.
 
-A thin layer over `DepthClip`: callbacks only store the newest frame; one worker
-thread decodes, predicts and publishes, so a slow model drops frames instead of
-building a backlog.
+A thin layer over `DepthClip`: inputs adapt their reliability to their publishers
+(input_qos), each image is paired with the camera_info of its stamp (stamp_pairing),
+callbacks only store the newest frame, and one worker thread decodes, predicts and
+publishes, so a slow model drops frames instead of building a backlog.
 """
 from __future__ import annotations
 

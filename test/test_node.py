@@ -294,12 +294,16 @@ def test_input_reliability_follows_publishers_and_can_be_forced(tiny_checkpoint,
         assert answered.header.stamp.sec == 3
         tester.node.destroy_publisher(best_effort)
         wait_until(lambda: subscription_reliability(tester, "/image") == {"reliable"})
-    forced = {"qos_overrides./image.subscription.reliability": "best_effort"}
+    forced = {"qos_overrides./image.subscription.reliability": "best_effort",
+              "qos_overrides./depth/image.publisher.reliability": "best_effort"}
     with running_node(tiny_checkpoint, tmp_path, **forced) as (node, tester):
         time.sleep(2 * 0.5)  # two QoS checks with only reliable publishers: the override holds
         assert subscription_reliability(tester, "/image") == {"best_effort"}
         assert subscription_reliability(tester, "/camera_info") == {"reliable"}
-        assert node.get_parameter("qos_overrides./depth/image.publisher.reliability").value == "reliable"
+        offered = {i.qos_profile.reliability.name.lower()
+                   for i in tester.node.get_publishers_info_by_topic("/depth/image")}
+        assert offered == {"best_effort"}
+        assert node.get_parameter("qos_overrides./points.publisher.reliability").value == "reliable"
 
 
 def wait_until(condition, timeout=10.0):
