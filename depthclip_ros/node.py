@@ -42,8 +42,10 @@ def input_qos_profile(reliability: str) -> QoSProfile:
                       depth=1, durability=DurabilityPolicy.VOLATILE)
 
 
-# Outputs reliable (every subscriber, reliable or best effort, connects), a few deep.
-OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
+def output_qos_profile() -> QoSProfile:
+    """Outputs reliable (every subscriber, reliable or best effort, connects), a few deep. A new
+    profile per publisher: rclpy writes each publisher's QoS overrides into the profile it is given."""
+    return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
 # Seconds between checks of the input publishers' QoS (rosbag2's recorder polls likewise).
 QOS_CHECK_PERIOD = 0.5
 
@@ -203,7 +205,7 @@ class DepthClipNode(Node):
 
         options = QoSOverridingOptions.with_default_policies()
         publish = lambda msg_type, name: self.create_publisher(  # noqa: E731
-            msg_type, name, OUTPUT_QOS, qos_overriding_options=options)
+            msg_type, name, output_qos_profile(), qos_overriding_options=options)
         self.depth_pub = publish(Image, topics.DEPTH_IMAGE)
         self.info_pub = publish(CameraInfo, topics.DEPTH_CAMERA_INFO)
         self.cloud_pub = publish(PointCloud2, topics.POINTS)

@@ -13,7 +13,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from depthclip_ros import conversions
-from depthclip_ros.node import OUTPUT_QOS
+from depthclip_ros.node import output_qos_profile
 
 from conftest import structured_image
 from msg_factory import ALL_ENCODINGS, encode
@@ -44,7 +44,8 @@ def test_environment_is_local_private_and_untuned():
 
 def test_outputs_are_reliable():
     from rclpy.qos import ReliabilityPolicy
-    assert OUTPUT_QOS.reliability == ReliabilityPolicy.RELIABLE and OUTPUT_QOS.depth == 5
+    profile = output_qos_profile()
+    assert profile.reliability == ReliabilityPolicy.RELIABLE and profile.depth == 5
 
 
 def test_depth_cloud_and_info_carry_the_input_header(tiny_checkpoint, tmp_path):
