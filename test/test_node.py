@@ -277,9 +277,9 @@ def test_a_best_effort_publisher_is_served_best_effort(tiny_checkpoint, tmp_path
     """A best-effort publisher does not match a reliable subscription: the input adapts to it."""
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         report = run_camera_process(320, 240, "best_effort", 10)
-        # Best effort may lose a frame; 10 of 10 were answered in every run here.
+        # Answers at all mean the input matched the best-effort publisher (a reliable subscription
+        # does not). Best effort may lose a frame; 10 of 10 were answered in every run here.
         assert len(report["answered"]) >= 8, report
-        assert node.inputs[0].reliability in ("best_effort", "reliable")  # reliable again once it left
         wait_until(lambda: node.inputs[0].reliability == "reliable")  # only the tester's reliable pub left
         assert subscription_reliability(tester, "/image") == {"reliable"}
 
