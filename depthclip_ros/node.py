@@ -46,6 +46,8 @@ def output_qos_profile() -> QoSProfile:
     """Outputs reliable (every subscriber, reliable or best effort, connects), a few deep. A new
     profile per publisher: rclpy writes each publisher's QoS overrides into the profile it is given."""
     return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
+
+
 # Seconds between checks of the input publishers' QoS (rosbag2's recorder polls likewise).
 QOS_CHECK_PERIOD = 0.5
 
