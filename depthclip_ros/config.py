@@ -36,95 +36,179 @@ class ConfigError(ValueError):
         super().__init__(f"invalid config field '{field}' = {value!r}: {reason}")
 
 
-@dataclasses.dataclass(frozen=True)
-class DepthClipConfig:
-    """Everything the DepthCLIP core needs. Defaults are the paper's settings."""
+# --------------------------------------------------------------------------- schema
+# Every parameter is written once, as a dataclass field carrying its default, description,
+# read-only flag and limits. `validate` checks them; the node builds its parameter descriptors
+# from them, so the node, the bag tool and the eval accept and reject the same values.
 
-    model: str = "RN50"
-    download_root: str = ""  # "" -> clip's default, ~/.cache/clip
-    device: str = "auto"
-    precision: str = "auto"
-    prompt_template: str = "This {object} is {token}"
-    object_word: str = "object"
-    depth_tokens: tuple = (
-        "giant", "extremely close", "close", "not in distance",
-        "a little remote", "far", "unseen",
-    )
-    depth_bins: tuple = (1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00)
-    temperature: float = 0.1
-    flip: bool = True
-    preprocessing: str = "crop"
-    input_width: int = 544
-    input_height: int = 416
-    normalization: str = "imagenet"
-    cache_dir: str = ""  # "" -> ~/.cache/depthclip_ros
+def param(default, description: str, *, read_only: bool = False, choices: tuple = (),
+          minimum=None, maximum=None, multiple_of: int | None = None):
+    """A schema field. The default's type is the parameter's type (ints pass as floats)."""
+    return dataclasses.field(default=default, metadata={
+        "description": description, "read_only": read_only, "choices": tuple(choices),
+        "minimum": minimum, "maximum": maximum, "multiple_of": multiple_of})
 
-    # Fields fixed for the lifetime of a loaded model (read-only ROS parameters).
-    LOAD_TIME_FIELDS = ("model", "download_root", "device", "precision", "cache_dir")
+
+def _kind(default) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, tuple):
+        return "float_list" if default and isinstance(default[0], float) else "str_list"
+    return {int: "int", float: "float", str: "str"}[type(default)]
+
+
+def _number(value) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value))
+
+
+def _check_kind(name: str, kind: str, value):
+    """The value in the field's type (int -> float, list -> tuple), or ConfigError."""
+    if kind == "bool" and not isinstance(value, bool):
+        raise ConfigError(name, value, "must be true or false")
+    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(name, value, "must be an integer")
+    if kind == "float":
+        if not _number(value):
+            raise ConfigError(name, value, "must be a finite number")
+        return float(value)
+    if kind == "str" and not isinstance(value, str):
+        raise ConfigError(name, value, "must be a string")
+    if kind in ("str_list", "float_list"):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(name, value, "must be a list")
+        items = list(value)
+        for i, item in enumerate(items):
+            if kind == "str_list" and (not isinstance(item, str) or not item.strip()):
+                raise ConfigError(name, items, f"item {i} is not a non-empty string")
+            if kind == "float_list" and not _number(item):
+                raise ConfigError(name, items, f"{item!r} is not a finite number")
+        return tuple(float(v) for v in items) if kind == "float_list" else tuple(items)
+    return value
+
+
+def constraints_text(f: dataclasses.Field) -> str:
+    """The field's limits in words (ParameterDescriptor.additional_constraints)."""
+    m = f.metadata
+    parts = []
+    if m["choices"]:
+        parts.append("one of " + ", ".join(m["choices"]))
+    if m["minimum"] is not None and m["maximum"] is not None:
+        parts.append(f"from {m['minimum']} to {m['maximum']}")
+    elif m["minimum"] is not None:
+        parts.append(f">= {m['minimum']}")
+    if m["multiple_of"]:
+        parts.append(f"multiple of {m['multiple_of']}")
+    return "; ".join(parts)
+
+
+class Schema:
+    """Base of the parameter dataclasses: generic checks from each field's metadata."""
 
     def __post_init__(self):
-        # YAML and ROS give lists; keep the frozen config hashable and immutable.
-        object.__setattr__(self, "depth_tokens", tuple(self.depth_tokens))
-        object.__setattr__(self, "depth_bins", tuple(self.depth_bins))
+        # YAML and ROS give lists and ints; the frozen dataclass keeps tuples and floats.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = _kind(f.default)
+            if kind in ("str_list", "float_list") and isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+            elif kind == "float" and _number(value) and isinstance(value, int):
+                object.__setattr__(self, f.name, float(value))
 
     @classmethod
     def field_names(cls) -> tuple:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], base: "DepthClipConfig | None" = None):
-        """Build and validate a config from a parameter mapping.
+    def read_only_fields(cls) -> tuple:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["read_only"])
 
-        Keys that are not core fields (node-only parameters such as
-        `cloud_stride`) are ignored, so one parameter file serves every tool.
-        """
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], base=None):
+        """Build and validate from a parameter mapping; keys of other schemas are ignored, so one
+        parameter file serves every tool."""
         base = base or cls()
-        known = {k: params[k] for k in cls.field_names() if k in params}
-        cfg = dataclasses.replace(base, **known)
+        cfg = dataclasses.replace(base, **{k: params[k] for k in cls.field_names() if k in params})
+        cfg.validate()
+        return cfg
+
+    def replace(self, **changes):
+        cfg = dataclasses.replace(self, **changes)
         cfg.validate()
         return cfg
 
     def to_params(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["depth_tokens"] = list(self.depth_tokens)
-        out["depth_bins"] = [float(b) for b in self.depth_bins]
-        return out
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self)}
 
-    def replace(self, **changes) -> "DepthClipConfig":
-        cfg = dataclasses.replace(self, **changes)
-        cfg.validate()
-        return cfg
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            m = f.metadata
+            value = _check_kind(f.name, _kind(f.default), getattr(self, f.name))
+            if m["choices"] and value not in m["choices"]:
+                raise ConfigError(f.name, value, f"must be {constraints_text(f)}")
+            low, high = m["minimum"], m["maximum"]
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise ConfigError(f.name, value, f"must be {constraints_text(f)}")
+            if m["multiple_of"] and value % m["multiple_of"]:
+                raise ConfigError(f.name, value, f"must be a multiple of {m['multiple_of']}")
+        self.check()
+
+    def check(self) -> None:
+        """Rules across fields or beyond the metadata."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthClipConfig(Schema):
+    """Everything the DepthCLIP core needs. Defaults are the shipped config/depthclip.yaml: the
+    paper's text side, bins and temperature with two live-camera choices (resize, no flip) that
+    the `paper` preset turns back into the paper's NYU protocol (crop, flip)."""
+
+    model: str = param("RN50", "CLIP ResNet name (RN50, RN101, RN50x4, ...) or checkpoint path",
+                       read_only=True)
+    download_root: str = param("", "Folder of downloaded CLIP weights; empty = ~/.cache/clip",
+                               read_only=True)
+    device: str = param("auto", "auto | cpu | cuda | cuda:N", read_only=True)
+    precision: str = param("auto", "auto (fp16 on CUDA, fp32 on CPU) | fp16 | fp32",
+                           read_only=True, choices=PRECISIONS)
+    cache_dir: str = param("", "Text-feature cache folder; empty = ~/.cache/depthclip_ros",
+                           read_only=True)
+    prompt_template: str = param("This {object} is {token}",
+                                 "Prompt with {object} and {token} placeholders")
+    object_word: str = param("object", "Word put in {object}")
+    depth_tokens: tuple = param(("giant", "extremely close", "close", "not in distance",
+                                 "a little remote", "far", "unseen"),
+                                "Depth words, near to far, one per bin")
+    depth_bins: tuple = param((1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00),
+                              "Depth of each token in metres, strictly increasing")
+    temperature: float = param(0.1, "Softmax temperature over bins (paper: 0.1)",
+                               minimum=1e-4, maximum=100.0)
+    flip: bool = param(False, "Average with the mirrored image (paper protocol; doubles the cost)")
+    preprocessing: str = param("resize", "resize (any camera) | crop (NYU 640x480 reference box)",
+                               choices=MODES)
+    input_width: int = param(544, "Network input width for 'resize'",
+                             minimum=32, maximum=4096, multiple_of=32)
+    input_height: int = param(416, "Network input height for 'resize'",
+                              minimum=32, maximum=4096, multiple_of=32)
+    normalization: str = param("imagenet", "imagenet (paper) | clip", choices=NORMALIZATIONS)
 
     @property
     def prompts(self) -> list:
         return [self.prompt_template.format(object=self.object_word, token=t)
                 for t in self.depth_tokens]
 
-    def validate(self) -> None:
-        _check_str(self, "model")
+    def check(self) -> None:
         if not self.model.strip():
             raise ConfigError("model", self.model, "must name a CLIP model or a checkpoint file")
-        _check_str(self, "download_root")
-        _check_str(self, "cache_dir")
-        _check_choice(self, "device", DEVICES_FIXED, extra_ok=_is_cuda_index(self.device))
-        _check_choice(self, "precision", PRECISIONS)
-        _check_choice(self, "preprocessing", MODES)
-        _check_choice(self, "normalization", NORMALIZATIONS)
+        if self.device not in DEVICES_FIXED and not _is_cuda_index(self.device):
+            raise ConfigError("device", self.device,
+                              f"must be one of {', '.join(DEVICES_FIXED)} or cuda:N")
         _check_template(self.prompt_template)
-        _check_str(self, "object_word")
-
-        tokens = self.depth_tokens
-        for i, tok in enumerate(tokens):
-            if not isinstance(tok, str) or not tok.strip():
-                raise ConfigError("depth_tokens", list(tokens), f"token {i} is empty")
-        bins = self.depth_bins
+        tokens, bins = self.depth_tokens, self.depth_bins
         if len(bins) < 2:
             raise ConfigError("depth_bins", list(bins), "needs at least 2 bins")
-        for b in bins:
-            if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b):
-                raise ConfigError("depth_bins", list(bins), f"{b!r} is not a finite number")
-            if b <= 0:
-                raise ConfigError("depth_bins", list(bins), "bins must be positive (metres)")
+        if bins[0] <= 0:
+            raise ConfigError("depth_bins", list(bins), "bins must be positive (metres)")
         if any(b2 <= b1 for b1, b2 in zip(bins, bins[1:])):
             raise ConfigError("depth_bins", list(bins), "bins must be strictly increasing")
         if len(tokens) != len(bins):
@@ -132,39 +216,12 @@ class DepthClipConfig:
                               f"{len(tokens)} tokens but {len(bins)} depth_bins; "
                               "each token needs exactly one bin")
 
-        t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-            raise ConfigError("temperature", t, "must be a finite number > 0")
-        if not isinstance(self.flip, bool):
-            raise ConfigError("flip", self.flip, "must be true or false")
-        for name in ("input_width", "input_height"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % 32:
-                raise ConfigError(name, v, "must be a positive multiple of 32 (CLIP ResNet stride)")
-
-
-def _check_str(cfg, name):
-    v = getattr(cfg, name)
-    if not isinstance(v, str):
-        raise ConfigError(name, v, "must be a string")
-
 
 def _is_cuda_index(device) -> bool:
-    return isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit()
+    return device.startswith("cuda:") and device[5:].isdigit()
 
 
-def _check_choice(cfg, name, choices, extra_ok=False):
-    v = getattr(cfg, name)
-    if extra_ok:
-        return
-    if v not in choices:
-        hint = " or cuda:N" if name == "device" else ""
-        raise ConfigError(name, v, f"must be one of {', '.join(choices)}{hint}")
-
-
-def _check_template(template) -> None:
-    if not isinstance(template, str):
-        raise ConfigError("prompt_template", template, "must be a string")
+def _check_template(template: str) -> None:
     try:
         names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
@@ -179,32 +236,66 @@ def _check_template(template) -> None:
                           f"unknown placeholder(s) {unknown}; only {{object}} and {{token}}")
 
 
-# --------------------------------------------------------------------------- outputs
-
 COLORMAPS = ("turbo", "viridis", "gray")
 
 
 @dataclasses.dataclass(frozen=True)
-class OutputSettings:
+class OutputSettings(Schema):
     """Parameters of the outputs (not of the estimator), shared by the node and the bag tool."""
-    cloud_stride: int = 8   # one cloud point every N pixels; 0 = one per coarse grid cell
-    colormap: str = "turbo"  # of depth/colored
+
+    cloud_stride: int = param(8, "One cloud point every N pixels; 0 = one per coarse grid cell",
+                              minimum=0, maximum=64)
+    colormap: str = param("turbo", "Colour map of depth/colored", choices=COLORMAPS)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSettings(Schema):
+    """Parameters of the ROS node only."""
+
+    autostart: bool = param(True, "Configure and activate at start-up; false leaves the "
+                            "transitions to a lifecycle manager", read_only=True)
+    use_compressed: bool = param(False, "Subscribe to image/compressed (JPEG/PNG) instead of image",
+                                 read_only=True)
+    camera_info_wait: float = param(0.1, "Seconds an image waits (after its forward) for the "
+                                    "camera_info with its stamp before the latest one is used",
+                                    minimum=0.0, maximum=5.0)
+    diagnostics_period: float = param(1.0, "Seconds between /diagnostics messages",
+                                      read_only=True, minimum=0.1, maximum=60.0)
+    input_timeout: float = param(2.0, "Diagnostics WARN when no image arrived for this many "
+                                 "seconds while active", minimum=0.1, maximum=3600.0)
+    expected_input_rate: float = param(0.0, "Camera rate in Hz the diagnostics check the input "
+                                       "against; 0 = not checked", minimum=0.0, maximum=1000.0)
+    rate_tolerance: float = param(0.5, "Input rates within expected_input_rate * (1 +- this) "
+                                  "are OK", minimum=0.0, maximum=1.0)
+    min_output_rate: float = param(0.0, "Diagnostics WARN when, while watched, fewer depth "
+                                   "images per second go out; 0 = not checked",
+                                   minimum=0.0, maximum=1000.0)
+
+
+# The node's parameters, in the order `ros2 param list` users read them.
+PARAMETER_SCHEMAS = (DepthClipConfig, OutputSettings, NodeSettings)
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameters:
+    """Every parameter of the node, validated together."""
+    config: DepthClipConfig
+    outputs: OutputSettings
+    node: NodeSettings
 
     @classmethod
-    def from_params(cls, params: Mapping) -> "OutputSettings":
-        settings = cls(**{k: params.get(k, v) for k, v in OUTPUT_DEFAULTS.items()})
-        settings.validate()
-        return settings
-
-    def validate(self):
-        if isinstance(self.cloud_stride, bool) or not isinstance(self.cloud_stride, int) \
-                or not 0 <= self.cloud_stride <= 64:
-            raise ConfigError("cloud_stride", self.cloud_stride, "must be an integer 0..64")
-        if self.colormap not in COLORMAPS:
-            raise ConfigError("colormap", self.colormap, f"must be one of {', '.join(COLORMAPS)}")
+    def from_params(cls, params: Mapping[str, Any]) -> "Parameters":
+        return cls(*(schema.from_params(params) for schema in PARAMETER_SCHEMAS))
 
 
-OUTPUT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(OutputSettings)}
+def parameter_fields() -> list:
+    """(schema, dataclasses.Field) of every node parameter."""
+    return [(schema, f) for schema in PARAMETER_SCHEMAS for f in dataclasses.fields(schema)]
+
+
+def parameter_defaults() -> dict:
+    return {name: value for schema in PARAMETER_SCHEMAS
+            for name, value in schema().to_params().items()}
 
 
 # --------------------------------------------------------------------------- files

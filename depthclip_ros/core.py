@@ -147,7 +147,7 @@ class DepthClip:
     def update_config(self, cfg: DepthClipConfig) -> None:
         """Apply a new config from the next `predict` on; load-time fields cannot change."""
         cfg.validate()
-        for name in DepthClipConfig.LOAD_TIME_FIELDS:
+        for name in DepthClipConfig.read_only_fields():
             if getattr(cfg, name) != getattr(self.config, name):
                 raise ConfigError(name, getattr(cfg, name), "is fixed once the model is loaded (read-only)")
         self._head = self._make_head(cfg)  # built first, then swapped in one assignment

@@ -29,14 +29,20 @@ def cache_key(identity: str, prompts, embed_dim: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def tokenize(prompts) -> torch.Tensor:
+    """CLIP's tokens of the prompts; ConfigError when one does not fit CLIP's context (77)."""
+    try:
+        return clip.tokenize(list(prompts))
+    except RuntimeError as exc:  # clip: "Input ... is too long for context length 77"
+        raise ConfigError("prompt_template", list(prompts)[0],
+                          f"a prompt is too long for CLIP: {exc}") from None
+
+
 @torch.inference_mode()
 def encode_prompts(clip_model, prompts, device) -> np.ndarray:
     """(embed_dim, K) float32: each prompt encoded, L2-normalised, and, as the reference
     averages over templates (one here), averaged and normalised again."""
-    try:
-        tokens = clip.tokenize(list(prompts)).to(device)
-    except RuntimeError as exc:  # clip: "Input ... is too long for context length 77"
-        raise ConfigError("prompt_template", list(prompts)[0], f"a prompt is too long for CLIP: {exc}") from None
+    tokens = tokenize(prompts).to(device)
     emb = clip_model.encode_text(tokens).float()           # (K, D)
     emb = emb / emb.norm(dim=-1, keepdim=True)
     emb = emb.unsqueeze(1).mean(dim=1)                      # mean over the single template

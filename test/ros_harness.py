@@ -10,7 +10,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from diagnostic_msgs.msg import DiagnosticArray
 
-from depthclip_ros.node import DepthClipNode
+from depthclip_ros.node import DepthClipNode, start
 
 
 class Tester:
@@ -73,13 +73,19 @@ def camera_info(width=640, height=480, fx=500.0, fy=480.0, cx=320.0, cy=240.0):
 
 @contextlib.contextmanager
 def running_node(checkpoint, cache_dir, remappings=None, **params):
-    """Start DepthClipNode with the tiny checkpoint; yield (node, tester); always clean up."""
+    """Start DepthClipNode with the tiny checkpoint; yield (node, tester); always clean up.
+
+    As `ros2 run` does: configured and activated unless `autostart=False` is passed."""
     rclpy.init()
     overrides = {"model": checkpoint, "device": "cpu", "cache_dir": str(cache_dir), "temperature": 1.0}
     overrides.update(params)
     remaps = [arg for name, target in (remappings or {}).items() for arg in ("-r", f"{name}:={target}")]
     node = DepthClipNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
                          cli_args=["--ros-args", *remaps] if remaps else None)
+    if overrides.get("autostart", True) and not start(node):
+        node.destroy_node()
+        rclpy.shutdown()
+        raise RuntimeError("the depthclip node did not start; its log says why")
     tester_node = rclpy.create_node("tester")
     tester = Tester(tester_node)
     # Each node spins on its own single-threaded executor, as `rclpy.spin(node)` runs the real node.
@@ -90,7 +96,7 @@ def running_node(checkpoint, cache_dir, remappings=None, **params):
     for thread in threads:
         thread.start()
     try:
-        if not remappings:  # remapped inputs are not the tester's publishers: the caller waits
+        if not remappings and overrides.get("autostart", True):  # else the caller waits
             tester.wait_connected()
         yield node, tester
     finally:

@@ -1,8 +1,9 @@
 import pytest
 import yaml
 
-from depthclip_ros.config import (ConfigError, DepthClipConfig, load_config, preset_names,
-                                  read_params_file, default_params_file, node_key_matches)
+from depthclip_ros.config import (ConfigError, DepthClipConfig, Parameters, default_params_file,
+                                  load_config, node_key_matches, parameter_defaults,
+                                  parameter_fields, preset_names, read_params_file)
 
 BAD_FIELDS = [
     ("depth_tokens", dict(depth_tokens=("giant", " ", "close", "far", "a", "b", "c"))),
@@ -40,20 +41,50 @@ def test_each_violation_names_the_field(field, changes):
     assert f"'{field}'" in str(err.value)
 
 
-def test_defaults_are_the_paper():
+def test_defaults_are_the_shipped_yaml_and_the_paper_protocol_is_a_preset():
+    shipped = read_params_file(default_params_file())
+    assert shipped == parameter_defaults()  # every parameter, same values, nothing else
+    assert Parameters.from_params(shipped) == Parameters.from_params({})
     cfg = DepthClipConfig()
-    cfg.validate()
     assert cfg.prompts[0] == "This object is giant"
     assert cfg.depth_bins == (1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0)
-    assert (cfg.temperature, cfg.flip, cfg.preprocessing) == (0.1, True, "crop")
+    assert (cfg.temperature, cfg.flip, cfg.preprocessing) == (0.1, False, "resize")
+    paper = load_config(presets=["paper"])
+    assert (paper.flip, paper.preprocessing) == (True, "crop")
 
 
-def test_shipped_yaml_validates():
-    params = read_params_file(default_params_file())
-    cfg = DepthClipConfig.from_params(params)
-    assert cfg.depth_tokens == DepthClipConfig().depth_tokens
-    assert cfg.depth_bins == DepthClipConfig().depth_bins
-    assert params["cloud_stride"] == 8  # node keys live in the same file
+LIMITED = [(f.name, f.metadata) for _, f in parameter_fields()
+           if f.metadata["minimum"] is not None or f.metadata["maximum"] is not None]
+
+
+@pytest.mark.parametrize("name,meta", LIMITED, ids=[n for n, _ in LIMITED])
+def test_limits_accept_their_bounds_and_reject_beyond(name, meta):
+    for bound, outside in ((meta["minimum"], -1), (meta["maximum"], 1)):
+        if bound is None:
+            continue
+        assert Parameters.from_params({name: bound})  # bounds are inside
+        beyond = bound + outside * (meta["multiple_of"] or (1 if isinstance(bound, int) else 1e-3))
+        with pytest.raises(ConfigError) as err:
+            Parameters.from_params({name: beyond})
+        assert err.value.field == name and "from" in str(err.value)
+
+
+def test_types_are_checked_and_integers_pass_as_numbers():
+    assert Parameters.from_params({"temperature": 1}).config.temperature == 1.0
+    assert DepthClipConfig.from_params({"depth_bins": [1, 2, 3, 4, 5, 6, 7]}).depth_bins[-1] == 7.0
+    for name, value, words in (("cloud_stride", 2.0, "must be an integer"),
+                               ("temperature", "hot", "must be a finite number"),
+                               ("use_compressed", "yes", "must be true or false"),
+                               ("depth_tokens", "giant", "must be a list"),
+                               ("object_word", 3, "must be a string")):
+        with pytest.raises(ConfigError, match=words) as err:
+            Parameters.from_params({name: value})
+        assert err.value.field == name
+
+
+def test_the_issue_example_temperature_150_is_rejected_everywhere():
+    with pytest.raises(ConfigError, match="'temperature' = 150.0: must be from 0.0001 to 100.0"):
+        load_config(overrides={"temperature": 150})
 
 
 def test_every_preset_validates_and_changes_what_it_names():

@@ -112,8 +112,8 @@ def test_malformed_flood_then_valid_frame_is_answered(tiny_checkpoint, tmp_path)
         answered = send_and_receive(tester, good, 7)
         assert answered.height == 480
         assert not [m for m in tester.received["depth/image"] if m.header.stamp.sec >= 1000]
-        values = diag_values(tester, lambda v: int(v["rejected frames"]) > 0)
-        assert int(values["rejected frames"]) > 0 and values["failed frames"] == "0"
+        values = diag_values(tester, lambda v: int(v["rejected frames (last 10 s)"]) > 0)
+        assert int(values["rejected frames (last 10 s)"]) > 0 and values["failed frames (last 10 s)"] == "0"
 
 
 def test_parameter_changes(tiny_checkpoint, tmp_path):
@@ -193,8 +193,8 @@ def test_burst_drops_old_frames_and_answers_the_newest(tiny_checkpoint, tmp_path
         time.sleep(0.5)
         secs = [m.header.stamp.sec for m in tester.received["depth/image"]]
         assert len(secs) < 50 and secs[-1] == 249 and secs == sorted(secs)
-        values = diag_values(tester, lambda v: int(v["dropped frames"]) > 0)
-        assert int(values["dropped frames"]) >= 50 - len(secs) - 5
+        values = diag_values(tester, lambda v: int(v["dropped frames (last 10 s)"]) > 0)
+        assert int(values["dropped frames (last 10 s)"]) >= 50 - len(secs) - 5
         assert rss_after - rss_before < 30, (rss_before, rss_after)
         assert len(outputs) >= 1
 
@@ -204,7 +204,7 @@ def test_depth_without_camera_info_and_coarse_cloud(tiny_checkpoint, tmp_path):
         send_and_receive(tester, encode(RGB, "rgb8"), 1)
         time.sleep(0.3)
         assert tester.received["points"] == []
-        values = diag_values(tester, lambda v: v["frames published"] == "1")
+        values = diag_values(tester, lambda v: v["published frames (since activation)"] == "1")
         assert values["camera_info"] == "missing"
         # One frame timed: its forward is part of its latency (publish time - stamp from 1970).
         assert 0 < float(values["inference median (ms)"]) < float(values["latency median (ms)"])
@@ -332,8 +332,8 @@ def test_camera_info_published_after_its_image_pairs_by_stamp(tiny_checkpoint, t
             points = conversions.pointcloud_to_array(cloud)
             z = depth[0, 0]
             np.testing.assert_allclose(points[0, 0, 0], (0 - 320) * z / fx, rtol=1e-5)
-        values = diag_values(tester, lambda v: v["frames published"] == "5")
-        assert values["frames paired with another stamp's camera_info"] == "0"
+        values = diag_values(tester, lambda v: v["published frames (since activation)"] == "5")
+        assert values["frames paired with another stamp's camera_info (last 10 s)"] == "0"
 
 
 def test_without_a_matching_stamp_the_latest_camera_info_is_used(tiny_checkpoint, tmp_path):
@@ -344,8 +344,8 @@ def test_without_a_matching_stamp_the_latest_camera_info_is_used(tiny_checkpoint
         info = tester.wait_for("depth/camera_info")[0]
         assert info.k[0] == 555.0 and info.header.stamp.sec == 7
         assert info.header.frame_id == "camera_optical_frame"  # outputs keep the image's frame
-        values = diag_values(tester, lambda v: v["frames published"] == "1")
-        assert values["frames paired with another stamp's camera_info"] == "1"
+        values = diag_values(tester, lambda v: v["published frames (since activation)"] == "1")
+        assert values["frames paired with another stamp's camera_info (last 10 s)"] == "1"
 
 
 def test_binning_and_roi_are_applied_once(tiny_checkpoint, tmp_path):
