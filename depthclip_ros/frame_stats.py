@@ -43,10 +43,10 @@ class FrameStats:
     def _prune(self, now: float) -> None:
         cutoff = now - self.window
         for times in self._events.values():
-            while times and times[0] < cutoff:
+            while times and times[0] <= cutoff:
                 times.popleft()
         for values in self._timings.values():
-            while values and values[0][0] < cutoff:
+            while values and values[0][0] <= cutoff:
                 values.popleft()
 
     def snapshot(self, now: float | None = None) -> "Snapshot":

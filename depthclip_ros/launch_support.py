@@ -14,6 +14,8 @@ LAUNCH_ARGUMENTS = {
     "params_file": ("", "Parameter YAML (key /**/depthclip); empty = the installed config/depthclip.yaml"),
     "device": ("", "auto | cpu | cuda | cuda:N; empty = as in params_file"),
     "use_compressed": ("", "true: subscribe to the image's /compressed (JPEG/PNG); empty = as in params_file"),
+    "autostart": ("", "true: the node configures and activates itself; false: it waits for a "
+                      "lifecycle manager (ros2 lifecycle set); empty = as in params_file"),
     "use_sim_time": ("false", "true when replaying a bag with `ros2 bag play --clock`"),
     "namespace": ("", "Namespace of the node and its outputs: the camera's, e.g. /camera/color, puts "
                       "depth/image beside the camera's image"),
@@ -44,8 +46,9 @@ def node_parameters(share_dir, args: dict) -> list:
     overrides = {"use_sim_time": parse_bool(args["use_sim_time"])}
     if args["device"]:
         overrides["device"] = args["device"]
-    if args["use_compressed"]:
-        overrides["use_compressed"] = parse_bool(args["use_compressed"])
+    for flag in ("use_compressed", "autostart"):
+        if args[flag]:
+            overrides[flag] = parse_bool(args[flag])
     return [params_file, overrides]
 
 

@@ -1,5 +1,7 @@
 """ros2 launch depthclip_ros depth.launch.py image_topic:=/camera/color/image_raw [rviz:=true]
 
+The node is a lifecycle node: with autostart (the default) it configures and activates itself;
+with autostart:=false it waits, unconfigured, for a lifecycle manager or `ros2 lifecycle set`.
 Every argument is checked before any process starts: a wrong argument, or rviz:=true without
 rviz2, ends the launch with one error line and nothing left running.
 """
@@ -7,7 +9,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 
 from depthclip_ros.config import NODE_NAME
 from depthclip_ros.launch_support import (LAUNCH_ARGUMENTS, check_rviz_installed, node_arguments,
@@ -20,11 +22,13 @@ def _nodes(context):
     rviz = parse_bool(arg["rviz"])
     if rviz:
         check_rviz_installed(get_package_share_directory)
-    actions = [Node(package="depthclip_ros", executable="depthclip_node", name=NODE_NAME,
-                    namespace=arg["namespace"], output="screen",
-                    parameters=node_parameters(share, arg),
-                    remappings=node_remappings(arg["image_topic"], arg["camera_info_topic"]),
-                    arguments=node_arguments(arg["log_level"]))]
+    # The node's own `autostart` parameter drives its transitions (not launch_ros's autostart,
+    # which Humble lacks), so `ros2 run` and `ros2 launch` behave alike.
+    actions = [LifecycleNode(package="depthclip_ros", executable="depthclip_node", name=NODE_NAME,
+                             namespace=arg["namespace"], output="screen",
+                             parameters=node_parameters(share, arg),
+                             remappings=node_remappings(arg["image_topic"], arg["camera_info_topic"]),
+                             arguments=node_arguments(arg["log_level"]))]
     if rviz:
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=arg["namespace"],
                             arguments=rviz_arguments(share, arg["rviz_fixed_frame"]),

@@ -102,8 +102,8 @@ def _read_jsonl(path: Path, fingerprint: dict) -> dict:
 
 def evaluate(args, presets, out_dir: Path | None, quiet=False) -> dict:
     from tqdm import tqdm
-    predictor = Predictor(args, presets)
     samples, load, missing, source = _samples(args)
+    predictor = Predictor(args, presets)  # after the data check: loading a model takes seconds
     if args.limit:
         samples = samples[:args.limit]
     fingerprint = {**predictor.fingerprint(), "source": source}
@@ -195,7 +195,13 @@ def main(argv=None) -> int:
         print("depthclip-eval: give --data-root (BTS layout) or --mat/--splits", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else None
+    runs = [[*args.preset, preset] for preset in SWEEPS[args.sweep]] if args.sweep else [args.preset]
     try:
+        # Every cheap input (data, every run's config) before the first model load.
+        _samples(args)
+        overrides = {"device": args.device} if args.device else {}
+        for presets in runs:
+            load_config(args.params, ["paper", *presets], overrides)
         if args.sweep:
             tables = {}
             for preset in SWEEPS[args.sweep]:

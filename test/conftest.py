@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny random CLIP saved to disk and loaded the way users load models."""
 import os
+import time
 import warnings
 
 # Every node the tests start talks over loopback only, on a DDS domain of this run's own.
@@ -51,3 +52,11 @@ def structured_image(height=480, width=640, seed=0):
     h0, w0 = height // 5, width // 3
     img[h0:2 * h0, w0:2 * w0] = rng.integers(0, 256, 3)
     return img
+
+
+def wait_until(condition, timeout=10.0, interval=0.02):
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)

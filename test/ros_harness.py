@@ -13,19 +13,33 @@ from diagnostic_msgs.msg import DiagnosticArray
 from depthclip_ros.node import DepthClipNode, start
 
 
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+
 class Tester:
-    def __init__(self, node):
+    def __init__(self, node, listen=True):
         self.node = node
         self.lock = threading.Lock()
         self.received = {"depth/image": [], "points": [], "depth/camera_info": [], "depth/colored": [],
                          "/diagnostics": []}
-        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        for topic, typ in (("depth/image", Image), ("points", PointCloud2), ("depth/camera_info", CameraInfo),
-                           ("/diagnostics", DiagnosticArray)):
-            node.create_subscription(typ, topic, self._store(topic), reliable)
-        self.image_pub = node.create_publisher(Image, "image", reliable)
-        self.compressed_pub = node.create_publisher(CompressedImage, "image/compressed", reliable)
-        self.info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
+        self.output_subscriptions = []
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._store("/diagnostics"), RELIABLE)
+        if listen:
+            self.listen()
+        self.image_pub = node.create_publisher(Image, "image", RELIABLE)
+        self.compressed_pub = node.create_publisher(CompressedImage, "image/compressed", RELIABLE)
+        self.info_pub = node.create_publisher(CameraInfo, "camera_info", RELIABLE)
+
+    def listen(self):
+        """Subscribe to the node's depth, cloud and camera_info outputs."""
+        for topic, typ in (("depth/image", Image), ("points", PointCloud2), ("depth/camera_info", CameraInfo)):
+            self.output_subscriptions.append(
+                self.node.create_subscription(typ, topic, self._store(topic), RELIABLE))
+
+    def stop_listening(self):
+        for subscription in self.output_subscriptions:
+            self.node.destroy_subscription(subscription)
+        self.output_subscriptions = []
 
     def _store(self, topic):
         def cb(msg):
@@ -72,10 +86,11 @@ def camera_info(width=640, height=480, fx=500.0, fy=480.0, cx=320.0, cy=240.0):
 
 
 @contextlib.contextmanager
-def running_node(checkpoint, cache_dir, remappings=None, **params):
+def running_node(checkpoint, cache_dir, remappings=None, listen=True, **params):
     """Start DepthClipNode with the tiny checkpoint; yield (node, tester); always clean up.
 
-    As `ros2 run` does: configured and activated unless `autostart=False` is passed."""
+    As `ros2 run` does: configured and activated unless `autostart=False` is passed. With
+    `listen=False` the tester does not subscribe to the outputs (the node stays idle)."""
     rclpy.init()
     overrides = {"model": checkpoint, "device": "cpu", "cache_dir": str(cache_dir), "temperature": 1.0}
     overrides.update(params)
@@ -87,7 +102,7 @@ def running_node(checkpoint, cache_dir, remappings=None, **params):
         rclpy.shutdown()
         raise RuntimeError("the depthclip node did not start; its log says why")
     tester_node = rclpy.create_node("tester")
-    tester = Tester(tester_node)
+    tester = Tester(tester_node, listen)
     # Each node spins on its own single-threaded executor, as `rclpy.spin(node)` runs the real node.
     executors = [SingleThreadedExecutor(), SingleThreadedExecutor()]
     executors[0].add_node(node)

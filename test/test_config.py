@@ -127,18 +127,21 @@ KEYS = ["depthclip", "/depthclip", "/**/depthclip", "/front/depthclip", "front/d
 
 @pytest.mark.parametrize("namespace", ["/", "/front", "/a/b"])
 def test_node_keys_match_as_rcl_matches_them(namespace, tmp_path):
-    """Each key form against what rclpy itself gives a node in that namespace."""
+    """Each key form against what rclpy itself gives a node in that namespace: file i sets
+    parameter x<i> under key i, all files passed to one node."""
     import rclpy
     from rclpy.node import Node
     fqn = namespace.rstrip("/") + "/depthclip"
+    args = ["--ros-args", "-r", f"__ns:={namespace}"]
     for i, key in enumerate(KEYS):
         path = tmp_path / f"k{i}.yaml"
-        path.write_text(f'"{key}":\n  ros__parameters:\n    x: 5\n')
-        with rclpy.init(args=["--ros-args", "-r", f"__ns:={namespace}", "--params-file", str(path)]):
-            node = Node("depthclip")
-            applied = node.declare_parameter("x", 0).value == 5
-            node.destroy_node()
-        assert node_key_matches(key, fqn) == applied, (key, fqn)
+        path.write_text(f'"{key}":\n  ros__parameters:\n    x{i}: 5\n')
+        args += ["--params-file", str(path)]
+    with rclpy.init(args=args):
+        node = Node("depthclip")
+        applied = [node.declare_parameter(f"x{i}", 0).value == 5 for i in range(len(KEYS))]
+        node.destroy_node()
+    assert [node_key_matches(key, fqn) for key in KEYS] == applied, list(zip(KEYS, applied))
 
 
 def test_params_file_sections_apply_in_file_order_and_nest(tmp_path):

@@ -166,3 +166,19 @@ def test_real_nyu_samples_end_to_end(tmp_path, tiny_checkpoint):
                       "--out", str(tmp_path / "u")]) == 0
     u = json.loads((tmp_path / "u" / "results.json").read_text())["means"]
     assert 0.08 < u["d1"] < 0.25 and 0.3 < u["d3"] < 0.65
+
+
+def test_cheap_inputs_are_checked_before_the_model_is_loaded(tmp_path, capsys):
+    """A missing data root is reported as such, not as missing CLIP weights; a bad config of
+    any run of a sweep before the first run starts."""
+    params = tmp_path / "p.yaml"
+    params.write_text(f"depthclip:\n  ros__parameters:\n    model: {tmp_path / 'no_weights.pt'}\n")
+    assert eval_main(["--data-root", str(tmp_path / "missing"), "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "no_weights" not in err and "Traceback" not in err
+    root = _write_bts_tree(tmp_path / "nyu", {"a": [1]})
+    params.write_text("depthclip:\n  ros__parameters:\n    temperature: 150\n")
+    assert eval_main(["--data-root", str(root), "--params", str(params), "--sweep", "bins"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "depthclip-eval: invalid config field 'temperature' = 150.0: must be from 0.0001 to 100.0"]

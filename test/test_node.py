@@ -15,7 +15,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from depthclip_ros import conversions
 from depthclip_ros.node import output_qos_profile
 
-from conftest import structured_image
+from conftest import structured_image, wait_until
 from msg_factory import ALL_ENCODINGS, encode
 from ros_harness import camera_info, running_node, stamp
 
@@ -237,7 +237,12 @@ def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
     missing = tmp_path / "no_such_clip.pt"
     cases = [(["-p", f"model:={missing}"], str(missing)),
              (["-p", "qos_overrides./front/image.subscription.reliability:=sometimes"],
-              "qos_overrides./front/image.subscription.reliability")]
+              "qos_overrides./front/image.subscription.reliability"),
+             # The schema's own message, word for word what depthclip-bag and depthclip-eval say.
+             (["-p", "temperature:=150"],
+              "invalid config field 'temperature' = 150.0: must be from 0.0001 to 100.0"),
+             (["-p", "cloud_stride:=2.5"], "invalid config field 'cloud_stride' = 2.5: must be an integer"),
+             (["-p", "autostart:=maybe"], "invalid config field 'autostart' = 'maybe'")]
     for args, expected in cases:
         proc = subprocess.run([sys.executable, "-m", "depthclip_ros.node", "--ros-args", "-r", "__ns:=/front",
                                "-p", "device:=cpu", *args], capture_output=True, text=True, timeout=120)
@@ -306,12 +311,6 @@ def test_input_reliability_follows_publishers_and_can_be_forced(tiny_checkpoint,
         assert offered == {"best_effort"}
         assert node.get_parameter("qos_overrides./points.publisher.reliability").value == "reliable"
 
-
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------ camera_info paired by stamp

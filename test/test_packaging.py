@@ -86,7 +86,7 @@ def _load_launch_file_with_recording_fakes(launch_args, installed=("depthclip_ro
     class Node(Action):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            recorded.nodes.append(kwargs)
+            recorded.nodes.append({**kwargs, "action": type(self).__name__})
 
     class LaunchConfiguration:
         def __init__(self, name):
@@ -105,6 +105,7 @@ def _load_launch_file_with_recording_fakes(launch_args, installed=("depthclip_ro
     launch_ros = types.ModuleType("launch_ros")
     launch_ros_actions = types.ModuleType("launch_ros.actions")
     launch_ros_actions.Node = Node
+    launch_ros_actions.LifecycleNode = type("LifecycleNode", (Node,), {})
     ament = types.ModuleType("ament_index_python.packages")
 
     def get_package_share_directory(pkg):  # the source tree stands in for the installed share/
@@ -139,10 +140,12 @@ def _load_launch_file_with_recording_fakes(launch_args, installed=("depthclip_ro
 def test_launch_file_declares_arguments_and_starts_the_node():
     declared, nodes = _load_launch_file_with_recording_fakes({"image_topic": "/cam/image_raw"})
     assert set(declared) == {"image_topic", "camera_info_topic", "params_file", "device", "use_compressed",
-                             "use_sim_time", "namespace", "log_level", "rviz", "rviz_fixed_frame"}
+                             "autostart", "use_sim_time", "namespace", "log_level", "rviz",
+                             "rviz_fixed_frame"}
     assert len(nodes) == 1  # rviz defaults to false
     node = nodes[0]
     assert (node["package"], node["executable"], node["name"]) == ("depthclip_ros", "depthclip_node", "depthclip")
+    assert node["action"] == "LifecycleNode"  # managers and launch event handlers see its states
     assert ("image", "/cam/image_raw") in node["remappings"]
     assert ("image/compressed", "/cam/image_raw/compressed") in node["remappings"]
     assert node["parameters"] == [str(ROOT / "config" / "depthclip.yaml"), {"use_sim_time": False}]
@@ -155,6 +158,7 @@ def test_launch_file_rviz_sim_time_device_compressed_and_log_level():
          "use_compressed": "true", "log_level": "DEBUG"}, installed=("depthclip_ros", "rviz2"))
     assert [n["executable"] for n in nodes] == ["depthclip_node", "rviz2"]
     assert nodes[0]["parameters"][1] == {"use_sim_time": True, "device": "cuda:1", "use_compressed": True}
+    assert nodes[1]["action"] == "Node"
     assert nodes[0]["namespace"] == "front" and nodes[0]["arguments"][-1] == "debug"
     assert nodes[1]["arguments"][:2] == ["-d", str(ROOT / "config" / "depthclip.rviz")]
     assert nodes[1]["parameters"] == [{"use_sim_time": True}]
@@ -175,11 +179,17 @@ def test_two_cameras_are_two_instances_with_their_own_params(tmp_path):
     assert ("image", "color/image_raw") in starts["rear"]["remappings"]  # resolved in /rear
 
 
+def test_launch_autostart_false_reaches_the_node():
+    _, (node,) = _load_launch_file_with_recording_fakes({"autostart": "false"})
+    assert node["parameters"][1] == {"use_sim_time": False, "autostart": False}
+
+
 @pytest.mark.parametrize("args, message", [
     ({"rviz": "true"}, "rviz:=true but the rviz2 package is not installed"),
     ({"log_level": "loud"}, "log_level 'loud' is not one of"),
     ({"params_file": "/nowhere/p.yaml"}, "params_file '/nowhere/p.yaml' does not exist"),
     ({"use_sim_time": "maybe"}, "expected true or false, got 'maybe'"),
+    ({"autostart": "later"}, "expected true or false, got 'later'"),
 ])
 def test_launch_fails_before_starting_anything(args, message):
     """The real launch system turns the exception into one error line; no node was created."""

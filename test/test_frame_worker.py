@@ -1,0 +1,122 @@
+"""The newest-frame worker without DDS: frames, jobs handed over as futures, laziness."""
+import threading
+import time
+
+import pytest
+
+from depthclip_ros.frame_worker import FrameWorker
+
+from conftest import wait_until
+
+
+class Recorder:
+    def __init__(self, block=None):
+        self.frames, self.errors, self.threads = [], [], set()
+        self.block = block  # an Event the first frame waits on
+
+    def process(self, frame, arrival):
+        self.threads.add(threading.get_ident())
+        if self.block is not None and not self.frames:
+            self.frames.append(frame)
+            self.block.wait(10)
+            return
+        if frame == "bad":
+            raise ValueError("bad frame")
+        self.frames.append(frame)
+
+    def on_error(self, exc):
+        self.errors.append(str(exc))
+
+
+
+def test_newest_frame_wins_while_busy_and_replacements_are_reported():
+    release = threading.Event()
+    rec = Recorder(block=release)
+    worker = FrameWorker(rec.process, rec.on_error)
+    try:
+        assert worker.submit(0) is False
+        wait_until(lambda: rec.frames == [0])  # frame 0 in progress, blocked
+        replaced = [worker.submit(i) for i in range(1, 6)]
+        assert replaced == [False, True, True, True, True]
+        release.set()
+        wait_until(lambda: rec.frames == [0, 5])
+        assert worker.processed == 2
+    finally:
+        worker.stop()
+
+
+def test_jobs_run_on_the_worker_thread_between_frames_and_return_futures():
+    rec = Recorder()
+    worker = FrameWorker(rec.process, rec.on_error)
+    try:
+        worker.submit("a")
+        wait_until(lambda: rec.frames == ["a"])
+        assert worker.call(threading.get_ident).result(5) in rec.threads
+        assert worker.call(lambda x: x * 2, 21).result(5) == 42
+        with pytest.raises(ZeroDivisionError):
+            worker.call(lambda: 1 / 0).result(5)
+        worker.submit("b")  # the worker survived the failed job
+        wait_until(lambda: rec.frames == ["a", "b"])
+    finally:
+        worker.stop()
+
+
+def test_a_failing_frame_is_reported_and_the_next_one_runs():
+    rec = Recorder()
+    worker = FrameWorker(rec.process, rec.on_error)
+    try:
+        worker.submit("bad")
+        wait_until(lambda: rec.errors == ["bad frame"])
+        worker.submit("good")
+        wait_until(lambda: rec.frames == ["good"])
+    finally:
+        worker.stop()
+
+
+def test_unwatched_frames_are_held_not_run_and_run_when_someone_listens():
+    rec, watched = Recorder(), threading.Event()
+    worker = FrameWorker(rec.process, rec.on_error, wanted=watched.is_set, hold=30.0, poll=0.01)
+    try:
+        for i in range(5):
+            worker.submit(i)
+        time.sleep(0.2)
+        assert rec.frames == [] and worker.processed == 0
+        watched.set()  # the first subscriber: the newest held frame runs at once
+        wait_until(lambda: rec.frames == [4])
+    finally:
+        worker.stop()
+
+
+def test_a_held_frame_expires_after_hold_seconds():
+    now = [0.0]
+    rec = Recorder()
+    worker = FrameWorker(rec.process, rec.on_error, wanted=lambda: False, hold=1.0, poll=0.01,
+                         clock=lambda: now[0])
+    try:
+        worker.submit("old")
+        now[0] = 0.9
+        time.sleep(0.1)
+        assert worker.expired == 0
+        now[0] = 1.5
+        wait_until(lambda: worker.expired == 1)
+        assert rec.frames == [] and worker.processed == 0
+    finally:
+        worker.stop()
+
+
+def test_stop_finishes_the_frame_in_progress_and_cancels_queued_jobs():
+    release = threading.Event()
+    rec = Recorder(block=release)
+    worker = FrameWorker(rec.process, rec.on_error)
+    worker.submit("slow")
+    wait_until(lambda: rec.frames == ["slow"])
+    queued = worker.call(lambda: "never")
+    stopper = threading.Thread(target=worker.stop)
+    stopper.start()
+    time.sleep(0.1)
+    release.set()
+    stopper.join(10)
+    assert queued.cancelled()
+    assert worker.call(lambda: 1).exception(1) is not None  # a stopped worker takes no job
+    worker.submit("late")
+    assert rec.frames == ["slow"]
