@@ -185,8 +185,9 @@ class DepthClipNode(LifecycleNode):
             self._update_inputs()
             self._our_timers["inputs"] = self.create_timer(QOS_CHECK_PERIOD, self._update_inputs,
                                                        clock=_steady())
-        except EXPECTED_ERRORS as exc:
-            self._transition_failed("activate", str(exc))
+        except Exception as exc:  # e.g. an input's QoS override rclpy cannot apply
+            reason = str(exc) if isinstance(exc, EXPECTED_ERRORS) else f"{type(exc).__name__}: {exc}"
+            self._transition_failed("activate", reason)
             self._stop_inputs()
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"active: {self.inputs[0].topic} -> "
