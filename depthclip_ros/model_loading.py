@@ -90,6 +90,8 @@ def locate_checkpoint(model: str, download_root: str = "") -> tuple:
                 f"({type(exc).__name__}: {exc}). Supply them by copying the official "
                 f"{os.path.basename(url)} to {target} (or set download_root to its folder), "
                 f"or set model to the path of a checkpoint file.") from None
+        finally:  # the timeout is process-wide: give the rest of the process its own back
+            socket.setdefaulttimeout(previous_timeout)
     if _is_vit_name(model):
         raise ModelLoadError(f"model '{model}': ViT CLIP models are not supported yet")
     path = Path(os.path.expanduser(model))

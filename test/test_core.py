@@ -1,5 +1,6 @@
 """The core against an independent, step-by-step transcription of the reference DepthCLIP."""
 import subprocess
+import socket
 import sys
 import urllib.error
 
@@ -205,11 +206,13 @@ def test_missing_weights_error_names_the_file(tmp_path, monkeypatch):
     def no_network(url, root):
         raise urllib.error.URLError("no network")
     monkeypatch.setattr(clip.clip, "_download", no_network)
+    before = socket.getdefaulttimeout()
     with pytest.raises(ModelLoadError) as err:
         load_clip("RN50", "cpu", download_root=str(tmp_path / "weights"))
     msg = str(err.value)
     assert str(tmp_path / "weights" / "RN50.pt") in msg and "download failed" in msg
     assert "model to the path" in msg
+    assert socket.getdefaulttimeout() == before  # the download's timeout is not left behind
 
 
 def test_bad_model_names_and_files(tmp_path):
