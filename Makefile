@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(VENV)/bin/depthclip-demo --out demo_out $(DEMO_ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -ra test $(TEST_ARGS)
 
 bench: $(STAMP)

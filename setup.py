@@ -12,14 +12,27 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
+        (
+            f"share/{PACKAGE}/config",
+            glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml"),
+        ),
         (f"share/{PACKAGE}/config/presets", glob("config/presets/*.yaml")),
     ],
     # ROS 2 Python packages (rclpy, sensor_msgs, ...) are deliberately not listed:
     # on a ROS install they come from the distro; pip-only set-ups install the
     # ROS wheels from requirements.txt.
-    install_requires=["numpy", "pyyaml", "pillow", "torch", "openai-clip", "setuptools<81",
-                      "tqdm", "h5py", "scipy", "rosbags"],
+    install_requires=[
+        "numpy",
+        "pyyaml",
+        "pillow",
+        "torch",
+        "openai-clip",
+        "setuptools<81",
+        "tqdm",
+        "h5py",
+        "scipy",
+        "rosbags",
+    ],
     zip_safe=True,
     maintainer="depthclip_ros maintainers",
     maintainer_email="maintainers@depthclip-ros.invalid",

@@ -1,8 +1,10 @@
 """Speed and memory of the core, the node and the eval; prints Markdown tables.
 
 Real RN50 shapes with random weights (speed does not depend on weight values).
-  make bench [BENCH_ARGS='--quick | --only-node | --skip-node | --rates 5,15,30 | --node-seconds 20']
+  make bench [BENCH_ARGS='--quick | --only-node | --skip-node | --rates 5,15,30
+              | --node-seconds 20']
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from depthclip_ros import conversions  # noqa: E402
 from depthclip_ros.config import DepthClipConfig, default_params_file, load_config  # noqa: E402
 from depthclip_ros.core import DepthClip, DepthResult, preprocess  # noqa: E402
-from depthclip_ros.demo import (local_dds_env, render_scene, scene_camera_info_fields,  # noqa: E402
-                                start_node_process)
+from depthclip_ros.demo import (
+    local_dds_env,
+    render_scene,
+    scene_camera_info_fields,  # noqa: E402
+    start_node_process,
+)
 from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
 
 
@@ -43,8 +49,10 @@ def machine() -> str:
     # The vector units that decide CPU speed here (machines of this project differ in them).
     simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["no AVX2"]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores ({' '.join(simd)}), {gpu}; torch {torch.__version__}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores ({' '.join(simd)}), {gpu}; torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def timed(fns, reps, warmup=1, sync=None):
@@ -68,9 +76,27 @@ def timed(fns, reps, warmup=1, sync=None):
 
 def flops_of(fn) -> float:
     from torch.utils.flop_counter import FlopCounterMode
+
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+def core_and_raw_forward(model, cfg, imgs, reps):
+    """Per-call times of `predict` and of the raw forward (the same layers on the same tensor,
+    already preprocessed, flipped, cast and laid out as the encoder takes it), timed
+    interleaved, and `predict`'s FLOPs per frame."""
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else None
+    with torch.inference_mode():
+        x = preprocess(model.to_device(imgs), cfg)
+        if cfg.flip:
+            x = torch.cat([x, x.flip(-1)])
+        x = x.to(model.dtype).contiguous(memory_format=torch.channels_last)
+        core_t, raw_t = timed(
+            [lambda: model.predict(imgs), lambda: model.encoder(x)], reps, sync=sync
+        )
+        flops = flops_of(lambda: model.predict(imgs)) / len(imgs)
+    return core_t, raw_t, flops
 
 
 def bench_core(ckpt, devices, quick):
@@ -78,55 +104,95 @@ def bench_core(ckpt, devices, quick):
     for device in devices:
         precisions = ["fp32"] if device == "cpu" else ["fp16", "fp32"]
         for precision in precisions:
-            for label, size, mode in (("544x416", (416, 544), "crop"), ("640x480 resize", (480, 640), "resize")):
+            for label, size in (("544x416", (416, 544)), ("640x480 resize", (480, 640))):
                 for flip in (False, True):
                     for batch in (1, 8):
                         if quick and (batch == 8 or flip):
                             continue
-                        cfg = DepthClipConfig(model=ckpt, device=device, precision=precision, flip=flip,
-                                              preprocessing="resize", temperature=0.1,
-                                              cache_dir=tempfile.mkdtemp())
+                        cfg = DepthClipConfig(
+                            model=ckpt,
+                            device=device,
+                            precision=precision,
+                            flip=flip,
+                            preprocessing="resize",
+                            temperature=0.1,
+                            cache_dir=tempfile.mkdtemp(),
+                        )
                         model = DepthClip(cfg)
-                        imgs = np.random.default_rng(0).integers(0, 256, (batch, *size, 3), dtype=np.uint8)
-                        sync = torch.cuda.synchronize if device != "cpu" else None
-                        reps = 3 if batch == 8 and device == "cpu" else (10 if device == "cpu" else 50)
-                        # The raw forward: the same layers on the same tensor, already preprocessed,
-                        # flipped, cast and laid out as the encoder takes it.
-                        with torch.inference_mode():
-                            x = preprocess(model.to_device(imgs), cfg)
-                            if flip:
-                                x = torch.cat([x, x.flip(-1)])
-                            x = x.to(model.dtype).contiguous(memory_format=torch.channels_last)
-                            core_t, raw_t = timed([lambda: model.predict(imgs), lambda: model.encoder(x)],
-                                                  reps, sync=sync)
-                            flops = flops_of(lambda: model.predict(imgs)) / batch
+                        imgs = np.random.default_rng(0).integers(
+                            0, 256, (batch, *size, 3), dtype=np.uint8
+                        )
+                        reps = (
+                            3
+                            if batch == 8 and device == "cpu"
+                            else (10 if device == "cpu" else 50)
+                        )
+                        core_t, raw_t, flops = core_and_raw_forward(model, cfg, imgs, reps)
                         med, raw = statistics.median(core_t), statistics.median(raw_t)
-                        rows.append([device, precision, label, "on" if flip else "off", batch,
-                                     f"{med / batch * 1e3:.1f}", f"{np.percentile(core_t, 95) / batch * 1e3:.1f}",
-                                     f"{batch / med:.2f}", f"{flops / 1e9:.1f}", f"{flops * batch / med / 1e9:.1f}",
-                                     f"{raw / batch * 1e3:.1f}", f"{med / raw:.3f}"])
+                        rows.append(
+                            [
+                                device,
+                                precision,
+                                label,
+                                "on" if flip else "off",
+                                batch,
+                                f"{med / batch * 1e3:.1f}",
+                                f"{np.percentile(core_t, 95) / batch * 1e3:.1f}",
+                                f"{batch / med:.2f}",
+                                f"{flops / 1e9:.1f}",
+                                f"{flops * batch / med / 1e9:.1f}",
+                                f"{raw / batch * 1e3:.1f}",
+                                f"{med / raw:.3f}",
+                            ]
+                        )
                         print("core", rows[-1], file=sys.stderr)
                         del model
-    head = ["device", "precision", "input", "flip", "batch", "latency/frame median (ms)", "p95 (ms)",
-            "frames/s", "GFLOP/frame", "GFLOP/s", "raw forward/frame (ms)", "core / raw"]
+    head = [
+        "device",
+        "precision",
+        "input",
+        "flip",
+        "batch",
+        "latency/frame median (ms)",
+        "p95 (ms)",
+        "frames/s",
+        "GFLOP/frame",
+        "GFLOP/s",
+        "raw forward/frame (ms)",
+        "core / raw",
+    ]
     return head, rows
 
 
 def bench_conversions():
-    """The node's per-frame message work, without the model: decode, depth image, camera_info, cloud."""
+    """The node's per-frame message work, without the model: decode, depth image, camera_info,
+    cloud."""
     rgb, _ = render_scene("corridor")
-    msg = types.SimpleNamespace(**conversions.rgb8_image_fields(rgb))  # attribute access like a message
+    msg = types.SimpleNamespace(
+        **conversions.rgb8_image_fields(rgb)
+    )  # attribute access like a message
     depth = np.random.default_rng(0).uniform(1, 3, (1, 480, 640)).astype(np.float32)
-    result = DepthResult(depth=depth, coarse_depth=depth[:, ::32, ::32], bin_probs=None,
-                         bins=np.arange(1.0, 8.0), region=(0, 0, 480, 640))
+    result = DepthResult(
+        depth=depth,
+        coarse_depth=depth[:, ::32, ::32],
+        bin_probs=None,
+        bins=np.arange(1.0, 8.0),
+        region=(0, 0, 480, 640),
+    )
     roi = types.SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0, do_rectify=False)
     info = types.SimpleNamespace(**scene_camera_info_fields(), binning_x=0, binning_y=0, roi=roi)
 
     def once():
         conversions.frame_outputs(conversions.decode_image(msg), result, 0, info, 8)
+
     (t,) = timed([once], 200, warmup=5)
-    return [["rgb8 decode + 32FC1 depth + camera_info + cloud (stride 8), 640x480",
-             f"{statistics.median(t) * 1e3:.2f}", f"{np.percentile(t, 95) * 1e3:.2f}"]]
+    return [
+        [
+            "rgb8 decode + 32FC1 depth + camera_info + cloud (stride 8), 640x480",
+            f"{statistics.median(t) * 1e3:.2f}",
+            f"{np.percentile(t, 95) * 1e3:.2f}",
+        ]
+    ]
 
 
 NODE_RUNNER = r"""
@@ -146,7 +212,8 @@ def on_depth(m):
 def on_diag(m):
     for st in m.status:
         diag.update({kv.key: kv.value for kv in st.values})
-n.create_subscription(Image, "depth/image", on_depth, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+n.create_subscription(Image, "depth/image", on_depth, reliable)
 n.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
 # A camera driver's QoS (REP 2003: reliable, system default depth); the node adapts to it.
 pub = n.create_publisher(Image, "image", 10)
@@ -164,7 +231,8 @@ def stream(duration):
         now = time.time()
         msg.header.stamp.sec = int(now); msg.header.stamp.nanosec = int((now % 1) * 1e9)
         info.header = msg.header
-        pub.publish(msg); ipub.publish(info); sent += 1  # a driver's order: image, then camera_info
+        # A driver's order: image, then camera_info.
+        pub.publish(msg); ipub.publish(info); sent += 1
         time.sleep(max(0.0, t0 + sent / rate - time.time()))
     return sent
 stream(3.0)  # steady state first: the measured window starts warm
@@ -178,12 +246,15 @@ rclpy.shutdown()
 
 
 def node_core_reference(ckpt):
-    """The core on the node's input (640x480 rgb8, the shipped config: resize, no flip), in this process.
+    """The core on the node's input (640x480 rgb8, the shipped config: resize, no flip), in this
+    process.
 
     Measured again right before each rate: this machine's speed drifts by up to 10 % over
     minutes, and the ratio should compare the node with the core under the same conditions.
     """
-    model = DepthClip(load_config(overrides={"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp()}))
+    model = DepthClip(
+        load_config(overrides={"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp()})
+    )
     frame = render_scene("corridor")[0]
     return lambda: statistics.median(timed([lambda: model.predict(frame)], 12, warmup=2)[0]) * 1e3
 
@@ -191,6 +262,7 @@ def node_core_reference(ckpt):
 def bench_node(ckpt, rates, seconds, dds_profile=None):
     import json
     import threading
+
     env = {**os.environ, **local_dds_env(), "PYTHONWARNINGS": "ignore"}
     env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)  # the middleware's defaults, as on a robot ...
     if dds_profile:  # ... unless a profile is asked for (optional tuning, measured against them)
@@ -201,22 +273,29 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
     for rate in rates:
         core = core_ms()
         log = Path(tempfile.mkdtemp()) / "node.log"
-        node = start_node_process(default_params_file(), {"model": ckpt, "device": "cpu",
-                                                          "cache_dir": tempfile.mkdtemp()}, env, log)
+        node = start_node_process(
+            default_params_file(),
+            {"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp()},
+            env,
+            log,
+        )
         deadline = time.time() + 120
         while "warm-up" not in log.read_text() and time.time() < deadline and node.poll() is None:
             time.sleep(0.2)
         samples = []  # (wall time, RSS MB, CPU s) of the node, sampled through the run
         stop = threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                samples.append((time.time(), _rss_mb(node.pid), _cpu_s(node.pid)))
-                stop.wait(0.25)
-        sampler = threading.Thread(target=sample, daemon=True)
+        sampler = threading.Thread(
+            target=sample_process, args=(node.pid, samples, stop), daemon=True
+        )
         sampler.start()
-        out = subprocess.run([sys.executable, "-c", NODE_RUNNER, str(rate), str(seconds)], env=env, cwd=root,
-                             capture_output=True, text=True, timeout=seconds + 120)
+        out = subprocess.run(
+            [sys.executable, "-c", NODE_RUNNER, str(rate), str(seconds)],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+        )
         stop.set()
         sampler.join()
         node.terminate()
@@ -229,23 +308,60 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
         # A frame waits on average half a camera period for the forward in progress to end
         # (when the camera is faster than the model), then takes one forward.
         floor = core + 0.5 * 1e3 / rate if 1e3 / rate < core else core
-        rows.append([f"{rate:g}", f"{r['sent'] / seconds:.1f}", f"{r['received'] / seconds:.2f}",
-                     f"{1e3 / core:.2f}", str(r["sent"] - r["received"]), f"{np.median(lat):.0f}",
-                     f"{np.percentile(lat, 95):.0f}", f"{core:.0f}", f"{np.median(lat) / core:.2f}",
-                     f"{floor / core:.2f}", f"{in_node:.0f}", f"{np.median(lat) / in_node:.2f}",
-                     f"{rss0:.0f}", f"{rss1:.0f}", f"{rss1 - rss0:+.0f}",
-                     f"{max(s[1] for s in samples):.0f}", f"{(cpu1 - cpu0) / (t1 - t0) * 100:.0f}%"])
+        rows.append(
+            [
+                f"{rate:g}",
+                f"{r['sent'] / seconds:.1f}",
+                f"{r['received'] / seconds:.2f}",
+                f"{1e3 / core:.2f}",
+                str(r["sent"] - r["received"]),
+                f"{np.median(lat):.0f}",
+                f"{np.percentile(lat, 95):.0f}",
+                f"{core:.0f}",
+                f"{np.median(lat) / core:.2f}",
+                f"{floor / core:.2f}",
+                f"{in_node:.0f}",
+                f"{np.median(lat) / in_node:.2f}",
+                f"{rss0:.0f}",
+                f"{rss1:.0f}",
+                f"{rss1 - rss0:+.0f}",
+                f"{max(s[1] for s in samples):.0f}",
+                f"{(cpu1 - cpu0) / (t1 - t0) * 100:.0f}%",
+            ]
+        )
         print("node", rows[-1], file=sys.stderr)
-    head = ["input rate (Hz)", "sent (Hz)", "output rate (Hz)", "core rate (frames/s)", "frames not answered",
-            "latency median (ms)", "latency p95 (ms)", "core latency (ms)", "latency median / core",
-            "floor / core", "forward in node, median (ms)", "latency median / forward in node",
-            "RSS window start (MB)", "RSS end (MB)", "RSS growth (MB)", "RSS peak (MB)", "node CPU (of 1 core)"]
+    head = [
+        "input rate (Hz)",
+        "sent (Hz)",
+        "output rate (Hz)",
+        "core rate (frames/s)",
+        "frames not answered",
+        "latency median (ms)",
+        "latency p95 (ms)",
+        "core latency (ms)",
+        "latency median / core",
+        "floor / core",
+        "forward in node, median (ms)",
+        "latency median / forward in node",
+        "RSS window start (MB)",
+        "RSS end (MB)",
+        "RSS growth (MB)",
+        "RSS peak (MB)",
+        "node CPU (of 1 core)",
+    ]
     return head, rows
+
+
+def sample_process(pid, samples, stop):
+    """Append (wall time, RSS MB, CPU s) of process `pid` every 0.25 s until `stop` is set."""
+    while not stop.is_set():
+        samples.append((time.time(), _rss_mb(pid), _cpu_s(pid)))
+        stop.wait(0.25)
 
 
 def _rss_mb(pid):
     with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _cpu_s(pid):
@@ -256,7 +372,9 @@ def _cpu_s(pid):
 
 def bench_eval(ckpt, n_images):
     from PIL import Image
+
     from offline_eval.cli import main as eval_main
+
     root = Path(tempfile.mkdtemp())
     scene = root / "official_splits" / "test" / "corridor"
     scene.mkdir(parents=True)
@@ -267,11 +385,18 @@ def bench_eval(ckpt, n_images):
     params = root / "p.yaml"
     params.write_text(f"/**/depthclip:\n  ros__parameters:\n    model: {ckpt}\n    device: cpu\n")
     t0 = time.perf_counter()
-    import contextlib, io
+    import contextlib
+    import io
+
     with contextlib.redirect_stdout(io.StringIO()):
         eval_main(["--data-root", str(root), "--params", str(params), "--workers", "2"])
     dt = time.perf_counter() - t0
-    return [[f"{n_images} synthetic 640x480 images, paper protocol (crop + flip), cpu", f"{n_images / dt:.2f}"]]
+    return [
+        [
+            f"{n_images} synthetic 640x480 images, paper protocol (crop + flip), cpu",
+            f"{n_images / dt:.2f}",
+        ]
+    ]
 
 
 def table(head, rows):
@@ -284,7 +409,9 @@ def rates_hz(text: str) -> list:
     try:
         rates = [float(r) for r in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected rates in Hz like 5,15,30, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected rates in Hz like 5,15,30, got '{text}'"
+        ) from None
     if any(r <= 0 for r in rates):
         raise argparse.ArgumentTypeError(f"rates must be > 0 Hz, got '{text}'")
     return rates
@@ -293,14 +420,27 @@ def rates_hz(text: str) -> list:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="core: batch 1, no flip only")
-    p.add_argument("--node-seconds", type=float, default=20.0, help="measured window per rate (default 20)")
-    p.add_argument("--rates", type=rates_hz, default=rates_hz("5,15,30"),
-                   help="camera rates in Hz, comma-separated (default 5,15,30)")
+    p.add_argument(
+        "--node-seconds", type=float, default=20.0, help="measured window per rate (default 20)"
+    )
+    p.add_argument(
+        "--rates",
+        type=rates_hz,
+        default=rates_hz("5,15,30"),
+        help="camera rates in Hz, comma-separated (default 5,15,30)",
+    )
     p.add_argument("--skip-node", action="store_true", help="no node table")
     p.add_argument("--only-node", action="store_true", help="just the node table")
-    p.add_argument("--eval-images", type=int, default=6, help="synthetic images for the eval table (default 6)")
-    p.add_argument("--dds-profile", help="Fast DDS XML profile for the node table (default: none, the "
-                                          "middleware's defaults)")
+    p.add_argument(
+        "--eval-images",
+        type=int,
+        default=6,
+        help="synthetic images for the eval table (default 6)",
+    )
+    p.add_argument(
+        "--dds-profile",
+        help="Fast DDS XML profile for the node table (default: none, the middleware's defaults)",
+    )
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
@@ -312,9 +452,15 @@ def main():
         print("## Conversions and cloud building per frame\n")
         print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
     if not args.skip_node:
-        transport = f"Fast DDS profile {Path(args.dds_profile).name}" if args.dds_profile else "default middleware"
-        print(f"## Node (640x480 rgb8 stream from a reliable publisher, {transport}, "
-              f"{args.node_seconds:g} s per rate, cpu)\n")
+        transport = (
+            f"Fast DDS profile {Path(args.dds_profile).name}"
+            if args.dds_profile
+            else "default middleware"
+        )
+        print(
+            f"## Node (640x480 rgb8 stream from a reliable publisher, {transport}, "
+            f"{args.node_seconds:g} s per rate, cpu)\n"
+        )
         print(table(*bench_node(ckpt, args.rates, args.node_seconds, args.dds_profile)) + "\n")
     if args.only_node:
         return

@@ -3,6 +3,7 @@
 The node, the offline evaluation and the bag tool all read the same YAML
 (`/**/depthclip: ros__parameters: ...`), validated here. No rclpy import.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,12 +42,29 @@ class ConfigError(ValueError):
 # read-only flag and limits. `validate` checks them; the node builds its parameter descriptors
 # from them, so the node, the bag tool and the eval accept and reject the same values.
 
-def param(default, description: str, *, read_only: bool = False, choices: tuple = (),
-          minimum=None, maximum=None, multiple_of: int | None = None):
+
+def param(
+    default,
+    description: str,
+    *,
+    read_only: bool = False,
+    choices: tuple = (),
+    minimum=None,
+    maximum=None,
+    multiple_of: int | None = None,
+):
     """A schema field. The default's type is the parameter's type (ints pass as floats)."""
-    return dataclasses.field(default=default, metadata={
-        "description": description, "read_only": read_only, "choices": tuple(choices),
-        "minimum": minimum, "maximum": maximum, "multiple_of": multiple_of})
+    return dataclasses.field(
+        default=default,
+        metadata={
+            "description": description,
+            "read_only": read_only,
+            "choices": tuple(choices),
+            "minimum": minimum,
+            "maximum": maximum,
+            "multiple_of": multiple_of,
+        },
+    )
 
 
 def _kind(default) -> str:
@@ -58,8 +76,7 @@ def _kind(default) -> str:
 
 
 def _number(value) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float))
-            and math.isfinite(value))
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _check_kind(name: str, kind: str, value):
@@ -138,8 +155,10 @@ class Schema:
         return cfg
 
     def to_params(self) -> dict:
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-                for f in dataclasses.fields(self)}
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -164,45 +183,71 @@ class DepthClipConfig(Schema):
     paper's text side, bins and temperature with two live-camera choices (resize, no flip) that
     the `paper` preset turns back into the paper's NYU protocol (crop, flip)."""
 
-    model: str = param("RN50", "CLIP ResNet name (RN50, RN101, RN50x4, ...) or checkpoint path",
-                       read_only=True)
-    download_root: str = param("", "Folder of downloaded CLIP weights; empty = ~/.cache/clip",
-                               read_only=True)
+    model: str = param(
+        "RN50", "CLIP ResNet name (RN50, RN101, RN50x4, ...) or checkpoint path", read_only=True
+    )
+    download_root: str = param(
+        "", "Folder of downloaded CLIP weights; empty = ~/.cache/clip", read_only=True
+    )
     device: str = param("auto", "auto | cpu | cuda | cuda:N", read_only=True)
-    precision: str = param("auto", "auto (fp16 on CUDA, fp32 on CPU) | fp16 | fp32",
-                           read_only=True, choices=PRECISIONS)
-    cache_dir: str = param("", "Text-feature cache folder; empty = ~/.cache/depthclip_ros",
-                           read_only=True)
-    prompt_template: str = param("This {object} is {token}",
-                                 "Prompt with {object} and {token} placeholders")
+    precision: str = param(
+        "auto",
+        "auto (fp16 on CUDA, fp32 on CPU) | fp16 | fp32",
+        read_only=True,
+        choices=PRECISIONS,
+    )
+    cache_dir: str = param(
+        "", "Text-feature cache folder; empty = ~/.cache/depthclip_ros", read_only=True
+    )
+    prompt_template: str = param(
+        "This {object} is {token}", "Prompt with {object} and {token} placeholders"
+    )
     object_word: str = param("object", "Word put in {object}")
-    depth_tokens: tuple = param(("giant", "extremely close", "close", "not in distance",
-                                 "a little remote", "far", "unseen"),
-                                "Depth words, near to far, one per bin")
-    depth_bins: tuple = param((1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00),
-                              "Depth of each token in metres, strictly increasing")
-    temperature: float = param(0.1, "Softmax temperature over bins (paper: 0.1)",
-                               minimum=1e-4, maximum=100.0)
+    depth_tokens: tuple = param(
+        (
+            "giant",
+            "extremely close",
+            "close",
+            "not in distance",
+            "a little remote",
+            "far",
+            "unseen",
+        ),
+        "Depth words, near to far, one per bin",
+    )
+    depth_bins: tuple = param(
+        (1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00),
+        "Depth of each token in metres, strictly increasing",
+    )
+    temperature: float = param(
+        0.1, "Softmax temperature over bins (paper: 0.1)", minimum=1e-4, maximum=100.0
+    )
     flip: bool = param(False, "Average with the mirrored image (paper protocol; doubles the cost)")
-    preprocessing: str = param("resize", "resize (any camera) | crop (NYU 640x480 reference box)",
-                               choices=MODES)
-    input_width: int = param(544, "Network input width for 'resize'",
-                             minimum=32, maximum=4096, multiple_of=32)
-    input_height: int = param(416, "Network input height for 'resize'",
-                              minimum=32, maximum=4096, multiple_of=32)
+    preprocessing: str = param(
+        "resize", "resize (any camera) | crop (NYU 640x480 reference box)", choices=MODES
+    )
+    input_width: int = param(
+        544, "Network input width for 'resize'", minimum=32, maximum=4096, multiple_of=32
+    )
+    input_height: int = param(
+        416, "Network input height for 'resize'", minimum=32, maximum=4096, multiple_of=32
+    )
     normalization: str = param("imagenet", "imagenet (paper) | clip", choices=NORMALIZATIONS)
 
     @property
     def prompts(self) -> list:
-        return [self.prompt_template.format(object=self.object_word, token=t)
-                for t in self.depth_tokens]
+        return [
+            self.prompt_template.format(object=self.object_word, token=t)
+            for t in self.depth_tokens
+        ]
 
     def check(self) -> None:
         if not self.model.strip():
             raise ConfigError("model", self.model, "must name a CLIP model or a checkpoint file")
         if self.device not in DEVICES_FIXED and not _is_cuda_index(self.device):
-            raise ConfigError("device", self.device,
-                              f"must be one of {', '.join(DEVICES_FIXED)} or cuda:N")
+            raise ConfigError(
+                "device", self.device, f"must be one of {', '.join(DEVICES_FIXED)} or cuda:N"
+            )
         _check_template(self.prompt_template)
         tokens, bins = self.depth_tokens, self.depth_bins
         if len(bins) < 2:
@@ -212,9 +257,12 @@ class DepthClipConfig(Schema):
         if any(b2 <= b1 for b1, b2 in zip(bins, bins[1:])):
             raise ConfigError("depth_bins", list(bins), "bins must be strictly increasing")
         if len(tokens) != len(bins):
-            raise ConfigError("depth_tokens", list(tokens),
-                              f"{len(tokens)} tokens but {len(bins)} depth_bins; "
-                              "each token needs exactly one bin")
+            raise ConfigError(
+                "depth_tokens",
+                list(tokens),
+                f"{len(tokens)} tokens but {len(bins)} depth_bins; "
+                "each token needs exactly one bin",
+            )
 
 
 def _is_cuda_index(device) -> bool:
@@ -228,12 +276,16 @@ def _check_template(template: str) -> None:
         raise ConfigError("prompt_template", template, f"not a format string: {exc}") from None
     for required in TEMPLATE_FIELDS:
         if required not in names:
-            raise ConfigError("prompt_template", template,
-                              f"must contain the placeholder {{{required}}}")
+            raise ConfigError(
+                "prompt_template", template, f"must contain the placeholder {{{required}}}"
+            )
     unknown = sorted(set(names) - set(TEMPLATE_FIELDS))
     if unknown:
-        raise ConfigError("prompt_template", template,
-                          f"unknown placeholder(s) {unknown}; only {{object}} and {{token}}")
+        raise ConfigError(
+            "prompt_template",
+            template,
+            f"unknown placeholder(s) {unknown}; only {{object}} and {{token}}",
+        )
 
 
 COLORMAPS = ("turbo", "viridis", "gray")
@@ -243,8 +295,9 @@ COLORMAPS = ("turbo", "viridis", "gray")
 class OutputSettings(Schema):
     """Parameters of the outputs (not of the estimator), shared by the node and the bag tool."""
 
-    cloud_stride: int = param(8, "One cloud point every N pixels; 0 = one per coarse grid cell",
-                              minimum=0, maximum=64)
+    cloud_stride: int = param(
+        8, "One cloud point every N pixels; 0 = one per coarse grid cell", minimum=0, maximum=64
+    )
     colormap: str = param("turbo", "Colour map of depth/colored", choices=COLORMAPS)
 
 
@@ -252,24 +305,49 @@ class OutputSettings(Schema):
 class NodeSettings(Schema):
     """Parameters of the ROS node only."""
 
-    autostart: bool = param(True, "Configure and activate at start-up; false leaves the "
-                            "transitions to a lifecycle manager", read_only=True)
-    use_compressed: bool = param(False, "Subscribe to image/compressed (JPEG/PNG) instead of image",
-                                 read_only=True)
-    camera_info_wait: float = param(0.1, "Seconds an image waits (after its forward) for the "
-                                    "camera_info with its stamp before the latest one is used",
-                                    minimum=0.0, maximum=5.0)
-    diagnostics_period: float = param(1.0, "Seconds between /diagnostics messages",
-                                      read_only=True, minimum=0.1, maximum=60.0)
-    input_timeout: float = param(2.0, "Diagnostics WARN when no image arrived for this many "
-                                 "seconds while active", minimum=0.1, maximum=3600.0)
-    expected_input_rate: float = param(0.0, "Camera rate in Hz the diagnostics check the input "
-                                       "against; 0 = not checked", minimum=0.0, maximum=1000.0)
-    rate_tolerance: float = param(0.5, "Input rates within expected_input_rate * (1 +- this) "
-                                  "are OK", minimum=0.0, maximum=1.0)
-    min_output_rate: float = param(0.0, "Diagnostics WARN when, while watched, fewer depth "
-                                   "images per second go out; 0 = not checked",
-                                   minimum=0.0, maximum=1000.0)
+    autostart: bool = param(
+        True,
+        "Configure and activate at start-up; false leaves the transitions to a lifecycle manager",
+        read_only=True,
+    )
+    use_compressed: bool = param(
+        False, "Subscribe to image/compressed (JPEG/PNG) instead of image", read_only=True
+    )
+    camera_info_wait: float = param(
+        0.1,
+        "Seconds an image waits (after its forward) for the "
+        "camera_info with its stamp before the latest one is used",
+        minimum=0.0,
+        maximum=5.0,
+    )
+    diagnostics_period: float = param(
+        1.0, "Seconds between /diagnostics messages", read_only=True, minimum=0.1, maximum=60.0
+    )
+    input_timeout: float = param(
+        2.0,
+        "Diagnostics WARN when no image arrived for this many seconds while active",
+        minimum=0.1,
+        maximum=3600.0,
+    )
+    expected_input_rate: float = param(
+        0.0,
+        "Camera rate in Hz the diagnostics check the input against; 0 = not checked",
+        minimum=0.0,
+        maximum=1000.0,
+    )
+    rate_tolerance: float = param(
+        0.5,
+        "Input rates within expected_input_rate * (1 +- this) are OK",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    min_output_rate: float = param(
+        0.0,
+        "Diagnostics WARN when, while watched, fewer depth "
+        "images per second go out; 0 = not checked",
+        minimum=0.0,
+        maximum=1000.0,
+    )
 
 
 # The node's parameters, in the order `ros2 param list` users read them.
@@ -279,6 +357,7 @@ PARAMETER_SCHEMAS = (DepthClipConfig, OutputSettings, NodeSettings)
 @dataclasses.dataclass(frozen=True)
 class Parameters:
     """Every parameter of the node, validated together."""
+
     config: DepthClipConfig
     outputs: OutputSettings
     node: NodeSettings
@@ -294,14 +373,17 @@ def parameter_fields() -> list:
 
 
 def parameter_defaults() -> dict:
-    return {name: value for schema in PARAMETER_SCHEMAS
-            for name, value in schema().to_params().items()}
+    return {
+        name: value for schema in PARAMETER_SCHEMAS for name, value in schema().to_params().items()
+    }
 
 
 # --------------------------------------------------------------------------- files
 
+
 def node_key_matches(key: str, node_fqn: str) -> bool:
-    """Whether a parameter file's node key applies to the node `node_fqn` (e.g. '/front/depthclip').
+    """Whether a parameter file's node key applies to the node `node_fqn` (e.g.
+    '/front/depthclip').
 
     rcl's rules, checked against rclpy here: a key without a leading '/' is absolute, `*` is
     one name token, `**` any number of tokens (none included), and wildcards are whole tokens.
@@ -336,8 +418,9 @@ def _node_sections(data: Mapping, path, prefix: str = ""):
             raise ConfigError("params_file", str(path), f"section '{name}' is not a mapping")
         if "ros__parameters" in section:
             if not isinstance(section["ros__parameters"], dict):
-                raise ConfigError("params_file", str(path),
-                                  f"section '{name}' has no ros__parameters mapping")
+                raise ConfigError(
+                    "params_file", str(path), f"section '{name}' has no ros__parameters mapping"
+                )
             yield name, section["ros__parameters"]
         else:
             yield from _node_sections(section, path, name)
@@ -357,7 +440,9 @@ def read_params_file(path, node_fqn: str = NODE_FQN) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError("params_file", str(path), f"not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError("params_file", str(path), "expected `/**/depthclip: ros__parameters: {...}`")
+        raise ConfigError(
+            "params_file", str(path), "expected `/**/depthclip: ros__parameters: {...}`"
+        )
     params: dict = {}
     matched = False
     for key, section in _node_sections(data, path):
@@ -365,25 +450,33 @@ def read_params_file(path, node_fqn: str = NODE_FQN) -> dict:
             matched = True
             params.update(_flatten(section))
     if not matched:
-        raise ConfigError("params_file", str(path),
-                          f"no section for node {node_fqn} (keys: {', '.join(map(str, data))}); "
-                          f"use `/**/{node_fqn.rsplit('/', 1)[-1]}:` to match it in any namespace")
+        raise ConfigError(
+            "params_file",
+            str(path),
+            f"no section for node {node_fqn} (keys: {', '.join(map(str, data))}); "
+            f"use `/**/{node_fqn.rsplit('/', 1)[-1]}:` to match it in any namespace",
+        )
     return params
 
 
 def config_dir() -> Path:
     """Where the package's config/ lives: source tree, pip prefix or colcon install."""
-    candidates = [Path(__file__).resolve().parent.parent / "config",
-                  Path(sys.prefix) / "share" / PACKAGE_NAME / "config"]
+    candidates = [
+        Path(__file__).resolve().parent.parent / "config",
+        Path(sys.prefix) / "share" / PACKAGE_NAME / "config",
+    ]
     try:  # a ROS 2 install (colcon) knows its share directory
         from ament_index_python.packages import get_package_share_directory
+
         candidates.append(Path(get_package_share_directory(PACKAGE_NAME)) / "config")
     except Exception:  # not a ROS install, or package not in the index
         pass
     for c in candidates:
         if (c / "depthclip.yaml").is_file():
             return c
-    raise FileNotFoundError(f"config/depthclip.yaml not found; looked in {[str(c) for c in candidates]}")
+    raise FileNotFoundError(
+        f"config/depthclip.yaml not found; looked in {[str(c) for c in candidates]}"
+    )
 
 
 def default_params_file() -> Path:
@@ -401,11 +494,15 @@ def resolve_preset(preset) -> Path:
         return p
     candidate = config_dir() / "presets" / f"{preset}.yaml"
     if not candidate.is_file():
-        raise ConfigError("preset", str(preset), f"unknown preset; available: {', '.join(preset_names())}")
+        raise ConfigError(
+            "preset", str(preset), f"unknown preset; available: {', '.join(preset_names())}"
+        )
     return candidate
 
 
-def load_params(params_file=None, presets: Iterable = (), overrides: Mapping | None = None) -> dict:
+def load_params(
+    params_file=None, presets: Iterable = (), overrides: Mapping | None = None
+) -> dict:
     """Parameters as the node sees them: the shipped file, overlaid with `params_file`, the presets
     (in order), then `overrides`."""
     params = read_params_file(default_params_file())
@@ -417,7 +514,9 @@ def load_params(params_file=None, presets: Iterable = (), overrides: Mapping | N
     return params
 
 
-def load_config(params_file=None, presets: Iterable = (), overrides: Mapping | None = None) -> DepthClipConfig:
+def load_config(
+    params_file=None, presets: Iterable = (), overrides: Mapping | None = None
+) -> DepthClipConfig:
     return DepthClipConfig.from_params(load_params(params_file, presets, overrides))
 
 

@@ -5,6 +5,7 @@ this module is the one place that knows the wire layouts. It reads messages by
 duck typing (rclpy and rosbags messages have the same fields) and returns plain
 field dicts for outputs, so the node and the bag tool share it. No rclpy import.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,11 +17,22 @@ from .camera_model import PinholeCamera
 
 # encoding -> (channels, dtype); the order of colour channels is handled in to_rgb8.
 ENCODINGS = {
-    "rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "rgba8": (4, np.uint8), "bgra8": (4, np.uint8),
-    "mono8": (1, np.uint8), "mono16": (1, np.uint16), "rgb16": (3, np.uint16), "bgr16": (3, np.uint16),
-    "bayer_rggb8": (1, np.uint8), "bayer_bggr8": (1, np.uint8),
-    "bayer_gbrg8": (1, np.uint8), "bayer_grbg8": (1, np.uint8),
-    "yuv422": (2, np.uint8), "uyvy": (2, np.uint8), "yuv422_yuy2": (2, np.uint8), "yuyv": (2, np.uint8),
+    "rgb8": (3, np.uint8),
+    "bgr8": (3, np.uint8),
+    "rgba8": (4, np.uint8),
+    "bgra8": (4, np.uint8),
+    "mono8": (1, np.uint8),
+    "mono16": (1, np.uint16),
+    "rgb16": (3, np.uint16),
+    "bgr16": (3, np.uint16),
+    "bayer_rggb8": (1, np.uint8),
+    "bayer_bggr8": (1, np.uint8),
+    "bayer_gbrg8": (1, np.uint8),
+    "bayer_grbg8": (1, np.uint8),
+    "yuv422": (2, np.uint8),
+    "uyvy": (2, np.uint8),
+    "yuv422_yuy2": (2, np.uint8),
+    "yuyv": (2, np.uint8),
 }
 DEPTH_ENCODINGS = ("16UC1", "32FC1", "mono16_depth")
 POINTFIELD_FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
@@ -39,22 +51,25 @@ def image_to_rgb8(msg) -> np.ndarray:
     if enc.upper() in DEPTH_ENCODINGS or enc in ("16uc1", "32fc1"):
         raise ImageDecodeError(f"encoding '{msg.encoding}' is a depth image, not a colour image")
     if enc not in ENCODINGS:
-        raise ImageDecodeError(f"unsupported encoding '{msg.encoding}' "
-                               f"(supported: {', '.join(sorted(ENCODINGS))})")
+        raise ImageDecodeError(
+            f"unsupported encoding '{msg.encoding}' (supported: {', '.join(sorted(ENCODINGS))})"
+        )
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"empty image {width}x{height}")
     channels, dtype = ENCODINGS[enc]
     itemsize = np.dtype(dtype).itemsize
     row_bytes = width * channels * itemsize
     if step < row_bytes:
-        raise ImageDecodeError(f"step {step} is smaller than one row ({width} px x "
-                               f"{channels * itemsize} B = {row_bytes} B)")
+        raise ImageDecodeError(
+            f"step {step} is smaller than one row ({width} px x "
+            f"{channels * itemsize} B = {row_bytes} B)"
+        )
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size < step * height:
         raise ImageDecodeError(f"data has {data.size} bytes, step x height needs {step * height}")
     if enc in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and width % 2:
         raise ImageDecodeError(f"YUV 4:2:2 needs an even width, got {width}")
-    rows = data[:step * height].reshape(height, step)[:, :row_bytes]  # drops row padding
+    rows = data[: step * height].reshape(height, step)[:, :row_bytes]  # drops row padding
     if itemsize == 2:
         order = ">" if msg.is_bigendian else "<"
         pixels = rows.copy().view(order + "u2").reshape(height, width, channels)
@@ -77,11 +92,11 @@ def _to_rgb(enc: str, px: np.ndarray) -> np.ndarray:
     if enc in ("mono8", "mono16"):
         return np.repeat(px, 3, axis=2)
     if enc.startswith("bayer_"):
-        return demosaic_bilinear(px[..., 0], enc[len("bayer_"):len("bayer_") + 4])
+        return demosaic_bilinear(px[..., 0], enc[len("bayer_") : len("bayer_") + 4])
     if enc in ("yuv422", "uyvy"):
         pairs = px.reshape(px.shape[0], -1, 4)  # U0 Y0 V0 Y1
         return yuv_to_rgb(pairs[..., [1, 3]], pairs[..., 0], pairs[..., 2])
-    pairs = px.reshape(px.shape[0], -1, 4)      # yuv422_yuy2 / yuyv: Y0 U0 Y1 V0
+    pairs = px.reshape(px.shape[0], -1, 4)  # yuv422_yuy2 / yuyv: Y0 U0 Y1 V0
     return yuv_to_rgb(pairs[..., [0, 2]], pairs[..., 1], pairs[..., 3])
 
 
@@ -143,13 +158,14 @@ def _conv3x3(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     out = np.zeros_like(a)
     for dy in range(3):
         for dx in range(3):
-            out += kernel[dy, dx] * p[dy:dy + h, dx:dx + w]
+            out += kernel[dy, dx] * p[dy : dy + h, dx : dx + w]
     return out
 
 
 def compressed_to_rgb8(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
     from PIL import Image, UnidentifiedImageError
+
     data = bytes(msg.data)
     if not data:
         raise ImageDecodeError("compressed image has no data")
@@ -161,11 +177,14 @@ def compressed_to_rgb8(msg) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ImageDecodeError):
             raise
-        raise ImageDecodeError(f"undecodable compressed image (format '{msg.format}'): {exc}") from None
+        raise ImageDecodeError(
+            f"undecodable compressed image (format '{msg.format}'): {exc}"
+        ) from None
 
 
 def decode_image(msg) -> np.ndarray:
-    """sensor_msgs/Image or sensor_msgs/CompressedImage (told apart by their fields) -> RGB uint8."""
+    """sensor_msgs/Image or sensor_msgs/CompressedImage (told apart by their fields) -> RGB
+    uint8."""
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):
         return compressed_to_rgb8(msg)
     return image_to_rgb8(msg)
@@ -174,8 +193,14 @@ def decode_image(msg) -> np.ndarray:
 def rgb8_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
     """Fields of a sensor_msgs/Image holding an (H, W, 3) uint8 image."""
     h, w = rgb.shape[:2]
-    return dict(height=h, width=w, encoding=encoding, is_bigendian=0, step=w * 3,
-                data=np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
+    return dict(
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=0,
+        step=w * 3,
+        data=np.ascontiguousarray(rgb, dtype=np.uint8).tobytes(),
+    )
 
 
 def depth_image_fields(depth: np.ndarray) -> dict:
@@ -190,11 +215,18 @@ def depth_image_to_array(msg) -> np.ndarray:
     if msg.encoding != "32FC1":
         raise ImageDecodeError(f"expected 32FC1 depth, got {msg.encoding}")
     order = ">" if msg.is_bigendian else "<"
-    rows = np.frombuffer(msg.data, np.uint8)[:msg.step * msg.height].reshape(msg.height, msg.step)
-    return rows[:, :msg.width * 4].copy().view(order + "f4").reshape(msg.height, msg.width).astype(np.float32)
+    rows = np.frombuffer(msg.data, np.uint8)[: msg.step * msg.height].reshape(msg.height, msg.step)
+    return (
+        rows[:, : msg.width * 4]
+        .copy()
+        .view(order + "f4")
+        .reshape(msg.height, msg.width)
+        .astype(np.float32)
+    )
 
 
 # ------------------------------------------------------------------ intrinsics & clouds
+
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """uint8 (..., 3) -> float32 with the 0x00RRGGBB bit pattern RViz reads."""
@@ -225,9 +257,11 @@ def cloud_points(depth: np.ndarray, rgb: np.ndarray, intrinsics: tuple, stride: 
     return backproject(uu, vv, depth[vv, uu], intrinsics), rgb[vv, uu]
 
 
-def coarse_cloud_points(coarse_depth: np.ndarray, u: np.ndarray, v: np.ndarray, rgb: np.ndarray,
-                        intrinsics: tuple):
-    """One point per coarse grid cell at its exact pixel position (u, v); colour of the nearest pixel."""
+def coarse_cloud_points(
+    coarse_depth: np.ndarray, u: np.ndarray, v: np.ndarray, rgb: np.ndarray, intrinsics: tuple
+):
+    """One point per coarse grid cell at its exact pixel position (u, v); colour of the nearest
+    pixel."""
     ui = np.clip(np.rint(u).astype(int), 0, rgb.shape[1] - 1)
     vi = np.clip(np.rint(v).astype(int), 0, rgb.shape[0] - 1)
     return backproject(u, v, coarse_depth, intrinsics), rgb[vi, ui]
@@ -244,20 +278,29 @@ def pointcloud_fields(points: np.ndarray, colours: np.ndarray) -> dict:
     buf[..., 3] = pack_rgb(colours)
     invalid = ~np.isfinite(points).all(axis=-1)
     buf[invalid, :3] = np.nan
-    return dict(height=h, width=w, is_bigendian=False, point_step=CLOUD_POINT_STEP,
-                row_step=CLOUD_POINT_STEP * w, is_dense=bool(not invalid.any()),
-                fields=[(name, off, POINTFIELD_FLOAT32, 1) for name, off in CLOUD_FIELDS],
-                data=buf.astype("<f4", copy=False).tobytes())
+    return dict(
+        height=h,
+        width=w,
+        is_bigendian=False,
+        point_step=CLOUD_POINT_STEP,
+        row_step=CLOUD_POINT_STEP * w,
+        is_dense=bool(not invalid.any()),
+        fields=[(name, off, POINTFIELD_FLOAT32, 1) for name, off in CLOUD_FIELDS],
+        data=buf.astype("<f4", copy=False).tobytes(),
+    )
 
 
 @dataclasses.dataclass
 class FrameOutputs:
     """Header-less fields of one frame's output messages; the caller adds the image's header."""
-    depth: dict               # sensor_msgs/Image, 32FC1
+
+    depth: dict  # sensor_msgs/Image, 32FC1
     camera_info: dict | None  # sensor_msgs/CameraInfo of the depth image; None without usable info
-    cloud: dict | None        # sensor_msgs/PointCloud2; None without usable info
-    problem: str | None       # why camera_info and cloud are missing
-    distorted: bool = False   # camera_info has non-zero D: the cloud is right only for a rectified image
+    cloud: dict | None  # sensor_msgs/PointCloud2; None without usable info
+    problem: str | None  # why camera_info and cloud are missing
+    distorted: bool = (
+        False  # camera_info has non-zero D: the cloud is right only for a rectified image
+    )
 
 
 def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) -> FrameOutputs:
@@ -281,8 +324,13 @@ def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) 
     else:
         u, v = result.coarse_pixel_coords()
         points, colours = coarse_cloud_points(result.coarse_depth[index], u, v, rgb, intr)
-    return FrameOutputs(depth_fields, camera.camera_info_fields(), pointcloud_fields(points, colours),
-                        None, camera.is_distorted)
+    return FrameOutputs(
+        depth_fields,
+        camera.camera_info_fields(),
+        pointcloud_fields(points, colours),
+        None,
+        camera.is_distorted,
+    )
 
 
 def pointcloud_to_array(msg) -> np.ndarray:

@@ -4,6 +4,7 @@ uint8 RGB in, metric depth out. Every tool (ROS node, offline eval, bag tool,
 benchmark) calls `DepthClip.predict`; none preprocesses or predicts on its own.
 No rclpy import here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DepthClipConfig, ConfigError, default_cache_dir
+from .config import ConfigError, DepthClipConfig, default_cache_dir
 from .model_loading import LoadedModel, load_clip
 from .text_features import text_features
 
@@ -28,7 +29,7 @@ CROP_IMAGE_SIZE = (480, 640)  # (height, width)
 CROP_BOX = (56, 60, 416, 544)  # (top, left, height, width)
 
 LOGIT_SCALE = 100.0  # the reference's fixed CLIP logit scale
-STRIDE = 32          # CLIP ResNet layer4 stride
+STRIDE = 32  # CLIP ResNet layer4 stride
 
 
 def channel_subsample_index(image_channels: int, embed_dim: int) -> torch.Tensor:
@@ -40,8 +41,10 @@ def input_region(height: int, width: int, cfg: DepthClipConfig) -> tuple:
     """(top, left, height, width) of the image area the network sees and the depth covers."""
     if cfg.preprocessing == "crop":
         if (height, width) != CROP_IMAGE_SIZE:
-            raise ValueError(f"preprocessing 'crop' is the reference's NYU crop and needs a 640x480 "
-                             f"image, got {width}x{height}; use preprocessing 'resize' for this camera")
+            raise ValueError(
+                f"preprocessing 'crop' is the reference's NYU crop and needs a 640x480 "
+                f"image, got {width}x{height}; use preprocessing 'resize' for this camera"
+            )
         return CROP_BOX
     return (0, 0, height, width)
 
@@ -50,39 +53,45 @@ def preprocess(images: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
     """(B, H, W, 3) uint8 on the target device -> normalised (B, 3, h, w) float32 network input."""
     _, height, width, _ = images.shape
     top, left, h, w = input_region(height, width, cfg)
-    x = images[:, top:top + h, left:left + w].permute(0, 3, 1, 2).float().div_(255.0)
+    x = images[:, top : top + h, left : left + w].permute(0, 3, 1, 2).float().div_(255.0)
     if cfg.preprocessing == "resize" and (h, w) != (cfg.input_height, cfg.input_width):
-        x = F.interpolate(x, size=(cfg.input_height, cfg.input_width), mode="bilinear",
-                          align_corners=False, antialias=True)
+        x = F.interpolate(
+            x,
+            size=(cfg.input_height, cfg.input_width),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
     mean, std = NORMALIZATION[cfg.normalization]
     mean = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
-def bin_probabilities(features: torch.Tensor, text: torch.Tensor, channel_index: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
+def bin_probabilities(
+    features: torch.Tensor, text: torch.Tensor, channel_index: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Dense features (B, C, h, w) -> per-bin probabilities (B, K, h, w).
 
     L2-normalise over channels, subsample channels to the text width (no
     re-normalisation), logits = 100 * f @ text / temperature, softmax over bins.
     """
     b, _, h, w = features.shape
-    f = features.float().flatten(2).transpose(1, 2)        # (B, hw, C)
+    f = features.float().flatten(2).transpose(1, 2)  # (B, hw, C)
     f = f / f.norm(dim=-1, keepdim=True)
-    f = f.index_select(-1, channel_index)                  # (B, hw, D)
-    logits = LOGIT_SCALE * (f @ text)                      # (B, hw, K)
+    f = f.index_select(-1, channel_index)  # (B, hw, D)
+    logits = LOGIT_SCALE * (f @ text)  # (B, hw, K)
     logits = logits.transpose(1, 2).reshape(b, -1, h, w) / temperature
     return logits.softmax(dim=1)
 
 
 @dataclasses.dataclass
 class DepthResult:
-    depth: np.ndarray        # (B, H, W) float32 metres at input resolution; NaN outside `region`
+    depth: np.ndarray  # (B, H, W) float32 metres at input resolution; NaN outside `region`
     coarse_depth: np.ndarray  # (B, h, w) float32 metres on the feature grid
-    bin_probs: np.ndarray    # (B, K, h, w) float32 per-bin responses (the paper's Fig. 4)
-    bins: np.ndarray         # (K,) metres
-    region: tuple            # (top, left, height, width) of the image the depth covers
+    bin_probs: np.ndarray  # (B, K, h, w) float32 per-bin responses (the paper's Fig. 4)
+    bins: np.ndarray  # (K,) metres
+    region: tuple  # (top, left, height, width) of the image the depth covers
 
     def coarse_pixel_coords(self) -> tuple:
         """Pixel coordinates (u, v), each (h, w), of the coarse grid cells in the input image.
@@ -101,6 +110,7 @@ class DepthResult:
 @dataclasses.dataclass(frozen=True)
 class _Head:
     """What a config change swaps, in one assignment, between two frames."""
+
     config: DepthClipConfig
     text: torch.Tensor  # (D, K) float32 on device
     bins: torch.Tensor  # (K,) float32 on device
@@ -111,8 +121,9 @@ class DepthClip:
 
     def __init__(self, config: DepthClipConfig, loaded: LoadedModel | None = None):
         config.validate()
-        self.loaded = loaded or load_clip(config.model, config.device, config.precision,
-                                          config.download_root)
+        self.loaded = loaded or load_clip(
+            config.model, config.device, config.precision, config.download_root
+        )
         self.device = self.loaded.device
         self.dtype = self.loaded.dtype
         visual = self.loaded.clip_model.visual
@@ -126,7 +137,9 @@ class DepthClip:
             torch.backends.cudnn.benchmark = True  # fixed input size: autotune once
         self.image_channels = visual.layer4[-1].conv3.out_channels
         self.embed_dim = self.loaded.clip_model.text_projection.shape[1]
-        self.channel_index = channel_subsample_index(self.image_channels, self.embed_dim).to(self.device)
+        self.channel_index = channel_subsample_index(self.image_channels, self.embed_dim).to(
+            self.device
+        )
         self.cache_dir = Path(config.cache_dir or default_cache_dir()).expanduser()
         self._head = self._make_head(config)
 
@@ -139,17 +152,23 @@ class DepthClip:
         return self.loaded.identity
 
     def _make_head(self, cfg: DepthClipConfig) -> _Head:
-        feats = text_features(self.loaded.clip_model, self.loaded.identity, cfg.prompts,
-                              self.device, self.cache_dir)
-        return _Head(cfg, torch.from_numpy(feats).to(self.device),
-                     torch.tensor(cfg.depth_bins, dtype=torch.float32, device=self.device))
+        feats = text_features(
+            self.loaded.clip_model, self.loaded.identity, cfg.prompts, self.device, self.cache_dir
+        )
+        return _Head(
+            cfg,
+            torch.from_numpy(feats).to(self.device),
+            torch.tensor(cfg.depth_bins, dtype=torch.float32, device=self.device),
+        )
 
     def update_config(self, cfg: DepthClipConfig) -> None:
         """Apply a new config from the next `predict` on; load-time fields cannot change."""
         cfg.validate()
         for name in DepthClipConfig.read_only_fields():
             if getattr(cfg, name) != getattr(self.config, name):
-                raise ConfigError(name, getattr(cfg, name), "is fixed once the model is loaded (read-only)")
+                raise ConfigError(
+                    name, getattr(cfg, name), "is fixed once the model is loaded (read-only)"
+                )
         self._head = self._make_head(cfg)  # built first, then swapped in one assignment
 
     def to_device(self, images) -> torch.Tensor:
@@ -158,7 +177,9 @@ class DepthClip:
         if arr.ndim == 3:
             arr = arr[None]
         if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-            raise ValueError(f"expected uint8 RGB images (B, H, W, 3), got {arr.dtype} {arr.shape}")
+            raise ValueError(
+                f"expected uint8 RGB images (B, H, W, 3), got {arr.dtype} {arr.shape}"
+            )
         t = torch.from_numpy(np.ascontiguousarray(arr))
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
@@ -172,7 +193,9 @@ class DepthClip:
         """Predict once on a blank frame of the network's input size, so that the first real
         frame does not pay for lazy initialisation (allocator, oneDNN / cuDNN kernel choice)."""
         cfg = self.config
-        size = CROP_IMAGE_SIZE if cfg.preprocessing == "crop" else (cfg.input_height, cfg.input_width)
+        size = (
+            CROP_IMAGE_SIZE if cfg.preprocessing == "crop" else (cfg.input_height, cfg.input_width)
+        )
         self.predict(np.zeros((*size, 3), np.uint8))
 
     @torch.inference_mode()
@@ -189,7 +212,8 @@ class DepthClip:
             feats = self.dense_features(x)
         probs = bin_probabilities(feats, head.text, self.channel_index, cfg.temperature)
         if cfg.flip:
-            # Averaging probabilities equals the reference's averaging of depths (depth is linear in p).
+            # Averaging probabilities equals the reference's averaging of depths (depth is linear
+            # in p).
             probs = 0.5 * (probs[:batch] + probs[batch:].flip(-1))
         coarse = (probs * head.bins.view(1, -1, 1, 1)).sum(dim=1, keepdim=True)  # (B, 1, h, w)
         top, left, h, w = region
@@ -198,7 +222,11 @@ class DepthClip:
             depth = fine
         else:
             depth = torch.full((batch, height, width), float("nan"), device=fine.device)
-            depth[:, top:top + h, left:left + w] = fine
-        return DepthResult(depth=depth.cpu().numpy(), coarse_depth=coarse[:, 0].cpu().numpy(),
-                           bin_probs=probs.cpu().numpy(),
-                           bins=head.bins.cpu().numpy(), region=region)
+            depth[:, top : top + h, left : left + w] = fine
+        return DepthResult(
+            depth=depth.cpu().numpy(),
+            coarse_depth=coarse[:, 0].cpu().numpy(),
+            bin_probs=probs.cpu().numpy(),
+            bins=head.bins.cpu().numpy(),
+            region=region,
+        )

@@ -1,4 +1,6 @@
-"""Atomic writes: a reader sees the old file (or folder) or the complete new one, never a torn one."""
+"""Atomic writes: a reader sees the old file (or folder) or the complete new one, never a torn
+one."""
+
 from __future__ import annotations
 
 import contextlib

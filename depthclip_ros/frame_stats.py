@@ -3,6 +3,7 @@
 Levels in /diagnostics come from the window, so a burst of bad frames stops counting once it
 is older than the window. No rclpy here; times are the caller's monotonic seconds.
 """
+
 from __future__ import annotations
 
 import collections
@@ -22,7 +23,7 @@ class FrameStats:
         self._lock = threading.Lock()
         self.started = clock()
         self.totals = dict.fromkeys(EVENTS, 0)
-        self._events = {kind: collections.deque() for kind in EVENTS}    # times
+        self._events = {kind: collections.deque() for kind in EVENTS}  # times
         self._timings = {kind: collections.deque() for kind in TIMINGS}  # (time, seconds)
         self.last = dict.fromkeys(EVENTS)  # time of the newest event of each kind, or None
 
@@ -55,10 +56,15 @@ class FrameStats:
             self._prune(now)
             counts = {kind: len(times) for kind, times in self._events.items()}
             timings = {kind: [s for _, s in values] for kind, values in self._timings.items()}
-            return Snapshot(now=now, window=self.window,
-                            span=min(self.window, max(now - self.started, 1e-9)),
-                            counts=counts, totals=dict(self.totals), last=dict(self.last),
-                            timings=timings)
+            return Snapshot(
+                now=now,
+                window=self.window,
+                span=min(self.window, max(now - self.started, 1e-9)),
+                counts=counts,
+                totals=dict(self.totals),
+                last=dict(self.last),
+                timings=timings,
+            )
 
 
 class Snapshot:

@@ -11,6 +11,7 @@ it runs as soon as someone listens, or is discarded once older than `hold` secon
 it covers a subscriber whose first frame arrives before the subscription is matched.
 No rclpy and no torch here.
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,10 +22,16 @@ from typing import Callable
 
 
 class FrameWorker:
-    def __init__(self, process: Callable, on_error: Callable[[Exception], None],
-                 wanted: Callable[[], bool] = lambda: True, hold: float = 1.0,
-                 poll: float = 0.05, clock: Callable[[], float] = time.monotonic,
-                 name: str = "depthclip-worker"):
+    def __init__(
+        self,
+        process: Callable,
+        on_error: Callable[[Exception], None],
+        wanted: Callable[[], bool] = lambda: True,
+        hold: float = 1.0,
+        poll: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "depthclip-worker",
+    ):
         self._process, self._on_error, self._wanted = process, on_error, wanted
         self._hold, self._poll, self._clock = hold, poll, clock
         self._cv = threading.Condition()
@@ -32,7 +39,7 @@ class FrameWorker:
         self._jobs = collections.deque()
         self._running = True
         self.processed = 0  # frames run through `process`
-        self.expired = 0    # frames discarded unrun: nobody listened within `hold`
+        self.expired = 0  # frames discarded unrun: nobody listened within `hold`
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 

@@ -6,6 +6,7 @@ a reliable subscription got 15 of 15). So, like rosbag2's recorder, an input sub
 reliable when every publisher offers reliable, and best effort when any publisher is best effort
 (a reliable subscription would not match it). Pure logic; the node does the ROS wiring.
 """
+
 from __future__ import annotations
 
 AUTO = "auto"

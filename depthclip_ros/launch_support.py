@@ -1,4 +1,5 @@
 """What launch/depth.launch.py computes, kept here so it is unit-tested without `launch`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,18 +8,32 @@ LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 
 # name -> (default, description); "" for params_file means the installed config/depthclip.yaml.
 LAUNCH_ARGUMENTS = {
-    "image_topic": ("/camera/color/image_raw",
-                    "RGB image topic (relative names resolve in `namespace`); with use_compressed, "
-                    "its /compressed is read"),
+    "image_topic": (
+        "/camera/color/image_raw",
+        "RGB image topic (relative names resolve in `namespace`); with use_compressed, "
+        "its /compressed is read",
+    ),
     "camera_info_topic": ("/camera/color/camera_info", "CameraInfo topic of that camera"),
-    "params_file": ("", "Parameter YAML (key /**/depthclip); empty = the installed config/depthclip.yaml"),
+    "params_file": (
+        "",
+        "Parameter YAML (key /**/depthclip); empty = the installed config/depthclip.yaml",
+    ),
     "device": ("", "auto | cpu | cuda | cuda:N; empty = as in params_file"),
-    "use_compressed": ("", "true: subscribe to the image's /compressed (JPEG/PNG); empty = as in params_file"),
-    "autostart": ("", "true: the node configures and activates itself; false: it waits for a "
-                      "lifecycle manager (ros2 lifecycle set); empty = as in params_file"),
+    "use_compressed": (
+        "",
+        "true: subscribe to the image's /compressed (JPEG/PNG); empty = as in params_file",
+    ),
+    "autostart": (
+        "",
+        "true: the node configures and activates itself; false: it waits for a "
+        "lifecycle manager (ros2 lifecycle set); empty = as in params_file",
+    ),
     "use_sim_time": ("false", "true when replaying a bag with `ros2 bag play --clock`"),
-    "namespace": ("", "Namespace of the node and its outputs: the camera's, e.g. /camera/color, puts "
-                      "depth/image beside the camera's image"),
+    "namespace": (
+        "",
+        "Namespace of the node and its outputs: the camera's, e.g. /camera/color, puts "
+        "depth/image beside the camera's image",
+    ),
     "log_level": ("info", "Log level of the node: " + " | ".join(LOG_LEVELS)),
     "rviz": ("false", "Also start RViz with config/depthclip.rviz (needs the rviz2 package)"),
     "rviz_fixed_frame": ("camera_color_optical_frame", "RViz fixed frame: the image's frame_id"),
@@ -53,8 +68,11 @@ def node_parameters(share_dir, args: dict) -> list:
 
 
 def node_remappings(image_topic: str, camera_info_topic: str) -> list:
-    return [("image", image_topic), ("image/compressed", image_topic.rstrip("/") + "/compressed"),
-            ("camera_info", camera_info_topic)]
+    return [
+        ("image", image_topic),
+        ("image/compressed", image_topic.rstrip("/") + "/compressed"),
+        ("camera_info", camera_info_topic),
+    ]
 
 
 def node_arguments(log_level: str) -> list:
@@ -65,12 +83,15 @@ def node_arguments(log_level: str) -> list:
 
 
 def check_rviz_installed(find_share) -> None:
-    """rviz:=true without rviz2 must fail before anything starts (not abort with the node running)."""
+    """rviz:=true without rviz2 must fail before anything starts (not abort with the node
+    running)."""
     try:
         find_share("rviz2")
     except Exception:  # ament_index_python's PackageNotFoundError (or no index at all)
-        raise LaunchError("rviz:=true but the rviz2 package is not installed; install it "
-                          "(sudo apt install ros-$ROS_DISTRO-rviz2) or launch with rviz:=false") from None
+        raise LaunchError(
+            "rviz:=true but the rviz2 package is not installed; install it "
+            "(sudo apt install ros-$ROS_DISTRO-rviz2) or launch with rviz:=false"
+        ) from None
 
 
 def rviz_arguments(share_dir, fixed_frame: str) -> list:

@@ -4,6 +4,7 @@
 consumed file on current torch, and its download failure is an opaque URLError.
 Both checkpoint formats go through `clip.model.build_model`, exactly as `clip.load(jit=False)`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,9 +13,8 @@ import os
 import socket
 from pathlib import Path
 
-import torch
-
 import clip
+import torch
 from clip.model import build_model
 
 
@@ -41,11 +41,15 @@ def resolve_device(device: str) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ModelLoadError(f"device '{device}' requested but CUDA is not available "
-                                 "(no GPU, or a CPU-only torch build); use device: cpu or auto")
+            raise ModelLoadError(
+                f"device '{device}' requested but CUDA is not available "
+                "(no GPU, or a CPU-only torch build); use device: cpu or auto"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelLoadError(f"device '{device}' requested but only "
-                                 f"{torch.cuda.device_count()} CUDA device(s) exist")
+            raise ModelLoadError(
+                f"device '{device}' requested but only "
+                f"{torch.cuda.device_count()} CUDA device(s) exist"
+            )
     return dev
 
 
@@ -72,8 +76,10 @@ def locate_checkpoint(model: str, download_root: str = "") -> tuple:
     root = download_root or default_download_root()
     if model in clip.available_models():
         if _is_vit_name(model):
-            raise ModelLoadError(f"model '{model}': ViT CLIP models are not supported yet; "
-                                 "DepthCLIP needs a ResNet dense feature map (RN50, RN101, RN50x4, ...)")
+            raise ModelLoadError(
+                f"model '{model}': ViT CLIP models are not supported yet; "
+                "DepthCLIP needs a ResNet dense feature map (RN50, RN101, RN50x4, ...)"
+            )
         url = clip.clip._MODELS[model]
         expected_sha = url.split("/")[-2]
         target = Path(root) / os.path.basename(url)
@@ -89,7 +95,8 @@ def locate_checkpoint(model: str, download_root: str = "") -> tuple:
                 f"CLIP weights for '{model}' not found at {target} and the download failed "
                 f"({type(exc).__name__}: {exc}). Supply them by copying the official "
                 f"{os.path.basename(url)} to {target} (or set download_root to its folder), "
-                f"or set model to the path of a checkpoint file.") from None
+                f"or set model to the path of a checkpoint file."
+            ) from None
         finally:  # the timeout is process-wide: give the rest of the process its own back
             socket.setdefaulttimeout(previous_timeout)
     if _is_vit_name(model):
@@ -97,9 +104,11 @@ def locate_checkpoint(model: str, download_root: str = "") -> tuple:
     path = Path(os.path.expanduser(model))
     if path.is_file():
         return str(path), f"{path.name}@sha256:{sha256_file(path)}"
+    names = ", ".join(m for m in clip.available_models() if not _is_vit_name(m))
     raise ModelLoadError(
-        f"model '{model}' is neither a CLIP model name ({', '.join(m for m in clip.available_models() if not _is_vit_name(m))}) "
-        f"nor an existing checkpoint file (looked for {path.resolve()}).")
+        f"model '{model}' is neither a CLIP model name ({names}) "
+        f"nor an existing checkpoint file (looked for {path.resolve()})."
+    )
 
 
 def read_state_dict(path: str) -> dict:
@@ -111,8 +120,10 @@ def read_state_dict(path: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelLoadError(f"checkpoint {path} is neither a TorchScript archive nor a torch "
-                             f"state_dict ({type(exc).__name__}: {exc})") from None
+        raise ModelLoadError(
+            f"checkpoint {path} is neither a TorchScript archive nor a torch "
+            f"state_dict ({type(exc).__name__}: {exc})"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
@@ -120,25 +131,35 @@ def read_state_dict(path: str) -> dict:
     return obj
 
 
-def load_clip(model: str = "RN50", device: str = "auto", precision: str = "auto",
-              download_root: str = "") -> LoadedModel:
+def load_clip(
+    model: str = "RN50", device: str = "auto", precision: str = "auto", download_root: str = ""
+) -> LoadedModel:
     """Load a CLIP ResNet model for inference on `device` in `precision`."""
     dev = resolve_device(device)
     dtype = resolve_dtype(precision, dev)
     if dtype == torch.float16 and dev.type != "cuda":
-        raise ModelLoadError("precision fp16 needs a CUDA device; use precision: fp32 or auto on CPU")
+        raise ModelLoadError(
+            "precision fp16 needs a CUDA device; use precision: fp32 or auto on CPU"
+        )
     path, identity = locate_checkpoint(model, download_root)
     state_dict = read_state_dict(path)
     if "visual.proj" in state_dict:
-        raise ModelLoadError(f"checkpoint {path} is a ViT CLIP model; ViT models are not supported yet")
+        raise ModelLoadError(
+            f"checkpoint {path} is a ViT CLIP model; ViT models are not supported yet"
+        )
     if "visual.layer4.0.conv1.weight" not in state_dict or "text_projection" not in state_dict:
-        raise ModelLoadError(f"checkpoint {path} is not a CLIP ResNet state_dict "
-                             "(no visual.layer4 / text_projection weights)")
+        raise ModelLoadError(
+            f"checkpoint {path} is not a CLIP ResNet state_dict "
+            "(no visual.layer4 / text_projection weights)"
+        )
     try:
-        net = build_model(state_dict)  # leaves conv/linear weights in fp16, BN in fp32, as OpenAI ships
+        net = build_model(
+            state_dict
+        )  # leaves conv/linear weights in fp16, BN in fp32, as OpenAI ships
     except Exception as exc:
-        raise ModelLoadError(f"checkpoint {path} does not fit clip.model.CLIP "
-                             f"({type(exc).__name__}: {exc})") from None
+        raise ModelLoadError(
+            f"checkpoint {path} does not fit clip.model.CLIP ({type(exc).__name__}: {exc})"
+        ) from None
     net = net.to(dev).eval()
     if dtype == torch.float32:
         net.float()
@@ -149,11 +170,13 @@ def return_freed_memory(device: torch.device) -> None:
     """Give the memory of a dropped model back: CUDA's cached blocks to the driver and, on
     glibc, freed heap pages to the OS (without malloc_trim the process RSS would not drop)."""
     import gc
+
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     try:
         import ctypes
+
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps the pages
         pass

@@ -6,6 +6,7 @@ the worker (frame_worker), `activate` subscribes (inputs adapt their reliability
 enables the publishers, `deactivate` stops both, `cleanup` frees the model. Each image is paired
 with the camera_info of its stamp (stamp_pairing); /diagnostics come from frame_stats via health.
 """
+
 from __future__ import annotations
 
 import socket
@@ -19,12 +20,21 @@ from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.qos_overriding_options import (InvalidQosOverridesError, QoSOverridingOptions,
-                                          QoSPolicyKind)
+from rclpy.qos_overriding_options import (
+    InvalidQosOverridesError,
+    QoSOverridingOptions,
+    QoSPolicyKind,
+)
 from rclpy.serialization import deserialize_message
 from rclpy.time import Time
-from sensor_msgs.msg import (CameraInfo, CompressedImage, Image, PointCloud2, PointField,
-                             RegionOfInterest)
+from sensor_msgs.msg import (
+    CameraInfo,
+    CompressedImage,
+    Image,
+    PointCloud2,
+    PointField,
+    RegionOfInterest,
+)
 from std_msgs.msg import Header
 
 from . import conversions, health, input_qos, topics
@@ -38,8 +48,13 @@ from .text_features import tokenize
 from .visualization import colorize
 
 # Errors of the node's own inputs: their message is the whole story, one line.
-EXPECTED_ERRORS = (ModelLoadError, ConfigError, InvalidParameterValueException,
-                   InvalidParameterTypeException, InvalidQosOverridesError)
+EXPECTED_ERRORS = (
+    ModelLoadError,
+    ConfigError,
+    InvalidParameterValueException,
+    InvalidParameterTypeException,
+    InvalidQosOverridesError,
+)
 
 # Seconds between checks of the input publishers' QoS (rosbag2's recorder polls likewise).
 QOS_CHECK_PERIOD = 0.5
@@ -49,26 +64,33 @@ WORKER_FLUSH_TIMEOUT = 30.0
 
 def input_qos_profile(reliability: str) -> QoSProfile:
     """Inputs keep only the newest sample: the newest frame wins and nothing queues."""
-    return QoSProfile(reliability=ReliabilityPolicy[reliability.upper()],
-                      history=HistoryPolicy.KEEP_LAST, depth=1,
-                      durability=DurabilityPolicy.VOLATILE)
+    return QoSProfile(
+        reliability=ReliabilityPolicy[reliability.upper()],
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 def output_qos_profile() -> QoSProfile:
     """Outputs reliable (every subscriber, reliable or best effort, connects), a few deep. A new
     profile per publisher: rclpy writes each publisher's QoS overrides into the profile it is
     given."""
-    return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
-                      depth=5)
+    return QoSProfile(
+        reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5
+    )
 
 
 def parameter_descriptor(field) -> ParameterDescriptor:
     """A field of the schema as ROS describes it. Typing and limits are checked by the node's
     validation (the schema's, same message as the tools'), so the descriptor carries them as
     text and accepts an integer where a number is expected (`ros2 param set ... temperature 1`)."""
-    return ParameterDescriptor(description=field.metadata["description"],
-                               additional_constraints=constraints_text(field),
-                               read_only=field.metadata["read_only"], dynamic_typing=True)
+    return ParameterDescriptor(
+        description=field.metadata["description"],
+        additional_constraints=constraints_text(field),
+        read_only=field.metadata["read_only"],
+        dynamic_typing=True,
+    )
 
 
 class AdaptiveInput:
@@ -80,35 +102,51 @@ class AdaptiveInput:
         self.topic = node.resolve_topic_name(topic)
         name = input_qos.override_parameter(self.topic)
         if not node.has_parameter(name):  # a second configure finds it declared
-            node.declare_parameter(name, input_qos.AUTO, ParameterDescriptor(
-                description=f"Reliability of the {self.topic} subscription: auto (reliable when "
-                            "every publisher offers reliable, else best effort) | reliable | "
-                            "best_effort", read_only=True))
+            node.declare_parameter(
+                name,
+                input_qos.AUTO,
+                ParameterDescriptor(
+                    description=f"Reliability of the {self.topic} subscription: auto "
+                    "(reliable when every publisher offers reliable, else best effort) | "
+                    "reliable | best_effort",
+                    read_only=True,
+                ),
+            )
         self.override = node.get_parameter(name).value
         if self.override not in input_qos.CHOICES:
-            raise ConfigError(name, self.override,
-                              f"must be one of {', '.join(input_qos.CHOICES)}")
+            raise ConfigError(
+                name, self.override, f"must be one of {', '.join(input_qos.CHOICES)}"
+            )
         self.reliability = None
         self.subscription = None
         self.told = False
 
     def update(self):
         """(Re)subscribe when the publishers call for another reliability; log the choice once."""
-        offered = [info.qos_profile.reliability.name.lower()
-                   for info in self.node.get_publishers_info_by_topic(self.topic)]
+        offered = [
+            info.qos_profile.reliability.name.lower()
+            for info in self.node.get_publishers_info_by_topic(self.topic)
+        ]
         reliability, reason = input_qos.choose_reliability(self.override, offered)
         changed = reliability != self.reliability
         if changed:
             self.close()
             self.subscription = self.node.create_subscription(
-                self.msg_type, self.topic, self.callback, input_qos_profile(reliability),
-                raw=self.raw, qos_overriding_options=QoSOverridingOptions(
-                    [QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]))
+                self.msg_type,
+                self.topic,
+                self.callback,
+                input_qos_profile(reliability),
+                raw=self.raw,
+                qos_overriding_options=QoSOverridingOptions(
+                    [QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]
+                ),
+            )
             self.reliability = reliability
         # Told once the first publisher appears (the start-up choice is a guess), then on changes.
         if offered and (changed or not self.told):
-            self.node.get_logger().info(f"{self.topic}: subscribed "
-                                        f"{reliability.replace('_', ' ')} ({reason})")
+            self.node.get_logger().info(
+                f"{self.topic}: subscribed {reliability.replace('_', ' ')} ({reason})"
+            )
             self.told = True
 
     def close(self):
@@ -123,13 +161,14 @@ class DepthClipNode(LifecycleNode):
         super().__init__(NODE_NAME, **node_kwargs)
         self._fatal_on_failure = False  # autostart: a failed transition ends the process
         for _, field in parameter_fields():
-            self.declare_parameter(field.name, _ros_value(field.default),
-                                   parameter_descriptor(field))
-        self.params = None      # Parameters while configured
-        self.estimator = None   # DepthClip while configured; owned by the worker thread
+            self.declare_parameter(
+                field.name, _ros_value(field.default), parameter_descriptor(field)
+            )
+        self.params = None  # Parameters while configured
+        self.estimator = None  # DepthClip while configured; owned by the worker thread
         self.worker = None
         self.inputs = []
-        self.outputs = {}       # topic -> LifecyclePublisher
+        self.outputs = {}  # topic -> LifecyclePublisher
         self._our_timers = {}
         self._image_type = Image
         self.stats = FrameStats()
@@ -155,43 +194,59 @@ class DepthClipNode(LifecycleNode):
         # Every cheap check (parameters, topics, QoS overrides) before the model load (seconds).
         params = Parameters.from_params(self._param_values())
         tokenize(params.config.prompts)
-        image_type, image_topic = ((CompressedImage, topics.COMPRESSED_IMAGE)
-                                   if params.node.use_compressed else (Image, topics.IMAGE))
+        image_type, image_topic = (
+            (CompressedImage, topics.COMPRESSED_IMAGE)
+            if params.node.use_compressed
+            else (Image, topics.IMAGE)
+        )
         # Images arrive serialized and only the frame the worker takes is deserialized: most
         # frames of a fast camera are replaced unread (newest frame wins), so they cost nothing.
         self._image_type = image_type
-        self.inputs = [AdaptiveInput(self, image_type, image_topic, self._on_image, raw=True),
-                       AdaptiveInput(self, CameraInfo, topics.CAMERA_INFO, self._on_camera_info)]
+        self.inputs = [
+            AdaptiveInput(self, image_type, image_topic, self._on_image, raw=True),
+            AdaptiveInput(self, CameraInfo, topics.CAMERA_INFO, self._on_camera_info),
+        ]
         options = QoSOverridingOptions.with_default_policies()
-        for msg_type, topic in ((Image, topics.DEPTH_IMAGE), (CameraInfo, topics.DEPTH_CAMERA_INFO),
-                                (PointCloud2, topics.POINTS), (Image, topics.DEPTH_COLORED)):
+        for msg_type, topic in (
+            (Image, topics.DEPTH_IMAGE),
+            (CameraInfo, topics.DEPTH_CAMERA_INFO),
+            (PointCloud2, topics.POINTS),
+            (Image, topics.DEPTH_COLORED),
+        ):
             self.outputs[topic] = self.create_lifecycle_publisher(
-                msg_type, topic, output_qos_profile(), qos_overriding_options=options)
+                msg_type, topic, output_qos_profile(), qos_overriding_options=options
+            )
         self.params = params
         self.worker = FrameWorker(self._process, self._on_frame_error, wanted=self._watched)
-        self.get_logger().info(f"loading CLIP '{params.config.model}' on device "
-                               f"'{params.config.device}' ...")
+        self.get_logger().info(
+            f"loading CLIP '{params.config.model}' on device '{params.config.device}' ..."
+        )
         self.estimator = self.worker.call(self._load_model, params.config).result()
         self._hardware_id = f"{socket.gethostname()}/{self.estimator.device}"
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Wall-clock timers: health reports and QoS adaptation go on while a bag is paused.
         self._our_timers["diagnostics"] = self.create_timer(
-            params.node.diagnostics_period, self._publish_diagnostics, clock=_steady())
+            params.node.diagnostics_period, self._publish_diagnostics, clock=_steady()
+        )
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         try:
             self.stats = FrameStats()
             self._activated_at = time.monotonic()
             self._update_inputs()
-            self._our_timers["inputs"] = self.create_timer(QOS_CHECK_PERIOD, self._update_inputs,
-                                                       clock=_steady())
+            self._our_timers["inputs"] = self.create_timer(
+                QOS_CHECK_PERIOD, self._update_inputs, clock=_steady()
+            )
         except Exception as exc:  # e.g. an input's QoS override rclpy cannot apply
-            reason = str(exc) if isinstance(exc, EXPECTED_ERRORS) else f"{type(exc).__name__}: {exc}"
+            reason = (
+                str(exc) if isinstance(exc, EXPECTED_ERRORS) else f"{type(exc).__name__}: {exc}"
+            )
             self._transition_failed("activate", reason)
             self._stop_inputs()
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"active: {self.inputs[0].topic} -> "
-                               f"{self.resolve_topic_name(topics.DEPTH_IMAGE)}")
+        self.get_logger().info(
+            f"active: {self.inputs[0].topic} -> {self.resolve_topic_name(topics.DEPTH_IMAGE)}"
+        )
         return super().on_activate(state)  # enables the lifecycle publishers
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -254,8 +309,9 @@ class DepthClipNode(LifecycleNode):
 
     # ----------------------------------------------------------------- parameters
     def _param_values(self) -> dict:
-        return {field.name: self.get_parameter(field.name).value
-                for _, field in parameter_fields()}
+        return {
+            field.name: self.get_parameter(field.name).value for _, field in parameter_fields()
+        }
 
     def _validate_changes(self, changes) -> SetParametersResult:
         """Runs before a change is stored: the schema's checks, with the schema's message."""
@@ -284,8 +340,10 @@ class DepthClipNode(LifecycleNode):
         if future.cancelled():
             return
         if future.exception() is not None:  # e.g. the text-feature encoding failed
-            self.get_logger().error(f"parameter change not applied, still running the previous "
-                                    f"config: {future.exception()}")
+            self.get_logger().error(
+                f"parameter change not applied, still running the previous "
+                f"config: {future.exception()}"
+            )
 
     # ----------------------------------------------------------------- callbacks
     def _update_inputs(self):
@@ -309,9 +367,11 @@ class DepthClipNode(LifecycleNode):
         estimator = DepthClip(config)
         t0 = time.perf_counter()
         estimator.warm_up()  # the first camera frame then gets the steady-state latency
-        self.get_logger().info(f"model {estimator.model_identity} on {estimator.device} "
-                               f"({str(estimator.dtype).replace('torch.', '')}), warm-up "
-                               f"{(time.perf_counter() - t0) * 1e3:.0f} ms")
+        self.get_logger().info(
+            f"model {estimator.model_identity} on {estimator.device} "
+            f"({str(estimator.dtype).replace('torch.', '')}), warm-up "
+            f"{(time.perf_counter() - t0) * 1e3:.0f} ms"
+        )
         return estimator
 
     def _drop_model(self):
@@ -323,8 +383,10 @@ class DepthClipNode(LifecycleNode):
             self.get_logger().warning(f"image rejected: {exc}", throttle_duration_sec=5.0)
         else:  # one bad frame must not stop the node
             self.stats.count("failed")
-            self.get_logger().error(f"frame dropped, processing failed: "
-                                    f"{type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().error(
+                f"frame dropped, processing failed: {type(exc).__name__}: {exc}",
+                throttle_duration_sec=5.0,
+            )
 
     def _process(self, serialized: bytes, arrival: float):
         try:
@@ -343,18 +405,26 @@ class DepthClipNode(LifecycleNode):
         self.outputs[topics.DEPTH_IMAGE].publish(Image(header=header, **out.depth))
         if out.cloud is not None:
             info_fields = dict(out.camera_info, roi=RegionOfInterest(**out.camera_info["roi"]))
-            self.outputs[topics.DEPTH_CAMERA_INFO].publish(CameraInfo(header=header, **info_fields))
-            fields = [PointField(name=n, offset=o, datatype=d, count=c)
-                      for n, o, d, c in out.cloud["fields"]]
+            self.outputs[topics.DEPTH_CAMERA_INFO].publish(
+                CameraInfo(header=header, **info_fields)
+            )
+            fields = [
+                PointField(name=n, offset=o, datatype=d, count=c)
+                for n, o, d, c in out.cloud["fields"]
+            ]
             self.outputs[topics.POINTS].publish(
-                PointCloud2(header=header, **{**out.cloud, "fields": fields}))
+                PointCloud2(header=header, **{**out.cloud, "fields": fields})
+            )
             if out.distorted:
                 self.get_logger().warning(
                     "camera_info has non-zero distortion D: the point cloud assumes a rectified "
-                    "image; feed image_rect (image_proc)", once=True)
+                    "image; feed image_rect (image_proc)",
+                    once=True,
+                )
         elif info is None:
-            self.get_logger().warning("no camera_info received yet: publishing depth without a "
-                                      "point cloud", once=True)
+            self.get_logger().warning(
+                "no camera_info received yet: publishing depth without a point cloud", once=True
+            )
         else:
             self.get_logger().warning(f"{out.problem}: no point cloud", throttle_duration_sec=5.0)
         colored = self.outputs[topics.DEPTH_COLORED]
@@ -378,32 +448,46 @@ class DepthClipNode(LifecycleNode):
             self.get_logger().warning(
                 f"no camera_info with the image's stamp {header.stamp.sec}."
                 f"{header.stamp.nanosec:09d} within camera_info_wait; using the latest "
-                f"({stamp.sec}.{stamp.nanosec:09d})", throttle_duration_sec=5.0)
+                f"({stamp.sec}.{stamp.nanosec:09d})",
+                throttle_duration_sec=5.0,
+            )
         if info.header.frame_id != header.frame_id:
             self.get_logger().warning(
                 f"camera_info frame_id '{info.header.frame_id}' differs from the image's "
-                f"'{header.frame_id}'; outputs keep the image's", once=True)
+                f"'{header.frame_id}'; outputs keep the image's",
+                once=True,
+            )
         return info
 
     # ----------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self):
         active = self._activated_at is not None
         state = health.NodeState(
-            active=active, watched=active and self._watched(),
+            active=active,
+            watched=active and self._watched(),
             camera_info_received=self._camera_infos.latest is not None,
             active_for=time.monotonic() - self._activated_at if active else 0.0,
-            image_topic=self.inputs[0].topic if self.inputs else topics.IMAGE)
+            image_topic=self.inputs[0].topic if self.inputs else topics.IMAGE,
+        )
         level, message, values = health.evaluate(self.stats.snapshot(), self.params.node, state)
         estimator = self.estimator
-        values.update({"device": str(estimator.device) if estimator else "none",
-                       "model": estimator.model_identity if estimator else "none"})
+        values.update(
+            {
+                "device": str(estimator.device) if estimator else "none",
+                "model": estimator.model_identity if estimator else "none",
+            }
+        )
         values.update({f"{i.topic} reliability": str(i.reliability) for i in self.inputs})
         status = DiagnosticStatus(
-            level=bytes([level]), name=f"{self.get_fully_qualified_name()}: depth estimation",
-            message=message, hardware_id=self._hardware_id,
-            values=[KeyValue(key=k, value=v) for k, v in values.items()])
-        self._diagnostics.publish(DiagnosticArray(
-            header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+            level=bytes([level]),
+            name=f"{self.get_fully_qualified_name()}: depth estimation",
+            message=message,
+            hardware_id=self._hardware_id,
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        self._diagnostics.publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        )
 
     def destroy_node(self):
         self._stop_inputs()
@@ -440,8 +524,9 @@ def main(args=None):
         node = DepthClipNode()
         autostart = node.get_parameter("autostart").value
         if not isinstance(autostart, bool):
-            node.get_logger().fatal(str(ConfigError("autostart", autostart,
-                                                    "must be true or false")))
+            node.get_logger().fatal(
+                str(ConfigError("autostart", autostart, "must be true or false"))
+            )
             code = 1
         elif autostart and not start(node):
             code = 1

@@ -5,6 +5,7 @@ not depend on weight values, and the math can be checked on any weights, so
 tests and `bench/` build a model here, save it, and load it through the same
 `load_clip` users go through.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,13 +33,17 @@ def build_random_clip(arch: str = "tiny", seed: int = 0) -> CLIP:
     return model
 
 
-def save_random_checkpoint(path, arch: str = "tiny", seed: int = 0, torchscript: bool = False) -> str:
-    """Write a random CLIP as a plain state_dict (default) or a TorchScript archive (OpenAI's format)."""
+def save_random_checkpoint(
+    path, arch: str = "tiny", seed: int = 0, torchscript: bool = False
+) -> str:
+    """Write a random CLIP as a plain state_dict (default) or a TorchScript archive (OpenAI's
+    format)."""
     model = build_random_clip(arch, seed)
     if torchscript:
         res = model.visual.input_resolution
-        traced = torch.jit.trace_module(model, {"encode_image": torch.zeros(1, 3, res, res)},
-                                        check_trace=False)
+        traced = torch.jit.trace_module(
+            model, {"encode_image": torch.zeros(1, 3, res, res)}, check_trace=False
+        )
         torch.jit.save(traced, str(path))
     else:
         torch.save(model.state_dict(), str(path))

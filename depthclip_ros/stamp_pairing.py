@@ -3,6 +3,7 @@ CameraSubscriber and depth_image_proc do (exact time). Drivers publish the image
 camera_info right after, so the camera_info may arrive later than its image: a lookup waits for
 it, up to a deadline. No rclpy; thread-safe (the executor adds, the worker looks up).
 """
+
 from __future__ import annotations
 
 import collections

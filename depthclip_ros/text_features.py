@@ -3,6 +3,7 @@
 The cache key covers everything the features depend on: the model's identity
 (name + checkpoint hash), the prompts and the embedding width.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -10,10 +11,9 @@ import json
 import logging
 from pathlib import Path
 
+import clip
 import numpy as np
 import torch
-
-import clip
 
 from .config import ConfigError
 from .files import atomic_write
@@ -24,8 +24,15 @@ CACHE_FORMAT = 1
 
 
 def cache_key(identity: str, prompts, embed_dim: int) -> str:
-    blob = json.dumps({"format": CACHE_FORMAT, "model": identity, "prompts": list(prompts),
-                       "embed_dim": int(embed_dim)}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "model": identity,
+            "prompts": list(prompts),
+            "embed_dim": int(embed_dim),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -34,8 +41,9 @@ def tokenize(prompts) -> torch.Tensor:
     try:
         return clip.tokenize(list(prompts))
     except RuntimeError as exc:  # clip: "Input ... is too long for context length 77"
-        raise ConfigError("prompt_template", list(prompts)[0],
-                          f"a prompt is too long for CLIP: {exc}") from None
+        raise ConfigError(
+            "prompt_template", list(prompts)[0], f"a prompt is too long for CLIP: {exc}"
+        ) from None
 
 
 @torch.inference_mode()
@@ -43,9 +51,9 @@ def encode_prompts(clip_model, prompts, device) -> np.ndarray:
     """(embed_dim, K) float32: each prompt encoded, L2-normalised, and, as the reference
     averages over templates (one here), averaged and normalised again."""
     tokens = tokenize(prompts).to(device)
-    emb = clip_model.encode_text(tokens).float()           # (K, D)
+    emb = clip_model.encode_text(tokens).float()  # (K, D)
     emb = emb / emb.norm(dim=-1, keepdim=True)
-    emb = emb.unsqueeze(1).mean(dim=1)                      # mean over the single template
+    emb = emb.unsqueeze(1).mean(dim=1)  # mean over the single template
     emb = emb / emb.norm(dim=-1, keepdim=True)
     return emb.t().contiguous().cpu().numpy().astype(np.float32)
 

@@ -4,6 +4,7 @@ Relative names: the node resolves them in its namespace (launch it in the camera
 the bag tool beside the image topic. Depth follows image_transport's pairing (`X/image` with
 `X/camera_info`) and REP 118 (32FC1 metres).
 """
+
 from __future__ import annotations
 
 IMAGE = "image"
@@ -16,20 +17,25 @@ DEPTH_COLORED = "depth/colored"
 POINTS = "points"
 
 # key -> relative name of every output
-OUTPUTS = {"depth": DEPTH_IMAGE, "camera_info": DEPTH_CAMERA_INFO, "colored": DEPTH_COLORED,
-           "points": POINTS}
+OUTPUTS = {
+    "depth": DEPTH_IMAGE,
+    "camera_info": DEPTH_CAMERA_INFO,
+    "colored": DEPTH_COLORED,
+    "points": POINTS,
+}
 
 
 def camera_namespace(image_topic: str) -> str:
     """The namespace of a camera's image topic: /cam/color/image_raw[/compressed] -> /cam/color."""
     base = image_topic.rstrip("/")
     if base.endswith("/compressed"):
-        base = base[:-len("/compressed")]
+        base = base[: -len("/compressed")]
     return base.rsplit("/", 1)[0]
 
 
 def beside(image_topic: str, relative: str) -> str:
-    """`relative` resolved in the image topic's namespace, as the node in that namespace names it."""
+    """`relative` resolved in the image topic's namespace, as the node in that namespace names
+    it."""
     return f"{camera_namespace(image_topic)}/{relative}"
 
 

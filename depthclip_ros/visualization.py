@@ -1,4 +1,5 @@
 """Colour maps for depth, and PLY / PNG writers. NumPy and Pillow only."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +10,17 @@ from .files import atomic_write
 
 def _turbo(t: np.ndarray) -> np.ndarray:
     # Polynomial approximation of Google's Turbo colour map (Mikhailov, 2019).
-    r = 0.13572138 + t * (4.61539260 + t * (-42.66032258 + t * (132.13108234 + t * (-152.94239396 + t * 59.28637943))))
-    g = 0.09140261 + t * (2.19418839 + t * (4.84296658 + t * (-14.18503333 + t * (4.27729857 + t * 2.82956604))))
-    b = 0.10667330 + t * (12.64194608 + t * (-60.58204836 + t * (110.36276771 + t * (-89.90310912 + t * 27.34824973))))
+    r = 0.13572138 + t * (
+        4.61539260
+        + t * (-42.66032258 + t * (132.13108234 + t * (-152.94239396 + t * 59.28637943)))
+    )
+    g = 0.09140261 + t * (
+        2.19418839 + t * (4.84296658 + t * (-14.18503333 + t * (4.27729857 + t * 2.82956604)))
+    )
+    b = 0.10667330 + t * (
+        12.64194608
+        + t * (-60.58204836 + t * (110.36276771 + t * (-89.90310912 + t * 27.34824973)))
+    )
     return np.stack([r, g, b], axis=-1)
 
 
@@ -45,6 +54,7 @@ def colorize(depth: np.ndarray, vmin: float, vmax: float, colormap: str = "turbo
 
 def save_png(path, rgb: np.ndarray) -> None:
     from PIL import Image
+
     atomic_write(path, lambda f: Image.fromarray(rgb).save(f, format="PNG"))
 
 
@@ -54,17 +64,29 @@ def write_ply(path, points: np.ndarray, colours: np.ndarray) -> int:
     cols = colours.reshape(-1, 3)
     keep = np.isfinite(pts).all(axis=1)
     pts, cols = pts[keep].astype("<f4"), cols[keep].astype(np.uint8)
-    vertex = np.empty(len(pts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                                       ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    vertex = np.empty(
+        len(pts),
+        dtype=[
+            ("x", "<f4"),
+            ("y", "<f4"),
+            ("z", "<f4"),
+            ("red", "u1"),
+            ("green", "u1"),
+            ("blue", "u1"),
+        ],
+    )
     vertex["x"], vertex["y"], vertex["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
     vertex["red"], vertex["green"], vertex["blue"] = cols[:, 0], cols[:, 1], cols[:, 2]
-    header = ("ply\nformat binary_little_endian 1.0\n"
-              f"element vertex {len(pts)}\n"
-              "property float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {len(pts)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    )
 
     def write(f):
         f.write(header.encode("ascii"))
         f.write(vertex.tobytes())
+
     atomic_write(path, write)
     return len(pts)

@@ -5,15 +5,23 @@ with autostart:=false it waits, unconfigured, for a lifecycle manager or `ros2 l
 Every argument is checked before any process starts: a wrong argument, or rviz:=true without
 rviz2, ends the launch with one error line and nothing left running.
 """
+
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
 from depthclip_ros.config import NODE_NAME
-from depthclip_ros.launch_support import (LAUNCH_ARGUMENTS, check_rviz_installed, node_arguments,
-                                          node_parameters, node_remappings, parse_bool, rviz_arguments)
+from depthclip_ros.launch_support import (
+    LAUNCH_ARGUMENTS,
+    check_rviz_installed,
+    node_arguments,
+    node_parameters,
+    node_remappings,
+    parse_bool,
+    rviz_arguments,
+)
+from launch import LaunchDescription
 
 
 def _nodes(context):
@@ -24,20 +32,37 @@ def _nodes(context):
         check_rviz_installed(get_package_share_directory)
     # The node's own `autostart` parameter drives its transitions (not launch_ros's autostart,
     # which Humble lacks), so `ros2 run` and `ros2 launch` behave alike.
-    actions = [LifecycleNode(package="depthclip_ros", executable="depthclip_node", name=NODE_NAME,
-                             namespace=arg["namespace"], output="screen",
-                             parameters=node_parameters(share, arg),
-                             remappings=node_remappings(arg["image_topic"], arg["camera_info_topic"]),
-                             arguments=node_arguments(arg["log_level"]))]
+    actions = [
+        LifecycleNode(
+            package="depthclip_ros",
+            executable="depthclip_node",
+            name=NODE_NAME,
+            namespace=arg["namespace"],
+            output="screen",
+            parameters=node_parameters(share, arg),
+            remappings=node_remappings(arg["image_topic"], arg["camera_info_topic"]),
+            arguments=node_arguments(arg["log_level"]),
+        )
+    ]
     if rviz:
-        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=arg["namespace"],
-                            arguments=rviz_arguments(share, arg["rviz_fixed_frame"]),
-                            parameters=[{"use_sim_time": parse_bool(arg["use_sim_time"])}]))
+        actions.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="rviz2",
+                namespace=arg["namespace"],
+                arguments=rviz_arguments(share, arg["rviz_fixed_frame"]),
+                parameters=[{"use_sim_time": parse_bool(arg["use_sim_time"])}],
+            )
+        )
     return actions
 
 
 def generate_launch_description():
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=description)
-         for name, (default, description) in LAUNCH_ARGUMENTS.items()]
-        + [OpaqueFunction(function=_nodes)])
+        [
+            DeclareLaunchArgument(name, default_value=default, description=description)
+            for name, (default, description) in LAUNCH_ARGUMENTS.items()
+        ]
+        + [OpaqueFunction(function=_nodes)]
+    )

@@ -1,4 +1,5 @@
 """NYU Depth V2 test frames: the BTS `official_splits/test` layout, or the labeled .mat file."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,8 @@ class DataError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
-    name: str    # e.g. bathroom/rgb_00045.jpg: unique, used for --resume
-    scene: str   # scene class (first path component), for per-scene means
+    name: str  # e.g. bathroom/rgb_00045.jpg: unique, used for --resume
+    scene: str  # scene class (first path component), for per-scene means
     rgb_path: str | None = None
     depth_path: str | None = None
     mat_index: int | None = None  # 0-based index into the labeled .mat
@@ -32,11 +33,14 @@ def _describe(paths, limit=5):
 
 def test_root(data_root) -> Path:
     root = Path(data_root)
-    return root / "official_splits" / "test" if (root / "official_splits" / "test").is_dir() else root
+    return (
+        root / "official_splits" / "test" if (root / "official_splits" / "test").is_dir() else root
+    )
 
 
 def bts_samples(data_root, split_file=None, skip_missing=False):
-    """(samples, missing): rows `rgb depth [focal]` of the split file, or every rgb_* with its partner."""
+    """(samples, missing): rows `rgb depth [focal]` of the split file, or every rgb_* with its
+    partner."""
     root = test_root(data_root)
     pairs = []
     if split_file:
@@ -45,11 +49,16 @@ def bts_samples(data_root, split_file=None, skip_missing=False):
             if not parts:
                 continue
             if len(parts) < 2:
-                raise DataError(f"{split_file}:{line_no}: expected 'rgb depth [focal]', got {line!r}")
+                raise DataError(
+                    f"{split_file}:{line_no}: expected 'rgb depth [focal]', got {line!r}"
+                )
             pairs.append((parts[0], parts[1]))
     else:
         if not root.is_dir():
-            raise DataError(f"no NYU test folder at {root} (expected <data-root>/official_splits/test/<scene>/)")
+            raise DataError(
+                f"no NYU test folder at {root} "
+                "(expected <data-root>/official_splits/test/<scene>/)"
+            )
         for rgb in sorted(p for p in root.glob("*/rgb_*") if p.suffix.lower() in (".jpg", ".png")):
             depth = rgb.with_name(rgb.name.replace("rgb_", "sync_depth_")).with_suffix(".png")
             if depth.is_file():
@@ -61,8 +70,14 @@ def bts_samples(data_root, split_file=None, skip_missing=False):
         if absent:
             missing.extend(absent)
             continue
-        samples.append(Sample(name=rgb, scene=Path(rgb).parts[0] if len(Path(rgb).parts) > 1 else "all",
-                              rgb_path=str(rp), depth_path=str(dp)))
+        samples.append(
+            Sample(
+                name=rgb,
+                scene=Path(rgb).parts[0] if len(Path(rgb).parts) > 1 else "all",
+                rgb_path=str(rp),
+                depth_path=str(dp),
+            )
+        )
     if missing and not skip_missing:
         raise DataError(_describe(missing) + " (use --skip-missing to evaluate the rest)")
     if not samples:
@@ -84,6 +99,7 @@ def load_bts(sample: Sample):
 
 # ------------------------------------------------------------------ labeled .mat
 
+
 class MatSource:
     """`nyu_depth_v2_labeled.mat` (MATLAB v7.3 = HDF5) + `splits.mat` test indices.
 
@@ -93,13 +109,16 @@ class MatSource:
 
     def __init__(self, mat_path, splits_path):
         import h5py
+
         try:
             self.file = h5py.File(mat_path, "r")
         except OSError as exc:
             raise DataError(f"cannot open {mat_path} as MATLAB v7.3 / HDF5: {exc}") from None
         for key in ("images", "rawDepths"):
             if key not in self.file:
-                raise DataError(f"{mat_path} has no '{key}' dataset (not nyu_depth_v2_labeled.mat?)")
+                raise DataError(
+                    f"{mat_path} has no '{key}' dataset (not nyu_depth_v2_labeled.mat?)"
+                )
         self.test_indices = read_test_indices(splits_path)
         self.scene_types = self._scene_types()
 
@@ -118,8 +137,8 @@ class MatSource:
 
     def load(self, sample: Sample):
         i = sample.mat_index
-        rgb = np.asarray(self.file["images"][i]).transpose(2, 1, 0).astype(np.uint8)   # (H, W, 3)
-        raw = np.asarray(self.file["rawDepths"][i]).T                                  # (H, W) metres
+        rgb = np.asarray(self.file["images"][i]).transpose(2, 1, 0).astype(np.uint8)  # (H, W, 3)
+        raw = np.asarray(self.file["rawDepths"][i]).T  # (H, W) metres
         blacked = np.zeros_like(rgb)
         r0, r1 = RGB_VALID_ROWS
         c0, c1 = RGB_VALID_COLS
@@ -132,9 +151,11 @@ def read_test_indices(splits_path) -> list:
     """0-based test indices from splits.mat (MATLAB v5 via scipy, or v7.3 via h5py)."""
     try:
         from scipy.io import loadmat
+
         ndx = np.asarray(loadmat(splits_path)["testNdxs"]).reshape(-1)
     except NotImplementedError:  # v7.3
         import h5py
+
         with h5py.File(splits_path, "r") as f:
             ndx = np.asarray(f["testNdxs"]).reshape(-1)
     except (OSError, KeyError, ValueError) as exc:

@@ -1,4 +1,5 @@
 """The paper's NYU evaluation protocol (`compute_errors_NYU` of the reference code) and metrics."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ import numpy as np
 MAX_DEPTH = 10.0
 MIN_DEPTH = 1e-3
 IMAGE_SHAPE = (480, 640)
-EVAL_MASK_ROWS = (45, 471)   # the reference's eval crop (rows 45:471, columns 46:601)
+EVAL_MASK_ROWS = (45, 471)  # the reference's eval crop (rows 45:471, columns 46:601)
 EVAL_MASK_COLS = (46, 601)
 PAPER_METRICS = ("d1", "d2", "d3", "abs_rel", "log10", "rmse")
 EXTRA_METRICS = ("sq_rel", "rmse_log", "silog")
@@ -28,7 +29,7 @@ def on_canvas(depth: np.ndarray) -> np.ndarray:
 
 def eval_mask(shape=IMAGE_SHAPE) -> np.ndarray:
     mask = np.zeros(shape, bool)
-    mask[EVAL_MASK_ROWS[0]:EVAL_MASK_ROWS[1], EVAL_MASK_COLS[0]:EVAL_MASK_COLS[1]] = True
+    mask[EVAL_MASK_ROWS[0] : EVAL_MASK_ROWS[1], EVAL_MASK_COLS[0] : EVAL_MASK_COLS[1]] = True
     return mask
 
 
@@ -43,14 +44,15 @@ def compute_errors(gt: np.ndarray, pred: np.ndarray) -> dict:
     ratio = np.maximum(gt / pred, pred / gt)
     log_diff = np.log(pred) - np.log(gt)
     return {
-        "d1": float(np.mean(ratio < 1.25)), "d2": float(np.mean(ratio < 1.25 ** 2)),
-        "d3": float(np.mean(ratio < 1.25 ** 3)),
+        "d1": float(np.mean(ratio < 1.25)),
+        "d2": float(np.mean(ratio < 1.25**2)),
+        "d3": float(np.mean(ratio < 1.25**3)),
         "abs_rel": float(np.mean(np.abs(gt - pred) / gt)),
         "log10": float(np.mean(np.abs(np.log10(gt) - np.log10(pred)))),
         "rmse": float(np.sqrt(np.mean((gt - pred) ** 2))),
         "sq_rel": float(np.mean((gt - pred) ** 2 / gt)),
-        "rmse_log": float(np.sqrt(np.mean(log_diff ** 2))),
-        "silog": float(np.sqrt(max(np.mean(log_diff ** 2) - np.mean(log_diff) ** 2, 0.0)) * 100),
+        "rmse_log": float(np.sqrt(np.mean(log_diff**2))),
+        "silog": float(np.sqrt(max(np.mean(log_diff**2) - np.mean(log_diff) ** 2, 0.0)) * 100),
     }
 
 
@@ -71,7 +73,20 @@ def mean_metrics(rows) -> dict:
 
 # The paper's Table 1 rows (NYU Depth V2, 654 test images).
 PAPER_ROWS = {
-    "DepthCLIP (paper)": {"d1": 0.394, "d2": 0.683, "d3": 0.851, "abs_rel": 0.388, "log10": 0.156, "rmse": 1.167},
-    "Lower bound: uniform random (paper)": {"d1": 0.140, "d2": 0.297, "d3": 0.471, "abs_rel": 1.327,
-                                            "log10": 0.323, "rmse": 2.934},
+    "DepthCLIP (paper)": {
+        "d1": 0.394,
+        "d2": 0.683,
+        "d3": 0.851,
+        "abs_rel": 0.388,
+        "log10": 0.156,
+        "rmse": 1.167,
+    },
+    "Lower bound: uniform random (paper)": {
+        "d1": 0.140,
+        "d2": 0.297,
+        "d3": 0.471,
+        "abs_rel": 1.327,
+        "log10": 0.323,
+        "rmse": 2.934,
+    },
 }

@@ -1,4 +1,5 @@
 """Markdown tables and PNG panels of evaluation results."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,12 +9,27 @@ from depthclip_ros.visualization import colorize, save_png
 
 from . import metrics
 
-HEADERS = {"d1": "δ1↑", "d2": "δ2↑", "d3": "δ3↑", "abs_rel": "AbsRel↓", "log10": "log10↓", "rmse": "RMSE↓",
-           "sq_rel": "SqRel↓ (extra)", "rmse_log": "RMSElog↓ (extra)", "silog": "SILog↓ (extra)"}
+HEADERS = {
+    "d1": "δ1↑",
+    "d2": "δ2↑",
+    "d3": "δ3↑",
+    "abs_rel": "AbsRel↓",
+    "log10": "log10↓",
+    "rmse": "RMSE↓",
+    "sq_rel": "SqRel↓ (extra)",
+    "rmse_log": "RMSElog↓ (extra)",
+    "silog": "SILog↓ (extra)",
+}
 
 
 def _row(label, values, keys):
-    return "| " + label + " | " + " | ".join(f"{values[k]:.3f}" if k in values else "" for k in keys) + " |"
+    return (
+        "| "
+        + label
+        + " | "
+        + " | ".join(f"{values[k]:.3f}" if k in values else "" for k in keys)
+        + " |"
+    )
 
 
 def markdown_report(results: dict) -> str:
@@ -21,17 +37,30 @@ def markdown_report(results: dict) -> str:
     head = "| | " + " | ".join(HEADERS[k] for k in keys) + " |\n|---|" + "---|" * len(keys)
     ours = results["means"]
     label = "ours" if not results["baseline"] else f"ours: baseline {results['baseline']}"
-    lines = [f"# NYU Depth V2 evaluation ({results['images']} images)", "",
-             f"source: `{results['source']}`; model: `{results['model']}`; device: {results['device']}; "
-             f"{(results['seconds_per_image'] or 0) * 1e3:.1f} ms/image; machine: {results['machine']}",
-             f"missing files skipped: {results['missing_files']}", "", head, _row(label, ours, keys)]
+    lines = [
+        f"# NYU Depth V2 evaluation ({results['images']} images)",
+        "",
+        f"source: `{results['source']}`; model: `{results['model']}`; "
+        f"device: {results['device']}; "
+        f"{(results['seconds_per_image'] or 0) * 1e3:.1f} ms/image; machine: {results['machine']}",
+        f"missing files skipped: {results['missing_files']}",
+        "",
+        head,
+        _row(label, ours, keys),
+    ]
     for name, paper in metrics.PAPER_ROWS.items():
         lines.append(_row(name, paper, keys))
         diff = {k: ours[k] - paper[k] for k in paper if k in ours}
         lines.append(_row(f"difference ours - {name}", diff, keys))
-    lines += ["", "The paper's numbers are for its 654-image test split with the real CLIP RN50 weights;",
-              "a row from fewer images or other weights is not comparable.", "", "## Per scene", "",
-              head.replace("| |", "| scene (images) |", 1)]
+    lines += [
+        "",
+        "The paper's numbers are for its 654-image test split with the real CLIP RN50 weights;",
+        "a row from fewer images or other weights is not comparable.",
+        "",
+        "## Per scene",
+        "",
+        head.replace("| |", "| scene (images) |", 1),
+    ]
     for scene, vals in results["per_scene"].items():
         lines.append(_row(f"{scene} ({vals['images']})", vals, keys))
     return "\n".join(lines) + "\n"
@@ -71,7 +100,9 @@ def _bin_bars(probs_cell, bins, size=(200, 150)):
     w = size[0] // k
     for i, p in enumerate(probs_cell):
         h = int(p * (size[1] - 20))
-        draw.rectangle([i * w + 2, size[1] - 15 - h, (i + 1) * w - 2, size[1] - 15], fill=(60, 110, 200))
+        draw.rectangle(
+            [i * w + 2, size[1] - 15 - h, (i + 1) * w - 2, size[1] - 15], fill=(60, 110, 200)
+        )
         draw.text((i * w + 2, size[1] - 13), f"{bins[i]:g}", fill=(0, 0, 0))
     return img
 
@@ -87,7 +118,9 @@ def save_panel(path, rgb, gt, pred, bin_probs, bins):
     tiles = [rgb] + [colorize(a, 0, vmax) for a in (gt_show, pred_show, err)]
     top = np.concatenate(tiles, axis=1)
     w = top.shape[1]
-    panel = Image.new("RGB", (w, top.shape[0] + 28 + (160 if bin_probs is not None else 0)), (255, 255, 255))
+    panel = Image.new(
+        "RGB", (w, top.shape[0] + 28 + (160 if bin_probs is not None else 0)), (255, 255, 255)
+    )
     panel.paste(Image.fromarray(top), (0, 0))
     draw = ImageDraw.Draw(panel)
     for i, label in enumerate(("RGB", "ground truth", "DepthCLIP", "|error|")):

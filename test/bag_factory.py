@@ -2,25 +2,26 @@
 
 rclpy serialises the messages (CDR, as a recorder would); rosbags stores the bytes.
 """
+
 import io
 import os
 
+from conftest import structured_image
+from msg_factory import encode
 from PIL import Image as PILImage
 from rclpy.serialization import serialize_message
+from ros_harness import camera_info, stamp
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
-
-from msg_factory import encode
-from ros_harness import camera_info, stamp
-
-from conftest import structured_image
 
 FRAME_PERIOD_NS = 100_000_000  # 10 Hz camera
 T0_NS = 1_700_000_000 * 10**9  # a wall-clock-like recording start
 
 
 def frame_stamp(i):
-    t = T0_NS + i * FRAME_PERIOD_NS + 1234  # header stamps a little off the log times, as in real bags
+    t = (
+        T0_NS + i * FRAME_PERIOD_NS + 1234
+    )  # header stamps a little off the log times, as in real bags
     return divmod(t, 10**9)
 
 
@@ -30,8 +31,18 @@ def jpeg(rgb):
     return buf.getvalue()
 
 
-def write_bag(path, storage="mcap", frames=4, width=160, height=120, compressed=False,
-              encoding="rgb8", with_info=True, image_first=False, focal=lambda i: None):
+def write_bag(
+    path,
+    storage="mcap",
+    frames=4,
+    width=160,
+    height=120,
+    compressed=False,
+    encoding="rgb8",
+    with_info=True,
+    image_first=False,
+    focal=lambda i: None,
+):
     """A bag with a camera (image + camera_info) and an unrelated String topic.
 
     `image_first`: log each image before its camera_info, as image_transport's CameraPublisher
@@ -41,15 +52,21 @@ def write_bag(path, storage="mcap", frames=4, width=160, height=120, compressed=
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
+
     typestore = get_typestore(Stores.ROS2_KILTED)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     image_topic = "/cam/image_raw/compressed" if compressed else "/cam/image_raw"
     written = {}
     with Writer(path, version=9, storage_plugin=plugin) as writer:
-        conns = {"/chatter": writer.add_connection("/chatter", "std_msgs/msg/String", typestore=typestore)}
+        conns = {
+            "/chatter": writer.add_connection(
+                "/chatter", "std_msgs/msg/String", typestore=typestore
+            )
+        }
         if with_info:
-            conns["/cam/camera_info"] = writer.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo",
-                                                              typestore=typestore)
+            conns["/cam/camera_info"] = writer.add_connection(
+                "/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=typestore
+            )
         msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
         conns[image_topic] = writer.add_connection(image_topic, msgtype, typestore=typestore)
 
@@ -79,6 +96,7 @@ def write_bag(path, storage="mcap", frames=4, width=160, height=120, compressed=
 def read_bag(path):
     """{topic: [(log_time_ns, raw_bytes, msgtype)]} and the storage files of a bag."""
     from rosbags.rosbag2 import Reader
+
     out = {}
     with Reader(path) as reader:
         for conn, t, raw in reader.messages():
@@ -88,4 +106,5 @@ def read_bag(path):
 
 def deserialize(raw, msgtype):
     from rosbags.typesys import Stores, get_typestore
+
     return get_typestore(Stores.ROS2_KILTED).deserialize_cdr(raw, msgtype)

@@ -3,12 +3,13 @@
 Publishes /clock with the bag's log time (40 Hz, and at every message) and each message's
 recorded bytes, unchanged, at its recorded time scaled by 1/rate.
 """
+
 import importlib
 import time
 
 from builtin_interfaces.msg import Time
-from rosgraph_msgs.msg import Clock
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 
 CLOCK_PERIOD_S = 1 / 40  # ros2 bag play --clock's default rate
 
@@ -23,18 +24,23 @@ def _time(ns: int) -> Time:
     return Time(sec=sec, nanosec=nanosec)
 
 
-def play(node, bag_path, rate=1.0, wait_for_subscribers=("/cam/image_raw",), delay=1.0, timeout=10.0):
+def play(
+    node, bag_path, rate=1.0, wait_for_subscribers=("/cam/image_raw",), delay=1.0, timeout=10.0
+):
     """Play the whole bag from `node`; returns the number of messages published.
 
     Like `ros2 bag play --delay`, waits `delay` s after the subscribers match: DDS discovery
     completes on the subscriber's side a little after the publisher sees the match.
     """
     from rosbags.rosbag2 import Reader
+
     clock_pub = node.create_publisher(Clock, "/clock", 10)
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     with Reader(bag_path) as reader:
-        pubs = {c.topic: node.create_publisher(message_class(c.msgtype), c.topic, qos)
-                for c in reader.connections}
+        pubs = {
+            c.topic: node.create_publisher(message_class(c.msgtype), c.topic, qos)
+            for c in reader.connections
+        }
         deadline = time.monotonic() + timeout
         while any(pubs[t].get_subscription_count() == 0 for t in wait_for_subscribers):
             if time.monotonic() > deadline:

@@ -3,9 +3,10 @@ each frame's depth, as the node's users see it across processes.
 
   python camera_process.py WIDTH HEIGHT reliable|best_effort COUNT [TIMEOUT_S] [NAMESPACE]
 
-Prints one JSON line: {"answered": [...stamps...], "sent": N, "depth_range": [min, max]}. Image first, camera_info right
-after with the same stamp (image_transport's CameraPublisher order).
+Prints one JSON line: {"answered": [...stamps...], "sent": N, "depth_range": [min, max]}.
+Image first, camera_info right after with the same stamp (image_transport's CameraPublisher order).
 """
+
 import json
 import sys
 import time
@@ -19,7 +20,12 @@ from depthclip_ros import conversions
 
 
 def main():
-    width, height, reliability, count = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    width, height, reliability, count = (
+        int(sys.argv[1]),
+        int(sys.argv[2]),
+        sys.argv[3],
+        int(sys.argv[4]),
+    )
     timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 20.0
     namespace = sys.argv[6] if len(sys.argv) > 6 else ""
     rclpy.init()
@@ -33,8 +39,13 @@ def main():
         depth = conversions.depth_image_to_array(msg)
         answered.add(msg.header.stamp.sec)
         ranges.append((float(np.nanmin(depth)), float(np.nanmax(depth))))
-    node.create_subscription(Image, "depth/image", on_depth,
-                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+
+    node.create_subscription(
+        Image,
+        "depth/image",
+        on_depth,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )
     deadline = time.monotonic() + 60
     while image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.1)
@@ -43,7 +54,11 @@ def main():
     sent = 0
     for sec in range(1, count + 1):
         image = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=pixels)
-        info = CameraInfo(width=width, height=height, k=[width, 0.0, width / 2, 0.0, width, height / 2, 0.0, 0.0, 1.0])
+        info = CameraInfo(
+            width=width,
+            height=height,
+            k=[width, 0.0, width / 2, 0.0, width, height / 2, 0.0, 0.0, 1.0],
+        )
         for msg in (image, info):
             msg.header.stamp.sec, msg.header.frame_id = sec, "camera_optical_frame"
         image_pub.publish(image)
@@ -53,7 +68,10 @@ def main():
         while sec not in answered and time.monotonic() < end:
             rclpy.spin_once(node, timeout_sec=0.05)
     depth_range = [min(r[0] for r in ranges), max(r[1] for r in ranges)] if ranges else None
-    print(json.dumps({"answered": sorted(answered), "sent": sent, "depth_range": depth_range}), flush=True)
+    print(
+        json.dumps({"answered": sorted(answered), "sent": sent, "depth_range": depth_range}),
+        flush=True,
+    )
     node.destroy_node()
     rclpy.shutdown()
 

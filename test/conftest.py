@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny random CLIP saved to disk and loaded the way users load models."""
+
 import os
 import time
 import warnings
@@ -8,13 +9,17 @@ import warnings
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
 # Nothing else: the middleware runs with its defaults, as on a robot (no DDS XML profile).
-for _tuning in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML"):
+for _tuning in (
+    "FASTDDS_DEFAULT_PROFILES_FILE",
+    "FASTRTPS_DEFAULT_PROFILES_FILE",
+    "RMW_FASTRTPS_USE_QOS_FROM_XML",
+):
     os.environ.pop(_tuning, None)
 
-import numpy as np
-import pytest
+import numpy as np  # noqa: E402 (after the environment the rmw reads)
+import pytest  # noqa: E402
 
-from depthclip_ros.random_clip import save_random_checkpoint
+from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
 
@@ -34,10 +39,12 @@ def make_config(tiny_checkpoint, tmp_path):
     from depthclip_ros.config import DepthClipConfig
 
     def make(**changes):
-        base = dict(model=tiny_checkpoint, device="cpu", cache_dir=str(tmp_path / "cache"),
-                    temperature=1.0)
+        base = dict(
+            model=tiny_checkpoint, device="cpu", cache_dir=str(tmp_path / "cache"), temperature=1.0
+        )
         base.update(changes)
         return DepthClipConfig(**base)
+
     return make
 
 
@@ -50,7 +57,7 @@ def structured_image(height=480, width=640, seed=0):
     img[..., 1] = yy * 255 // height
     img[..., 2] = ((xx // 40 + yy // 40) % 2) * 200
     h0, w0 = height // 5, width // 3
-    img[h0:2 * h0, w0:2 * w0] = rng.integers(0, 256, 3)
+    img[h0 : 2 * h0, w0 : 2 * w0] = rng.integers(0, 256, 3)
     return img
 
 

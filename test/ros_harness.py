@@ -1,17 +1,17 @@
 """Run the real depthclip node and a tester node over DDS in this process."""
+
 import contextlib
 import threading
 import time
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from diagnostic_msgs.msg import DiagnosticArray
 
 from depthclip_ros.node import DepthClipNode, start
-
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -20,10 +20,17 @@ class Tester:
     def __init__(self, node, listen=True):
         self.node = node
         self.lock = threading.Lock()
-        self.received = {"depth/image": [], "points": [], "depth/camera_info": [], "depth/colored": [],
-                         "/diagnostics": []}
+        self.received = {
+            "depth/image": [],
+            "points": [],
+            "depth/camera_info": [],
+            "depth/colored": [],
+            "/diagnostics": [],
+        }
         self.output_subscriptions = []
-        node.create_subscription(DiagnosticArray, "/diagnostics", self._store("/diagnostics"), RELIABLE)
+        node.create_subscription(
+            DiagnosticArray, "/diagnostics", self._store("/diagnostics"), RELIABLE
+        )
         if listen:
             self.listen()
         self.image_pub = node.create_publisher(Image, "image", RELIABLE)
@@ -32,9 +39,14 @@ class Tester:
 
     def listen(self):
         """Subscribe to the node's depth, cloud and camera_info outputs."""
-        for topic, typ in (("depth/image", Image), ("points", PointCloud2), ("depth/camera_info", CameraInfo)):
+        for topic, typ in (
+            ("depth/image", Image),
+            ("points", PointCloud2),
+            ("depth/camera_info", CameraInfo),
+        ):
             self.output_subscriptions.append(
-                self.node.create_subscription(typ, topic, self._store(topic), RELIABLE))
+                self.node.create_subscription(typ, topic, self._store(topic), RELIABLE)
+            )
 
     def stop_listening(self):
         for subscription in self.output_subscriptions:
@@ -45,6 +57,7 @@ class Tester:
         def cb(msg):
             with self.lock:
                 self.received[topic].append(msg)
+
         return cb
 
     def subscribe_colored(self):
@@ -68,7 +81,11 @@ class Tester:
     def wait_connected(self, timeout=10.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.image_pub.get_subscription_count() + self.compressed_pub.get_subscription_count() > 0:
+            if (
+                self.image_pub.get_subscription_count()
+                + self.compressed_pub.get_subscription_count()
+                > 0
+            ):
                 return
             time.sleep(0.02)
         raise TimeoutError("the depthclip node never subscribed")
@@ -81,8 +98,15 @@ def stamp(msg, sec, nanosec=0, frame="camera_optical_frame"):
 
 
 def camera_info(width=640, height=480, fx=500.0, fy=480.0, cx=320.0, cy=240.0):
-    return stamp(CameraInfo(width=width, height=height, k=[fx, 0, cx, 0, fy, cy, 0, 0, 1],
-                            p=[fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0]), 0)
+    return stamp(
+        CameraInfo(
+            width=width,
+            height=height,
+            k=[fx, 0, cx, 0, fy, cy, 0, 0, 1],
+            p=[fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0],
+        ),
+        0,
+    )
 
 
 @contextlib.contextmanager
@@ -92,18 +116,28 @@ def running_node(checkpoint, cache_dir, remappings=None, listen=True, **params):
     As `ros2 run` does: configured and activated unless `autostart=False` is passed. With
     `listen=False` the tester does not subscribe to the outputs (the node stays idle)."""
     rclpy.init()
-    overrides = {"model": checkpoint, "device": "cpu", "cache_dir": str(cache_dir), "temperature": 1.0}
+    overrides = {
+        "model": checkpoint,
+        "device": "cpu",
+        "cache_dir": str(cache_dir),
+        "temperature": 1.0,
+    }
     overrides.update(params)
-    remaps = [arg for name, target in (remappings or {}).items() for arg in ("-r", f"{name}:={target}")]
-    node = DepthClipNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
-                         cli_args=["--ros-args", *remaps] if remaps else None)
+    remaps = [
+        arg for name, target in (remappings or {}).items() for arg in ("-r", f"{name}:={target}")
+    ]
+    node = DepthClipNode(
+        parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+        cli_args=["--ros-args", *remaps] if remaps else None,
+    )
     if overrides.get("autostart", True) and not start(node):
         node.destroy_node()
         rclpy.shutdown()
         raise RuntimeError("the depthclip node did not start; its log says why")
     tester_node = rclpy.create_node("tester")
     tester = Tester(tester_node, listen)
-    # Each node spins on its own single-threaded executor, as `rclpy.spin(node)` runs the real node.
+    # Each node spins on its own single-threaded executor, as `rclpy.spin(node)` runs the real
+    # node.
     executors = [SingleThreadedExecutor(), SingleThreadedExecutor()]
     executors[0].add_node(node)
     executors[1].add_node(tester_node)

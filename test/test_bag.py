@@ -1,4 +1,6 @@
-"""depthclip-bag: info and process on real rosbag2 files (MCAP and sqlite3) written by the tests."""
+"""depthclip-bag: info and process on real rosbag2 files (MCAP and sqlite3) written by the
+tests."""
+
 import math
 import os
 import random
@@ -9,25 +11,39 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from bag_factory import deserialize, frame_stamp, read_bag, write_bag
+from bag_player import play
+from ros_harness import running_node
 
 from depthclip_ros import bag_tool, conversions
 from depthclip_ros.config import load_config
 from depthclip_ros.core import DepthClip
-
-from bag_factory import deserialize, frame_stamp, read_bag, write_bag
-from bag_player import play
-from ros_harness import running_node
 
 IMAGE_TOPIC = "/cam/image_raw"
 
 
 @pytest.fixture
 def params_file(tiny_checkpoint, tmp_path):
-    """The tool's parameter file: the tiny model, a small network input, temperature 1 (see conftest)."""
+    """The tool's parameter file: the tiny model, a small network input, temperature 1 (see
+    conftest)."""
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": {
-        "model": str(tiny_checkpoint), "device": "cpu", "cache_dir": str(tmp_path / "cache"),
-        "temperature": 1.0, "input_width": 128, "input_height": 96, "cloud_stride": 4}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "depthclip": {
+                    "ros__parameters": {
+                        "model": str(tiny_checkpoint),
+                        "device": "cpu",
+                        "cache_dir": str(tmp_path / "cache"),
+                        "temperature": 1.0,
+                        "input_width": 128,
+                        "input_height": 96,
+                        "cloud_stride": 4,
+                    }
+                }
+            }
+        )
+    )
     return path
 
 
@@ -41,11 +57,18 @@ def leftovers(folder):
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 @pytest.mark.parametrize("compressed", [False, True], ids=["raw", "compressed"])
-def test_process_adds_depth_info_and_cloud_and_copies_everything(tmp_path, params_file, storage, compressed):
+def test_process_adds_depth_info_and_cloud_and_copies_everything(
+    tmp_path, params_file, storage, compressed
+):
     src, dst = tmp_path / "in_bag", tmp_path / "out_bag"
     written = write_bag(src, storage, frames=3, compressed=compressed, encoding="bgr8")
     image_topic = "/cam/image_raw/compressed" if compressed else IMAGE_TOPIC
-    assert run_tool("process", src, dst, "--image-topic", image_topic, "--params", params_file, "--quiet") == 0
+    assert (
+        run_tool(
+            "process", src, dst, "--image-topic", image_topic, "--params", params_file, "--quiet"
+        )
+        == 0
+    )
 
     out, files = read_bag(dst)
     assert files == ["metadata.yaml", f"out_bag.{'mcap' if storage == 'mcap' else 'db3'}"]
@@ -53,13 +76,17 @@ def test_process_adds_depth_info_and_cloud_and_copies_everything(tmp_path, param
     for topic, msgs in written.items():
         assert [(t, raw) for t, raw, _ in out[topic]] == msgs
     images = written[image_topic]
-    depth, infos, clouds = out["/cam/depth/image"], out["/cam/depth/camera_info"], out["/cam/points"]
+    depth, infos, clouds = (
+        out["/cam/depth/image"],
+        out["/cam/depth/camera_info"],
+        out["/cam/points"],
+    )
     assert len(depth) == len(infos) == len(clouds) == len(images) == 3
     estimator = DepthClip(load_config(params_file))
     for i, (t_img, raw_img) in enumerate(images):
         image = deserialize(raw_img, out[image_topic][0][2])
         for t, _, _ in (depth[i], infos[i], clouds[i]):
-            assert t == t_img                                   # the image's log time
+            assert t == t_img  # the image's log time
         d = deserialize(depth[i][1], "sensor_msgs/msg/Image")
         assert (d.header.stamp.sec, d.header.stamp.nanosec) == frame_stamp(i)
         assert d.header.frame_id == image.header.frame_id == "camera_optical_frame"
@@ -82,10 +109,34 @@ def test_process_adds_depth_info_and_cloud_and_copies_everything(tmp_path, param
 def test_batches_give_the_same_depth_as_single_frames(tmp_path, params_file):
     src = tmp_path / "in"
     write_bag(src, "mcap", frames=5)
-    assert run_tool("process", src, tmp_path / "b1", "--image-topic", IMAGE_TOPIC, "--params", params_file,
-                    "--quiet") == 0
-    assert run_tool("process", src, tmp_path / "b4", "--image-topic", IMAGE_TOPIC, "--params", params_file,
-                    "--batch-size", "4", "--quiet") == 0
+    assert (
+        run_tool(
+            "process",
+            src,
+            tmp_path / "b1",
+            "--image-topic",
+            IMAGE_TOPIC,
+            "--params",
+            params_file,
+            "--quiet",
+        )
+        == 0
+    )
+    assert (
+        run_tool(
+            "process",
+            src,
+            tmp_path / "b4",
+            "--image-topic",
+            IMAGE_TOPIC,
+            "--params",
+            params_file,
+            "--batch-size",
+            "4",
+            "--quiet",
+        )
+        == 0
+    )
     one, _ = read_bag(tmp_path / "b1")
     four, _ = read_bag(tmp_path / "b4")
     assert len(four["/cam/depth/image"]) == 5
@@ -98,11 +149,27 @@ def test_batches_give_the_same_depth_as_single_frames(tmp_path, params_file):
 def test_storage_can_be_converted_and_output_is_in_log_time_order(tmp_path, params_file):
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "mcap", frames=4)
-    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file,
-                    "--storage", "sqlite3", "--batch-size", "3", "--quiet") == 0
+    assert (
+        run_tool(
+            "process",
+            src,
+            dst,
+            "--image-topic",
+            IMAGE_TOPIC,
+            "--params",
+            params_file,
+            "--storage",
+            "sqlite3",
+            "--batch-size",
+            "3",
+            "--quiet",
+        )
+        == 0
+    )
     _, files = read_bag(dst)
     assert files == ["metadata.yaml", "out.db3"]
     from rosbags.rosbag2 import Reader
+
     with Reader(dst) as reader:  # file order, not the reader's merge: stored sorted by log time
         times = [t for _, t, _ in reader.messages()]
     assert times == sorted(times) and len(times) == 4 * 3 + 4 * 3
@@ -111,33 +178,66 @@ def test_storage_can_be_converted_and_output_is_in_log_time_order(tmp_path, para
 def test_without_camera_info_only_depth_is_written(tmp_path, params_file, capsys):
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "mcap", frames=2, with_info=False)
-    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    assert (
+        run_tool(
+            "process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"
+        )
+        == 0
+    )
     out, _ = read_bag(dst)
     assert len(out["/cam/depth/image"]) == 2 and "/cam/points" not in out
     assert "no point cloud: no camera_info" in capsys.readouterr().err
     from rosbags.rosbag2 import Reader
+
     with Reader(dst) as reader:  # no empty topics either
-        assert sorted(c.topic for c in reader.connections) == ["/cam/depth/image", IMAGE_TOPIC, "/chatter"]
+        assert sorted(c.topic for c in reader.connections) == [
+            "/cam/depth/image",
+            IMAGE_TOPIC,
+            "/chatter",
+        ]
 
 
 def test_messages_of_custom_types_are_copied_with_their_definitions(tmp_path, params_file):
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
     typestore = get_typestore(Stores.ROS2_KILTED)
     typestore.register(get_types_from_msg("int32 value\nstring label", "my_robot_msgs/msg/Thing"))
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "mcap", frames=2)
     with_custom = tmp_path / "with_custom"
-    with Reader(src) as reader, Writer(with_custom, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        conns = {c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
-                 for c in reader.connections}
+    with (
+        Reader(src) as reader,
+        Writer(with_custom, version=9, storage_plugin=StoragePlugin.MCAP) as writer,
+    ):
+        conns = {
+            c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
+            for c in reader.connections
+        }
         thing = writer.add_connection("/thing", "my_robot_msgs/msg/Thing", typestore=typestore)
         for c, t, raw in reader.messages():
             writer.write(conns[c.id], t, raw)
-            writer.write(thing, t, typestore.serialize_cdr(
-                typestore.types["my_robot_msgs/msg/Thing"](value=t % 1000, label="x"), "my_robot_msgs/msg/Thing"))
-    assert run_tool("process", with_custom, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file,
-                    "--quiet") == 0
+            writer.write(
+                thing,
+                t,
+                typestore.serialize_cdr(
+                    typestore.types["my_robot_msgs/msg/Thing"](value=t % 1000, label="x"),
+                    "my_robot_msgs/msg/Thing",
+                ),
+            )
+    assert (
+        run_tool(
+            "process",
+            with_custom,
+            dst,
+            "--image-topic",
+            IMAGE_TOPIC,
+            "--params",
+            params_file,
+            "--quiet",
+        )
+        == 0
+    )
     before, _ = read_bag(with_custom)
     after, _ = read_bag(dst)
     assert after["/thing"] == before["/thing"] and len(after["/thing"]) == 6
@@ -148,22 +248,36 @@ def test_messages_of_custom_types_are_copied_with_their_definitions(tmp_path, pa
 
 def test_undecodable_frames_are_skipped_and_counted(tmp_path, params_file, capsys):
     src, dst = tmp_path / "in", tmp_path / "out"
-    write_bag(src, "mcap", frames=2, encoding="mono16")  # decodable; then make one frame a depth image
-    from rosbags.rosbag2 import Reader, Writer, StoragePlugin
+    write_bag(
+        src, "mcap", frames=2, encoding="mono16"
+    )  # decodable; then make one frame a depth image
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
     bad = tmp_path / "bad"
-    with Reader(src) as reader, Writer(bad, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        conns = {c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
-                 for c in reader.connections}
+    with (
+        Reader(src) as reader,
+        Writer(bad, version=9, storage_plugin=StoragePlugin.MCAP) as writer,
+    ):
+        conns = {
+            c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
+            for c in reader.connections
+        }
         first = True
         for c, t, raw in reader.messages():
             if c.topic == IMAGE_TOPIC and first:
                 msg = deserialize(raw, c.msgtype)
                 msg.encoding = "16UC1"
                 from rosbags.typesys import Stores, get_typestore
+
                 raw = get_typestore(Stores.ROS2_KILTED).serialize_cdr(msg, c.msgtype)
                 first = False
             writer.write(conns[c.id], t, raw)
-    assert run_tool("process", bad, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    assert (
+        run_tool(
+            "process", bad, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"
+        )
+        == 0
+    )
     out, _ = read_bag(dst)
     assert len(out["/cam/depth/image"]) == 1 and len(out[IMAGE_TOPIC]) == 2
     err = capsys.readouterr()
@@ -175,8 +289,15 @@ def test_info_lists_topics_types_counts_and_marks_images(tmp_path, capsys):
     write_bag(src, "sqlite3", frames=3, compressed=True)
     assert run_tool("info", src) == 0
     text = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.startswith("/")}
-    assert rows["/cam/image_raw/compressed"] == ["sensor_msgs/msg/CompressedImage", "3", "<-", "image"]
+    rows = {
+        line.split()[0]: line.split()[1:] for line in text.splitlines() if line.startswith("/")
+    }
+    assert rows["/cam/image_raw/compressed"] == [
+        "sensor_msgs/msg/CompressedImage",
+        "3",
+        "<-",
+        "image",
+    ]
     assert rows["/cam/camera_info"] == ["sensor_msgs/msg/CameraInfo", "3"]
     assert rows["/chatter"] == ["std_msgs/msg/String", "3"]
     assert "storage:  sqlite3" in text and "messages: 9" in text
@@ -184,10 +305,16 @@ def test_info_lists_topics_types_counts_and_marks_images(tmp_path, capsys):
 
 # ------------------------------------------------------------------------- errors
 
+
 def test_unknown_topic_names_the_image_topics(tmp_path, params_file, capsys):
     src = tmp_path / "in"
     write_bag(src, "mcap", frames=1)
-    assert run_tool("process", src, tmp_path / "out", "--image-topic", "/nope", "--params", params_file) == 2
+    assert (
+        run_tool(
+            "process", src, tmp_path / "out", "--image-topic", "/nope", "--params", params_file
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "topic /nope is not in bag" in err and "/cam/image_raw" in err
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
@@ -196,7 +323,12 @@ def test_unknown_topic_names_the_image_topics(tmp_path, params_file, capsys):
 def test_non_image_topic_is_refused_with_its_type(tmp_path, params_file, capsys):
     src = tmp_path / "in"
     write_bag(src, "mcap", frames=1)
-    assert run_tool("process", src, tmp_path / "out", "--image-topic", "/chatter", "--params", params_file) == 2
+    assert (
+        run_tool(
+            "process", src, tmp_path / "out", "--image-topic", "/chatter", "--params", params_file
+        )
+        == 2
+    )
     assert "/chatter" in (err := capsys.readouterr().err) and "std_msgs/msg/String" in err
     assert not (tmp_path / "out").exists()
 
@@ -206,9 +338,20 @@ def test_truncated_bag_is_a_clear_error_and_leaves_nothing(tmp_path, params_file
     src = tmp_path / "in"
     write_bag(src, storage, frames=4)
     data_file = next(p for p in src.iterdir() if p.suffix in (".mcap", ".db3"))
-    data_file.write_bytes(data_file.read_bytes()[:data_file.stat().st_size // 2])
-    assert run_tool("process", src, tmp_path / "out", "--image-topic", IMAGE_TOPIC, "--params", params_file,
-                    "--quiet") == 2
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    assert (
+        run_tool(
+            "process",
+            src,
+            tmp_path / "out",
+            "--image-topic",
+            IMAGE_TOPIC,
+            "--params",
+            params_file,
+            "--quiet",
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("depthclip-bag: error: ") and str(src) in err
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
@@ -228,18 +371,39 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, param
     write_bag(src, "mcap", frames=2)
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
-    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file) == 2
+    assert (
+        run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file) == 2
+    )
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert os.listdir(dst) == ["keep.txt"]
-    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file,
-                    "--overwrite", "--quiet") == 0
+    assert (
+        run_tool(
+            "process",
+            src,
+            dst,
+            "--image-topic",
+            IMAGE_TOPIC,
+            "--params",
+            params_file,
+            "--overwrite",
+            "--quiet",
+        )
+        == 0
+    )
     assert sorted(os.listdir(dst)) == ["metadata.yaml", "out.mcap"] and leftovers(tmp_path) == []
 
 
-def test_failure_mid_run_leaves_no_output_and_keeps_the_old_one(tmp_path, params_file, monkeypatch):
+def test_failure_mid_run_leaves_no_output_and_keeps_the_old_one(
+    tmp_path, params_file, monkeypatch
+):
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "mcap", frames=4)
-    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    assert (
+        run_tool(
+            "process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"
+        )
+        == 0
+    )
     before = read_bag(dst)
     calls = []
 
@@ -248,10 +412,23 @@ def test_failure_mid_run_leaves_no_output_and_keeps_the_old_one(tmp_path, params
         if len(calls) > 1:
             raise KeyboardInterrupt  # what Ctrl-C or SIGTERM does mid-run
         return original(self)
+
     original = bag_tool.BagProcessor._flush
     monkeypatch.setattr(bag_tool.BagProcessor, "_flush", interrupted_after_one_frame)
-    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file,
-                    "--overwrite", "--quiet") == 130
+    assert (
+        run_tool(
+            "process",
+            src,
+            dst,
+            "--image-topic",
+            IMAGE_TOPIC,
+            "--params",
+            params_file,
+            "--overwrite",
+            "--quiet",
+        )
+        == 130
+    )
     assert read_bag(dst) == before and leftovers(tmp_path) == []
 
 
@@ -261,7 +438,12 @@ def test_image_logged_before_its_camera_info_gets_its_own_k(tmp_path, params_fil
     src, dst = tmp_path / "in", tmp_path / "out"
     focal = lambda i: 100.0 + 10 * i  # noqa: E731
     write_bag(src, storage, frames=4, image_first=True, focal=focal)
-    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    assert (
+        run_tool(
+            "process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"
+        )
+        == 0
+    )
     out, _ = read_bag(dst)
     infos = [deserialize(raw, t) for _, raw, t in out["/cam/depth/camera_info"]]
     clouds = [deserialize(raw, t) for _, raw, t in out["/cam/points"]]
@@ -272,14 +454,21 @@ def test_image_logged_before_its_camera_info_gets_its_own_k(tmp_path, params_fil
         assert info.k[0] == info.k[4] == focal(i)
         z = conversions.depth_image_to_array(depth)[4, 8]  # the cloud's point (1, 2) at stride 4
         point = conversions.pointcloud_to_array(cloud)[1, 2]
-        np.testing.assert_allclose(point[:2], [(8 - 80) * z / focal(i), (4 - 60) * z / focal(i)], rtol=1e-5)
+        np.testing.assert_allclose(
+            point[:2], [(8 - 80) * z / focal(i), (4 - 60) * z / focal(i)], rtol=1e-5
+        )
 
 
 def test_output_metadata_is_the_form_humble_reads(tmp_path, params_file):
     """Humble's rosbag2 parses offered_qos_profiles as a YAML string (metadata version <= 8)."""
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "sqlite3", frames=1)
-    assert run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
+    assert (
+        run_tool(
+            "process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"
+        )
+        == 0
+    )
     info = yaml.safe_load((dst / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert info["version"] == 8
     for topic in info["topics_with_message_count"]:
@@ -288,23 +477,45 @@ def test_output_metadata_is_the_form_humble_reads(tmp_path, params_file):
 
 def test_bag_outputs_are_the_topics_a_node_in_the_camera_namespace_publishes():
     import rclpy
+
     from depthclip_ros import topics
+
     with rclpy.init():
         node = rclpy.create_node("depthclip", namespace="/camera/color")
         resolved = {key: node.resolve_topic_name(name) for key, name in topics.OUTPUTS.items()}
         node.destroy_node()
     for image_topic in ("/camera/color/image_raw", "/camera/color/image_raw/compressed"):
-        assert bag_tool.output_topics(image_topic) == {k: resolved[k] for k in ("depth", "camera_info", "points")}
+        assert bag_tool.output_topics(image_topic) == {
+            k: resolved[k] for k in ("depth", "camera_info", "points")
+        }
     assert resolved["depth"] == "/camera/color/depth/image"
 
 
 def test_already_processed_bag_is_refused(tmp_path, params_file, capsys):
     src, once = tmp_path / "in", tmp_path / "once"
     write_bag(src, "mcap", frames=1)
-    assert run_tool("process", src, once, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet") == 0
-    assert run_tool("process", once, tmp_path / "twice", "--image-topic", IMAGE_TOPIC,
-                    "--params", params_file) == 2
-    assert "already has /cam/depth/camera_info, /cam/depth/image, /cam/points" in capsys.readouterr().err
+    assert (
+        run_tool(
+            "process", src, once, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"
+        )
+        == 0
+    )
+    assert (
+        run_tool(
+            "process",
+            once,
+            tmp_path / "twice",
+            "--image-topic",
+            IMAGE_TOPIC,
+            "--params",
+            params_file,
+        )
+        == 2
+    )
+    assert (
+        "already has /cam/depth/camera_info, /cam/depth/image, /cam/points"
+        in capsys.readouterr().err
+    )
 
 
 def test_console_entry_point_reports_config_errors(tmp_path):
@@ -312,16 +523,36 @@ def test_console_entry_point_reports_config_errors(tmp_path):
     write_bag(src, "mcap", frames=1)
     bad = tmp_path / "bad.yaml"
     bad.write_text("depthclip:\n  ros__parameters:\n    cloud_stride: -3\n")
-    proc = subprocess.run([sys.executable, "-m", "depthclip_ros.bag_tool", "process", str(src),
-                           str(tmp_path / "out"), "--image-topic", IMAGE_TOPIC, "--params", str(bad)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "depthclip_ros.bag_tool",
+            "process",
+            str(src),
+            str(tmp_path / "out"),
+            "--image-topic",
+            IMAGE_TOPIC,
+            "--params",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
-    assert "invalid config field 'cloud_stride' = -3" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        "invalid config field 'cloud_stride' = -3" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_damaged_bags_give_an_error_or_a_complete_output_never_a_crash(tmp_path, params_file, capsys, storage):
-    """Blocks of random bytes anywhere in the file: exit 0 with a full output, or exit 2 with nothing."""
+def test_damaged_bags_give_an_error_or_a_complete_output_never_a_crash(
+    tmp_path, params_file, capsys, storage
+):
+    """Blocks of random bytes anywhere in the file: exit 0 with a full output, or exit 2 with
+    nothing."""
     clean = tmp_path / "clean"
     write_bag(clean, storage, frames=3)
     data_file = next(p for p in clean.iterdir() if p.suffix in (".mcap", ".db3"))
@@ -336,7 +567,9 @@ def test_damaged_bags_give_an_error_or_a_complete_output_never_a_crash(tmp_path,
         src, dst = tmp_path / f"damaged{seed}", tmp_path / f"out{seed}"
         shutil.copytree(clean, src)
         (src / data_file.name).write_bytes(bytes(damaged))
-        rc = run_tool("process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet")
+        rc = run_tool(
+            "process", src, dst, "--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"
+        )
         err = capsys.readouterr().err
         assert rc in (0, 2), err
         if rc == 2:
@@ -349,20 +582,25 @@ def test_damaged_bags_give_an_error_or_a_complete_output_never_a_crash(tmp_path,
 
 # ------------------------------------------------------------------------- live replay
 
+
 def test_bag_replayed_with_clock_into_a_sim_time_node(tmp_path, tiny_checkpoint):
-    """`ros2 bag play BAG --clock` into the node with use_sim_time: the depth carries the bag's stamps."""
+    """`ros2 bag play BAG --clock` into the node with use_sim_time: the depth carries the bag's
+    stamps."""
     bag = tmp_path / "recorded"
     frames = 5
     write_bag(bag, "mcap", frames=frames)
     bag_stamps = [frame_stamp(i) for i in range(frames)]
     remap = {"image": IMAGE_TOPIC, "camera_info": "/cam/camera_info"}
-    with running_node(tiny_checkpoint, tmp_path, remappings=remap, use_sim_time=True) as (node, tester):
+    with running_node(tiny_checkpoint, tmp_path, remappings=remap, use_sim_time=True) as (
+        node,
+        tester,
+    ):
         play(tester.node, bag, rate=0.25)  # 10 Hz recording at 2.5 Hz: the node keeps up
         depth = tester.wait_for("depth/image", count=frames, timeout=20)
         clouds = tester.wait_for("points", count=frames, timeout=20)
         node_now = node.get_clock().now().nanoseconds
     stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in depth]
-    assert stamps == bag_stamps                       # every frame, in order, with its recorded stamp
+    assert stamps == bag_stamps  # every frame, in order, with its recorded stamp
     assert [(m.header.stamp.sec, m.header.stamp.nanosec) for m in clouds] == bag_stamps
     # The node runs on the bag's clock (2023), not the wall clock.
     last_log_ns = 1_700_000_000 * 10**9 + (frames - 1) * 100_000_000
@@ -372,14 +610,32 @@ def test_bag_replayed_with_clock_into_a_sim_time_node(tmp_path, tiny_checkpoint)
 def test_sigterm_mid_run_removes_the_partial_output(tmp_path, params_file):
     import signal
     import time
+
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "mcap", frames=100, width=320, height=240)
     slow = tmp_path / "slow.yaml"  # the full-size network input: a run of several seconds
-    slow.write_text(params_file.read_text().replace("input_width: 128", "input_width: 544")
-                    .replace("input_height: 96", "input_height: 416"))
-    proc = subprocess.Popen([sys.executable, "-m", "depthclip_ros.bag_tool", "process", str(src), str(dst),
-                             "--image-topic", IMAGE_TOPIC, "--params", str(slow)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    slow.write_text(
+        params_file.read_text()
+        .replace("input_width: 128", "input_width: 544")
+        .replace("input_height: 96", "input_height: 416")
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "depthclip_ros.bag_tool",
+            "process",
+            str(src),
+            str(dst),
+            "--image-topic",
+            IMAGE_TOPIC,
+            "--params",
+            str(slow),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -388,5 +644,7 @@ def test_sigterm_mid_run_removes_the_partial_output(tmp_path, params_file):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted; no output written" in err and "%" in err  # it was under way (progress bar)
+    assert (
+        "interrupted; no output written" in err and "%" in err
+    )  # it was under way (progress bar)
     assert not dst.exists() and leftovers(tmp_path) == []

@@ -1,4 +1,6 @@
-"""`make bench` runs end to end and prints the README's tables (a short run: the figures are not asserted)."""
+"""`make bench` runs end to end and prints the README's tables (a short run: the figures are not
+asserted)."""
+
 import os
 import subprocess
 import sys
@@ -25,17 +27,39 @@ def markdown_tables(text):
 
 def test_benchmark_prints_every_table():
     env = {**os.environ, "DEPTHCLIP_DEMO_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]}
-    proc = subprocess.run([sys.executable, "bench/benchmark.py", "--quick", "--rates", "30",
-                           "--node-seconds", "3", "--eval-images", "1"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/benchmark.py",
+            "--quick",
+            "--rates",
+            "30",
+            "--node-seconds",
+            "3",
+            "--eval-images",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[2].startswith("Machine: ")  # figures always name their machine
     tables = markdown_tables(proc.stdout)
-    assert list(tables) == ["Core", "Conversions and cloud building per frame", "Node", "Offline evaluation"]
+    assert list(tables) == [
+        "Core",
+        "Conversions and cloud building per frame",
+        "Node",
+        "Offline evaluation",
+    ]
 
     core = tables["Core"]
     assert [(r["input"], r["flip"], r["batch"]) for r in core if r["device"] == "cpu"] == [
-        ("544x416", "off", "1"), ("640x480 resize", "off", "1")]
+        ("544x416", "off", "1"),
+        ("640x480 resize", "off", "1"),
+    ]
     for row in core:
         # RN50's dense forward at 544x416 (the resize target too): the issue's 48.4 GFLOP/frame.
         assert row["GFLOP/frame"] == "48.4"

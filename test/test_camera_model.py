@@ -1,4 +1,5 @@
 """The pinhole camera model against image_geometry's rules, computed by hand."""
+
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, RegionOfInterest
@@ -6,15 +7,33 @@ from sensor_msgs.msg import CameraInfo, RegionOfInterest
 from depthclip_ros.camera_model import PinholeCamera
 
 
-def info(width=1280, height=960, fx=1000.0, fy=900.0, cx=640.0, cy=480.0, p_fx=None, binning=(0, 0),
-         roi=(0, 0, 0, 0), d=(0.0,) * 5, tx=0.0):
+def info(
+    width=1280,
+    height=960,
+    fx=1000.0,
+    fy=900.0,
+    cx=640.0,
+    cy=480.0,
+    p_fx=None,
+    binning=(0, 0),
+    roi=(0, 0, 0, 0),
+    d=(0.0,) * 5,
+    tx=0.0,
+):
     p_fx = fx if p_fx is None else p_fx
     x, y, w, h = roi
-    return CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=list(d),
-                      k=[fx, 0, cx, 0, fy, cy, 0, 0, 1], r=[1.0, 0, 0, 0, 1, 0, 0, 0, 1],
-                      p=[p_fx, 0, cx, tx, 0, fy, cy, 0, 0, 0, 1, 0],
-                      binning_x=binning[0], binning_y=binning[1],
-                      roi=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h))
+    return CameraInfo(
+        width=width,
+        height=height,
+        distortion_model="plumb_bob",
+        d=list(d),
+        k=[fx, 0, cx, 0, fy, cy, 0, 0, 1],
+        r=[1.0, 0, 0, 0, 1, 0, 0, 0, 1],
+        p=[p_fx, 0, cx, tx, 0, fy, cy, 0, 0, 0, 1, 0],
+        binning_x=binning[0],
+        binning_y=binning[1],
+        roi=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h),
+    )
 
 
 def from_fields(fields):
@@ -40,11 +59,20 @@ def test_binning_and_roi_as_image_geometry_applies_them():
 
 
 def test_published_camera_info_is_read_back_unchanged():
-    """The written model carries binning and ROI already applied: reading it again changes nothing."""
-    cam = PinholeCamera.from_camera_info(info(binning=(2, 2), roi=(64, 32, 640, 480))).scaled_to(160, 120)
+    """The written model carries binning and ROI already applied: reading it again changes
+    nothing."""
+    cam = PinholeCamera.from_camera_info(info(binning=(2, 2), roi=(64, 32, 640, 480))).scaled_to(
+        160, 120
+    )
     fields = cam.camera_info_fields()
     assert (fields["binning_x"], fields["binning_y"]) == (0, 0)
-    assert fields["roi"] == {"x_offset": 0, "y_offset": 0, "height": 0, "width": 0, "do_rectify": False}
+    assert fields["roi"] == {
+        "x_offset": 0,
+        "y_offset": 0,
+        "height": 0,
+        "width": 0,
+        "do_rectify": False,
+    }
     again = PinholeCamera.from_camera_info(from_fields(fields))
     assert (again.width, again.height) == (160, 120)
     np.testing.assert_allclose(again.k, cam.k)

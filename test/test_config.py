@@ -1,9 +1,18 @@
 import pytest
 import yaml
 
-from depthclip_ros.config import (ConfigError, DepthClipConfig, Parameters, default_params_file,
-                                  load_config, node_key_matches, parameter_defaults,
-                                  parameter_fields, preset_names, read_params_file)
+from depthclip_ros.config import (
+    ConfigError,
+    DepthClipConfig,
+    Parameters,
+    default_params_file,
+    load_config,
+    node_key_matches,
+    parameter_defaults,
+    parameter_fields,
+    preset_names,
+    read_params_file,
+)
 
 BAD_FIELDS = [
     ("depth_tokens", dict(depth_tokens=("giant", " ", "close", "far", "a", "b", "c"))),
@@ -53,8 +62,11 @@ def test_defaults_are_the_shipped_yaml_and_the_paper_protocol_is_a_preset():
     assert (paper.flip, paper.preprocessing) == (True, "crop")
 
 
-LIMITED = [(f.name, f.metadata) for _, f in parameter_fields()
-           if f.metadata["minimum"] is not None or f.metadata["maximum"] is not None]
+LIMITED = [
+    (f.name, f.metadata)
+    for _, f in parameter_fields()
+    if f.metadata["minimum"] is not None or f.metadata["maximum"] is not None
+]
 
 
 @pytest.mark.parametrize("name,meta", LIMITED, ids=[n for n, _ in LIMITED])
@@ -72,11 +84,13 @@ def test_limits_accept_their_bounds_and_reject_beyond(name, meta):
 def test_types_are_checked_and_integers_pass_as_numbers():
     assert Parameters.from_params({"temperature": 1}).config.temperature == 1.0
     assert DepthClipConfig.from_params({"depth_bins": [1, 2, 3, 4, 5, 6, 7]}).depth_bins[-1] == 7.0
-    for name, value, words in (("cloud_stride", 2.0, "must be an integer"),
-                               ("temperature", "hot", "must be a finite number"),
-                               ("use_compressed", "yes", "must be true or false"),
-                               ("depth_tokens", "giant", "must be a list"),
-                               ("object_word", 3, "must be a string")):
+    for name, value, words in (
+        ("cloud_stride", 2.0, "must be an integer"),
+        ("temperature", "hot", "must be a finite number"),
+        ("use_compressed", "yes", "must be true or false"),
+        ("depth_tokens", "giant", "must be a list"),
+        ("object_word", 3, "must be a string"),
+    ):
         with pytest.raises(ConfigError, match=words) as err:
             Parameters.from_params({name: value})
         assert err.value.field == name
@@ -121,8 +135,22 @@ def test_overrides_are_validated():
     assert load_config(overrides={"temperature": 0.5}).temperature == 0.5
 
 
-KEYS = ["depthclip", "/depthclip", "/**/depthclip", "/front/depthclip", "front/depthclip", "/*/depthclip",
-        "/**", "/front/*", "/**/*", "/*", "/front/**", "/**/front/depthclip", "/a/**/depthclip", "other"]
+KEYS = [
+    "depthclip",
+    "/depthclip",
+    "/**/depthclip",
+    "/front/depthclip",
+    "front/depthclip",
+    "/*/depthclip",
+    "/**",
+    "/front/*",
+    "/**/*",
+    "/*",
+    "/front/**",
+    "/**/front/depthclip",
+    "/a/**/depthclip",
+    "other",
+]
 
 
 @pytest.mark.parametrize("namespace", ["/", "/front", "/a/b"])
@@ -131,6 +159,7 @@ def test_node_keys_match_as_rcl_matches_them(namespace, tmp_path):
     parameter x<i> under key i, all files passed to one node."""
     import rclpy
     from rclpy.node import Node
+
     fqn = namespace.rstrip("/") + "/depthclip"
     args = ["--ros-args", "-r", f"__ns:={namespace}"]
     for i, key in enumerate(KEYS):
@@ -146,11 +175,13 @@ def test_node_keys_match_as_rcl_matches_them(namespace, tmp_path):
 
 def test_params_file_sections_apply_in_file_order_and_nest(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text("/**:\n  ros__parameters: {temperature: 0.5, flip: true}\n"
-                    "/front/depthclip:\n  ros__parameters: {temperature: 0.2}\n"
-                    "rear:\n  depthclip:\n    ros__parameters: {temperature: 0.3}\n"
-                    "/**/depthclip:\n  ros__parameters:\n"
-                    "    qos_overrides:\n      /image:\n        subscription: {reliability: reliable}\n")
+    path.write_text(
+        "/**:\n  ros__parameters: {temperature: 0.5, flip: true}\n"
+        "/front/depthclip:\n  ros__parameters: {temperature: 0.2}\n"
+        "rear:\n  depthclip:\n    ros__parameters: {temperature: 0.3}\n"
+        "/**/depthclip:\n  ros__parameters:\n"
+        "    qos_overrides:\n      /image:\n        subscription: {reliability: reliable}\n"
+    )
     front = read_params_file(path, "/front/depthclip")
     assert (front["temperature"], front["flip"]) == (0.2, True)
     assert front["qos_overrides./image.subscription.reliability"] == "reliable"
@@ -160,6 +191,7 @@ def test_params_file_sections_apply_in_file_order_and_nest(tmp_path):
 
 def test_shipped_files_use_the_any_namespace_key():
     from depthclip_ros.config import config_dir
+
     for path in [default_params_file(), *sorted((config_dir() / "presets").glob("*.yaml"))]:
         assert list(yaml.safe_load(path.read_text())) == ["/**/depthclip"], path
         assert read_params_file(path, "/robot/front/depthclip") == read_params_file(path)

@@ -2,14 +2,13 @@ import io
 
 import numpy as np
 import pytest
+from conftest import structured_image
+from msg_factory import ALL_ENCODINGS, encode
 from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 
 from depthclip_ros import conversions
 from depthclip_ros.conversions import ImageDecodeError
-
-from conftest import structured_image
-from msg_factory import ALL_ENCODINGS, encode
 
 RGB = structured_image(48, 64)
 
@@ -43,15 +42,18 @@ def test_bayer_keeps_sampled_pixels_exactly():
     np.testing.assert_array_equal(out[1::2, 1::2, 2], RGB[1::2, 1::2, 2])
 
 
-@pytest.mark.parametrize("mutate,reason", [
-    (dict(encoding="16UC1"), "depth image"),
-    (dict(encoding="32FC1"), "depth image"),
-    (dict(encoding="weird"), "unsupported encoding"),
-    (dict(width=0), "empty image"),
-    (dict(height=0), "empty image"),
-    (dict(step=10), "smaller than one row"),
-    (dict(data=b"\x00" * 100), "data has 100 bytes"),
-])
+@pytest.mark.parametrize(
+    "mutate,reason",
+    [
+        (dict(encoding="16UC1"), "depth image"),
+        (dict(encoding="32FC1"), "depth image"),
+        (dict(encoding="weird"), "unsupported encoding"),
+        (dict(width=0), "empty image"),
+        (dict(height=0), "empty image"),
+        (dict(step=10), "smaller than one row"),
+        (dict(data=b"\x00" * 100), "data has 100 bytes"),
+    ],
+)
 def test_malformed_images_are_rejected_with_reason(mutate, reason):
     msg = encode(RGB, "rgb8")
     for k, v in mutate.items():
@@ -88,7 +90,9 @@ def test_backprojection_formula():
     rgb = structured_image()
     pts, cols = conversions.cloud_points(depth, rgb, (500.0, 400.0, 320.0, 240.0), 8)
     assert pts.shape == (60, 80, 3)
-    np.testing.assert_allclose(pts[3, 5], [(40 - 320) * 2 / 500, (24 - 240) * 2 / 400, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        pts[3, 5], [(40 - 320) * 2 / 500, (24 - 240) * 2 / 400, 2.0], rtol=1e-6
+    )
     np.testing.assert_array_equal(cols[3, 5], rgb[24, 40])
     fields = conversions.pointcloud_fields(pts, cols)
     assert fields["is_dense"] is False and fields["row_step"] == 80 * 16

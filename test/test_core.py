@@ -1,21 +1,21 @@
 """The core against an independent, step-by-step transcription of the reference DepthCLIP."""
-import subprocess
+
 import socket
+import subprocess
 import sys
 import urllib.error
 
+import clip
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import clip
 from clip.model import build_model
+from conftest import structured_image
+
 from depthclip_ros import core
 from depthclip_ros.core import DepthClip, channel_subsample_index, preprocess
 from depthclip_ros.model_loading import ModelLoadError, load_clip
-
-from conftest import structured_image
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -46,7 +46,7 @@ def reference_depth(checkpoint, img, tokens, bins, temperature, flip):
         text = torch.stack(text, dim=1)
 
         def depth_of(t):
-            f = layer4(t)                                     # (1, C, 13, 17)
+            f = layer4(t)  # (1, C, 13, 17)
             c = f.shape[1]
             f = f.permute(0, 2, 3, 1).reshape(1, 13 * 17, c)
             f = f / f.norm(dim=-1, keepdim=True)
@@ -87,7 +87,9 @@ def test_resize_output_size_and_bin_range(make_config, size):
     assert np.isfinite(r.depth).all()
     assert r.depth.min() >= cfg.depth_bins[0] - 1e-6 and r.depth.max() <= cfg.depth_bins[-1] + 1e-6
     np.testing.assert_allclose(r.bin_probs.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose((r.bin_probs * r.bins[None, :, None, None]).sum(1), r.coarse_depth, atol=1e-5)
+    np.testing.assert_allclose(
+        (r.bin_probs * r.bins[None, :, None, None]).sum(1), r.coarse_depth, atol=1e-5
+    )
     # align_corners=True: the image corners carry the coarse corner values exactly.
     np.testing.assert_allclose(r.depth[:, 0, 0], r.coarse_depth[:, 0, 0], atol=1e-6)
     np.testing.assert_allclose(r.depth[:, -1, -1], r.coarse_depth[:, -1, -1], atol=1e-6)
@@ -113,19 +115,24 @@ def test_crop_box_and_normalisation_exact(make_config):
     expected = ((img[56:472, 60:604].astype(np.float64) / 255 - MEAN) / STD).transpose(2, 0, 1)
     assert x.shape == (3, 416, 544)
     np.testing.assert_allclose(x, expected, atol=1e-5)
-    clip_x = preprocess(torch.from_numpy(img)[None],
-                        make_config(preprocessing="crop", normalization="clip")).numpy()[0]
+    clip_x = preprocess(
+        torch.from_numpy(img)[None], make_config(preprocessing="crop", normalization="clip")
+    ).numpy()[0]
     mean, std = np.array(core.CLIP_MEAN), np.array(core.CLIP_STD)
-    np.testing.assert_allclose(clip_x, ((img[56:472, 60:604] / 255 - mean) / std).transpose(2, 0, 1), atol=1e-5)
+    np.testing.assert_allclose(
+        clip_x, ((img[56:472, 60:604] / 255 - mean) / std).transpose(2, 0, 1), atol=1e-5
+    )
     with pytest.raises(ValueError, match="640x480"):
-        preprocess(torch.zeros(1, 240, 320, 3, dtype=torch.uint8), make_config(preprocessing="crop"))
+        preprocess(
+            torch.zeros(1, 240, 320, 3, dtype=torch.uint8), make_config(preprocessing="crop")
+        )
 
 
 def test_channel_subsampling_index():
     idx = channel_subsample_index(2048, 1024)
     assert idx.tolist() == list(range(0, 2048, 2))
     assert channel_subsample_index(2560, 640).tolist() == [4 * i for i in range(640)]  # RN50x4
-    assert channel_subsample_index(256, 32).tolist() == list(range(0, 256, 8))          # tiny
+    assert channel_subsample_index(256, 32).tolist() == list(range(0, 256, 8))  # tiny
 
 
 def test_bin_change_changes_output_and_keeps_range(make_config):
@@ -139,13 +146,16 @@ def test_bin_change_changes_output_and_keeps_range(make_config):
 
 def test_update_config_refuses_load_time_fields(make_config):
     from depthclip_ros.config import ConfigError
+
     model = DepthClip(make_config())
     with pytest.raises(ConfigError, match="device"):
         model.update_config(model.config.replace(device="cuda"))
 
 
 @pytest.mark.parametrize("preprocessing, shape", [("crop", (480, 640)), ("resize", (96, 128))])
-def test_warm_up_runs_the_network_at_its_input_size(make_config, monkeypatch, preprocessing, shape):
+def test_warm_up_runs_the_network_at_its_input_size(
+    make_config, monkeypatch, preprocessing, shape
+):
     model = DepthClip(make_config(preprocessing=preprocessing, input_width=128, input_height=96))
     seen = []
     real = model.dense_features
@@ -158,6 +168,7 @@ def test_warm_up_runs_the_network_at_its_input_size(make_config, monkeypatch, pr
 
 def test_prompt_longer_than_clip_context_is_a_config_error(make_config):
     from depthclip_ros.config import ConfigError
+
     with pytest.raises(ConfigError, match="prompt_template.*too long for CLIP"):
         DepthClip(make_config(prompt_template="This {object} is " + "very " * 80 + "{token}"))
 
@@ -193,6 +204,7 @@ def test_corrupt_cache_recovers(make_config, caplog):
 
 def test_torchscript_archive_loads_like_state_dict(tmp_path, make_config):
     from depthclip_ros.random_clip import save_random_checkpoint
+
     ts = save_random_checkpoint(tmp_path / "ts.pt", torchscript=True)
     sd = save_random_checkpoint(tmp_path / "sd.pt")
     img = structured_image()
@@ -205,6 +217,7 @@ def test_torchscript_archive_loads_like_state_dict(tmp_path, make_config):
 def test_missing_weights_error_names_the_file(tmp_path, monkeypatch):
     def no_network(url, root):
         raise urllib.error.URLError("no network")
+
     monkeypatch.setattr(clip.clip, "_download", no_network)
     before = socket.getdefaulttimeout()
     with pytest.raises(ModelLoadError) as err:
@@ -227,7 +240,9 @@ def test_bad_model_names_and_files(tmp_path):
 
 
 def test_core_does_not_import_rclpy():
-    code = ("import sys, depthclip_ros.core, depthclip_ros.config, depthclip_ros.conversions,"
-            " depthclip_ros.bag_tool;"
-            "sys.exit('rclpy' in sys.modules)")
+    code = (
+        "import sys, depthclip_ros.core, depthclip_ros.config, depthclip_ros.conversions,"
+        " depthclip_ros.bag_tool;"
+        "sys.exit('rclpy' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

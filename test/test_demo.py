@@ -1,4 +1,6 @@
-"""The README's main job, run as a user runs it (random weights: the real ones are not downloadable here)."""
+"""The README's main job, run as a user runs it (random weights: the real ones are not downloadable
+here)."""
+
 import json
 import subprocess
 import sys
@@ -6,23 +8,36 @@ import sys
 import numpy as np
 from PIL import Image
 
-from depthclip_ros.demo import SCENES, render_scene, FX, CX, FY, CY
+from depthclip_ros.demo import CX, CY, FX, FY, SCENES, render_scene
 
 
 def test_rendered_scene_depth_is_the_ray_cast_geometry():
     rgb, z = render_scene("corridor")
     assert rgb.shape == (480, 640, 3) and z.shape == (480, 640)
     half_w, floor, ceil, far = SCENES["corridor"]
-    assert np.isclose(z[240, 320], far)                                # centre ray hits the far wall
+    assert np.isclose(z[240, 320], far)  # centre ray hits the far wall
     v = 479
-    assert np.isclose(z[v, 320], floor / ((v - CY) / FY))              # bottom centre: the floor
-    assert np.isclose(z[240, 0], min(half_w / ((CX - 0) / FX), far))   # left edge: the wall
+    assert np.isclose(z[v, 320], floor / ((v - CY) / FY))  # bottom centre: the floor
+    assert np.isclose(z[240, 0], min(half_w / ((CX - 0) / FX), far))  # left edge: the wall
 
 
 def test_demo_runs_the_whole_ros_pipeline(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "depthclip_ros.demo", "--out", str(tmp_path),
-                           "--random-weights", "tiny", "--timeout", "60"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "depthclip_ros.demo",
+            "--out",
+            str(tmp_path),
+            "--random-weights",
+            "tiny",
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [s["scene"] for s in summary] == list(SCENES)
@@ -38,8 +53,21 @@ def test_demo_runs_the_whole_ros_pipeline(tmp_path):
 
 def test_demo_without_weights_stops_with_the_loader_error(tmp_path):
     missing = tmp_path / "RN50.pt"
-    proc = subprocess.run([sys.executable, "-m", "depthclip_ros.demo", "--out", str(tmp_path / "o"),
-                           "--model", str(missing), "--timeout", "60"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "depthclip_ros.demo",
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            str(missing),
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert str(missing) in proc.stderr and "exited" in proc.stderr

@@ -1,33 +1,36 @@
 """offline_eval: the paper's protocol on hand-computed, synthetic and real NYU data."""
+
 import json
 import os
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from conftest import SHARED_NYU, structured_image
 from PIL import Image
 from scipy.io import savemat
 
 from offline_eval import metrics
 from offline_eval.cli import main as eval_main
-from offline_eval.data import MatSource, DataError
-
-from conftest import SHARED_NYU, structured_image
+from offline_eval.data import DataError, MatSource
 
 
 def test_metrics_known_values():
     g, p = np.array([1.0, 2.0, 4.0]), np.array([1.0, 4.0, 5.0])
     m = metrics.compute_errors(g, p)
     # ratios 1, 2, 1.25: < 1.25 only the first; < 1.5625 also not 2; < 1.953 also 1.25 -> not 2
-    assert m["d1"] == pytest.approx(1 / 3) and m["d2"] == pytest.approx(2 / 3) and m["d3"] == pytest.approx(2 / 3)
+    assert (
+        m["d1"] == pytest.approx(1 / 3)
+        and m["d2"] == pytest.approx(2 / 3)
+        and m["d3"] == pytest.approx(2 / 3)
+    )
     assert m["abs_rel"] == pytest.approx((0 + 1 + 0.25) / 3)
     assert m["rmse"] == pytest.approx(np.sqrt((0 + 4 + 1) / 3))
     assert m["log10"] == pytest.approx((0 + np.log10(2) + np.log10(1.25)) / 3)
     assert m["sq_rel"] == pytest.approx((0 + 4 / 2 + 1 / 4) / 3)
     d = np.log([1.0, 2.0, 1.25])
-    assert m["rmse_log"] == pytest.approx(np.sqrt(np.mean(d ** 2)))
-    assert m["silog"] == pytest.approx(100 * np.sqrt(np.mean(d ** 2) - np.mean(d) ** 2))
+    assert m["rmse_log"] == pytest.approx(np.sqrt(np.mean(d**2)))
+    assert m["silog"] == pytest.approx(100 * np.sqrt(np.mean(d**2) - np.mean(d) ** 2))
 
 
 def test_metrics_hand_computed_clamps():
@@ -47,10 +50,13 @@ def test_canvas_mask_and_crop():
     assert valid.sum() == 415 * 541
     gt[100, 100], gt[101, 101] = 0.0, 10.0  # no measurement, and the 10 m cap: both invalid
     assert metrics.valid_pixels(gt, canvas).sum() == 415 * 541 - 2
-    assert metrics.gt_from_png(np.array([[0, 1500, 65535]], np.uint16)).tolist() == [[0.0, 1.5, 10.0]]
+    assert metrics.gt_from_png(np.array([[0, 1500, 65535]], np.uint16)).tolist() == [
+        [0.0, 1.5, 10.0]
+    ]
 
 
-def _write_bts_tree(root, scenes={"bathroom": [1, 2], "kitchen": [7]}, depth_m=2.2):
+def _write_bts_tree(root, scenes=None, depth_m=2.2):
+    scenes = scenes or {"bathroom": [1, 2], "kitchen": [7]}
     test = root / "official_splits" / "test"
     rows = []
     for scene, ids in scenes.items():
@@ -68,8 +74,21 @@ def _write_bts_tree(root, scenes={"bathroom": [1, 2], "kitchen": [7]}, depth_m=2
 def test_constant_baseline_on_synthetic_tree_has_the_known_answer(tmp_path, capsys):
     root = _write_bts_tree(tmp_path / "nyu")
     out = tmp_path / "out"
-    assert eval_main(["--data-root", str(root), "--baseline", "constant", "--constant-value", "2.0",
-                      "--out", str(out)]) == 0
+    assert (
+        eval_main(
+            [
+                "--data-root",
+                str(root),
+                "--baseline",
+                "constant",
+                "--constant-value",
+                "2.0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["images"] == 3 and set(res["per_scene"]) == {"bathroom", "kitchen"}
     m = res["means"]
@@ -86,20 +105,39 @@ def test_missing_files_error_and_skip(tmp_path):
     split = str(root / "split.txt")
     with pytest.raises(DataError, match="1 file\\(s\\) missing.*sync_depth_00007"):
         from offline_eval.data import bts_samples
+
         bts_samples(root, split)
     out = tmp_path / "out"
-    assert eval_main(["--data-root", str(root), "--split-file", split, "--baseline", "constant",
-                      "--skip-missing", "--out", str(out)]) == 0
+    assert (
+        eval_main(
+            [
+                "--data-root",
+                str(root),
+                "--split-file",
+                split,
+                "--baseline",
+                "constant",
+                "--skip-missing",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["images"] == 2 and res["missing_files"] == 1
-    assert eval_main(["--data-root", str(root), "--split-file", split, "--baseline", "constant"]) == 2
+    assert (
+        eval_main(["--data-root", str(root), "--split-file", split, "--baseline", "constant"]) == 2
+    )
 
 
 def test_resume_gives_the_same_means(tmp_path, tiny_checkpoint):
     root = _write_bts_tree(tmp_path / "nyu", {"a": [1, 2, 3], "b": [4]})
     params = tmp_path / "p.yaml"
-    params.write_text(f"depthclip:\n  ros__parameters:\n    model: {tiny_checkpoint}\n    temperature: 1.0\n"
-                      f"    device: cpu\n    cache_dir: {tmp_path / 'cache'}\n")
+    params.write_text(
+        f"depthclip:\n  ros__parameters:\n    model: {tiny_checkpoint}\n    temperature: 1.0\n"
+        f"    device: cpu\n    cache_dir: {tmp_path / 'cache'}\n"
+    )
     common = ["--data-root", str(root), "--params", str(params)]
     assert eval_main(common + ["--out", str(tmp_path / "full")]) == 0
     partial = tmp_path / "partial"
@@ -114,33 +152,57 @@ def test_resume_gives_the_same_means(tmp_path, tiny_checkpoint):
         assert resumed["means"][k] == pytest.approx(v, abs=1e-9)
     # A resume with another config is refused rather than mixed.
     with pytest.raises(SystemExit, match="another config"):
-        eval_main(common + ["--out", str(partial), "--resume", "--preset", "bins_class_dependent_4"])
+        eval_main(
+            common + ["--out", str(partial), "--resume", "--preset", "bins_class_dependent_4"]
+        )
 
 
 def test_mat_reader_on_synthetic_v73_file(tmp_path):
     n = 3
-    rgb = np.stack([structured_image(seed=i) for i in range(n)])            # (N, H, W, 3)
+    rgb = np.stack([structured_image(seed=i) for i in range(n)])  # (N, H, W, 3)
     raw = np.stack([np.full((480, 640), 1.5 + i, np.float32) for i in range(n)])
     mat = tmp_path / "nyu_depth_v2_labeled.mat"
     with h5py.File(mat, "w") as f:  # MATLAB v7.3 layout: axes reversed
         f["images"] = rgb.transpose(0, 3, 2, 1)
         f["rawDepths"] = raw.transpose(0, 2, 1)
-        names = [f.create_dataset(f"#refs#/s{i}", data=np.array([ord(c) for c in s], np.uint16))
-                 for i, s in enumerate(["bedroom", "office", "bedroom"])]
-        f.create_dataset("sceneTypes", data=np.array([[d.ref for d in names]]), dtype=h5py.ref_dtype)
+        names = [
+            f.create_dataset(f"#refs#/s{i}", data=np.array([ord(c) for c in s], np.uint16))
+            for i, s in enumerate(["bedroom", "office", "bedroom"])
+        ]
+        f.create_dataset(
+            "sceneTypes", data=np.array([[d.ref for d in names]]), dtype=h5py.ref_dtype
+        )
     splits = tmp_path / "splits.mat"
     savemat(splits, {"testNdxs": np.array([[1], [3]]), "trainNdxs": np.array([[2]])})
     source = MatSource(mat, splits)
     samples = source.samples()
-    assert [s.mat_index for s in samples] == [0, 2] and [s.scene for s in samples] == ["bedroom", "bedroom"]
+    assert [s.mat_index for s in samples] == [0, 2] and [s.scene for s in samples] == [
+        "bedroom",
+        "bedroom",
+    ]
     img, depth_mm = source.load(samples[1])
     assert img.shape == (480, 640, 3) and depth_mm.dtype == np.uint16
     np.testing.assert_array_equal(img[7:474, 7:632], rgb[2, 7:474, 7:632])
     assert img[:7].max() == 0 and img[:, 632:].max() == 0 and img[474:].max() == 0
     assert depth_mm[100, 100] == 3500
     out = tmp_path / "out"
-    assert eval_main(["--mat", str(mat), "--splits", str(splits), "--baseline", "constant",
-                      "--constant-value", "3.5", "--out", str(out)]) == 0
+    assert (
+        eval_main(
+            [
+                "--mat",
+                str(mat),
+                "--splits",
+                str(splits),
+                "--baseline",
+                "constant",
+                "--constant-value",
+                "3.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["images"] == 2 and res["per_image"][1]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
 
@@ -148,12 +210,31 @@ def test_mat_reader_on_synthetic_v73_file(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(SHARED_NYU), reason="../shared/data/nyu_samples absent")
 def test_real_nyu_samples_end_to_end(tmp_path, tiny_checkpoint):
     params = tmp_path / "p.yaml"
-    params.write_text(f"depthclip:\n  ros__parameters:\n    model: {tiny_checkpoint}\n    temperature: 1.0\n"
-                      f"    device: cpu\n    cache_dir: {tmp_path / 'cache'}\n")
+    params.write_text(
+        f"depthclip:\n  ros__parameters:\n    model: {tiny_checkpoint}\n    temperature: 1.0\n"
+        f"    device: cpu\n    cache_dir: {tmp_path / 'cache'}\n"
+    )
     out = tmp_path / "out"
     split = os.path.join(SHARED_NYU, "samples_test_files_with_gt.txt")
-    assert eval_main(["--data-root", SHARED_NYU, "--split-file", split, "--params", str(params),
-                      "--out", str(out), "--save-vis", "2", "--batch-size", "2"]) == 0
+    assert (
+        eval_main(
+            [
+                "--data-root",
+                SHARED_NYU,
+                "--split-file",
+                split,
+                "--params",
+                str(params),
+                "--out",
+                str(out),
+                "--save-vis",
+                "2",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["images"] == 4 and set(res["per_scene"]) == {"demo_a", "demo_b"}
     assert res["config"]["preprocessing"] == "crop" and res["config"]["flip"] is True
@@ -162,8 +243,21 @@ def test_real_nyu_samples_end_to_end(tmp_path, tiny_checkpoint):
     panels = sorted((out / "vis").glob("*.png"))
     assert len(panels) == 2 and Image.open(panels[0]).size[0] == 4 * 640
     # The uniform baseline through the same protocol lands near the paper's lower bound.
-    assert eval_main(["--data-root", SHARED_NYU, "--split-file", split, "--baseline", "uniform",
-                      "--out", str(tmp_path / "u")]) == 0
+    assert (
+        eval_main(
+            [
+                "--data-root",
+                SHARED_NYU,
+                "--split-file",
+                split,
+                "--baseline",
+                "uniform",
+                "--out",
+                str(tmp_path / "u"),
+            ]
+        )
+        == 0
+    )
     u = json.loads((tmp_path / "u" / "results.json").read_text())["means"]
     assert 0.08 < u["d1"] < 0.25 and 0.3 < u["d3"] < 0.65
 
@@ -181,4 +275,5 @@ def test_cheap_inputs_are_checked_before_the_model_is_loaded(tmp_path, capsys):
     assert eval_main(["--data-root", str(root), "--params", str(params), "--sweep", "bins"]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
-        "depthclip-eval: invalid config field 'temperature' = 150.0: must be from 0.0001 to 100.0"]
+        "depthclip-eval: invalid config field 'temperature' = 150.0: must be from 0.0001 to 100.0"
+    ]

@@ -1,12 +1,12 @@
 """The newest-frame worker without DDS: frames, jobs handed over as futures, laziness."""
+
 import threading
 import time
 
 import pytest
+from conftest import wait_until
 
 from depthclip_ros.frame_worker import FrameWorker
-
-from conftest import wait_until
 
 
 class Recorder:
@@ -26,7 +26,6 @@ class Recorder:
 
     def on_error(self, exc):
         self.errors.append(str(exc))
-
 
 
 def test_newest_frame_wins_while_busy_and_replacements_are_reported():
@@ -90,8 +89,9 @@ def test_unwatched_frames_are_held_not_run_and_run_when_someone_listens():
 def test_a_held_frame_expires_after_hold_seconds():
     now = [0.0]
     rec = Recorder()
-    worker = FrameWorker(rec.process, rec.on_error, wanted=lambda: False, hold=1.0, poll=0.01,
-                         clock=lambda: now[0])
+    worker = FrameWorker(
+        rec.process, rec.on_error, wanted=lambda: False, hold=1.0, poll=0.01, clock=lambda: now[0]
+    )
     try:
         worker.submit("old")
         now[0] = 0.9

@@ -1,4 +1,5 @@
 """Windowed statistics and the diagnostics levels they give, without DDS (a fake clock)."""
+
 import pytest
 
 from depthclip_ros import health
@@ -15,8 +16,13 @@ class Clock:
 
 
 def active(**changes):
-    state = dict(active=True, watched=True, camera_info_received=True, active_for=100.0,
-                 image_topic="/cam/image")
+    state = dict(
+        active=True,
+        watched=True,
+        camera_info_received=True,
+        active_for=100.0,
+        image_topic="/cam/image",
+    )
     state.update(changes)
     return health.NodeState(**state)
 
@@ -93,8 +99,9 @@ def test_missing_camera_info_warns_for_as_long_as_it_is_missing():
     stats = FrameStats(clock=clock)
     for _ in range(3):
         run(stats, clock, 10, 5)
-        level, message, values = health.evaluate(stats.snapshot(), NodeSettings(),
-                                                 active(camera_info_received=False))
+        level, message, values = health.evaluate(
+            stats.snapshot(), NodeSettings(), active(camera_info_received=False)
+        )
         assert level == health.WARN and "no camera_info received" in message
         assert values["camera_info"] == "missing"
 
@@ -130,6 +137,7 @@ def test_output_rate_floor_applies_only_while_watched():
 
 def test_inactive_reports_inactive_and_no_problems():
     stats = FrameStats(clock=Clock())
-    level, message, values = health.evaluate(stats.snapshot(), NodeSettings(),
-                                             active(active=False, camera_info_received=False))
+    level, message, values = health.evaluate(
+        stats.snapshot(), NodeSettings(), active(active=False, camera_info_received=False)
+    )
     assert (level, message, values["state"]) == (health.OK, "inactive", "inactive")

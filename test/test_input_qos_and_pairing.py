@@ -1,4 +1,5 @@
 """The input QoS choice and the stamp pairing, without DDS."""
+
 import threading
 import time
 import types
@@ -9,7 +10,10 @@ from depthclip_ros.stamp_pairing import StampPairing
 
 def test_reliability_adapts_to_the_publishers_like_rosbag2():
     assert choose_reliability("auto", [])[0] == "reliable"
-    assert choose_reliability("auto", ["reliable", "reliable"]) == ("reliable", "all 2 publishers offer reliable")
+    assert choose_reliability("auto", ["reliable", "reliable"]) == (
+        "reliable",
+        "all 2 publishers offer reliable",
+    )
     policy, reason = choose_reliability("auto", ["reliable", "best_effort"])
     assert policy == "best_effort" and reason == "1 of 2 publishers offer best effort"
     assert choose_reliability("best_effort", ["reliable"])[0] == "best_effort"
@@ -18,8 +22,9 @@ def test_reliability_adapts_to_the_publishers_like_rosbag2():
 
 
 def info(sec, nanosec=0, fx=1.0):
-    return types.SimpleNamespace(header=types.SimpleNamespace(stamp=types.SimpleNamespace(sec=sec, nanosec=nanosec)),
-                                 fx=fx)
+    return types.SimpleNamespace(
+        header=types.SimpleNamespace(stamp=types.SimpleNamespace(sec=sec, nanosec=nanosec)), fx=fx
+    )
 
 
 def test_exact_stamp_wins_over_the_latest():
@@ -46,7 +51,13 @@ def test_nothing_to_wait_for_without_a_publisher():
     pairing = StampPairing()
     waits = []
     pairing._cv.wait = lambda timeout=None: waits.append(timeout)  # records instead of sleeping
-    assert pairing.lookup(info(1).header.stamp, time.monotonic() + 60.0, expected=False) == (None, False)
+    assert pairing.lookup(info(1).header.stamp, time.monotonic() + 60.0, expected=False) == (
+        None,
+        False,
+    )
     assert waits == []  # returned without waiting for a camera_info that cannot come
-    assert pairing.lookup(info(1).header.stamp, time.monotonic() + 0.05, expected=True) == (None, False)
+    assert pairing.lookup(info(1).header.stamp, time.monotonic() + 0.05, expected=True) == (
+        None,
+        False,
+    )
     assert waits  # with a publisher it waited (until the deadline)

@@ -1,19 +1,19 @@
 """The managed node over real rclpy and the default transport: lifecycle services, laziness,
 memory returned by cleanup, run-time parameter checks and diagnostics that recover."""
+
 import time
 
 import pytest
+from conftest import structured_image, wait_until
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+from msg_factory import encode
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
+from ros_harness import camera_info, running_node, stamp
 
 from depthclip_ros.config import ConfigError, load_config
 from depthclip_ros.random_clip import save_random_checkpoint
-
-from conftest import structured_image, wait_until
-from msg_factory import encode
-from ros_harness import camera_info, running_node, stamp
 
 RGB = structured_image()
 
@@ -31,8 +31,12 @@ def call(tester, srv_type, name, request, timeout=60.0):
 
 
 def change_state(tester, transition_id):
-    return call(tester, ChangeState, "/depthclip/change_state",
-                ChangeState.Request(transition=Transition(id=transition_id))).success
+    return call(
+        tester,
+        ChangeState,
+        "/depthclip/change_state",
+        ChangeState.Request(transition=Transition(id=transition_id)),
+    ).success
 
 
 def state(tester):
@@ -49,14 +53,14 @@ def send(tester, sec):
 
 
 def answered(tester, sec, timeout=20.0):
-    return tester.wait_for("depth/image", predicate=lambda m: m.header.stamp.sec == sec,
-                           timeout=timeout)
+    return tester.wait_for(
+        "depth/image", predicate=lambda m: m.header.stamp.sec == sec, timeout=timeout
+    )
 
 
 def nothing_for(tester, sec, seconds=1.5):
     time.sleep(seconds)
     return not [m for m in tester.received["depth/image"] if m.header.stamp.sec == sec]
-
 
 
 def go(tester, transition_id, expected_state):
@@ -97,7 +101,10 @@ def test_transitions_through_the_lifecycle_services(tiny_checkpoint, tmp_path):
 
 
 def test_a_failing_configure_leaves_the_node_up_and_fixable(tiny_checkpoint, tmp_path):
-    with running_node(tiny_checkpoint, tmp_path, autostart=False, temperature=150.0) as (node, tester):
+    with running_node(tiny_checkpoint, tmp_path, autostart=False, temperature=150.0) as (
+        node,
+        tester,
+    ):
         assert not change_state(tester, Transition.TRANSITION_CONFIGURE)
         assert state(tester) == State.PRIMARY_STATE_UNCONFIGURED
         assert node.estimator is None and node.worker is None
@@ -137,7 +144,9 @@ def test_no_inference_while_nobody_listens(tiny_checkpoint, tmp_path):
         wait_until(lambda: node.stats.snapshot().totals["received"] == 10)
         time.sleep(1.5)  # longer than a held frame lives
         assert node.worker.processed == 0 and node.worker.expired >= 1
-        status = tester.wait_for("/diagnostics", predicate=lambda m: "idle" in m.status[0].message)[-1]
+        status = tester.wait_for(
+            "/diagnostics", predicate=lambda m: "idle" in m.status[0].message
+        )[-1]
         assert status.status[0].message.endswith("idle: no subscribers")
         # The first subscriber: frames run again, the first sent right away included.
         tester.listen()
@@ -151,13 +160,19 @@ def test_cleanup_gives_the_model_memory_back(tmp_path):
     with running_node(checkpoint, tmp_path, autostart=False) as (node, tester):
         before = rss_mb()
         assert change_state(tester, Transition.TRANSITION_CONFIGURE)
-        params = sum(p.numel() * p.element_size()
-                     for p in node.estimator.loaded.clip_model.parameters()) / 2**20
+        params = (
+            sum(
+                p.numel() * p.element_size() for p in node.estimator.loaded.clip_model.parameters()
+            )
+            / 2**20
+        )
         loaded = rss_mb()
         assert change_state(tester, Transition.TRANSITION_CLEANUP)
         after = rss_mb()
-    print(f"RSS {before:.0f} -> configured {loaded:.0f} -> cleaned up {after:.0f} MB; "
-          f"parameters {params:.0f} MB")
+    print(
+        f"RSS {before:.0f} -> configured {loaded:.0f} -> cleaned up {after:.0f} MB; "
+        f"parameters {params:.0f} MB"
+    )
     assert loaded - before > 0.8 * params
     assert loaded - after > 0.8 * params
 
@@ -175,8 +190,10 @@ def test_diagnostics_recover_to_ok_after_a_burst_of_bad_frames(tiny_checkpoint, 
             bad.encoding = "16UC1"
             tester.image_pub.publish(stamp(bad, 100 + i))
             time.sleep(0.005)
-        warned = tester.wait_for("/diagnostics", predicate=lambda m: m.status[0].level == b"\x01"
-                                 and "rejected" in m.status[0].message)[-1].status[0]
+        warned = tester.wait_for(
+            "/diagnostics",
+            predicate=lambda m: m.status[0].level == b"\x01" and "rejected" in m.status[0].message,
+        )[-1].status[0]
         assert warned.name == "/depthclip: depth estimation"
         assert warned.hardware_id.endswith("/cpu")
         # Good frames for longer than the 10 s window: the level comes back to OK.

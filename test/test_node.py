@@ -1,4 +1,5 @@
 """The depthclip node over real rclpy / DDS on this machine, with a tiny random CLIP."""
+
 import io
 import json
 import os
@@ -7,17 +8,15 @@ import sys
 import time
 
 import numpy as np
-import pytest
+from conftest import structured_image, wait_until
+from msg_factory import ALL_ENCODINGS, encode
 from PIL import Image as PILImage
 from rclpy.parameter import Parameter
+from ros_harness import camera_info, running_node, stamp
 from sensor_msgs.msg import CompressedImage, Image
 
 from depthclip_ros import conversions
 from depthclip_ros.node import output_qos_profile
-
-from conftest import structured_image, wait_until
-from msg_factory import ALL_ENCODINGS, encode
-from ros_harness import camera_info, running_node, stamp
 
 RGB = structured_image()
 
@@ -27,30 +26,40 @@ def send_and_receive(tester, msg, sec, topic="depth/image", timeout=20.0, publis
     if publisher is None:
         publisher = tester.compressed_pub if isinstance(msg, CompressedImage) else tester.image_pub
     publisher.publish(msg)
-    return tester.wait_for(topic, predicate=lambda m: m.header.stamp.sec == sec, timeout=timeout)[-1]
+    return tester.wait_for(topic, predicate=lambda m: m.header.stamp.sec == sec, timeout=timeout)[
+        -1
+    ]
 
 
 def diag_values(tester, predicate=lambda v: True, timeout=10.0):
-    msgs = tester.wait_for("/diagnostics", timeout=timeout,
-                           predicate=lambda m: predicate({kv.key: kv.value for kv in m.status[0].values}))
+    msgs = tester.wait_for(
+        "/diagnostics",
+        timeout=timeout,
+        predicate=lambda m: predicate({kv.key: kv.value for kv in m.status[0].values}),
+    )
     return {kv.key: kv.value for kv in msgs[-1].status[0].values}
 
 
 def test_environment_is_local_private_and_untuned():
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert os.environ["ROS_DOMAIN_ID"] != "0"
-    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ  # the middleware's defaults, as on a robot
+    assert (
+        "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ
+    )  # the middleware's defaults, as on a robot
 
 
 def test_outputs_are_reliable():
     from rclpy.qos import ReliabilityPolicy
+
     profile = output_qos_profile()
     assert profile.reliability == ReliabilityPolicy.RELIABLE and profile.depth == 5
 
 
 def test_depth_cloud_and_info_carry_the_input_header(tiny_checkpoint, tmp_path):
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
-        tester.info_pub.publish(camera_info(width=1280, height=960, fx=1000.0, fy=960.0, cx=640.0, cy=480.0))
+        tester.info_pub.publish(
+            camera_info(width=1280, height=960, fx=1000.0, fy=960.0, cx=640.0, cy=480.0)
+        )
         time.sleep(0.3)
         msg = Image(**conversions.rgb8_image_fields(RGB))
         stamp(msg, 42, 123)
@@ -74,33 +83,53 @@ def test_depth_cloud_and_info_carry_the_input_header(tiny_checkpoint, tmp_path):
         points = conversions.pointcloud_to_array(cloud)
         v, u = 24 * 8, 37 * 8
         z = depth[v, u]
-        np.testing.assert_allclose(points[24, 37, :3], [(u - 320) * z / 500, (v - 240) * z / 480, z], rtol=1e-5)
-        assert points[24, 37, 3:].view(np.uint32)[0] == conversions.pack_rgb(RGB[v, u])[()].view(np.uint32)
+        np.testing.assert_allclose(
+            points[24, 37, :3], [(u - 320) * z / 500, (v - 240) * z / 480, z], rtol=1e-5
+        )
+        assert points[24, 37, 3:].view(np.uint32)[0] == conversions.pack_rgb(RGB[v, u])[()].view(
+            np.uint32
+        )
 
 
 def test_every_encoding_gives_the_rgb8_depth(tiny_checkpoint, tmp_path):
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         reference = conversions.depth_image_to_array(
-            send_and_receive(tester, Image(**conversions.rgb8_image_fields(RGB)), 1))
+            send_and_receive(tester, Image(**conversions.rgb8_image_fields(RGB)), 1)
+        )
         grey = np.repeat(RGB[..., :1], 3, axis=2)
         grey_ref = conversions.depth_image_to_array(
-            send_and_receive(tester, Image(**conversions.rgb8_image_fields(grey)), 2))
-        cases = [(e, 0, False) for e in ALL_ENCODINGS] + [("bgr8", 7, False), ("rgb16", 6, True),
-                                                            ("mono16", 2, True)]
+            send_and_receive(tester, Image(**conversions.rgb8_image_fields(grey)), 2)
+        )
+        cases = [(e, 0, False) for e in ALL_ENCODINGS] + [
+            ("bgr8", 7, False),
+            ("rgb16", 6, True),
+            ("mono16", 2, True),
+        ]
         for sec, (enc, padding, big) in enumerate(cases, start=10):
             depth = conversions.depth_image_to_array(
-                send_and_receive(tester, encode(RGB, enc, padding, big), sec))
+                send_and_receive(tester, encode(RGB, enc, padding, big), sec)
+            )
             expected = grey_ref if enc.startswith("mono") else reference
             tol = 5e-3 if enc.startswith(("bayer", "yuv")) else 1e-6
-            np.testing.assert_allclose(depth, expected, atol=tol, err_msg=f"{enc} pad={padding} be={big}")
+            np.testing.assert_allclose(
+                depth, expected, atol=tol, err_msg=f"{enc} pad={padding} be={big}"
+            )
 
 
 def test_malformed_flood_then_valid_frame_is_answered(tiny_checkpoint, tmp_path):
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         good = encode(RGB, "rgb8")
-        kinds = [dict(encoding="16UC1"), dict(encoding="32FC1"), dict(encoding="nv12"),
-                 dict(width=0), dict(height=0), dict(step=3), dict(data=b"\x01" * 10),
-                 dict(encoding="yuv422", width=639, step=1278), dict(encoding="rgb16")]
+        kinds = [
+            dict(encoding="16UC1"),
+            dict(encoding="32FC1"),
+            dict(encoding="nv12"),
+            dict(width=0),
+            dict(height=0),
+            dict(step=3),
+            dict(data=b"\x01" * 10),
+            dict(encoding="yuv422", width=639, step=1278),
+            dict(encoding="rgb16"),
+        ]
         for i in range(100):
             bad = encode(RGB, "rgb8")
             for k, v in kinds[i % len(kinds)].items():
@@ -108,23 +137,30 @@ def test_malformed_flood_then_valid_frame_is_answered(tiny_checkpoint, tmp_path)
             tester.image_pub.publish(stamp(bad, 1000 + i))
             time.sleep(0.002)
         for i in range(5):
-            tester.compressed_pub.publish(stamp(CompressedImage(format="jpeg", data=b"\xff\xd8\x00junk"), 2000 + i))
+            tester.compressed_pub.publish(
+                stamp(CompressedImage(format="jpeg", data=b"\xff\xd8\x00junk"), 2000 + i)
+            )
         answered = send_and_receive(tester, good, 7)
         assert answered.height == 480
         assert not [m for m in tester.received["depth/image"] if m.header.stamp.sec >= 1000]
         values = diag_values(tester, lambda v: int(v["rejected frames (last 10 s)"]) > 0)
-        assert int(values["rejected frames (last 10 s)"]) > 0 and values["failed frames (last 10 s)"] == "0"
+        assert (
+            int(values["rejected frames (last 10 s)"]) > 0
+            and values["failed frames (last 10 s)"] == "0"
+        )
 
 
 def test_parameter_changes(tiny_checkpoint, tmp_path):
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         before = conversions.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 1))
-        bad = [Parameter("depth_bins", value=[1.0, 2.0, 1.5, 3.0, 3.5, 4.0, 5.0]),
-               Parameter("depth_tokens", value=["near", "far"]),
-               Parameter("prompt_template", value="no placeholders"),
-               Parameter("temperature", value=0.0),
-               Parameter("cloud_stride", value=-1),
-               Parameter("prompt_template", value="This {object} is " + "very " * 80 + "{token}")]
+        bad = [
+            Parameter("depth_bins", value=[1.0, 2.0, 1.5, 3.0, 3.5, 4.0, 5.0]),
+            Parameter("depth_tokens", value=["near", "far"]),
+            Parameter("prompt_template", value="no placeholders"),
+            Parameter("temperature", value=0.0),
+            Parameter("cloud_stride", value=-1),
+            Parameter("prompt_template", value="This {object} is " + "very " * 80 + "{token}"),
+        ]
         for p in bad:
             result = node.set_parameters([p])[0]
             assert not result.successful and result.reason, p.name
@@ -133,9 +169,12 @@ def test_parameter_changes(tiny_checkpoint, tmp_path):
         same = conversions.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 2))
         np.testing.assert_array_equal(same, before)
 
-        ok = node.set_parameters_atomically([
-            Parameter("depth_tokens", value=["very close", "close", "far", "very far"]),
-            Parameter("depth_bins", value=[2.0, 3.0, 4.0, 5.0])])
+        ok = node.set_parameters_atomically(
+            [
+                Parameter("depth_tokens", value=["very close", "close", "far", "very far"]),
+                Parameter("depth_bins", value=[2.0, 3.0, 4.0, 5.0]),
+            ]
+        )
         assert ok.successful, ok.reason
         after = conversions.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 3))
         assert 2.0 <= after.min() and after.max() <= 5.0 and not np.allclose(after, before)
@@ -144,7 +183,9 @@ def test_parameter_changes(tiny_checkpoint, tmp_path):
 def test_all_model_work_runs_on_the_worker_thread(tiny_checkpoint, tmp_path, monkeypatch):
     """Loading, warm-up, config changes and frames: one thread (torch on two threads is slower)."""
     import threading
+
     from depthclip_ros.core import DepthClip
+
     calls = []
     for name in ("__init__", "warm_up", "update_config", "predict"):
         real = getattr(DepthClip, name)
@@ -152,10 +193,13 @@ def test_all_model_work_runs_on_the_worker_thread(tiny_checkpoint, tmp_path, mon
         def recorder(self, *args, _real=real, _name=name, **kwargs):
             calls.append((_name, threading.current_thread().name))
             return _real(self, *args, **kwargs)
+
         monkeypatch.setattr(DepthClip, name, recorder)
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         send_and_receive(tester, encode(RGB, "rgb8"), 1)
-        assert node.set_parameters([Parameter("depth_bins", value=[1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0])])[0].successful
+        assert node.set_parameters(
+            [Parameter("depth_bins", value=[1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0])]
+        )[0].successful
         after = conversions.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 2))
     assert [name for name, _ in calls][:2] == ["__init__", "warm_up"]
     assert {"update_config", "predict"} <= {name for name, _ in calls}
@@ -171,20 +215,23 @@ def test_burst_drops_old_frames_and_answers_the_newest(tiny_checkpoint, tmp_path
         def slow_predict(images):
             time.sleep(0.15)
             return real_predict(images)
+
         node.estimator.predict = slow_predict
         msg = encode(RGB, "rgb8")
         send_and_receive(tester, msg, 1)  # warm up
 
         def rss_mb():
             with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
         def burst(first):
             tester.clear()
             for i in range(50):
                 tester.image_pub.publish(stamp(msg, first + i))
                 time.sleep(0.01)
-            return tester.wait_for("depth/image", predicate=lambda m: m.header.stamp.sec == first + 49)
+            return tester.wait_for(
+                "depth/image", predicate=lambda m: m.header.stamp.sec == first + 49
+            )
 
         burst(100)
         rss_before = rss_mb()
@@ -216,7 +263,9 @@ def test_depth_without_camera_info_and_coarse_cloud(tiny_checkpoint, tmp_path):
         pts = conversions.pointcloud_to_array(cloud)
         # The last grid cell sits exactly on the last pixel (639, 479).
         z = pts[-1, -1, 2]
-        np.testing.assert_allclose(pts[-1, -1, :2], [(639 - 320) * z / 500, (479 - 240) * z / 480], rtol=1e-5)
+        np.testing.assert_allclose(
+            pts[-1, -1, :2], [(639 - 320) * z / 500, (479 - 240) * z / 480], rtol=1e-5
+        )
 
 
 def test_compressed_input_and_colored_output(tiny_checkpoint, tmp_path):
@@ -235,20 +284,45 @@ def test_compressed_input_and_colored_output(tiny_checkpoint, tmp_path):
 
 def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
     missing = tmp_path / "no_such_clip.pt"
-    cases = [(["-p", f"model:={missing}"], str(missing)),
-             (["-p", "qos_overrides./front/image.subscription.reliability:=sometimes"],
-              "qos_overrides./front/image.subscription.reliability"),
-             # The schema's own message, word for word what depthclip-bag and depthclip-eval say.
-             (["-p", "temperature:=150"],
-              "invalid config field 'temperature' = 150.0: must be from 0.0001 to 100.0"),
-             (["-p", "cloud_stride:=2.5"], "invalid config field 'cloud_stride' = 2.5: must be an integer"),
-             (["-p", "autostart:=maybe"], "invalid config field 'autostart' = 'maybe'")]
+    cases = [
+        (["-p", f"model:={missing}"], str(missing)),
+        (
+            ["-p", "qos_overrides./front/image.subscription.reliability:=sometimes"],
+            "qos_overrides./front/image.subscription.reliability",
+        ),
+        # The schema's own message, word for word what depthclip-bag and depthclip-eval say.
+        (
+            ["-p", "temperature:=150"],
+            "invalid config field 'temperature' = 150.0: must be from 0.0001 to 100.0",
+        ),
+        (
+            ["-p", "cloud_stride:=2.5"],
+            "invalid config field 'cloud_stride' = 2.5: must be an integer",
+        ),
+        (["-p", "autostart:=maybe"], "invalid config field 'autostart' = 'maybe'"),
+    ]
     for args, expected in cases:
-        proc = subprocess.run([sys.executable, "-m", "depthclip_ros.node", "--ros-args", "-r", "__ns:=/front",
-                               "-p", "device:=cpu", *args], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "depthclip_ros.node",
+                "--ros-args",
+                "-r",
+                "__ns:=/front",
+                "-p",
+                "device:=cpu",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 1, proc.stderr
         fatal = [line for line in proc.stderr.splitlines() if "FATAL" in line]
-        assert len(fatal) == 1 and "[front.depthclip]" in fatal[0] and expected in fatal[0], proc.stderr
+        assert len(fatal) == 1 and "[front.depthclip]" in fatal[0] and expected in fatal[0], (
+            proc.stderr
+        )
         assert "Traceback" not in proc.stderr
 
 
@@ -258,19 +332,37 @@ CAMERA_PROCESS = os.path.join(os.path.dirname(__file__), "camera_process.py")
 
 
 def run_camera_process(width, height, reliability, count, namespace="", timeout=20.0):
-    """The camera stand-in as its own process (frames one at a time, each waited for): its report."""
-    proc = subprocess.run([sys.executable, CAMERA_PROCESS, str(width), str(height), reliability, str(count),
-                           str(timeout), namespace], capture_output=True, text=True, timeout=300)
+    """The camera stand-in as its own process (frames one at a time, each waited for): its
+    report."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            CAMERA_PROCESS,
+            str(width),
+            str(height),
+            reliability,
+            str(count),
+            str(timeout),
+            namespace,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def subscription_reliability(tester, topic):
-    infos = [i for i in tester.node.get_subscriptions_info_by_topic(topic) if i.node_name == "depthclip"]
+    infos = [
+        i for i in tester.node.get_subscriptions_info_by_topic(topic) if i.node_name == "depthclip"
+    ]
     return {i.qos_profile.reliability.name.lower() for i in infos}
 
 
-def test_vga_frames_from_a_reliable_publisher_in_another_process_are_all_answered(tiny_checkpoint, tmp_path):
+def test_vga_frames_from_a_reliable_publisher_in_another_process_are_all_answered(
+    tiny_checkpoint, tmp_path
+):
     """Default middleware, no XML profile: a 900 KB frame crosses processes as fragmented UDP."""
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         report = run_camera_process(640, 480, "reliable", 10)
@@ -285,35 +377,45 @@ def test_a_best_effort_publisher_is_served_best_effort(tiny_checkpoint, tmp_path
         # Answers at all mean the input matched the best-effort publisher (a reliable subscription
         # does not). Best effort may lose a frame; 10 of 10 were answered in every run here.
         assert len(report["answered"]) >= 8, report
-        wait_until(lambda: node.inputs[0].reliability == "reliable")  # only the tester's reliable pub left
+        wait_until(
+            lambda: node.inputs[0].reliability == "reliable"
+        )  # only the tester's reliable pub left
         assert subscription_reliability(tester, "/image") == {"reliable"}
 
 
 def test_input_reliability_follows_publishers_and_can_be_forced(tiny_checkpoint, tmp_path):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         assert subscription_reliability(tester, "/image") == {"reliable"}
-        best_effort = tester.node.create_publisher(Image, "image", QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        best_effort = tester.node.create_publisher(
+            Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        )
         wait_until(lambda: subscription_reliability(tester, "/image") == {"best_effort"})
         answered = send_and_receive(tester, encode(RGB, "rgb8"), 3, publisher=best_effort)
         assert answered.header.stamp.sec == 3
         tester.node.destroy_publisher(best_effort)
         wait_until(lambda: subscription_reliability(tester, "/image") == {"reliable"})
-    forced = {"qos_overrides./image.subscription.reliability": "best_effort",
-              "qos_overrides./depth/image.publisher.reliability": "best_effort"}
+    forced = {
+        "qos_overrides./image.subscription.reliability": "best_effort",
+        "qos_overrides./depth/image.publisher.reliability": "best_effort",
+    }
     with running_node(tiny_checkpoint, tmp_path, **forced) as (node, tester):
         time.sleep(2 * 0.5)  # two QoS checks with only reliable publishers: the override holds
         assert subscription_reliability(tester, "/image") == {"best_effort"}
         assert subscription_reliability(tester, "/camera_info") == {"reliable"}
-        offered = {i.qos_profile.reliability.name.lower()
-                   for i in tester.node.get_publishers_info_by_topic("/depth/image")}
+        offered = {
+            i.qos_profile.reliability.name.lower()
+            for i in tester.node.get_publishers_info_by_topic("/depth/image")
+        }
         assert offered == {"best_effort"}
-        assert node.get_parameter("qos_overrides./points.publisher.reliability").value == "reliable"
-
+        assert (
+            node.get_parameter("qos_overrides./points.publisher.reliability").value == "reliable"
+        )
 
 
 # ------------------------------------------------------------------ camera_info paired by stamp
+
 
 def test_camera_info_published_after_its_image_pairs_by_stamp(tiny_checkpoint, tmp_path):
     """Drivers publish the image first, its camera_info right after: each frame gets its own K."""
@@ -323,11 +425,18 @@ def test_camera_info_published_after_its_image_pairs_by_stamp(tiny_checkpoint, t
             tester.image_pub.publish(stamp(encode(RGB, "rgb8"), sec))
             time.sleep(0.05)
             tester.info_pub.publish(stamp(camera_info(fx=fx, fy=fx), sec))
-            info = tester.wait_for("depth/camera_info", predicate=lambda m, s=sec: m.header.stamp.sec == s)[0]
-            cloud = tester.wait_for("points", predicate=lambda m, s=sec: m.header.stamp.sec == s)[0]
+            info = tester.wait_for(
+                "depth/camera_info", predicate=lambda m, s=sec: m.header.stamp.sec == s
+            )[0]
+            cloud = tester.wait_for("points", predicate=lambda m, s=sec: m.header.stamp.sec == s)[
+                0
+            ]
             assert info.k[0] == fx and info.p[0] == fx, sec
-            depth = conversions.depth_image_to_array(tester.wait_for(
-                "depth/image", predicate=lambda m, s=sec: m.header.stamp.sec == s)[0])
+            depth = conversions.depth_image_to_array(
+                tester.wait_for("depth/image", predicate=lambda m, s=sec: m.header.stamp.sec == s)[
+                    0
+                ]
+            )
             points = conversions.pointcloud_to_array(cloud)
             z = depth[0, 0]
             np.testing.assert_allclose(points[0, 0, 0], (0 - 320) * z / fx, rtol=1e-5)
@@ -349,6 +458,7 @@ def test_without_a_matching_stamp_the_latest_camera_info_is_used(tiny_checkpoint
 
 def test_binning_and_roi_are_applied_once(tiny_checkpoint, tmp_path):
     from sensor_msgs.msg import RegionOfInterest
+
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         full = camera_info(width=1280, height=960, fx=1000.0, fy=1000.0, cx=700.0, cy=500.0)
         full.binning_x = full.binning_y = 2
@@ -358,28 +468,42 @@ def test_binning_and_roi_are_applied_once(tiny_checkpoint, tmp_path):
         info = tester.wait_for("depth/camera_info")[0]
         assert (info.width, info.height, info.binning_x, info.binning_y) == (640, 480, 0, 0)
         assert (info.roi.x_offset, info.roi.width) == (0, 0)
-        np.testing.assert_allclose(np.array(info.k)[[0, 2, 4, 5]], [500, (700 - 40) / 2, 500, (500 - 20) / 2])
+        np.testing.assert_allclose(
+            np.array(info.k)[[0, 2, 4, 5]], [500, (700 - 40) / 2, 500, (500 - 20) / 2]
+        )
 
 
 # ------------------------------------------------------------------ namespaces and parameter files
 
+
 def test_two_namespaced_instances_each_use_their_params_file(tiny_checkpoint, tmp_path):
-    """Two cameras, two node processes, one `/**/depthclip:` file each, as the launch file starts them."""
+    """Two cameras, two node processes, one `/**/depthclip:` file each, as the launch file starts
+    them."""
     from depthclip_ros.demo import start_node_process
+
     bins = {"/front": [4.0, 5.0, 6.0, 7.0], "/rear": [8.0, 9.0, 10.0, 11.0]}
     nodes = []
     try:
         for ns, depth_bins in bins.items():
             params = tmp_path / f"{ns[1:]}.yaml"
-            params.write_text("/**/depthclip:\n  ros__parameters:\n"
-                              f"    model: {tiny_checkpoint}\n    device: cpu\n    temperature: 1.0\n"
-                              f"    cache_dir: {tmp_path / 'cache'}\n    depth_tokens: [a, b, c, d]\n"
-                              f"    depth_bins: {depth_bins}\n")
-            nodes.append(start_node_process(params, {}, {}, tmp_path / f"{ns[1:]}.log", namespace=ns))
+            params.write_text(
+                "/**/depthclip:\n  ros__parameters:\n"
+                f"    model: {tiny_checkpoint}\n    device: cpu\n    temperature: 1.0\n"
+                f"    cache_dir: {tmp_path / 'cache'}\n    depth_tokens: [a, b, c, d]\n"
+                f"    depth_bins: {depth_bins}\n"
+            )
+            nodes.append(
+                start_node_process(params, {}, {}, tmp_path / f"{ns[1:]}.log", namespace=ns)
+            )
         for ns, depth_bins in bins.items():
             report = run_camera_process(160, 120, "reliable", 3, namespace=ns, timeout=60)
             assert report["answered"] == [1, 2, 3], (ns, report)
-            assert depth_bins[0] <= report["depth_range"][0] <= report["depth_range"][1] <= depth_bins[-1]
+            assert (
+                depth_bins[0]
+                <= report["depth_range"][0]
+                <= report["depth_range"][1]
+                <= depth_bins[-1]
+            )
     finally:
         for proc in nodes:
             proc.terminate()
