@@ -316,10 +316,12 @@ class BagProcessor:
         self._frames.append(_Frame(timestamp, msg.header, rgb, info))
 
     def _flush(self):
+        from .core import ImageSizeError  # loaded with the estimator (torch)
+
         if self._frames:
             try:
                 result = self.estimator.predict(np.stack([f.rgb for f in self._frames]))
-            except ValueError as exc:  # e.g. preprocessing 'crop' on a camera that is not 640x480
+            except ImageSizeError as exc:  # e.g. preprocessing 'crop' on a camera not 640x480
                 raise BagError(
                     f"frames of {self._frames[0].rgb.shape[1]}x{self._frames[0].rgb.shape[0]} "
                     f"cannot be processed with this configuration: {exc}"

@@ -37,11 +37,15 @@ def channel_subsample_index(image_channels: int, embed_dim: int) -> torch.Tensor
     return torch.arange(embed_dim, dtype=torch.int64) * image_channels // embed_dim
 
 
+class ImageSizeError(ValueError):
+    """The images cannot go through this configuration (shape, or 'crop' on a non-NYU size)."""
+
+
 def input_region(height: int, width: int, cfg: DepthClipConfig) -> tuple:
     """(top, left, height, width) of the image area the network sees and the depth covers."""
     if cfg.preprocessing == "crop":
         if (height, width) != CROP_IMAGE_SIZE:
-            raise ValueError(
+            raise ImageSizeError(
                 f"preprocessing 'crop' is the reference's NYU crop and needs a 640x480 "
                 f"image, got {width}x{height}; use preprocessing 'resize' for this camera"
             )
@@ -131,7 +135,7 @@ class DepthClip:
         # Swapping it for Identity keeps CLIP's own forward (stem, dtype cast, layers).
         visual.attnpool = torch.nn.Identity()
         # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
-        # (RN50 at 544x416 on 2 EPYC cores: 252 vs 272-288 ms per frame at batch 1).
+        # (measured: README, Performance).
         self.encoder = visual.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: autotune once
@@ -177,7 +181,7 @@ class DepthClip:
         if arr.ndim == 3:
             arr = arr[None]
         if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-            raise ValueError(
+            raise ImageSizeError(
                 f"expected uint8 RGB images (B, H, W, 3), got {arr.dtype} {arr.shape}"
             )
         t = torch.from_numpy(np.ascontiguousarray(arr))

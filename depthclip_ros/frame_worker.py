@@ -3,8 +3,8 @@
 Callbacks never wait for the model: `submit` replaces a pending frame (the newest frame wins,
 so a slow model drops frames instead of building a backlog) and `call` queues a job (model
 load, config change, unload) that runs on the worker thread between two frames and returns a
-Future. One thread for all torch work: spreading it over two threads made each CPU forward
-15-20 % slower here (a second OpenMP thread team; RN50 on 2 cores).
+Future. One thread for all torch work: spread over two threads, a second OpenMP thread team
+made each CPU forward slower (measured: README, Performance).
 
 Lazy: while `wanted()` is false (nobody subscribes to the outputs) a frame is held, not run;
 it runs as soon as someone listens, or is discarded once older than `hold` seconds. Holding

@@ -107,7 +107,7 @@ def _read_jsonl(path: Path, fingerprint: dict) -> dict:
     rows = {}
     lines = path.read_text().splitlines()
     if not lines or json.loads(lines[0]).get("fingerprint") != fingerprint:
-        raise SystemExit(
+        raise DataError(
             f"--resume: {path} was written with another config/model/baseline; "
             "use another --out or run without --resume"
         )

@@ -14,7 +14,7 @@ from clip.model import build_model
 from conftest import structured_image
 
 from depthclip_ros import core
-from depthclip_ros.core import DepthClip, channel_subsample_index, preprocess
+from depthclip_ros.core import DepthClip, ImageSizeError, channel_subsample_index, preprocess
 from depthclip_ros.model_loading import ModelLoadError, load_clip
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -122,7 +122,7 @@ def test_crop_box_and_normalisation_exact(make_config):
     np.testing.assert_allclose(
         clip_x, ((img[56:472, 60:604] / 255 - mean) / std).transpose(2, 0, 1), atol=1e-5
     )
-    with pytest.raises(ValueError, match="640x480"):
+    with pytest.raises(ImageSizeError, match="640x480"):
         preprocess(
             torch.zeros(1, 240, 320, 3, dtype=torch.uint8), make_config(preprocessing="crop")
         )
