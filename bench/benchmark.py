@@ -23,16 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from depthclip_ros import conversions  # noqa: E402
-from depthclip_ros.config import DepthClipConfig, default_params_file, load_config  # noqa: E402
+from depthclip_ros import frame_messages, image_decoding  # noqa: E402
+from depthclip_ros.config import DepthClipConfig  # noqa: E402
 from depthclip_ros.core import DepthClip, DepthResult, preprocess  # noqa: E402
-from depthclip_ros.demo import (
-    local_dds_env,
-    render_scene,
-    scene_camera_info_fields,  # noqa: E402
-    start_node_process,
-)
+from depthclip_ros.node_process import local_dds_env, start_node_process  # noqa: E402
+from depthclip_ros.params_files import default_params_file, load_config  # noqa: E402
 from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
+from depthclip_ros.synthetic_scenes import render_scene, scene_camera_info_fields  # noqa: E402
 
 
 def machine() -> str:
@@ -169,7 +166,7 @@ def bench_conversions():
     cloud."""
     rgb, _ = render_scene("corridor")
     msg = types.SimpleNamespace(
-        **conversions.rgb8_image_fields(rgb)
+        **frame_messages.rgb8_image_fields(rgb)
     )  # attribute access like a message
     depth = np.random.default_rng(0).uniform(1, 3, (1, 480, 640)).astype(np.float32)
     result = DepthResult(
@@ -183,7 +180,7 @@ def bench_conversions():
     info = types.SimpleNamespace(**scene_camera_info_fields(), binning_x=0, binning_y=0, roi=roi)
 
     def once():
-        conversions.frame_outputs(conversions.decode_image(msg), result, 0, info, 8)
+        frame_messages.frame_outputs(image_decoding.decode_image(msg), result, 0, info, 8)
 
     (t,) = timed([once], 200, warmup=5)
     return [
@@ -201,8 +198,8 @@ import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, CameraInfo
 from diagnostic_msgs.msg import DiagnosticArray
-from depthclip_ros import conversions
-from depthclip_ros.demo import render_scene, scene_camera_info_fields
+from depthclip_ros import frame_messages
+from depthclip_ros.synthetic_scenes import render_scene, scene_camera_info_fields
 rate, seconds = float(sys.argv[1]), float(sys.argv[2])
 rclpy.init(); n = rclpy.create_node("bench_camera")
 lat = []; recv = []; diag = {}
@@ -221,7 +218,7 @@ ipub = n.create_publisher(CameraInfo, "camera_info", 10)
 threading.Thread(target=rclpy.spin, args=(n,), daemon=True).start()
 while pub.get_subscription_count() == 0: time.sleep(0.1)
 rgb, _ = render_scene("corridor")
-fields = conversions.rgb8_image_fields(rgb)
+fields = frame_messages.rgb8_image_fields(rgb)
 info = CameraInfo(**scene_camera_info_fields())
 msg = Image(**fields)  # built once: a camera driver does not pay Python's message construction
 msg.header.frame_id = "cam"
@@ -373,7 +370,8 @@ def _cpu_s(pid):
 def bench_eval(ckpt, n_images):
     from PIL import Image
 
-    from offline_eval.cli import main as eval_main
+    from offline_eval.data import open_dataset
+    from offline_eval.evaluation import EvalRun, evaluate
 
     root = Path(tempfile.mkdtemp())
     scene = root / "official_splits" / "test" / "corridor"
@@ -385,11 +383,7 @@ def bench_eval(ckpt, n_images):
     params = root / "p.yaml"
     params.write_text(f"/**/depthclip:\n  ros__parameters:\n    model: {ckpt}\n    device: cpu\n")
     t0 = time.perf_counter()
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        eval_main(["--data-root", str(root), "--params", str(params), "--workers", "2"])
+    evaluate(open_dataset(root), EvalRun(params_file=str(params), workers=2), quiet=True)
     dt = time.perf_counter() - t0
     return [
         [

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, DepthClipConfig, default_cache_dir
+from .config import DepthClipConfig
 from .model_loading import LoadedModel, load_clip
-from .text_features import text_features
+from .parameter_schema import ConfigError
+from .text_features import default_cache_dir, text_features
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -15,12 +15,16 @@ import clip
 import numpy as np
 import torch
 
-from .config import ConfigError
 from .files import atomic_write
+from .parameter_schema import ConfigError
 
 log = logging.getLogger("depthclip_ros")
 
 CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    return Path("~/.cache/depthclip_ros").expanduser()
 
 
 def cache_key(identity: str, prompts, embed_dim: int) -> str:

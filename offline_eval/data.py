@@ -161,3 +161,28 @@ def read_test_indices(splits_path) -> list:
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"cannot read testNdxs from {splits_path}: {exc}") from None
     return [int(i) - 1 for i in ndx]  # MATLAB is 1-based
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    samples: list  # Sample, in evaluation order
+    load: object  # Sample -> (rgb uint8 (480, 640, 3), depth uint16 millimetres)
+    missing: list  # files skipped by skip_missing
+    label: str  # where the data came from, recorded in results
+
+
+def open_dataset(
+    data_root=None, split_file=None, skip_missing=False, mat=None, splits=None
+) -> Dataset:
+    """The NYU test set of the BTS layout (`data_root`) or of the labeled .mat (`mat` with
+    `splits`); DataError when it is missing or incomplete."""
+    if mat:
+        if not splits:
+            raise DataError("--mat needs --splits (splits.mat with testNdxs)")
+        source = MatSource(mat, splits)
+        return Dataset(source.samples(), source.load, [], f"mat:{mat}")
+    if not data_root:
+        raise DataError("give --data-root (BTS layout) or --mat/--splits")
+    samples, missing = bts_samples(data_root, split_file, skip_missing)
+    label = f"bts:{data_root}" + (f" split:{split_file}" if split_file else "")
+    return Dataset(samples, load_bts, missing, label)

@@ -6,11 +6,9 @@ rclpy serialises the messages (CDR, as a recorder would); rosbags stores the byt
 import io
 import os
 
-from conftest import structured_image
-from msg_factory import encode
+from helpers import camera_info, encode, stamp, structured_image
 from PIL import Image as PILImage
 from rclpy.serialization import serialize_message
-from ros_harness import camera_info, stamp
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
 

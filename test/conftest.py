@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny random CLIP saved to disk and loaded the way users load models."""
 
 import os
-import time
 import warnings
 
 # Every node the tests start talks over loopback only, on a DDS domain of this run's own.
@@ -16,14 +15,11 @@ for _tuning in (
 ):
     os.environ.pop(_tuning, None)
 
-import numpy as np  # noqa: E402 (after the environment the rmw reads)
-import pytest  # noqa: E402
+import pytest  # noqa: E402 (after the environment the rmw reads)
 
 from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
-
-SHARED_NYU = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "nyu_samples")
 
 
 @pytest.fixture(scope="session")
@@ -46,24 +42,3 @@ def make_config(tiny_checkpoint, tmp_path):
         return DepthClipConfig(**base)
 
     return make
-
-
-def structured_image(height=480, width=640, seed=0):
-    """Gradients, a checkerboard and a block: spatial structure so the depth varies."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    img = np.zeros((height, width, 3), np.uint8)
-    img[..., 0] = xx * 255 // width
-    img[..., 1] = yy * 255 // height
-    img[..., 2] = ((xx // 40 + yy // 40) % 2) * 200
-    h0, w0 = height // 5, width // 3
-    img[h0 : 2 * h0, w0 : 2 * w0] = rng.integers(0, 256, 3)
-    return img
-
-
-def wait_until(condition, timeout=10.0, interval=0.02):
-    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(interval)

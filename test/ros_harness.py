@@ -91,24 +91,6 @@ class Tester:
         raise TimeoutError("the depthclip node never subscribed")
 
 
-def stamp(msg, sec, nanosec=0, frame="camera_optical_frame"):
-    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
-    msg.header.frame_id = frame
-    return msg
-
-
-def camera_info(width=640, height=480, fx=500.0, fy=480.0, cx=320.0, cy=240.0):
-    return stamp(
-        CameraInfo(
-            width=width,
-            height=height,
-            k=[fx, 0, cx, 0, fy, cy, 0, 0, 1],
-            p=[fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0],
-        ),
-        0,
-    )
-
-
 @contextlib.contextmanager
 def running_node(checkpoint, cache_dir, remappings=None, listen=True, **params):
     """Start DepthClipNode with the tiny checkpoint; yield (node, tester); always clean up.

@@ -15,9 +15,9 @@ from bag_factory import deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
 from ros_harness import running_node
 
-from depthclip_ros import bag_tool, conversions
-from depthclip_ros.config import load_config
+from depthclip_ros import bag_files, bag_processing, bag_tool, image_decoding, point_cloud
 from depthclip_ros.core import DepthClip
+from depthclip_ros.params_files import load_config
 
 IMAGE_TOPIC = "/cam/image_raw"
 
@@ -92,8 +92,8 @@ def test_process_adds_depth_info_and_cloud_and_copies_everything(
         assert d.header.frame_id == image.header.frame_id == "camera_optical_frame"
         assert (d.encoding, d.height, d.width, d.step) == ("32FC1", 120, 160, 640)
         # The same core on the same decoded frame gives the same depth: one pipeline, not two.
-        expected = estimator.predict(conversions.decode_image(image)).depth[0]
-        np.testing.assert_allclose(conversions.depth_image_to_array(d), expected, rtol=1e-5)
+        expected = estimator.predict(image_decoding.decode_image(image)).depth[0]
+        np.testing.assert_allclose(image_decoding.depth_image_to_array(d), expected, rtol=1e-5)
 
         info = deserialize(infos[i][1], "sensor_msgs/msg/CameraInfo")
         assert info.header.stamp == d.header.stamp and (info.width, info.height) == (160, 120)
@@ -101,7 +101,7 @@ def test_process_adds_depth_info_and_cloud_and_copies_everything(
         assert cloud.header.stamp == d.header.stamp
         assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"] and cloud.point_step == 16
         assert (cloud.height, cloud.width) == (math.ceil(120 / 4), math.ceil(160 / 4))
-        xyz = conversions.pointcloud_to_array(cloud)[..., :3]
+        xyz = point_cloud.pointcloud_to_array(cloud)[..., :3]
         np.testing.assert_allclose(xyz[..., 2], expected[::4, ::4], rtol=1e-5)  # z is the depth
     assert leftovers(tmp_path) == []
 
@@ -141,8 +141,8 @@ def test_batches_give_the_same_depth_as_single_frames(tmp_path, params_file):
     four, _ = read_bag(tmp_path / "b4")
     assert len(four["/cam/depth/image"]) == 5
     for a, b in zip(one["/cam/depth/image"], four["/cam/depth/image"]):
-        da = conversions.depth_image_to_array(deserialize(a[1], "sensor_msgs/msg/Image"))
-        db = conversions.depth_image_to_array(deserialize(b[1], "sensor_msgs/msg/Image"))
+        da = image_decoding.depth_image_to_array(deserialize(a[1], "sensor_msgs/msg/Image"))
+        db = image_decoding.depth_image_to_array(deserialize(b[1], "sensor_msgs/msg/Image"))
         np.testing.assert_allclose(da, db, rtol=1e-4, atol=1e-5)
 
 
@@ -413,8 +413,8 @@ def test_failure_mid_run_leaves_no_output_and_keeps_the_old_one(
             raise KeyboardInterrupt  # what Ctrl-C or SIGTERM does mid-run
         return original(self)
 
-    original = bag_tool.BagProcessor._flush
-    monkeypatch.setattr(bag_tool.BagProcessor, "_flush", interrupted_after_one_frame)
+    original = bag_processing.BagProcessor._flush
+    monkeypatch.setattr(bag_processing.BagProcessor, "_flush", interrupted_after_one_frame)
     assert (
         run_tool(
             "process",
@@ -452,8 +452,10 @@ def test_image_logged_before_its_camera_info_gets_its_own_k(tmp_path, params_fil
     for i, (info, cloud, depth) in enumerate(zip(infos, clouds, depths)):
         assert (info.header.stamp.sec, info.header.stamp.nanosec) == frame_stamp(i)
         assert info.k[0] == info.k[4] == focal(i)
-        z = conversions.depth_image_to_array(depth)[4, 8]  # the cloud's point (1, 2) at stride 4
-        point = conversions.pointcloud_to_array(cloud)[1, 2]
+        z = image_decoding.depth_image_to_array(depth)[
+            4, 8
+        ]  # the cloud's point (1, 2) at stride 4
+        point = point_cloud.pointcloud_to_array(cloud)[1, 2]
         np.testing.assert_allclose(
             point[:2], [(8 - 80) * z / focal(i), (4 - 60) * z / focal(i)], rtol=1e-5
         )
@@ -485,7 +487,7 @@ def test_bag_outputs_are_the_topics_a_node_in_the_camera_namespace_publishes():
         resolved = {key: node.resolve_topic_name(name) for key, name in topics.OUTPUTS.items()}
         node.destroy_node()
     for image_topic in ("/camera/color/image_raw", "/camera/color/image_raw/compressed"):
-        assert bag_tool.output_topics(image_topic) == {
+        assert bag_files.output_topics(image_topic) == {
             k: resolved[k] for k in ("depth", "camera_info", "points")
         }
     assert resolved["depth"] == "/camera/color/depth/image"

@@ -2,13 +2,12 @@ import io
 
 import numpy as np
 import pytest
-from conftest import structured_image
-from msg_factory import ALL_ENCODINGS, encode
+from helpers import ALL_ENCODINGS, encode, structured_image
 from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 
-from depthclip_ros import conversions
-from depthclip_ros.conversions import ImageDecodeError
+from depthclip_ros import frame_messages, image_decoding, point_cloud
+from depthclip_ros.image_decoding import ImageDecodeError
 
 RGB = structured_image(48, 64)
 
@@ -17,27 +16,31 @@ RGB = structured_image(48, 64)
 @pytest.mark.parametrize("padding", [0, 5])
 @pytest.mark.parametrize("bigendian", [False, True])
 def test_colour_encodings_round_trip_exactly(encoding, padding, bigendian):
-    out = conversions.image_to_rgb8(encode(RGB, encoding, padding, bigendian))
+    out = image_decoding.image_to_rgb8(encode(RGB, encoding, padding, bigendian))
     np.testing.assert_array_equal(out, RGB)
 
 
 def test_mono_replicates_first_channel():
     grey = np.repeat(RGB[..., :1], 3, axis=2)
-    np.testing.assert_array_equal(conversions.image_to_rgb8(encode(RGB, "mono8", 3)), grey)
-    np.testing.assert_array_equal(conversions.image_to_rgb8(encode(RGB, "mono16", 2, True)), grey)
-    np.testing.assert_array_equal(conversions.image_to_rgb8(encode(RGB, "mono16", 0, False)), grey)
+    np.testing.assert_array_equal(image_decoding.image_to_rgb8(encode(RGB, "mono8", 3)), grey)
+    np.testing.assert_array_equal(
+        image_decoding.image_to_rgb8(encode(RGB, "mono16", 2, True)), grey
+    )
+    np.testing.assert_array_equal(
+        image_decoding.image_to_rgb8(encode(RGB, "mono16", 0, False)), grey
+    )
 
 
 @pytest.mark.parametrize("encoding", [e for e in ALL_ENCODINGS if e.startswith(("bayer", "yuv"))])
 def test_subsampled_encodings_are_close(encoding):
-    out = conversions.image_to_rgb8(encode(RGB, encoding, padding=4))
+    out = image_decoding.image_to_rgb8(encode(RGB, encoding, padding=4))
     err = np.abs(out.astype(int) - RGB.astype(int))
     # Exact where the colour was sampled; small mean error elsewhere on this smooth image.
     assert err.mean() < 12, err.mean()
 
 
 def test_bayer_keeps_sampled_pixels_exactly():
-    out = conversions.image_to_rgb8(encode(RGB, "bayer_rggb8"))
+    out = image_decoding.image_to_rgb8(encode(RGB, "bayer_rggb8"))
     np.testing.assert_array_equal(out[0::2, 0::2, 0], RGB[0::2, 0::2, 0])
     np.testing.assert_array_equal(out[1::2, 1::2, 2], RGB[1::2, 1::2, 2])
 
@@ -59,7 +62,7 @@ def test_malformed_images_are_rejected_with_reason(mutate, reason):
     for k, v in mutate.items():
         setattr(msg, k, v)
     with pytest.raises(ImageDecodeError, match=reason):
-        conversions.image_to_rgb8(msg)
+        image_decoding.image_to_rgb8(msg)
 
 
 def test_compressed_jpeg_png_and_garbage():
@@ -67,37 +70,37 @@ def test_compressed_jpeg_png_and_garbage():
         buf = io.BytesIO()
         PILImage.fromarray(RGB).save(buf, format=fmt, quality=95)
         msg = CompressedImage(format=fmt.lower(), data=buf.getvalue())
-        out = conversions.compressed_to_rgb8(msg)
+        out = image_decoding.compressed_to_rgb8(msg)
         assert out.shape == RGB.shape
         assert np.abs(out.astype(int) - RGB).mean() < (0.01 if fmt == "PNG" else 4)
     with pytest.raises(ImageDecodeError, match="undecodable"):
-        conversions.compressed_to_rgb8(CompressedImage(format="jpeg", data=b"\xff\xd8garbage"))
+        image_decoding.compressed_to_rgb8(CompressedImage(format="jpeg", data=b"\xff\xd8garbage"))
     with pytest.raises(ImageDecodeError, match="no data"):
-        conversions.compressed_to_rgb8(CompressedImage(format="jpeg", data=b""))
+        image_decoding.compressed_to_rgb8(CompressedImage(format="jpeg", data=b""))
 
 
 def test_depth_image_round_trip():
     depth = np.random.default_rng(0).uniform(1, 3, (7, 9)).astype(np.float32)
     depth[2, 3] = np.nan
-    msg = Image(**conversions.depth_image_fields(depth))
+    msg = Image(**frame_messages.depth_image_fields(depth))
     assert msg.encoding == "32FC1" and msg.step == 36
-    np.testing.assert_array_equal(conversions.depth_image_to_array(msg), depth)
+    np.testing.assert_array_equal(image_decoding.depth_image_to_array(msg), depth)
 
 
 def test_backprojection_formula():
     depth = np.full((480, 640), 2.0, np.float32)
     depth[0, 8] = np.nan
     rgb = structured_image()
-    pts, cols = conversions.cloud_points(depth, rgb, (500.0, 400.0, 320.0, 240.0), 8)
+    pts, cols = point_cloud.cloud_points(depth, rgb, (500.0, 400.0, 320.0, 240.0), 8)
     assert pts.shape == (60, 80, 3)
     np.testing.assert_allclose(
         pts[3, 5], [(40 - 320) * 2 / 500, (24 - 240) * 2 / 400, 2.0], rtol=1e-6
     )
     np.testing.assert_array_equal(cols[3, 5], rgb[24, 40])
-    fields = conversions.pointcloud_fields(pts, cols)
+    fields = point_cloud.pointcloud_fields(pts, cols)
     assert fields["is_dense"] is False and fields["row_step"] == 80 * 16
     arr = np.frombuffer(fields["data"], "<f4").reshape(60, 80, 4)
     assert np.isnan(arr[0, 1, :3]).all()
     packed = arr[3, 5, 3:4].view(np.uint32)[0]
     assert packed == (int(rgb[24, 40, 0]) << 16 | int(rgb[24, 40, 1]) << 8 | int(rgb[24, 40, 2]))
-    np.testing.assert_array_equal(conversions.unpack_rgb(arr[..., 3]), cols)  # round trip
+    np.testing.assert_array_equal(point_cloud.unpack_rgb(arr[..., 3]), cols)  # round trip

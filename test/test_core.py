@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from clip.model import build_model
-from conftest import structured_image
+from helpers import structured_image
 
 from depthclip_ros import core
 from depthclip_ros.core import DepthClip, ImageSizeError, channel_subsample_index, preprocess
@@ -145,7 +145,7 @@ def test_bin_change_changes_output_and_keeps_range(make_config):
 
 
 def test_update_config_refuses_load_time_fields(make_config):
-    from depthclip_ros.config import ConfigError
+    from depthclip_ros.parameter_schema import ConfigError
 
     model = DepthClip(make_config())
     with pytest.raises(ConfigError, match="device"):
@@ -167,7 +167,7 @@ def test_warm_up_runs_the_network_at_its_input_size(
 
 
 def test_prompt_longer_than_clip_context_is_a_config_error(make_config):
-    from depthclip_ros.config import ConfigError
+    from depthclip_ros.parameter_schema import ConfigError
 
     with pytest.raises(ConfigError, match="prompt_template.*too long for CLIP"):
         DepthClip(make_config(prompt_template="This {object} is " + "very " * 80 + "{token}"))
@@ -241,8 +241,8 @@ def test_bad_model_names_and_files(tmp_path):
 
 def test_core_does_not_import_rclpy():
     code = (
-        "import sys, depthclip_ros.core, depthclip_ros.config, depthclip_ros.conversions,"
-        " depthclip_ros.bag_tool;"
+        "import sys, depthclip_ros.core, depthclip_ros.config, depthclip_ros.image_decoding,"
+        " depthclip_ros.frame_messages, depthclip_ros.bag_tool, offline_eval.cli;"
         "sys.exit('rclpy' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

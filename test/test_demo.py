@@ -8,7 +8,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from depthclip_ros.demo import CX, CY, FX, FY, SCENES, render_scene
+from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, SCENES, render_scene
+from offline_eval import metrics
 
 
 def test_rendered_scene_depth_is_the_ray_cast_geometry():
@@ -49,6 +50,10 @@ def test_demo_runs_the_whole_ros_pipeline(tmp_path):
         count = int(header.split(b"element vertex ")[1].split(b"\n")[0])
         assert count == s["cloud_points"] == 60 * 80 and len(body) == count * 15
         assert 1.0 <= s["depth_min_m"] <= s["depth_max_m"] <= 3.0
+        # The scores are the eval's metrics of the published depth against the rendered truth.
+        depth = np.load(tmp_path / f"{s['scene']}_depth.npy")
+        expected = metrics.evaluate_image(render_scene(s["scene"])[1], metrics.on_canvas(depth))
+        assert s["metrics"] == expected and 0.0 <= expected["d1"] <= 1.0
 
 
 def test_demo_without_weights_stops_with_the_loader_error(tmp_path):

@@ -6,7 +6,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from conftest import SHARED_NYU, structured_image
+from helpers import SHARED_NYU, structured_image
 from PIL import Image
 from scipy.io import savemat
 

@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from conftest import wait_until
+from helpers import wait_until
 
 from depthclip_ros.frame_worker import FrameWorker
 

@@ -4,15 +4,15 @@ memory returned by cleanup, run-time parameter checks and diagnostics that recov
 import time
 
 import pytest
-from conftest import structured_image, wait_until
+from helpers import camera_info, encode, stamp, structured_image, wait_until
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from msg_factory import encode
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
-from ros_harness import camera_info, running_node, stamp
+from ros_harness import running_node
 
-from depthclip_ros.config import ConfigError, load_config
+from depthclip_ros.parameter_schema import ConfigError
+from depthclip_ros.params_files import load_config
 from depthclip_ros.random_clip import save_random_checkpoint
 
 RGB = structured_image()
@@ -141,7 +141,7 @@ def test_no_inference_while_nobody_listens(tiny_checkpoint, tmp_path):
         for sec in range(1, 11):
             send(tester, sec)
             time.sleep(0.1)
-        wait_until(lambda: node.stats.snapshot().totals["received"] == 10)
+        wait_until(lambda: node.camera.stats.snapshot().totals["received"] == 10)
         time.sleep(1.5)  # longer than a held frame lives
         assert node.worker.processed == 0 and node.worker.expired >= 1
         status = tester.wait_for(

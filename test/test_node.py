@@ -8,15 +8,14 @@ import sys
 import time
 
 import numpy as np
-from conftest import structured_image, wait_until
-from msg_factory import ALL_ENCODINGS, encode
+from helpers import ALL_ENCODINGS, camera_info, encode, stamp, structured_image, wait_until
 from PIL import Image as PILImage
 from rclpy.parameter import Parameter
-from ros_harness import camera_info, running_node, stamp
+from ros_harness import running_node
 from sensor_msgs.msg import CompressedImage, Image
 
-from depthclip_ros import conversions
-from depthclip_ros.node import output_qos_profile
+from depthclip_ros import frame_messages, image_decoding, point_cloud
+from depthclip_ros.camera_pipeline import output_qos_profile
 
 RGB = structured_image()
 
@@ -61,7 +60,7 @@ def test_depth_cloud_and_info_carry_the_input_header(tiny_checkpoint, tmp_path):
             camera_info(width=1280, height=960, fx=1000.0, fy=960.0, cx=640.0, cy=480.0)
         )
         time.sleep(0.3)
-        msg = Image(**conversions.rgb8_image_fields(RGB))
+        msg = Image(**frame_messages.rgb8_image_fields(RGB))
         stamp(msg, 42, 123)
         tester.image_pub.publish(msg)
         depth_msg = tester.wait_for("depth/image")[0]
@@ -71,7 +70,7 @@ def test_depth_cloud_and_info_carry_the_input_header(tiny_checkpoint, tmp_path):
             assert (out.header.stamp.sec, out.header.stamp.nanosec) == (42, 123)
             assert out.header.frame_id == "camera_optical_frame"
         assert (depth_msg.encoding, depth_msg.height, depth_msg.width) == ("32FC1", 480, 640)
-        depth = conversions.depth_image_to_array(depth_msg)
+        depth = image_decoding.depth_image_to_array(depth_msg)
         bins = node.estimator.config.depth_bins
         assert np.isfinite(depth).all() and bins[0] <= depth.min() and depth.max() <= bins[-1]
         # camera_info was for a 2x larger image: intrinsics scale to the depth image.
@@ -80,25 +79,25 @@ def test_depth_cloud_and_info_carry_the_input_header(tiny_checkpoint, tmp_path):
         assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
         assert all(f.datatype == 7 for f in cloud.fields)
         assert (cloud.height, cloud.width) == (60, 80) and cloud.point_step == 16
-        points = conversions.pointcloud_to_array(cloud)
+        points = point_cloud.pointcloud_to_array(cloud)
         v, u = 24 * 8, 37 * 8
         z = depth[v, u]
         np.testing.assert_allclose(
             points[24, 37, :3], [(u - 320) * z / 500, (v - 240) * z / 480, z], rtol=1e-5
         )
-        assert points[24, 37, 3:].view(np.uint32)[0] == conversions.pack_rgb(RGB[v, u])[()].view(
+        assert points[24, 37, 3:].view(np.uint32)[0] == point_cloud.pack_rgb(RGB[v, u])[()].view(
             np.uint32
         )
 
 
 def test_every_encoding_gives_the_rgb8_depth(tiny_checkpoint, tmp_path):
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
-        reference = conversions.depth_image_to_array(
-            send_and_receive(tester, Image(**conversions.rgb8_image_fields(RGB)), 1)
+        reference = image_decoding.depth_image_to_array(
+            send_and_receive(tester, Image(**frame_messages.rgb8_image_fields(RGB)), 1)
         )
         grey = np.repeat(RGB[..., :1], 3, axis=2)
-        grey_ref = conversions.depth_image_to_array(
-            send_and_receive(tester, Image(**conversions.rgb8_image_fields(grey)), 2)
+        grey_ref = image_decoding.depth_image_to_array(
+            send_and_receive(tester, Image(**frame_messages.rgb8_image_fields(grey)), 2)
         )
         cases = [(e, 0, False) for e in ALL_ENCODINGS] + [
             ("bgr8", 7, False),
@@ -106,7 +105,7 @@ def test_every_encoding_gives_the_rgb8_depth(tiny_checkpoint, tmp_path):
             ("mono16", 2, True),
         ]
         for sec, (enc, padding, big) in enumerate(cases, start=10):
-            depth = conversions.depth_image_to_array(
+            depth = image_decoding.depth_image_to_array(
                 send_and_receive(tester, encode(RGB, enc, padding, big), sec)
             )
             expected = grey_ref if enc.startswith("mono") else reference
@@ -152,7 +151,9 @@ def test_malformed_flood_then_valid_frame_is_answered(tiny_checkpoint, tmp_path)
 
 def test_parameter_changes(tiny_checkpoint, tmp_path):
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
-        before = conversions.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 1))
+        before = image_decoding.depth_image_to_array(
+            send_and_receive(tester, encode(RGB, "rgb8"), 1)
+        )
         bad = [
             Parameter("depth_bins", value=[1.0, 2.0, 1.5, 3.0, 3.5, 4.0, 5.0]),
             Parameter("depth_tokens", value=["near", "far"]),
@@ -166,7 +167,9 @@ def test_parameter_changes(tiny_checkpoint, tmp_path):
             assert not result.successful and result.reason, p.name
         ro = node.set_parameters([Parameter("device", value="cuda")])[0]
         assert not ro.successful
-        same = conversions.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 2))
+        same = image_decoding.depth_image_to_array(
+            send_and_receive(tester, encode(RGB, "rgb8"), 2)
+        )
         np.testing.assert_array_equal(same, before)
 
         ok = node.set_parameters_atomically(
@@ -176,7 +179,9 @@ def test_parameter_changes(tiny_checkpoint, tmp_path):
             ]
         )
         assert ok.successful, ok.reason
-        after = conversions.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 3))
+        after = image_decoding.depth_image_to_array(
+            send_and_receive(tester, encode(RGB, "rgb8"), 3)
+        )
         assert 2.0 <= after.min() and after.max() <= 5.0 and not np.allclose(after, before)
 
 
@@ -200,7 +205,9 @@ def test_all_model_work_runs_on_the_worker_thread(tiny_checkpoint, tmp_path, mon
         assert node.set_parameters(
             [Parameter("depth_bins", value=[1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0])]
         )[0].successful
-        after = conversions.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 2))
+        after = image_decoding.depth_image_to_array(
+            send_and_receive(tester, encode(RGB, "rgb8"), 2)
+        )
     assert [name for name, _ in calls][:2] == ["__init__", "warm_up"]
     assert {"update_config", "predict"} <= {name for name, _ in calls}
     assert {thread for _, thread in calls} == {"depthclip-worker"}
@@ -260,7 +267,7 @@ def test_depth_without_camera_info_and_coarse_cloud(tiny_checkpoint, tmp_path):
         send_and_receive(tester, encode(RGB, "rgb8"), 2)
         cloud = tester.wait_for("points")[0]
         assert (cloud.height, cloud.width) == (13, 17)  # 416x544 grid of the default resize input
-        pts = conversions.pointcloud_to_array(cloud)
+        pts = point_cloud.pointcloud_to_array(cloud)
         # The last grid cell sits exactly on the last pixel (639, 479).
         z = pts[-1, -1, 2]
         np.testing.assert_allclose(
@@ -276,7 +283,9 @@ def test_compressed_input_and_colored_output(tiny_checkpoint, tmp_path):
         PILImage.fromarray(RGB).save(buf, format="PNG")
         depth = send_and_receive(tester, CompressedImage(format="png", data=buf.getvalue()), 5)
         reference = node.estimator.predict(RGB).depth[0]
-        np.testing.assert_allclose(conversions.depth_image_to_array(depth), reference, atol=1e-6)
+        np.testing.assert_allclose(
+            image_decoding.depth_image_to_array(depth), reference, atol=1e-6
+        )
         colored = tester.wait_for("depth/colored")[0]
         assert (colored.encoding, colored.height, colored.width) == ("rgb8", 480, 640)
         assert colored.header.stamp.sec == 5
@@ -367,7 +376,7 @@ def test_vga_frames_from_a_reliable_publisher_in_another_process_are_all_answere
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         report = run_camera_process(640, 480, "reliable", 10)
         assert report["answered"] == list(range(1, 11))
-        assert node.inputs[0].reliability == "reliable"
+        assert node.camera.inputs[0].reliability == "reliable"
 
 
 def test_a_best_effort_publisher_is_served_best_effort(tiny_checkpoint, tmp_path):
@@ -378,7 +387,7 @@ def test_a_best_effort_publisher_is_served_best_effort(tiny_checkpoint, tmp_path
         # does not). Best effort may lose a frame; 10 of 10 were answered in every run here.
         assert len(report["answered"]) >= 8, report
         wait_until(
-            lambda: node.inputs[0].reliability == "reliable"
+            lambda: node.camera.inputs[0].reliability == "reliable"
         )  # only the tester's reliable pub left
         assert subscription_reliability(tester, "/image") == {"reliable"}
 
@@ -432,12 +441,12 @@ def test_camera_info_published_after_its_image_pairs_by_stamp(tiny_checkpoint, t
                 0
             ]
             assert info.k[0] == fx and info.p[0] == fx, sec
-            depth = conversions.depth_image_to_array(
+            depth = image_decoding.depth_image_to_array(
                 tester.wait_for("depth/image", predicate=lambda m, s=sec: m.header.stamp.sec == s)[
                     0
                 ]
             )
-            points = conversions.pointcloud_to_array(cloud)
+            points = point_cloud.pointcloud_to_array(cloud)
             z = depth[0, 0]
             np.testing.assert_allclose(points[0, 0, 0], (0 - 320) * z / fx, rtol=1e-5)
         values = diag_values(tester, lambda v: v["published frames (since activation)"] == "5")
@@ -447,7 +456,7 @@ def test_camera_info_published_after_its_image_pairs_by_stamp(tiny_checkpoint, t
 def test_without_a_matching_stamp_the_latest_camera_info_is_used(tiny_checkpoint, tmp_path):
     with running_node(tiny_checkpoint, tmp_path, camera_info_wait=0.2) as (node, tester):
         tester.info_pub.publish(stamp(camera_info(fx=555.0, fy=555.0), 99, frame="other_frame"))
-        wait_until(lambda: node._camera_infos.latest is not None)
+        wait_until(lambda: node.camera.camera_infos.latest is not None)
         send_and_receive(tester, encode(RGB, "rgb8"), 7)
         info = tester.wait_for("depth/camera_info")[0]
         assert info.k[0] == 555.0 and info.header.stamp.sec == 7

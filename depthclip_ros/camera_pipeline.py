@@ -1,0 +1,162 @@
+"""One camera through the node: its input subscriptions, stamp pairing, output publishers and
+frame statistics, and one frame turned into published outputs.
+
+The node owns the lifecycle, the parameters, the model and the worker; a CameraPipeline owns
+everything that is per camera. Its `publish_frame` runs on the worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.serialization import deserialize_message
+from rclpy.time import Time
+from sensor_msgs.msg import (
+    CameraInfo,
+    CompressedImage,
+    Image,
+    PointCloud2,
+    PointField,
+    RegionOfInterest,
+)
+
+from . import topics
+from .adaptive_input import AdaptiveInput
+from .frame_messages import MessageBuilder, frame_outputs, rgb8_image_fields
+from .frame_stats import FrameStats
+from .image_decoding import ImageDecodeError, decode_image
+from .stamp_pairing import StampPairing
+from .visualization import colorize
+
+OUTPUT_TYPES = {"depth": Image, "camera_info": CameraInfo, "points": PointCloud2, "colored": Image}
+MESSAGES = MessageBuilder(Image, CameraInfo, PointCloud2, PointField, RegionOfInterest)
+
+
+def output_qos_profile() -> QoSProfile:
+    """Outputs reliable (every subscriber, reliable or best effort, connects), a few deep. A new
+    profile per publisher: rclpy writes each publisher's QoS overrides into the profile it is
+    given."""
+    return QoSProfile(
+        reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5
+    )
+
+
+class CameraPipeline:
+    def __init__(self, node, use_compressed: bool, on_image):
+        """Inputs (not yet subscribed: `update_inputs` does) and lifecycle publishers.
+        `on_image(serialized)` receives each image, still serialized."""
+        self.node = node
+        # Images arrive serialized and only the frame the worker takes is deserialized: most
+        # frames of a fast camera are replaced unread (newest frame wins), so they cost nothing.
+        self.image_type = CompressedImage if use_compressed else Image
+        image_topic = topics.COMPRESSED_IMAGE if use_compressed else topics.IMAGE
+        self.stats = FrameStats()
+        self.camera_infos = StampPairing()
+        self.inputs = [
+            AdaptiveInput(node, self.image_type, image_topic, on_image, raw=True),
+            AdaptiveInput(node, CameraInfo, topics.CAMERA_INFO, self.camera_infos.add),
+        ]
+        options = QoSOverridingOptions.with_default_policies()
+        self.outputs = {
+            key: node.create_lifecycle_publisher(
+                msg_type, topics.OUTPUTS[key], output_qos_profile(), qos_overriding_options=options
+            )
+            for key, msg_type in OUTPUT_TYPES.items()
+        }
+
+    @property
+    def image_topic(self) -> str:
+        return self.inputs[0].topic
+
+    def update_inputs(self):
+        for subscription in self.inputs:
+            subscription.update()
+
+    def close_inputs(self):
+        for subscription in self.inputs:
+            subscription.close()
+
+    def destroy(self):
+        self.close_inputs()
+        for publisher in self.outputs.values():
+            self.node.destroy_lifecycle_publisher(publisher)
+        self.outputs = {}
+
+    def watched(self) -> bool:
+        return any(p.get_subscription_count() > 0 for p in self.outputs.values())
+
+    def frame_failed(self, exc: Exception):
+        log = self.node.get_logger()
+        if isinstance(exc, ImageDecodeError):
+            self.stats.count("rejected")
+            log.warning(f"image rejected: {exc}", throttle_duration_sec=5.0)
+        else:  # one bad frame must not stop the node
+            self.stats.count("failed")
+            log.error(
+                f"frame dropped, processing failed: {type(exc).__name__}: {exc}",
+                throttle_duration_sec=5.0,
+            )
+
+    def publish_frame(self, serialized: bytes, arrival: float, params, estimator):
+        """Decode, predict, pair with the camera_info of the image's stamp, publish."""
+        try:
+            msg = deserialize_message(serialized, self.image_type)
+        except Exception as exc:  # bytes that are not this message type: an undecodable frame
+            raise ImageDecodeError(f"cannot deserialize the message: {exc}") from None
+        rgb = decode_image(msg)
+        t0 = time.perf_counter()
+        result = estimator.predict(rgb)
+        self.stats.timing("inference", time.perf_counter() - t0)
+        header = msg.header
+        # Looked up after the forward: a camera_info logged right after its image is here by now.
+        info = self._paired_camera_info(header, arrival + params.node.camera_info_wait)
+        out = frame_outputs(rgb, result, 0, info, params.outputs.cloud_stride)
+        for key, message in MESSAGES.messages(header, out).items():
+            self.outputs[key].publish(message)
+        log = self.node.get_logger()
+        if out.distorted:
+            log.warning(
+                "camera_info has non-zero distortion D: the point cloud assumes a rectified "
+                "image; feed image_rect (image_proc)",
+                once=True,
+            )
+        elif info is None:
+            log.warning(
+                "no camera_info received yet: publishing depth without a point cloud", once=True
+            )
+        elif out.problem:
+            log.warning(f"{out.problem}: no point cloud", throttle_duration_sec=5.0)
+        colored = self.outputs["colored"]
+        if colored.get_subscription_count() > 0:
+            lo, hi = float(result.bins[0]), float(result.bins[-1])
+            image = colorize(result.depth[0], lo, hi, params.outputs.colormap)
+            colored.publish(MESSAGES.image(header, rgb8_image_fields(image)))
+        now = self.node.get_clock().now()
+        self.stats.timing("latency", (now - Time.from_msg(header.stamp)).nanoseconds * 1e-9)
+        self.stats.count("published")
+
+    def _paired_camera_info(self, header, deadline):
+        """The camera_info with the image's stamp (waiting until `deadline`), else the latest."""
+        expected = self.node.count_publishers(self.inputs[1].topic) > 0
+        info, exact = self.camera_infos.lookup(header.stamp, deadline, expected)
+        if info is None:
+            return None
+        log = self.node.get_logger()
+        if not exact:
+            self.stats.count("info_fallbacks")
+            stamp = info.header.stamp
+            log.warning(
+                f"no camera_info with the image's stamp {header.stamp.sec}."
+                f"{header.stamp.nanosec:09d} within camera_info_wait; using the latest "
+                f"({stamp.sec}.{stamp.nanosec:09d})",
+                throttle_duration_sec=5.0,
+            )
+        if info.header.frame_id != header.frame_id:
+            log.warning(
+                f"camera_info frame_id '{info.header.frame_id}' differs from the image's "
+                f"'{header.frame_id}'; outputs keep the image's",
+                once=True,
+            )
+        return info

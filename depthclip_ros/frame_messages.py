@@ -1,0 +1,139 @@
+"""One frame's prediction as output messages: depth image, its camera_info, the point cloud.
+
+The one place that turns a prediction into messages. `frame_outputs` computes the header-less
+fields; `MessageBuilder` makes them messages of the caller's types: rclpy's for the node, a
+rosbags typestore's for the bag tool. No rclpy import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import point_cloud
+from .camera_model import PinholeCamera
+
+
+def rgb8_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
+    """Fields of a sensor_msgs/Image holding an (H, W, 3) uint8 image."""
+    h, w = rgb.shape[:2]
+    return dict(
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=0,
+        step=w * 3,
+        data=np.ascontiguousarray(rgb, dtype=np.uint8).tobytes(),
+    )
+
+
+def depth_image_fields(depth: np.ndarray) -> dict:
+    """Fields of a 32FC1 sensor_msgs/Image (metres, NaN = invalid; REP 118)."""
+    d = np.ascontiguousarray(depth, dtype="<f4")
+    h, w = d.shape
+    return dict(height=h, width=w, encoding="32FC1", is_bigendian=0, step=w * 4, data=d.tobytes())
+
+
+@dataclasses.dataclass
+class FrameOutputs:
+    """Header-less fields of one frame's output messages; the caller adds the image's header."""
+
+    depth: dict  # sensor_msgs/Image, 32FC1
+    camera_info: dict | None  # sensor_msgs/CameraInfo of the depth image; None without usable info
+    cloud: dict | None  # sensor_msgs/PointCloud2; None without usable info
+    problem: str | None  # why camera_info and cloud are missing
+    distorted: bool = False  # non-zero D: the cloud is right only for a rectified image
+
+
+def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) -> FrameOutputs:
+    """Depth image, camera_info and point cloud of frame `index` of a core `DepthResult`.
+
+    `info` is the sensor_msgs/CameraInfo paired with the image, or None.
+    """
+    depth = result.depth[index]
+    depth_fields = depth_image_fields(depth)
+    if info is None:
+        return FrameOutputs(depth_fields, None, None, "no camera_info")
+    height, width = depth.shape
+    camera = PinholeCamera.from_camera_info(info).scaled_to(width, height)
+    try:  # the published camera_info's intrinsics, at the depth image's size: one model for both
+        intr = camera.intrinsics()
+    except ValueError as exc:
+        return FrameOutputs(depth_fields, None, None, f"camera_info unusable: {exc}")
+    if cloud_stride > 0:
+        points, colours = point_cloud.cloud_points(depth, rgb, intr, cloud_stride)
+    else:
+        u, v = result.coarse_pixel_coords()
+        points, colours = point_cloud.coarse_cloud_points(
+            result.coarse_depth[index], u, v, rgb, intr
+        )
+    return FrameOutputs(
+        depth_fields,
+        camera.camera_info_fields(),
+        point_cloud.pointcloud_fields(points, colours),
+        None,
+        camera.is_distorted,
+    )
+
+
+def _unchanged(data):
+    return data
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageBuilder:
+    """Output messages of one client library's types, keyed like topics.OUTPUTS."""
+
+    image_type: type
+    camera_info_type: type
+    point_cloud_type: type
+    point_field_type: type
+    roi_type: type
+    byte_array: object = _unchanged  # how the types take uint8[] data given as bytes
+
+    @classmethod
+    def from_typestore(cls, typestore) -> "MessageBuilder":
+        """A rosbags typestore's types: they hold uint8[] as NumPy arrays, not bytes."""
+        types = typestore.types
+        return cls(
+            *(
+                types[f"sensor_msgs/msg/{name}"]
+                for name in (
+                    "Image",
+                    "CameraInfo",
+                    "PointCloud2",
+                    "PointField",
+                    "RegionOfInterest",
+                )
+            ),
+            byte_array=lambda data: np.frombuffer(data, np.uint8),
+        )
+
+    def _make(self, msg_type, header, fields: dict):
+        converted = {
+            k: self.byte_array(v) if isinstance(v, bytes) else v for k, v in fields.items()
+        }
+        return msg_type(header=header, **converted)
+
+    def image(self, header, fields: dict):
+        """A sensor_msgs/Image from image fields (rgb8_image_fields, depth_image_fields)."""
+        return self._make(self.image_type, header, fields)
+
+    def messages(self, header, out: FrameOutputs) -> dict:
+        """{'depth': Image, 'camera_info': CameraInfo, 'points': PointCloud2}; the last two only
+        when the frame has a usable camera_info."""
+        messages = {"depth": self.image(header, out.depth)}
+        if out.cloud is not None:
+            roi = self.roi_type(**out.camera_info["roi"])
+            messages["camera_info"] = self._make(
+                self.camera_info_type, header, {**out.camera_info, "roi": roi}
+            )
+            fields = [
+                self.point_field_type(name=n, offset=o, datatype=d, count=c)
+                for n, o, d, c in out.cloud["fields"]
+            ]
+            messages["points"] = self._make(
+                self.point_cloud_type, header, {**out.cloud, "fields": fields}
+            )
+        return messages

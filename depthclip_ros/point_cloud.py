@@ -1,0 +1,81 @@
+"""Point clouds from depth: back-projection through the pinhole model and the PointCloud2
+layout (x y z rgb float32, organised, NaN where invalid; RViz reads the packed rgb). NumPy only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+POINTFIELD_FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
+CLOUD_FIELDS = (("x", 0), ("y", 4), ("z", 8), ("rgb", 12))
+CLOUD_POINT_STEP = 16
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) -> float32 with the 0x00RRGGBB bit pattern RViz reads."""
+    c = rgb.astype(np.uint32)
+    return ((c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]).view(np.float32)
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """The inverse of pack_rgb: float32 0x00RRGGBB -> uint8 (..., 3)."""
+    c = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint32)
+    return np.stack([(c >> 16) & 255, (c >> 8) & 255, c & 255], axis=-1).astype(np.uint8)
+
+
+def backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, intrinsics: tuple) -> np.ndarray:
+    """Pixel coords and depth -> (..., 3) float32 points in the optical frame (REP 103)."""
+    fx, fy, cx, cy = intrinsics
+    z = z.astype(np.float32)
+    x = (u.astype(np.float32) - np.float32(cx)) * z / np.float32(fx)
+    y = (v.astype(np.float32) - np.float32(cy)) * z / np.float32(fy)
+    return np.stack([x, y, z], axis=-1)
+
+
+def cloud_points(depth: np.ndarray, rgb: np.ndarray, intrinsics: tuple, stride: int):
+    """Organised cloud sampling every `stride`-th pixel: (points (h, w, 3), colours (h, w, 3))."""
+    vs = np.arange(0, depth.shape[0], stride)
+    us = np.arange(0, depth.shape[1], stride)
+    uu, vv = np.meshgrid(us, vs)
+    return backproject(uu, vv, depth[vv, uu], intrinsics), rgb[vv, uu]
+
+
+def coarse_cloud_points(
+    coarse_depth: np.ndarray, u: np.ndarray, v: np.ndarray, rgb: np.ndarray, intrinsics: tuple
+):
+    """One point per coarse grid cell at its exact pixel position (u, v); colour of the nearest
+    pixel."""
+    ui = np.clip(np.rint(u).astype(int), 0, rgb.shape[1] - 1)
+    vi = np.clip(np.rint(v).astype(int), 0, rgb.shape[0] - 1)
+    return backproject(u, v, coarse_depth, intrinsics), rgb[vi, ui]
+
+
+def pointcloud_fields(points: np.ndarray, colours: np.ndarray) -> dict:
+    """Fields of an organised sensor_msgs/PointCloud2 (x y z rgb float32); NaN where invalid.
+
+    `fields` is a list of (name, offset, datatype, count) for the caller's PointField type.
+    """
+    h, w = points.shape[:2]
+    buf = np.empty((h, w, 4), np.float32)
+    buf[..., :3] = points
+    buf[..., 3] = pack_rgb(colours)
+    invalid = ~np.isfinite(points).all(axis=-1)
+    buf[invalid, :3] = np.nan
+    return dict(
+        height=h,
+        width=w,
+        is_bigendian=False,
+        point_step=CLOUD_POINT_STEP,
+        row_step=CLOUD_POINT_STEP * w,
+        is_dense=bool(not invalid.any()),
+        fields=[(name, off, POINTFIELD_FLOAT32, 1) for name, off in CLOUD_FIELDS],
+        data=buf.astype("<f4", copy=False).tobytes(),
+    )
+
+
+def pointcloud_to_array(msg) -> np.ndarray:
+    """An x y z rgb float32 PointCloud2 (as written above) -> (H, W, 4) float32."""
+    names = [f.name for f in msg.fields]
+    if names[:3] != ["x", "y", "z"] or msg.point_step != CLOUD_POINT_STEP:
+        raise ValueError(f"unexpected cloud layout {names} step {msg.point_step}")
+    return np.frombuffer(bytes(msg.data), "<f4").reshape(msg.height, msg.width, 4)

@@ -1,0 +1,202 @@
+"""NYU Depth V2 through the DepthCLIP core (or a baseline) with the paper's protocol: per-image
+metrics, resumable per-image rows, means overall and per scene, panels. A library: the command
+line is cli.py; the benchmark calls `evaluate` directly.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from depthclip_ros.core import CROP_BOX, DepthClip
+from depthclip_ros.files import atomic_write
+from depthclip_ros.params_files import load_config
+
+from . import metrics
+from .data import DataError, Dataset
+from .report import markdown_report, save_panel
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRun:
+    """What one evaluation runs: the model's parameters (the `paper` preset first, then
+    `presets`) or a baseline, and how."""
+
+    params_file: str | None = None
+    presets: tuple = ()
+    device: str | None = None  # None: the parameter file's
+    baseline: str | None = None  # uniform | constant
+    constant_value: float | None = None  # constant baseline; None: the median bin
+    seed: int = 0  # uniform baseline
+    limit: int = 0  # first N images only; 0 = all
+    batch_size: int = 1
+    workers: int = 2  # image-decoding threads
+    save_vis: int = 0  # panels written to out_dir/vis
+    resume: bool = False  # keep the rows of an interrupted run in out_dir
+
+    def config(self):
+        """The run's validated DepthClipConfig (ConfigError when invalid)."""
+        overrides = {"device": self.device} if self.device else {}
+        return load_config(self.params_file, ["paper", *self.presets], overrides)
+
+
+class Predictor:
+    """The core, or a baseline put through the same canvas and protocol."""
+
+    def __init__(self, run: EvalRun):
+        self.baseline = run.baseline
+        self.config = run.config()  # the NYU protocol (crop + flip), then the user's presets
+        self.seed = run.seed
+        self.constant = run.constant_value
+        if self.baseline is None:
+            self.core = DepthClip(self.config)
+            self.identity = self.core.model_identity
+            self.device = str(self.core.device)
+        else:
+            self.core = None
+            if self.constant is None:
+                self.constant = float(np.median(self.config.depth_bins))
+            self.identity = f"baseline:{self.baseline}"
+            self.device = "cpu"
+
+    def fingerprint(self) -> dict:
+        return {
+            "config": self.config.to_params(),
+            "model": self.identity,
+            "baseline": self.baseline,
+            "seed": self.seed,
+            "constant": self.constant,
+        }
+
+    def predict(self, images, names):
+        """(depth canvases (B, 480, 640), bin_probs or None)."""
+        if self.core is not None:
+            r = self.core.predict(np.stack(images))
+            return [metrics.on_canvas(d) for d in r.depth], r
+        top, left, h, w = CROP_BOX
+        out = []
+        for name in names:
+            canvas = np.zeros(metrics.IMAGE_SHAPE, np.float32)
+            if self.baseline == "uniform":
+                rng = np.random.default_rng([self.seed, *name.encode()])  # per image: resumable
+                canvas[top : top + h, left : left + w] = rng.uniform(
+                    0.0, metrics.MAX_DEPTH, (h, w)
+                )
+            else:
+                canvas[top : top + h, left : left + w] = self.constant
+            out.append(canvas)
+        return out, None
+
+
+def _read_jsonl(path: Path, fingerprint: dict) -> dict:
+    rows = {}
+    lines = path.read_text().splitlines()
+    if not lines or json.loads(lines[0]).get("fingerprint") != fingerprint:
+        raise DataError(
+            f"--resume: {path} was written with another config/model/baseline; "
+            "use another --out or run without --resume"
+        )
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # the line being written when the run was interrupted
+            break
+        rows[row["name"]] = row
+    return rows
+
+
+def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=False) -> dict:
+    """Results of `run` on `data` (and results.json/md, per_image.jsonl, vis/ in `out_dir`)."""
+    from tqdm import tqdm
+
+    samples, load, missing, source = data.samples, data.load, data.missing, data.label
+    predictor = Predictor(run)  # after the data check: loading a model takes seconds
+    if run.limit:
+        samples = samples[: run.limit]
+    fingerprint = {**predictor.fingerprint(), "source": source}
+    jsonl = out_dir / "per_image.jsonl" if out_dir else None
+    done = {}
+    if jsonl and run.resume and jsonl.exists():
+        done = _read_jsonl(jsonl, fingerprint)
+    if jsonl:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(jsonl, "w") as f:  # rewrite what is kept, then append as we go
+            f.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+            for row in done.values():
+                f.write(json.dumps(row) + "\n")
+    todo = [s for s in samples if s.name not in done]
+    rows = list(done.values())
+    t_start = time.perf_counter()
+    n_vis = 0
+    bar = tqdm(
+        total=len(samples), initial=len(done), unit="img", disable=quiet, dynamic_ncols=True
+    )
+    with cf.ThreadPoolExecutor(max_workers=max(run.workers, 1)) as pool:
+        batches = [todo[i : i + run.batch_size] for i in range(0, len(todo), run.batch_size)]
+        loaded = pool.map(
+            lambda batch: [load(s) for s in batch], batches
+        )  # decoding overlaps inference
+        for batch, frames in zip(batches, loaded):
+            t0 = time.perf_counter()
+            preds, result = predictor.predict([f[0] for f in frames], [s.name for s in batch])
+            per_image_s = (time.perf_counter() - t0) / len(batch)
+            for k, (s, (rgb, depth_mm), pred) in enumerate(zip(batch, frames, preds)):
+                gt = metrics.gt_from_png(depth_mm)
+                m = metrics.evaluate_image(gt, pred)
+                if m is None:
+                    continue
+                row = {"name": s.name, "scene": s.scene, "seconds": per_image_s, **m}
+                rows.append(row)
+                if jsonl:
+                    with open(jsonl, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                if out_dir and n_vis < run.save_vis:
+                    probs = result.bin_probs[k] if result is not None else None
+                    save_panel(
+                        out_dir / "vis" / (s.name.replace("/", "_").rsplit(".", 1)[0] + ".png"),
+                        rgb,
+                        gt,
+                        pred,
+                        probs,
+                        predictor.config.depth_bins,
+                    )
+                    n_vis += 1
+            bar.update(len(batch))
+            bar.set_postfix(d1=f"{np.mean([r['d1'] for r in rows]):.3f}")
+    bar.close()
+    scenes = sorted({r["scene"] for r in rows})
+    results = {
+        "source": source,
+        "model": predictor.identity,
+        "device": predictor.device,
+        "config": predictor.config.to_params(),
+        "presets": ["paper", *run.presets],
+        "baseline": predictor.baseline,
+        "images": len(rows),
+        "missing_files": len(missing),
+        "missing_examples": missing[:5],
+        "seconds_per_image": float(np.mean([r["seconds"] for r in rows])) if rows else None,
+        "wall_seconds": time.perf_counter() - t_start,
+        "machine": platform.platform(),
+        "means": metrics.mean_metrics(rows),
+        "per_scene": {
+            sc: {
+                "images": sum(r["scene"] == sc for r in rows),
+                **metrics.mean_metrics(r for r in rows if r["scene"] == sc),
+            }
+            for sc in scenes
+        },
+        "per_image": rows,
+    }
+    if out_dir:
+        atomic_write(
+            out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode())
+        )
+        atomic_write(out_dir / "results.md", lambda f: f.write(markdown_report(results).encode()))
+    return results

@@ -1,0 +1,135 @@
+"""Helpers of the tests: known images, sensor_msgs inputs of every encoding, waits on conditions.
+
+No node here (ros_harness runs the node); bag_factory writes bags from these messages.
+"""
+
+import os
+import time
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image
+
+# Four real NYU pairs beside the repository (never copied into it); tests skip, visibly, without.
+SHARED_NYU = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "nyu_samples")
+
+
+def structured_image(height=480, width=640, seed=0):
+    """Gradients, a checkerboard and a block: spatial structure so the depth varies."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.zeros((height, width, 3), np.uint8)
+    img[..., 0] = xx * 255 // width
+    img[..., 1] = yy * 255 // height
+    img[..., 2] = ((xx // 40 + yy // 40) % 2) * 200
+    h0, w0 = height // 5, width // 3
+    img[h0 : 2 * h0, w0 : 2 * w0] = rng.integers(0, 256, 3)
+    return img
+
+
+def wait_until(condition, timeout=10.0, interval=0.02):
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)
+
+
+def stamp(msg, sec, nanosec=0, frame="camera_optical_frame"):
+    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+    msg.header.frame_id = frame
+    return msg
+
+
+def camera_info(width=640, height=480, fx=500.0, fy=480.0, cx=320.0, cy=240.0):
+    return stamp(
+        CameraInfo(
+            width=width,
+            height=height,
+            k=[fx, 0, cx, 0, fy, cy, 0, 0, 1],
+            p=[fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0],
+        ),
+        0,
+    )
+
+
+# ------------------------------------------------------------------ images of every encoding
+def encode(rgb: np.ndarray, encoding: str, padding: int = 0, bigendian: bool = False) -> Image:
+    """The image `rgb` as `encoding`, each row followed by `padding` junk bytes."""
+    h, w, _ = rgb.shape
+    if encoding in ("rgb8", "bgr8", "rgba8", "bgra8"):
+        px = rgb if encoding.startswith("rgb") else rgb[..., ::-1]
+        if encoding.endswith("a8"):
+            px = np.concatenate([px, np.full((h, w, 1), 77, np.uint8)], axis=2)
+        rows = px.reshape(h, -1)
+    elif encoding == "mono8":
+        rows = rgb[..., 0]
+    elif encoding in ("mono16", "rgb16", "bgr16"):
+        px = (
+            rgb[..., :1]
+            if encoding == "mono16"
+            else (rgb if encoding == "rgb16" else rgb[..., ::-1])
+        )
+        wide = px.astype(np.uint16) * 257
+        rows = wide.astype(">u2" if bigendian else "<u2").view(np.uint8).reshape(h, -1)
+    elif encoding.startswith("bayer_"):
+        rows = bayer_mosaic(rgb, encoding[6:10])
+    elif encoding in ("yuv422", "yuv422_yuy2"):
+        rows = rgb_to_yuv422(rgb, "uyvy" if encoding == "yuv422" else "yuyv")
+    else:
+        raise ValueError(encoding)
+    rows = np.ascontiguousarray(rows, np.uint8)
+    if padding:
+        rows = np.concatenate([rows, np.full((h, padding), 0xAB, np.uint8)], axis=1)
+    return Image(
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=int(bigendian),
+        step=rows.shape[1],
+        data=rows.tobytes(),
+    )
+
+
+ALL_ENCODINGS = [
+    "rgb8",
+    "bgr8",
+    "rgba8",
+    "bgra8",
+    "mono8",
+    "mono16",
+    "rgb16",
+    "bgr16",
+    "bayer_rggb8",
+    "bayer_bggr8",
+    "bayer_gbrg8",
+    "bayer_grbg8",
+    "yuv422",
+    "yuv422_yuy2",
+]
+
+
+def rgb_to_yuv422(rgb: np.ndarray, layout: str = "uyvy") -> np.ndarray:
+    """RGB (H, W, 3) -> packed 4:2:2 bytes (H, W*2): the inverse of image_decoding.yuv_to_rgb,
+    chroma averaged."""
+    f = rgb.astype(np.float32)
+    y = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+    u = (f[..., 2] - y) / 1.772 + 128.0
+    v = (f[..., 0] - y) / 1.402 + 128.0
+    u = 0.5 * (u[:, 0::2] + u[:, 1::2])
+    v = 0.5 * (v[:, 0::2] + v[:, 1::2])
+    y, u, v = (np.clip(np.rint(a), 0, 255).astype(np.uint8) for a in (y, u, v))
+    out = np.empty((rgb.shape[0], rgb.shape[1] // 2, 4), np.uint8)
+    order = (u, y[:, 0::2], v, y[:, 1::2]) if layout == "uyvy" else (y[:, 0::2], u, y[:, 1::2], v)
+    for i, plane in enumerate(order):
+        out[..., i] = plane
+    return out.reshape(rgb.shape[0], -1)
+
+
+def bayer_mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """RGB -> single-channel Bayer mosaic with the 2x2 `pattern` (e.g. 'rggb')."""
+    out = np.empty(rgb.shape[:2], rgb.dtype)
+    channel = {"r": 0, "g": 1, "b": 2}
+    for k, c in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, channel[c]]
+    return out
