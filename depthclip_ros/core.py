@@ -7,6 +7,7 @@ No rclpy import here.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -121,6 +122,16 @@ class _Head:
     bins: torch.Tensor  # (K,) float32 on device
 
 
+def dense_encoder(visual: torch.nn.Module) -> torch.nn.Module:
+    """CLIP's visual ResNet up to layer4, the reference's dense features: CLIP's own forward
+    (stem, dtype cast, layers) with the attention pool replaced by Identity, on a shallow copy
+    that shares the weights, so the caller's model keeps its pool (CLIP's global embedding)."""
+    encoder = copy.copy(visual)
+    encoder._modules = dict(visual._modules)  # a copy's own submodule table; weights shared
+    encoder.attnpool = torch.nn.Identity()
+    return encoder
+
+
 class DepthClip:
     """DepthCLIP on a CLIP ResNet. Thread-safe for one predicting thread plus config updates."""
 
@@ -132,12 +143,9 @@ class DepthClip:
         self.device = self.loaded.device
         self.dtype = self.loaded.dtype
         visual = self.loaded.clip_model.visual
-        # Dense features are layer4's output: the attention pool is not used (reference).
-        # Swapping it for Identity keeps CLIP's own forward (stem, dtype cast, layers).
-        visual.attnpool = torch.nn.Identity()
         # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
-        # (measured: README, Performance).
-        self.encoder = visual.to(memory_format=torch.channels_last)
+        # (measured: README, Performance). Layout only: the weights' values do not change.
+        self.encoder = dense_encoder(visual).to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: autotune once
         self.image_channels = visual.layer4[-1].conv3.out_channels

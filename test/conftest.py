@@ -42,3 +42,13 @@ def make_config(tiny_checkpoint, tmp_path):
         return DepthClipConfig(**base)
 
     return make
+
+
+@pytest.fixture
+def node_and_tester(tiny_checkpoint, tmp_path):
+    """The depthclip node on the tiny model, started as `ros2 run` starts it, and a tester node
+    publishing its inputs and recording its outputs (see ros_harness)."""
+    from ros_harness import running_node
+
+    with running_node(tiny_checkpoint, tmp_path) as pair:
+        yield pair

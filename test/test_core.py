@@ -189,6 +189,25 @@ def test_text_cache_hit_skips_encode_text(make_config):
     assert len(calls) == 2  # new prompts -> new key -> encoded
 
 
+def test_the_callers_model_keeps_its_attention_pool(make_config):
+    """The core's encoder stops at layer4 without touching the model it was given: the caller's
+    CLIP still computes its global image embedding, unchanged."""
+    cfg = make_config()
+    loaded = load_clip(cfg.model, "cpu")
+    visual = loaded.clip_model.visual
+    pool = visual.attnpool
+    image = torch.rand(1, 3, visual.input_resolution, visual.input_resolution)
+    with torch.no_grad():
+        before = loaded.clip_model.encode_image(image)
+        core = DepthClip(cfg, loaded)
+        after = loaded.clip_model.encode_image(image)
+        dense = core.encoder(image)
+    assert visual.attnpool is pool and not isinstance(pool, torch.nn.Identity)
+    torch.testing.assert_close(after, before)
+    assert after.shape == (1, loaded.clip_model.text_projection.shape[1])
+    assert dense.shape[:2] == (1, core.image_channels)  # layer4's map, not the pooled vector
+
+
 def test_corrupt_cache_recovers(make_config, caplog):
     cfg = make_config()
     reference = DepthClip(cfg)
@@ -239,6 +258,7 @@ def test_bad_model_names_and_files(tmp_path):
         load_clip(str(junk), "cpu")
 
 
+@pytest.mark.slow
 def test_core_does_not_import_rclpy():
     code = (
         "import sys, depthclip_ros.core, depthclip_ros.config, depthclip_ros.image_decoding,"

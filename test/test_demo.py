@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, SCENES, render_scene
@@ -22,6 +23,7 @@ def test_rendered_scene_depth_is_the_ray_cast_geometry():
     assert np.isclose(z[240, 0], min(half_w / ((CX - 0) / FX), far))  # left edge: the wall
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_ros_pipeline(tmp_path):
     proc = subprocess.run(
         [
@@ -56,6 +58,7 @@ def test_demo_runs_the_whole_ros_pipeline(tmp_path):
         assert s["metrics"] == expected and 0.0 <= expected["d1"] <= 1.0
 
 
+@pytest.mark.slow
 def test_demo_without_weights_stops_with_the_loader_error(tmp_path):
     missing = tmp_path / "RN50.pt"
     proc = subprocess.run(

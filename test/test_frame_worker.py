@@ -1,7 +1,6 @@
 """The newest-frame worker without DDS: frames, jobs handed over as futures, laziness."""
 
 import threading
-import time
 
 import pytest
 from helpers import wait_until
@@ -72,13 +71,25 @@ def test_a_failing_frame_is_reported_and_the_next_one_runs():
         worker.stop()
 
 
+class CountingWanted:
+    """A `wanted` callable that counts the worker's questions: waits count polls, not seconds."""
+
+    def __init__(self, answer):
+        self.answer, self.calls = answer, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.answer()
+
+
 def test_unwatched_frames_are_held_not_run_and_run_when_someone_listens():
     rec, watched = Recorder(), threading.Event()
-    worker = FrameWorker(rec.process, rec.on_error, wanted=watched.is_set, hold=30.0, poll=0.01)
+    wanted = CountingWanted(watched.is_set)
+    worker = FrameWorker(rec.process, rec.on_error, wanted=wanted, hold=30.0, poll=0.01)
     try:
         for i in range(5):
             worker.submit(i)
-        time.sleep(0.2)
+        wait_until(lambda: wanted.calls >= 10)  # the worker asked ten times: nobody watches
         assert rec.frames == [] and worker.processed == 0
         watched.set()  # the first subscriber: the newest held frame runs at once
         wait_until(lambda: rec.frames == [4])
@@ -89,13 +100,15 @@ def test_unwatched_frames_are_held_not_run_and_run_when_someone_listens():
 def test_a_held_frame_expires_after_hold_seconds():
     now = [0.0]
     rec = Recorder()
+    wanted = CountingWanted(lambda: False)
     worker = FrameWorker(
-        rec.process, rec.on_error, wanted=lambda: False, hold=1.0, poll=0.01, clock=lambda: now[0]
+        rec.process, rec.on_error, wanted=wanted, hold=1.0, poll=0.01, clock=lambda: now[0]
     )
     try:
         worker.submit("old")
         now[0] = 0.9
-        time.sleep(0.1)
+        asked = wanted.calls
+        wait_until(lambda: wanted.calls >= asked + 3)  # polled at 0.9 s: still held
         assert worker.expired == 0
         now[0] = 1.5
         wait_until(lambda: worker.expired == 1)
@@ -113,7 +126,7 @@ def test_stop_finishes_the_frame_in_progress_and_cancels_queued_jobs():
     queued = worker.call(lambda: "never")
     stopper = threading.Thread(target=worker.stop)
     stopper.start()
-    time.sleep(0.1)
+    wait_until(queued.cancelled)  # stop() has begun while the frame is still in progress
     release.set()
     stopper.join(10)
     assert queued.cancelled()

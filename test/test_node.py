@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from helpers import ALL_ENCODINGS, camera_info, encode, stamp, structured_image, wait_until
 from PIL import Image as PILImage
 from rclpy.parameter import Parameter
@@ -54,138 +55,132 @@ def test_outputs_are_reliable():
     assert profile.reliability == ReliabilityPolicy.RELIABLE and profile.depth == 5
 
 
-def test_depth_cloud_and_info_carry_the_input_header(tiny_checkpoint, tmp_path):
-    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
-        tester.info_pub.publish(
-            camera_info(width=1280, height=960, fx=1000.0, fy=960.0, cx=640.0, cy=480.0)
+def test_depth_cloud_and_info_carry_the_input_header(node_and_tester):
+    node, tester = node_and_tester
+    tester.info_pub.publish(
+        camera_info(width=1280, height=960, fx=1000.0, fy=960.0, cx=640.0, cy=480.0)
+    )
+    wait_until(lambda: node.camera.camera_infos.latest is not None)
+    msg = Image(**frame_messages.rgb8_image_fields(RGB))
+    stamp(msg, 42, 123)
+    tester.image_pub.publish(msg)
+    depth_msg = tester.wait_for("depth/image")[0]
+    cloud = tester.wait_for("points")[0]
+    info = tester.wait_for("depth/camera_info")[0]
+    for out in (depth_msg, cloud, info):
+        assert (out.header.stamp.sec, out.header.stamp.nanosec) == (42, 123)
+        assert out.header.frame_id == "camera_optical_frame"
+    assert (depth_msg.encoding, depth_msg.height, depth_msg.width) == ("32FC1", 480, 640)
+    depth = image_decoding.depth_image_to_array(depth_msg)
+    bins = node.estimator.config.depth_bins
+    assert np.isfinite(depth).all() and bins[0] <= depth.min() and depth.max() <= bins[-1]
+    # camera_info was for a 2x larger image: intrinsics scale to the depth image.
+    assert (info.width, info.height) == (640, 480)
+    np.testing.assert_allclose(np.array(info.k)[[0, 2, 4, 5]], [500, 320, 480, 240])
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
+    assert all(f.datatype == 7 for f in cloud.fields)
+    assert (cloud.height, cloud.width) == (60, 80) and cloud.point_step == 16
+    points = point_cloud.pointcloud_to_array(cloud)
+    v, u = 24 * 8, 37 * 8
+    z = depth[v, u]
+    np.testing.assert_allclose(
+        points[24, 37, :3], [(u - 320) * z / 500, (v - 240) * z / 480, z], rtol=1e-5
+    )
+    assert points[24, 37, 3:].view(np.uint32)[0] == point_cloud.pack_rgb(RGB[v, u])[()].view(
+        np.uint32
+    )
+
+
+def test_every_encoding_gives_the_rgb8_depth(node_and_tester):
+    node, tester = node_and_tester
+    reference = image_decoding.depth_image_to_array(
+        send_and_receive(tester, Image(**frame_messages.rgb8_image_fields(RGB)), 1)
+    )
+    grey = np.repeat(RGB[..., :1], 3, axis=2)
+    grey_ref = image_decoding.depth_image_to_array(
+        send_and_receive(tester, Image(**frame_messages.rgb8_image_fields(grey)), 2)
+    )
+    cases = [(e, 0, False) for e in ALL_ENCODINGS] + [
+        ("bgr8", 7, False),
+        ("rgb16", 6, True),
+        ("mono16", 2, True),
+    ]
+    for sec, (enc, padding, big) in enumerate(cases, start=10):
+        depth = image_decoding.depth_image_to_array(
+            send_and_receive(tester, encode(RGB, enc, padding, big), sec)
         )
-        time.sleep(0.3)
-        msg = Image(**frame_messages.rgb8_image_fields(RGB))
-        stamp(msg, 42, 123)
-        tester.image_pub.publish(msg)
-        depth_msg = tester.wait_for("depth/image")[0]
-        cloud = tester.wait_for("points")[0]
-        info = tester.wait_for("depth/camera_info")[0]
-        for out in (depth_msg, cloud, info):
-            assert (out.header.stamp.sec, out.header.stamp.nanosec) == (42, 123)
-            assert out.header.frame_id == "camera_optical_frame"
-        assert (depth_msg.encoding, depth_msg.height, depth_msg.width) == ("32FC1", 480, 640)
-        depth = image_decoding.depth_image_to_array(depth_msg)
-        bins = node.estimator.config.depth_bins
-        assert np.isfinite(depth).all() and bins[0] <= depth.min() and depth.max() <= bins[-1]
-        # camera_info was for a 2x larger image: intrinsics scale to the depth image.
-        assert (info.width, info.height) == (640, 480)
-        np.testing.assert_allclose(np.array(info.k)[[0, 2, 4, 5]], [500, 320, 480, 240])
-        assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
-        assert all(f.datatype == 7 for f in cloud.fields)
-        assert (cloud.height, cloud.width) == (60, 80) and cloud.point_step == 16
-        points = point_cloud.pointcloud_to_array(cloud)
-        v, u = 24 * 8, 37 * 8
-        z = depth[v, u]
+        expected = grey_ref if enc.startswith("mono") else reference
+        tol = 5e-3 if enc.startswith(("bayer", "yuv")) else 1e-6
         np.testing.assert_allclose(
-            points[24, 37, :3], [(u - 320) * z / 500, (v - 240) * z / 480, z], rtol=1e-5
-        )
-        assert points[24, 37, 3:].view(np.uint32)[0] == point_cloud.pack_rgb(RGB[v, u])[()].view(
-            np.uint32
+            depth, expected, atol=tol, err_msg=f"{enc} pad={padding} be={big}"
         )
 
 
-def test_every_encoding_gives_the_rgb8_depth(tiny_checkpoint, tmp_path):
-    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
-        reference = image_decoding.depth_image_to_array(
-            send_and_receive(tester, Image(**frame_messages.rgb8_image_fields(RGB)), 1)
+def test_malformed_flood_then_valid_frame_is_answered(node_and_tester):
+    node, tester = node_and_tester
+    good = encode(RGB, "rgb8")
+    kinds = [
+        dict(encoding="16UC1"),
+        dict(encoding="32FC1"),
+        dict(encoding="nv12"),
+        dict(width=0),
+        dict(height=0),
+        dict(step=3),
+        dict(data=b"\x01" * 10),
+        dict(encoding="yuv422", width=639, step=1278),
+        dict(encoding="rgb16"),
+    ]
+    for i in range(100):
+        bad = encode(RGB, "rgb8")
+        for k, v in kinds[i % len(kinds)].items():
+            setattr(bad, k, v)
+        tester.image_pub.publish(stamp(bad, 1000 + i))
+        time.sleep(0.002)  # a 500 Hz stream of bad frames
+    for i in range(5):
+        tester.compressed_pub.publish(
+            stamp(CompressedImage(format="jpeg", data=b"\xff\xd8\x00junk"), 2000 + i)
         )
-        grey = np.repeat(RGB[..., :1], 3, axis=2)
-        grey_ref = image_decoding.depth_image_to_array(
-            send_and_receive(tester, Image(**frame_messages.rgb8_image_fields(grey)), 2)
-        )
-        cases = [(e, 0, False) for e in ALL_ENCODINGS] + [
-            ("bgr8", 7, False),
-            ("rgb16", 6, True),
-            ("mono16", 2, True),
+    answered = send_and_receive(tester, good, 7)
+    assert answered.height == 480
+    assert not [m for m in tester.received["depth/image"] if m.header.stamp.sec >= 1000]
+    values = diag_values(tester, lambda v: int(v["rejected frames (last 10 s)"]) > 0)
+    assert (
+        int(values["rejected frames (last 10 s)"]) > 0
+        and values["failed frames (last 10 s)"] == "0"
+    )
+
+
+def test_parameter_changes(node_and_tester):
+    node, tester = node_and_tester
+    before = image_decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 1))
+    bad = [
+        Parameter("depth_bins", value=[1.0, 2.0, 1.5, 3.0, 3.5, 4.0, 5.0]),
+        Parameter("depth_tokens", value=["near", "far"]),
+        Parameter("prompt_template", value="no placeholders"),
+        Parameter("temperature", value=0.0),
+        Parameter("cloud_stride", value=-1),
+        Parameter("prompt_template", value="This {object} is " + "very " * 80 + "{token}"),
+    ]
+    for p in bad:
+        result = node.set_parameters([p])[0]
+        assert not result.successful and result.reason, p.name
+    ro = node.set_parameters([Parameter("device", value="cuda")])[0]
+    assert not ro.successful
+    same = image_decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 2))
+    np.testing.assert_array_equal(same, before)
+
+    ok = node.set_parameters_atomically(
+        [
+            Parameter("depth_tokens", value=["very close", "close", "far", "very far"]),
+            Parameter("depth_bins", value=[2.0, 3.0, 4.0, 5.0]),
         ]
-        for sec, (enc, padding, big) in enumerate(cases, start=10):
-            depth = image_decoding.depth_image_to_array(
-                send_and_receive(tester, encode(RGB, enc, padding, big), sec)
-            )
-            expected = grey_ref if enc.startswith("mono") else reference
-            tol = 5e-3 if enc.startswith(("bayer", "yuv")) else 1e-6
-            np.testing.assert_allclose(
-                depth, expected, atol=tol, err_msg=f"{enc} pad={padding} be={big}"
-            )
+    )
+    assert ok.successful, ok.reason
+    after = image_decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 3))
+    assert 2.0 <= after.min() and after.max() <= 5.0 and not np.allclose(after, before)
 
 
-def test_malformed_flood_then_valid_frame_is_answered(tiny_checkpoint, tmp_path):
-    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
-        good = encode(RGB, "rgb8")
-        kinds = [
-            dict(encoding="16UC1"),
-            dict(encoding="32FC1"),
-            dict(encoding="nv12"),
-            dict(width=0),
-            dict(height=0),
-            dict(step=3),
-            dict(data=b"\x01" * 10),
-            dict(encoding="yuv422", width=639, step=1278),
-            dict(encoding="rgb16"),
-        ]
-        for i in range(100):
-            bad = encode(RGB, "rgb8")
-            for k, v in kinds[i % len(kinds)].items():
-                setattr(bad, k, v)
-            tester.image_pub.publish(stamp(bad, 1000 + i))
-            time.sleep(0.002)
-        for i in range(5):
-            tester.compressed_pub.publish(
-                stamp(CompressedImage(format="jpeg", data=b"\xff\xd8\x00junk"), 2000 + i)
-            )
-        answered = send_and_receive(tester, good, 7)
-        assert answered.height == 480
-        assert not [m for m in tester.received["depth/image"] if m.header.stamp.sec >= 1000]
-        values = diag_values(tester, lambda v: int(v["rejected frames (last 10 s)"]) > 0)
-        assert (
-            int(values["rejected frames (last 10 s)"]) > 0
-            and values["failed frames (last 10 s)"] == "0"
-        )
-
-
-def test_parameter_changes(tiny_checkpoint, tmp_path):
-    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
-        before = image_decoding.depth_image_to_array(
-            send_and_receive(tester, encode(RGB, "rgb8"), 1)
-        )
-        bad = [
-            Parameter("depth_bins", value=[1.0, 2.0, 1.5, 3.0, 3.5, 4.0, 5.0]),
-            Parameter("depth_tokens", value=["near", "far"]),
-            Parameter("prompt_template", value="no placeholders"),
-            Parameter("temperature", value=0.0),
-            Parameter("cloud_stride", value=-1),
-            Parameter("prompt_template", value="This {object} is " + "very " * 80 + "{token}"),
-        ]
-        for p in bad:
-            result = node.set_parameters([p])[0]
-            assert not result.successful and result.reason, p.name
-        ro = node.set_parameters([Parameter("device", value="cuda")])[0]
-        assert not ro.successful
-        same = image_decoding.depth_image_to_array(
-            send_and_receive(tester, encode(RGB, "rgb8"), 2)
-        )
-        np.testing.assert_array_equal(same, before)
-
-        ok = node.set_parameters_atomically(
-            [
-                Parameter("depth_tokens", value=["very close", "close", "far", "very far"]),
-                Parameter("depth_bins", value=[2.0, 3.0, 4.0, 5.0]),
-            ]
-        )
-        assert ok.successful, ok.reason
-        after = image_decoding.depth_image_to_array(
-            send_and_receive(tester, encode(RGB, "rgb8"), 3)
-        )
-        assert 2.0 <= after.min() and after.max() <= 5.0 and not np.allclose(after, before)
-
-
-def test_all_model_work_runs_on_the_worker_thread(tiny_checkpoint, tmp_path, monkeypatch):
+def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, tmp_path):
     """Loading, warm-up, config changes and frames: one thread (torch on two threads is slower)."""
     import threading
 
@@ -214,58 +209,55 @@ def test_all_model_work_runs_on_the_worker_thread(tiny_checkpoint, tmp_path, mon
     assert after.max() > 3.0  # the change reached the frame after it
 
 
-def test_burst_drops_old_frames_and_answers_the_newest(tiny_checkpoint, tmp_path):
-    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
-        tester.info_pub.publish(camera_info())
-        real_predict = node.estimator.predict
+def test_burst_drops_old_frames_and_answers_the_newest(node_and_tester):
+    node, tester = node_and_tester
+    tester.info_pub.publish(camera_info())
+    real_predict = node.estimator.predict
 
-        def slow_predict(images):
-            time.sleep(0.15)
-            return real_predict(images)
+    def slow_predict(images):
+        time.sleep(0.15)
+        return real_predict(images)
 
-        node.estimator.predict = slow_predict
-        msg = encode(RGB, "rgb8")
-        send_and_receive(tester, msg, 1)  # warm up
+    node.estimator.predict = slow_predict
+    msg = encode(RGB, "rgb8")
+    send_and_receive(tester, msg, 1)  # warm up
 
-        def rss_mb():
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-        def burst(first):
-            tester.clear()
-            for i in range(50):
-                tester.image_pub.publish(stamp(msg, first + i))
-                time.sleep(0.01)
-            return tester.wait_for(
-                "depth/image", predicate=lambda m: m.header.stamp.sec == first + 49
-            )
+    def burst(first):
+        tester.clear()
+        for i in range(50):
+            tester.image_pub.publish(stamp(msg, first + i))
+            time.sleep(0.01)
+        return tester.wait_for("depth/image", predicate=lambda m: m.header.stamp.sec == first + 49)
 
-        burst(100)
-        rss_before = rss_mb()
-        outputs = burst(200)
-        rss_after = rss_mb()
-        time.sleep(0.5)
-        secs = [m.header.stamp.sec for m in tester.received["depth/image"]]
-        assert len(secs) < 50 and secs[-1] == 249 and secs == sorted(secs)
-        values = diag_values(tester, lambda v: int(v["dropped frames (last 10 s)"]) > 0)
-        assert int(values["dropped frames (last 10 s)"]) >= 50 - len(secs) - 5
-        assert rss_after - rss_before < 30, (rss_before, rss_after)
-        assert len(outputs) >= 1
+    burst(100)
+    rss_before = rss_mb()
+    outputs = burst(200)
+    rss_after = rss_mb()  # 249 was the newest frame: nothing is answered after it
+    secs = [m.header.stamp.sec for m in tester.received["depth/image"]]
+    assert len(secs) < 50 and secs[-1] == 249 and secs == sorted(secs)
+    values = diag_values(tester, lambda v: int(v["dropped frames (last 10 s)"]) > 0)
+    assert int(values["dropped frames (last 10 s)"]) >= 50 - len(secs) - 5
+    assert rss_after - rss_before < 30, (rss_before, rss_after)
+    assert len(outputs) >= 1
 
 
 def test_depth_without_camera_info_and_coarse_cloud(tiny_checkpoint, tmp_path):
     with running_node(tiny_checkpoint, tmp_path, cloud_stride=0) as (node, tester):
         send_and_receive(tester, encode(RGB, "rgb8"), 1)
-        time.sleep(0.3)
-        assert tester.received["points"] == []
         values = diag_values(tester, lambda v: v["published frames (since activation)"] == "1")
         assert values["camera_info"] == "missing"
         # One frame timed: its forward is part of its latency (publish time - stamp from 1970).
         assert 0 < float(values["inference median (ms)"]) < float(values["latency median (ms)"])
         tester.info_pub.publish(camera_info())
-        time.sleep(0.3)
+        wait_until(lambda: node.camera.camera_infos.latest is not None)
         send_and_receive(tester, encode(RGB, "rgb8"), 2)
         cloud = tester.wait_for("points")[0]
+        # In order on one reliable publisher: a cloud of frame 1 would have come before this one.
+        assert [m.header.stamp.sec for m in tester.received["points"]] == [2]
         assert (cloud.height, cloud.width) == (13, 17)  # 416x544 grid of the default resize input
         pts = point_cloud.pointcloud_to_array(cloud)
         # The last grid cell sits exactly on the last pixel (639, 479).
@@ -278,7 +270,7 @@ def test_depth_without_camera_info_and_coarse_cloud(tiny_checkpoint, tmp_path):
 def test_compressed_input_and_colored_output(tiny_checkpoint, tmp_path):
     with running_node(tiny_checkpoint, tmp_path, use_compressed=True) as (node, tester):
         tester.subscribe_colored()
-        time.sleep(0.5)
+        wait_until(lambda: node.camera.outputs["colored"].get_subscription_count() > 0)
         buf = io.BytesIO()
         PILImage.fromarray(RGB).save(buf, format="PNG")
         depth = send_and_receive(tester, CompressedImage(format="png", data=buf.getvalue()), 5)
@@ -291,6 +283,7 @@ def test_compressed_input_and_colored_output(tiny_checkpoint, tmp_path):
         assert colored.header.stamp.sec == 5
 
 
+@pytest.mark.slow
 def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
     missing = tmp_path / "no_such_clip.pt"
     cases = [
@@ -310,8 +303,9 @@ def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
         ),
         (["-p", "autostart:=maybe"], "invalid config field 'autostart' = 'maybe'"),
     ]
-    for args, expected in cases:
-        proc = subprocess.run(
+    # One process per case, all started at once: each pays torch's import, not the others'.
+    procs = [
+        subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -323,16 +317,18 @@ def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
                 "device:=cpu",
                 *args,
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
         )
-        assert proc.returncode == 1, proc.stderr
-        fatal = [line for line in proc.stderr.splitlines() if "FATAL" in line]
-        assert len(fatal) == 1 and "[front.depthclip]" in fatal[0] and expected in fatal[0], (
-            proc.stderr
-        )
-        assert "Traceback" not in proc.stderr
+        for args, _ in cases
+    ]
+    for proc, (_, expected) in zip(procs, cases):
+        _, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == 1, stderr
+        fatal = [line for line in stderr.splitlines() if "FATAL" in line]
+        assert len(fatal) == 1 and "[front.depthclip]" in fatal[0] and expected in fatal[0], stderr
+        assert "Traceback" not in stderr
 
 
 # ------------------------------------------------------------------ the transport users have
@@ -369,6 +365,7 @@ def subscription_reliability(tester, topic):
     return {i.qos_profile.reliability.name.lower() for i in infos}
 
 
+@pytest.mark.slow
 def test_vga_frames_from_a_reliable_publisher_in_another_process_are_all_answered(
     tiny_checkpoint, tmp_path
 ):
@@ -379,17 +376,17 @@ def test_vga_frames_from_a_reliable_publisher_in_another_process_are_all_answere
         assert node.camera.inputs[0].reliability == "reliable"
 
 
-def test_a_best_effort_publisher_is_served_best_effort(tiny_checkpoint, tmp_path):
+def test_a_best_effort_publisher_is_served_best_effort(node_and_tester):
     """A best-effort publisher does not match a reliable subscription: the input adapts to it."""
-    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
-        report = run_camera_process(320, 240, "best_effort", 10)
-        # Answers at all mean the input matched the best-effort publisher (a reliable subscription
-        # does not). Best effort may lose a frame; 10 of 10 were answered in every run here.
-        assert len(report["answered"]) >= 8, report
-        wait_until(
-            lambda: node.camera.inputs[0].reliability == "reliable"
-        )  # only the tester's reliable pub left
-        assert subscription_reliability(tester, "/image") == {"reliable"}
+    node, tester = node_and_tester
+    report = run_camera_process(320, 240, "best_effort", 10)
+    # Answers at all mean the input matched the best-effort publisher (a reliable subscription
+    # does not). Best effort may lose a frame; 10 of 10 were answered in every run here.
+    assert len(report["answered"]) >= 8, report
+    wait_until(
+        lambda: node.camera.inputs[0].reliability == "reliable"
+    )  # only the tester's reliable pub left
+    assert subscription_reliability(tester, "/image") == {"reliable"}
 
 
 def test_input_reliability_follows_publishers_and_can_be_forced(tiny_checkpoint, tmp_path):
@@ -410,7 +407,8 @@ def test_input_reliability_follows_publishers_and_can_be_forced(tiny_checkpoint,
         "qos_overrides./depth/image.publisher.reliability": "best_effort",
     }
     with running_node(tiny_checkpoint, tmp_path, **forced) as (node, tester):
-        time.sleep(2 * 0.5)  # two QoS checks with only reliable publishers: the override holds
+        # The input saw the tester's reliable publisher (auto would now switch to reliable).
+        wait_until(lambda: node.camera.inputs[0].told)
         assert subscription_reliability(tester, "/image") == {"best_effort"}
         assert subscription_reliability(tester, "/camera_info") == {"reliable"}
         offered = {
@@ -432,7 +430,7 @@ def test_camera_info_published_after_its_image_pairs_by_stamp(tiny_checkpoint, t
         for sec in range(1, 6):
             fx = 400.0 + 20 * sec
             tester.image_pub.publish(stamp(encode(RGB, "rgb8"), sec))
-            time.sleep(0.05)
+            time.sleep(0.05)  # the camera_info comes 50 ms after its image
             tester.info_pub.publish(stamp(camera_info(fx=fx, fy=fx), sec))
             info = tester.wait_for(
                 "depth/camera_info", predicate=lambda m, s=sec: m.header.stamp.sec == s
@@ -465,26 +463,27 @@ def test_without_a_matching_stamp_the_latest_camera_info_is_used(tiny_checkpoint
         assert values["frames paired with another stamp's camera_info (last 10 s)"] == "1"
 
 
-def test_binning_and_roi_are_applied_once(tiny_checkpoint, tmp_path):
+def test_binning_and_roi_are_applied_once(node_and_tester):
     from sensor_msgs.msg import RegionOfInterest
 
-    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
-        full = camera_info(width=1280, height=960, fx=1000.0, fy=1000.0, cx=700.0, cy=500.0)
-        full.binning_x = full.binning_y = 2
-        full.roi = RegionOfInterest(x_offset=40, y_offset=20, width=1280, height=960)
-        tester.image_pub.publish(stamp(encode(RGB, "rgb8"), 3))  # 640x480: the binned full frame
-        tester.info_pub.publish(stamp(full, 3))
-        info = tester.wait_for("depth/camera_info")[0]
-        assert (info.width, info.height, info.binning_x, info.binning_y) == (640, 480, 0, 0)
-        assert (info.roi.x_offset, info.roi.width) == (0, 0)
-        np.testing.assert_allclose(
-            np.array(info.k)[[0, 2, 4, 5]], [500, (700 - 40) / 2, 500, (500 - 20) / 2]
-        )
+    node, tester = node_and_tester
+    full = camera_info(width=1280, height=960, fx=1000.0, fy=1000.0, cx=700.0, cy=500.0)
+    full.binning_x = full.binning_y = 2
+    full.roi = RegionOfInterest(x_offset=40, y_offset=20, width=1280, height=960)
+    tester.image_pub.publish(stamp(encode(RGB, "rgb8"), 3))  # 640x480: the binned full frame
+    tester.info_pub.publish(stamp(full, 3))
+    info = tester.wait_for("depth/camera_info")[0]
+    assert (info.width, info.height, info.binning_x, info.binning_y) == (640, 480, 0, 0)
+    assert (info.roi.x_offset, info.roi.width) == (0, 0)
+    np.testing.assert_allclose(
+        np.array(info.k)[[0, 2, 4, 5]], [500, (700 - 40) / 2, 500, (500 - 20) / 2]
+    )
 
 
 # ------------------------------------------------------------------ namespaces and parameter files
 
 
+@pytest.mark.slow
 def test_two_namespaced_instances_each_use_their_params_file(tiny_checkpoint, tmp_path):
     """Two cameras, two node processes, one `/**/depthclip:` file each, as the launch file starts
     them."""
