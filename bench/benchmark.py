@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,52 +21,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from measure import machine, table, timed  # noqa: E402
+from node_bench import bench_node  # noqa: E402
+
 from depthclip_ros import frame_messages, image_decoding  # noqa: E402
 from depthclip_ros.config import DepthClipConfig  # noqa: E402
 from depthclip_ros.core import DepthClip, DepthResult, preprocess  # noqa: E402
-from depthclip_ros.node_process import local_dds_env, start_node_process  # noqa: E402
-from depthclip_ros.params_files import default_params_file, load_config  # noqa: E402
 from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
 from depthclip_ros.synthetic_scenes import render_scene, scene_camera_info_fields  # noqa: E402
-
-
-def machine() -> str:
-    cpu, flags = "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    # The vector units that decide CPU speed here (machines of this project differ in them).
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["no AVX2"]
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores ({' '.join(simd)}), {gpu}; torch {torch.__version__}, "
-        f"Python {platform.python_version()}"
-    )
-
-
-def timed(fns, reps, warmup=1, sync=None):
-    """Seconds per call of each function, calls interleaved (a, b, a, b, ...) so that the
-    machine's drift over the run weighs on every function alike."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    out = [[] for _ in fns]
-    for _ in range(reps):
-        for fn, times in zip(fns, out):
-            if sync:
-                sync()
-            t0 = time.perf_counter()
-            fn()
-            if sync:
-                sync()
-            times.append(time.perf_counter() - t0)
-    return out
 
 
 def flops_of(fn) -> float:
@@ -192,181 +152,6 @@ def bench_conversions():
     ]
 
 
-NODE_RUNNER = r"""
-import sys, time, threading, json
-import rclpy
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image, CameraInfo
-from diagnostic_msgs.msg import DiagnosticArray
-from depthclip_ros import frame_messages
-from depthclip_ros.synthetic_scenes import render_scene, scene_camera_info_fields
-rate, seconds = float(sys.argv[1]), float(sys.argv[2])
-rclpy.init(); n = rclpy.create_node("bench_camera")
-lat = []; recv = []; diag = {}
-def on_depth(m):
-    now = time.time()
-    lat.append(now - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)); recv.append(now)
-def on_diag(m):
-    for st in m.status:
-        diag.update({kv.key: kv.value for kv in st.values})
-reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-n.create_subscription(Image, "depth/image", on_depth, reliable)
-n.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-# A camera driver's QoS (REP 2003: reliable, system default depth); the node adapts to it.
-pub = n.create_publisher(Image, "image", 10)
-ipub = n.create_publisher(CameraInfo, "camera_info", 10)
-threading.Thread(target=rclpy.spin, args=(n,), daemon=True).start()
-while pub.get_subscription_count() == 0: time.sleep(0.1)
-rgb, _ = render_scene("corridor")
-fields = frame_messages.rgb8_image_fields(rgb)
-info = CameraInfo(**scene_camera_info_fields())
-msg = Image(**fields)  # built once: a camera driver does not pay Python's message construction
-msg.header.frame_id = "cam"
-def stream(duration):
-    sent = 0; t0 = time.time()
-    while time.time() - t0 < duration:
-        now = time.time()
-        msg.header.stamp.sec = int(now); msg.header.stamp.nanosec = int((now % 1) * 1e9)
-        info.header = msg.header
-        # A driver's order: image, then camera_info.
-        pub.publish(msg); ipub.publish(info); sent += 1
-        time.sleep(max(0.0, t0 + sent / rate - time.time()))
-    return sent
-stream(3.0)  # steady state first: the measured window starts warm
-time.sleep(1.0); lat.clear(); recv.clear(); diag.clear()
-start = time.time(); sent = stream(seconds); end = time.time()
-time.sleep(2.0)
-print(json.dumps({"sent": sent, "received": len(recv), "lat": lat, "start": start, "end": end,
-                  "node_inference_ms": diag.get("inference median (ms)")}))
-rclpy.shutdown()
-"""
-
-
-def node_core_reference(ckpt):
-    """The core on the node's input (640x480 rgb8, the shipped config: resize, no flip), in this
-    process.
-
-    Measured again right before each rate: this machine's speed drifts by up to 10 % over
-    minutes, and the ratio should compare the node with the core under the same conditions.
-    """
-    model = DepthClip(
-        load_config(overrides={"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp()})
-    )
-    frame = render_scene("corridor")[0]
-    return lambda: statistics.median(timed([lambda: model.predict(frame)], 12, warmup=2)[0]) * 1e3
-
-
-def bench_node(ckpt, rates, seconds, dds_profile=None):
-    import json
-    import threading
-
-    env = {**os.environ, **local_dds_env(), "PYTHONWARNINGS": "ignore"}
-    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)  # the middleware's defaults, as on a robot ...
-    if dds_profile:  # ... unless a profile is asked for (optional tuning, measured against them)
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(Path(dds_profile).resolve())
-    rows = []
-    root = str(Path(__file__).resolve().parent.parent)
-    core_ms = node_core_reference(ckpt)
-    for rate in rates:
-        core = core_ms()
-        log = Path(tempfile.mkdtemp()) / "node.log"
-        node = start_node_process(
-            default_params_file(),
-            {"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp()},
-            env,
-            log,
-        )
-        deadline = time.time() + 120
-        while "warm-up" not in log.read_text() and time.time() < deadline and node.poll() is None:
-            time.sleep(0.2)
-        samples = []  # (wall time, RSS MB, CPU s) of the node, sampled through the run
-        stop = threading.Event()
-        sampler = threading.Thread(
-            target=sample_process, args=(node.pid, samples, stop), daemon=True
-        )
-        sampler.start()
-        out = subprocess.run(
-            [sys.executable, "-c", NODE_RUNNER, str(rate), str(seconds)],
-            env=env,
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=seconds + 120,
-        )
-        stop.set()
-        sampler.join()
-        node.terminate()
-        node.wait(timeout=20)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        window = [s for s in samples if r["start"] <= s[0] <= r["end"]]
-        (t0, rss0, cpu0), (t1, rss1, cpu1) = window[0], window[-1]
-        lat = np.array(r["lat"]) * 1e3
-        in_node = float(r["node_inference_ms"])
-        # A frame waits on average half a camera period for the forward in progress to end
-        # (when the camera is faster than the model), then takes one forward.
-        floor = core + 0.5 * 1e3 / rate if 1e3 / rate < core else core
-        rows.append(
-            [
-                f"{rate:g}",
-                f"{r['sent'] / seconds:.1f}",
-                f"{r['received'] / seconds:.2f}",
-                f"{1e3 / core:.2f}",
-                str(r["sent"] - r["received"]),
-                f"{np.median(lat):.0f}",
-                f"{np.percentile(lat, 95):.0f}",
-                f"{core:.0f}",
-                f"{np.median(lat) / core:.2f}",
-                f"{floor / core:.2f}",
-                f"{in_node:.0f}",
-                f"{np.median(lat) / in_node:.2f}",
-                f"{rss0:.0f}",
-                f"{rss1:.0f}",
-                f"{rss1 - rss0:+.0f}",
-                f"{max(s[1] for s in samples):.0f}",
-                f"{(cpu1 - cpu0) / (t1 - t0) * 100:.0f}%",
-            ]
-        )
-        print("node", rows[-1], file=sys.stderr)
-    head = [
-        "input rate (Hz)",
-        "sent (Hz)",
-        "output rate (Hz)",
-        "core rate (frames/s)",
-        "frames not answered",
-        "latency median (ms)",
-        "latency p95 (ms)",
-        "core latency (ms)",
-        "latency median / core",
-        "floor / core",
-        "forward in node, median (ms)",
-        "latency median / forward in node",
-        "RSS window start (MB)",
-        "RSS end (MB)",
-        "RSS growth (MB)",
-        "RSS peak (MB)",
-        "node CPU (of 1 core)",
-    ]
-    return head, rows
-
-
-def sample_process(pid, samples, stop):
-    """Append (wall time, RSS MB, CPU s) of process `pid` every 0.25 s until `stop` is set."""
-    while not stop.is_set():
-        samples.append((time.time(), _rss_mb(pid), _cpu_s(pid)))
-        stop.wait(0.25)
-
-
-def _rss_mb(pid):
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def bench_eval(ckpt, n_images):
     from PIL import Image
 
@@ -391,12 +176,6 @@ def bench_eval(ckpt, n_images):
             f"{n_images / dt:.2f}",
         ]
     ]
-
-
-def table(head, rows):
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def rates_hz(text: str) -> list:

@@ -1,0 +1,71 @@
+"""Measuring helpers of the benchmark: the machine's name, interleaved timings, process samples,
+Markdown tables."""
+
+import os
+import platform
+import time
+
+import torch
+
+
+def machine() -> str:
+    cpu, flags = "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    # The vector units that decide CPU speed here (machines of this project differ in them).
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["no AVX2"]
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores ({' '.join(simd)}), {gpu}; torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def timed(fns, reps, warmup=1, sync=None):
+    """Seconds per call of each function, calls interleaved (a, b, a, b, ...) so that the
+    machine's drift over the run weighs on every function alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    out = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, times in zip(fns, out):
+            if sync:
+                sync()
+            t0 = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            times.append(time.perf_counter() - t0)
+    return out
+
+
+def sample_process(pid, samples, stop):
+    """Append (wall time, RSS MB, CPU s) of process `pid` every 0.25 s until `stop` is set."""
+    while not stop.is_set():
+        samples.append((time.time(), _rss_mb(pid), _cpu_s(pid)))
+        stop.wait(0.25)
+
+
+def _rss_mb(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def table(head, rows):
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

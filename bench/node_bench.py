@@ -1,0 +1,126 @@
+"""The node's row of the benchmark: the node as its own process on the middleware's defaults,
+fed by bench/camera_stand_in.py at a fixed rate; latency, rates, memory and CPU."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from measure import sample_process, timed
+
+from depthclip_ros.core import DepthClip
+from depthclip_ros.node_process import local_dds_env, start_node_process
+from depthclip_ros.params_files import default_params_file, load_config
+from depthclip_ros.synthetic_scenes import render_scene
+
+CAMERA_STAND_IN = Path(__file__).resolve().parent / "camera_stand_in.py"
+
+
+def node_core_reference(ckpt):
+    """The core on the node's input (640x480 rgb8, the shipped config: resize, no flip), in this
+    process.
+
+    Measured again right before each rate: this machine's speed drifts by up to 10 % over
+    minutes, and the ratio should compare the node with the core under the same conditions.
+    """
+    model = DepthClip(
+        load_config(overrides={"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp()})
+    )
+    frame = render_scene("corridor")[0]
+    return lambda: statistics.median(timed([lambda: model.predict(frame)], 12, warmup=2)[0]) * 1e3
+
+
+def bench_node(ckpt, rates, seconds, dds_profile=None):
+    env = {**os.environ, **local_dds_env(), "PYTHONWARNINGS": "ignore"}
+    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)  # the middleware's defaults, as on a robot ...
+    if dds_profile:  # ... unless a profile is asked for (optional tuning, measured against them)
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(Path(dds_profile).resolve())
+    rows = []
+    root = str(Path(__file__).resolve().parent.parent)
+    core_ms = node_core_reference(ckpt)
+    for rate in rates:
+        core = core_ms()
+        log = Path(tempfile.mkdtemp()) / "node.log"
+        node = start_node_process(
+            default_params_file(),
+            {"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp()},
+            env,
+            log,
+        )
+        deadline = time.time() + 120
+        while "warm-up" not in log.read_text() and time.time() < deadline and node.poll() is None:
+            time.sleep(0.2)
+        samples = []  # (wall time, RSS MB, CPU s) of the node, sampled through the run
+        stop = threading.Event()
+        sampler = threading.Thread(
+            target=sample_process, args=(node.pid, samples, stop), daemon=True
+        )
+        sampler.start()
+        out = subprocess.run(
+            [sys.executable, str(CAMERA_STAND_IN), str(rate), str(seconds)],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+        )
+        stop.set()
+        sampler.join()
+        node.terminate()
+        node.wait(timeout=20)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        window = [s for s in samples if r["start"] <= s[0] <= r["end"]]
+        (t0, rss0, cpu0), (t1, rss1, cpu1) = window[0], window[-1]
+        lat = np.array(r["lat"]) * 1e3
+        in_node = float(r["node_inference_ms"])
+        # A frame waits on average half a camera period for the forward in progress to end
+        # (when the camera is faster than the model), then takes one forward.
+        floor = core + 0.5 * 1e3 / rate if 1e3 / rate < core else core
+        rows.append(
+            [
+                f"{rate:g}",
+                f"{r['sent'] / seconds:.1f}",
+                f"{r['received'] / seconds:.2f}",
+                f"{1e3 / core:.2f}",
+                str(r["sent"] - r["received"]),
+                f"{np.median(lat):.0f}",
+                f"{np.percentile(lat, 95):.0f}",
+                f"{core:.0f}",
+                f"{np.median(lat) / core:.2f}",
+                f"{floor / core:.2f}",
+                f"{in_node:.0f}",
+                f"{np.median(lat) / in_node:.2f}",
+                f"{rss0:.0f}",
+                f"{rss1:.0f}",
+                f"{rss1 - rss0:+.0f}",
+                f"{max(s[1] for s in samples):.0f}",
+                f"{(cpu1 - cpu0) / (t1 - t0) * 100:.0f}%",
+            ]
+        )
+        print("node", rows[-1], file=sys.stderr)
+    head = [
+        "input rate (Hz)",
+        "sent (Hz)",
+        "output rate (Hz)",
+        "core rate (frames/s)",
+        "frames not answered",
+        "latency median (ms)",
+        "latency p95 (ms)",
+        "core latency (ms)",
+        "latency median / core",
+        "floor / core",
+        "forward in node, median (ms)",
+        "latency median / forward in node",
+        "RSS window start (MB)",
+        "RSS end (MB)",
+        "RSS growth (MB)",
+        "RSS peak (MB)",
+        "node CPU (of 1 core)",
+    ]
+    return head, rows
