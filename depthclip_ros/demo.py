@@ -26,7 +26,17 @@ from .node_process import local_dds_env, start_node_process
 from .synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
 
 
-def run(args) -> int:
+def run(
+    out,
+    params=None,
+    model=None,
+    device="auto",
+    cloud_stride=8,
+    random_weights=None,
+    timeout=300.0,
+) -> int:
+    """The main job; the exit code: 0 done, 2 the node stopped (its error printed), 3 it never
+    started, 4 a scene was not answered within `timeout` seconds."""
     env = local_dds_env()
     os.environ.update(env)  # before rclpy is imported
     import rclpy
@@ -37,24 +47,24 @@ def run(args) -> int:
     from .params_files import default_params_file, read_params_file
     from .visualization import colorize, save_png, write_ply
 
-    out = Path(args.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    params_file = Path(args.params or default_params_file())
+    params_file = Path(params or default_params_file())
     params = read_params_file(params_file)
-    overrides = {"device": args.device, "cloud_stride": args.cloud_stride}
-    if args.random_weights:
+    overrides = {"device": device, "cloud_stride": cloud_stride}
+    if random_weights:
         from .random_clip import save_random_checkpoint
 
         overrides["model"] = save_random_checkpoint(
-            out / f"random_{args.random_weights}.pt", args.random_weights
+            out / f"random_{random_weights}.pt", random_weights
         )
         overrides["temperature"] = 1.0  # a random CLIP saturates the softmax at 0.1
         print(
-            f"using a RANDOM-WEIGHT CLIP ({args.random_weights}): checks the pipeline, "
+            f"using a RANDOM-WEIGHT CLIP ({random_weights}): checks the pipeline, "
             "the depth is meaningless"
         )
-    elif args.model:
-        overrides["model"] = args.model
+    elif model:
+        overrides["model"] = model
     node_proc = start_node_process(params_file, overrides, env, out / "node.log")
 
     rclpy.init()
@@ -79,7 +89,7 @@ def run(args) -> int:
     info_pub = node.create_publisher(CameraInfo, topics.CAMERA_INFO, reliable)
     summary = []
     try:
-        deadline = time.monotonic() + args.timeout
+        deadline = time.monotonic() + timeout
         while (
             image_pub.get_subscription_count() == 0
         ):  # the node subscribes once its model is loaded
@@ -109,10 +119,10 @@ def run(args) -> int:
             info_pub.publish(info)
             while (
                 sec not in got["depth"] or sec not in got["points"]
-            ) and time.monotonic() - t0 < args.timeout:
+            ) and time.monotonic() - t0 < timeout:
                 rclpy.spin_once(node, timeout_sec=0.05)
             if sec not in got["depth"] or sec not in got["points"]:
-                print(f"{name}: no depth/points within {args.timeout}s", file=sys.stderr)
+                print(f"{name}: no depth/points within {timeout}s", file=sys.stderr)
                 return 4
             depth = image_decoding.depth_image_to_array(got["depth"][sec])
             cloud = point_cloud.pointcloud_to_array(got["points"][sec])
@@ -179,7 +189,16 @@ def main(argv=None) -> int:
     p.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the node / each frame"
     )
-    return run(p.parse_args(argv))
+    args = p.parse_args(argv)
+    return run(
+        args.out,
+        args.params,
+        args.model,
+        args.device,
+        args.cloud_stride,
+        args.random_weights,
+        args.timeout,
+    )
 
 
 if __name__ == "__main__":
