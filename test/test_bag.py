@@ -640,10 +640,16 @@ def test_sigterm_mid_run_removes_the_partial_output(tmp_path, params_file):
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def staged_bytes():
+        return sum(
+            f.stat().st_size for d in leftovers(tmp_path) for f in (tmp_path / d).rglob("*.mcap")
+        )
+
+    # Mid-run: frames are being written (a 320x240 frame is 230 kB), the run is under way.
     deadline = time.monotonic() + 60
-    while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+    while staged_bytes() < 500_000 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    # The staging folder exists: the run is under way (its SIGTERM handler is installed first).
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
