@@ -19,6 +19,8 @@ MODES = ("crop", "resize")
 DEVICES_FIXED = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp16", "fp32")
 NORMALIZATIONS = ("imagenet", "clip")
+DENSE_FEATURES = ("subsampled", "projected")
+HEAD_PRECISIONS = ("float32", "model")
 TEMPLATE_FIELDS = ("object", "token")
 
 
@@ -44,8 +46,11 @@ class DepthClipConfig(Schema):
     cache_dir: str = param(
         "", "Text-feature cache folder; empty = ~/.cache/depthclip_ros", read_only=True
     )
-    prompt_template: str = param(
-        "This {object} is {token}", "Prompt with {object} and {token} placeholders"
+    prompt_template: tuple = param(
+        ("This {object} is {token}",),
+        "Prompt template(s) with {object} and {token}; several: each token's prompts are encoded, "
+        "L2-normalised, averaged and normalised again (an ensemble; the paper uses one)",
+        single_ok=True,
     )
     object_word: str = param("object", "Word put in {object}")
     depth_tokens: tuple = param(
@@ -78,13 +83,30 @@ class DepthClipConfig(Schema):
         416, "Network input height for 'resize'", minimum=32, maximum=4096, multiple_of=32
     )
     normalization: str = param("imagenet", "imagenet (paper) | clip", choices=NORMALIZATIONS)
+    dense_features: str = param(
+        "subsampled",
+        "subsampled (paper: layer4 channels subsampled to the text width) | projected (MaskCLIP: "
+        "the attention pool's value and output projections at every position)",
+        choices=DENSE_FEATURES,
+    )
+    head_precision: str = param(
+        "float32",
+        "float32 | model (the backbone's dtype, fp16 on CUDA: the official code's numerics)",
+        choices=HEAD_PRECISIONS,
+    )
+
+    @property
+    def prompt_sets(self) -> list:
+        """One list of prompts (one per depth token) for each template."""
+        return [
+            [template.format(object=self.object_word, token=t) for t in self.depth_tokens]
+            for template in self.prompt_template
+        ]
 
     @property
     def prompts(self) -> list:
-        return [
-            self.prompt_template.format(object=self.object_word, token=t)
-            for t in self.depth_tokens
-        ]
+        """Every prompt, template by template."""
+        return [prompt for prompts in self.prompt_sets for prompt in prompts]
 
     def check(self) -> None:
         if not self.model.strip():
@@ -93,7 +115,8 @@ class DepthClipConfig(Schema):
             raise ConfigError(
                 "device", self.device, f"must be one of {', '.join(DEVICES_FIXED)} or cuda:N"
             )
-        _check_template(self.prompt_template)
+        for template in self.prompt_template:
+            _check_template(template)
         tokens, bins = self.depth_tokens, self.depth_bins
         if len(bins) < 2:
             raise ConfigError("depth_bins", list(bins), "needs at least 2 bins")

@@ -74,20 +74,32 @@ def preprocess(images: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
     return (x - mean) / std
 
 
-def bin_probabilities(
-    features: torch.Tensor, text: torch.Tensor, channel_index: torch.Tensor, temperature: float
+def position_embeddings(
+    features: torch.Tensor, mode: str, channel_index: torch.Tensor, attnpool, dtype
 ) -> torch.Tensor:
-    """Dense features (B, C, h, w) -> per-bin probabilities (B, K, h, w).
+    """Dense features (B, C, h, w) -> (B, hw, D) L2-normalised vectors in the text's width.
 
-    L2-normalise over channels, subsample channels to the text width (no
-    re-normalisation), logits = 100 * f @ text / temperature, softmax over bins.
+    subsampled (the reference): normalise over the C channels, keep channels `channel_index`
+    (no re-normalisation). projected (MaskCLIP, Zhou et al. 2022): the attention pool's value
+    projection, then its output projection, at every position (no query, key or positional
+    embedding), then normalise. The normalisation runs in `dtype` (the head's precision).
     """
-    b, _, h, w = features.shape
-    f = features.float().flatten(2).transpose(1, 2)  # (B, hw, C)
+    f = features.flatten(2).transpose(1, 2)  # (B, hw, C)
+    if mode == "projected":
+        f = attnpool.c_proj(attnpool.v_proj(f.to(attnpool.v_proj.weight.dtype))).to(dtype)
+        return f / f.norm(dim=-1, keepdim=True)
+    f = f.to(dtype)
     f = f / f.norm(dim=-1, keepdim=True)
-    f = f.index_select(-1, channel_index)  # (B, hw, D)
-    logits = LOGIT_SCALE * (f @ text)  # (B, hw, K)
-    logits = logits.transpose(1, 2).reshape(b, -1, h, w) / temperature
+    return f.index_select(-1, channel_index)
+
+
+def bin_probabilities(
+    positions: torch.Tensor, text: torch.Tensor, temperature: float, grid: tuple
+) -> torch.Tensor:
+    """(B, hw, D) position embeddings -> (B, K, h, w) per-bin probabilities in their dtype:
+    logits = 100 * f @ text, divided by the temperature, softmax over the bins."""
+    logits = (LOGIT_SCALE * positions) @ text.to(positions.dtype)  # (B, hw, K), as the reference
+    logits = logits.transpose(1, 2).reshape(positions.shape[0], -1, *grid) / temperature
     return logits.softmax(dim=1)
 
 
@@ -146,6 +158,7 @@ class DepthClip:
         # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
         # (measured: README, Performance). Layout only: the weights' values do not change.
         self.encoder = dense_encoder(visual).to(memory_format=torch.channels_last)
+        self.attnpool = visual.attnpool  # its projections serve dense_features 'projected'
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: autotune once
         self.image_channels = visual.layer4[-1].conv3.out_channels
@@ -166,13 +179,23 @@ class DepthClip:
 
     def _make_head(self, cfg: DepthClipConfig) -> _Head:
         feats = text_features(
-            self.loaded.clip_model, self.loaded.identity, cfg.prompts, self.device, self.cache_dir
+            self.loaded.clip_model,
+            self.loaded.identity,
+            cfg.prompt_sets,
+            self.device,
+            self.cache_dir,
+            self.head_dtype(cfg),
         )
         return _Head(
             cfg,
             torch.from_numpy(feats).to(self.device),
             torch.tensor(cfg.depth_bins, dtype=torch.float32, device=self.device),
         )
+
+    def head_dtype(self, cfg: DepthClipConfig) -> torch.dtype:
+        """The precision of the text normalisation and of the head (normalisation, logits,
+        softmax): float32, or the backbone's dtype as in the official code (fp16 on CUDA)."""
+        return self.dtype if cfg.head_precision == "model" else torch.float32
 
     def update_config(self, cfg: DepthClipConfig) -> None:
         """Apply a new config from the next `predict` on; load-time fields cannot change."""
@@ -223,7 +246,11 @@ class DepthClip:
             feats = self.dense_features(torch.cat([x, x.flip(-1)]))
         else:
             feats = self.dense_features(x)
-        probs = bin_probabilities(feats, head.text, self.channel_index, cfg.temperature)
+        positions = position_embeddings(
+            feats, cfg.dense_features, self.channel_index, self.attnpool, self.head_dtype(cfg)
+        )
+        probs = bin_probabilities(positions, head.text, cfg.temperature, feats.shape[-2:])
+        probs = probs.float()  # the depth sum in float32, as the reference's float32 bins give
         if cfg.flip:
             # Averaging probabilities equals the reference's averaging of depths (depth is linear
             # in p).

@@ -29,8 +29,10 @@ def param(
     minimum=None,
     maximum=None,
     multiple_of: int | None = None,
+    single_ok: bool = False,
 ):
-    """A schema field. The default's type is the parameter's type (ints pass as floats)."""
+    """A schema field. The default's type is the parameter's type (ints pass as floats);
+    `single_ok`: a list field that also takes one string as a one-item list."""
     return dataclasses.field(
         default=default,
         metadata={
@@ -40,6 +42,7 @@ def param(
             "minimum": minimum,
             "maximum": maximum,
             "multiple_of": multiple_of,
+            "single_ok": single_ok,
         },
     )
 
@@ -106,6 +109,8 @@ class Schema:
             kind = _kind(f.default)
             if kind in ("str_list", "float_list") and isinstance(value, list):
                 object.__setattr__(self, f.name, tuple(value))
+            elif kind == "str_list" and f.metadata["single_ok"] and isinstance(value, str):
+                object.__setattr__(self, f.name, (value,))
             elif kind == "float" and _number(value) and isinstance(value, int):
                 object.__setattr__(self, f.name, float(value))
 

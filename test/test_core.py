@@ -21,36 +21,60 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def reference_depth(checkpoint, img, tokens, bins, temperature, flip):
-    """The reference pipeline written out independently (NYU crop, 640x480 input)."""
+def reference_layer4(v, t):
+    t = v.relu1(v.bn1(v.conv1(t)))
+    t = v.relu2(v.bn2(v.conv2(t)))
+    t = v.relu3(v.bn3(v.conv3(t)))
+    t = v.avgpool(t)
+    return v.layer4(v.layer3(v.layer2(v.layer1(t))))
+
+
+def reference_text(model, tokens, templates=("This {object} is {token}",), dtype=torch.float32):
+    """The reference's text side: per token, each template's prompt encoded and normalised, the
+    mean over templates normalised again (in `dtype`, as the official code on CUDA: fp16)."""
+    text = []
+    for tok in tokens:
+        prompts = [template.format(object="object", token=tok) for template in templates]
+        e = model.encode_text(clip.tokenize(prompts)).to(dtype)
+        e = e / e.norm(dim=-1, keepdim=True)
+        e = e.mean(dim=0)
+        text.append(e / e.norm())
+    return torch.stack(text, dim=1)
+
+
+def reference_depth(
+    checkpoint,
+    img,
+    tokens,
+    bins,
+    temperature,
+    flip,
+    templates=("This {object} is {token}",),
+    dense="subsampled",
+):
+    """The reference pipeline written out independently (NYU crop, 640x480 input); `dense`
+    'projected' is MaskCLIP's: v_proj then c_proj of the attention pool at every position."""
     model = build_model(torch.load(checkpoint, map_location="cpu")).float().eval()
     x = img[56:472, 60:604].astype(np.float32) / 255.0
     x = (x - MEAN) / STD
     x = torch.from_numpy(x).permute(2, 0, 1)[None]
     v = model.visual
 
-    def layer4(t):
-        t = v.relu1(v.bn1(v.conv1(t)))
-        t = v.relu2(v.bn2(v.conv2(t)))
-        t = v.relu3(v.bn3(v.conv3(t)))
-        t = v.avgpool(t)
-        return v.layer4(v.layer3(v.layer2(v.layer1(t))))
-
     with torch.no_grad():
-        text = []
-        for tok in tokens:
-            e = model.encode_text(clip.tokenize([f"This object is {tok}"]))
-            e = e / e.norm(dim=-1, keepdim=True)
-            e = e.mean(dim=0)
-            text.append(e / e.norm())
-        text = torch.stack(text, dim=1)
+        text = reference_text(model, tokens, templates)
 
         def depth_of(t):
-            f = layer4(t)  # (1, C, 13, 17)
+            f = reference_layer4(v, t)  # (1, C, 13, 17)
             c = f.shape[1]
             f = f.permute(0, 2, 3, 1).reshape(1, 13 * 17, c)
-            f = f / f.norm(dim=-1, keepdim=True)
-            f = F.interpolate(f, scale_factor=text.shape[0] / c)  # the reference's channel trick
+            if dense == "projected":
+                pool = v.attnpool
+                f = f @ pool.v_proj.weight.T + pool.v_proj.bias
+                f = f @ pool.c_proj.weight.T + pool.c_proj.bias
+                f = f / f.norm(dim=-1, keepdim=True)
+            else:
+                f = f / f.norm(dim=-1, keepdim=True)
+                f = F.interpolate(f, scale_factor=text.shape[0] / c)  # the reference's trick
             logits = 100.0 * f @ text
             logits = logits.permute(0, 2, 1).reshape(1, len(bins), 13, 17) / temperature
             p = F.softmax(logits, dim=1)
@@ -187,6 +211,90 @@ def test_text_cache_hit_skips_encode_text(make_config):
     assert len(calls) == 1  # cache hit
     m.update_config(cfg.replace(depth_tokens=tuple(reversed(cfg.depth_tokens))))
     assert len(calls) == 2  # new prompts -> new key -> encoded
+
+
+# ------------------------------------------------------------------ beyond the paper
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_projected_dense_features_match_a_maskclip_transcription(
+    make_config, tiny_checkpoint, flip
+):
+    cfg = make_config(preprocessing="crop", flip=flip, dense_features="projected")
+    img = structured_image(seed=1)
+    depth = DepthClip(cfg).predict(img).depth[0, 56:472, 60:604]
+    expected = reference_depth(
+        tiny_checkpoint, img, cfg.depth_tokens, cfg.depth_bins, 1.0, flip, dense="projected"
+    )
+    paper = reference_depth(tiny_checkpoint, img, cfg.depth_tokens, cfg.depth_bins, 1.0, flip)
+    assert np.ptp(expected) > 1e-4 and np.abs(expected - paper).max() > 1e-3  # a real change
+    np.testing.assert_allclose(depth, expected, atol=1e-5, rtol=0)
+
+
+def test_template_ensemble_matches_a_transcription(make_config, tiny_checkpoint):
+    templates = ("This {object} is {token}", "a photo of a {token} {object}.", "{token}: {object}")
+    cfg = make_config(preprocessing="crop", prompt_template=templates)
+    model = DepthClip(cfg)
+    img = structured_image(seed=2)
+    expected = reference_depth(
+        tiny_checkpoint, img, cfg.depth_tokens, cfg.depth_bins, 1.0, False, templates
+    )
+    np.testing.assert_allclose(model.predict(img).depth[0, 56:472, 60:604], expected, atol=1e-5)
+    # One template is the paper's text side; its cache entry is another file.
+    single = cfg.replace(prompt_template=templates[:1])
+    assert make_config(prompt_template=templates[0]).prompt_template == templates[:1]
+    model.update_config(single)
+    one = reference_depth(tiny_checkpoint, img, cfg.depth_tokens, cfg.depth_bins, 1.0, False)
+    np.testing.assert_allclose(model.predict(img).depth[0, 56:472, 60:604], one, atol=1e-5)
+    assert np.abs(one - expected).max() > 1e-4
+    assert len(list(model.cache_dir.glob("text_*.npy"))) == 2
+
+
+def test_head_precision_model_is_the_official_fp16_head(make_config, tiny_checkpoint):
+    """fp16 head (normalisation, logits, temperature, softmax) and fp16 text normalisation, as
+    the official code runs on CUDA, transcribed on CPU on the same layer4 features."""
+    cfg = make_config(preprocessing="crop")
+    model = DepthClip(cfg)
+    img = structured_image(seed=4)
+    # On CPU the backbone is float32: 'model' is float32, to the bit.
+    fp32 = model.predict(img)
+    model.update_config(cfg.replace(head_precision="model"))
+    np.testing.assert_array_equal(model.predict(img).depth, fp32.depth)
+    # The head in fp16, through the core's own functions, against the official steps.
+    with torch.no_grad():
+        x = core.preprocess(model.to_device(img), cfg)
+        feats = model.dense_features(x)
+        reference = build_model(torch.load(tiny_checkpoint, map_location="cpu")).float().eval()
+        text16 = reference_text(reference, cfg.depth_tokens, dtype=torch.float16)
+        f = feats.permute(0, 2, 3, 1).reshape(1, 13 * 17, -1).half()
+        f = f / f.norm(dim=-1, keepdim=True)
+        f = F.interpolate(f, scale_factor=text16.shape[0] / f.shape[-1])
+        logits = (100.0 * f @ text16).permute(0, 2, 1).reshape(1, 7, 13, 17)
+        logits /= 1.0
+        expected = logits.softmax(dim=1)
+        positions = core.position_embeddings(
+            feats, "subsampled", model.channel_index, model.attnpool, torch.float16
+        )
+        text_cached = core.text_features(
+            model.loaded.clip_model,
+            model.model_identity,
+            cfg.prompt_sets,
+            "cpu",
+            model.cache_dir,
+            torch.float16,
+        )
+        got = core.bin_probabilities(positions, torch.from_numpy(text_cached), 1.0, (13, 17))
+    assert got.dtype == torch.float16
+    np.testing.assert_array_equal(text_cached, text16.float().numpy())
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)  # the same fp16 steps, exactly
+    assert (got.float() - fp32_probs(model, feats, cfg)).abs().max() > 1e-5  # fp16 differs
+
+
+def fp32_probs(model, feats, cfg):
+    positions = core.position_embeddings(
+        feats, "subsampled", model.channel_index, model.attnpool, torch.float32
+    )
+    return core.bin_probabilities(positions, model._head.text, cfg.temperature, (13, 17))
 
 
 def test_the_callers_model_keeps_its_attention_pool(make_config):

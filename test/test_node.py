@@ -180,6 +180,30 @@ def test_parameter_changes(node_and_tester):
     assert 2.0 <= after.min() and after.max() <= 5.0 and not np.allclose(after, before)
 
 
+def test_beyond_the_paper_options_change_at_run_time(node_and_tester):
+    """dense_features, a template ensemble and head_precision set like any parameter: the next
+    frame's depth is the core's with those options; invalid values get the schema's message."""
+    node, tester = node_and_tester
+    rejected = node.set_parameters([Parameter("dense_features", value="pooled")])[0]
+    assert not rejected.successful and "must be one of subsampled, projected" in rejected.reason
+    templates = ["This {object} is {token}", "a photo of a {token} {object}."]
+    changes = [
+        Parameter("dense_features", value="projected"),
+        Parameter("prompt_template", value=templates),
+        Parameter("head_precision", value="model"),
+    ]
+    assert node.set_parameters_atomically(changes).successful
+    wait_until(lambda: node.estimator.config.dense_features == "projected")
+    depth = image_decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 4))
+    config = node.estimator.config
+    assert config.prompt_template == tuple(templates) and config.head_precision == "model"
+    np.testing.assert_allclose(depth, node.estimator.predict(RGB).depth[0], atol=1e-6)
+    paper = config.replace(dense_features="subsampled", prompt_template=tuple(templates[:1]))
+    from depthclip_ros.core import DepthClip
+
+    assert np.abs(DepthClip(paper).predict(RGB).depth[0] - depth).max() > 1e-4  # a real change
+
+
 def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, tmp_path):
     """Loading, warm-up, config changes and frames: one thread (torch on two threads is slower)."""
     import threading
