@@ -27,6 +27,7 @@ from .adaptive_input import AdaptiveInput
 from .frame_messages import MessageBuilder, frame_outputs, rgb8_image_fields
 from .frame_stats import FrameStats
 from .image_decoding import ImageDecodeError, decode_image
+from .scene_classification import SceneHysteresis
 from .stamp_pairing import StampPairing
 from .visualization import colorize
 
@@ -54,6 +55,7 @@ class CameraPipeline:
         image_topic = topics.COMPRESSED_IMAGE if use_compressed else topics.IMAGE
         self.stats = FrameStats()
         self.camera_infos = StampPairing()
+        self.scene = SceneHysteresis()  # scene_bins auto: this camera's current scene
         self.inputs = [
             AdaptiveInput(node, self.image_type, image_topic, on_image, raw=True),
             AdaptiveInput(node, CameraInfo, topics.CAMERA_INFO, self.camera_infos.add),
@@ -107,7 +109,10 @@ class CameraPipeline:
             raise ImageDecodeError(f"cannot deserialize the message: {exc}") from None
         rgb = decode_image(msg)
         t0 = time.perf_counter()
-        result = estimator.predict(rgb)
+        frames = params.node.scene_switch_frames
+        result = estimator.predict(
+            rgb, scenes=lambda names, scores: self.scene.choose(names, scores, frames)
+        )
         self.stats.timing("inference", time.perf_counter() - t0)
         header = msg.header
         # Looked up after the forward: a camera_info logged right after its image is here by now.
@@ -130,7 +135,7 @@ class CameraPipeline:
             log.warning(f"{out.problem}: no point cloud", throttle_duration_sec=5.0)
         colored = self.outputs["colored"]
         if colored.get_subscription_count() > 0:
-            lo, hi = float(result.bins[0]), float(result.bins[-1])
+            lo, hi = float(result.bins_of(0)[0]), float(result.bins_of(0)[-1])
             image = colorize(result.depth[0], lo, hi, params.outputs.colormap)
             colored.publish(MESSAGES.image(header, rgb8_image_fields(image)))
         now = self.node.get_clock().now()

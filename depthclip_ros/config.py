@@ -20,6 +20,26 @@ DEVICES_FIXED = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp16", "fp32")
 NORMALIZATIONS = ("imagenet", "clip")
 DENSE_FEATURES = ("subsampled", "projected")
+SCENE_BINS = ("off", "auto")
+# NYU Depth V2's scene types (the folder names of its official test split).
+NYU_SCENES = (
+    "bathroom",
+    "bedroom",
+    "bookstore",
+    "classroom",
+    "computer_lab",
+    "dining_room",
+    "foyer",
+    "home_office",
+    "kitchen",
+    "living_room",
+    "office",
+    "office_kitchen",
+    "playroom",
+    "reception_room",
+    "study",
+    "study_room",
+)
 HEAD_PRECISIONS = ("float32", "model")
 TEMPLATE_FIELDS = ("object", "token")
 
@@ -94,6 +114,27 @@ class DepthClipConfig(Schema):
         "float32 | model (the backbone's dtype, fp16 on CUDA: the official code's numerics)",
         choices=HEAD_PRECISIONS,
     )
+    scene_bins: str = param(
+        "off",
+        "off (paper: one set of bins) | auto (CLIP classifies the scene; its preset's bins and "
+        "tokens apply)",
+        choices=SCENE_BINS,
+    )
+    scenes: tuple = param(NYU_SCENES, "Scene names CLIP chooses from ('_' reads as a space)")
+    scene_prompt_template: str = param("a photo of a {scene}.", "Scene prompt with {scene}")
+    scene_presets: tuple = param(
+        ("bathroom:bins_class_dependent_3", "classroom:bins_class_dependent_4"),
+        "scene:preset pairs (config/presets name or YAML); other scenes keep the base bins and "
+        "tokens (paper Table 2)",
+    )
+
+    @property
+    def scene_prompts(self) -> list:
+        return [self.scene_prompt_template.format(scene=s.replace("_", " ")) for s in self.scenes]
+
+    def scene_preset_map(self) -> dict:
+        """{scene: preset} of scene_presets."""
+        return dict(pair.split(":", 1) for pair in self.scene_presets)
 
     @property
     def prompt_sets(self) -> list:
@@ -117,6 +158,7 @@ class DepthClipConfig(Schema):
             )
         for template in self.prompt_template:
             _check_template(template)
+        _check_scenes(self)
         tokens, bins = self.depth_tokens, self.depth_bins
         if len(bins) < 2:
             raise ConfigError("depth_bins", list(bins), "needs at least 2 bins")
@@ -130,6 +172,31 @@ class DepthClipConfig(Schema):
                 list(tokens),
                 f"{len(tokens)} tokens but {len(bins)} depth_bins; "
                 "each token needs exactly one bin",
+            )
+
+
+def _check_scenes(cfg) -> None:
+    if len(set(cfg.scenes)) != len(cfg.scenes):
+        raise ConfigError("scenes", list(cfg.scenes), "scene names must be unique")
+    try:
+        cfg.scene_prompt_template.format(scene="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            "scene_prompt_template", cfg.scene_prompt_template, f"only {{scene}} allowed: {exc}"
+        ) from None
+    if "{scene}" not in cfg.scene_prompt_template:
+        raise ConfigError(
+            "scene_prompt_template", cfg.scene_prompt_template, "must contain {scene}"
+        )
+    for pair in cfg.scene_presets:
+        scene, _, preset = pair.partition(":")
+        if not preset.strip():
+            raise ConfigError(
+                "scene_presets", list(cfg.scene_presets), f"'{pair}' is not scene:preset"
+            )
+        if scene not in cfg.scenes:
+            raise ConfigError(
+                "scene_presets", list(cfg.scene_presets), f"'{scene}' is not one of scenes"
             )
 
 
@@ -208,6 +275,12 @@ class NodeSettings(Schema):
         "Input rates within expected_input_rate * (1 +- this) are OK",
         minimum=0.0,
         maximum=1.0,
+    )
+    scene_switch_frames: int = param(
+        3,
+        "scene_bins auto: a new scene takes over after winning this many consecutive frames",
+        minimum=1,
+        maximum=1000,
     )
     min_output_rate: float = param(
         0.0,

@@ -16,8 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from .config import DepthClipConfig
+from .depth_head import (
+    bin_probabilities,
+    channel_subsample_index,
+    position_embeddings,
+    scene_bin_probabilities,
+)
 from .model_loading import LoadedModel, load_clip
 from .parameter_schema import ConfigError
+from .params_files import scene_configs
+from .scene_classification import SceneClassifier
 from .text_features import default_cache_dir, text_features
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,13 +38,7 @@ NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, 
 CROP_IMAGE_SIZE = (480, 640)  # (height, width)
 CROP_BOX = (56, 60, 416, 544)  # (top, left, height, width)
 
-LOGIT_SCALE = 100.0  # the reference's fixed CLIP logit scale
 STRIDE = 32  # CLIP ResNet layer4 stride
-
-
-def channel_subsample_index(image_channels: int, embed_dim: int) -> torch.Tensor:
-    """Nearest-neighbour channel index floor(i * C_img / D): 0, 2, ..., 2046 for RN50."""
-    return torch.arange(embed_dim, dtype=torch.int64) * image_channels // embed_dim
 
 
 class ImageSizeError(ValueError):
@@ -74,42 +76,19 @@ def preprocess(images: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
     return (x - mean) / std
 
 
-def position_embeddings(
-    features: torch.Tensor, mode: str, channel_index: torch.Tensor, attnpool, dtype
-) -> torch.Tensor:
-    """Dense features (B, C, h, w) -> (B, hw, D) L2-normalised vectors in the text's width.
-
-    subsampled (the reference): normalise over the C channels, keep channels `channel_index`
-    (no re-normalisation). projected (MaskCLIP, Zhou et al. 2022): the attention pool's value
-    projection, then its output projection, at every position (no query, key or positional
-    embedding), then normalise. The normalisation runs in `dtype` (the head's precision).
-    """
-    f = features.flatten(2).transpose(1, 2)  # (B, hw, C)
-    if mode == "projected":
-        f = attnpool.c_proj(attnpool.v_proj(f.to(attnpool.v_proj.weight.dtype))).to(dtype)
-        return f / f.norm(dim=-1, keepdim=True)
-    f = f.to(dtype)
-    f = f / f.norm(dim=-1, keepdim=True)
-    return f.index_select(-1, channel_index)
-
-
-def bin_probabilities(
-    positions: torch.Tensor, text: torch.Tensor, temperature: float, grid: tuple
-) -> torch.Tensor:
-    """(B, hw, D) position embeddings -> (B, K, h, w) per-bin probabilities in their dtype:
-    logits = 100 * f @ text, divided by the temperature, softmax over the bins."""
-    logits = (LOGIT_SCALE * positions) @ text.to(positions.dtype)  # (B, hw, K), as the reference
-    logits = logits.transpose(1, 2).reshape(positions.shape[0], -1, *grid) / temperature
-    return logits.softmax(dim=1)
-
-
 @dataclasses.dataclass
 class DepthResult:
     depth: np.ndarray  # (B, H, W) float32 metres at input resolution; NaN outside `region`
     coarse_depth: np.ndarray  # (B, h, w) float32 metres on the feature grid
     bin_probs: np.ndarray  # (B, K, h, w) float32 per-bin responses (the paper's Fig. 4)
-    bins: np.ndarray  # (K,) metres
+    bins: np.ndarray  # (K,) metres of the config
     region: tuple  # (top, left, height, width) of the image the depth covers
+    scenes: list | None = None  # scene_bins auto: the scene whose bins each image used
+    scene_scores: np.ndarray | None = None  # (B, S) CLIP's scene probabilities (config.scenes)
+    image_bins: np.ndarray | None = None  # (B, K) metres each image used, with scenes
+
+    def bins_of(self, index: int) -> np.ndarray:
+        return self.bins if self.image_bins is None else self.image_bins[index]
 
     def coarse_pixel_coords(self) -> tuple:
         """Pixel coordinates (u, v), each (h, w), of the coarse grid cells in the input image.
@@ -132,6 +111,8 @@ class _Head:
     config: DepthClipConfig
     text: torch.Tensor  # (D, K) float32 on device
     bins: torch.Tensor  # (K,) float32 on device
+    scene_heads: dict = dataclasses.field(default_factory=dict)  # scene -> (text, bins)
+    classifier: SceneClassifier | None = None  # scene_bins auto
 
 
 def dense_encoder(visual: torch.nn.Module) -> torch.nn.Module:
@@ -177,7 +158,7 @@ class DepthClip:
     def model_identity(self) -> str:
         return self.loaded.identity
 
-    def _make_head(self, cfg: DepthClipConfig) -> _Head:
+    def _text_and_bins(self, cfg: DepthClipConfig) -> tuple:
         feats = text_features(
             self.loaded.clip_model,
             self.loaded.identity,
@@ -186,11 +167,30 @@ class DepthClip:
             self.cache_dir,
             self.head_dtype(cfg),
         )
-        return _Head(
-            cfg,
-            torch.from_numpy(feats).to(self.device),
-            torch.tensor(cfg.depth_bins, dtype=torch.float32, device=self.device),
-        )
+        bins = torch.tensor(cfg.depth_bins, dtype=torch.float32, device=self.device)
+        return torch.from_numpy(feats).to(self.device), bins
+
+    def _make_head(self, cfg: DepthClipConfig) -> _Head:
+        head = _Head(cfg, *self._text_and_bins(cfg))
+        if cfg.scene_bins == "auto":
+            for scene, scene_cfg in scene_configs(cfg).items():
+                if len(scene_cfg.depth_bins) != len(cfg.depth_bins):
+                    raise ConfigError(
+                        "scene_presets",
+                        list(cfg.scene_presets),
+                        f"scene {scene} has {len(scene_cfg.depth_bins)} bins, the config "
+                        f"{len(cfg.depth_bins)}: every scene needs as many",
+                    )
+                head.scene_heads[scene] = self._text_and_bins(scene_cfg)
+            classifier = SceneClassifier(
+                self.loaded.clip_model,
+                self.loaded.identity,
+                cfg.scene_prompts,
+                self.device,
+                self.cache_dir,
+            )
+            head = dataclasses.replace(head, classifier=classifier)
+        return head
 
     def head_dtype(self, cfg: DepthClipConfig) -> torch.dtype:
         """The precision of the text normalisation and of the head (normalisation, logits,
@@ -235,7 +235,13 @@ class DepthClip:
         self.predict(np.zeros((*size, 3), np.uint8))
 
     @torch.inference_mode()
-    def predict(self, images) -> DepthResult:
+    def predict(self, images, scenes=None) -> DepthResult:
+        """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3).
+
+        With scene_bins auto, each image's bins and tokens are its scene's: by default the
+        scene CLIP finds most probable; `scenes` may instead be a list (one scene per image: an
+        oracle) or a callable(scene names, probabilities (B, S)) -> one scene per image.
+        """
         head = self._head  # one frame, one config
         cfg = head.config
         imgs = self.to_device(images)
@@ -249,13 +255,24 @@ class DepthClip:
         positions = position_embeddings(
             feats, cfg.dense_features, self.channel_index, self.attnpool, self.head_dtype(cfg)
         )
-        probs = bin_probabilities(positions, head.text, cfg.temperature, feats.shape[-2:])
+        grid = feats.shape[-2:]
+        chosen, scores = None, None
+        if head.classifier is not None:
+            scores = head.classifier.probabilities(feats[:batch])
+            chosen = self._choose_scenes(cfg, scores, scenes)
+            heads = [head.scene_heads.get(s, (head.text, head.bins)) for s in chosen]
+            row_heads = heads * (2 if cfg.flip else 1)
+            probs = scene_bin_probabilities(positions, row_heads, cfg.temperature, grid)
+            bins = torch.stack([b for _, b in heads])  # (B, K)
+        else:
+            probs = bin_probabilities(positions, head.text, cfg.temperature, grid)
+            bins = head.bins.expand(batch, -1)
         probs = probs.float()  # the depth sum in float32, as the reference's float32 bins give
         if cfg.flip:
             # Averaging probabilities equals the reference's averaging of depths (depth is linear
             # in p).
             probs = 0.5 * (probs[:batch] + probs[batch:].flip(-1))
-        coarse = (probs * head.bins.view(1, -1, 1, 1)).sum(dim=1, keepdim=True)  # (B, 1, h, w)
+        coarse = (probs * bins[:, :, None, None]).sum(dim=1, keepdim=True)  # (B, 1, h, w)
         top, left, h, w = region
         fine = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)[:, 0]
         if (h, w) == (height, width):
@@ -269,4 +286,16 @@ class DepthClip:
             bin_probs=probs.cpu().numpy(),
             bins=head.bins.cpu().numpy(),
             region=region,
+            scenes=chosen,
+            scene_scores=None if scores is None else scores.cpu().numpy(),
+            image_bins=None if chosen is None else bins.cpu().numpy(),
         )
+
+    @staticmethod
+    def _choose_scenes(cfg: DepthClipConfig, scores: torch.Tensor, scenes) -> list:
+        if scenes is None:
+            return [cfg.scenes[i] for i in scores.argmax(dim=-1).tolist()]
+        chosen = list(scenes(cfg.scenes, scores.cpu().numpy()) if callable(scenes) else scenes)
+        if len(chosen) != scores.shape[0]:
+            raise ValueError(f"{len(chosen)} scenes for {scores.shape[0]} images")
+        return chosen

@@ -229,6 +229,9 @@ class DepthClipNode(LifecycleNode):
         values["device"] = str(estimator.device) if estimator else "none"
         values["model"] = estimator.model_identity if estimator else "none"
         values.update({f"{i.topic} reliability": str(i.reliability) for i in camera.inputs})
+        if self.params.config.scene_bins == "auto":  # the scene whose bins the depth uses
+            values["scene"] = camera.scene.scene or "none yet"
+            values["scene score"] = f"{camera.scene.score:.3f}"
         status = DiagnosticStatus(
             level=bytes([level]),
             name=f"{self.get_fully_qualified_name()}: depth estimation",

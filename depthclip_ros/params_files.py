@@ -155,3 +155,26 @@ def load_config(
     params_file=None, presets: Iterable = (), overrides: Mapping | None = None
 ) -> DepthClipConfig:
     return DepthClipConfig.from_params(load_params(params_file, presets, overrides))
+
+
+SCENE_PRESET_FIELDS = ("depth_bins", "depth_tokens")
+
+
+def scene_configs(config: DepthClipConfig) -> dict:
+    """{scene: config with that scene's preset bins and tokens} for scene_presets; scenes without
+    a preset keep `config`'s. ConfigError for an unknown preset or one without bins or tokens."""
+    configs = {}
+    for scene, preset in config.scene_preset_map().items():
+        try:
+            params = read_params_file(resolve_preset(preset))
+        except ConfigError as exc:
+            raise ConfigError("scene_presets", list(config.scene_presets), str(exc)) from None
+        changes = {k: params[k] for k in SCENE_PRESET_FIELDS if k in params}
+        if not changes:
+            raise ConfigError(
+                "scene_presets",
+                list(config.scene_presets),
+                f"preset {preset} sets no bins or tokens",
+            )
+        configs[scene] = config.replace(**changes)
+    return configs

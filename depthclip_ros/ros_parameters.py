@@ -11,6 +11,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 
 from .config import Parameters, parameter_fields
 from .parameter_schema import ConfigError, constraints_text
+from .params_files import scene_configs
 from .text_features import tokenize
 
 
@@ -37,6 +38,9 @@ def read_parameters(values: dict) -> Parameters:
     """Every parameter validated, prompts included (CLIP's tokenizer limits their length)."""
     params = Parameters.from_params(values)
     tokenize(params.config.prompts)
+    for scene_config in scene_configs(params.config).values():  # presets exist, set bins
+        tokenize(scene_config.prompts)
+    tokenize(params.config.scene_prompts)
     return params
 
 

@@ -1,5 +1,6 @@
 """The core against an independent, step-by-step transcription of the reference DepthCLIP."""
 
+import copy
 import socket
 import subprocess
 import sys
@@ -14,8 +15,15 @@ from clip.model import build_model
 from helpers import structured_image
 
 from depthclip_ros import core
-from depthclip_ros.core import DepthClip, ImageSizeError, channel_subsample_index, preprocess
+from depthclip_ros.core import DepthClip, ImageSizeError, preprocess
+from depthclip_ros.depth_head import (
+    bin_probabilities,
+    channel_subsample_index,
+    position_embeddings,
+)
 from depthclip_ros.model_loading import ModelLoadError, load_clip
+from depthclip_ros.scene_classification import SceneHysteresis, global_embedding
+from depthclip_ros.text_features import text_features
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -272,10 +280,10 @@ def test_head_precision_model_is_the_official_fp16_head(make_config, tiny_checkp
         logits = (100.0 * f @ text16).permute(0, 2, 1).reshape(1, 7, 13, 17)
         logits /= 1.0
         expected = logits.softmax(dim=1)
-        positions = core.position_embeddings(
+        positions = position_embeddings(
             feats, "subsampled", model.channel_index, model.attnpool, torch.float16
         )
-        text_cached = core.text_features(
+        text_cached = text_features(
             model.loaded.clip_model,
             model.model_identity,
             cfg.prompt_sets,
@@ -283,7 +291,7 @@ def test_head_precision_model_is_the_official_fp16_head(make_config, tiny_checkp
             model.cache_dir,
             torch.float16,
         )
-        got = core.bin_probabilities(positions, torch.from_numpy(text_cached), 1.0, (13, 17))
+        got = bin_probabilities(positions, torch.from_numpy(text_cached), 1.0, (13, 17))
     assert got.dtype == torch.float16
     np.testing.assert_array_equal(text_cached, text16.float().numpy())
     torch.testing.assert_close(got, expected, atol=0, rtol=0)  # the same fp16 steps, exactly
@@ -291,10 +299,10 @@ def test_head_precision_model_is_the_official_fp16_head(make_config, tiny_checkp
 
 
 def fp32_probs(model, feats, cfg):
-    positions = core.position_embeddings(
+    positions = position_embeddings(
         feats, "subsampled", model.channel_index, model.attnpool, torch.float32
     )
-    return core.bin_probabilities(positions, model._head.text, cfg.temperature, (13, 17))
+    return bin_probabilities(positions, model._head.text, cfg.temperature, (13, 17))
 
 
 def test_the_callers_model_keeps_its_attention_pool(make_config):
@@ -374,3 +382,86 @@ def test_core_does_not_import_rclpy():
         "sys.exit('rclpy' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ------------------------------------------------------------------ scene-adaptive bins
+
+
+def test_global_embedding_is_clips_image_embedding(tiny_checkpoint):
+    """At CLIP's own grid it equals encode_image; on another grid it is the attention pool with
+    its 7x7 positional embedding resized bicubically (the class position kept)."""
+    model = build_model(torch.load(tiny_checkpoint, map_location="cpu")).float().eval()
+    v = model.visual
+    with torch.no_grad():
+        x = torch.randn(2, 3, v.input_resolution, v.input_resolution)
+        torch.testing.assert_close(
+            global_embedding(reference_layer4(v, x), v.attnpool), model.encode_image(x)
+        )
+        x = torch.randn(1, 3, 416, 544)
+        pool = copy.deepcopy(v.attnpool)
+        pos = pool.positional_embedding.data
+        side = int((pos.shape[0] - 1) ** 0.5)
+        grid = pos[1:].T.reshape(1, -1, side, side)
+        grid = F.interpolate(grid, size=(13, 17), mode="bicubic", align_corners=False)
+        pool.positional_embedding = torch.nn.Parameter(
+            torch.cat([pos[:1], grid.reshape(pos.shape[1], -1).T])
+        )
+        feats = reference_layer4(v, x)
+        torch.testing.assert_close(global_embedding(feats, v.attnpool), pool(feats))
+
+
+def test_scene_bins_use_the_scenes_preset(make_config, tiny_checkpoint):
+    """Each image's depth is the reference's with its scene's bins (paper Table 2: bathroom ->
+    class-dependent 3); other scenes keep the config's; CLIP's scene probabilities are the
+    global embedding against the scene prompts."""
+    cfg = make_config(preprocessing="crop", scene_bins="auto")
+    model = DepthClip(cfg)
+    img = structured_image(seed=5)
+    cd3 = (1.00, 1.25, 1.50, 1.75, 2.00, 2.25, 2.50)
+    r = model.predict(np.stack([img, img]), scenes=["bathroom", "kitchen"])
+    for i, bins in enumerate((cd3, cfg.depth_bins)):
+        expected = reference_depth(tiny_checkpoint, img, cfg.depth_tokens, bins, 1.0, False)
+        np.testing.assert_allclose(r.depth[i, 56:472, 60:604], expected, atol=1e-5)
+        np.testing.assert_allclose(r.image_bins[i], bins)
+    assert r.scenes == ["bathroom", "kitchen"]
+    # Scene probabilities, written out: CLIP's embedding against "a photo of a <scene>.".
+    reference = build_model(torch.load(tiny_checkpoint, map_location="cpu")).float().eval()
+    with torch.no_grad():
+        x = preprocess(torch.from_numpy(img)[None], cfg)
+        emb = global_embedding(reference_layer4(reference.visual, x), reference.visual.attnpool)
+        emb = emb / emb.norm(dim=-1, keepdim=True)
+        prompts = [f"a photo of a {s.replace('_', ' ')}." for s in cfg.scenes]
+        text = reference.encode_text(clip.tokenize(prompts))
+        text = text / text.norm(dim=-1, keepdim=True)
+        expected_scores = (100.0 * emb @ text.T).softmax(dim=-1).numpy()
+    np.testing.assert_allclose(r.scene_scores[0], expected_scores[0], atol=1e-5)
+    auto = model.predict(img)  # the most probable scene
+    assert auto.scenes == [cfg.scenes[int(expected_scores[0].argmax())]]
+
+
+def test_a_scene_preset_must_exist_and_keep_the_bin_count(make_config, tmp_path):
+    from depthclip_ros.parameter_schema import ConfigError
+
+    with pytest.raises(ConfigError, match="scene_presets.*unknown preset"):
+        DepthClip(make_config(scene_bins="auto", scene_presets=("bathroom:no_such_preset",)))
+    with pytest.raises(ConfigError, match="scene_presets.*not one of scenes"):
+        make_config(scene_presets=("garage:bins_class_dependent_3",)).validate()
+    three = tmp_path / "three.yaml"
+    three.write_text(
+        "/**/depthclip:\n  ros__parameters:\n    depth_bins: [1.0, 2.0, 3.0]\n"
+        "    depth_tokens: [close, middle, far]\n"
+    )
+    with pytest.raises(ConfigError, match="scene bathroom has 3 bins, the config 7"):
+        DepthClip(make_config(scene_bins="auto", scene_presets=(f"bathroom:{three}",)))
+
+
+def test_the_node_scene_switches_after_n_consecutive_wins():
+    names = ("bathroom", "kitchen")
+    hysteresis = SceneHysteresis()
+    seen = []
+    for winner in [0, 1, 1, 0, 1, 1, 1, 0]:
+        scores = np.array([[0.9, 0.1] if winner == 0 else [0.2, 0.8]])
+        seen.append(hysteresis.choose(names, scores, frames=3)[0])
+    b, k = "bathroom", "kitchen"
+    assert seen == [b, b, b, b, b, b, k, k]  # kitchen won frames 5-7: it takes over at 7
+    assert hysteresis.score == pytest.approx(0.1)  # kitchen's probability in the last frame

@@ -204,6 +204,20 @@ def test_beyond_the_paper_options_change_at_run_time(node_and_tester):
     assert np.abs(DepthClip(paper).predict(RGB).depth[0] - depth).max() > 1e-4  # a real change
 
 
+def test_scene_bins_auto_reports_the_scene_in_diagnostics(node_and_tester):
+    node, tester = node_and_tester
+    assert node.set_parameters([Parameter("scene_bins", value="auto")])[0].successful
+    wait_until(lambda: node.estimator.config.scene_bins == "auto")
+    depth = image_decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 6))
+    values = diag_values(tester, lambda v: v.get("scene", "none yet") != "none yet")
+    scene = values["scene"]
+    assert scene in node.estimator.config.scenes and 0.0 < float(values["scene score"]) <= 1.0
+    expected = node.estimator.predict(RGB, scenes=[scene]).depth[0]
+    np.testing.assert_allclose(depth, expected, atol=1e-6)
+    bad = node.set_parameters([Parameter("scene_presets", value=["bathroom:nope"])])[0]
+    assert not bad.successful and "unknown preset" in bad.reason
+
+
 def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, tmp_path):
     """Loading, warm-up, config changes and frames: one thread (torch on two threads is slower)."""
     import threading

@@ -1,0 +1,96 @@
+"""Zero-shot scene classification with CLIP's own global image embedding, for scene-adaptive bins
+(the paper's future work, its Section 5).
+
+The global embedding is CLIP's attention pool applied to the layer4 features the depth already
+computed, so a frame pays only for the pool (its key and value projections over the positions,
+one query). CLIP learnt the pool's positional embedding on a 7x7 grid (224x224 inputs); for
+another grid its 7x7 part is resized bicubically to the grid, the class position kept as is.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .text_features import text_features
+
+LOGIT_SCALE = 100.0  # CLIP's logit scale, as for the depth prompts
+
+
+def resized_positional_embedding(attnpool, height: int, width: int) -> torch.Tensor:
+    """(1 + height * width, C): the class position, then the spatial grid resized bicubically."""
+    pos = attnpool.positional_embedding
+    side = int(round((pos.shape[0] - 1) ** 0.5))
+    if (side, side) == (height, width):
+        return pos
+    grid = pos[1:].reshape(side, side, -1).permute(2, 0, 1)[None].float()
+    grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
+    grid = grid[0].permute(1, 2, 0).reshape(height * width, -1).to(pos.dtype)
+    return torch.cat([pos[:1], grid])
+
+
+def global_embedding(features: torch.Tensor, attnpool) -> torch.Tensor:
+    """CLIP's image embedding (B, D) of layer4 features (B, C, h, w): the attention pool's
+    forward with the mean token as the only query (its output is the pool's first token)."""
+    b, c, h, w = features.shape
+    x = features.reshape(b, c, h * w).permute(2, 0, 1)  # (hw, B, C)
+    x = torch.cat([x.mean(dim=0, keepdim=True), x])  # (1 + hw, B, C)
+    x = x + resized_positional_embedding(attnpool, h, w)[:, None, :].to(x.dtype)
+    out, _ = F.multi_head_attention_forward(
+        query=x[:1],
+        key=x,
+        value=x,
+        embed_dim_to_check=c,
+        num_heads=attnpool.num_heads,
+        q_proj_weight=attnpool.q_proj.weight,
+        k_proj_weight=attnpool.k_proj.weight,
+        v_proj_weight=attnpool.v_proj.weight,
+        in_proj_weight=None,
+        in_proj_bias=torch.cat([attnpool.q_proj.bias, attnpool.k_proj.bias, attnpool.v_proj.bias]),
+        bias_k=None,
+        bias_v=None,
+        add_zero_attn=False,
+        dropout_p=0.0,
+        out_proj_weight=attnpool.c_proj.weight,
+        out_proj_bias=attnpool.c_proj.bias,
+        use_separate_proj_weight=True,
+        training=False,
+        need_weights=False,
+    )
+    return out[0]
+
+
+class SceneClassifier:
+    """Scene probabilities (B, S) of layer4 features against the scene prompts."""
+
+    def __init__(self, clip_model, identity: str, prompts, device, cache_dir):
+        feats = text_features(clip_model, identity, [list(prompts)], device, cache_dir)
+        self.text = torch.from_numpy(feats).to(device)  # (D, S), normalised
+        self.attnpool = clip_model.visual.attnpool
+
+    def probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        emb = global_embedding(features, self.attnpool).float()
+        emb = emb / emb.norm(dim=-1, keepdim=True)
+        return (LOGIT_SCALE * emb @ self.text).softmax(dim=-1)
+
+
+class SceneHysteresis:
+    """The node's scene: a new scene takes over only after winning `frames` consecutive frames
+    (the first frame's winner is taken at once). Called by DepthClip.predict with the scene
+    names and the frame's probabilities (1, S); `scene` and `score` are what the node reports."""
+
+    def __init__(self):
+        self.scene, self.score = None, 0.0
+        self._candidate, self._wins = None, 0
+
+    def choose(self, names, scores, frames: int) -> list:
+        best = names[int(scores[0].argmax())]
+        if best == self.scene:
+            self._candidate, self._wins = None, 0
+        else:
+            self._wins = self._wins + 1 if best == self._candidate else 1
+            self._candidate = best
+            if self.scene is None or self._wins >= frames:
+                self.scene, self._candidate, self._wins = best, None, 0
+        self.score = float(scores[0][list(names).index(self.scene)])
+        return [self.scene]
