@@ -20,15 +20,28 @@ from .data import DataError, open_dataset
 from .evaluation import EvalRun, evaluate
 from .report import markdown_report, sweep_table
 
+
+def _presets(*names):
+    return {name: {"presets": (name,)} for name in names}
+
+
+# --sweep NAME -> {row label: EvalRun changes}, run on top of the user's --preset(s).
 SWEEPS = {
-    "bins": [
+    "bins": _presets(
         "bins_original",
         "bins_class_dependent_1",
         "bins_class_dependent_2",
         "bins_class_dependent_3",
         "bins_class_dependent_4",
-    ],
-    "tokens": ["tokens_original", "tokens_prompt_1", "tokens_prompt_2", "tokens_prompt_3"],
+    ),
+    "tokens": _presets("tokens_original", "tokens_prompt_1", "tokens_prompt_2", "tokens_prompt_3"),
+    "features": _presets("features_subsampled", "features_projected"),
+    "templates": _presets("templates_single", "templates_ensemble"),
+    "scene-bins": {
+        "scene bins off": {"scene_bins": "off"},
+        "scene bins auto": {"scene_bins": "auto"},
+        "scene bins oracle": {"scene_bins": "oracle"},
+    },
 }
 
 
@@ -70,7 +83,15 @@ def build_parser():
     )
     p.add_argument("--seed", type=int, default=0, help="--baseline uniform seed")
     p.add_argument(
-        "--sweep", choices=tuple(SWEEPS), help="run the paper's Table 2 (bins) or 3 (tokens)"
+        "--scene-bins",
+        choices=("off", "auto", "oracle"),
+        default="off",
+        help="bins per scene: auto = CLIP picks it, oracle = NYU's scene folder (paper Table 2)",
+    )
+    p.add_argument(
+        "--sweep",
+        choices=tuple(SWEEPS),
+        help="bins (paper Table 2), tokens (Table 3), features, templates or scene-bins",
     )
     return p
 
@@ -90,9 +111,17 @@ def main(argv=None) -> int:
         workers=args.workers,
         save_vis=args.save_vis,
         resume=args.resume,
+        scene_bins=args.scene_bins,
     )
-    sweep = SWEEPS[args.sweep] if args.sweep else []
-    runs = [dataclasses.replace(base, presets=(*args.preset, p)) for p in sweep] or [base]
+    sweep = SWEEPS[args.sweep] if args.sweep else {}
+    runs = [
+        dataclasses.replace(
+            base,
+            presets=(*args.preset, *changes.get("presets", ())),
+            scene_bins=changes.get("scene_bins", base.scene_bins),
+        )
+        for changes in sweep.values()
+    ] or [base]
     try:
         # Every cheap input (data, every run's config) before the first model load.
         data = open_dataset(
@@ -104,7 +133,9 @@ def main(argv=None) -> int:
             tables = {}
             for preset, run in zip(sweep, runs):
                 print(f"== {preset}", file=sys.stderr)
-                tables[preset] = evaluate(data, run, out / preset if out else None)
+                tables[preset] = evaluate(
+                    data, run, out / preset.replace(" ", "_") if out else None
+                )
             text = sweep_table(tables)
             if out:
                 atomic_write(out / f"sweep_{args.sweep}.md", lambda f: f.write(text.encode()))

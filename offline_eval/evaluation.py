@@ -39,10 +39,13 @@ class EvalRun:
     workers: int = 2  # image-decoding threads
     save_vis: int = 0  # panels written to out_dir/vis
     resume: bool = False  # keep the rows of an interrupted run in out_dir
+    scene_bins: str = "off"  # off | auto (CLIP picks each image's scene) | oracle (NYU's folder)
 
     def config(self):
         """The run's validated DepthClipConfig (ConfigError when invalid)."""
         overrides = {"device": self.device} if self.device else {}
+        if self.scene_bins in ("auto", "oracle"):  # oracle: the scene heads, NYU's choice
+            overrides["scene_bins"] = "auto"
         return load_config(self.params_file, ["paper", *self.presets], overrides)
 
 
@@ -53,6 +56,7 @@ class Predictor:
         self.baseline = run.baseline
         self.config = run.config()  # the NYU protocol (crop + flip), then the user's presets
         self.seed = run.seed
+        self.scene_bins = run.scene_bins
         self.constant = run.constant_value
         if self.baseline is None:
             self.core = DepthClip(self.config)
@@ -72,12 +76,15 @@ class Predictor:
             "baseline": self.baseline,
             "seed": self.seed,
             "constant": self.constant,
+            "scene_bins": self.scene_bins,
         }
 
-    def predict(self, images, names):
-        """(depth canvases (B, 480, 640), bin_probs or None)."""
+    def predict(self, images, names, scenes):
+        """(depth canvases (B, 480, 640), the core's DepthResult or None); `scenes` are NYU's
+        scene folders, the bins' scenes under scene_bins oracle."""
         if self.core is not None:
-            r = self.core.predict(np.stack(images))
+            oracle = list(scenes) if self.scene_bins == "oracle" else None
+            r = self.core.predict(np.stack(images), scenes=oracle)
             return [metrics.on_canvas(d) for d in r.depth], r
         top, left, h, w = CROP_BOX
         out = []
@@ -144,7 +151,9 @@ def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=Fal
         )  # decoding overlaps inference
         for batch, frames in zip(batches, loaded):
             t0 = time.perf_counter()
-            preds, result = predictor.predict([f[0] for f in frames], [s.name for s in batch])
+            preds, result = predictor.predict(
+                [f[0] for f in frames], [s.name for s in batch], [s.scene for s in batch]
+            )
             per_image_s = (time.perf_counter() - t0) / len(batch)
             for k, (s, (rgb, depth_mm), pred) in enumerate(zip(batch, frames, preds)):
                 gt = metrics.gt_from_png(depth_mm)
@@ -152,6 +161,8 @@ def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=Fal
                 if m is None:
                     continue
                 row = {"name": s.name, "scene": s.scene, "seconds": per_image_s, **m}
+                if result is not None and result.scenes is not None:
+                    row["bins_scene"] = result.scenes[k]  # the scene whose bins were used
                 rows.append(row)
                 if jsonl:
                     with open(jsonl, "a") as f:
@@ -178,6 +189,7 @@ def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=Fal
         "config": predictor.config.to_params(),
         "presets": ["paper", *run.presets],
         "baseline": predictor.baseline,
+        "scene_bins": predictor.scene_bins,
         "images": len(rows),
         "missing_files": len(missing),
         "missing_examples": missing[:5],

@@ -67,17 +67,26 @@ def markdown_report(results: dict) -> str:
 
 
 def sweep_table(tables: dict) -> str:
-    """The paper's Table 2/3 shape: one block per scene class and one for all; rows are presets."""
+    """The paper's Table 2/3 shape: one block per scene class and one for all; rows are the
+    sweep's runs, and the block for all carries the paper's δ1 of each row it reports."""
     keys = metrics.PAPER_METRICS
-    head = "| preset | " + " | ".join(HEADERS[k] for k in keys) + " |\n|---|" + "---|" * len(keys)
+    head = "| run | " + " | ".join(HEADERS[k] for k in keys) + " |\n|---|" + "---|" * len(keys)
     scenes = sorted({s for r in tables.values() for s in r["per_scene"]})
     out = []
     for scene in scenes + ["all"]:
-        out += [f"### {scene}", "", head]
-        for preset, r in tables.items():
+        block_head = head
+        if scene == "all":
+            block_head = head.replace(" |\n|---|", " | paper δ1 |\n|---|---|", 1)
+        out += [f"### {scene}", "", block_head]
+        for run, r in tables.items():
             vals = r["means"] if scene == "all" else r["per_scene"].get(scene)
-            if vals:
-                out.append(_row(preset, vals, keys))
+            if not vals:
+                continue
+            row = _row(run, vals, keys)
+            if scene == "all":
+                paper = metrics.PAPER_SWEEP_D1.get(run)
+                row += f" {paper:.3f} |" if paper is not None else " not in the paper |"
+            out.append(row)
         out.append("")
     return "\n".join(out)
 

@@ -12,7 +12,7 @@ from scipy.io import savemat
 
 from offline_eval import metrics
 from offline_eval.cli import main as eval_main
-from offline_eval.data import DataError, MatSource
+from offline_eval.data import DataError, MatSource, bts_samples, load_bts
 
 
 def test_metrics_known_values():
@@ -281,3 +281,39 @@ def test_cheap_inputs_are_checked_before_the_model_is_loaded(tmp_path, capsys):
     assert err.strip().splitlines() == [
         "depthclip-eval: invalid config field 'temperature' = 150.0: must be from 0.0001 to 100.0"
     ]
+
+
+def test_scene_bins_sweep_oracle_auto_and_the_papers_rows(tmp_path, tiny_checkpoint):
+    """--sweep scene-bins: 'oracle' gives each image the bins of its NYU scene folder (paper
+    Table 2: bathroom -> class-dependent 3), 'auto' CLIP's scene; results.md puts the paper's δ1
+    beside the row it reports."""
+    from depthclip_ros.core import DepthClip
+    from depthclip_ros.params_files import load_config
+
+    root = _write_bts_tree(tmp_path / "nyu")
+    params = tmp_path / "p.yaml"
+    params.write_text(
+        f"depthclip:\n  ros__parameters:\n    model: {tiny_checkpoint}\n    temperature: 1.0\n"
+        f"    cache_dir: {tmp_path / 'cache'}\n    device: cpu\n"
+    )
+    out = tmp_path / "out"
+    args = ["--data-root", str(root), "--params", str(params), "--out", str(out)]
+    assert eval_main([*args, "--sweep", "scene-bins"]) == 0
+    oracle = json.loads((out / "scene_bins_oracle" / "results.json").read_text())
+    core = DepthClip(load_config(params, ["paper"], {"scene_bins": "auto"}))
+    for row in oracle["per_image"]:
+        assert row["bins_scene"] == row["scene"]
+        rgb, depth_mm = load_bts(next(s for s in bts_samples(root)[0] if s.name == row["name"]))
+        pred = core.predict(rgb, scenes=[row["scene"]]).depth[0]
+        expected = metrics.evaluate_image(metrics.gt_from_png(depth_mm), metrics.on_canvas(pred))
+        assert row["d1"] == pytest.approx(expected["d1"]) and row["rmse"] == pytest.approx(
+            expected["rmse"], rel=1e-5
+        )
+    auto = json.loads((out / "scene_bins_auto" / "results.json").read_text())
+    assert {r["bins_scene"] for r in auto["per_image"]} <= set(core.config.scenes)
+    table = (out / "sweep_scene-bins.md").read_text()
+    assert "| scene bins off |" in table and "0.394 |" in table
+    assert "| scene bins oracle |" in table and "not in the paper" in table
+    assert eval_main([*args, "--sweep", "features"]) == 0
+    features = (out / "sweep_features.md").read_text()
+    assert "| features_projected |" in features and "| features_subsampled |" in features
