@@ -190,6 +190,47 @@ def rates_hz(text: str) -> list:
     return rates
 
 
+def bench_options(ckpt):
+    """Beyond the paper, per 544x416 frame on CPU: each option's own work against the forward
+    (layer4 features) it is added to, timed interleaved in one run."""
+    from depthclip_ros.depth_head import position_embeddings
+
+    cfg = DepthClipConfig(
+        model=ckpt, device="cpu", scene_bins="auto", cache_dir=tempfile.mkdtemp()
+    )
+    model = DepthClip(cfg)
+    head = model._head
+    x = preprocess(model.to_device(np.zeros((416, 544, 3), np.uint8)), cfg)
+    with torch.inference_mode():
+        feats = model.dense_features(x)
+
+        def project(mode):
+            return lambda: position_embeddings(
+                feats, mode, model.channel_index, model.attnpool, torch.float32
+            )
+
+        forward, classify, subsampled, projected = timed(
+            [
+                lambda: model.dense_features(x),
+                lambda: head.classifier.probabilities(feats),
+                project("subsampled"),
+                project("projected"),
+            ],
+            12,
+            warmup=2,
+        )
+    f = statistics.median(forward)
+    rows = []
+    for name, t in (
+        ("scene classification (scene_bins auto)", classify),
+        ("dense features 'subsampled' (paper)", subsampled),
+        ("dense features 'projected' (MaskCLIP)", projected),
+    ):
+        rows.append([name, f"{statistics.median(t) * 1e3:.1f}", f"{statistics.median(t) / f:.3f}"])
+    rows.append(["forward (stem..layer4), for reference", f"{f * 1e3:.1f}", "1.000"])
+    return ["work per frame", "median (ms)", "/ forward"], rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="core: batch 1, no flip only")
@@ -222,6 +263,8 @@ def main():
     if not args.only_node:
         print("## Core (DepthClip.predict, RN50 shapes, random weights)\n")
         print(table(*bench_core(ckpt, devices, args.quick)) + "\n")
+        print("## Options beyond the paper (cpu, 544x416, RN50 shapes)\n")
+        print(table(*bench_options(ckpt)) + "\n")
         print("## Conversions and cloud building per frame\n")
         print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
     if not args.skip_node:

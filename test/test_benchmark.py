@@ -53,6 +53,7 @@ def test_benchmark_prints_every_table():
     tables = markdown_tables(proc.stdout)
     assert list(tables) == [
         "Core",
+        "Options beyond the paper",
         "Conversions and cloud building per frame",
         "Node",
         "Offline evaluation",
@@ -67,6 +68,10 @@ def test_benchmark_prints_every_table():
         # RN50's dense forward at 544x416 (the resize target too): the issue's 48.4 GFLOP/frame.
         assert row["GFLOP/frame"] == "48.4"
         assert float(row["latency/frame median (ms)"]) > 0 and float(row["core / raw"]) > 0
+
+    options = tables["Options beyond the paper"]
+    assert [r["work per frame"] for r in options][:1] == ["scene classification (scene_bins auto)"]
+    assert all(float(r["/ forward"]) > 0 for r in options)
 
     (node,) = tables["Node"]
     assert node["input rate (Hz)"] == "30"
