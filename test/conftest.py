@@ -52,3 +52,9 @@ def node_and_tester(tiny_checkpoint, tmp_path):
 
     with running_node(tiny_checkpoint, tmp_path) as pair:
         yield pair
+
+
+@pytest.fixture(scope="session")
+def rn50_checkpoint(tmp_path_factory):
+    """A random CLIP with the real RN50's shapes (2048-channel layer4, 1024-d joint space)."""
+    return save_random_checkpoint(tmp_path_factory.mktemp("rn50") / "rn50.pt", "RN50", seed=0)

@@ -465,3 +465,25 @@ def test_the_node_scene_switches_after_n_consecutive_wins():
     b, k = "bathroom", "kitchen"
     assert seen == [b, b, b, b, b, b, k, k]  # kitchen won frames 5-7: it takes over at 7
     assert hysteresis.score == pytest.approx(0.1)  # kitchen's probability in the last frame
+
+
+@pytest.mark.slow
+def test_projected_features_and_global_embedding_at_rn50_shapes(make_config, rn50_checkpoint):
+    """The same transcriptions with RN50's shapes: 2048 channels projected to 1024, 32 heads."""
+    cfg = make_config(model=rn50_checkpoint, preprocessing="crop", dense_features="projected")
+    img = structured_image(seed=6)
+    depth = DepthClip(cfg).predict(img).depth[0, 56:472, 60:604]
+    expected = reference_depth(
+        rn50_checkpoint, img, cfg.depth_tokens, cfg.depth_bins, 1.0, False, dense="projected"
+    )
+    assert np.ptp(expected) > 1e-4
+    np.testing.assert_allclose(depth, expected, atol=1e-5, rtol=0)
+    model = build_model(torch.load(rn50_checkpoint, map_location="cpu")).float().eval()
+    with torch.no_grad():
+        x = torch.randn(1, 3, 224, 224)
+        torch.testing.assert_close(
+            global_embedding(reference_layer4(model.visual, x), model.visual.attnpool),
+            model.encode_image(x),
+            atol=1e-4,
+            rtol=1e-4,
+        )
