@@ -38,9 +38,10 @@ def read_parameters(values: dict) -> Parameters:
     """Every parameter validated, prompts included (CLIP's tokenizer limits their length)."""
     params = Parameters.from_params(values)
     tokenize(params.config.prompts)
-    for scene_config in scene_configs(params.config).values():  # presets exist, set bins
-        tokenize(scene_config.prompts)
-    tokenize(params.config.scene_prompts)
+    if params.config.scene_bins == "auto":  # presets exist and fit the config's bins
+        for scene_config in scene_configs(params.config).values():
+            tokenize(scene_config.prompts)
+        tokenize(params.config.scene_prompts)
     return params
 
 

@@ -214,7 +214,9 @@ def test_scene_bins_auto_reports_the_scene_in_diagnostics(node_and_tester):
     assert scene in node.estimator.config.scenes and 0.0 < float(values["scene score"]) <= 1.0
     expected = node.estimator.predict(RGB, scenes=[scene]).depth[0]
     np.testing.assert_allclose(depth, expected, atol=1e-6)
-    bad = node.set_parameters([Parameter("scene_presets", value=["bathroom:nope"])])[0]
+    bad = node.set_parameters([Parameter("scene_presets", value=["bathroom:nope"])])[
+        0
+    ]  # auto: checked
     assert not bad.successful and "unknown preset" in bad.reason
 
 
@@ -252,9 +254,9 @@ def test_burst_drops_old_frames_and_answers_the_newest(node_and_tester):
     tester.info_pub.publish(camera_info())
     real_predict = node.estimator.predict
 
-    def slow_predict(images):
+    def slow_predict(images, **kwargs):
         time.sleep(0.15)
-        return real_predict(images)
+        return real_predict(images, **kwargs)
 
     node.estimator.predict = slow_predict
     msg = encode(RGB, "rgb8")
@@ -341,9 +343,8 @@ def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
         ),
         (["-p", "autostart:=maybe"], "invalid config field 'autostart' = 'maybe'"),
     ]
-    # One process per case, all started at once: each pays torch's import, not the others'.
-    procs = [
-        subprocess.Popen(
+    for args, expected in cases:  # one after the other (see README, Tests: start-up errors)
+        proc = subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -355,18 +356,16 @@ def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
                 "device:=cpu",
                 *args,
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
+            timeout=120,
         )
-        for args, _ in cases
-    ]
-    for proc, (_, expected) in zip(procs, cases):
-        _, stderr = proc.communicate(timeout=180)
-        assert proc.returncode == 1, stderr
-        fatal = [line for line in stderr.splitlines() if "FATAL" in line]
-        assert len(fatal) == 1 and "[front.depthclip]" in fatal[0] and expected in fatal[0], stderr
-        assert "Traceback" not in stderr
+        assert proc.returncode == 1, proc.stderr
+        fatal = [line for line in proc.stderr.splitlines() if "FATAL" in line]
+        assert len(fatal) == 1 and "[front.depthclip]" in fatal[0] and expected in fatal[0], (
+            proc.stderr
+        )
+        assert "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------ the transport users have
