@@ -6,10 +6,14 @@ load, config change, unload) that runs on the worker thread between two frames a
 Future. One thread for all torch work: spread over two threads, a second OpenMP thread team
 made each CPU forward slower (measured: README, Performance).
 
-Lazy: while `wanted()` is false (nobody subscribes to the outputs) a frame is held, not run;
-it runs as soon as someone listens, or is discarded once older than `hold` seconds. Holding
-it covers a subscriber whose first frame arrives before the subscription is matched.
-No rclpy and no torch here.
+Several sources (cameras) share the worker: each keeps only its newest frame, and the worker
+serves the source served least recently among those with a wanted frame, so a fast camera
+cannot starve a slow one.
+
+Lazy: while `wanted(key)` is false (nobody subscribes to that camera's outputs) its frame is
+held, not run; it runs as soon as someone listens, or is discarded once older than `hold`
+seconds. Holding it covers a subscriber whose first frame arrives before the subscription is
+matched. No rclpy and no torch here.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ class FrameWorker:
     def __init__(
         self,
         process: Callable,
-        on_error: Callable[[Exception], None],
-        wanted: Callable[[], bool] = lambda: True,
+        on_error: Callable,
+        wanted: Callable = lambda key: True,
         hold: float = 1.0,
         poll: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
@@ -35,7 +39,8 @@ class FrameWorker:
         self._process, self._on_error, self._wanted = process, on_error, wanted
         self._hold, self._poll, self._clock = hold, poll, clock
         self._cv = threading.Condition()
-        self._pending = None  # (frame, arrival)
+        self._pending = {}  # key -> (frame, arrival)
+        self._served = {}  # key -> serial number of its last frame run (fairness)
         self._jobs = collections.deque()
         self._running = True
         self.processed = 0  # frames run through `process`
@@ -43,11 +48,12 @@ class FrameWorker:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, frame) -> bool:
-        """Make `frame` the next one to process; True when it replaced an unprocessed frame."""
+    def submit(self, frame, key=None) -> bool:
+        """Make `frame` the next one of source `key`; True when it replaced an unprocessed
+        frame of that source."""
         with self._cv:
-            replaced = self._pending is not None
-            self._pending = (frame, self._clock())
+            replaced = key in self._pending
+            self._pending[key] = (frame, self._clock())
             self._cv.notify()
         return replaced
 
@@ -64,13 +70,13 @@ class FrameWorker:
 
     def discard_pending(self) -> None:
         with self._cv:
-            self._pending = None
+            self._pending.clear()
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Finish the frame or job in progress, cancel the rest; True when the thread ended."""
         with self._cv:
             self._running = False
-            self._pending = None
+            self._pending.clear()
             for future, _, _ in self._jobs:
                 future.cancel()
             self._jobs.clear()
@@ -87,14 +93,16 @@ class FrameWorker:
                     return "stop", None
                 if self._jobs:
                     return "job", self._jobs.popleft()
-                if self._pending is not None:
-                    if self._wanted():
-                        item, self._pending = self._pending, None
-                        return "frame", item
-                    if self._clock() - self._pending[1] > self._hold:
-                        self._pending = None
+                wanted = [k for k in self._pending if self._wanted(k)]
+                for key in [k for k in self._pending if k not in wanted]:
+                    if self._clock() - self._pending[key][1] > self._hold:
+                        del self._pending[key]
                         self.expired += 1
-                        continue
+                if wanted:
+                    key = min(wanted, key=lambda k: self._served.get(k, -1))
+                    self._served[key] = self.processed
+                    return "frame", (key, *self._pending.pop(key))
+                if self._pending:
                     self._cv.wait(self._poll)  # someone may subscribe: look again soon
                 else:
                     self._cv.wait()
@@ -112,9 +120,9 @@ class FrameWorker:
                     except BaseException as exc:  # handed to whoever waits on the future
                         future.set_exception(exc)
                 continue
-            frame, arrival = item
+            key, frame, arrival = item
             self.processed += 1
             try:
-                self._process(frame, arrival)
+                self._process(frame, arrival, key)
             except Exception as exc:  # one bad frame must not stop the worker
-                self._on_error(exc)
+                self._on_error(exc, key)

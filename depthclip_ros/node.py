@@ -79,7 +79,9 @@ class DepthClipNode(LifecycleNode):
         params = ros_parameters.read_parameters(ros_parameters.parameter_values(self))
         self.camera = CameraPipeline(self, params.node.use_compressed, self._on_image)
         self.params = params
-        self.worker = FrameWorker(self._process, self._frame_failed, wanted=self._watched)
+        self.worker = FrameWorker(
+            self._process, self._frame_failed, wanted=lambda camera: self._watched()
+        )
         self.get_logger().info(
             f"loading CLIP '{params.config.model}' on device '{params.config.device}' ..."
         )
@@ -195,10 +197,10 @@ class DepthClipNode(LifecycleNode):
         if self.worker is not None and self.worker.submit(serialized):
             camera.stats.count("dropped")
 
-    def _process(self, serialized: bytes, arrival: float):  # worker thread
+    def _process(self, serialized: bytes, arrival: float, camera):  # worker thread
         self.camera.publish_frame(serialized, arrival, self.params, self.estimator)
 
-    def _frame_failed(self, exc: Exception):  # worker thread
+    def _frame_failed(self, exc: Exception, camera):  # worker thread
         self.camera.frame_failed(exc)
 
     def _load_model(self, config) -> DepthClip:  # worker thread

@@ -13,7 +13,7 @@ class Recorder:
         self.frames, self.errors, self.threads = [], [], set()
         self.block = block  # an Event the first frame waits on
 
-    def process(self, frame, arrival):
+    def process(self, frame, arrival, key=None):
         self.threads.add(threading.get_ident())
         if self.block is not None and not self.frames:
             self.frames.append(frame)
@@ -23,7 +23,7 @@ class Recorder:
             raise ValueError("bad frame")
         self.frames.append(frame)
 
-    def on_error(self, exc):
+    def on_error(self, exc, key=None):
         self.errors.append(str(exc))
 
 
@@ -77,7 +77,7 @@ class CountingWanted:
     def __init__(self, answer):
         self.answer, self.calls = answer, 0
 
-    def __call__(self):
+    def __call__(self, key=None):
         self.calls += 1
         return self.answer()
 
@@ -133,3 +133,50 @@ def test_stop_finishes_the_frame_in_progress_and_cancels_queued_jobs():
     assert worker.call(lambda: 1).exception(1) is not None  # a stopped worker takes no job
     worker.submit("late")
     assert rec.frames == ["slow"]
+
+
+def test_sources_are_served_fairly_and_each_keeps_its_newest_frame():
+    """A source submitting all the time does not starve the others: the one served least
+    recently goes first, and each source keeps only its newest frame."""
+    release = threading.Event()
+    rec = Recorder(block=release)
+    seen = []
+    worker = FrameWorker(
+        lambda frame, arrival, key: seen.append((key, frame)) or rec.process(frame, arrival),
+        rec.on_error,
+    )
+    try:
+        worker.submit("fast-0", key="fast")
+        wait_until(lambda: seen == [("fast", "fast-0")])  # busy on it: the rest waits
+        for i in range(1, 6):
+            worker.submit(f"fast-{i}", key="fast")
+        worker.submit("slow-a", key="slow")
+        worker.submit("slow-b", key="slow")  # replaces slow-a
+        worker.submit("other", key="other")
+        release.set()
+        wait_until(lambda: len(seen) == 4)
+        # fast was served last: the two never-served sources first, then fast's newest frame.
+        assert seen[1:] == [("slow", "slow-b"), ("other", "other"), ("fast", "fast-5")]
+    finally:
+        worker.stop()
+
+
+def test_laziness_is_per_source():
+    rec, watched = Recorder(), {"a": True, "b": False}
+    seen = []
+    worker = FrameWorker(
+        lambda frame, arrival, key: seen.append(key),
+        rec.on_error,
+        wanted=lambda key: watched[key],
+        hold=30.0,
+        poll=0.01,
+    )
+    try:
+        worker.submit(1, key="b")
+        worker.submit(2, key="a")
+        wait_until(lambda: seen == ["a"])
+        assert worker.processed == 1  # b's frame is held while nobody watches b
+        watched["b"] = True
+        wait_until(lambda: seen == ["a", "b"])
+    finally:
+        worker.stop()
