@@ -45,25 +45,33 @@ def output_qos_profile() -> QoSProfile:
 
 
 class CameraPipeline:
-    def __init__(self, node, use_compressed: bool, on_image):
-        """Inputs (not yet subscribed: `update_inputs` does) and lifecycle publishers.
-        `on_image(serialized)` receives each image, still serialized."""
-        self.node = node
+    def __init__(self, node, use_compressed: bool, on_image, name: str = ""):
+        """Inputs (not yet subscribed: `update_inputs` does) and lifecycle publishers, named
+        relative to the node's namespace, under `name/` for a named camera. `on_image(serialized)`
+        receives each image, still serialized."""
+        self.node, self.name = node, name
         # Images arrive serialized and only the frame the worker takes is deserialized: most
         # frames of a fast camera are replaced unread (newest frame wins), so they cost nothing.
         self.image_type = CompressedImage if use_compressed else Image
         image_topic = topics.COMPRESSED_IMAGE if use_compressed else topics.IMAGE
+
+        def named(topic):
+            return f"{name}/{topic}" if name else topic
+
         self.stats = FrameStats()
         self.camera_infos = StampPairing()
         self.scene = SceneHysteresis()  # scene_bins auto: this camera's current scene
         self.inputs = [
-            AdaptiveInput(node, self.image_type, image_topic, on_image, raw=True),
-            AdaptiveInput(node, CameraInfo, topics.CAMERA_INFO, self.camera_infos.add),
+            AdaptiveInput(node, self.image_type, named(image_topic), on_image, raw=True),
+            AdaptiveInput(node, CameraInfo, named(topics.CAMERA_INFO), self.camera_infos.add),
         ]
         options = QoSOverridingOptions.with_default_policies()
         self.outputs = {
             key: node.create_lifecycle_publisher(
-                msg_type, topics.OUTPUTS[key], output_qos_profile(), qos_overriding_options=options
+                msg_type,
+                named(topics.OUTPUTS[key]),
+                output_qos_profile(),
+                qos_overriding_options=options,
             )
             for key, msg_type in OUTPUT_TYPES.items()
         }

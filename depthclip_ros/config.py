@@ -240,6 +240,12 @@ class OutputSettings(Schema):
 class NodeSettings(Schema):
     """Parameters of the ROS node only."""
 
+    cameras: tuple = param(
+        (),
+        "Camera names; empty: one camera on image, camera_info, depth/... Else camera X on "
+        "X/image, X/camera_info, X/depth/..., one model for all",
+        read_only=True,
+    )
     autostart: bool = param(
         True,
         "Configure and activate at start-up; false leaves the transitions to a lifecycle manager",

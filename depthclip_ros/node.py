@@ -9,19 +9,19 @@ the model. /diagnostics come from the frame statistics via health.
 
 from __future__ import annotations
 
+import functools
 import socket
 import sys
 import time
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos_overriding_options import InvalidQosOverridesError
-from std_msgs.msg import Header
 
-from . import health, ros_parameters
+from . import diagnostics, ros_parameters
 from .camera_pipeline import CameraPipeline
 from .config import NODE_NAME
 from .core import DepthClip
@@ -52,7 +52,7 @@ class DepthClipNode(LifecycleNode):
         self.params = None  # Parameters while configured
         self.estimator = None  # DepthClip while configured; owned by the worker thread
         self.worker = None
-        self.camera = None  # CameraPipeline while configured
+        self.cameras = {}  # name ("" for the one unnamed camera) -> CameraPipeline, configured
         self._diagnostics = None
         self._our_timers = {}  # rclpy's Node uses _timers
         self._activated_at = None
@@ -77,11 +77,11 @@ class DepthClipNode(LifecycleNode):
     def _configure(self):
         # Every cheap check (parameters, topics, QoS overrides) before the model load (seconds).
         params = ros_parameters.read_parameters(ros_parameters.parameter_values(self))
-        self.camera = CameraPipeline(self, params.node.use_compressed, self._on_image)
+        for name in params.node.cameras or ("",):
+            on_image = functools.partial(self._on_image, name)
+            self.cameras[name] = CameraPipeline(self, params.node.use_compressed, on_image, name)
         self.params = params
-        self.worker = FrameWorker(
-            self._process, self._frame_failed, wanted=lambda camera: self._watched()
-        )
+        self.worker = FrameWorker(self._process, self._frame_failed, wanted=self._watched)
         self.get_logger().info(
             f"loading CLIP '{params.config.model}' on device '{params.config.device}' ..."
         )
@@ -95,11 +95,12 @@ class DepthClipNode(LifecycleNode):
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         try:
-            self.camera.stats = FrameStats()
+            for camera in self.cameras.values():
+                camera.stats = FrameStats()
             self._activated_at = time.monotonic()
-            self.camera.update_inputs()
+            self._update_inputs()
             self._our_timers["inputs"] = self.create_timer(
-                QOS_CHECK_PERIOD, self.camera.update_inputs, clock=_steady()
+                QOS_CHECK_PERIOD, self._update_inputs, clock=_steady()
             )
         except Exception as exc:  # e.g. an input's QoS override rclpy cannot apply
             reason = (
@@ -108,8 +109,9 @@ class DepthClipNode(LifecycleNode):
             self._transition_failed("activate", reason)
             self._stop_inputs()
             return TransitionCallbackReturn.FAILURE
-        depth_topic = self.camera.outputs["depth"].topic_name
-        self.get_logger().info(f"active: {self.camera.image_topic} -> {depth_topic}")
+        for camera in self.cameras.values():
+            depth_topic = camera.outputs["depth"].topic_name
+            self.get_logger().info(f"active: {camera.image_topic} -> {depth_topic}")
         return super().on_activate(state)  # enables the lifecycle publishers
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -142,8 +144,8 @@ class DepthClipNode(LifecycleNode):
         timer = self._our_timers.pop("inputs", None)
         if timer is not None:
             self.destroy_timer(timer)
-        if self.camera is not None:
-            self.camera.close_inputs()
+        for camera in self.cameras.values():
+            camera.close_inputs()
         if self.worker is not None:
             self.worker.discard_pending()
             self.worker.call(lambda: None).result(WORKER_FLUSH_TIMEOUT)
@@ -152,9 +154,9 @@ class DepthClipNode(LifecycleNode):
         """Undo configure: publishers, timers, worker and model; the memory goes back."""
         for name in list(self._our_timers):
             self.destroy_timer(self._our_timers.pop(name))
-        if self.camera is not None:
-            self.camera.destroy()
-            self.camera = None
+        for camera in self.cameras.values():
+            camera.destroy()
+        self.cameras = {}
         if self._diagnostics is not None:
             self.destroy_publisher(self._diagnostics)
             self._diagnostics = None
@@ -187,21 +189,31 @@ class DepthClipNode(LifecycleNode):
             )
 
     # ----------------------------------------------------------------- frames
-    def _watched(self) -> bool:
-        return self.camera is not None and self.camera.watched()
+    @property
+    def camera(self):
+        """The first (for most set-ups the only) camera, None while unconfigured."""
+        return next(iter(self.cameras.values()), None)
 
-    def _on_image(self, serialized: bytes):
+    def _update_inputs(self):
+        for camera in self.cameras.values():
+            camera.update_inputs()
+
+    def _watched(self, name) -> bool:
+        camera = self.cameras.get(name)
+        return camera is not None and camera.watched()
+
+    def _on_image(self, name, serialized: bytes):
         """Never blocks: the newest frame replaces a pending one, which counts as dropped."""
-        camera = self.camera
+        camera = self.cameras[name]
         camera.stats.count("received")
-        if self.worker is not None and self.worker.submit(serialized):
+        if self.worker is not None and self.worker.submit(serialized, key=name):
             camera.stats.count("dropped")
 
-    def _process(self, serialized: bytes, arrival: float, camera):  # worker thread
-        self.camera.publish_frame(serialized, arrival, self.params, self.estimator)
+    def _process(self, serialized: bytes, arrival: float, name):  # worker thread
+        self.cameras[name].publish_frame(serialized, arrival, self.params, self.estimator)
 
-    def _frame_failed(self, exc: Exception, camera):  # worker thread
-        self.camera.frame_failed(exc)
+    def _frame_failed(self, exc: Exception, name):  # worker thread
+        self.cameras[name].frame_failed(exc)
 
     def _load_model(self, config) -> DepthClip:  # worker thread
         estimator = DepthClip(config)
@@ -219,30 +231,16 @@ class DepthClipNode(LifecycleNode):
 
     # ----------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self):
-        camera, estimator, active = self.camera, self.estimator, self._activated_at is not None
-        state = health.NodeState(
-            active=active,
-            watched=active and self._watched(),
-            camera_info_received=camera.camera_infos.latest is not None,
-            active_for=time.monotonic() - self._activated_at if active else 0.0,
-            image_topic=camera.image_topic,
-        )
-        level, message, values = health.evaluate(camera.stats.snapshot(), self.params.node, state)
-        values["device"] = str(estimator.device) if estimator else "none"
-        values["model"] = estimator.model_identity if estimator else "none"
-        values.update({f"{i.topic} reliability": str(i.reliability) for i in camera.inputs})
-        if self.params.config.scene_bins == "auto":  # the scene whose bins the depth uses
-            values["scene"] = camera.scene.scene or "none yet"
-            values["scene score"] = f"{camera.scene.score:.3f}"
-        status = DiagnosticStatus(
-            level=bytes([level]),
-            name=f"{self.get_fully_qualified_name()}: depth estimation",
-            message=message,
-            hardware_id=self._hardware_id,
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
-        )
         self._diagnostics.publish(
-            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+            diagnostics.diagnostic_array(
+                self.get_fully_qualified_name(),
+                self.cameras,
+                self.params,
+                self.estimator,
+                self._activated_at,
+                self._hardware_id,
+                self.get_clock().now().to_msg(),
+            )
         )
 
     def destroy_node(self):

@@ -107,7 +107,9 @@ class Schema:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             kind = _kind(f.default)
-            if kind in ("str_list", "float_list") and isinstance(value, list):
+            if kind in ("str_list", "float_list") and value is None:
+                object.__setattr__(self, f.name, ())  # rcl reads `[]` in a YAML file as unset
+            elif kind in ("str_list", "float_list") and isinstance(value, list):
                 object.__setattr__(self, f.name, tuple(value))
             elif kind == "str_list" and f.metadata["single_ok"] and isinstance(value, str):
                 object.__setattr__(self, f.name, (value,))

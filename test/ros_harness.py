@@ -127,7 +127,7 @@ def running_node(checkpoint, cache_dir, remappings=None, listen=True, **params):
     for thread in threads:
         thread.start()
     try:
-        if not remappings and overrides.get("autostart", True):  # else the caller waits
+        if not remappings and not params.get("cameras") and overrides.get("autostart", True):
             tester.wait_connected()
         yield node, tester
     finally:

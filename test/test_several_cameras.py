@@ -1,0 +1,105 @@
+"""One node, several cameras (the `cameras` parameter): real rclpy, the default transport."""
+
+import threading
+import time
+
+import numpy as np
+from helpers import camera_info, encode, stamp, structured_image, wait_until
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import running_node
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+CAMERAS = {"front": 400.0, "left": 450.0, "rear": 500.0}  # name -> fx of its camera_info
+
+
+class Cameras:
+    """Publishers of each camera's inputs and recorders of its outputs, on the tester node."""
+
+    def __init__(self, node, names):
+        self.lock = threading.Lock()
+        self.depth = {n: [] for n in names}
+        self.info = {n: [] for n in names}
+        self.image_pub, self.info_pub = {}, {}
+        for n in names:
+            self.image_pub[n] = node.create_publisher(Image, f"{n}/image", RELIABLE)
+            self.info_pub[n] = node.create_publisher(CameraInfo, f"{n}/camera_info", RELIABLE)
+            node.create_subscription(
+                Image, f"{n}/depth/image", self._store(self.depth[n]), RELIABLE
+            )
+            node.create_subscription(
+                CameraInfo, f"{n}/depth/camera_info", self._store(self.info[n]), RELIABLE
+            )
+            node.create_subscription(PointCloud2, f"{n}/points", lambda m: None, RELIABLE)
+
+    def _store(self, into):
+        def callback(msg):
+            with self.lock:
+                into.append(msg)
+
+        return callback
+
+    def send(self, name, sec, rgb):
+        image = stamp(encode(rgb, "rgb8"), sec, frame=f"{name}_optical_frame")
+        fx = CAMERAS[name]
+        info = camera_info(width=160, height=120, fx=fx, fy=fx, cx=80.0, cy=60.0)
+        stamp(info, sec, frame=image.header.frame_id)
+        self.image_pub[name].publish(image)
+        self.info_pub[name].publish(info)
+
+    def stamps(self, name):
+        with self.lock:
+            return [m.header.stamp.sec for m in self.depth[name]]
+
+
+def test_three_cameras_get_their_own_stamps_frames_and_k(tiny_checkpoint, tmp_path):
+    with running_node(tiny_checkpoint, tmp_path, cameras=list(CAMERAS)) as (node, tester):
+        cams = Cameras(tester.node, CAMERAS)
+        wait_until(lambda: all(p.get_subscription_count() for p in cams.image_pub.values()))
+        rgb = structured_image(height=120, width=160)
+        for k, name in enumerate(CAMERAS):
+            cams.send(name, 10 + k, rgb)
+        for k, name in enumerate(CAMERAS):
+            wait_until(lambda n=name, s=10 + k: s in cams.stamps(n) and cams.info[n])
+            depth, info = cams.depth[name][0], cams.info[name][0]
+            assert depth.header.frame_id == info.header.frame_id == f"{name}_optical_frame"
+            assert info.header.stamp.sec == 10 + k and info.k[0] == CAMERAS[name]
+        expected = node.estimator.predict(rgb).depth[0]
+        got = np.frombuffer(cams.depth["left"][0].data, "<f4").reshape(120, 160)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        status = tester.wait_for(
+            "/diagnostics", predicate=lambda m: len(m.status) == 1 + len(CAMERAS)
+        )[-1]
+        assert [s.name for s in status.status] == [
+            "/depthclip: depth estimation",
+            *(f"/depthclip: {n} depth estimation" for n in CAMERAS),
+        ]
+
+
+def test_a_fast_camera_does_not_starve_slow_ones_and_a_silent_one_stalls_nothing(
+    tiny_checkpoint, tmp_path
+):
+    """front at 30 Hz, left and rear at 5 Hz, a fourth camera silent: each 5 Hz camera still
+    gets at least 80 % of its frames answered (the tiny model is faster than their sum)."""
+    names = [*CAMERAS, "silent"]
+    with running_node(tiny_checkpoint, tmp_path, cameras=names) as (node, tester):
+        cams = Cameras(tester.node, CAMERAS)
+        wait_until(lambda: all(p.get_subscription_count() for p in cams.image_pub.values()))
+        rgb = structured_image(height=120, width=160)
+        start = time.monotonic()
+        sent = {name: [] for name in CAMERAS}
+        for tick in range(90):  # 3 s at 30 Hz
+            due = start + tick / 30
+            time.sleep(max(0.0, due - time.monotonic()))  # the cameras' own pace
+            cams.send("front", 100 + tick, rgb)
+            sent["front"].append(100 + tick)
+            if tick % 6 == 0:
+                for name in ("left", "rear"):
+                    cams.send(name, 100 + tick, rgb)
+                    sent[name].append(100 + tick)
+        for name in CAMERAS:
+            wait_until(lambda n=name: sent[n][-1] in cams.stamps(n))
+        for name in ("left", "rear"):
+            answered = set(cams.stamps(name)) & set(sent[name])
+            assert len(answered) >= 0.8 * len(sent[name]), (name, len(answered))
+        assert len(set(cams.stamps("front"))) > len(sent["left"])  # front got more frames
