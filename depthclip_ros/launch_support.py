@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .topics import beside
+
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 
 # name -> (default, description); "" for params_file means the installed config/depthclip.yaml.
@@ -14,6 +16,13 @@ LAUNCH_ARGUMENTS = {
         "its /compressed is read",
     ),
     "camera_info_topic": ("/camera/color/camera_info", "CameraInfo topic of that camera"),
+    "cameras": (
+        "",
+        "Several cameras, one node and model: name=image_topic,... (e.g. "
+        "front=/front/color/image_raw,rear=/rear/color/image_raw); each camera's camera_info is "
+        "the one beside its image, its outputs NAME/depth/... in `namespace`; empty = one "
+        "camera on image_topic",
+    ),
     "params_file": (
         "",
         "Parameter YAML (key /**/depthclip); empty = the installed config/depthclip.yaml",
@@ -64,15 +73,43 @@ def node_parameters(share_dir, args: dict) -> list:
     for flag in ("use_compressed", "autostart"):
         if args[flag]:
             overrides[flag] = parse_bool(args[flag])
+    cameras = parse_cameras(args.get("cameras", ""))
+    if cameras:
+        overrides["cameras"] = list(cameras)
     return [params_file, overrides]
 
 
-def node_remappings(image_topic: str, camera_info_topic: str) -> list:
-    return [
-        ("image", image_topic),
-        ("image/compressed", image_topic.rstrip("/") + "/compressed"),
-        ("camera_info", camera_info_topic),
-    ]
+def parse_cameras(text: str) -> dict:
+    """'front=/front/color/image_raw,rear=...' -> {name: image topic}; {} for ''."""
+    cameras = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, topic = item.partition("=")
+        name, topic = name.strip(), topic.strip()
+        if not sep or not name or not topic or "/" in name:
+            raise LaunchError(f"cameras: '{item}' is not name=image_topic (a name without '/')")
+        if name in cameras:
+            raise LaunchError(f"cameras: '{name}' is given twice")
+        cameras[name] = topic
+    return cameras
+
+
+def node_remappings(image_topic: str, camera_info_topic: str, cameras: dict) -> list:
+    """The node's inputs onto the cameras' topics: `image` (or each `NAME/image`), its
+    /compressed, and the camera_info (a named camera's: the one beside its image)."""
+    if not cameras:
+        return [
+            ("image", image_topic),
+            ("image/compressed", image_topic.rstrip("/") + "/compressed"),
+            ("camera_info", camera_info_topic),
+        ]
+    remappings = []
+    for name, topic in cameras.items():
+        remappings += [
+            (f"{name}/image", topic),
+            (f"{name}/image/compressed", topic.rstrip("/") + "/compressed"),
+            (f"{name}/camera_info", beside(topic, "camera_info")),
+        ]
+    return remappings
 
 
 def node_arguments(log_level: str) -> list:

@@ -1,4 +1,5 @@
 """ros2 launch depthclip_ros depth.launch.py image_topic:=/camera/color/image_raw [rviz:=true]
+ros2 launch depthclip_ros depth.launch.py cameras:=front=/front/color/image_raw,rear=/rear/...
 
 The node is a lifecycle node: with autostart (the default) it configures and activates itself;
 with autostart:=false it waits, unconfigured, for a lifecycle manager or `ros2 lifecycle set`.
@@ -19,6 +20,7 @@ from depthclip_ros.launch_support import (
     node_parameters,
     node_remappings,
     parse_bool,
+    parse_cameras,
     rviz_arguments,
 )
 from launch import LaunchDescription
@@ -40,7 +42,9 @@ def _nodes(context):
             namespace=arg["namespace"],
             output="screen",
             parameters=node_parameters(share, arg),
-            remappings=node_remappings(arg["image_topic"], arg["camera_info_topic"]),
+            remappings=node_remappings(
+                arg["image_topic"], arg["camera_info_topic"], parse_cameras(arg["cameras"])
+            ),
             arguments=node_arguments(arg["log_level"]),
         )
     ]

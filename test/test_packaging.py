@@ -206,6 +206,7 @@ def test_launch_file_declares_arguments_and_starts_the_node():
     assert set(declared) == {
         "image_topic",
         "camera_info_topic",
+        "cameras",
         "params_file",
         "device",
         "use_compressed",
@@ -278,6 +279,21 @@ def test_two_cameras_are_two_instances_with_their_own_params(tmp_path):
     assert ("image", "color/image_raw") in starts["rear"]["remappings"]  # resolved in /rear
 
 
+def test_several_cameras_are_one_node_with_each_cameras_remappings():
+    _, (node,) = _load_launch_file_with_recording_fakes(
+        {"cameras": "front=/front/color/image_raw, rear=/rear/color/image_raw"}
+    )
+    assert node["parameters"][1] == {"use_sim_time": False, "cameras": ["front", "rear"]}
+    assert node["remappings"] == [
+        ("front/image", "/front/color/image_raw"),
+        ("front/image/compressed", "/front/color/image_raw/compressed"),
+        ("front/camera_info", "/front/color/camera_info"),
+        ("rear/image", "/rear/color/image_raw"),
+        ("rear/image/compressed", "/rear/color/image_raw/compressed"),
+        ("rear/camera_info", "/rear/color/camera_info"),
+    ]
+
+
 def test_launch_autostart_false_reaches_the_node():
     _, (node,) = _load_launch_file_with_recording_fakes({"autostart": "false"})
     assert node["parameters"][1] == {"use_sim_time": False, "autostart": False}
@@ -291,6 +307,8 @@ def test_launch_autostart_false_reaches_the_node():
         ({"params_file": "/nowhere/p.yaml"}, "params_file '/nowhere/p.yaml' does not exist"),
         ({"use_sim_time": "maybe"}, "expected true or false, got 'maybe'"),
         ({"autostart": "later"}, "expected true or false, got 'later'"),
+        ({"cameras": "front"}, "cameras: 'front' is not name=image_topic"),
+        ({"cameras": "a=/x/image,a=/y/image"}, "cameras: 'a' is given twice"),
     ],
 )
 def test_launch_fails_before_starting_anything(args, message):
