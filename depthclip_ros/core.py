@@ -174,13 +174,6 @@ class DepthClip:
         head = _Head(cfg, *self._text_and_bins(cfg))
         if cfg.scene_bins == "auto":
             for scene, scene_cfg in scene_configs(cfg).items():
-                if len(scene_cfg.depth_bins) != len(cfg.depth_bins):
-                    raise ConfigError(
-                        "scene_presets",
-                        list(cfg.scene_presets),
-                        f"scene {scene} has {len(scene_cfg.depth_bins)} bins, the config "
-                        f"{len(cfg.depth_bins)}: every scene needs as many",
-                    )
                 head.scene_heads[scene] = self._text_and_bins(scene_cfg)
             classifier = SceneClassifier(
                 self.loaded.clip_model,

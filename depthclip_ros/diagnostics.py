@@ -39,29 +39,21 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
 def diagnostic_array(node_name, cameras, params, estimator, activated_at, hardware_id, stamp):
     """`<node>: depth estimation` for one camera; with several, `<node>: <camera> depth
     estimation` each and `<node>: depth estimation` summing them up."""
-    if list(cameras) == [""]:
-        statuses = [
-            camera_status(
-                f"{node_name}: depth estimation",
-                cameras[""],
-                params,
-                estimator,
-                activated_at,
-                hardware_id,
-            )
-        ]
-    else:
-        statuses = [
-            camera_status(
-                f"{node_name}: {name} depth estimation",
-                camera,
-                params,
-                estimator,
-                activated_at,
-                hardware_id,
-            )
-            for name, camera in cameras.items()
-        ]
+    single = list(cameras) == [""]
+    statuses = [
+        camera_status(
+            f"{node_name}: depth estimation"
+            if single
+            else f"{node_name}: {name} depth estimation",
+            camera,
+            params,
+            estimator,
+            activated_at,
+            hardware_id,
+        )
+        for name, camera in cameras.items()
+    ]
+    if not single:
         worst = max(statuses, key=lambda s: s.level[0])
         statuses.insert(
             0,

@@ -162,7 +162,8 @@ SCENE_PRESET_FIELDS = ("depth_bins", "depth_tokens")
 
 def scene_configs(config: DepthClipConfig) -> dict:
     """{scene: config with that scene's preset bins and tokens} for scene_presets; scenes without
-    a preset keep `config`'s. ConfigError for an unknown preset or one without bins or tokens."""
+    a preset keep `config`'s. ConfigError for an unknown preset, one without bins or tokens, or
+    one with another number of bins than `config` (a batch's images stack their bins)."""
     configs = {}
     for scene, preset in config.scene_preset_map().items():
         try:
@@ -177,4 +178,11 @@ def scene_configs(config: DepthClipConfig) -> dict:
                 f"preset {preset} sets no bins or tokens",
             )
         configs[scene] = config.replace(**changes)
+        if len(configs[scene].depth_bins) != len(config.depth_bins):
+            raise ConfigError(
+                "scene_presets",
+                list(config.scene_presets),
+                f"scene {scene} has {len(configs[scene].depth_bins)} bins, the config "
+                f"{len(config.depth_bins)}: every scene needs as many",
+            )
     return configs

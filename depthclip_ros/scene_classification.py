@@ -29,9 +29,10 @@ def resized_positional_embedding(attnpool, height: int, width: int) -> torch.Ten
     return torch.cat([pos[:1], grid])
 
 
-def global_embedding(features: torch.Tensor, attnpool) -> torch.Tensor:
+def global_embedding(features: torch.Tensor, attnpool, positions=None) -> torch.Tensor:
     """CLIP's image embedding (B, D) of layer4 features (B, C, h, w): the attention pool's output
-    for its one query, the mean token.
+    for its one query, the mean token. `positions`: the pool's positional embedding resized to
+    the grid (resized_positional_embedding), when the caller keeps it.
 
     Computed in the features' space instead of projecting every position: a head's score of
     position j is q_h . (W_k x_j + b_k) = (W_k,h^T q_h) . x_j + const (the constant drops out of
@@ -42,7 +43,9 @@ def global_embedding(features: torch.Tensor, attnpool) -> torch.Tensor:
     heads = attnpool.num_heads
     x = features.reshape(b, c, h * w).transpose(1, 2)  # (B, hw, C)
     x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)  # (B, 1 + hw, C)
-    x = x + resized_positional_embedding(attnpool, h, w)[None].to(x.dtype)
+    if positions is None:
+        positions = resized_positional_embedding(attnpool, h, w)
+    x = x + positions[None].to(x.dtype)
     q = F.linear(x[:, 0], attnpool.q_proj.weight, attnpool.q_proj.bias) * (c // heads) ** -0.5
     q = q.reshape(b, heads, c // heads)  # (B, H, d)
     w_k = attnpool.k_proj.weight.reshape(heads, c // heads, c)
@@ -60,9 +63,13 @@ class SceneClassifier:
         feats = text_features(clip_model, identity, [list(prompts)], device, cache_dir)
         self.text = torch.from_numpy(feats).to(device)  # (D, S), normalised
         self.attnpool = clip_model.visual.attnpool
+        self._positions = {}  # (h, w) -> resized positional embedding: resized once per grid
 
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
-        emb = global_embedding(features, self.attnpool).float()
+        grid = tuple(features.shape[-2:])
+        if grid not in self._positions:
+            self._positions[grid] = resized_positional_embedding(self.attnpool, *grid)
+        emb = global_embedding(features, self.attnpool, self._positions[grid]).float()
         emb = emb / emb.norm(dim=-1, keepdim=True)
         return (LOGIT_SCALE * emb @ self.text).softmax(dim=-1)
 
