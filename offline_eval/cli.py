@@ -3,6 +3,8 @@
 depthclip-eval --data-root NYU --out results/            # Table 1 row (needs CLIP RN50 weights)
 depthclip-eval --data-root NYU --baseline uniform        # the paper's lower bound
 depthclip-eval --data-root NYU --sweep bins              # Table 2; --sweep tokens: Table 3
+depthclip-eval --data-root NYU --sweep scene-bins        # also: features, templates
+depthclip-eval --data-root NYU --scene-bins oracle       # bins of NYU's scene (Table 2 per class)
 """
 
 from __future__ import annotations
