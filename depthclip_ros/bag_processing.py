@@ -1,7 +1,9 @@
-"""Processing a recorded bag: a copy of it with the depth outputs of one image topic added.
+"""Processing a recorded bag: a copy of it with the depth outputs of its image topics added.
 
-Frames go through the same DepthClip core and the same message builder as the live node. Output
-is written to a staging folder and moved into place only when complete. No rclpy.
+Every camera of the bag goes through one model in one pass; frames of one size share batched
+forwards, whichever camera they come from. Frames go through the same DepthClip core and the
+same message builder as the live node. Output is written to a staging folder and moved into
+place only when complete. No rclpy.
 """
 
 from __future__ import annotations
@@ -35,15 +37,28 @@ OUTPUT_BAG_VERSION = 8
 MAX_BUFFERED_BYTES = 64 << 20
 
 
-class _Frame:
-    __slots__ = ("timestamp", "header", "rgb", "info")
+class _Camera:
+    """One image topic of the bag: its camera_info, its output topics and counts."""
 
-    def __init__(self, timestamp, header, rgb, info):
-        self.timestamp, self.header, self.rgb, self.info = timestamp, header, rgb, info
+    def __init__(self, image_topic, image_type, info_topic, outputs):
+        self.image_topic, self.image_type = image_topic, image_type
+        self.info_topic, self.outputs = info_topic, outputs
+        self.infos_by_stamp = {}  # stamp -> (connection, log time, raw) of every camera_info
+        self.latest_info = None  # the last camera_info logged so far
+        self.connections = {}  # output name -> connection, added on first use (no empty topics)
+        self.stats = dict.fromkeys(("frames", "depth", "clouds", "rejected", "info_fallbacks"), 0)
+
+
+class _Frame:
+    __slots__ = ("camera", "timestamp", "header", "rgb", "info")
+
+    def __init__(self, camera, timestamp, header, rgb, info):
+        self.camera, self.timestamp, self.header = camera, timestamp, header
+        self.rgb, self.info = rgb, info
 
 
 class BagProcessor:
-    """Copies every message of IN to the writer and adds the depth outputs of one image topic."""
+    """Copies every message of IN to the writer and adds the depth outputs of each camera."""
 
     def __init__(self, estimator, settings: OutputSettings, typestore, batch_size: int = 1):
         self.estimator = estimator
@@ -51,17 +66,10 @@ class BagProcessor:
         self.typestore = typestore
         self.builder = MessageBuilder.from_typestore(typestore)
         self.batch_size = batch_size
-        self.stats = {
-            "frames": 0,
-            "depth": 0,
-            "clouds": 0,
-            "rejected": 0,
-            "copied": 0,
-            "info_fallbacks": 0,
-        }
+        self.copied = 0
         self.problems: dict = {}
 
-    def run(self, reader, writer, in_path, image_topic, info_topic, outputs, progress=None):
+    def run(self, reader, writer, in_path, cameras, progress=None):
         ts = self.typestore
         out_conns = {}
         for c in reader.connections:  # every input connection, unchanged
@@ -82,12 +90,18 @@ class BagProcessor:
                 serialization_format=c.ext.serialization_format,
                 offered_qos_profiles=c.ext.offered_qos_profiles,
             )
-        self._outputs = outputs
-        self._new = {}  # output connections, added on first use: no empty topics in OUT
         self._writer = writer
-        self._frames, self._waiting, self._waiting_bytes = [], [], 0
-        infos_by_stamp = self._index_camera_infos(reader, in_path, info_topic)
-        latest_info = None
+        self._batches = {}  # image shape -> [_Frame]: one forward per size
+        self._waiting, self._waiting_bytes = [], 0
+        by_image = {camera.image_topic: camera for camera in cameras}
+        by_info = {}
+        for camera in cameras:
+            by_info.setdefault(camera.info_topic, []).append(camera)
+        by_info.pop(None, None)
+        for info_topic, info_cameras in by_info.items():
+            index = self._index_camera_infos(reader, in_path, info_topic)
+            for camera in info_cameras:
+                camera.infos_by_stamp = index
         for conn, timestamp, raw in read_messages(reader, in_path):
             self._waiting.append(
                 (
@@ -97,28 +111,24 @@ class BagProcessor:
                 )
             )
             self._waiting_bytes += len(raw)
-            self.stats["copied"] += 1
-            if conn.topic == info_topic and conn.msgtype == CAMERA_INFO:
-                latest_info = (conn, timestamp, raw)
-            elif conn.topic == image_topic:
+            self.copied += 1
+            if conn.topic in by_info and conn.msgtype == CAMERA_INFO:
+                for camera in by_info[conn.topic]:
+                    camera.latest_info = (conn, timestamp, raw)
+            elif conn.topic in by_image:
+                camera = by_image[conn.topic]
                 msg = self._deserialize(raw, conn, timestamp)
-                self._add_frame(
-                    msg,
-                    timestamp,
-                    self._camera_info_for(msg, timestamp, infos_by_stamp, latest_info),
-                )
+                self._add_frame(camera, msg, timestamp)
                 if progress is not None:
                     progress.update(1)
-            if len(self._frames) >= self.batch_size or self._waiting_bytes > MAX_BUFFERED_BYTES:
+            full = any(len(batch) >= self.batch_size for batch in self._batches.values())
+            if full or self._waiting_bytes > MAX_BUFFERED_BYTES:
                 self._flush()
         self._flush()
-        return self.stats
 
     def _index_camera_infos(self, reader, in_path, info_topic) -> dict:
         """{stamp: (connection, log time, raw)} of every camera_info: pairing by stamp makes the
         log order (image first, as image_transport publishes, or camera_info first) irrelevant."""
-        if info_topic is None:
-            return {}
         connections = [
             c for c in reader.connections if c.topic == info_topic and c.msgtype == CAMERA_INFO
         ]
@@ -128,14 +138,15 @@ class BagProcessor:
             index[stamp_key(msg.header.stamp)] = (conn, timestamp, raw)
         return index
 
-    def _camera_info_for(self, image, timestamp, infos_by_stamp, latest):
+    def _camera_info_for(self, camera, image, timestamp):
         """The camera_info with the image's stamp; else the last one logged before it (counted)."""
-        found = infos_by_stamp.get(stamp_key(image.header.stamp))
-        if found is None and latest is not None:
-            found = latest
-            self.stats["info_fallbacks"] += 1
+        found = camera.infos_by_stamp.get(stamp_key(image.header.stamp))
+        if found is None and camera.latest_info is not None:
+            found = camera.latest_info
+            camera.stats["info_fallbacks"] += 1
             self.problems.setdefault(
-                "no camera_info with the image's stamp: used the last one logged before the image",
+                f"{camera.image_topic}: no camera_info with the image's stamp: used the last "
+                f"one logged before the image",
                 timestamp,
             )
         if found is None:
@@ -143,8 +154,8 @@ class BagProcessor:
         info = self._deserialize(found[2], found[0], found[1])
         if info.header.frame_id != image.header.frame_id:
             self.problems.setdefault(
-                f"camera_info frame_id '{info.header.frame_id}' differs from the "
-                f"image's '{image.header.frame_id}'; outputs keep the image's",
+                f"{camera.image_topic}: camera_info frame_id '{info.header.frame_id}' differs "
+                f"from the image's '{image.header.frame_id}'; outputs keep the image's",
                 timestamp,
             )
         return info
@@ -158,32 +169,33 @@ class BagProcessor:
                 f"{conn.msgtype}: {type(exc).__name__}: {exc}"
             ) from None
 
-    def _add_frame(self, msg, timestamp, info):
-        self.stats["frames"] += 1
+    def _add_frame(self, camera, msg, timestamp):
+        camera.stats["frames"] += 1
         try:
             rgb = decode_image(msg)
         except ImageDecodeError as exc:  # like the node: skip the frame, say why
-            self.stats["rejected"] += 1
-            self.problems.setdefault(f"rejected: {exc}", timestamp)
+            camera.stats["rejected"] += 1
+            self.problems.setdefault(f"{camera.image_topic}: rejected: {exc}", timestamp)
             return
-        if self._frames and self._frames[0].rgb.shape != rgb.shape:  # a batch holds one image size
-            self._flush()
-        self._frames.append(_Frame(timestamp, msg.header, rgb, info))
+        info = self._camera_info_for(camera, msg, timestamp)
+        frame = _Frame(camera, timestamp, msg.header, rgb, info)
+        self._batches.setdefault(rgb.shape, []).append(frame)
 
     def _flush(self):
+        """Every pending frame through the model, then every waiting message into OUT."""
         from .core import ImageSizeError  # loaded with the estimator (torch)
 
-        if self._frames:
+        for shape, frames in self._batches.items():
             try:
-                result = self.estimator.predict(np.stack([f.rgb for f in self._frames]))
+                result = self.estimator.predict(np.stack([f.rgb for f in frames]))
             except ImageSizeError as exc:  # e.g. preprocessing 'crop' on a camera not 640x480
                 raise BagError(
-                    f"frames of {self._frames[0].rgb.shape[1]}x{self._frames[0].rgb.shape[0]} "
-                    f"cannot be processed with this configuration: {exc}"
+                    f"frames of {shape[1]}x{shape[0]} on {frames[0].camera.image_topic} cannot "
+                    f"be processed with this configuration: {exc}"
                 ) from None
-            for i, frame in enumerate(self._frames):
+            for i, frame in enumerate(frames):
                 self._add_outputs(frame, result, i)
-            self._frames = []
+        self._batches = {}
         # Log-time order in the output file; outputs follow their image (stable sort).
         self._waiting.sort(key=lambda item: item[1])
         for conn, timestamp, raw in self._waiting:
@@ -191,25 +203,28 @@ class BagProcessor:
         self._waiting, self._waiting_bytes = [], 0
 
     def _add_outputs(self, frame, result, index):
+        camera = frame.camera
         out = frame_outputs(frame.rgb, result, index, frame.info, self.settings.cloud_stride)
         messages = self.builder.messages(frame.header, out)
-        self.stats["depth"] += 1
+        camera.stats["depth"] += 1
         if "points" in messages:
-            self.stats["clouds"] += 1
+            camera.stats["clouds"] += 1
             if out.distorted:
                 self.problems.setdefault(
-                    "camera_info has non-zero distortion D: the point clouds assume "
-                    "a rectified image (image_rect)",
+                    f"{camera.image_topic}: camera_info has non-zero distortion D: the point "
+                    f"clouds assume a rectified image (image_rect)",
                     frame.timestamp,
                 )
         else:
-            self.problems.setdefault(f"no point cloud: {out.problem}", frame.timestamp)
+            self.problems.setdefault(
+                f"{camera.image_topic}: no point cloud: {out.problem}", frame.timestamp
+            )
         for name, msg in messages.items():
-            if name not in self._new:
-                self._new[name] = self._writer.add_connection(
-                    self._outputs[name], msg.__msgtype__, typestore=self.typestore
+            if name not in camera.connections:
+                camera.connections[name] = self._writer.add_connection(
+                    camera.outputs[name], msg.__msgtype__, typestore=self.typestore
                 )
-            conn = self._new[name]
+            conn = camera.connections[name]
             self._waiting.append(
                 (conn, frame.timestamp, self.typestore.serialize_cdr(msg, conn.msgtype))
             )
@@ -218,7 +233,7 @@ class BagProcessor:
 def process_bag(
     in_path: Path,
     out_path: Path,
-    image_topic: str,
+    image_topics: list,
     config: DepthClipConfig,
     settings: OutputSettings,
     *,
@@ -228,10 +243,13 @@ def process_bag(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Write OUT: every message of IN plus depth, depth/camera_info and points beside
-    `image_topic`. Returns the run's statistics, `problems` ({warning: first log time}) included.
-    BagError on a bag or topic problem; nothing is left at OUT unless the whole run succeeds."""
+    """Write OUT: every message of IN plus depth, depth/camera_info and points beside each of
+    `image_topics`, all through one model in one pass. `camera_info_topic` (one image topic
+    only) overrides the camera_info beside the image. Returns the run's statistics: totals,
+    `cameras` ({image topic: its own}) and `problems` ({warning: first log time}). BagError on a
+    bag or topic problem; nothing is left at OUT unless the whole run succeeds."""
     in_path, out_path = Path(in_path), Path(out_path)
+    image_topics = list(image_topics)
     if out_path.resolve() == in_path.resolve():
         raise BagError("OUT must differ from IN: the input bag is never modified")
     if out_path.exists() and not overwrite:
@@ -240,11 +258,26 @@ def process_bag(
         raise BagError(f"--batch-size must be >= 1, got {batch_size}")
     if storage is not None and storage not in STORAGES:
         raise BagError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    if not image_topics:
+        raise BagError("no --image-topic given")
+    repeated = sorted({t for t in image_topics if image_topics.count(t) > 1})
+    if repeated:
+        raise BagError(f"--image-topic {', '.join(repeated)} is given more than once")
+    if camera_info_topic is not None and len(image_topics) > 1:
+        raise BagError(
+            "--camera-info-topic applies to one --image-topic; with several, each camera's "
+            "camera_info is the one beside its image"
+        )
     reader = open_bag(in_path)
     try:
-        msgtype, info_topic, outputs = check_topics(
-            reader, in_path, image_topic, camera_info_topic
-        )
+        cameras = [
+            _Camera(topic, *check_topics(reader, in_path, topic, camera_info_topic))
+            for topic in image_topics
+        ]
+        outputs = [t for camera in cameras for t in camera.outputs.values()]
+        clash = sorted({t for t in outputs if outputs.count(t) > 1})
+        if clash:
+            raise BagError(f"the image topics' outputs collide: {', '.join(clash)}")
         storage = storage or storage_of(in_path)
         from .core import DepthClip  # after the cheap checks: loading the model takes seconds
 
@@ -252,7 +285,7 @@ def process_bag(
         processor = BagProcessor(
             estimator, settings, get_typestore(Stores.ROS2_KILTED), batch_size
         )
-        total = sum(c.msgcount for c in reader.connections if c.topic == image_topic)
+        total = sum(c.msgcount for c in reader.connections if c.topic in image_topics)
         from tqdm import tqdm
 
         started = time.monotonic()
@@ -262,19 +295,26 @@ def process_bag(
         ):
             plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
             with Writer(staging, version=OUTPUT_BAG_VERSION, storage_plugin=plugin) as writer:
-                stats = processor.run(
-                    reader, writer, in_path, image_topic, info_topic, outputs, bar
-                )
+                processor.run(reader, writer, in_path, cameras, bar)
     finally:
         reader.close()
-    stats.update(
+    per_camera = {
+        camera.image_topic: dict(
+            camera.stats,
+            image_type=camera.image_type,
+            camera_info_topic=camera.info_topic,
+            outputs=camera.outputs,
+        )
+        for camera in cameras
+    }
+    totals = {key: sum(camera.stats[key] for camera in cameras) for key in cameras[0].stats}
+    return dict(
+        totals,
+        copied=processor.copied,
         seconds=round(time.monotonic() - started, 3),
         storage=storage,
-        image_type=msgtype,
-        camera_info_topic=info_topic,
-        outputs=outputs,
         device=str(estimator.device),
         model=estimator.model_identity,
+        cameras=per_camera,
         problems=dict(processor.problems),
     )
-    return stats

@@ -2,6 +2,7 @@
 
   depthclip-bag info BAG
   depthclip-bag process IN OUT --image-topic /camera/image_raw [--camera-info-topic ...]
+  depthclip-bag process IN OUT --image-topic /front/image_raw --image-topic /rear/image_raw
 
 Reads and writes MCAP and sqlite3 bags with `rosbags` (no ROS installation or graph needed).
 The command line only: bag_processing does the work, bag_files reads the bags. No rclpy.
@@ -33,10 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
     p.add_argument(
-        "--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic"
+        "--image-topic",
+        required=True,
+        action="append",
+        help="sensor_msgs/Image or CompressedImage topic; repeat it for every camera to "
+        "process (one model, one pass)",
     )
     p.add_argument(
-        "--camera-info-topic", help="default: camera_info beside the image topic, if recorded"
+        "--camera-info-topic",
+        help="default: camera_info beside the image topic, if recorded (one --image-topic only)",
     )
     p.add_argument(
         "--params", help="parameter YAML (default: the package's config/depthclip.yaml)"
@@ -45,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", action="append", help="config/presets/ name or YAML, applied in order"
     )
     p.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's)")
-    p.add_argument("--batch-size", type=int, default=1, help="frames per forward pass")
+    p.add_argument("--batch-size", type=int, default=1, help="frames of one size per forward pass")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the parameter file's)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -87,12 +93,15 @@ def main(argv=None) -> int:
     for problem, timestamp in stats["problems"].items():
         print(f"warning: {problem} (first at log time {timestamp} ns)", file=sys.stderr)
     print(
-        f"wrote {args.output} ({stats['storage']}): {stats['depth']} depth images on "
-        f"{stats['outputs']['depth']}, {stats['clouds']} clouds on {stats['outputs']['points']}, "
-        f"{stats['rejected']} frames rejected, {stats['info_fallbacks']} without a camera_info "
-        f"of their stamp, {stats['copied']} input messages copied, "
+        f"wrote {args.output} ({stats['storage']}): {stats['copied']} input messages copied, "
         f"{stats['seconds']:.1f} s"
     )
+    for topic, camera in stats["cameras"].items():
+        print(
+            f"  {topic}: {camera['depth']} depth images on {camera['outputs']['depth']}, "
+            f"{camera['clouds']} clouds on {camera['outputs']['points']}, {camera['rejected']} "
+            f"frames rejected, {camera['info_fallbacks']} without a camera_info of their stamp"
+        )
     return 0
 
 

@@ -1,14 +1,15 @@
 """One camera through the node: its input subscriptions, stamp pairing, output publishers and
-frame statistics, and one frame turned into published outputs.
+frame statistics; and frames, of one camera or several, turned into published outputs.
 
 The node owns the lifecycle, the parameters, the model and the worker; a CameraPipeline owns
-everything that is per camera. Its `publish_frame` runs on the worker thread.
+everything that is per camera. `process_frames` runs on the worker thread.
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.serialization import deserialize_message
@@ -109,23 +110,20 @@ class CameraPipeline:
                 throttle_duration_sec=5.0,
             )
 
-    def publish_frame(self, serialized: bytes, arrival: float, params, estimator):
-        """Decode, predict, pair with the camera_info of the image's stamp, publish."""
+    def decode(self, serialized: bytes) -> tuple:
+        """(message, uint8 RGB) of one serialized image; ImageDecodeError when it has none."""
         try:
             msg = deserialize_message(serialized, self.image_type)
         except Exception as exc:  # bytes that are not this message type: an undecodable frame
             raise ImageDecodeError(f"cannot deserialize the message: {exc}") from None
-        rgb = decode_image(msg)
-        t0 = time.perf_counter()
-        frames = params.node.scene_switch_frames
-        result = estimator.predict(
-            rgb, scenes=lambda names, scores: self.scene.choose(names, scores, frames)
-        )
-        self.stats.timing("inference", time.perf_counter() - t0)
+        return msg, decode_image(msg)
+
+    def publish_result(self, msg, rgb, result, index: int, arrival: float, params):
+        """Pair image `index` of `result` with the camera_info of its stamp, publish."""
         header = msg.header
         # Looked up after the forward: a camera_info logged right after its image is here by now.
         info = self._paired_camera_info(header, arrival + params.node.camera_info_wait)
-        out = frame_outputs(rgb, result, 0, info, params.outputs.cloud_stride)
+        out = frame_outputs(rgb, result, index, info, params.outputs.cloud_stride)
         for key, message in MESSAGES.messages(header, out).items():
             self.outputs[key].publish(message)
         log = self.node.get_logger()
@@ -143,8 +141,10 @@ class CameraPipeline:
             log.warning(f"{out.problem}: no point cloud", throttle_duration_sec=5.0)
         colored = self.outputs["colored"]
         if colored.get_subscription_count() > 0:
-            lo, hi = float(result.bins_of(0)[0]), float(result.bins_of(0)[-1])
-            image = colorize(result.depth[0], lo, hi, params.outputs.colormap)
+            bins = result.bins_of(index)
+            image = colorize(
+                result.depth[index], float(bins[0]), float(bins[-1]), params.outputs.colormap
+            )
             colored.publish(MESSAGES.image(header, rgb8_image_fields(image)))
         now = self.node.get_clock().now()
         self.stats.timing("latency", (now - Time.from_msg(header.stamp)).nanoseconds * 1e-9)
@@ -173,3 +173,53 @@ class CameraPipeline:
                 once=True,
             )
         return info
+
+
+def process_frames(frames, params, estimator) -> list:
+    """[(camera, serialized image, arrival)] -> each camera's outputs published (worker thread);
+    returns the number of images in each forward run.
+
+    Images of one size go through one batched forward; a frame that fails is counted and
+    logged by its camera and does not stop the others.
+    """
+    decoded = []
+    for camera, serialized, arrival in frames:
+        try:
+            decoded.append((camera, *camera.decode(serialized), arrival))
+        except Exception as exc:
+            camera.frame_failed(exc)
+    by_size = {}
+    for frame in decoded:
+        by_size.setdefault(frame[2].shape, []).append(frame)
+    forwards = []
+    for group in by_size.values():
+        cameras = [camera for camera, _, _, _ in group]
+        scenes = _scenes_of(cameras, params.node.scene_switch_frames)
+        t0 = time.perf_counter()
+        try:
+            result = estimator.predict(np.stack([rgb for _, _, rgb, _ in group]), scenes=scenes)
+        except Exception as exc:
+            for camera in cameras:
+                camera.frame_failed(exc)
+            continue
+        seconds = time.perf_counter() - t0
+        forwards.append(len(group))
+        for index, (camera, msg, rgb, arrival) in enumerate(group):
+            camera.stats.timing("inference", seconds)
+            try:
+                camera.publish_result(msg, rgb, result, index, arrival, params)
+            except Exception as exc:
+                camera.frame_failed(exc)
+    return forwards
+
+
+def _scenes_of(cameras, switch_frames):
+    """scene_bins auto: image i of a batch takes the scene of camera i's own hysteresis."""
+
+    def choose(names, scores):
+        return [
+            camera.scene.choose(names, scores[i : i + 1], switch_frames)[0]
+            for i, camera in enumerate(cameras)
+        ]
+
+    return choose

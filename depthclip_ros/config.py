@@ -246,6 +246,14 @@ class NodeSettings(Schema):
         "X/image, X/camera_info, X/depth/..., one model for all",
         read_only=True,
     )
+    max_batch: int = param(
+        1,
+        "Several cameras: up to this many cameras' pending frames of one size share one "
+        "batched forward (a gain on CUDA; on CPU none, measured: README)",
+        read_only=True,
+        minimum=1,
+        maximum=64,
+    )
     autostart: bool = param(
         True,
         "Configure and activate at start-up; false leaves the transitions to a lifecycle manager",

@@ -209,7 +209,10 @@ class DepthClip:
             raise ImageSizeError(
                 f"expected uint8 RGB images (B, H, W, 3), got {arr.dtype} {arr.shape}"
             )
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:  # e.g. a view of a message's bytes; torch wants to own it
+            arr = arr.copy()
+        t = torch.from_numpy(arr)
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
         return t

@@ -36,9 +36,12 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
     )
 
 
-def diagnostic_array(node_name, cameras, params, estimator, activated_at, hardware_id, stamp):
+def diagnostic_array(
+    node_name, cameras, params, estimator, activated_at, hardware_id, stamp, forwards=(0, 0)
+):
     """`<node>: depth estimation` for one camera; with several, `<node>: <camera> depth
-    estimation` each and `<node>: depth estimation` summing them up."""
+    estimation` each and `<node>: depth estimation` summing them up, with `forwards` (images,
+    forwards run) since activation: how much max_batch batches."""
     single = list(cameras) == [""]
     statuses = [
         camera_status(
@@ -63,7 +66,12 @@ def diagnostic_array(node_name, cameras, params, estimator, activated_at, hardwa
                 message=f"{len(statuses)} cameras; worst: {worst.name.split(': ', 1)[1]}: "
                 f"{worst.message}",
                 hardware_id=hardware_id,
-                values=[KeyValue(key="cameras", value=", ".join(cameras))],
+                values=[
+                    KeyValue(key="cameras", value=", ".join(cameras)),
+                    KeyValue(key="max_batch", value=str(params.node.max_batch)),
+                    KeyValue(key="images", value=str(forwards[0])),
+                    KeyValue(key="forwards", value=str(forwards[1])),
+                ],
             ),
         )
     return DiagnosticArray(header=Header(stamp=stamp), status=statuses)

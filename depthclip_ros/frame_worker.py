@@ -8,7 +8,8 @@ made each CPU forward slower (measured: README, Performance).
 
 Several sources (cameras) share the worker: each keeps only its newest frame, and the worker
 serves the source served least recently among those with a wanted frame, so a fast camera
-cannot starve a slow one.
+cannot starve a slow one. With `max_batch` > 1 it hands over up to that many sources' frames at
+once (the least recently served first), for one batched forward.
 
 Lazy: while `wanted(key)` is false (nobody subscribes to that camera's outputs) its frame is
 held, not run; it runs as soon as someone listens, or is discarded once older than `hold`
@@ -31,12 +32,16 @@ class FrameWorker:
         process: Callable,
         on_error: Callable,
         wanted: Callable = lambda key: True,
+        max_batch: int = 1,
         hold: float = 1.0,
         poll: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
         name: str = "depthclip-worker",
     ):
+        """`process(frames)` runs on the worker thread with a list of (key, frame, arrival),
+        at most `max_batch` long; if it raises, `on_error(exc, key)` is called for each key."""
         self._process, self._on_error, self._wanted = process, on_error, wanted
+        self._max_batch = max_batch
         self._hold, self._poll, self._clock = hold, poll, clock
         self._cv = threading.Condition()
         self._pending = {}  # key -> (frame, arrival)
@@ -86,7 +91,7 @@ class FrameWorker:
         return not self._thread.is_alive()
 
     def _next(self):
-        """Block until there is a job, a wanted frame, or a stop: ('job'|'frame'|'stop', item)."""
+        """Block until there is a job, wanted frames, or a stop: ('job'|'frames'|'stop', item)."""
         with self._cv:
             while True:
                 if not self._running:
@@ -99,9 +104,12 @@ class FrameWorker:
                         del self._pending[key]
                         self.expired += 1
                 if wanted:
-                    key = min(wanted, key=lambda k: self._served.get(k, -1))
-                    self._served[key] = self.processed
-                    return "frame", (key, *self._pending.pop(key))
+                    wanted.sort(key=lambda k: self._served.get(k, -1))
+                    frames = []
+                    for key in wanted[: self._max_batch]:
+                        self._served[key] = self.processed + len(frames)
+                        frames.append((key, *self._pending.pop(key)))
+                    return "frames", frames
                 if self._pending:
                     self._cv.wait(self._poll)  # someone may subscribe: look again soon
                 else:
@@ -120,9 +128,9 @@ class FrameWorker:
                     except BaseException as exc:  # handed to whoever waits on the future
                         future.set_exception(exc)
                 continue
-            key, frame, arrival = item
-            self.processed += 1
+            self.processed += len(item)
             try:
-                self._process(frame, arrival, key)
+                self._process(item)
             except Exception as exc:  # one bad frame must not stop the worker
-                self._on_error(exc, key)
+                for key, _, _ in item:
+                    self._on_error(exc, key)

@@ -22,7 +22,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos_overriding_options import InvalidQosOverridesError
 
 from . import diagnostics, ros_parameters
-from .camera_pipeline import CameraPipeline
+from .camera_pipeline import CameraPipeline, process_frames
 from .config import NODE_NAME
 from .core import DepthClip
 from .frame_stats import FrameStats
@@ -56,6 +56,7 @@ class DepthClipNode(LifecycleNode):
         self._diagnostics = None
         self._our_timers = {}  # rclpy's Node uses _timers
         self._activated_at = None
+        self.forwards = (0, 0)  # (images, forwards) since activation: max_batch at work
         self._hardware_id = socket.gethostname()
         self.add_on_set_parameters_callback(
             lambda changes: ros_parameters.check_changes(self, changes)
@@ -81,7 +82,12 @@ class DepthClipNode(LifecycleNode):
             on_image = functools.partial(self._on_image, name)
             self.cameras[name] = CameraPipeline(self, params.node.use_compressed, on_image, name)
         self.params = params
-        self.worker = FrameWorker(self._process, self._frame_failed, wanted=self._watched)
+        self.worker = FrameWorker(
+            self._process,
+            self._frame_failed,
+            wanted=self._watched,
+            max_batch=params.node.max_batch,
+        )
         self.get_logger().info(
             f"loading CLIP '{params.config.model}' on device '{params.config.device}' ..."
         )
@@ -97,6 +103,7 @@ class DepthClipNode(LifecycleNode):
         try:
             for camera in self.cameras.values():
                 camera.stats = FrameStats()
+            self.forwards = (0, 0)
             self._activated_at = time.monotonic()
             self._update_inputs()
             self._our_timers["inputs"] = self.create_timer(
@@ -209,8 +216,10 @@ class DepthClipNode(LifecycleNode):
         if self.worker is not None and self.worker.submit(serialized, key=name):
             camera.stats.count("dropped")
 
-    def _process(self, serialized: bytes, arrival: float, name):  # worker thread
-        self.cameras[name].publish_frame(serialized, arrival, self.params, self.estimator)
+    def _process(self, frames):  # worker thread
+        batch = [(self.cameras[name], serialized, arrival) for name, serialized, arrival in frames]
+        forwards = process_frames(batch, self.params, self.estimator)
+        self.forwards = (self.forwards[0] + sum(forwards), self.forwards[1] + len(forwards))
 
     def _frame_failed(self, exc: Exception, name):  # worker thread
         self.cameras[name].frame_failed(exc)
@@ -240,6 +249,7 @@ class DepthClipNode(LifecycleNode):
                 self._activated_at,
                 self._hardware_id,
                 self.get_clock().now().to_msg(),
+                self.forwards,
             )
         )
 

@@ -40,11 +40,14 @@ def write_bag(
     with_info=True,
     image_first=False,
     focal=lambda i: None,
+    cameras=None,
 ):
     """A bag with a camera (image + camera_info) and an unrelated String topic.
 
     `image_first`: log each image before its camera_info, as image_transport's CameraPublisher
-    publishes them; `focal(i)`: frame i's fx = fy (default 0.8 x width).
+    publishes them; `focal(i)`: frame i's fx = fy (default 0.8 x width); `cameras`: {namespace:
+    (width, height)} of several cameras recorded together (default {"/cam": (width, height)}),
+    each with its own images (seeded by camera and frame).
 
     Returns {topic: [(log_time_ns, raw_bytes), ...]} of what was written.
     """
@@ -53,7 +56,9 @@ def write_bag(
 
     typestore = get_typestore(Stores.ROS2_KILTED)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    image_topic = "/cam/image_raw/compressed" if compressed else "/cam/image_raw"
+    cameras = cameras or {"/cam": (width, height)}
+    suffix = "/image_raw/compressed" if compressed else "/image_raw"
+    msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
     written = {}
     with Writer(path, version=9, storage_plugin=plugin) as writer:
         conns = {
@@ -61,12 +66,12 @@ def write_bag(
                 "/chatter", "std_msgs/msg/String", typestore=typestore
             )
         }
-        if with_info:
-            conns["/cam/camera_info"] = writer.add_connection(
-                "/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=typestore
-            )
-        msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-        conns[image_topic] = writer.add_connection(image_topic, msgtype, typestore=typestore)
+        for ns in cameras:
+            if with_info:
+                conns[f"{ns}/camera_info"] = writer.add_connection(
+                    f"{ns}/camera_info", "sensor_msgs/msg/CameraInfo", typestore=typestore
+                )
+            conns[ns + suffix] = writer.add_connection(ns + suffix, msgtype, typestore=typestore)
 
         def put(topic, t, msg):
             raw = serialize_message(msg)
@@ -76,17 +81,18 @@ def write_bag(
         for i in range(frames):
             t = T0_NS + i * FRAME_PERIOD_NS
             sec, nsec = frame_stamp(i)
-            rgb = structured_image(height, width, seed=i)
-            if compressed:
-                image = CompressedImage(format="jpeg", data=jpeg(rgb))
-            else:
-                image = encode(rgb, encoding)
-            image_time, info_time = (t, t + 1000) if image_first else (t + 1000, t)
-            if with_info:
-                f = focal(i) or width * 0.8
-                info = camera_info(width, height, fx=f, fy=f, cx=width / 2, cy=height / 2)
-                put("/cam/camera_info", info_time, stamp(info, sec, nsec))
-            put(image_topic, image_time, stamp(image, sec, nsec))
+            for k, (ns, (w, h)) in enumerate(cameras.items()):
+                rgb = structured_image(h, w, seed=i + 100 * k)
+                if compressed:
+                    image = CompressedImage(format="jpeg", data=jpeg(rgb))
+                else:
+                    image = encode(rgb, encoding)
+                image_time, info_time = (t, t + 1000) if image_first else (t + 1000, t)
+                if with_info:
+                    f = focal(i) or w * 0.8
+                    info = camera_info(w, h, fx=f, fy=f, cx=w / 2, cy=h / 2)
+                    put(f"{ns}/camera_info", info_time, stamp(info, sec, nsec))
+                put(ns + suffix, image_time, stamp(image, sec, nsec))
             put("/chatter", t + 5000, String(data=f"message {i}"))
     return written
 

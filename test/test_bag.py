@@ -658,3 +658,71 @@ def test_sigterm_mid_run_removes_the_partial_output(tmp_path, params_file):
         "interrupted; no output written" in err and "%" in err
     )  # it was under way (progress bar)
     assert not dst.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_several_cameras_in_one_pass_with_one_model(tmp_path, params_file, storage, monkeypatch):
+    """Two cameras of different sizes and a third of the first's size, image_transport's log
+    order: each gets its own outputs, stamps and K, depth equal to the core's on its own frame;
+    frames of one size from different cameras share batches; the model is loaded once."""
+    src, dst = tmp_path / "in", tmp_path / "out"
+    cameras = {"/front": (160, 120), "/rear": (128, 96), "/left": (160, 120)}
+    written = write_bag(src, storage, frames=3, image_first=True, cameras=cameras)
+    loads, batch_sizes = [], []
+    real_init, real_predict = DepthClip.__init__, DepthClip.predict
+
+    def counted_init(self, *args, **kwargs):
+        loads.append(1)
+        real_init(self, *args, **kwargs)
+
+    def recorded_predict(self, images, scenes=None):
+        batch_sizes.append(len(images))
+        return real_predict(self, images, scenes)
+
+    monkeypatch.setattr(DepthClip, "__init__", counted_init)
+    monkeypatch.setattr(DepthClip, "predict", recorded_predict)
+    argv = [f"--image-topic={ns}/image_raw" for ns in cameras]
+    assert run_tool("process", src, dst, *argv, "--batch-size", 4, "--params", params_file) == 0
+    assert loads == [1]
+    # front and left (160x120) share batches: 4 frames when the fourth arrives (frame 1), then
+    # the rest (2) at the end; rear (128x96) goes with each flush: 2, then 1.
+    assert sorted(batch_sizes) == [1, 2, 2, 4]
+    monkeypatch.undo()
+    out, _ = read_bag(dst)
+    for topic, msgs in written.items():  # every input message, byte for byte
+        assert [(t, raw) for t, raw, _ in out[topic]] == msgs
+    estimator = DepthClip(load_config(params_file))
+    for ns, (width, height) in cameras.items():
+        depths = out[f"{ns}/depth/image"]
+        infos = out[f"{ns}/depth/camera_info"]
+        assert len(depths) == len(infos) == len(out[f"{ns}/points"]) == 3
+        for i, (t_img, raw_img) in enumerate(written[f"{ns}/image_raw"]):
+            image = deserialize(raw_img, "sensor_msgs/msg/Image")
+            depth = deserialize(depths[i][1], "sensor_msgs/msg/Image")
+            info = deserialize(infos[i][1], "sensor_msgs/msg/CameraInfo")
+            assert depths[i][0] == t_img  # the image's log time
+            assert (depth.header.stamp.sec, depth.header.stamp.nanosec) == frame_stamp(i)
+            assert (depth.width, depth.height) == (info.width, info.height) == (width, height)
+            assert info.k[0] == width * 0.8  # this camera's K
+            expected = estimator.predict(image_decoding.decode_image(image)).depth[0]
+            got = image_decoding.depth_image_to_array(depth)
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_several_cameras_checks(tmp_path, params_file, capsys):
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=1, cameras={"/front": (160, 120), "/rear": (160, 120)})
+    front, rear = "--image-topic=/front/image_raw", "--image-topic=/rear/image_raw"
+    cases = [
+        (
+            [front, rear, "--camera-info-topic=/front/camera_info"],
+            "--camera-info-topic applies to one --image-topic",
+        ),
+        ([front, front], "--image-topic /front/image_raw is given more than once"),
+        ([front, "--image-topic=/side/image_raw"], "topic /side/image_raw is not in bag"),
+    ]
+    for i, (argv, message) in enumerate(cases):
+        assert run_tool("process", src, tmp_path / f"o{i}", *argv, "--params", params_file) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("depthclip-bag: error: ") and message in err, err
+        assert err.count("\n") == 1 and not (tmp_path / f"o{i}").exists()

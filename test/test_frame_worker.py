@@ -13,7 +13,11 @@ class Recorder:
         self.frames, self.errors, self.threads = [], [], set()
         self.block = block  # an Event the first frame waits on
 
-    def process(self, frame, arrival, key=None):
+    def process(self, frames):
+        for _, frame, _ in frames:
+            self.process_one(frame)
+
+    def process_one(self, frame):
         self.threads.add(threading.get_ident())
         if self.block is not None and not self.frames:
             self.frames.append(frame)
@@ -142,7 +146,7 @@ def test_sources_are_served_fairly_and_each_keeps_its_newest_frame():
     rec = Recorder(block=release)
     seen = []
     worker = FrameWorker(
-        lambda frame, arrival, key: seen.append((key, frame)) or rec.process(frame, arrival),
+        lambda frames: [seen.append((k, f)) or rec.process_one(f) for k, f, _ in frames],
         rec.on_error,
     )
     try:
@@ -165,7 +169,7 @@ def test_laziness_is_per_source():
     rec, watched = Recorder(), {"a": True, "b": False}
     seen = []
     worker = FrameWorker(
-        lambda frame, arrival, key: seen.append(key),
+        lambda frames: seen.extend(k for k, _, _ in frames),
         rec.on_error,
         wanted=lambda key: watched[key],
         hold=30.0,
@@ -178,5 +182,42 @@ def test_laziness_is_per_source():
         assert worker.processed == 1  # b's frame is held while nobody watches b
         watched["b"] = True
         wait_until(lambda: seen == ["a", "b"])
+    finally:
+        worker.stop()
+
+
+def test_max_batch_hands_over_several_sources_least_recently_served_first():
+    gates = {"a0": threading.Event(), "a2": threading.Event()}  # frames that hold the worker
+    batches, errors = [], []
+
+    def process(frames):
+        batches.append([(k, f) for k, f, _ in frames])
+        for _, frame, _ in frames:
+            if frame in gates:
+                gates[frame].wait(10)
+        if any(f == "bad" for _, f, _ in frames):
+            raise ValueError("bad frame")
+
+    worker = FrameWorker(process, lambda exc, key: errors.append((key, str(exc))), max_batch=2)
+    try:
+        worker.submit("a0", key="a")
+        wait_until(lambda: len(batches) == 1)  # busy on a's frame: the rest waits
+        worker.submit("a1", key="a")
+        worker.submit("b0", key="b")
+        worker.submit("c0", key="c")
+        gates["a0"].set()
+        wait_until(lambda: len(batches) == 3)
+        # b and c were never served: one batch of two; then a, alone.
+        assert batches == [[("a", "a0")], [("b", "b0"), ("c", "c0")], [("a", "a1")]]
+        assert worker.processed == 4
+        worker.submit("a2", key="a")
+        wait_until(lambda: len(batches) == 4)
+        worker.submit("bad", key="b")
+        worker.submit("c1", key="c")
+        gates["a2"].set()
+        wait_until(lambda: len(errors) == 2)
+        # A batch that fails is reported once per source in it.
+        assert batches[4] == [("b", "bad"), ("c", "c1")]
+        assert sorted(errors) == [("b", "bad frame"), ("c", "bad frame")]
     finally:
         worker.stop()

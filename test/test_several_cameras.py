@@ -41,8 +41,8 @@ class Cameras:
 
     def send(self, name, sec, rgb):
         image = stamp(encode(rgb, "rgb8"), sec, frame=f"{name}_optical_frame")
-        fx = CAMERAS[name]
-        info = camera_info(width=160, height=120, fx=fx, fy=fx, cx=80.0, cy=60.0)
+        fx, (height, width) = CAMERAS[name], rgb.shape[:2]
+        info = camera_info(width=width, height=height, fx=fx, fy=fx, cx=width / 2, cy=height / 2)
         stamp(info, sec, frame=image.header.frame_id)
         self.image_pub[name].publish(image)
         self.info_pub[name].publish(info)
@@ -103,3 +103,40 @@ def test_a_fast_camera_does_not_starve_slow_ones_and_a_silent_one_stalls_nothing
             answered = set(cams.stamps(name)) & set(sent[name])
             assert len(answered) >= 0.8 * len(sent[name]), (name, len(answered))
         assert len(set(cams.stamps("front"))) > len(sent["left"])  # front got more frames
+
+
+def test_max_batch_runs_pending_frames_of_one_size_in_one_forward(tiny_checkpoint, tmp_path):
+    """Frames of three cameras wait while the worker is busy; with max_batch 3 the two of one
+    size share one forward and the third, of another size, gets its own. Each answer is still
+    its own image's depth."""
+    with running_node(tiny_checkpoint, tmp_path, cameras=list(CAMERAS), max_batch=3) as (
+        node,
+        tester,
+    ):
+        cams = Cameras(tester.node, CAMERAS)
+        wait_until(lambda: all(p.get_subscription_count() for p in cams.image_pub.values()))
+        images = {
+            "front": structured_image(height=120, width=160, seed=1),
+            "left": structured_image(height=120, width=160, seed=2),
+            "rear": structured_image(height=96, width=128, seed=3),
+        }
+        release = threading.Event()
+        busy = node.worker.call(release.wait, 10)  # the worker is busy: the frames wait
+        for name, rgb in images.items():
+            cams.send(name, 20, rgb)
+        wait_until(
+            lambda: all(node.cameras[n].stats.snapshot().totals.get("received") for n in CAMERAS)
+        )
+        release.set()
+        busy.result(10)
+        for name in CAMERAS:
+            wait_until(lambda n=name: 20 in cams.stamps(n))
+        assert node.forwards == (3, 2)
+        for name, rgb in images.items():
+            got = np.frombuffer(cams.depth[name][0].data, "<f4").reshape(rgb.shape[:2])
+            np.testing.assert_allclose(got, node.estimator.predict(rgb).depth[0], atol=1e-5)
+        summary = tester.wait_for(
+            "/diagnostics", predicate=lambda m: len(m.status) == 1 + len(CAMERAS)
+        )[-1].status[0]
+        values = {kv.key: kv.value for kv in summary.values}
+        assert (values["max_batch"], values["images"], values["forwards"]) == ("3", "3", "2")
