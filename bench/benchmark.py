@@ -2,7 +2,7 @@
 
 Real RN50 shapes with random weights (speed does not depend on weight values).
   make bench [BENCH_ARGS='--quick | --only-node | --skip-node | --rates 5,15,30
-              | --node-seconds 20']
+              | --node-seconds 20 | --camera-rate 5']
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from measure import machine, table, timed  # noqa: E402
-from node_bench import bench_node  # noqa: E402
+from node_bench import bench_cameras, bench_node  # noqa: E402
 
 from depthclip_ros import frame_messages, image_decoding  # noqa: E402
 from depthclip_ros.config import DepthClipConfig  # noqa: E402
 from depthclip_ros.core import DepthClip, DepthResult, preprocess  # noqa: E402
+from depthclip_ros.params_files import load_config  # noqa: E402
 from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
 from depthclip_ros.synthetic_scenes import render_scene, scene_camera_info_fields  # noqa: E402
 
@@ -117,6 +118,43 @@ def bench_core(ckpt, devices, quick):
         "GFLOP/s",
         "raw forward/frame (ms)",
         "core / raw",
+    ]
+    return head, rows
+
+
+def batched_and_sequential(model, frames, reps):
+    """Median seconds of one forward of all `frames` and of one forward per frame."""
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else None
+    batch = np.stack(frames)
+    batched, sequential = timed(
+        [lambda: model.predict(batch), lambda: [model.predict(f) for f in frames]], reps, sync=sync
+    )
+    return statistics.median(batched), statistics.median(sequential)
+
+
+def bench_batching(ckpt, devices, reps):
+    """max_batch: N cameras' 640x480 frames (the node's shipped config) in one batched forward
+    against N forwards of one, timed interleaved on each device."""
+    rows = []
+    frames = [render_scene(name)[0] for name in ("corridor", "room", "near_wall")]
+    for device in devices:
+        cfg = load_config(
+            overrides={"model": ckpt, "device": device, "cache_dir": tempfile.mkdtemp()}
+        )
+        model = DepthClip(cfg)
+        for n in (2, 3):
+            b, q = batched_and_sequential(model, frames[:n], reps)
+            rows.append(
+                [device, n, f"{q * 1e3:.0f}", f"{b * 1e3:.0f}", f"{b / q:.2f}", f"{n / b:.2f}"]
+            )
+            print("batching", rows[-1], file=sys.stderr)
+    head = [
+        "device",
+        "cameras",
+        "sequential forwards (ms)",
+        "one batched forward (ms)",
+        "batched / sequential",
+        "frames/s batched",
     ]
     return head, rows
 
@@ -243,8 +281,16 @@ def main():
         default=rates_hz("5,15,30"),
         help="camera rates in Hz, comma-separated (default 5,15,30)",
     )
-    p.add_argument("--skip-node", action="store_true", help="no node table")
-    p.add_argument("--only-node", action="store_true", help="just the node table")
+    p.add_argument(
+        "--camera-rate",
+        type=float,
+        default=5.0,
+        help="several cameras: each camera's rate in Hz (default 5)",
+    )
+    p.add_argument("--skip-node", action="store_true", help="no node and several-cameras tables")
+    p.add_argument(
+        "--only-node", action="store_true", help="just the node and several-cameras tables"
+    )
     p.add_argument(
         "--eval-images",
         type=int,
@@ -278,6 +324,21 @@ def main():
             f"{args.node_seconds:g} s per rate, cpu)\n"
         )
         print(table(*bench_node(ckpt, args.rates, args.node_seconds, args.dds_profile)) + "\n")
+        print("## Batched forwards (max_batch; 640x480 frames, the shipped config)\n")
+        print(table(*bench_batching(ckpt, devices, 3 if args.quick else 10)) + "\n")
+        cameras = ["front", "left", "rear"]
+        print(
+            f"## Several cameras ({len(cameras)} cameras at {args.camera_rate:g} Hz each, "
+            f"{args.node_seconds:g} s, cpu)\n"
+        )
+        print(
+            table(
+                *bench_cameras(
+                    ckpt, cameras, args.camera_rate, args.node_seconds, args.dds_profile
+                )
+            )
+            + "\n"
+        )
     if args.only_node:
         return
     print("## Offline evaluation\n")

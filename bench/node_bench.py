@@ -36,46 +36,66 @@ def node_core_reference(ckpt):
     return lambda: statistics.median(timed([lambda: model.predict(frame)], 12, warmup=2)[0]) * 1e3
 
 
-def bench_node(ckpt, rates, seconds, dds_profile=None):
+def middleware_env(dds_profile=None) -> dict:
     env = {**os.environ, **local_dds_env(), "PYTHONWARNINGS": "ignore"}
     env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)  # the middleware's defaults, as on a robot ...
     if dds_profile:  # ... unless a profile is asked for (optional tuning, measured against them)
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(Path(dds_profile).resolve())
-    rows = []
-    root = str(Path(__file__).resolve().parent.parent)
-    core_ms = node_core_reference(ckpt)
-    for rate in rates:
-        core = core_ms()
+    return env
+
+
+def run_nodes(ckpt, nodes, cameras, rate, seconds, env):
+    """Start one node process per (namespace, parameter overrides) of `nodes`, feed `cameras`
+    (camera_stand_in's names) at `rate` for `seconds`; (the stand-in's report, [samples of each
+    node process within the measured window], [all samples of each])."""
+    procs = []
+    for namespace, overrides in nodes:
         log = Path(tempfile.mkdtemp()) / "node.log"
-        node = start_node_process(
-            default_params_file(),
-            {"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp()},
-            env,
-            log,
-        )
-        deadline = time.time() + 120
-        while "warm-up" not in log.read_text() and time.time() < deadline and node.poll() is None:
-            time.sleep(0.2)
-        samples = []  # (wall time, RSS MB, CPU s) of the node, sampled through the run
+        params = {"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp(), **overrides}
+        procs.append((start_node_process(default_params_file(), params, env, log, namespace), log))
+    try:
+        for proc, log in procs:  # one after the other: each loads its model while alone
+            deadline = time.time() + 180
+            while "warm-up" not in log.read_text() and time.time() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a node ended at start-up: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+        samples = [[] for _ in procs]  # (wall time, RSS MB, CPU s) of each node, sampled
         stop = threading.Event()
-        sampler = threading.Thread(
-            target=sample_process, args=(node.pid, samples, stop), daemon=True
-        )
-        sampler.start()
+        samplers = [
+            threading.Thread(target=sample_process, args=(proc.pid, into, stop), daemon=True)
+            for (proc, _), into in zip(procs, samples)
+        ]
+        for sampler in samplers:
+            sampler.start()
         out = subprocess.run(
-            [sys.executable, str(CAMERA_STAND_IN), str(rate), str(seconds)],
+            [sys.executable, str(CAMERA_STAND_IN), str(rate), str(seconds), *cameras],
             env=env,
-            cwd=root,
+            cwd=str(Path(__file__).resolve().parent.parent),
             capture_output=True,
             text=True,
             timeout=seconds + 120,
         )
         stop.set()
-        sampler.join()
-        node.terminate()
-        node.wait(timeout=20)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        window = [s for s in samples if r["start"] <= s[0] <= r["end"]]
+        for sampler in samplers:
+            sampler.join()
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, _ in procs:
+            proc.wait(timeout=20)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    window = [[s for s in each if report["start"] <= s[0] <= report["end"]] for each in samples]
+    return report, window, samples
+
+
+def bench_node(ckpt, rates, seconds, dds_profile=None):
+    env = middleware_env(dds_profile)
+    rows = []
+    core_ms = node_core_reference(ckpt)
+    for rate in rates:
+        core = core_ms()
+        r, (window,), (samples,) = run_nodes(ckpt, [("", {})], [], rate, seconds, env)
         (t0, rss0, cpu0), (t1, rss1, cpu1) = window[0], window[-1]
         lat = np.array(r["lat"]) * 1e3
         in_node = float(r["node_inference_ms"])
@@ -122,5 +142,48 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
         "RSS growth (MB)",
         "RSS peak (MB)",
         "node CPU (of 1 core)",
+    ]
+    return head, rows
+
+
+def bench_cameras(ckpt, cameras, rate, seconds, dds_profile=None):
+    """One node serving every camera against one single-camera node per camera (each in the
+    camera's namespace: the same topics), fed alike."""
+    env = middleware_env(dds_profile)
+    setups = [
+        (f"one node, {len(cameras)} cameras", [("", {"cameras": f"[{','.join(cameras)}]"})]),
+        (f"{len(cameras)} nodes, one camera each", [(f"/{name}", {}) for name in cameras]),
+    ]
+    rows = []
+    for label, nodes in setups:
+        r, windows, samples = run_nodes(ckpt, nodes, cameras, rate, seconds, env)
+        rss = [np.median([s[1] for s in window]) for window in windows]
+        cpu = sum((w[-1][2] - w[0][2]) / (w[-1][0] - w[0][0]) for w in windows)
+        lat = np.array(r["lat"]) * 1e3
+        per_camera = r["received_per_camera"]
+        rows.append(
+            [
+                label,
+                str(len(nodes)),
+                f"{sum(rss):.0f}",
+                f"{sum(max(s[1] for s in each) for each in samples):.0f}",
+                f"{r['sent'] / seconds:.1f}",
+                f"{r['received'] / seconds:.2f}",
+                " / ".join(f"{per_camera[name] / seconds:.2f}" for name in cameras),
+                f"{np.median(lat):.0f}" if len(lat) else "-",
+                f"{cpu * 100:.0f}%",
+            ]
+        )
+        print("cameras", rows[-1], file=sys.stderr)
+    head = [
+        "set-up",
+        "processes",
+        "RSS, sum of medians (MB)",
+        "RSS, sum of peaks (MB)",
+        "input (frames/s, all cameras)",
+        "output (depth images/s, all cameras)",
+        f"output per camera ({' / '.join(cameras)})",
+        "latency median (ms)",
+        "CPU (of 1 core)",
     ]
     return head, rows

@@ -56,6 +56,8 @@ def test_benchmark_prints_every_table():
         "Options beyond the paper",
         "Conversions and cloud building per frame",
         "Node",
+        "Batched forwards",
+        "Several cameras",
         "Offline evaluation",
     ]
 
@@ -83,6 +85,19 @@ def test_benchmark_prints_every_table():
         float(node["latency median (ms)"]) > 0 and float(node["forward in node, median (ms)"]) > 0
     )
     assert float(node["RSS window start (MB)"]) > 100
+
+    batching = tables["Batched forwards"]
+    assert [r["cameras"] for r in batching if r["device"] == "cpu"] == ["2", "3"]
+    assert all(float(r["batched / sequential"]) > 0 for r in batching)
+
+    one, three = tables["Several cameras"]
+    assert (one["set-up"], one["processes"]) == ("one node, 3 cameras", "1")
+    assert (three["set-up"], three["processes"]) == ("3 nodes, one camera each", "3")
+    for row in (one, three):  # every camera answered, in both set-ups
+        assert float(row["RSS, sum of medians (MB)"]) > 100
+        assert all(
+            float(rate) > 0 for rate in row["output per camera (front / left / rear)"].split(" / ")
+        )
 
     (evaluation,) = tables["Offline evaluation"]
     assert float(evaluation["images/s"]) > 0
