@@ -21,18 +21,21 @@ setup(
     # ROS 2 Python packages (rclpy, sensor_msgs, ...) are deliberately not listed:
     # on a ROS install they come from the distro; pip-only set-ups install the
     # ROS wheels from requirements.txt.
+    # The base install runs exported models on ONNX Runtime; the `torch` extra adds the torch
+    # core (CLIP checkpoints, the text encoder, depthclip-export).
     install_requires=[
         "numpy",
         "pyyaml",
         "pillow",
-        "torch",
-        "openai-clip",
-        "setuptools<81",
         "tqdm",
         "h5py",
         "scipy",
         "rosbags",
+        "onnxruntime",
     ],
+    extras_require={
+        "torch": ["torch", "openai-clip", "setuptools<81", "onnx", "onnxscript"],
+    },
     zip_safe=True,
     maintainer="depthclip_ros maintainers",
     maintainer_email="maintainers@depthclip-ros.invalid",
@@ -44,6 +47,7 @@ setup(
             f"depthclip_node = {PACKAGE}.node:main",
             f"depthclip-demo = {PACKAGE}.demo:main",
             f"depthclip-bag = {PACKAGE}.bag_tool:main",
+            f"depthclip-export = {PACKAGE}.onnx_export:main",
             "depthclip-eval = offline_eval.cli:main",
         ],
     },

@@ -10,7 +10,6 @@ import gc
 import sys
 from pathlib import Path
 
-BACKENDS = ("auto", "torch", "onnxruntime")
 ONNX_SUFFIX = ".onnx"
 
 

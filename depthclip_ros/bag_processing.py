@@ -15,6 +15,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from .backends import load_estimator
 from .bag_files import (
     CAMERA_INFO,
     BagError,
@@ -27,6 +28,7 @@ from .config import DepthClipConfig, OutputSettings
 from .files import atomic_directory
 from .frame_messages import MessageBuilder, frame_outputs
 from .image_decoding import ImageDecodeError, decode_image
+from .prediction import ImageSizeError
 from .stamp_pairing import stamp_key
 
 STORAGES = ("mcap", "sqlite3")
@@ -183,8 +185,6 @@ class BagProcessor:
 
     def _flush(self):
         """Every pending frame through the model, then every waiting message into OUT."""
-        from .core import ImageSizeError  # loaded with the estimator (torch)
-
         for shape, frames in self._batches.items():
             try:
                 result = self.estimator.predict(np.stack([f.rgb for f in frames]))
@@ -279,9 +279,8 @@ def process_bag(
         if clash:
             raise BagError(f"the image topics' outputs collide: {', '.join(clash)}")
         storage = storage or storage_of(in_path)
-        from .core import DepthClip  # after the cheap checks: loading the model takes seconds
-
-        estimator = DepthClip(config)
+        # After the cheap checks: loading the model takes seconds.
+        estimator = load_estimator(config)
         processor = BagProcessor(
             estimator, settings, get_typestore(Stores.ROS2_KILTED), batch_size
         )

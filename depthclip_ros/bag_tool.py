@@ -15,10 +15,10 @@ import signal
 import sys
 from pathlib import Path
 
+from .backends import ModelLoadError
 from .bag_files import BagError, print_info
 from .bag_processing import STORAGES, process_bag
 from .config import DepthClipConfig, OutputSettings
-from .model_loading import ModelLoadError
 from .parameter_schema import ConfigError
 from .params_files import load_params
 

@@ -41,6 +41,7 @@ NYU_SCENES = (
     "study_room",
 )
 HEAD_PRECISIONS = ("float32", "model")
+BACKENDS = ("auto", "torch", "onnxruntime")
 TEMPLATE_FIELDS = ("object", "token")
 
 
@@ -51,7 +52,16 @@ class DepthClipConfig(Schema):
     the `paper` preset turns back into the paper's NYU protocol (crop, flip)."""
 
     model: str = param(
-        "RN50", "CLIP ResNet name (RN50, RN101, RN50x4, ...) or checkpoint path", read_only=True
+        "RN50",
+        "CLIP ResNet name (RN50, RN101, RN50x4, ...), checkpoint path, or a .onnx file written "
+        "by depthclip-export",
+        read_only=True,
+    )
+    backend: str = param(
+        "auto",
+        "auto (onnxruntime for a .onnx model, else torch) | torch | onnxruntime",
+        read_only=True,
+        choices=BACKENDS,
     )
     download_root: str = param(
         "", "Folder of downloaded CLIP weights; empty = ~/.cache/clip", read_only=True
@@ -65,6 +75,12 @@ class DepthClipConfig(Schema):
     )
     cache_dir: str = param(
         "", "Text-feature cache folder; empty = ~/.cache/depthclip_ros", read_only=True
+    )
+    tensorrt_cache_dir: str = param(
+        "",
+        "onnxruntime on CUDA with TensorRT installed: engine cache folder; empty = "
+        "~/.cache/depthclip_ros/tensorrt",
+        read_only=True,
     )
     prompt_template: tuple = param(
         ("This {object} is {token}",),

@@ -23,10 +23,11 @@ from .depth_head import (
     scene_bin_probabilities,
 )
 from .model_loading import LoadedModel, load_clip
-from .parameter_schema import ConfigError
 from .params_files import scene_configs
+from .prediction import DepthResult, as_image_batch, input_region, network_image_size
 from .scene_classification import SceneClassifier
-from .text_features import default_cache_dir, text_features
+from .text_cache import default_cache_dir
+from .text_features import text_features
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,27 +35,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
 
-# The reference's NYU crop: 640x480 -> 544x416 box (left 60, top 56, right 604, bottom 472).
-CROP_IMAGE_SIZE = (480, 640)  # (height, width)
-CROP_BOX = (56, 60, 416, 544)  # (top, left, height, width)
-
 STRIDE = 32  # CLIP ResNet layer4 stride
-
-
-class ImageSizeError(ValueError):
-    """The images cannot go through this configuration (shape, or 'crop' on a non-NYU size)."""
-
-
-def input_region(height: int, width: int, cfg: DepthClipConfig) -> tuple:
-    """(top, left, height, width) of the image area the network sees and the depth covers."""
-    if cfg.preprocessing == "crop":
-        if (height, width) != CROP_IMAGE_SIZE:
-            raise ImageSizeError(
-                f"preprocessing 'crop' is the reference's NYU crop and needs a 640x480 "
-                f"image, got {width}x{height}; use preprocessing 'resize' for this camera"
-            )
-        return CROP_BOX
-    return (0, 0, height, width)
 
 
 def preprocess(images: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
@@ -74,34 +55,6 @@ def preprocess(images: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
     mean = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
-
-
-@dataclasses.dataclass
-class DepthResult:
-    depth: np.ndarray  # (B, H, W) float32 metres at input resolution; NaN outside `region`
-    coarse_depth: np.ndarray  # (B, h, w) float32 metres on the feature grid
-    bin_probs: np.ndarray  # (B, K, h, w) float32 per-bin responses (the paper's Fig. 4)
-    bins: np.ndarray  # (K,) metres of the config
-    region: tuple  # (top, left, height, width) of the image the depth covers
-    scenes: list | None = None  # scene_bins auto: the scene whose bins each image used
-    scene_scores: np.ndarray | None = None  # (B, S) CLIP's scene probabilities (config.scenes)
-    image_bins: np.ndarray | None = None  # (B, K) metres each image used, with scenes
-
-    def bins_of(self, index: int) -> np.ndarray:
-        return self.bins if self.image_bins is None else self.image_bins[index]
-
-    def coarse_pixel_coords(self) -> tuple:
-        """Pixel coordinates (u, v), each (h, w), of the coarse grid cells in the input image.
-
-        With align_corners=True upsampling, cell (i, j) is exactly the upsampled
-        pixel at row i*(height-1)/(h-1), column j*(width-1)/(w-1) of `region`.
-        """
-        top, left, height, width = self.region
-        h, w = self.coarse_depth.shape[-2:]
-        v = top + np.arange(h, dtype=np.float64) * ((height - 1) / max(h - 1, 1))
-        u = left + np.arange(w, dtype=np.float64) * ((width - 1) / max(w - 1, 1))
-        uu, vv = np.meshgrid(u, v)
-        return uu.astype(np.float32), vv.astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +88,7 @@ class DepthClip:
         )
         self.device = self.loaded.device
         self.dtype = self.loaded.dtype
+        self.runtime = f"torch {torch.__version__}"
         visual = self.loaded.clip_model.visual
         # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
         # (measured: README, Performance). Layout only: the weights' values do not change.
@@ -193,26 +147,12 @@ class DepthClip:
     def update_config(self, cfg: DepthClipConfig) -> None:
         """Apply a new config from the next `predict` on; load-time fields cannot change."""
         cfg.validate()
-        for name in DepthClipConfig.read_only_fields():
-            if getattr(cfg, name) != getattr(self.config, name):
-                raise ConfigError(
-                    name, getattr(cfg, name), "is fixed once the model is loaded (read-only)"
-                )
+        self.config.check_read_only(cfg)
         self._head = self._make_head(cfg)  # built first, then swapped in one assignment
 
     def to_device(self, images) -> torch.Tensor:
         """uint8 (H, W, 3) or (B, H, W, 3) array -> uint8 tensor on the device."""
-        arr = np.asarray(images)
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-            raise ImageSizeError(
-                f"expected uint8 RGB images (B, H, W, 3), got {arr.dtype} {arr.shape}"
-            )
-        arr = np.ascontiguousarray(arr)
-        if not arr.flags.writeable:  # e.g. a view of a message's bytes; torch wants to own it
-            arr = arr.copy()
-        t = torch.from_numpy(arr)
+        t = torch.from_numpy(as_image_batch(images))
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
         return t
@@ -224,11 +164,41 @@ class DepthClip:
     def warm_up(self) -> None:
         """Predict once on a blank frame of the network's input size, so that the first real
         frame does not pay for lazy initialisation (allocator, oneDNN / cuDNN kernel choice)."""
-        cfg = self.config
-        size = (
-            CROP_IMAGE_SIZE if cfg.preprocessing == "crop" else (cfg.input_height, cfg.input_width)
+        self.predict(np.zeros((*network_image_size(self.config), 3), np.uint8))
+
+    def positions(self, imgs: torch.Tensor, cfg: DepthClipConfig) -> tuple:
+        """uint8 (B, H, W, 3) on the device -> (position embeddings (B or 2B, hw, D), layer4
+        features, grid (h, w)); with flip the mirrored images follow the B originals."""
+        x = preprocess(imgs, cfg)
+        if cfg.flip:  # one batched forward for the image and its mirror
+            feats = self.dense_features(torch.cat([x, x.flip(-1)]))
+        else:
+            feats = self.dense_features(x)
+        positions = position_embeddings(
+            feats, cfg.dense_features, self.channel_index, self.attnpool, self.head_dtype(cfg)
         )
-        self.predict(np.zeros((*size, 3), np.uint8))
+        return positions, feats, feats.shape[-2:]
+
+    @staticmethod
+    def depth_from_probabilities(probs, bins, cfg: DepthClipConfig, image_size) -> tuple:
+        """Per-bin probabilities (B or 2B, K, h, w) and bins (B, K) -> (depth (B, H, W) with
+        NaN outside the input region, coarse depth (B, h, w), probabilities (B, K, h, w))."""
+        batch = bins.shape[0]
+        height, width = image_size
+        probs = probs.float()  # the depth sum in float32, as the reference's float32 bins give
+        if cfg.flip:
+            # Averaging probabilities equals the reference's averaging of depths (depth is linear
+            # in p).
+            probs = 0.5 * (probs[:batch] + probs[batch:].flip(-1))
+        coarse = (probs * bins[:, :, None, None]).sum(dim=1, keepdim=True)  # (B, 1, h, w)
+        top, left, h, w = input_region(height, width, cfg)
+        fine = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)[:, 0]
+        if (h, w) == (height, width):
+            depth = fine
+        else:
+            depth = torch.full((batch, height, width), float("nan"), device=fine.device)
+            depth[:, top : top + h, left : left + w] = fine
+        return depth, coarse[:, 0], probs
 
     @torch.inference_mode()
     def predict(self, images, scenes=None) -> DepthResult:
@@ -243,15 +213,7 @@ class DepthClip:
         imgs = self.to_device(images)
         batch, height, width, _ = imgs.shape
         region = input_region(height, width, cfg)
-        x = preprocess(imgs, cfg)
-        if cfg.flip:  # one batched forward for the image and its mirror
-            feats = self.dense_features(torch.cat([x, x.flip(-1)]))
-        else:
-            feats = self.dense_features(x)
-        positions = position_embeddings(
-            feats, cfg.dense_features, self.channel_index, self.attnpool, self.head_dtype(cfg)
-        )
-        grid = feats.shape[-2:]
+        positions, feats, grid = self.positions(imgs, cfg)
         chosen, scores = None, None
         if head.classifier is not None:
             scores = head.classifier.probabilities(feats[:batch])
@@ -263,22 +225,10 @@ class DepthClip:
         else:
             probs = bin_probabilities(positions, head.text, cfg.temperature, grid)
             bins = head.bins.expand(batch, -1)
-        probs = probs.float()  # the depth sum in float32, as the reference's float32 bins give
-        if cfg.flip:
-            # Averaging probabilities equals the reference's averaging of depths (depth is linear
-            # in p).
-            probs = 0.5 * (probs[:batch] + probs[batch:].flip(-1))
-        coarse = (probs * bins[:, :, None, None]).sum(dim=1, keepdim=True)  # (B, 1, h, w)
-        top, left, h, w = region
-        fine = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)[:, 0]
-        if (h, w) == (height, width):
-            depth = fine
-        else:
-            depth = torch.full((batch, height, width), float("nan"), device=fine.device)
-            depth[:, top : top + h, left : left + w] = fine
+        depth, coarse, probs = self.depth_from_probabilities(probs, bins, cfg, (height, width))
         return DepthResult(
             depth=depth.cpu().numpy(),
-            coarse_depth=coarse[:, 0].cpu().numpy(),
+            coarse_depth=coarse.cpu().numpy(),
             bin_probs=probs.cpu().numpy(),
             bins=head.bins.cpu().numpy(),
             region=region,

@@ -17,9 +17,7 @@ import clip
 import torch
 from clip.model import build_model
 
-
-class ModelLoadError(RuntimeError):
-    """The CLIP model could not be loaded; the message says what was looked for and what to do."""
+from .backends import ModelLoadError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,19 +162,3 @@ def load_clip(
     if dtype == torch.float32:
         net.float()
     return LoadedModel(net, identity, path, dev, dtype)
-
-
-def return_freed_memory(device: torch.device) -> None:
-    """Give the memory of a dropped model back: CUDA's cached blocks to the driver and, on
-    glibc, freed heap pages to the OS (without malloc_trim the process RSS would not drop)."""
-    import gc
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps the pages
-        pass

@@ -22,12 +22,11 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos_overriding_options import InvalidQosOverridesError
 
 from . import diagnostics, ros_parameters
+from .backends import ModelLoadError, load_estimator, return_freed_memory
 from .camera_pipeline import CameraPipeline, process_frames
 from .config import NODE_NAME
-from .core import DepthClip
 from .frame_stats import FrameStats
 from .frame_worker import FrameWorker
-from .model_loading import ModelLoadError, return_freed_memory
 from .parameter_schema import ConfigError
 
 # Errors of the node's own inputs: their message is the whole story, one line.
@@ -224,13 +223,13 @@ class DepthClipNode(LifecycleNode):
     def _frame_failed(self, exc: Exception, name):  # worker thread
         self.cameras[name].frame_failed(exc)
 
-    def _load_model(self, config) -> DepthClip:  # worker thread
-        estimator = DepthClip(config)
+    def _load_model(self, config):  # worker thread
+        estimator = load_estimator(config)
         t0 = time.perf_counter()
         estimator.warm_up()  # the first camera frame then gets the steady-state latency
         self.get_logger().info(
             f"model {estimator.model_identity} on {estimator.device} "
-            f"({str(estimator.dtype).replace('torch.', '')}), warm-up "
+            f"({str(estimator.dtype).replace('torch.', '')}, {estimator.runtime}), warm-up "
             f"{(time.perf_counter() - t0) * 1e3:.0f} ms"
         )
         return estimator

@@ -124,6 +124,14 @@ class Schema:
     def read_only_fields(cls) -> tuple:
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["read_only"])
 
+    def check_read_only(self, new) -> None:
+        """ConfigError when `new` changes a field fixed once loaded."""
+        for name in self.read_only_fields():
+            if getattr(new, name) != getattr(self, name):
+                raise ConfigError(
+                    name, getattr(new, name), "is fixed once the model is loaded (read-only)"
+                )
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any], base=None):
         """Build and validate from a parameter mapping; keys of other schemas are ignored, so one

@@ -12,7 +12,6 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from .config import Parameters, parameter_fields
 from .parameter_schema import ConfigError, constraints_text
 from .params_files import scene_configs
-from .text_features import tokenize
 
 
 def parameter_descriptor(field) -> ParameterDescriptor:
@@ -34,14 +33,24 @@ def parameter_values(node) -> dict:
     return {field.name: node.get_parameter(field.name).value for _, field in parameter_fields()}
 
 
+def _check_prompts(prompts) -> None:
+    """CLIP's tokenizer limits a prompt's length; without torch (the ONNX install) only the
+    prompts exported with the model run, and they were checked at export."""
+    try:
+        from .text_features import tokenize
+    except ImportError:
+        return
+    tokenize(prompts)
+
+
 def read_parameters(values: dict) -> Parameters:
     """Every parameter validated, prompts included (CLIP's tokenizer limits their length)."""
     params = Parameters.from_params(values)
-    tokenize(params.config.prompts)
+    _check_prompts(params.config.prompts)
     if params.config.scene_bins == "auto":  # presets exist and fit the config's bins
         for scene_config in scene_configs(params.config).values():
-            tokenize(scene_config.prompts)
-        tokenize(params.config.scene_prompts)
+            _check_prompts(scene_config.prompts)
+        _check_prompts(params.config.scene_prompts)
     return params
 
 

@@ -1,45 +1,14 @@
-"""Depth-token text features, encoded once and cached on disk.
-
-The cache key covers everything the features depend on: the model's identity
-(name + checkpoint hash), the prompts and the embedding width.
-"""
+"""Depth-token text features: CLIP's text encoder, run once per prompt set and cached on disk
+(text_cache: the key covers the model's identity, the prompts, the width and the precision)."""
 
 from __future__ import annotations
-
-import hashlib
-import json
-import logging
-from pathlib import Path
 
 import clip
 import numpy as np
 import torch
 
-from .files import atomic_write
 from .parameter_schema import ConfigError
-
-log = logging.getLogger("depthclip_ros")
-
-CACHE_FORMAT = 1
-
-
-def default_cache_dir() -> Path:
-    return Path("~/.cache/depthclip_ros").expanduser()
-
-
-def cache_key(identity: str, prompt_sets, embed_dim: int, dtype=torch.float32) -> str:
-    """Covers every template's prompts, the embedding width and the precision of the text
-    normalisation (fp16 keys only for the official code's numerics, see encode_prompts)."""
-    blob = {
-        "format": CACHE_FORMAT,
-        "model": identity,
-        "prompts": [list(prompts) for prompts in prompt_sets],
-        "embed_dim": int(embed_dim),
-    }
-    if dtype != torch.float32:
-        blob["dtype"] = str(dtype)
-    blob = json.dumps(blob, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+from .text_cache import cache_path, load_cached, store
 
 
 def tokenize(prompts) -> torch.Tensor:
@@ -72,19 +41,9 @@ def text_features(
 ) -> np.ndarray:
     """Cached (embed_dim, K) text features; `encode_text` runs only on a cache miss."""
     embed_dim = clip_model.text_projection.shape[1]
-    tokens = len(prompt_sets[0])
-    path = Path(cache_dir) / f"text_{cache_key(identity, prompt_sets, embed_dim, dtype)}.npy"
-    if path.exists():
-        try:
-            feats = np.load(path, allow_pickle=False)
-            if feats.shape == (embed_dim, tokens) and np.isfinite(feats).all():
-                return feats.astype(np.float32, copy=False)
-            raise ValueError(f"shape {feats.shape}, expected {(embed_dim, tokens)}")
-        except (OSError, ValueError, EOFError) as exc:
-            log.warning("text-feature cache %s is corrupt (%s); recomputing", path, exc)
-    feats = encode_prompts(clip_model, prompt_sets, device, dtype)
-    try:
-        atomic_write(path, lambda f: np.save(f, feats, allow_pickle=False))
-    except OSError as exc:  # a read-only cache must not stop inference
-        log.warning("cannot write text-feature cache %s (%s); continuing without it", path, exc)
+    path = cache_path(cache_dir, identity, prompt_sets, embed_dim, str(dtype))
+    feats = load_cached(path, embed_dim, len(prompt_sets[0]))
+    if feats is None:
+        feats = encode_prompts(clip_model, prompt_sets, device, dtype)
+        store(path, feats)
     return feats

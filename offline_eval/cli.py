@@ -14,8 +14,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from depthclip_ros.backends import ModelLoadError
 from depthclip_ros.files import atomic_write
-from depthclip_ros.model_loading import ModelLoadError
 from depthclip_ros.parameter_schema import ConfigError
 
 from .data import DataError, open_dataset

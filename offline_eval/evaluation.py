@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from depthclip_ros.core import CROP_BOX, DepthClip
+from depthclip_ros.backends import load_estimator
 from depthclip_ros.files import atomic_write
 from depthclip_ros.params_files import load_config
+from depthclip_ros.prediction import CROP_BOX
 
 from . import metrics
 from .data import DataError, Dataset
@@ -59,7 +60,7 @@ class Predictor:
         self.scene_bins = run.scene_bins
         self.constant = run.constant_value
         if self.baseline is None:
-            self.core = DepthClip(self.config)
+            self.core = load_estimator(self.config)
             self.identity = self.core.model_identity
             self.device = str(self.core.device)
         else:

@@ -15,13 +15,14 @@ from clip.model import build_model
 from helpers import structured_image
 
 from depthclip_ros import core
-from depthclip_ros.core import DepthClip, ImageSizeError, preprocess
+from depthclip_ros.core import DepthClip, preprocess
 from depthclip_ros.depth_head import (
     bin_probabilities,
     channel_subsample_index,
     position_embeddings,
 )
 from depthclip_ros.model_loading import ModelLoadError, load_clip
+from depthclip_ros.prediction import ImageSizeError
 from depthclip_ros.scene_classification import SceneHysteresis, global_embedding
 from depthclip_ros.text_features import text_features
 

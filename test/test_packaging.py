@@ -40,7 +40,10 @@ ROSDEP_KEYS = {
 PIP_ONLY = {
     "clip",
     "apsw",
-}  # openai-clip: no rosdep key; apsw: optional, rosbags falls back to sqlite3
+    "onnxruntime",
+    "onnx",
+}  # openai-clip: no rosdep key; apsw: optional, rosbags falls back to sqlite3; onnxruntime,
+# onnx (depthclip-export): pip (README), no rosdep key verified in ros/rosdistro here
 # Keys present in ros/rosdistro's rosdep/python.yaml (read from its repository, 2026-08-22
 # snapshot).
 KNOWN_ROSDEP_KEYS = {

@@ -1,0 +1,226 @@
+"""DepthCLIP on ONNX Runtime: runs a graph written by depthclip-export, without torch.
+
+The graph is the core's image path (uint8 images -> depth); text features, bins and temperature
+are its inputs, so those change without re-export. What the graph fixed at export (image size,
+preprocessing, network input, normalisation, dense features, flip) is in its metadata and a
+config asking for something else is refused with the reason. Text features come from the cache
+(the folder depthclip-export filled beside the model, then cache_dir): prompts never exported
+need the torch text encoder and are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .backends import ModelLoadError, exported_text_dir
+from .config import DepthClipConfig
+from .parameter_schema import ConfigError
+from .prediction import DepthResult, ImageSizeError, as_image_batch, input_region
+from .text_cache import cache_path, default_cache_dir, load_cached
+
+log = logging.getLogger("depthclip_ros")
+
+EXPORT_FORMAT = "1"
+GRAPH_INPUTS = ("images", "text_features", "bins", "temperature")
+GRAPH_OUTPUTS = ("depth", "coarse_depth", "bin_probs")
+# Config fields the exported graph fixes; the rest (text side, bins, temperature) are inputs.
+GRAPH_FIELDS = (
+    "preprocessing",
+    "input_width",
+    "input_height",
+    "normalization",
+    "dense_features",
+    "flip",
+    "head_precision",
+)
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+
+
+def graph_metadata(cfg: DepthClipConfig, identity, image_size, embed_dim, opset, exporter):
+    """The metadata depthclip-export writes into the file (ONNX metadata holds strings)."""
+    meta = {name: str(getattr(cfg, name)) for name in GRAPH_FIELDS}
+    meta.update(
+        depthclip_export_format=EXPORT_FORMAT,
+        model_identity=identity,
+        checkpoint_sha256=identity.rsplit("@sha256:", 1)[-1],
+        image_height=str(image_size[0]),
+        image_width=str(image_size[1]),
+        embed_dim=str(embed_dim),
+        opset=str(opset),
+        exporter=exporter,
+    )
+    return meta
+
+
+def providers_for(device: str, tensorrt_cache: Path, available) -> list:
+    """The providers tried, best first: cpu -> CPU; cuda[:N] -> TensorRT (when installed), CUDA,
+    then CPU as the last fallback."""
+    if device == "cpu":
+        return [(CPU, {})]
+    index = device.split(":", 1)[1] if ":" in device else "0"
+    chain = []
+    if TENSORRT in available:
+        chain.append(
+            (
+                TENSORRT,
+                {
+                    "device_id": index,
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(tensorrt_cache),
+                },
+            )
+        )
+    if CUDA in available:
+        chain.append((CUDA, {"device_id": index}))
+    return chain + [(CPU, {})]
+
+
+class OnnxDepthClip:
+    """The DepthClip interface (predict, update_config, warm_up, config, device) on ONNX
+    Runtime. Thread-safe for one predicting thread plus config updates."""
+
+    def __init__(self, config: DepthClipConfig):
+        config.validate()
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelLoadError(
+                f"backend onnxruntime needs the onnxruntime package ({exc}); "
+                f"pip install onnxruntime (or onnxruntime-gpu)"
+            ) from None
+        self.path = Path(config.model).expanduser()
+        if not self.path.is_file():
+            raise ModelLoadError(f"exported model {self.path.resolve()} does not exist")
+        self.session = self._session(ort, config)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("depthclip_export_format") != EXPORT_FORMAT:
+            raise ModelLoadError(
+                f"{self.path} was not written by depthclip-export (format "
+                f"{EXPORT_FORMAT}): its metadata has no depthclip_export_format "
+                f"'{EXPORT_FORMAT}'; export the model with depthclip-export"
+            )
+        missing = [n for n in GRAPH_INPUTS if n not in {i.name for i in self.session.get_inputs()}]
+        if missing:
+            raise ModelLoadError(f"{self.path} lacks the graph inputs {', '.join(missing)}")
+        self.metadata = meta
+        self.image_size = (int(meta["image_height"]), int(meta["image_width"]))
+        self.embed_dim = int(meta["embed_dim"])
+        self.model_identity = meta["model_identity"]
+        self.dtype = "float32"
+        self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
+        self.cache_dirs = [
+            exported_text_dir(self.path),
+            Path(config.cache_dir or default_cache_dir()).expanduser(),
+        ]
+        self._head = self._make_head(config)
+
+    def _session(self, ort, config):
+        device = (
+            "cpu" if config.device == "auto" and CUDA not in _available(ort) else config.device
+        )
+        device = "cuda" if device == "auto" else device
+        cache = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt").expanduser()
+        if device != "cpu":
+            cache.mkdir(parents=True, exist_ok=True)
+        chain = providers_for(device, cache, _available(ort))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
+        try:
+            session = ort.InferenceSession(
+                str(self.path),
+                sess_options=options,
+                providers=[name for name, _ in chain],
+                provider_options=[opts for _, opts in chain],
+            )
+        except Exception as exc:  # not an ONNX file, or one onnxruntime cannot load
+            raise ModelLoadError(
+                f"onnxruntime cannot load {self.path}: {type(exc).__name__}: {exc}"
+            ) from None
+        self.provider = session.get_providers()[0]
+        self.device = "cpu" if self.provider == CPU else device
+        if device != "cpu" and self.provider == CPU:
+            log.warning(
+                "device '%s' asked for, but onnxruntime has no GPU provider here (available: "
+                "%s): running on CPU",
+                device,
+                ", ".join(_available(ort)),
+            )
+        if config.precision == "fp16":
+            log.warning("precision fp16: the exported graph is float32 and runs in float32")
+        return session
+
+    @property
+    def config(self) -> DepthClipConfig:
+        return self._head[0]
+
+    def _make_head(self, cfg: DepthClipConfig) -> tuple:
+        """(config, text features (D, K), bins (K,), temperature) or ConfigError saying why the
+        exported graph cannot run `cfg`."""
+        if cfg.scene_bins != "off":
+            raise ConfigError(
+                "scene_bins", cfg.scene_bins, "needs the torch backend (not in the exported graph)"
+            )
+        for name in GRAPH_FIELDS:
+            if str(getattr(cfg, name)) != self.metadata[name]:
+                raise ConfigError(
+                    name,
+                    getattr(cfg, name),
+                    f"the exported graph {self.path.name} was built with {name} "
+                    f"{self.metadata[name]}; export again with this value, or use the torch "
+                    f"backend",
+                )
+        tokens = len(cfg.prompt_sets[0])
+        for folder in self.cache_dirs:
+            path = cache_path(folder, self.model_identity, cfg.prompt_sets, self.embed_dim)
+            text = load_cached(path, self.embed_dim, tokens)
+            if text is not None:
+                break
+        else:
+            raise ConfigError(
+                "depth_tokens",
+                list(cfg.depth_tokens),
+                "these prompts' text features were not exported with the model (they need the "
+                "torch text encoder): run depthclip-export with these parameters, or use the "
+                "torch backend",
+            )
+        bins = np.asarray(cfg.depth_bins, np.float32)
+        return cfg, text, bins, np.asarray(cfg.temperature, np.float32)
+
+    def update_config(self, cfg: DepthClipConfig) -> None:
+        """Apply a new config from the next `predict` on, if the exported graph can run it."""
+        cfg.validate()
+        self.config.check_read_only(cfg)
+        self._head = self._make_head(cfg)
+
+    def warm_up(self) -> None:
+        self.predict(np.zeros((*self.image_size, 3), np.uint8))
+
+    def predict(self, images, scenes=None) -> DepthResult:
+        """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3) of the exported image size."""
+        cfg, text, bins, temperature = self._head  # one frame, one config
+        imgs = as_image_batch(images)
+        height, width = imgs.shape[1:3]
+        if (height, width) != self.image_size:
+            raise ImageSizeError(
+                f"the exported graph {self.path.name} takes {self.image_size[1]}x"
+                f"{self.image_size[0]} images, got {width}x{height}; export it with "
+                f"--image-size {width}x{height}"
+            )
+        depth, coarse, probs = self.session.run(
+            list(GRAPH_OUTPUTS),
+            {"images": imgs, "text_features": text, "bins": bins, "temperature": temperature},
+        )
+        return DepthResult(
+            depth=depth,
+            coarse_depth=coarse,
+            bin_probs=probs,
+            bins=bins,
+            region=input_region(height, width, cfg),
+        )
+
+
+def _available(ort) -> list:
+    return ort.get_available_providers()
