@@ -144,6 +144,11 @@ class DepthClip:
         softmax): float32, or the backbone's dtype as in the official code (fp16 on CUDA)."""
         return self.dtype if cfg.head_precision == "model" else torch.float32
 
+    def check_config(self, cfg: DepthClipConfig) -> None:
+        """ConfigError when `cfg` cannot replace the running config."""
+        cfg.validate()
+        self.config.check_read_only(cfg)
+
     def update_config(self, cfg: DepthClipConfig) -> None:
         """Apply a new config from the next `predict` on; load-time fields cannot change."""
         cfg.validate()

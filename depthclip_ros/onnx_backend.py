@@ -189,10 +189,15 @@ class OnnxDepthClip:
         bins = np.asarray(cfg.depth_bins, np.float32)
         return cfg, text, bins, np.asarray(cfg.temperature, np.float32)
 
-    def update_config(self, cfg: DepthClipConfig) -> None:
-        """Apply a new config from the next `predict` on, if the exported graph can run it."""
+    def check_config(self, cfg: DepthClipConfig) -> None:
+        """ConfigError when the exported graph cannot run `cfg`."""
         cfg.validate()
         self.config.check_read_only(cfg)
+        self._make_head(cfg)
+
+    def update_config(self, cfg: DepthClipConfig) -> None:
+        """Apply a new config from the next `predict` on, if the exported graph can run it."""
+        self.check_config(cfg)
         self._head = self._make_head(cfg)
 
     def warm_up(self) -> None:

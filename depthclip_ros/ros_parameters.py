@@ -55,14 +55,17 @@ def read_parameters(values: dict) -> Parameters:
 
 
 def check_changes(node, changes) -> SetParametersResult:
-    """An on-set-parameters callback: the schema's checks, before a change is stored."""
+    """An on-set-parameters callback: the schema's checks and the loaded model's, before a
+    change is stored."""
     names = {field.name for _, field in parameter_fields()}
     if not any(p.name in names for p in changes):
         return SetParametersResult(successful=True)
     values = parameter_values(node)
     values.update({p.name: p.value for p in changes})
     try:
-        read_parameters(values)
+        params = read_parameters(values)
+        if node.estimator is not None:  # what the loaded model can run (an exported graph)
+            node.estimator.check_config(params.config)
     except ConfigError as exc:
         return SetParametersResult(successful=False, reason=str(exc))
     return SetParametersResult(successful=True)
