@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv venv-onnx demo test bench clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +15,24 @@ $(STAMP): requirements.txt setup.py
 
 venv: $(STAMP)
 
+# The torch-free install: exported models on ONNX Runtime (README, Deployment without torch).
+ONNX_VENV := .venv-onnx
+ONNX_STAMP := $(ONNX_VENV)/.installed
+
+$(ONNX_STAMP): requirements-onnx.txt setup.py
+	$(PYTHON) -m venv $(ONNX_VENV)
+	$(ONNX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ONNX_VENV)/bin/python -m pip install -q -r requirements-onnx.txt
+	$(ONNX_VENV)/bin/python -m pip install -q --no-build-isolation --no-deps -e .
+	touch $(ONNX_STAMP)
+
+venv-onnx: $(ONNX_STAMP)
+
 # Main job: the ROS 2 pipeline on the built-in scenes (needs the CLIP RN50 weights; see README).
 demo: $(STAMP)
 	$(VENV)/bin/depthclip-demo --out demo_out $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(ONNX_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -ra test $(TEST_ARGS)
@@ -28,4 +41,4 @@ bench: $(STAMP)
 	$(PY) bench/benchmark.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build install log demo_out *.egg-info
+	rm -rf $(VENV) $(ONNX_VENV) build install log demo_out *.egg-info

@@ -44,22 +44,26 @@ def middleware_env(dds_profile=None) -> dict:
     return env
 
 
-def run_nodes(ckpt, nodes, cameras, rate, seconds, env):
-    """Start one node process per (namespace, parameter overrides) of `nodes`, feed `cameras`
-    (camera_stand_in's names) at `rate` for `seconds`; (the stand-in's report, [samples of each
-    node process within the measured window], [all samples of each])."""
+def run_nodes(ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None):
+    """Start one node process per (namespace, parameter overrides) of `nodes` (run by
+    `python`), feed `cameras` (camera_stand_in's names) at `rate` for `seconds`; (the stand-in's
+    report, [samples of each node process within the measured window], [all samples of each]).
+    `ready` gets each node's seconds from its start to its model warmed up."""
     procs = []
     for namespace, overrides in nodes:
         log = Path(tempfile.mkdtemp()) / "node.log"
         params = {"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp(), **overrides}
-        procs.append((start_node_process(default_params_file(), params, env, log, namespace), log))
+        started = time.monotonic()
+        proc = start_node_process(default_params_file(), params, env, log, namespace, python)
+        procs.append((proc, log))
+        deadline = time.time() + 180
+        while "warm-up" not in log.read_text() and time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a node ended at start-up: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        if ready is not None:
+            ready.append(time.monotonic() - started)
     try:
-        for proc, log in procs:  # one after the other: each loads its model while alone
-            deadline = time.time() + 180
-            while "warm-up" not in log.read_text() and time.time() < deadline:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"a node ended at start-up: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
         samples = [[] for _ in procs]  # (wall time, RSS MB, CPU s) of each node, sampled
         stop = threading.Event()
         samplers = [
@@ -185,5 +189,49 @@ def bench_cameras(ckpt, cameras, rate, seconds, dds_profile=None):
         f"output per camera ({' / '.join(cameras)})",
         "latency median (ms)",
         "CPU (of 1 core)",
+    ]
+    return head, rows
+
+
+def bench_backends(ckpt, onnx_model, onnx_python, rate, seconds, dds_profile=None):
+    """The node on each backend, one after the other in one run: latency, output rate, memory
+    and the time from the process start to a warmed-up model."""
+    env = middleware_env(dds_profile)
+    rows = []
+    for backend, model, python in (
+        ("torch", ckpt, sys.executable),
+        ("onnxruntime", onnx_model, onnx_python or sys.executable),
+    ):
+        ready = []
+        r, (window,), _ = run_nodes(
+            ckpt, [("", {"model": model})], [], rate, seconds, env, python, ready
+        )
+        lat = np.array(r["lat"]) * 1e3
+        rows.append(
+            [
+                backend,
+                Path(python).parent.parent.name if python != sys.executable else "this venv",
+                f"{ready[0]:.1f}",
+                f"{r['received'] / seconds:.2f}",
+                f"{np.median(lat):.0f}",
+                f"{np.percentile(lat, 95):.0f}",
+                f"{float(r['node_inference_ms']):.0f}",
+                f"{np.median([s[1] for s in window]):.0f}",
+            ]
+        )
+        print("backend node", rows[-1], file=sys.stderr)
+    torch_latency = float(rows[0][4])
+    for row in rows:
+        row.insert(5, f"{float(row[4]) / torch_latency:.2f}")
+    head = [
+        "backend",
+        "environment",
+        "start to warmed-up model (s)",
+        "output rate (Hz)",
+        "latency median (ms)",
+        "latency / torch node's",
+        "latency p95 (ms)",
+        "forward in node, median (ms)",
+        "RSS median (MB)",
     ]
     return head, rows

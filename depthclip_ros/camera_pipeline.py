@@ -28,7 +28,7 @@ from .adaptive_input import AdaptiveInput
 from .frame_messages import MessageBuilder, frame_outputs, rgb8_image_fields
 from .frame_stats import FrameStats
 from .image_decoding import ImageDecodeError, decode_image
-from .scene_classification import SceneHysteresis
+from .scene_hysteresis import SceneHysteresis
 from .stamp_pairing import StampPairing
 from .visualization import colorize
 

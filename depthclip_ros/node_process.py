@@ -16,10 +16,13 @@ def local_dds_env(domain_id=None) -> dict:
     return {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
 
 
-def start_node_process(params_file, overrides: dict, env: dict, log_path, namespace: str = ""):
-    """The depthclip node as its own process, its output going to `log_path`."""
+def start_node_process(
+    params_file, overrides: dict, env: dict, log_path, namespace: str = "", python=None
+):
+    """The depthclip node as its own process (run by `python`, default this interpreter), its
+    output going to `log_path`."""
     cmd = [
-        sys.executable,
+        python or sys.executable,
         "-m",
         "depthclip_ros.node",
         "--ros-args",

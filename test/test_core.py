@@ -23,7 +23,8 @@ from depthclip_ros.depth_head import (
 )
 from depthclip_ros.model_loading import ModelLoadError, load_clip
 from depthclip_ros.prediction import ImageSizeError
-from depthclip_ros.scene_classification import SceneHysteresis, global_embedding
+from depthclip_ros.scene_classification import global_embedding
+from depthclip_ros.scene_hysteresis import SceneHysteresis
 from depthclip_ros.text_features import text_features
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)

@@ -1,0 +1,86 @@
+"""The torch-free install (make venv-onnx): no torch, no clip, and the node runs an exported
+model there, as its own process over the default transport."""
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from helpers import camera_info, encode, stamp, structured_image
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+
+from depthclip_ros import image_decoding, onnx_export
+from depthclip_ros.core import DepthClip
+from depthclip_ros.node_process import start_node_process
+from depthclip_ros.params_files import default_params_file
+
+ROOT = Path(__file__).resolve().parent.parent
+ONNX_PYTHON = ROOT / ".venv-onnx" / "bin" / "python"
+
+pytestmark = pytest.mark.skipif(
+    not ONNX_PYTHON.exists(), reason="no .venv-onnx: `make venv-onnx` (make test builds it)"
+)
+
+
+def test_the_onnx_install_has_neither_torch_nor_clip():
+    for module in ("torch", "clip", "onnx"):
+        proc = subprocess.run(
+            [str(ONNX_PYTHON), "-c", f"import {module}"], capture_output=True, text=True
+        )
+        assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr, module
+    proc = subprocess.run(
+        [str(ONNX_PYTHON), "-c", "import depthclip_ros.node, depthclip_ros.bag_tool"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path):
+    config = make_config(input_width=128, input_height=96)
+    model = tmp_path / "exported.onnx"
+    onnx_export.export(config, model, (120, 160))
+    image = structured_image(120, 160)
+    expected = DepthClip(config).predict(image).depth[0]
+    overrides = {
+        "model": str(model),
+        "device": "cpu",
+        "cache_dir": str(tmp_path / "empty_cache"),  # the features beside the model serve
+        "temperature": 1.0,
+        "input_width": 128,
+        "input_height": 96,
+    }
+    log = tmp_path / "node.log"
+    node_proc = start_node_process(
+        default_params_file(), overrides, dict(os.environ), log, python=str(ONNX_PYTHON)
+    )
+    rclpy.init()
+    tester = rclpy.create_node("torch_free_tester")
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    got, arrived = [], threading.Event()
+    tester.create_subscription(
+        Image, "depth/image", lambda m: (got.append(m), arrived.set()), reliable
+    )
+    image_pub = tester.create_publisher(Image, "image", reliable)
+    info_pub = tester.create_publisher(CameraInfo, "camera_info", reliable)
+    spinner = threading.Thread(target=rclpy.spin, args=(tester,), daemon=True)
+    spinner.start()
+    try:
+        for sec in range(1, 120):  # until the node (its start-up: seconds) answers
+            if arrived.wait(1.0) or node_proc.poll() is not None:
+                break
+            image_pub.publish(stamp(encode(image, "rgb8"), sec))
+            info_pub.publish(stamp(camera_info(160, 120, 100.0, 100.0, 80.0, 60.0), sec))
+        assert got, f"no depth from the torch-free node; its log:\n{log.read_text()[-3000:]}"
+        depth = image_decoding.depth_image_to_array(got[0])
+        np.testing.assert_allclose(depth, expected, atol=1e-4)
+        assert "onnxruntime" in log.read_text() and "CPUExecutionProvider" in log.read_text()
+    finally:
+        node_proc.terminate()
+        node_proc.wait(timeout=20)
+        rclpy.shutdown()
+        spinner.join(5)
