@@ -19,14 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from measure import machine, table, timed  # noqa: E402
-from node_bench import bench_cameras, bench_node  # noqa: E402
+from node_bench import bench_backends, bench_cameras, bench_node  # noqa: E402
 
 from depthclip_ros import frame_messages, image_decoding  # noqa: E402
+from depthclip_ros.backends import load_estimator  # noqa: E402
 from depthclip_ros.config import DepthClipConfig  # noqa: E402
 from depthclip_ros.core import DepthClip, DepthResult, preprocess  # noqa: E402
+from depthclip_ros.onnx_export import export  # noqa: E402
 from depthclip_ros.params_files import load_config  # noqa: E402
 from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
 from depthclip_ros.synthetic_scenes import render_scene, scene_camera_info_fields  # noqa: E402
@@ -157,6 +160,34 @@ def bench_batching(ckpt, devices, reps):
         "frames/s batched",
     ]
     return head, rows
+
+
+def bench_backend_core(ckpt, onnx_model, reps):
+    """DepthClip.predict on each backend, one 640x480 frame (the node's shipped config),
+    timed interleaved in this process."""
+    cache = tempfile.mkdtemp()
+    models = {
+        "torch": load_estimator(
+            load_config(overrides={"model": ckpt, "device": "cpu", "cache_dir": cache})
+        ),
+        "onnxruntime": load_estimator(
+            load_config(overrides={"model": onnx_model, "device": "cpu", "cache_dir": cache})
+        ),
+    }
+    frame = render_scene("corridor")[0]
+    times = timed([lambda m=m: m.predict(frame) for m in models.values()], reps, warmup=2)
+    torch_median = statistics.median(times[0])
+    rows = [
+        [
+            name,
+            models[name].runtime,
+            f"{statistics.median(t) * 1e3:.0f}",
+            f"{np.percentile(t, 95) * 1e3:.0f}",
+            f"{statistics.median(t) / torch_median:.2f}",
+        ]
+        for name, t in zip(models, times)
+    ]
+    return ["backend", "runtime", "median (ms)", "p95 (ms)", "/ torch"], rows
 
 
 def bench_conversions():
@@ -324,6 +355,24 @@ def main():
             f"{args.node_seconds:g} s per rate, cpu)\n"
         )
         print(table(*bench_node(ckpt, args.rates, args.node_seconds, args.dds_profile)) + "\n")
+        onnx_model = str(Path(tempfile.mkdtemp()) / "rn50_random.onnx")
+        export(load_config(overrides={"model": ckpt, "device": "cpu"}), onnx_model, (480, 640))
+        print("## Backends, core (640x480 rgb8, the shipped config, batch 1, cpu)\n")
+        print(table(*bench_backend_core(ckpt, onnx_model, 3 if args.quick else 12)) + "\n")
+        onnx_python = ROOT / ".venv-onnx" / "bin" / "python"
+        print(
+            f"## Backends, node (one camera at {args.rates[-1]:g} Hz, {args.node_seconds:g} s, "
+            f"default middleware, cpu)\n"
+        )
+        rows = bench_backends(
+            ckpt,
+            onnx_model,
+            onnx_python if onnx_python.exists() else None,
+            args.rates[-1],
+            args.node_seconds,
+            args.dds_profile,
+        )
+        print(table(*rows) + "\n")
         print("## Batched forwards (max_batch; 640x480 frames, the shipped config)\n")
         print(table(*bench_batching(ckpt, devices, 3 if args.quick else 10)) + "\n")
         cameras = ["front", "left", "rear"]

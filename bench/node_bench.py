@@ -207,10 +207,11 @@ def bench_backends(ckpt, onnx_model, onnx_python, rate, seconds, dds_profile=Non
             ckpt, [("", {"model": model})], [], rate, seconds, env, python, ready
         )
         lat = np.array(r["lat"]) * 1e3
+        venv = Path(python).parent.parent
         rows.append(
             [
                 backend,
-                Path(python).parent.parent.name if python != sys.executable else "this venv",
+                f"{venv.name} ({environment_mb(venv):.0f} MB)",
                 f"{ready[0]:.1f}",
                 f"{r['received'] / seconds:.2f}",
                 f"{np.median(lat):.0f}",
@@ -225,7 +226,7 @@ def bench_backends(ckpt, onnx_model, onnx_python, rate, seconds, dds_profile=Non
         row.insert(5, f"{float(row[4]) / torch_latency:.2f}")
     head = [
         "backend",
-        "environment",
+        "environment (size)",
         "start to warmed-up model (s)",
         "output rate (Hz)",
         "latency median (ms)",
@@ -235,3 +236,13 @@ def bench_backends(ckpt, onnx_model, onnx_python, rate, seconds, dds_profile=Non
         "RSS median (MB)",
     ]
     return head, rows
+
+
+def environment_mb(venv: Path) -> float:
+    """Disk size of a virtual environment's installed packages."""
+    total = 0
+    for lib in venv.glob("lib/python*/site-packages"):
+        total += sum(
+            f.stat().st_size for f in lib.rglob("*") if f.is_file() and not f.is_symlink()
+        )
+    return total / 2**20

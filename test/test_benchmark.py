@@ -56,6 +56,8 @@ def test_benchmark_prints_every_table():
         "Options beyond the paper",
         "Conversions and cloud building per frame",
         "Node",
+        "Backends, core",
+        "Backends, node",
         "Batched forwards",
         "Several cameras",
         "Offline evaluation",
@@ -85,6 +87,14 @@ def test_benchmark_prints_every_table():
         float(node["latency median (ms)"]) > 0 and float(node["forward in node, median (ms)"]) > 0
     )
     assert float(node["RSS window start (MB)"]) > 100
+
+    assert [r["backend"] for r in tables["Backends, core"]] == ["torch", "onnxruntime"]
+    assert all(float(r["median (ms)"]) > 0 for r in tables["Backends, core"])
+    torch_node, onnx_node = tables["Backends, node"]
+    assert (torch_node["backend"], onnx_node["backend"]) == ("torch", "onnxruntime")
+    assert onnx_node["environment (size)"].startswith(".venv-onnx (")  # the torch-free install
+    for row in (torch_node, onnx_node):
+        assert float(row["output rate (Hz)"]) > 0 and float(row["latency median (ms)"]) > 0
 
     batching = tables["Batched forwards"]
     assert [r["cameras"] for r in batching if r["device"] == "cpu"] == ["2", "3"]
