@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -80,7 +81,14 @@ def export(config: DepthClipConfig, out: Path, image_size=None, params_file=None
     batch, bins = torch.export.Dim("batch", min=1), torch.export.Dim("bins", min=2)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(False), torch.no_grad():
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        torch.inference_mode(False),
+        torch.no_grad(),
+        warnings.catch_warnings(),
+    ):
+        # The text features' and the bins' shared Dim is intended; the exporter warns about it.
+        warnings.filterwarnings("ignore", message=".*axis name: bins", category=UserWarning)
         staged = Path(tmp) / out.name
         torch.onnx.export(
             module,
