@@ -66,16 +66,6 @@ def return_freed_memory(device) -> None:
         pass
 
 
-def text_feature_dirs(config) -> list:
-    """Where cached text features are looked up: the cache folder, and for an exported model
-    the folder depthclip-export wrote beside it."""
-    from .text_cache import default_cache_dir
-
-    dirs = [Path(config.cache_dir or default_cache_dir()).expanduser()]
-    if str(config.model).endswith(ONNX_SUFFIX):
-        dirs.append(exported_text_dir(Path(config.model).expanduser()))
-    return dirs
-
-
 def exported_text_dir(onnx_path: Path) -> Path:
+    """The folder depthclip-export fills with the text features beside the graph."""
     return onnx_path.with_name(onnx_path.stem + "_text_features")

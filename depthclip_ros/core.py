@@ -151,8 +151,7 @@ class DepthClip:
 
     def update_config(self, cfg: DepthClipConfig) -> None:
         """Apply a new config from the next `predict` on; load-time fields cannot change."""
-        cfg.validate()
-        self.config.check_read_only(cfg)
+        self.check_config(cfg)
         self._head = self._make_head(cfg)  # built first, then swapped in one assignment
 
     def to_device(self, images) -> torch.Tensor:

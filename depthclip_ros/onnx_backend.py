@@ -118,14 +118,14 @@ class OnnxDepthClip:
         self._head = self._make_head(config)
 
     def _session(self, ort, config):
-        device = (
-            "cpu" if config.device == "auto" and CUDA not in _available(ort) else config.device
-        )
-        device = "cuda" if device == "auto" else device
+        available = ort.get_available_providers()
+        device = config.device
+        if device == "auto":
+            device = "cuda" if CUDA in available else "cpu"
         cache = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt").expanduser()
         if device != "cpu":
             cache.mkdir(parents=True, exist_ok=True)
-        chain = providers_for(device, cache, _available(ort))
+        chain = providers_for(device, cache, available)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
         try:
@@ -146,7 +146,7 @@ class OnnxDepthClip:
                 "device '%s' asked for, but onnxruntime has no GPU provider here (available: "
                 "%s): running on CPU",
                 device,
-                ", ".join(_available(ort)),
+                ", ".join(available),
             )
         if config.precision == "fp16":
             log.warning("precision fp16: the exported graph is float32 and runs in float32")
@@ -189,16 +189,15 @@ class OnnxDepthClip:
         bins = np.asarray(cfg.depth_bins, np.float32)
         return cfg, text, bins, np.asarray(cfg.temperature, np.float32)
 
-    def check_config(self, cfg: DepthClipConfig) -> None:
-        """ConfigError when the exported graph cannot run `cfg`."""
+    def check_config(self, cfg: DepthClipConfig) -> tuple:
+        """The head of `cfg`; ConfigError when the exported graph cannot run it."""
         cfg.validate()
         self.config.check_read_only(cfg)
-        self._make_head(cfg)
+        return self._make_head(cfg)
 
     def update_config(self, cfg: DepthClipConfig) -> None:
         """Apply a new config from the next `predict` on, if the exported graph can run it."""
-        self.check_config(cfg)
-        self._head = self._make_head(cfg)
+        self._head = self.check_config(cfg)
 
     def warm_up(self) -> None:
         self.predict(np.zeros((*self.image_size, 3), np.uint8))
@@ -225,7 +224,3 @@ class OnnxDepthClip:
             bins=bins,
             region=input_region(height, width, cfg),
         )
-
-
-def _available(ort) -> list:
-    return ort.get_available_providers()
