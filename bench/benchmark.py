@@ -162,17 +162,15 @@ def bench_batching(ckpt, devices, reps):
     return head, rows
 
 
-def bench_backend_core(ckpt, onnx_model, reps):
+def bench_backend_core(ckpt, onnx_models, reps):
     """DepthClip.predict on each backend, one 640x480 frame (the node's shipped config),
-    timed interleaved in this process."""
+    timed interleaved in this process; `onnx_models`: {row name: exported graph}."""
     cache = tempfile.mkdtemp()
     models = {
-        "torch": load_estimator(
-            load_config(overrides={"model": ckpt, "device": "cpu", "cache_dir": cache})
-        ),
-        "onnxruntime": load_estimator(
-            load_config(overrides={"model": onnx_model, "device": "cpu", "cache_dir": cache})
-        ),
+        name: load_estimator(
+            load_config(overrides={"model": model, "device": "cpu", "cache_dir": cache})
+        )
+        for name, model in {"torch": ckpt, **onnx_models}.items()
     }
     frame = render_scene("corridor")[0]
     times = timed([lambda m=m: m.predict(frame) for m in models.values()], reps, warmup=2)
@@ -181,13 +179,14 @@ def bench_backend_core(ckpt, onnx_model, reps):
         [
             name,
             models[name].runtime,
+            str(models[name].dtype).removeprefix("torch."),
             f"{statistics.median(t) * 1e3:.0f}",
             f"{np.percentile(t, 95) * 1e3:.0f}",
             f"{statistics.median(t) / torch_median:.2f}",
         ]
         for name, t in zip(models, times)
     ]
-    return ["backend", "runtime", "median (ms)", "p95 (ms)", "/ torch"], rows
+    return ["backend", "runtime", "precision", "median (ms)", "p95 (ms)", "/ torch"], rows
 
 
 def bench_conversions():
@@ -355,10 +354,14 @@ def main():
             f"{args.node_seconds:g} s per rate, cpu)\n"
         )
         print(table(*bench_node(ckpt, args.rates, args.node_seconds, args.dds_profile)) + "\n")
-        onnx_model = str(Path(tempfile.mkdtemp()) / "rn50_random.onnx")
-        export(load_config(overrides={"model": ckpt, "device": "cpu"}), onnx_model, (480, 640))
+        onnx_dir = Path(tempfile.mkdtemp())
+        onnx_model, onnx_fp16 = str(onnx_dir / "rn50.onnx"), str(onnx_dir / "rn50_fp16.onnx")
+        exported = load_config(overrides={"model": ckpt, "device": "cpu"})
+        export(exported, onnx_model, (480, 640))
+        export(exported.replace(precision="fp16"), onnx_fp16, (480, 640))
+        graphs = {"onnxruntime": onnx_model, "onnxruntime, fp16 graph": onnx_fp16}
         print("## Backends, core (640x480 rgb8, the shipped config, batch 1, cpu)\n")
-        print(table(*bench_backend_core(ckpt, onnx_model, 3 if args.quick else 12)) + "\n")
+        print(table(*bench_backend_core(ckpt, graphs, 3 if args.quick else 12)) + "\n")
         onnx_python = ROOT / ".venv-onnx" / "bin" / "python"
         print(
             f"## Backends, node (one camera at {args.rates[-1]:g} Hz, {args.node_seconds:g} s, "

@@ -2,10 +2,10 @@
 
 The graph is the core's image path (uint8 images -> depth); text features, bins and temperature
 are its inputs, so those change without re-export. What the graph fixed at export (image size,
-preprocessing, network input, normalisation, dense features, flip) is in its metadata and a
-config asking for something else is refused with the reason. Text features come from the cache
-(the folder depthclip-export filled beside the model, then cache_dir): prompts never exported
-need the torch text encoder and are refused.
+preprocessing, network input, normalisation, dense features, flip, precision) is in its
+metadata and a config asking for something else is refused with the reason. Text features
+come from the cache (the folder depthclip-export filled beside the model, then cache_dir):
+prompts never exported need the torch text encoder and are refused.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .backends import ModelLoadError, exported_text_dir
 from .config import DepthClipConfig
 from .parameter_schema import ConfigError
 from .prediction import DepthResult, ImageSizeError, as_image_batch, input_region
-from .text_cache import cache_path, default_cache_dir, load_cached
+from .text_cache import FLOAT16, FLOAT32, cache_path, default_cache_dir, load_cached
 
 log = logging.getLogger("depthclip_ros")
 
@@ -39,11 +39,17 @@ GRAPH_FIELDS = (
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
-def graph_metadata(cfg: DepthClipConfig, identity, image_size, embed_dim, opset, exporter):
+PRECISIONS = ("fp32", "fp16")  # of the graph's image path; its inputs and outputs are float32
+
+
+def graph_metadata(
+    cfg: DepthClipConfig, precision, identity, image_size, embed_dim, opset, exporter
+):
     """The metadata depthclip-export writes into the file (ONNX metadata holds strings)."""
     meta = {name: str(getattr(cfg, name)) for name in GRAPH_FIELDS}
     meta.update(
         depthclip_export_format=EXPORT_FORMAT,
+        precision=precision,
         model_identity=identity,
         checkpoint_sha256=identity.rsplit("@sha256:", 1)[-1],
         image_height=str(image_size[0]),
@@ -55,9 +61,20 @@ def graph_metadata(cfg: DepthClipConfig, identity, image_size, embed_dim, opset,
     return meta
 
 
-def providers_for(device: str, tensorrt_cache: Path, available) -> list:
+def graph_precision(meta: dict) -> str:
+    """fp32 or fp16; files exported before fp16 graphs existed say nothing and are fp32."""
+    return meta.get("precision", "fp32")
+
+
+def text_dtype(precision: str, head_precision: str) -> str:
+    """The cache key's precision of the text features a graph's head takes: fp16 only for the
+    official fp16 head (as DepthClip.head_dtype)."""
+    return FLOAT16 if precision == "fp16" and head_precision == "model" else FLOAT32
+
+
+def providers_for(device: str, precision: str, tensorrt_cache: Path, available) -> list:
     """The providers tried, best first: cpu -> CPU; cuda[:N] -> TensorRT (when installed), CUDA,
-    then CPU as the last fallback."""
+    then CPU as the last fallback. An fp16 graph lets TensorRT build fp16 engines."""
     if device == "cpu":
         return [(CPU, {})]
     index = device.split(":", 1)[1] if ":" in device else "0"
@@ -68,6 +85,7 @@ def providers_for(device: str, tensorrt_cache: Path, available) -> list:
                 TENSORRT,
                 {
                     "device_id": index,
+                    "trt_fp16_enable": str(precision == "fp16"),
                     "trt_engine_cache_enable": "True",
                     "trt_engine_cache_path": str(tensorrt_cache),
                 },
@@ -94,22 +112,16 @@ class OnnxDepthClip:
         self.path = Path(config.model).expanduser()
         if not self.path.is_file():
             raise ModelLoadError(f"exported model {self.path.resolve()} does not exist")
+        # The metadata first (a session without optimisations, on CPU): the graph's precision
+        # chooses the GPU providers' options, and a file that is not ours fails before that.
+        self.metadata = self._read_metadata(ort)
+        self.precision = self._check_precision(config.precision)
         self.session = self._session(ort, config)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("depthclip_export_format") != EXPORT_FORMAT:
-            raise ModelLoadError(
-                f"{self.path} was not written by depthclip-export (format "
-                f"{EXPORT_FORMAT}): its metadata has no depthclip_export_format "
-                f"'{EXPORT_FORMAT}'; export the model with depthclip-export"
-            )
-        missing = [n for n in GRAPH_INPUTS if n not in {i.name for i in self.session.get_inputs()}]
-        if missing:
-            raise ModelLoadError(f"{self.path} lacks the graph inputs {', '.join(missing)}")
-        self.metadata = meta
+        meta = self.metadata
         self.image_size = (int(meta["image_height"]), int(meta["image_width"]))
         self.embed_dim = int(meta["embed_dim"])
         self.model_identity = meta["model_identity"]
-        self.dtype = "float32"
+        self.dtype = "float16" if self.precision == "fp16" else "float32"
         self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
         self.cache_dirs = [
             exported_text_dir(self.path),
@@ -117,19 +129,9 @@ class OnnxDepthClip:
         ]
         self._head = self._make_head(config)
 
-    def _session(self, ort, config):
-        available = ort.get_available_providers()
-        device = config.device
-        if device == "auto":
-            device = "cuda" if CUDA in available else "cpu"
-        cache = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt").expanduser()
-        if device != "cpu":
-            cache.mkdir(parents=True, exist_ok=True)
-        chain = providers_for(device, cache, available)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
+    def _open(self, ort, options, chain):
         try:
-            session = ort.InferenceSession(
+            return ort.InferenceSession(
                 str(self.path),
                 sess_options=options,
                 providers=[name for name, _ in chain],
@@ -139,6 +141,47 @@ class OnnxDepthClip:
             raise ModelLoadError(
                 f"onnxruntime cannot load {self.path}: {type(exc).__name__}: {exc}"
             ) from None
+
+    def _read_metadata(self, ort) -> dict:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = self._open(ort, options, [(CPU, {})])
+        meta = session.get_modelmeta().custom_metadata_map
+        if meta.get("depthclip_export_format") != EXPORT_FORMAT:
+            raise ModelLoadError(
+                f"{self.path} was not written by depthclip-export (format "
+                f"{EXPORT_FORMAT}): its metadata has no depthclip_export_format "
+                f"'{EXPORT_FORMAT}'; export the model with depthclip-export"
+            )
+        missing = [n for n in GRAPH_INPUTS if n not in {i.name for i in session.get_inputs()}]
+        if missing:
+            raise ModelLoadError(f"{self.path} lacks the graph inputs {', '.join(missing)}")
+        return meta
+
+    def _check_precision(self, requested: str) -> str:
+        """The graph's precision; `precision` auto takes it, fp32 / fp16 must match it."""
+        precision = graph_precision(self.metadata)
+        if requested not in ("auto", precision):
+            raise ConfigError(
+                "precision",
+                requested,
+                f"the exported graph {self.path.name} is {precision}; export it with "
+                f"depthclip-export --precision {requested}, or set precision auto",
+            )
+        return precision
+
+    def _session(self, ort, config):
+        available = ort.get_available_providers()
+        device = config.device
+        if device == "auto":
+            device = "cuda" if CUDA in available else "cpu"
+        cache = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt").expanduser()
+        if device != "cpu":
+            cache.mkdir(parents=True, exist_ok=True)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
+        session = self._open(ort, options, providers_for(device, self.precision, cache, available))
         self.provider = session.get_providers()[0]
         self.device = "cpu" if self.provider == CPU else device
         if device != "cpu" and self.provider == CPU:
@@ -148,8 +191,6 @@ class OnnxDepthClip:
                 device,
                 ", ".join(available),
             )
-        if config.precision == "fp16":
-            log.warning("precision fp16: the exported graph is float32 and runs in float32")
         return session
 
     @property
@@ -173,8 +214,9 @@ class OnnxDepthClip:
                     f"backend",
                 )
         tokens = len(cfg.prompt_sets[0])
+        dtype = text_dtype(self.precision, cfg.head_precision)
         for folder in self.cache_dirs:
-            path = cache_path(folder, self.model_identity, cfg.prompt_sets, self.embed_dim)
+            path = cache_path(folder, self.model_identity, cfg.prompt_sets, self.embed_dim, dtype)
             text = load_cached(path, self.embed_dim, tokens)
             if text is not None:
                 break

@@ -2,12 +2,13 @@
 TensorRT) without torch.
 
   depthclip-export --model RN50|CKPT --out depthclip.onnx [--params P] [--preset NAME]
-                   [--image-size 640x480]
+                   [--image-size 640x480] [--precision fp32|fp16]
 
 The graph is traced from the modules the core runs (DepthClip.positions, bin_probabilities,
 DepthClip.depth_from_probabilities), so no math exists twice: uint8 images (B, H, W, 3) ->
 preprocessing -> CLIP's layer4 -> head -> depth (B, H, W), coarse depth and per-bin
-probabilities. Text features, bins and temperature are inputs; the batch is dynamic. The text
+probabilities. Text features, bins and temperature are inputs; the batch is dynamic; the image
+path runs in float32, or in fp16 for CUDA and TensorRT (precision fp16). The text
 features of the configured prompts and of every shipped preset go beside the file, in the
 text-feature cache format (FILE_text_features/).
 """
@@ -15,11 +16,13 @@ text-feature cache format (FILE_text_features/).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
+import clip
 import torch
 
 from .backends import ModelLoadError, exported_text_dir
@@ -27,7 +30,8 @@ from .config import DepthClipConfig
 from .core import DepthClip
 from .depth_head import bin_probabilities
 from .files import atomic_write
-from .onnx_backend import GRAPH_INPUTS, GRAPH_OUTPUTS, graph_metadata
+from .model_loading import LoadedModel, load_clip
+from .onnx_backend import GRAPH_INPUTS, GRAPH_OUTPUTS, PRECISIONS, graph_metadata
 from .parameter_schema import ConfigError
 from .params_files import load_config, load_params, preset_names
 from .prediction import network_image_size
@@ -63,13 +67,30 @@ def parse_size(text: str) -> tuple:
     return height, width
 
 
+def model_to_trace(config: DepthClipConfig, precision: str) -> LoadedModel:
+    """The model on CPU in `precision`. fp16 is the model the torch core runs on CUDA (CLIP's
+    convert_weights), with the batch norms halved too: torch.onnx folds each batch norm into its
+    convolution and, from float32 norm parameters, would give an fp16 convolution float32
+    weights (a graph ONNX Runtime refuses)."""
+    loaded = load_clip(config.model, "cpu", "fp32", config.download_root)
+    if precision == "fp32":
+        return loaded
+    clip.model.convert_weights(loaded.clip_model)
+    for module in loaded.clip_model.visual.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.half()
+    return dataclasses.replace(loaded, dtype=torch.float16)
+
+
 def export(config: DepthClipConfig, out: Path, image_size=None, params_file=None) -> dict:
-    """Write the graph to `out` and the text features beside it; returns its metadata."""
+    """Write the graph to `out` and the text features beside it; returns its metadata. The
+    image path is fp16 for `precision: fp16`, else float32 (auto: CPU, where it is traced)."""
     if config.scene_bins != "off":
         raise ConfigError("scene_bins", config.scene_bins, "is not exported; use 'off'")
-    config = config.replace(device="cpu", precision="fp32")  # a float32 graph, traced on CPU
+    precision = "fp16" if config.precision == "fp16" else "fp32"
+    config = config.replace(device="cpu", precision="fp32")  # traced on CPU
     image_size = image_size or network_image_size(config)
-    estimator = DepthClip(config)
+    estimator = DepthClip(config, model_to_trace(config, precision))
     module = ImagePath(estimator, config).eval()
     head = estimator._head
     example = (
@@ -107,6 +128,7 @@ def export(config: DepthClipConfig, out: Path, image_size=None, params_file=None
         model = onnx.load(str(staged))
         meta = graph_metadata(
             config,
+            precision,
             estimator.model_identity,
             image_size,
             estimator.embed_dim,
@@ -123,6 +145,7 @@ def export(config: DepthClipConfig, out: Path, image_size=None, params_file=None
             cfg.prompt_sets,
             estimator.device,
             folder,
+            estimator.head_dtype(cfg),
         )
     return meta
 
@@ -145,6 +168,12 @@ def main(argv=None) -> int:
     parser.add_argument("--params", help="parameter YAML (default: config/depthclip.yaml)")
     parser.add_argument("--preset", action="append", help="config/presets/ name or YAML")
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="the graph's image path: fp32, or fp16 for CUDA / TensorRT (default: fp16 when "
+        "the parameter file says precision fp16, else fp32)",
+    )
+    parser.add_argument(
         "--image-size",
         type=parse_size,
         help="camera image WIDTHxHEIGHT the graph takes (default: 640x480 for preprocessing "
@@ -155,6 +184,8 @@ def main(argv=None) -> int:
         parser.error("--out must name a .onnx file")
     try:
         overrides = {"model": args.model} if args.model else {}
+        if args.precision:
+            overrides["precision"] = args.precision
         config = DepthClipConfig.from_params(
             load_params(args.params, args.preset or (), overrides)
         )
@@ -165,7 +196,8 @@ def main(argv=None) -> int:
     print(
         f"wrote {args.out}: {meta['model_identity']}, {meta['image_width']}x"
         f"{meta['image_height']} images, {meta['preprocessing']} to {meta['input_width']}x"
-        f"{meta['input_height']}, flip {meta['flip']}, opset {meta['opset']}; text features "
+        f"{meta['input_height']}, flip {meta['flip']}, {meta['precision']}, opset "
+        f"{meta['opset']}; text features "
         f"in {exported_text_dir(Path(args.out))}"
     )
     return 0

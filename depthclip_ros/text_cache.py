@@ -15,7 +15,8 @@ from .files import atomic_write
 log = logging.getLogger("depthclip_ros")
 
 CACHE_FORMAT = 1
-FLOAT32 = "torch.float32"  # the key's precision name, as torch spells its dtypes
+FLOAT32 = "torch.float32"  # the key's precision names, as torch spells its dtypes
+FLOAT16 = "torch.float16"
 
 
 def default_cache_dir() -> Path:

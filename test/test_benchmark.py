@@ -88,7 +88,9 @@ def test_benchmark_prints_every_table():
     )
     assert float(node["RSS window start (MB)"]) > 100
 
-    assert [r["backend"] for r in tables["Backends, core"]] == ["torch", "onnxruntime"]
+    backends = tables["Backends, core"]
+    assert [r["backend"] for r in backends] == ["torch", "onnxruntime", "onnxruntime, fp16 graph"]
+    assert [r["precision"] for r in backends] == ["float32", "float32", "float16"]
     assert all(float(r["median (ms)"]) > 0 for r in tables["Backends, core"])
     torch_node, onnx_node = tables["Backends, node"]
     assert (torch_node["backend"], onnx_node["backend"]) == ("torch", "onnxruntime")

@@ -1,21 +1,31 @@
 """depthclip-export and the onnxruntime backend: the exported graph against the torch core,
 metadata checks, run-time changes, and the node running an exported model."""
 
+import dataclasses
+
+import clip
 import numpy as np
 import onnx
 import pytest
+import torch
 from helpers import encode, stamp, structured_image, wait_until
 from ros_harness import running_node
 
 from depthclip_ros import image_decoding, onnx_export
 from depthclip_ros.backends import ModelLoadError, load_estimator
 from depthclip_ros.core import DepthClip
-from depthclip_ros.onnx_backend import OnnxDepthClip
+from depthclip_ros.model_loading import load_clip
+from depthclip_ros.onnx_backend import CPU, CUDA, TENSORRT, OnnxDepthClip, providers_for
 from depthclip_ros.parameter_schema import ConfigError
 from depthclip_ros.params_files import preset_names
 from depthclip_ros.prediction import ImageSizeError
 
 CAMERA = (480, 640)  # (height, width) of the exported graphs' images
+# fp16 against fp16: the graph folds the batch norms into fp16 convolutions, the torch core keeps
+# them float32, and ONNX Runtime's and torch's fp16 kernels round differently. Measured at most
+# 1.1e-3 m here (tiny), about the gap between the torch core in fp16 and in float32; an error of
+# the image path (normalisation, crop, flip, bins) is tenths of a metre.
+FP16_ATOL = 5e-3
 
 
 def export_and_load(config, path, image_size=CAMERA):
@@ -29,6 +39,27 @@ def assert_same_result(torch_result, onnx_result):
     np.testing.assert_allclose(onnx_result.coarse_depth, torch_result.coarse_depth, atol=1e-4)
     np.testing.assert_allclose(onnx_result.bin_probs, torch_result.bin_probs, atol=1e-5)
     assert onnx_result.region == torch_result.region
+
+
+def torch_fp16_core(config):
+    """The torch core as it runs with precision fp16 on CUDA (CLIP's fp16 weights, batch norms
+    float32), built on CPU, where load_clip refuses fp16."""
+    loaded = load_clip(config.model, "cpu", "fp32")
+    clip.model.convert_weights(loaded.clip_model)
+    return DepthClip(config, dataclasses.replace(loaded, dtype=torch.float16))
+
+
+def assert_fp16_graph(path):
+    """The image path's weights are fp16; the inputs and outputs stay uint8 / float32."""
+    graph = onnx.load(str(path)).graph
+    conv_weights = {node.input[1] for node in graph.node if node.op_type == "Conv"}
+    weight_types = {i.data_type for i in graph.initializer if i.name in conv_weights}
+    assert len(conv_weights) > 10 and weight_types == {onnx.TensorProto.FLOAT16}
+    tensor = onnx.TensorProto
+    assert [i.type.tensor_type.elem_type for i in graph.input] == [tensor.UINT8] + [
+        tensor.FLOAT
+    ] * 3
+    assert {o.type.tensor_type.elem_type for o in graph.output} == {tensor.FLOAT}
 
 
 @pytest.mark.slow
@@ -54,6 +85,33 @@ def test_rn50_graph_equals_the_torch_core(rn50_checkpoint, tmp_path, preprocessi
         assert_same_result(core.predict(images[:batch]), exported.predict(images[:batch]))
 
 
+@pytest.mark.slow
+def test_rn50_fp16_graph_runs_the_torch_fp16_core(rn50_checkpoint, tmp_path):
+    """Real RN50 shapes, crop, flip and the fp16 head: the fp16 graph against the torch core's
+    fp16 path, batch 1 and 4."""
+    from depthclip_ros.config import DepthClipConfig
+
+    config = DepthClipConfig(
+        model=str(rn50_checkpoint),
+        device="cpu",
+        cache_dir=str(tmp_path / "cache"),
+        temperature=1.0,
+        preprocessing="crop",
+        flip=True,
+        head_precision="model",
+    )
+    path = tmp_path / "rn50_fp16.onnx"
+    onnx_export.export(config.replace(precision="fp16"), path, CAMERA)
+    assert_fp16_graph(path)
+    exported = OnnxDepthClip(config.replace(model=str(path)))
+    core = torch_fp16_core(config)
+    images = np.stack([structured_image(*CAMERA, seed=s) for s in range(4)])
+    for batch in (1, 4):
+        got, want = exported.predict(images[:batch]), core.predict(images[:batch])
+        np.testing.assert_allclose(got.depth, want.depth, atol=FP16_ATOL)
+        assert np.array_equal(np.isnan(got.depth), np.isnan(want.depth))
+
+
 @pytest.mark.parametrize("preprocessing", ["resize", "crop"])
 @pytest.mark.parametrize("flip", [False, True])
 def test_tiny_graph_equals_the_torch_core(make_config, tmp_path, preprocessing, flip):
@@ -63,6 +121,64 @@ def test_tiny_graph_equals_the_torch_core(make_config, tmp_path, preprocessing, 
     images = np.stack([structured_image(*CAMERA, seed=s) for s in range(4)])
     for batch in (1, 4):
         assert_same_result(core.predict(images[:batch]), exported.predict(images[:batch]))
+
+
+@pytest.mark.parametrize(
+    "preprocessing, flip, head_precision",
+    [("resize", False, "float32"), ("crop", True, "model")],
+    ids=["resize", "crop-flip-fp16-head"],
+)
+def test_fp16_graph_runs_the_torch_fp16_core(
+    make_config, tmp_path, preprocessing, flip, head_precision
+):
+    config = make_config(
+        preprocessing=preprocessing,
+        flip=flip,
+        head_precision=head_precision,
+        input_width=128,
+        input_height=96,
+    )
+    path = tmp_path / "fp16.onnx"
+    onnx_export.export(config.replace(precision="fp16"), path, CAMERA)
+    assert_fp16_graph(path)
+    exported = OnnxDepthClip(config.replace(model=str(path), precision="auto"))
+    assert exported.metadata["precision"] == "fp16" and exported.dtype == "float16"
+    fp16, fp32 = torch_fp16_core(config), DepthClip(config)
+    images = np.stack([structured_image(*CAMERA, seed=s) for s in range(4)])
+    for batch in (1, 4):
+        got, want = exported.predict(images[:batch]), fp16.predict(images[:batch])
+        np.testing.assert_allclose(got.depth, want.depth, atol=FP16_ATOL)
+        assert np.array_equal(np.isnan(got.depth), np.isnan(want.depth))
+        np.testing.assert_allclose(got.coarse_depth, want.coarse_depth, atol=FP16_ATOL)
+        assert got.region == want.region
+        # fp16 indeed: the float32 core's depth is not reproduced to float32's precision
+        assert np.nanmax(np.abs(got.depth - fp32.predict(images[:batch]).depth)) > 1e-5
+
+
+def test_precision_must_match_the_graph(make_config, tmp_path):
+    config = make_config(input_width=128, input_height=96)
+    fp32_path, fp16_path = tmp_path / "fp32.onnx", tmp_path / "fp16.onnx"
+    onnx_export.export(config, fp32_path, CAMERA)
+    onnx_export.export(config.replace(precision="fp16"), fp16_path, CAMERA)
+    assert OnnxDepthClip(config.replace(model=str(fp32_path), precision="auto")).dtype == "float32"
+    with pytest.raises(ConfigError, match="'precision' = 'fp16'.*fp32.onnx is fp32; export it wi"):
+        OnnxDepthClip(config.replace(model=str(fp32_path), precision="fp16"))
+    with pytest.raises(ConfigError, match="'precision' = 'fp32'.*--precision fp32"):
+        OnnxDepthClip(config.replace(model=str(fp16_path), precision="fp32"))
+
+
+def test_provider_chain_and_its_fallback_order(tmp_path):
+    every = [TENSORRT, CUDA, CPU]
+    assert providers_for("cpu", "fp16", tmp_path, every) == [(CPU, {})]
+    chain = providers_for("cuda:1", "fp16", tmp_path, every)
+    assert [name for name, _ in chain] == [TENSORRT, CUDA, CPU]
+    tensorrt = chain[0][1]
+    assert (tensorrt["device_id"], tensorrt["trt_fp16_enable"]) == ("1", "True")
+    assert tensorrt["trt_engine_cache_path"] == str(tmp_path) and chain[1][1] == {"device_id": "1"}
+    assert providers_for("cuda", "fp32", tmp_path, every)[0][1]["trt_fp16_enable"] == "False"
+    no_tensorrt = providers_for("cuda", "fp16", tmp_path, [CUDA, CPU])
+    assert [name for name, _ in no_tensorrt] == [CUDA, CPU]
+    assert providers_for("cuda", "fp32", tmp_path, [CPU]) == [(CPU, {})]
 
 
 def test_bins_temperature_and_exported_prompts_change_without_re_export(make_config, tmp_path):
@@ -125,6 +241,7 @@ def test_metadata_records_the_export_and_text_features_lie_beside(make_config, t
         "False",
     )
     assert meta["opset"] == str(onnx_export.OPSET) and meta["exporter"].startswith("torch ")
+    assert meta["precision"] == "fp32"
     inputs = [i.name for i in onnx.load(str(path)).graph.input]
     assert inputs == ["images", "text_features", "bins", "temperature"]
     # The configured prompts and each shipped preset's, in the cache format.
@@ -162,8 +279,10 @@ def test_files_that_are_not_depthclip_exports_are_refused(make_config, tmp_path)
 def test_export_cli_writes_the_graph_and_reports_errors(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     argv = ["--model", str(tiny_checkpoint), "--out", str(out), "--image-size", "320x240"]
-    assert onnx_export.main(argv) == 0
+    assert onnx_export.main(argv + ["--precision", "fp16"]) == 0
     assert "wrote" in capsys.readouterr().out and out.is_file()
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert (meta["precision"], meta["image_width"], meta["image_height"]) == ("fp16", "320", "240")
     assert onnx_export.main(["--model", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("depthclip-export: error: ") and err.count("\n") == 1
