@@ -39,7 +39,7 @@ GRAPH_FIELDS = (
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
-PRECISIONS = ("fp32", "fp16")  # of the graph's image path; its inputs and outputs are float32
+GRAPH_PRECISIONS = ("fp32", "fp16")  # of the image path; inputs and outputs stay float32
 
 
 def graph_metadata(

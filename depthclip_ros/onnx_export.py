@@ -31,7 +31,7 @@ from .core import DepthClip
 from .depth_head import bin_probabilities
 from .files import atomic_write
 from .model_loading import LoadedModel, load_clip
-from .onnx_backend import GRAPH_INPUTS, GRAPH_OUTPUTS, PRECISIONS, graph_metadata
+from .onnx_backend import GRAPH_INPUTS, GRAPH_OUTPUTS, GRAPH_PRECISIONS, graph_metadata
 from .parameter_schema import ConfigError
 from .params_files import load_config, load_params, preset_names
 from .prediction import network_image_size
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", action="append", help="config/presets/ name or YAML")
     parser.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=GRAPH_PRECISIONS,
         help="the graph's image path: fp32, or fp16 for CUDA / TensorRT (default: fp16 when "
         "the parameter file says precision fp16, else fp32)",
     )
