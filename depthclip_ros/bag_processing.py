@@ -29,7 +29,7 @@ from .files import atomic_directory
 from .frame_messages import MessageBuilder, frame_outputs
 from .image_decoding import ImageDecodeError, decode_image
 from .prediction import ImageSizeError
-from .stamp_pairing import stamp_key
+from .stamp_pairing import CameraInfoIndex
 
 STORAGES = ("mcap", "sqlite3")
 # rosbag2 metadata version of OUT: 8 writes offered_qos_profiles as a YAML string, the form
@@ -45,8 +45,8 @@ class _Camera:
     def __init__(self, image_topic, image_type, info_topic, outputs):
         self.image_topic, self.image_type = image_topic, image_type
         self.info_topic, self.outputs = info_topic, outputs
-        self.infos_by_stamp = {}  # stamp -> (connection, log time, raw) of every camera_info
-        self.latest_info = None  # the last camera_info logged so far
+        self.infos_by_stamp = CameraInfoIndex()  # every camera_info of the bag, by stamp
+        self.logged_infos = CameraInfoIndex(keep=1)  # the latest of each size logged so far
         self.connections = {}  # output name -> connection, added on first use (no empty topics)
         self.stats = dict.fromkeys(("frames", "depth", "clouds", "rejected", "info_fallbacks"), 0)
 
@@ -115,8 +115,9 @@ class BagProcessor:
             self._waiting_bytes += len(raw)
             self.copied += 1
             if conn.topic in by_info and conn.msgtype == CAMERA_INFO:
+                info = self._deserialize(raw, conn, timestamp)
                 for camera in by_info[conn.topic]:
-                    camera.latest_info = (conn, timestamp, raw)
+                    camera.logged_infos.add(info, (conn, timestamp, raw))
             elif conn.topic in by_image:
                 camera = by_image[conn.topic]
                 msg = self._deserialize(raw, conn, timestamp)
@@ -128,29 +129,30 @@ class BagProcessor:
                 self._flush()
         self._flush()
 
-    def _index_camera_infos(self, reader, in_path, info_topic) -> dict:
-        """{stamp: (connection, log time, raw)} of every camera_info: pairing by stamp makes the
+    def _index_camera_infos(self, reader, in_path, info_topic) -> CameraInfoIndex:
+        """Every camera_info by stamp, (connection, log time, raw) each: pairing by stamp makes the
         log order (image first, as image_transport publishes, or camera_info first) irrelevant."""
         connections = [
             c for c in reader.connections if c.topic == info_topic and c.msgtype == CAMERA_INFO
         ]
-        index = {}
+        index = CameraInfoIndex()
         for conn, timestamp, raw in read_messages(reader, in_path, connections):
-            msg = self._deserialize(raw, conn, timestamp)
-            index[stamp_key(msg.header.stamp)] = (conn, timestamp, raw)
+            index.add(self._deserialize(raw, conn, timestamp), (conn, timestamp, raw))
         return index
 
-    def _camera_info_for(self, camera, image, timestamp):
-        """The camera_info with the image's stamp; else the last one logged before it (counted)."""
-        found = camera.infos_by_stamp.get(stamp_key(image.header.stamp))
-        if found is None and camera.latest_info is not None:
-            found = camera.latest_info
-            camera.stats["info_fallbacks"] += 1
-            self.problems.setdefault(
-                f"{camera.image_topic}: no camera_info with the image's stamp: used the last "
-                f"one logged before the image",
-                timestamp,
-            )
+    def _camera_info_for(self, camera, image, timestamp, size):
+        """The camera_info of the image's stamp (within camera_info_slop); else the last one of
+        the image's size logged before it (counted): the node's rule (stamp_pairing)."""
+        found = camera.infos_by_stamp.nearest(image.header.stamp, self.settings.camera_info_slop)
+        if found is None:
+            found = camera.logged_infos.latest_for(size)
+            if found is not None:
+                camera.stats["info_fallbacks"] += 1
+                self.problems.setdefault(
+                    f"{camera.image_topic}: no camera_info with the image's stamp: used the last "
+                    f"one of its size logged before the image",
+                    timestamp,
+                )
         if found is None:
             return None
         info = self._deserialize(found[2], found[0], found[1])
@@ -179,7 +181,7 @@ class BagProcessor:
             camera.stats["rejected"] += 1
             self.problems.setdefault(f"{camera.image_topic}: rejected: {exc}", timestamp)
             return
-        info = self._camera_info_for(camera, msg, timestamp)
+        info = self._camera_info_for(camera, msg, timestamp, (rgb.shape[1], rgb.shape[0]))
         frame = _Frame(camera, timestamp, msg.header, rgb, info)
         self._batches.setdefault(rgb.shape, []).append(frame)
 
@@ -207,18 +209,9 @@ class BagProcessor:
         out = frame_outputs(frame.rgb, result, index, frame.info, self.settings.cloud_stride)
         messages = self.builder.messages(frame.header, out)
         camera.stats["depth"] += 1
-        if "points" in messages:
-            camera.stats["clouds"] += 1
-            if out.distorted:
-                self.problems.setdefault(
-                    f"{camera.image_topic}: camera_info has non-zero distortion D: the point "
-                    f"clouds assume a rectified image (image_rect)",
-                    frame.timestamp,
-                )
-        else:
-            self.problems.setdefault(
-                f"{camera.image_topic}: no point cloud: {out.problem}", frame.timestamp
-            )
+        camera.stats["clouds"] += "points" in messages
+        if out.cloud.warning:
+            self.problems.setdefault(f"{camera.image_topic}: {out.cloud.warning}", frame.timestamp)
         for name, msg in messages.items():
             if name not in camera.connections:
                 camera.connections[name] = self._writer.add_connection(

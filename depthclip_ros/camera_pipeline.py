@@ -25,11 +25,11 @@ from sensor_msgs.msg import (
 
 from . import topics
 from .adaptive_input import AdaptiveInput
-from .frame_messages import MessageBuilder, frame_outputs, rgb8_image_fields
+from .frame_messages import MessageBuilder, cloud_outputs, depth_image_fields, rgb8_image_fields
 from .frame_stats import FrameStats
 from .image_decoding import ImageDecodeError, decode_image
 from .scene_hysteresis import SceneHysteresis
-from .stamp_pairing import StampPairing
+from .stamp_pairing import CameraInfoPairing
 from .visualization import colorize
 
 OUTPUT_TYPES = {"depth": Image, "camera_info": CameraInfo, "points": PointCloud2, "colored": Image}
@@ -45,12 +45,23 @@ def output_qos_profile() -> QoSProfile:
     )
 
 
+class _WaitingCloud:
+    """A frame whose depth went out and whose cloud waits for the camera_info of its stamp."""
+
+    __slots__ = ("header", "rgb", "result", "index", "cloud_stride")
+
+    def __init__(self, header, rgb, result, index, cloud_stride):
+        self.header, self.rgb, self.result = header, rgb, result
+        self.index, self.cloud_stride = index, cloud_stride
+
+
 class CameraPipeline:
-    def __init__(self, node, use_compressed: bool, on_image, name: str = ""):
+    def __init__(self, node, use_compressed: bool, on_image, defer, name: str = ""):
         """Inputs (not yet subscribed: `update_inputs` does) and lifecycle publishers, named
         relative to the node's namespace, under `name/` for a named camera. `on_image(serialized)`
-        receives each image, still serialized."""
-        self.node, self.name = node, name
+        receives each image, still serialized; `defer(fn, *args, at=None)` runs fn on the worker
+        thread (at a time of time.monotonic(), if given)."""
+        self.node, self.name, self._defer = node, name, defer
         # Images arrive serialized and only the frame the worker takes is deserialized: most
         # frames of a fast camera are replaced unread (newest frame wins), so they cost nothing.
         self.image_type = CompressedImage if use_compressed else Image
@@ -60,11 +71,11 @@ class CameraPipeline:
             return f"{name}/{topic}" if name else topic
 
         self.stats = FrameStats()
-        self.camera_infos = StampPairing()
+        self.camera_infos = CameraInfoPairing()
         self.scene = SceneHysteresis()  # scene_bins auto: this camera's current scene
         self.inputs = [
             AdaptiveInput(node, self.image_type, named(image_topic), on_image, raw=True),
-            AdaptiveInput(node, CameraInfo, named(topics.CAMERA_INFO), self.camera_infos.add),
+            AdaptiveInput(node, CameraInfo, named(topics.CAMERA_INFO), self._on_camera_info),
         ]
         options = QoSOverridingOptions.with_default_policies()
         self.outputs = {
@@ -119,26 +130,13 @@ class CameraPipeline:
         return msg, decode_image(msg)
 
     def publish_result(self, msg, rgb, result, index: int, arrival: float, params):
-        """Pair image `index` of `result` with the camera_info of its stamp, publish."""
+        """Publish image `index` of `result`: the depth at once; the cloud and the depth's
+        camera_info once the camera_info of its stamp is here, waiting for it (without holding
+        the worker) until `camera_info_wait` after the image arrived."""
         header = msg.header
-        # Looked up after the forward: a camera_info logged right after its image is here by now.
-        info = self._paired_camera_info(header, arrival + params.node.camera_info_wait)
-        out = frame_outputs(rgb, result, index, info, params.outputs.cloud_stride)
-        for key, message in MESSAGES.messages(header, out).items():
-            self.outputs[key].publish(message)
-        log = self.node.get_logger()
-        if out.distorted:
-            log.warning(
-                "camera_info has non-zero distortion D: the point cloud assumes a rectified "
-                "image; feed image_rect (image_proc)",
-                once=True,
-            )
-        elif info is None:
-            log.warning(
-                "no camera_info received yet: publishing depth without a point cloud", once=True
-            )
-        elif out.problem:
-            log.warning(f"{out.problem}: no point cloud", throttle_duration_sec=5.0)
+        self.outputs["depth"].publish(
+            MESSAGES.image(header, depth_image_fields(result.depth[index]))
+        )
         colored = self.outputs["colored"]
         if colored.get_subscription_count() > 0:
             bins = result.bins_of(index)
@@ -150,29 +148,60 @@ class CameraPipeline:
         self.stats.timing("latency", (now - Time.from_msg(header.stamp)).nanoseconds * 1e-9)
         self.stats.count("published")
 
-    def _paired_camera_info(self, header, deadline):
-        """The camera_info with the image's stamp (waiting until `deadline`), else the latest."""
-        expected = self.node.count_publishers(self.inputs[1].topic) > 0
-        info, exact = self.camera_infos.lookup(header.stamp, deadline, expected)
-        if info is None:
-            return None
+        frame = _WaitingCloud(header, rgb, result, index, params.outputs.cloud_stride)
+        pairing = self.camera_infos
+        pairing.slop = params.outputs.camera_info_slop
+        info = pairing.find(header.stamp)
+        if info is not None:
+            self._publish_cloud(frame, info, exact=True)
+            return
+        size = (rgb.shape[1], rgb.shape[0])
+        if self.node.count_publishers(self.inputs[1].topic) == 0:  # none can come: no wait
+            self._publish_cloud(frame, pairing.fallback(size), exact=False)
+            return
+        ticket, overflow = pairing.wait(header.stamp, size, frame)
+        for old, fallback in overflow:
+            self._publish_cloud(old, fallback, exact=False)
+        self._defer(self._give_up, ticket, at=arrival + params.node.camera_info_wait)
+
+    def _on_camera_info(self, info):  # executor thread
+        for frame, paired in self.camera_infos.add(info):
+            self._defer(self._publish_cloud, frame, paired, True)
+
+    def _give_up(self, ticket):  # worker thread, camera_info_wait after the image arrived
+        waiting = self.camera_infos.give_up(ticket)
+        if waiting is not None:
+            self._publish_cloud(*waiting, exact=False)
+
+    def flush_waiting(self):
+        """Every frame still waiting gets its cloud now, with the fallback camera_info (before
+        the outputs close: output already computed is not lost)."""
+        for frame, info in self.camera_infos.give_up_all():
+            self._publish_cloud(frame, info, exact=False)
+
+    def _publish_cloud(self, frame, info, exact: bool):  # worker thread
         log = self.node.get_logger()
-        if not exact:
+        header = frame.header
+        if info is not None and not exact:
             self.stats.count("info_fallbacks")
             stamp = info.header.stamp
             log.warning(
                 f"no camera_info with the image's stamp {header.stamp.sec}."
-                f"{header.stamp.nanosec:09d} within camera_info_wait; using the latest "
-                f"({stamp.sec}.{stamp.nanosec:09d})",
+                f"{header.stamp.nanosec:09d} within camera_info_wait; using the latest of its "
+                f"size ({stamp.sec}.{stamp.nanosec:09d})",
                 throttle_duration_sec=5.0,
             )
-        if info.header.frame_id != header.frame_id:
+        if info is not None and info.header.frame_id != header.frame_id:
             log.warning(
                 f"camera_info frame_id '{info.header.frame_id}' differs from the image's "
                 f"'{header.frame_id}'; outputs keep the image's",
                 once=True,
             )
-        return info
+        out = cloud_outputs(frame.rgb, frame.result, frame.index, info, frame.cloud_stride)
+        for key, message in MESSAGES.cloud_messages(header, out).items():
+            self.outputs[key].publish(message)
+        if out.warning:
+            log.warning(out.warning, throttle_duration_sec=5.0)
 
 
 def process_frames(frames, params, estimator) -> list:

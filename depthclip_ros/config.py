@@ -250,6 +250,13 @@ class OutputSettings(Schema):
         8, "One cloud point every N pixels; 0 = one per coarse grid cell", minimum=0, maximum=64
     )
     colormap: str = param("turbo", "Colour map of depth/colored", choices=COLORMAPS)
+    camera_info_slop: float = param(
+        0.005,
+        "Seconds a camera_info's stamp may differ from the image's and still pair with it "
+        "(the nearest wins); 0 = exact stamps only",
+        minimum=0.0,
+        maximum=1.0,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,8 +287,8 @@ class NodeSettings(Schema):
     )
     camera_info_wait: float = param(
         0.1,
-        "Seconds an image waits (after its forward) for the "
-        "camera_info with its stamp before the latest one is used",
+        "Seconds after an image arrives that its point cloud waits for the camera_info of its "
+        "stamp before the latest one of its size is used; the depth image never waits",
         minimum=0.0,
         maximum=5.0,
     )

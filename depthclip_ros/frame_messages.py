@@ -36,14 +36,34 @@ def depth_image_fields(depth: np.ndarray) -> dict:
 
 
 @dataclasses.dataclass
+class CloudOutputs:
+    """Header-less fields of the messages that need the camera_info: the depth image's
+    camera_info and the point cloud (None without a usable camera_info, `problem` says why)."""
+
+    camera_info: dict | None
+    cloud: dict | None
+    problem: str | None
+    distorted: bool = False  # non-zero D: the cloud is right only for a rectified image
+
+    @property
+    def warning(self) -> str | None:
+        """What a user should be told about this frame's cloud, in one line; None when nothing."""
+        if self.problem:
+            return f"no point cloud: {self.problem}"
+        if self.distorted:
+            return (
+                "camera_info has non-zero distortion D: the point cloud assumes a rectified "
+                "image; feed image_rect (image_proc)"
+            )
+        return None
+
+
+@dataclasses.dataclass
 class FrameOutputs:
     """Header-less fields of one frame's output messages; the caller adds the image's header."""
 
     depth: dict  # sensor_msgs/Image, 32FC1
-    camera_info: dict | None  # sensor_msgs/CameraInfo of the depth image; None without usable info
-    cloud: dict | None  # sensor_msgs/PointCloud2; None without usable info
-    problem: str | None  # why camera_info and cloud are missing
-    distorted: bool = False  # non-zero D: the cloud is right only for a rectified image
+    cloud: CloudOutputs
 
 
 def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) -> FrameOutputs:
@@ -51,25 +71,30 @@ def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) 
 
     `info` is the sensor_msgs/CameraInfo paired with the image, or None.
     """
-    depth = result.depth[index]
-    depth_fields = depth_image_fields(depth)
+    return FrameOutputs(
+        depth_image_fields(result.depth[index]),
+        cloud_outputs(rgb, result, index, info, cloud_stride),
+    )
+
+
+def cloud_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) -> CloudOutputs:
+    """The depth image's camera_info and the point cloud of frame `index` of a `DepthResult`."""
     if info is None:
-        return FrameOutputs(depth_fields, None, None, "no camera_info")
-    height, width = depth.shape
+        return CloudOutputs(None, None, "no camera_info")
+    height, width = result.depth[index].shape
     camera = PinholeCamera.from_camera_info(info).scaled_to(width, height)
     try:  # the published camera_info's intrinsics, at the depth image's size: one model for both
         intr = camera.intrinsics()
     except ValueError as exc:
-        return FrameOutputs(depth_fields, None, None, f"camera_info unusable: {exc}")
+        return CloudOutputs(None, None, f"camera_info unusable: {exc}")
     if cloud_stride > 0:
-        points, colours = point_cloud.cloud_points(depth, rgb, intr, cloud_stride)
+        points, colours = point_cloud.cloud_points(result.depth[index], rgb, intr, cloud_stride)
     else:
         u, v = result.coarse_pixel_coords()
         points, colours = point_cloud.coarse_cloud_points(
             result.coarse_depth[index], u, v, rgb, intr
         )
-    return FrameOutputs(
-        depth_fields,
+    return CloudOutputs(
         camera.camera_info_fields(),
         point_cloud.pointcloud_fields(points, colours),
         None,
@@ -123,7 +148,12 @@ class MessageBuilder:
     def messages(self, header, out: FrameOutputs) -> dict:
         """{'depth': Image, 'camera_info': CameraInfo, 'points': PointCloud2}; the last two only
         when the frame has a usable camera_info."""
-        messages = {"depth": self.image(header, out.depth)}
+        return {"depth": self.image(header, out.depth), **self.cloud_messages(header, out.cloud)}
+
+    def cloud_messages(self, header, out: CloudOutputs) -> dict:
+        """{'camera_info': CameraInfo, 'points': PointCloud2}, or {} without a usable
+        camera_info."""
+        messages = {}
         if out.cloud is not None:
             roi = self.roi_type(**out.camera_info["roi"])
             messages["camera_info"] = self._make(

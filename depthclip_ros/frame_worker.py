@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import heapq
+import itertools
 import threading
 import time
 from typing import Callable
@@ -47,6 +49,8 @@ class FrameWorker:
         self._pending = {}  # key -> (frame, arrival)
         self._served = {}  # key -> serial number of its last frame run (fairness)
         self._jobs = collections.deque()
+        self._timed = []  # heap of (due, serial, job): jobs that run once their time has come
+        self._serial = itertools.count()
         self._running = True
         self.processed = 0  # frames run through `process`
         self.expired = 0  # frames discarded unrun: nobody listened within `hold`
@@ -62,14 +66,18 @@ class FrameWorker:
             self._cv.notify()
         return replaced
 
-    def call(self, fn: Callable, *args) -> concurrent.futures.Future:
-        """Run fn(*args) on the worker thread before the next frame."""
+    def call(self, fn: Callable, *args, at: float | None = None) -> concurrent.futures.Future:
+        """Run fn(*args) on the worker thread before the next frame; with `at` (the worker's
+        clock), not before that time."""
         future = concurrent.futures.Future()
         with self._cv:
             if not self._running:
                 future.set_exception(RuntimeError("the worker has stopped"))
                 return future
-            self._jobs.append((future, fn, args))
+            if at is None:
+                self._jobs.append((future, fn, args))
+            else:
+                heapq.heappush(self._timed, (at, next(self._serial), (future, fn, args)))
             self._cv.notify()
         return future
 
@@ -82,9 +90,10 @@ class FrameWorker:
         with self._cv:
             self._running = False
             self._pending.clear()
-            for future, _, _ in self._jobs:
+            for future, _, _ in [*self._jobs, *(job for _, _, job in self._timed)]:
                 future.cancel()
             self._jobs.clear()
+            self._timed.clear()
             self._cv.notify()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -98,6 +107,8 @@ class FrameWorker:
                     return "stop", None
                 if self._jobs:
                     return "job", self._jobs.popleft()
+                if self._timed and self._timed[0][0] <= self._clock():
+                    return "job", heapq.heappop(self._timed)[2]
                 wanted = [k for k in self._pending if self._wanted(k)]
                 for key in [k for k in self._pending if k not in wanted]:
                     if self._clock() - self._pending[key][1] > self._hold:
@@ -110,10 +121,11 @@ class FrameWorker:
                         self._served[key] = self.processed + len(frames)
                         frames.append((key, *self._pending.pop(key)))
                     return "frames", frames
-                if self._pending:
-                    self._cv.wait(self._poll)  # someone may subscribe: look again soon
-                else:
-                    self._cv.wait()
+                timeout = self._poll if self._pending else None  # someone may subscribe
+                if self._timed:
+                    due = max(self._timed[0][0] - self._clock(), 0.0)
+                    timeout = due if timeout is None else min(timeout, due)
+                self._cv.wait(timeout)
 
     def _loop(self):
         while True:

@@ -79,7 +79,9 @@ class DepthClipNode(LifecycleNode):
         params = ros_parameters.read_parameters(ros_parameters.parameter_values(self))
         for name in params.node.cameras or ("",):
             on_image = functools.partial(self._on_image, name)
-            self.cameras[name] = CameraPipeline(self, params.node.use_compressed, on_image, name)
+            self.cameras[name] = CameraPipeline(
+                self, params.node.use_compressed, on_image, self._defer, name
+            )
         self.params = params
         self.worker = FrameWorker(
             self._process,
@@ -154,7 +156,10 @@ class DepthClipNode(LifecycleNode):
             camera.close_inputs()
         if self.worker is not None:
             self.worker.discard_pending()
-            self.worker.call(lambda: None).result(WORKER_FLUSH_TIMEOUT)
+            cameras = list(self.cameras.values())
+            self.worker.call(lambda: [c.flush_waiting() for c in cameras]).result(
+                WORKER_FLUSH_TIMEOUT
+            )
 
     def _release(self):
         """Undo configure: publishers, timers, worker and model; the memory goes back."""
@@ -219,6 +224,20 @@ class DepthClipNode(LifecycleNode):
         batch = [(self.cameras[name], serialized, arrival) for name, serialized, arrival in frames]
         forwards = process_frames(batch, self.params, self.estimator)
         self.forwards = (self.forwards[0] + sum(forwards), self.forwards[1] + len(forwards))
+
+    def _defer(self, fn, *args, at=None):
+        """fn(*args) on the worker thread (not before `at`, time.monotonic()); a failure is
+        logged, the node goes on."""
+        if self.worker is not None:
+            self.worker.call(fn, *args, at=at).add_done_callback(self._deferred_done)
+
+    def _deferred_done(self, future):
+        if not future.cancelled() and future.exception() is not None:
+            exc = future.exception()
+            self.get_logger().error(
+                f"point cloud not published: {type(exc).__name__}: {exc}",
+                throttle_duration_sec=5.0,
+            )
 
     def _frame_failed(self, exc: Exception, name):  # worker thread
         self.cameras[name].frame_failed(exc)

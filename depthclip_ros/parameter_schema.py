@@ -6,6 +6,7 @@ same values with the same messages. No rclpy import.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import math
 from typing import Any, Mapping
@@ -59,12 +60,18 @@ def _number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def _is_list(value) -> bool:
+    """A list as YAML, Python or rclpy give it: rclpy's parameter services deliver double and
+    integer arrays as `array.array`."""
+    return isinstance(value, (list, tuple, array.array))
+
+
 def _check_kind(name: str, kind: str, value):
-    """The value in the field's type (int -> float, list -> tuple), or ConfigError."""
+    """The value in the field's type (int -> float, any list -> tuple), or ConfigError."""
     if kind == "bool" and not isinstance(value, bool):
         raise ConfigError(name, value, "must be true or false")
     if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(name, value, "must be an integer")
+        raise ConfigError(name, value, "must be an integer")  # as ROS refuses a double there
     if kind == "float":
         if not _number(value):
             raise ConfigError(name, value, "must be a finite number")
@@ -72,7 +79,7 @@ def _check_kind(name: str, kind: str, value):
     if kind == "str" and not isinstance(value, str):
         raise ConfigError(name, value, "must be a string")
     if kind in ("str_list", "float_list"):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        if not _is_list(value):
             raise ConfigError(name, value, "must be a list")
         items = list(value)
         for i, item in enumerate(items):
@@ -109,7 +116,9 @@ class Schema:
             kind = _kind(f.default)
             if kind in ("str_list", "float_list") and value is None:
                 object.__setattr__(self, f.name, ())  # rcl reads `[]` in a YAML file as unset
-            elif kind in ("str_list", "float_list") and isinstance(value, list):
+            elif kind in ("str_list", "float_list") and _is_list(value):
+                if kind == "float_list" and all(_number(v) for v in value):
+                    value = [float(v) for v in value]  # an integer array given for numbers
                 object.__setattr__(self, f.name, tuple(value))
             elif kind == "str_list" and f.metadata["single_ok"] and isinstance(value, str):
                 object.__setattr__(self, f.name, (value,))

@@ -1,11 +1,9 @@
 """The input QoS choice and the stamp pairing, without DDS."""
 
-import threading
-import time
 import types
 
 from depthclip_ros.input_qos import choose_reliability, override_parameter
-from depthclip_ros.stamp_pairing import StampPairing
+from depthclip_ros.stamp_pairing import CameraInfoIndex, CameraInfoPairing
 
 
 def test_reliability_adapts_to_the_publishers_like_rosbag2():
@@ -21,43 +19,78 @@ def test_reliability_adapts_to_the_publishers_like_rosbag2():
     assert override_parameter("/cam/image") == "qos_overrides./cam/image.subscription.reliability"
 
 
-def info(sec, nanosec=0, fx=1.0):
+def info(sec, nanosec=0, fx=1.0, width=640, height=480):
+    """A camera_info stand-in with what the pairing reads: stamp, size, binning, ROI, K, P."""
     return types.SimpleNamespace(
-        header=types.SimpleNamespace(stamp=types.SimpleNamespace(sec=sec, nanosec=nanosec)), fx=fx
+        header=types.SimpleNamespace(stamp=types.SimpleNamespace(sec=sec, nanosec=nanosec)),
+        fx=fx,
+        width=width,
+        height=height,
+        binning_x=0,
+        binning_y=0,
+        roi=types.SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0),
+        k=[fx, 0, 0, 0, fx, 0, 0, 0, 1],
+        p=[fx, 0, 0, 0, 0, fx, 0, 0, 0, 0, 1, 0],
+        d=[],
+        r=[1, 0, 0, 0, 1, 0, 0, 0, 1],
+        distortion_model="plumb_bob",
     )
 
 
-def test_exact_stamp_wins_over_the_latest():
-    pairing = StampPairing(keep=3)
+def test_nearest_stamp_within_the_slop_pairs():
+    index = CameraInfoIndex(keep=3)
     for sec in (1, 2, 3):
-        pairing.add(info(sec, fx=sec))
-    found, exact = pairing.lookup(info(2).header.stamp, time.monotonic())
-    assert exact and found.fx == 2
-    pairing.add(info(4, fx=4))  # keeps 3: stamp 1 is forgotten, the latest (4) stands in
-    found, exact = pairing.lookup(info(1).header.stamp, time.monotonic())
-    assert not exact and found.fx == 4
-    found, exact = pairing.lookup(info(4, nanosec=1).header.stamp, time.monotonic())
-    assert not exact  # stamps match exactly or not at all
+        index.add(info(sec, fx=sec))
+    assert index.nearest(info(2).header.stamp, 0.0).fx == 2  # exact
+    assert index.nearest(info(2, nanosec=1000).header.stamp, 0.005).fx == 2  # 1 us off
+    assert index.nearest(info(2, nanosec=1000).header.stamp, 0.0) is None  # exact only
+    assert index.nearest(info(2, nanosec=600_000_000).header.stamp, 0.5).fx == 3  # nearest wins
+    assert index.nearest(info(9).header.stamp, 0.5) is None
+    index.add(info(4, fx=4))  # keeps 3: stamp 1 is forgotten
+    assert index.nearest(info(1).header.stamp, 0.0) is None
+    assert [index.nearest(info(s).header.stamp, 0.0).fx for s in (2, 3, 4)] == [2, 3, 4]
 
 
-def test_lookup_waits_for_a_camera_info_that_arrives_later():
-    pairing = StampPairing()
-    threading.Timer(0.1, pairing.add, args=[info(7, fx=7)]).start()
-    found, exact = pairing.lookup(info(7).header.stamp, time.monotonic() + 5.0)
-    assert exact and found.fx == 7
+def test_the_fallback_is_the_latest_camera_info_of_the_images_size():
+    index = CameraInfoIndex()
+    index.add(info(1, fx=1, width=640, height=480))
+    index.add(info(2, fx=2, width=320, height=240))
+    index.add(info(3, fx=3, width=640, height=480))
+    assert index.latest_for((640, 480)).fx == 3
+    assert index.latest_for((320, 240)).fx == 2
+    assert index.latest_for((800, 600)) is None
+    binned = info(4, fx=4, width=1280, height=960)
+    binned.binning_x = binned.binning_y = 2  # describes a 640x480 image
+    index.add(binned)
+    assert index.latest_for((640, 480)).fx == 4
+    index.add(info(5, fx=5, width=0, height=0))  # size left unset: fits any image
+    assert index.latest_for((800, 600)).fx == 5
+    assert index.latest.fx == 5
 
 
-def test_nothing_to_wait_for_without_a_publisher():
-    pairing = StampPairing()
-    waits = []
-    pairing._cv.wait = lambda timeout=None: waits.append(timeout)  # records instead of sleeping
-    assert pairing.lookup(info(1).header.stamp, time.monotonic() + 60.0, expected=False) == (
-        None,
-        False,
-    )
-    assert waits == []  # returned without waiting for a camera_info that cannot come
-    assert pairing.lookup(info(1).header.stamp, time.monotonic() + 0.05, expected=True) == (
-        None,
-        False,
-    )
-    assert waits  # with a publisher it waited (until the deadline)
+def test_a_waiting_frame_is_paired_once_by_its_camera_info_or_given_up_with_the_fallback():
+    pairing = CameraInfoPairing(slop=0.005)
+    pairing.add(info(1, fx=1))
+    ticket, overflow = pairing.wait(info(2).header.stamp, (640, 480), "frame 2")
+    assert overflow == [] and pairing.find(info(2).header.stamp) is None
+    assert pairing.add(info(7, fx=7)) == []  # another stamp: still waiting
+    late = info(2, nanosec=1000, fx=2)  # 1 us off, within the slop
+    assert pairing.add(late) == [("frame 2", late)]
+    assert pairing.give_up(ticket) is None  # already paired: never published twice
+    ticket, _ = pairing.wait(info(3).header.stamp, (640, 480), "frame 3")
+    frame, fallback = pairing.give_up(ticket)
+    assert frame == "frame 3" and fallback.fx == 2  # the latest of its size
+    assert pairing.give_up(ticket) is None
+
+
+def test_waiting_frames_are_bounded_and_flushed():
+    pairing = CameraInfoPairing(max_waiting=2)
+    pairing.add(info(1, fx=1))
+    tickets = []
+    for sec in (2, 3, 4):
+        ticket, overflow = pairing.wait(info(sec).header.stamp, (640, 480), f"frame {sec}")
+        tickets.append(ticket)
+    assert [(f, i.fx) for f, i in overflow] == [("frame 2", 1)]  # the oldest given up
+    assert pairing.give_up(tickets[0]) is None
+    assert [(f, i.fx) for f, i in pairing.give_up_all()] == [("frame 3", 1), ("frame 4", 1)]
+    assert pairing.give_up(tickets[2]) is None

@@ -58,7 +58,9 @@ def test_outputs_are_reliable():
 def test_depth_cloud_and_info_carry_the_input_header(node_and_tester):
     node, tester = node_and_tester
     tester.info_pub.publish(
-        camera_info(width=1280, height=960, fx=1000.0, fy=960.0, cx=640.0, cy=480.0)
+        stamp(
+            camera_info(width=1280, height=960, fx=1000.0, fy=960.0, cx=640.0, cy=480.0), 42, 123
+        )
     )
     wait_until(lambda: node.camera.camera_infos.latest is not None)
     msg = Image(**frame_messages.rgb8_image_fields(RGB))
