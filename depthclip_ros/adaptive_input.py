@@ -1,7 +1,8 @@
 """An input subscription whose reliability follows its publishers (the policy is input_qos's).
 
-ROS wiring of the node's inputs: inputs keep only the newest sample (the newest frame wins and
-nothing queues), and `qos_overrides.<topic>.subscription.reliability` may force the reliability.
+ROS wiring of the node's inputs: images keep only the newest sample (the newest frame wins and
+nothing queues), camera_infos a few (they are small, and each pairs with its own image), and
+`qos_overrides.<topic>.subscription.reliability` may force the reliability.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from . import input_qos
 from .parameter_schema import ConfigError
 
 
-def input_qos_profile(reliability: str) -> QoSProfile:
+def input_qos_profile(reliability: str, depth: int = 1) -> QoSProfile:
     return QoSProfile(
         reliability=ReliabilityPolicy[reliability.upper()],
         history=HistoryPolicy.KEEP_LAST,
-        depth=1,
+        depth=depth,
         durability=DurabilityPolicy.VOLATILE,
     )
 
@@ -27,8 +28,9 @@ class AdaptiveInput:
     """One input topic; `update()` (re)subscribes when its publishers call for another
     reliability."""
 
-    def __init__(self, node, msg_type, topic: str, callback, raw: bool = False):
+    def __init__(self, node, msg_type, topic: str, callback, raw: bool = False, depth: int = 1):
         self.node, self.msg_type, self.callback, self.raw = node, msg_type, callback, raw
+        self.depth = depth
         self.topic = node.resolve_topic_name(topic)
         name = input_qos.override_parameter(self.topic)
         if not node.has_parameter(name):  # a second configure finds it declared
@@ -65,7 +67,7 @@ class AdaptiveInput:
                 self.msg_type,
                 self.topic,
                 self.callback,
-                input_qos_profile(reliability),
+                input_qos_profile(reliability, self.depth),
                 raw=self.raw,
                 qos_overriding_options=QoSOverridingOptions(
                     [QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]
