@@ -66,15 +66,18 @@ class Camera:
 
     def _on_depth(self, msg):
         now = time.time()
+        key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self.lock:
-            self.depth_arrivals.append(now)
-            self.latencies.append(now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
+            if key in self.fx_of:  # a frame of the measured run
+                self.depth_arrivals.append(now)
+                self.latencies.append(now - key * 1e-9)
 
     def _on_info(self, msg):
         key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self.lock:
-            own = abs(self.fx_of.get(key, -1.0) - msg.k[0]) < 1e-6
-            self.infos["own" if own else "other"] += 1
+            if key in self.fx_of:
+                own = abs(self.fx_of[key] - msg.k[0]) < 1e-6
+                self.infos["own" if own else "other"] += 1
 
     def publish(self, image, info, serial: int, now_ns: int):
         image.header.stamp.sec, image.header.stamp.nanosec = divmod(now_ns, 1_000_000_000)
@@ -96,15 +99,16 @@ class Camera:
             self.info_pub.publish(info)
 
     def clear(self):
+        """Forget the frames sent so far: only the measured run's frames are counted."""
         with self.lock:
-            self.depth_arrivals.clear(), self.latencies.clear()
+            self.depth_arrivals.clear(), self.latencies.clear(), self.fx_of.clear()
             self.infos = {"own": 0, "other": 0}
 
-    def report(self, sent: int, start: float, end: float) -> dict:
+    def report(self, sent: int) -> dict:
         with self.lock:
             return {
                 "sent": sent,
-                "received": sum(start <= t <= end + 1.0 for t in self.depth_arrivals),
+                "received": len(self.depth_arrivals),
                 "latencies": list(self.latencies),
                 "camera_infos": dict(self.infos),
             }
@@ -161,7 +165,7 @@ def run(rate: float, seconds: float, pattern: str, names, warmup: float, phase: 
         "seconds": end - start,
         "info": pattern,
         "phase": phase,
-        "cameras": {c.name: c.report(sent, start, end) for c in cameras},
+        "cameras": {c.name: c.report(sent) for c in cameras},
         "diagnostics": dict(diagnostics),
     }
     executor.shutdown()
