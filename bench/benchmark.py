@@ -23,7 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from measure import machine, table, timed  # noqa: E402
-from node_bench import bench_backends, bench_cameras, bench_node  # noqa: E402
+from node_bench import (  # noqa: E402
+    bench_backends,
+    bench_camera_info,
+    bench_cameras,
+    bench_fairness,
+    bench_node,
+)
 
 from depthclip_ros import frame_messages, image_decoding  # noqa: E402
 from depthclip_ros.backends import load_estimator  # noqa: E402
@@ -390,6 +396,20 @@ def main():
                 )
             )
             + "\n"
+        )
+        # The ROS graph's own costs show with a model that is not the bottleneck.
+        tiny = save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
+        print(
+            f"## camera_info timing (tiny random CLIP, one 640x480 camera at 30 Hz, "
+            f"{args.node_seconds:g} s each, default camera_info_wait, cpu)\n"
+        )
+        print(table(*bench_camera_info(tiny, 30.0, args.node_seconds, args.dds_profile)) + "\n")
+        print(
+            f"## Fair service under overload (tiny random CLIP at 1024x768, {len(cameras)} "
+            f"cameras at 30 Hz, {args.node_seconds:g} s each, cpu)\n"
+        )
+        print(
+            table(*bench_fairness(tiny, cameras, 30.0, args.node_seconds, args.dds_profile)) + "\n"
         )
     if args.only_node:
         return

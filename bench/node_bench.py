@@ -1,5 +1,6 @@
-"""The node's row of the benchmark: the node as its own process on the middleware's defaults,
-fed by bench/camera_stand_in.py at a fixed rate; latency, rates, memory and CPU."""
+"""The node's rows of the benchmark: the node as its own process on the middleware's defaults,
+fed by the camera driver stand-in (depthclip_ros.camera_driver) at a fixed rate; latency, rates,
+memory and CPU."""
 
 import json
 import os
@@ -14,12 +15,13 @@ from pathlib import Path
 import numpy as np
 from measure import sample_process, timed
 
+from depthclip_ros.camera_driver import INFO_PATTERNS
 from depthclip_ros.core import DepthClip
 from depthclip_ros.node_process import local_dds_env, start_node_process
 from depthclip_ros.params_files import default_params_file, load_config
 from depthclip_ros.synthetic_scenes import render_scene
 
-CAMERA_STAND_IN = Path(__file__).resolve().parent / "camera_stand_in.py"
+CAMERA_INFO_STATUS = "frames paired with another stamp's camera_info (last 10 s)"
 
 
 def node_core_reference(ckpt):
@@ -44,11 +46,12 @@ def middleware_env(dds_profile=None) -> dict:
     return env
 
 
-def run_nodes(ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None):
+def run_nodes(ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None, driver=()):
     """Start one node process per (namespace, parameter overrides) of `nodes` (run by
-    `python`), feed `cameras` (camera_stand_in's names) at `rate` for `seconds`; (the stand-in's
-    report, [samples of each node process within the measured window], [all samples of each]).
-    `ready` gets each node's seconds from its start to its model warmed up."""
+    `python`), feed `cameras` (the driver's names) at `rate` for `seconds` (`driver`: more of
+    its options); (the driver's report, [samples of each node process within the measured
+    window], [all samples of each]). `ready` gets each node's seconds from its start to its
+    model warmed up."""
     procs = []
     for namespace, overrides in nodes:
         log = Path(tempfile.mkdtemp()) / "node.log"
@@ -72,8 +75,16 @@ def run_nodes(ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None)
         ]
         for sampler in samplers:
             sampler.start()
+        camera_args = [arg for name in cameras for arg in ("--camera", name)]
         out = subprocess.run(
-            [sys.executable, str(CAMERA_STAND_IN), str(rate), str(seconds), *cameras],
+            [
+                sys.executable,
+                "-m",
+                "depthclip_ros.camera_driver",
+                *("--rate", str(rate), "--seconds", str(seconds), "--warmup", "3"),
+                *camera_args,
+                *driver,
+            ],
             env=env,
             cwd=str(Path(__file__).resolve().parent.parent),
             capture_output=True,
@@ -88,9 +99,21 @@ def run_nodes(ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None)
             proc.terminate()
         for proc, _ in procs:
             proc.wait(timeout=20)
+    if out.returncode != 0:
+        raise RuntimeError(f"the camera driver failed: {out.stderr[-2000:]}")
     report = json.loads(out.stdout.strip().splitlines()[-1])
     window = [[s for s in each if report["start"] <= s[0] <= report["end"]] for each in samples]
     return report, window, samples
+
+
+def node_inference_ms(report) -> float:
+    """The node's forward time, median, from its last /diagnostics (the first camera's)."""
+    status = next(v for k, v in report["diagnostics"].items() if "inference median (ms)" in v)
+    return float(status["inference median (ms)"])
+
+
+def all_latencies_ms(report) -> np.ndarray:
+    return np.array([t for c in report["cameras"].values() for t in c["latencies"]]) * 1e3
 
 
 def bench_node(ckpt, rates, seconds, dds_profile=None):
@@ -101,18 +124,19 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
         core = core_ms()
         r, (window,), (samples,) = run_nodes(ckpt, [("", {})], [], rate, seconds, env)
         (t0, rss0, cpu0), (t1, rss1, cpu1) = window[0], window[-1]
-        lat = np.array(r["lat"]) * 1e3
-        in_node = float(r["node_inference_ms"])
+        lat = all_latencies_ms(r)
+        in_node = node_inference_ms(r)
+        camera = r["cameras"][""]
         # A frame waits on average half a camera period for the forward in progress to end
         # (when the camera is faster than the model), then takes one forward.
         floor = core + 0.5 * 1e3 / rate if 1e3 / rate < core else core
         rows.append(
             [
                 f"{rate:g}",
-                f"{r['sent'] / seconds:.1f}",
-                f"{r['received'] / seconds:.2f}",
+                f"{camera['sent'] / r['seconds']:.1f}",
+                f"{camera['received'] / r['seconds']:.2f}",
                 f"{1e3 / core:.2f}",
-                str(r["sent"] - r["received"]),
+                str(camera["sent"] - camera["received"]),
                 f"{np.median(lat):.0f}",
                 f"{np.percentile(lat, 95):.0f}",
                 f"{core:.0f}",
@@ -163,17 +187,17 @@ def bench_cameras(ckpt, cameras, rate, seconds, dds_profile=None):
         r, windows, samples = run_nodes(ckpt, nodes, cameras, rate, seconds, env)
         rss = [np.median([s[1] for s in window]) for window in windows]
         cpu = sum((w[-1][2] - w[0][2]) / (w[-1][0] - w[0][0]) for w in windows)
-        lat = np.array(r["lat"]) * 1e3
-        per_camera = r["received_per_camera"]
+        lat = all_latencies_ms(r)
+        per_camera = {name: c["received"] / r["seconds"] for name, c in r["cameras"].items()}
         rows.append(
             [
                 label,
                 str(len(nodes)),
                 f"{sum(rss):.0f}",
                 f"{sum(max(s[1] for s in each) for each in samples):.0f}",
-                f"{r['sent'] / seconds:.1f}",
-                f"{r['received'] / seconds:.2f}",
-                " / ".join(f"{per_camera[name] / seconds:.2f}" for name in cameras),
+                f"{sum(c['sent'] for c in r['cameras'].values()) / r['seconds']:.1f}",
+                f"{sum(per_camera.values()):.2f}",
+                " / ".join(f"{per_camera[name]:.2f}" for name in cameras),
                 f"{np.median(lat):.0f}" if len(lat) else "-",
                 f"{cpu * 100:.0f}%",
             ]
@@ -206,17 +230,17 @@ def bench_backends(ckpt, onnx_model, onnx_python, rate, seconds, dds_profile=Non
         r, (window,), _ = run_nodes(
             ckpt, [("", {"model": model})], [], rate, seconds, env, python, ready
         )
-        lat = np.array(r["lat"]) * 1e3
+        lat = all_latencies_ms(r)
         venv = Path(python).parent.parent
         rows.append(
             [
                 backend,
                 f"{venv.name} ({environment_mb(venv):.0f} MB)",
                 f"{ready[0]:.1f}",
-                f"{r['received'] / seconds:.2f}",
+                f"{r['cameras']['']['received'] / r['seconds']:.2f}",
                 f"{np.median(lat):.0f}",
                 f"{np.percentile(lat, 95):.0f}",
-                f"{float(r['node_inference_ms']):.0f}",
+                f"{node_inference_ms(r):.0f}",
                 f"{np.median([s[1] for s in window]):.0f}",
             ]
         )
@@ -246,3 +270,80 @@ def environment_mb(venv: Path) -> float:
             f.stat().st_size for f in lib.rglob("*") if f.is_file() and not f.is_symlink()
         )
     return total / 2**20
+
+
+def bench_camera_info(ckpt, rate, seconds, dds_profile=None):
+    """One camera at `rate`, its camera_info in each pattern drivers have (camera_driver)."""
+    env = middleware_env(dds_profile)
+    rows = []
+    for pattern in INFO_PATTERNS:
+        r, _, _ = run_nodes(ckpt, [("", {})], [], rate, seconds, env, driver=("--info", pattern))
+        camera, lat = r["cameras"][""], all_latencies_ms(r)
+        infos = camera["camera_infos"]
+        rows.append(
+            [
+                pattern,
+                f"{camera['sent'] / r['seconds']:.1f}",
+                f"{camera['received'] / r['seconds']:.1f}",
+                f"{np.median(lat):.0f}",
+                f"{np.percentile(lat, 95):.0f}",
+                f"{infos['own']} / {infos['other']}",
+            ]
+        )
+        print("camera_info", rows[-1], file=sys.stderr)
+    head = [
+        "camera_info",
+        "input (Hz)",
+        "depth out (Hz)",
+        "latency median (ms)",
+        "latency p95 (ms)",
+        "clouds with the frame's own / the latest camera_info",
+    ]
+    return head, rows
+
+
+def bench_fairness(ckpt, cameras, rate, seconds, dds_profile=None):
+    """Several cameras offered more frames than the model takes (a 1024x768 network input),
+    drivers staggered or in one instant, with and without max_batch."""
+    env = middleware_env(dds_profile)
+    rows = []
+    for phase in ("staggered", "same"):
+        for max_batch in (1, len(cameras)):
+            overrides = {
+                "cameras": f"[{','.join(cameras)}]",
+                "max_batch": max_batch,
+                "input_width": 1024,
+                "input_height": 768,
+            }
+            r, _, _ = run_nodes(
+                ckpt, [("", overrides)], cameras, rate, seconds, env, driver=("--phase", phase)
+            )
+            out = [r["cameras"][name]["received"] / r["seconds"] for name in cameras]
+            arrived = [
+                float(r["diagnostics"][f"/depthclip: {name} depth estimation"]["input rate (Hz)"])
+                for name in cameras
+            ]
+            rows.append(
+                [
+                    phase,
+                    str(max_batch),
+                    f"{rate:g} each",
+                    " / ".join(f"{a:.1f}" for a in arrived),
+                    " / ".join(f"{o:.2f}" for o in out),
+                    f"{min(out) / max(out):.2f}" if max(out) > 0 else "-",
+                    f"{np.median(all_latencies_ms(r)):.0f}",
+                    f"{node_inference_ms(r):.0f}",
+                ]
+            )
+            print("fairness", rows[-1], file=sys.stderr)
+    head = [
+        "drivers",
+        "max_batch",
+        "offered (Hz)",
+        f"arrived at the node, last 10 s (Hz: {' / '.join(cameras)})",
+        "depth out per camera (Hz)",
+        "slowest / fastest",
+        "latency median (ms)",
+        "forward median (ms)",
+    ]
+    return head, rows

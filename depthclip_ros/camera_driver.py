@@ -163,6 +163,8 @@ def run(rate: float, seconds: float, pattern: str, names, warmup: float, phase: 
     report = {
         "rate": rate,
         "seconds": end - start,
+        "start": start,
+        "end": end,
         "info": pattern,
         "phase": phase,
         "cameras": {c.name: c.report(sent) for c in cameras},

@@ -60,6 +60,8 @@ def test_benchmark_prints_every_table():
         "Backends, node",
         "Batched forwards",
         "Several cameras",
+        "camera_info timing",
+        "Fair service under overload",
         "Offline evaluation",
     ]
 
@@ -110,6 +112,25 @@ def test_benchmark_prints_every_table():
         assert all(
             float(rate) > 0 for rate in row["output per camera (front / left / rear)"].split(" / ")
         )
+
+    timing = tables["camera_info timing"]
+    assert [r["camera_info"] for r in timing] == ["after", "before", "1hz", "offset", "none"]
+    for row in timing:
+        assert float(row["depth out (Hz)"]) > 0
+        own, other = map(
+            int, row["clouds with the frame's own / the latest camera_info"].split("/")
+        )
+        assert (own, other) == (0, 0) if row["camera_info"] == "none" else own + other > 0
+
+    fairness = tables["Fair service under overload"]
+    assert [(r["drivers"], r["max_batch"]) for r in fairness] == [
+        ("staggered", "1"),
+        ("staggered", "3"),
+        ("same", "1"),
+        ("same", "3"),
+    ]
+    for row in fairness:
+        assert all(float(rate) > 0 for rate in row["depth out per camera (Hz)"].split(" / "))
 
     (evaluation,) = tables["Offline evaluation"]
     assert float(evaluation["images/s"]) > 0
