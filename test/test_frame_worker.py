@@ -121,6 +121,29 @@ def test_a_held_frame_expires_after_hold_seconds():
         worker.stop()
 
 
+def test_a_timed_job_runs_once_its_time_has_come_and_frames_go_on_meanwhile():
+    now = [0.0]
+    rec = Recorder()
+    worker = FrameWorker(rec.process, rec.on_error, poll=0.01, clock=lambda: now[0])
+    try:
+        later = worker.call(lambda: "given up", at=0.5)
+        sooner = worker.call(lambda: "first", at=0.2)
+        worker.submit("frame 1")
+        wait_until(lambda: rec.frames == ["frame 1"])  # a waiting job holds no frame
+        assert not later.done() and not sooner.done()
+        now[0] = 0.3
+        assert sooner.result(timeout=5) == "first"
+        worker.submit("frame 2")
+        wait_until(lambda: rec.frames == ["frame 1", "frame 2"])
+        assert not later.done()
+        now[0] = 0.6
+        assert later.result(timeout=5) == "given up"
+        cancelled = worker.call(lambda: None, at=99.0)
+    finally:
+        worker.stop()
+    assert cancelled.cancelled()  # stop cancels jobs not yet due
+
+
 def test_stop_finishes_the_frame_in_progress_and_cancels_queued_jobs():
     release = threading.Event()
     rec = Recorder(block=release)
