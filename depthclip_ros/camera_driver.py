@@ -159,7 +159,13 @@ def run(rate: float, seconds: float, pattern: str, names, warmup: float, phase: 
     start = time.time()
     sent = stream(seconds, serial)
     end = time.time()
-    time.sleep(1.5)  # the last frames' answers, and a /diagnostics message
+    # The last frames' answers (a slow model answers seconds later), and a /diagnostics message.
+    answered, quiet_since, give_up = -1, time.time(), time.time() + 15.0
+    while time.time() < give_up and time.time() - quiet_since < 1.5:
+        time.sleep(0.1)
+        now_answered = sum(len(c.depth_arrivals) for c in cameras)
+        if now_answered != answered:
+            answered, quiet_since = now_answered, time.time()
     report = {
         "rate": rate,
         "seconds": end - start,
