@@ -12,7 +12,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.qos_overriding_options import QoSOverridingOptions, QoSPolicyKind
 
 from . import input_qos
-from .parameter_schema import ConfigError
+from .errors import ConfigError
 
 
 def input_qos_profile(reliability: str, depth: int = 1) -> QoSProfile:

@@ -10,11 +10,9 @@ import gc
 import sys
 from pathlib import Path
 
+from .errors import ModelLoadError
+
 ONNX_SUFFIX = ".onnx"
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says what was looked for and what to do."""
 
 
 def backend_of(config) -> str:

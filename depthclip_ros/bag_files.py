@@ -12,6 +12,7 @@ from pathlib import Path
 from rosbags.rosbag2 import Reader, ReaderError
 
 from . import topics
+from .errors import BagError
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -36,10 +37,6 @@ try:
     CORRUPTION_ERRORS += (apsw.Error,)
 except ImportError:  # rosbags falls back to sqlite3
     pass
-
-
-class BagError(Exception):
-    """A bag cannot be read or written as asked; the message says what and where."""
 
 
 def open_bag(path: Path):

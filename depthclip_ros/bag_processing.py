@@ -16,19 +16,12 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from .backends import load_estimator
-from .bag_files import (
-    CAMERA_INFO,
-    BagError,
-    check_topics,
-    open_bag,
-    read_messages,
-    storage_of,
-)
+from .bag_files import CAMERA_INFO, check_topics, open_bag, read_messages, storage_of
 from .config import DepthClipConfig, OutputSettings
+from .errors import BagError, ImageDecodeError, ImageSizeError
 from .files import atomic_directory
 from .frame_messages import MessageBuilder, frame_outputs
-from .image_decoding import ImageDecodeError, decode_image
-from .prediction import ImageSizeError
+from .image_decoding import decode_image
 from .stamp_pairing import CameraInfoIndex
 
 STORAGES = ("mcap", "sqlite3")

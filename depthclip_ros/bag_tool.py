@@ -15,11 +15,10 @@ import signal
 import sys
 from pathlib import Path
 
-from .backends import ModelLoadError
-from .bag_files import BagError, print_info
+from .bag_files import print_info
 from .bag_processing import STORAGES, process_bag
 from .config import DepthClipConfig, OutputSettings
-from .parameter_schema import ConfigError
+from .errors import DepthClipError
 from .params_files import load_params
 
 
@@ -84,7 +83,7 @@ def main(argv=None) -> int:
             overwrite=args.overwrite,
             progress=not args.quiet,
         )
-    except (BagError, ConfigError, ModelLoadError) as exc:
+    except DepthClipError as exc:
         print(f"depthclip-bag: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

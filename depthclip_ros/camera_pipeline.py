@@ -25,9 +25,10 @@ from sensor_msgs.msg import (
 
 from . import topics
 from .adaptive_input import AdaptiveInput
+from .errors import ImageDecodeError
 from .frame_messages import MessageBuilder, cloud_outputs, depth_image_fields, rgb8_image_fields
 from .frame_stats import FrameStats
-from .image_decoding import ImageDecodeError, decode_image
+from .image_decoding import decode_image
 from .scene_hysteresis import SceneHysteresis
 from .stamp_pairing import CameraInfoPairing
 from .visualization import colorize

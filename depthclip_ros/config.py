@@ -9,7 +9,8 @@ import dataclasses
 import string
 from typing import Any, Mapping
 
-from .parameter_schema import ConfigError, Schema, param
+from .errors import ConfigError
+from .parameter_schema import Schema, param
 
 PACKAGE_NAME = "depthclip_ros"
 NODE_NAME = "depthclip"

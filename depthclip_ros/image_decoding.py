@@ -12,6 +12,8 @@ import io
 
 import numpy as np
 
+from .errors import ImageDecodeError
+
 # encoding -> (channels, dtype); the order of colour channels is handled in to_rgb8.
 ENCODINGS = {
     "rgb8": (3, np.uint8),
@@ -32,10 +34,6 @@ ENCODINGS = {
     "yuyv": (2, np.uint8),
 }
 DEPTH_ENCODINGS = ("16UC1", "32FC1", "mono16_depth")
-
-
-class ImageDecodeError(ValueError):
-    """A message cannot be turned into an RGB image; the message says why."""
 
 
 def image_to_rgb8(msg) -> np.ndarray:

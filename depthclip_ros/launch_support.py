@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import LaunchError
 from .topics import beside
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
@@ -47,10 +48,6 @@ LAUNCH_ARGUMENTS = {
     "rviz": ("false", "Also start RViz with config/depthclip.rviz (needs the rviz2 package)"),
     "rviz_fixed_frame": ("camera_color_optical_frame", "RViz fixed frame: the image's frame_id"),
 }
-
-
-class LaunchError(RuntimeError):
-    """A launch argument cannot be honoured; raised before any process starts."""
 
 
 def parse_bool(value: str) -> bool:

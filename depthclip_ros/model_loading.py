@@ -17,7 +17,7 @@ import clip
 import torch
 from clip.model import build_model
 
-from .backends import ModelLoadError
+from .errors import ModelLoadError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,17 +22,16 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos_overriding_options import InvalidQosOverridesError
 
 from . import diagnostics, ros_parameters
-from .backends import ModelLoadError, load_estimator, return_freed_memory
+from .backends import load_estimator, return_freed_memory
 from .camera_pipeline import CameraPipeline, process_frames
 from .config import NODE_NAME
+from .errors import ConfigError, DepthClipError
 from .frame_stats import FrameStats
 from .frame_worker import FrameWorker
-from .parameter_schema import ConfigError
 
 # Errors of the node's own inputs: their message is the whole story, one line.
 EXPECTED_ERRORS = (
-    ModelLoadError,
-    ConfigError,
+    DepthClipError,
     InvalidParameterValueException,
     InvalidParameterTypeException,
     InvalidQosOverridesError,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import ModelLoadError, exported_text_dir
+from .backends import exported_text_dir
 from .config import DepthClipConfig
-from .parameter_schema import ConfigError
-from .prediction import DepthResult, ImageSizeError, as_image_batch, input_region
+from .errors import ConfigError, ImageSizeError, ModelLoadError
+from .prediction import DepthResult, as_image_batch, input_region
 from .text_cache import FLOAT16, FLOAT32, cache_path, default_cache_dir, load_cached
 
 log = logging.getLogger("depthclip_ros")

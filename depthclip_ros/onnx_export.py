@@ -25,14 +25,14 @@ from pathlib import Path
 import clip
 import torch
 
-from .backends import ModelLoadError, exported_text_dir
+from .backends import exported_text_dir
 from .config import DepthClipConfig
 from .core import DepthClip
 from .depth_head import bin_probabilities
+from .errors import ConfigError, DepthClipError
 from .files import atomic_write
 from .model_loading import LoadedModel, load_clip
 from .onnx_backend import GRAPH_INPUTS, GRAPH_OUTPUTS, GRAPH_PRECISIONS, graph_metadata
-from .parameter_schema import ConfigError
 from .params_files import load_config, load_params, preset_names
 from .prediction import network_image_size
 from .text_features import text_features
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
             load_params(args.params, args.preset or (), overrides)
         )
         meta = export(config, Path(args.out), args.image_size, args.params)
-    except (ConfigError, ModelLoadError) as exc:
+    except DepthClipError as exc:
         print(f"depthclip-export: error: {exc}", file=sys.stderr)
         return 2
     print(

@@ -11,14 +11,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and value."""
-
-    def __init__(self, field: str, value: Any, reason: str):
-        self.field = field
-        self.value = value
-        super().__init__(f"invalid config field '{field}' = {value!r}: {reason}")
+from .errors import ConfigError
 
 
 def param(

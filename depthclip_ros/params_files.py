@@ -15,7 +15,7 @@ from typing import Iterable, Mapping
 import yaml
 
 from .config import NODE_FQN, PACKAGE_NAME, DepthClipConfig
-from .parameter_schema import ConfigError
+from .errors import ConfigError
 
 
 def node_key_matches(key: str, node_fqn: str) -> bool:

@@ -8,13 +8,11 @@ import dataclasses
 
 import numpy as np
 
+from .errors import ImageSizeError
+
 # The reference's NYU crop: 640x480 -> 544x416 box (left 60, top 56, right 604, bottom 472).
 CROP_IMAGE_SIZE = (480, 640)  # (height, width)
 CROP_BOX = (56, 60, 416, 544)  # (top, left, height, width)
-
-
-class ImageSizeError(ValueError):
-    """The images cannot go through this configuration (shape, or 'crop' on a non-NYU size)."""
 
 
 def input_region(height: int, width: int, cfg) -> tuple:

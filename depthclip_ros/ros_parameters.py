@@ -10,7 +10,8 @@ from __future__ import annotations
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 
 from .config import Parameters, parameter_fields
-from .parameter_schema import ConfigError, constraints_text
+from .errors import ConfigError
+from .parameter_schema import constraints_text
 from .params_files import scene_configs
 
 

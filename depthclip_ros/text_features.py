@@ -7,7 +7,7 @@ import clip
 import numpy as np
 import torch
 
-from .parameter_schema import ConfigError
+from .errors import ConfigError
 from .text_cache import cache_path, load_cached, store
 
 

@@ -14,11 +14,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from depthclip_ros.backends import ModelLoadError
+from depthclip_ros.errors import DepthClipError
 from depthclip_ros.files import atomic_write
-from depthclip_ros.parameter_schema import ConfigError
 
-from .data import DataError, open_dataset
+from .data import open_dataset
 from .evaluation import EvalRun, evaluate
 from .report import markdown_report, sweep_table
 
@@ -143,7 +142,7 @@ def main(argv=None) -> int:
                 atomic_write(out / f"sweep_{args.sweep}.md", lambda f: f.write(text.encode()))
         else:
             text = markdown_report(evaluate(data, base, out))
-    except (DataError, ConfigError, ModelLoadError) as exc:
+    except DepthClipError as exc:
         print(f"depthclip-eval: {exc}", file=sys.stderr)
         return 2
     print(text)

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from depthclip_ros.errors import DepthClipError
+
 # The extraction script blacks out the RGB border outside rows 7:474, columns 7:632.
 RGB_VALID_ROWS = (7, 474)
 RGB_VALID_COLS = (7, 632)
 
 
-class DataError(RuntimeError):
+class DataError(DepthClipError, RuntimeError):
     """Test data missing or unreadable; the message gives the count and the first paths."""
 
 

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from depthclip_ros.config import DepthClipConfig, Parameters, parameter_defaults, parameter_fields
-from depthclip_ros.parameter_schema import ConfigError
+from depthclip_ros.errors import ConfigError
 from depthclip_ros.params_files import (
     default_params_file,
     load_config,

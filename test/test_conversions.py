@@ -7,7 +7,7 @@ from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 
 from depthclip_ros import frame_messages, image_decoding, point_cloud
-from depthclip_ros.image_decoding import ImageDecodeError
+from depthclip_ros.errors import ImageDecodeError
 
 RGB = structured_image(48, 64)
 

@@ -21,8 +21,8 @@ from depthclip_ros.depth_head import (
     channel_subsample_index,
     position_embeddings,
 )
-from depthclip_ros.model_loading import ModelLoadError, load_clip
-from depthclip_ros.prediction import ImageSizeError
+from depthclip_ros.errors import ImageSizeError, ModelLoadError
+from depthclip_ros.model_loading import load_clip
 from depthclip_ros.scene_classification import global_embedding
 from depthclip_ros.scene_hysteresis import SceneHysteresis
 from depthclip_ros.text_features import text_features
@@ -179,7 +179,7 @@ def test_bin_change_changes_output_and_keeps_range(make_config):
 
 
 def test_update_config_refuses_load_time_fields(make_config):
-    from depthclip_ros.parameter_schema import ConfigError
+    from depthclip_ros.errors import ConfigError
 
     model = DepthClip(make_config())
     with pytest.raises(ConfigError, match="device"):
@@ -201,7 +201,7 @@ def test_warm_up_runs_the_network_at_its_input_size(
 
 
 def test_prompt_longer_than_clip_context_is_a_config_error(make_config):
-    from depthclip_ros.parameter_schema import ConfigError
+    from depthclip_ros.errors import ConfigError
 
     with pytest.raises(ConfigError, match="prompt_template.*too long for CLIP"):
         DepthClip(make_config(prompt_template="This {object} is " + "very " * 80 + "{token}"))
@@ -442,7 +442,7 @@ def test_scene_bins_use_the_scenes_preset(make_config, tiny_checkpoint):
 
 
 def test_a_scene_preset_must_exist_and_keep_the_bin_count(make_config, tmp_path):
-    from depthclip_ros.parameter_schema import ConfigError
+    from depthclip_ros.errors import ConfigError
 
     with pytest.raises(ConfigError, match="scene_presets.*unknown preset"):
         DepthClip(make_config(scene_bins="auto", scene_presets=("bathroom:no_such_preset",)))

@@ -12,13 +12,12 @@ from helpers import encode, stamp, structured_image, wait_until
 from ros_harness import running_node
 
 from depthclip_ros import image_decoding, onnx_export
-from depthclip_ros.backends import ModelLoadError, load_estimator
+from depthclip_ros.backends import load_estimator
 from depthclip_ros.core import DepthClip
+from depthclip_ros.errors import ConfigError, ImageSizeError, ModelLoadError
 from depthclip_ros.model_loading import load_clip
 from depthclip_ros.onnx_backend import CPU, CUDA, TENSORRT, OnnxDepthClip, providers_for
-from depthclip_ros.parameter_schema import ConfigError
 from depthclip_ros.params_files import preset_names
-from depthclip_ros.prediction import ImageSizeError
 
 CAMERA = (480, 640)  # (height, width) of the exported graphs' images
 # fp16 against fp16: the graph folds the batch norms into fp16 convolutions, the torch core keeps

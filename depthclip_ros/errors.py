@@ -1,0 +1,42 @@
+"""The package's errors: one root, `DepthClipError`, so an entry point catches one class.
+
+Each error's message is the whole story in one line (what was wrong, and how to fix it); the
+node, the tools and the eval print it as it is, never a traceback. No dependencies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DepthClipError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(DepthClipError, ValueError):
+    """A configuration value is invalid; the message names the field and value."""
+
+    def __init__(self, field: str, value: Any, reason: str):
+        self.field = field
+        self.value = value
+        super().__init__(f"invalid config field '{field}' = {value!r}: {reason}")
+
+
+class ModelLoadError(DepthClipError, RuntimeError):
+    """The model cannot be loaded (missing weights, bad checkpoint, unavailable device)."""
+
+
+class ImageDecodeError(DepthClipError, ValueError):
+    """A frame cannot be turned into RGB (encoding, size, corrupt data)."""
+
+
+class ImageSizeError(DepthClipError, ValueError):
+    """A frame's size does not fit the configuration (the NYU crop, an exported graph's size)."""
+
+
+class BagError(DepthClipError):
+    """A bag cannot be read or processed as asked."""
+
+
+class LaunchError(DepthClipError, RuntimeError):
+    """A launch argument is invalid; raised before anything is started."""
