@@ -45,9 +45,9 @@ setup(
     entry_points={
         "console_scripts": [
             f"depthclip_node = {PACKAGE}.node:main",
-            f"depthclip-demo = {PACKAGE}.demo:main",
-            f"depthclip-bag = {PACKAGE}.bag_tool:main",
-            f"depthclip-export = {PACKAGE}.onnx_export:main",
+            f"depthclip-demo = {PACKAGE}.tools.demo:main",
+            f"depthclip-bag = {PACKAGE}.bag.cli:main",
+            f"depthclip-export = {PACKAGE}.estimator.export:main",
             "depthclip-eval = offline_eval.cli:main",
         ],
     },

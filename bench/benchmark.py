@@ -32,13 +32,13 @@ from node_bench import (  # noqa: E402
 )
 
 from depthclip_ros import frame_messages, image_decoding  # noqa: E402
-from depthclip_ros.backends import load_estimator  # noqa: E402
-from depthclip_ros.config import DepthClipConfig  # noqa: E402
-from depthclip_ros.core import DepthClip, DepthResult, preprocess  # noqa: E402
-from depthclip_ros.onnx_export import export  # noqa: E402
-from depthclip_ros.params_files import load_config  # noqa: E402
-from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
-from depthclip_ros.synthetic_scenes import render_scene, scene_camera_info_fields  # noqa: E402
+from depthclip_ros.config.parameters import DepthClipConfig  # noqa: E402
+from depthclip_ros.config.params_files import load_config  # noqa: E402
+from depthclip_ros.estimator.core import DepthClip, DepthResult, preprocess  # noqa: E402
+from depthclip_ros.estimator.export import export  # noqa: E402
+from depthclip_ros.estimator.loading import load_estimator  # noqa: E402
+from depthclip_ros.tools.random_clip import save_random_checkpoint  # noqa: E402
+from depthclip_ros.tools.synthetic_scenes import render_scene, scene_camera_info_fields  # noqa: E402
 
 
 def flops_of(fn) -> float:
@@ -267,7 +267,7 @@ def rates_hz(text: str) -> list:
 def bench_options(ckpt):
     """Beyond the paper, per 544x416 frame on CPU: each option's own work against the forward
     (layer4 features) it is added to, timed interleaved in one run."""
-    from depthclip_ros.depth_head import position_embeddings
+    from depthclip_ros.estimator.depth_head import position_embeddings
 
     cfg = DepthClipConfig(
         model=ckpt, device="cpu", scene_bins="auto", cache_dir=tempfile.mkdtemp()

@@ -1,6 +1,6 @@
 """The node's rows of the benchmark: the node as its own process on the middleware's defaults,
-fed by the camera driver stand-in (depthclip_ros.camera_driver) at a fixed rate; latency, rates,
-memory and CPU."""
+fed by the camera driver stand-in (depthclip_ros.tools.camera_driver) at a fixed rate;
+latency, rates, memory and CPU."""
 
 import json
 import os
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from measure import sample_process, timed
 
-from depthclip_ros.camera_driver import INFO_PATTERNS
-from depthclip_ros.core import DepthClip
-from depthclip_ros.node_process import local_dds_env, start_node_process
-from depthclip_ros.params_files import default_params_file, load_config
-from depthclip_ros.synthetic_scenes import render_scene
+from depthclip_ros.config.params_files import default_params_file, load_config
+from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.tools.camera_driver import INFO_PATTERNS
+from depthclip_ros.tools.node_process import local_dds_env, start_node_process
+from depthclip_ros.tools.synthetic_scenes import render_scene
 
 CAMERA_INFO_STATUS = "frames paired with another stamp's camera_info (last 10 s)"
 
@@ -80,7 +80,7 @@ def run_nodes(ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None,
             [
                 sys.executable,
                 "-m",
-                "depthclip_ros.camera_driver",
+                "depthclip_ros.tools.camera_driver",
                 *("--rate", str(rate), "--seconds", str(seconds), "--warmup", "3"),
                 *camera_args,
                 *driver,

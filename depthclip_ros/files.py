@@ -1,5 +1,5 @@
 """Atomic writes: a reader sees the old file (or folder) or the complete new one, never a torn
-one."""
+one; PNG images and PLY point clouds written that way."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 
 def atomic_write(path, write) -> None:
@@ -43,3 +45,43 @@ def atomic_directory(path, overwrite: bool = False):
         (staging / path.name).rename(path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_png(path, rgb: np.ndarray) -> None:
+    from PIL import Image  # Pillow only where pictures are written
+
+    atomic_write(path, lambda f: Image.fromarray(rgb).save(f, format="PNG"))
+
+
+def write_ply(path, points: np.ndarray, colours: np.ndarray) -> int:
+    """Binary little-endian PLY of the finite points; returns how many were written."""
+    pts = points.reshape(-1, 3)
+    cols = colours.reshape(-1, 3)
+    keep = np.isfinite(pts).all(axis=1)
+    pts, cols = pts[keep].astype("<f4"), cols[keep].astype(np.uint8)
+    vertex = np.empty(
+        len(pts),
+        dtype=[
+            ("x", "<f4"),
+            ("y", "<f4"),
+            ("z", "<f4"),
+            ("red", "u1"),
+            ("green", "u1"),
+            ("blue", "u1"),
+        ],
+    )
+    vertex["x"], vertex["y"], vertex["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
+    vertex["red"], vertex["green"], vertex["blue"] = cols[:, 0], cols[:, 1], cols[:, 2]
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {len(pts)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    )
+
+    def write(f):
+        f.write(header.encode("ascii"))
+        f.write(vertex.tobytes())
+
+    atomic_write(path, write)
+    return len(pts)

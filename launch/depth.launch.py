@@ -12,8 +12,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
-from depthclip_ros.config import NODE_NAME
-from depthclip_ros.launch_support import (
+from depthclip_ros.config.parameters import NODE_NAME
+from depthclip_ros.node.launch_arguments import (
     LAUNCH_ARGUMENTS,
     check_rviz_installed,
     node_arguments,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from depthclip_ros.backends import load_estimator
+from depthclip_ros import metrics
+from depthclip_ros.config.params_files import load_config
+from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.estimator.result import CROP_BOX
 from depthclip_ros.files import atomic_write
-from depthclip_ros.params_files import load_config
-from depthclip_ros.prediction import CROP_BOX
 
-from . import metrics
 from .data import DataError, Dataset
 from .report import markdown_report, save_panel
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from depthclip_ros.visualization import colorize, save_png
-
-from . import metrics
+from depthclip_ros import metrics
+from depthclip_ros.files import save_png
+from depthclip_ros.messages.colormaps import colorize
 
 HEADERS = {
     "d1": "δ1↑",

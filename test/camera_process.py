@@ -16,7 +16,7 @@ import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from depthclip_ros import image_decoding
+from depthclip_ros.messages import decoding
 
 
 def main():
@@ -36,7 +36,7 @@ def main():
     answered, ranges = set(), []
 
     def on_depth(msg):
-        depth = image_decoding.depth_image_to_array(msg)
+        depth = decoding.depth_image_to_array(msg)
         answered.add(msg.header.stamp.sec)
         ranges.append((float(np.nanmin(depth)), float(np.nanmax(depth))))
 

@@ -17,7 +17,7 @@ for _tuning in (
 
 import pytest  # noqa: E402 (after the environment the rmw reads)
 
-from depthclip_ros.random_clip import save_random_checkpoint  # noqa: E402
+from depthclip_ros.tools.random_clip import save_random_checkpoint  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
 
@@ -32,7 +32,7 @@ def tiny_checkpoint(tmp_path_factory):
 def make_config(tiny_checkpoint, tmp_path):
     """Config factory on the tiny model. Temperature 1.0: a tiny random CLIP saturates
     the softmax at the paper's 0.1, which would hide errors in the bin weighting."""
-    from depthclip_ros.config import DepthClipConfig
+    from depthclip_ros.config.parameters import DepthClipConfig
 
     def make(**changes):
         base = dict(

@@ -15,9 +15,10 @@ from bag_factory import deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
 from ros_harness import running_node
 
-from depthclip_ros import bag_files, bag_processing, bag_tool, image_decoding, point_cloud
-from depthclip_ros.core import DepthClip
-from depthclip_ros.params_files import load_config
+from depthclip_ros.bag import cli, processing, reading
+from depthclip_ros.config.params_files import load_config
+from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.messages import decoding, point_cloud
 
 IMAGE_TOPIC = "/cam/image_raw"
 
@@ -48,7 +49,7 @@ def params_file(tiny_checkpoint, tmp_path):
 
 
 def run_tool(*argv):
-    return bag_tool.main([str(a) for a in argv])
+    return cli.main([str(a) for a in argv])
 
 
 def leftovers(folder):
@@ -92,8 +93,8 @@ def test_process_adds_depth_info_and_cloud_and_copies_everything(
         assert d.header.frame_id == image.header.frame_id == "camera_optical_frame"
         assert (d.encoding, d.height, d.width, d.step) == ("32FC1", 120, 160, 640)
         # The same core on the same decoded frame gives the same depth: one pipeline, not two.
-        expected = estimator.predict(image_decoding.decode_image(image)).depth[0]
-        np.testing.assert_allclose(image_decoding.depth_image_to_array(d), expected, rtol=1e-5)
+        expected = estimator.predict(decoding.decode_image(image)).depth[0]
+        np.testing.assert_allclose(decoding.depth_image_to_array(d), expected, rtol=1e-5)
 
         info = deserialize(infos[i][1], "sensor_msgs/msg/CameraInfo")
         assert info.header.stamp == d.header.stamp and (info.width, info.height) == (160, 120)
@@ -141,8 +142,8 @@ def test_batches_give_the_same_depth_as_single_frames(tmp_path, params_file):
     four, _ = read_bag(tmp_path / "b4")
     assert len(four["/cam/depth/image"]) == 5
     for a, b in zip(one["/cam/depth/image"], four["/cam/depth/image"]):
-        da = image_decoding.depth_image_to_array(deserialize(a[1], "sensor_msgs/msg/Image"))
-        db = image_decoding.depth_image_to_array(deserialize(b[1], "sensor_msgs/msg/Image"))
+        da = decoding.depth_image_to_array(deserialize(a[1], "sensor_msgs/msg/Image"))
+        db = decoding.depth_image_to_array(deserialize(b[1], "sensor_msgs/msg/Image"))
         np.testing.assert_allclose(da, db, rtol=1e-4, atol=1e-5)
 
 
@@ -413,8 +414,8 @@ def test_failure_mid_run_leaves_no_output_and_keeps_the_old_one(
             raise KeyboardInterrupt  # what Ctrl-C or SIGTERM does mid-run
         return original(self)
 
-    original = bag_processing.BagProcessor._flush
-    monkeypatch.setattr(bag_processing.BagProcessor, "_flush", interrupted_after_one_frame)
+    original = processing.BagProcessor._flush
+    monkeypatch.setattr(processing.BagProcessor, "_flush", interrupted_after_one_frame)
     assert (
         run_tool(
             "process",
@@ -452,9 +453,7 @@ def test_image_logged_before_its_camera_info_gets_its_own_k(tmp_path, params_fil
     for i, (info, cloud, depth) in enumerate(zip(infos, clouds, depths)):
         assert (info.header.stamp.sec, info.header.stamp.nanosec) == frame_stamp(i)
         assert info.k[0] == info.k[4] == focal(i)
-        z = image_decoding.depth_image_to_array(depth)[
-            4, 8
-        ]  # the cloud's point (1, 2) at stride 4
+        z = decoding.depth_image_to_array(depth)[4, 8]  # the cloud's point (1, 2) at stride 4
         point = point_cloud.pointcloud_to_array(cloud)[1, 2]
         np.testing.assert_allclose(
             point[:2], [(8 - 80) * z / focal(i), (4 - 60) * z / focal(i)], rtol=1e-5
@@ -480,14 +479,14 @@ def test_output_metadata_is_the_form_humble_reads(tmp_path, params_file):
 def test_bag_outputs_are_the_topics_a_node_in_the_camera_namespace_publishes():
     import rclpy
 
-    from depthclip_ros import topics
+    from depthclip_ros.messages import topics
 
     with rclpy.init():
         node = rclpy.create_node("depthclip", namespace="/camera/color")
         resolved = {key: node.resolve_topic_name(name) for key, name in topics.OUTPUTS.items()}
         node.destroy_node()
     for image_topic in ("/camera/color/image_raw", "/camera/color/image_raw/compressed"):
-        assert bag_files.output_topics(image_topic) == {
+        assert reading.output_topics(image_topic) == {
             k: resolved[k] for k in ("depth", "camera_info", "points")
         }
     assert resolved["depth"] == "/camera/color/depth/image"
@@ -530,7 +529,7 @@ def test_console_entry_point_reports_config_errors(tmp_path):
         [
             sys.executable,
             "-m",
-            "depthclip_ros.bag_tool",
+            "depthclip_ros.bag.cli",
             "process",
             str(src),
             str(tmp_path / "out"),
@@ -627,7 +626,7 @@ def test_sigterm_mid_run_removes_the_partial_output(tmp_path, params_file):
         [
             sys.executable,
             "-m",
-            "depthclip_ros.bag_tool",
+            "depthclip_ros.bag.cli",
             "process",
             str(src),
             str(dst),
@@ -704,8 +703,8 @@ def test_several_cameras_in_one_pass_with_one_model(tmp_path, params_file, stora
             assert (depth.header.stamp.sec, depth.header.stamp.nanosec) == frame_stamp(i)
             assert (depth.width, depth.height) == (info.width, info.height) == (width, height)
             assert info.k[0] == width * 0.8  # this camera's K
-            expected = estimator.predict(image_decoding.decode_image(image)).depth[0]
-            got = image_decoding.depth_image_to_array(depth)
+            expected = estimator.predict(decoding.decode_image(image)).depth[0]
+            got = decoding.depth_image_to_array(depth)
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, RegionOfInterest
 
-from depthclip_ros.camera_model import PinholeCamera
+from depthclip_ros.messages.camera_model import PinholeCamera
 
 
 def info(

@@ -1,15 +1,20 @@
 import pytest
 import yaml
 
-from depthclip_ros.config import DepthClipConfig, Parameters, parameter_defaults, parameter_fields
-from depthclip_ros.errors import ConfigError
-from depthclip_ros.params_files import (
+from depthclip_ros.config.parameters import (
+    DepthClipConfig,
+    Parameters,
+    parameter_defaults,
+    parameter_fields,
+)
+from depthclip_ros.config.params_files import (
     default_params_file,
     load_config,
     node_key_matches,
     preset_names,
     read_params_file,
 )
+from depthclip_ros.errors import ConfigError
 
 BAD_FIELDS = [
     ("depth_tokens", dict(depth_tokens=("giant", " ", "close", "far", "a", "b", "c"))),
@@ -187,7 +192,7 @@ def test_params_file_sections_apply_in_file_order_and_nest(tmp_path):
 
 
 def test_shipped_files_use_the_any_namespace_key():
-    from depthclip_ros.params_files import config_dir
+    from depthclip_ros.config.params_files import config_dir
 
     for path in [default_params_file(), *sorted((config_dir() / "presets").glob("*.yaml"))]:
         assert list(yaml.safe_load(path.read_text())) == ["/**/depthclip"], path

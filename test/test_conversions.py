@@ -6,8 +6,8 @@ from helpers import ALL_ENCODINGS, encode, structured_image
 from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 
-from depthclip_ros import frame_messages, image_decoding, point_cloud
 from depthclip_ros.errors import ImageDecodeError
+from depthclip_ros.messages import decoding, outputs, point_cloud
 
 RGB = structured_image(48, 64)
 
@@ -16,31 +16,27 @@ RGB = structured_image(48, 64)
 @pytest.mark.parametrize("padding", [0, 5])
 @pytest.mark.parametrize("bigendian", [False, True])
 def test_colour_encodings_round_trip_exactly(encoding, padding, bigendian):
-    out = image_decoding.image_to_rgb8(encode(RGB, encoding, padding, bigendian))
+    out = decoding.image_to_rgb8(encode(RGB, encoding, padding, bigendian))
     np.testing.assert_array_equal(out, RGB)
 
 
 def test_mono_replicates_first_channel():
     grey = np.repeat(RGB[..., :1], 3, axis=2)
-    np.testing.assert_array_equal(image_decoding.image_to_rgb8(encode(RGB, "mono8", 3)), grey)
-    np.testing.assert_array_equal(
-        image_decoding.image_to_rgb8(encode(RGB, "mono16", 2, True)), grey
-    )
-    np.testing.assert_array_equal(
-        image_decoding.image_to_rgb8(encode(RGB, "mono16", 0, False)), grey
-    )
+    np.testing.assert_array_equal(decoding.image_to_rgb8(encode(RGB, "mono8", 3)), grey)
+    np.testing.assert_array_equal(decoding.image_to_rgb8(encode(RGB, "mono16", 2, True)), grey)
+    np.testing.assert_array_equal(decoding.image_to_rgb8(encode(RGB, "mono16", 0, False)), grey)
 
 
 @pytest.mark.parametrize("encoding", [e for e in ALL_ENCODINGS if e.startswith(("bayer", "yuv"))])
 def test_subsampled_encodings_are_close(encoding):
-    out = image_decoding.image_to_rgb8(encode(RGB, encoding, padding=4))
+    out = decoding.image_to_rgb8(encode(RGB, encoding, padding=4))
     err = np.abs(out.astype(int) - RGB.astype(int))
     # Exact where the colour was sampled; small mean error elsewhere on this smooth image.
     assert err.mean() < 12, err.mean()
 
 
 def test_bayer_keeps_sampled_pixels_exactly():
-    out = image_decoding.image_to_rgb8(encode(RGB, "bayer_rggb8"))
+    out = decoding.image_to_rgb8(encode(RGB, "bayer_rggb8"))
     np.testing.assert_array_equal(out[0::2, 0::2, 0], RGB[0::2, 0::2, 0])
     np.testing.assert_array_equal(out[1::2, 1::2, 2], RGB[1::2, 1::2, 2])
 
@@ -62,7 +58,7 @@ def test_malformed_images_are_rejected_with_reason(mutate, reason):
     for k, v in mutate.items():
         setattr(msg, k, v)
     with pytest.raises(ImageDecodeError, match=reason):
-        image_decoding.image_to_rgb8(msg)
+        decoding.image_to_rgb8(msg)
 
 
 def test_compressed_jpeg_png_and_garbage():
@@ -70,21 +66,21 @@ def test_compressed_jpeg_png_and_garbage():
         buf = io.BytesIO()
         PILImage.fromarray(RGB).save(buf, format=fmt, quality=95)
         msg = CompressedImage(format=fmt.lower(), data=buf.getvalue())
-        out = image_decoding.compressed_to_rgb8(msg)
+        out = decoding.compressed_to_rgb8(msg)
         assert out.shape == RGB.shape
         assert np.abs(out.astype(int) - RGB).mean() < (0.01 if fmt == "PNG" else 4)
     with pytest.raises(ImageDecodeError, match="undecodable"):
-        image_decoding.compressed_to_rgb8(CompressedImage(format="jpeg", data=b"\xff\xd8garbage"))
+        decoding.compressed_to_rgb8(CompressedImage(format="jpeg", data=b"\xff\xd8garbage"))
     with pytest.raises(ImageDecodeError, match="no data"):
-        image_decoding.compressed_to_rgb8(CompressedImage(format="jpeg", data=b""))
+        decoding.compressed_to_rgb8(CompressedImage(format="jpeg", data=b""))
 
 
 def test_depth_image_round_trip():
     depth = np.random.default_rng(0).uniform(1, 3, (7, 9)).astype(np.float32)
     depth[2, 3] = np.nan
-    msg = Image(**frame_messages.depth_image_fields(depth))
+    msg = Image(**outputs.depth_image_fields(depth))
     assert msg.encoding == "32FC1" and msg.step == 36
-    np.testing.assert_array_equal(image_decoding.depth_image_to_array(msg), depth)
+    np.testing.assert_array_equal(decoding.depth_image_to_array(msg), depth)
 
 
 def test_backprojection_formula():

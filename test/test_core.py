@@ -14,18 +14,18 @@ import torch.nn.functional as F
 from clip.model import build_model
 from helpers import structured_image
 
-from depthclip_ros import core
-from depthclip_ros.core import DepthClip, preprocess
-from depthclip_ros.depth_head import (
+from depthclip_ros.errors import ImageSizeError, ModelLoadError
+from depthclip_ros.estimator import core
+from depthclip_ros.estimator.clip_loading import load_clip
+from depthclip_ros.estimator.core import DepthClip, preprocess
+from depthclip_ros.estimator.depth_head import (
     bin_probabilities,
     channel_subsample_index,
     position_embeddings,
 )
-from depthclip_ros.errors import ImageSizeError, ModelLoadError
-from depthclip_ros.model_loading import load_clip
-from depthclip_ros.scene_classification import global_embedding
-from depthclip_ros.scene_hysteresis import SceneHysteresis
-from depthclip_ros.text_features import text_features
+from depthclip_ros.estimator.scene_classification import global_embedding
+from depthclip_ros.estimator.text_features import text_features
+from depthclip_ros.runtime.scene_hysteresis import SceneHysteresis
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -340,7 +340,7 @@ def test_corrupt_cache_recovers(make_config, caplog):
 
 
 def test_torchscript_archive_loads_like_state_dict(tmp_path, make_config):
-    from depthclip_ros.random_clip import save_random_checkpoint
+    from depthclip_ros.tools.random_clip import save_random_checkpoint
 
     ts = save_random_checkpoint(tmp_path / "ts.pt", torchscript=True)
     sd = save_random_checkpoint(tmp_path / "sd.pt")
@@ -379,8 +379,10 @@ def test_bad_model_names_and_files(tmp_path):
 @pytest.mark.slow
 def test_core_does_not_import_rclpy():
     code = (
-        "import sys, depthclip_ros.core, depthclip_ros.config, depthclip_ros.image_decoding,"
-        " depthclip_ros.frame_messages, depthclip_ros.bag_tool, offline_eval.cli;"
+        "import sys, depthclip_ros.estimator.core, depthclip_ros.config.parameters,"
+        " depthclip_ros.messages.decoding, depthclip_ros.messages.outputs,"
+        " depthclip_ros.runtime.worker, depthclip_ros.tools.demo, depthclip_ros.bag.cli,"
+        " depthclip_ros.node.launch_arguments, offline_eval.cli;"
         "sys.exit('rclpy' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, SCENES, render_scene
-from offline_eval import metrics
+from depthclip_ros import metrics
+from depthclip_ros.tools.synthetic_scenes import CX, CY, FX, FY, SCENES, render_scene
 
 
 def test_rendered_scene_depth_is_the_ray_cast_geometry():
@@ -29,7 +29,7 @@ def test_demo_runs_the_whole_ros_pipeline(tmp_path):
         [
             sys.executable,
             "-m",
-            "depthclip_ros.demo",
+            "depthclip_ros.tools.demo",
             "--out",
             str(tmp_path),
             "--random-weights",
@@ -65,7 +65,7 @@ def test_demo_without_weights_stops_with_the_loader_error(tmp_path):
         [
             sys.executable,
             "-m",
-            "depthclip_ros.demo",
+            "depthclip_ros.tools.demo",
             "--out",
             str(tmp_path / "o"),
             "--model",

@@ -10,7 +10,7 @@ from helpers import SHARED_NYU, structured_image
 from PIL import Image
 from scipy.io import savemat
 
-from offline_eval import metrics
+from depthclip_ros import metrics
 from offline_eval.cli import main as eval_main
 from offline_eval.data import DataError, MatSource, bts_samples, load_bts
 
@@ -287,8 +287,8 @@ def test_scene_bins_sweep_oracle_auto_and_the_papers_rows(tmp_path, tiny_checkpo
     """--sweep scene-bins: 'oracle' gives each image the bins of its NYU scene folder (paper
     Table 2: bathroom -> class-dependent 3), 'auto' CLIP's scene; results.md puts the paper's δ1
     beside the row it reports."""
-    from depthclip_ros.core import DepthClip
-    from depthclip_ros.params_files import load_config
+    from depthclip_ros.config.params_files import load_config
+    from depthclip_ros.estimator.core import DepthClip
 
     root = _write_bts_tree(tmp_path / "nyu")
     params = tmp_path / "p.yaml"

@@ -5,7 +5,7 @@ import threading
 import pytest
 from helpers import wait_until
 
-from depthclip_ros.frame_worker import FrameWorker
+from depthclip_ros.runtime.worker import FrameWorker
 
 
 class Recorder:

@@ -2,9 +2,9 @@
 
 import pytest
 
-from depthclip_ros import health
-from depthclip_ros.config import NodeSettings
-from depthclip_ros.frame_stats import FrameStats
+from depthclip_ros.config.parameters import NodeSettings
+from depthclip_ros.runtime import health
+from depthclip_ros.runtime.statistics import FrameStats
 
 
 class Clock:

@@ -2,8 +2,8 @@
 
 import types
 
-from depthclip_ros.input_qos import choose_reliability, override_parameter
-from depthclip_ros.stamp_pairing import CameraInfoIndex, CameraInfoPairing
+from depthclip_ros.runtime.input_qos import choose_reliability, override_parameter
+from depthclip_ros.runtime.stamp_pairing import CameraInfoIndex, CameraInfoPairing
 
 
 def test_reliability_adapts_to_the_publishers_like_rosbag2():

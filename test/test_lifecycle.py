@@ -11,9 +11,9 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from ros_harness import running_node
 
+from depthclip_ros.config.params_files import load_config
 from depthclip_ros.errors import ConfigError
-from depthclip_ros.params_files import load_config
-from depthclip_ros.random_clip import save_random_checkpoint
+from depthclip_ros.tools.random_clip import save_random_checkpoint
 
 RGB = structured_image()
 

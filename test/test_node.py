@@ -15,8 +15,8 @@ from rclpy.parameter import Parameter
 from ros_harness import running_node
 from sensor_msgs.msg import CompressedImage, Image
 
-from depthclip_ros import frame_messages, image_decoding, point_cloud
-from depthclip_ros.camera_pipeline import output_qos_profile
+from depthclip_ros.messages import decoding, outputs, point_cloud
+from depthclip_ros.node.camera_pipeline import output_qos_profile
 
 RGB = structured_image()
 
@@ -63,7 +63,7 @@ def test_depth_cloud_and_info_carry_the_input_header(node_and_tester):
         )
     )
     wait_until(lambda: node.camera.camera_infos.latest is not None)
-    msg = Image(**frame_messages.rgb8_image_fields(RGB))
+    msg = Image(**outputs.rgb8_image_fields(RGB))
     stamp(msg, 42, 123)
     tester.image_pub.publish(msg)
     depth_msg = tester.wait_for("depth/image")[0]
@@ -73,7 +73,7 @@ def test_depth_cloud_and_info_carry_the_input_header(node_and_tester):
         assert (out.header.stamp.sec, out.header.stamp.nanosec) == (42, 123)
         assert out.header.frame_id == "camera_optical_frame"
     assert (depth_msg.encoding, depth_msg.height, depth_msg.width) == ("32FC1", 480, 640)
-    depth = image_decoding.depth_image_to_array(depth_msg)
+    depth = decoding.depth_image_to_array(depth_msg)
     bins = node.estimator.config.depth_bins
     assert np.isfinite(depth).all() and bins[0] <= depth.min() and depth.max() <= bins[-1]
     # camera_info was for a 2x larger image: intrinsics scale to the depth image.
@@ -95,12 +95,12 @@ def test_depth_cloud_and_info_carry_the_input_header(node_and_tester):
 
 def test_every_encoding_gives_the_rgb8_depth(node_and_tester):
     node, tester = node_and_tester
-    reference = image_decoding.depth_image_to_array(
-        send_and_receive(tester, Image(**frame_messages.rgb8_image_fields(RGB)), 1)
+    reference = decoding.depth_image_to_array(
+        send_and_receive(tester, Image(**outputs.rgb8_image_fields(RGB)), 1)
     )
     grey = np.repeat(RGB[..., :1], 3, axis=2)
-    grey_ref = image_decoding.depth_image_to_array(
-        send_and_receive(tester, Image(**frame_messages.rgb8_image_fields(grey)), 2)
+    grey_ref = decoding.depth_image_to_array(
+        send_and_receive(tester, Image(**outputs.rgb8_image_fields(grey)), 2)
     )
     cases = [(e, 0, False) for e in ALL_ENCODINGS] + [
         ("bgr8", 7, False),
@@ -108,7 +108,7 @@ def test_every_encoding_gives_the_rgb8_depth(node_and_tester):
         ("mono16", 2, True),
     ]
     for sec, (enc, padding, big) in enumerate(cases, start=10):
-        depth = image_decoding.depth_image_to_array(
+        depth = decoding.depth_image_to_array(
             send_and_receive(tester, encode(RGB, enc, padding, big), sec)
         )
         expected = grey_ref if enc.startswith("mono") else reference
@@ -154,7 +154,7 @@ def test_malformed_flood_then_valid_frame_is_answered(node_and_tester):
 
 def test_parameter_changes(node_and_tester):
     node, tester = node_and_tester
-    before = image_decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 1))
+    before = decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 1))
     bad = [
         Parameter("depth_bins", value=[1.0, 2.0, 1.5, 3.0, 3.5, 4.0, 5.0]),
         Parameter("depth_tokens", value=["near", "far"]),
@@ -168,7 +168,7 @@ def test_parameter_changes(node_and_tester):
         assert not result.successful and result.reason, p.name
     ro = node.set_parameters([Parameter("device", value="cuda")])[0]
     assert not ro.successful
-    same = image_decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 2))
+    same = decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 2))
     np.testing.assert_array_equal(same, before)
 
     ok = node.set_parameters_atomically(
@@ -178,7 +178,7 @@ def test_parameter_changes(node_and_tester):
         ]
     )
     assert ok.successful, ok.reason
-    after = image_decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 3))
+    after = decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 3))
     assert 2.0 <= after.min() and after.max() <= 5.0 and not np.allclose(after, before)
 
 
@@ -196,12 +196,12 @@ def test_beyond_the_paper_options_change_at_run_time(node_and_tester):
     ]
     assert node.set_parameters_atomically(changes).successful
     wait_until(lambda: node.estimator.config.dense_features == "projected")
-    depth = image_decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 4))
+    depth = decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 4))
     config = node.estimator.config
     assert config.prompt_template == tuple(templates) and config.head_precision == "model"
     np.testing.assert_allclose(depth, node.estimator.predict(RGB).depth[0], atol=1e-6)
     paper = config.replace(dense_features="subsampled", prompt_template=tuple(templates[:1]))
-    from depthclip_ros.core import DepthClip
+    from depthclip_ros.estimator.core import DepthClip
 
     assert np.abs(DepthClip(paper).predict(RGB).depth[0] - depth).max() > 1e-4  # a real change
 
@@ -210,7 +210,7 @@ def test_scene_bins_auto_reports_the_scene_in_diagnostics(node_and_tester):
     node, tester = node_and_tester
     assert node.set_parameters([Parameter("scene_bins", value="auto")])[0].successful
     wait_until(lambda: node.estimator.config.scene_bins == "auto")
-    depth = image_decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 6))
+    depth = decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 6))
     values = diag_values(tester, lambda v: v.get("scene", "none yet") != "none yet")
     scene = values["scene"]
     assert scene in node.estimator.config.scenes and 0.0 < float(values["scene score"]) <= 1.0
@@ -226,7 +226,7 @@ def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, 
     """Loading, warm-up, config changes and frames: one thread (torch on two threads is slower)."""
     import threading
 
-    from depthclip_ros.core import DepthClip
+    from depthclip_ros.estimator.core import DepthClip
 
     calls = []
     for name in ("__init__", "warm_up", "update_config", "predict"):
@@ -242,9 +242,7 @@ def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, 
         assert node.set_parameters(
             [Parameter("depth_bins", value=[1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0])]
         )[0].successful
-        after = image_decoding.depth_image_to_array(
-            send_and_receive(tester, encode(RGB, "rgb8"), 2)
-        )
+        after = decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 2))
     assert [name for name, _ in calls][:2] == ["__init__", "warm_up"]
     assert {"update_config", "predict"} <= {name for name, _ in calls}
     assert {thread for _, thread in calls} == {"depthclip-worker"}
@@ -317,9 +315,7 @@ def test_compressed_input_and_colored_output(tiny_checkpoint, tmp_path):
         PILImage.fromarray(RGB).save(buf, format="PNG")
         depth = send_and_receive(tester, CompressedImage(format="png", data=buf.getvalue()), 5)
         reference = node.estimator.predict(RGB).depth[0]
-        np.testing.assert_allclose(
-            image_decoding.depth_image_to_array(depth), reference, atol=1e-6
-        )
+        np.testing.assert_allclose(decoding.depth_image_to_array(depth), reference, atol=1e-6)
         colored = tester.wait_for("depth/colored")[0]
         assert (colored.encoding, colored.height, colored.width) == ("rgb8", 480, 640)
         assert colored.header.stamp.sec == 5
@@ -478,7 +474,7 @@ def test_camera_info_published_after_its_image_pairs_by_stamp(tiny_checkpoint, t
                 0
             ]
             assert info.k[0] == fx and info.p[0] == fx, sec
-            depth = image_decoding.depth_image_to_array(
+            depth = decoding.depth_image_to_array(
                 tester.wait_for("depth/image", predicate=lambda m, s=sec: m.header.stamp.sec == s)[
                     0
                 ]
@@ -526,7 +522,7 @@ def test_binning_and_roi_are_applied_once(node_and_tester):
 def test_two_namespaced_instances_each_use_their_params_file(tiny_checkpoint, tmp_path):
     """Two cameras, two node processes, one `/**/depthclip:` file each, as the launch file starts
     them."""
-    from depthclip_ros.demo import start_node_process
+    from depthclip_ros.tools.demo import start_node_process
 
     bins = {"/front": [4.0, 5.0, 6.0, 7.0], "/rear": [8.0, 9.0, 10.0, 11.0]}
     nodes = []

@@ -11,13 +11,14 @@ import torch
 from helpers import encode, stamp, structured_image, wait_until
 from ros_harness import running_node
 
-from depthclip_ros import image_decoding, onnx_export
-from depthclip_ros.backends import load_estimator
-from depthclip_ros.core import DepthClip
+from depthclip_ros.config.params_files import preset_names
 from depthclip_ros.errors import ConfigError, ImageSizeError, ModelLoadError
-from depthclip_ros.model_loading import load_clip
-from depthclip_ros.onnx_backend import CPU, CUDA, TENSORRT, OnnxDepthClip, providers_for
-from depthclip_ros.params_files import preset_names
+from depthclip_ros.estimator import export
+from depthclip_ros.estimator.clip_loading import load_clip
+from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.estimator.onnx_runtime import CPU, CUDA, TENSORRT, OnnxDepthClip, providers_for
+from depthclip_ros.messages import decoding
 
 CAMERA = (480, 640)  # (height, width) of the exported graphs' images
 # fp16 against fp16: the graph folds the batch norms into fp16 convolutions, the torch core keeps
@@ -28,7 +29,7 @@ FP16_ATOL = 5e-3
 
 
 def export_and_load(config, path, image_size=CAMERA):
-    onnx_export.export(config, path, image_size)
+    export.export(config, path, image_size)
     return OnnxDepthClip(config.replace(model=str(path)))
 
 
@@ -67,7 +68,7 @@ def assert_fp16_graph(path):
 )
 def test_rn50_graph_equals_the_torch_core(rn50_checkpoint, tmp_path, preprocessing, flip):
     """Real RN50 shapes: ONNX Runtime's depth equals the core's within 1e-4 m, batch 1 and 4."""
-    from depthclip_ros.config import DepthClipConfig
+    from depthclip_ros.config.parameters import DepthClipConfig
 
     config = DepthClipConfig(
         model=str(rn50_checkpoint),
@@ -88,7 +89,7 @@ def test_rn50_graph_equals_the_torch_core(rn50_checkpoint, tmp_path, preprocessi
 def test_rn50_fp16_graph_runs_the_torch_fp16_core(rn50_checkpoint, tmp_path):
     """Real RN50 shapes, crop, flip and the fp16 head: the fp16 graph against the torch core's
     fp16 path, batch 1 and 4."""
-    from depthclip_ros.config import DepthClipConfig
+    from depthclip_ros.config.parameters import DepthClipConfig
 
     config = DepthClipConfig(
         model=str(rn50_checkpoint),
@@ -100,7 +101,7 @@ def test_rn50_fp16_graph_runs_the_torch_fp16_core(rn50_checkpoint, tmp_path):
         head_precision="model",
     )
     path = tmp_path / "rn50_fp16.onnx"
-    onnx_export.export(config.replace(precision="fp16"), path, CAMERA)
+    export.export(config.replace(precision="fp16"), path, CAMERA)
     assert_fp16_graph(path)
     exported = OnnxDepthClip(config.replace(model=str(path)))
     core = torch_fp16_core(config)
@@ -138,7 +139,7 @@ def test_fp16_graph_runs_the_torch_fp16_core(
         input_height=96,
     )
     path = tmp_path / "fp16.onnx"
-    onnx_export.export(config.replace(precision="fp16"), path, CAMERA)
+    export.export(config.replace(precision="fp16"), path, CAMERA)
     assert_fp16_graph(path)
     exported = OnnxDepthClip(config.replace(model=str(path), precision="auto"))
     assert exported.metadata["precision"] == "fp16" and exported.dtype == "float16"
@@ -157,8 +158,8 @@ def test_fp16_graph_runs_the_torch_fp16_core(
 def test_precision_must_match_the_graph(make_config, tmp_path):
     config = make_config(input_width=128, input_height=96)
     fp32_path, fp16_path = tmp_path / "fp32.onnx", tmp_path / "fp16.onnx"
-    onnx_export.export(config, fp32_path, CAMERA)
-    onnx_export.export(config.replace(precision="fp16"), fp16_path, CAMERA)
+    export.export(config, fp32_path, CAMERA)
+    export.export(config.replace(precision="fp16"), fp16_path, CAMERA)
     assert OnnxDepthClip(config.replace(model=str(fp32_path), precision="auto")).dtype == "float32"
     with pytest.raises(ConfigError, match="'precision' = 'fp16'.*fp32.onnx is fp32; export it wi"):
         OnnxDepthClip(config.replace(model=str(fp32_path), precision="fp16"))
@@ -186,7 +187,7 @@ def test_bins_temperature_and_exported_prompts_change_without_re_export(make_con
     exported = export_and_load(config, tmp_path / "m.onnx")
     image = structured_image(*CAMERA)
     # Bins and temperature are graph inputs; a shipped preset's prompts were exported with it.
-    preset = onnx_export.load_config(None, ["tokens_prompt_1"]).depth_tokens
+    preset = export.load_config(None, ["tokens_prompt_1"]).depth_tokens
     changed = config.replace(
         temperature=0.5, depth_bins=tuple(2 * b for b in config.depth_bins), depth_tokens=preset
     )
@@ -223,7 +224,7 @@ def test_what_the_graph_cannot_honour_is_refused_with_the_reason(make_config, tm
 def test_metadata_records_the_export_and_text_features_lie_beside(make_config, tmp_path):
     config = make_config(input_width=128, input_height=96)
     path = tmp_path / "m.onnx"
-    onnx_export.export(config, path, CAMERA)
+    export.export(config, path, CAMERA)
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     core = DepthClip(config)
     assert meta["model_identity"] == core.model_identity
@@ -239,13 +240,13 @@ def test_metadata_records_the_export_and_text_features_lie_beside(make_config, t
         "subsampled",
         "False",
     )
-    assert meta["opset"] == str(onnx_export.OPSET) and meta["exporter"].startswith("torch ")
+    assert meta["opset"] == str(export.OPSET) and meta["exporter"].startswith("torch ")
     assert meta["precision"] == "fp32"
     inputs = [i.name for i in onnx.load(str(path)).graph.input]
     assert inputs == ["images", "text_features", "bins", "temperature"]
     # The configured prompts and each shipped preset's, in the cache format.
     features = sorted((tmp_path / "m_text_features").glob("text_*.npy"))
-    distinct = {repr(c.prompt_sets) for c in [config, *onnx_export.preset_configs()]}
+    distinct = {repr(c.prompt_sets) for c in [config, *export.preset_configs()]}
     assert len(features) == len(distinct) and len(preset_names()) > 1
 
 
@@ -278,11 +279,11 @@ def test_files_that_are_not_depthclip_exports_are_refused(make_config, tmp_path)
 def test_export_cli_writes_the_graph_and_reports_errors(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     argv = ["--model", str(tiny_checkpoint), "--out", str(out), "--image-size", "320x240"]
-    assert onnx_export.main(argv + ["--precision", "fp16"]) == 0
+    assert export.main(argv + ["--precision", "fp16"]) == 0
     assert "wrote" in capsys.readouterr().out and out.is_file()
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert (meta["precision"], meta["image_width"], meta["image_height"]) == ("fp16", "320", "240")
-    assert onnx_export.main(["--model", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
+    assert export.main(["--model", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("depthclip-export: error: ") and err.count("\n") == 1
 
@@ -294,7 +295,7 @@ def test_node_runs_an_exported_model(make_config, tiny_checkpoint, tmp_path):
 
     config = make_config(input_width=128, input_height=96)
     path = tmp_path / "node.onnx"
-    onnx_export.export(config, path, (120, 160))
+    export.export(config, path, (120, 160))
     image = structured_image(120, 160)
     expected = DepthClip(config).predict(image).depth[0]
     with running_node(str(path), tmp_path / "cache", input_width=128, input_height=96) as (
@@ -303,7 +304,7 @@ def test_node_runs_an_exported_model(make_config, tiny_checkpoint, tmp_path):
     ):
         assert isinstance(node.estimator, OnnxDepthClip)
         tester.image_pub.publish(stamp(encode(image, "rgb8"), 7))
-        depth = image_decoding.depth_image_to_array(tester.wait_for("depth/image")[0])
+        depth = decoding.depth_image_to_array(tester.wait_for("depth/image")[0])
         np.testing.assert_allclose(depth, expected, atol=1e-4)
         result = node.set_parameters([Parameter("input_width", value=160)])[0]
         assert not result.successful and "exported graph" in result.reason

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from depthclip_ros import launch_support
+from depthclip_ros.node import launch_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ def imported_top_level_modules():
 
     modules = set()
     for path in [
-        *ROOT.glob("depthclip_ros/*.py"),
+        *ROOT.glob("depthclip_ros/**/*.py"),
         *ROOT.glob("offline_eval/*.py"),
         *ROOT.glob("launch/*.py"),
     ]:
@@ -317,7 +317,7 @@ def test_launch_autostart_false_reaches_the_node():
 def test_launch_fails_before_starting_anything(args, message):
     """The real launch system turns the exception into one error line; no node was created."""
     nodes = []
-    with pytest.raises(launch_support.LaunchError, match=message):
+    with pytest.raises(launch_arguments.LaunchError, match=message):
         _load_launch_file_with_recording_fakes(args, nodes=nodes)
     assert nodes == []
 
@@ -336,6 +336,6 @@ def test_launch_file_with_real_launch_ros():
 
 
 def test_parse_bool():
-    assert launch_support.parse_bool("True") and not launch_support.parse_bool("false")
-    with pytest.raises(launch_support.LaunchError):
-        launch_support.parse_bool("maybe")
+    assert launch_arguments.parse_bool("True") and not launch_arguments.parse_bool("false")
+    with pytest.raises(launch_arguments.LaunchError):
+        launch_arguments.parse_bool("maybe")

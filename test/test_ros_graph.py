@@ -18,9 +18,9 @@ from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from depthclip_ros import image_decoding
-from depthclip_ros.node_process import start_node_process
-from depthclip_ros.params_files import default_params_file
+from depthclip_ros.config.params_files import default_params_file
+from depthclip_ros.messages import decoding
+from depthclip_ros.tools.node_process import start_node_process
 
 pytestmark = pytest.mark.slow
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -86,7 +86,7 @@ def depth_of_next_frame(node, publishers, received, sec):
     info_pub.publish(stamp(camera_info(160, 120, 200.0, 200.0, 80.0, 60.0), sec))
     wait_until(lambda: any(m.header.stamp.sec == sec for m in received), timeout=30)
     msg = next(m for m in received if m.header.stamp.sec == sec)
-    return image_decoding.depth_image_to_array(msg)
+    return decoding.depth_image_to_array(msg)
 
 
 def test_every_kind_of_parameter_changes_through_the_services_from_another_process(
@@ -171,7 +171,7 @@ def test_every_kind_of_parameter_changes_through_the_services_from_another_proce
 def run_driver(*args, timeout=180) -> dict:
     """The camera driver stand-in as its own process; its JSON report."""
     out = subprocess.run(
-        [sys.executable, "-m", "depthclip_ros.camera_driver", *map(str, args)],
+        [sys.executable, "-m", "depthclip_ros.tools.camera_driver", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,

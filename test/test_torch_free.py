@@ -13,10 +13,11 @@ from helpers import camera_info, encode, stamp, structured_image
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from depthclip_ros import image_decoding, onnx_export
-from depthclip_ros.core import DepthClip
-from depthclip_ros.node_process import start_node_process
-from depthclip_ros.params_files import default_params_file
+from depthclip_ros.config.params_files import default_params_file
+from depthclip_ros.estimator import export
+from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.messages import decoding
+from depthclip_ros.tools.node_process import start_node_process
 
 ROOT = Path(__file__).resolve().parent.parent
 ONNX_PYTHON = ROOT / ".venv-onnx" / "bin" / "python"
@@ -33,7 +34,11 @@ def test_the_onnx_install_has_neither_torch_nor_clip():
         )
         assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr, module
     proc = subprocess.run(
-        [str(ONNX_PYTHON), "-c", "import depthclip_ros.node, depthclip_ros.bag_tool"],
+        [
+            str(ONNX_PYTHON),
+            "-c",
+            "import depthclip_ros.node.lifecycle_node, depthclip_ros.bag.cli",
+        ],
         capture_output=True,
         text=True,
     )
@@ -43,7 +48,7 @@ def test_the_onnx_install_has_neither_torch_nor_clip():
 def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path):
     config = make_config(input_width=128, input_height=96)
     model = tmp_path / "exported.onnx"
-    onnx_export.export(config, model, (120, 160))
+    export.export(config, model, (120, 160))
     image = structured_image(120, 160)
     expected = DepthClip(config).predict(image).depth[0]
     overrides = {
@@ -76,7 +81,7 @@ def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path)
             image_pub.publish(stamp(encode(image, "rgb8"), sec))
             info_pub.publish(stamp(camera_info(160, 120, 100.0, 100.0, 80.0, 60.0), sec))
         assert got, f"no depth from the torch-free node; its log:\n{log.read_text()[-3000:]}"
-        depth = image_decoding.depth_image_to_array(got[0])
+        depth = decoding.depth_image_to_array(got[0])
         np.testing.assert_allclose(depth, expected, atol=1e-4)
         assert "onnxruntime" in log.read_text() and "CPUExecutionProvider" in log.read_text()
     finally:

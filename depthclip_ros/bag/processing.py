@@ -1,0 +1,307 @@
+"""Processing a recorded bag: a copy of it with the depth outputs of its image topics added.
+
+Every camera of the bag goes through one model in one pass; frames of one size share batched
+forwards, whichever camera they come from. Frames go through the same DepthClip core and the
+same message builder as the live node. Output is written to a staging folder and moved into
+place only when complete. No rclpy.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from ..config.parameters import DepthClipConfig, OutputSettings
+from ..errors import BagError, ImageDecodeError, ImageSizeError
+from ..estimator.loading import load_estimator
+from ..files import atomic_directory
+from ..messages.decoding import decode_image
+from ..messages.outputs import MessageBuilder, frame_outputs
+from ..runtime.batching import by_image_size
+from ..runtime.stamp_pairing import CameraInfoIndex
+from .reading import CAMERA_INFO, check_topics, open_bag, read_messages, storage_of
+
+STORAGES = ("mcap", "sqlite3")
+# rosbag2 metadata version of OUT: 8 writes offered_qos_profiles as a YAML string, the form
+# Humble's rosbag2 parses (version 9 writes a list, which Humble refuses); Iron and later read 8.
+OUTPUT_BAG_VERSION = 8
+# Flush a batch early once this many bytes of other messages wait behind it (bounded memory).
+MAX_BUFFERED_BYTES = 64 << 20
+
+
+class _Camera:
+    """One image topic of the bag: its camera_info, its output topics and counts."""
+
+    def __init__(self, image_topic, image_type, info_topic, outputs):
+        self.image_topic, self.image_type = image_topic, image_type
+        self.info_topic, self.outputs = info_topic, outputs
+        self.infos_by_stamp = CameraInfoIndex()  # every camera_info of the bag, by stamp
+        self.logged_infos = CameraInfoIndex(keep=1)  # the latest of each size logged so far
+        self.connections = {}  # output name -> connection, added on first use (no empty topics)
+        self.stats = dict.fromkeys(("frames", "depth", "clouds", "rejected", "info_fallbacks"), 0)
+
+
+class _Frame:
+    __slots__ = ("camera", "timestamp", "header", "rgb", "info")
+
+    def __init__(self, camera, timestamp, header, rgb, info):
+        self.camera, self.timestamp, self.header = camera, timestamp, header
+        self.rgb, self.info = rgb, info
+
+
+class BagProcessor:
+    """Copies every message of IN to the writer and adds the depth outputs of each camera."""
+
+    def __init__(self, estimator, settings: OutputSettings, typestore, batch_size: int = 1):
+        self.estimator = estimator
+        self.settings = settings
+        self.typestore = typestore
+        self.builder = MessageBuilder.from_typestore(typestore)
+        self.batch_size = batch_size
+        self.copied = 0
+        self.problems: dict = {}
+
+    def run(self, reader, writer, in_path, cameras, progress=None):
+        ts = self.typestore
+        out_conns = {}
+        for c in reader.connections:  # every input connection, unchanged
+            key = (c.topic, c.msgtype, c.ext.serialization_format)
+            if key in out_conns:
+                continue
+            have_def = c.msgdef is not None and c.msgdef.data and c.digest
+            if not have_def and c.msgtype not in ts.types:
+                raise BagError(
+                    f"cannot copy {c.topic}: the bag has no definition of its type {c.msgtype}"
+                )
+            out_conns[key] = writer.add_connection(
+                c.topic,
+                c.msgtype,
+                msgdef=c.msgdef.data if have_def else None,
+                rihs01=c.digest if have_def else None,
+                typestore=ts,
+                serialization_format=c.ext.serialization_format,
+                offered_qos_profiles=c.ext.offered_qos_profiles,
+            )
+        self._writer = writer
+        self._frames = []  # decoded frames waiting for the model, batched by image size
+        self._waiting, self._waiting_bytes = [], 0
+        by_image = {camera.image_topic: camera for camera in cameras}
+        by_info = {}
+        for camera in cameras:
+            by_info.setdefault(camera.info_topic, []).append(camera)
+        by_info.pop(None, None)
+        for info_topic, info_cameras in by_info.items():
+            index = self._index_camera_infos(reader, in_path, info_topic)
+            for camera in info_cameras:
+                camera.infos_by_stamp = index
+        for conn, timestamp, raw in read_messages(reader, in_path):
+            self._waiting.append(
+                (
+                    out_conns[(conn.topic, conn.msgtype, conn.ext.serialization_format)],
+                    timestamp,
+                    raw,
+                )
+            )
+            self._waiting_bytes += len(raw)
+            self.copied += 1
+            if conn.topic in by_info and conn.msgtype == CAMERA_INFO:
+                info = self._deserialize(raw, conn, timestamp)
+                for camera in by_info[conn.topic]:
+                    camera.logged_infos.add(info, (conn, timestamp, raw))
+            elif conn.topic in by_image:
+                camera = by_image[conn.topic]
+                msg = self._deserialize(raw, conn, timestamp)
+                self._add_frame(camera, msg, timestamp)
+                if progress is not None:
+                    progress.update(1)
+            batches = by_image_size(self._frames, lambda f: f.rgb).values()
+            full = any(len(batch) >= self.batch_size for batch in batches)
+            if full or self._waiting_bytes > MAX_BUFFERED_BYTES:
+                self._flush()
+        self._flush()
+
+    def _index_camera_infos(self, reader, in_path, info_topic) -> CameraInfoIndex:
+        """Every camera_info by stamp, (connection, log time, raw) each: pairing by stamp makes the
+        log order (image first, as image_transport publishes, or camera_info first) irrelevant."""
+        connections = [
+            c for c in reader.connections if c.topic == info_topic and c.msgtype == CAMERA_INFO
+        ]
+        index = CameraInfoIndex()
+        for conn, timestamp, raw in read_messages(reader, in_path, connections):
+            index.add(self._deserialize(raw, conn, timestamp), (conn, timestamp, raw))
+        return index
+
+    def _camera_info_for(self, camera, image, timestamp, size):
+        """The camera_info of the image's stamp (within camera_info_slop); else the last one of
+        the image's size logged before it (counted): the node's rule (stamp_pairing)."""
+        found = camera.infos_by_stamp.nearest(image.header.stamp, self.settings.camera_info_slop)
+        if found is None:
+            found = camera.logged_infos.latest_for(size)
+            if found is not None:
+                camera.stats["info_fallbacks"] += 1
+                self.problems.setdefault(
+                    f"{camera.image_topic}: no camera_info with the image's stamp: used the last "
+                    f"one of its size logged before the image",
+                    timestamp,
+                )
+        if found is None:
+            return None
+        info = self._deserialize(found[2], found[0], found[1])
+        if info.header.frame_id != image.header.frame_id:
+            self.problems.setdefault(
+                f"{camera.image_topic}: camera_info frame_id '{info.header.frame_id}' differs "
+                f"from the image's '{image.header.frame_id}'; outputs keep the image's",
+                timestamp,
+            )
+        return info
+
+    def _deserialize(self, raw, conn, timestamp):
+        try:
+            return self.typestore.deserialize_cdr(raw, conn.msgtype)
+        except Exception as exc:  # any failure to decode CDR means the bytes are damaged
+            raise BagError(
+                f"message on {conn.topic} at log time {timestamp} ns cannot be deserialized as "
+                f"{conn.msgtype}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _add_frame(self, camera, msg, timestamp):
+        camera.stats["frames"] += 1
+        try:
+            rgb = decode_image(msg)
+        except ImageDecodeError as exc:  # like the node: skip the frame, say why
+            camera.stats["rejected"] += 1
+            self.problems.setdefault(f"{camera.image_topic}: rejected: {exc}", timestamp)
+            return
+        info = self._camera_info_for(camera, msg, timestamp, (rgb.shape[1], rgb.shape[0]))
+        frame = _Frame(camera, timestamp, msg.header, rgb, info)
+        self._frames.append(frame)
+
+    def _flush(self):
+        """Every pending frame through the model, then every waiting message into OUT."""
+        for shape, frames in by_image_size(self._frames, lambda f: f.rgb).items():
+            try:
+                result = self.estimator.predict(np.stack([f.rgb for f in frames]))
+            except ImageSizeError as exc:  # e.g. preprocessing 'crop' on a camera not 640x480
+                raise BagError(
+                    f"frames of {shape[1]}x{shape[0]} on {frames[0].camera.image_topic} cannot "
+                    f"be processed with this configuration: {exc}"
+                ) from None
+            for i, frame in enumerate(frames):
+                self._add_outputs(frame, result, i)
+        self._frames = []
+        # Log-time order in the output file; outputs follow their image (stable sort).
+        self._waiting.sort(key=lambda item: item[1])
+        for conn, timestamp, raw in self._waiting:
+            self._writer.write(conn, timestamp, raw)
+        self._waiting, self._waiting_bytes = [], 0
+
+    def _add_outputs(self, frame, result, index):
+        camera = frame.camera
+        out = frame_outputs(frame.rgb, result, index, frame.info, self.settings.cloud_stride)
+        messages = self.builder.messages(frame.header, out)
+        camera.stats["depth"] += 1
+        camera.stats["clouds"] += "points" in messages
+        if out.cloud.warning:
+            self.problems.setdefault(f"{camera.image_topic}: {out.cloud.warning}", frame.timestamp)
+        for name, msg in messages.items():
+            if name not in camera.connections:
+                camera.connections[name] = self._writer.add_connection(
+                    camera.outputs[name], msg.__msgtype__, typestore=self.typestore
+                )
+            conn = camera.connections[name]
+            self._waiting.append(
+                (conn, frame.timestamp, self.typestore.serialize_cdr(msg, conn.msgtype))
+            )
+
+
+def process_bag(
+    in_path: Path,
+    out_path: Path,
+    image_topics: list,
+    config: DepthClipConfig,
+    settings: OutputSettings,
+    *,
+    camera_info_topic: str | None = None,
+    storage: str | None = None,
+    batch_size: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Write OUT: every message of IN plus depth, depth/camera_info and points beside each of
+    `image_topics`, all through one model in one pass. `camera_info_topic` (one image topic
+    only) overrides the camera_info beside the image. Returns the run's statistics: totals,
+    `cameras` ({image topic: its own}) and `problems` ({warning: first log time}). BagError on a
+    bag or topic problem; nothing is left at OUT unless the whole run succeeds."""
+    in_path, out_path = Path(in_path), Path(out_path)
+    image_topics = list(image_topics)
+    if out_path.resolve() == in_path.resolve():
+        raise BagError("OUT must differ from IN: the input bag is never modified")
+    if out_path.exists() and not overwrite:
+        raise BagError(f"{out_path} exists; pass --overwrite to replace it")
+    if batch_size < 1:
+        raise BagError(f"--batch-size must be >= 1, got {batch_size}")
+    if storage is not None and storage not in STORAGES:
+        raise BagError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    if not image_topics:
+        raise BagError("no --image-topic given")
+    repeated = sorted({t for t in image_topics if image_topics.count(t) > 1})
+    if repeated:
+        raise BagError(f"--image-topic {', '.join(repeated)} is given more than once")
+    if camera_info_topic is not None and len(image_topics) > 1:
+        raise BagError(
+            "--camera-info-topic applies to one --image-topic; with several, each camera's "
+            "camera_info is the one beside its image"
+        )
+    reader = open_bag(in_path)
+    try:
+        cameras = [
+            _Camera(topic, *check_topics(reader, in_path, topic, camera_info_topic))
+            for topic in image_topics
+        ]
+        outputs = [t for camera in cameras for t in camera.outputs.values()]
+        clash = sorted({t for t in outputs if outputs.count(t) > 1})
+        if clash:
+            raise BagError(f"the image topics' outputs collide: {', '.join(clash)}")
+        storage = storage or storage_of(in_path)
+        # After the cheap checks: loading the model takes seconds.
+        estimator = load_estimator(config)
+        processor = BagProcessor(
+            estimator, settings, get_typestore(Stores.ROS2_KILTED), batch_size
+        )
+        total = sum(c.msgcount for c in reader.connections if c.topic in image_topics)
+        from tqdm import tqdm
+
+        started = time.monotonic()
+        with (
+            atomic_directory(out_path, overwrite=overwrite) as staging,
+            tqdm(total=total, unit="frame", desc="depth", disable=not progress) as bar,
+        ):
+            plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+            with Writer(staging, version=OUTPUT_BAG_VERSION, storage_plugin=plugin) as writer:
+                processor.run(reader, writer, in_path, cameras, bar)
+    finally:
+        reader.close()
+    per_camera = {
+        camera.image_topic: dict(
+            camera.stats,
+            image_type=camera.image_type,
+            camera_info_topic=camera.info_topic,
+            outputs=camera.outputs,
+        )
+        for camera in cameras
+    }
+    totals = {key: sum(camera.stats[key] for camera in cameras) for key in cameras[0].stats}
+    return dict(
+        totals,
+        copied=processor.copied,
+        seconds=round(time.monotonic() - started, 3),
+        storage=storage,
+        device=str(estimator.device),
+        model=estimator.model_identity,
+        cameras=per_camera,
+        problems=dict(processor.problems),
+    )

@@ -1,0 +1,357 @@
+"""The parameters of the package: the core's (DepthClipConfig), the outputs' and the node's.
+
+Defaults are the shipped config/depthclip.yaml (a test keeps them equal). No rclpy import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from .schema import Schema, param
+
+PACKAGE_NAME = "depthclip_ros"
+NODE_NAME = "depthclip"
+NODE_FQN = "/" + NODE_NAME  # the node without a namespace; the tools read its parameters
+
+MODES = ("crop", "resize")
+DEVICES_FIXED = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp16", "fp32")
+NORMALIZATIONS = ("imagenet", "clip")
+DENSE_FEATURES = ("subsampled", "projected")
+SCENE_BINS = ("off", "auto")
+# NYU Depth V2's scene types (the folder names of its official test split).
+NYU_SCENES = (
+    "bathroom",
+    "bedroom",
+    "bookstore",
+    "classroom",
+    "computer_lab",
+    "dining_room",
+    "foyer",
+    "home_office",
+    "kitchen",
+    "living_room",
+    "office",
+    "office_kitchen",
+    "playroom",
+    "reception_room",
+    "study",
+    "study_room",
+)
+HEAD_PRECISIONS = ("float32", "model")
+BACKENDS = ("auto", "torch", "onnxruntime")
+TEMPLATE_FIELDS = ("object", "token")
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthClipConfig(Schema):
+    """Everything the DepthCLIP core needs. Defaults are the shipped config/depthclip.yaml: the
+    paper's text side, bins and temperature with two live-camera choices (resize, no flip) that
+    the `paper` preset turns back into the paper's NYU protocol (crop, flip)."""
+
+    model: str = param(
+        "RN50",
+        "CLIP ResNet name (RN50, RN101, RN50x4, ...), checkpoint path, or a .onnx file written "
+        "by depthclip-export",
+        read_only=True,
+    )
+    backend: str = param(
+        "auto",
+        "auto (onnxruntime for a .onnx model, else torch) | torch | onnxruntime",
+        read_only=True,
+        choices=BACKENDS,
+    )
+    download_root: str = param(
+        "", "Folder of downloaded CLIP weights; empty = ~/.cache/clip", read_only=True
+    )
+    device: str = param("auto", "auto | cpu | cuda | cuda:N", read_only=True)
+    precision: str = param(
+        "auto",
+        "auto (fp16 on CUDA, fp32 on CPU) | fp16 | fp32",
+        read_only=True,
+        choices=PRECISIONS,
+    )
+    cache_dir: str = param(
+        "", "Text-feature cache folder; empty = ~/.cache/depthclip_ros", read_only=True
+    )
+    tensorrt_cache_dir: str = param(
+        "",
+        "onnxruntime on CUDA with TensorRT installed: engine cache folder; empty = "
+        "~/.cache/depthclip_ros/tensorrt",
+        read_only=True,
+    )
+    prompt_template: tuple = param(
+        ("This {object} is {token}",),
+        "Prompt template(s) with {object} and {token}; several: each token's prompts are encoded, "
+        "L2-normalised, averaged and normalised again (an ensemble; the paper uses one)",
+        single_ok=True,
+    )
+    object_word: str = param("object", "Word put in {object}")
+    depth_tokens: tuple = param(
+        (
+            "giant",
+            "extremely close",
+            "close",
+            "not in distance",
+            "a little remote",
+            "far",
+            "unseen",
+        ),
+        "Depth words, near to far, one per bin",
+    )
+    depth_bins: tuple = param(
+        (1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00),
+        "Depth of each token in metres, strictly increasing",
+    )
+    temperature: float = param(
+        0.1, "Softmax temperature over bins (paper: 0.1)", minimum=1e-4, maximum=100.0
+    )
+    flip: bool = param(False, "Average with the mirrored image (paper protocol; doubles the cost)")
+    preprocessing: str = param(
+        "resize", "resize (any camera) | crop (NYU 640x480 reference box)", choices=MODES
+    )
+    input_width: int = param(
+        544, "Network input width for 'resize'", minimum=32, maximum=4096, multiple_of=32
+    )
+    input_height: int = param(
+        416, "Network input height for 'resize'", minimum=32, maximum=4096, multiple_of=32
+    )
+    normalization: str = param("imagenet", "imagenet (paper) | clip", choices=NORMALIZATIONS)
+    dense_features: str = param(
+        "subsampled",
+        "subsampled (paper: layer4 channels subsampled to the text width) | projected (MaskCLIP: "
+        "the attention pool's value and output projections at every position)",
+        choices=DENSE_FEATURES,
+    )
+    head_precision: str = param(
+        "float32",
+        "float32 | model (the backbone's dtype, fp16 on CUDA: the official code's numerics)",
+        choices=HEAD_PRECISIONS,
+    )
+    scene_bins: str = param(
+        "off",
+        "off (paper: one set of bins) | auto (CLIP classifies the scene; its preset's bins and "
+        "tokens apply)",
+        choices=SCENE_BINS,
+    )
+    scenes: tuple = param(NYU_SCENES, "Scene names CLIP chooses from ('_' reads as a space)")
+    scene_prompt_template: str = param("a photo of a {scene}.", "Scene prompt with {scene}")
+    scene_presets: tuple = param(
+        ("bathroom:bins_class_dependent_3", "classroom:bins_class_dependent_4"),
+        "scene:preset pairs (config/presets name or YAML); other scenes keep the base bins and "
+        "tokens (paper Table 2)",
+    )
+
+    @property
+    def scene_prompts(self) -> list:
+        return [self.scene_prompt_template.format(scene=s.replace("_", " ")) for s in self.scenes]
+
+    def scene_preset_map(self) -> dict:
+        """{scene: preset} of scene_presets."""
+        return dict(pair.split(":", 1) for pair in self.scene_presets)
+
+    @property
+    def prompt_sets(self) -> list:
+        """One list of prompts (one per depth token) for each template."""
+        return [
+            [template.format(object=self.object_word, token=t) for t in self.depth_tokens]
+            for template in self.prompt_template
+        ]
+
+    @property
+    def prompts(self) -> list:
+        """Every prompt, template by template."""
+        return [prompt for prompts in self.prompt_sets for prompt in prompts]
+
+    def check(self) -> None:
+        if not self.model.strip():
+            raise ConfigError("model", self.model, "must name a CLIP model or a checkpoint file")
+        if self.device not in DEVICES_FIXED and not _is_cuda_index(self.device):
+            raise ConfigError(
+                "device", self.device, f"must be one of {', '.join(DEVICES_FIXED)} or cuda:N"
+            )
+        for template in self.prompt_template:
+            _check_template(template)
+        _check_scenes(self)
+        tokens, bins = self.depth_tokens, self.depth_bins
+        if len(bins) < 2:
+            raise ConfigError("depth_bins", list(bins), "needs at least 2 bins")
+        if bins[0] <= 0:
+            raise ConfigError("depth_bins", list(bins), "bins must be positive (metres)")
+        if any(b2 <= b1 for b1, b2 in zip(bins, bins[1:])):
+            raise ConfigError("depth_bins", list(bins), "bins must be strictly increasing")
+        if len(tokens) != len(bins):
+            raise ConfigError(
+                "depth_tokens",
+                list(tokens),
+                f"{len(tokens)} tokens but {len(bins)} depth_bins; "
+                "each token needs exactly one bin",
+            )
+
+
+def _check_scenes(cfg) -> None:
+    if len(set(cfg.scenes)) != len(cfg.scenes):
+        raise ConfigError("scenes", list(cfg.scenes), "scene names must be unique")
+    try:
+        cfg.scene_prompt_template.format(scene="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            "scene_prompt_template", cfg.scene_prompt_template, f"only {{scene}} allowed: {exc}"
+        ) from None
+    if "{scene}" not in cfg.scene_prompt_template:
+        raise ConfigError(
+            "scene_prompt_template", cfg.scene_prompt_template, "must contain {scene}"
+        )
+    for pair in cfg.scene_presets:
+        scene, _, preset = pair.partition(":")
+        if not preset.strip():
+            raise ConfigError(
+                "scene_presets", list(cfg.scene_presets), f"'{pair}' is not scene:preset"
+            )
+        if scene not in cfg.scenes:
+            raise ConfigError(
+                "scene_presets", list(cfg.scene_presets), f"'{scene}' is not one of scenes"
+            )
+
+
+def _is_cuda_index(device) -> bool:
+    return device.startswith("cuda:") and device[5:].isdigit()
+
+
+def _check_template(template: str) -> None:
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ConfigError("prompt_template", template, f"not a format string: {exc}") from None
+    for required in TEMPLATE_FIELDS:
+        if required not in names:
+            raise ConfigError(
+                "prompt_template", template, f"must contain the placeholder {{{required}}}"
+            )
+    unknown = sorted(set(names) - set(TEMPLATE_FIELDS))
+    if unknown:
+        raise ConfigError(
+            "prompt_template",
+            template,
+            f"unknown placeholder(s) {unknown}; only {{object}} and {{token}}",
+        )
+
+
+COLORMAPS = ("turbo", "viridis", "gray")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSettings(Schema):
+    """Parameters of the outputs (not of the estimator), shared by the node and the bag tool."""
+
+    cloud_stride: int = param(
+        8, "One cloud point every N pixels; 0 = one per coarse grid cell", minimum=0, maximum=64
+    )
+    colormap: str = param("turbo", "Colour map of depth/colored", choices=COLORMAPS)
+    camera_info_slop: float = param(
+        0.005,
+        "Seconds a camera_info's stamp may differ from the image's and still pair with it "
+        "(the nearest wins); 0 = exact stamps only",
+        minimum=0.0,
+        maximum=1.0,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSettings(Schema):
+    """Parameters of the ROS node only."""
+
+    cameras: tuple = param(
+        (),
+        "Camera names; empty: one camera on image, camera_info, depth/... Else camera X on "
+        "X/image, X/camera_info, X/depth/..., one model for all",
+        read_only=True,
+    )
+    max_batch: int = param(
+        1,
+        "Several cameras: up to this many cameras' pending frames of one size share one "
+        "batched forward (a gain on CUDA; on CPU none, measured: README)",
+        read_only=True,
+        minimum=1,
+        maximum=64,
+    )
+    autostart: bool = param(
+        True,
+        "Configure and activate at start-up; false leaves the transitions to a lifecycle manager",
+        read_only=True,
+    )
+    use_compressed: bool = param(
+        False, "Subscribe to image/compressed (JPEG/PNG) instead of image", read_only=True
+    )
+    camera_info_wait: float = param(
+        0.1,
+        "Seconds after an image arrives that its point cloud waits for the camera_info of its "
+        "stamp before the latest one of its size is used; the depth image never waits",
+        minimum=0.0,
+        maximum=5.0,
+    )
+    diagnostics_period: float = param(
+        1.0, "Seconds between /diagnostics messages", read_only=True, minimum=0.1, maximum=60.0
+    )
+    input_timeout: float = param(
+        2.0,
+        "Diagnostics WARN when no image arrived for this many seconds while active",
+        minimum=0.1,
+        maximum=3600.0,
+    )
+    expected_input_rate: float = param(
+        0.0,
+        "Camera rate in Hz the diagnostics check the input against; 0 = not checked",
+        minimum=0.0,
+        maximum=1000.0,
+    )
+    rate_tolerance: float = param(
+        0.5,
+        "Input rates within expected_input_rate * (1 +- this) are OK",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    scene_switch_frames: int = param(
+        3,
+        "scene_bins auto: a new scene takes over after winning this many consecutive frames",
+        minimum=1,
+        maximum=1000,
+    )
+    min_output_rate: float = param(
+        0.0,
+        "Diagnostics WARN when, while watched, fewer depth "
+        "images per second go out; 0 = not checked",
+        minimum=0.0,
+        maximum=1000.0,
+    )
+
+
+# The node's parameters, in the order `ros2 param list` users read them.
+PARAMETER_SCHEMAS = (DepthClipConfig, OutputSettings, NodeSettings)
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameters:
+    """Every parameter of the node, validated together."""
+
+    config: DepthClipConfig
+    outputs: OutputSettings
+    node: NodeSettings
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "Parameters":
+        return cls(*(schema.from_params(params) for schema in PARAMETER_SCHEMAS))
+
+
+def parameter_fields() -> list:
+    """(schema, dataclasses.Field) of every node parameter."""
+    return [(schema, f) for schema in PARAMETER_SCHEMAS for f in dataclasses.fields(schema)]
+
+
+def parameter_defaults() -> dict:
+    return {
+        name: value for schema in PARAMETER_SCHEMAS for name, value in schema().to_params().items()
+    }

@@ -1,0 +1,164 @@
+"""Loading OpenAI CLIP ResNet checkpoints, with errors a robot operator can act on.
+
+`clip.load` is not used directly: its fallback for plain state_dict files re-reads a
+consumed file on current torch, and its download failure is an opaque URLError.
+Both checkpoint formats go through `clip.model.build_model`, exactly as `clip.load(jit=False)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+import clip
+import torch
+from clip.model import build_model
+
+from ..errors import ModelLoadError
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    clip_model: torch.nn.Module
+    identity: str  # model name + checkpoint SHA-256, keys the text-feature cache
+    checkpoint: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def default_download_root() -> str:
+    return os.path.expanduser("~/.cache/clip")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                f"device '{device}' requested but CUDA is not available "
+                "(no GPU, or a CPU-only torch build); use device: cpu or auto"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"device '{device}' requested but only "
+                f"{torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    return dev
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return torch.float16 if precision == "fp16" else torch.float32
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _is_vit_name(name: str) -> bool:
+    return name.upper().startswith("VIT")
+
+
+def locate_checkpoint(model: str, download_root: str = "") -> tuple:
+    """Return (path, identity) for a model name or checkpoint path, downloading if needed."""
+    root = download_root or default_download_root()
+    if model in clip.available_models():
+        if _is_vit_name(model):
+            raise ModelLoadError(
+                f"model '{model}': ViT CLIP models are not supported yet; "
+                "DepthCLIP needs a ResNet dense feature map (RN50, RN101, RN50x4, ...)"
+            )
+        url = clip.clip._MODELS[model]
+        expected_sha = url.split("/")[-2]
+        target = Path(root) / os.path.basename(url)
+        identity = f"{model}@sha256:{expected_sha}"
+        if target.is_file():  # clip's _download verifies the checksum and returns it
+            return str(target), identity
+        previous_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(60)  # a blackholed network must not hang the node forever
+        try:
+            return clip.clip._download(url, root), identity
+        except Exception as exc:
+            raise ModelLoadError(
+                f"CLIP weights for '{model}' not found at {target} and the download failed "
+                f"({type(exc).__name__}: {exc}). Supply them by copying the official "
+                f"{os.path.basename(url)} to {target} (or set download_root to its folder), "
+                f"or set model to the path of a checkpoint file."
+            ) from None
+        finally:  # the timeout is process-wide: give the rest of the process its own back
+            socket.setdefaulttimeout(previous_timeout)
+    if _is_vit_name(model):
+        raise ModelLoadError(f"model '{model}': ViT CLIP models are not supported yet")
+    path = Path(os.path.expanduser(model))
+    if path.is_file():
+        return str(path), f"{path.name}@sha256:{sha256_file(path)}"
+    names = ", ".join(m for m in clip.available_models() if not _is_vit_name(m))
+    raise ModelLoadError(
+        f"model '{model}' is neither a CLIP model name ({names}) "
+        f"nor an existing checkpoint file (looked for {path.resolve()})."
+    )
+
+
+def read_state_dict(path: str) -> dict:
+    """State dict of a TorchScript archive (OpenAI's format) or of a plain torch.save file."""
+    try:
+        return torch.jit.load(path, map_location="cpu").state_dict()
+    except RuntimeError:
+        pass  # not a TorchScript archive
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"checkpoint {path} is neither a TorchScript archive nor a torch "
+            f"state_dict ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"checkpoint {path} holds a {type(obj).__name__}, not a state_dict")
+    return obj
+
+
+def load_clip(
+    model: str = "RN50", device: str = "auto", precision: str = "auto", download_root: str = ""
+) -> LoadedModel:
+    """Load a CLIP ResNet model for inference on `device` in `precision`."""
+    dev = resolve_device(device)
+    dtype = resolve_dtype(precision, dev)
+    if dtype == torch.float16 and dev.type != "cuda":
+        raise ModelLoadError(
+            "precision fp16 needs a CUDA device; use precision: fp32 or auto on CPU"
+        )
+    path, identity = locate_checkpoint(model, download_root)
+    state_dict = read_state_dict(path)
+    if "visual.proj" in state_dict:
+        raise ModelLoadError(
+            f"checkpoint {path} is a ViT CLIP model; ViT models are not supported yet"
+        )
+    if "visual.layer4.0.conv1.weight" not in state_dict or "text_projection" not in state_dict:
+        raise ModelLoadError(
+            f"checkpoint {path} is not a CLIP ResNet state_dict "
+            "(no visual.layer4 / text_projection weights)"
+        )
+    try:
+        net = build_model(
+            state_dict
+        )  # leaves conv/linear weights in fp16, BN in fp32, as OpenAI ships
+    except Exception as exc:
+        raise ModelLoadError(
+            f"checkpoint {path} does not fit clip.model.CLIP ({type(exc).__name__}: {exc})"
+        ) from None
+    net = net.to(dev).eval()
+    if dtype == torch.float32:
+        net.float()
+    return LoadedModel(net, identity, path, dev, dtype)

@@ -1,0 +1,251 @@
+"""The DepthCLIP estimator (Zhang et al., ACM MM 2022), as the reference code computes it.
+
+uint8 RGB in, metric depth out. Every tool (ROS node, offline eval, bag tool,
+benchmark) calls `DepthClip.predict`; none preprocesses or predicts on its own.
+No rclpy import here.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config.parameters import DepthClipConfig
+from ..config.params_files import scene_configs
+from .clip_loading import LoadedModel, load_clip
+from .depth_head import (
+    bin_probabilities,
+    channel_subsample_index,
+    position_embeddings,
+    scene_bin_probabilities,
+)
+from .result import DepthResult, as_image_batch, input_region, network_image_size
+from .scene_classification import SceneClassifier
+from .text_cache import default_cache_dir
+from .text_features import text_features
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
+
+STRIDE = 32  # CLIP ResNet layer4 stride
+
+
+def preprocess(images: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
+    """(B, H, W, 3) uint8 on the target device -> normalised (B, 3, h, w) float32 network input."""
+    _, height, width, _ = images.shape
+    top, left, h, w = input_region(height, width, cfg)
+    x = images[:, top : top + h, left : left + w].permute(0, 3, 1, 2).float().div_(255.0)
+    if cfg.preprocessing == "resize" and (h, w) != (cfg.input_height, cfg.input_width):
+        x = F.interpolate(
+            x,
+            size=(cfg.input_height, cfg.input_width),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+    mean, std = NORMALIZATION[cfg.normalization]
+    mean = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@dataclasses.dataclass(frozen=True)
+class _Head:
+    """What a config change swaps, in one assignment, between two frames."""
+
+    config: DepthClipConfig
+    text: torch.Tensor  # (D, K) float32 on device
+    bins: torch.Tensor  # (K,) float32 on device
+    scene_heads: dict = dataclasses.field(default_factory=dict)  # scene -> (text, bins)
+    classifier: SceneClassifier | None = None  # scene_bins auto
+
+
+def dense_encoder(visual: torch.nn.Module) -> torch.nn.Module:
+    """CLIP's visual ResNet up to layer4, the reference's dense features: CLIP's own forward
+    (stem, dtype cast, layers) with the attention pool replaced by Identity, on a shallow copy
+    that shares the weights, so the caller's model keeps its pool (CLIP's global embedding)."""
+    encoder = copy.copy(visual)
+    encoder._modules = dict(visual._modules)  # a copy's own submodule table; weights shared
+    encoder.attnpool = torch.nn.Identity()
+    return encoder
+
+
+class DepthClip:
+    """DepthCLIP on a CLIP ResNet. Thread-safe for one predicting thread plus config updates."""
+
+    def __init__(self, config: DepthClipConfig, loaded: LoadedModel | None = None):
+        config.validate()
+        self.loaded = loaded or load_clip(
+            config.model, config.device, config.precision, config.download_root
+        )
+        self.device = self.loaded.device
+        self.dtype = self.loaded.dtype
+        self.runtime = f"torch {torch.__version__}"
+        visual = self.loaded.clip_model.visual
+        # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
+        # (measured: README, Performance). Layout only: the weights' values do not change.
+        self.encoder = dense_encoder(visual).to(memory_format=torch.channels_last)
+        self.attnpool = visual.attnpool  # its projections serve dense_features 'projected'
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input size: autotune once
+        self.image_channels = visual.layer4[-1].conv3.out_channels
+        self.embed_dim = self.loaded.clip_model.text_projection.shape[1]
+        self.channel_index = channel_subsample_index(self.image_channels, self.embed_dim).to(
+            self.device
+        )
+        self.cache_dir = Path(config.cache_dir or default_cache_dir()).expanduser()
+        self._head = self._make_head(config)
+
+    @property
+    def config(self) -> DepthClipConfig:
+        return self._head.config
+
+    @property
+    def model_identity(self) -> str:
+        return self.loaded.identity
+
+    def _text_and_bins(self, cfg: DepthClipConfig) -> tuple:
+        feats = text_features(
+            self.loaded.clip_model,
+            self.loaded.identity,
+            cfg.prompt_sets,
+            self.device,
+            self.cache_dir,
+            self.head_dtype(cfg),
+        )
+        bins = torch.tensor(cfg.depth_bins, dtype=torch.float32, device=self.device)
+        return torch.from_numpy(feats).to(self.device), bins
+
+    def _make_head(self, cfg: DepthClipConfig) -> _Head:
+        head = _Head(cfg, *self._text_and_bins(cfg))
+        if cfg.scene_bins == "auto":
+            for scene, scene_cfg in scene_configs(cfg).items():
+                head.scene_heads[scene] = self._text_and_bins(scene_cfg)
+            classifier = SceneClassifier(
+                self.loaded.clip_model,
+                self.loaded.identity,
+                cfg.scene_prompts,
+                self.device,
+                self.cache_dir,
+            )
+            head = dataclasses.replace(head, classifier=classifier)
+        return head
+
+    def head_dtype(self, cfg: DepthClipConfig) -> torch.dtype:
+        """The precision of the text normalisation and of the head (normalisation, logits,
+        softmax): float32, or the backbone's dtype as in the official code (fp16 on CUDA)."""
+        return self.dtype if cfg.head_precision == "model" else torch.float32
+
+    def check_config(self, cfg: DepthClipConfig) -> None:
+        """ConfigError when `cfg` cannot replace the running config."""
+        cfg.validate()
+        self.config.check_read_only(cfg)
+
+    def update_config(self, cfg: DepthClipConfig) -> None:
+        """Apply a new config from the next `predict` on; load-time fields cannot change."""
+        self.check_config(cfg)
+        self._head = self._make_head(cfg)  # built first, then swapped in one assignment
+
+    def to_device(self, images) -> torch.Tensor:
+        """uint8 (H, W, 3) or (B, H, W, 3) array -> uint8 tensor on the device."""
+        t = torch.from_numpy(as_image_batch(images))
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+    def dense_features(self, x: torch.Tensor) -> torch.Tensor:
+        """CLIP ResNet layer4 feature map (B, C, H/32, W/32) of a normalised input."""
+        return self.encoder(x.to(self.dtype).contiguous(memory_format=torch.channels_last))
+
+    def warm_up(self) -> None:
+        """Predict once on a blank frame of the network's input size, so that the first real
+        frame does not pay for lazy initialisation (allocator, oneDNN / cuDNN kernel choice)."""
+        self.predict(np.zeros((*network_image_size(self.config), 3), np.uint8))
+
+    def positions(self, imgs: torch.Tensor, cfg: DepthClipConfig) -> tuple:
+        """uint8 (B, H, W, 3) on the device -> (position embeddings (B or 2B, hw, D), layer4
+        features, grid (h, w)); with flip the mirrored images follow the B originals."""
+        x = preprocess(imgs, cfg)
+        if cfg.flip:  # one batched forward for the image and its mirror
+            feats = self.dense_features(torch.cat([x, x.flip(-1)]))
+        else:
+            feats = self.dense_features(x)
+        positions = position_embeddings(
+            feats, cfg.dense_features, self.channel_index, self.attnpool, self.head_dtype(cfg)
+        )
+        return positions, feats, feats.shape[-2:]
+
+    @staticmethod
+    def depth_from_probabilities(probs, bins, cfg: DepthClipConfig, image_size) -> tuple:
+        """Per-bin probabilities (B or 2B, K, h, w) and bins (B, K) -> (depth (B, H, W) with
+        NaN outside the input region, coarse depth (B, h, w), probabilities (B, K, h, w))."""
+        batch = bins.shape[0]
+        height, width = image_size
+        probs = probs.float()  # the depth sum in float32, as the reference's float32 bins give
+        if cfg.flip:
+            # Averaging probabilities equals the reference's averaging of depths (depth is linear
+            # in p).
+            probs = 0.5 * (probs[:batch] + probs[batch:].flip(-1))
+        coarse = (probs * bins[:, :, None, None]).sum(dim=1, keepdim=True)  # (B, 1, h, w)
+        top, left, h, w = input_region(height, width, cfg)
+        fine = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)[:, 0]
+        if (h, w) == (height, width):
+            depth = fine
+        else:
+            depth = torch.full((batch, height, width), float("nan"), device=fine.device)
+            depth[:, top : top + h, left : left + w] = fine
+        return depth, coarse[:, 0], probs
+
+    @torch.inference_mode()
+    def predict(self, images, scenes=None) -> DepthResult:
+        """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3).
+
+        With scene_bins auto, each image's bins and tokens are its scene's: by default the
+        scene CLIP finds most probable; `scenes` may instead be a list (one scene per image: an
+        oracle) or a callable(scene names, probabilities (B, S)) -> one scene per image.
+        """
+        head = self._head  # one frame, one config
+        cfg = head.config
+        imgs = self.to_device(images)
+        batch, height, width, _ = imgs.shape
+        region = input_region(height, width, cfg)
+        positions, feats, grid = self.positions(imgs, cfg)
+        chosen, scores = None, None
+        if head.classifier is not None:
+            scores = head.classifier.probabilities(feats[:batch])
+            chosen = self._choose_scenes(cfg, scores, scenes)
+            heads = [head.scene_heads.get(s, (head.text, head.bins)) for s in chosen]
+            row_heads = heads * (2 if cfg.flip else 1)
+            probs = scene_bin_probabilities(positions, row_heads, cfg.temperature, grid)
+            bins = torch.stack([b for _, b in heads])  # (B, K)
+        else:
+            probs = bin_probabilities(positions, head.text, cfg.temperature, grid)
+            bins = head.bins.expand(batch, -1)
+        depth, coarse, probs = self.depth_from_probabilities(probs, bins, cfg, (height, width))
+        return DepthResult(
+            depth=depth.cpu().numpy(),
+            coarse_depth=coarse.cpu().numpy(),
+            bin_probs=probs.cpu().numpy(),
+            bins=head.bins.cpu().numpy(),
+            region=region,
+            scenes=chosen,
+            scene_scores=None if scores is None else scores.cpu().numpy(),
+            image_bins=None if chosen is None else bins.cpu().numpy(),
+        )
+
+    @staticmethod
+    def _choose_scenes(cfg: DepthClipConfig, scores: torch.Tensor, scenes) -> list:
+        if scenes is None:
+            return [cfg.scenes[i] for i in scores.argmax(dim=-1).tolist()]
+        chosen = list(scenes(cfg.scenes, scores.cpu().numpy()) if callable(scenes) else scenes)
+        if len(chosen) != scores.shape[0]:
+            raise ValueError(f"{len(chosen)} scenes for {scores.shape[0]} images")
+        return chosen

@@ -1,0 +1,69 @@
+"""Which estimator runs a model: the torch core (a CLIP name or checkpoint) or ONNX Runtime (a
+file written by depthclip-export). Both take uint8 RGB images and give a DepthResult from
+`predict`; the node, the bag tool, the eval and the benchmark load either through
+`load_estimator`. No torch import here: the ONNX install has none.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from pathlib import Path
+
+from ..errors import ModelLoadError
+
+ONNX_SUFFIX = ".onnx"
+
+
+def backend_of(config) -> str:
+    """torch or onnxruntime; auto picks onnxruntime for an exported .onnx file."""
+    if config.backend != "auto":
+        return config.backend
+    return "onnxruntime" if str(config.model).endswith(ONNX_SUFFIX) else "torch"
+
+
+def load_estimator(config):
+    """The estimator of `config.model` on the backend `config.backend` asks for."""
+    backend = backend_of(config)
+    is_onnx = str(config.model).endswith(ONNX_SUFFIX)
+    if backend == "onnxruntime":
+        if not is_onnx:
+            raise ModelLoadError(
+                f"backend 'onnxruntime' runs a model exported by depthclip-export (a .onnx "
+                f"file), got model '{config.model}'; export it first, or use backend torch"
+            )
+        from .onnx_runtime import OnnxDepthClip
+
+        return OnnxDepthClip(config)
+    if is_onnx:
+        raise ModelLoadError(
+            f"backend 'torch' cannot run the exported graph '{config.model}'; use backend "
+            f"auto or onnxruntime, or give the CLIP name or checkpoint it was exported from"
+        )
+    try:
+        from .core import DepthClip
+    except ImportError as exc:  # the torch-free install
+        raise ModelLoadError(
+            f"model '{config.model}' needs the torch backend, which is not installed here "
+            f"({exc}); run a model exported by depthclip-export (backend onnxruntime)"
+        ) from None
+    return DepthClip(config)
+
+
+def return_freed_memory(device) -> None:
+    """Give the memory of a dropped model back: CUDA's cached blocks to the driver and, on
+    glibc, freed heap pages to the OS (without malloc_trim the process RSS would not drop)."""
+    gc.collect()
+    if str(device).startswith("cuda") and "torch" in sys.modules:
+        sys.modules["torch"].cuda.empty_cache()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps the pages
+        pass
+
+
+def exported_text_dir(onnx_path: Path) -> Path:
+    """The folder depthclip-export fills with the text features beside the graph."""
+    return onnx_path.with_name(onnx_path.stem + "_text_features")

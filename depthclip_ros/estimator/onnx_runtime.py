@@ -1,0 +1,268 @@
+"""DepthCLIP on ONNX Runtime: runs a graph written by depthclip-export, without torch.
+
+The graph is the core's image path (uint8 images -> depth); text features, bins and temperature
+are its inputs, so those change without re-export. What the graph fixed at export (image size,
+preprocessing, network input, normalisation, dense features, flip, precision) is in its
+metadata and a config asking for something else is refused with the reason. Text features
+come from the cache (the folder depthclip-export filled beside the model, then cache_dir):
+prompts never exported need the torch text encoder and are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..config.parameters import DepthClipConfig
+from ..errors import ConfigError, ImageSizeError, ModelLoadError
+from .loading import exported_text_dir
+from .result import DepthResult, as_image_batch, input_region
+from .text_cache import FLOAT16, FLOAT32, cache_path, default_cache_dir, load_cached
+
+log = logging.getLogger("depthclip_ros")
+
+EXPORT_FORMAT = "1"
+GRAPH_INPUTS = ("images", "text_features", "bins", "temperature")
+GRAPH_OUTPUTS = ("depth", "coarse_depth", "bin_probs")
+# Config fields the exported graph fixes; the rest (text side, bins, temperature) are inputs.
+GRAPH_FIELDS = (
+    "preprocessing",
+    "input_width",
+    "input_height",
+    "normalization",
+    "dense_features",
+    "flip",
+    "head_precision",
+)
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+
+
+GRAPH_PRECISIONS = ("fp32", "fp16")  # of the image path; inputs and outputs stay float32
+
+
+def graph_metadata(
+    cfg: DepthClipConfig, precision, identity, image_size, embed_dim, opset, exporter
+):
+    """The metadata depthclip-export writes into the file (ONNX metadata holds strings)."""
+    meta = {name: str(getattr(cfg, name)) for name in GRAPH_FIELDS}
+    meta.update(
+        depthclip_export_format=EXPORT_FORMAT,
+        precision=precision,
+        model_identity=identity,
+        checkpoint_sha256=identity.rsplit("@sha256:", 1)[-1],
+        image_height=str(image_size[0]),
+        image_width=str(image_size[1]),
+        embed_dim=str(embed_dim),
+        opset=str(opset),
+        exporter=exporter,
+    )
+    return meta
+
+
+def graph_precision(meta: dict) -> str:
+    """fp32 or fp16; files exported before fp16 graphs existed say nothing and are fp32."""
+    return meta.get("precision", "fp32")
+
+
+def text_dtype(precision: str, head_precision: str) -> str:
+    """The cache key's precision of the text features a graph's head takes: fp16 only for the
+    official fp16 head (as DepthClip.head_dtype)."""
+    return FLOAT16 if precision == "fp16" and head_precision == "model" else FLOAT32
+
+
+def providers_for(device: str, precision: str, tensorrt_cache: Path, available) -> list:
+    """The providers tried, best first: cpu -> CPU; cuda[:N] -> TensorRT (when installed), CUDA,
+    then CPU as the last fallback. An fp16 graph lets TensorRT build fp16 engines."""
+    if device == "cpu":
+        return [(CPU, {})]
+    index = device.split(":", 1)[1] if ":" in device else "0"
+    chain = []
+    if TENSORRT in available:
+        chain.append(
+            (
+                TENSORRT,
+                {
+                    "device_id": index,
+                    "trt_fp16_enable": str(precision == "fp16"),
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(tensorrt_cache),
+                },
+            )
+        )
+    if CUDA in available:
+        chain.append((CUDA, {"device_id": index}))
+    return chain + [(CPU, {})]
+
+
+class OnnxDepthClip:
+    """The DepthClip interface (predict, update_config, warm_up, config, device) on ONNX
+    Runtime. Thread-safe for one predicting thread plus config updates."""
+
+    def __init__(self, config: DepthClipConfig):
+        config.validate()
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelLoadError(
+                f"backend onnxruntime needs the onnxruntime package ({exc}); "
+                f"pip install onnxruntime (or onnxruntime-gpu)"
+            ) from None
+        self.path = Path(config.model).expanduser()
+        if not self.path.is_file():
+            raise ModelLoadError(f"exported model {self.path.resolve()} does not exist")
+        # The metadata first (a session without optimisations, on CPU): the graph's precision
+        # chooses the GPU providers' options, and a file that is not ours fails before that.
+        self.metadata = self._read_metadata(ort)
+        self.precision = self._check_precision(config.precision)
+        self.session = self._session(ort, config)
+        meta = self.metadata
+        self.image_size = (int(meta["image_height"]), int(meta["image_width"]))
+        self.embed_dim = int(meta["embed_dim"])
+        self.model_identity = meta["model_identity"]
+        self.dtype = "float16" if self.precision == "fp16" else "float32"
+        self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
+        self.cache_dirs = [
+            exported_text_dir(self.path),
+            Path(config.cache_dir or default_cache_dir()).expanduser(),
+        ]
+        self._head = self._make_head(config)
+
+    def _open(self, ort, options, chain):
+        try:
+            return ort.InferenceSession(
+                str(self.path),
+                sess_options=options,
+                providers=[name for name, _ in chain],
+                provider_options=[opts for _, opts in chain],
+            )
+        except Exception as exc:  # not an ONNX file, or one onnxruntime cannot load
+            raise ModelLoadError(
+                f"onnxruntime cannot load {self.path}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _read_metadata(self, ort) -> dict:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = self._open(ort, options, [(CPU, {})])
+        meta = session.get_modelmeta().custom_metadata_map
+        if meta.get("depthclip_export_format") != EXPORT_FORMAT:
+            raise ModelLoadError(
+                f"{self.path} was not written by depthclip-export (format "
+                f"{EXPORT_FORMAT}): its metadata has no depthclip_export_format "
+                f"'{EXPORT_FORMAT}'; export the model with depthclip-export"
+            )
+        missing = [n for n in GRAPH_INPUTS if n not in {i.name for i in session.get_inputs()}]
+        if missing:
+            raise ModelLoadError(f"{self.path} lacks the graph inputs {', '.join(missing)}")
+        return meta
+
+    def _check_precision(self, requested: str) -> str:
+        """The graph's precision; `precision` auto takes it, fp32 / fp16 must match it."""
+        precision = graph_precision(self.metadata)
+        if requested not in ("auto", precision):
+            raise ConfigError(
+                "precision",
+                requested,
+                f"the exported graph {self.path.name} is {precision}; export it with "
+                f"depthclip-export --precision {requested}, or set precision auto",
+            )
+        return precision
+
+    def _session(self, ort, config):
+        available = ort.get_available_providers()
+        device = config.device
+        if device == "auto":
+            device = "cuda" if CUDA in available else "cpu"
+        cache = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt").expanduser()
+        if device != "cpu":
+            cache.mkdir(parents=True, exist_ok=True)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
+        session = self._open(ort, options, providers_for(device, self.precision, cache, available))
+        self.provider = session.get_providers()[0]
+        self.device = "cpu" if self.provider == CPU else device
+        if device != "cpu" and self.provider == CPU:
+            log.warning(
+                "device '%s' asked for, but onnxruntime has no GPU provider here (available: "
+                "%s): running on CPU",
+                device,
+                ", ".join(available),
+            )
+        return session
+
+    @property
+    def config(self) -> DepthClipConfig:
+        return self._head[0]
+
+    def _make_head(self, cfg: DepthClipConfig) -> tuple:
+        """(config, text features (D, K), bins (K,), temperature) or ConfigError saying why the
+        exported graph cannot run `cfg`."""
+        if cfg.scene_bins != "off":
+            raise ConfigError(
+                "scene_bins", cfg.scene_bins, "needs the torch backend (not in the exported graph)"
+            )
+        for name in GRAPH_FIELDS:
+            if str(getattr(cfg, name)) != self.metadata[name]:
+                raise ConfigError(
+                    name,
+                    getattr(cfg, name),
+                    f"the exported graph {self.path.name} was built with {name} "
+                    f"{self.metadata[name]}; export again with this value, or use the torch "
+                    f"backend",
+                )
+        tokens = len(cfg.prompt_sets[0])
+        dtype = text_dtype(self.precision, cfg.head_precision)
+        for folder in self.cache_dirs:
+            path = cache_path(folder, self.model_identity, cfg.prompt_sets, self.embed_dim, dtype)
+            text = load_cached(path, self.embed_dim, tokens)
+            if text is not None:
+                break
+        else:
+            raise ConfigError(
+                "depth_tokens",
+                list(cfg.depth_tokens),
+                "these prompts' text features were not exported with the model (they need the "
+                "torch text encoder): run depthclip-export with these parameters, or use the "
+                "torch backend",
+            )
+        bins = np.asarray(cfg.depth_bins, np.float32)
+        return cfg, text, bins, np.asarray(cfg.temperature, np.float32)
+
+    def check_config(self, cfg: DepthClipConfig) -> tuple:
+        """The head of `cfg`; ConfigError when the exported graph cannot run it."""
+        cfg.validate()
+        self.config.check_read_only(cfg)
+        return self._make_head(cfg)
+
+    def update_config(self, cfg: DepthClipConfig) -> None:
+        """Apply a new config from the next `predict` on, if the exported graph can run it."""
+        self._head = self.check_config(cfg)
+
+    def warm_up(self) -> None:
+        self.predict(np.zeros((*self.image_size, 3), np.uint8))
+
+    def predict(self, images, scenes=None) -> DepthResult:
+        """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3) of the exported image size."""
+        cfg, text, bins, temperature = self._head  # one frame, one config
+        imgs = as_image_batch(images)
+        height, width = imgs.shape[1:3]
+        if (height, width) != self.image_size:
+            raise ImageSizeError(
+                f"the exported graph {self.path.name} takes {self.image_size[1]}x"
+                f"{self.image_size[0]} images, got {width}x{height}; export it with "
+                f"--image-size {width}x{height}"
+            )
+        depth, coarse, probs = self.session.run(
+            list(GRAPH_OUTPUTS),
+            {"images": imgs, "text_features": text, "bins": bins, "temperature": temperature},
+        )
+        return DepthResult(
+            depth=depth,
+            coarse_depth=coarse,
+            bin_probs=probs,
+            bins=bins,
+            region=input_region(height, width, cfg),
+        )

@@ -1,0 +1,78 @@
+"""What a prediction is, whichever backend computes it: the image region the network sees
+(the reference's NYU crop, or the whole image), and the DepthResult every tool reads. numpy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import ImageSizeError
+
+# The reference's NYU crop: 640x480 -> 544x416 box (left 60, top 56, right 604, bottom 472).
+CROP_IMAGE_SIZE = (480, 640)  # (height, width)
+CROP_BOX = (56, 60, 416, 544)  # (top, left, height, width)
+
+
+def input_region(height: int, width: int, cfg) -> tuple:
+    """(top, left, height, width) of the image area the network sees and the depth covers."""
+    if cfg.preprocessing == "crop":
+        if (height, width) != CROP_IMAGE_SIZE:
+            raise ImageSizeError(
+                f"preprocessing 'crop' is the reference's NYU crop and needs a 640x480 "
+                f"image, got {width}x{height}; use preprocessing 'resize' for this camera"
+            )
+        return CROP_BOX
+    return (0, 0, height, width)
+
+
+def network_image_size(cfg) -> tuple:
+    """(height, width) of the camera image a config expects when it cannot take any size:
+    the crop's 640x480, else the network input (a resize from it is then a no-op)."""
+    if cfg.preprocessing == "crop":
+        return CROP_IMAGE_SIZE
+    return (cfg.input_height, cfg.input_width)
+
+
+def as_image_batch(images) -> np.ndarray:
+    """uint8 (H, W, 3) or (B, H, W, 3) -> contiguous, writable uint8 (B, H, W, 3)."""
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise ImageSizeError(
+            f"expected uint8 RGB images (B, H, W, 3), got {arr.dtype} {arr.shape}"
+        )
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # e.g. a view of a message's bytes; torch wants to own it
+        arr = arr.copy()
+    return arr
+
+
+@dataclasses.dataclass
+class DepthResult:
+    depth: np.ndarray  # (B, H, W) float32 metres at input resolution; NaN outside `region`
+    coarse_depth: np.ndarray  # (B, h, w) float32 metres on the feature grid
+    bin_probs: np.ndarray  # (B, K, h, w) float32 per-bin responses (the paper's Fig. 4)
+    bins: np.ndarray  # (K,) metres of the config
+    region: tuple  # (top, left, height, width) of the image the depth covers
+    scenes: list | None = None  # scene_bins auto: the scene whose bins each image used
+    scene_scores: np.ndarray | None = None  # (B, S) CLIP's scene probabilities (config.scenes)
+    image_bins: np.ndarray | None = None  # (B, K) metres each image used, with scenes
+
+    def bins_of(self, index: int) -> np.ndarray:
+        return self.bins if self.image_bins is None else self.image_bins[index]
+
+    def coarse_pixel_coords(self) -> tuple:
+        """Pixel coordinates (u, v), each (h, w), of the coarse grid cells in the input image.
+
+        With align_corners=True upsampling, cell (i, j) is exactly the upsampled
+        pixel at row i*(height-1)/(h-1), column j*(width-1)/(w-1) of `region`.
+        """
+        top, left, height, width = self.region
+        h, w = self.coarse_depth.shape[-2:]
+        v = top + np.arange(h, dtype=np.float64) * ((height - 1) / max(h - 1, 1))
+        u = left + np.arange(w, dtype=np.float64) * ((width - 1) / max(w - 1, 1))
+        uu, vv = np.meshgrid(u, v)
+        return uu.astype(np.float32), vv.astype(np.float32)

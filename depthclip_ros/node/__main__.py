@@ -1,0 +1,7 @@
+"""`python -m depthclip_ros.node`: the node, as `ros2 run depthclip_ros depthclip_node` runs it."""
+
+import sys
+
+from .lifecycle_node import main
+
+sys.exit(main())

@@ -1,0 +1,257 @@
+"""One camera through the node: its input subscriptions, stamp pairing, output publishers and
+frame statistics; and frames, of one camera or several, turned into published outputs.
+
+The node owns the lifecycle, the parameters, the model and the worker; a CameraPipeline owns
+everything that is per camera. `process_frames` runs on the worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.serialization import deserialize_message
+from rclpy.time import Time
+from sensor_msgs.msg import (
+    CameraInfo,
+    CompressedImage,
+    Image,
+    PointCloud2,
+    PointField,
+    RegionOfInterest,
+)
+
+from ..errors import ImageDecodeError
+from ..messages import topics
+from ..messages.colormaps import colorize
+from ..messages.decoding import decode_image
+from ..messages.outputs import MessageBuilder, cloud_outputs, depth_image_fields, rgb8_image_fields
+from ..runtime.batching import by_image_size
+from ..runtime.scene_hysteresis import SceneHysteresis
+from ..runtime.stamp_pairing import CameraInfoPairing
+from ..runtime.statistics import FrameStats
+from .adaptive_input import AdaptiveInput
+
+OUTPUT_TYPES = {"depth": Image, "camera_info": CameraInfo, "points": PointCloud2, "colored": Image}
+MESSAGES = MessageBuilder(Image, CameraInfo, PointCloud2, PointField, RegionOfInterest)
+
+
+def output_qos_profile() -> QoSProfile:
+    """Outputs reliable (every subscriber, reliable or best effort, connects), a few deep. A new
+    profile per publisher: rclpy writes each publisher's QoS overrides into the profile it is
+    given."""
+    return QoSProfile(
+        reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5
+    )
+
+
+class _WaitingCloud:
+    """A frame whose depth went out and whose cloud waits for the camera_info of its stamp."""
+
+    __slots__ = ("header", "rgb", "result", "index", "cloud_stride")
+
+    def __init__(self, header, rgb, result, index, cloud_stride):
+        self.header, self.rgb, self.result = header, rgb, result
+        self.index, self.cloud_stride = index, cloud_stride
+
+
+class CameraPipeline:
+    def __init__(self, node, use_compressed: bool, on_image, defer, name: str = ""):
+        """Inputs (not yet subscribed: `update_inputs` does) and lifecycle publishers, named
+        relative to the node's namespace, under `name/` for a named camera. `on_image(serialized)`
+        receives each image, still serialized; `defer(fn, *args, at=None)` runs fn on the worker
+        thread (at a time of time.monotonic(), if given)."""
+        self.node, self.name, self._defer = node, name, defer
+        # Images arrive serialized and only the frame the worker takes is deserialized: most
+        # frames of a fast camera are replaced unread (newest frame wins), so they cost nothing.
+        self.image_type = CompressedImage if use_compressed else Image
+        image_topic = topics.COMPRESSED_IMAGE if use_compressed else topics.IMAGE
+
+        def named(topic):
+            return f"{name}/{topic}" if name else topic
+
+        self.stats = FrameStats()
+        self.camera_infos = CameraInfoPairing()
+        self.scene = SceneHysteresis()  # scene_bins auto: this camera's current scene
+        self.inputs = [
+            AdaptiveInput(node, self.image_type, named(image_topic), on_image, raw=True),
+            # Measured: keep-last 1 lost half the camera_infos a driver sent just before each
+            # VGA image (reliable, default middleware); 10 lost none.
+            AdaptiveInput(
+                node, CameraInfo, named(topics.CAMERA_INFO), self._on_camera_info, depth=10
+            ),
+        ]
+        options = QoSOverridingOptions.with_default_policies()
+        self.outputs = {
+            key: node.create_lifecycle_publisher(
+                msg_type,
+                named(topics.OUTPUTS[key]),
+                output_qos_profile(),
+                qos_overriding_options=options,
+            )
+            for key, msg_type in OUTPUT_TYPES.items()
+        }
+
+    @property
+    def image_topic(self) -> str:
+        return self.inputs[0].topic
+
+    def update_inputs(self):
+        for subscription in self.inputs:
+            subscription.update()
+
+    def close_inputs(self):
+        for subscription in self.inputs:
+            subscription.close()
+
+    def destroy(self):
+        self.close_inputs()
+        for publisher in self.outputs.values():
+            self.node.destroy_lifecycle_publisher(publisher)
+        self.outputs = {}
+
+    def watched(self) -> bool:
+        return any(p.get_subscription_count() > 0 for p in self.outputs.values())
+
+    def frame_failed(self, exc: Exception):
+        log = self.node.get_logger()
+        if isinstance(exc, ImageDecodeError):
+            self.stats.count("rejected")
+            log.warning(f"image rejected: {exc}", throttle_duration_sec=5.0)
+        else:  # one bad frame must not stop the node
+            self.stats.count("failed")
+            log.error(
+                f"frame dropped, processing failed: {type(exc).__name__}: {exc}",
+                throttle_duration_sec=5.0,
+            )
+
+    def decode(self, serialized: bytes) -> tuple:
+        """(message, uint8 RGB) of one serialized image; ImageDecodeError when it has none."""
+        try:
+            msg = deserialize_message(serialized, self.image_type)
+        except Exception as exc:  # bytes that are not this message type: an undecodable frame
+            raise ImageDecodeError(f"cannot deserialize the message: {exc}") from None
+        return msg, decode_image(msg)
+
+    def publish_result(self, msg, rgb, result, index: int, arrival: float, params):
+        """Publish image `index` of `result`: the depth at once; the cloud and the depth's
+        camera_info once the camera_info of its stamp is here, waiting for it (without holding
+        the worker) until `camera_info_wait` after the image arrived."""
+        header = msg.header
+        self.outputs["depth"].publish(
+            MESSAGES.image(header, depth_image_fields(result.depth[index]))
+        )
+        colored = self.outputs["colored"]
+        if colored.get_subscription_count() > 0:
+            bins = result.bins_of(index)
+            image = colorize(
+                result.depth[index], float(bins[0]), float(bins[-1]), params.outputs.colormap
+            )
+            colored.publish(MESSAGES.image(header, rgb8_image_fields(image)))
+        now = self.node.get_clock().now()
+        self.stats.timing("latency", (now - Time.from_msg(header.stamp)).nanoseconds * 1e-9)
+        self.stats.count("published")
+
+        frame = _WaitingCloud(header, rgb, result, index, params.outputs.cloud_stride)
+        pairing = self.camera_infos
+        pairing.slop = params.outputs.camera_info_slop
+        info = pairing.find(header.stamp)
+        if info is not None:
+            self._publish_cloud(frame, info, exact=True)
+            return
+        size = (rgb.shape[1], rgb.shape[0])
+        if self.node.count_publishers(self.inputs[1].topic) == 0:  # none can come: no wait
+            self._publish_cloud(frame, pairing.fallback(size), exact=False)
+            return
+        ticket, overflow = pairing.wait(header.stamp, size, frame)
+        for old, fallback in overflow:
+            self._publish_cloud(old, fallback, exact=False)
+        self._defer(self._give_up, ticket, at=arrival + params.node.camera_info_wait)
+
+    def _on_camera_info(self, info):  # executor thread
+        for frame, paired in self.camera_infos.add(info):
+            self._defer(self._publish_cloud, frame, paired, True)
+
+    def _give_up(self, ticket):  # worker thread, camera_info_wait after the image arrived
+        waiting = self.camera_infos.give_up(ticket)
+        if waiting is not None:
+            self._publish_cloud(*waiting, exact=False)
+
+    def flush_waiting(self):
+        """Every frame still waiting gets its cloud now, with the fallback camera_info (before
+        the outputs close: output already computed is not lost)."""
+        for frame, info in self.camera_infos.give_up_all():
+            self._publish_cloud(frame, info, exact=False)
+
+    def _publish_cloud(self, frame, info, exact: bool):  # worker thread
+        log = self.node.get_logger()
+        header = frame.header
+        if info is not None and not exact:
+            self.stats.count("info_fallbacks")
+            stamp = info.header.stamp
+            log.warning(
+                f"no camera_info with the image's stamp {header.stamp.sec}."
+                f"{header.stamp.nanosec:09d} within camera_info_wait; using the latest of its "
+                f"size ({stamp.sec}.{stamp.nanosec:09d})",
+                throttle_duration_sec=5.0,
+            )
+        if info is not None and info.header.frame_id != header.frame_id:
+            log.warning(
+                f"camera_info frame_id '{info.header.frame_id}' differs from the image's "
+                f"'{header.frame_id}'; outputs keep the image's",
+                once=True,
+            )
+        out = cloud_outputs(frame.rgb, frame.result, frame.index, info, frame.cloud_stride)
+        for key, message in MESSAGES.cloud_messages(header, out).items():
+            self.outputs[key].publish(message)
+        if out.warning:
+            log.warning(out.warning, throttle_duration_sec=5.0)
+
+
+def process_frames(frames, params, estimator) -> list:
+    """[(camera, serialized image, arrival)] -> each camera's outputs published (worker thread);
+    returns the number of images in each forward run.
+
+    Images of one size go through one batched forward; a frame that fails is counted and
+    logged by its camera and does not stop the others.
+    """
+    decoded = []
+    for camera, serialized, arrival in frames:
+        try:
+            decoded.append((camera, *camera.decode(serialized), arrival))
+        except Exception as exc:
+            camera.frame_failed(exc)
+    forwards = []
+    for group in by_image_size(decoded, lambda frame: frame[2]).values():
+        cameras = [camera for camera, _, _, _ in group]
+        scenes = _scenes_of(cameras, params.node.scene_switch_frames)
+        t0 = time.perf_counter()
+        try:
+            result = estimator.predict(np.stack([rgb for _, _, rgb, _ in group]), scenes=scenes)
+        except Exception as exc:
+            for camera in cameras:
+                camera.frame_failed(exc)
+            continue
+        seconds = time.perf_counter() - t0
+        forwards.append(len(group))
+        for index, (camera, msg, rgb, arrival) in enumerate(group):
+            camera.stats.timing("inference", seconds)
+            try:
+                camera.publish_result(msg, rgb, result, index, arrival, params)
+            except Exception as exc:
+                camera.frame_failed(exc)
+    return forwards
+
+
+def _scenes_of(cameras, switch_frames):
+    """scene_bins auto: image i of a batch takes the scene of camera i's own hysteresis."""
+
+    def choose(names, scores):
+        return [
+            camera.scene.choose(names, scores[i : i + 1], switch_frames)[0]
+            for i, camera in enumerate(cameras)
+        ]
+
+    return choose

@@ -1,0 +1,77 @@
+"""The node's /diagnostics: one DiagnosticStatus per camera from its statistics (via health),
+plus, with several cameras, the node's own status (the worst camera's level)."""
+
+from __future__ import annotations
+
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+from ..runtime import health
+
+
+def camera_status(name, camera, params, estimator, activated_at, hardware_id) -> DiagnosticStatus:
+    active = activated_at is not None
+    state = health.NodeState(
+        active=active,
+        watched=active and camera.watched(),
+        camera_info_received=camera.camera_infos.latest is not None,
+        active_for=time.monotonic() - activated_at if active else 0.0,
+        image_topic=camera.image_topic,
+    )
+    level, message, values = health.evaluate(camera.stats.snapshot(), params.node, state)
+    values["device"] = str(estimator.device) if estimator else "none"
+    values["model"] = estimator.model_identity if estimator else "none"
+    values.update({f"{i.topic} reliability": str(i.reliability) for i in camera.inputs})
+    if params.config.scene_bins == "auto":  # the scene whose bins the depth uses
+        values["scene"] = camera.scene.scene or "none yet"
+        values["scene score"] = f"{camera.scene.score:.3f}"
+    return DiagnosticStatus(
+        level=bytes([level]),
+        name=name,
+        message=message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=k, value=v) for k, v in values.items()],
+    )
+
+
+def diagnostic_array(
+    node_name, cameras, params, estimator, activated_at, hardware_id, stamp, forwards=(0, 0)
+):
+    """`<node>: depth estimation` for one camera; with several, `<node>: <camera> depth
+    estimation` each and `<node>: depth estimation` summing them up, with `forwards` (images,
+    forwards run) since activation: how much max_batch batches."""
+    single = list(cameras) == [""]
+    statuses = [
+        camera_status(
+            f"{node_name}: depth estimation"
+            if single
+            else f"{node_name}: {name} depth estimation",
+            camera,
+            params,
+            estimator,
+            activated_at,
+            hardware_id,
+        )
+        for name, camera in cameras.items()
+    ]
+    if not single:
+        worst = max(statuses, key=lambda s: s.level[0])
+        statuses.insert(
+            0,
+            DiagnosticStatus(
+                level=worst.level,
+                name=f"{node_name}: depth estimation",
+                message=f"{len(statuses)} cameras; worst: {worst.name.split(': ', 1)[1]}: "
+                f"{worst.message}",
+                hardware_id=hardware_id,
+                values=[
+                    KeyValue(key="cameras", value=", ".join(cameras)),
+                    KeyValue(key="max_batch", value=str(params.node.max_batch)),
+                    KeyValue(key="images", value=str(forwards[0])),
+                    KeyValue(key="forwards", value=str(forwards[1])),
+                ],
+            ),
+        )
+    return DiagnosticArray(header=Header(stamp=stamp), status=statuses)

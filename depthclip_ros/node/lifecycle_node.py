@@ -1,0 +1,323 @@
+"""The `depthclip` ROS 2 lifecycle node: RGB image (+ camera_info) in, metric depth and a point
+cloud out.
+
+A thin adapter: `configure` validates the parameters (ros_parameters), creates the camera's
+inputs and outputs (camera_pipeline) and loads the model on the worker thread (frame_worker);
+`activate` subscribes and enables the publishers; `deactivate` stops the inputs; `cleanup` frees
+the model. /diagnostics come from the frame statistics via health.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import sys
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos_overriding_options import InvalidQosOverridesError
+
+from ..config.parameters import NODE_NAME
+from ..errors import ConfigError, DepthClipError
+from ..estimator.loading import load_estimator, return_freed_memory
+from ..runtime.statistics import FrameStats
+from ..runtime.worker import FrameWorker
+from . import diagnostics, parameters
+from .camera_pipeline import CameraPipeline, process_frames
+
+# Errors of the node's own inputs: their message is the whole story, one line.
+EXPECTED_ERRORS = (
+    DepthClipError,
+    InvalidParameterValueException,
+    InvalidParameterTypeException,
+    InvalidQosOverridesError,
+)
+# Seconds between checks of the input publishers' QoS (rosbag2's recorder polls likewise).
+QOS_CHECK_PERIOD = 0.5
+# Longest wait for the worker to finish the frame in progress (deactivate, cleanup).
+WORKER_FLUSH_TIMEOUT = 30.0
+
+
+class DepthClipNode(LifecycleNode):
+    def __init__(self, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._fatal_on_failure = False  # autostart: a failed transition ends the process
+        parameters.declare_parameters(self)
+        self.params = None  # Parameters while configured
+        self.estimator = None  # DepthClip while configured; owned by the worker thread
+        self.worker = None
+        self.cameras = {}  # name ("" for the one unnamed camera) -> CameraPipeline, configured
+        self._diagnostics = None
+        self._our_timers = {}  # rclpy's Node uses _timers
+        self._activated_at = None
+        self.forwards = (0, 0)  # (images, forwards) since activation: max_batch at work
+        self._hardware_id = socket.gethostname()
+        self.add_on_set_parameters_callback(
+            lambda changes: parameters.check_changes(self, changes)
+        )
+        self.add_post_set_parameters_callback(self._apply_changes)
+
+    # ----------------------------------------------------------------- lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+            return TransitionCallbackReturn.SUCCESS
+        except EXPECTED_ERRORS as exc:
+            self._transition_failed("configure", str(exc))
+        except Exception as exc:  # anything else still fails the transition, in one line
+            self._transition_failed("configure", f"{type(exc).__name__}: {exc}")
+        self._release()
+        return TransitionCallbackReturn.FAILURE
+
+    def _configure(self):
+        # Every cheap check (parameters, topics, QoS overrides) before the model load (seconds).
+        params = parameters.read_parameters(parameters.parameter_values(self))
+        for name in params.node.cameras or ("",):
+            on_image = functools.partial(self._on_image, name)
+            self.cameras[name] = CameraPipeline(
+                self, params.node.use_compressed, on_image, self._defer, name
+            )
+        self.params = params
+        self.worker = FrameWorker(
+            self._process,
+            self._frame_failed,
+            wanted=self._watched,
+            max_batch=params.node.max_batch,
+        )
+        self.get_logger().info(
+            f"loading CLIP '{params.config.model}' on device '{params.config.device}' ..."
+        )
+        self.estimator = self.worker.call(self._load_model, params.config).result()
+        self._hardware_id = f"{socket.gethostname()}/{self.estimator.device}"
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Wall-clock timers: health reports and QoS adaptation go on while a bag is paused.
+        self._our_timers["diagnostics"] = self.create_timer(
+            params.node.diagnostics_period, self._publish_diagnostics, clock=_steady()
+        )
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        try:
+            for camera in self.cameras.values():
+                camera.stats = FrameStats()
+            self.forwards = (0, 0)
+            self._activated_at = time.monotonic()
+            self._update_inputs()
+            self._our_timers["inputs"] = self.create_timer(
+                QOS_CHECK_PERIOD, self._update_inputs, clock=_steady()
+            )
+        except Exception as exc:  # e.g. an input's QoS override rclpy cannot apply
+            reason = (
+                str(exc) if isinstance(exc, EXPECTED_ERRORS) else f"{type(exc).__name__}: {exc}"
+            )
+            self._transition_failed("activate", reason)
+            self._stop_inputs()
+            return TransitionCallbackReturn.FAILURE
+        for camera in self.cameras.values():
+            depth_topic = camera.outputs["depth"].topic_name
+            self.get_logger().info(f"active: {camera.image_topic} -> {depth_topic}")
+        return super().on_activate(state)  # enables the lifecycle publishers
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._activated_at = None
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured
+
+    def _transition_failed(self, transition: str, reason: str):
+        if self._fatal_on_failure:  # the process ends: today's one FATAL line
+            self.get_logger().fatal(reason)
+        else:  # a lifecycle manager may fix parameters and try again
+            self.get_logger().error(f"{transition} failed: {reason}")
+
+    def _stop_inputs(self):
+        """No new frames; the one in progress finishes (its outputs go out) before returning."""
+        timer = self._our_timers.pop("inputs", None)
+        if timer is not None:
+            self.destroy_timer(timer)
+        for camera in self.cameras.values():
+            camera.close_inputs()
+        if self.worker is not None:
+            self.worker.discard_pending()
+            cameras = list(self.cameras.values())
+            self.worker.call(lambda: [c.flush_waiting() for c in cameras]).result(
+                WORKER_FLUSH_TIMEOUT
+            )
+
+    def _release(self):
+        """Undo configure: publishers, timers, worker and model; the memory goes back."""
+        for name in list(self._our_timers):
+            self.destroy_timer(self._our_timers.pop(name))
+        for camera in self.cameras.values():
+            camera.destroy()
+        self.cameras = {}
+        if self._diagnostics is not None:
+            self.destroy_publisher(self._diagnostics)
+            self._diagnostics = None
+        if self.worker is not None:
+            device = self.estimator.device if self.estimator is not None else None
+            self.worker.call(self._drop_model).result(WORKER_FLUSH_TIMEOUT)
+            self.worker.stop()
+            self.worker = None
+            if device is not None:
+                return_freed_memory(device)
+                self.get_logger().info("model unloaded")
+        self.params = None
+
+    # ----------------------------------------------------------------- parameters
+    def _apply_changes(self, changes) -> None:
+        """After a change is stored: the worker takes the new config before its next frame."""
+        if self.params is None or self.worker is None:
+            return  # unconfigured: configure reads the parameters
+        params = parameters.read_parameters(parameters.parameter_values(self))
+        self.params = params
+        if params.config != self.estimator.config:
+            future = self.worker.call(self.estimator.update_config, params.config)
+            future.add_done_callback(self._config_applied)
+
+    def _config_applied(self, future):
+        if not future.cancelled() and future.exception() is not None:  # e.g. text encoding
+            self.get_logger().error(
+                f"parameter change not applied, still running the previous "
+                f"config: {future.exception()}"
+            )
+
+    # ----------------------------------------------------------------- frames
+    @property
+    def camera(self):
+        """The first (for most set-ups the only) camera, None while unconfigured."""
+        return next(iter(self.cameras.values()), None)
+
+    def _update_inputs(self):
+        for camera in self.cameras.values():
+            camera.update_inputs()
+
+    def _watched(self, name) -> bool:
+        camera = self.cameras.get(name)
+        return camera is not None and camera.watched()
+
+    def _on_image(self, name, serialized: bytes):
+        """Never blocks: the newest frame replaces a pending one, which counts as dropped."""
+        camera = self.cameras[name]
+        camera.stats.count("received")
+        if self.worker is not None and self.worker.submit(serialized, key=name):
+            camera.stats.count("dropped")
+
+    def _process(self, frames):  # worker thread
+        batch = [(self.cameras[name], serialized, arrival) for name, serialized, arrival in frames]
+        forwards = process_frames(batch, self.params, self.estimator)
+        self.forwards = (self.forwards[0] + sum(forwards), self.forwards[1] + len(forwards))
+
+    def _defer(self, fn, *args, at=None):
+        """fn(*args) on the worker thread (not before `at`, time.monotonic()); a failure is
+        logged, the node goes on."""
+        if self.worker is not None:
+            self.worker.call(fn, *args, at=at).add_done_callback(self._deferred_done)
+
+    def _deferred_done(self, future):
+        if not future.cancelled() and future.exception() is not None:
+            exc = future.exception()
+            self.get_logger().error(
+                f"point cloud not published: {type(exc).__name__}: {exc}",
+                throttle_duration_sec=5.0,
+            )
+
+    def _frame_failed(self, exc: Exception, name):  # worker thread
+        self.cameras[name].frame_failed(exc)
+
+    def _load_model(self, config):  # worker thread
+        estimator = load_estimator(config)
+        t0 = time.perf_counter()
+        estimator.warm_up()  # the first camera frame then gets the steady-state latency
+        self.get_logger().info(
+            f"model {estimator.model_identity} on {estimator.device} "
+            f"({str(estimator.dtype).replace('torch.', '')}, {estimator.runtime}), warm-up "
+            f"{(time.perf_counter() - t0) * 1e3:.0f} ms"
+        )
+        return estimator
+
+    def _drop_model(self):  # worker thread
+        self.estimator = None
+
+    # ----------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self):
+        self._diagnostics.publish(
+            diagnostics.diagnostic_array(
+                self.get_fully_qualified_name(),
+                self.cameras,
+                self.params,
+                self.estimator,
+                self._activated_at,
+                self._hardware_id,
+                self.get_clock().now().to_msg(),
+                self.forwards,
+            )
+        )
+
+    def destroy_node(self):
+        self._stop_inputs()
+        self._release()
+        return super().destroy_node()
+
+
+def _steady() -> Clock:
+    return Clock(clock_type=ClockType.STEADY_TIME)
+
+
+def start(node: DepthClipNode) -> bool:
+    """autostart: configure and activate now, as a lifecycle manager would; False on failure
+    (already logged, one FATAL line)."""
+    node._fatal_on_failure = True
+    try:
+        for transition in (node.trigger_configure, node.trigger_activate):
+            if transition() != TransitionCallbackReturn.SUCCESS:
+                return False
+        return True
+    finally:
+        node._fatal_on_failure = False
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = DepthClipNode()
+        autostart = node.get_parameter("autostart").value
+        if not isinstance(autostart, bool):
+            node.get_logger().fatal(
+                str(ConfigError("autostart", autostart, "must be true or false"))
+            )
+            code = 1
+        elif autostart and not start(node):
+            code = 1
+        else:
+            rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

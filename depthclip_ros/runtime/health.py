@@ -1,0 +1,120 @@
+"""What the node reports on /diagnostics: a level, a message and key/values, from the last
+10 s of frame statistics (frame_stats). No rclpy here; levels are DiagnosticStatus's values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config.parameters import NodeSettings
+from .statistics import Snapshot
+
+OK, WARN, ERROR = 0, 1, 2
+IDLE = "idle: no subscribers"
+
+
+@dataclasses.dataclass
+class NodeState:
+    """What the statistics do not know: the lifecycle state and what the node sees."""
+
+    active: bool
+    watched: bool  # some output has a subscriber
+    camera_info_received: bool
+    active_for: float  # seconds since activation (the input timeout counts from there)
+    image_topic: str = "image"
+
+
+def rate_bounds(settings: NodeSettings) -> tuple | None:
+    """Acceptable input rates (Hz), as diagnostic_updater's FrequencyStatus: f * (1 +-
+    tolerance)."""
+    f = settings.expected_input_rate
+    if f <= 0:
+        return None
+    return f * (1 - settings.rate_tolerance), f * (1 + settings.rate_tolerance)
+
+
+def evaluate(snap: Snapshot, settings: NodeSettings, state: NodeState) -> tuple:
+    """(level, message, values) for the node's status. The message lists every problem, worst
+    first; with none it is 'ok', or 'idle: no subscribers' while nobody listens."""
+    window = f"{snap.window:.0f} s"
+    counts = snap.counts
+    in_rate, out_rate = snap.rate("received"), snap.rate("published")
+    bounds = rate_bounds(settings)
+    values = {
+        "state": ("active" if state.watched else IDLE) if state.active else "inactive",
+        "input rate (Hz)": f"{in_rate:.2f}",
+        "expected input rate (Hz)": f"{bounds[0]:.2f} to {bounds[1]:.2f}"
+        if bounds
+        else "not checked",
+        "output rate (Hz)": f"{out_rate:.2f}",
+        "minimum output rate (Hz)": (
+            f"{settings.min_output_rate:.2f}" if settings.min_output_rate else "not checked"
+        ),
+        "seconds since last image": (
+            "never" if snap.since("received") is None else f"{snap.since('received'):.1f}"
+        ),
+        **{
+            f"{kind} frames (last {window})": str(counts[kind])
+            for kind in ("received", "published", "dropped", "rejected", "failed")
+        },
+        f"frames paired with another stamp's camera_info (last {window})": str(
+            counts["info_fallbacks"]
+        ),
+        **{
+            f"{kind} frames (since activation)": str(snap.totals[kind])
+            for kind in ("received", "published", "rejected", "failed")
+        },
+        "inference median (ms)": f"{snap.percentile_ms('inference', 50):.1f}",
+        "inference p95 (ms)": f"{snap.percentile_ms('inference', 95):.1f}",
+        "latency median (ms)": f"{snap.percentile_ms('latency', 50):.1f}",
+        "latency p95 (ms)": f"{snap.percentile_ms('latency', 95):.1f}",
+        "camera_info": "received" if state.camera_info_received else "missing",
+    }
+    if not state.active:
+        return OK, "inactive", values
+    problems = []  # (level, text)
+    silent = snap.since("received")
+    if silent is None and state.active_for >= settings.input_timeout:
+        problems.append(
+            (
+                WARN,
+                f"no image on {state.image_topic} since activation {state.active_for:.0f} s ago",
+            )
+        )
+    elif silent is not None and silent >= settings.input_timeout:
+        problems.append((WARN, f"no image on {state.image_topic} for {silent:.1f} s"))
+    if not state.camera_info_received:
+        problems.append((WARN, "no camera_info received: depth without point cloud"))
+    bad = counts["rejected"] + counts["failed"]
+    if bad:
+        level = ERROR if counts["published"] == 0 and counts["failed"] else WARN
+        problems.append(
+            (
+                level,
+                f"{counts['rejected']} rejected, {counts['failed']} failed "
+                f"frames in the last {window}",
+            )
+        )
+    # Rates are judged once the window is full: a camera just started is not "too slow".
+    full = snap.span >= snap.window
+    if bounds and full and silent is not None and not bounds[0] <= in_rate <= bounds[1]:
+        problems.append(
+            (WARN, f"input rate {in_rate:.2f} Hz outside {bounds[0]:.2f} to {bounds[1]:.2f} Hz")
+        )
+    if (
+        settings.min_output_rate
+        and full
+        and state.watched
+        and counts["received"]
+        and out_rate < settings.min_output_rate
+    ):
+        problems.append(
+            (WARN, f"output rate {out_rate:.2f} Hz below {settings.min_output_rate:.2f} Hz")
+        )
+    if not problems:
+        return OK, ("ok" if state.watched else IDLE), values
+    problems.sort(key=lambda p: -p[0])
+    message = "; ".join(text for _, text in problems)
+    if not state.watched:
+        message += f"; {IDLE}"
+    return problems[0][0], message, values

@@ -1,0 +1,153 @@
+"""Which camera_info goes with an image: the rule the node and the bag tool share.
+
+1. The camera_info whose header stamp is nearest the image's, within `camera_info_slop` seconds
+   (message_filters' ApproximateTime idea with one rule: nearest wins; 0 = exact stamps only,
+   as image_transport's CameraSubscriber).
+2. Else the latest camera_info describing an image of the same size (binning and ROI applied),
+   counted as a fallback: a driver that publishes camera_info at a lower rate than its images.
+
+Drivers publish the image first and its camera_info right after, so the node lets a frame wait
+for its camera_info (`CameraInfoPairing.wait`) without holding the model: the depth goes out at
+once and only the cloud waits. No rclpy; thread-safe (the executor adds, the worker looks up).
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import itertools
+import threading
+
+from ..messages.camera_model import PinholeCamera
+
+
+def stamp_ns(stamp) -> int:
+    """A builtin_interfaces/Time (rclpy or rosbags) in integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def described_size(info) -> tuple | None:
+    """(width, height) of the image a camera_info describes, or None when it leaves it unset."""
+    camera = PinholeCamera.from_camera_info(info)
+    return (camera.width, camera.height) if camera.width > 0 and camera.height > 0 else None
+
+
+class CameraInfoIndex:
+    """camera_infos by stamp (the `keep` newest, or all) and the latest one of each image size.
+
+    `value` is what a lookup returns: the message itself by default (the bag tool keeps the raw
+    bytes and deserializes only the camera_info it uses).
+    """
+
+    def __init__(self, keep: int | None = None):
+        self._keep = keep
+        self._stamps = []  # sorted stamps (ns)
+        self._by_stamp = {}  # stamp (ns) -> value
+        self._order = collections.deque()  # stamps in arrival order, to forget the oldest
+        self._latest_by_size = {}  # (width, height) or None -> value
+
+    def add(self, info, value=None) -> None:
+        value = info if value is None else value
+        key = stamp_ns(info.header.stamp)
+        if key not in self._by_stamp:
+            bisect.insort(self._stamps, key)
+            self._order.append(key)
+        self._by_stamp[key] = value
+        self._latest_by_size.pop(described_size(info), None)  # newest last: insertion order
+        self._latest_by_size[described_size(info)] = value
+        while self._keep is not None and len(self._order) > self._keep:
+            old = self._order.popleft()
+            del self._by_stamp[old]
+            del self._stamps[bisect.bisect_left(self._stamps, old)]
+
+    def nearest(self, stamp, slop: float):
+        """The value whose stamp is nearest `stamp`, if within `slop` seconds; else None."""
+        key = stamp_ns(stamp)
+        i = bisect.bisect_left(self._stamps, key)
+        near = [s for s in self._stamps[max(i - 1, 0) : i + 1]]
+        if not near:
+            return None
+        best = min(near, key=lambda s: abs(s - key))
+        return self._by_stamp[best] if abs(best - key) <= slop * 1e9 else None
+
+    def latest_for(self, size: tuple):
+        """The newest camera_info of an image of `size` (width, height), or of an unset size."""
+        for key in reversed(self._latest_by_size):
+            if key is None or key == tuple(size):
+                return self._latest_by_size[key]
+        return None
+
+    @property
+    def latest(self):
+        return next(reversed(self._latest_by_size.values()), None)
+
+
+class CameraInfoPairing:
+    """The node's side: the newest camera_infos, and frames waiting for theirs.
+
+    `wait(stamp, size, frame)` parks a frame and returns a ticket; `add(info)` returns the
+    waiting frames it pairs (each at most once); `give_up(ticket)` returns the frame with the
+    fallback camera_info if nothing paired it in time, else None.
+    """
+
+    def __init__(self, slop: float = 0.0, keep: int = 30, max_waiting: int = 16):
+        self.slop = slop
+        self._infos = CameraInfoIndex(keep)
+        self._waiting = collections.OrderedDict()  # ticket -> (stamp, size, frame)
+        self._max_waiting = max_waiting
+        self._tickets = itertools.count()
+        self._lock = threading.Lock()
+
+    def add(self, info) -> list:
+        """Store `info`; [(frame, info)] of the waiting frames it pairs with."""
+        with self._lock:
+            self._infos.add(info)
+            paired = []
+            for ticket, (stamp, _, frame) in list(self._waiting.items()):
+                if self._infos.nearest(stamp, self.slop) is info:
+                    del self._waiting[ticket]
+                    paired.append((frame, info))
+            return paired
+
+    def find(self, stamp):
+        """The camera_info of this stamp (within the slop), or None."""
+        with self._lock:
+            return self._infos.nearest(stamp, self.slop)
+
+    def fallback(self, size):
+        """The latest camera_info of an image of this size, or None."""
+        with self._lock:
+            return self._infos.latest_for(size)
+
+    @property
+    def latest(self):
+        with self._lock:
+            return self._infos.latest
+
+    def wait(self, stamp, size, frame) -> tuple:
+        """Park `frame` until its camera_info comes: (ticket, [(frame, fallback info)] of the
+        oldest frames given up to stay within `max_waiting`)."""
+        with self._lock:
+            ticket = next(self._tickets)
+            self._waiting[ticket] = (stamp, tuple(size), frame)
+            overflow = []
+            while len(self._waiting) > self._max_waiting:
+                _, (_, old_size, old) = self._waiting.popitem(last=False)
+                overflow.append((old, self._infos.latest_for(old_size)))
+            return ticket, overflow
+
+    def give_up(self, ticket):
+        """(frame, fallback info or None) when the frame still waits, else None (it was paired,
+        or given up already)."""
+        with self._lock:
+            waiting = self._waiting.pop(ticket, None)
+            if waiting is None:
+                return None
+            _, size, frame = waiting
+            return frame, self._infos.latest_for(size)
+
+    def give_up_all(self) -> list:
+        with self._lock:
+            items = [(f, self._infos.latest_for(s)) for _, s, f in self._waiting.values()]
+            self._waiting.clear()
+            return items

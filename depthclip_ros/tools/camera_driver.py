@@ -1,0 +1,212 @@
+"""A camera driver stand-in, run as its own process: one or several cameras publish a rendered
+frame at a fixed rate with camera_info in one of the patterns real drivers have, and it reports
+what came back from the node as one JSON line. The tests and the benchmark drive the node
+with it, as a robot's drivers do (reliable, REP 2003; the middleware's defaults).
+
+  python -m depthclip_ros.camera_driver --rate 30 --seconds 5 --info after [--camera front ...]
+
+camera_info patterns (`--info`):
+  after   image, then its camera_info with the same stamp (image_transport's CameraPublisher)
+  before  camera_info first, then the image
+  1hz     camera_info once a second only (stamped like that second's image)
+  offset  camera_info stamped 1 us after its image (a driver stamping twice)
+  none    no camera_info publisher at all
+
+Each frame's camera_info has its own fx, so the report tells which camera_info each published
+depth/camera_info was built from: `own` (the frame's), `other` (a fallback), per camera.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+
+from ..messages.outputs import rgb8_image_fields
+from .synthetic_scenes import render_scene, scene_camera_info_fields
+
+INFO_PATTERNS = ("after", "before", "1hz", "offset", "none")
+OFFSET_NS = 1000  # the `offset` pattern: 1 us
+
+
+def frame_fx(serial: int) -> float:
+    """The focal length of frame `serial`'s camera_info: tells a frame's own from another's."""
+    return 500.0 + serial % 1000 * 0.01
+
+
+class Camera:
+    """One camera's publishers and what came back for it."""
+
+    def __init__(self, node, name: str, pattern: str, rate: float):
+        def topic(base):
+            return f"{name}/{base}" if name else base
+
+        self.name, self.pattern = name, pattern
+        self.frames_per_second = max(1, round(rate))
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        # A camera driver's QoS (REP 2003: reliable, system default depth); the node adapts.
+        self.image_pub = node.create_publisher(Image, topic("image"), 10)
+        self.info_pub = (
+            None
+            if pattern == "none"
+            else node.create_publisher(CameraInfo, topic("camera_info"), 10)
+        )
+        self.lock = threading.Lock()
+        self.fx_of = {}  # stamp (ns) -> fx of that frame's camera_info
+        self.depth_arrivals, self.latencies, self.infos = [], [], {"own": 0, "other": 0}
+        node.create_subscription(Image, topic("depth/image"), self._on_depth, reliable)
+        node.create_subscription(CameraInfo, topic("depth/camera_info"), self._on_info, reliable)
+
+    def _on_depth(self, msg):
+        now = time.time()
+        key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.lock:
+            if key in self.fx_of:  # a frame of the measured run
+                self.depth_arrivals.append(now)
+                self.latencies.append(now - key * 1e-9)
+
+    def _on_info(self, msg):
+        key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.lock:
+            if key in self.fx_of:
+                own = abs(self.fx_of[key] - msg.k[0]) < 1e-6
+                self.infos["own" if own else "other"] += 1
+
+    def publish(self, image, info, serial: int, now_ns: int):
+        image.header.stamp.sec, image.header.stamp.nanosec = divmod(now_ns, 1_000_000_000)
+        image.header.frame_id = f"{self.name or 'camera'}_optical_frame"
+        with self.lock:
+            self.fx_of[now_ns] = frame_fx(serial)
+        if self.info_pub is None:
+            self.image_pub.publish(image)
+            return
+        info_ns = now_ns + (OFFSET_NS if self.pattern == "offset" else 0)
+        info.header.stamp.sec, info.header.stamp.nanosec = divmod(info_ns, 1_000_000_000)
+        info.header.frame_id = image.header.frame_id
+        info.k[0] = info.p[0] = frame_fx(serial)
+        send_info = self.pattern != "1hz" or serial % self.frames_per_second == 0
+        if self.pattern == "before" and send_info:
+            self.info_pub.publish(info)
+        self.image_pub.publish(image)
+        if self.pattern != "before" and send_info:
+            self.info_pub.publish(info)
+
+    def clear(self):
+        """Forget the frames sent so far: only the measured run's frames are counted."""
+        with self.lock:
+            self.depth_arrivals.clear(), self.latencies.clear(), self.fx_of.clear()
+            self.infos = {"own": 0, "other": 0}
+
+    def report(self, sent: int) -> dict:
+        with self.lock:
+            return {
+                "sent": sent,
+                "received": len(self.depth_arrivals),
+                "latencies": list(self.latencies),
+                "camera_infos": dict(self.infos),
+            }
+
+
+def run(rate: float, seconds: float, pattern: str, names, warmup: float, phase: str) -> dict:
+    rclpy.init()
+    node = rclpy.create_node("camera_driver")
+    diagnostics = {}
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    cameras = [Camera(node, name, pattern, rate) for name in names]
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinning = threading.Thread(target=executor.spin, daemon=True)
+    spinning.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and any(
+        c.image_pub.get_subscription_count() == 0 for c in cameras
+    ):
+        time.sleep(0.05)
+    rgb, _ = render_scene("corridor")
+    image = Image(**rgb8_image_fields(rgb))  # built once: a driver does not pay for messages
+    info = CameraInfo(**scene_camera_info_fields())
+
+    def stream(duration, serial):
+        """Each camera at `rate`; `staggered`: camera k a k/n period after the first, as
+        independent drivers are; `same`: all in one instant, as hardware-synchronised ones."""
+        sent, t0 = 0, time.time()
+        shift = 1.0 / len(cameras) if phase == "staggered" else 0.0
+        while time.time() - t0 < duration:
+            for k, camera in enumerate(cameras):
+                time.sleep(max(0.0, t0 + (sent + k * shift) / rate - time.time()))
+                camera.publish(image, info, serial + sent, time.time_ns())
+            sent += 1
+            time.sleep(max(0.0, t0 + sent / rate - time.time()))
+        return sent
+
+    serial = stream(warmup, 0) if warmup > 0 else 0  # steady state first
+    time.sleep(0.5)
+    for camera in cameras:
+        camera.clear()
+    diagnostics.clear()
+    start = time.time()
+    sent = stream(seconds, serial)
+    end = time.time()
+    # The last frames' answers (a slow model answers seconds later), and a /diagnostics message.
+    answered, quiet_since, give_up = -1, time.time(), time.time() + 15.0
+    while time.time() < give_up and time.time() - quiet_since < 1.5:
+        time.sleep(0.1)
+        now_answered = sum(len(c.depth_arrivals) for c in cameras)
+        if now_answered != answered:
+            answered, quiet_since = now_answered, time.time()
+    report = {
+        "rate": rate,
+        "seconds": end - start,
+        "start": start,
+        "end": end,
+        "info": pattern,
+        "phase": phase,
+        "cameras": {c.name: c.report(sent) for c in cameras},
+        "diagnostics": dict(diagnostics),
+    }
+    executor.shutdown()
+    spinning.join(5.0)
+    node.destroy_node()
+    rclpy.shutdown()
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=30.0, help="frames per second per camera")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the measured run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds streamed before it")
+    parser.add_argument("--info", choices=INFO_PATTERNS, default="after", help="see above")
+    parser.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        help="camera name (repeat for several: NAME/image, ...); none: image, camera_info",
+    )
+    parser.add_argument(
+        "--phase",
+        choices=("staggered", "same"),
+        default="staggered",
+        help="several cameras: staggered over the period (independent drivers, default) or all "
+        "in the same instant (synchronised cameras)",
+    )
+    args = parser.parse_args(argv)
+    report = run(args.rate, args.seconds, args.info, args.camera or [""], args.warmup, args.phase)
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

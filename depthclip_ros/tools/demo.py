@@ -1,0 +1,205 @@
+"""The main job on a built-in input: the whole ROS 2 pipeline, end to end.
+
+Starts the depthclip node as its own process, publishes a few rendered 640x480
+scenes (with their camera_info) over DDS, receives depth and point clouds, and
+writes coloured depth PNGs and PLY clouds. The scenes (synthetic_scenes) are ray-cast
+boxes, so their true depth is known: each prediction is scored with the offline eval's
+metrics and protocol (depthclip_ros.metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import metrics
+from .node_process import local_dds_env, start_node_process
+from .synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
+
+
+def run(
+    out,
+    params=None,
+    model=None,
+    device="auto",
+    cloud_stride=8,
+    random_weights=None,
+    timeout=300.0,
+) -> int:
+    """The main job; the exit code: 0 done, 2 the node stopped (its error printed), 3 it never
+    started, 4 a scene was not answered within `timeout` seconds."""
+    env = local_dds_env()
+    os.environ.update(env)  # before rclpy is imported
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+    from ..config.params_files import default_params_file, read_params_file
+    from ..files import save_png, write_ply
+    from ..messages import decoding, outputs, point_cloud, topics
+    from ..messages.colormaps import colorize
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    params_file = Path(params or default_params_file())
+    params = read_params_file(params_file)
+    overrides = {"device": device, "cloud_stride": cloud_stride}
+    if random_weights:
+        from .random_clip import save_random_checkpoint
+
+        overrides["model"] = save_random_checkpoint(
+            out / f"random_{random_weights}.pt", random_weights
+        )
+        overrides["temperature"] = 1.0  # a random CLIP saturates the softmax at 0.1
+        print(
+            f"using a RANDOM-WEIGHT CLIP ({random_weights}): checks the pipeline, "
+            "the depth is meaningless"
+        )
+    elif model:
+        overrides["model"] = model
+    node_proc = start_node_process(params_file, overrides, env, out / "node.log")
+
+    rclpy.init()
+    node = rclpy.create_node("depthclip_demo")
+    got = {"depth": {}, "points": {}}
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(
+        Image,
+        topics.DEPTH_IMAGE,
+        lambda m: got["depth"].__setitem__(m.header.stamp.sec, m),
+        reliable,
+    )
+    node.create_subscription(
+        PointCloud2,
+        topics.POINTS,
+        lambda m: got["points"].__setitem__(m.header.stamp.sec, m),
+        reliable,
+    )
+    image_pub = node.create_publisher(
+        Image, topics.IMAGE, reliable
+    )  # reliable, as REP 2003 drivers
+    info_pub = node.create_publisher(CameraInfo, topics.CAMERA_INFO, reliable)
+    summary = []
+    try:
+        deadline = time.monotonic() + timeout
+        while (
+            image_pub.get_subscription_count() == 0
+        ):  # the node subscribes once its model is loaded
+            if node_proc.poll() is not None:
+                print((out / "node.log").read_text().strip(), file=sys.stderr)
+                print(
+                    f"\nthe depthclip node exited (code {node_proc.returncode}) before it was "
+                    "ready; see its error above",
+                    file=sys.stderr,
+                )
+                return 2
+            if time.monotonic() > deadline:
+                print("timed out waiting for the depthclip node to start", file=sys.stderr)
+                return 3
+            rclpy.spin_once(node, timeout_sec=0.1)
+        bins = [float(b) for b in params.get("depth_bins", (1.0, 3.0))]
+        for sec, name in enumerate(SCENES, start=1):
+            rgb, truth = render_scene(name)
+            info = CameraInfo(**scene_camera_info_fields())
+            msg = Image(**outputs.rgb8_image_fields(rgb))
+            for m in (info, msg):
+                m.header.stamp.sec, m.header.frame_id = sec, "camera_color_optical_frame"
+            t0 = time.monotonic()
+            image_pub.publish(
+                msg
+            )  # a driver's order: the image, then its camera_info (same stamp)
+            info_pub.publish(info)
+            while (
+                sec not in got["depth"] or sec not in got["points"]
+            ) and time.monotonic() - t0 < timeout:
+                rclpy.spin_once(node, timeout_sec=0.05)
+            if sec not in got["depth"] or sec not in got["points"]:
+                print(f"{name}: no depth/points within {timeout}s", file=sys.stderr)
+                return 4
+            depth = decoding.depth_image_to_array(got["depth"][sec])
+            cloud = point_cloud.pointcloud_to_array(got["points"][sec])
+            rgb_cols = point_cloud.unpack_rgb(cloud[..., 3])
+            np.save(out / f"{name}_depth.npy", depth)  # metres, NaN = no prediction
+            save_png(out / f"{name}_rgb.png", rgb)
+            save_png(out / f"{name}_depth.png", colorize(depth, bins[0], bins[-1]))
+            save_png(
+                out / f"{name}_truth.png",
+                colorize(np.clip(truth, bins[0], bins[-1]), bins[0], bins[-1]),
+            )
+            n = write_ply(out / f"{name}_cloud.ply", cloud[..., :3], rgb_cols)
+            # The eval's protocol: its crop, and ground truth within (1 mm, 10 m).
+            scores = metrics.evaluate_image(truth, metrics.on_canvas(depth)) or {}
+            summary.append(
+                {
+                    "scene": name,
+                    "depth_min_m": float(np.nanmin(depth)),
+                    "depth_max_m": float(np.nanmax(depth)),
+                    "true_depth_range_m": [float(truth.min()), float(truth.max())],
+                    "metrics": scores,
+                    "cloud_points": n,
+                    "latency_s": round(time.monotonic() - t0, 3),
+                }
+            )
+            scored = ", ".join(f"{k} {scores[k]:.3f}" for k in ("d1", "abs_rel", "rmse") if scores)
+            print(
+                f"{name:10s} depth {np.nanmin(depth):.2f}..{np.nanmax(depth):.2f} m "
+                f"(truth {truth.min():.2f}..{truth.max():.2f} m), {scored or 'no valid pixel'}, "
+                f"{n} cloud points, {time.monotonic() - t0:.2f} s"
+            )
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(
+            f"wrote {len(summary)} x (rgb, depth, truth PNG, PLY cloud) and summary.json to {out}/"
+        )
+        return 0
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        if node_proc.poll() is None:
+            node_proc.send_signal(signal.SIGINT)
+            try:
+                node_proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                node_proc.kill()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument(
+        "--params", help="parameter YAML (default: the package's config/depthclip.yaml)"
+    )
+    p.add_argument(
+        "--model", help="CLIP model name or checkpoint path (default: as in --params, RN50)"
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--cloud-stride", type=int, default=8)
+    p.add_argument(
+        "--random-weights",
+        choices=("tiny", "RN50"),
+        help="use a random-weight CLIP of this shape (pipeline check without the real weights)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the node / each frame"
+    )
+    args = p.parse_args(argv)
+    return run(
+        args.out,
+        args.params,
+        args.model,
+        args.device,
+        args.cloud_stride,
+        args.random_weights,
+        args.timeout,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
