@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny random CLIP saved to disk and loaded the way users load models."""
 
 import os
+import sys
 import warnings
+from pathlib import Path
 
 # Every node the tests start talks over loopback only, on a DDS domain of this run's own.
 # Set before anything imports rclpy (the rmw reads them at init).
@@ -14,6 +16,9 @@ for _tuning in (
     "RMW_FASTRTPS_USE_QOS_FROM_XML",
 ):
     os.environ.pop(_tuning, None)
+
+# Shared test helpers (images, messages, the live-node harness, bag factories) in one folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 import pytest  # noqa: E402 (after the environment the rmw reads)
 

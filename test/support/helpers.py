@@ -10,7 +10,9 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
 # Four real NYU pairs beside the repository (never copied into it); tests skip, visibly, without.
-SHARED_NYU = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "nyu_samples")
+SHARED_NYU = os.path.join(
+    os.path.dirname(__file__), "..", "..", "..", "shared", "data", "nyu_samples"
+)
 
 
 def structured_image(height=480, width=640, seed=0):

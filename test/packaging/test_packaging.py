@@ -13,7 +13,7 @@ import pytest
 
 from depthclip_ros.node import launch_arguments
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # What each imported module is in package.xml: a ROS package, a rosdep key, or pip-only (README).

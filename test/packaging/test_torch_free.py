@@ -19,7 +19,7 @@ from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.messages import decoding
 from depthclip_ros.tools.node_process import start_node_process
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ONNX_PYTHON = ROOT / ".venv-onnx" / "bin" / "python"
 
 pytestmark = pytest.mark.skipif(

@@ -368,7 +368,7 @@ def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
 
 # ------------------------------------------------------------------ the transport users have
 
-CAMERA_PROCESS = os.path.join(os.path.dirname(__file__), "camera_process.py")
+CAMERA_PROCESS = os.path.join(os.path.dirname(__file__), "..", "support", "camera_process.py")
 
 
 def run_camera_process(width, height, reliability, count, namespace="", timeout=20.0):
