@@ -32,9 +32,9 @@ from ..files import atomic_write
 from .clip_loading import LoadedModel, load_clip
 from .core import DepthClip
 from .depth_head import bin_probabilities
-from .loading import exported_text_dir
 from .onnx_runtime import GRAPH_INPUTS, GRAPH_OUTPUTS, GRAPH_PRECISIONS, graph_metadata
 from .result import network_image_size
+from .text_cache import exported_text_dir
 from .text_features import text_features
 
 OPSET = 18  # Resize with antialias (the core's resize) needs 18

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import sys
-from pathlib import Path
 
 from ..errors import ModelLoadError
 
@@ -62,8 +61,3 @@ def return_freed_memory(device) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps the pages
         pass
-
-
-def exported_text_dir(onnx_path: Path) -> Path:
-    """The folder depthclip-export fills with the text features beside the graph."""
-    return onnx_path.with_name(onnx_path.stem + "_text_features")

@@ -17,9 +17,15 @@ import numpy as np
 
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
-from .loading import exported_text_dir
 from .result import DepthResult, as_image_batch, input_region
-from .text_cache import FLOAT16, FLOAT32, cache_path, default_cache_dir, load_cached
+from .text_cache import (
+    FLOAT16,
+    FLOAT32,
+    cache_path,
+    default_cache_dir,
+    exported_text_dir,
+    load_cached,
+)
 
 log = logging.getLogger("depthclip_ros")
 

@@ -61,3 +61,8 @@ def store(path: Path, feats: np.ndarray) -> None:
         atomic_write(path, lambda f: np.save(f, feats, allow_pickle=False))
     except OSError as exc:  # a read-only cache must not stop inference
         log.warning("cannot write text-feature cache %s (%s); continuing without it", path, exc)
+
+
+def exported_text_dir(onnx_path: Path) -> Path:
+    """The folder depthclip-export fills with the text features beside the graph."""
+    return onnx_path.with_name(onnx_path.stem + "_text_features")

@@ -1,0 +1,101 @@
+"""The package's shape, read from its imports: roles kept apart, no import circle."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "depthclip_ros"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set:
+    """Absolute names of every module `path` imports (relative imports resolved)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(base + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            submodules = {f"{base}.{alias.name}" for alias in node.names}
+            found.update(submodules)
+            if not submodules <= NAMES:  # names from a module, not submodules of a package
+                found.add(base)
+    return found
+
+
+NAMES = {module_name(p) for p in PACKAGE.rglob("*.py")}
+MODULES = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+def package_edges(name: str) -> set:
+    """The package's own modules `name` imports."""
+    return {m for m in MODULES[name] if m in MODULES and m != name}
+
+
+# Programs that talk to the node over the ROS graph, as its users' processes do.
+ROS_CLIENT_TOOLS = {"depthclip_ros.tools.demo", "depthclip_ros.tools.camera_driver"}
+
+
+def test_only_the_node_package_and_the_client_tools_import_rclpy():
+    users = {
+        name
+        for name, imported in MODULES.items()
+        if any(m == "rclpy" or m.startswith("rclpy.") for m in imported)
+    }
+    node = {name for name in users if name.startswith("depthclip_ros.node.")}
+    assert node and users - node <= ROS_CLIENT_TOOLS, users
+
+
+def test_the_package_never_imports_the_eval():
+    assert not [n for n, imported in MODULES.items() if any("offline_eval" in m for m in imported)]
+
+
+def test_no_import_circle():
+    state = {}  # name -> "open" while on the current path, "done" after
+
+    def visit(name, path):
+        state[name] = "open"
+        for nxt in sorted(package_edges(name)):
+            assert state.get(nxt) != "open", " -> ".join([*path, nxt])
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[name] = "done"
+
+    for name in sorted(MODULES):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_every_error_derives_from_the_one_root():
+    from depthclip_ros import errors
+
+    classes = [
+        obj
+        for obj in vars(errors).values()
+        if isinstance(obj, type)
+        and issubclass(obj, Exception)
+        and obj.__module__ == errors.__name__
+    ]
+    assert len(classes) >= 7 and all(issubclass(c, errors.DepthClipError) for c in classes)
+    elsewhere = [
+        f"{path.relative_to(ROOT)}: {node.name}"
+        for path in [*PACKAGE.rglob("*.py"), *(ROOT / "offline_eval").glob("*.py")]
+        if path.name != "errors.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and node.name.endswith("Error")
+        and not any(
+            getattr(b, "id", getattr(b, "attr", "")) == "DepthClipError" for b in node.bases
+        )
+    ]
+    assert elsewhere == []  # any other error class derives from the root (the eval's DataError)
