@@ -273,7 +273,7 @@ class NodeSettings(Schema):
     max_batch: int = param(
         1,
         "Several cameras: up to this many cameras' pending frames of one size share one "
-        "batched forward (a gain on CUDA; on CPU none, measured: README)",
+        "batched forward (a gain on CUDA; on CPU none, measured: docs/node.md)",
         read_only=True,
         minimum=1,
         maximum=64,

@@ -91,7 +91,7 @@ class DepthClip:
         self.runtime = f"torch {torch.__version__}"
         visual = self.loaded.clip_model.visual
         # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
-        # (measured: README, Performance). Layout only: the weights' values do not change.
+        # (measured: docs/performance.md). Layout only: the weights' values do not change.
         self.encoder = dense_encoder(visual).to(memory_format=torch.channels_last)
         self.attnpool = visual.attnpool  # its projections serve dense_features 'projected'
         if self.device.type == "cuda":
