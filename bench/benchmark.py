@@ -31,14 +31,17 @@ from node_bench import (  # noqa: E402
     bench_node,
 )
 
-from depthclip_ros import frame_messages, image_decoding  # noqa: E402
-from depthclip_ros.config.parameters import DepthClipConfig  # noqa: E402
+from depthclip_ros.config.parameters import DepthClipConfig, OutputSettings  # noqa: E402
 from depthclip_ros.config.params_files import load_config  # noqa: E402
 from depthclip_ros.estimator.core import DepthClip, DepthResult, preprocess  # noqa: E402
 from depthclip_ros.estimator.export import export  # noqa: E402
 from depthclip_ros.estimator.loading import load_estimator  # noqa: E402
+from depthclip_ros.messages import decoding, outputs  # noqa: E402
 from depthclip_ros.tools.random_clip import save_random_checkpoint  # noqa: E402
-from depthclip_ros.tools.synthetic_scenes import render_scene, scene_camera_info_fields  # noqa: E402
+from depthclip_ros.tools.synthetic_scenes import (  # noqa: E402
+    render_scene,
+    scene_camera_info_fields,
+)
 
 
 def flops_of(fn) -> float:
@@ -200,12 +203,14 @@ def bench_conversions():
     cloud."""
     rgb, _ = render_scene("corridor")
     msg = types.SimpleNamespace(
-        **frame_messages.rgb8_image_fields(rgb)
+        **outputs.rgb8_image_fields(rgb)
     )  # attribute access like a message
     depth = np.random.default_rng(0).uniform(1, 3, (1, 480, 640)).astype(np.float32)
     result = DepthResult(
         depth=depth,
+        depth_std=np.full_like(depth, 0.2),
         coarse_depth=depth[:, ::32, ::32],
+        coarse_std=np.full_like(depth[:, ::32, ::32], 0.2),
         bin_probs=None,
         bins=np.arange(1.0, 8.0),
         region=(0, 0, 480, 640),
@@ -214,7 +219,7 @@ def bench_conversions():
     info = types.SimpleNamespace(**scene_camera_info_fields(), binning_x=0, binning_y=0, roi=roi)
 
     def once():
-        frame_messages.frame_outputs(image_decoding.decode_image(msg), result, 0, info, 8)
+        outputs.frame_outputs(decoding.decode_image(msg), result, 0, info, OutputSettings())
 
     (t,) = timed([once], 200, warmup=5)
     return [

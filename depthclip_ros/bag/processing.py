@@ -201,7 +201,7 @@ class BagProcessor:
 
     def _add_outputs(self, frame, result, index):
         camera = frame.camera
-        out = frame_outputs(frame.rgb, result, index, frame.info, self.settings.cloud_stride)
+        out = frame_outputs(frame.rgb, result, index, frame.info, self.settings)
         messages = self.builder.messages(frame.header, out)
         camera.stats["depth"] += 1
         camera.stats["clouds"] += "points" in messages

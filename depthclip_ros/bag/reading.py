@@ -88,10 +88,10 @@ def print_info(path: Path, out=None) -> None:
 
 def output_topics(image_topic: str) -> dict:
     """Output topics beside the image topic, named as a node in the camera's namespace names them:
-    /cam/image_raw (or /cam/image_raw/compressed) -> /cam/depth/image, /cam/depth/camera_info,
-    /cam/points."""
+    /cam/image_raw (or /cam/image_raw/compressed) -> /cam/depth/image, /cam/depth/std,
+    /cam/depth/camera_info, /cam/points."""
     outputs = topics.outputs_beside(image_topic)
-    return {key: outputs[key] for key in ("depth", "camera_info", "points")}
+    return {key: outputs[key] for key in ("depth", "std", "camera_info", "points")}
 
 
 def _topic_types(reader) -> dict:

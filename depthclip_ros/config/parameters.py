@@ -250,6 +250,24 @@ class OutputSettings(Schema):
     cloud_stride: int = param(
         8, "One cloud point every N pixels; 0 = one per coarse grid cell", minimum=0, maximum=64
     )
+    cloud_max_std: float = param(
+        0.0,
+        "Cloud: drop points whose depth std (metres) is above this; 0 = keep all",
+        minimum=0.0,
+        maximum=100.0,
+    )
+    cloud_min_range: float = param(
+        0.0,
+        "Cloud: drop points nearer than this along the optical axis (metres)",
+        minimum=0.0,
+        maximum=1000.0,
+    )
+    cloud_max_range: float = param(
+        0.0,
+        "Cloud: drop points farther than this along the optical axis (metres); 0 = no limit",
+        minimum=0.0,
+        maximum=1000.0,
+    )
     colormap: str = param("turbo", "Colour map of depth/colored", choices=COLORMAPS)
     camera_info_slop: float = param(
         0.005,

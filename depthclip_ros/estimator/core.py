@@ -186,7 +186,8 @@ class DepthClip:
     @staticmethod
     def depth_from_probabilities(probs, bins, cfg: DepthClipConfig, image_size) -> tuple:
         """Per-bin probabilities (B or 2B, K, h, w) and bins (B, K) -> (depth (B, H, W) with
-        NaN outside the input region, coarse depth (B, h, w), probabilities (B, K, h, w))."""
+        NaN outside the input region, its standard deviation (B, H, W) under each pixel's bin
+        distribution, coarse depth (B, h, w), its std (B, h, w), probabilities (B, K, h, w))."""
         batch = bins.shape[0]
         height, width = image_size
         probs = probs.float()  # the depth sum in float32, as the reference's float32 bins give
@@ -194,15 +195,32 @@ class DepthClip:
             # Averaging probabilities equals the reference's averaging of depths (depth is linear
             # in p).
             probs = 0.5 * (probs[:batch] + probs[batch:].flip(-1))
+        # The mean and the second moment about the bins' centre c are linear in p, so upsampling
+        # them is upsampling the distribution: std = sqrt(E[(b - c)^2] - (E[b] - c)^2) per pixel.
+        # About c, both stay small (no cancellation), and a one-hot p gives exactly 0.
+        centre = 0.5 * (bins[:, :1] + bins[:, -1:])  # (B, 1)
+        offsets = (bins - centre)[:, :, None, None]  # (B, K, 1, 1)
         coarse = (probs * bins[:, :, None, None]).sum(dim=1, keepdim=True)  # (B, 1, h, w)
+        moments = torch.cat(
+            [
+                (probs * offsets).sum(dim=1, keepdim=True),
+                (probs * offsets**2).sum(dim=1, keepdim=True),
+            ],
+            dim=1,
+        )
         top, left, h, w = input_region(height, width, cfg)
-        fine = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)[:, 0]
+        fine = F.interpolate(
+            torch.cat([coarse, moments], dim=1), size=(h, w), mode="bilinear", align_corners=True
+        )
+        std = torch.sqrt(torch.clamp(fine[:, 2] - fine[:, 1] ** 2, min=0.0))
+        coarse_std = torch.sqrt(torch.clamp(moments[:, 1] - moments[:, 0] ** 2, min=0.0))
+        fine = torch.stack([fine[:, 0], std], dim=1)  # (B, 2, h, w): depth, std
         if (h, w) == (height, width):
-            depth = fine
+            out = fine
         else:
-            depth = torch.full((batch, height, width), float("nan"), device=fine.device)
-            depth[:, top : top + h, left : left + w] = fine
-        return depth, coarse[:, 0], probs
+            out = torch.full((batch, 2, height, width), float("nan"), device=fine.device)
+            out[:, :, top : top + h, left : left + w] = fine
+        return out[:, 0], out[:, 1], coarse[:, 0], coarse_std, probs
 
     @torch.inference_mode()
     def predict(self, images, scenes=None) -> DepthResult:
@@ -229,9 +247,13 @@ class DepthClip:
         else:
             probs = bin_probabilities(positions, head.text, cfg.temperature, grid)
             bins = head.bins.expand(batch, -1)
-        depth, coarse, probs = self.depth_from_probabilities(probs, bins, cfg, (height, width))
+        depth, std, coarse, coarse_std, probs = self.depth_from_probabilities(
+            probs, bins, cfg, (height, width)
+        )
         return DepthResult(
             depth=depth.cpu().numpy(),
+            depth_std=std.cpu().numpy(),
+            coarse_std=coarse_std.cpu().numpy(),
             coarse_depth=coarse.cpu().numpy(),
             bin_probs=probs.cpu().numpy(),
             bins=head.bins.cpu().numpy(),

@@ -31,7 +31,7 @@ log = logging.getLogger("depthclip_ros")
 
 EXPORT_FORMAT = "1"
 GRAPH_INPUTS = ("images", "text_features", "bins", "temperature")
-GRAPH_OUTPUTS = ("depth", "coarse_depth", "bin_probs")
+GRAPH_OUTPUTS = ("depth", "depth_std", "coarse_depth", "coarse_std", "bin_probs")
 # Config fields the exported graph fixes; the rest (text side, bins, temperature) are inputs.
 GRAPH_FIELDS = (
     "preprocessing",
@@ -163,6 +163,12 @@ class OnnxDepthClip:
         missing = [n for n in GRAPH_INPUTS if n not in {i.name for i in session.get_inputs()}]
         if missing:
             raise ModelLoadError(f"{self.path} lacks the graph inputs {', '.join(missing)}")
+        outputs = {o.name for o in session.get_outputs()}
+        if "depth_std" not in outputs:
+            raise ModelLoadError(
+                f"{self.path} was exported before depth/std existed (no depth_std output); "
+                f"export it again with depthclip-export"
+            )
         return meta
 
     def _check_precision(self, requested: str) -> str:
@@ -261,13 +267,15 @@ class OnnxDepthClip:
                 f"{self.image_size[0]} images, got {width}x{height}; export it with "
                 f"--image-size {width}x{height}"
             )
-        depth, coarse, probs = self.session.run(
+        depth, std, coarse, coarse_std, probs = self.session.run(
             list(GRAPH_OUTPUTS),
             {"images": imgs, "text_features": text, "bins": bins, "temperature": temperature},
         )
         return DepthResult(
             depth=depth,
+            depth_std=std,
             coarse_depth=coarse,
+            coarse_std=coarse_std,
             bin_probs=probs,
             bins=bins,
             region=input_region(height, width, cfg),

@@ -53,7 +53,9 @@ def as_image_batch(images) -> np.ndarray:
 @dataclasses.dataclass
 class DepthResult:
     depth: np.ndarray  # (B, H, W) float32 metres at input resolution; NaN outside `region`
+    depth_std: np.ndarray  # (B, H, W) float32 metres: std of depth under the bin distribution
     coarse_depth: np.ndarray  # (B, h, w) float32 metres on the feature grid
+    coarse_std: np.ndarray  # (B, h, w) float32 metres: its std
     bin_probs: np.ndarray  # (B, K, h, w) float32 per-bin responses (the paper's Fig. 4)
     bins: np.ndarray  # (K,) metres of the config
     region: tuple  # (top, left, height, width) of the image the depth covers

@@ -63,21 +63,22 @@ class FrameOutputs:
     """Header-less fields of one frame's output messages; the caller adds the image's header."""
 
     depth: dict  # sensor_msgs/Image, 32FC1
+    std: dict  # sensor_msgs/Image, 32FC1: depth's standard deviation
     cloud: CloudOutputs
 
 
-def frame_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) -> FrameOutputs:
-    """Depth image, camera_info and point cloud of frame `index` of a core `DepthResult`.
-
-    `info` is the sensor_msgs/CameraInfo paired with the image, or None.
-    """
+def frame_outputs(rgb: np.ndarray, result, index: int, info, settings) -> FrameOutputs:
+    """Depth image, its std, camera_info and point cloud of frame `index` of a core
+    `DepthResult`; `info` is the sensor_msgs/CameraInfo paired with the image, or None;
+    `settings` the OutputSettings (cloud stride and filters)."""
     return FrameOutputs(
         depth_image_fields(result.depth[index]),
-        cloud_outputs(rgb, result, index, info, cloud_stride),
+        depth_image_fields(result.depth_std[index]),
+        cloud_outputs(rgb, result, index, info, settings),
     )
 
 
-def cloud_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) -> CloudOutputs:
+def cloud_outputs(rgb: np.ndarray, result, index: int, info, settings) -> CloudOutputs:
     """The depth image's camera_info and the point cloud of frame `index` of a `DepthResult`."""
     if info is None:
         return CloudOutputs(None, None, "no camera_info")
@@ -87,16 +88,25 @@ def cloud_outputs(rgb: np.ndarray, result, index: int, info, cloud_stride: int) 
         intr = camera.intrinsics()
     except ValueError as exc:
         return CloudOutputs(None, None, f"camera_info unusable: {exc}")
-    if cloud_stride > 0:
-        points, colours = point_cloud.cloud_points(result.depth[index], rgb, intr, cloud_stride)
+    if settings.cloud_stride > 0:
+        points, colours, std = point_cloud.cloud_points(
+            result.depth[index], result.depth_std[index], rgb, intr, settings.cloud_stride
+        )
     else:
         u, v = result.coarse_pixel_coords()
-        points, colours = point_cloud.coarse_cloud_points(
-            result.coarse_depth[index], u, v, rgb, intr
+        points, colours, std = point_cloud.coarse_cloud_points(
+            result.coarse_depth[index], result.coarse_std[index], u, v, rgb, intr
         )
+    keep = point_cloud.kept_points(
+        points,
+        std,
+        settings.cloud_max_std,
+        settings.cloud_min_range,
+        settings.cloud_max_range,
+    )
     return CloudOutputs(
         camera.camera_info_fields(),
-        point_cloud.pointcloud_fields(points, colours),
+        point_cloud.pointcloud_fields(points, colours, std, keep),
         None,
         camera.is_distorted,
     )
@@ -146,9 +156,13 @@ class MessageBuilder:
         return self._make(self.image_type, header, fields)
 
     def messages(self, header, out: FrameOutputs) -> dict:
-        """{'depth': Image, 'camera_info': CameraInfo, 'points': PointCloud2}; the last two only
-        when the frame has a usable camera_info."""
-        return {"depth": self.image(header, out.depth), **self.cloud_messages(header, out.cloud)}
+        """{'depth': Image, 'std': Image, 'camera_info': CameraInfo, 'points': PointCloud2}; the
+        last two only when the frame has a usable camera_info."""
+        return {
+            "depth": self.image(header, out.depth),
+            "std": self.image(header, out.std),
+            **self.cloud_messages(header, out.cloud),
+        }
 
     def cloud_messages(self, header, out: CloudOutputs) -> dict:
         """{'camera_info': CameraInfo, 'points': PointCloud2}, or {} without a usable

@@ -1,5 +1,7 @@
-"""Point clouds from depth: back-projection through the pinhole model and the PointCloud2
-layout (x y z rgb float32, organised, NaN where invalid; RViz reads the packed rgb). NumPy only.
+"""Point clouds from depth: back-projection through the pinhole model, the filters a
+navigation stack needs, and the PointCloud2 layout (x y z rgb std float32, organised, NaN where
+invalid or filtered out; RViz reads the packed rgb, `std` is depth's standard deviation). NumPy
+only.
 """
 
 from __future__ import annotations
@@ -7,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 POINTFIELD_FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
-CLOUD_FIELDS = (("x", 0), ("y", 4), ("z", 8), ("rgb", 12))
-CLOUD_POINT_STEP = 16
+CLOUD_FIELDS = (("x", 0), ("y", 4), ("z", 8), ("rgb", 12), ("std", 16))
+CLOUD_POINT_STEP = 20
 
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -32,35 +34,60 @@ def backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, intrinsics: tuple) 
     return np.stack([x, y, z], axis=-1)
 
 
-def cloud_points(depth: np.ndarray, rgb: np.ndarray, intrinsics: tuple, stride: int):
-    """Organised cloud sampling every `stride`-th pixel: (points (h, w, 3), colours (h, w, 3))."""
+def cloud_points(depth: np.ndarray, std: np.ndarray, rgb: np.ndarray, intrinsics, stride: int):
+    """Organised cloud sampling every `stride`-th pixel: (points (h, w, 3), colours (h, w, 3),
+    depth std (h, w))."""
     vs = np.arange(0, depth.shape[0], stride)
     us = np.arange(0, depth.shape[1], stride)
     uu, vv = np.meshgrid(us, vs)
-    return backproject(uu, vv, depth[vv, uu], intrinsics), rgb[vv, uu]
+    return backproject(uu, vv, depth[vv, uu], intrinsics), rgb[vv, uu], std[vv, uu]
 
 
 def coarse_cloud_points(
-    coarse_depth: np.ndarray, u: np.ndarray, v: np.ndarray, rgb: np.ndarray, intrinsics: tuple
+    coarse_depth: np.ndarray,
+    coarse_std: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    rgb: np.ndarray,
+    intrinsics: tuple,
 ):
     """One point per coarse grid cell at its exact pixel position (u, v); colour of the nearest
     pixel."""
     ui = np.clip(np.rint(u).astype(int), 0, rgb.shape[1] - 1)
     vi = np.clip(np.rint(v).astype(int), 0, rgb.shape[0] - 1)
-    return backproject(u, v, coarse_depth, intrinsics), rgb[vi, ui]
+    return backproject(u, v, coarse_depth, intrinsics), rgb[vi, ui], coarse_std
 
 
-def pointcloud_fields(points: np.ndarray, colours: np.ndarray) -> dict:
-    """Fields of an organised sensor_msgs/PointCloud2 (x y z rgb float32); NaN where invalid.
+def kept_points(
+    points: np.ndarray, std: np.ndarray, max_std: float, min_range: float, max_range: float
+) -> np.ndarray:
+    """Mask of the points a navigation stack gets: std at most `max_std` (0 = any) and the
+    range along the optical axis (z) within [`min_range`, `max_range`] (max 0 = no limit)."""
+    z = points[..., 2]
+    keep = np.isfinite(points).all(axis=-1) & (z >= min_range)
+    if max_range > 0:
+        keep &= z <= max_range
+    if max_std > 0:
+        keep &= std <= max_std
+    return keep
+
+
+def pointcloud_fields(points: np.ndarray, colours: np.ndarray, std: np.ndarray, keep=None) -> dict:
+    """Fields of an organised sensor_msgs/PointCloud2 (x y z rgb std float32); x y z and std NaN
+    where the point is invalid or not in `keep`.
 
     `fields` is a list of (name, offset, datatype, count) for the caller's PointField type.
     """
     h, w = points.shape[:2]
-    buf = np.empty((h, w, 4), np.float32)
+    buf = np.empty((h, w, 5), np.float32)
     buf[..., :3] = points
     buf[..., 3] = pack_rgb(colours)
+    buf[..., 4] = std
     invalid = ~np.isfinite(points).all(axis=-1)
+    if keep is not None:
+        invalid |= ~keep
     buf[invalid, :3] = np.nan
+    buf[invalid, 4] = np.nan
     return dict(
         height=h,
         width=w,
@@ -74,8 +101,8 @@ def pointcloud_fields(points: np.ndarray, colours: np.ndarray) -> dict:
 
 
 def pointcloud_to_array(msg) -> np.ndarray:
-    """An x y z rgb float32 PointCloud2 (as written above) -> (H, W, 4) float32."""
+    """An x y z rgb std float32 PointCloud2 (as written above) -> (H, W, 5) float32."""
     names = [f.name for f in msg.fields]
-    if names[:3] != ["x", "y", "z"] or msg.point_step != CLOUD_POINT_STEP:
+    if names != [n for n, _ in CLOUD_FIELDS] or msg.point_step != CLOUD_POINT_STEP:
         raise ValueError(f"unexpected cloud layout {names} step {msg.point_step}")
-    return np.frombuffer(bytes(msg.data), "<f4").reshape(msg.height, msg.width, 4)
+    return np.frombuffer(bytes(msg.data), "<f4").reshape(msg.height, msg.width, 5)

@@ -12,6 +12,7 @@ COMPRESSED_IMAGE = "image/compressed"
 CAMERA_INFO = "camera_info"
 
 DEPTH_IMAGE = "depth/image"
+DEPTH_STD = "depth/std"
 DEPTH_CAMERA_INFO = "depth/camera_info"
 DEPTH_COLORED = "depth/colored"
 POINTS = "points"
@@ -19,6 +20,7 @@ POINTS = "points"
 # key -> relative name of every output
 OUTPUTS = {
     "depth": DEPTH_IMAGE,
+    "std": DEPTH_STD,
     "camera_info": DEPTH_CAMERA_INFO,
     "colored": DEPTH_COLORED,
     "points": POINTS,

@@ -34,7 +34,13 @@ from ..runtime.stamp_pairing import CameraInfoPairing
 from ..runtime.statistics import FrameStats
 from .adaptive_input import AdaptiveInput
 
-OUTPUT_TYPES = {"depth": Image, "camera_info": CameraInfo, "points": PointCloud2, "colored": Image}
+OUTPUT_TYPES = {
+    "depth": Image,
+    "std": Image,
+    "camera_info": CameraInfo,
+    "points": PointCloud2,
+    "colored": Image,
+}
 MESSAGES = MessageBuilder(Image, CameraInfo, PointCloud2, PointField, RegionOfInterest)
 
 
@@ -50,11 +56,11 @@ def output_qos_profile() -> QoSProfile:
 class _WaitingCloud:
     """A frame whose depth went out and whose cloud waits for the camera_info of its stamp."""
 
-    __slots__ = ("header", "rgb", "result", "index", "cloud_stride")
+    __slots__ = ("header", "rgb", "result", "index", "settings")
 
-    def __init__(self, header, rgb, result, index, cloud_stride):
+    def __init__(self, header, rgb, result, index, settings):
         self.header, self.rgb, self.result = header, rgb, result
-        self.index, self.cloud_stride = index, cloud_stride
+        self.index, self.settings = index, settings  # the OutputSettings of its frame
 
 
 class CameraPipeline:
@@ -143,6 +149,9 @@ class CameraPipeline:
         self.outputs["depth"].publish(
             MESSAGES.image(header, depth_image_fields(result.depth[index]))
         )
+        std = self.outputs["std"]
+        if std.get_subscription_count() > 0:  # lazy, like depth/colored
+            std.publish(MESSAGES.image(header, depth_image_fields(result.depth_std[index])))
         colored = self.outputs["colored"]
         if colored.get_subscription_count() > 0:
             bins = result.bins_of(index)
@@ -154,7 +163,7 @@ class CameraPipeline:
         self.stats.timing("latency", (now - Time.from_msg(header.stamp)).nanoseconds * 1e-9)
         self.stats.count("published")
 
-        frame = _WaitingCloud(header, rgb, result, index, params.outputs.cloud_stride)
+        frame = _WaitingCloud(header, rgb, result, index, params.outputs)
         pairing = self.camera_infos
         pairing.slop = params.outputs.camera_info_slop
         info = pairing.find(header.stamp)
@@ -203,7 +212,7 @@ class CameraPipeline:
                 f"'{header.frame_id}'; outputs keep the image's",
                 once=True,
             )
-        out = cloud_outputs(frame.rgb, frame.result, frame.index, info, frame.cloud_stride)
+        out = cloud_outputs(frame.rgb, frame.result, frame.index, info, frame.settings)
         for key, message in MESSAGES.cloud_messages(header, out).items():
             self.outputs[key].publish(message)
         if out.warning:

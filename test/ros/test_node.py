@@ -79,9 +79,10 @@ def test_depth_cloud_and_info_carry_the_input_header(node_and_tester):
     # camera_info was for a 2x larger image: intrinsics scale to the depth image.
     assert (info.width, info.height) == (640, 480)
     np.testing.assert_allclose(np.array(info.k)[[0, 2, 4, 5]], [500, 320, 480, 240])
-    assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
-    assert all(f.datatype == 7 for f in cloud.fields)
-    assert (cloud.height, cloud.width) == (60, 80) and cloud.point_step == 16
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb", "std"]
+    assert [f.offset for f in cloud.fields] == [0, 4, 8, 12, 16]
+    assert all(f.datatype == 7 and f.count == 1 for f in cloud.fields)
+    assert (cloud.height, cloud.width) == (60, 80) and cloud.point_step == 20
     points = point_cloud.pointcloud_to_array(cloud)
     v, u = 24 * 8, 37 * 8
     z = depth[v, u]
@@ -551,3 +552,48 @@ def test_two_namespaced_instances_each_use_their_params_file(tiny_checkpoint, tm
         for proc in nodes:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def test_depth_std_is_lazy_and_the_cloud_filters_change_at_run_time(node_and_tester):
+    """depth/std goes out only while subscribed, with the depth's header; the cloud's `std`
+    field is the same std; cloud_max_std and the range limits drop points from the next frame."""
+    node, tester = node_and_tester
+    tester.info_pub.publish(stamp(camera_info(), 1))
+    wait_until(lambda: node.camera.camera_infos.latest is not None)
+    send_and_receive(tester, encode(RGB, "rgb8"), 1)
+    assert node.camera.outputs["std"].get_subscription_count() == 0  # nobody asked: not sent
+    stds = []
+    tester.node.create_subscription(Image, "depth/std", stds.append, 10)
+    wait_until(lambda: node.camera.outputs["std"].get_subscription_count() > 0)
+    tester.info_pub.publish(stamp(camera_info(), 2))
+    send_and_receive(tester, encode(RGB, "rgb8"), 2)
+    wait_until(lambda: any(m.header.stamp.sec == 2 for m in stds))
+    std_msg = next(m for m in stds if m.header.stamp.sec == 2)
+    depth_msg = tester.wait_for("depth/image", predicate=lambda m: m.header.stamp.sec == 2)[0]
+    assert std_msg.header == depth_msg.header and std_msg.encoding == "32FC1"
+    std = decoding.depth_image_to_array(std_msg)
+    depth = decoding.depth_image_to_array(depth_msg)
+    cloud = tester.wait_for("points", predicate=lambda m: m.header.stamp.sec == 2)[0]
+    points = point_cloud.pointcloud_to_array(cloud)
+    np.testing.assert_array_equal(points[..., 4], std[::8, ::8])
+    assert np.isfinite(points[..., 2]).all()
+
+    limit = float(np.median(std[::8, ::8]))
+    near, far = float(np.percentile(depth, 30)), float(np.percentile(depth, 80))
+    results = node.set_parameters(
+        [
+            Parameter("cloud_max_std", value=limit),
+            Parameter("cloud_min_range", value=near),
+            Parameter("cloud_max_range", value=far),
+        ]
+    )
+    assert all(r.successful for r in results)
+    tester.info_pub.publish(stamp(camera_info(), 3))
+    send_and_receive(tester, encode(RGB, "rgb8"), 3)
+    cloud = tester.wait_for("points", predicate=lambda m: m.header.stamp.sec == 3)[0]
+    points = point_cloud.pointcloud_to_array(cloud)
+    z, s = depth[::8, ::8], std[::8, ::8]  # the same frame content: the same depth and std
+    expected = (s <= limit) & (z >= near) & (z <= far)
+    assert 0 < expected.sum() < expected.size
+    np.testing.assert_array_equal(np.isfinite(points[..., 2]), expected)
+    assert cloud.is_dense is False

@@ -77,34 +77,47 @@ def test_process_adds_depth_info_and_cloud_and_copies_everything(
     for topic, msgs in written.items():
         assert [(t, raw) for t, raw, _ in out[topic]] == msgs
     images = written[image_topic]
-    depth, infos, clouds = (
+    depth, stds, infos, clouds = (
         out["/cam/depth/image"],
+        out["/cam/depth/std"],
         out["/cam/depth/camera_info"],
         out["/cam/points"],
     )
-    assert len(depth) == len(infos) == len(clouds) == len(images) == 3
+    assert len(depth) == len(stds) == len(infos) == len(clouds) == len(images) == 3
     estimator = DepthClip(load_config(params_file))
     for i, (t_img, raw_img) in enumerate(images):
         image = deserialize(raw_img, out[image_topic][0][2])
-        for t, _, _ in (depth[i], infos[i], clouds[i]):
+        for t, _, _ in (depth[i], stds[i], infos[i], clouds[i]):
             assert t == t_img  # the image's log time
         d = deserialize(depth[i][1], "sensor_msgs/msg/Image")
         assert (d.header.stamp.sec, d.header.stamp.nanosec) == frame_stamp(i)
         assert d.header.frame_id == image.header.frame_id == "camera_optical_frame"
         assert (d.encoding, d.height, d.width, d.step) == ("32FC1", 120, 160, 640)
         # The same core on the same decoded frame gives the same depth: one pipeline, not two.
-        expected = estimator.predict(decoding.decode_image(image)).depth[0]
+        result = estimator.predict(decoding.decode_image(image))
+        expected = result.depth[0]
         np.testing.assert_allclose(decoding.depth_image_to_array(d), expected, rtol=1e-5)
+        std = deserialize(stds[i][1], "sensor_msgs/msg/Image")  # depth/std beside the depth
+        assert std.header == d.header and (std.encoding, std.height, std.width) == d_layout(d)
+        np.testing.assert_allclose(
+            decoding.depth_image_to_array(std), result.depth_std[0], rtol=1e-5, atol=1e-6
+        )
 
         info = deserialize(infos[i][1], "sensor_msgs/msg/CameraInfo")
         assert info.header.stamp == d.header.stamp and (info.width, info.height) == (160, 120)
         cloud = deserialize(clouds[i][1], "sensor_msgs/msg/PointCloud2")
         assert cloud.header.stamp == d.header.stamp
-        assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"] and cloud.point_step == 16
+        names = [f.name for f in cloud.fields]
+        assert names == ["x", "y", "z", "rgb", "std"] and cloud.point_step == 20
         assert (cloud.height, cloud.width) == (math.ceil(120 / 4), math.ceil(160 / 4))
-        xyz = point_cloud.pointcloud_to_array(cloud)[..., :3]
-        np.testing.assert_allclose(xyz[..., 2], expected[::4, ::4], rtol=1e-5)  # z is the depth
+        points = point_cloud.pointcloud_to_array(cloud)
+        np.testing.assert_allclose(points[..., 2], expected[::4, ::4], rtol=1e-5)  # z: depth
+        np.testing.assert_allclose(points[..., 4], result.depth_std[0][::4, ::4], rtol=1e-5)
     assert leftovers(tmp_path) == []
+
+
+def d_layout(image):
+    return image.encoding, image.height, image.width
 
 
 def test_batches_give_the_same_depth_as_single_frames(tmp_path, params_file):
@@ -173,7 +186,8 @@ def test_storage_can_be_converted_and_output_is_in_log_time_order(tmp_path, para
 
     with Reader(dst) as reader:  # file order, not the reader's merge: stored sorted by log time
         times = [t for _, t, _ in reader.messages()]
-    assert times == sorted(times) and len(times) == 4 * 3 + 4 * 3
+    # 4 frames of 3 input messages, and 4 outputs each (depth, std, camera_info, points)
+    assert times == sorted(times) and len(times) == 4 * 3 + 4 * 4
 
 
 def test_without_camera_info_only_depth_is_written(tmp_path, params_file, capsys):
@@ -193,6 +207,7 @@ def test_without_camera_info_only_depth_is_written(tmp_path, params_file, capsys
     with Reader(dst) as reader:  # no empty topics either
         assert sorted(c.topic for c in reader.connections) == [
             "/cam/depth/image",
+            "/cam/depth/std",
             IMAGE_TOPIC,
             "/chatter",
         ]
@@ -487,7 +502,7 @@ def test_bag_outputs_are_the_topics_a_node_in_the_camera_namespace_publishes():
         node.destroy_node()
     for image_topic in ("/camera/color/image_raw", "/camera/color/image_raw/compressed"):
         assert reading.output_topics(image_topic) == {
-            k: resolved[k] for k in ("depth", "camera_info", "points")
+            k: resolved[k] for k in ("depth", "std", "camera_info", "points")
         }
     assert resolved["depth"] == "/camera/color/depth/image"
 
@@ -514,7 +529,7 @@ def test_already_processed_bag_is_refused(tmp_path, params_file, capsys):
         == 2
     )
     assert (
-        "already has /cam/depth/camera_info, /cam/depth/image, /cam/points"
+        "already has /cam/depth/camera_info, /cam/depth/image, /cam/depth/std, /cam/points"
         in capsys.readouterr().err
     )
 
