@@ -52,3 +52,43 @@ def test_the_readme_is_short_and_links_every_doc():
     assert len(readme.splitlines()) <= 250
     for doc in sorted((ROOT / "docs").glob("*.md")):
         assert f"(docs/{doc.name})" in readme, doc.name
+
+
+def test_the_nav2_example_is_a_cloud_source_the_node_feeds():
+    """config/nav2_depthclip.yaml: the node's section is valid for the node, and the costmap's
+    observation source has the keys Nav2's obstacle and voxel layers read, on the node's cloud."""
+    import yaml
+
+    from depthclip_ros.config.parameters import OutputSettings
+    from depthclip_ros.config.params_files import read_params_file
+    from depthclip_ros.messages import topics
+
+    path = ROOT / "config" / "nav2_depthclip.yaml"
+    settings = OutputSettings.from_params(read_params_file(path))  # the schema's checks
+    assert settings.cloud_max_std > 0 and settings.cloud_max_range > settings.cloud_min_range
+    layer = yaml.safe_load(path.read_text())["local_costmap"]["local_costmap"]["ros__parameters"]
+    name = layer["plugins"][0]
+    source_name = layer[name]["observation_sources"]
+    source = layer[name][source_name]
+    assert layer[name]["plugin"] in (
+        "nav2_costmap_2d::VoxelLayer",
+        "nav2_costmap_2d::ObstacleLayer",
+    )
+    assert source["data_type"] == "PointCloud2" and source["topic"].endswith("/" + topics.POINTS)
+    for key in ("marking", "clearing", "inf_is_valid"):
+        assert isinstance(source[key], bool), key
+    for key in (
+        "min_obstacle_height",
+        "max_obstacle_height",
+        "obstacle_min_range",
+        "obstacle_max_range",
+        "raytrace_min_range",
+        "raytrace_max_range",
+        "expected_update_rate",
+        "observation_persistence",
+    ):
+        assert isinstance(source[key], float), key
+    # Nav2 marks what the node sends: its ranges lie within the node's cloud.
+    assert settings.cloud_min_range <= source["obstacle_min_range"]
+    assert source["obstacle_max_range"] <= source["raytrace_max_range"] <= settings.cloud_max_range
+    assert (ROOT / "docs" / "nav2.md").read_text().count("config/nav2_depthclip.yaml") >= 1
