@@ -310,6 +310,60 @@ def bench_options(ckpt):
     return ["work per frame", "median (ms)", "/ forward"], rows
 
 
+def bench_uncertainty(ckpt):
+    """depth/std and the cloud filters per 640x480 frame on CPU, against the forward: the
+    shipped depth step (depth and std) beside the depth alone, and the cloud with and without
+    its filters, timed interleaved in one run."""
+    import torch.nn.functional as F
+
+    from depthclip_ros.messages.outputs import cloud_outputs
+
+    cfg = DepthClipConfig(model=ckpt, device="cpu", cache_dir=tempfile.mkdtemp())
+    model = DepthClip(cfg)
+    frame = render_scene("corridor")[0]
+    x = preprocess(model.to_device(frame), cfg)
+    result = model.predict(frame)
+    probs = torch.from_numpy(result.bin_probs)
+    bins = torch.from_numpy(result.bins).float()[None]
+    roi = types.SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0, do_rectify=False)
+    info = types.SimpleNamespace(**scene_camera_info_fields(), binning_x=0, binning_y=0, roi=roi)
+    plain = OutputSettings()
+    filtered = OutputSettings(cloud_max_std=0.3, cloud_min_range=0.5, cloud_max_range=2.8)
+
+    def depth_alone():  # the depth step without the std: the mean, one channel upsampled
+        coarse = (probs * bins[:, :, None, None]).sum(dim=1, keepdim=True)
+        F.interpolate(coarse, size=(480, 640), mode="bilinear", align_corners=True)
+
+    with torch.inference_mode():
+        forward, with_std, alone, cloud, cloud_filtered = timed(
+            [
+                lambda: model.dense_features(x),
+                lambda: model.depth_from_probabilities(probs, bins, cfg, (480, 640)),
+                depth_alone,
+                lambda: cloud_outputs(frame, result, 0, info, plain),
+                lambda: cloud_outputs(frame, result, 0, info, filtered),
+            ],
+            12,
+            warmup=2,
+        )
+    f = statistics.median(forward)
+    rows = []
+    for name, t in (
+        ("depth step with depth/std (shipped)", statistics.median(with_std)),
+        ("depth step, depth alone", statistics.median(alone)),
+        ("depth/std's cost (difference)", statistics.median(with_std) - statistics.median(alone)),
+        ("cloud, stride 8, no filter", statistics.median(cloud)),
+        ("cloud, stride 8, std and range filters", statistics.median(cloud_filtered)),
+        (
+            "the filters' cost (difference)",
+            statistics.median(cloud_filtered) - statistics.median(cloud),
+        ),
+        ("forward (stem..layer4), for reference", f),
+    ):
+        rows.append([name, f"{t * 1e3:.2f}", f"{t / f:.4f}"])
+    return ["work per frame", "median (ms)", "/ forward"], rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="core: batch 1, no flip only")
@@ -352,6 +406,8 @@ def main():
         print(table(*bench_core(ckpt, devices, args.quick)) + "\n")
         print("## Options beyond the paper (cpu, 544x416, RN50 shapes)\n")
         print(table(*bench_options(ckpt)) + "\n")
+        print("## depth/std and cloud filters (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
+        print(table(*bench_uncertainty(ckpt)) + "\n")
         print("## Conversions and cloud building per frame\n")
         print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
     if not args.skip_node:

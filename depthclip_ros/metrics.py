@@ -66,6 +66,56 @@ def evaluate_image(gt: np.ndarray, pred_canvas: np.ndarray) -> dict | None:
     return out
 
 
+# Predicted std (metres) bins of the uncertainty table: does the error grow with the std?
+STD_EDGES = (0.0, 0.1, 0.2, 0.3, 0.5, float("inf"))
+
+
+def uncertainty_counts(gt: np.ndarray, pred_canvas: np.ndarray, std_canvas: np.ndarray) -> dict:
+    """Per predicted-std bin (STD_EDGES) over the protocol's valid pixels: pixel count, sum of
+    |error|, of error^2, and pixels whose |error| is within 1 and 2 std. Sums, so images add up
+    (and a resumed run's rows too)."""
+    valid = valid_pixels(gt, pred_canvas)
+    g = np.clip(gt[valid].astype(np.float64), MIN_DEPTH, MAX_DEPTH)
+    p = np.clip(pred_canvas[valid].astype(np.float64), MIN_DEPTH, MAX_DEPTH)
+    sd = std_canvas[valid].astype(np.float64)
+    err = np.abs(g - p)
+    which = np.digitize(sd, STD_EDGES[1:-1])  # 0 .. len(STD_EDGES) - 2
+    out = {"count": [], "abs_err": [], "sq_err": [], "within_1sd": [], "within_2sd": []}
+    for b in range(len(STD_EDGES) - 1):
+        sel = which == b
+        out["count"].append(int(sel.sum()))
+        out["abs_err"].append(float(err[sel].sum()))
+        out["sq_err"].append(float((err[sel] ** 2).sum()))
+        out["within_1sd"].append(int((err[sel] <= sd[sel]).sum()))
+        out["within_2sd"].append(int((err[sel] <= 2 * sd[sel]).sum()))
+    return out
+
+
+def uncertainty_table(rows) -> list:
+    """[{std bin, pixels, share, mean |error|, RMSE, within 1 / 2 std}] summed over the rows'
+    `uncertainty` counts (pixels of every image count alike); None for an empty bin."""
+    rows = [r["uncertainty"] for r in rows if r.get("uncertainty")]
+    if not rows:
+        return []
+    total = {k: np.sum([r[k] for r in rows], axis=0) for k in rows[0]}
+    pixels = max(int(total["count"].sum()), 1)
+    table = []
+    for b, (low, high) in enumerate(zip(STD_EDGES, STD_EDGES[1:])):
+        n = int(total["count"][b])
+        table.append(
+            {
+                "std": f"{low:g}-{high:g} m" if np.isfinite(high) else f">= {low:g} m",
+                "pixels": n,
+                "share": float(n / pixels),
+                "mean_abs_err": float(total["abs_err"][b] / n) if n else None,
+                "rmse": float(np.sqrt(total["sq_err"][b] / n)) if n else None,
+                "within_1sd": float(total["within_1sd"][b] / n) if n else None,
+                "within_2sd": float(total["within_2sd"][b] / n) if n else None,
+            }
+        )
+    return table
+
+
 def mean_metrics(rows) -> dict:
     rows = list(rows)
     return {k: float(np.mean([r[k] for r in rows])) for k in ALL_METRICS} if rows else {}

@@ -162,6 +162,10 @@ def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=Fal
                 if m is None:
                     continue
                 row = {"name": s.name, "scene": s.scene, "seconds": per_image_s, **m}
+                std = None
+                if result is not None:  # the model's uncertainty against its error
+                    std = metrics.on_canvas(result.depth_std[k])
+                    row["uncertainty"] = metrics.uncertainty_counts(gt, pred, std)
                 if result is not None and result.scenes is not None:
                     row["bins_scene"] = result.scenes[k]  # the scene whose bins were used
                 rows.append(row)
@@ -177,6 +181,7 @@ def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=Fal
                         pred,
                         probs,
                         predictor.config.depth_bins,
+                        std,
                     )
                     n_vis += 1
             bar.update(len(batch))
@@ -198,6 +203,7 @@ def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=Fal
         "wall_seconds": time.perf_counter() - t_start,
         "machine": platform.platform(),
         "means": metrics.mean_metrics(rows),
+        "uncertainty": metrics.uncertainty_table(rows),
         "per_scene": {
             sc: {
                 "images": sum(r["scene"] == sc for r in rows),

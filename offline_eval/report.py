@@ -63,6 +63,25 @@ def markdown_report(results: dict) -> str:
     ]
     for scene, vals in results["per_scene"].items():
         lines.append(_row(f"{scene} ({vals['images']})", vals, keys))
+    if results.get("uncertainty"):
+        lines += [
+            "",
+            "## Uncertainty: error against the predicted std",
+            "",
+            "Valid pixels of every image, grouped by the std of depth the model predicted (its",
+            "bin distribution's spread). A useful std has the error grow with it; for a Gaussian",
+            "error of that std, 68 % of pixels would lie within 1 std and 95 % within 2.",
+            "",
+            "| predicted std | pixels | share | mean abs error (m) | RMSE (m) | within 1 std |"
+            " within 2 std |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in results["uncertainty"]:
+            cells = [
+                "-" if r[k] is None else f"{r[k]:.3f}"
+                for k in ("share", "mean_abs_err", "rmse", "within_1sd", "within_2sd")
+            ]
+            lines.append(f"| {r['std']} | {r['pixels']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -116,15 +135,17 @@ def _bin_bars(probs_cell, bins, size=(200, 150)):
     return img
 
 
-def save_panel(path, rgb, gt, pred, bin_probs, bins):
-    """RGB | GT | prediction | |error| on one colour scale with a colour bar; below, the per-bin
+def save_panel(path, rgb, gt, pred, bin_probs, bins, std=None):
+    """RGB | GT | prediction | |error| on one colour scale with a colour bar, and the predicted
+    std on the same scale when given (so it compares with |error|); below, the per-bin
     responses of three grid cells (the paper's Fig. 4) when the model's probabilities are given."""
     valid = metrics.valid_pixels(gt, pred)
     vmax = float(max(gt[valid].max() if valid.any() else 1.0, 1.0))
     gt_show = np.where(gt > metrics.MIN_DEPTH, gt, np.nan)
     pred_show = np.where(pred > metrics.MIN_DEPTH, pred, np.nan)
     err = np.where(valid, np.abs(gt - pred), np.nan)
-    tiles = [rgb] + [colorize(a, 0, vmax) for a in (gt_show, pred_show, err)]
+    shown = (gt_show, pred_show, err) + (() if std is None else (np.where(valid, std, np.nan),))
+    tiles = [rgb] + [colorize(a, 0, vmax) for a in shown]
     top = np.concatenate(tiles, axis=1)
     w = top.shape[1]
     panel = Image.new(
@@ -132,7 +153,8 @@ def save_panel(path, rgb, gt, pred, bin_probs, bins):
     )
     panel.paste(Image.fromarray(top), (0, 0))
     draw = ImageDraw.Draw(panel)
-    for i, label in enumerate(("RGB", "ground truth", "DepthCLIP", "|error|")):
+    labels = ("RGB", "ground truth", "DepthCLIP", "|error|", "predicted std")[: len(tiles)]
+    for i, label in enumerate(labels):
         draw.text((i * rgb.shape[1] + 6, 6), label, fill=(255, 255, 255))
     panel.paste(_colour_bar(w, vmax), (0, top.shape[0]))
     if bin_probs is not None:

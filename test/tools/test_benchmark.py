@@ -54,6 +54,7 @@ def test_benchmark_prints_every_table():
     assert list(tables) == [
         "Core",
         "Options beyond the paper",
+        "depth/std and cloud filters",
         "Conversions and cloud building per frame",
         "Node",
         "Backends, core",
@@ -78,6 +79,11 @@ def test_benchmark_prints_every_table():
     options = tables["Options beyond the paper"]
     assert [r["work per frame"] for r in options][:1] == ["scene classification (scene_bins auto)"]
     assert all(float(r["/ forward"]) > 0 for r in options)
+    uncertainty = tables["depth/std and cloud filters"]
+    assert [r["work per frame"] for r in uncertainty][
+        -1
+    ] == "forward (stem..layer4), for reference"
+    assert len(uncertainty) == 7 and all(r["median (ms)"] for r in uncertainty)
 
     (node,) = tables["Node"]
     assert node["input rate (Hz)"] == "30"

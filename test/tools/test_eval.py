@@ -33,6 +33,28 @@ def test_metrics_known_values():
     assert m["silog"] == pytest.approx(100 * np.sqrt(np.mean(d**2) - np.mean(d) ** 2))
 
 
+def test_uncertainty_counts_known_answer():
+    gt = np.zeros(metrics.IMAGE_SHAPE, np.float32)
+    pred = np.zeros_like(gt)
+    std = np.zeros_like(gt)
+    # Four valid pixels inside the eval mask; everything else invalid (gt 0).
+    for (r, c), g, p, sd in zip(
+        ((100, 100), (100, 101), (200, 300), (300, 400)),
+        (2.0, 2.0, 3.0, 1.0),
+        (2.05, 2.5, 2.0, 1.6),
+        (0.05, 0.25, 0.4, 0.7),
+    ):
+        gt[r, c], pred[r, c], std[r, c] = g, p, sd
+    counts = metrics.uncertainty_counts(gt, pred, std)
+    assert counts["count"] == [1, 0, 1, 1, 1]  # std bins 0-0.1, 0.1-0.2, 0.2-0.3, 0.3-0.5, >=0.5
+    np.testing.assert_allclose(counts["abs_err"], [0.05, 0, 0.5, 1.0, 0.6], atol=1e-6)
+    assert counts["within_1sd"] == [1, 0, 0, 0, 1] and counts["within_2sd"] == [1, 0, 1, 0, 1]
+    table = metrics.uncertainty_table([{"uncertainty": counts}, {"uncertainty": counts}])
+    assert [r["pixels"] for r in table] == [2, 0, 2, 2, 2]
+    assert table[2]["mean_abs_err"] == pytest.approx(0.5) and table[2]["within_2sd"] == 1.0
+    assert table[1]["mean_abs_err"] is None  # an empty bin
+
+
 def test_metrics_hand_computed_clamps():
     m = metrics.compute_errors(np.array([12.0]), np.array([0.0]))  # both clamped to [1e-3, 10]
     assert m["abs_rel"] == pytest.approx((10 - 1e-3) / 10)
@@ -150,6 +172,7 @@ def test_resume_gives_the_same_means(tmp_path, tiny_checkpoint, capsys):
     assert resumed["images"] == full["images"] == 4
     for k, v in full["means"].items():
         assert resumed["means"][k] == pytest.approx(v, abs=1e-9)
+    assert resumed["uncertainty"] == full["uncertainty"]  # per-image sums: a resume adds up
     # A resume with another config is refused rather than mixed.
     capsys.readouterr()
     assert (
@@ -245,7 +268,12 @@ def test_real_nyu_samples_end_to_end(tmp_path, tiny_checkpoint):
     for row in res["per_image"]:
         assert 0 <= row["d1"] <= row["d2"] <= row["d3"] <= 1 and row["valid_pixels"] > 100_000
     panels = sorted((out / "vis").glob("*.png"))
-    assert len(panels) == 2 and Image.open(panels[0]).size[0] == 4 * 640
+    assert len(panels) == 2 and Image.open(panels[0]).size[0] == 5 * 640  # ..., predicted std
+    # Error against predicted std over every valid pixel of the four real samples.
+    table = res["uncertainty"]
+    assert sum(r["pixels"] for r in table) == sum(r["valid_pixels"] for r in res["per_image"])
+    assert sum(r["share"] for r in table) == pytest.approx(1.0)
+    assert "## Uncertainty: error against the predicted std" in (out / "results.md").read_text()
     # The uniform baseline through the same protocol lands near the paper's lower bound.
     assert (
         eval_main(
