@@ -37,6 +37,9 @@ def assert_same_result(torch_result, onnx_result):
     np.testing.assert_allclose(onnx_result.depth, torch_result.depth, atol=1e-4)
     assert np.array_equal(np.isnan(onnx_result.depth), np.isnan(torch_result.depth))
     np.testing.assert_allclose(onnx_result.coarse_depth, torch_result.coarse_depth, atol=1e-4)
+    # depth/std from the same graph: the torch core's, NaN where the depth is NaN
+    np.testing.assert_allclose(onnx_result.depth_std, torch_result.depth_std, atol=1e-4)
+    np.testing.assert_allclose(onnx_result.coarse_std, torch_result.coarse_std, atol=1e-4)
     np.testing.assert_allclose(onnx_result.bin_probs, torch_result.bin_probs, atol=1e-5)
     assert onnx_result.region == torch_result.region
 
