@@ -160,8 +160,15 @@ def run(rate: float, seconds: float, pattern: str, names, warmup: float, phase: 
     sent = stream(seconds, serial)
     end = time.time()
     # The last frames' answers (a slow model answers seconds later), and a /diagnostics message.
-    answered, quiet_since, give_up = -1, time.time(), time.time() + 15.0
-    while time.time() < give_up and time.time() - quiet_since < 1.5:
+    # Quiet for longer than twice the slowest answer so far: a model that takes seconds a
+    # frame (several nodes sharing a CPU) still gets its last frames counted.
+    answered, quiet_since, give_up = -1, time.time(), time.time() + 30.0
+
+    def quiet_needed():
+        slowest = max((max(c.latencies, default=0.0) for c in cameras), default=0.0)
+        return max(1.5, 2.0 * slowest)
+
+    while time.time() < give_up and time.time() - quiet_since < quiet_needed():
         time.sleep(0.1)
         now_answered = sum(len(c.depth_arrivals) for c in cameras)
         if now_answered != answered:
