@@ -27,6 +27,7 @@ from node_bench import (  # noqa: E402
     bench_backends,
     bench_camera_info,
     bench_cameras,
+    bench_cuda_node,
     bench_fairness,
     bench_node,
 )
@@ -310,6 +311,55 @@ def bench_options(ckpt):
     return ["work per frame", "median (ms)", "/ forward"], rows
 
 
+def bench_cuda_core(ckpt, reps=50):
+    """CUDA, RN50 shapes, fp16, the shipped config: the raw encoder (eager, and replayed as a
+    CUDA graph: the limit) and the core host to host, eager against the captured frame."""
+    cfg = DepthClipConfig(model=ckpt, device="cuda", cache_dir=tempfile.mkdtemp())
+    model = DepthClip(cfg)
+    frame = render_scene("corridor")[0]
+    batch8 = np.stack([frame] * 8)
+    rows = []
+    with torch.inference_mode():
+        for batch in (1, 8):
+            x = preprocess(model.to_device(np.stack([frame] * batch)), cfg)
+            for _ in range(3):
+                model.dense_features(x)
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                model.dense_features(x)
+            sync = torch.cuda.synchronize
+            eager_t, graph_t = timed(
+                [lambda x=x: model.dense_features(x), graph.replay], reps, warmup=5, sync=sync
+            )
+            for name, t in (("encoder, eager", eager_t), ("encoder, CUDA graph", graph_t)):
+                rows.append([name, str(batch), *_stats(t, batch)])
+    for batch, images in ((1, frame), (8, batch8)):
+        eager_t, graph_t = timed(
+            [lambda i=images: model.predict_eager(i), lambda i=images: model.predict(i)],
+            reps,
+            warmup=5,
+        )
+        for name, t in (
+            ("core predict, eager (host to host)", eager_t),
+            ("core predict, captured frame (host to host)", graph_t),
+        ):
+            rows.append([name, str(batch), *_stats(t, batch)])
+    head = [
+        "what (640x480 frames; encoder at 544x416)",
+        "batch",
+        "p50 (ms)",
+        "p95 (ms)",
+        "frames/s",
+    ]
+    return head, rows
+
+
+def _stats(times, batch):
+    p50 = statistics.median(times)
+    return [f"{p50 * 1e3:.2f}", f"{np.percentile(times, 95) * 1e3:.2f}", f"{batch / p50:.0f}"]
+
+
 def bench_uncertainty(ckpt):
     """depth/std and the cloud filters per 640x480 frame on CPU, against the forward: the
     shipped depth step (depth and std) beside the depth alone, and the cloud with and without
@@ -384,6 +434,9 @@ def main():
     )
     p.add_argument("--skip-node", action="store_true", help="no node and several-cameras tables")
     p.add_argument(
+        "--only-cuda", action="store_true", help="just the CUDA core and node tables (needs CUDA)"
+    )
+    p.add_argument(
         "--only-node", action="store_true", help="just the node and several-cameras tables"
     )
     p.add_argument(
@@ -401,6 +454,8 @@ def main():
     ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
+    if args.only_cuda:
+        args.skip_node, args.only_node = False, True
     if not args.only_node:
         print("## Core (DepthClip.predict, RN50 shapes, random weights)\n")
         print(table(*bench_core(ckpt, devices, args.quick)) + "\n")
@@ -410,7 +465,7 @@ def main():
         print(table(*bench_uncertainty(ckpt)) + "\n")
         print("## Conversions and cloud building per frame\n")
         print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
-    if not args.skip_node:
+    if not args.skip_node and not args.only_cuda:
         transport = (
             f"Fast DDS profile {Path(args.dds_profile).name}"
             if args.dds_profile
@@ -472,6 +527,12 @@ def main():
         print(
             table(*bench_fairness(tiny, cameras, 30.0, args.node_seconds, args.dds_profile)) + "\n"
         )
+    if torch.cuda.is_available() and not args.skip_node:
+        gpu = torch.cuda.get_device_name(0)
+        print(f"## CUDA core ({gpu}, RN50 shapes, fp16)\n")
+        print(table(*bench_cuda_core(ckpt)) + "\n")
+        print(f"## CUDA node ({gpu}, {args.node_seconds:g} s each, default middleware)\n")
+        print(table(*bench_cuda_node(ckpt, args.node_seconds, args.dds_profile)) + "\n")
     if args.only_node:
         return
     print("## Offline evaluation\n")

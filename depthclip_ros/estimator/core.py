@@ -20,6 +20,7 @@ from ..config.parameters import DepthClipConfig
 from ..config.params_files import scene_configs
 from .batchnorm_folding import fold_batch_norms
 from .clip_loading import LoadedModel, load_clip
+from .cuda_graph import CapturedFrames
 from .depth_head import (
     bin_probabilities,
     channel_subsample_index,
@@ -112,8 +113,13 @@ class DepthClip:
         fold_batch_norms(encoder)
         self.encoder = encoder.to(memory_format=torch.channels_last)
         self.attnpool = visual.attnpool  # its projections serve dense_features 'projected'
+        # On CUDA the whole frame replays as one captured graph (cuda_graph; scene_bins auto and
+        # an oracle's scenes run eagerly): Python issuing each kernel cost more than the model.
+        self.graphs = None
+        self._pinned = {}  # shape -> pinned host buffer of the eager CUDA upload
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: autotune once
+            self.graphs = CapturedFrames(self)
         self.image_channels = visual.layer4[-1].conv3.out_channels
         self.embed_dim = self.loaded.clip_model.text_projection.shape[1]
         self.channel_index = channel_subsample_index(self.image_channels, self.embed_dim).to(
@@ -175,8 +181,12 @@ class DepthClip:
     def to_device(self, images) -> torch.Tensor:
         """uint8 (H, W, 3) or (B, H, W, 3) array -> uint8 tensor on the device."""
         t = torch.from_numpy(as_image_batch(images))
-        if self.device.type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
+        if self.device.type == "cuda":  # through a pinned buffer of this shape, reused
+            pinned = self._pinned.get(t.shape)
+            if pinned is None:
+                pinned = self._pinned[t.shape] = torch.empty_like(t).pin_memory()
+            pinned.copy_(t)
+            t = pinned.to(self.device, non_blocking=True)
         return t
 
     def dense_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -240,7 +250,6 @@ class DepthClip:
             out[:, :, top : top + h, left : left + w] = fine
         return out[:, 0], out[:, 1], coarse[:, 0], coarse_std, probs
 
-    @torch.inference_mode()
     def predict(self, images, scenes=None) -> DepthResult:
         """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3).
 
@@ -248,6 +257,26 @@ class DepthClip:
         scene CLIP finds most probable; `scenes` may instead be a list (one scene per image: an
         oracle) or a callable(scene names, probabilities (B, S)) -> one scene per image.
         """
+        head = self._head  # one frame, one config
+        if self.graphs is None or head.classifier is not None:
+            return self.predict_eager(images, scenes)
+        imgs = as_image_batch(images)
+        cfg = head.config
+        depth, std, coarse, coarse_std, probs = self.graphs.run(imgs, cfg, head.text, head.bins)
+        return DepthResult(
+            depth=depth,
+            depth_std=std,
+            coarse_depth=coarse,
+            coarse_std=coarse_std,
+            bin_probs=probs,
+            bins=head.bins.cpu().numpy(),
+            region=input_region(imgs.shape[1], imgs.shape[2], cfg),
+        )
+
+    @torch.inference_mode()
+    def predict_eager(self, images, scenes=None) -> DepthResult:
+        """`predict`, kernel by kernel (CPU, scene_bins auto, and the reference for the captured
+        CUDA path)."""
         head = self._head  # one frame, one config
         cfg = head.config
         imgs = self.to_device(images)

@@ -1,0 +1,112 @@
+"""The whole CUDA frame as one CUDA graph: uint8 upload, crop/resize, normalisation, encoder,
+head, upsampling, replayed with one launch instead of hundreds of Python-issued kernels.
+
+One graph per (batch, image size, number of bins, the config fields that change the graph's
+shape: preprocessing, network input, normalisation, dense features, head precision, flip).
+Text features, bins and temperature are inputs of the graph (static tensors copied before each
+replay), so a run-time change of tokens, bins or temperature replays the same graph. Host
+buffers are pinned and reused across frames; the upload and the download run on a stream of
+their own. No rclpy.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import torch
+
+from .depth_head import bin_probabilities
+
+# Config fields a graph is built for: a change of any of them captures a new graph.
+STRUCTURE_FIELDS = (
+    "preprocessing",
+    "input_width",
+    "input_height",
+    "normalization",
+    "dense_features",
+    "head_precision",
+    "flip",
+)
+MAX_GRAPHS = 8  # captured graphs kept (least recently used dropped): sizes x batches in use
+
+
+def structure_key(cfg, batch: int, height: int, width: int, bins: int) -> tuple:
+    return (batch, height, width, bins, *(getattr(cfg, f) for f in STRUCTURE_FIELDS))
+
+
+class CapturedFrame:
+    """One captured graph with its static inputs and outputs."""
+
+    def __init__(self, model, cfg, batch: int, height: int, width: int, text, bins):
+        self.model, self.cfg = model, cfg
+        device = model.device
+        self.copy_stream = torch.cuda.Stream(device)
+        self.host_in = torch.empty((batch, height, width, 3), dtype=torch.uint8).pin_memory()
+        self.images = torch.empty((batch, height, width, 3), dtype=torch.uint8, device=device)
+        self.text = text.detach().clone()
+        self.bins = bins.detach().expand(batch, -1).clone()
+        self.temperature = torch.tensor(float(cfg.temperature), device=device)
+        # Warm-up on a side stream (cuDNN picks its kernels, the allocator fills its pool), as
+        # torch.cuda.graphs asks before a capture.
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(3):
+                self._forward()
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self.graph):
+            self.outputs = self._forward()
+        self.host_out = [torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in self.outputs]
+
+    def _forward(self):
+        positions, _, grid = self.model.positions(self.images, self.cfg)
+        probs = bin_probabilities(positions, self.text, self.temperature, grid)
+        return self.model.depth_from_probabilities(
+            probs, self.bins, self.cfg, self.images.shape[1:3]
+        )
+
+    def run(self, images: np.ndarray, text, bins, temperature: float) -> list:
+        """Replay on `images` (B, H, W, 3) uint8 with this frame's text features, bins and
+        temperature; the outputs as NumPy arrays of their own (the next frame reuses the
+        buffers)."""
+        device = self.model.device
+        current = torch.cuda.current_stream(device)
+        np.copyto(self.host_in.numpy(), images)
+        with torch.cuda.stream(self.copy_stream):
+            self.images.copy_(self.host_in, non_blocking=True)
+        current.wait_stream(self.copy_stream)
+        self.text.copy_(text)
+        self.bins.copy_(bins.expand_as(self.bins))
+        self.temperature.fill_(float(temperature))
+        self.graph.replay()
+        self.copy_stream.wait_stream(current)
+        with torch.cuda.stream(self.copy_stream):
+            for host, out in zip(self.host_out, self.outputs):
+                host.copy_(out, non_blocking=True)
+        self.copy_stream.synchronize()
+        return [host.numpy().copy() for host in self.host_out]
+
+
+class CapturedFrames:
+    """The graphs of one estimator, captured on first use of each structure key."""
+
+    def __init__(self, model):
+        self.model = model
+        self._graphs: collections.OrderedDict = collections.OrderedDict()
+
+    def run(self, images: np.ndarray, cfg, text, bins) -> list:
+        batch, height, width, _ = images.shape
+        key = structure_key(cfg, batch, height, width, int(bins.shape[-1]))
+        frame = self._graphs.get(key)
+        if frame is None:
+            frame = CapturedFrame(self.model, cfg, batch, height, width, text, bins)
+            self._graphs[key] = frame
+            while len(self._graphs) > MAX_GRAPHS:
+                self._graphs.popitem(last=False)
+        self._graphs.move_to_end(key)
+        return frame.run(images, text, bins, cfg.temperature)
+
+    def clear(self):
+        self._graphs.clear()

@@ -1,0 +1,84 @@
+"""The CUDA frame path: the captured graph against the eager path, run-time config changes as
+graph inputs, BatchNorm folding in fp16. Run wherever CUDA exists; elsewhere reported as
+skipped (pytest -ra prints the reason)."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import structured_image
+
+from depthclip_ros.estimator.clip_loading import load_clip
+from depthclip_ros.estimator.core import DepthClip, dense_encoder
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+]
+TOLERANCE = {"fp16": 1e-3, "fp32": 1e-5}  # metres, the captured path against the eager one
+
+
+def frames(batch, height=480, width=640):
+    return np.stack([structured_image(height, width, seed=i) for i in range(batch)])
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+@pytest.mark.parametrize("preprocessing, flip", [("resize", False), ("crop", True)])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_the_captured_frame_equals_the_eager_path(
+    make_config, rn50_checkpoint, precision, preprocessing, flip, batch
+):
+    model = DepthClip(
+        make_config(
+            model=str(rn50_checkpoint),
+            device="cuda",
+            precision=precision,
+            preprocessing=preprocessing,
+            flip=flip,
+        )
+    )
+    images = frames(batch)
+    eager = model.predict_eager(images)
+    for _ in range(2):  # captured on the first call, replayed on the second
+        graph = model.predict(images)
+        for name in ("depth", "depth_std", "coarse_depth", "coarse_std"):
+            np.testing.assert_allclose(
+                getattr(graph, name), getattr(eager, name), atol=TOLERANCE[precision], err_msg=name
+            )
+        assert np.array_equal(np.isnan(graph.depth), np.isnan(eager.depth))
+    assert len(model.graphs._graphs) == 1
+
+
+def test_bins_tokens_and_temperature_change_without_a_new_capture(make_config, tiny_checkpoint):
+    model = DepthClip(make_config(device="cuda", precision="fp32"))
+    images = frames(1)
+    first = model.predict(images)
+    model.update_config(
+        model.config.replace(
+            depth_bins=(2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0),
+            temperature=0.5,
+            depth_tokens=("a", "b", "c", "d", "e", "f", "g"),
+        )
+    )
+    second = model.predict(images)
+    assert len(model.graphs._graphs) == 1  # the same graph, new inputs
+    np.testing.assert_allclose(second.depth, model.predict_eager(images).depth, atol=1e-5)
+    assert not np.allclose(first.depth, second.depth)
+    model.update_config(model.config.replace(depth_bins=(1.0, 2.0), depth_tokens=("near", "far")))
+    np.testing.assert_allclose(
+        model.predict(images).depth, model.predict_eager(images).depth, atol=1e-5
+    )
+    assert len(model.graphs._graphs) == 2  # two bins: another graph's shapes
+
+
+def test_folded_batch_norms_match_the_unfolded_encoder_in_fp16(make_config, rn50_checkpoint):
+    cfg = make_config(model=str(rn50_checkpoint), device="cuda", precision="fp16")
+    loaded = load_clip(cfg.model, "cuda", "fp16", "")
+    folded = DepthClip(cfg, loaded)
+    unfolded = DepthClip(cfg, loaded)
+    unfolded.encoder = dense_encoder(loaded.clip_model.visual).to(
+        memory_format=torch.channels_last
+    )
+    images = frames(1)
+    np.testing.assert_allclose(
+        folded.predict_eager(images).depth, unfolded.predict_eager(images).depth, atol=1e-3
+    )
