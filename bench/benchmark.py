@@ -360,6 +360,29 @@ def _stats(times, batch):
     return [f"{p50 * 1e3:.2f}", f"{np.percentile(times, 95) * 1e3:.2f}", f"{batch / p50:.0f}"]
 
 
+def bench_folding(ckpt, reps=10):
+    """The encoder with its BatchNorms folded into the convolutions (as the core runs it)
+    against the unfolded one, cpu, 544x416, batch 1, timed interleaved."""
+    from depthclip_ros.estimator.clip_loading import load_clip
+    from depthclip_ros.estimator.core import dense_encoder
+
+    cfg = DepthClipConfig(model=ckpt, device="cpu", cache_dir=tempfile.mkdtemp())
+    loaded = load_clip(ckpt, "cpu", "fp32", "")
+    folded = DepthClip(cfg, loaded)
+    unfolded = dense_encoder(loaded.clip_model.visual).to(memory_format=torch.channels_last)
+    x = preprocess(folded.to_device(np.zeros((416, 544, 3), np.uint8)), cfg)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        with_fold, without = timed(
+            [lambda: folded.encoder(x), lambda: unfolded(x)], reps, warmup=2
+        )
+    a, b = statistics.median(with_fold), statistics.median(without)
+    return ["encoder (stem..layer4), cpu, 544x416", "median (ms)", "/ unfolded"], [
+        ["BatchNorms folded (shipped)", f"{a * 1e3:.1f}", f"{a / b:.3f}"],
+        ["unfolded", f"{b * 1e3:.1f}", "1.000"],
+    ]
+
+
 def bench_uncertainty(ckpt):
     """depth/std and the cloud filters per 640x480 frame on CPU, against the forward: the
     shipped depth step (depth and std) beside the depth alone, and the cloud with and without
@@ -461,6 +484,8 @@ def main():
         print(table(*bench_core(ckpt, devices, args.quick)) + "\n")
         print("## Options beyond the paper (cpu, 544x416, RN50 shapes)\n")
         print(table(*bench_options(ckpt)) + "\n")
+        print("## BatchNorm folding (cpu, RN50 shapes)\n")
+        print(table(*bench_folding(ckpt)) + "\n")
         print("## depth/std and cloud filters (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
         print(table(*bench_uncertainty(ckpt)) + "\n")
         print("## Conversions and cloud building per frame\n")

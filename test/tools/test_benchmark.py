@@ -54,6 +54,7 @@ def test_benchmark_prints_every_table():
     assert list(tables) == [
         "Core",
         "Options beyond the paper",
+        "BatchNorm folding",
         "depth/std and cloud filters",
         "Conversions and cloud building per frame",
         "Node",
