@@ -262,13 +262,8 @@ class DepthClip:
             return self.predict_eager(images, scenes)
         imgs = as_image_batch(images)
         cfg = head.config
-        depth, std, coarse, coarse_std, probs = self.graphs.run(imgs, cfg, head.text, head.bins)
-        return DepthResult(
-            depth=depth,
-            depth_std=std,
-            coarse_depth=coarse,
-            coarse_std=coarse_std,
-            bin_probs=probs,
+        return DepthResult.from_outputs(
+            self.graphs.run(imgs, cfg, head.text, head.bins),
             bins=head.bins.cpu().numpy(),
             region=input_region(imgs.shape[1], imgs.shape[2], cfg),
         )
@@ -294,15 +289,9 @@ class DepthClip:
         else:
             probs = bin_probabilities(positions, head.text, cfg.temperature, grid)
             bins = head.bins.expand(batch, -1)
-        depth, std, coarse, coarse_std, probs = self.depth_from_probabilities(
-            probs, bins, cfg, (height, width)
-        )
-        return DepthResult(
-            depth=depth.cpu().numpy(),
-            depth_std=std.cpu().numpy(),
-            coarse_std=coarse_std.cpu().numpy(),
-            coarse_depth=coarse.cpu().numpy(),
-            bin_probs=probs.cpu().numpy(),
+        outputs = self.depth_from_probabilities(probs, bins, cfg, (height, width))
+        return DepthResult.from_outputs(
+            [t.cpu().numpy() for t in outputs],
             bins=head.bins.cpu().numpy(),
             region=region,
             scenes=chosen,

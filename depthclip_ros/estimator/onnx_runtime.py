@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
-from .result import DepthResult, as_image_batch, input_region
+from .result import OUTPUT_FIELDS, DepthResult, as_image_batch, input_region
 from .text_cache import (
     FLOAT16,
     FLOAT32,
@@ -31,7 +31,7 @@ log = logging.getLogger("depthclip_ros")
 
 EXPORT_FORMAT = "1"
 GRAPH_INPUTS = ("images", "text_features", "bins", "temperature")
-GRAPH_OUTPUTS = ("depth", "depth_std", "coarse_depth", "coarse_std", "bin_probs")
+GRAPH_OUTPUTS = OUTPUT_FIELDS
 # Config fields the exported graph fixes; the rest (text side, bins, temperature) are inputs.
 GRAPH_FIELDS = (
     "preprocessing",
@@ -267,16 +267,10 @@ class OnnxDepthClip:
                 f"{self.image_size[0]} images, got {width}x{height}; export it with "
                 f"--image-size {width}x{height}"
             )
-        depth, std, coarse, coarse_std, probs = self.session.run(
+        outputs = self.session.run(
             list(GRAPH_OUTPUTS),
             {"images": imgs, "text_features": text, "bins": bins, "temperature": temperature},
         )
-        return DepthResult(
-            depth=depth,
-            depth_std=std,
-            coarse_depth=coarse,
-            coarse_std=coarse_std,
-            bin_probs=probs,
-            bins=bins,
-            region=input_region(height, width, cfg),
+        return DepthResult.from_outputs(
+            outputs, bins=bins, region=input_region(height, width, cfg)
         )

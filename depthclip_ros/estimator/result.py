@@ -50,6 +50,11 @@ def as_image_batch(images) -> np.ndarray:
     return arr
 
 
+# The arrays a prediction computes, in the order the core's depth step returns them (and the
+# names of the exported graph's outputs).
+OUTPUT_FIELDS = ("depth", "depth_std", "coarse_depth", "coarse_std", "bin_probs")
+
+
 @dataclasses.dataclass
 class DepthResult:
     depth: np.ndarray  # (B, H, W) float32 metres at input resolution; NaN outside `region`
@@ -62,6 +67,11 @@ class DepthResult:
     scenes: list | None = None  # scene_bins auto: the scene whose bins each image used
     scene_scores: np.ndarray | None = None  # (B, S) CLIP's scene probabilities (config.scenes)
     image_bins: np.ndarray | None = None  # (B, K) metres each image used, with scenes
+
+    @classmethod
+    def from_outputs(cls, outputs, bins, region, **extra) -> "DepthResult":
+        """From the depth step's arrays, in OUTPUT_FIELDS order."""
+        return cls(**dict(zip(OUTPUT_FIELDS, outputs)), bins=bins, region=region, **extra)
 
     def bins_of(self, index: int) -> np.ndarray:
         return self.bins if self.image_bins is None else self.image_bins[index]
