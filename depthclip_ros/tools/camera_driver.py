@@ -168,7 +168,11 @@ def run(rate: float, seconds: float, pattern: str, names, warmup: float, phase: 
         slowest = max((max(c.latencies, default=0.0) for c in cameras), default=0.0)
         return max(1.5, 2.0 * slowest)
 
-    while time.time() < give_up and time.time() - quiet_since < quiet_needed():
+    def waiting():  # a camera not answered yet, or answers still coming
+        unanswered = any(not c.depth_arrivals for c in cameras)
+        return unanswered or time.time() - quiet_since < quiet_needed()
+
+    while time.time() < give_up and waiting():
         time.sleep(0.1)
         now_answered = sum(len(c.depth_arrivals) for c in cameras)
         if now_answered != answered:

@@ -193,7 +193,10 @@ def test_camera_info_timing_never_holds_the_depth_and_clouds_pair_by_stamp(
         }
     for pattern, report in reports.items():
         camera = report["cameras"][""]
-        assert camera["received"] >= 0.9 * camera["sent"], (pattern, camera)  # depth at once
+        # Depth at once: a model held by the pairing would answer about 1 frame a second here
+        # (3 of 30); the transport itself loses some VGA frames on a busy machine (measured in
+        # CI: 22 of 30 with camera_info sent before each image).
+        assert camera["received"] >= 0.6 * camera["sent"], (pattern, camera)
         infos = camera["camera_infos"]
         if pattern == "none":
             assert infos == {"own": 0, "other": 0}, infos  # no camera_info: depth only
