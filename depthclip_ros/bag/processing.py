@@ -23,13 +23,14 @@ from ..messages.decoding import decode_image
 from ..messages.outputs import MessageBuilder, frame_outputs
 from ..runtime.batching import by_image_size
 from ..runtime.stamp_pairing import CameraInfoIndex
+from .pipeline import model_leaves_cpu_free, run_stages
 from .reading import CAMERA_INFO, check_topics, open_bag, read_messages, storage_of
 
 STORAGES = ("mcap", "sqlite3")
 # rosbag2 metadata version of OUT: 8 writes offered_qos_profiles as a YAML string, the form
 # Humble's rosbag2 parses (version 9 writes a list, which Humble refuses); Iron and later read 8.
 OUTPUT_BAG_VERSION = 8
-# Flush a batch early once this many bytes of other messages wait behind it (bounded memory).
+# A chunk closes early once this many bytes of other messages wait in it (bounded memory).
 MAX_BUFFERED_BYTES = 64 << 20
 
 
@@ -53,8 +54,25 @@ class _Frame:
         self.rgb, self.info = rgb, info
 
 
+class _Chunk:
+    """Messages copied from IN and the decoded frames among them, written together once the
+    frames' predictions are in: the unit handed from reading to the model to writing."""
+
+    __slots__ = ("messages", "images", "frames", "predictions")
+
+    def __init__(self):
+        self.images = 0  # image messages read, decodable or not (the progress bar's count)
+        self.messages = []  # (output connection, log time, raw bytes)
+        self.frames = []  # decoded frames waiting for the model
+        self.predictions = []  # (frames of one image size, their DepthResult)
+
+
 class BagProcessor:
-    """Copies every message of IN to the writer and adds the depth outputs of each camera."""
+    """Copies every message of IN to the writer and adds the depth outputs of each camera.
+
+    Reading and decoding, the model (`estimator.predict`, any object with the core's predict)
+    and building and writing the outputs overlap on three threads; the output is the same
+    messages in the same order as one thread would write."""
 
     def __init__(self, estimator, settings: OutputSettings, typestore, batch_size: int = 1):
         self.estimator = estimator
@@ -86,10 +104,7 @@ class BagProcessor:
                 serialization_format=c.ext.serialization_format,
                 offered_qos_profiles=c.ext.offered_qos_profiles,
             )
-        self._writer = writer
-        self._frames = []  # decoded frames waiting for the model, batched by image size
-        self._waiting, self._waiting_bytes = [], 0
-        by_image = {camera.image_topic: camera for camera in cameras}
+        self._writer, self._progress = writer, progress
         by_info = {}
         for camera in cameras:
             by_info.setdefault(camera.info_topic, []).append(camera)
@@ -98,15 +113,24 @@ class BagProcessor:
             index = self._index_camera_infos(reader, in_path, info_topic)
             for camera in info_cameras:
                 camera.infos_by_stamp = index
+        chunks = self._read_chunks(reader, in_path, cameras, by_info, out_conns)
+        overlap = model_leaves_cpu_free(self.estimator.device, self.estimator.cpu_threads)
+        run_stages(chunks, self._predict_chunk, self._write_chunk, overlap=overlap)
+
+    def _read_chunks(self, reader, in_path, cameras, by_info, out_conns):
+        """Chunks of IN in log order; a chunk closes when frames of one size fill a batch, or
+        when its other messages reach MAX_BUFFERED_BYTES (bounded memory)."""
+        by_image = {camera.image_topic: camera for camera in cameras}
+        chunk, chunk_bytes = _Chunk(), 0
         for conn, timestamp, raw in read_messages(reader, in_path):
-            self._waiting.append(
+            chunk.messages.append(
                 (
                     out_conns[(conn.topic, conn.msgtype, conn.ext.serialization_format)],
                     timestamp,
                     raw,
                 )
             )
-            self._waiting_bytes += len(raw)
+            chunk_bytes += len(raw)
             self.copied += 1
             if conn.topic in by_info and conn.msgtype == CAMERA_INFO:
                 info = self._deserialize(raw, conn, timestamp)
@@ -114,15 +138,15 @@ class BagProcessor:
                     camera.logged_infos.add(info, (conn, timestamp, raw))
             elif conn.topic in by_image:
                 camera = by_image[conn.topic]
+                chunk.images += 1
                 msg = self._deserialize(raw, conn, timestamp)
-                self._add_frame(camera, msg, timestamp)
-                if progress is not None:
-                    progress.update(1)
-            batches = by_image_size(self._frames, lambda f: f.rgb).values()
+                self._add_frame(chunk, camera, msg, timestamp)
+            batches = by_image_size(chunk.frames, lambda f: f.rgb).values()
             full = any(len(batch) >= self.batch_size for batch in batches)
-            if full or self._waiting_bytes > MAX_BUFFERED_BYTES:
-                self._flush()
-        self._flush()
+            if full or chunk_bytes > MAX_BUFFERED_BYTES:
+                yield chunk
+                chunk, chunk_bytes = _Chunk(), 0
+        yield chunk
 
     def _index_camera_infos(self, reader, in_path, info_topic) -> CameraInfoIndex:
         """Every camera_info by stamp, (connection, log time, raw) each: pairing by stamp makes the
@@ -168,7 +192,7 @@ class BagProcessor:
                 f"{conn.msgtype}: {type(exc).__name__}: {exc}"
             ) from None
 
-    def _add_frame(self, camera, msg, timestamp):
+    def _add_frame(self, chunk, camera, msg, timestamp):
         camera.stats["frames"] += 1
         try:
             rgb = decode_image(msg)
@@ -177,12 +201,11 @@ class BagProcessor:
             self.problems.setdefault(f"{camera.image_topic}: rejected: {exc}", timestamp)
             return
         info = self._camera_info_for(camera, msg, timestamp, (rgb.shape[1], rgb.shape[0]))
-        frame = _Frame(camera, timestamp, msg.header, rgb, info)
-        self._frames.append(frame)
+        chunk.frames.append(_Frame(camera, timestamp, msg.header, rgb, info))
 
-    def _flush(self):
-        """Every pending frame through the model, then every waiting message into OUT."""
-        for shape, frames in by_image_size(self._frames, lambda f: f.rgb).items():
+    def _predict_chunk(self, chunk):
+        """The chunk's frames through the model, one forward per image size."""
+        for shape, frames in by_image_size(chunk.frames, lambda f: f.rgb).items():
             try:
                 result = self.estimator.predict(np.stack([f.rgb for f in frames]))
             except ImageSizeError as exc:  # e.g. preprocessing 'crop' on a camera not 640x480
@@ -190,16 +213,22 @@ class BagProcessor:
                     f"frames of {shape[1]}x{shape[0]} on {frames[0].camera.image_topic} cannot "
                     f"be processed with this configuration: {exc}"
                 ) from None
-            for i, frame in enumerate(frames):
-                self._add_outputs(frame, result, i)
-        self._frames = []
-        # Log-time order in the output file; outputs follow their image (stable sort).
-        self._waiting.sort(key=lambda item: item[1])
-        for conn, timestamp, raw in self._waiting:
-            self._writer.write(conn, timestamp, raw)
-        self._waiting, self._waiting_bytes = [], 0
+            chunk.predictions.append((frames, result))
+        return chunk
 
-    def _add_outputs(self, frame, result, index):
+    def _write_chunk(self, chunk):
+        """The chunk's output messages beside its copied ones, into OUT in log-time order."""
+        for frames, result in chunk.predictions:
+            for i, frame in enumerate(frames):
+                self._add_outputs(chunk, frame, result, i)
+        # Log-time order in the output file; outputs follow their image (stable sort).
+        chunk.messages.sort(key=lambda item: item[1])
+        for conn, timestamp, raw in chunk.messages:
+            self._writer.write(conn, timestamp, raw)
+        if self._progress is not None:
+            self._progress.update(chunk.images)
+
+    def _add_outputs(self, chunk, frame, result, index):
         camera = frame.camera
         out = frame_outputs(frame.rgb, result, index, frame.info, self.settings)
         messages = self.builder.messages(frame.header, out)
@@ -213,7 +242,7 @@ class BagProcessor:
                     camera.outputs[name], msg.__msgtype__, typestore=self.typestore
                 )
             conn = camera.connections[name]
-            self._waiting.append(
+            chunk.messages.append(
                 (conn, frame.timestamp, self.typestore.serialize_cdr(msg, conn.msgtype))
             )
 

@@ -136,6 +136,11 @@ class DepthClip:
     def model_identity(self) -> str:
         return self.loaded.identity
 
+    @property
+    def cpu_threads(self) -> int:
+        """Threads torch's CPU kernels use (tools decide from it what else can run beside)."""
+        return torch.get_num_threads()
+
     def _text_and_bins(self, cfg: DepthClipConfig) -> tuple:
         feats = text_features(
             self.loaded.clip_model,

@@ -11,6 +11,7 @@ prompts never exported need the torch text encoder and are refused.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,8 @@ class OnnxDepthClip:
         session = self._open(ort, options, providers_for(device, self.precision, cache, available))
         self.provider = session.get_providers()[0]
         self.device = "cpu" if self.provider == CPU else device
+        # What the CPU provider uses: the set number, else (0) one thread per core.
+        self.cpu_threads = options.intra_op_num_threads or (os.cpu_count() or 1)
         if device != "cpu" and self.provider == CPU:
             log.warning(
                 "device '%s' asked for, but onnxruntime has no GPU provider here (available: "

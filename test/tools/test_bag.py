@@ -409,8 +409,9 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, param
     assert sorted(os.listdir(dst)) == ["metadata.yaml", "out.mcap"] and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-turn", "overlapped"])
 def test_failure_mid_run_leaves_no_output_and_keeps_the_old_one(
-    tmp_path, params_file, monkeypatch
+    tmp_path, params_file, monkeypatch, overlap
 ):
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "mcap", frames=4)
@@ -423,14 +424,15 @@ def test_failure_mid_run_leaves_no_output_and_keeps_the_old_one(
     before = read_bag(dst)
     calls = []
 
-    def interrupted_after_one_frame(self):
+    def interrupted_after_one_frame(self, chunk):
         calls.append(1)
         if len(calls) > 1:
             raise KeyboardInterrupt  # what Ctrl-C or SIGTERM does mid-run
-        return original(self)
+        return original(self, chunk)
 
-    original = processing.BagProcessor._flush
-    monkeypatch.setattr(processing.BagProcessor, "_flush", interrupted_after_one_frame)
+    original = processing.BagProcessor._write_chunk
+    monkeypatch.setattr(processing.BagProcessor, "_write_chunk", interrupted_after_one_frame)
+    monkeypatch.setattr(processing, "model_leaves_cpu_free", lambda *args: overlap)
     assert (
         run_tool(
             "process",
@@ -721,6 +723,47 @@ def test_several_cameras_in_one_pass_with_one_model(tmp_path, params_file, stora
             expected = estimator.predict(decoding.decode_image(image)).depth[0]
             got = decoding.depth_image_to_array(depth)
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_overlapped_stages_write_the_same_file_as_one_thread(tmp_path, params_file, monkeypatch):
+    """Reading, the model and writing on their own threads (the GPU and many-core path) write
+    byte for byte the file the stages run in turn write: same messages, same order."""
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=5, image_first=True, cameras={"/a": (160, 120), "/b": (128, 96)})
+    files = {}
+    for overlap in (False, True):
+        monkeypatch.setattr(processing, "model_leaves_cpu_free", lambda *a, o=overlap: o)
+        dst = tmp_path / str(overlap) / "out"  # one name: the file records it
+        argv = ["--image-topic=/a/image_raw", "--image-topic=/b/image_raw", "--batch-size", 2]
+        assert run_tool("process", src, dst, *argv, "--params", params_file, "--quiet") == 0
+        files[overlap] = (dst / "out.mcap").read_bytes()
+        out, _ = read_bag(dst)
+        assert len(out["/a/depth/image"]) == len(out["/b/points"]) == 5
+    assert files[True] == files[False]
+
+
+def test_stages_keep_order_and_stop_at_the_first_error():
+    from depthclip_ros.bag.pipeline import run_stages
+
+    for overlap in (False, True):
+        seen = []
+        run_stages(range(50), lambda x: x * 2, seen.append, overlap=overlap)
+        assert seen == [2 * x for x in range(50)]
+        read = []
+
+        def source(read=read):
+            for x in range(10_000):
+                read.append(x)
+                yield x
+
+        def failing(x):
+            if x == 3:
+                raise ValueError("frame 3 is bad")
+            return x
+
+        with pytest.raises(ValueError, match="frame 3 is bad"):
+            run_stages(source(), failing, lambda x: None, overlap=overlap)
+        assert len(read) < 100  # the reader stopped too (bounded queues), it did not read on
 
 
 def test_several_cameras_checks(tmp_path, params_file, capsys):
