@@ -47,6 +47,7 @@ setup(
             f"depthclip_node = {PACKAGE}.node:main",
             f"depthclip-demo = {PACKAGE}.tools.demo:main",
             f"depthclip-bag = {PACKAGE}.bag.cli:main",
+            f"depthclip-fleet = {PACKAGE}.fleet.cli:main",
             f"depthclip-export = {PACKAGE}.estimator.export:main",
             "depthclip-eval = offline_eval.cli:main",
         ],

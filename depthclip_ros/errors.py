@@ -38,5 +38,10 @@ class BagError(DepthClipError):
     """A bag cannot be read or processed as asked."""
 
 
+class FleetError(DepthClipError, RuntimeError):
+    """A fleet run cannot start: no Ray cluster at the address, model workers that cannot
+    start, resources the cluster does not have."""
+
+
 class LaunchError(DepthClipError, RuntimeError):
     """A launch argument is invalid; raised before anything is started."""

@@ -26,6 +26,18 @@ def atomic_write(path, write) -> None:
         raise
 
 
+def _staging_prefix(path: Path) -> str:
+    return f".{path.name}.partial-"
+
+
+def leftover_staging(path) -> list:
+    """Staging folders of `path` that a killed process (SIGKILL, a lost machine) left behind."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    return sorted(path.parent.glob(_staging_prefix(path) + "*"))
+
+
 @contextlib.contextmanager
 def atomic_directory(path, overwrite: bool = False):
     """Yield a path to create the folder `path` at; it moves into place only if the block succeeds.
@@ -37,7 +49,7 @@ def atomic_directory(path, overwrite: bool = False):
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists")
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(path), dir=path.parent))
     try:
         yield staging / path.name  # same name inside: files named after the folder stay right
         if path.exists():

@@ -83,7 +83,9 @@ class BagProcessor:
         self.copied = 0
         self.problems: dict = {}
 
-    def run(self, reader, writer, in_path, cameras, progress=None):
+    def run(self, reader, writer, in_path, cameras, frames_written=None):
+        """Write every message of `reader` and the cameras' outputs to `writer`;
+        `frames_written(n)` is told of each n image messages done."""
         ts = self.typestore
         out_conns = {}
         for c in reader.connections:  # every input connection, unchanged
@@ -104,7 +106,7 @@ class BagProcessor:
                 serialization_format=c.ext.serialization_format,
                 offered_qos_profiles=c.ext.offered_qos_profiles,
             )
-        self._writer, self._progress = writer, progress
+        self._writer, self._frames_written = writer, frames_written
         by_info = {}
         for camera in cameras:
             by_info.setdefault(camera.info_topic, []).append(camera)
@@ -225,8 +227,8 @@ class BagProcessor:
         chunk.messages.sort(key=lambda item: item[1])
         for conn, timestamp, raw in chunk.messages:
             self._writer.write(conn, timestamp, raw)
-        if self._progress is not None:
-            self._progress.update(chunk.images)
+        if self._frames_written is not None:
+            self._frames_written(chunk.images)
 
     def _add_outputs(self, chunk, frame, result, index):
         camera = frame.camera
@@ -259,12 +261,16 @@ def process_bag(
     batch_size: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    estimator=None,
+    frames_written=None,
 ) -> dict:
     """Write OUT: every message of IN plus depth, depth/camera_info and points beside each of
     `image_topics`, all through one model in one pass. `camera_info_topic` (one image topic
     only) overrides the camera_info beside the image. Returns the run's statistics: totals,
     `cameras` ({image topic: its own}) and `problems` ({warning: first log time}). BagError on a
-    bag or topic problem; nothing is left at OUT unless the whole run succeeds."""
+    bag or topic problem; nothing is left at OUT unless the whole run succeeds. `estimator`: the
+    model to use, anything with the core's `predict` (default: `config`'s, loaded here);
+    `frames_written(n)`: told of every n image messages done (besides the progress bar)."""
     in_path, out_path = Path(in_path), Path(out_path)
     image_topics = list(image_topics)
     if out_path.resolve() == in_path.resolve():
@@ -297,7 +303,7 @@ def process_bag(
             raise BagError(f"the image topics' outputs collide: {', '.join(clash)}")
         storage = storage or storage_of(in_path)
         # After the cheap checks: loading the model takes seconds.
-        estimator = load_estimator(config)
+        estimator = estimator or load_estimator(config)
         processor = BagProcessor(
             estimator, settings, get_typestore(Stores.ROS2_KILTED), batch_size
         )
@@ -311,7 +317,13 @@ def process_bag(
         ):
             plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
             with Writer(staging, version=OUTPUT_BAG_VERSION, storage_plugin=plugin) as writer:
-                processor.run(reader, writer, in_path, cameras, bar)
+
+                def written(count):
+                    bar.update(count)
+                    if frames_written is not None:
+                        frames_written(count)
+
+                processor.run(reader, writer, in_path, cameras, written)
     finally:
         reader.close()
     per_camera = {

@@ -725,21 +725,26 @@ def test_several_cameras_in_one_pass_with_one_model(tmp_path, params_file, stora
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_overlapped_stages_write_the_same_file_as_one_thread(tmp_path, params_file, monkeypatch):
-    """Reading, the model and writing on their own threads (the GPU and many-core path) write
-    byte for byte the file the stages run in turn write: same messages, same order."""
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_overlapped_stages_write_the_same_bag_as_one_thread(
+    tmp_path, params_file, monkeypatch, storage
+):
+    """The model on a thread of its own beside reading and writing (the GPU and many-core
+    path) writes the messages the steps run in turn write, in the same order (MCAP: byte for
+    byte); sqlite3 bags are read and written from the thread that opened them."""
     src = tmp_path / "in"
-    write_bag(src, "mcap", frames=5, image_first=True, cameras={"/a": (160, 120), "/b": (128, 96)})
-    files = {}
+    cameras = {"/a": (160, 120), "/b": (128, 96)}
+    write_bag(src, storage, frames=5, image_first=True, cameras=cameras)
+    files, contents = {}, {}
     for overlap in (False, True):
         monkeypatch.setattr(processing, "model_leaves_cpu_free", lambda *a, o=overlap: o)
         dst = tmp_path / str(overlap) / "out"  # one name: the file records it
         argv = ["--image-topic=/a/image_raw", "--image-topic=/b/image_raw", "--batch-size", 2]
         assert run_tool("process", src, dst, *argv, "--params", params_file, "--quiet") == 0
-        files[overlap] = (dst / "out.mcap").read_bytes()
-        out, _ = read_bag(dst)
-        assert len(out["/a/depth/image"]) == len(out["/b/points"]) == 5
-    assert files[True] == files[False]
+        contents[overlap], names = read_bag(dst)
+        files[overlap] = [(dst / name).read_bytes() for name in names if name.endswith(".mcap")]
+        assert len(contents[overlap]["/a/depth/image"]) == len(contents[overlap]["/b/points"]) == 5
+    assert contents[True] == contents[False] and files[True] == files[False]
 
 
 def test_stages_keep_order_and_stop_at_the_first_error():
@@ -748,6 +753,9 @@ def test_stages_keep_order_and_stop_at_the_first_error():
     for overlap in (False, True):
         seen = []
         run_stages(range(50), lambda x: x * 2, seen.append, overlap=overlap)
+        assert seen == [2 * x for x in range(50)]
+        seen = []
+        run_stages(range(50), lambda x: x * 2, seen.append, overlap=overlap, depth=1)
         assert seen == [2 * x for x in range(50)]
         read = []
 

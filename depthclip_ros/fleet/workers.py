@@ -1,0 +1,110 @@
+"""What runs on the Ray cluster: model actors (the model loaded once per actor, predicting
+batches for any bag) and the bag task (reading, decoding, writing near the data, its forwards
+sent to the actors). The bag task is the bag tool's processing with the actors as its model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import ray
+
+from ..bag.processing import process_bag
+from ..config.parameters import DepthClipConfig, OutputSettings
+from ..errors import DepthClipError
+from ..files import leftover_staging
+
+
+@ray.remote
+class ModelWorker:
+    """One loaded model; `predict` takes a batch of uint8 RGB frames from any bag."""
+
+    def __init__(self, params: dict):
+        from ..estimator.loading import load_estimator
+
+        self.estimator = load_estimator(DepthClipConfig.from_params(params))
+        self.estimator.warm_up()
+
+    def describe(self) -> dict:
+        return dict(
+            model=self.estimator.model_identity,
+            device=str(self.estimator.device),
+            pid=os.getpid(),
+            node=ray.get_runtime_context().get_node_id(),
+        )
+
+    def predict(self, images):
+        return self.estimator.predict(images)
+
+
+class ActorModel:
+    """The bag tool's model interface over the pool of ModelWorkers: batches go to the workers
+    in turn (starting at a bag's own offset), so several bags keep every worker fed."""
+
+    def __init__(self, workers, description: dict, start: int):
+        self.workers = workers
+        self.device = description["device"]
+        self.model_identity = description["model"]
+        self.cpu_threads = 0  # the model runs in other processes: this one's cores are free
+        self._next = itertools.cycle(
+            workers[start % len(workers) :] + workers[: start % len(workers)]
+        )
+
+    def predict(self, images):
+        try:
+            return ray.get(next(self._next).predict.remote(images))
+        except ray.exceptions.RayTaskError as exc:  # the model refused the frames: say why
+            if isinstance(exc.cause, DepthClipError):
+                raise exc.cause from None
+            raise
+
+
+@ray.remote
+class FrameCounter:
+    """Frames done across every bag task, read by the driver's progress bar."""
+
+    def __init__(self):
+        self.frames = 0
+
+    def add(self, count: int) -> None:
+        self.frames += count
+
+    def total(self) -> int:
+        return self.frames
+
+
+@ray.remote(max_retries=0)  # the driver retries a bag (once its staging is removed), not Ray
+def process_bag_task(job, index, params, options, workers, description, counter) -> dict:
+    """Process one bag; {'status': 'done', stats...} or {'status': 'failed', 'error': line} for
+    a problem of the bag or the configuration. Failures of the cluster (a worker that died)
+    are raised, for the driver to retry the bag."""
+    for leftover in leftover_staging(job.output):  # of an attempt whose process was killed
+        _remove_tree(leftover)
+    started = time.monotonic()
+    try:
+        stats = process_bag(
+            job.input,
+            job.output,
+            options["image_topics"],
+            DepthClipConfig.from_params(params),
+            OutputSettings.from_params(params),
+            camera_info_topic=options["camera_info_topic"],
+            storage=options["storage"],
+            batch_size=options["batch_size"],
+            overwrite=options["overwrite"],
+            progress=False,
+            estimator=ActorModel(workers, description, index),
+            frames_written=lambda count: counter.add.remote(count),
+        )
+    except DepthClipError as exc:
+        return dict(status="failed", error=str(exc), seconds=time.monotonic() - started)
+    frames = sum(camera["frames"] for camera in stats["cameras"].values())
+    return dict(status="done", frames=frames, seconds=stats["seconds"], stats=stats)
+
+
+def _remove_tree(path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
