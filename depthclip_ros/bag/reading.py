@@ -135,6 +135,23 @@ def check_topics(reader, path, image_topic, info_topic):
     return types[image_topic], info_topic, outputs
 
 
+def topics_in_bag(path: Path, wanted) -> list:
+    """The topics of `wanted` that the bag records, in `wanted`'s order; BagError when none."""
+    reader = open_bag(path)
+    try:
+        types = _topic_types(reader)
+    finally:
+        reader.close()
+    present = [topic for topic in wanted if topic in types]
+    if not present:
+        images = sorted(t for t, m in types.items() if m in (IMAGE, COMPRESSED))
+        raise BagError(
+            f"none of {', '.join(wanted)} is in bag {path}; its image topics: "
+            f"{', '.join(images) or 'none'}"
+        )
+    return present
+
+
 def read_messages(reader, path, connections=()):
     """reader.messages(), with damage in the file reported as BagError (nothing else caught)."""
     messages = reader.messages(connections=connections)

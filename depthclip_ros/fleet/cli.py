@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-topic",
         required=True,
         action="append",
-        help="image topic to process in every bag; repeat it for every camera",
+        help="image topic to process; repeat it for every camera. Each bag gets the ones it "
+        "records; a bag with none of them fails",
     )
     group.add_argument(
         "--camera-info-topic",
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--resume",
         action="store_true",
-        help="skip bags the manifest has done with the same model and config",
+        help="skip bags the manifest has done with the same model and config; others are "
+        "(re)done, an output without its 'done' line replaced",
     )
     group.add_argument(
         "--overwrite",
@@ -120,6 +122,8 @@ def _usage_checks(args, parser) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.camera_info_topic and len(args.image_topic) > 1:
+        parser.error("--camera-info-topic applies to one --image-topic")
     if args.retries < 0:
         parser.error(f"--retries must be >= 0, got {args.retries}")
     if args.cpus_per_worker < 0 or (args.gpus_per_worker or 0) < 0:

@@ -87,6 +87,14 @@ def start_workers(params: dict, options: FleetOptions) -> list:
     gpus = _gpus_per_worker(options, params)
     if gpus > 0 and params.get("device", "auto") == "cpu":
         raise FleetError("--gpus-per-worker > 0 with device cpu: pass --device cuda or auto")
+    have = ray.cluster_resources()
+    for name, each in (("CPU", options.cpus_per_worker), ("GPU", gpus)):
+        if options.workers * each > have.get(name, 0):
+            raise FleetError(
+                f"{options.workers} workers x {each:g} {name} need {options.workers * each:g} "
+                f"{name}s; the Ray cluster has {have.get(name, 0):g}: lower --workers or "
+                f"--{name.lower()}s-per-worker"
+            )
     return [
         ModelWorker.options(
             num_cpus=options.cpus_per_worker,
@@ -148,8 +156,11 @@ def run_fleet(jobs: list, params: dict, options: FleetOptions, outdir, log=print
 
     def submit(job):
         attempts[job] = attempts.get(job, 0) + 1
+        # Resuming, an output without its 'done' line is one finished as the run stopped:
+        # replaced (atomically, once the new one is complete) rather than refused.
+        bag_options = dict(processing, overwrite=options.overwrite or options.resume)
         ref = process_bag_task.remote(
-            job, len(attempts), params, processing, workers, summary.workers[0], counter
+            job, len(attempts), params, bag_options, workers, summary.workers[0], counter
         )
         in_flight[ref] = job
 
@@ -210,9 +221,12 @@ def _record(manifest, summary, job, outcome, model, config) -> None:
 
 
 def _cancel(in_flight: dict) -> None:
-    """Stop the bags in flight and remove what they were writing: nothing half-written stays."""
+    """Stop the bags in flight and remove what they were writing: nothing half-written stays.
+    The cancel is a KeyboardInterrupt inside each task, which removes its own staging (as a
+    Ctrl-C does to depthclip-bag); what a task that could not unwind left is removed here.
+    (Ray 2.60's force-cancel aborted the driver in tests: not used.)"""
     for ref in in_flight:
-        ray.cancel(ref, force=True)
+        ray.cancel(ref)
     for ref in in_flight:
         try:
             ray.get(ref, timeout=30)

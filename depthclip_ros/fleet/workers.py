@@ -12,6 +12,7 @@ import time
 import ray
 
 from ..bag.processing import process_bag
+from ..bag.reading import topics_in_bag
 from ..config.parameters import DepthClipConfig, OutputSettings
 from ..errors import DepthClipError
 from ..files import leftover_staging
@@ -61,7 +62,7 @@ class ActorModel:
             raise
 
 
-@ray.remote
+@ray.remote(num_cpus=0)  # a counter: it must never wait for the CPUs the workers hold
 class FrameCounter:
     """Frames done across every bag task, read by the driver's progress bar."""
 
@@ -75,9 +76,12 @@ class FrameCounter:
         return self.frames
 
 
-@ray.remote(max_retries=0)  # the driver retries a bag (once its staging is removed), not Ray
+# No CPU reserved: the driver bounds how many run (--bags-in-flight), and CPUs a cluster has
+# beyond the model workers' are theirs. The driver, not Ray, retries a bag (max_retries=0).
+@ray.remote(num_cpus=0, max_retries=0)
 def process_bag_task(job, index, params, options, workers, description, counter) -> dict:
-    """Process one bag; {'status': 'done', stats...} or {'status': 'failed', 'error': line} for
+    """Process one bag's cameras among options['image_topics'] (a bag without any fails);
+    {'status': 'done', stats...} or {'status': 'failed', 'error': line} for
     a problem of the bag or the configuration. Failures of the cluster (a worker that died)
     are raised, for the driver to retry the bag."""
     for leftover in leftover_staging(job.output):  # of an attempt whose process was killed
@@ -87,7 +91,7 @@ def process_bag_task(job, index, params, options, workers, description, counter)
         stats = process_bag(
             job.input,
             job.output,
-            options["image_topics"],
+            topics_in_bag(job.input, options["image_topics"]),
             DepthClipConfig.from_params(params),
             OutputSettings.from_params(params),
             camera_info_topic=options["camera_info_topic"],

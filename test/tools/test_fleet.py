@@ -1,0 +1,299 @@
+"""depthclip-fleet on a local Ray with the tiny random CLIP on CPU: an archive of MCAP and
+sqlite3 bags (one with two cameras) and a corrupt one, each output equal to what
+`depthclip-bag process` writes; a killed model worker replaced and its bag retried; a run
+interrupted with Ctrl-C resumed without doing a bag twice. The CLI runs as its own process, as
+users run it."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from bag_factory import read_bag, write_bag
+from helpers import wait_until
+
+from depthclip_ros.bag import cli as bag_cli
+from depthclip_ros.errors import BagError
+from depthclip_ros.fleet import discovery, manifest
+
+pytest.importorskip("ray", reason="depthclip-fleet needs ray (requirements.txt installs it)")
+
+TOPICS = ("/cam/image_raw", "/rear/image_raw")
+
+
+@pytest.fixture
+def params_file(tiny_checkpoint, tmp_path):
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    params = dict(
+        model=str(tiny_checkpoint),
+        device="cpu",
+        cache_dir=str(tmp_path / "cache"),
+        temperature=1.0,
+        input_width=128,
+        input_height=96,
+        cloud_stride=4,
+    )
+    path.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": params}}))
+    return path
+
+
+def make_archive(root, frames=3, count=3):
+    """`count` bags: root/day1/run0 (MCAP), root/day1/run1 (sqlite3), root/day2/both (MCAP, two
+    cameras), then root/day3/run3... (MCAP)."""
+    write_bag(root / "day1" / "run0", "mcap", frames=frames)
+    write_bag(root / "day1" / "run1", "sqlite3", frames=frames, width=128, height=96)
+    write_bag(
+        root / "day2" / "both",
+        "mcap",
+        frames=frames,
+        cameras={"/cam": (160, 120), "/rear": (128, 96)},
+    )
+    for i in range(3, count):
+        write_bag(root / "day3" / f"run{i}", "mcap", frames=frames)
+
+
+def fleet(*argv, params_file, wait=True, **popen):
+    command = [sys.executable, "-m", "depthclip_ros.fleet.cli", *map(str, argv)]
+    command += [f"--image-topic={t}" for t in TOPICS] + ["--params", str(params_file), "--quiet"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
+    if not wait:
+        return process
+    out, err = process.communicate(timeout=300)
+    return process.returncode, out, err
+
+
+def manifest_lines(outdir):
+    path = outdir / manifest.MANIFEST_NAME
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def assert_equal_to_bag_tool(job_input, output, topics, params_file, tmp_path):
+    """Byte for byte, with torch on the one thread a 1-CPU worker gives it (float sums run in
+    another order on two threads)."""
+    import torch
+
+    reference = tmp_path / "reference" / job_input.name / output.name
+    argv = ["process", job_input, reference, "--params", params_file, "--quiet"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert bag_cli.main([str(a) for a in argv + [f"--image-topic={t}" for t in topics]]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert read_bag(output)[0] == read_bag(reference)[0]
+
+
+def no_staging_left(outdir):
+    return [p for p, dirs, _ in os.walk(outdir) for d in dirs if ".partial-" in d]
+
+
+def test_bags_are_found_and_their_layout_mirrored(tmp_path):
+    archive = tmp_path / "archive"
+    make_archive(archive, count=4)
+    (archive / "single.mcap").write_bytes(b"not really")  # a loose file counts as a bag
+    (archive / "notes.txt").write_text("not a bag")
+    jobs = discovery.find_bags([archive, archive / "day1" / "run0"], tmp_path / "out")
+    found = [
+        (str(j.input.relative_to(tmp_path)), str(j.output.relative_to(tmp_path))) for j in jobs
+    ]
+    assert found == [  # a folder's own files first, then its subfolders, each sorted
+        ("archive/single.mcap", "out/single"),
+        ("archive/day1/run0", "out/day1/run0"),
+        ("archive/day1/run1", "out/day1/run1"),
+        ("archive/day2/both", "out/day2/both"),
+        ("archive/day3/run3", "out/day3/run3"),
+        ("archive/day1/run0", "out/run0"),  # a bag given by itself: OUTDIR/<its name>
+    ]
+    with pytest.raises(BagError, match="would both be written"):
+        discovery.find_bags([archive / "day1", archive / "day1"], tmp_path / "out")
+    with pytest.raises(BagError, match="does not exist"):
+        discovery.find_bags([tmp_path / "nowhere"], tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BagError, match="no rosbag2 bag"):
+        discovery.find_bags([tmp_path / "empty"], tmp_path / "out")
+
+
+def test_manifest_keeps_the_latest_line_of_each_bag_and_skips_cut_lines(tmp_path):
+    job = discovery.BagJob(tmp_path / "in", tmp_path / "out" / "in")
+    record = manifest.Manifest(tmp_path / "out")
+    record.record(job, manifest.FAILED, error="boom", model="m", config="c")
+    record.record(job, manifest.DONE, frames=3, model="m", config="c")
+    with open(record.path, "a") as f:
+        f.write('{"input": "cut by a kil')  # a run killed while writing its line
+    again = manifest.Manifest(tmp_path / "out")
+    assert again.latest[str(job.input)]["status"] == manifest.DONE
+    job.output.mkdir(parents=True)
+    assert again.done_before(job, "m", "c")
+    assert not again.done_before(job, "other model", "c")
+    assert not again.done_before(job, "m", "other config")
+    again.compact()
+    assert [e["status"] for e in manifest_lines(tmp_path / "out")] == [manifest.DONE]
+    assert manifest.config_hash({"a": 1}, {"t": ["/x"]}) != manifest.config_hash(
+        {"a": 2}, {"t": ["/x"]}
+    )
+
+
+def test_archive_on_ray_equals_the_bag_tool_and_a_corrupt_bag_fails_alone(tmp_path, params_file):
+    archive, outdir = tmp_path / "archive", tmp_path / "out"
+    make_archive(archive, count=4)
+    (archive / "broken").mkdir()
+    (archive / "broken" / "broken.mcap").write_bytes(b"\x89MCAP0\r\n" + os.urandom(64))
+    (archive / "broken" / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    rc, out, err = fleet(archive, "--out", outdir, "--workers", 2, params_file=params_file)
+    assert rc == 1, err
+    assert "| bags done | 4 |" in out and "| bags failed | 1 |" in out
+    assert f"failed: {archive / 'broken'}:" in err and "Traceback" not in err
+    entries = {e["input"]: e for e in manifest_lines(outdir)}
+    assert len(entries) == 5 and entries[str(archive / "broken")]["status"] == "failed"
+    assert entries[str(archive / "broken")]["error"]
+    assert not (outdir / "broken").exists() and no_staging_left(outdir) == []
+    for name, topics in (
+        ("day1/run0", TOPICS[:1]),
+        ("day1/run1", TOPICS[:1]),
+        ("day2/both", TOPICS),
+        ("day3/run3", TOPICS[:1]),
+    ):
+        entry = entries[str(archive / name)]
+        assert entry["status"] == "done" and entry["frames"] == 3 * len(topics)
+        assert entry["model"].startswith("tiny_clip.pt@sha256:") and entry["config"]
+        assert_equal_to_bag_tool(archive / name, outdir / name, topics, params_file, tmp_path)
+    assert (outdir / "day1" / "run1" / "run1.db3").exists()  # sqlite3 in, sqlite3 out
+
+
+def parent_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def descends_from(pid, ancestor):
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = parent_of(pid)
+    return False
+
+
+def model_worker_pids(driver):
+    """Processes of the model actors of the Ray that `driver` started (Ray titles an actor's
+    process after its class; the driver's Ray processes are its descendants)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::ModelWorker") and descends_from(int(name), driver):
+                    pids.append(int(name))
+        except (OSError, ValueError):  # not a process, or one that just ended
+            continue
+    return pids
+
+
+def stop(process):
+    """End a fleet run left running by a failed test the way Ctrl-C does: Ray stops with it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_killed_model_worker_is_replaced_and_its_bag_retried(tmp_path, params_file):
+    archive, outdir = tmp_path / "archive", tmp_path / "out"
+    make_archive(archive, frames=12, count=6)
+    process = fleet(
+        archive, "--out", outdir, "--bags-in-flight", 1, params_file=params_file, wait=False
+    )
+    try:
+        wait_until(lambda: manifest_lines(outdir), timeout=120)
+        (victim,) = model_worker_pids(process.pid)
+        # Stopped, the worker holds the forward the next bag is waiting for: killing it then
+        # loses a forward in flight (the case the retry is for), not an idle process.
+        os.kill(victim, signal.SIGSTOP)
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: set(model_worker_pids(process.pid)) - {victim}, timeout=120)
+        out, err = process.communicate(timeout=300)
+    finally:
+        stop(process)
+    assert process.returncode == 0, err
+    # The bag whose forward was lost with the worker (ActorDied or ActorUnavailable) again.
+    assert re.search(r"retrying \S+: RayTaskError\(Actor\w+Error\)", err), err
+    assert "| bags done | 6 |" in out
+    entries = manifest_lines(outdir)
+    assert len(entries) == 6 and {e["status"] for e in entries} == {"done"}
+    assert no_staging_left(outdir) == []
+    for entry in entries:
+        topics = TOPICS if entry["input"].endswith("both") else TOPICS[:1]
+        assert_equal_to_bag_tool(
+            archive / os.path.relpath(entry["input"], archive),
+            outdir / os.path.relpath(entry["output"], outdir),
+            topics,
+            params_file,
+            tmp_path,
+        )
+
+
+def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path, params_file):
+    archive, outdir = tmp_path / "archive", tmp_path / "out"
+    make_archive(archive, frames=12, count=6)
+    process = fleet(
+        archive, "--out", outdir, "--bags-in-flight", 2, params_file=params_file, wait=False
+    )
+    try:
+        wait_until(lambda: manifest_lines(outdir), timeout=120)
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        out, err = process.communicate(timeout=120)
+    finally:
+        stop(process)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    first = manifest_lines(outdir)
+    done_first = {e["input"] for e in first if e["status"] == "done"}
+    assert 1 <= len(done_first) < 6
+    assert no_staging_left(outdir) == []
+    written = {str(p.parent) for p in outdir.rglob("metadata.yaml")}
+    assert written >= {e["output"] for e in first if e["status"] == "done"}
+    for extra in written - {e["output"] for e in first}:  # finished as Ctrl-C came: complete
+        assert len(read_bag(extra)[0]["/cam/depth/image"]) == 12
+
+    rc, out, err = fleet(archive, "--out", outdir, "--resume", params_file=params_file)
+    assert rc == 0, err
+    assert f"| bags skipped (done before) | {len(done_first)} |" in out
+    assert f"| bags done | {6 - len(done_first)} |" in out  # no bag done twice
+    entries = manifest_lines(outdir)
+    assert len(entries) == 6 and {e["status"] for e in entries} == {"done"}
+    for entry in entries:
+        if entry["input"] in done_first:  # kept from the first run, not redone
+            assert entry in first
+        topics = TOPICS if entry["input"].endswith("both") else TOPICS[:1]
+        assert_equal_to_bag_tool(
+            archive / os.path.relpath(entry["input"], archive),
+            outdir / os.path.relpath(entry["output"], outdir),
+            topics,
+            params_file,
+            tmp_path,
+        )
+
+
+def test_usage_and_model_errors_are_one_line_and_exit_2(tmp_path, params_file):
+    archive = tmp_path / "archive"
+    make_archive(archive, frames=1, count=1)
+    rc, _, err = fleet(archive, "--out", tmp_path / "o", "--workers", 0, params_file=params_file)
+    assert rc == 2 and "--workers must be >= 1" in err
+    rc, _, err = fleet(tmp_path / "nothing", "--out", tmp_path / "o", params_file=params_file)
+    assert rc == 2 and "does not exist" in err and "Traceback" not in err
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(params_file.read_text().replace("tiny_clip.pt", "no_such_model.pt"))
+    rc, _, err = fleet(archive, "--out", tmp_path / "o", params_file=missing)
+    assert rc == 2 and "depthclip-fleet: error: a model worker could not start" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
