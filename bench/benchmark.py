@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bag_bench import bench_bag_tool, bench_fleet  # noqa: E402
 from measure import machine, table, timed  # noqa: E402
 from node_bench import (  # noqa: E402
     bench_backends,
@@ -258,6 +259,18 @@ def bench_eval(ckpt, n_images):
     ]
 
 
+def frame_pair(text: str) -> tuple:
+    try:
+        short, long = (int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected SHORT,LONG frame counts, got '{text}'"
+        ) from None
+    if not 0 < short < long:
+        raise argparse.ArgumentTypeError(f"expected 0 < SHORT < LONG, got '{text}'")
+    return short, long
+
+
 def rates_hz(text: str) -> list:
     try:
         rates = [float(r) for r in text.split(",")]
@@ -463,6 +476,26 @@ def main():
         "--only-node", action="store_true", help="just the node and several-cameras tables"
     )
     p.add_argument(
+        "--only-bags",
+        action="store_true",
+        help="just the depthclip-bag and depthclip-fleet tables",
+    )
+    p.add_argument(
+        "--bag-frames",
+        type=frame_pair,
+        default=(60, 300),
+        help="depthclip-bag table: frames of the short and the long bag (default 60,300)",
+    )
+    p.add_argument(
+        "--fleet-bags",
+        type=int,
+        default=8,
+        help="depthclip-fleet table: bags (default 8) ...",
+    )
+    p.add_argument(
+        "--fleet-frames", type=int, default=30, help="... of this many frames each (default 30)"
+    )
+    p.add_argument(
         "--eval-images",
         type=int,
         default=6,
@@ -479,6 +512,21 @@ def main():
     print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
     if args.only_cuda:
         args.skip_node, args.only_node = False, True
+    if args.only_bags or not args.only_node:
+        tiny = save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
+        short, long = args.bag_frames
+        print(
+            "## Bag tool (tiny random CLIP, 640x480 rgb8 at 30 Hz with camera_info, MCAP, "
+            f"the shipped config, output in {tempfile.gettempdir()}, cpu)\n"
+        )
+        print(table(*bench_bag_tool(tiny, (short, long))) + "\n")
+        print(
+            f"## Fleet ({args.fleet_bags} bags of {args.fleet_frames} frames, tiny random CLIP, "
+            "640x480, MCAP and sqlite3, cpu)\n"
+        )
+        print(table(*bench_fleet(tiny, args.fleet_bags, args.fleet_frames)) + "\n")
+        if args.only_bags:
+            return
     if not args.only_node:
         print("## Core (DepthClip.predict, RN50 shapes, random weights)\n")
         print(table(*bench_core(ckpt, devices, args.quick)) + "\n")

@@ -54,7 +54,10 @@ def preprocess(images: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
             align_corners=False,
             antialias=True,
         )
-    mean, std = _normalization(cfg.normalization, x.device)
+    if type(x) is torch.Tensor:
+        mean, std = _normalization(cfg.normalization, x.device)
+    else:  # traced by an export (fake tensors): its own constants, never kept for real frames
+        mean, std = _normalization.__wrapped__(cfg.normalization, x.device)
     return (x - mean) / std
 
 

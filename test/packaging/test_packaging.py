@@ -42,8 +42,10 @@ PIP_ONLY = {
     "apsw",
     "onnxruntime",
     "onnx",
+    "ray",
 }  # openai-clip: no rosdep key; apsw: optional, rosbags falls back to sqlite3; onnxruntime,
-# onnx (depthclip-export): pip (README), no rosdep key verified in ros/rosdistro here
+# onnx (depthclip-export), ray (depthclip-fleet): pip (README, docs/fleet.md), no rosdep key
+# verified in ros/rosdistro here
 # Keys present in ros/rosdistro's rosdep/python.yaml (read from its repository, 2026-08-22
 # snapshot).
 KNOWN_ROSDEP_KEYS = {

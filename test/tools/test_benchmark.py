@@ -41,6 +41,12 @@ def test_benchmark_prints_every_table():
             "3",
             "--eval-images",
             "1",
+            "--bag-frames",
+            "5,15",
+            "--fleet-bags",
+            "2",
+            "--fleet-frames",
+            "3",
         ],
         cwd=ROOT,
         env=env,
@@ -52,6 +58,8 @@ def test_benchmark_prints_every_table():
     assert proc.stdout.splitlines()[2].startswith("Machine: ")  # figures always name their machine
     tables = markdown_tables(proc.stdout)
     assert list(tables) == [
+        "Bag tool",
+        "Fleet",
         "Core",
         "Options beyond the paper",
         "BatchNorm folding",
@@ -141,3 +149,9 @@ def test_benchmark_prints_every_table():
 
     (evaluation,) = tables["Offline evaluation"]
     assert float(evaluation["images/s"]) > 0
+    core_rate, tool = tables["Bag tool"]
+    assert float(core_rate["frames/s"]) > 0 and float(tool["frames/s"]) > 0
+    assert "15 against 5 frames" in tool["what"]
+    sequential, *fleets = tables["Fleet"]
+    assert "2 depthclip-bag processes" in sequential["how"] and len(fleets) == 2
+    assert all(float(r["frames/s, start-up included"]) > 0 for r in [sequential, *fleets])

@@ -297,3 +297,33 @@ def test_usage_and_model_errors_are_one_line_and_exit_2(tmp_path, params_file):
     rc, _, err = fleet(archive, "--out", tmp_path / "o", params_file=missing)
     assert rc == 2 and "depthclip-fleet: error: a model worker could not start" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_kuberay_manifest_runs_options_the_fleet_has():
+    """deploy/kuberay's RayJob: its entrypoint parses with depthclip-fleet's own parser, joins
+    the cluster, and every pod mounts the storage the bags are read from and written to."""
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    from depthclip_ros.fleet.cli import build_parser
+
+    root = Path(__file__).resolve().parents[2]
+    job = yaml.safe_load((root / "deploy/kuberay/depthclip_fleet_rayjob.yaml").read_text())
+    assert job["kind"] == "RayJob" and job["apiVersion"] == "ray.io/v1"
+    program, *argv = shlex.split(job["spec"]["entrypoint"])
+    assert program == "depthclip-fleet"
+    args = build_parser().parse_args(argv)
+    assert args.address == "auto" and args.resume
+    cluster = job["spec"]["rayClusterSpec"]
+    assert cluster["rayVersion"] == __import__("ray").__version__
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        (container,) = group["template"]["spec"]["containers"]
+        mounts = [m["mountPath"] for m in container["volumeMounts"]]
+        assert any(Path(p).is_relative_to(mount) for mount in mounts for p in args.inputs)
+        assert any(Path(args.out).is_relative_to(mount) for mount in mounts)
+    workers = cluster["workerGroupSpecs"][0]
+    gpus = workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+    assert args.workers * args.gpus_per_worker <= workers["replicas"] * int(gpus)

@@ -1,0 +1,175 @@
+"""Benchmark of the recorded-bag tools: `depthclip-bag process` against the core's own predict
+rate, and `depthclip-fleet` against one depthclip-bag process per bag. Each tool runs as its own
+process, as users run it; bags are written here with rosbags (the shipped synthetic scenes)."""
+
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from measure import timed
+
+from depthclip_ros.config.params_files import load_config
+from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.messages.outputs import MessageBuilder, rgb8_image_fields
+from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
+
+BIN = Path(sys.executable).parent
+T0_NS = 1_700_000_000 * 10**9
+PERIOD_NS = 33_333_333  # 30 Hz
+
+
+def write_camera_bag(path: Path, frames: int, storage: str = "mcap") -> None:
+    """A 640x480 rgb8 camera at 30 Hz with its camera_info, as a driver's recording has it."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    builder = MessageBuilder.from_typestore(ts)
+    types = ts.types
+    images = [render_scene(name)[0] for name in SCENES]
+    fields = scene_camera_info_fields()
+    roi = types["sensor_msgs/msg/RegionOfInterest"](
+        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+    )
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=8, storage_plugin=plugin) as writer:
+        info_conn = writer.add_connection(
+            "/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts
+        )
+        image_conn = writer.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+        for i in range(frames):
+            t = T0_NS + i * PERIOD_NS
+            stamp = types["builtin_interfaces/msg/Time"](sec=t // 10**9, nanosec=t % 10**9)
+            header = types["std_msgs/msg/Header"](stamp=stamp, frame_id="camera_optical_frame")
+            image = builder.image(header, rgb8_image_fields(images[i % len(images)]))
+            info = types["sensor_msgs/msg/CameraInfo"](
+                header=header,
+                **{k: np.asarray(v, np.float64) if k in "dkrp" else v for k, v in fields.items()},
+                binning_x=0,
+                binning_y=0,
+                roi=roi,
+            )
+            writer.write(image_conn, t, ts.serialize_cdr(image, image_conn.msgtype))
+            writer.write(info_conn, t, ts.serialize_cdr(info, info_conn.msgtype))
+
+
+def params_file(folder: Path, ckpt) -> Path:
+    path = folder / "params.yaml"
+    params = {"model": str(ckpt), "device": "cpu", "cache_dir": str(folder / "cache")}
+    path.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": params}}))
+    return path
+
+
+def predict_rate(params: Path, reps: int = 30) -> float:
+    """The core's own predicts/s on one 640x480 frame (the tool's config, batch 1)."""
+    model = load_estimator(load_config(params))
+    frame = render_scene("room")[0][None]
+    (times,) = timed([lambda: model.predict(frame)], reps, warmup=3)
+    return 1.0 / statistics.median(times)
+
+
+def run_bag_tool(bag: Path, out: Path, params: Path) -> tuple:
+    """(wall seconds of the whole process, the processing seconds it reports)."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [str(BIN / "depthclip-bag"), "process", str(bag), str(out)]
+    command += ["--image-topic", "/cam/image_raw", "--params", str(params), "--quiet"]
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"depthclip-bag failed: {proc.stderr.strip()[-500:]}")
+    reported = float(re.search(r"copied, ([0-9.]+) s", proc.stdout).group(1))
+    return wall, reported
+
+
+def bench_bag_tool(ckpt, frames=(60, 300), repeats=2):
+    """depthclip-bag on a short and a long bag: throughput with start-up cancelled out
+    ((long - short) frames over the difference of the walls) against the core's predict rate,
+    measured between the tool's runs."""
+    folder = Path(tempfile.mkdtemp())
+    params = params_file(folder, ckpt)
+    short, long = frames
+    for n in frames:
+        write_camera_bag(folder / f"bag{n}", n)
+    rates, walls = [], {n: [] for n in frames}
+    for _ in range(repeats):
+        rates.append(predict_rate(params))
+        for n in frames:
+            walls[n].append(run_bag_tool(folder / f"bag{n}", folder / f"out{n}", params)[0])
+    rates.append(predict_rate(params))
+    shutil.rmtree(folder, ignore_errors=True)
+    rate = statistics.median(rates)
+    wall = {n: statistics.median(w) for n, w in walls.items()}
+    tool = (long - short) / (wall[long] - wall[short])
+    rows = [
+        ["core predict (batch 1)", f"{rate:.1f}", "1.00", ""],
+        [
+            f"depthclip-bag, start-up cancelled ({long} against {short} frames)",
+            f"{tool:.1f}",
+            f"{tool / rate:.2f}",
+            f"{wall[short]:.1f} s / {wall[long]:.1f} s",
+        ],
+    ]
+    return ["what", "frames/s", "/ core predict", "wall (short / long bag)"], rows
+
+
+def bench_fleet(ckpt, bags=8, frames=30, worker_setups=((2, 1.0), (1, 2.0))):
+    """`depthclip-fleet` over `bags` bags against one depthclip-bag process per bag, in turn."""
+    folder = Path(tempfile.mkdtemp())
+    params = params_file(folder, ckpt)
+    archive = folder / "archive"
+    for i in range(bags):
+        write_camera_bag(archive / f"run{i}", frames, "mcap" if i % 2 == 0 else "sqlite3")
+    total = bags * frames
+    started = time.perf_counter()
+    reported = 0.0
+    for i in range(bags):
+        reported += run_bag_tool(archive / f"run{i}", folder / "seq" / f"run{i}", params)[1]
+    sequential = time.perf_counter() - started
+    shutil.rmtree(folder / "seq", ignore_errors=True)
+    rows = [
+        [
+            f"{bags} depthclip-bag processes, one after another",
+            f"{total / reported:.1f}",
+            f"{total / sequential:.1f}",
+            f"{sequential:.1f}",
+            "1.00",
+        ]
+    ]
+    for workers, cpus in worker_setups:
+        out = folder / f"fleet{workers}"
+        command = [str(BIN / "depthclip-fleet"), str(archive), "--out", str(out)]
+        command += ["--image-topic", "/cam/image_raw", "--params", str(params), "--quiet"]
+        command += ["--workers", str(workers), "--cpus-per-worker", f"{cpus:g}"]
+        started = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"depthclip-fleet failed: {proc.stderr.strip()[-800:]}")
+        excluded = float(re.search(r"start-up excluded\) \| ([0-9.]+)", proc.stdout).group(1))
+        rows.append(
+            [
+                f"depthclip-fleet, {workers} worker(s) x {cpus:g} CPU, local Ray",
+                f"{excluded:.1f}",
+                f"{total / wall:.1f}",
+                f"{wall:.1f}",
+                f"{sequential / wall:.2f}",
+            ]
+        )
+        shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    head = [
+        "how",
+        "frames/s, start-up excluded",
+        "frames/s, start-up included",
+        "wall (s)",
+        "speed-up (wall)",
+    ]
+    return head, rows
