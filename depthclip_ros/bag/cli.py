@@ -22,6 +22,43 @@ from .processing import STORAGES, process_bag
 from .reading import print_info
 
 
+def add_processing_options(parser, multi_bag: bool = False) -> None:
+    """How bags are processed: depthclip-bag process's options, which depthclip-fleet shares."""
+    parser.add_argument(
+        "--image-topic",
+        required=True,
+        action="append",
+        help="sensor_msgs/Image or CompressedImage topic; repeat it for every camera to "
+        "process (one model, one pass)"
+        + (
+            ". Each bag gets the ones it records; a bag with none of them fails"
+            if multi_bag
+            else ""
+        ),
+    )
+    parser.add_argument(
+        "--camera-info-topic",
+        help="default: camera_info beside the image topic, if recorded (one --image-topic only)",
+    )
+    parser.add_argument(
+        "--params", help="parameter YAML (default: the package's config/depthclip.yaml)"
+    )
+    parser.add_argument(
+        "--preset", action="append", help="config/presets/ name or YAML, applied in order"
+    )
+    parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        help="output storage (default: " + ("each input's)" if multi_bag else "the input's)"),
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="frames of one size per forward pass"
+    )
+    parser.add_argument(
+        "--device", help="auto | cpu | cuda | cuda:N (default: the parameter file's)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depthclip-bag", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,26 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
-    p.add_argument(
-        "--image-topic",
-        required=True,
-        action="append",
-        help="sensor_msgs/Image or CompressedImage topic; repeat it for every camera to "
-        "process (one model, one pass)",
-    )
-    p.add_argument(
-        "--camera-info-topic",
-        help="default: camera_info beside the image topic, if recorded (one --image-topic only)",
-    )
-    p.add_argument(
-        "--params", help="parameter YAML (default: the package's config/depthclip.yaml)"
-    )
-    p.add_argument(
-        "--preset", action="append", help="config/presets/ name or YAML, applied in order"
-    )
-    p.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's)")
-    p.add_argument("--batch-size", type=int, default=1, help="frames of one size per forward pass")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the parameter file's)")
+    add_processing_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

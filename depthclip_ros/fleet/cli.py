@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..bag.processing import STORAGES
+from ..bag.cli import add_processing_options
 from ..config.params_files import load_params
 from ..errors import DepthClipError
 from ..files import leftover_staging
@@ -36,32 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, metavar="OUTDIR", help="where outputs and manifest.jsonl go"
     )
     group = parser.add_argument_group("processing (as depthclip-bag process)")
-    group.add_argument(
-        "--image-topic",
-        required=True,
-        action="append",
-        help="image topic to process; repeat it for every camera. Each bag gets the ones it "
-        "records; a bag with none of them fails",
-    )
-    group.add_argument(
-        "--camera-info-topic",
-        help="default: camera_info beside the image topic, if recorded (one --image-topic only)",
-    )
-    group.add_argument(
-        "--params", help="parameter YAML (default: the package's config/depthclip.yaml)"
-    )
-    group.add_argument(
-        "--preset", action="append", help="config/presets/ name or YAML, applied in order"
-    )
-    group.add_argument(
-        "--storage", choices=STORAGES, help="output storage (default: each input's)"
-    )
-    group.add_argument(
-        "--batch-size", type=int, default=1, help="frames of one size per forward pass"
-    )
-    group.add_argument(
-        "--device", help="auto | cpu | cuda | cuda:N (default: the parameter file's)"
-    )
+    add_processing_options(group, multi_bag=True)
     group = parser.add_argument_group("cluster")
     group.add_argument(
         "--address",

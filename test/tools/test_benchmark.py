@@ -150,8 +150,9 @@ def test_benchmark_prints_every_table():
     (evaluation,) = tables["Offline evaluation"]
     assert float(evaluation["images/s"]) > 0
     core_rate, tool = tables["Bag tool"]
-    assert float(core_rate["frames/s"]) > 0 and float(tool["frames/s"]) > 0
-    assert "15 against 5 frames" in tool["what"]
+    assert float(core_rate["frames/s"]) > 0 and "15 against 5 frames" in tool["what"]
+    # So few frames leave the difference to start-up noise: a rate, or the table says so.
+    assert tool["frames/s"].startswith("n/a") or float(tool["frames/s"]) > 0
     sequential, *fleets = tables["Fleet"]
     assert "2 depthclip-bag processes" in sequential["how"] and len(fleets) == 2
     assert all(float(r["frames/s, start-up included"]) > 0 for r in [sequential, *fleets])
