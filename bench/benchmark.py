@@ -506,6 +506,17 @@ def main():
         help="Fast DDS XML profile for the node table (default: none, the middleware's defaults)",
     )
     args = p.parse_args()
+    disk = tempfile.gettempdir()
+    # Every temporary file of the run (checkpoints, exports, bags) in one folder, removed after.
+    with tempfile.TemporaryDirectory(prefix="depthclip-bench-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            run(args, disk)
+        finally:
+            tempfile.tempdir = None
+
+
+def run(args, disk: str) -> None:
     torch.set_num_threads(os.cpu_count())
     ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -517,7 +528,7 @@ def main():
         short, long = args.bag_frames
         print(
             "## Bag tool (tiny random CLIP, 640x480 rgb8 at 30 Hz with camera_info, MCAP, "
-            f"the shipped config, output in {tempfile.gettempdir()}, cpu)\n"
+            f"the shipped config, output in {disk}, cpu)\n"
         )
         print(table(*bench_bag_tool(tiny, (short, long))) + "\n")
         print(

@@ -2,15 +2,15 @@
 TensorRT) without torch.
 
   depthclip-export --model RN50|CKPT --out depthclip.onnx [--params P] [--preset NAME]
-                   [--image-size 640x480] [--precision fp32|fp16]
+                   [--precision fp32|fp16] [--image-size 640x480]
 
 The graph is traced from the modules the core runs (DepthClip.positions, bin_probabilities,
 DepthClip.depth_from_probabilities), so no math exists twice: uint8 images (B, H, W, 3) ->
 preprocessing -> CLIP's layer4 -> head -> depth (B, H, W), coarse depth and per-bin
-probabilities. Text features, bins and temperature are inputs; the batch is dynamic; the image
-path runs in float32, or in fp16 for CUDA and TensorRT (precision fp16). The text
-features of the configured prompts and of every shipped preset go beside the file, in the
-text-feature cache format (FILE_text_features/).
+probabilities. Text features, bins and temperature are inputs; the batch and (preprocessing
+resize) the image's height and width are dynamic; the image path runs in float32, or in fp16
+for CUDA and TensorRT (precision fp16). The text features of the configured prompts and of every
+shipped preset go beside the file, in the text-feature cache format (FILE_text_features/).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from ..config.params_files import load_config, load_params, preset_names
 from ..errors import ConfigError, DepthClipError
 from ..files import atomic_write
 from .clip_loading import LoadedModel, load_clip
-from .core import DepthClip
+from .core import STRIDE, DepthClip
 from .depth_head import bin_probabilities
-from .onnx_runtime import GRAPH_INPUTS, GRAPH_OUTPUTS, GRAPH_PRECISIONS, graph_metadata
+from .onnx_runtime import ANY_SIZE, GRAPH_INPUTS, GRAPH_OUTPUTS, GRAPH_PRECISIONS, graph_metadata
 from .result import network_image_size
 from .text_cache import exported_text_dir
 from .text_features import text_features
@@ -84,22 +84,31 @@ def model_to_trace(config: DepthClipConfig, precision: str) -> LoadedModel:
 
 def export(config: DepthClipConfig, out: Path, image_size=None, params_file=None) -> dict:
     """Write the graph to `out` and the text features beside it; returns its metadata. The
-    image path is fp16 for `precision: fp16`, else float32 (auto: CPU, where it is traced)."""
+    graph takes images of any size (preprocessing resize) or 640x480 (crop); `image_size`
+    (height, width) fixes it to one size instead. The image path is fp16 for
+    `precision: fp16`, else float32 (auto: CPU, where it is traced)."""
     if config.scene_bins != "off":
         raise ConfigError("scene_bins", config.scene_bins, "is not exported; use 'off'")
     precision = "fp16" if config.precision == "fp16" else "fp32"
     config = config.replace(device="cpu", precision="fp32")  # traced on CPU
-    image_size = image_size or network_image_size(config)
+    any_size = image_size is None and config.preprocessing == "resize"
+    if any_size:  # traced at a size other than the network's, so the resize is in the graph
+        example_size = (config.input_height + STRIDE, config.input_width + STRIDE)
+    else:
+        example_size = image_size or network_image_size(config)
     estimator = DepthClip(config, model_to_trace(config, precision))
     module = ImagePath(estimator, config).eval()
     head = estimator._head
     example = (
-        torch.zeros((2, *image_size, 3), dtype=torch.uint8),
+        torch.zeros((2, *example_size, 3), dtype=torch.uint8),
         head.text,
         head.bins,
         torch.tensor(config.temperature, dtype=torch.float32),
     )
     batch, bins = torch.export.Dim("batch", min=1), torch.export.Dim("bins", min=2)
+    images = {0: batch}
+    if any_size:
+        images.update({1: torch.export.Dim("height", min=2), 2: torch.export.Dim("width", min=2)})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -117,7 +126,7 @@ def export(config: DepthClipConfig, out: Path, image_size=None, params_file=None
             str(staged),
             input_names=list(GRAPH_INPUTS),
             output_names=list(GRAPH_OUTPUTS),
-            dynamic_shapes=({0: batch}, {1: bins}, {0: bins}, None),
+            dynamic_shapes=(images, {1: bins}, {0: bins}, None),
             opset_version=OPSET,
             dynamo=True,
             external_data=False,
@@ -130,7 +139,7 @@ def export(config: DepthClipConfig, out: Path, image_size=None, params_file=None
             config,
             precision,
             estimator.model_identity,
-            image_size,
+            None if any_size else example_size,
             estimator.embed_dim,
             OPSET,
             f"torch {torch.__version__} torch.onnx (dynamo)",
@@ -176,8 +185,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--image-size",
         type=parse_size,
-        help="camera image WIDTHxHEIGHT the graph takes (default: 640x480 for preprocessing "
-        "crop, else the network input)",
+        help="fix the graph to camera images of WIDTHxHEIGHT (default: images of any size, "
+        "resized in the graph; 640x480 for preprocessing crop)",
     )
     args = parser.parse_args(argv)
     if not args.out.endswith(".onnx"):
@@ -193,9 +202,14 @@ def main(argv=None) -> int:
     except DepthClipError as exc:
         print(f"depthclip-export: error: {exc}", file=sys.stderr)
         return 2
+    sizes = (
+        "any size"
+        if meta["image_width"] == ANY_SIZE
+        else f"{meta['image_width']}x{meta['image_height']}"
+    )
     print(
-        f"wrote {args.out}: {meta['model_identity']}, {meta['image_width']}x"
-        f"{meta['image_height']} images, {meta['preprocessing']} to {meta['input_width']}x"
+        f"wrote {args.out}: {meta['model_identity']}, {sizes} images, "
+        f"{meta['preprocessing']} to {meta['input_width']}x"
         f"{meta['input_height']}, flip {meta['flip']}, {meta['precision']}, opset "
         f"{meta['opset']}; text features "
         f"in {exported_text_dir(Path(args.out))}"

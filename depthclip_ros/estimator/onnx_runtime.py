@@ -1,11 +1,11 @@
 """DepthCLIP on ONNX Runtime: runs a graph written by depthclip-export, without torch.
 
 The graph is the core's image path (uint8 images -> depth); text features, bins and temperature
-are its inputs, so those change without re-export. What the graph fixed at export (image size,
-preprocessing, network input, normalisation, dense features, flip, precision) is in its
-metadata and a config asking for something else is refused with the reason. Text features
-come from the cache (the folder depthclip-export filled beside the model, then cache_dir):
-prompts never exported need the torch text encoder and are refused.
+are its inputs, so those change without re-export; it takes images of any size unless exported
+for one. What the graph fixed at export (preprocessing, network input, normalisation, dense
+features, flip, precision) is in its metadata and a config asking for something else is refused
+with the reason. Text features come from the cache (the folder depthclip-export filled beside
+the model, then cache_dir): prompts never exported need the torch text encoder and are refused.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ import numpy as np
 
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
-from .result import OUTPUT_FIELDS, DepthResult, as_image_batch, input_region
+from .result import (
+    OUTPUT_FIELDS,
+    DepthResult,
+    as_image_batch,
+    input_region,
+    network_image_size,
+)
 from .text_cache import (
     FLOAT16,
     FLOAT32,
@@ -46,21 +52,23 @@ GRAPH_FIELDS = (
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
+ANY_SIZE = "any"  # image_height / image_width of a graph that takes every size
 GRAPH_PRECISIONS = ("fp32", "fp16")  # of the image path; inputs and outputs stay float32
 
 
 def graph_metadata(
     cfg: DepthClipConfig, precision, identity, image_size, embed_dim, opset, exporter
 ):
-    """The metadata depthclip-export writes into the file (ONNX metadata holds strings)."""
+    """The metadata depthclip-export writes into the file (ONNX metadata holds strings);
+    `image_size` None: a graph for every image size."""
     meta = {name: str(getattr(cfg, name)) for name in GRAPH_FIELDS}
     meta.update(
         depthclip_export_format=EXPORT_FORMAT,
         precision=precision,
         model_identity=identity,
         checkpoint_sha256=identity.rsplit("@sha256:", 1)[-1],
-        image_height=str(image_size[0]),
-        image_width=str(image_size[1]),
+        image_height=ANY_SIZE if image_size is None else str(image_size[0]),
+        image_width=ANY_SIZE if image_size is None else str(image_size[1]),
         embed_dim=str(embed_dim),
         opset=str(opset),
         exporter=exporter,
@@ -125,7 +133,12 @@ class OnnxDepthClip:
         self.precision = self._check_precision(config.precision)
         self.session = self._session(ort, config)
         meta = self.metadata
-        self.image_size = (int(meta["image_height"]), int(meta["image_width"]))
+        # None: any size (the resize is in the graph); else the one size the graph takes.
+        self.image_size = (
+            None
+            if meta["image_height"] == ANY_SIZE
+            else (int(meta["image_height"]), int(meta["image_width"]))
+        )
         self.embed_dim = int(meta["embed_dim"])
         self.model_identity = meta["model_identity"]
         self.dtype = "float16" if self.precision == "fp16" else "float32"
@@ -257,18 +270,20 @@ class OnnxDepthClip:
         self._head = self.check_config(cfg)
 
     def warm_up(self) -> None:
-        self.predict(np.zeros((*self.image_size, 3), np.uint8))
+        size = self.image_size or network_image_size(self.config)
+        self.predict(np.zeros((*size, 3), np.uint8))
 
     def predict(self, images, scenes=None) -> DepthResult:
-        """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3) of the exported image size."""
+        """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3): any size, or the one size a
+        graph exported with --image-size takes."""
         cfg, text, bins, temperature = self._head  # one frame, one config
         imgs = as_image_batch(images)
         height, width = imgs.shape[1:3]
-        if (height, width) != self.image_size:
+        if self.image_size is not None and (height, width) != self.image_size:
             raise ImageSizeError(
                 f"the exported graph {self.path.name} takes {self.image_size[1]}x"
-                f"{self.image_size[0]} images, got {width}x{height}; export it with "
-                f"--image-size {width}x{height}"
+                f"{self.image_size[0]} images, got {width}x{height}; export it again without "
+                f"--image-size (a graph for every size)"
             )
         outputs = self.session.run(
             list(GRAPH_OUTPUTS),

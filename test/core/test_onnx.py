@@ -20,7 +20,7 @@ from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.onnx_runtime import CPU, CUDA, TENSORRT, OnnxDepthClip, providers_for
 from depthclip_ros.messages import decoding
 
-CAMERA = (480, 640)  # (height, width) of the exported graphs' images
+CAMERA = (480, 640)  # (height, width) of the test camera's images
 # fp16 against fp16: the graph folds the batch norms into fp16 convolutions, the torch core keeps
 # them float32, and ONNX Runtime's and torch's fp16 kernels round differently. Measured at most
 # 1.1e-3 m here (tiny), about the gap between the torch core in fp16 and in float32; an error of
@@ -28,7 +28,7 @@ CAMERA = (480, 640)  # (height, width) of the exported graphs' images
 FP16_ATOL = 5e-3
 
 
-def export_and_load(config, path, image_size=CAMERA):
+def export_and_load(config, path, image_size=None):
     export.export(config, path, image_size)
     return OnnxDepthClip(config.replace(model=str(path)))
 
@@ -104,7 +104,7 @@ def test_rn50_fp16_graph_runs_the_torch_fp16_core(rn50_checkpoint, tmp_path):
         head_precision="model",
     )
     path = tmp_path / "rn50_fp16.onnx"
-    export.export(config.replace(precision="fp16"), path, CAMERA)
+    export.export(config.replace(precision="fp16"), path)
     assert_fp16_graph(path)
     exported = OnnxDepthClip(config.replace(model=str(path)))
     core = torch_fp16_core(config)
@@ -126,6 +126,20 @@ def test_tiny_graph_equals_the_torch_core(make_config, tmp_path, preprocessing, 
         assert_same_result(core.predict(images[:batch]), exported.predict(images[:batch]))
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_one_graph_serves_every_camera_size(make_config, tmp_path, flip):
+    """Exported without --image-size, one graph takes every size (the resize in the graph),
+    equal to the torch core at each: VGA, odd sizes, the network's own size (the core skips
+    its resize there; the graph's resize to the same size changes nothing), portrait."""
+    config = make_config(flip=flip, input_width=128, input_height=96)
+    core = DepthClip(config)
+    exported = export_and_load(config, tmp_path / "any.onnx")
+    assert exported.image_size is None
+    for height, width in [CAMERA, (96, 128), (239, 317), (720, 1280), (640, 360)]:
+        images = np.stack([structured_image(height, width, seed=s) for s in range(2)])
+        assert_same_result(core.predict(images), exported.predict(images))
+
+
 @pytest.mark.parametrize(
     "preprocessing, flip, head_precision",
     [("resize", False, "float32"), ("crop", True, "model")],
@@ -142,7 +156,7 @@ def test_fp16_graph_runs_the_torch_fp16_core(
         input_height=96,
     )
     path = tmp_path / "fp16.onnx"
-    export.export(config.replace(precision="fp16"), path, CAMERA)
+    export.export(config.replace(precision="fp16"), path)
     assert_fp16_graph(path)
     exported = OnnxDepthClip(config.replace(model=str(path), precision="auto"))
     assert exported.metadata["precision"] == "fp16" and exported.dtype == "float16"
@@ -161,8 +175,8 @@ def test_fp16_graph_runs_the_torch_fp16_core(
 def test_precision_must_match_the_graph(make_config, tmp_path):
     config = make_config(input_width=128, input_height=96)
     fp32_path, fp16_path = tmp_path / "fp32.onnx", tmp_path / "fp16.onnx"
-    export.export(config, fp32_path, CAMERA)
-    export.export(config.replace(precision="fp16"), fp16_path, CAMERA)
+    export.export(config, fp32_path)
+    export.export(config.replace(precision="fp16"), fp16_path)
     assert OnnxDepthClip(config.replace(model=str(fp32_path), precision="auto")).dtype == "float32"
     with pytest.raises(ConfigError, match="'precision' = 'fp16'.*fp32.onnx is fp32; export it wi"):
         OnnxDepthClip(config.replace(model=str(fp32_path), precision="fp16"))
@@ -201,7 +215,7 @@ def test_bins_temperature_and_exported_prompts_change_without_re_export(make_con
 
 def test_what_the_graph_cannot_honour_is_refused_with_the_reason(make_config, tmp_path):
     config = make_config(input_width=128, input_height=96)
-    exported = export_and_load(config, tmp_path / "m.onnx")
+    exported = export_and_load(config, tmp_path / "m.onnx", CAMERA)  # fixed to one size
     onnx_config = exported.config
     for change, field in [
         (dict(input_width=160), "input_width"),
@@ -217,7 +231,7 @@ def test_what_the_graph_cannot_honour_is_refused_with_the_reason(make_config, tm
     with pytest.raises(ConfigError, match="scene_bins.*torch backend"):
         exported.update_config(onnx_config.replace(scene_bins="auto"))
     assert exported.config == onnx_config  # a refused change leaves the running config
-    with pytest.raises(ImageSizeError, match="takes 640x480 images, got 320x240"):
+    with pytest.raises(ImageSizeError, match="takes 640x480 images, got 320x240.*without"):
         exported.predict(structured_image(240, 320))
     # A config the graph cannot run is refused at load, too.
     with pytest.raises(ConfigError, match="input_width"):
@@ -227,12 +241,12 @@ def test_what_the_graph_cannot_honour_is_refused_with_the_reason(make_config, tm
 def test_metadata_records_the_export_and_text_features_lie_beside(make_config, tmp_path):
     config = make_config(input_width=128, input_height=96)
     path = tmp_path / "m.onnx"
-    export.export(config, path, CAMERA)
+    export.export(config, path)
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     core = DepthClip(config)
     assert meta["model_identity"] == core.model_identity
     assert core.model_identity.endswith("@sha256:" + meta["checkpoint_sha256"])
-    assert (meta["image_width"], meta["image_height"]) == ("640", "480")
+    assert (meta["image_width"], meta["image_height"]) == ("any", "any")
     assert (meta["preprocessing"], meta["input_width"], meta["input_height"]) == (
         "resize",
         "128",
