@@ -563,8 +563,8 @@ def run(args, disk: str) -> None:
         onnx_dir = Path(tempfile.mkdtemp())
         onnx_model, onnx_fp16 = str(onnx_dir / "rn50.onnx"), str(onnx_dir / "rn50_fp16.onnx")
         exported = load_config(overrides={"model": ckpt, "device": "cpu"})
-        export(exported, onnx_model, (480, 640))
-        export(exported.replace(precision="fp16"), onnx_fp16, (480, 640))
+        export(exported, onnx_model)
+        export(exported.replace(precision="fp16"), onnx_fp16)
         graphs = {"onnxruntime": onnx_model, "onnxruntime, fp16 graph": onnx_fp16}
         print("## Backends, core (640x480 rgb8, the shipped config, batch 1, cpu)\n")
         print(table(*bench_backend_core(ckpt, graphs, 3 if args.quick else 12)) + "\n")
