@@ -75,18 +75,24 @@ def predict_rate(params: Path, reps: int = 30) -> float:
     return 1.0 / statistics.median(times)
 
 
-def run_bag_tool(bag: Path, out: Path, params: Path) -> tuple:
-    """(wall seconds of the whole process, the processing seconds it reports)."""
-    shutil.rmtree(out, ignore_errors=True)
-    command = [str(BIN / "depthclip-bag"), "process", str(bag), str(out)]
-    command += ["--image-topic", "/cam/image_raw", "--params", str(params), "--quiet"]
+def run_tool(tool: str, *argv, params: Path) -> tuple:
+    """Run a console script of the package on the bench camera as its own process: (wall
+    seconds of the whole process, its stdout). RuntimeError with its stderr when it fails."""
+    command = [str(BIN / tool), *map(str, argv), "--image-topic", "/cam/image_raw"]
+    command += ["--params", str(params), "--quiet"]
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"depthclip-bag failed: {proc.stderr.strip()[-500:]}")
-    reported = float(re.search(r"copied, ([0-9.]+) s", proc.stdout).group(1))
-    return wall, reported
+        raise RuntimeError(f"{tool} failed: {proc.stderr.strip()[-800:]}")
+    return wall, proc.stdout
+
+
+def run_bag_tool(bag: Path, out: Path, params: Path) -> tuple:
+    """(wall seconds of the whole process, the processing seconds it reports)."""
+    shutil.rmtree(out, ignore_errors=True)
+    wall, stdout = run_tool("depthclip-bag", "process", bag, out, params=params)
+    return wall, float(re.search(r"copied, ([0-9.]+) s", stdout).group(1))
 
 
 def bench_bag_tool(ckpt, frames=(60, 300), repeats=2):
@@ -149,15 +155,9 @@ def bench_fleet(ckpt, bags=8, frames=30, worker_setups=((2, 1.0), (1, 2.0))):
     ]
     for workers, cpus in worker_setups:
         out = folder / f"fleet{workers}"
-        command = [str(BIN / "depthclip-fleet"), str(archive), "--out", str(out)]
-        command += ["--image-topic", "/cam/image_raw", "--params", str(params), "--quiet"]
-        command += ["--workers", str(workers), "--cpus-per-worker", f"{cpus:g}"]
-        started = time.perf_counter()
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
-        wall = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise RuntimeError(f"depthclip-fleet failed: {proc.stderr.strip()[-800:]}")
-        excluded = float(re.search(r"start-up excluded\) \| ([0-9.]+)", proc.stdout).group(1))
+        argv = [archive, "--out", out, "--workers", workers, "--cpus-per-worker", f"{cpus:g}"]
+        wall, stdout = run_tool("depthclip-fleet", *argv, params=params)
+        excluded = float(re.search(r"start-up excluded\) \| ([0-9.]+)", stdout).group(1))
         rows.append(
             [
                 f"depthclip-fleet, {workers} worker(s) x {cpus:g} CPU, local Ray",

@@ -38,6 +38,12 @@ def leftover_staging(path) -> list:
     return sorted(path.parent.glob(_staging_prefix(path) + "*"))
 
 
+def remove_leftover_staging(path) -> None:
+    """Remove what `leftover_staging(path)` lists; only while nothing writes `path`."""
+    for leftover in leftover_staging(path):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_directory(path, overwrite: bool = False):
     """Yield a path to create the folder `path` at; it moves into place only if the block succeeds.

@@ -70,9 +70,9 @@ class _Chunk:
 class BagProcessor:
     """Copies every message of IN to the writer and adds the depth outputs of each camera.
 
-    Reading and decoding, the model (`estimator.predict`, any object with the core's predict)
-    and building and writing the outputs overlap on three threads; the output is the same
-    messages in the same order as one thread would write."""
+    The model (`estimator.predict`, any object with the core's predict) runs beside reading
+    and writing where it leaves the CPU free (bag/pipeline.py); the output is the same
+    messages in the same order either way."""
 
     def __init__(self, estimator, settings: OutputSettings, typestore, batch_size: int = 1):
         self.estimator = estimator

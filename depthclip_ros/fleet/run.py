@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import sys
 import time
 
@@ -15,12 +14,11 @@ import ray
 
 from ..bag.reading import open_bag
 from ..errors import DepthClipError, FleetError
-from ..files import leftover_staging
+from ..files import remove_leftover_staging
 from .discovery import BagJob
 from .manifest import DONE, FAILED, Manifest, config_hash
 from .workers import FrameCounter, ModelWorker, process_bag_task
 
-SKIPPED = "skipped"  # in the summary only: a skipped bag keeps its earlier 'done' line
 POLL_S = 0.5
 
 
@@ -54,7 +52,7 @@ class FleetOptions:
 class FleetSummary:
     done: list = dataclasses.field(default_factory=list)  # BagJobs
     failed: list = dataclasses.field(default_factory=list)  # (BagJob, error line)
-    skipped: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)  # done before: keep their lines
     frames: int = 0
     startup_s: float = 0.0  # Ray and the workers up, models loaded
     processing_s: float = 0.0  # from the workers ready to the last bag's end
@@ -139,7 +137,7 @@ def run_fleet(jobs: list, params: dict, options: FleetOptions, outdir, log=print
         else:
             pending.append(job)
     counter = FrameCounter.remote()
-    in_flight = {}  # object ref -> (job, attempt)
+    in_flight = {}  # object ref of a bag task -> its BagJob
     limit = options.bags_in_flight or 2 * len(workers)
     attempts = {}
     from tqdm import tqdm
@@ -233,8 +231,7 @@ def _cancel(in_flight: dict) -> None:
         except Exception:  # cancelled, or died: either way it writes no more
             pass
     for job in in_flight.values():
-        for leftover in leftover_staging(job.output):
-            shutil.rmtree(leftover, ignore_errors=True)
+        remove_leftover_staging(job.output)
 
 
 def connect(address: str | None) -> bool:

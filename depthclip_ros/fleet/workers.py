@@ -15,7 +15,7 @@ from ..bag.processing import process_bag
 from ..bag.reading import topics_in_bag
 from ..config.parameters import DepthClipConfig, OutputSettings
 from ..errors import DepthClipError
-from ..files import leftover_staging
+from ..files import remove_leftover_staging
 
 
 @ray.remote
@@ -45,7 +45,6 @@ class ActorModel:
     in turn (starting at a bag's own offset), so several bags keep every worker fed."""
 
     def __init__(self, workers, description: dict, start: int):
-        self.workers = workers
         self.device = description["device"]
         self.model_identity = description["model"]
         self.cpu_threads = 0  # the model runs in other processes: this one's cores are free
@@ -84,8 +83,7 @@ def process_bag_task(job, index, params, options, workers, description, counter)
     {'status': 'done', stats...} or {'status': 'failed', 'error': line} for
     a problem of the bag or the configuration. Failures of the cluster (a worker that died)
     are raised, for the driver to retry the bag."""
-    for leftover in leftover_staging(job.output):  # of an attempt whose process was killed
-        _remove_tree(leftover)
+    remove_leftover_staging(job.output)  # of an attempt whose process was killed
     started = time.monotonic()
     try:
         stats = process_bag(
@@ -106,9 +104,3 @@ def process_bag_task(job, index, params, options, workers, description, counter)
         return dict(status="failed", error=str(exc), seconds=time.monotonic() - started)
     frames = sum(camera["frames"] for camera in stats["cameras"].values())
     return dict(status="done", frames=frames, seconds=stats["seconds"], stats=stats)
-
-
-def _remove_tree(path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
