@@ -17,9 +17,10 @@ from ..errors import DepthClipError, FleetError
 from ..files import remove_leftover_staging
 from .discovery import BagJob
 from .manifest import DONE, FAILED, Manifest, config_hash
-from .workers import FrameCounter, ModelWorker, process_bag_task
+from .workers import ModelWorker, RunControl, process_bag_task
 
 POLL_S = 0.5
+STOP_WAIT_S = 60  # for the bags in flight to stop after a Ctrl-C (each ends its chunk)
 
 
 @dataclasses.dataclass
@@ -136,7 +137,7 @@ def run_fleet(jobs: list, params: dict, options: FleetOptions, outdir, log=print
             summary.skipped.append(job)
         else:
             pending.append(job)
-    counter = FrameCounter.remote()
+    control = RunControl.remote()
     in_flight = {}  # object ref of a bag task -> its BagJob
     limit = options.bags_in_flight or 2 * len(workers)
     attempts = {}
@@ -158,7 +159,7 @@ def run_fleet(jobs: list, params: dict, options: FleetOptions, outdir, log=print
         # replaced (atomically, once the new one is complete) rather than refused.
         bag_options = dict(processing, overwrite=options.overwrite or options.resume)
         ref = process_bag_task.remote(
-            job, len(attempts), params, bag_options, workers, summary.workers[0], counter
+            job, len(attempts), params, bag_options, workers, summary.workers[0], control
         )
         in_flight[ref] = job
 
@@ -177,14 +178,15 @@ def run_fleet(jobs: list, params: dict, options: FleetOptions, outdir, log=print
                         continue
                     outcome = dict(outcome, status=FAILED)
                 _record(manifest, summary, job, outcome, model, config)
-            bar.n = ray.get(counter.total.remote())
+            bar.n = ray.get(control.total.remote())
             bar.set_postfix_str(
                 f"bags {len(summary.done)}/{len(pending)} done, {len(summary.failed)} failed",
                 refresh=False,
             )
             bar.refresh()
     except BaseException:
-        _cancel(in_flight)
+        for job, outcome in _stop(control, in_flight, log):
+            _record(manifest, summary, job, outcome, model, config)
         raise
     finally:
         bar.close()
@@ -218,20 +220,22 @@ def _record(manifest, summary, job, outcome, model, config) -> None:
         summary.failed.append((job, outcome["error"]))
 
 
-def _cancel(in_flight: dict) -> None:
-    """Stop the bags in flight and remove what they were writing: nothing half-written stays.
-    The cancel is a KeyboardInterrupt inside each task, which removes its own staging (as a
-    Ctrl-C does to depthclip-bag); what a task that could not unwind left is removed here.
-    (Ray 2.60's force-cancel aborted the driver in tests: not used.)"""
-    for ref in in_flight:
-        ray.cancel(ref)
-    for ref in in_flight:
-        try:
-            ray.get(ref, timeout=30)
-        except Exception:  # cancelled, or died: either way it writes no more
-            pass
+def _stop(control, in_flight: dict, log) -> list:
+    """Ask the bags in flight to stop and wait for them (each removes its staging as it stops);
+    returns [(job, outcome)] of those that finished first, to be recorded. A bag that does not
+    stop in time ends with the driver's Ray job; the next run removes what it left."""
+    control.stop.remote()
+    ready, late = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=STOP_WAIT_S)
+    if late:
+        log(f"{len(late)} bags did not stop within {STOP_WAIT_S} s")
+    finished = []
+    for ref in ready:
+        outcome = _outcome(ref)
+        if outcome["status"] in (DONE, FAILED):
+            finished.append((in_flight[ref], outcome))
     for job in in_flight.values():
         remove_leftover_staging(job.output)
+    return finished
 
 
 def connect(address: str | None) -> bool:

@@ -16,6 +16,9 @@ from ..bag.reading import topics_in_bag
 from ..config.parameters import DepthClipConfig, OutputSettings
 from ..errors import DepthClipError
 from ..files import remove_leftover_staging
+from .manifest import DONE, FAILED
+
+STOPPED = "stopped"  # a task's answer when the driver stopped it: never in the manifest
 
 
 @ray.remote
@@ -61,28 +64,49 @@ class ActorModel:
             raise
 
 
-@ray.remote(num_cpus=0)  # a counter: it must never wait for the CPUs the workers hold
-class FrameCounter:
-    """Frames done across every bag task, read by the driver's progress bar."""
+@ray.remote(num_cpus=0)  # it must never wait for the CPUs the workers hold
+class RunControl:
+    """Between the driver and its bag tasks: the frames done (the progress bar) and whether the
+    driver asked the bags in flight to stop (Ctrl-C). Tasks stop themselves between chunks:
+    ray.cancel races with the end of a task and aborts the driver with a failed check in Ray
+    2.60 (ray-project/ray#54846), so it is not used."""
 
     def __init__(self):
         self.frames = 0
+        self.stopping = False
 
-    def add(self, count: int) -> None:
+    def add(self, count: int) -> bool:
+        """Count `count` frames written; True when the task should stop."""
         self.frames += count
+        return self.stopping
+
+    def stop(self) -> None:
+        self.stopping = True
 
     def total(self) -> int:
         return self.frames
 
 
+class BagStopped(Exception):
+    """Raised inside a bag task the driver asked to stop; its staging is removed on the way."""
+
+
+def _report_to(control):
+    def frames_written(count):
+        if ray.get(control.add.remote(count)):
+            raise BagStopped
+
+    return frames_written
+
+
 # No CPU reserved: the driver bounds how many run (--bags-in-flight), and CPUs a cluster has
 # beyond the model workers' are theirs. The driver, not Ray, retries a bag (max_retries=0).
 @ray.remote(num_cpus=0, max_retries=0)
-def process_bag_task(job, index, params, options, workers, description, counter) -> dict:
+def process_bag_task(job, index, params, options, workers, description, control) -> dict:
     """Process one bag's cameras among options['image_topics'] (a bag without any fails);
-    {'status': 'done', stats...} or {'status': 'failed', 'error': line} for
-    a problem of the bag or the configuration. Failures of the cluster (a worker that died)
-    are raised, for the driver to retry the bag."""
+    {'status': 'done', stats...}, {'status': 'failed', 'error': line} for a problem of the bag
+    or the configuration, or {'status': 'stopped'} when the driver asked it to stop. Failures
+    of the cluster (a worker that died) are raised, for the driver to retry the bag."""
     remove_leftover_staging(job.output)  # of an attempt whose process was killed
     started = time.monotonic()
     try:
@@ -98,9 +122,11 @@ def process_bag_task(job, index, params, options, workers, description, counter)
             overwrite=options["overwrite"],
             progress=False,
             estimator=ActorModel(workers, description, index),
-            frames_written=lambda count: counter.add.remote(count),
+            frames_written=_report_to(control),
         )
+    except BagStopped:
+        return dict(status=STOPPED, seconds=time.monotonic() - started)
     except DepthClipError as exc:
-        return dict(status="failed", error=str(exc), seconds=time.monotonic() - started)
+        return dict(status=FAILED, error=str(exc), seconds=time.monotonic() - started)
     frames = sum(camera["frames"] for camera in stats["cameras"].values())
-    return dict(status="done", frames=frames, seconds=stats["seconds"], stats=stats)
+    return dict(status=DONE, frames=frames, seconds=stats["seconds"], stats=stats)

@@ -250,11 +250,18 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path, param
     archive, outdir = tmp_path / "archive", tmp_path / "out"
     make_archive(archive, frames=12, count=6)
     process = fleet(
-        archive, "--out", outdir, "--bags-in-flight", 2, params_file=params_file, wait=False
+        archive,
+        "--out",
+        outdir,
+        "--bags-in-flight",
+        2,
+        params_file=params_file,
+        wait=False,
+        start_new_session=True,  # its own process group, as a shell gives a command
     )
     try:
         wait_until(lambda: manifest_lines(outdir), timeout=120)
-        process.send_signal(signal.SIGINT)  # Ctrl-C
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         out, err = process.communicate(timeout=120)
     finally:
         stop(process)
