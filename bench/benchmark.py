@@ -605,6 +605,11 @@ def run(args, disk: str) -> None:
         )
         print(table(*bench_camera_info(tiny, 30.0, args.node_seconds, args.dds_profile)) + "\n")
         print(
+            f"## Node around the model (tiny random CLIP, one 640x480 camera offered 100 Hz, "
+            f"three runs of {args.node_seconds:g} s, default middleware, cpu)\n"
+        )
+        print(table(*bench_node(tiny, [100.0] * 3, args.node_seconds, args.dds_profile)) + "\n")
+        print(
             f"## Fair service under overload (tiny random CLIP at 1024x768, {len(cameras)} "
             f"cameras at 30 Hz, {args.node_seconds:g} s each, cpu)\n"
         )

@@ -1,7 +1,6 @@
 """An input subscription whose reliability follows its publishers (the policy is input_qos's).
 
-ROS wiring of the node's inputs: images keep only the newest sample (the newest frame wins and
-nothing queues), camera_infos a few (they are small, and each pairs with its own image), and
+ROS wiring of the node's inputs: keep-last subscriptions of the depth the caller gives, and
 `qos_overrides.<topic>.subscription.reliability` may force the reliability.
 """
 
@@ -28,7 +27,7 @@ class AdaptiveInput:
     """One input topic; `update()` (re)subscribes when its publishers call for another
     reliability."""
 
-    def __init__(self, node, msg_type, topic: str, callback, raw: bool = False, depth: int = 1):
+    def __init__(self, node, msg_type, topic: str, callback, depth: int, raw: bool = False):
         self.node, self.msg_type, self.callback, self.raw = node, msg_type, callback, raw
         self.depth = depth
         self.topic = node.resolve_topic_name(topic)

@@ -71,6 +71,7 @@ def test_benchmark_prints_every_table():
         "Batched forwards",
         "Several cameras",
         "camera_info timing",
+        "Node around the model",
         "Fair service under overload",
         "Offline evaluation",
     ]
@@ -104,6 +105,11 @@ def test_benchmark_prints_every_table():
         float(node["latency median (ms)"]) > 0 and float(node["forward in node, median (ms)"]) > 0
     )
     assert float(node["RSS window start (MB)"]) > 100
+    around = tables["Node around the model"]
+    assert [r["input rate (Hz)"] for r in around] == ["100"] * 3
+    assert all(
+        float(r["output rate (Hz)"]) > 0 and float(r["core rate (frames/s)"]) > 0 for r in around
+    )
 
     backends = tables["Backends, core"]
     assert [r["backend"] for r in backends] == ["torch", "onnxruntime", "onnxruntime, fp16 graph"]
