@@ -131,6 +131,9 @@ def test_max_batch_runs_pending_frames_of_one_size_in_one_forward(tiny_checkpoin
         busy.result(10)
         for name in CAMERAS:
             wait_until(lambda n=name: 20 in cams.stamps(n))
+        # The worker counts its forwards once the last frame's outputs are published: the
+        # answers can arrive here first.
+        wait_until(lambda: node.forwards[0] == 3)
         assert node.forwards == (3, 2)
         for name, rgb in images.items():
             got = np.frombuffer(cams.depth[name][0].data, "<f4").reshape(rgb.shape[:2])
