@@ -221,20 +221,20 @@ def _record(manifest, summary, job, outcome, model, config) -> None:
 
 
 def _stop(control, in_flight: dict, log) -> list:
-    """Ask the bags in flight to stop and wait for them (each removes its staging as it stops);
-    returns [(job, outcome)] of those that finished first, to be recorded. A bag that does not
-    stop in time ends with the driver's Ray job; the next run removes what it left."""
+    """Ask the bags in flight to stop and wait for them (each removes its staging as it stops;
+    what a task whose process died left is removed here); returns [(job, outcome)] of those
+    that finished first, to be recorded. A bag that does not stop in time may still be writing:
+    its staging stays (the interrupted line counts it) until the next run removes it."""
     control.stop.remote()
     ready, late = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=STOP_WAIT_S)
     if late:
         log(f"{len(late)} bags did not stop within {STOP_WAIT_S} s")
     finished = []
     for ref in ready:
-        outcome = _outcome(ref)
+        job, outcome = in_flight[ref], _outcome(ref)
         if outcome["status"] in (DONE, FAILED):
-            finished.append((in_flight[ref], outcome))
-    for job in in_flight.values():
-        remove_leftover_staging(job.output)
+            finished.append((job, outcome))
+        remove_leftover_staging(job.output)  # it has ended: nothing writes there any more
     return finished
 
 
