@@ -95,39 +95,51 @@ def run_bag_tool(bag: Path, out: Path, params: Path) -> tuple:
     return wall, float(re.search(r"copied, ([0-9.]+) s", stdout).group(1))
 
 
-def bench_bag_tool(ckpt, frames=(60, 300), repeats=2):
+def bench_bag_tool(ckpt, frames=(60, 300), repeats=3):
     """depthclip-bag on a short and a long bag: throughput with start-up cancelled out
-    ((long - short) frames over the difference of the walls) against the core's predict rate,
-    measured between the tool's runs."""
+    ((long - short) frames over the difference of the walls) against the core's predict rate.
+    The machine's speed drifts within minutes, so each repeat is a pair measured back to back
+    (the core's rate before and after the tool's two runs) and the pairs' ratios are compared,
+    not the medians of rates taken at different times."""
     folder = Path(tempfile.mkdtemp())
     params = params_file(folder, ckpt)
     short, long = frames
     for n in frames:
         write_camera_bag(folder / f"bag{n}", n)
-    rates, walls = [], {n: [] for n in frames}
+    rates, tools, walls = [], [], {n: [] for n in frames}
+    rate_before = predict_rate(params)
     for _ in range(repeats):
-        rates.append(predict_rate(params))
+        wall = {}
         for n in frames:
-            walls[n].append(run_bag_tool(folder / f"bag{n}", folder / f"out{n}", params)[0])
-    rates.append(predict_rate(params))
+            wall[n] = run_bag_tool(folder / f"bag{n}", folder / f"out{n}", params)[0]
+            walls[n].append(wall[n])
+            shutil.rmtree(folder / f"out{n}", ignore_errors=True)
+        rate_after = predict_rate(params)
+        rates.append((rate_before + rate_after) / 2)
+        extra = wall[long] - wall[short]
+        tools.append((long - short) / extra if extra > 0 else None)
+        rate_before = rate_after
     shutil.rmtree(folder, ignore_errors=True)
-    rate = statistics.median(rates)
-    wall = {n: statistics.median(w) for n, w in walls.items()}
-    extra = wall[long] - wall[short]
-    if extra > 0:
-        tool = (long - short) / extra
-        measured = [f"{tool:.1f}", f"{tool / rate:.2f}"]
+    measured = [(tool, tool / rate) for tool, rate in zip(tools, rates) if tool is not None]
+    if measured:
+        ratios = sorted(ratio for _, ratio in measured)
+        tool = [
+            f"{statistics.median(t for t, _ in measured):.1f}",
+            f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})",
+        ]
     else:  # the runs' start-up noise exceeds what the extra frames cost: too few frames
-        measured = ["n/a (too few frames)", "n/a"]
+        tool = ["n/a (too few frames)", "n/a"]
+    wall = {n: statistics.median(w) for n, w in walls.items()}
     rows = [
-        ["core predict (batch 1)", f"{rate:.1f}", "1.00", ""],
+        ["core predict (batch 1)", f"{statistics.median(rates):.1f}", "1.00", ""],
         [
             f"depthclip-bag, start-up cancelled ({long} against {short} frames)",
-            *measured,
+            *tool,
             f"{wall[short]:.1f} s / {wall[long]:.1f} s",
         ],
     ]
-    return ["what", "frames/s", "/ core predict", "wall (short / long bag)"], rows
+    head = ["what", "frames/s", "/ core predict (median; each repeat)", "wall (short / long bag)"]
+    return head, rows
 
 
 def bench_fleet(ckpt, bags=8, frames=30, worker_setups=((2, 1.0), (1, 2.0))):
