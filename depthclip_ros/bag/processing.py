@@ -8,6 +8,7 @@ place only when complete. No rclpy.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -311,19 +312,23 @@ def process_bag(
         from tqdm import tqdm
 
         started = time.monotonic()
-        with (
-            atomic_directory(out_path, overwrite=overwrite) as staging,
-            tqdm(total=total, unit="frame", desc="depth", disable=not progress) as bar,
-        ):
-            plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-            with Writer(staging, version=OUTPUT_BAG_VERSION, storage_plugin=plugin) as writer:
+        try:
+            with (
+                atomic_directory(out_path, overwrite=overwrite) as staging,
+                tqdm(total=total, unit="frame", desc="depth", disable=not progress) as bar,
+            ):
+                plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+                with Writer(staging, version=OUTPUT_BAG_VERSION, storage_plugin=plugin) as writer:
 
-                def written(count):
-                    bar.update(count)
-                    if frames_written is not None:
-                        frames_written(count)
+                    def written(count):
+                        bar.update(count)
+                        if frames_written is not None:
+                            frames_written(count)
 
-                processor.run(reader, writer, in_path, cameras, written)
+                    processor.run(reader, writer, in_path, cameras, written)
+        except (OSError, sqlite3.Error) as exc:  # IN's read errors are BagErrors: this is OUT
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise BagError(f"cannot write {out_path}: {reason} (nothing was written)") from None
     finally:
         reader.close()
     per_camera = {

@@ -10,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..errors import FleetError
 from ..files import atomic_write
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -61,11 +62,23 @@ class Manifest:
             finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         )
         self.latest[entry["input"]] = entry
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:  # one write of one line: a killed run cuts at most it
-            f.write(json.dumps(entry) + "\n")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:  # one write of one line: a killed run cuts at most it
+                f.write(json.dumps(entry) + "\n")
+        except OSError as exc:
+            raise self._write_error(exc) from None
 
     def compact(self) -> None:
         """One line per bag, the latest; replaces the file atomically."""
         lines = "".join(json.dumps(e) + "\n" for e in self.latest.values())
-        atomic_write(self.path, lambda f: f.write(lines.encode()))
+        try:
+            atomic_write(self.path, lambda f: f.write(lines.encode()))
+        except OSError as exc:
+            raise self._write_error(exc) from None
+
+    def _write_error(self, exc: OSError) -> FleetError:
+        return FleetError(
+            f"cannot write {self.path}: {exc.strerror or exc}; it keeps the lines written "
+            "before, and --resume redoes the bags it does not record as done"
+        )

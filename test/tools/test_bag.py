@@ -4,6 +4,7 @@ tests."""
 import math
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -791,3 +792,29 @@ def test_several_cameras_checks(tmp_path, params_file, capsys):
         err = capsys.readouterr().err
         assert err.startswith("depthclip-bag: error: ") and message in err, err
         assert err.count("\n") == 1 and not (tmp_path / f"o{i}").exists()
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_full_disk_is_one_error_line_and_leaves_nothing(tmp_path, params_file, storage):
+    """The tool as its own process with a file-size limit (writes beyond it fail as on a full
+    disk): exit 2, one line naming OUT and the reason, no traceback, no output or staging."""
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", frames=12)
+    limit = 256 * 1024  # the outputs of the first frames pass it
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    argv = [sys.executable, "-m", "depthclip_ros.bag.cli", "process", str(src), str(dst)]
+    argv += ["--image-topic", IMAGE_TOPIC, "--params", str(params_file), "--quiet"]
+    argv += ["--storage", storage]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size
+    )
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert errors == [errors[0]] and errors[0].startswith(
+        f"depthclip-bag: error: cannot write {dst}"
+    )
+    assert "Traceback" not in proc.stderr
+    assert not dst.exists() and leftovers(tmp_path) == []

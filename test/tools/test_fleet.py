@@ -7,6 +7,7 @@ users run it."""
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from bag_factory import read_bag, write_bag
 from helpers import wait_until
 
 from depthclip_ros.bag import cli as bag_cli
-from depthclip_ros.errors import BagError
+from depthclip_ros.errors import BagError, FleetError
 from depthclip_ros.fleet import discovery, manifest
 
 pytest.importorskip("ray", reason="depthclip-fleet needs ray (requirements.txt installs it)")
@@ -300,6 +301,27 @@ def test_usage_and_model_errors_are_one_line_and_exit_2(tmp_path, params_file):
     rc, _, err = fleet(archive, "--out", tmp_path / "o", params_file=missing)
     assert rc == 2 and "depthclip-fleet: error: a model worker could not start" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_manifest_that_cannot_be_written_is_a_fleet_error_keeping_earlier_lines(tmp_path):
+    """A full disk (here: a file-size limit on this process, which fails writes as a full disk
+    does): one FleetError naming the manifest; the lines written before stay readable."""
+    jobs = [discovery.BagJob(tmp_path / f"in{i}", tmp_path / "out" / f"in{i}") for i in range(2)]
+    record = manifest.Manifest(tmp_path / "out")
+    record.record(jobs[0], manifest.DONE, frames=3, model="m", config="c")
+    size = record.path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, hard))
+    try:
+        with pytest.raises(FleetError, match=f"cannot write {record.path}: File too large"):
+            record.record(jobs[1], manifest.DONE, frames=3, model="m", config="c")
+        with pytest.raises(FleetError, match=f"cannot write {record.path}"):
+            record.compact()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    kept = manifest.Manifest(tmp_path / "out")
+    assert kept.latest[str(jobs[0].input)]["status"] == manifest.DONE
+    assert [p.name for p in record.path.parent.iterdir()] == [manifest.MANIFEST_NAME]
 
 
 def test_the_kuberay_manifest_runs_options_the_fleet_has():
