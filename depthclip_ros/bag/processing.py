@@ -278,6 +278,8 @@ def process_bag(
         raise BagError("OUT must differ from IN: the input bag is never modified")
     if out_path.exists() and not overwrite:
         raise BagError(f"{out_path} exists; pass --overwrite to replace it")
+    if any(folder.exists() and not folder.is_dir() for folder in out_path.parents):
+        raise BagError(f"OUT {out_path} is inside a file, not a folder")
     if batch_size < 1:
         raise BagError(f"--batch-size must be >= 1, got {batch_size}")
     if storage is not None and storage not in STORAGES:

@@ -47,8 +47,11 @@ def output_for(relative: Path) -> Path:
 def find_bags(inputs, outdir: Path) -> list:
     """BagJobs of every bag under `inputs` (bags or folders), outputs under `outdir`: a bag given
     itself lands at OUTDIR/<its name>, one found in a folder at OUTDIR/<its path in the folder>.
-    BagError when an input is missing, holds no bag, or two bags would share an output."""
+    BagError when OUTDIR is a file, an input is missing or holds no bag, or two bags would
+    share an output."""
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise BagError(f"OUTDIR {outdir} is a file, not a folder")
     jobs, seen = [], {}
     for given in inputs:
         given = Path(given)

@@ -383,6 +383,15 @@ def test_missing_bag_and_non_bag_paths(tmp_path, capsys):
     assert "is not a rosbag2" in capsys.readouterr().err
 
 
+def test_output_inside_a_file_is_refused_before_the_model_loads(tmp_path, params_file, capsys):
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=1)
+    (tmp_path / "notes.txt").write_text("hello")
+    argv = ["--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"]
+    assert run_tool("process", src, tmp_path / "notes.txt" / "out", *argv) == 2
+    assert "is inside a file, not a folder" in capsys.readouterr().err
+
+
 def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, params_file, capsys):
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "mcap", frames=2)

@@ -133,6 +133,9 @@ def test_bags_are_found_and_their_layout_mirrored(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BagError, match="no rosbag2 bag"):
         discovery.find_bags([tmp_path / "empty"], tmp_path / "out")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(BagError, match="OUTDIR .*a_file is a file, not a folder"):
+        discovery.find_bags([archive], tmp_path / "a_file")
 
 
 def test_manifest_keeps_the_latest_line_of_each_bag_and_skips_cut_lines(tmp_path):
