@@ -1,5 +1,5 @@
 """Atomic writes: a reader sees the old file (or folder) or the complete new one, never a torn
-one; PNG images and PLY point clouds written that way."""
+one; PNG images and PLY point clouds written that way; the one line saying why a write failed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+
+def cannot_write(path, exc: Exception) -> str:
+    """Why writing `path` failed, in one line (a full disk, a read-only or missing folder);
+    names the file the system refused when it is another (a staging or temporary file)."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    refused = getattr(exc, "filename", None)
+    where = f" (writing {refused})" if refused and Path(refused) != Path(path) else ""
+    return f"cannot write {path}: {reason}{where}"
 
 
 def atomic_write(path, write) -> None:

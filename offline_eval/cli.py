@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from depthclip_ros.errors import DepthClipError
-from depthclip_ros.files import atomic_write
+from depthclip_ros.files import atomic_write, cannot_write
 
 from .data import open_dataset
 from .evaluation import EvalRun, evaluate
@@ -144,6 +144,9 @@ def main(argv=None) -> int:
             text = markdown_report(evaluate(data, base, out))
     except DepthClipError as exc:
         print(f"depthclip-eval: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the data's read errors are DataErrors: this is a write
+        print(f"depthclip-eval: {cannot_write(out or 'the results', exc)}", file=sys.stderr)
         return 2
     print(text)
     return 0

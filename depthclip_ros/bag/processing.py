@@ -19,7 +19,7 @@ from rosbags.typesys import Stores, get_typestore
 from ..config.parameters import DepthClipConfig, OutputSettings
 from ..errors import BagError, ImageDecodeError, ImageSizeError
 from ..estimator.loading import load_estimator
-from ..files import atomic_directory
+from ..files import atomic_directory, cannot_write
 from ..messages.decoding import decode_image
 from ..messages.outputs import MessageBuilder, frame_outputs
 from ..runtime.batching import by_image_size
@@ -329,8 +329,7 @@ def process_bag(
 
                     processor.run(reader, writer, in_path, cameras, written)
         except (OSError, sqlite3.Error) as exc:  # IN's read errors are BagErrors: this is OUT
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise BagError(f"cannot write {out_path}: {reason} (nothing was written)") from None
+            raise BagError(f"{cannot_write(out_path, exc)}; nothing was written") from None
     finally:
         reader.close()
     per_camera = {

@@ -28,7 +28,7 @@ import torch
 from ..config.parameters import DepthClipConfig
 from ..config.params_files import load_config, load_params, preset_names
 from ..errors import ConfigError, DepthClipError
-from ..files import atomic_write
+from ..files import atomic_write, cannot_write
 from .clip_loading import LoadedModel, load_clip
 from .core import STRIDE, DepthClip
 from .depth_head import bin_probabilities
@@ -201,6 +201,9 @@ def main(argv=None) -> int:
         meta = export(config, Path(args.out), args.image_size, args.params)
     except DepthClipError as exc:
         print(f"depthclip-export: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # reading the model and parameters says its own errors: a write
+        print(f"depthclip-export: error: {cannot_write(args.out, exc)}", file=sys.stderr)
         return 2
     sizes = (
         "any size"

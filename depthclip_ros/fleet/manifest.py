@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..errors import FleetError
-from ..files import atomic_write
+from ..files import atomic_write, cannot_write
 
 MANIFEST_NAME = "manifest.jsonl"
 DONE, FAILED = "done", "failed"
@@ -79,6 +79,6 @@ class Manifest:
 
     def _write_error(self, exc: OSError) -> FleetError:
         return FleetError(
-            f"cannot write {self.path}: {exc.strerror or exc}; it keeps the lines written "
-            "before, and --resume redoes the bags it does not record as done"
+            f"{cannot_write(self.path, exc)}; it keeps the lines written before, and --resume "
+            "redoes the bags it does not record as done"
         )

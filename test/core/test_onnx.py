@@ -2,6 +2,9 @@
 metadata checks, run-time changes, and the node running an exported model."""
 
 import dataclasses
+import resource
+import subprocess
+import sys
 
 import clip
 import numpy as np
@@ -303,6 +306,26 @@ def test_export_cli_writes_the_graph_and_reports_errors(tiny_checkpoint, tmp_pat
     assert export.main(["--model", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("depthclip-export: error: ") and err.count("\n") == 1
+
+
+def test_export_to_a_full_disk_is_one_error_line(tiny_checkpoint, tmp_path):
+    """depthclip-export as its own process with a file-size limit (writes beyond it fail as on
+    a full disk): exit 2, one line naming the output, no traceback, no graph left."""
+    out = tmp_path / "full.onnx"
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    argv = [sys.executable, "-m", "depthclip_ros.estimator.export"]
+    argv += ["--model", str(tiny_checkpoint), "--out", str(out)]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size
+    )
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert errors == [f"depthclip-export: error: {errors[0].split(': error: ')[1]}"]
+    assert errors[0].startswith(f"depthclip-export: error: cannot write {out}: File too large")
+    assert "Traceback" not in proc.stderr and not out.exists()
 
 
 def test_node_runs_an_exported_model(make_config, tiny_checkpoint, tmp_path):

@@ -2,6 +2,10 @@
 
 import json
 import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,6 +17,8 @@ from scipy.io import savemat
 from depthclip_ros import metrics
 from offline_eval.cli import main as eval_main
 from offline_eval.data import DataError, MatSource, bts_samples, load_bts
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_metrics_known_values():
@@ -119,6 +125,25 @@ def test_constant_baseline_on_synthetic_tree_has_the_known_answer(tmp_path, caps
     assert "DepthCLIP (paper)" in (out / "results.md").read_text()
     lines = (out / "per_image.jsonl").read_text().splitlines()
     assert len(lines) == 4 and "fingerprint" in json.loads(lines[0])
+
+
+def test_results_on_a_full_disk_are_one_error_line(tmp_path):
+    """depthclip-eval as its own process with a file-size limit (writes beyond it fail as on a
+    full disk): exit 2, one line naming --out, no traceback."""
+    root = _write_bts_tree(tmp_path / "nyu")
+    out = tmp_path / "out"
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256, 256))
+
+    argv = [sys.executable, "-m", "offline_eval", "--data-root", str(root)]
+    argv += ["--baseline", "constant", "--out", str(out)]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size, cwd=ROOT
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"depthclip-eval: cannot write {out}: File too large")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
 def test_missing_files_error_and_skip(tmp_path):
