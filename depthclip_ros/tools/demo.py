@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics
+from ..errors import DepthClipError
+from ..files import cannot_write
 from .node_process import local_dds_env, start_node_process
 from .synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
 
@@ -35,7 +37,8 @@ def run(
     timeout=300.0,
 ) -> int:
     """The main job; the exit code: 0 done, 2 the node stopped (its error printed), 3 it never
-    started, 4 a scene was not answered within `timeout` seconds."""
+    started, 4 a scene was not answered within `timeout` seconds; `main` adds 5: a parameter
+    file that cannot be read, or an output that cannot be written (one line)."""
     env = local_dds_env()
     os.environ.update(env)  # before rclpy is imported
     import rclpy
@@ -190,15 +193,21 @@ def main(argv=None) -> int:
         "--timeout", type=float, default=300.0, help="seconds to wait for the node / each frame"
     )
     args = p.parse_args(argv)
-    return run(
-        args.out,
-        args.params,
-        args.model,
-        args.device,
-        args.cloud_stride,
-        args.random_weights,
-        args.timeout,
-    )
+    try:
+        return run(
+            args.out,
+            args.params,
+            args.model,
+            args.device,
+            args.cloud_stride,
+            args.random_weights,
+            args.timeout,
+        )
+    except DepthClipError as exc:  # a parameter file that cannot be read or is wrong
+        print(f"depthclip-demo: error: {exc}", file=sys.stderr)
+    except OSError as exc:  # the output folder: full, read-only, a file
+        print(f"depthclip-demo: error: {cannot_write(args.out, exc)}", file=sys.stderr)
+    return 5
 
 
 if __name__ == "__main__":

@@ -79,3 +79,20 @@ def test_demo_without_weights_stops_with_the_loader_error(tmp_path):
     )
     assert proc.returncode == 2
     assert str(missing) in proc.stderr and "exited" in proc.stderr
+
+
+@pytest.mark.parametrize("problem", ["missing params", "out is a file"])
+def test_demo_input_and_output_errors_are_one_line(tmp_path, problem):
+    argv = [sys.executable, "-m", "depthclip_ros.tools.demo", "--random-weights", "tiny"]
+    if problem == "missing params":
+        argv += ["--out", str(tmp_path / "out"), "--params", str(tmp_path / "absent.yaml")]
+        expected = "cannot read: No such file or directory"
+    else:
+        (tmp_path / "out").write_text("")
+        argv += ["--out", str(tmp_path / "out")]
+        expected = f"cannot write {tmp_path / 'out'}: File exists"
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 5, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("depthclip-demo: error: ")
+    assert expected in errors[0] and "Traceback" not in proc.stderr
