@@ -69,9 +69,8 @@ def params_file(folder: Path, ckpt) -> Path:
     return path
 
 
-def predict_rate(params: Path, reps: int = 30) -> float:
-    """The core's own predicts/s on one 640x480 frame (the tool's config, batch 1)."""
-    model = load_estimator(load_config(params))
+def predict_rate(model, reps: int = 30) -> float:
+    """The core's own predicts/s on one 640x480 frame (batch 1)."""
     frame = render_scene("room")[0][None]
     (times,) = timed([lambda: model.predict(frame)], reps, warmup=3)
     return 1.0 / statistics.median(times)
@@ -115,11 +114,12 @@ class CostlessModel:
         return self.results[len(frames)]
 
 
-def io_ceiling(params: Path, bag: Path, frames: int, batch_size: int = 8) -> float:
-    """depthclip-bag's frames/s with CostlessModel, in this process (median of three)."""
+def io_ceiling(model, params: Path, bag: Path, frames: int, batch_size: int = 8) -> float:
+    """depthclip-bag's frames/s with CostlessModel (results of `model`), in this process
+    (median of three)."""
     config = load_config(params)
     settings = OutputSettings.from_params(load_params(params, (), {}))
-    model = CostlessModel(load_estimator(config), batch_size)
+    model = CostlessModel(model, batch_size)
     rates = []
     for _ in range(3):
         out = bag.parent / "ceiling_out"
@@ -143,20 +143,21 @@ def bench_bag_tool(ckpt, frames=(60, 300), repeats=3):
     short, long = frames
     for n in frames:
         write_camera_bag(folder / f"bag{n}", n)
+    model = load_estimator(load_config(params))  # the tool's config
     rates, tools, walls = [], [], {n: [] for n in frames}
-    rate_before = predict_rate(params)
+    rate_before = predict_rate(model)
     for _ in range(repeats):
         wall = {}
         for n in frames:
             wall[n] = run_bag_tool(folder / f"bag{n}", folder / f"out{n}", params)[0]
             walls[n].append(wall[n])
             shutil.rmtree(folder / f"out{n}", ignore_errors=True)
-        rate_after = predict_rate(params)
+        rate_after = predict_rate(model)
         rates.append((rate_before + rate_after) / 2)
         extra = wall[long] - wall[short]
         tools.append((long - short) / extra if extra > 0 else None)
         rate_before = rate_after
-    ceiling = io_ceiling(params, folder / f"bag{long}", long)
+    ceiling = io_ceiling(model, params, folder / f"bag{long}", long)
     shutil.rmtree(folder, ignore_errors=True)
     measured = [(tool, tool / rate) for tool, rate in zip(tools, rates) if tool is not None]
     if measured:
