@@ -12,6 +12,13 @@ from pathlib import Path
 import numpy as np
 
 
+def file_in_the_way(folder) -> Path | None:
+    """The first of `folder` and its parents that exists and is not a folder (so `folder`
+    cannot be made), or None."""
+    folder = Path(folder)
+    return next((f for f in (folder, *folder.parents) if f.exists() and not f.is_dir()), None)
+
+
 def cannot_write(path, exc: Exception) -> str:
     """Why writing `path` failed, in one line (a full disk, a read-only or missing folder);
     names the file the system refused when it is another (a staging or temporary file)."""

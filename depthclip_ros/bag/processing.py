@@ -19,7 +19,7 @@ from rosbags.typesys import Stores, get_typestore
 from ..config.parameters import DepthClipConfig, OutputSettings
 from ..errors import BagError, ImageDecodeError, ImageSizeError
 from ..estimator.loading import load_estimator
-from ..files import atomic_directory, cannot_write
+from ..files import atomic_directory, cannot_write, file_in_the_way
 from ..messages.decoding import decode_image
 from ..messages.outputs import MessageBuilder, frame_outputs
 from ..runtime.batching import by_image_size
@@ -278,7 +278,7 @@ def process_bag(
         raise BagError("OUT must differ from IN: the input bag is never modified")
     if out_path.exists() and not overwrite:
         raise BagError(f"{out_path} exists; pass --overwrite to replace it")
-    if any(folder.exists() and not folder.is_dir() for folder in out_path.parents):
+    if file_in_the_way(out_path.parent):
         raise BagError(f"OUT {out_path} is inside a file, not a folder")
     if batch_size < 1:
         raise BagError(f"--batch-size must be >= 1, got {batch_size}")

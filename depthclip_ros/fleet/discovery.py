@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import BagError
+from ..files import file_in_the_way
 
 BAG_FILE_SUFFIXES = (".mcap", ".db3")
 
@@ -47,11 +48,13 @@ def output_for(relative: Path) -> Path:
 def find_bags(inputs, outdir: Path) -> list:
     """BagJobs of every bag under `inputs` (bags or folders), outputs under `outdir`: a bag given
     itself lands at OUTDIR/<its name>, one found in a folder at OUTDIR/<its path in the folder>.
-    BagError when OUTDIR is a file, an input is missing or holds no bag, or two bags would
+    BagError when OUTDIR is (inside) a file, an input is missing or holds no bag, or two bags would
     share an output."""
     outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise BagError(f"OUTDIR {outdir} is a file, not a folder")
+    blocking = file_in_the_way(outdir)
+    if blocking:
+        where = "is a file" if blocking == outdir else "is inside a file"
+        raise BagError(f"OUTDIR {outdir} {where}, not a folder")
     jobs, seen = [], {}
     for given in inputs:
         given = Path(given)

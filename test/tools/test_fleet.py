@@ -136,6 +136,8 @@ def test_bags_are_found_and_their_layout_mirrored(tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(BagError, match="OUTDIR .*a_file is a file, not a folder"):
         discovery.find_bags([archive], tmp_path / "a_file")
+    with pytest.raises(BagError, match="OUTDIR .*a_file/out is inside a file, not a folder"):
+        discovery.find_bags([archive], tmp_path / "a_file" / "out")
 
 
 def test_manifest_keeps_the_latest_line_of_each_bag_and_skips_cut_lines(tmp_path):
