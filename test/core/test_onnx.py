@@ -323,7 +323,7 @@ def test_export_to_a_full_disk_is_one_error_line(tiny_checkpoint, tmp_path):
     )
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert errors == [f"depthclip-export: error: {errors[0].split(': error: ')[1]}"]
+    assert len(errors) == 1
     assert errors[0].startswith(f"depthclip-export: error: cannot write {out}: File too large")
     assert "Traceback" not in proc.stderr and not out.exists()
 
