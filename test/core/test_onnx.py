@@ -2,8 +2,6 @@
 metadata checks, run-time changes, and the node running an exported model."""
 
 import dataclasses
-import resource
-import subprocess
 import sys
 
 import clip
@@ -11,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import encode, stamp, structured_image, wait_until
+from helpers import encode, run_on_a_full_disk, stamp, structured_image, wait_until
 from ros_harness import running_node
 
 from depthclip_ros.config.params_files import preset_names
@@ -313,14 +311,9 @@ def test_export_to_a_full_disk_is_one_error_line(tiny_checkpoint, tmp_path):
     a full disk): exit 2, one line naming the output, no traceback, no graph left."""
     out = tmp_path / "full.onnx"
 
-    def limit_file_size():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
-
     argv = [sys.executable, "-m", "depthclip_ros.estimator.export"]
     argv += ["--model", str(tiny_checkpoint), "--out", str(out)]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size
-    )
+    proc = run_on_a_full_disk(argv, 64 * 1024, timeout=300)
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(errors) == 1

@@ -4,6 +4,8 @@ No node here (ros_harness runs the node); bag_factory writes bags from these mes
 """
 
 import os
+import resource
+import subprocess
 import time
 
 import numpy as np
@@ -135,3 +137,15 @@ def bayer_mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
         dy, dx = divmod(k, 2)
         out[dy::2, dx::2] = rgb[dy::2, dx::2, channel[c]]
     return out
+
+
+def run_on_a_full_disk(argv, file_bytes: int, timeout=120, **kwargs):
+    """Run `argv` as its own process with files limited to `file_bytes`: writes beyond fail
+    (EFBIG, "File too large") as they do on a full disk; Python ignores the SIGXFSZ."""
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
+
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, preexec_fn=limit_file_size, **kwargs
+    )

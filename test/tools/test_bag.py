@@ -4,7 +4,6 @@ tests."""
 import math
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 import yaml
 from bag_factory import deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
+from helpers import run_on_a_full_disk
 from ros_harness import running_node
 
 from depthclip_ros.bag import cli, processing, reading
@@ -811,15 +811,10 @@ def test_a_full_disk_is_one_error_line_and_leaves_nothing(tmp_path, params_file,
     write_bag(src, "mcap", frames=12)
     limit = 256 * 1024  # the outputs of the first frames pass it
 
-    def limit_file_size():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
     argv = [sys.executable, "-m", "depthclip_ros.bag.cli", "process", str(src), str(dst)]
     argv += ["--image-topic", IMAGE_TOPIC, "--params", str(params_file), "--quiet"]
     argv += ["--storage", storage]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size
-    )
+    proc = run_on_a_full_disk(argv, limit, timeout=120)
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(errors) == 1

@@ -2,15 +2,13 @@
 
 import json
 import os
-import resource
-import subprocess
 import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from helpers import SHARED_NYU, structured_image
+from helpers import SHARED_NYU, run_on_a_full_disk, structured_image
 from PIL import Image
 from scipy.io import savemat
 
@@ -133,14 +131,9 @@ def test_results_on_a_full_disk_are_one_error_line(tmp_path):
     root = _write_bts_tree(tmp_path / "nyu")
     out = tmp_path / "out"
 
-    def limit_file_size():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (256, 256))
-
     argv = [sys.executable, "-m", "offline_eval", "--data-root", str(root)]
     argv += ["--baseline", "constant", "--out", str(out)]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size, cwd=ROOT
-    )
+    proc = run_on_a_full_disk(argv, 256, timeout=120, cwd=ROOT)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.startswith(f"depthclip-eval: cannot write {out}: File too large")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
