@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv venv-onnx demo test bench clean
+.PHONY: venv venv-onnx venv-jazzy demo test bench clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -28,17 +28,33 @@ $(ONNX_STAMP): requirements-onnx.txt setup.py
 
 venv-onnx: $(ONNX_STAMP)
 
+# ROS 2 Jazzy from its PyPI wheels: the tests marked `ros` run here too (docs/distributions.md).
+# The Kilted venv's library path must not leak into it: each venv's Python sets its own.
+JAZZY_VENV := .venv-jazzy
+JAZZY_STAMP := $(JAZZY_VENV)/.installed
+JAZZY := env -u LD_LIBRARY_PATH -u _ROS_WHEELS_BOOTSTRAP_COMPLETE $(JAZZY_VENV)/bin/python
+
+$(JAZZY_STAMP): requirements-jazzy.txt setup.py
+	$(PYTHON) -m venv $(JAZZY_VENV)
+	$(JAZZY) -m pip install -q --upgrade pip
+	$(JAZZY) -m pip install -q -r requirements-jazzy.txt
+	$(JAZZY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $(JAZZY_STAMP)
+
+venv-jazzy: $(JAZZY_STAMP)
+
 # Main job: the ROS 2 pipeline on the built-in scenes (needs the CLIP RN50 weights; see README).
 demo: $(STAMP)
 	$(VENV)/bin/depthclip-demo --out demo_out $(DEMO_ARGS)
 
-test: $(STAMP) $(ONNX_STAMP)
+test: $(STAMP) $(ONNX_STAMP) $(JAZZY_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -ra test $(TEST_ARGS)
+	$(JAZZY) -m pytest -ra test --ros-only $(TEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/benchmark.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(ONNX_VENV) build install log demo_out *.egg-info
+	rm -rf $(VENV) $(ONNX_VENV) $(JAZZY_VENV) build install log demo_out *.egg-info

@@ -18,7 +18,12 @@ from measure import sample_process, timed
 from depthclip_ros.config.params_files import default_params_file, load_config
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.tools.camera_driver import INFO_PATTERNS
-from depthclip_ros.tools.node_process import local_dds_env, start_node_process
+from depthclip_ros.tools.node_process import (
+    DDS_PROFILE_VARIABLES,
+    dds_profile_env,
+    local_dds_env,
+    start_node_process,
+)
 from depthclip_ros.tools.synthetic_scenes import render_scene
 
 CAMERA_INFO_STATUS = "frames paired with another stamp's camera_info (last 10 s)"
@@ -40,9 +45,10 @@ def node_core_reference(ckpt):
 
 def middleware_env(dds_profile=None) -> dict:
     env = {**os.environ, **local_dds_env(), "PYTHONWARNINGS": "ignore"}
-    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)  # the middleware's defaults, as on a robot ...
+    for variable in DDS_PROFILE_VARIABLES:  # the middleware's defaults, as on a robot ...
+        env.pop(variable, None)
     if dds_profile:  # ... unless a profile is asked for (optional tuning, measured against them)
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(Path(dds_profile).resolve())
+        env.update(dds_profile_env(Path(dds_profile).resolve()))
     return env
 
 

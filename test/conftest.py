@@ -5,16 +5,16 @@ import sys
 import warnings
 from pathlib import Path
 
+from depthclip_ros.tools.node_process import (  # imports no rclpy
+    DDS_PROFILE_VARIABLES,
+    local_dds_env,
+)
+
 # Every node the tests start talks over loopback only, on a DDS domain of this run's own.
 # Set before anything imports rclpy (the rmw reads them at init).
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
+os.environ.update(local_dds_env(1 + os.getpid() % 100))
 # Nothing else: the middleware runs with its defaults, as on a robot (no DDS XML profile).
-for _tuning in (
-    "FASTDDS_DEFAULT_PROFILES_FILE",
-    "FASTRTPS_DEFAULT_PROFILES_FILE",
-    "RMW_FASTRTPS_USE_QOS_FROM_XML",
-):
+for _tuning in (*DDS_PROFILE_VARIABLES, "RMW_FASTRTPS_USE_QOS_FROM_XML"):
     os.environ.pop(_tuning, None)
 
 # Shared test helpers (images, messages, the live-node harness, bag factories) in one folder.
@@ -25,6 +25,26 @@ import pytest  # noqa: E402 (after the environment the rmw reads)
 from depthclip_ros.tools.random_clip import save_random_checkpoint  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+
+ROS_TESTS = Path(__file__).resolve().parent / "ros"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--ros-only",
+        action="store_true",
+        help="run only the tests marked `ros` (make test: a second time, on ROS 2 Jazzy)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # everything under test/ros/ talks to rclpy
+        if ROS_TESTS in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.ros)
+    if config.getoption("--ros-only"):
+        selected = [item for item in items if item.get_closest_marker("ros")]
+        config.hook.pytest_deselected(items=[i for i in items if i not in selected])
+        items[:] = selected
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,11 @@ class DepthClipNode(LifecycleNode):
         self.add_on_set_parameters_callback(
             lambda changes: parameters.check_changes(self, changes)
         )
-        self.add_post_set_parameters_callback(self._apply_changes)
+        # Post-set callbacks arrived in Iron; Humble's rclpy stores an accepted change when its
+        # public setters return, so there the node applies the change after them (below).
+        self._apply_after_setters = not hasattr(self, "add_post_set_parameters_callback")
+        if not self._apply_after_setters:
+            self.add_post_set_parameters_callback(self._apply_changes)
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -181,6 +185,22 @@ class DepthClipNode(LifecycleNode):
         self.params = None
 
     # ----------------------------------------------------------------- parameters
+    # Without post-set callbacks (Humble): every way a change arrives (the parameter services,
+    # `ros2 param load`, in-process calls) goes through these two public setters.
+    _apply_after_setters = False  # rclpy's constructor may set parameters before ours runs
+
+    def set_parameters(self, parameter_list, *args, **kwargs):
+        results = super().set_parameters(parameter_list, *args, **kwargs)
+        if self._apply_after_setters and any(r.successful for r in results):
+            self._apply_changes(parameter_list)
+        return results
+
+    def set_parameters_atomically(self, parameter_list, *args, **kwargs):
+        result = super().set_parameters_atomically(parameter_list, *args, **kwargs)
+        if self._apply_after_setters and result.successful:
+            self._apply_changes(parameter_list)
+        return result
+
     def _apply_changes(self, changes) -> None:
         """After a change is stored: the worker takes the new config before its next frame."""
         if self.params is None or self.worker is None:

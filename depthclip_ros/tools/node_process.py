@@ -3,17 +3,44 @@ and the tests (users start it with `ros2 launch` or `ros2 run`)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import subprocess
 import sys
+
+# Each Fast DDS names its XML profile file by its own variable: 2.x (Humble, Jazzy) reads
+# FASTRTPS_DEFAULT_PROFILES_FILE, 3.x (Kilted and later) FASTDDS_DEFAULT_PROFILES_FILE.
+DDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
 def local_dds_env(domain_id=None) -> dict:
     """Environment for ROS processes that talk only to each other on this machine: loopback
     discovery on a domain of their own. The middleware itself keeps its defaults, as on a robot."""
     domain = domain_id or os.environ.get("DEPTHCLIP_DEMO_DOMAIN_ID") or str(random.randint(1, 100))
-    return {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
+    switches = _discovery_switches_read()
+    return {"ROS_DOMAIN_ID": str(domain), **{v: _DISCOVERY_SWITCHES[v] for v in switches}}
+
+
+def dds_profile_env(path) -> dict:
+    """A Fast DDS XML profile for child processes, named as every Fast DDS version reads it."""
+    return dict.fromkeys(DDS_PROFILE_VARIABLES, str(path))
+
+
+_DISCOVERY_SWITCHES = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOCALHOST_ONLY": "1"}
+
+
+def _discovery_switches_read() -> tuple:
+    """The discovery switch read by the rcl this process loads, told by the functions it exports:
+    the range (Iron added it; Jazzy still honours localhost-only too, with a warning), else
+    localhost-only (Humble). Both where rcl cannot be inspected: each rcl ignores the other."""
+    try:
+        rcl = ctypes.CDLL("librcl.so")
+    except OSError:
+        return tuple(_DISCOVERY_SWITCHES)
+    if hasattr(rcl, "rcl_get_automatic_discovery_range"):
+        return ("ROS_AUTOMATIC_DISCOVERY_RANGE",)
+    return ("ROS_LOCALHOST_ONLY",)
 
 
 def start_node_process(

@@ -155,11 +155,12 @@ KEYS = [
 ]
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize("namespace", ["/", "/front", "/a/b"])
 def test_node_keys_match_as_rcl_matches_them(namespace, tmp_path):
     """Each key form against what rclpy itself gives a node in that namespace: file i sets
     parameter x<i> under key i, all files passed to one node."""
-    import rclpy
+    from helpers import rclpy_context
     from rclpy.node import Node
 
     fqn = namespace.rstrip("/") + "/depthclip"
@@ -168,7 +169,7 @@ def test_node_keys_match_as_rcl_matches_them(namespace, tmp_path):
         path = tmp_path / f"k{i}.yaml"
         path.write_text(f'"{key}":\n  ros__parameters:\n    x{i}: 5\n')
         args += ["--params-file", str(path)]
-    with rclpy.init(args=args):
+    with rclpy_context(args):
         node = Node("depthclip")
         applied = [node.declare_parameter(f"x{i}", 0).value == 5 for i in range(len(KEYS))]
         node.destroy_node()

@@ -17,6 +17,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from depthclip_ros.messages import decoding, outputs, point_cloud
 from depthclip_ros.node.camera_pipeline import output_qos_profile
+from depthclip_ros.tools.node_process import DDS_PROFILE_VARIABLES
 
 RGB = structured_image()
 
@@ -43,9 +44,8 @@ def diag_values(tester, predicate=lambda v: True, timeout=10.0):
 def test_environment_is_local_private_and_untuned():
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert os.environ["ROS_DOMAIN_ID"] != "0"
-    assert (
-        "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ
-    )  # the middleware's defaults, as on a robot
+    for variable in DDS_PROFILE_VARIABLES:  # the middleware's defaults, as on a robot
+        assert variable not in os.environ
 
 
 def test_outputs_are_reliable():

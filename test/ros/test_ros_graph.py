@@ -168,6 +168,69 @@ def test_every_kind_of_parameter_changes_through_the_services_from_another_proce
         }
 
 
+# The node's main() on an rclpy whose Node has no pre/post-set parameter callbacks (Iron added
+# them): Humble's Node, as far as the node's parameter path goes.
+WITHOUT_IRON_PARAMETER_CALLBACKS = """
+import sys
+from rclpy.node import Node
+for name in ("add_pre_set_parameters_callback", "remove_pre_set_parameters_callback",
+             "add_post_set_parameters_callback", "remove_post_set_parameters_callback"):
+    delattr(Node, name)
+print("rclpy Node with", [n for n in dir(Node) if n.endswith("set_parameters_callback")
+                         and not n.startswith("_")], flush=True)
+from depthclip_ros.node.lifecycle_node import main
+sys.exit(main())
+"""
+
+
+def test_on_an_rclpy_without_post_set_callbacks_changes_still_apply(tiny_checkpoint, tmp_path):
+    """Humble's Node lacks add_post_set_parameters_callback: the node starts, accepted changes
+    from another process apply from the next frame, refused ones leave the running config."""
+    log = tmp_path / "node.log"
+    cmd = [sys.executable, "-c", WITHOUT_IRON_PARAMETER_CALLBACKS, "--ros-args"]
+    cmd += ["--params-file", str(default_params_file())]
+    overrides = {"model": tiny_checkpoint, "device": "cpu", "cache_dir": tmp_path / "cache"}
+    for name, value in {**overrides, "temperature": 1.0}.items():
+        cmd += ["-p", f"{name}:={value}"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        with client_node() as node:
+            client = AsyncParameterClient(node, "/depthclip")
+            assert client.wait_for_services(timeout_sec=60), log.read_text()
+            received = []
+            node.create_subscription(Image, "depth/image", received.append, RELIABLE)
+            publishers = (
+                node.create_publisher(Image, "image", RELIABLE),
+                node.create_publisher(CameraInfo, "camera_info", RELIABLE),
+            )
+            wait_until(lambda: publishers[0].get_subscription_count() > 0, timeout=60)
+            depth = depth_of_next_frame(node, publishers, received, 1)
+            assert 1.0 <= np.nanmin(depth) and np.nanmax(depth) <= 3.0  # the shipped bins
+
+            assert set_one(client, "depth_bins", [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]) == (True, "")
+            depth = depth_of_next_frame(node, publishers, received, 2)
+            assert 2.0 <= np.nanmin(depth) and np.nanmax(depth) <= 8.0
+
+            ok, reason = set_one(client, "depth_bins", [3.0, 2.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+            assert not ok and "strictly increasing" in reason
+            together = [
+                Parameter("depth_tokens", value=["close", "far"]),
+                Parameter("depth_bins", value=[10.0, 20.0]),
+            ]
+            assert answer(client.set_parameters_atomically(together)).result.successful
+            depth = depth_of_next_frame(node, publishers, received, 3)
+            assert 10.0 <= np.nanmin(depth) and np.nanmax(depth) <= 20.0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    first = text.splitlines()[0]
+    humble_like = "['add_on_set_parameters_callback', 'remove_on_set_parameters_callback']"
+    assert first == f"rclpy Node with {humble_like}", text[-2000:]
+    assert "Traceback" not in text, text[-2000:]
+
+
 def run_driver(*args, timeout=180) -> dict:
     """The camera driver stand-in as its own process; its JSON report."""
     out = subprocess.run(

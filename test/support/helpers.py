@@ -3,6 +3,7 @@
 No node here (ros_harness runs the node); bag_factory writes bags from these messages.
 """
 
+import contextlib
 import os
 import resource
 import subprocess
@@ -36,6 +37,18 @@ def wait_until(condition, timeout=10.0, interval=0.02):
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def rclpy_context(args=None):
+    """rclpy initialised for the block (Jazzy's `rclpy.init()` is no context manager)."""
+    import rclpy
+
+    rclpy.init(args=args)
+    try:
+        yield
+    finally:
+        rclpy.shutdown()
 
 
 def stamp(msg, sec, nanosec=0, frame="camera_optical_frame"):

@@ -503,12 +503,14 @@ def test_output_metadata_is_the_form_humble_reads(tmp_path, params_file):
         assert isinstance(topic["topic_metadata"]["offered_qos_profiles"], str), topic
 
 
+@pytest.mark.ros
 def test_bag_outputs_are_the_topics_a_node_in_the_camera_namespace_publishes():
     import rclpy
+    from helpers import rclpy_context
 
     from depthclip_ros.messages import topics
 
-    with rclpy.init():
+    with rclpy_context():
         node = rclpy.create_node("depthclip", namespace="/camera/color")
         resolved = {key: node.resolve_topic_name(name) for key, name in topics.OUTPUTS.items()}
         node.destroy_node()
@@ -612,6 +614,7 @@ def test_damaged_bags_give_an_error_or_a_complete_output_never_a_crash(
 # ------------------------------------------------------------------------- live replay
 
 
+@pytest.mark.ros
 def test_bag_replayed_with_clock_into_a_sim_time_node(tmp_path, tiny_checkpoint):
     """`ros2 bag play BAG --clock` into the node with use_sim_time: the depth carries the bag's
     stamps."""

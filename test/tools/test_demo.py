@@ -24,6 +24,7 @@ def test_rendered_scene_depth_is_the_ray_cast_geometry():
 
 
 @pytest.mark.slow
+@pytest.mark.ros
 def test_demo_runs_the_whole_ros_pipeline(tmp_path):
     proc = subprocess.run(
         [
@@ -59,6 +60,7 @@ def test_demo_runs_the_whole_ros_pipeline(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ros
 def test_demo_without_weights_stops_with_the_loader_error(tmp_path):
     missing = tmp_path / "RN50.pt"
     proc = subprocess.run(
