@@ -59,11 +59,10 @@ class DepthClipNode(LifecycleNode):
         self.add_on_set_parameters_callback(
             lambda changes: parameters.check_changes(self, changes)
         )
-        # Post-set callbacks arrived in Iron; Humble's rclpy stores an accepted change when its
-        # public setters return, so there the node applies the change after them (below).
-        self._apply_after_setters = not hasattr(self, "add_post_set_parameters_callback")
-        if not self._apply_after_setters:
+        if hasattr(self, "add_post_set_parameters_callback"):  # Iron and later
             self.add_post_set_parameters_callback(self._apply_changes)
+        else:  # Humble stores an accepted change when its public setters return: apply after
+            self._apply_after_setters = True
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
