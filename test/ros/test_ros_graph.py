@@ -79,6 +79,21 @@ def remote_values(client, names) -> dict:
     return {n: parameter_value_to_python(v) for n, v in zip(names, response.values)}
 
 
+def connect_to_the_node(node, log):
+    """From `node`: the depthclip node's parameter client, (image, camera_info) publishers it
+    subscribes to, and the list its depth images arrive in."""
+    client = AsyncParameterClient(node, "/depthclip")
+    assert client.wait_for_services(timeout_sec=60), log.read_text()[-2000:]
+    received = []
+    node.create_subscription(Image, "depth/image", received.append, RELIABLE)
+    publishers = (
+        node.create_publisher(Image, "image", RELIABLE),
+        node.create_publisher(CameraInfo, "camera_info", RELIABLE),
+    )
+    wait_until(lambda: publishers[0].get_subscription_count() > 0, timeout=60)
+    return client, publishers, received
+
+
 def depth_of_next_frame(node, publishers, received, sec):
     """Publish a frame (and its camera_info) stamped `sec`; its depth image as an array."""
     image_pub, info_pub = publishers
@@ -92,16 +107,8 @@ def depth_of_next_frame(node, publishers, received, sec):
 def test_every_kind_of_parameter_changes_through_the_services_from_another_process(
     tiny_checkpoint, tmp_path
 ):
-    with node_process(tiny_checkpoint, tmp_path), client_node() as node:
-        client = AsyncParameterClient(node, "/depthclip")
-        assert client.wait_for_services(timeout_sec=60)
-        received = []
-        node.create_subscription(Image, "depth/image", received.append, RELIABLE)
-        publishers = (
-            node.create_publisher(Image, "image", RELIABLE),
-            node.create_publisher(CameraInfo, "camera_info", RELIABLE),
-        )
-        wait_until(lambda: publishers[0].get_subscription_count() > 0, timeout=60)
+    with node_process(tiny_checkpoint, tmp_path) as log, client_node() as node:
+        client, publishers, received = connect_to_the_node(node, log)
 
         # Accepted, in the types the services deliver them (rclpy: array.array for arrays).
         changes = {
@@ -196,15 +203,7 @@ def test_on_an_rclpy_without_post_set_callbacks_changes_still_apply(tiny_checkpo
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
         with client_node() as node:
-            client = AsyncParameterClient(node, "/depthclip")
-            assert client.wait_for_services(timeout_sec=60), log.read_text()
-            received = []
-            node.create_subscription(Image, "depth/image", received.append, RELIABLE)
-            publishers = (
-                node.create_publisher(Image, "image", RELIABLE),
-                node.create_publisher(CameraInfo, "camera_info", RELIABLE),
-            )
-            wait_until(lambda: publishers[0].get_subscription_count() > 0, timeout=60)
+            client, publishers, received = connect_to_the_node(node, log)
             depth = depth_of_next_frame(node, publishers, received, 1)
             assert 1.0 <= np.nanmin(depth) and np.nanmax(depth) <= 3.0  # the shipped bins
 

@@ -79,14 +79,9 @@ class Api:
         if f"{module}.{name}" in self.trees:
             return ("module", f"{module}.{name}")
         for stmt in self.trees[module].body:
-            if isinstance(stmt, ast.ClassDef) and stmt.name == name:
-                return ("class", module, stmt)
-            if isinstance(stmt, ast.FunctionDef) and stmt.name == name:
-                return ("function", module, stmt)
-            if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
-                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-                if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                    return ("value", None)
+            found = _defined_by(stmt, name, module)
+            if found is not None:
+                return found
             if isinstance(stmt, ast.ImportFrom):
                 for alias in stmt.names:
                     if (alias.asname or alias.name) == name:
@@ -114,14 +109,9 @@ class Api:
         if depth > 10:
             return None
         for stmt in cls.body:
-            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == name:
-                return ("function", module, stmt)
-            if isinstance(stmt, ast.ClassDef) and stmt.name == name:
-                return ("class", module, stmt)
-            if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
-                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-                if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                    return ("value", None)
+            found = _defined_by(stmt, name, module)
+            if found is not None:
+                return found
         for base_module, base in self._bases(module, cls):
             found = self._class_member(base_module, base, name, depth + 1)
             if found is not None:
@@ -157,6 +147,19 @@ class Api:
                 return {"keywords": sorted(keywords), "required": sorted(required)}
             classes = list(self._bases(module, cls))  # **kwargs go to the base class
         return {"keywords": "any", "required": sorted(required)}
+
+
+def _defined_by(stmt, name, module):
+    """What a module's or class's statement defines under `name`, as resolve() reports it."""
+    if isinstance(stmt, ast.ClassDef) and stmt.name == name:
+        return ("class", module, stmt)
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == name:
+        return ("function", module, stmt)
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return ("value", None)
+    return None
 
 
 def _passed_to_base(init) -> set:
