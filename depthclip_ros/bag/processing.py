@@ -24,6 +24,7 @@ from ..messages.decoding import decode_image
 from ..messages.outputs import MessageBuilder, frame_outputs
 from ..runtime.batching import by_image_size
 from ..runtime.stamp_pairing import CameraInfoIndex
+from .definitions import copy_definitions
 from .pipeline import model_leaves_cpu_free, run_stages
 from .reading import CAMERA_INFO, check_topics, open_bag, read_messages, storage_of
 
@@ -84,26 +85,21 @@ class BagProcessor:
         self.copied = 0
         self.problems: dict = {}
 
-    def run(self, reader, writer, in_path, cameras, frames_written=None):
-        """Write every message of `reader` and the cameras' outputs to `writer`;
-        `frames_written(n)` is told of each n image messages done."""
-        ts = self.typestore
+    def run(self, reader, writer, in_path, cameras, definitions, frames_written=None):
+        """Write every message of `reader` and the cameras' outputs to `writer`, each input topic
+        with its `definitions` (bag/definitions.py); `frames_written(n)` is told of each n image
+        messages done."""
         out_conns = {}
         for c in reader.connections:  # every input connection, unchanged
             key = (c.topic, c.msgtype, c.ext.serialization_format)
             if key in out_conns:
                 continue
-            have_def = c.msgdef is not None and c.msgdef.data and c.digest
-            if not have_def and c.msgtype not in ts.types:
-                raise BagError(
-                    f"cannot copy {c.topic}: the bag has no definition of its type {c.msgtype}"
-                )
+            msgdef, rihs01 = definitions[c.id]
             out_conns[key] = writer.add_connection(
                 c.topic,
                 c.msgtype,
-                msgdef=c.msgdef.data if have_def else None,
-                rihs01=c.digest if have_def else None,
-                typestore=ts,
+                msgdef=msgdef,
+                rihs01=rihs01,
                 serialization_format=c.ext.serialization_format,
                 offered_qos_profiles=c.ext.offered_qos_profiles,
             )
@@ -305,6 +301,7 @@ def process_bag(
         if clash:
             raise BagError(f"the image topics' outputs collide: {', '.join(clash)}")
         storage = storage or storage_of(in_path)
+        definitions = copy_definitions(reader)
         # After the cheap checks: loading the model takes seconds.
         estimator = estimator or load_estimator(config)
         processor = BagProcessor(
@@ -327,7 +324,7 @@ def process_bag(
                         if frames_written is not None:
                             frames_written(count)
 
-                    processor.run(reader, writer, in_path, cameras, written)
+                    processor.run(reader, writer, in_path, cameras, definitions, written)
         except (OSError, sqlite3.Error) as exc:  # IN's read errors are BagErrors: this is OUT
             raise BagError(f"{cannot_write(out_path, exc)}; nothing was written") from None
     finally:

@@ -6,6 +6,7 @@ rclpy serialises the messages (CDR, as a recorder would); rosbags stores the byt
 import io
 import os
 
+import yaml
 from helpers import camera_info, encode, stamp, structured_image
 from PIL import Image as PILImage
 from rclpy.serialization import serialize_message
@@ -41,13 +42,15 @@ def write_bag(
     image_first=False,
     focal=lambda i: None,
     cameras=None,
+    extra=None,
 ):
     """A bag with a camera (image + camera_info) and an unrelated String topic.
 
     `image_first`: log each image before its camera_info, as image_transport's CameraPublisher
     publishes them; `focal(i)`: frame i's fx = fy (default 0.8 x width); `cameras`: {namespace:
     (width, height)} of several cameras recorded together (default {"/cam": (width, height)}),
-    each with its own images (seeded by camera and frame).
+    each with its own images (seeded by camera and frame); `extra`: {topic: (rosbags typestore,
+    type, message(i))} of more topics, written once a frame, serialised by that typestore.
 
     Returns {topic: [(log_time_ns, raw_bytes), ...]} of what was written.
     """
@@ -72,6 +75,8 @@ def write_bag(
                     f"{ns}/camera_info", "sensor_msgs/msg/CameraInfo", typestore=typestore
                 )
             conns[ns + suffix] = writer.add_connection(ns + suffix, msgtype, typestore=typestore)
+        for topic, (store, extra_type, _) in (extra or {}).items():
+            conns[topic] = writer.add_connection(topic, extra_type, typestore=store)
 
         def put(topic, t, msg):
             raw = serialize_message(msg)
@@ -94,7 +99,34 @@ def write_bag(
                     put(f"{ns}/camera_info", info_time, stamp(info, sec, nsec))
                 put(ns + suffix, image_time, stamp(image, sec, nsec))
             put("/chatter", t + 5000, String(data=f"message {i}"))
+            for topic, (store, extra_type, message) in (extra or {}).items():
+                raw = store.serialize_cdr(message(i), extra_type)
+                writer.write(conns[topic], t + 6000, raw)
+                written.setdefault(topic, []).append((t + 6000, raw))
     return written
+
+
+def as_recorded_on_humble(path):
+    """Turn a bag of write_bag into what Humble's rosbag2 records: metadata version 5 with no
+    type hashes and no distribution; in sqlite3 (schema 3) no message definitions either."""
+    import sqlite3
+
+    meta_path = path / "metadata.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    info = meta["rosbag2_bagfile_information"]
+    for key in ("custom_data", "ros_distro"):
+        info.pop(key, None)
+    info["version"] = 5
+    for topic in info["topics_with_message_count"]:
+        topic["topic_metadata"].pop("type_description_hash", None)
+        topic["topic_metadata"]["offered_qos_profiles"] = ""  # Humble: a YAML string
+    meta_path.write_text(yaml.safe_dump(meta))
+    for db in path.glob("*.db3"):
+        with sqlite3.connect(db) as con:
+            con.execute("DROP TABLE message_definitions")
+            con.execute("ALTER TABLE topics DROP COLUMN type_description_hash")
+            con.execute("UPDATE schema SET schema_version = 3, ros_distro = 'humble'")
+    return path
 
 
 def read_bag(path):

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from bag_factory import deserialize, frame_stamp, read_bag, write_bag
+from bag_factory import as_recorded_on_humble, deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
 from helpers import run_on_a_full_disk
 from ros_harness import running_node
@@ -214,53 +214,116 @@ def test_without_camera_info_only_depth_is_written(tmp_path, params_file, capsys
         ]
 
 
-def test_messages_of_custom_types_are_copied_with_their_definitions(tmp_path, params_file):
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+def custom_thing_topic():
+    """{topic: (typestore, type, message(i))} of a type no distribution defines."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-    typestore = get_typestore(Stores.ROS2_KILTED)
-    typestore.register(get_types_from_msg("int32 value\nstring label", "my_robot_msgs/msg/Thing"))
-    src, dst = tmp_path / "in", tmp_path / "out"
-    write_bag(src, "mcap", frames=2)
-    with_custom = tmp_path / "with_custom"
-    with (
-        Reader(src) as reader,
-        Writer(with_custom, version=9, storage_plugin=StoragePlugin.MCAP) as writer,
-    ):
-        conns = {
-            c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
-            for c in reader.connections
-        }
-        thing = writer.add_connection("/thing", "my_robot_msgs/msg/Thing", typestore=typestore)
-        for c, t, raw in reader.messages():
-            writer.write(conns[c.id], t, raw)
-            writer.write(
-                thing,
-                t,
-                typestore.serialize_cdr(
-                    typestore.types["my_robot_msgs/msg/Thing"](value=t % 1000, label="x"),
-                    "my_robot_msgs/msg/Thing",
-                ),
-            )
-    assert (
-        run_tool(
-            "process",
-            with_custom,
-            dst,
-            "--image-topic",
-            IMAGE_TOPIC,
-            "--params",
-            params_file,
-            "--quiet",
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register(get_types_from_msg("int32 value\nstring label", "my_robot_msgs/msg/Thing"))
+    thing = store.types["my_robot_msgs/msg/Thing"]
+    return {"/thing": (store, "my_robot_msgs/msg/Thing", lambda i: thing(value=i, label="x"))}
+
+
+def humble_range_topic():
+    """{topic: ...} of sensor_msgs/Range as Humble defines it (Iron added a field to it)."""
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    t = store.types
+
+    def message(i):
+        header = t["std_msgs/msg/Header"](
+            stamp=t["builtin_interfaces/msg/Time"](sec=i, nanosec=7), frame_id="sonar"
         )
-        == 0
-    )
-    before, _ = read_bag(with_custom)
+        return t["sensor_msgs/msg/Range"](
+            header=header,
+            radiation_type=0,
+            field_of_view=0.5,
+            min_range=0.1,
+            max_range=4.0,
+            range=1.0 + i,
+        )
+
+    return {"/sonar": (store, "sensor_msgs/msg/Range", message)}
+
+
+def out_connections(path):
+    from rosbags.rosbag2 import Reader
+
+    with Reader(path) as reader:
+        return {c.topic: c for c in reader.connections}
+
+
+def decoded_with_own_definition(conn, raw):
+    """The message as a reader that trusts only the bag's own definition decodes it."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.EMPTY)
+    store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+    return store.deserialize_cdr(raw, conn.msgtype)
+
+
+def test_messages_of_custom_types_are_copied_with_their_definitions(tmp_path, params_file):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", frames=3, extra=custom_thing_topic())
+    argv = ["--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"]
+    assert run_tool("process", src, dst, *argv) == 0
+    before, _ = read_bag(src)
     after, _ = read_bag(dst)
-    assert after["/thing"] == before["/thing"] and len(after["/thing"]) == 6
-    with Reader(dst) as reader:
-        (conn,) = [c for c in reader.connections if c.topic == "/thing"]
-        assert conn.msgdef.data.startswith("int32 value\nstring label")
+    assert after["/thing"] == before["/thing"] and len(after["/thing"]) == 3
+    conn = out_connections(dst)["/thing"]
+    assert conn.msgdef.data.startswith("int32 value\nstring label")
+    assert conn.digest == out_connections(src)["/thing"].digest
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_bags_recorded_on_humble_are_copied_with_definitions_and_hashes(
+    tmp_path, params_file, storage
+):
+    """Humble records no type hashes (and no definitions in sqlite3): OUT, a version 8 bag, gets
+    both: the recorded definition hashed here, or Humble's own definition of a standard type."""
+    src, dst, iron = tmp_path / "in", tmp_path / "out", tmp_path / "as_iron_records"
+    extra = {**humble_range_topic(), **(custom_thing_topic() if storage == "mcap" else {})}
+    for path in (src, iron):
+        write_bag(path, storage, frames=3, extra=extra)
+    as_recorded_on_humble(src)
+    hashes = {c.topic: c.digest for c in out_connections(src).values()}
+    assert set(hashes.values()) == {""}  # what Humble records
+    argv = ["--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"]
+    assert run_tool("process", src, dst, *argv) == 0
+    before, _ = read_bag(src)
+    after, _ = read_bag(dst)
+    assert len(after["/cam/depth/image"]) == 3 and len(after["/cam/points"]) == 3
+    copied, recorded_with_hashes = out_connections(dst), out_connections(iron)
+    for topic in before:  # every copied topic: the hash a recorder with hashes writes
+        assert after[topic] == before[topic]
+        assert copied[topic].digest == recorded_with_hashes[topic].digest, topic
+    sonar = [decoded_with_own_definition(copied["/sonar"], raw) for _, raw, _ in after["/sonar"]]
+    assert [m.range for m in sonar] == [1.0, 2.0, 3.0] and not hasattr(sonar[0], "variance")
+
+
+def test_a_bare_mcap_file_is_copied_with_definitions_and_hashes(tmp_path, params_file):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", frames=2, extra=custom_thing_topic())
+    (mcap,) = src.glob("*.mcap")
+    argv = ["--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"]
+    assert run_tool("process", mcap, dst, *argv) == 0
+    recorded = out_connections(src)
+    copied = out_connections(dst)
+    assert {t: copied[t].digest for t in recorded} == {t: c.digest for t, c in recorded.items()}
+
+
+def test_a_humble_sqlite3_bag_with_a_custom_type_is_refused_in_one_line(
+    tmp_path, params_file, capsys
+):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "sqlite3", frames=2, extra=custom_thing_topic())
+    as_recorded_on_humble(src)
+    argv = ["--image-topic", IMAGE_TOPIC, "--params", params_file, "--quiet"]
+    assert run_tool("process", src, dst, *argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "cannot copy /thing: the bag records no definition of its type" in line
+    assert "ros2 bag convert" in line and not dst.exists()
 
 
 def test_undecodable_frames_are_skipped_and_counted(tmp_path, params_file, capsys):
