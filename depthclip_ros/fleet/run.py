@@ -21,6 +21,8 @@ from .workers import ModelWorker, RunControl, process_bag_task
 
 POLL_S = 0.5
 STOP_WAIT_S = 60  # for the bags in flight to stop after a Ctrl-C (each ends its chunk)
+# For a restarted worker to load its model again before a bag is retried on it.
+RESTART_WAIT_S = 600
 
 
 @dataclasses.dataclass
@@ -113,6 +115,23 @@ def describe_workers(workers) -> list:
         raise FleetError(f"a model worker could not start: {_last_line(cause)}") from None
 
 
+def wait_for_workers(workers, timeout_s: float = RESTART_WAIT_S) -> None:
+    """Return once every worker answers again. A bag retried at once would meet its worker still
+    restarting (ActorUnavailableError) and spend its retries on the restart. A worker whose
+    restarts are used up, or that is still loading after `timeout_s`, is left for the retried
+    bag to report."""
+    deadline = time.monotonic() + timeout_s
+    for worker in workers:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(worker.describe.remote(), timeout=max(deadline - time.monotonic(), 0.1))
+                break
+            except ray.exceptions.ActorUnavailableError:  # restarting: ask again
+                time.sleep(POLL_S)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                break
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     return lines[-1] if lines else str(text)
@@ -174,6 +193,7 @@ def run_fleet(jobs: list, params: dict, options: FleetOptions, outdir, log=print
                 if outcome["status"] == "retry":
                     if attempts[job] <= options.retries:
                         log(f"retrying {job.input}: {outcome['error']}")
+                        wait_for_workers(workers)
                         queue.insert(0, job)
                         continue
                     outcome = dict(outcome, status=FAILED)
