@@ -96,7 +96,7 @@ def bench_core(ckpt, devices, quick):
                         )
                         reps = (
                             3
-                            if batch == 8 and device == "cpu"
+                            if quick or (batch == 8 and device == "cpu")
                             else (10 if device == "cpu" else 50)
                         )
                         core_t, raw_t, flops = core_and_raw_forward(model, cfg, imgs, reps)
@@ -283,7 +283,7 @@ def rates_hz(text: str) -> list:
     return rates
 
 
-def bench_options(ckpt):
+def bench_options(ckpt, reps=12):
     """Beyond the paper, per 544x416 frame on CPU: each option's own work against the forward
     (layer4 features) it is added to, timed interleaved in one run."""
     from depthclip_ros.estimator.depth_head import position_embeddings
@@ -309,7 +309,7 @@ def bench_options(ckpt):
                 project("subsampled"),
                 project("projected"),
             ],
-            12,
+            reps,
             warmup=2,
         )
     f = statistics.median(forward)
@@ -396,7 +396,7 @@ def bench_folding(ckpt, reps=10):
     ]
 
 
-def bench_uncertainty(ckpt):
+def bench_uncertainty(ckpt, reps=12):
     """depth/std and the cloud filters per 640x480 frame on CPU, against the forward: the
     shipped depth step (depth and std) beside the depth alone, and the cloud with and without
     its filters, timed interleaved in one run."""
@@ -429,7 +429,7 @@ def bench_uncertainty(ckpt):
                 lambda: cloud_outputs(frame, result, 0, info, plain),
                 lambda: cloud_outputs(frame, result, 0, info, filtered),
             ],
-            12,
+            reps,
             warmup=2,
         )
     f = statistics.median(forward)
@@ -452,7 +452,11 @@ def bench_uncertainty(ckpt):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="core: batch 1, no flip only")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run: core batch 1 without flip only, 3 repetitions of each timing",
+    )
     p.add_argument(
         "--node-seconds", type=float, default=20.0, help="measured window per rate (default 20)"
     )
@@ -542,11 +546,11 @@ def run(args, disk: str) -> None:
         print("## Core (DepthClip.predict, RN50 shapes, random weights)\n")
         print(table(*bench_core(ckpt, devices, args.quick)) + "\n")
         print("## Options beyond the paper (cpu, 544x416, RN50 shapes)\n")
-        print(table(*bench_options(ckpt)) + "\n")
+        print(table(*bench_options(ckpt, 3 if args.quick else 12)) + "\n")
         print("## BatchNorm folding (cpu, RN50 shapes)\n")
-        print(table(*bench_folding(ckpt)) + "\n")
+        print(table(*bench_folding(ckpt, 3 if args.quick else 10)) + "\n")
         print("## depth/std and cloud filters (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
-        print(table(*bench_uncertainty(ckpt)) + "\n")
+        print(table(*bench_uncertainty(ckpt, 3 if args.quick else 12)) + "\n")
         print("## Conversions and cloud building per frame\n")
         print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
     if not args.skip_node and not args.only_cuda:
