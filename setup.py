@@ -48,7 +48,7 @@ setup(
             f"depthclip-demo = {PACKAGE}.tools.demo:main",
             f"depthclip-bag = {PACKAGE}.bag.cli:main",
             f"depthclip-fleet = {PACKAGE}.fleet.cli:main",
-            f"depthclip-export = {PACKAGE}.estimator.export:main",
+            f"depthclip-export = {PACKAGE}.tools.export:main",
             "depthclip-eval = offline_eval.cli:main",
         ],
     },

@@ -34,7 +34,7 @@ from node_bench import (  # noqa: E402
 )
 
 from depthclip_ros.config.parameters import DepthClipConfig, OutputSettings  # noqa: E402
-from depthclip_ros.config.params_files import load_config  # noqa: E402
+from depthclip_ros.config.params_files import load_config, resolve_scene_presets  # noqa: E402
 from depthclip_ros.estimator.core import DepthClip, DepthResult, preprocess  # noqa: E402
 from depthclip_ros.estimator.export import export  # noqa: E402
 from depthclip_ros.estimator.loading import load_estimator  # noqa: E402
@@ -288,11 +288,11 @@ def bench_options(ckpt, reps=12):
     (layer4 features) it is added to, timed interleaved in one run."""
     from depthclip_ros.estimator.depth_head import position_embeddings
 
-    cfg = DepthClipConfig(
-        model=ckpt, device="cpu", scene_bins="auto", cache_dir=tempfile.mkdtemp()
+    cfg = resolve_scene_presets(
+        DepthClipConfig(model=ckpt, device="cpu", scene_bins="auto", cache_dir=tempfile.mkdtemp())
     )
     model = DepthClip(cfg)
-    head = model._head
+    head = model.head
     x = preprocess(model.to_device(np.zeros((416, 544, 3), np.uint8)), cfg)
     with torch.inference_mode():
         feats = model.dense_features(x)

@@ -10,7 +10,7 @@ import string
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from .schema import Schema, param
+from .schema import Schema, derived, param
 
 PACKAGE_NAME = "depthclip_ros"
 NODE_NAME = "depthclip"
@@ -144,6 +144,9 @@ class DepthClipConfig(Schema):
         "scene:preset pairs (config/presets name or YAML); other scenes keep the base bins and "
         "tokens (paper Table 2)",
     )
+    # ((scene, depth_bins, depth_tokens), ...) of scene_presets, read from the presets' files by
+    # config.params_files.resolve_scene_presets (scene_bins auto); None while not read.
+    scene_heads: tuple | None = derived()
 
     @property
     def scene_prompts(self) -> list:
@@ -152,6 +155,29 @@ class DepthClipConfig(Schema):
     def scene_preset_map(self) -> dict:
         """{scene: preset} of scene_presets."""
         return dict(pair.split(":", 1) for pair in self.scene_presets)
+
+    def scene_configs(self) -> dict:
+        """{scene: this config with that scene's preset bins and tokens} for scene_bins auto;
+        scenes without a preset keep this config's. ConfigError when the presets were not read
+        (a config built without config.params_files)."""
+        if self.scene_heads is None:
+            raise ConfigError(
+                "scene_presets",
+                list(self.scene_presets),
+                "not read: build the config with load_config, or pass it through "
+                "resolve_scene_presets (config.params_files)",
+            )
+        return {
+            scene: dataclasses.replace(
+                self, depth_bins=bins, depth_tokens=tokens, scene_bins="off", scene_heads=None
+            )
+            for scene, bins, tokens in self.scene_heads
+        }
+
+    def replace(self, **changes):
+        if "scene_presets" in changes and "scene_heads" not in changes:
+            changes["scene_heads"] = None  # read again for the new presets
+        return super().replace(**changes)
 
     @property
     def prompt_sets(self) -> list:
@@ -176,6 +202,14 @@ class DepthClipConfig(Schema):
         for template in self.prompt_template:
             _check_template(template)
         _check_scenes(self)
+        for scene, scene_bins, _ in self.scene_heads or ():
+            if len(scene_bins) != len(self.depth_bins):  # a batch's images stack their bins
+                raise ConfigError(
+                    "scene_presets",
+                    list(self.scene_presets),
+                    f"scene {scene} has {len(scene_bins)} bins, the config "
+                    f"{len(self.depth_bins)}: every scene needs as many",
+                )
         tokens, bins = self.depth_tokens, self.depth_bins
         if len(bins) < 2:
             raise ConfigError("depth_bins", list(bins), "needs at least 2 bins")
@@ -366,7 +400,7 @@ class Parameters:
 
 def parameter_fields() -> list:
     """(schema, dataclasses.Field) of every node parameter."""
-    return [(schema, f) for schema in PARAMETER_SCHEMAS for f in dataclasses.fields(schema)]
+    return [(schema, f) for schema in PARAMETER_SCHEMAS for f in schema.schema_fields()]
 
 
 def parameter_defaults() -> dict:

@@ -154,35 +154,48 @@ def load_params(
 def load_config(
     params_file=None, presets: Iterable = (), overrides: Mapping | None = None
 ) -> DepthClipConfig:
-    return DepthClipConfig.from_params(load_params(params_file, presets, overrides))
+    """The core's config from parameter files (see load_params), scene presets read."""
+    return resolve_scene_presets(
+        DepthClipConfig.from_params(load_params(params_file, presets, overrides))
+    )
+
+
+def preset_configs(params_file=None) -> list:
+    """The config of every shipped preset on top of the parameter file (e.g. to export their
+    prompts' text features); a preset these parameters cannot take is left out."""
+    configs = []
+    for name in preset_names():
+        try:
+            configs.append(load_config(params_file, [name]))
+        except ConfigError:
+            continue
+    return configs
 
 
 SCENE_PRESET_FIELDS = ("depth_bins", "depth_tokens")
 
 
-def scene_configs(config: DepthClipConfig) -> dict:
-    """{scene: config with that scene's preset bins and tokens} for scene_presets; scenes without
-    a preset keep `config`'s. ConfigError for an unknown preset, one without bins or tokens, or
-    one with another number of bins than `config` (a batch's images stack their bins)."""
-    configs = {}
+def resolve_scene_presets(config: DepthClipConfig) -> DepthClipConfig:
+    """`config` with its scene presets' bins and tokens read into it (scene_bins auto; unchanged
+    otherwise): the estimator gets them as data. ConfigError for an unknown preset, one without
+    bins or tokens, or one with another number of bins than `config`."""
+    if config.scene_bins != "auto":
+        return config
+    heads = []
     for scene, preset in config.scene_preset_map().items():
         try:
             params = read_params_file(resolve_preset(preset))
         except ConfigError as exc:
             raise ConfigError("scene_presets", list(config.scene_presets), str(exc)) from None
-        changes = {k: params[k] for k in SCENE_PRESET_FIELDS if k in params}
-        if not changes:
+        if not any(k in params for k in SCENE_PRESET_FIELDS):
             raise ConfigError(
                 "scene_presets",
                 list(config.scene_presets),
                 f"preset {preset} sets no bins or tokens",
             )
-        configs[scene] = config.replace(**changes)
-        if len(configs[scene].depth_bins) != len(config.depth_bins):
-            raise ConfigError(
-                "scene_presets",
-                list(config.scene_presets),
-                f"scene {scene} has {len(configs[scene].depth_bins)} bins, the config "
-                f"{len(config.depth_bins)}: every scene needs as many",
-            )
-    return configs
+        # Validated as the config would be with them (strictly increasing bins, one per token).
+        own = config.replace(
+            scene_heads=None, **{k: params[k] for k in SCENE_PRESET_FIELDS if k in params}
+        )
+        heads.append((scene, own.depth_bins, own.depth_tokens))
+    return config.replace(scene_heads=tuple(heads))

@@ -41,6 +41,12 @@ def param(
     )
 
 
+def derived():
+    """A field computed from parameters by config/ (never a parameter itself): e.g. the scene
+    presets' bins, read from their files so that the estimator gets them as data."""
+    return dataclasses.field(default=None, metadata={"derived": True})
+
+
 def _kind(default) -> str:
     if isinstance(default, bool):
         return "bool"
@@ -100,11 +106,17 @@ def constraints_text(f: dataclasses.Field) -> str:
 
 
 class Schema:
-    """Base of the parameter dataclasses: generic checks from each field's metadata."""
+    """Base of the parameter dataclasses: generic checks from each field's metadata, run when an
+    instance is made (ConfigError: an invalid instance never exists)."""
+
+    @classmethod
+    def schema_fields(cls) -> tuple:
+        """The parameter fields (derived ones excluded)."""
+        return tuple(f for f in dataclasses.fields(cls) if not f.metadata.get("derived"))
 
     def __post_init__(self):
         # YAML and ROS give lists and ints; the frozen dataclass keeps tuples and floats.
-        for f in dataclasses.fields(self):
+        for f in self.schema_fields():
             value = getattr(self, f.name)
             kind = _kind(f.default)
             if kind in ("str_list", "float_list") and value is None:
@@ -117,14 +129,15 @@ class Schema:
                 object.__setattr__(self, f.name, (value,))
             elif kind == "float" and _number(value) and isinstance(value, int):
                 object.__setattr__(self, f.name, float(value))
+        self.validate()  # every instance is valid: nothing downstream checks again
 
     @classmethod
     def field_names(cls) -> tuple:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return tuple(f.name for f in cls.schema_fields())
 
     @classmethod
     def read_only_fields(cls) -> tuple:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["read_only"])
+        return tuple(f.name for f in cls.schema_fields() if f.metadata["read_only"])
 
     def check_read_only(self, new) -> None:
         """ConfigError when `new` changes a field fixed once loaded."""
@@ -139,23 +152,21 @@ class Schema:
         """Build and validate from a parameter mapping; keys of other schemas are ignored, so one
         parameter file serves every tool."""
         base = base or cls()
-        cfg = dataclasses.replace(base, **{k: params[k] for k in cls.field_names() if k in params})
-        cfg.validate()
-        return cfg
+        return dataclasses.replace(
+            base, **{k: params[k] for k in cls.field_names() if k in params}
+        )
 
     def replace(self, **changes):
-        cfg = dataclasses.replace(self, **changes)
-        cfg.validate()
-        return cfg
+        return dataclasses.replace(self, **changes)
 
     def to_params(self) -> dict:
         return {
             f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-            for f in dataclasses.fields(self)
+            for f in self.schema_fields()
         }
 
     def validate(self) -> None:
-        for f in dataclasses.fields(self):
+        for f in self.schema_fields():
             m = f.metadata
             value = _check_kind(f.name, _kind(f.default), getattr(self, f.name))
             if m["choices"] and value not in m["choices"]:

@@ -1,11 +1,12 @@
 """The depth estimators: `load_estimator(config)` gives the torch core (`core.DepthClip`) or an
 exported graph on ONNX Runtime (`onnx_runtime.OnnxDepthClip`), one API (`predict` ->
-`result.DepthResult`). The torch modules: `core`, `depth_head`, `scene_classification`,
-`clip_loading`, `text_features`, `export` (depthclip-export). Torch-free: `loading`, `result`,
-`text_cache`, `onnx_runtime`. Nothing here reads parameter files or imports rclpy.
+`result.DepthResult`, `check_config`, `update_config`, `head`); `check_prompts(config)` checks
+prompts before any model loads. The torch modules: `core`, `depth_head`, `scene_classification`,
+`clip_loading`, `text_features`, `export` (depthclip-export). Torch-free: `loading`, `head`,
+`result`, `text_cache`, `onnx_runtime`. Nothing here reads parameter files or imports rclpy.
 """
 
-from .loading import load_estimator
+from .loading import check_prompts, load_estimator
 from .result import DepthResult
 
-__all__ = ["DepthResult", "load_estimator"]
+__all__ = ["DepthResult", "check_prompts", "load_estimator"]

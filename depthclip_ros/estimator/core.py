@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from ..config.parameters import DepthClipConfig
-from ..config.params_files import scene_configs
 from .batchnorm_folding import fold_batch_norms
 from .clip_loading import LoadedModel, load_clip
 from .cuda_graph import CapturedFrames
@@ -27,6 +26,7 @@ from .depth_head import (
     position_embeddings,
     scene_bin_probabilities,
 )
+from .head import Head
 from .result import DepthResult, as_image_batch, input_region, network_image_size
 from .scene_classification import SceneClassifier
 from .text_cache import default_cache_dir
@@ -72,17 +72,6 @@ def _normalization(name: str, device: torch.device) -> tuple:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class _Head:
-    """What a config change swaps, in one assignment, between two frames."""
-
-    config: DepthClipConfig
-    text: torch.Tensor  # (D, K) float32 on device
-    bins: torch.Tensor  # (K,) float32 on device
-    scene_heads: dict = dataclasses.field(default_factory=dict)  # scene -> (text, bins)
-    classifier: SceneClassifier | None = None  # scene_bins auto
-
-
 def dense_encoder(visual: torch.nn.Module) -> torch.nn.Module:
     """CLIP's visual ResNet up to layer4, the reference's dense features: CLIP's own forward
     (stem, dtype cast, layers) with the attention pool replaced by Identity, on a shallow copy
@@ -97,7 +86,6 @@ class DepthClip:
     """DepthCLIP on a CLIP ResNet. Thread-safe for one predicting thread plus config updates."""
 
     def __init__(self, config: DepthClipConfig, loaded: LoadedModel | None = None):
-        config.validate()
         owned = loaded is None
         self.loaded = loaded or load_clip(
             config.model, config.device, config.precision, config.download_root
@@ -129,7 +117,13 @@ class DepthClip:
             self.device
         )
         self.cache_dir = Path(config.cache_dir or default_cache_dir()).expanduser()
+        self._checked = None  # the last config check_config accepted
         self._head = self._make_head(config)
+
+    @property
+    def head(self) -> Head:
+        """The config in use and its text features and bins (replaced whole by update_config)."""
+        return self._head
 
     @property
     def config(self) -> DepthClipConfig:
@@ -156,10 +150,10 @@ class DepthClip:
         bins = torch.tensor(cfg.depth_bins, dtype=torch.float32, device=self.device)
         return torch.from_numpy(feats).to(self.device), bins
 
-    def _make_head(self, cfg: DepthClipConfig) -> _Head:
-        head = _Head(cfg, *self._text_and_bins(cfg))
+    def _make_head(self, cfg: DepthClipConfig) -> Head:
+        head = Head(cfg, *self._text_and_bins(cfg))
         if cfg.scene_bins == "auto":
-            for scene, scene_cfg in scene_configs(cfg).items():
+            for scene, scene_cfg in cfg.scene_configs().items():
                 head.scene_heads[scene] = self._text_and_bins(scene_cfg)
             classifier = SceneClassifier(
                 self.loaded.clip_model,
@@ -177,13 +171,15 @@ class DepthClip:
         return self.dtype if cfg.head_precision == "model" else torch.float32
 
     def check_config(self, cfg: DepthClipConfig) -> None:
-        """ConfigError when `cfg` cannot replace the running config."""
-        cfg.validate()
+        """ConfigError when `cfg` cannot replace the running config (a field fixed at load)."""
         self.config.check_read_only(cfg)
+        self._checked = cfg
 
     def update_config(self, cfg: DepthClipConfig) -> None:
-        """Apply a new config from the next `predict` on; load-time fields cannot change."""
-        self.check_config(cfg)
+        """Apply a new config from the next `predict` on; load-time fields cannot change. A
+        config check_config accepted is not checked again."""
+        if cfg is not self._checked:
+            self.check_config(cfg)
         self._head = self._make_head(cfg)  # built first, then swapped in one assignment
 
     def to_device(self, images) -> torch.Tensor:

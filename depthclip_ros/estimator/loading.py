@@ -49,6 +49,21 @@ def load_estimator(config):
     return DepthClip(config)
 
 
+def check_prompts(config) -> None:
+    """ConfigError when a prompt of `config` (its scenes' too, scene_bins auto) does not fit
+    CLIP's context. Without torch (the ONNX install) only prompts exported with the model run,
+    and depthclip-export checked them."""
+    try:
+        from .text_features import tokenize
+    except ImportError:
+        return
+    tokenize(config.prompts)
+    if config.scene_bins == "auto":
+        for scene_config in config.scene_configs().values():
+            tokenize(scene_config.prompts)
+        tokenize(config.scene_prompts)
+
+
 def return_freed_memory(device) -> None:
     """Give the memory of a dropped model back: CUDA's cached blocks to the driver and, on
     glibc, freed heap pages to the OS (without malloc_trim the process RSS would not drop)."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
+from .head import Head
 from .result import (
     OUTPUT_FIELDS,
     DepthResult,
@@ -116,7 +117,6 @@ class OnnxDepthClip:
     Runtime. Thread-safe for one predicting thread plus config updates."""
 
     def __init__(self, config: DepthClipConfig):
-        config.validate()
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -147,6 +147,7 @@ class OnnxDepthClip:
             exported_text_dir(self.path),
             Path(config.cache_dir or default_cache_dir()).expanduser(),
         ]
+        self._checked = None  # (config, its Head) of the last config check_config accepted
         self._head = self._make_head(config)
 
     def _open(self, ort, options, chain):
@@ -222,12 +223,16 @@ class OnnxDepthClip:
         return session
 
     @property
-    def config(self) -> DepthClipConfig:
-        return self._head[0]
+    def head(self) -> Head:
+        """The config in use and its text features and bins (replaced whole by update_config)."""
+        return self._head
 
-    def _make_head(self, cfg: DepthClipConfig) -> tuple:
-        """(config, text features (D, K), bins (K,), temperature) or ConfigError saying why the
-        exported graph cannot run `cfg`."""
+    @property
+    def config(self) -> DepthClipConfig:
+        return self._head.config
+
+    def _make_head(self, cfg: DepthClipConfig) -> Head:
+        """The Head of `cfg`, or ConfigError saying why the exported graph cannot run it."""
         if cfg.scene_bins != "off":
             raise ConfigError(
                 "scene_bins", cfg.scene_bins, "needs the torch backend (not in the exported graph)"
@@ -256,18 +261,21 @@ class OnnxDepthClip:
                 "torch text encoder): run depthclip-export with these parameters, or use the "
                 "torch backend",
             )
-        bins = np.asarray(cfg.depth_bins, np.float32)
-        return cfg, text, bins, np.asarray(cfg.temperature, np.float32)
+        return Head(cfg, text, np.asarray(cfg.depth_bins, np.float32))
 
-    def check_config(self, cfg: DepthClipConfig) -> tuple:
-        """The head of `cfg`; ConfigError when the exported graph cannot run it."""
-        cfg.validate()
+    def check_config(self, cfg: DepthClipConfig) -> None:
+        """ConfigError when the exported graph cannot run `cfg` (its text features loaded: what
+        update_config then uses)."""
         self.config.check_read_only(cfg)
-        return self._make_head(cfg)
+        self._checked = (cfg, self._make_head(cfg))
 
     def update_config(self, cfg: DepthClipConfig) -> None:
         """Apply a new config from the next `predict` on, if the exported graph can run it."""
-        self._head = self.check_config(cfg)
+        checked = self._checked
+        if checked is None or checked[0] is not cfg:
+            self.check_config(cfg)
+            checked = self._checked
+        self._head = checked[1]
 
     def warm_up(self) -> None:
         size = self.image_size or network_image_size(self.config)
@@ -276,7 +284,8 @@ class OnnxDepthClip:
     def predict(self, images, scenes=None) -> DepthResult:
         """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3): any size, or the one size a
         graph exported with --image-size takes."""
-        cfg, text, bins, temperature = self._head  # one frame, one config
+        head = self._head  # one frame, one config
+        cfg, bins = head.config, head.bins
         imgs = as_image_batch(images)
         height, width = imgs.shape[1:3]
         if self.image_size is not None and (height, width) != self.image_size:
@@ -287,7 +296,12 @@ class OnnxDepthClip:
             )
         outputs = self.session.run(
             list(GRAPH_OUTPUTS),
-            {"images": imgs, "text_features": text, "bins": bins, "temperature": temperature},
+            {
+                "images": imgs,
+                "text_features": head.text,
+                "bins": bins,
+                "temperature": np.asarray(cfg.temperature, np.float32),
+            },
         )
         return DepthResult.from_outputs(
             outputs, bins=bins, region=input_region(height, width, cfg)

@@ -16,6 +16,7 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
@@ -56,9 +57,7 @@ class DepthClipNode(LifecycleNode):
         self._activated_at = None
         self.forwards = (0, 0)  # (images, forwards) since activation: max_batch at work
         self._hardware_id = socket.gethostname()
-        self.add_on_set_parameters_callback(
-            lambda changes: parameters.check_changes(self, changes)
-        )
+        self.add_on_set_parameters_callback(self._check_changes)
         if hasattr(self, "add_post_set_parameters_callback"):  # Iron and later
             self.add_post_set_parameters_callback(self._apply_changes)
         else:  # Humble stores an accepted change when its public setters return: apply after
@@ -187,6 +186,7 @@ class DepthClipNode(LifecycleNode):
     # Without post-set callbacks (Humble): every way a change arrives (the parameter services,
     # `ros2 param load`, in-process calls) goes through these two public setters.
     _apply_after_setters = False  # rclpy's constructor may set parameters before ours runs
+    _accepted = None  # Parameters of the change _check_changes accepted last
 
     def set_parameters(self, parameter_list, *args, **kwargs):
         results = super().set_parameters(parameter_list, *args, **kwargs)
@@ -200,11 +200,24 @@ class DepthClipNode(LifecycleNode):
             self._apply_changes(parameter_list)
         return result
 
+    def _check_changes(self, changes) -> SetParametersResult:
+        """Before a change is stored: the schema's checks and the loaded model's, once; what
+        passes is what _apply_changes applies."""
+        try:
+            params = parameters.read_changes(parameters.parameter_values(self), changes)
+            if params is not None and self.estimator is not None:
+                self.estimator.check_config(params.config)  # what the model can run
+        except ConfigError as exc:
+            self._accepted = None
+            return SetParametersResult(successful=False, reason=str(exc))
+        self._accepted = params
+        return SetParametersResult(successful=True)
+
     def _apply_changes(self, changes) -> None:
         """After a change is stored: the worker takes the new config before its next frame."""
-        if self.params is None or self.worker is None:
-            return  # unconfigured: configure reads the parameters
-        params = parameters.read_parameters(parameters.parameter_values(self))
+        params, self._accepted = self._accepted, None
+        if params is None or self.params is None or self.worker is None:
+            return  # no schema parameter changed, or unconfigured: configure reads them
         self.params = params
         if params.config != self.estimator.config:
             future = self.worker.call(self.estimator.update_config, params.config)

@@ -7,12 +7,14 @@ carry them as text and accept an integer where a number is expected
 
 from __future__ import annotations
 
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+import dataclasses
+
+from rcl_interfaces.msg import ParameterDescriptor
 
 from ..config.parameters import Parameters, parameter_fields
-from ..config.params_files import scene_configs
+from ..config.params_files import resolve_scene_presets
 from ..config.schema import constraints_text
-from ..errors import ConfigError
+from ..estimator import check_prompts
 
 
 def parameter_descriptor(field) -> ParameterDescriptor:
@@ -34,39 +36,20 @@ def parameter_values(node) -> dict:
     return {field.name: node.get_parameter(field.name).value for _, field in parameter_fields()}
 
 
-def _check_prompts(prompts) -> None:
-    """CLIP's tokenizer limits a prompt's length; without torch (the ONNX install) only the
-    prompts exported with the model run, and they were checked at export."""
-    try:
-        from ..estimator.text_features import tokenize
-    except ImportError:
-        return
-    tokenize(prompts)
-
-
 def read_parameters(values: dict) -> Parameters:
-    """Every parameter validated, prompts included (CLIP's tokenizer limits their length)."""
+    """Every parameter validated, the scene presets read, the prompts checked (CLIP's tokenizer
+    limits their length): what the node runs, or ConfigError."""
     params = Parameters.from_params(values)
-    _check_prompts(params.config.prompts)
-    if params.config.scene_bins == "auto":  # presets exist and fit the config's bins
-        for scene_config in scene_configs(params.config).values():
-            _check_prompts(scene_config.prompts)
-        _check_prompts(params.config.scene_prompts)
+    params = dataclasses.replace(params, config=resolve_scene_presets(params.config))
+    check_prompts(params.config)
     return params
 
 
-def check_changes(node, changes) -> SetParametersResult:
-    """An on-set-parameters callback: the schema's checks and the loaded model's, before a
-    change is stored."""
+def read_changes(values: dict, changes) -> Parameters | None:
+    """The parameters `changes` (rclpy Parameters) would give a node whose parameters are
+    `values`; None when they touch none of the schema's (e.g. use_sim_time). ConfigError when
+    they are invalid."""
     names = {field.name for _, field in parameter_fields()}
     if not any(p.name in names for p in changes):
-        return SetParametersResult(successful=True)
-    values = parameter_values(node)
-    values.update({p.name: p.value for p in changes})
-    try:
-        params = read_parameters(values)
-        if node.estimator is not None:  # what the loaded model can run (an exported graph)
-            node.estimator.check_config(params.config)
-    except ConfigError as exc:
-        return SetParametersResult(successful=False, reason=str(exc))
-    return SetParametersResult(successful=True)
+        return None
+    return read_parameters({**values, **{p.name: p.value for p in changes}})

@@ -304,7 +304,7 @@ def fp32_probs(model, feats, cfg):
     positions = position_embeddings(
         feats, "subsampled", model.channel_index, model.attnpool, torch.float32
     )
-    return bin_probabilities(positions, model._head.text, cfg.temperature, (13, 17))
+    return bin_probabilities(positions, model.head.text, cfg.temperature, (13, 17))
 
 
 def test_the_callers_model_keeps_its_attention_pool(make_config):
@@ -335,7 +335,7 @@ def test_corrupt_cache_recovers(make_config, caplog):
     with caplog.at_level("WARNING", logger="depthclip_ros"):
         recovered = DepthClip(cfg)
     assert "corrupt" in caplog.text
-    np.testing.assert_array_equal(recovered._head.text.numpy(), reference._head.text.numpy())
+    np.testing.assert_array_equal(recovered.head.text.numpy(), reference.head.text.numpy())
     np.load(files[0])  # rewritten whole
 
 

@@ -12,7 +12,7 @@ import torch
 from helpers import encode, run_on_a_full_disk, stamp, structured_image, wait_until
 from ros_harness import running_node
 
-from depthclip_ros.config.params_files import preset_names
+from depthclip_ros.config.params_files import load_config, preset_configs, preset_names
 from depthclip_ros.errors import ConfigError, ImageSizeError, ModelLoadError
 from depthclip_ros.estimator import export
 from depthclip_ros.estimator.clip_loading import load_clip
@@ -20,6 +20,7 @@ from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.onnx_runtime import CPU, CUDA, TENSORRT, OnnxDepthClip, providers_for
 from depthclip_ros.messages import decoding
+from depthclip_ros.tools import export as export_cli
 
 CAMERA = (480, 640)  # (height, width) of the test camera's images
 # fp16 against fp16: the graph folds the batch norms into fp16 convolutions, the torch core keeps
@@ -30,7 +31,8 @@ FP16_ATOL = 5e-3
 
 
 def export_and_load(config, path, image_size=None):
-    export.export(config, path, image_size)
+    """Exported as depthclip-export exports it: the shipped presets' text features beside."""
+    export.export(config, path, image_size, preset_configs())
     return OnnxDepthClip(config.replace(model=str(path)))
 
 
@@ -205,7 +207,7 @@ def test_bins_temperature_and_exported_prompts_change_without_re_export(make_con
     exported = export_and_load(config, tmp_path / "m.onnx")
     image = structured_image(*CAMERA)
     # Bins and temperature are graph inputs; a shipped preset's prompts were exported with it.
-    preset = export.load_config(None, ["tokens_prompt_1"]).depth_tokens
+    preset = load_config(None, ["tokens_prompt_1"]).depth_tokens
     changed = config.replace(
         temperature=0.5, depth_bins=tuple(2 * b for b in config.depth_bins), depth_tokens=preset
     )
@@ -242,7 +244,7 @@ def test_what_the_graph_cannot_honour_is_refused_with_the_reason(make_config, tm
 def test_metadata_records_the_export_and_text_features_lie_beside(make_config, tmp_path):
     config = make_config(input_width=128, input_height=96)
     path = tmp_path / "m.onnx"
-    export.export(config, path)
+    export.export(config, path, prompt_configs=preset_configs())
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     core = DepthClip(config)
     assert meta["model_identity"] == core.model_identity
@@ -264,7 +266,7 @@ def test_metadata_records_the_export_and_text_features_lie_beside(make_config, t
     assert inputs == ["images", "text_features", "bins", "temperature"]
     # The configured prompts and each shipped preset's, in the cache format.
     features = sorted((tmp_path / "m_text_features").glob("text_*.npy"))
-    distinct = {repr(c.prompt_sets) for c in [config, *export.preset_configs()]}
+    distinct = {repr(c.prompt_sets) for c in [config, *preset_configs()]}
     assert len(features) == len(distinct) and len(preset_names()) > 1
 
 
@@ -297,11 +299,11 @@ def test_files_that_are_not_depthclip_exports_are_refused(make_config, tmp_path)
 def test_export_cli_writes_the_graph_and_reports_errors(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     argv = ["--model", str(tiny_checkpoint), "--out", str(out), "--image-size", "320x240"]
-    assert export.main(argv + ["--precision", "fp16"]) == 0
+    assert export_cli.main(argv + ["--precision", "fp16"]) == 0
     assert "wrote" in capsys.readouterr().out and out.is_file()
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert (meta["precision"], meta["image_width"], meta["image_height"]) == ("fp16", "320", "240")
-    assert export.main(["--model", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
+    assert export_cli.main(["--model", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("depthclip-export: error: ") and err.count("\n") == 1
 
@@ -311,7 +313,7 @@ def test_export_to_a_full_disk_is_one_error_line(tiny_checkpoint, tmp_path):
     a full disk): exit 2, one line naming the output, no traceback, no graph left."""
     out = tmp_path / "full.onnx"
 
-    argv = [sys.executable, "-m", "depthclip_ros.estimator.export"]
+    argv = [sys.executable, "-m", "depthclip_ros.tools.export"]
     argv += ["--model", str(tiny_checkpoint), "--out", str(out)]
     proc = run_on_a_full_disk(argv, 64 * 1024, timeout=300)
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]

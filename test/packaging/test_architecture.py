@@ -99,3 +99,24 @@ def test_every_error_derives_from_the_one_root():
         )
     ]
     assert elsewhere == []  # any other error class derives from the root (the eval's DataError)
+
+
+def test_the_estimator_never_reads_parameter_files():
+    """Parameters flow one way: config/ reads files (scene presets included) into the config."""
+    readers = {
+        name
+        for name, imported in MODULES.items()
+        if name.startswith("depthclip_ros.estimator")
+        and any(m.startswith("depthclip_ros.config.params_files") for m in imported)
+    }
+    assert readers == set()
+
+
+def test_node_parameters_use_only_the_estimators_public_face():
+    imported = MODULES["depthclip_ros.node.parameters"]
+    estimator = {m for m in imported if m.startswith("depthclip_ros.estimator")}
+    from depthclip_ros import estimator as face
+
+    assert estimator <= {"depthclip_ros.estimator"} | {
+        f"depthclip_ros.estimator.{name}" for name in face.__all__
+    }, estimator
