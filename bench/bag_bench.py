@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 from measure import timed
 
-from depthclip_ros.bag.processing import process_bag
+from depthclip_ros.bag.processing import plan_bag, process_bag
 from depthclip_ros.config.parameters import OutputSettings
 from depthclip_ros.config.params_files import load_config, load_params
 from depthclip_ros.estimator.loading import load_estimator
@@ -117,16 +117,13 @@ class CostlessModel:
 def io_ceiling(model, params: Path, bag: Path, frames: int, batch_size: int = 8) -> float:
     """depthclip-bag's frames/s with CostlessModel (results of `model`), in this process
     (median of three)."""
-    config = load_config(params)
     settings = OutputSettings.from_params(load_params(params, (), {}))
     model = CostlessModel(model, batch_size)
     rates = []
     for _ in range(3):
         out = bag.parent / "ceiling_out"
-        stats = process_bag(
-            bag, out, ["/cam/image_raw"], config, settings,
-            batch_size=batch_size, progress=False, estimator=model,
-        )  # fmt: skip
+        with plan_bag(bag, out, ["/cam/image_raw"]) as plan:
+            stats = process_bag(plan, model, settings, batch_size=batch_size)
         rates.append(frames / stats["seconds"])
         shutil.rmtree(out)
     return statistics.median(rates)

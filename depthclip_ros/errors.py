@@ -38,6 +38,10 @@ class BagError(DepthClipError):
     """A bag cannot be read or processed as asked."""
 
 
+class OutputExistsError(BagError):
+    """The output exists and replacing it was not asked for."""
+
+
 class FleetError(DepthClipError, RuntimeError):
     """A fleet run cannot start: no Ray cluster at the address, model workers that cannot
     start, resources the cluster does not have."""

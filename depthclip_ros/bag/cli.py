@@ -5,21 +5,26 @@
   depthclip-bag process IN OUT --image-topic /front/image_raw --image-topic /rear/image_raw
 
 Reads and writes MCAP and sqlite3 bags with `rosbags` (no ROS installation or graph needed).
-The command line only: bag_processing does the work, bag_files reads the bags. No rclpy.
+The command line only (processing.py does the work, reading.py reads the bags), and what
+depthclip-fleet's shares with it. No rclpy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 from pathlib import Path
 
 from ..config.parameters import DepthClipConfig, OutputSettings
-from ..config.params_files import load_params
-from ..errors import DepthClipError
-from .processing import STORAGES, process_bag
+from ..config.params_files import load_params, resolve_scene_presets
+from ..errors import DepthClipError, OutputExistsError
+from ..estimator.loading import load_estimator
+from .processing import STORAGES, plan_bag, process_bag
 from .reading import print_info
+
+OVERWRITE_HINT = "; pass --overwrite to replace it"
 
 
 def add_processing_options(parser, multi_bag: bool = False) -> None:
@@ -59,6 +64,50 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
     )
 
 
+def processing_option_problem(args) -> str | None:
+    """What is wrong with the processing options of `args` (None: nothing), in their words."""
+    if args.batch_size is not None and args.batch_size < 1:
+        return f"--batch-size must be >= 1, got {args.batch_size}"
+    repeated = sorted({t for t in args.image_topic if args.image_topic.count(t) > 1})
+    if repeated:
+        return f"--image-topic {', '.join(repeated)} is given more than once"
+    if args.camera_info_topic and len(args.image_topic) > 1:
+        return (
+            "--camera-info-topic applies to one --image-topic; with several, each camera's "
+            "camera_info is the one beside its image"
+        )
+    return None
+
+
+def processing_params(args) -> dict:
+    """The parameters the processing options give: the files, then --device."""
+    overrides = {"device": args.device} if args.device else {}
+    return load_params(args.params, args.preset or (), overrides)
+
+
+def error_line(exc: DepthClipError) -> str:
+    """An error of processing a bag, told in the options' words."""
+    return f"{exc}{OVERWRITE_HINT}" if isinstance(exc, OutputExistsError) else str(exc)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C: partial output is removed."""
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, shown: bool):
+    """A frames_written callback drawing tqdm's bar with its ETA on stderr."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="frame", desc="depth", disable=not shown) as bar:
+        yield bar.update
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depthclip-bag", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,34 +124,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so the partial output is removed
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     try:
         if args.command == "info":
             print_info(Path(args.bag))
             return 0
-        params = load_params(
-            args.params, args.preset or (), {"device": args.device} if args.device else {}
-        )
-        stats = process_bag(
+        problem = processing_option_problem(args)
+        if problem:
+            print(f"depthclip-bag: error: {problem}", file=sys.stderr)
+            return 2
+        params = processing_params(args)
+        config = resolve_scene_presets(DepthClipConfig.from_params(params))
+        settings = OutputSettings.from_params(params)
+        with plan_bag(
             Path(args.input),
             Path(args.output),
             args.image_topic,
-            DepthClipConfig.from_params(params),
-            OutputSettings.from_params(params),
             camera_info_topic=args.camera_info_topic,
             storage=args.storage,
-            batch_size=args.batch_size,
             overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
+        ) as plan:
+            estimator = load_estimator(config)  # after the cheap checks: it takes seconds
+            with progress_bar(plan.frames, not args.quiet) as bar:
+                stats = process_bag(
+                    plan, estimator, settings, batch_size=args.batch_size, frames_written=bar
+                )
     except DepthClipError as exc:
-        print(f"depthclip-bag: error: {exc}", file=sys.stderr)
+        print(f"depthclip-bag: error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("depthclip-bag: interrupted; no output written", file=sys.stderr)

@@ -16,14 +16,13 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from ..config.parameters import DepthClipConfig, OutputSettings
-from ..errors import BagError, ImageDecodeError, ImageSizeError
-from ..estimator.loading import load_estimator
+from ..config.parameters import OutputSettings
+from ..errors import BagError, ImageDecodeError, ImageSizeError, OutputExistsError
 from ..files import atomic_directory, cannot_write, file_in_the_way
 from ..messages.decoding import decode_image
 from ..messages.outputs import MessageBuilder, frame_outputs
 from ..runtime.batching import by_image_size
-from ..runtime.stamp_pairing import CameraInfoIndex
+from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings
 from .definitions import copy_definitions
 from .pipeline import model_leaves_cpu_free, run_stages
 from .reading import CAMERA_INFO, check_topics, open_bag, read_messages, storage_of
@@ -160,26 +159,20 @@ class BagProcessor:
 
     def _camera_info_for(self, camera, image, timestamp, size):
         """The camera_info of the image's stamp (within camera_info_slop); else the last one of
-        the image's size logged before it (counted): the node's rule (stamp_pairing)."""
+        the image's size logged before it (counted): the node's rule and warnings
+        (stamp_pairing)."""
         found = camera.infos_by_stamp.nearest(image.header.stamp, self.settings.camera_info_slop)
-        if found is None:
+        exact = found is not None
+        if not exact:
             found = camera.logged_infos.latest_for(size)
-            if found is not None:
-                camera.stats["info_fallbacks"] += 1
-                self.problems.setdefault(
-                    f"{camera.image_topic}: no camera_info with the image's stamp: used the last "
-                    f"one of its size logged before the image",
-                    timestamp,
-                )
         if found is None:
             return None
         info = self._deserialize(found[2], found[0], found[1])
-        if info.header.frame_id != image.header.frame_id:
-            self.problems.setdefault(
-                f"{camera.image_topic}: camera_info frame_id '{info.header.frame_id}' differs "
-                f"from the image's '{image.header.frame_id}'; outputs keep the image's",
-                timestamp,
-            )
+        warnings = pairing_warnings(image.header, info, exact)
+        camera.stats["info_fallbacks"] += warnings.fallback is not None
+        for warning in warnings:
+            if warning:
+                self.problems.setdefault(f"{camera.image_topic}: {warning}", timestamp)
         return info
 
     def _deserialize(self, raw, conn, timestamp):
@@ -246,50 +239,59 @@ class BagProcessor:
             )
 
 
-def process_bag(
+class BagPlan:
+    """A bag opened and checked for processing (topics, outputs, OUT's place and storage, the
+    definitions its topics are copied with): everything that can fail before a model is
+    needed. A context manager; closing it closes IN."""
+
+    def __init__(self, in_path, out_path, reader, cameras, storage, definitions, overwrite):
+        self.in_path, self.out_path, self.reader = in_path, out_path, reader
+        self.cameras, self.storage, self.definitions = cameras, storage, definitions
+        self.overwrite = overwrite
+
+    @property
+    def frames(self) -> int:
+        """Image messages of the cameras (what frames_written counts up to)."""
+        topics = {camera.image_topic for camera in self.cameras}
+        return sum(c.msgcount for c in self.reader.connections if c.topic in topics)
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def plan_bag(
     in_path: Path,
     out_path: Path,
     image_topics: list,
-    config: DepthClipConfig,
-    settings: OutputSettings,
     *,
     camera_info_topic: str | None = None,
     storage: str | None = None,
-    batch_size: int = 1,
     overwrite: bool = False,
-    progress: bool = True,
-    estimator=None,
-    frames_written=None,
-) -> dict:
-    """Write OUT: every message of IN plus depth, depth/camera_info and points beside each of
-    `image_topics`, all through one model in one pass. `camera_info_topic` (one image topic
-    only) overrides the camera_info beside the image. Returns the run's statistics: totals,
-    `cameras` ({image topic: its own}) and `problems` ({warning: first log time}). BagError on a
-    bag or topic problem; nothing is left at OUT unless the whole run succeeds. `estimator`: the
-    model to use, anything with the core's `predict` (default: `config`'s, loaded here);
-    `frames_written(n)`: told of every n image messages done (besides the progress bar)."""
+) -> BagPlan:
+    """IN opened and checked for writing OUT with the depth outputs of `image_topics`;
+    `camera_info_topic` (one image topic only) overrides the camera_info beside the image;
+    `storage` of OUT (default IN's). BagError on a bag or topic problem, OutputExistsError when
+    OUT exists and `overwrite` is not asked for."""
     in_path, out_path = Path(in_path), Path(out_path)
     image_topics = list(image_topics)
     if out_path.resolve() == in_path.resolve():
         raise BagError("OUT must differ from IN: the input bag is never modified")
     if out_path.exists() and not overwrite:
-        raise BagError(f"{out_path} exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"{out_path} exists")
     if file_in_the_way(out_path.parent):
         raise BagError(f"OUT {out_path} is inside a file, not a folder")
-    if batch_size < 1:
-        raise BagError(f"--batch-size must be >= 1, got {batch_size}")
     if storage is not None and storage not in STORAGES:
         raise BagError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
     if not image_topics:
-        raise BagError("no --image-topic given")
-    repeated = sorted({t for t in image_topics if image_topics.count(t) > 1})
-    if repeated:
-        raise BagError(f"--image-topic {', '.join(repeated)} is given more than once")
+        raise BagError("no image topic to process")
     if camera_info_topic is not None and len(image_topics) > 1:
-        raise BagError(
-            "--camera-info-topic applies to one --image-topic; with several, each camera's "
-            "camera_info is the one beside its image"
-        )
+        raise BagError("a camera_info topic applies to one image topic")
     reader = open_bag(in_path)
     try:
         cameras = [
@@ -300,35 +302,44 @@ def process_bag(
         clash = sorted({t for t in outputs if outputs.count(t) > 1})
         if clash:
             raise BagError(f"the image topics' outputs collide: {', '.join(clash)}")
-        storage = storage or storage_of(in_path)
         definitions = copy_definitions(reader)
-        # After the cheap checks: loading the model takes seconds.
-        estimator = estimator or load_estimator(config)
-        processor = BagProcessor(
-            estimator, settings, get_typestore(Stores.ROS2_KILTED), batch_size
-        )
-        total = sum(c.msgcount for c in reader.connections if c.topic in image_topics)
-        from tqdm import tqdm
-
-        started = time.monotonic()
-        try:
-            with (
-                atomic_directory(out_path, overwrite=overwrite) as staging,
-                tqdm(total=total, unit="frame", desc="depth", disable=not progress) as bar,
-            ):
-                plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-                with Writer(staging, version=OUTPUT_BAG_VERSION, storage_plugin=plugin) as writer:
-
-                    def written(count):
-                        bar.update(count)
-                        if frames_written is not None:
-                            frames_written(count)
-
-                    processor.run(reader, writer, in_path, cameras, definitions, written)
-        except (OSError, sqlite3.Error) as exc:  # IN's read errors are BagErrors: this is OUT
-            raise BagError(f"{cannot_write(out_path, exc)}; nothing was written") from None
-    finally:
+    except BaseException:
         reader.close()
+        raise
+    storage = storage or storage_of(in_path)
+    return BagPlan(in_path, out_path, reader, cameras, storage, definitions, overwrite)
+
+
+def process_bag(
+    plan: BagPlan,
+    estimator,
+    settings: OutputSettings,
+    *,
+    batch_size: int = 1,
+    frames_written=None,
+) -> dict:
+    """Write the plan's OUT: every message of IN plus depth, depth/camera_info and points beside
+    each camera, all through `estimator` (anything with the core's `predict`) in one pass,
+    `batch_size` frames of one size per forward; `frames_written(n)` is told of every n image
+    messages done. Returns the run's statistics: totals, `cameras` ({image topic: its own}) and
+    `problems` ({warning: first log time}). BagError on a bag problem or a write error;
+    nothing is left at OUT unless the whole run succeeds."""
+    if batch_size < 1:
+        raise BagError(f"batch size must be >= 1, got {batch_size}")
+    out_path, cameras = plan.out_path, plan.cameras
+    processor = BagProcessor(estimator, settings, get_typestore(Stores.ROS2_KILTED), batch_size)
+    started = time.monotonic()
+    plugin = StoragePlugin.MCAP if plan.storage == "mcap" else StoragePlugin.SQLITE3
+    try:
+        with (
+            atomic_directory(out_path, overwrite=plan.overwrite) as staging,
+            Writer(staging, version=OUTPUT_BAG_VERSION, storage_plugin=plugin) as writer,
+        ):
+            processor.run(
+                plan.reader, writer, plan.in_path, cameras, plan.definitions, frames_written
+            )
+    except (OSError, sqlite3.Error) as exc:  # IN's read errors are BagErrors: this is OUT
+        raise BagError(f"{cannot_write(out_path, exc)}; nothing was written") from None
     per_camera = {
         camera.image_topic: dict(
             camera.stats,
@@ -343,7 +354,7 @@ def process_bag(
         totals,
         copied=processor.copied,
         seconds=round(time.monotonic() - started, 3),
-        storage=storage,
+        storage=plan.storage,
         device=str(estimator.device),
         model=estimator.model_identity,
         cameras=per_camera,

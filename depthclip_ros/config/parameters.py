@@ -44,6 +44,17 @@ NYU_SCENES = (
 HEAD_PRECISIONS = ("float32", "model")
 BACKENDS = ("auto", "torch", "onnxruntime")
 TEMPLATE_FIELDS = ("object", "token")
+# Fields that fix the image path's structure: a CUDA graph is captured, an ONNX graph exported,
+# for one value of each (text features, bins and temperature are the graphs' inputs).
+IMAGE_PATH_FIELDS = (
+    "preprocessing",
+    "input_width",
+    "input_height",
+    "normalization",
+    "dense_features",
+    "head_precision",
+    "flip",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,23 +16,14 @@ import collections
 import numpy as np
 import torch
 
+from ..config.parameters import IMAGE_PATH_FIELDS
 from .depth_head import bin_probabilities
 
-# Config fields a graph is built for: a change of any of them captures a new graph.
-STRUCTURE_FIELDS = (
-    "preprocessing",
-    "input_width",
-    "input_height",
-    "normalization",
-    "dense_features",
-    "head_precision",
-    "flip",
-)
 MAX_GRAPHS = 8  # captured graphs kept (least recently used dropped): sizes x batches in use
 
 
 def structure_key(cfg, batch: int, height: int, width: int, bins: int) -> tuple:
-    return (batch, height, width, bins, *(getattr(cfg, f) for f in STRUCTURE_FIELDS))
+    return (batch, height, width, bins, *(getattr(cfg, f) for f in IMAGE_PATH_FIELDS))
 
 
 class CapturedFrame:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config.parameters import DepthClipConfig
+from ..config.parameters import IMAGE_PATH_FIELDS, DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
 from .head import Head
 from .result import (
@@ -40,16 +40,6 @@ log = logging.getLogger("depthclip_ros")
 EXPORT_FORMAT = "1"
 GRAPH_INPUTS = ("images", "text_features", "bins", "temperature")
 GRAPH_OUTPUTS = OUTPUT_FIELDS
-# Config fields the exported graph fixes; the rest (text side, bins, temperature) are inputs.
-GRAPH_FIELDS = (
-    "preprocessing",
-    "input_width",
-    "input_height",
-    "normalization",
-    "dense_features",
-    "flip",
-    "head_precision",
-)
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
@@ -62,7 +52,7 @@ def graph_metadata(
 ):
     """The metadata depthclip-export writes into the file (ONNX metadata holds strings);
     `image_size` None: a graph for every image size."""
-    meta = {name: str(getattr(cfg, name)) for name in GRAPH_FIELDS}
+    meta = {name: str(getattr(cfg, name)) for name in IMAGE_PATH_FIELDS}
     meta.update(
         depthclip_export_format=EXPORT_FORMAT,
         precision=precision,
@@ -237,7 +227,7 @@ class OnnxDepthClip:
             raise ConfigError(
                 "scene_bins", cfg.scene_bins, "needs the torch backend (not in the exported graph)"
             )
-        for name in GRAPH_FIELDS:
+        for name in IMAGE_PATH_FIELDS:
             if str(getattr(cfg, name)) != self.metadata[name]:
                 raise ConfigError(
                     name,

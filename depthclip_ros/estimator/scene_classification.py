@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .depth_head import LOGIT_SCALE
 from .text_features import text_features
-
-LOGIT_SCALE = 100.0  # CLIP's logit scale, as for the depth prompts
 
 
 def resized_positional_embedding(attnpool, height: int, width: int) -> torch.Tensor:

@@ -11,12 +11,15 @@ mirrored, as `depthclip-bag process` writes it. Exit 0: every bag done; 1: some 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
-from ..bag.cli import add_processing_options
-from ..config.params_files import load_params
+from ..bag.cli import (
+    add_processing_options,
+    processing_option_problem,
+    processing_params,
+    stop_on_sigterm,
+)
 from ..errors import DepthClipError
 from ..files import leftover_staging
 from .discovery import find_bags
@@ -88,17 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame):  # SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C
-    raise KeyboardInterrupt
-
-
 def _usage_checks(args, parser) -> None:
-    for name in ("workers", "batch_size", "bags_in_flight"):
+    problem = processing_option_problem(args)
+    if problem:
+        parser.error(problem)
+    for name in ("workers", "bags_in_flight"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.camera_info_topic and len(args.image_topic) > 1:
-        parser.error("--camera-info-topic applies to one --image-topic")
     if args.retries < 0:
         parser.error(f"--retries must be >= 0, got {args.retries}")
     if args.cpus_per_worker < 0 or (args.gpus_per_worker or 0) < 0:
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _usage_checks(args, parser)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     outdir = Path(args.out)
     started_ray, jobs = False, []
     try:
@@ -139,9 +139,7 @@ def main(argv=None) -> int:
             )
             return 2
         jobs = find_bags(args.inputs, outdir)
-        params = load_params(
-            args.params, args.preset or (), {"device": args.device} if args.device else {}
-        )
+        params = processing_params(args)
         options = run.FleetOptions(
             image_topics=args.image_topic,
             camera_info_topic=args.camera_info_topic,

@@ -11,9 +11,11 @@ import time
 
 import ray
 
-from ..bag.processing import process_bag
+from ..bag.cli import error_line
+from ..bag.processing import plan_bag, process_bag
 from ..bag.reading import topics_in_bag
 from ..config.parameters import DepthClipConfig, OutputSettings
+from ..config.params_files import resolve_scene_presets
 from ..errors import DepthClipError
 from ..files import remove_leftover_staging
 from .manifest import DONE, FAILED
@@ -28,7 +30,8 @@ class ModelWorker:
     def __init__(self, params: dict):
         from ..estimator.loading import load_estimator
 
-        self.estimator = load_estimator(DepthClipConfig.from_params(params))
+        config = resolve_scene_presets(DepthClipConfig.from_params(params))
+        self.estimator = load_estimator(config)
         self.estimator.warm_up()
 
     def describe(self) -> dict:
@@ -110,23 +113,24 @@ def process_bag_task(job, index, params, options, workers, description, control)
     remove_leftover_staging(job.output)  # of an attempt whose process was killed
     started = time.monotonic()
     try:
-        stats = process_bag(
+        with plan_bag(
             job.input,
             job.output,
             topics_in_bag(job.input, options["image_topics"]),
-            DepthClipConfig.from_params(params),
-            OutputSettings.from_params(params),
             camera_info_topic=options["camera_info_topic"],
             storage=options["storage"],
-            batch_size=options["batch_size"],
             overwrite=options["overwrite"],
-            progress=False,
-            estimator=ActorModel(workers, description, index),
-            frames_written=_report_to(control),
-        )
+        ) as plan:
+            stats = process_bag(
+                plan,
+                ActorModel(workers, description, index),
+                OutputSettings.from_params(params),
+                batch_size=options["batch_size"],
+                frames_written=_report_to(control),
+            )
     except BagStopped:
         return dict(status=STOPPED, seconds=time.monotonic() - started)
     except DepthClipError as exc:
-        return dict(status=FAILED, error=str(exc), seconds=time.monotonic() - started)
+        return dict(status=FAILED, error=error_line(exc), seconds=time.monotonic() - started)
     frames = sum(camera["frames"] for camera in stats["cameras"].values())
     return dict(status=DONE, frames=frames, seconds=stats["seconds"], stats=stats)

@@ -30,7 +30,7 @@ from ..messages.decoding import decode_image
 from ..messages.outputs import MessageBuilder, cloud_outputs, depth_image_fields, rgb8_image_fields
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneHysteresis
-from ..runtime.stamp_pairing import CameraInfoPairing
+from ..runtime.stamp_pairing import CameraInfoPairing, pairing_warnings
 from ..runtime.statistics import FrameStats
 from .adaptive_input import AdaptiveInput
 
@@ -203,21 +203,12 @@ class CameraPipeline:
     def _publish_cloud(self, frame, info, exact: bool):  # worker thread
         log = self.node.get_logger()
         header = frame.header
-        if info is not None and not exact:
+        warnings = pairing_warnings(header, info, exact)
+        if warnings.fallback:
             self.stats.count("info_fallbacks")
-            stamp = info.header.stamp
-            log.warning(
-                f"no camera_info with the image's stamp {header.stamp.sec}."
-                f"{header.stamp.nanosec:09d} within camera_info_wait; using the latest of its "
-                f"size ({stamp.sec}.{stamp.nanosec:09d})",
-                throttle_duration_sec=5.0,
-            )
-        if info is not None and info.header.frame_id != header.frame_id:
-            log.warning(
-                f"camera_info frame_id '{info.header.frame_id}' differs from the image's "
-                f"'{header.frame_id}'; outputs keep the image's",
-                once=True,
-            )
+            log.warning(warnings.fallback, throttle_duration_sec=5.0)
+        if warnings.frame_id:
+            log.warning(warnings.frame_id, once=True)
         out = cloud_outputs(frame.rgb, frame.result, frame.index, info, frame.settings)
         for key, message in MESSAGES.cloud_messages(header, out).items():
             self.outputs[key].publish(message)

@@ -17,6 +17,7 @@ import bisect
 import collections
 import itertools
 import threading
+from typing import NamedTuple
 
 from ..messages.camera_model import PinholeCamera
 
@@ -30,6 +31,32 @@ def described_size(info) -> tuple | None:
     """(width, height) of the image a camera_info describes, or None when it leaves it unset."""
     camera = PinholeCamera.from_camera_info(info)
     return (camera.width, camera.height) if camera.width > 0 and camera.height > 0 else None
+
+
+class PairingWarnings(NamedTuple):
+    """What a cloud made with a camera_info warns about (None: nothing), node and bag tool."""
+
+    fallback: str | None  # not the image's own camera_info: the latest one of its size
+    frame_id: str | None  # a camera_info of another frame
+
+
+def pairing_warnings(image_header, info, exact: bool) -> PairingWarnings:
+    """The warnings of the cloud of the image of `image_header` made with `info` (None: no
+    cloud), `exact` when `info` is the one of the image's stamp (rule 1)."""
+    if info is None:
+        return PairingWarnings(None, None)
+    fallback = (
+        None
+        if exact
+        else "no camera_info with the image's stamp: used the latest one of the image's size"
+    )
+    frame_id = (
+        None
+        if info.header.frame_id == image_header.frame_id
+        else f"camera_info frame_id '{info.header.frame_id}' differs from the image's "
+        f"'{image_header.frame_id}'; outputs keep the image's"
+    )
+    return PairingWarnings(fallback, frame_id)
 
 
 class CameraInfoIndex:
