@@ -82,7 +82,9 @@ def locate_checkpoint(model: str, download_root: str = "") -> tuple:
         expected_sha = url.split("/")[-2]
         target = Path(root) / os.path.basename(url)
         identity = f"{model}@sha256:{expected_sha}"
-        if target.is_file():  # clip's _download verifies the checksum and returns it
+        # Downloaded before: used as it is (clip's _download would hash it and, on a mismatch,
+        # download again, which a robot offline cannot).
+        if target.is_file():
             return str(target), identity
         previous_timeout = socket.getdefaulttimeout()
         socket.setdefaulttimeout(60)  # a blackholed network must not hang the node forever
@@ -151,9 +153,8 @@ def load_clip(
             "(no visual.layer4 / text_projection weights)"
         )
     try:
-        net = build_model(
-            state_dict
-        )  # leaves conv/linear weights in fp16, BN in fp32, as OpenAI ships
+        # Conv and linear weights stay fp16, BatchNorms fp32, as OpenAI ships them.
+        net = build_model(state_dict)
     except Exception as exc:
         raise ModelLoadError(
             f"checkpoint {path} does not fit clip.model.CLIP ({type(exc).__name__}: {exc})"

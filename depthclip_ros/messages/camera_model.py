@@ -68,9 +68,8 @@ class PinholeCamera:
         return bool(np.any(self.d != 0))
 
     def intrinsics(self) -> tuple:
-        """(fx, fy, cx, cy) of the rectified image, from P as image_geometry takes them (K when P
-        is
-        unset); ValueError when the camera is uncalibrated."""
+        """(fx, fy, cx, cy) of the rectified image, from P as image_geometry takes them (K when
+        P is unset); ValueError when the camera is uncalibrated."""
         m = self.p if self.p[0, 0] > 0 and self.p[1, 1] > 0 else self.k
         fx, fy, cx, cy = m[0, 0], m[1, 1], m[0, 2], m[1, 2]
         if not (fx > 0 and fy > 0):

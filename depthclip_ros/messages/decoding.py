@@ -2,7 +2,7 @@
 
 cv_bridge is not installable everywhere this package runs, so this module is the one place that
 knows the image wire layouts. Messages are read by duck typing: rclpy and rosbags messages have
-the same fields. The output encoders are in frame_messages; the encoders of test inputs (Bayer,
+the same fields. The output encoders are in outputs.py; the encoders of test inputs (Bayer,
 YUV) are in the tests' helpers.
 """
 

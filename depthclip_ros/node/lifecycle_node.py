@@ -1,10 +1,10 @@
 """The `depthclip` ROS 2 lifecycle node: RGB image (+ camera_info) in, metric depth and a point
 cloud out.
 
-A thin adapter: `configure` validates the parameters (ros_parameters), creates the camera's
-inputs and outputs (camera_pipeline) and loads the model on the worker thread (frame_worker);
+A thin adapter: `configure` validates the parameters (node/parameters), creates the cameras'
+inputs and outputs (camera_pipeline) and loads the model on the worker thread (runtime/worker);
 `activate` subscribes and enables the publishers; `deactivate` stops the inputs; `cleanup` frees
-the model. /diagnostics come from the frame statistics via health.
+the model. /diagnostics come from the frame statistics (runtime/statistics, runtime/health).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What the node reports on /diagnostics: a level, a message and key/values, from the last
-10 s of frame statistics (frame_stats). No rclpy here; levels are DiagnosticStatus's values.
+10 s of frame statistics (statistics.py). No rclpy here; levels are DiagnosticStatus's values.
 """
 
 from __future__ import annotations

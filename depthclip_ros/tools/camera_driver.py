@@ -3,7 +3,8 @@ frame at a fixed rate with camera_info in one of the patterns real drivers have,
 what came back from the node as one JSON line. The tests and the benchmark drive the node
 with it, as a robot's drivers do (reliable, REP 2003; the middleware's defaults).
 
-  python -m depthclip_ros.camera_driver --rate 30 --seconds 5 --info after [--camera front ...]
+  python -m depthclip_ros.tools.camera_driver --rate 30 --seconds 5 --info after \
+      [--camera front ...]
 
 camera_info patterns (`--info`):
   after   image, then its camera_info with the same stamp (image_transport's CameraPublisher)

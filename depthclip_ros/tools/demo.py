@@ -42,18 +42,44 @@ def run(
     env = local_dds_env()
     os.environ.update(env)  # before rclpy is imported
     import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     from ..config.params_files import default_params_file, read_params_file
-    from ..files import save_png, write_ply
-    from ..messages import decoding, outputs, point_cloud, topics
-    from ..messages.colormaps import colorize
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     params_file = Path(params or default_params_file())
     params = read_params_file(params_file)
+    overrides = _overrides(out, model, device, cloud_stride, random_weights)
+    node_proc = start_node_process(params_file, overrides, env, out / "node.log")
+    rclpy.init()
+    client = _DemoClient()
+    try:
+        status = client.wait_for(node_proc, out, timeout)
+        if status:
+            return status
+        bins = [float(b) for b in params.get("depth_bins", (1.0, 3.0))]
+        summary = []
+        for sec, name in enumerate(SCENES, start=1):
+            rgb, truth = render_scene(name)
+            t0 = time.monotonic()
+            answer = client.ask(sec, rgb, timeout)
+            if answer is None:
+                print(f"{name}: no depth/points within {timeout}s", file=sys.stderr)
+                return 4
+            summary.append(_save_scene(out, name, rgb, truth, *answer, bins, t0))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(
+            f"wrote {len(summary)} x (rgb, depth, truth PNG, PLY cloud) and summary.json to {out}/"
+        )
+        return 0
+    finally:
+        client.node.destroy_node()
+        rclpy.shutdown()
+        _stop(node_proc)
+
+
+def _overrides(out, model, device, cloud_stride, random_weights) -> dict:
+    """The node's parameters beyond the file: the options, a random-weight model if asked."""
     overrides = {"device": device, "cloud_stride": cloud_stride}
     if random_weights:
         from .random_clip import save_random_checkpoint
@@ -68,34 +94,43 @@ def run(
         )
     elif model:
         overrides["model"] = model
-    node_proc = start_node_process(params_file, overrides, env, out / "node.log")
+    return overrides
 
-    rclpy.init()
-    node = rclpy.create_node("depthclip_demo")
-    got = {"depth": {}, "points": {}}
-    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    node.create_subscription(
-        Image,
-        topics.DEPTH_IMAGE,
-        lambda m: got["depth"].__setitem__(m.header.stamp.sec, m),
-        reliable,
-    )
-    node.create_subscription(
-        PointCloud2,
-        topics.POINTS,
-        lambda m: got["points"].__setitem__(m.header.stamp.sec, m),
-        reliable,
-    )
-    image_pub = node.create_publisher(
-        Image, topics.IMAGE, reliable
-    )  # reliable, as REP 2003 drivers
-    info_pub = node.create_publisher(CameraInfo, topics.CAMERA_INFO, reliable)
-    summary = []
-    try:
+
+class _DemoClient:
+    """The demo's ROS side: a camera's publishers and the depth and cloud subscriptions."""
+
+    def __init__(self):
+        import rclpy
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+        from ..messages import topics
+
+        self.node = rclpy.create_node("depthclip_demo")
+        self.got = {"depth": {}, "points": {}}
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        for key, msg_type, topic in (
+            ("depth", Image, topics.DEPTH_IMAGE),
+            ("points", PointCloud2, topics.POINTS),
+        ):
+            self.node.create_subscription(msg_type, topic, self._keep(key), reliable)
+        # Reliable, as REP 2003 drivers publish.
+        self.image_pub = self.node.create_publisher(Image, topics.IMAGE, reliable)
+        self.info_pub = self.node.create_publisher(CameraInfo, topics.CAMERA_INFO, reliable)
+
+    def _keep(self, key):
+        def keep(msg):
+            self.got[key][msg.header.stamp.sec] = msg
+
+        return keep
+
+    def wait_for(self, node_proc, out, timeout) -> int:
+        """0 once the node subscribes (its model loaded); else 2 (it exited) or 3 (timeout)."""
+        import rclpy
+
         deadline = time.monotonic() + timeout
-        while (
-            image_pub.get_subscription_count() == 0
-        ):  # the node subscribes once its model is loaded
+        while self.image_pub.get_subscription_count() == 0:
             if node_proc.poll() is not None:
                 print((out / "node.log").read_text().strip(), file=sys.stderr)
                 print(
@@ -107,70 +142,75 @@ def run(
             if time.monotonic() > deadline:
                 print("timed out waiting for the depthclip node to start", file=sys.stderr)
                 return 3
-            rclpy.spin_once(node, timeout_sec=0.1)
-        bins = [float(b) for b in params.get("depth_bins", (1.0, 3.0))]
-        for sec, name in enumerate(SCENES, start=1):
-            rgb, truth = render_scene(name)
-            info = CameraInfo(**scene_camera_info_fields())
-            msg = Image(**outputs.rgb8_image_fields(rgb))
-            for m in (info, msg):
-                m.header.stamp.sec, m.header.frame_id = sec, "camera_color_optical_frame"
-            t0 = time.monotonic()
-            image_pub.publish(
-                msg
-            )  # a driver's order: the image, then its camera_info (same stamp)
-            info_pub.publish(info)
-            while (
-                sec not in got["depth"] or sec not in got["points"]
-            ) and time.monotonic() - t0 < timeout:
-                rclpy.spin_once(node, timeout_sec=0.05)
-            if sec not in got["depth"] or sec not in got["points"]:
-                print(f"{name}: no depth/points within {timeout}s", file=sys.stderr)
-                return 4
-            depth = decoding.depth_image_to_array(got["depth"][sec])
-            cloud = point_cloud.pointcloud_to_array(got["points"][sec])
-            rgb_cols = point_cloud.unpack_rgb(cloud[..., 3])
-            np.save(out / f"{name}_depth.npy", depth)  # metres, NaN = no prediction
-            save_png(out / f"{name}_rgb.png", rgb)
-            save_png(out / f"{name}_depth.png", colorize(depth, bins[0], bins[-1]))
-            save_png(
-                out / f"{name}_truth.png",
-                colorize(np.clip(truth, bins[0], bins[-1]), bins[0], bins[-1]),
-            )
-            n = write_ply(out / f"{name}_cloud.ply", cloud[..., :3], rgb_cols)
-            # The eval's protocol: its crop, and ground truth within (1 mm, 10 m).
-            scores = metrics.evaluate_image(truth, metrics.on_canvas(depth)) or {}
-            summary.append(
-                {
-                    "scene": name,
-                    "depth_min_m": float(np.nanmin(depth)),
-                    "depth_max_m": float(np.nanmax(depth)),
-                    "true_depth_range_m": [float(truth.min()), float(truth.max())],
-                    "metrics": scores,
-                    "cloud_points": n,
-                    "latency_s": round(time.monotonic() - t0, 3),
-                }
-            )
-            scored = ", ".join(f"{k} {scores[k]:.3f}" for k in ("d1", "abs_rel", "rmse") if scores)
-            print(
-                f"{name:10s} depth {np.nanmin(depth):.2f}..{np.nanmax(depth):.2f} m "
-                f"(truth {truth.min():.2f}..{truth.max():.2f} m), {scored or 'no valid pixel'}, "
-                f"{n} cloud points, {time.monotonic() - t0:.2f} s"
-            )
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(
-            f"wrote {len(summary)} x (rgb, depth, truth PNG, PLY cloud) and summary.json to {out}/"
-        )
+            rclpy.spin_once(self.node, timeout_sec=0.1)
         return 0
-    finally:
-        node.destroy_node()
-        rclpy.shutdown()
-        if node_proc.poll() is None:
-            node_proc.send_signal(signal.SIGINT)
-            try:
-                node_proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                node_proc.kill()
+
+    def ask(self, sec, rgb, timeout):
+        """(depth message, cloud message) of one frame stamped `sec`, or None after
+        `timeout`."""
+        import rclpy
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from ..messages import outputs
+
+        info = CameraInfo(**scene_camera_info_fields())
+        msg = Image(**outputs.rgb8_image_fields(rgb))
+        for m in (info, msg):
+            m.header.stamp.sec, m.header.frame_id = sec, "camera_color_optical_frame"
+        t0 = time.monotonic()
+        self.image_pub.publish(msg)  # a driver's order: the image, then its camera_info
+        self.info_pub.publish(info)
+        depth, points = self.got["depth"], self.got["points"]
+        while (sec not in depth or sec not in points) and time.monotonic() - t0 < timeout:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        if sec not in depth or sec not in points:
+            return None
+        return depth[sec], points[sec]
+
+
+def _save_scene(out, name, rgb, truth, depth_msg, points_msg, bins, t0) -> dict:
+    """The scene's files (depth .npy, PNGs, PLY cloud), its scores printed; its summary."""
+    from ..files import save_png, write_ply
+    from ..messages import decoding, point_cloud
+    from ..messages.colormaps import colorize
+
+    depth = decoding.depth_image_to_array(depth_msg)
+    cloud = point_cloud.pointcloud_to_array(points_msg)
+    rgb_cols = point_cloud.unpack_rgb(cloud[..., 3])
+    np.save(out / f"{name}_depth.npy", depth)  # metres, NaN = no prediction
+    save_png(out / f"{name}_rgb.png", rgb)
+    save_png(out / f"{name}_depth.png", colorize(depth, bins[0], bins[-1]))
+    save_png(
+        out / f"{name}_truth.png",
+        colorize(np.clip(truth, bins[0], bins[-1]), bins[0], bins[-1]),
+    )
+    n = write_ply(out / f"{name}_cloud.ply", cloud[..., :3], rgb_cols)
+    # The eval's protocol: its crop, and ground truth within (1 mm, 10 m).
+    scores = metrics.evaluate_image(truth, metrics.on_canvas(depth)) or {}
+    scored = ", ".join(f"{k} {scores[k]:.3f}" for k in ("d1", "abs_rel", "rmse") if scores)
+    print(
+        f"{name:10s} depth {np.nanmin(depth):.2f}..{np.nanmax(depth):.2f} m "
+        f"(truth {truth.min():.2f}..{truth.max():.2f} m), {scored or 'no valid pixel'}, "
+        f"{n} cloud points, {time.monotonic() - t0:.2f} s"
+    )
+    return {
+        "scene": name,
+        "depth_min_m": float(np.nanmin(depth)),
+        "depth_max_m": float(np.nanmax(depth)),
+        "true_depth_range_m": [float(truth.min()), float(truth.max())],
+        "metrics": scores,
+        "cloud_points": n,
+        "latency_s": round(time.monotonic() - t0, 3),
+    }
+
+
+def _stop(node_proc) -> None:
+    if node_proc.poll() is None:
+        node_proc.send_signal(signal.SIGINT)
+        try:
+            node_proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
 
 
 def main(argv=None) -> int:
