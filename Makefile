@@ -54,7 +54,7 @@ test: $(STAMP) $(ONNX_STAMP) $(JAZZY_STAMP)
 	$(JAZZY) -m pytest -ra test --ros-only $(TEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/benchmark.py $(BENCH_ARGS)
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(ONNX_VENV) $(JAZZY_VENV) build install log demo_out *.egg-info

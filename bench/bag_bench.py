@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from measure import timed
 
 from depthclip_ros.bag.processing import plan_bag, process_bag
 from depthclip_ros.config.parameters import OutputSettings
@@ -21,6 +20,8 @@ from depthclip_ros.config.params_files import load_config, load_params
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.messages.outputs import MessageBuilder, rgb8_image_fields
 from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
+
+from .measure import timed
 
 BIN = Path(sys.executable).parent
 T0_NS = 1_700_000_000 * 10**9

@@ -1,7 +1,7 @@
 """Speed and memory of the core, the node and the eval; prints Markdown tables.
 
 Real RN50 shapes with random weights (speed does not depend on weight values).
-  make bench [BENCH_ARGS='--quick | --only-node | --skip-node | --rates 5,15,30
+  make bench (python -m bench) [BENCH_ARGS='--quick | --only-node | --skip-node | --rates 5,15,30
               | --node-seconds 20 | --camera-rate 5']
 """
 
@@ -19,12 +19,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from depthclip_ros.config.parameters import DepthClipConfig, OutputSettings
+from depthclip_ros.config.params_files import load_config, resolve_scene_presets
+from depthclip_ros.estimator.core import DepthClip, DepthResult, preprocess
+from depthclip_ros.estimator.export import export
+from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.messages import decoding, outputs
+from depthclip_ros.tools.random_clip import save_random_checkpoint
+from depthclip_ros.tools.synthetic_scenes import render_scene, scene_camera_info_fields
 
-from bag_bench import bench_bag_tool, bench_fleet  # noqa: E402
-from measure import machine, table, timed  # noqa: E402
-from node_bench import (  # noqa: E402
+from .bag_bench import bench_bag_tool, bench_fleet
+from .measure import machine, table, timed
+from .node_bench import (
     bench_backends,
     bench_camera_info,
     bench_cameras,
@@ -33,17 +39,7 @@ from node_bench import (  # noqa: E402
     bench_node,
 )
 
-from depthclip_ros.config.parameters import DepthClipConfig, OutputSettings  # noqa: E402
-from depthclip_ros.config.params_files import load_config, resolve_scene_presets  # noqa: E402
-from depthclip_ros.estimator.core import DepthClip, DepthResult, preprocess  # noqa: E402
-from depthclip_ros.estimator.export import export  # noqa: E402
-from depthclip_ros.estimator.loading import load_estimator  # noqa: E402
-from depthclip_ros.messages import decoding, outputs  # noqa: E402
-from depthclip_ros.tools.random_clip import save_random_checkpoint  # noqa: E402
-from depthclip_ros.tools.synthetic_scenes import (  # noqa: E402
-    render_scene,
-    scene_camera_info_fields,
-)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def flops_of(fn) -> float:
@@ -451,7 +447,7 @@ def bench_uncertainty(ckpt, reps=12):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument(
         "--quick",
         action="store_true",
@@ -510,6 +506,8 @@ def main():
         help="Fast DDS XML profile for the node table (default: none, the middleware's defaults)",
     )
     args = p.parse_args()
+    if args.only_cuda:  # the CUDA tables are printed with the node's
+        args.skip_node, args.only_node = False, True
     disk = tempfile.gettempdir()
     # Every temporary file of the run (checkpoints, exports, bags) in one folder, removed after.
     with tempfile.TemporaryDirectory(prefix="depthclip-bench-") as scratch:
@@ -525,8 +523,6 @@ def run(args, disk: str) -> None:
     ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
-    if args.only_cuda:
-        args.skip_node, args.only_node = False, True
     if args.only_bags or not args.only_node:
         tiny = save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
         short, long = args.bag_frames

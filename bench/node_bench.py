@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from measure import sample_process, timed
 
 from depthclip_ros.config.params_files import default_params_file, load_config
 from depthclip_ros.estimator.core import DepthClip
@@ -25,6 +24,8 @@ from depthclip_ros.tools.node_process import (
     start_node_process,
 )
 from depthclip_ros.tools.synthetic_scenes import render_scene
+
+from .measure import sample_process, timed
 
 CAMERA_INFO_STATUS = "frames paired with another stamp's camera_info (last 10 s)"
 

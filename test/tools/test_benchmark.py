@@ -33,7 +33,8 @@ def test_benchmark_prints_every_table():
     proc = subprocess.run(
         [
             sys.executable,
-            "bench/benchmark.py",
+            "-m",
+            "bench",
             "--quick",
             "--rates",
             "30",
