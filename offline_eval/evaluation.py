@@ -123,73 +123,107 @@ def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=Fal
     """Results of `run` on `data` (and results.json/md, per_image.jsonl, vis/ in `out_dir`)."""
     from tqdm import tqdm
 
-    samples, load, missing, source = data.samples, data.load, data.missing, data.label
+    samples = data.samples[: run.limit] if run.limit else data.samples
     predictor = Predictor(run)  # after the data check: loading a model takes seconds
-    if run.limit:
-        samples = samples[: run.limit]
-    fingerprint = {**predictor.fingerprint(), "source": source}
-    jsonl = out_dir / "per_image.jsonl" if out_dir else None
-    done = {}
-    if jsonl and run.resume and jsonl.exists():
-        done = _read_jsonl(jsonl, fingerprint)
-    if jsonl:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(jsonl, "w") as f:  # rewrite what is kept, then append as we go
-            f.write(json.dumps({"fingerprint": fingerprint}) + "\n")
-            for row in done.values():
-                f.write(json.dumps(row) + "\n")
-    todo = [s for s in samples if s.name not in done]
-    rows = list(done.values())
+    fingerprint = {**predictor.fingerprint(), "source": data.label}
+    log = _PerImageLog(out_dir, fingerprint, run.resume)
+    todo = [s for s in samples if s.name not in log.done]
+    rows = list(log.done.values())
     t_start = time.perf_counter()
-    n_vis = 0
+    visuals = _Visuals(out_dir, run.save_vis, predictor.config.depth_bins)
     bar = tqdm(
-        total=len(samples), initial=len(done), unit="img", disable=quiet, dynamic_ncols=True
+        total=len(samples), initial=len(log.done), unit="img", disable=quiet, dynamic_ncols=True
     )
     with cf.ThreadPoolExecutor(max_workers=max(run.workers, 1)) as pool:
         batches = [todo[i : i + run.batch_size] for i in range(0, len(todo), run.batch_size)]
-        loaded = pool.map(
-            lambda batch: [load(s) for s in batch], batches
-        )  # decoding overlaps inference
+        # Decoding the next batches overlaps the model's work on this one.
+        loaded = pool.map(lambda batch: [data.load(s) for s in batch], batches)
         for batch, frames in zip(batches, loaded):
-            t0 = time.perf_counter()
-            preds, result = predictor.predict(
-                [f[0] for f in frames], [s.name for s in batch], [s.scene for s in batch]
-            )
-            per_image_s = (time.perf_counter() - t0) / len(batch)
-            for k, (s, (rgb, depth_mm), pred) in enumerate(zip(batch, frames, preds)):
-                gt = metrics.gt_from_png(depth_mm)
-                m = metrics.evaluate_image(gt, pred)
-                if m is None:
-                    continue
-                row = {"name": s.name, "scene": s.scene, "seconds": per_image_s, **m}
-                std = None
-                if result is not None:  # the model's uncertainty against its error
-                    std = metrics.on_canvas(result.depth_std[k])
-                    row["uncertainty"] = metrics.uncertainty_counts(gt, pred, std)
-                if result is not None and result.scenes is not None:
-                    row["bins_scene"] = result.scenes[k]  # the scene whose bins were used
+            for row in _score_batch(predictor, batch, frames, visuals):
                 rows.append(row)
-                if jsonl:
-                    with open(jsonl, "a") as f:
-                        f.write(json.dumps(row) + "\n")
-                if out_dir and n_vis < run.save_vis:
-                    probs = result.bin_probs[k] if result is not None else None
-                    save_panel(
-                        out_dir / "vis" / (s.name.replace("/", "_").rsplit(".", 1)[0] + ".png"),
-                        rgb,
-                        gt,
-                        pred,
-                        probs,
-                        predictor.config.depth_bins,
-                        std,
-                    )
-                    n_vis += 1
+                log.append(row)
             bar.update(len(batch))
             bar.set_postfix(d1=f"{np.mean([r['d1'] for r in rows]):.3f}")
     bar.close()
+    results = _summary(rows, predictor, run, data, time.perf_counter() - t_start)
+    if out_dir:
+        atomic_write(
+            out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode())
+        )
+        atomic_write(out_dir / "results.md", lambda f: f.write(markdown_report(results).encode()))
+    return results
+
+
+class _PerImageLog:
+    """per_image.jsonl: the fingerprint, then a line per image as it is scored; with resume,
+    the lines of an earlier run with the same fingerprint are kept (`done`)."""
+
+    def __init__(self, out_dir: Path | None, fingerprint: dict, resume: bool):
+        self.path = out_dir / "per_image.jsonl" if out_dir else None
+        self.done = {}
+        if self.path is None:
+            return
+        if resume and self.path.exists():
+            self.done = _read_jsonl(self.path, fingerprint)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w") as f:  # rewrite what is kept, then append as we go
+            f.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+            for row in self.done.values():
+                f.write(json.dumps(row) + "\n")
+
+    def append(self, row: dict) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+class _Visuals:
+    """vis/: a panel for each of the first `count` images scored."""
+
+    def __init__(self, out_dir: Path | None, count: int, bins):
+        self.folder = out_dir / "vis" if out_dir else None
+        self.left = count if out_dir else 0
+        self.bins = bins
+
+    def add(self, name, rgb, gt, pred, probs, std) -> None:
+        if self.left <= 0:
+            return
+        path = self.folder / (name.replace("/", "_").rsplit(".", 1)[0] + ".png")
+        save_panel(path, rgb, gt, pred, probs, self.bins, std)
+        self.left -= 1
+
+
+def _score_batch(predictor, batch, frames, visuals) -> list:
+    """The rows of one batch's images with valid ground truth (metrics, seconds, the depth's
+    std against its error, the scene whose bins were used)."""
+    t0 = time.perf_counter()
+    preds, result = predictor.predict(
+        [f[0] for f in frames], [s.name for s in batch], [s.scene for s in batch]
+    )
+    per_image_s = (time.perf_counter() - t0) / len(batch)
+    rows = []
+    for k, (sample, (rgb, depth_mm), pred) in enumerate(zip(batch, frames, preds)):
+        gt = metrics.gt_from_png(depth_mm)
+        scores = metrics.evaluate_image(gt, pred)
+        if scores is None:
+            continue
+        row = {"name": sample.name, "scene": sample.scene, "seconds": per_image_s, **scores}
+        std = None
+        if result is not None:  # the model's uncertainty against its error
+            std = metrics.on_canvas(result.depth_std[k])
+            row["uncertainty"] = metrics.uncertainty_counts(gt, pred, std)
+        if result is not None and result.scenes is not None:
+            row["bins_scene"] = result.scenes[k]  # the scene whose bins were used
+        rows.append(row)
+        probs = result.bin_probs[k] if result is not None else None
+        visuals.add(sample.name, rgb, gt, pred, probs, std)
+    return rows
+
+
+def _summary(rows, predictor, run, data, wall_seconds) -> dict:
     scenes = sorted({r["scene"] for r in rows})
-    results = {
-        "source": source,
+    return {
+        "source": data.label,
         "model": predictor.identity,
         "device": predictor.device,
         "config": predictor.config.to_params(),
@@ -197,10 +231,10 @@ def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=Fal
         "baseline": predictor.baseline,
         "scene_bins": predictor.scene_bins,
         "images": len(rows),
-        "missing_files": len(missing),
-        "missing_examples": missing[:5],
+        "missing_files": len(data.missing),
+        "missing_examples": data.missing[:5],
         "seconds_per_image": float(np.mean([r["seconds"] for r in rows])) if rows else None,
-        "wall_seconds": time.perf_counter() - t_start,
+        "wall_seconds": wall_seconds,
         "machine": platform.platform(),
         "means": metrics.mean_metrics(rows),
         "uncertainty": metrics.uncertainty_table(rows),
@@ -213,9 +247,3 @@ def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=Fal
         },
         "per_image": rows,
     }
-    if out_dir:
-        atomic_write(
-            out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode())
-        )
-        atomic_write(out_dir / "results.md", lambda f: f.write(markdown_report(results).encode()))
-    return results

@@ -36,23 +36,40 @@ def rate_bounds(settings: NodeSettings) -> tuple | None:
 def evaluate(snap: Snapshot, settings: NodeSettings, state: NodeState) -> tuple:
     """(level, message, values) for the node's status. The message lists every problem, worst
     first; with none it is 'ok', or 'idle: no subscribers' while nobody listens."""
+    values = report_values(snap, settings, state)
+    if not state.active:
+        return OK, "inactive", values
+    problems = [
+        *input_problems(snap, settings, state),
+        *frame_problems(snap),
+        *rate_problems(snap, settings, state),
+    ]
+    if not problems:
+        return OK, ("ok" if state.watched else IDLE), values
+    problems.sort(key=lambda p: -p[0])
+    message = "; ".join(text for _, text in problems)
+    if not state.watched:
+        message += f"; {IDLE}"
+    return problems[0][0], message, values
+
+
+def report_values(snap: Snapshot, settings: NodeSettings, state: NodeState) -> dict:
+    """The status's key/values: state, rates against their bounds, counts, timings."""
     window = f"{snap.window:.0f} s"
     counts = snap.counts
-    in_rate, out_rate = snap.rate("received"), snap.rate("published")
     bounds = rate_bounds(settings)
-    values = {
+    silent = snap.since("received")
+    return {
         "state": ("active" if state.watched else IDLE) if state.active else "inactive",
-        "input rate (Hz)": f"{in_rate:.2f}",
-        "expected input rate (Hz)": f"{bounds[0]:.2f} to {bounds[1]:.2f}"
-        if bounds
-        else "not checked",
-        "output rate (Hz)": f"{out_rate:.2f}",
+        "input rate (Hz)": f"{snap.rate('received'):.2f}",
+        "expected input rate (Hz)": (
+            f"{bounds[0]:.2f} to {bounds[1]:.2f}" if bounds else "not checked"
+        ),
+        "output rate (Hz)": f"{snap.rate('published'):.2f}",
         "minimum output rate (Hz)": (
             f"{settings.min_output_rate:.2f}" if settings.min_output_rate else "not checked"
         ),
-        "seconds since last image": (
-            "never" if snap.since("received") is None else f"{snap.since('received'):.1f}"
-        ),
+        "seconds since last image": "never" if silent is None else f"{silent:.1f}",
         **{
             f"{kind} frames (last {window})": str(counts[kind])
             for kind in ("received", "published", "dropped", "rejected", "failed")
@@ -70,9 +87,11 @@ def evaluate(snap: Snapshot, settings: NodeSettings, state: NodeState) -> tuple:
         "latency p95 (ms)": f"{snap.percentile_ms('latency', 95):.1f}",
         "camera_info": "received" if state.camera_info_received else "missing",
     }
-    if not state.active:
-        return OK, "inactive", values
-    problems = []  # (level, text)
+
+
+def input_problems(snap: Snapshot, settings: NodeSettings, state: NodeState) -> list:
+    """[(level, text)] of the inputs: a silent camera, no camera_info."""
+    problems = []
     silent = snap.since("received")
     if silent is None and state.active_for >= settings.input_timeout:
         problems.append(
@@ -85,22 +104,38 @@ def evaluate(snap: Snapshot, settings: NodeSettings, state: NodeState) -> tuple:
         problems.append((WARN, f"no image on {state.image_topic} for {silent:.1f} s"))
     if not state.camera_info_received:
         problems.append((WARN, "no camera_info received: depth without point cloud"))
-    bad = counts["rejected"] + counts["failed"]
-    if bad:
-        level = ERROR if counts["published"] == 0 and counts["failed"] else WARN
-        problems.append(
-            (
-                level,
-                f"{counts['rejected']} rejected, {counts['failed']} failed "
-                f"frames in the last {window}",
-            )
-        )
-    # Rates are judged once the window is full: a camera just started is not "too slow".
+    return problems
+
+
+def frame_problems(snap: Snapshot) -> list:
+    """[(level, text)] of rejected or failed frames (ERROR when none was published)."""
+    counts = snap.counts
+    if not counts["rejected"] + counts["failed"]:
+        return []
+    level = ERROR if counts["published"] == 0 and counts["failed"] else WARN
+    text = (
+        f"{counts['rejected']} rejected, {counts['failed']} failed frames in the last "
+        f"{snap.window:.0f} s"
+    )
+    return [(level, text)]
+
+
+def rate_problems(snap: Snapshot, settings: NodeSettings, state: NodeState) -> list:
+    """[(level, text)] of the rates: input outside its bounds, output below its minimum.
+    Judged once the window is full: a camera just started is not "too slow"."""
+    problems = []
+    counts = snap.counts
     full = snap.span >= snap.window
-    if bounds and full and silent is not None and not bounds[0] <= in_rate <= bounds[1]:
-        problems.append(
-            (WARN, f"input rate {in_rate:.2f} Hz outside {bounds[0]:.2f} to {bounds[1]:.2f} Hz")
-        )
+    bounds, in_rate = rate_bounds(settings), snap.rate("received")
+    if bounds and full and snap.since("received") is not None:
+        if not bounds[0] <= in_rate <= bounds[1]:
+            problems.append(
+                (
+                    WARN,
+                    f"input rate {in_rate:.2f} Hz outside {bounds[0]:.2f} to {bounds[1]:.2f} Hz",
+                )
+            )
+    out_rate = snap.rate("published")
     if (
         settings.min_output_rate
         and full
@@ -111,10 +146,4 @@ def evaluate(snap: Snapshot, settings: NodeSettings, state: NodeState) -> tuple:
         problems.append(
             (WARN, f"output rate {out_rate:.2f} Hz below {settings.min_output_rate:.2f} Hz")
         )
-    if not problems:
-        return OK, ("ok" if state.watched else IDLE), values
-    problems.sort(key=lambda p: -p[0])
-    message = "; ".join(text for _, text in problems)
-    if not state.watched:
-        message += f"; {IDLE}"
-    return problems[0][0], message, values
+    return problems
