@@ -20,7 +20,7 @@ from ..config.parameters import OutputSettings
 from ..errors import BagError, ImageDecodeError, ImageSizeError, OutputExistsError
 from ..files import atomic_directory, cannot_write, file_in_the_way
 from ..messages.decoding import decode_image
-from ..messages.outputs import MessageBuilder, frame_outputs
+from ..messages.outputs import MessageBuilder, PendingFrame
 from ..runtime.batching import by_image_size
 from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings
 from .definitions import copy_definitions
@@ -45,14 +45,6 @@ class _Camera:
         self.logged_infos = CameraInfoIndex(keep=1)  # the latest of each size logged so far
         self.connections = {}  # output name -> connection, added on first use (no empty topics)
         self.stats = dict.fromkeys(("frames", "depth", "clouds", "rejected", "info_fallbacks"), 0)
-
-
-class _Frame:
-    __slots__ = ("camera", "timestamp", "header", "rgb", "info")
-
-    def __init__(self, camera, timestamp, header, rgb, info):
-        self.camera, self.timestamp, self.header = camera, timestamp, header
-        self.rgb, self.info = rgb, info
 
 
 class _Chunk:
@@ -193,7 +185,11 @@ class BagProcessor:
             self.problems.setdefault(f"{camera.image_topic}: rejected: {exc}", timestamp)
             return
         info = self._camera_info_for(camera, msg, timestamp, (rgb.shape[1], rgb.shape[0]))
-        chunk.frames.append(_Frame(camera, timestamp, msg.header, rgb, info))
+        chunk.frames.append(
+            PendingFrame(
+                msg.header, rgb, self.settings, info=info, owner=camera, log_time=timestamp
+            )
+        )
 
     def _predict_chunk(self, chunk):
         """The chunk's frames through the model, one forward per image size."""
@@ -202,7 +198,7 @@ class BagProcessor:
                 result = self.estimator.predict(np.stack([f.rgb for f in frames]))
             except ImageSizeError as exc:  # e.g. preprocessing 'crop' on a camera not 640x480
                 raise BagError(
-                    f"frames of {shape[1]}x{shape[0]} on {frames[0].camera.image_topic} cannot "
+                    f"frames of {shape[1]}x{shape[0]} on {frames[0].owner.image_topic} cannot "
                     f"be processed with this configuration: {exc}"
                 ) from None
             chunk.predictions.append((frames, result))
@@ -212,7 +208,8 @@ class BagProcessor:
         """The chunk's output messages beside its copied ones, into OUT in log-time order."""
         for frames, result in chunk.predictions:
             for i, frame in enumerate(frames):
-                self._add_outputs(chunk, frame, result, i)
+                frame.result, frame.index = result, i
+                self._add_outputs(chunk, frame)
         # Log-time order in the output file; outputs follow their image (stable sort).
         chunk.messages.sort(key=lambda item: item[1])
         for conn, timestamp, raw in chunk.messages:
@@ -220,14 +217,14 @@ class BagProcessor:
         if self._frames_written is not None:
             self._frames_written(chunk.images)
 
-    def _add_outputs(self, chunk, frame, result, index):
-        camera = frame.camera
-        out = frame_outputs(frame.rgb, result, index, frame.info, self.settings)
+    def _add_outputs(self, chunk, frame):
+        camera = frame.owner
+        out = frame.outputs()
         messages = self.builder.messages(frame.header, out)
         camera.stats["depth"] += 1
         camera.stats["clouds"] += "points" in messages
         if out.cloud.warning:
-            self.problems.setdefault(f"{camera.image_topic}: {out.cloud.warning}", frame.timestamp)
+            self.problems.setdefault(f"{camera.image_topic}: {out.cloud.warning}", frame.log_time)
         for name, msg in messages.items():
             if name not in camera.connections:
                 camera.connections[name] = self._writer.add_connection(
@@ -235,7 +232,7 @@ class BagProcessor:
                 )
             conn = camera.connections[name]
             chunk.messages.append(
-                (conn, frame.timestamp, self.typestore.serialize_cdr(msg, conn.msgtype))
+                (conn, frame.log_time, self.typestore.serialize_cdr(msg, conn.msgtype))
             )
 
 

@@ -8,6 +8,7 @@ rosbags typestore's for the bag tool. No rclpy import.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,29 @@ class FrameOutputs:
     depth: dict  # sensor_msgs/Image, 32FC1
     std: dict  # sensor_msgs/Image, 32FC1: depth's standard deviation
     cloud: CloudOutputs
+
+
+@dataclasses.dataclass(eq=False)
+class PendingFrame:
+    """An image on its way to its outputs: the node keeps it while its cloud waits for the
+    camera_info of its stamp, the bag tool while its batch waits for the model. `result` and
+    `index`: the frame's DepthResult and its place in it, once predicted; `owner`: the bag
+    camera it came from; `log_time`: its log time in a bag."""
+
+    header: Any
+    rgb: np.ndarray
+    settings: Any  # OutputSettings
+    info: Any = None  # the sensor_msgs/CameraInfo paired with it, once known
+    result: Any = None
+    index: int = 0
+    owner: Any = None
+    log_time: int = 0
+
+    def outputs(self) -> FrameOutputs:
+        return frame_outputs(self.rgb, self.result, self.index, self.info, self.settings)
+
+    def cloud(self, info) -> CloudOutputs:
+        return cloud_outputs(self.rgb, self.result, self.index, info, self.settings)
 
 
 def frame_outputs(rgb: np.ndarray, result, index: int, info, settings) -> FrameOutputs:

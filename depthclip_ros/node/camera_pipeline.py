@@ -27,7 +27,12 @@ from ..errors import ImageDecodeError
 from ..messages import topics
 from ..messages.colormaps import colorize
 from ..messages.decoding import decode_image
-from ..messages.outputs import MessageBuilder, cloud_outputs, depth_image_fields, rgb8_image_fields
+from ..messages.outputs import (
+    MessageBuilder,
+    PendingFrame,
+    depth_image_fields,
+    rgb8_image_fields,
+)
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneHysteresis
 from ..runtime.stamp_pairing import CameraInfoPairing, pairing_warnings
@@ -57,16 +62,6 @@ def output_qos_profile() -> QoSProfile:
     return QoSProfile(
         reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5
     )
-
-
-class _WaitingCloud:
-    """A frame whose depth went out and whose cloud waits for the camera_info of its stamp."""
-
-    __slots__ = ("header", "rgb", "result", "index", "settings")
-
-    def __init__(self, header, rgb, result, index, settings):
-        self.header, self.rgb, self.result = header, rgb, result
-        self.index, self.settings = index, settings  # the OutputSettings of its frame
 
 
 class CameraPipeline:
@@ -169,7 +164,7 @@ class CameraPipeline:
         self.stats.timing("latency", (now - Time.from_msg(header.stamp)).nanoseconds * 1e-9)
         self.stats.count("published")
 
-        frame = _WaitingCloud(header, rgb, result, index, params.outputs)
+        frame = PendingFrame(header, rgb, params.outputs, result=result, index=index)
         pairing = self.camera_infos
         pairing.slop = params.outputs.camera_info_slop
         info = pairing.find(header.stamp)
@@ -209,7 +204,7 @@ class CameraPipeline:
             log.warning(warnings.fallback, throttle_duration_sec=5.0)
         if warnings.frame_id:
             log.warning(warnings.frame_id, once=True)
-        out = cloud_outputs(frame.rgb, frame.result, frame.index, info, frame.settings)
+        out = frame.cloud(info)
         for key, message in MESSAGES.cloud_messages(header, out).items():
             self.outputs[key].publish(message)
         if out.warning:
