@@ -491,3 +491,20 @@ def test_projected_features_and_global_embedding_at_rn50_shapes(make_config, rn5
             atol=1e-4,
             rtol=1e-4,
         )
+
+
+def test_scene_presets_come_as_data_read_by_config(make_config, tiny_checkpoint, tmp_path):
+    """The core reads no parameter file: a scene_bins auto config built without config/'s
+    reading is refused, naming the fix; read, it carries each scene's bins and tokens."""
+    from depthclip_ros.config.parameters import DepthClipConfig
+    from depthclip_ros.errors import ConfigError
+
+    unread = DepthClipConfig(
+        model=tiny_checkpoint, device="cpu", cache_dir=str(tmp_path), scene_bins="auto"
+    )
+    with pytest.raises(ConfigError, match="scene_presets.*not read: build the config with"):
+        DepthClip(unread)
+    read = make_config(scene_bins="auto")
+    cd3 = (1.00, 1.25, 1.50, 1.75, 2.00, 2.25, 2.50)
+    assert dict((s, b) for s, b, _ in read.scene_heads)["bathroom"] == cd3
+    assert read.replace(scene_presets=()).scene_heads is None  # other presets: read again
