@@ -21,6 +21,8 @@ from ..config.parameters import DepthClipConfig, OutputSettings
 from ..config.params_files import load_params, resolve_scene_presets
 from ..errors import DepthClipError, OutputExistsError
 from ..estimator.loading import load_estimator
+from ..messages import topics
+from ..messages.outputs import DEFAULT_OUTPUTS
 from .processing import STORAGES, plan_bag, process_bag
 from .reading import print_info
 
@@ -31,7 +33,6 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
     """How bags are processed: depthclip-bag process's options, which depthclip-fleet shares."""
     parser.add_argument(
         "--image-topic",
-        required=True,
         action="append",
         help="sensor_msgs/Image or CompressedImage topic; repeat it for every camera to "
         "process (one model, one pass)"
@@ -39,7 +40,25 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
             ". Each bag gets the ones it records; a bag with none of them fails"
             if multi_bag
             else ""
-        ),
+        )
+        + ". Default: the bag's image topic, when it records exactly one",
+    )
+    parser.add_argument(
+        "--outputs",
+        type=output_list,
+        default=DEFAULT_OUTPUTS,
+        help=f"comma-separated outputs to write, of {', '.join(topics.OUTPUTS)} (default: "
+        f"{','.join(DEFAULT_OUTPUTS)})",
+    )
+    parser.add_argument(
+        "--outputs-only",
+        action="store_true",
+        help="write only the outputs, not a copy of the input (ros2 bag play IN OUT replays both)",
+    )
+    parser.add_argument(
+        "--compressed-depth",
+        action="store_true",
+        help="write depth as depth/image/compressedDepth (image_transport's PNG) instead of raw",
     )
     parser.add_argument(
         "--camera-info-topic",
@@ -64,14 +83,34 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
     )
 
 
+def output_list(text: str) -> tuple:
+    """--outputs: 'depth,points' -> ('depth', 'points'), each a key of topics.OUTPUTS."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in topics.OUTPUTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected some of {', '.join(topics.OUTPUTS)}, got {text!r}"
+        )
+    return names
+
+
+def chosen_outputs(args) -> tuple:
+    """The outputs to write: --outputs, with depth as compressedDepth for --compressed-depth."""
+    if not args.compressed_depth:
+        return args.outputs
+    outputs = [o for o in args.outputs if o != "depth"]
+    return tuple(dict.fromkeys([*outputs, "compressed_depth"]))
+
+
 def processing_option_problem(args) -> str | None:
     """What is wrong with the processing options of `args` (None: nothing), in their words."""
     if args.batch_size is not None and args.batch_size < 1:
         return f"--batch-size must be >= 1, got {args.batch_size}"
-    repeated = sorted({t for t in args.image_topic if args.image_topic.count(t) > 1})
+    image_topics = args.image_topic or []
+    repeated = sorted({t for t in image_topics if image_topics.count(t) > 1})
     if repeated:
         return f"--image-topic {', '.join(repeated)} is given more than once"
-    if args.camera_info_topic and len(args.image_topic) > 1:
+    if args.camera_info_topic and len(image_topics) > 1:
         return (
             "--camera-info-topic applies to one --image-topic; with several, each camera's "
             "camera_info is the one beside its image"
@@ -145,6 +184,8 @@ def main(argv=None) -> int:
             camera_info_topic=args.camera_info_topic,
             storage=args.storage,
             overwrite=args.overwrite,
+            outputs=chosen_outputs(args),
+            outputs_only=args.outputs_only,
         ) as plan:
             estimator = load_estimator(config)  # after the cheap checks: it takes seconds
             with progress_bar(plan.frames, not args.quiet) as bar:
@@ -164,12 +205,25 @@ def main(argv=None) -> int:
         f"{stats['seconds']:.1f} s"
     )
     for topic, camera in stats["cameras"].items():
-        print(
-            f"  {topic}: {camera['depth']} depth images on {camera['outputs']['depth']}, "
-            f"{camera['clouds']} clouds on {camera['outputs']['points']}, {camera['rejected']} "
-            f"frames rejected, {camera['info_fallbacks']} without a camera_info of their stamp"
-        )
+        print(f"  {topic}: {camera_summary(camera)}")
     return 0
+
+
+def camera_summary(camera: dict) -> str:
+    """One camera's line of the summary: what went where, what was rejected."""
+    outputs = camera["outputs"]
+    depth_topics = [outputs[k] for k in ("depth", "compressed_depth") if k in outputs]
+    parts = []
+    if depth_topics:
+        parts.append(f"{camera['depth']} depth images on {' and '.join(depth_topics)}")
+    if "points" in outputs:
+        parts.append(f"{camera['clouds']} clouds on {outputs['points']}")
+    others = [outputs[k] for k in ("std", "camera_info", "colored") if k in outputs]
+    if not depth_topics and others:
+        parts.append(f"{camera['depth']} frames on {', '.join(others)}")
+    parts.append(f"{camera['rejected']} frames rejected")
+    parts.append(f"{camera['info_fallbacks']} without a camera_info of their stamp")
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,21 @@ from rosbags.typesys import Stores, get_typestore
 from ..config.parameters import OutputSettings
 from ..errors import BagError, ImageDecodeError, ImageSizeError, OutputExistsError
 from ..files import atomic_directory, cannot_write, file_in_the_way
+from ..messages import topics
 from ..messages.decoding import decode_image
-from ..messages.outputs import MessageBuilder, PendingFrame
+from ..messages.outputs import DEFAULT_OUTPUTS, MessageBuilder, PendingFrame
 from ..runtime.batching import by_image_size
 from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings
 from .definitions import copy_definitions
 from .pipeline import model_leaves_cpu_free, run_stages
-from .reading import CAMERA_INFO, check_topics, open_bag, read_messages, storage_of
+from .reading import (
+    CAMERA_INFO,
+    check_topics,
+    only_image_topic,
+    open_bag,
+    read_messages,
+    storage_of,
+)
 
 STORAGES = ("mcap", "sqlite3")
 # rosbag2 metadata version of OUT: 8 writes offered_qos_profiles as a YAML string, the form
@@ -77,11 +85,12 @@ class BagProcessor:
         self.problems: dict = {}
 
     def run(self, reader, writer, in_path, cameras, definitions, frames_written=None):
-        """Write every message of `reader` and the cameras' outputs to `writer`, each input topic
-        with its `definitions` (bag/definitions.py); `frames_written(n)` is told of each n image
-        messages done."""
+        """Write the cameras' outputs to `writer` and, with `definitions` (bag/definitions.py;
+        None: outputs only), every message of `reader`, each input topic with its definition;
+        `frames_written(n)` is told of each n image messages done."""
         out_conns = {}
-        for c in reader.connections:  # every input connection, unchanged
+        copied = reader.connections if definitions is not None else ()
+        for c in copied:  # every input connection, unchanged
             key = (c.topic, c.msgtype, c.ext.serialization_format)
             if key in out_conns:
                 continue
@@ -103,25 +112,26 @@ class BagProcessor:
             index = self._index_camera_infos(reader, in_path, info_topic)
             for camera in info_cameras:
                 camera.infos_by_stamp = index
-        chunks = self._read_chunks(reader, in_path, cameras, by_info, out_conns)
+        read = None  # every connection
+        if definitions is None:  # only what the outputs are made of
+            needed = set(by_info) | {camera.image_topic for camera in cameras}
+            read = [c for c in reader.connections if c.topic in needed]
+        chunks = self._read_chunks(reader, in_path, cameras, by_info, out_conns, read)
         overlap = model_leaves_cpu_free(self.estimator.device, self.estimator.cpu_threads)
         run_stages(chunks, self._predict_chunk, self._write_chunk, overlap=overlap)
 
-    def _read_chunks(self, reader, in_path, cameras, by_info, out_conns):
-        """Chunks of IN in log order; a chunk closes when frames of one size fill a batch, or
-        when its other messages reach MAX_BUFFERED_BYTES (bounded memory)."""
+    def _read_chunks(self, reader, in_path, cameras, by_info, out_conns, connections=None):
+        """Chunks of IN in log order (of `connections` only, if given); a chunk closes when
+        frames of one size fill a batch, or when its other messages reach MAX_BUFFERED_BYTES
+        (bounded memory). Messages are copied when `out_conns` has their connection."""
         by_image = {camera.image_topic: camera for camera in cameras}
         chunk, chunk_bytes = _Chunk(), 0
-        for conn, timestamp, raw in read_messages(reader, in_path):
-            chunk.messages.append(
-                (
-                    out_conns[(conn.topic, conn.msgtype, conn.ext.serialization_format)],
-                    timestamp,
-                    raw,
-                )
-            )
-            chunk_bytes += len(raw)
-            self.copied += 1
+        for conn, timestamp, raw in read_messages(reader, in_path, connections or ()):
+            out_conn = out_conns.get((conn.topic, conn.msgtype, conn.ext.serialization_format))
+            if out_conn is not None:
+                chunk.messages.append((out_conn, timestamp, raw))
+                chunk_bytes += len(raw)
+                self.copied += 1
             if conn.topic in by_info and conn.msgtype == CAMERA_INFO:
                 info = self._deserialize(raw, conn, timestamp)
                 for camera in by_info[conn.topic]:
@@ -219,11 +229,15 @@ class BagProcessor:
 
     def _add_outputs(self, chunk, frame):
         camera = frame.owner
-        out = frame.outputs()
-        messages = self.builder.messages(frame.header, out)
+        out = frame.outputs(tuple(camera.outputs))
+        messages = {
+            key: message
+            for key, message in self.builder.messages(frame.header, out).items()
+            if key in camera.outputs  # camera_info and points come together
+        }
         camera.stats["depth"] += 1
         camera.stats["clouds"] += "points" in messages
-        if out.cloud.warning:
+        if out.cloud is not None and out.cloud.warning:
             self.problems.setdefault(f"{camera.image_topic}: {out.cloud.warning}", frame.log_time)
         for name, msg in messages.items():
             if name not in camera.connections:
@@ -243,8 +257,8 @@ class BagPlan:
 
     def __init__(self, in_path, out_path, reader, cameras, storage, definitions, overwrite):
         self.in_path, self.out_path, self.reader = in_path, out_path, reader
-        self.cameras, self.storage, self.definitions = cameras, storage, definitions
-        self.overwrite = overwrite
+        self.cameras, self.storage, self.overwrite = cameras, storage, overwrite
+        self.definitions = definitions  # None: OUT holds the outputs only
 
     @property
     def frames(self) -> int:
@@ -270,13 +284,16 @@ def plan_bag(
     camera_info_topic: str | None = None,
     storage: str | None = None,
     overwrite: bool = False,
+    outputs=DEFAULT_OUTPUTS,
+    outputs_only: bool = False,
 ) -> BagPlan:
-    """IN opened and checked for writing OUT with the depth outputs of `image_topics`;
-    `camera_info_topic` (one image topic only) overrides the camera_info beside the image;
-    `storage` of OUT (default IN's). BagError on a bag or topic problem, OutputExistsError when
-    OUT exists and `overwrite` is not asked for."""
+    """IN opened and checked for writing OUT: a copy of IN (or, `outputs_only`, nothing of it)
+    with the `outputs` (keys of topics.OUTPUTS) of each of `image_topics` (none given: the
+    bag's one image topic); `camera_info_topic` (one image topic only) overrides the
+    camera_info beside the image; `storage` of OUT (default IN's). BagError on a bag or topic
+    problem, OutputExistsError when OUT exists and `overwrite` is not asked for."""
     in_path, out_path = Path(in_path), Path(out_path)
-    image_topics = list(image_topics)
+    image_topics = list(image_topics or ())
     if out_path.resolve() == in_path.resolve():
         raise BagError("OUT must differ from IN: the input bag is never modified")
     if out_path.exists() and not overwrite:
@@ -285,21 +302,25 @@ def plan_bag(
         raise BagError(f"OUT {out_path} is inside a file, not a folder")
     if storage is not None and storage not in STORAGES:
         raise BagError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
-    if not image_topics:
-        raise BagError("no image topic to process")
+    unknown = sorted(set(outputs) - set(topics.OUTPUTS))
+    if unknown or not outputs:
+        raise BagError(
+            f"outputs must be some of {', '.join(topics.OUTPUTS)}, got {', '.join(outputs)}"
+        )
     if camera_info_topic is not None and len(image_topics) > 1:
         raise BagError("a camera_info topic applies to one image topic")
     reader = open_bag(in_path)
     try:
+        image_topics = image_topics or [only_image_topic(reader, in_path)]
         cameras = [
-            _Camera(topic, *check_topics(reader, in_path, topic, camera_info_topic))
+            _Camera(topic, *check_topics(reader, in_path, topic, camera_info_topic, outputs))
             for topic in image_topics
         ]
         outputs = [t for camera in cameras for t in camera.outputs.values()]
         clash = sorted({t for t in outputs if outputs.count(t) > 1})
         if clash:
             raise BagError(f"the image topics' outputs collide: {', '.join(clash)}")
-        definitions = copy_definitions(reader)
+        definitions = None if outputs_only else copy_definitions(reader)
     except BaseException:
         reader.close()
         raise

@@ -13,6 +13,7 @@ from rosbags.rosbag2 import Reader, ReaderError
 
 from ..errors import BagError
 from ..messages import topics
+from ..messages.outputs import DEFAULT_OUTPUTS
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -86,21 +87,38 @@ def print_info(path: Path, out=None) -> None:
         reader.close()
 
 
-def output_topics(image_topic: str) -> dict:
-    """Output topics beside the image topic, named as a node in the camera's namespace names them:
-    /cam/image_raw (or /cam/image_raw/compressed) -> /cam/depth/image, /cam/depth/std,
-    /cam/depth/camera_info, /cam/points."""
+def output_topics(image_topic: str, keys=DEFAULT_OUTPUTS) -> dict:
+    """Output topics (`keys` of topics.OUTPUTS) beside the image topic, named as a node in the
+    camera's namespace names them: /cam/image_raw (or /cam/image_raw/compressed) ->
+    /cam/depth/image, /cam/depth/std, /cam/depth/camera_info, /cam/points, ..."""
     outputs = topics.outputs_beside(image_topic)
-    return {key: outputs[key] for key in ("depth", "std", "camera_info", "points")}
+    return {key: outputs[key] for key in keys}
+
+
+def image_topics_of(reader) -> list:
+    """The bag's image topics (raw or compressed), sorted."""
+    return sorted(t for t, m in _topic_types(reader).items() if m in (IMAGE, COMPRESSED))
+
+
+def only_image_topic(reader, path) -> str:
+    """The bag's one image topic; BagError listing them when it records none or several."""
+    images = image_topics_of(reader)
+    if len(images) != 1:
+        raise BagError(
+            f"bag {path} records {len(images)} image topics ({', '.join(images) or 'none'}); "
+            f"name the ones to process"
+        )
+    return images[0]
 
 
 def _topic_types(reader) -> dict:
     return {c.topic: c.msgtype for c in reader.connections}
 
 
-def check_topics(reader, path, image_topic, info_topic):
-    """(image type, camera_info topic or None, output topics) for processing `image_topic`;
-    BagError when a topic is missing, of the wrong type, or the outputs would collide."""
+def check_topics(reader, path, image_topic, info_topic, keys=DEFAULT_OUTPUTS):
+    """(image type, camera_info topic or None, output topics) for writing the `keys` outputs of
+    `image_topic`; BagError when a topic is missing, of the wrong type, or the outputs would
+    collide."""
     types = _topic_types(reader)
     images = sorted(t for t, m in types.items() if m in (IMAGE, COMPRESSED))
     if image_topic not in types:
@@ -113,7 +131,7 @@ def check_topics(reader, path, image_topic, info_topic):
             f"topic {image_topic} in bag {path} is {types[image_topic]}, not {IMAGE} or "
             f"{COMPRESSED}; image topics: {', '.join(images) or 'none'}"
         )
-    outputs = output_topics(image_topic)
+    outputs = output_topics(image_topic, keys)
     if info_topic is None:  # the camera's own camera_info, when recorded
         candidate = topics.beside(image_topic, topics.CAMERA_INFO)
         info_topic = candidate if types.get(candidate) == CAMERA_INFO else None
@@ -136,10 +154,13 @@ def check_topics(reader, path, image_topic, info_topic):
 
 
 def topics_in_bag(path: Path, wanted) -> list:
-    """The topics of `wanted` that the bag records, in `wanted`'s order; BagError when none."""
+    """The topics of `wanted` that the bag records, in `wanted`'s order (no `wanted`: its one
+    image topic); BagError when none."""
     reader = open_bag(path)
     try:
         types = _topic_types(reader)
+        if not wanted:
+            return [only_image_topic(reader, path)]
     finally:
         reader.close()
     present = [topic for topic in wanted if topic in types]

@@ -314,6 +314,23 @@ class OutputSettings(Schema):
         maximum=1000.0,
     )
     colormap: str = param("turbo", "Colour map of depth/colored", choices=COLORMAPS)
+    # depth/image/compressedDepth, named and bounded as compressed_depth_image_transport's.
+    depth_max: float = param(
+        10.0,
+        "compressedDepth: maximum depth (metres); farther is coded as no depth",
+        minimum=1.0,
+        maximum=100.0,
+    )
+    depth_quantization: float = param(
+        100.0,
+        "compressedDepth: depth (metres) at which one code step is 1 m (step = depth^2 / "
+        "(q (q + 1)))",
+        minimum=1.0,
+        maximum=150.0,
+    )
+    png_level: int = param(
+        3, "compressedDepth: PNG compression level, 0 to 9", minimum=0, maximum=9
+    )
     camera_info_slop: float = param(
         0.005,
         "Seconds a camera_info's stamp may differ from the image's and still pair with it "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..bag.cli import (
     add_processing_options,
+    chosen_outputs,
     processing_option_problem,
     processing_params,
     stop_on_sigterm,
@@ -153,6 +154,8 @@ def main(argv=None) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             progress=not args.quiet,
+            outputs=chosen_outputs(args),
+            outputs_only=args.outputs_only,
         )
         started_ray = run.connect(args.address)
         summary = run.run_fleet(

@@ -12,9 +12,10 @@ import time
 
 import ray
 
-from ..bag.reading import open_bag
+from ..bag.reading import image_topics_of, open_bag
 from ..errors import DepthClipError, FleetError
 from ..files import remove_leftover_staging
+from ..messages.outputs import DEFAULT_OUTPUTS
 from .discovery import BagJob
 from .manifest import DONE, FAILED, Manifest, config_hash
 from .workers import ModelWorker, RunControl, process_bag_task
@@ -27,7 +28,7 @@ RESTART_WAIT_S = 600
 
 @dataclasses.dataclass
 class FleetOptions:
-    image_topics: list
+    image_topics: list | None  # None: each bag's one image topic
     camera_info_topic: str | None = None
     storage: str | None = None
     batch_size: int = 1
@@ -39,11 +40,15 @@ class FleetOptions:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    outputs: tuple = DEFAULT_OUTPUTS
+    outputs_only: bool = False
 
     def processing(self) -> dict:
         """What a bag task needs to know (and what the config hash covers besides parameters)."""
         return dict(
-            image_topics=list(self.image_topics),
+            image_topics=list(self.image_topics or ()),
+            outputs=list(self.outputs),
+            outputs_only=self.outputs_only,
             camera_info_topic=self.camera_info_topic,
             storage=self.storage,
             batch_size=self.batch_size,
@@ -70,7 +75,8 @@ def count_frames(job: BagJob, image_topics) -> BagJob:
     except DepthClipError:
         return job
     try:
-        count = sum(c.msgcount for c in reader.connections if c.topic in image_topics)
+        wanted = image_topics or image_topics_of(reader)
+        count = sum(c.msgcount for c in reader.connections if c.topic in wanted)
     finally:
         reader.close()
     return dataclasses.replace(job, frames=count)

@@ -120,6 +120,8 @@ def process_bag_task(job, index, params, options, workers, description, control)
             camera_info_topic=options["camera_info_topic"],
             storage=options["storage"],
             overwrite=options["overwrite"],
+            outputs=tuple(options["outputs"]),
+            outputs_only=options["outputs_only"],
         ) as plan:
             stats = process_bag(
                 plan,

@@ -1,4 +1,5 @@
-"""One frame's prediction as output messages: depth image, its camera_info, the point cloud.
+"""One frame's prediction as output messages: depth image (raw, compressedDepth, coloured),
+its std, its camera_info, the point cloud.
 
 The one place that turns a prediction into messages. `frame_outputs` computes the header-less
 fields; `MessageBuilder` makes them messages of the caller's types: rclpy's for the node, a
@@ -12,8 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from . import point_cloud
+from . import compressed_depth, point_cloud
 from .camera_model import PinholeCamera
+from .colormaps import colorize
+
+# What depthclip-bag writes unless told otherwise (the node publishes each while subscribed).
+DEFAULT_OUTPUTS = ("depth", "std", "camera_info", "points")
 
 
 def rgb8_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
@@ -34,6 +39,19 @@ def depth_image_fields(depth: np.ndarray) -> dict:
     d = np.ascontiguousarray(depth, dtype="<f4")
     h, w = d.shape
     return dict(height=h, width=w, encoding="32FC1", is_bigendian=0, step=w * 4, data=d.tobytes())
+
+
+def colored_image_fields(depth: np.ndarray, bins, colormap: str) -> dict:
+    """Fields of depth/colored: the depth in `colormap` over the bins' range, rgb8."""
+    return rgb8_image_fields(colorize(depth, float(bins[0]), float(bins[-1]), colormap))
+
+
+def compressed_depth_fields(depth: np.ndarray, settings) -> dict:
+    """Fields of a sensor_msgs/CompressedImage in image_transport's compressedDepth format."""
+    fmt, data = compressed_depth.encode(
+        depth, settings.depth_max, settings.depth_quantization, settings.png_level
+    )
+    return dict(format=fmt, data=data)
 
 
 @dataclasses.dataclass
@@ -61,11 +79,14 @@ class CloudOutputs:
 
 @dataclasses.dataclass
 class FrameOutputs:
-    """Header-less fields of one frame's output messages; the caller adds the image's header."""
+    """Header-less fields of one frame's output messages (None: not asked for); the caller adds
+    the image's header."""
 
-    depth: dict  # sensor_msgs/Image, 32FC1
-    std: dict  # sensor_msgs/Image, 32FC1: depth's standard deviation
-    cloud: CloudOutputs
+    depth: dict | None  # sensor_msgs/Image, 32FC1
+    std: dict | None  # sensor_msgs/Image, 32FC1: depth's standard deviation
+    cloud: CloudOutputs | None  # depth/camera_info and points
+    colored: dict | None = None  # sensor_msgs/Image, rgb8
+    compressed_depth: dict | None = None  # sensor_msgs/CompressedImage
 
 
 @dataclasses.dataclass(eq=False)
@@ -84,21 +105,34 @@ class PendingFrame:
     owner: Any = None
     log_time: int = 0
 
-    def outputs(self) -> FrameOutputs:
-        return frame_outputs(self.rgb, self.result, self.index, self.info, self.settings)
+    def outputs(self, wanted=DEFAULT_OUTPUTS) -> FrameOutputs:
+        return frame_outputs(self.rgb, self.result, self.index, self.info, self.settings, wanted)
 
     def cloud(self, info) -> CloudOutputs:
         return cloud_outputs(self.rgb, self.result, self.index, info, self.settings)
 
 
-def frame_outputs(rgb: np.ndarray, result, index: int, info, settings) -> FrameOutputs:
-    """Depth image, its std, camera_info and point cloud of frame `index` of a core
-    `DepthResult`; `info` is the sensor_msgs/CameraInfo paired with the image, or None;
-    `settings` the OutputSettings (cloud stride and filters)."""
+def frame_outputs(
+    rgb: np.ndarray, result, index: int, info, settings, wanted=DEFAULT_OUTPUTS
+) -> FrameOutputs:
+    """The `wanted` outputs (keys of topics.OUTPUTS) of frame `index` of a core `DepthResult`;
+    `info` is the sensor_msgs/CameraInfo paired with the image, or None; `settings` the
+    OutputSettings (cloud stride and filters, colour map, compressedDepth)."""
+    depth = result.depth[index]
     return FrameOutputs(
-        depth_image_fields(result.depth[index]),
-        depth_image_fields(result.depth_std[index]),
-        cloud_outputs(rgb, result, index, info, settings),
+        depth_image_fields(depth) if "depth" in wanted else None,
+        depth_image_fields(result.depth_std[index]) if "std" in wanted else None,
+        (
+            cloud_outputs(rgb, result, index, info, settings)
+            if {"camera_info", "points"} & set(wanted)
+            else None
+        ),
+        (
+            colored_image_fields(depth, result.bins_of(index), settings.colormap)
+            if "colored" in wanted
+            else None
+        ),
+        compressed_depth_fields(depth, settings) if "compressed_depth" in wanted else None,
     )
 
 
@@ -149,6 +183,7 @@ class MessageBuilder:
     point_cloud_type: type
     point_field_type: type
     roi_type: type
+    compressed_image_type: type
     byte_array: object = _unchanged  # how the types take uint8[] data given as bytes
 
     @classmethod
@@ -164,6 +199,7 @@ class MessageBuilder:
                     "PointCloud2",
                     "PointField",
                     "RegionOfInterest",
+                    "CompressedImage",
                 )
             ),
             byte_array=lambda data: np.frombuffer(data, np.uint8),
@@ -179,14 +215,22 @@ class MessageBuilder:
         """A sensor_msgs/Image from image fields (rgb8_image_fields, depth_image_fields)."""
         return self._make(self.image_type, header, fields)
 
+    def compressed_image(self, header, fields: dict):
+        """A sensor_msgs/CompressedImage (compressed_depth_fields)."""
+        return self._make(self.compressed_image_type, header, fields)
+
     def messages(self, header, out: FrameOutputs) -> dict:
-        """{'depth': Image, 'std': Image, 'camera_info': CameraInfo, 'points': PointCloud2}; the
-        last two only when the frame has a usable camera_info."""
-        return {
-            "depth": self.image(header, out.depth),
-            "std": self.image(header, out.std),
-            **self.cloud_messages(header, out.cloud),
-        }
+        """{key of topics.OUTPUTS: message} of the outputs `out` holds; camera_info and points
+        only when the frame has a usable camera_info."""
+        messages = {}
+        for key, fields in (("depth", out.depth), ("std", out.std), ("colored", out.colored)):
+            if fields is not None:
+                messages[key] = self.image(header, fields)
+        if out.compressed_depth is not None:
+            messages["compressed_depth"] = self.compressed_image(header, out.compressed_depth)
+        if out.cloud is not None:
+            messages.update(self.cloud_messages(header, out.cloud))
+        return messages
 
     def cloud_messages(self, header, out: CloudOutputs) -> dict:
         """{'camera_info': CameraInfo, 'points': PointCloud2}, or {} without a usable

@@ -12,6 +12,8 @@ COMPRESSED_IMAGE = "image/compressed"
 CAMERA_INFO = "camera_info"
 
 DEPTH_IMAGE = "depth/image"
+# image_transport's name for depth/image's compressedDepth transport.
+COMPRESSED_DEPTH = "depth/image/compressedDepth"
 DEPTH_STD = "depth/std"
 DEPTH_CAMERA_INFO = "depth/camera_info"
 DEPTH_COLORED = "depth/colored"
@@ -24,6 +26,7 @@ OUTPUTS = {
     "camera_info": DEPTH_CAMERA_INFO,
     "colored": DEPTH_COLORED,
     "points": POINTS,
+    "compressed_depth": COMPRESSED_DEPTH,
 }
 
 

@@ -25,13 +25,13 @@ from sensor_msgs.msg import (
 
 from ..errors import ImageDecodeError
 from ..messages import topics
-from ..messages.colormaps import colorize
 from ..messages.decoding import decode_image
 from ..messages.outputs import (
     MessageBuilder,
     PendingFrame,
+    colored_image_fields,
+    compressed_depth_fields,
     depth_image_fields,
-    rgb8_image_fields,
 )
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneHysteresis
@@ -45,6 +45,7 @@ OUTPUT_TYPES = {
     "camera_info": CameraInfo,
     "points": PointCloud2,
     "colored": Image,
+    "compressed_depth": CompressedImage,
 }
 # Keep last 10 images, though only the newest is run (the worker keeps one frame a camera and
 # the callback only stores the serialized bytes): measured on the default middleware, a
@@ -52,7 +53,9 @@ OUTPUT_TYPES = {
 # frames/s at 100 Hz (fragments of the next frame evict the one being reassembled); 2 held at
 # 100 Hz and collapsed at 300 Hz; 10 received 91 % at 300 Hz (docs/node.md).
 IMAGE_DEPTH = 10
-MESSAGES = MessageBuilder(Image, CameraInfo, PointCloud2, PointField, RegionOfInterest)
+MESSAGES = MessageBuilder(
+    Image, CameraInfo, PointCloud2, PointField, RegionOfInterest, CompressedImage
+)
 
 
 def output_qos_profile() -> QoSProfile:
@@ -65,12 +68,13 @@ def output_qos_profile() -> QoSProfile:
 
 
 class CameraPipeline:
-    def __init__(self, node, use_compressed: bool, on_image, defer, name: str = ""):
+    def __init__(self, node, use_compressed: bool, on_image, defer, beside, name: str = ""):
         """Inputs (not yet subscribed: `update_inputs` does) and lifecycle publishers, named
         relative to the node's namespace, under `name/` for a named camera. `on_image(serialized)`
         receives each image, still serialized; `defer(fn, *args, at=None)` runs fn on the worker
-        thread (at a time of time.monotonic(), if given)."""
-        self.node, self.name, self._defer = node, name, defer
+        thread (at a time of time.monotonic(), if given); `beside(key, fn, *args)` on the thread
+        beside the worker (encodings that must not hold the model)."""
+        self.node, self.name, self._defer, self._beside = node, name, defer, beside
         # Images arrive serialized and only the frame the worker takes is deserialized: most
         # frames of a fast camera are replaced unread (newest frame wins), so they cost nothing.
         self.image_type = CompressedImage if use_compressed else Image
@@ -155,11 +159,13 @@ class CameraPipeline:
             std.publish(MESSAGES.image(header, depth_image_fields(result.depth_std[index])))
         colored = self.outputs["colored"]
         if colored.get_subscription_count() > 0:
-            bins = result.bins_of(index)
-            image = colorize(
-                result.depth[index], float(bins[0]), float(bins[-1]), params.outputs.colormap
+            fields = colored_image_fields(
+                result.depth[index], result.bins_of(index), params.outputs.colormap
             )
-            colored.publish(MESSAGES.image(header, rgb8_image_fields(image)))
+            colored.publish(MESSAGES.image(header, fields))
+        compressed = self.outputs["compressed_depth"]
+        if compressed.get_subscription_count() > 0:  # PNG encoding: beside the model
+            self._beside(self.name, self._publish_compressed, header, result, index, params)
         now = self.node.get_clock().now()
         self.stats.timing("latency", (now - Time.from_msg(header.stamp)).nanoseconds * 1e-9)
         self.stats.count("published")
@@ -179,6 +185,10 @@ class CameraPipeline:
         for old, fallback in overflow:
             self._publish_cloud(old, fallback, exact=False)
         self._defer(self._give_up, ticket, at=arrival + params.node.camera_info_wait)
+
+    def _publish_compressed(self, header, result, index, params):  # encoding thread
+        fields = compressed_depth_fields(result.depth[index], params.outputs)
+        self.outputs["compressed_depth"].publish(MESSAGES.compressed_image(header, fields))
 
     def _on_camera_info(self, info):  # executor thread
         for frame, paired in self.camera_infos.add(info):

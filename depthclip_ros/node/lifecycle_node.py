@@ -25,6 +25,7 @@ from rclpy.qos_overriding_options import InvalidQosOverridesError
 from ..config.parameters import NODE_NAME
 from ..errors import ConfigError, DepthClipError
 from ..estimator.loading import load_estimator, return_freed_memory
+from ..runtime.background import NewestOnly
 from ..runtime.statistics import FrameStats
 from ..runtime.worker import FrameWorker
 from . import diagnostics, parameters
@@ -51,6 +52,7 @@ class DepthClipNode(LifecycleNode):
         self.params = None  # Parameters while configured
         self.estimator = None  # DepthClip while configured; owned by the worker thread
         self.worker = None
+        self._encoder = None  # the thread beside the worker for output encodings
         self.cameras = {}  # name ("" for the one unnamed camera) -> CameraPipeline, configured
         self._diagnostics = None
         self._our_timers = {}  # rclpy's Node uses _timers
@@ -81,9 +83,10 @@ class DepthClipNode(LifecycleNode):
         for name in params.node.cameras or ("",):
             on_image = functools.partial(self._on_image, name)
             self.cameras[name] = CameraPipeline(
-                self, params.node.use_compressed, on_image, self._defer, name
+                self, params.node.use_compressed, on_image, self._defer, self._beside, name
             )
         self.params = params
+        self._encoder = NewestOnly(self._encoding_failed)
         self.worker = FrameWorker(
             self._process,
             self._frame_failed,
@@ -164,6 +167,9 @@ class DepthClipNode(LifecycleNode):
 
     def _release(self):
         """Undo configure: publishers, timers, worker and model; the memory goes back."""
+        if self._encoder is not None:  # what it holds is published before the outputs close
+            self._encoder.stop()
+            self._encoder = None
         for name in list(self._our_timers):
             self.destroy_timer(self._our_timers.pop(name))
         for camera in self.cameras.values():
@@ -261,6 +267,17 @@ class DepthClipNode(LifecycleNode):
         logged, the node goes on."""
         if self.worker is not None:
             self.worker.call(fn, *args, at=at).add_done_callback(self._deferred_done)
+
+    def _beside(self, key, fn, *args):
+        """fn(*args) on the encoding thread, beside the worker (newest job per `key`)."""
+        if self._encoder is not None:
+            self._encoder.submit(key, fn, *args)
+
+    def _encoding_failed(self, exc: Exception, key):  # encoding thread
+        self.get_logger().error(
+            f"compressedDepth not published: {type(exc).__name__}: {exc}",
+            throttle_duration_sec=5.0,
+        )
 
     def _deferred_done(self, future):
         if not future.cancelled() and future.exception() is not None:

@@ -9,7 +9,15 @@ import time
 
 import numpy as np
 import pytest
-from helpers import ALL_ENCODINGS, camera_info, encode, stamp, structured_image, wait_until
+from helpers import (
+    ALL_ENCODINGS,
+    camera_info,
+    decode_like_the_plugin,
+    encode,
+    stamp,
+    structured_image,
+    wait_until,
+)
 from PIL import Image as PILImage
 from rclpy.parameter import Parameter
 from ros_harness import running_node
@@ -597,3 +605,28 @@ def test_depth_std_is_lazy_and_the_cloud_filters_change_at_run_time(node_and_tes
     assert 0 < expected.sum() < expected.size
     np.testing.assert_array_equal(np.isfinite(points[..., 2]), expected)
     assert cloud.is_dense is False
+
+
+def test_compressed_depth_is_lazy_and_decodes_as_image_transport_does(node_and_tester):
+    """depth/image/compressedDepth goes out only while subscribed, with the depth's header, in
+    compressed_depth_image_transport's format: decoded, the depth within one code step."""
+    node, tester = node_and_tester
+    send_and_receive(tester, encode(RGB, "rgb8"), 1)
+    publisher = node.camera.outputs["compressed_depth"]
+    assert publisher.get_subscription_count() == 0  # nobody asked: not encoded
+    received = []
+    tester.node.create_subscription(
+        CompressedImage, "depth/image/compressedDepth", received.append, 10
+    )
+    wait_until(lambda: publisher.get_subscription_count() > 0)
+    depth_msg = send_and_receive(tester, encode(RGB, "rgb8"), 2)
+    wait_until(lambda: any(m.header.stamp.sec == 2 for m in received))
+    msg = next(m for m in received if m.header.stamp.sec == 2)
+    assert msg.header == depth_msg.header
+    decoded, quant_a, _, header_format = decode_like_the_plugin(msg.format, bytes(msg.data))
+    depth = decoding.depth_image_to_array(depth_msg)
+    assert header_format == 0 and quant_a == np.float32(100.0 * 101.0)  # the plugin's defaults
+    valid = np.isfinite(depth) & (depth < 10.0)
+    np.testing.assert_array_equal(np.isnan(decoded), ~valid)
+    step = depth[valid] ** 2 / quant_a
+    assert (np.abs(decoded[valid] - depth[valid]) <= step * 1.01 + 1e-5).all()

@@ -4,12 +4,15 @@ No node here (ros_harness runs the node); bag_factory writes bags from these mes
 """
 
 import contextlib
+import io
 import os
 import resource
+import struct
 import subprocess
 import time
 
 import numpy as np
+from PIL import Image as PILImage
 from sensor_msgs.msg import CameraInfo, Image
 
 # Four real NYU pairs beside the repository (never copied into it); tests skip, visibly, without.
@@ -162,3 +165,18 @@ def run_on_a_full_disk(argv, file_bytes: int, timeout=120, **kwargs):
     return subprocess.run(
         argv, capture_output=True, text=True, timeout=timeout, preexec_fn=limit_file_size, **kwargs
     )
+
+
+def decode_like_the_plugin(fmt: str, data: bytes) -> tuple:
+    """compressedDepth decoded as compressed_depth_image_transport's codec.cpp does, written
+    from it (Pillow reads the PNG): (depth (H, W) float32, depthQuantA, depthQuantB, the
+    header's format)."""
+    encoding, _, rest = fmt.partition(";")
+    assert encoding == "32FC1" and rest.strip() == "compressedDepth png"
+    header_format, quant_a, quant_b = struct.unpack("<iff", data[:12])
+    codes = np.array(PILImage.open(io.BytesIO(data[12:])))
+    assert codes.dtype == np.uint16  # Pillow reads a 16-bit grayscale PNG as I;16
+    with np.errstate(divide="ignore"):
+        depth = np.float32(quant_a) / (codes.astype(np.float32) - np.float32(quant_b))
+    depth[codes == 0] = np.nan
+    return depth, quant_a, quant_b, header_format

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from bag_factory import as_recorded_on_humble, deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
-from helpers import run_on_a_full_disk
+from helpers import decode_like_the_plugin, run_on_a_full_disk
 from ros_harness import running_node
 
 from depthclip_ros.bag import cli, processing, reading
@@ -887,3 +887,57 @@ def test_a_full_disk_is_one_error_line_and_leaves_nothing(tmp_path, params_file,
     assert errors[0].startswith(f"depthclip-bag: error: cannot write {dst}")
     assert "Traceback" not in proc.stderr
     assert not dst.exists() and leftovers(tmp_path) == []
+
+
+def output_topics_of(path):
+    return sorted(c.topic for c in out_connections(path).values())
+
+
+def test_outputs_only_and_compressed_depth(tmp_path, params_file):
+    """--outputs-only writes just the tool's topics (the same messages as a full copy's);
+    --compressed-depth writes depth as image_transport's compressedDepth, which decodes to the
+    raw depth within one code step; --outputs picks the outputs."""
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=3)
+    argv = ["--params", params_file, "--quiet"]  # the bag's one camera: no --image-topic
+    full, only, compressed, chosen = (tmp_path / n for n in ("full", "only", "cd", "chosen"))
+    assert run_tool("process", src, full, *argv) == 0
+    assert run_tool("process", src, only, "--outputs-only", *argv) == 0
+    assert run_tool("process", src, compressed, "--outputs-only", "--compressed-depth", *argv) == 0
+    assert run_tool("process", src, chosen, "--outputs", "depth,colored", *argv) == 0
+    outputs = ["/cam/depth/camera_info", "/cam/depth/image", "/cam/depth/std", "/cam/points"]
+    assert output_topics_of(only) == outputs
+    full_messages, _ = read_bag(full)
+    only_messages, _ = read_bag(only)
+    assert only_messages == {t: full_messages[t] for t in outputs}
+    assert output_topics_of(compressed) == sorted(
+        ["/cam/depth/camera_info", "/cam/depth/image/compressedDepth", "/cam/depth/std"]
+        + ["/cam/points"]
+    )
+    assert output_topics_of(chosen) == sorted(
+        ["/cam/camera_info", IMAGE_TOPIC, "/chatter", "/cam/depth/image", "/cam/depth/colored"]
+    )
+    compressed_messages, _ = read_bag(compressed)
+    pairs = zip(
+        compressed_messages["/cam/depth/image/compressedDepth"], full_messages["/cam/depth/image"]
+    )
+    for (t_c, raw_c, type_c), (t_d, raw_d, _) in pairs:
+        assert t_c == t_d and type_c == "sensor_msgs/msg/CompressedImage"
+        msg = deserialize(raw_c, type_c)
+        decoded, quant_a, _, _ = decode_like_the_plugin(msg.format, msg.data.tobytes())
+        depth = decoding.depth_image_to_array(deserialize(raw_d, "sensor_msgs/msg/Image"))
+        valid = np.isfinite(depth) & (depth < 10.0)
+        np.testing.assert_array_equal(np.isnan(decoded), ~valid)
+        step = depth[valid] ** 2 / quant_a
+        assert (np.abs(decoded[valid] - depth[valid]) <= step * 1.01 + 1e-5).all()
+
+
+def test_without_image_topic_a_bag_of_several_cameras_is_one_line(tmp_path, params_file, capsys):
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=1, cameras={"/front": (64, 48), "/rear": (64, 48)})
+    assert run_tool("process", src, tmp_path / "out", "--params", params_file, "--quiet") == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "records 2 image topics (/front/image_raw, /rear/image_raw)" in line
+    with pytest.raises(SystemExit) as usage:  # argparse: usage and the choices, exit 2
+        run_tool("process", src, tmp_path / "out", "--outputs", "depth,nothing")
+    assert usage.value.code == 2 and "expected some of depth, std" in capsys.readouterr().err
