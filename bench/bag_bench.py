@@ -118,16 +118,61 @@ class CostlessModel:
 def io_ceiling(model, params: Path, bag: Path, frames: int, batch_size: int = 8) -> float:
     """depthclip-bag's frames/s with CostlessModel (results of `model`), in this process
     (median of three)."""
+    rates = [rate for rate, _ in ceiling_runs(model, params, bag, frames, batch_size)]
+    return statistics.median(rates)
+
+
+def ceiling_runs(model, params, bag, frames, batch_size=8, repeats=3, **plan_options):
+    """[(frames/s, bytes of OUT)] of `repeats` runs of the tool with CostlessModel, in this
+    process; `plan_options`: plan_bag's (outputs, outputs_only)."""
     settings = OutputSettings.from_params(load_params(params, (), {}))
     model = CostlessModel(model, batch_size)
-    rates = []
-    for _ in range(3):
+    runs = []
+    for _ in range(repeats):
         out = bag.parent / "ceiling_out"
-        with plan_bag(bag, out, ["/cam/image_raw"]) as plan:
+        with plan_bag(bag, out, ["/cam/image_raw"], **plan_options) as plan:
             stats = process_bag(plan, model, settings, batch_size=batch_size)
-        rates.append(frames / stats["seconds"])
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        runs.append((frames / stats["seconds"], size))
         shutil.rmtree(out)
-    return statistics.median(rates)
+    return runs
+
+
+def bench_bag_outputs(ckpt, frames=300, repeats=3):
+    """The bag tool's reading, building and writing alone (a model stand-in) writing a full
+    copy, the outputs only, and the outputs only with compressedDepth for depth: frames/s and
+    bytes a frame, the three interleaved in each repeat."""
+    folder = Path(tempfile.mkdtemp())
+    params = params_file(folder, ckpt)
+    bag = folder / "bag"
+    write_camera_bag(bag, frames)
+    model = load_estimator(load_config(params))
+    variants = {
+        "full copy (default)": {},
+        "--outputs-only": dict(outputs_only=True),
+        "--outputs-only --compressed-depth": dict(
+            outputs_only=True, outputs=("compressed_depth", "std", "camera_info", "points")
+        ),
+    }
+    results = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, options in variants.items():
+            results[name] += ceiling_runs(model, params, bag, frames, repeats=1, **options)
+    shutil.rmtree(folder, ignore_errors=True)
+    full = statistics.median(rate for rate, _ in results["full copy (default)"])
+    rows = []
+    for name, runs in results.items():
+        rate = statistics.median(r for r, _ in runs)
+        rows.append(
+            [
+                name,
+                f"{rate:.0f} ({', '.join(f'{r:.0f}' for r, _ in runs)})",
+                f"{rate / full:.2f}",
+                f"{statistics.median(size for _, size in runs) / frames / 1e6:.2f}",
+            ]
+        )
+    head = ["OUT holds", "frames/s (median; each repeat)", "/ full copy", "MB a frame"]
+    return head, rows
 
 
 def bench_bag_tool(ckpt, frames=(60, 300), repeats=3):

@@ -8,6 +8,7 @@ Real RN50 shapes with random weights (speed does not depend on weight values).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -26,14 +27,15 @@ from depthclip_ros.estimator.export import export
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.messages import decoding, outputs
 from depthclip_ros.tools.random_clip import save_random_checkpoint
-from depthclip_ros.tools.synthetic_scenes import render_scene, scene_camera_info_fields
+from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
 
-from .bag_bench import bench_bag_tool, bench_fleet
+from .bag_bench import bench_bag_outputs, bench_bag_tool, bench_fleet
 from .measure import machine, table, timed
 from .node_bench import (
     bench_backends,
     bench_camera_info,
     bench_cameras,
+    bench_compressed_depth_node,
     bench_cuda_node,
     bench_fairness,
     bench_node,
@@ -227,6 +229,31 @@ def bench_conversions():
             f"{np.percentile(t, 95) * 1e3:.2f}",
         ]
     ]
+
+
+def bench_compressed_depth(quick: bool):
+    """depth/image as compressedDepth (the shipped parameters) against 32FC1 on the demo's
+    scenes: bytes and the encoding's time per frame, as the node's encoding thread runs it."""
+    tiny = save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
+    model = load_estimator(load_config(overrides={"model": tiny, "device": "cpu"}))
+    settings = OutputSettings()
+    rows = []
+    for name in SCENES:
+        depth = model.predict(render_scene(name)[0]).depth[0]
+        encoding = functools.partial(outputs.compressed_depth_fields, depth, settings)
+        (encode,) = timed([encoding], 3 if quick else 20)
+        size = len(outputs.compressed_depth_fields(depth, settings)["data"])
+        rows.append(
+            [
+                name,
+                f"{depth.nbytes / 1e3:.0f}",
+                f"{size / 1e3:.1f}",
+                f"{depth.nbytes / size:.0f}",
+                f"{statistics.median(encode) * 1e3:.2f}",
+            ]
+        )
+    head = ["scene", "32FC1 (kB)", "compressedDepth (kB)", "smaller by", "encode median (ms)"]
+    return head, rows
 
 
 def bench_eval(ckpt, n_images):
@@ -532,6 +559,11 @@ def run(args, disk: str) -> None:
         )
         print(table(*bench_bag_tool(tiny, (short, long))) + "\n")
         print(
+            f"## Bag outputs ({long} frames, tiny random CLIP's results from a model stand-in, "
+            f"640x480, MCAP, output in {disk}, cpu)\n"
+        )
+        print(table(*bench_bag_outputs(tiny, long)) + "\n")
+        print(
             f"## Fleet ({args.fleet_bags} bags of {args.fleet_frames} frames, tiny random CLIP, "
             "640x480, MCAP and sqlite3, cpu)\n"
         )
@@ -547,6 +579,8 @@ def run(args, disk: str) -> None:
         print(table(*bench_folding(ckpt, 3 if args.quick else 10)) + "\n")
         print("## depth/std and cloud filters (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
         print(table(*bench_uncertainty(ckpt, 3 if args.quick else 12)) + "\n")
+        print("## compressedDepth (the demo's scenes, tiny random CLIP's depth, 640x480)\n")
+        print(table(*bench_compressed_depth(args.quick)) + "\n")
         print("## Conversions and cloud building per frame\n")
         print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
     if not args.skip_node and not args.only_cuda:
@@ -609,6 +643,12 @@ def run(args, disk: str) -> None:
             f"three runs of {args.node_seconds:g} s, default middleware, cpu)\n"
         )
         print(table(*bench_node(tiny, [100.0] * 3, args.node_seconds, args.dds_profile)) + "\n")
+        print(
+            f"## compressedDepth in the node (tiny random CLIP, one 640x480 camera at 30 Hz, "
+            f"{args.node_seconds:g} s each, default middleware, cpu)\n"
+        )
+        rows = bench_compressed_depth_node(tiny, 30.0, args.node_seconds, args.dds_profile)
+        print(table(*rows) + "\n")
         print(
             f"## Fair service under overload (tiny random CLIP at 1024x768, {len(cameras)} "
             f"cameras at 30 Hz, {args.node_seconds:g} s each, cpu)\n"

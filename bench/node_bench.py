@@ -309,6 +309,35 @@ def bench_camera_info(ckpt, rate, seconds, dds_profile=None):
     return head, rows
 
 
+def bench_compressed_depth_node(ckpt, rate, seconds, dds_profile=None):
+    """One camera at `rate`, nobody on depth/image/compressedDepth, then a subscriber: the
+    depth's output rate with the PNG encoding running beside the model."""
+    env = middleware_env(dds_profile)
+    rows = []
+    for subscribed in (False, True):
+        driver = ("--compressed-depth",) if subscribed else ()
+        r, _, _ = run_nodes(ckpt, [("", {})], [], rate, seconds, env, driver=driver)
+        camera, lat = r["cameras"][""], all_latencies_ms(r)
+        rows.append(
+            [
+                "yes" if subscribed else "no",
+                f"{camera['sent'] / r['seconds']:.1f}",
+                f"{camera['received'] / r['seconds']:.1f}",
+                f"{camera['compressed_depth'] / r['seconds']:.1f}" if subscribed else "-",
+                f"{np.median(lat):.0f}",
+            ]
+        )
+        print("compressedDepth node", rows[-1], file=sys.stderr)
+    head = [
+        "compressedDepth subscribed",
+        "input (Hz)",
+        "depth out (Hz)",
+        "compressedDepth out (Hz)",
+        "depth latency median (ms)",
+    ]
+    return head, rows
+
+
 def bench_fairness(ckpt, cameras, rate, seconds, dds_profile=None):
     """Several cameras offered more frames than the model takes (a 1024x768 network input),
     drivers staggered or in one instant, with and without max_batch."""

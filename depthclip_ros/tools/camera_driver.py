@@ -28,7 +28,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..messages.outputs import rgb8_image_fields
 from .synthetic_scenes import render_scene, scene_camera_info_fields
@@ -45,7 +45,7 @@ def frame_fx(serial: int) -> float:
 class Camera:
     """One camera's publishers and what came back for it."""
 
-    def __init__(self, node, name: str, pattern: str, rate: float):
+    def __init__(self, node, name: str, pattern: str, rate: float, compressed: bool = False):
         def topic(base):
             return f"{name}/{base}" if name else base
 
@@ -64,6 +64,14 @@ class Camera:
         self.depth_arrivals, self.latencies, self.infos = [], [], {"own": 0, "other": 0}
         node.create_subscription(Image, topic("depth/image"), self._on_depth, reliable)
         node.create_subscription(CameraInfo, topic("depth/camera_info"), self._on_info, reliable)
+        self.compressed_arrivals = []  # depth/image/compressedDepth, when asked for
+        if compressed:
+            node.create_subscription(
+                CompressedImage,
+                topic("depth/image/compressedDepth"),
+                self._on_compressed,
+                reliable,
+            )
 
     def _on_depth(self, msg):
         now = time.time()
@@ -72,6 +80,12 @@ class Camera:
             if key in self.fx_of:  # a frame of the measured run
                 self.depth_arrivals.append(now)
                 self.latencies.append(now - key * 1e-9)
+
+    def _on_compressed(self, msg):
+        key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.lock:
+            if key in self.fx_of:
+                self.compressed_arrivals.append(time.time())
 
     def _on_info(self, msg):
         key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
@@ -103,6 +117,7 @@ class Camera:
         """Forget the frames sent so far: only the measured run's frames are counted."""
         with self.lock:
             self.depth_arrivals.clear(), self.latencies.clear(), self.fx_of.clear()
+            self.compressed_arrivals.clear()
             self.infos = {"own": 0, "other": 0}
 
     def report(self, sent: int) -> dict:
@@ -112,10 +127,19 @@ class Camera:
                 "received": len(self.depth_arrivals),
                 "latencies": list(self.latencies),
                 "camera_infos": dict(self.infos),
+                "compressed_depth": len(self.compressed_arrivals),
             }
 
 
-def run(rate: float, seconds: float, pattern: str, names, warmup: float, phase: str) -> dict:
+def run(
+    rate: float,
+    seconds: float,
+    pattern: str,
+    names,
+    warmup: float,
+    phase: str,
+    compressed: bool = False,
+) -> dict:
     rclpy.init()
     node = rclpy.create_node("camera_driver")
     diagnostics = {}
@@ -125,7 +149,7 @@ def run(rate: float, seconds: float, pattern: str, names, warmup: float, phase: 
             diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    cameras = [Camera(node, name, pattern, rate) for name in names]
+    cameras = [Camera(node, name, pattern, rate, compressed) for name in names]
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinning = threading.Thread(target=executor.spin, daemon=True)
@@ -214,8 +238,21 @@ def main(argv=None) -> int:
         help="several cameras: staggered over the period (independent drivers, default) or all "
         "in the same instant (synchronised cameras)",
     )
+    parser.add_argument(
+        "--compressed-depth",
+        action="store_true",
+        help="also subscribe to depth/image/compressedDepth and count what arrives",
+    )
     args = parser.parse_args(argv)
-    report = run(args.rate, args.seconds, args.info, args.camera or [""], args.warmup, args.phase)
+    report = run(
+        args.rate,
+        args.seconds,
+        args.info,
+        args.camera or [""],
+        args.warmup,
+        args.phase,
+        args.compressed_depth,
+    )
     print(json.dumps(report), flush=True)
     return 0
 

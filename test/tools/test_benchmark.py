@@ -60,11 +60,13 @@ def test_benchmark_prints_every_table():
     tables = markdown_tables(proc.stdout)
     assert list(tables) == [
         "Bag tool",
+        "Bag outputs",
         "Fleet",
         "Core",
         "Options beyond the paper",
         "BatchNorm folding",
         "depth/std and cloud filters",
+        "compressedDepth",
         "Conversions and cloud building per frame",
         "Node",
         "Backends, core",
@@ -73,6 +75,7 @@ def test_benchmark_prints_every_table():
         "Several cameras",
         "camera_info timing",
         "Node around the model",
+        "compressedDepth in the node",
         "Fair service under overload",
         "Offline evaluation",
     ]
@@ -161,6 +164,23 @@ def test_benchmark_prints_every_table():
     # So few frames leave the difference to start-up noise: a rate, or the table says so.
     assert tool["frames/s"].startswith("n/a") or float(tool["frames/s"]) > 0
     assert "model stand-in" in ceiling["what"] and float(ceiling["frames/s"]) > 0
+    bag_outputs = tables["Bag outputs"]
+    assert [r["OUT holds"] for r in bag_outputs] == [
+        "full copy (default)",
+        "--outputs-only",
+        "--outputs-only --compressed-depth",
+    ]
+    full, only, compressed = (float(r["MB a frame"]) for r in bag_outputs)
+    assert full > only > compressed > 0  # the input copy, then raw depth, are left out
+    codec = tables["compressedDepth"]
+    assert [r["scene"] for r in codec] == ["corridor", "room", "near_wall"]
+    assert all(float(r["smaller by"]) > 1 and float(r["encode median (ms)"]) > 0 for r in codec)
+    without, with_subscriber = tables["compressedDepth in the node"]
+    assert (without["compressedDepth subscribed"], without["compressedDepth out (Hz)"]) == (
+        "no",
+        "-",
+    )
+    assert float(with_subscriber["compressedDepth out (Hz)"]) > 0
     sequential, *fleets = tables["Fleet"]
     assert "2 depthclip-bag processes" in sequential["how"] and len(fleets) == 2
     assert all(float(r["frames/s, start-up included"]) > 0 for r in [sequential, *fleets])
