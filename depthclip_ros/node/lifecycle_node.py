@@ -214,9 +214,11 @@ class DepthClipNode(LifecycleNode):
             if params is not None and self.estimator is not None:
                 self.estimator.check_config(params.config)  # what the model can run
         except ConfigError as exc:
-            self._accepted = None
             return SetParametersResult(successful=False, reason=str(exc))
-        self._accepted = params
+        # Kept until applied: Humble's set_parameters checks a list one parameter at a time and
+        # applies once after (a later refused or non-schema one leaves it as it is).
+        if params is not None:
+            self._accepted = params
         return SetParametersResult(successful=True)
 
     def _apply_changes(self, changes) -> None:

@@ -630,3 +630,27 @@ def test_compressed_depth_is_lazy_and_decodes_as_image_transport_does(node_and_t
     np.testing.assert_array_equal(np.isnan(decoded), ~valid)
     step = depth[valid] ** 2 / quant_a
     assert (np.abs(decoded[valid] - depth[valid]) <= step * 1.01 + 1e-5).all()
+
+
+def test_without_post_set_callbacks_a_list_applies_what_was_accepted(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    """Humble's Node (no post-set callbacks): node.set_parameters checks a list one parameter
+    at a time and the node applies after it returns; a refused parameter after an accepted one
+    leaves the accepted one applied."""
+    from rclpy.node import Node
+
+    monkeypatch.delattr(Node, "add_post_set_parameters_callback")
+    with running_node(tiny_checkpoint, tmp_path / "cache") as (node, tester):
+        assert node._apply_after_setters
+        results = node.set_parameters(
+            [
+                Parameter("depth_bins", value=[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]),
+                Parameter("temperature", value=0.0),  # below its minimum: refused
+                Parameter("use_sim_time", value=False),  # not the schema's
+            ]
+        )
+        assert [r.successful for r in results] == [True, False, True]
+        wait_until(lambda: node.estimator.config.depth_bins[0] == 2.0)
+        depth = decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 1))
+        assert 2.0 <= np.nanmin(depth) and np.nanmax(depth) <= 8.0

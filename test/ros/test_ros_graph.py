@@ -220,6 +220,16 @@ def test_on_an_rclpy_without_post_set_callbacks_changes_still_apply(tiny_checkpo
             assert answer(client.set_parameters_atomically(together)).result.successful
             depth = depth_of_next_frame(node, publishers, received, 3)
             assert 10.0 <= np.nanmin(depth) and np.nanmax(depth) <= 20.0
+
+            # One by one (not atomic): the accepted change applies though a later one is refused.
+            mixed = [
+                Parameter("depth_bins", value=[20.0, 30.0]),
+                Parameter("temperature", value=0.0),
+            ]
+            results = answer(client.set_parameters(mixed)).results
+            assert [r.successful for r in results] == [True, False], results
+            depth = depth_of_next_frame(node, publishers, received, 4)
+            assert 20.0 <= np.nanmin(depth) and np.nanmax(depth) <= 30.0
     finally:
         proc.terminate()
         proc.wait(timeout=30)
