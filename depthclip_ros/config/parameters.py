@@ -43,6 +43,7 @@ NYU_SCENES = (
 )
 HEAD_PRECISIONS = ("float32", "model")
 BACKENDS = ("auto", "torch", "onnxruntime")
+CUDA_GRAPHS = ("auto", "off")
 TEMPLATE_FIELDS = ("object", "token")
 # Fields that fix the image path's structure: a CUDA graph is captured, an ONNX graph exported,
 # for one value of each (text features, bins and temperature are the graphs' inputs).
@@ -74,6 +75,13 @@ class DepthClipConfig(Schema):
         "auto (onnxruntime for a .onnx model, else torch) | torch | onnxruntime",
         read_only=True,
         choices=BACKENDS,
+    )
+    cuda_graphs: str = param(
+        "auto",
+        "auto (on CUDA each frame replays a captured CUDA graph, checked against the eager path "
+        "on its first frame) | off (every frame eagerly)",
+        read_only=True,
+        choices=CUDA_GRAPHS,
     )
     download_root: str = param(
         "", "Folder of downloaded CLIP weights; empty = ~/.cache/clip", read_only=True

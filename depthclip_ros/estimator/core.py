@@ -110,7 +110,8 @@ class DepthClip:
         self._pinned = {}  # shape -> pinned host buffer of the eager CUDA upload
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: autotune once
-            self.graphs = CapturedFrames(self)
+            if config.cuda_graphs == "auto":
+                self.graphs = CapturedFrames(self)
         self.image_channels = visual.layer4[-1].conv3.out_channels
         self.embed_dim = self.loaded.clip_model.text_projection.shape[1]
         self.channel_index = channel_subsample_index(self.image_channels, self.embed_dim).to(
@@ -128,6 +129,20 @@ class DepthClip:
     @property
     def config(self) -> DepthClipConfig:
         return self._head.config
+
+    @property
+    def graph_status(self) -> str:
+        """CUDA graphs: "on", "off: <why>" (refused for some frames, or the parameter), or
+        "not used" (CPU)."""
+        if self.graphs is not None:
+            return self.graphs.status
+        if self.device.type == "cuda":
+            return "off: cuda_graphs off"
+        return "not used"
+
+    def normalization_constants(self, cfg: DepthClipConfig) -> tuple:
+        """(mean, std) tensors preprocessing reads for `cfg` on this device."""
+        return _normalization(cfg.normalization, self.device)
 
     @property
     def model_identity(self) -> str:
@@ -266,8 +281,11 @@ class DepthClip:
             return self.predict_eager(images, scenes)
         imgs = as_image_batch(images)
         cfg = head.config
+        outputs = self.graphs.run(imgs, cfg, head.text, head.bins)
+        if outputs is None:  # this size's graph failed its capture or its check
+            return self.predict_eager(images, scenes)
         return DepthResult.from_outputs(
-            self.graphs.run(imgs, cfg, head.text, head.bins),
+            outputs,
             bins=head.bins.cpu().numpy(),
             region=input_region(imgs.shape[1], imgs.shape[2], cfg),
         )

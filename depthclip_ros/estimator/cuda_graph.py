@@ -12,6 +12,7 @@ their own. No rclpy.
 from __future__ import annotations
 
 import collections
+import logging
 
 import numpy as np
 import torch
@@ -20,6 +21,10 @@ from ..config.parameters import IMAGE_PATH_FIELDS
 from .depth_head import bin_probabilities
 
 MAX_GRAPHS = 8  # captured graphs kept (least recently used dropped): sizes x batches in use
+# How far a new graph's first replay may be from the eager path on the same frame (metres).
+AGREEMENT = {torch.float16: 5e-3, torch.float32: 1e-4}
+
+log = logging.getLogger("depthclip_ros")
 
 
 def structure_key(cfg, batch: int, height: int, width: int, bins: int) -> tuple:
@@ -32,6 +37,9 @@ class CapturedFrame:
     def __init__(self, model, cfg, batch: int, height: int, width: int, text, bins):
         self.model, self.cfg = model, cfg
         device = model.device
+        # Its own reference to every constant the frame reads (the normalisation's mean and
+        # std): a graph replays addresses, which must outlive any cache that made them.
+        self.constants = model.normalization_constants(cfg)
         self.copy_stream = torch.cuda.Stream(device)
         self.host_in = torch.empty((batch, height, width, 3), dtype=torch.uint8).pin_memory()
         self.images = torch.empty((batch, height, width, 3), dtype=torch.uint8, device=device)
@@ -47,8 +55,11 @@ class CapturedFrame:
                 self._forward()
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self.graph):
-            self.outputs = self._forward()
+        # Captured on a stream of the model's device: torch.cuda.graph's default stream is the
+        # current device's, and a cuda:1 model's kernels would leave that graph empty.
+        with torch.cuda.device(device), torch.inference_mode():
+            with torch.cuda.graph(self.graph, stream=side):
+                self.outputs = self._forward()
         self.host_out = [torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in self.outputs]
 
     def _forward(self):
@@ -58,6 +69,7 @@ class CapturedFrame:
             probs, self.bins, self.cfg, self.images.shape[1:3]
         )
 
+    @torch.inference_mode()  # as captured: a graph of inference tensors replays under it
     def run(self, images: np.ndarray, text, bins, temperature: float) -> list:
         """Replay on `images` (B, H, W, 3) uint8 with this frame's text features, bins and
         temperature; the outputs as NumPy arrays of their own (the next frame reuses the
@@ -81,23 +93,63 @@ class CapturedFrame:
 
 
 class CapturedFrames:
-    """The graphs of one estimator, captured on first use of each structure key."""
+    """The graphs of one estimator, captured on first use of each structure key and checked:
+    the first replay must give the eager path's depth on the same frame. A key whose capture
+    fails or disagrees stays on the eager path (`run` answers None), with one warning; `status`
+    says "on", or "off: <why>" for the last key refused. `capture` makes a CapturedFrame
+    (a stand-in in the CPU tests)."""
 
-    def __init__(self, model):
+    def __init__(self, model, capture=CapturedFrame):
         self.model = model
-        self._graphs: collections.OrderedDict = collections.OrderedDict()
+        self._capture = capture
+        self._graphs: collections.OrderedDict = collections.OrderedDict()  # key -> frame
+        self._eager: dict = {}  # key -> why it runs eagerly
+        self.captures = 0
+        self.status = "on"
 
-    def run(self, images: np.ndarray, cfg, text, bins) -> list:
+    def run(self, images: np.ndarray, cfg, text, bins) -> list | None:
+        """The captured frame's outputs, or None: this frame's key runs on the eager path."""
         batch, height, width, _ = images.shape
         key = structure_key(cfg, batch, height, width, int(bins.shape[-1]))
+        if key in self._eager:
+            return None
         frame = self._graphs.get(key)
         if frame is None:
-            frame = CapturedFrame(self.model, cfg, batch, height, width, text, bins)
-            self._graphs[key] = frame
-            while len(self._graphs) > MAX_GRAPHS:
-                self._graphs.popitem(last=False)
+            return self._first(key, images, cfg, text, bins)
         self._graphs.move_to_end(key)
         return frame.run(images, text, bins, cfg.temperature)
 
+    def _first(self, key, images, cfg, text, bins):
+        """Capture `key`'s graph and check its first replay against the eager path."""
+        batch, height, width, _ = images.shape
+        self.captures += 1
+        try:
+            frame = self._capture(self.model, cfg, batch, height, width, text, bins)
+            outputs = frame.run(images, text, bins, cfg.temperature)
+        except Exception as exc:  # any failure of the capture: the eager path still works
+            return self._refuse(key, f"capture failed: {type(exc).__name__}: {exc}")
+        eager = self.model.predict_eager(images).depth
+        graph = outputs[0]
+        if not np.array_equal(np.isnan(graph), np.isnan(eager)):
+            return self._refuse(key, "the graph's depth has NaN where the eager path's has none")
+        gap = float(np.nanmax(np.abs(graph - eager))) if np.isfinite(eager).any() else 0.0
+        tolerance = AGREEMENT.get(self.model.dtype, AGREEMENT[torch.float16])
+        if not gap <= tolerance:
+            return self._refuse(
+                key, f"the graph's depth differs from the eager path's by {gap:.3g} m"
+            )
+        log.info("captured a CUDA graph for %dx%d images, batch %d", width, height, batch)
+        self._graphs[key] = frame
+        while len(self._graphs) > MAX_GRAPHS:
+            self._graphs.popitem(last=False)
+        return outputs
+
+    def _refuse(self, key, why: str):
+        self._eager[key] = why
+        self.status = f"off: {why}"
+        log.warning("CUDA graph not used for these frames, running them eagerly: %s", why)
+        return None
+
     def clear(self):
         self._graphs.clear()
+        self._eager.clear()

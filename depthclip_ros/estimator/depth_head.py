@@ -40,7 +40,11 @@ def bin_probabilities(
     """(B, hw, D) position embeddings -> (B, K, h, w) per-bin probabilities in their dtype:
     logits = 100 * f @ text, divided by the temperature, softmax over the bins."""
     logits = (LOGIT_SCALE * positions) @ text.to(positions.dtype)  # (B, hw, K), as the reference
-    logits = logits.transpose(1, 2).reshape(positions.shape[0], -1, *grid) / temperature
+    logits = logits.transpose(1, 2).reshape(positions.shape[0], -1, *grid)
+    # Divided in float32 and rounded back: what an fp16 tensor divided by a Python float (the
+    # reference, the eager path) computes, and what the CUDA graph computes with its float32
+    # temperature tensor (fp16 / a float32 0-dim tensor would round 0.1 to 0.0999756 first).
+    logits = (logits.float() / temperature).to(positions.dtype)
     return logits.softmax(dim=1)
 
 

@@ -23,6 +23,8 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
     level, message, values = health.evaluate(camera.stats.snapshot(), params.node, state)
     values["device"] = str(estimator.device) if estimator else "none"
     values["model"] = estimator.model_identity if estimator else "none"
+    if estimator is not None and hasattr(estimator, "graph_status"):  # the torch core
+        values["cuda graphs"] = estimator.graph_status
     values.update({f"{i.topic} reliability": str(i.reliability) for i in camera.inputs})
     if params.config.scene_bins == "auto":  # the scene whose bins the depth uses
         values["scene"] = camera.scene.scene or "none yet"

@@ -299,6 +299,7 @@ def test_depth_without_camera_info_and_coarse_cloud(tiny_checkpoint, tmp_path):
         send_and_receive(tester, encode(RGB, "rgb8"), 1)
         values = diag_values(tester, lambda v: v["published frames (since activation)"] == "1")
         assert values["camera_info"] == "missing"
+        assert values["cuda graphs"] == "not used"  # CPU: every frame runs eagerly
         # One frame timed: its forward is part of its latency (publish time - stamp from 1970).
         assert 0 < float(values["inference median (ms)"]) < float(values["latency median (ms)"])
         tester.info_pub.publish(camera_info())
