@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv venv-onnx venv-jazzy demo test bench clean
+.PHONY: venv venv-onnx venv-jazzy demo test bench gpu-check clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ test: $(STAMP) $(ONNX_STAMP) $(JAZZY_STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# On a lent CUDA host, whose Python has torch but no package index (../shared/gpu/README.md:
+# python3 with the wheels activated): the CUDA tests, then the CUDA benchmark tables.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) -m pytest -ra -m cuda test/estimator
+	$(GPU_PYTHON) -m bench --only-cuda --node-seconds 5
 
 clean:
 	rm -rf $(VENV) $(ONNX_VENV) $(JAZZY_VENV) build install log demo_out *.egg-info
