@@ -193,6 +193,12 @@ class OnnxDepthClip:
         device = config.device
         if device == "auto":
             device = "cuda" if CUDA in available else "cpu"
+            if device == "cpu":  # a GPU robot with the CPU-only onnxruntime installed
+                log.warning(
+                    "device 'auto': onnxruntime has no GPU provider here (available: %s): "
+                    "running on CPU; install onnxruntime-gpu for CUDA or TensorRT",
+                    ", ".join(available),
+                )
         cache = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt").expanduser()
         if device != "cpu":
             cache.mkdir(parents=True, exist_ok=True)

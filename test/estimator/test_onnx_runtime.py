@@ -2,6 +2,7 @@
 metadata checks, run-time changes, and the node running an exported model."""
 
 import dataclasses
+import logging
 import sys
 
 import clip
@@ -361,3 +362,19 @@ def test_export_leaves_the_torch_core_working_in_the_same_process(make_config, t
     core._normalization.cache_clear()
     fresh = DepthClip(config).predict(image).depth
     np.testing.assert_array_equal(after, fresh)
+
+
+def test_device_auto_without_a_gpu_provider_says_it_runs_on_cpu(make_config, tmp_path, caplog):
+    import onnxruntime
+
+    config = make_config(input_width=128, input_height=96)
+    path = tmp_path / "m.onnx"
+    export.export(config, path, (96, 128))
+    with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
+        exported = OnnxDepthClip(config.replace(model=str(path), device="auto"))
+    warnings = [r.getMessage() for r in caplog.records if "device 'auto'" in r.getMessage()]
+    if CUDA in onnxruntime.get_available_providers():
+        assert warnings == [] and exported.device != "cpu"
+    else:  # the CPU-only onnxruntime (this machine's): said once, with the fix
+        assert exported.device == "cpu" and len(warnings) == 1
+        assert "install onnxruntime-gpu" in warnings[0]
