@@ -17,8 +17,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ..config.parameters import DepthClipConfig, OutputSettings
-from ..config.params_files import load_params, resolve_scene_presets
+from ..config.parameters import OutputSettings
+from ..config.params_files import config_from_params, load_params
 from ..errors import DepthClipError, OutputExistsError
 from ..estimator.loading import load_estimator
 from ..messages import topics
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
             print(f"depthclip-bag: error: {problem}", file=sys.stderr)
             return 2
         params = processing_params(args)
-        config = resolve_scene_presets(DepthClipConfig.from_params(params))
+        config = config_from_params(params)
         settings = OutputSettings.from_params(params)
         with plan_bag(
             Path(args.input),

@@ -155,9 +155,13 @@ def load_config(
     params_file=None, presets: Iterable = (), overrides: Mapping | None = None
 ) -> DepthClipConfig:
     """The core's config from parameter files (see load_params), scene presets read."""
-    return resolve_scene_presets(
-        DepthClipConfig.from_params(load_params(params_file, presets, overrides))
-    )
+    return config_from_params(load_params(params_file, presets, overrides))
+
+
+def config_from_params(params: Mapping) -> DepthClipConfig:
+    """The core's config from a parameter mapping (keys of other schemas ignored), scene
+    presets read."""
+    return resolve_scene_presets(DepthClipConfig.from_params(params))
 
 
 def preset_configs(params_file=None) -> list:

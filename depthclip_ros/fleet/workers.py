@@ -14,8 +14,8 @@ import ray
 from ..bag.cli import error_line
 from ..bag.processing import plan_bag, process_bag
 from ..bag.reading import topics_in_bag
-from ..config.parameters import DepthClipConfig, OutputSettings
-from ..config.params_files import resolve_scene_presets
+from ..config.parameters import OutputSettings
+from ..config.params_files import config_from_params
 from ..errors import DepthClipError
 from ..files import remove_leftover_staging
 from .manifest import DONE, FAILED
@@ -30,8 +30,7 @@ class ModelWorker:
     def __init__(self, params: dict):
         from ..estimator.loading import load_estimator
 
-        config = resolve_scene_presets(DepthClipConfig.from_params(params))
-        self.estimator = load_estimator(config)
+        self.estimator = load_estimator(config_from_params(params))
         self.estimator.warm_up()
 
     def describe(self) -> dict:
