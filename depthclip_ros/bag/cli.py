@@ -216,8 +216,9 @@ def camera_summary(camera: dict) -> str:
     parts = []
     if depth_topics:
         parts.append(f"{camera['depth']} depth images on {' and '.join(depth_topics)}")
-    if "points" in outputs:
-        parts.append(f"{camera['clouds']} clouds on {outputs['points']}")
+    cloud_topics = [outputs[k] for k in ("points", "clearing") if k in outputs]
+    if cloud_topics:
+        parts.append(f"{camera['clouds']} clouds on {' and '.join(cloud_topics)}")
     others = [outputs[k] for k in ("std", "camera_info", "colored") if k in outputs]
     if not depth_topics and others:
         parts.append(f"{camera['depth']} frames on {', '.join(others)}")

@@ -236,7 +236,7 @@ class BagProcessor:
             if key in camera.outputs  # camera_info and points come together
         }
         camera.stats["depth"] += 1
-        camera.stats["clouds"] += "points" in messages
+        camera.stats["clouds"] += "points" in messages or "clearing" in messages
         if out.cloud is not None and out.cloud.warning:
             self.problems.setdefault(f"{camera.image_topic}: {out.cloud.warning}", frame.log_time)
         for name, msg in messages.items():

@@ -321,6 +321,15 @@ class OutputSettings(Schema):
         minimum=0.0,
         maximum=1000.0,
     )
+    clearing_quantile: float = param(
+        0.1,
+        "points/clearing: each point at the depth its pixel's surface lies beyond with "
+        "probability 1 - this (the smallest bin whose cumulative probability reaches it); "
+        "strictly between 0 and 1",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive=True,
+    )
     colormap: str = param("turbo", "Colour map of depth/colored", choices=COLORMAPS)
     # depth/image/compressedDepth, named and bounded as compressed_depth_image_transport's.
     depth_max: float = param(

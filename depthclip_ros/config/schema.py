@@ -24,9 +24,11 @@ def param(
     maximum=None,
     multiple_of: int | None = None,
     single_ok: bool = False,
+    exclusive: bool = False,
 ):
     """A schema field. The default's type is the parameter's type (ints pass as floats);
-    `single_ok`: a list field that also takes one string as a one-item list."""
+    `single_ok`: a list field that also takes one string as a one-item list; `exclusive`: the
+    bounds themselves are refused."""
     return dataclasses.field(
         default=default,
         metadata={
@@ -37,6 +39,7 @@ def param(
             "maximum": maximum,
             "multiple_of": multiple_of,
             "single_ok": single_ok,
+            "exclusive": exclusive,
         },
     )
 
@@ -97,12 +100,19 @@ def constraints_text(f: dataclasses.Field) -> str:
     if m["choices"]:
         parts.append("one of " + ", ".join(m["choices"]))
     if m["minimum"] is not None and m["maximum"] is not None:
-        parts.append(f"from {m['minimum']} to {m['maximum']}")
+        both = ", both excluded" if m["exclusive"] else ""
+        parts.append(f"from {m['minimum']} to {m['maximum']}{both}")
     elif m["minimum"] is not None:
         parts.append(f">= {m['minimum']}")
     if m["multiple_of"]:
         parts.append(f"multiple of {m['multiple_of']}")
     return "; ".join(parts)
+
+
+def _outside(value, low, high, exclusive: bool) -> bool:
+    if exclusive:
+        return (low is not None and value <= low) or (high is not None and value >= high)
+    return (low is not None and value < low) or (high is not None and value > high)
 
 
 class Schema:
@@ -172,7 +182,7 @@ class Schema:
             if m["choices"] and value not in m["choices"]:
                 raise ConfigError(f.name, value, f"must be {constraints_text(f)}")
             low, high = m["minimum"], m["maximum"]
-            if (low is not None and value < low) or (high is not None and value > high):
+            if _outside(value, low, high, m["exclusive"]):
                 raise ConfigError(f.name, value, f"must be {constraints_text(f)}")
             if m["multiple_of"] and value % m["multiple_of"]:
                 raise ConfigError(f.name, value, f"must be a multiple of {m['multiple_of']}")

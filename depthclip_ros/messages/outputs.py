@@ -1,5 +1,5 @@
 """One frame's prediction as output messages: depth image (raw, compressedDepth, coloured),
-its std, its camera_info, the point cloud.
+its std, its camera_info, the point cloud and the clearing cloud.
 
 The one place that turns a prediction into messages. `frame_outputs` computes the header-less
 fields; `MessageBuilder` makes them messages of the caller's types: rclpy's for the node, a
@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from ..estimator.depth_quantile import depth_quantile
 from . import compressed_depth, point_cloud
 from .camera_model import PinholeCamera
 from .colormaps import colorize
 
 # What depthclip-bag writes unless told otherwise (the node publishes each while subscribed).
-DEFAULT_OUTPUTS = ("depth", "std", "camera_info", "points")
+DEFAULT_OUTPUTS = ("depth", "std", "camera_info", "points", "clearing")
+CLOUD_OUTPUTS = ("camera_info", "points", "clearing")  # what needs the camera_info
 
 
 def rgb8_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
@@ -57,12 +59,14 @@ def compressed_depth_fields(depth: np.ndarray, settings) -> dict:
 @dataclasses.dataclass
 class CloudOutputs:
     """Header-less fields of the messages that need the camera_info: the depth image's
-    camera_info and the point cloud (None without a usable camera_info, `problem` says why)."""
+    camera_info, the point cloud and the clearing cloud (None without a usable camera_info,
+    `problem` says why; `clearing` None also when not asked for)."""
 
     camera_info: dict | None
     cloud: dict | None
     problem: str | None
     distorted: bool = False  # non-zero D: the cloud is right only for a rectified image
+    clearing: dict | None = None  # points/clearing
 
     @property
     def warning(self) -> str | None:
@@ -84,7 +88,7 @@ class FrameOutputs:
 
     depth: dict | None  # sensor_msgs/Image, 32FC1
     std: dict | None  # sensor_msgs/Image, 32FC1: depth's standard deviation
-    cloud: CloudOutputs | None  # depth/camera_info and points
+    cloud: CloudOutputs | None  # depth/camera_info, points and points/clearing
     colored: dict | None = None  # sensor_msgs/Image, rgb8
     compressed_depth: dict | None = None  # sensor_msgs/CompressedImage
 
@@ -108,8 +112,8 @@ class PendingFrame:
     def outputs(self, wanted=DEFAULT_OUTPUTS) -> FrameOutputs:
         return frame_outputs(self.rgb, self.result, self.index, self.info, self.settings, wanted)
 
-    def cloud(self, info) -> CloudOutputs:
-        return cloud_outputs(self.rgb, self.result, self.index, info, self.settings)
+    def cloud(self, info, clearing: bool = False) -> CloudOutputs:
+        return cloud_outputs(self.rgb, self.result, self.index, info, self.settings, clearing)
 
 
 def frame_outputs(
@@ -123,8 +127,8 @@ def frame_outputs(
         depth_image_fields(depth) if "depth" in wanted else None,
         depth_image_fields(result.depth_std[index]) if "std" in wanted else None,
         (
-            cloud_outputs(rgb, result, index, info, settings)
-            if {"camera_info", "points"} & set(wanted)
+            cloud_outputs(rgb, result, index, info, settings, "clearing" in wanted)
+            if set(CLOUD_OUTPUTS) & set(wanted)
             else None
         ),
         (
@@ -136,8 +140,11 @@ def frame_outputs(
     )
 
 
-def cloud_outputs(rgb: np.ndarray, result, index: int, info, settings) -> CloudOutputs:
-    """The depth image's camera_info and the point cloud of frame `index` of a `DepthResult`."""
+def cloud_outputs(
+    rgb: np.ndarray, result, index: int, info, settings, clearing: bool = False
+) -> CloudOutputs:
+    """The depth image's camera_info and the point cloud of frame `index` of a `DepthResult`;
+    with `clearing`, the clearing cloud too."""
     if info is None:
         return CloudOutputs(None, None, "no camera_info")
     height, width = result.depth[index].shape
@@ -150,11 +157,13 @@ def cloud_outputs(rgb: np.ndarray, result, index: int, info, settings) -> CloudO
         points, colours, std = point_cloud.cloud_points(
             result.depth[index], result.depth_std[index], rgb, intr, settings.cloud_stride
         )
+        rows, cols = point_cloud.sampled_pixels(height, width, settings.cloud_stride)
     else:
         u, v = result.coarse_pixel_coords()
         points, colours, std = point_cloud.coarse_cloud_points(
             result.coarse_depth[index], result.coarse_std[index], u, v, rgb, intr
         )
+        rows, cols = v[:, 0], u[0]
     keep = point_cloud.kept_points(
         points,
         std,
@@ -167,7 +176,21 @@ def cloud_outputs(rgb: np.ndarray, result, index: int, info, settings) -> CloudO
         point_cloud.pointcloud_fields(points, colours, std, keep),
         None,
         camera.is_distorted,
+        clearing_cloud(result, index, settings, rows, cols, points, colours, std, intr)
+        if clearing
+        else None,
     )
+
+
+def clearing_cloud(result, index: int, settings, rows, cols, points, colours, std, intr) -> dict:
+    """Fields of points/clearing: the cloud's pixels (`rows` x `cols`, their `points`, colours
+    and depth std), each at its clearing depth (depth_quantile at clearing_quantile); NaN where
+    the pixel has no depth or the point is nearer than cloud_min_range."""
+    depth = depth_quantile(result, index, settings.clearing_quantile, rows, cols)
+    uu, vv = np.meshgrid(np.asarray(cols, np.float32), np.asarray(rows, np.float32))
+    clearing = point_cloud.backproject(uu, vv, depth, intr)
+    keep = np.isfinite(points).all(axis=-1) & (clearing[..., 2] >= settings.cloud_min_range)
+    return point_cloud.pointcloud_fields(clearing, colours, std, keep)
 
 
 def _unchanged(data):
@@ -233,19 +256,23 @@ class MessageBuilder:
         return messages
 
     def cloud_messages(self, header, out: CloudOutputs) -> dict:
-        """{'camera_info': CameraInfo, 'points': PointCloud2}, or {} without a usable
-        camera_info."""
+        """{'camera_info': CameraInfo, 'points': PointCloud2, 'clearing': PointCloud2 when
+        computed}, or {} without a usable camera_info."""
         messages = {}
         if out.cloud is not None:
             roi = self.roi_type(**out.camera_info["roi"])
             messages["camera_info"] = self._make(
                 self.camera_info_type, header, {**out.camera_info, "roi": roi}
             )
-            fields = [
-                self.point_field_type(name=n, offset=o, datatype=d, count=c)
-                for n, o, d, c in out.cloud["fields"]
-            ]
-            messages["points"] = self._make(
-                self.point_cloud_type, header, {**out.cloud, "fields": fields}
-            )
+            messages["points"] = self.point_cloud(header, out.cloud)
+            if out.clearing is not None:
+                messages["clearing"] = self.point_cloud(header, out.clearing)
         return messages
+
+    def point_cloud(self, header, cloud: dict):
+        """A sensor_msgs/PointCloud2 from point_cloud.pointcloud_fields."""
+        fields = [
+            self.point_field_type(name=n, offset=o, datatype=d, count=c)
+            for n, o, d, c in cloud["fields"]
+        ]
+        return self._make(self.point_cloud_type, header, {**cloud, "fields": fields})

@@ -34,12 +34,15 @@ def backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, intrinsics: tuple) 
     return np.stack([x, y, z], axis=-1)
 
 
+def sampled_pixels(height: int, width: int, stride: int) -> tuple:
+    """(rows, columns) of the pixels an organised cloud samples: every `stride`-th."""
+    return np.arange(0, height, stride), np.arange(0, width, stride)
+
+
 def cloud_points(depth: np.ndarray, std: np.ndarray, rgb: np.ndarray, intrinsics, stride: int):
     """Organised cloud sampling every `stride`-th pixel: (points (h, w, 3), colours (h, w, 3),
     depth std (h, w))."""
-    vs = np.arange(0, depth.shape[0], stride)
-    us = np.arange(0, depth.shape[1], stride)
-    uu, vv = np.meshgrid(us, vs)
+    uu, vv = np.meshgrid(*sampled_pixels(*depth.shape, stride)[::-1])
     return backproject(uu, vv, depth[vv, uu], intrinsics), rgb[vv, uu], std[vv, uu]
 
 

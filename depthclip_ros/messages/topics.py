@@ -18,6 +18,9 @@ DEPTH_STD = "depth/std"
 DEPTH_CAMERA_INFO = "depth/camera_info"
 DEPTH_COLORED = "depth/colored"
 POINTS = "points"
+# The cloud a costmap clears with: each point where the surface is beyond with probability
+# 1 - clearing_quantile (docs/nav2.md).
+CLEARING_POINTS = "points/clearing"
 
 # key -> relative name of every output
 OUTPUTS = {
@@ -26,6 +29,7 @@ OUTPUTS = {
     "camera_info": DEPTH_CAMERA_INFO,
     "colored": DEPTH_COLORED,
     "points": POINTS,
+    "clearing": CLEARING_POINTS,
     "compressed_depth": COMPRESSED_DEPTH,
 }
 

@@ -44,6 +44,7 @@ OUTPUT_TYPES = {
     "std": Image,
     "camera_info": CameraInfo,
     "points": PointCloud2,
+    "clearing": PointCloud2,
     "colored": Image,
     "compressed_depth": CompressedImage,
 }
@@ -214,7 +215,8 @@ class CameraPipeline:
             log.warning(warnings.fallback, throttle_duration_sec=5.0)
         if warnings.frame_id:
             log.warning(warnings.frame_id, once=True)
-        out = frame.cloud(info)
+        # points/clearing only while subscribed; camera_info and points always go together.
+        out = frame.cloud(info, clearing=self.outputs["clearing"].get_subscription_count() > 0)
         for key, message in MESSAGES.cloud_messages(header, out).items():
             self.outputs[key].publish(message)
         if out.warning:

@@ -44,10 +44,16 @@ def _discovery_switches_read() -> tuple:
 
 
 def start_node_process(
-    params_file, overrides: dict, env: dict, log_path, namespace: str = "", python=None
+    params_file,
+    overrides: dict,
+    env: dict,
+    log_path,
+    namespace: str = "",
+    python=None,
+    remaps: dict | None = None,
 ):
     """The depthclip node as its own process (run by `python`, default this interpreter), its
-    output going to `log_path`."""
+    output going to `log_path`; `remaps`: {name: new name}, as `-r name:=new` remaps them."""
     cmd = [
         python or sys.executable,
         "-m",
@@ -58,6 +64,8 @@ def start_node_process(
     ]
     if namespace:
         cmd += ["-r", f"__ns:={namespace}"]
+    for name, new in (remaps or {}).items():
+        cmd += ["-r", f"{name}:={new}"]
     for k, v in overrides.items():
         cmd += ["-p", f"{k}:={v}"]
     log = open(log_path, "w")  # a file, not a pipe: a chatty node must never block on a full pipe

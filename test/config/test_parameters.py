@@ -73,14 +73,18 @@ LIMITED = [
 
 @pytest.mark.parametrize("name,meta", LIMITED, ids=[n for n, _ in LIMITED])
 def test_limits_accept_their_bounds_and_reject_beyond(name, meta):
+    """Bounds are inside, or, for an exclusive range, the nearest values inside them."""
     for bound, outside in ((meta["minimum"], -1), (meta["maximum"], 1)):
         if bound is None:
             continue
-        assert Parameters.from_params({name: bound})  # bounds are inside
-        beyond = bound + outside * (meta["multiple_of"] or (1 if isinstance(bound, int) else 1e-3))
-        with pytest.raises(ConfigError) as err:
-            Parameters.from_params({name: beyond})
-        assert err.value.field == name and "from" in str(err.value)
+        step = meta["multiple_of"] or (1 if isinstance(bound, int) else 1e-3)
+        inside = bound - outside * step if meta["exclusive"] else bound
+        assert Parameters.from_params({name: inside})
+        refused = [bound + outside * step] + ([bound] if meta["exclusive"] else [])
+        for value in refused:
+            with pytest.raises(ConfigError) as err:
+                Parameters.from_params({name: value})
+            assert err.value.field == name and "from" in str(err.value)
 
 
 def test_types_are_checked_and_integers_pass_as_numbers():

@@ -18,6 +18,7 @@ from depthclip_ros.errors import ConfigError, ImageSizeError, ModelLoadError
 from depthclip_ros.estimator import export
 from depthclip_ros.estimator.clip_loading import load_clip
 from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.estimator.depth_quantile import depth_quantile
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.onnx_runtime import CPU, CUDA, TENSORRT, OnnxDepthClip, providers_for
 from depthclip_ros.messages import decoding
@@ -46,6 +47,15 @@ def assert_same_result(torch_result, onnx_result):
     np.testing.assert_allclose(onnx_result.coarse_std, torch_result.coarse_std, atol=1e-4)
     np.testing.assert_allclose(onnx_result.bin_probs, torch_result.bin_probs, atol=1e-5)
     assert onnx_result.region == torch_result.region
+    # points/clearing's depth, from either backend's probabilities: the same bins (a pixel
+    # whose cumulative probability lay within 1e-5 of q could differ; none does here).
+    rows, cols = (np.arange(0, n, 4) for n in torch_result.depth.shape[1:])
+    for index in range(len(torch_result.depth)):
+        for q in (0.1, 0.5, 0.9):
+            np.testing.assert_array_equal(
+                depth_quantile(onnx_result, index, q, rows, cols),
+                depth_quantile(torch_result, index, q, rows, cols),
+            )
 
 
 def torch_fp16_core(config):

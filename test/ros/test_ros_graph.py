@@ -3,6 +3,7 @@ middleware's defaults; parameters change through its parameter services (what `r
 and `ros2 param load` send), and cameras are driver processes with real camera_info timing."""
 
 import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -12,11 +13,12 @@ import numpy as np
 import pytest
 import rclpy
 from helpers import camera_info, encode, stamp, structured_image, wait_until
+from PIL import Image as PILImage
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depthclip_ros.config.params_files import default_params_file
 from depthclip_ros.messages import decoding
@@ -27,7 +29,7 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 @contextlib.contextmanager
-def node_process(checkpoint, tmp_path, **overrides):
+def node_process(checkpoint, tmp_path, remaps=None, **overrides):
     """The depthclip node as `ros2 run` starts it: its own process, the shipped params file."""
     params = {
         "model": checkpoint,
@@ -37,7 +39,7 @@ def node_process(checkpoint, tmp_path, **overrides):
         **overrides,
     }
     log = tmp_path / "node.log"
-    proc = start_node_process(default_params_file(), params, {}, log)
+    proc = start_node_process(default_params_file(), params, {}, log, remaps=remaps)
     try:
         yield log
     finally:
@@ -329,3 +331,77 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
     for name in names:
         infos = report["cameras"][name]["camera_infos"]
         assert infos["own"] >= 0.9 * report["cameras"][name]["received"], (name, infos)
+
+
+def test_the_clearing_cloud_from_another_process_equals_the_reference(tiny_checkpoint, tmp_path):
+    """points/clearing as Nav2 receives it, against the reference computed from the same
+    model's probabilities in this process; clearing_quantile changed through the services."""
+    from clearing_reference import clearing_cloud
+
+    from depthclip_ros.config.params_files import load_config
+    from depthclip_ros.estimator.core import DepthClip
+    from depthclip_ros.messages.point_cloud import pointcloud_to_array
+
+    overrides = {"model": tiny_checkpoint, "device": "cpu", "temperature": 1.0}
+    reference = DepthClip(load_config(overrides={**overrides, "cache_dir": str(tmp_path / "c")}))
+    rgb = structured_image(120, 160)
+    result = reference.predict(rgb)
+    with node_process(tiny_checkpoint, tmp_path, cloud_stride=8) as log, client_node() as node:
+        client, (image_pub, info_pub), _ = connect_to_the_node(node, log)
+        clouds = {"points": [], "points/clearing": []}
+        for topic, store in clouds.items():
+            node.create_subscription(PointCloud2, topic, store.append, RELIABLE)
+        wait_until(lambda: node.count_publishers("points/clearing") > 0, timeout=30)
+
+        def clearing_of_frame(sec):
+            image_pub.publish(stamp(encode(rgb, "rgb8"), sec))
+            info_pub.publish(stamp(camera_info(160, 120, 200.0, 200.0, 80.0, 60.0), sec))
+
+            def of_frame(store):
+                return [m for m in store if m.header.stamp.sec == sec]
+
+            wait_until(lambda: all(of_frame(store) for store in clouds.values()), timeout=30)
+            msgs = [of_frame(store)[0] for store in clouds.values()]
+            assert msgs[1].header.frame_id == msgs[0].header.frame_id == "camera_optical_frame"
+            return [pointcloud_to_array(m) for m in msgs]
+
+        for sec, q in ((1, 0.1), (2, 0.5), (3, 0.95)):
+            if q != 0.1:  # the default, then changed as `ros2 param set` changes it
+                assert set_one(client, "clearing_quantile", q) == (True, "")
+            points, clearing = clearing_of_frame(sec)
+            expected = clearing_cloud(result, 0, q, (200.0, 200.0, 80.0, 60.0), 8, 0.0)
+            assert clearing.shape[:2] == points.shape[:2] == (15, 20)
+            np.testing.assert_allclose(clearing[..., :3], expected, rtol=1e-5, atol=1e-5)
+        ok, reason = set_one(client, "clearing_quantile", 1.0)
+        assert not ok and "clearing_quantile" in reason and "excluded" in reason, reason
+
+
+def test_answers_on_the_names_of_nav2s_depth_estimation_pipeline(tiny_checkpoint, tmp_path):
+    """navigation2.ai's nav2_depth_estimation_ai (use_composition:=False) feeds its estimator a
+    compressed image on ~/input/image and ~/input/camera_info and reads ~/output/depth_image:
+    the node started with the remaps of docs/nav2.md answers on those names."""
+    remaps = {
+        "image/compressed": "~/input/image",
+        "camera_info": "~/input/camera_info",
+        "depth/image": "~/output/depth_image",
+    }
+    with (
+        node_process(tiny_checkpoint, tmp_path, remaps=remaps, use_compressed=True) as log,
+        client_node() as node,
+    ):
+        received = []
+        node.create_subscription(Image, "/depthclip/output/depth_image", received.append, RELIABLE)
+        image_pub = node.create_publisher(CompressedImage, "/depthclip/input/image", RELIABLE)
+        info_pub = node.create_publisher(CameraInfo, "/depthclip/input/camera_info", RELIABLE)
+        wait_until(lambda: image_pub.get_subscription_count() > 0, timeout=60)
+        wait_until(lambda: info_pub.get_subscription_count() > 0, timeout=30)
+        buf = io.BytesIO()
+        PILImage.fromarray(structured_image(120, 160)).save(buf, format="JPEG")
+        for sec in range(1, 4):  # the first may meet a subscription still matching
+            image_pub.publish(stamp(CompressedImage(format="jpeg", data=buf.getvalue()), sec))
+            info_pub.publish(stamp(camera_info(160, 120, 200.0, 200.0, 80.0, 60.0), sec))
+            wait_until(lambda: received, timeout=30)
+        assert received, log.read_text()[-2000:]
+        depth = decoding.depth_image_to_array(received[-1])
+        assert depth.shape == (120, 160) and np.isfinite(depth).all()
+        assert received[-1].header.stamp.sec in (1, 2, 3)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from bag_factory import as_recorded_on_humble, deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
+from clearing_reference import clearing_cloud
 from helpers import decode_like_the_plugin, run_on_a_full_disk
 from ros_harness import running_node
 
@@ -20,6 +21,7 @@ from depthclip_ros.bag import cli, processing, reading
 from depthclip_ros.config.params_files import load_config
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.messages import decoding, point_cloud
+from depthclip_ros.messages.camera_model import PinholeCamera
 
 IMAGE_TOPIC = "/cam/image_raw"
 
@@ -84,7 +86,9 @@ def test_process_adds_depth_info_and_cloud_and_copies_everything(
         out["/cam/depth/camera_info"],
         out["/cam/points"],
     )
-    assert len(depth) == len(stds) == len(infos) == len(clouds) == len(images) == 3
+    clearings = out["/cam/points/clearing"]
+    assert len(depth) == len(stds) == len(infos) == len(clouds) == len(clearings) == 3
+    assert len(images) == 3
     estimator = DepthClip(load_config(params_file))
     for i, (t_img, raw_img) in enumerate(images):
         image = deserialize(raw_img, out[image_topic][0][2])
@@ -114,6 +118,16 @@ def test_process_adds_depth_info_and_cloud_and_copies_everything(
         points = point_cloud.pointcloud_to_array(cloud)
         np.testing.assert_allclose(points[..., 2], expected[::4, ::4], rtol=1e-5)  # z: depth
         np.testing.assert_allclose(points[..., 4], result.depth_std[0][::4, ::4], rtol=1e-5)
+        # points/clearing beside points: the reference's clearing cloud at the default q
+        clearing = deserialize(clearings[i][1], "sensor_msgs/msg/PointCloud2")
+        assert clearing.header == cloud.header and clearings[i][0] == t_img
+        intrinsics = PinholeCamera.from_camera_info(info).intrinsics()
+        np.testing.assert_allclose(
+            point_cloud.pointcloud_to_array(clearing)[..., :3],
+            clearing_cloud(result, 0, 0.1, intrinsics, 4, 0.0),
+            rtol=1e-5,
+            atol=1e-6,
+        )
     assert leftovers(tmp_path) == []
 
 
@@ -187,8 +201,9 @@ def test_storage_can_be_converted_and_output_is_in_log_time_order(tmp_path, para
 
     with Reader(dst) as reader:  # file order, not the reader's merge: stored sorted by log time
         times = [t for _, t, _ in reader.messages()]
-    # 4 frames of 3 input messages, and 4 outputs each (depth, std, camera_info, points)
-    assert times == sorted(times) and len(times) == 4 * 3 + 4 * 4
+    # 4 frames of 3 input messages, and 5 outputs each (depth, std, camera_info, points,
+    # points/clearing)
+    assert times == sorted(times) and len(times) == 4 * 3 + 4 * 5
 
 
 def test_without_camera_info_only_depth_is_written(tmp_path, params_file, capsys):
@@ -579,7 +594,7 @@ def test_bag_outputs_are_the_topics_a_node_in_the_camera_namespace_publishes():
         node.destroy_node()
     for image_topic in ("/camera/color/image_raw", "/camera/color/image_raw/compressed"):
         assert reading.output_topics(image_topic) == {
-            k: resolved[k] for k in ("depth", "std", "camera_info", "points")
+            k: resolved[k] for k in ("depth", "std", "camera_info", "points", "clearing")
         }
     assert resolved["depth"] == "/camera/color/depth/image"
 
@@ -906,13 +921,14 @@ def test_outputs_only_and_compressed_depth(tmp_path, params_file):
     assert run_tool("process", src, compressed, "--outputs-only", "--compressed-depth", *argv) == 0
     assert run_tool("process", src, chosen, "--outputs", "depth,colored", *argv) == 0
     outputs = ["/cam/depth/camera_info", "/cam/depth/image", "/cam/depth/std", "/cam/points"]
+    outputs += ["/cam/points/clearing"]
     assert output_topics_of(only) == outputs
     full_messages, _ = read_bag(full)
     only_messages, _ = read_bag(only)
     assert only_messages == {t: full_messages[t] for t in outputs}
     assert output_topics_of(compressed) == sorted(
         ["/cam/depth/camera_info", "/cam/depth/image/compressedDepth", "/cam/depth/std"]
-        + ["/cam/points"]
+        + ["/cam/points", "/cam/points/clearing"]
     )
     assert output_topics_of(chosen) == sorted(
         ["/cam/camera_info", IMAGE_TOPIC, "/chatter", "/cam/depth/image", "/cam/depth/colored"]
