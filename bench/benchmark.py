@@ -419,6 +419,48 @@ def bench_folding(ckpt, reps=10):
     ]
 
 
+def _corridor_frame(ckpt):
+    """(config, model, frame, network input, DepthResult, camera_info) of one 640x480 frame of
+    the demo's corridor on CPU."""
+    cfg = DepthClipConfig(model=ckpt, device="cpu", cache_dir=tempfile.mkdtemp())
+    model = DepthClip(cfg)
+    frame = render_scene("corridor")[0]
+    x = preprocess(model.to_device(frame), cfg)
+    result = model.predict(frame)
+    roi = types.SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0, do_rectify=False)
+    info = types.SimpleNamespace(**scene_camera_info_fields(), binning_x=0, binning_y=0, roi=roi)
+    return cfg, model, frame, x, result, info
+
+
+def bench_clearing(ckpt, reps=12):
+    """points/clearing per 640x480 frame on CPU against the forward: the clouds with and without
+    it (without: what the node computes while nobody subscribes to it), at the shipped stride
+    and at the Nav2 example's, timed interleaved in one run."""
+    from depthclip_ros.messages.outputs import cloud_outputs
+
+    _, model, frame, x, result, info = _corridor_frame(ckpt)
+    strides = (8, 16)
+    fns = [lambda: model.dense_features(x)]
+    for stride in strides:
+        settings = OutputSettings(cloud_stride=stride)
+        for clearing in (False, True):
+            cloud = functools.partial(cloud_outputs, frame, result, 0, info, settings, clearing)
+            fns.append(cloud)
+    with torch.inference_mode():
+        times = [statistics.median(t) for t in timed(fns, reps, warmup=2)]
+    forward, rows = times[0], []
+    for i, stride in enumerate(strides):
+        without, with_clearing = times[1 + 2 * i : 3 + 2 * i]
+        for name, t in (
+            (f"points, stride {stride} (points/clearing not subscribed)", without),
+            (f"points and points/clearing, stride {stride}", with_clearing),
+            (f"points/clearing's cost, stride {stride} (difference)", with_clearing - without),
+        ):
+            rows.append([name, f"{t * 1e3:.2f}", f"{t / forward:.4f}"])
+    rows.append(["forward (stem..layer4), for reference", f"{forward * 1e3:.2f}", "1.0000"])
+    return ["work per frame", "median (ms)", "/ forward"], rows
+
+
 def bench_uncertainty(ckpt, reps=12):
     """depth/std and the cloud filters per 640x480 frame on CPU, against the forward: the
     shipped depth step (depth and std) beside the depth alone, and the cloud with and without
@@ -427,15 +469,9 @@ def bench_uncertainty(ckpt, reps=12):
 
     from depthclip_ros.messages.outputs import cloud_outputs
 
-    cfg = DepthClipConfig(model=ckpt, device="cpu", cache_dir=tempfile.mkdtemp())
-    model = DepthClip(cfg)
-    frame = render_scene("corridor")[0]
-    x = preprocess(model.to_device(frame), cfg)
-    result = model.predict(frame)
+    cfg, model, frame, x, result, info = _corridor_frame(ckpt)
     probs = torch.from_numpy(result.bin_probs)
     bins = torch.from_numpy(result.bins).float()[None]
-    roi = types.SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0, do_rectify=False)
-    info = types.SimpleNamespace(**scene_camera_info_fields(), binning_x=0, binning_y=0, roi=roi)
     plain = OutputSettings()
     filtered = OutputSettings(cloud_max_std=0.3, cloud_min_range=0.5, cloud_max_range=2.8)
 
@@ -579,6 +615,8 @@ def run(args, disk: str) -> None:
         print(table(*bench_folding(ckpt, 3 if args.quick else 10)) + "\n")
         print("## depth/std and cloud filters (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
         print(table(*bench_uncertainty(ckpt, 3 if args.quick else 12)) + "\n")
+        print("## Clearing cloud (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
+        print(table(*bench_clearing(ckpt, 3 if args.quick else 12)) + "\n")
         print("## compressedDepth (the demo's scenes, tiny random CLIP's depth, 640x480)\n")
         print(table(*bench_compressed_depth(args.quick)) + "\n")
         print("## Conversions and cloud building per frame\n")

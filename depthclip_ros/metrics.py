@@ -116,6 +116,58 @@ def uncertainty_table(rows) -> list:
     return table
 
 
+# clearing_quantile values the eval measures points/clearing at (the node's default among them).
+CLEARING_QUANTILES = (0.05, 0.1, 0.2, 0.5)
+
+
+def clearing_counts(gt: np.ndarray, pred_canvas: np.ndarray, clearing_canvases: dict) -> dict:
+    """Over the protocol's valid pixels: for clearing to the mean depth ("mean") and to each
+    clearing depth ({q: canvas}), the pixels whose depth lies beyond the true depth (a costmap
+    clearing up to it clears the cell of a real obstacle) and the sum of the depths (the ray
+    length cleared). Sums, so images add up."""
+    valid = valid_pixels(gt, pred_canvas)
+    g = gt[valid].astype(np.float64)
+    out = {"pixels": int(valid.sum())}
+    for key, canvas in (("mean", pred_canvas), *clearing_canvases.items()):
+        depth = canvas[valid].astype(np.float64)
+        out[str(key)] = {"beyond": int((depth > g).sum()), "cleared": float(depth.sum())}
+    return out
+
+
+def clearing_summary(counts: dict) -> list:
+    """[{clear to, cleared obstacles (share of pixels beyond the true depth), free space given up
+    against clearing to the mean depth (share of its ray length), mean cleared depth (m)}] of
+    one image's clearing_counts or their sum."""
+    pixels, mean = counts["pixels"], counts["mean"]
+    table = []
+    for key, value in counts.items():
+        if key == "pixels":
+            continue
+        table.append(
+            {
+                "clear_to": "mean depth" if key == "mean" else f"q = {key}",
+                "cleared_obstacles": value["beyond"] / pixels if pixels else None,
+                "given_up": 1.0 - value["cleared"] / mean["cleared"] if mean["cleared"] else None,
+                "mean_cleared_depth": value["cleared"] / pixels if pixels else None,
+            }
+        )
+    return table
+
+
+def clearing_total(rows) -> dict | None:
+    """The rows' `clearing` counts summed (pixels of every image count alike)."""
+    rows = [r["clearing"] for r in rows if r.get("clearing")]
+    if not rows:
+        return None
+    total = {"pixels": sum(r["pixels"] for r in rows)}
+    for key in rows[0]:
+        if key != "pixels":
+            total[key] = {
+                field: sum(r[key][field] for r in rows) for field in ("beyond", "cleared")
+            }
+    return total
+
+
 def mean_metrics(rows) -> dict:
     rows = list(rows)
     return {k: float(np.mean([r[k] for r in rows])) for k in ALL_METRICS} if rows else {}

@@ -16,6 +16,7 @@ import numpy as np
 
 from depthclip_ros import metrics
 from depthclip_ros.config.params_files import load_config
+from depthclip_ros.estimator.depth_quantile import depth_quantile
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.result import CROP_BOX
 from depthclip_ros.files import atomic_write
@@ -212,12 +213,35 @@ def _score_batch(predictor, batch, frames, visuals) -> list:
         if result is not None:  # the model's uncertainty against its error
             std = metrics.on_canvas(result.depth_std[k])
             row["uncertainty"] = metrics.uncertainty_counts(gt, pred, std)
+            row["clearing"] = metrics.clearing_counts(gt, pred, _clearing_canvases(result, k))
         if result is not None and result.scenes is not None:
             row["bins_scene"] = result.scenes[k]  # the scene whose bins were used
         rows.append(row)
         probs = result.bin_probs[k] if result is not None else None
         visuals.add(sample.name, rgb, gt, pred, probs, std)
     return rows
+
+
+def _clearing_table(rows) -> dict | None:
+    """points/clearing against the truth: in total and per image (metrics.clearing_summary)."""
+    total = metrics.clearing_total(rows)
+    if total is None:
+        return None
+    return {
+        "total": metrics.clearing_summary(total),
+        "per_image": {
+            r["name"]: metrics.clearing_summary(r["clearing"]) for r in rows if r.get("clearing")
+        },
+    }
+
+
+def _clearing_canvases(result, index: int) -> dict:
+    """{q: points/clearing's depth at every pixel of image `index`} for the measured q."""
+    rows, cols = (np.arange(n) for n in metrics.IMAGE_SHAPE)
+    return {
+        q: metrics.on_canvas(depth_quantile(result, index, q, rows, cols))
+        for q in metrics.CLEARING_QUANTILES
+    }
 
 
 def _summary(rows, predictor, run, data, wall_seconds) -> dict:
@@ -238,6 +262,7 @@ def _summary(rows, predictor, run, data, wall_seconds) -> dict:
         "machine": platform.platform(),
         "means": metrics.mean_metrics(rows),
         "uncertainty": metrics.uncertainty_table(rows),
+        "clearing": _clearing_table(rows),
         "per_scene": {
             sc: {
                 "images": sum(r["scene"] == sc for r in rows),

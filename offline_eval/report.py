@@ -82,7 +82,44 @@ def markdown_report(results: dict) -> str:
                 for k in ("share", "mean_abs_err", "rmse", "within_1sd", "within_2sd")
             ]
             lines.append(f"| {r['std']} | {r['pixels']} | " + " | ".join(cells) + " |")
+    if results.get("clearing"):
+        lines += ["", *clearing_report(results["clearing"])]
     return "\n".join(lines) + "\n"
+
+
+def clearing_report(clearing: dict) -> list:
+    """Lines of the points/clearing section: the total, then each image."""
+    quantities = ("cleared_obstacles", "given_up", "mean_cleared_depth")
+    head = [
+        "| clear to | cleared obstacles | free space given up | mean cleared depth (m) |",
+        "|---|---|---|---|",
+    ]
+
+    def table(rows):
+        return [
+            f"| {r['clear_to']} | "
+            + " | ".join("-" if r[k] is None else f"{r[k]:.3f}" for k in quantities)
+            + " |"
+            for r in rows
+        ]
+
+    lines = [
+        "## Clearing: points/clearing against the true depth",
+        "",
+        "Valid pixels of every image. A costmap clears the ray up to each point: *cleared",
+        "obstacles* is the share of pixels whose clearing depth lies beyond the true depth (the",
+        "cell of a real surface cleared); *free space given up* is the share of the ray length",
+        "that clearing to the mean depth (`points` as a clearing source) clears and this does",
+        "not. q is clearing_quantile; random weights give no meaningful figure.",
+        "",
+        *head,
+        *table(clearing["total"]),
+        "",
+        "### Per image",
+    ]
+    for name, rows in clearing["per_image"].items():
+        lines += ["", f"`{name}`", "", *head, *table(rows)]
+    return lines
 
 
 def sweep_table(tables: dict) -> str:

@@ -54,9 +54,10 @@ def test_the_readme_is_short_and_links_every_doc():
         assert f"(docs/{doc.name})" in readme, doc.name
 
 
-def test_the_nav2_example_is_a_cloud_source_the_node_feeds():
-    """config/nav2_depthclip.yaml: the node's section is valid for the node, and the costmap's
-    observation source has the keys Nav2's obstacle and voxel layers read, on the node's cloud."""
+def test_the_nav2_example_marks_with_one_cloud_and_clears_with_the_other():
+    """config/nav2_depthclip.yaml: the node's section is valid for the node, and the costmap has
+    two observation sources with the keys Nav2's obstacle and voxel layers read: `points`
+    marking only, `points/clearing` clearing only."""
     import yaml
 
     from depthclip_ros.config.parameters import OutputSettings
@@ -68,27 +69,38 @@ def test_the_nav2_example_is_a_cloud_source_the_node_feeds():
     assert settings.cloud_max_std > 0 and settings.cloud_max_range > settings.cloud_min_range
     layer = yaml.safe_load(path.read_text())["local_costmap"]["local_costmap"]["ros__parameters"]
     name = layer["plugins"][0]
-    source_name = layer[name]["observation_sources"]
-    source = layer[name][source_name]
     assert layer[name]["plugin"] in (
         "nav2_costmap_2d::VoxelLayer",
         "nav2_costmap_2d::ObstacleLayer",
     )
-    assert source["data_type"] == "PointCloud2" and source["topic"].endswith("/" + topics.POINTS)
-    for key in ("marking", "clearing", "inf_is_valid"):
-        assert isinstance(source[key], bool), key
-    for key in (
-        "min_obstacle_height",
-        "max_obstacle_height",
-        "obstacle_min_range",
-        "obstacle_max_range",
-        "raytrace_min_range",
-        "raytrace_max_range",
-        "expected_update_rate",
-        "observation_persistence",
-    ):
-        assert isinstance(source[key], float), key
+    # Nav2 reads observation_sources as one string of names separated by spaces.
+    sources = [layer[name][s] for s in layer[name]["observation_sources"].split()]
+    roles = {}
+    for source in sources:
+        assert source["data_type"] == "PointCloud2"
+        for key in ("marking", "clearing", "inf_is_valid"):
+            assert isinstance(source[key], bool), key
+        for key in (
+            "min_obstacle_height",
+            "max_obstacle_height",
+            "obstacle_min_range",
+            "obstacle_max_range",
+            "raytrace_min_range",
+            "raytrace_max_range",
+            "expected_update_rate",
+            "observation_persistence",
+        ):
+            assert isinstance(source[key], float), key
+        roles[(source["marking"], source["clearing"])] = source
+    assert set(roles) == {(True, False), (False, True)}  # one marks, the other clears
+    marking, clearing = roles[(True, False)], roles[(False, True)]
+    assert marking["topic"].endswith("/" + topics.POINTS)
+    assert clearing["topic"] == marking["topic"][: -len(topics.POINTS)] + topics.CLEARING_POINTS
     # Nav2 marks what the node sends: its ranges lie within the node's cloud.
-    assert settings.cloud_min_range <= source["obstacle_min_range"]
-    assert source["obstacle_max_range"] <= source["raytrace_max_range"] <= settings.cloud_max_range
-    assert (ROOT / "docs" / "nav2.md").read_text().count("config/nav2_depthclip.yaml") >= 1
+    assert settings.cloud_min_range <= marking["obstacle_min_range"]
+    assert marking["obstacle_max_range"] <= settings.cloud_max_range
+    # Clearing reaches as far as the farthest bin, and rays to the floor count.
+    assert clearing["raytrace_max_range"] >= settings.cloud_max_range
+    assert clearing["min_obstacle_height"] < 0.0
+    nav2_doc = (ROOT / "docs" / "nav2.md").read_text()
+    assert "config/nav2_depthclip.yaml" in nav2_doc and "points/clearing" in nav2_doc

@@ -59,6 +59,33 @@ def test_uncertainty_counts_known_answer():
     assert table[1]["mean_abs_err"] is None  # an empty bin
 
 
+def test_clearing_counts_known_answer():
+    gt = np.zeros(metrics.IMAGE_SHAPE, np.float32)
+    pred, low, high = np.zeros_like(gt), np.zeros_like(gt), np.zeros_like(gt)
+    # Three valid pixels: true depth, mean depth, clearing depth at a low and a high q.
+    for (r, c), g, p, lo, hi in zip(
+        ((100, 100), (200, 300), (300, 400)),
+        (2.0, 1.5, 3.0),
+        (2.5, 1.2, 2.0),
+        (1.0, 1.0, 1.5),
+        (3.0, 1.5, 2.0),
+    ):
+        gt[r, c], pred[r, c], low[r, c], high[r, c] = g, p, lo, hi
+    counts = metrics.clearing_counts(gt, pred, {0.1: low, 0.5: high})
+    assert counts["pixels"] == 3
+    assert counts["mean"] == {"beyond": 1, "cleared": pytest.approx(5.7)}  # 2.5 > 2.0
+    assert counts["0.1"] == {"beyond": 0, "cleared": pytest.approx(3.5)}
+    assert counts["0.5"]["beyond"] == 1  # 3.0 > 2.0; 1.5 = 1.5 is not beyond
+    total = metrics.clearing_total([{"clearing": counts}, {"clearing": counts}, {}])
+    assert total["pixels"] == 6 and total["0.1"]["cleared"] == pytest.approx(7.0)
+    rows = {r["clear_to"]: r for r in metrics.clearing_summary(total)}
+    assert rows["mean depth"]["cleared_obstacles"] == pytest.approx(1 / 3)
+    assert rows["mean depth"]["given_up"] == pytest.approx(0.0)
+    assert rows["q = 0.1"]["cleared_obstacles"] == 0.0
+    assert rows["q = 0.1"]["given_up"] == pytest.approx(1 - 3.5 / 5.7)
+    assert rows["q = 0.1"]["mean_cleared_depth"] == pytest.approx(3.5 / 3)
+
+
 def test_metrics_hand_computed_clamps():
     m = metrics.compute_errors(np.array([12.0]), np.array([0.0]))  # both clamped to [1e-3, 10]
     assert m["abs_rel"] == pytest.approx((10 - 1e-3) / 10)
@@ -191,6 +218,10 @@ def test_resume_gives_the_same_means(tmp_path, tiny_checkpoint, capsys):
     for k, v in full["means"].items():
         assert resumed["means"][k] == pytest.approx(v, abs=1e-9)
     assert resumed["uncertainty"] == full["uncertainty"]  # per-image sums: a resume adds up
+    for resumed_row, full_row in zip(resumed["clearing"]["total"], full["clearing"]["total"]):
+        assert resumed_row["clear_to"] == full_row["clear_to"]
+        assert resumed_row["given_up"] == pytest.approx(full_row["given_up"], abs=1e-9)
+        assert resumed_row["cleared_obstacles"] == full_row["cleared_obstacles"]
     # A resume with another config is refused rather than mixed.
     capsys.readouterr()
     assert (
@@ -291,7 +322,19 @@ def test_real_nyu_samples_end_to_end(tmp_path, tiny_checkpoint):
     table = res["uncertainty"]
     assert sum(r["pixels"] for r in table) == sum(r["valid_pixels"] for r in res["per_image"])
     assert sum(r["share"] for r in table) == pytest.approx(1.0)
-    assert "## Uncertainty: error against the predicted std" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "## Uncertainty: error against the predicted std" in report
+    # points/clearing against the truth, in total and per image, at the measured q.
+    clearing = res["clearing"]
+    assert [r["clear_to"] for r in clearing["total"]] == ["mean depth"] + [
+        f"q = {q}" for q in metrics.CLEARING_QUANTILES
+    ]
+    assert set(clearing["per_image"]) == {row["name"] for row in res["per_image"]}
+    given_up = [r["given_up"] for r in clearing["total"]]
+    assert given_up[0] == 0.0 and all(a >= b for a, b in zip(given_up[1:], given_up[2:]))
+    for row in res["per_image"]:  # every valid pixel counted
+        assert row["clearing"]["pixels"] == row["valid_pixels"]
+    assert "## Clearing: points/clearing against the true depth" in report
     # The uniform baseline through the same protocol lands near the paper's lower bound.
     assert (
         eval_main(
