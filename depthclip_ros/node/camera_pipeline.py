@@ -128,6 +128,8 @@ class CameraPipeline:
         return any(p.get_subscription_count() > 0 for p in self.outputs.values())
 
     def frame_failed(self, exc: Exception):
+        if not self.node.context.ok():  # shut down mid-frame (SIGINT, SIGTERM): not a failure
+            return
         log = self.node.get_logger()
         if isinstance(exc, ImageDecodeError):
             self.stats.count("rejected")

@@ -160,10 +160,16 @@ class DepthClipNode(LifecycleNode):
             camera.close_inputs()
         if self.worker is not None:
             self.worker.discard_pending()
+            if not self.context.ok():  # shut down (SIGINT, SIGTERM): nothing can go out now
+                return
             cameras = list(self.cameras.values())
-            self.worker.call(lambda: [c.flush_waiting() for c in cameras]).result(
-                WORKER_FLUSH_TIMEOUT
-            )
+            try:
+                self.worker.call(lambda: [c.flush_waiting() for c in cameras]).result(
+                    WORKER_FLUSH_TIMEOUT
+                )
+            except Exception as exc:  # e.g. the context shut down while they went out
+                if self.context.ok():
+                    self.get_logger().warning(f"clouds waiting for camera_info not sent: {exc}")
 
     def _release(self):
         """Undo configure: publishers, timers, worker and model; the memory goes back."""
@@ -180,9 +186,11 @@ class DepthClipNode(LifecycleNode):
             self._diagnostics = None
         if self.worker is not None:
             device = self.estimator.device if self.estimator is not None else None
-            self.worker.call(self._drop_model).result(WORKER_FLUSH_TIMEOUT)
-            self.worker.stop()
-            self.worker = None
+            try:
+                self.worker.call(self._drop_model).result(WORKER_FLUSH_TIMEOUT)
+            finally:  # the thread ends whatever the model did: the process can exit
+                self.worker.stop()
+                self.worker = None
             if device is not None:
                 return_freed_memory(device)
                 self.get_logger().info("model unloaded")
@@ -276,13 +284,15 @@ class DepthClipNode(LifecycleNode):
             self._encoder.submit(key, fn, *args)
 
     def _encoding_failed(self, exc: Exception, key):  # encoding thread
+        if not self.context.ok():  # shut down while it went out: not a failure
+            return
         self.get_logger().error(
             f"compressedDepth not published: {type(exc).__name__}: {exc}",
             throttle_duration_sec=5.0,
         )
 
     def _deferred_done(self, future):
-        if not future.cancelled() and future.exception() is not None:
+        if not future.cancelled() and future.exception() is not None and self.context.ok():
             exc = future.exception()
             self.get_logger().error(
                 f"point cloud not published: {type(exc).__name__}: {exc}",
@@ -322,8 +332,10 @@ class DepthClipNode(LifecycleNode):
         )
 
     def destroy_node(self):
-        self._stop_inputs()
-        self._release()
+        try:
+            self._stop_inputs()
+        finally:
+            self._release()
         return super().destroy_node()
 
 

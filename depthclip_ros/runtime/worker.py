@@ -111,7 +111,7 @@ class FrameWorker:
                     return "job", self._jobs.popleft()
                 if self._timed and self._timed[0][0] <= self._clock():
                     return "job", heapq.heappop(self._timed)[2]
-                wanted = [k for k in self._pending if self._wanted(k)]
+                wanted = [k for k in self._pending if self._is_wanted(k)]
                 for key in [k for k in self._pending if k not in wanted]:
                     if self._clock() - self._pending[key][1] > self._hold:
                         del self._pending[key]
@@ -128,6 +128,12 @@ class FrameWorker:
                     due = max(self._timed[0][0] - self._clock(), 0.0)
                     timeout = due if timeout is None else min(timeout, due)
                 self._cv.wait(timeout)
+
+    def _is_wanted(self, key) -> bool:
+        try:
+            return bool(self._wanted(key))
+        except Exception:  # e.g. the middleware shut down under it: nobody can want the frame
+            return False
 
     def _loop(self):
         while True:

@@ -410,3 +410,41 @@ def test_answers_on_the_names_of_nav2s_depth_estimation_pipeline(tiny_checkpoint
         depth = decoding.depth_image_to_array(received[-1])
         assert depth.shape == (120, 160) and np.isfinite(depth).all()
         assert received[-1].header.stamp.sec in (1, 2, 3)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_stopped_mid_stream_the_node_exits_cleanly(tiny_checkpoint, tmp_path, signal_name):
+    """`kill`, Ctrl-C, a launch file's shutdown while frames flow: the node ends at once with
+    exit code 0, no traceback and no ERROR (measured: a worker asking a publisher for its
+    subscriber count after the signal died, and the process then hung in its exit)."""
+    import signal
+
+    rgb = encode(structured_image(), "rgb8")
+    for round_ in range(3):  # the signal lands at another moment of a frame each time
+        log = tmp_path / f"node{round_}.log"
+        params = {"model": tiny_checkpoint, "device": "cpu", "cache_dir": tmp_path / "cache"}
+        proc = start_node_process(default_params_file(), params, {}, log)
+        try:
+            with client_node() as node:
+                received = []
+                node.create_subscription(Image, "depth/image", received.append, RELIABLE)
+                image_pub = node.create_publisher(Image, "image", RELIABLE)
+                info_pub = node.create_publisher(CameraInfo, "camera_info", RELIABLE)
+                sec = 0
+                while len(received) < 3 + round_:
+                    sec += 1
+                    image_pub.publish(stamp(rgb, sec))
+                    info_pub.publish(stamp(camera_info(), sec))
+                    threading.Event().wait(0.03)
+                    assert proc.poll() is None and sec < 2000, log.read_text()[-2000:]
+                proc.send_signal(getattr(signal, signal_name))
+                for _ in range(10):  # frames keep coming while it stops
+                    image_pub.publish(stamp(rgb, sec + 1))
+                    threading.Event().wait(0.01)
+            assert proc.wait(timeout=20) == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        text = log.read_text()
+        assert "Traceback" not in text and "[ERROR]" not in text, text[-3000:]

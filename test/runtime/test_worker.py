@@ -101,6 +101,30 @@ def test_unwatched_frames_are_held_not_run_and_run_when_someone_listens():
         worker.stop()
 
 
+def test_a_watch_check_that_raises_holds_the_frame_and_the_worker_goes_on():
+    """At shutdown the middleware can fail under `wanted` (a publisher's subscription count
+    with the context gone): the worker thread must survive to finish its jobs and stop."""
+    rec, broken = Recorder(), threading.Event()
+
+    def wanted(key):
+        if broken.is_set():
+            raise RuntimeError("publisher's context is invalid")
+        return True
+
+    worker = FrameWorker(rec.process, rec.on_error, wanted=wanted, hold=30.0, poll=0.01)
+    try:
+        worker.submit("a")
+        wait_until(lambda: rec.frames == ["a"])
+        broken.set()
+        worker.submit("b")  # not wanted while the check fails
+        assert worker.call(lambda: "job done").result(5) == "job done"
+        assert rec.frames == ["a"]
+        broken.clear()
+        wait_until(lambda: rec.frames == ["a", "b"])
+    finally:
+        assert worker.stop()
+
+
 def test_a_held_frame_expires_after_hold_seconds():
     now = [0.0]
     rec = Recorder()

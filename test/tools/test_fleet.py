@@ -92,7 +92,11 @@ def assert_equal_to_bag_tool(job_input, output, topics, params_file, tmp_path):
         assert bag_cli.main([str(a) for a in argv + [f"--image-topic={t}" for t in topics]]) == 0
     finally:
         torch.set_num_threads(threads)
-    assert read_bag(output)[0] == read_bag(reference)[0]
+    written = read_bag(output)[0]
+    assert written == read_bag(reference)[0]
+    for topic in topics:  # each camera's clouds, points/clearing beside points
+        namespace = topic.rsplit("/", 1)[0]
+        assert {f"{namespace}/points", f"{namespace}/points/clearing"} <= set(written), topic
 
 
 def assert_outputs_equal_to_bag_tool(entries, params_file, tmp_path):
