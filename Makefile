@@ -57,11 +57,11 @@ bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 # On a lent CUDA host, whose Python has torch but no package index (../shared/gpu/README.md:
-# python3 with the wheels activated): the CUDA tests, then the CUDA benchmark tables.
+# python3 with the wheels activated): the CUDA tests, captured-vs-eager for every structural
+# option, a capture churn, the CUDA benchmark rows and one verdict table (bench/gpu_check.py).
 GPU_PYTHON ?= python3
 gpu-check:
-	$(GPU_PYTHON) -m pytest -ra -m cuda test/estimator
-	$(GPU_PYTHON) -m bench --only-cuda --node-seconds 5
+	$(GPU_PYTHON) -m bench.gpu_check
 
 clean:
 	rm -rf $(VENV) $(ONNX_VENV) $(JAZZY_VENV) build install log demo_out *.egg-info

@@ -21,7 +21,7 @@ from ..errors import BagError, ImageDecodeError, ImageSizeError, OutputExistsErr
 from ..files import atomic_directory, cannot_write, file_in_the_way
 from ..messages import topics
 from ..messages.decoding import decode_image
-from ..messages.outputs import DEFAULT_OUTPUTS, MessageBuilder, PendingFrame
+from ..messages.outputs import DEFAULT_OUTPUTS, MessageBuilder, PendingFrame, arrays_for
 from ..runtime.batching import by_image_size
 from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings
 from .definitions import copy_definitions
@@ -204,8 +204,11 @@ class BagProcessor:
     def _predict_chunk(self, chunk):
         """The chunk's frames through the model, one forward per image size."""
         for shape, frames in by_image_size(chunk.frames, lambda f: f.rgb).items():
+            wanted = {key for f in frames for key in f.owner.outputs}
             try:
-                result = self.estimator.predict(np.stack([f.rgb for f in frames]))
+                result = self.estimator.predict(
+                    np.stack([f.rgb for f in frames]), arrays=arrays_for(wanted, self.settings)
+                )
             except ImageSizeError as exc:  # e.g. preprocessing 'crop' on a camera not 640x480
                 raise BagError(
                     f"frames of {shape[1]}x{shape[0]} on {frames[0].owner.image_topic} cannot "

@@ -8,7 +8,6 @@ Both checkpoint formats go through `clip.model.build_model`, exactly as `clip.lo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import socket
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from clip.model import build_model
 
 from ..errors import ModelLoadError
+from .file_identity import sha256_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +55,6 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return torch.float16 if precision == "fp16" else torch.float32
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _is_vit_name(name: str) -> bool:

@@ -27,7 +27,14 @@ from .depth_head import (
     scene_bin_probabilities,
 )
 from .head import Head
-from .result import DepthResult, as_image_batch, input_region, network_image_size
+from .result import (
+    OUTPUT_FIELDS,
+    DepthResult,
+    as_image_batch,
+    fetched_fields,
+    input_region,
+    network_image_size,
+)
 from .scene_classification import SceneClassifier
 from .text_cache import default_cache_dir
 from .text_features import text_features
@@ -212,10 +219,12 @@ class DepthClip:
         """CLIP ResNet layer4 feature map (B, C, H/32, W/32) of a normalised input."""
         return self.encoder(x.to(self.dtype).contiguous(memory_format=torch.channels_last))
 
-    def warm_up(self) -> None:
-        """Predict once on a blank frame of the network's input size, so that the first real
-        frame does not pay for lazy initialisation (allocator, oneDNN / cuDNN kernel choice)."""
-        self.predict(np.zeros((*network_image_size(self.config), 3), np.uint8))
+    def warm_up(self, image_size=None) -> None:
+        """Predict once on a blank frame of `image_size` (height, width; default the network's
+        input size), so that the first real frame of that size does not pay for lazy
+        initialisation (allocator, oneDNN / cuDNN kernel choice, its CUDA graph's capture)."""
+        size = image_size or network_image_size(self.config)
+        self.predict(np.zeros((*size, 3), np.uint8), arrays=())
 
     def positions(self, imgs: torch.Tensor, cfg: DepthClipConfig) -> tuple:
         """uint8 (B, H, W, 3) on the device -> (position embeddings (B or 2B, hw, D), layer4
@@ -269,29 +278,33 @@ class DepthClip:
             out[:, :, top : top + h, left : left + w] = fine
         return out[:, 0], out[:, 1], coarse[:, 0], coarse_std, probs
 
-    def predict(self, images, scenes=None) -> DepthResult:
+    def predict(self, images, scenes=None, arrays=None) -> DepthResult:
         """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3).
 
         With scene_bins auto, each image's bins and tokens are its scene's: by default the
         scene CLIP finds most probable; `scenes` may instead be a list (one scene per image: an
         oracle) or a callable(scene names, probabilities (B, S)) -> one scene per image.
+        `arrays`: the DepthResult arrays to bring to the host (None: all; the depth always);
+        on a GPU the others never leave it.
         """
         head = self._head  # one frame, one config
         if self.graphs is None or head.classifier is not None:
-            return self.predict_eager(images, scenes)
+            return self.predict_eager(images, scenes, arrays)
         imgs = as_image_batch(images)
         cfg = head.config
-        outputs = self.graphs.run(imgs, cfg, head.text, head.bins)
+        fields = fetched_fields(arrays)
+        outputs = self.graphs.run(imgs, cfg, head.text, head.bins, fields)
         if outputs is None:  # this size's graph failed its capture or its check
-            return self.predict_eager(images, scenes)
+            return self.predict_eager(images, scenes, arrays)
         return DepthResult.from_outputs(
             outputs,
-            bins=head.bins.cpu().numpy(),
+            bins=np.asarray(cfg.depth_bins, np.float32),  # the head's bins, without a sync
             region=input_region(imgs.shape[1], imgs.shape[2], cfg),
+            fields=fields,
         )
 
     @torch.inference_mode()
-    def predict_eager(self, images, scenes=None) -> DepthResult:
+    def predict_eager(self, images, scenes=None, arrays=None) -> DepthResult:
         """`predict`, kernel by kernel (CPU, scene_bins auto, and the reference for the captured
         CUDA path)."""
         head = self._head  # one frame, one config
@@ -312,10 +325,12 @@ class DepthClip:
             probs = bin_probabilities(positions, head.text, cfg.temperature, grid)
             bins = head.bins.expand(batch, -1)
         outputs = self.depth_from_probabilities(probs, bins, cfg, (height, width))
+        fields = fetched_fields(arrays)
         return DepthResult.from_outputs(
-            [t.cpu().numpy() for t in outputs],
-            bins=head.bins.cpu().numpy(),
+            [t.cpu().numpy() for name, t in zip(OUTPUT_FIELDS, outputs) if name in fields],
+            bins=np.asarray(cfg.depth_bins, np.float32),
             region=region,
+            fields=fields,
             scenes=chosen,
             scene_scores=None if scores is None else scores.cpu().numpy(),
             image_bins=None if chosen is None else bins.cpu().numpy(),

@@ -1,26 +1,32 @@
 """The whole CUDA frame as one CUDA graph: uint8 upload, crop/resize, normalisation, encoder,
 head, upsampling, replayed with one launch instead of hundreds of Python-issued kernels.
 
-One graph per (batch, image size, number of bins, the config fields that change the graph's
-shape: preprocessing, network input, normalisation, dense features, head precision, flip).
-Text features, bins and temperature are inputs of the graph (static tensors copied before each
-replay), so a run-time change of tokens, bins or temperature replays the same graph. Host
-buffers are pinned and reused across frames; the upload and the download run on a stream of
-their own. No rclpy.
+One graph per (padded batch, image size, number of bins, the config fields that change the
+graph's shape: preprocessing, network input, normalisation, dense features, head precision,
+flip). Batches are padded to a power of two (BATCH_SIZES), so a bag's or several cameras'
+varying batches share a few graphs, and the cache holds every padded batch of a few image
+sizes. Text features, bins and temperature are inputs of the graph (static tensors, copied
+only when they changed), so a run-time change of tokens, bins or temperature replays the same
+graph. Host buffers are pinned and reused across frames; the upload and the download run on a
+stream of their own. No rclpy.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import weakref
 
 import numpy as np
 import torch
 
 from ..config.parameters import IMAGE_PATH_FIELDS
 from .depth_head import bin_probabilities
+from .result import OUTPUT_FIELDS
 
-MAX_GRAPHS = 8  # captured graphs kept (least recently used dropped): sizes x batches in use
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)  # a batch runs as the first of these that holds it
+IMAGE_SIZES_KEPT = 3  # camera sizes whose graphs of every padded batch the cache keeps
+MAX_GRAPHS = len(BATCH_SIZES) * IMAGE_SIZES_KEPT  # least recently used dropped beyond
 # How far a new graph's first replay may be from the eager path on the same frame (metres).
 AGREEMENT = {torch.float16: 5e-3, torch.float32: 1e-4}
 
@@ -31,12 +37,19 @@ def structure_key(cfg, batch: int, height: int, width: int, bins: int) -> tuple:
     return (batch, height, width, bins, *(getattr(cfg, f) for f in IMAGE_PATH_FIELDS))
 
 
+def padded_batch(batch: int) -> int:
+    """The batch a graph runs `batch` images as (the rest padded): the first of BATCH_SIZES that
+    holds it, or the batch itself beyond them."""
+    return next((size for size in BATCH_SIZES if size >= batch), batch)
+
+
 class CapturedFrame:
     """One captured graph with its static inputs and outputs."""
 
     def __init__(self, model, cfg, batch: int, height: int, width: int, text, bins):
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg = model, cfg  # `model`: a weak proxy (no cycle with the estimator)
         device = model.device
+        reserved_before = torch.cuda.memory_reserved(device)
         # Its own reference to every constant the frame reads (the normalisation's mean and
         # std): a graph replays addresses, which must outlive any cache that made them.
         self.constants = model.normalization_constants(cfg)
@@ -46,6 +59,9 @@ class CapturedFrame:
         self.text = text.detach().clone()
         self.bins = bins.detach().expand(batch, -1).clone()
         self.temperature = torch.tensor(float(cfg.temperature), device=device)
+        # What the static inputs hold: copied again only when the frame brings others (a
+        # config change replaces the head's tensors whole).
+        self._inputs_from = (text, bins, float(cfg.temperature))
         # Warm-up on a side stream (cuDNN picks its kernels, the allocator fills its pool), as
         # torch.cuda.graphs asks before a capture.
         side = torch.cuda.Stream(device)
@@ -57,10 +73,14 @@ class CapturedFrame:
         self.graph = torch.cuda.CUDAGraph()
         # Captured on a stream of the model's device: torch.cuda.graph's default stream is the
         # current device's, and a cuda:1 model's kernels would leave that graph empty.
+        # Capture errors only for this thread's unsafe calls: another thread's CUDA work (a
+        # pinned buffer allocated by a reader) must not invalidate this capture.
         with torch.cuda.device(device), torch.inference_mode():
-            with torch.cuda.graph(self.graph, stream=side):
+            with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
                 self.outputs = self._forward()
         self.host_out = [torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in self.outputs]
+        # What this graph holds on the device: its static buffers and its memory pool.
+        self.memory_bytes = torch.cuda.memory_reserved(device) - reserved_before
 
     def _forward(self):
         positions, _, grid = self.model.positions(self.images, self.cfg)
@@ -70,26 +90,33 @@ class CapturedFrame:
         )
 
     @torch.inference_mode()  # as captured: a graph of inference tensors replays under it
-    def run(self, images: np.ndarray, text, bins, temperature: float) -> list:
+    def run(self, images: np.ndarray, text, bins, temperature: float, fields=OUTPUT_FIELDS):
         """Replay on `images` (B, H, W, 3) uint8 with this frame's text features, bins and
-        temperature; the outputs as NumPy arrays of their own (the next frame reuses the
-        buffers)."""
+        temperature; the outputs `fields` (of OUTPUT_FIELDS, in its order) as NumPy arrays of
+        their own (the next frame reuses the buffers); the others stay on the device."""
         device = self.model.device
         current = torch.cuda.current_stream(device)
         np.copyto(self.host_in.numpy(), images)
         with torch.cuda.stream(self.copy_stream):
             self.images.copy_(self.host_in, non_blocking=True)
         current.wait_stream(self.copy_stream)
-        self.text.copy_(text)
-        self.bins.copy_(bins.expand_as(self.bins))
-        self.temperature.fill_(float(temperature))
+        inputs = (text, bins, float(temperature))
+        if inputs[0] is not self._inputs_from[0]:
+            self.text.copy_(text)
+        if inputs[1] is not self._inputs_from[1]:
+            self.bins.copy_(bins.expand_as(self.bins))
+        if inputs[2] != self._inputs_from[2]:
+            self.temperature.fill_(inputs[2])
+        self._inputs_from = inputs
         self.graph.replay()
         self.copy_stream.wait_stream(current)
+        wanted = [name in fields for name in OUTPUT_FIELDS]
         with torch.cuda.stream(self.copy_stream):
-            for host, out in zip(self.host_out, self.outputs):
-                host.copy_(out, non_blocking=True)
-        self.copy_stream.synchronize()
-        return [host.numpy().copy() for host in self.host_out]
+            for host, out, copy in zip(self.host_out, self.outputs, wanted):
+                if copy:
+                    host.copy_(out, non_blocking=True)
+        self.copy_stream.synchronize()  # the frame's one host sync
+        return [host.numpy().copy() for host, copy in zip(self.host_out, wanted) if copy]
 
 
 class CapturedFrames:
@@ -100,35 +127,56 @@ class CapturedFrames:
     (a stand-in in the CPU tests)."""
 
     def __init__(self, model, capture=CapturedFrame):
-        self.model = model
+        # A weak proxy: the estimator owns its graphs, and the graphs' device memory goes with
+        # the estimator at once, not when the cycle collector finds a cycle.
+        self.model = weakref.proxy(model)
         self._capture = capture
         self._graphs: collections.OrderedDict = collections.OrderedDict()  # key -> frame
         self._eager: dict = {}  # key -> why it runs eagerly
         self.captures = 0
+        self.evictions = 0  # graphs dropped for others: more keys in use than the cache holds
         self.status = "on"
 
-    def run(self, images: np.ndarray, cfg, text, bins) -> list | None:
-        """The captured frame's outputs, or None: this frame's key runs on the eager path."""
+    @property
+    def kept(self) -> int:
+        """Graphs in the cache."""
+        return len(self._graphs)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Device memory the kept graphs hold."""
+        return sum(getattr(frame, "memory_bytes", 0) for frame in self._graphs.values())
+
+    def run(self, images: np.ndarray, cfg, text, bins, fields=OUTPUT_FIELDS) -> list | None:
+        """The captured frame's outputs `fields` (OUTPUT_FIELDS' order, the depth first), or
+        None: this frame's key runs on the eager path."""
         batch, height, width, _ = images.shape
-        key = structure_key(cfg, batch, height, width, int(bins.shape[-1]))
+        padded = padded_batch(batch)
+        if padded > batch:  # copies of the last image: the graph's rows beyond are dropped
+            images = np.concatenate([images, np.repeat(images[-1:], padded - batch, axis=0)])
+        key = structure_key(cfg, padded, height, width, int(bins.shape[-1]))
         if key in self._eager:
             return None
         frame = self._graphs.get(key)
         if frame is None:
-            return self._first(key, images, cfg, text, bins)
-        self._graphs.move_to_end(key)
-        return frame.run(images, text, bins, cfg.temperature)
+            outputs = self._first(key, images, cfg, text, bins, fields)
+        else:
+            self._graphs.move_to_end(key)
+            outputs = frame.run(images, text, bins, cfg.temperature, fields)
+        if outputs is None or padded == batch:
+            return outputs
+        return [out[:batch].copy() for out in outputs]
 
-    def _first(self, key, images, cfg, text, bins):
+    def _first(self, key, images, cfg, text, bins, fields):
         """Capture `key`'s graph and check its first replay against the eager path."""
         batch, height, width, _ = images.shape
         self.captures += 1
         try:
             frame = self._capture(self.model, cfg, batch, height, width, text, bins)
-            outputs = frame.run(images, text, bins, cfg.temperature)
+            outputs = frame.run(images, text, bins, cfg.temperature, fields)
         except Exception as exc:  # any failure of the capture: the eager path still works
             return self._refuse(key, f"capture failed: {type(exc).__name__}: {exc}")
-        eager = self.model.predict_eager(images).depth
+        eager = self.model.predict_eager(images, arrays=()).depth
         graph = outputs[0]
         if not np.array_equal(np.isnan(graph), np.isnan(eager)):
             return self._refuse(key, "the graph's depth has NaN where the eager path's has none")
@@ -138,10 +186,17 @@ class CapturedFrames:
             return self._refuse(
                 key, f"the graph's depth differs from the eager path's by {gap:.3g} m"
             )
-        log.info("captured a CUDA graph for %dx%d images, batch %d", width, height, batch)
+        log.info(
+            "captured a CUDA graph for %dx%d images, batch %d: %.0f MB on the device",
+            width,
+            height,
+            batch,
+            getattr(frame, "memory_bytes", 0) / 1e6,
+        )
         self._graphs[key] = frame
         while len(self._graphs) > MAX_GRAPHS:
             self._graphs.popitem(last=False)
+            self.evictions += 1
         return outputs
 
     def _refuse(self, key, why: str):

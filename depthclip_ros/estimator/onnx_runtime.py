@@ -18,11 +18,13 @@ import numpy as np
 
 from ..config.parameters import IMAGE_PATH_FIELDS, DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
+from .file_identity import sha256_file
 from .head import Head
 from .result import (
     OUTPUT_FIELDS,
     DepthResult,
     as_image_batch,
+    fetched_fields,
     input_region,
     network_image_size,
 )
@@ -78,9 +80,46 @@ def text_dtype(precision: str, head_precision: str) -> str:
     return FLOAT16 if precision == "fp16" and head_precision == "model" else FLOAT32
 
 
-def providers_for(device: str, precision: str, tensorrt_cache: Path, available) -> list:
+# TensorRT's optimisation profile: the shapes one engine takes, so that neither a camera's size
+# nor a batch up to the node's largest builds another engine.
+TENSORRT_MAX_BATCH = 64  # the node's max_batch at most
+TENSORRT_MAX_IMAGE = (2160, 3840)  # (height, width): 4K
+TENSORRT_MIN_IMAGE = (32, 32)
+TENSORRT_MAX_BINS = 64
+
+
+def tensorrt_profile(embed_dim: int, bins: int, image_size: tuple, fixed_size: bool) -> dict:
+    """trt_profile_{min,opt,max}_shapes: images (B, H, W, 3) from one small image to
+    TENSORRT_MAX_BATCH 4K images (or the one size a fixed-size graph takes), optimised for one
+    image of `image_size`; text features and bins for 2 to TENSORRT_MAX_BINS bins."""
+    height, width = image_size
+    low = image_size if fixed_size else TENSORRT_MIN_IMAGE
+    high = image_size if fixed_size else TENSORRT_MAX_IMAGE
+    shapes = {
+        "min": (1, *low, 2),
+        "opt": (1, height, width, bins),
+        "max": (TENSORRT_MAX_BATCH, *high, TENSORRT_MAX_BINS),
+    }
+    return {
+        f"trt_profile_{name}_shapes": (
+            f"images:{b}x{h}x{w}x3,text_features:{embed_dim}x{k},bins:{k}"
+        )
+        for name, (b, h, w, k) in shapes.items()
+    }
+
+
+def tensorrt_cache_folder(cache_root: Path, model_sha256: str, precision: str) -> Path:
+    """The engine cache of one exported file and precision: a re-export with other weights (at
+    the same path) never finds another file's engines."""
+    return Path(cache_root) / f"{model_sha256[:16]}-{precision}"
+
+
+def providers_for(
+    device: str, precision: str, tensorrt_cache: Path, available, profile: dict | None = None
+) -> list:
     """The providers tried, best first: cpu -> CPU; cuda[:N] -> TensorRT (when installed), CUDA,
-    then CPU as the last fallback. An fp16 graph lets TensorRT build fp16 engines."""
+    then CPU as the last fallback. An fp16 graph lets TensorRT build fp16 engines; `profile`:
+    tensorrt_profile's shapes; `tensorrt_cache`: the file's own tensorrt_cache_folder."""
     if device == "cpu":
         return [(CPU, {})]
     index = device.split(":", 1)[1] if ":" in device else "0"
@@ -94,6 +133,7 @@ def providers_for(device: str, precision: str, tensorrt_cache: Path, available) 
                     "trt_fp16_enable": str(precision == "fp16"),
                     "trt_engine_cache_enable": "True",
                     "trt_engine_cache_path": str(tensorrt_cache),
+                    **(profile or {}),
                 },
             )
         )
@@ -199,12 +239,25 @@ class OnnxDepthClip:
                     "running on CPU; install onnxruntime-gpu for CUDA or TensorRT",
                     ", ".join(available),
                 )
-        cache = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt").expanduser()
-        if device != "cpu":
+        cache, profile = None, None
+        if device != "cpu" and TENSORRT in available:
+            root = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt")
+            cache = tensorrt_cache_folder(
+                root.expanduser(), sha256_file(self.path), self.precision
+            )
             cache.mkdir(parents=True, exist_ok=True)
+            meta = self.metadata
+            fixed = meta["image_height"] != ANY_SIZE
+            size = (
+                (int(meta["image_height"]), int(meta["image_width"]))
+                if fixed
+                else network_image_size(config)
+            )
+            profile = tensorrt_profile(int(meta["embed_dim"]), len(config.depth_bins), size, fixed)
+        chain = providers_for(device, self.precision, cache, available, profile)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
-        session = self._open(ort, options, providers_for(device, self.precision, cache, available))
+        session = self._open(ort, options, chain)
         self.provider = session.get_providers()[0]
         self.device = "cpu" if self.provider == CPU else device
         # What the CPU provider uses: the set number, else (0) one thread per core.
@@ -273,13 +326,15 @@ class OnnxDepthClip:
             checked = self._checked
         self._head = checked[1]
 
-    def warm_up(self) -> None:
-        size = self.image_size or network_image_size(self.config)
-        self.predict(np.zeros((*size, 3), np.uint8))
+    def warm_up(self, image_size=None) -> None:
+        """Predict once on a blank frame of `image_size` (a fixed-size graph: its size)."""
+        size = self.image_size or image_size or network_image_size(self.config)
+        self.predict(np.zeros((*size, 3), np.uint8), arrays=())
 
-    def predict(self, images, scenes=None) -> DepthResult:
+    def predict(self, images, scenes=None, arrays=None) -> DepthResult:
         """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3): any size, or the one size a
-        graph exported with --image-size takes."""
+        graph exported with --image-size takes. `arrays`: the DepthResult arrays to fetch
+        (None: all; the depth always)."""
         head = self._head  # one frame, one config
         cfg, bins = head.config, head.bins
         imgs = as_image_batch(images)
@@ -290,8 +345,9 @@ class OnnxDepthClip:
                 f"{self.image_size[0]} images, got {width}x{height}; export it again without "
                 f"--image-size (a graph for every size)"
             )
+        fields = fetched_fields(arrays)
         outputs = self.session.run(
-            list(GRAPH_OUTPUTS),
+            list(fields),
             {
                 "images": imgs,
                 "text_features": head.text,
@@ -300,5 +356,5 @@ class OnnxDepthClip:
             },
         )
         return DepthResult.from_outputs(
-            outputs, bins=bins, region=input_region(height, width, cfg)
+            outputs, bins=bins, region=input_region(height, width, cfg), fields=fields
         )

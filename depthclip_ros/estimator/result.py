@@ -55,13 +55,27 @@ def as_image_batch(images) -> np.ndarray:
 OUTPUT_FIELDS = ("depth", "depth_std", "coarse_depth", "coarse_std", "bin_probs")
 
 
+def fetched_fields(arrays=None) -> tuple:
+    """The OUTPUT_FIELDS a predict brings to the host for `arrays` (None: all): those asked
+    for, and the depth always, in OUTPUT_FIELDS order."""
+    if arrays is None:
+        return OUTPUT_FIELDS
+    unknown = sorted(set(arrays) - set(OUTPUT_FIELDS))
+    if unknown:
+        raise ValueError(f"no such arrays {unknown}; a prediction has {', '.join(OUTPUT_FIELDS)}")
+    return tuple(f for f in OUTPUT_FIELDS if f == "depth" or f in arrays)
+
+
 @dataclasses.dataclass
 class DepthResult:
+    """One prediction. Arrays a caller did not ask predict for (`arrays`) are None: on a GPU
+    they never cross to the host."""
+
     depth: np.ndarray  # (B, H, W) float32 metres at input resolution; NaN outside `region`
-    depth_std: np.ndarray  # (B, H, W) float32 metres: std of depth under the bin distribution
-    coarse_depth: np.ndarray  # (B, h, w) float32 metres on the feature grid
-    coarse_std: np.ndarray  # (B, h, w) float32 metres: its std
-    bin_probs: np.ndarray  # (B, K, h, w) float32 per-bin responses (the paper's Fig. 4)
+    depth_std: np.ndarray | None  # (B, H, W) float32 metres: std of depth under its bins
+    coarse_depth: np.ndarray | None  # (B, h, w) float32 metres on the feature grid
+    coarse_std: np.ndarray | None  # (B, h, w) float32 metres: its std
+    bin_probs: np.ndarray | None  # (B, K, h, w) float32 per-bin responses (the paper's Fig. 4)
     bins: np.ndarray  # (K,) metres of the config
     region: tuple  # (top, left, height, width) of the image the depth covers
     scenes: list | None = None  # scene_bins auto: the scene whose bins each image used
@@ -69,9 +83,11 @@ class DepthResult:
     image_bins: np.ndarray | None = None  # (B, K) metres each image used, with scenes
 
     @classmethod
-    def from_outputs(cls, outputs, bins, region, **extra) -> "DepthResult":
-        """From the depth step's arrays, in OUTPUT_FIELDS order."""
-        return cls(**dict(zip(OUTPUT_FIELDS, outputs)), bins=bins, region=region, **extra)
+    def from_outputs(cls, outputs, bins, region, fields=OUTPUT_FIELDS, **extra) -> "DepthResult":
+        """From the depth step's arrays `fields` (in OUTPUT_FIELDS order); the others None."""
+        arrays = dict.fromkeys(OUTPUT_FIELDS)
+        arrays.update(zip(fields, outputs))
+        return cls(**arrays, bins=bins, region=region, **extra)
 
     def bins_of(self, index: int) -> np.ndarray:
         return self.bins if self.image_bins is None else self.image_bins[index]

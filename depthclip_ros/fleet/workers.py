@@ -41,8 +41,8 @@ class ModelWorker:
             node=ray.get_runtime_context().get_node_id(),
         )
 
-    def predict(self, images):
-        return self.estimator.predict(images)
+    def predict(self, images, arrays=None):
+        return self.estimator.predict(images, arrays=arrays)
 
 
 class ActorModel:
@@ -57,9 +57,10 @@ class ActorModel:
             workers[start % len(workers) :] + workers[: start % len(workers)]
         )
 
-    def predict(self, images):
+    def predict(self, images, arrays=None):
+        """The estimator's predict on a worker: only `arrays` travel back (None: all)."""
         try:
-            return ray.get(next(self._next).predict.remote(images))
+            return ray.get(next(self._next).predict.remote(images, arrays))
         except ray.exceptions.RayTaskError as exc:  # the model refused the frames: say why
             if isinstance(exc.cause, DepthClipError):
                 raise exc.cause from None

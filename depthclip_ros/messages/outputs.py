@@ -23,6 +23,22 @@ DEFAULT_OUTPUTS = ("depth", "std", "camera_info", "points", "clearing")
 CLOUD_OUTPUTS = ("camera_info", "points", "clearing")  # what needs the camera_info
 
 
+def arrays_for(wanted, settings) -> tuple:
+    """The DepthResult arrays (`predict(..., arrays=)`) the `wanted` outputs (keys of
+    topics.OUTPUTS) are made of with these OutputSettings: on a GPU no other array crosses to
+    the host."""
+    wanted = set(wanted)
+    clouds = bool(wanted & set(CLOUD_OUTPUTS))
+    arrays = {"depth"}
+    if "std" in wanted or (clouds and settings.cloud_stride > 0):
+        arrays.add("depth_std")
+    if clouds and settings.cloud_stride == 0:
+        arrays |= {"coarse_depth", "coarse_std"}
+    if "clearing" in wanted:
+        arrays.add("bin_probs")
+    return tuple(sorted(arrays))
+
+
 def rgb8_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
     """Fields of a sensor_msgs/Image holding an (H, W, 3) uint8 image."""
     h, w = rgb.shape[:2]
@@ -123,9 +139,10 @@ def frame_outputs(
     `info` is the sensor_msgs/CameraInfo paired with the image, or None; `settings` the
     OutputSettings (cloud stride and filters, colour map, compressedDepth)."""
     depth = result.depth[index]
+    with_std = "std" in wanted and result.depth_std is not None
     return FrameOutputs(
         depth_image_fields(depth) if "depth" in wanted else None,
-        depth_image_fields(result.depth_std[index]) if "std" in wanted else None,
+        depth_image_fields(result.depth_std[index]) if with_std else None,
         (
             cloud_outputs(rgb, result, index, info, settings, "clearing" in wanted)
             if set(CLOUD_OUTPUTS) & set(wanted)
@@ -144,7 +161,12 @@ def cloud_outputs(
     rgb: np.ndarray, result, index: int, info, settings, clearing: bool = False
 ) -> CloudOutputs:
     """The depth image's camera_info and the point cloud of frame `index` of a `DepthResult`;
-    with `clearing`, the clearing cloud too."""
+    with `clearing`, the clearing cloud too. Nothing (no problem either) when the result lacks
+    the arrays the clouds need: predict was not asked for them (nobody subscribed then)."""
+    needs = ["depth_std"] if settings.cloud_stride > 0 else ["coarse_depth", "coarse_std"]
+    if any(getattr(result, name) is None for name in needs):
+        return CloudOutputs(None, None, None)
+    clearing = clearing and result.bin_probs is not None
     if info is None:
         return CloudOutputs(None, None, "no camera_info")
     height, width = result.depth[index].shape

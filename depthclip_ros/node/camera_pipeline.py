@@ -25,10 +25,12 @@ from sensor_msgs.msg import (
 
 from ..errors import ImageDecodeError
 from ..messages import topics
+from ..messages.camera_model import PinholeCamera
 from ..messages.decoding import decode_image
 from ..messages.outputs import (
     MessageBuilder,
     PendingFrame,
+    arrays_for,
     colored_image_fields,
     compressed_depth_fields,
     depth_image_fields,
@@ -86,6 +88,7 @@ class CameraPipeline:
 
         self.stats = FrameStats()
         self.camera_infos = CameraInfoPairing()
+        self._sizes_announced = set()  # image sizes camera_infos announced (a CUDA warm-up)
         self.scene = SceneHysteresis()  # scene_bins auto: this camera's current scene
         self.inputs = [
             AdaptiveInput(
@@ -127,6 +130,10 @@ class CameraPipeline:
     def watched(self) -> bool:
         return any(p.get_subscription_count() > 0 for p in self.outputs.values())
 
+    def subscribed(self) -> set:
+        """Keys of the outputs someone subscribes to now."""
+        return {key for key, p in self.outputs.items() if p.get_subscription_count() > 0}
+
     def frame_failed(self, exc: Exception):
         if not self.node.context.ok():  # shut down mid-frame (SIGINT, SIGTERM): not a failure
             return
@@ -158,7 +165,7 @@ class CameraPipeline:
             MESSAGES.image(header, depth_image_fields(result.depth[index]))
         )
         std = self.outputs["std"]
-        if std.get_subscription_count() > 0:  # lazy, like depth/colored
+        if std.get_subscription_count() > 0 and result.depth_std is not None:  # lazy
             std.publish(MESSAGES.image(header, depth_image_fields(result.depth_std[index])))
         colored = self.outputs["colored"]
         if colored.get_subscription_count() > 0:
@@ -196,6 +203,11 @@ class CameraPipeline:
     def _on_camera_info(self, info):  # executor thread
         for frame, paired in self.camera_infos.add(info):
             self._defer(self._publish_cloud, frame, paired, True)
+        camera = PinholeCamera.from_camera_info(info)  # the image's size: ROI and binning
+        size = (camera.height, camera.width)
+        if size not in self._sizes_announced and min(size) > 0:
+            self._sizes_announced.add(size)  # the camera's frames will have this size
+            self._defer(self.node.prepare_image_size, *size)
 
     def _give_up(self, ticket):  # worker thread, camera_info_wait after the image arrived
         waiting = self.camera_infos.give_up(ticket)
@@ -242,9 +254,13 @@ def process_frames(frames, params, estimator) -> list:
     for group in by_image_size(decoded, lambda frame: frame[2]).values():
         cameras = [camera for camera, _, _, _ in group]
         scenes = _scenes_of(cameras, params.node.scene_switch_frames)
+        # Only the arrays the subscribed outputs are made of leave the GPU.
+        wanted = set().union(*(camera.subscribed() for camera in cameras))
+        arrays = arrays_for(wanted, params.outputs)
         t0 = time.perf_counter()
         try:
-            result = estimator.predict(np.stack([rgb for _, _, rgb, _ in group]), scenes=scenes)
+            images = np.stack([rgb for _, _, rgb, _ in group])
+            result = estimator.predict(images, scenes=scenes, arrays=arrays)
         except Exception as exc:
             for camera in cameras:
                 camera.frame_failed(exc)

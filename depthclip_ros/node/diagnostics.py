@@ -25,6 +25,12 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
     values["model"] = estimator.model_identity if estimator else "none"
     if estimator is not None and hasattr(estimator, "graph_status"):  # the torch core
         values["cuda graphs"] = estimator.graph_status
+        graphs = getattr(estimator, "graphs", None)
+        if graphs is not None:
+            values["cuda graphs kept"] = (
+                f"{graphs.kept} ({graphs.memory_bytes / 1e6:.0f} MB on the device; "
+                f"{graphs.captures} captured, {graphs.evictions} pushed out by others)"
+            )
     values.update({f"{i.topic} reliability": str(i.reliability) for i in camera.inputs})
     if params.config.scene_bins == "auto":  # the scene whose bins the depth uses
         values["scene"] = camera.scene.scene or "none yet"

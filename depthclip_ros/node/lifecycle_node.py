@@ -302,6 +302,19 @@ class DepthClipNode(LifecycleNode):
     def _frame_failed(self, exc: Exception, name):  # worker thread
         self.cameras[name].frame_failed(exc)
 
+    def prepare_image_size(self, height: int, width: int):  # worker thread
+        """A camera's image size, known from its camera_info: on CUDA its graph is captured
+        now, not on its first frame (which would wait for the capture and its check)."""
+        estimator = self.estimator
+        if estimator is None or getattr(estimator, "graphs", None) is None:
+            return
+        try:
+            estimator.warm_up((height, width))
+        except Exception as exc:  # the frame of that size will say it again, and go on
+            self.get_logger().warning(
+                f"no warm-up at {width}x{height}: {type(exc).__name__}: {exc}"
+            )
+
     def _load_model(self, config):  # worker thread
         estimator = load_estimator(config)
         t0 = time.perf_counter()

@@ -82,3 +82,30 @@ def test_folded_batch_norms_match_the_unfolded_encoder_in_fp16(make_config, rn50
     np.testing.assert_allclose(
         folded.predict_eager(images).depth, unfolded.predict_eager(images).depth, atol=1e-3
     )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"head_precision": "model"},  # the official fp16 head, at the paper's T 0.1
+        {"dense_features": "projected"},
+        {"device": "cuda:0"},
+        {"preprocessing": "crop", "flip": True},
+    ],
+    ids=["head-model", "projected", "cuda0", "crop-flip"],
+)
+def test_every_structural_option_replays_the_eager_depth_at_t_0_1(
+    make_config, rn50_checkpoint, changes
+):
+    cfg = make_config(
+        model=str(rn50_checkpoint), device="cuda", precision="fp16", temperature=0.1
+    ).replace(**changes)
+    model = DepthClip(cfg)
+    images = frames(3)  # runs as a padded batch of 4
+    eager = model.predict_eager(images)
+    for _ in range(2):
+        graph = model.predict(images)
+        np.testing.assert_allclose(graph.depth, eager.depth, atol=TOLERANCE["fp16"])
+    assert model.graph_status == "on" and model.graphs.memory_bytes > 0
+    only = model.predict(images, arrays=("bin_probs",))  # the rest stays on the device
+    assert only.depth_std is None and only.bin_probs.shape[0] == 3

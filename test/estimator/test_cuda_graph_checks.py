@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers import structured_image
 
+from depthclip_ros.estimator import cuda_graph
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.cuda_graph import CapturedFrames
 from depthclip_ros.estimator.result import OUTPUT_FIELDS
@@ -27,10 +28,10 @@ def stand_in(offset_m=0.0, fails=False):
             self.model = model
             StandIn.made.append((batch, height, width))
 
-        def run(self, images, text, bins, temperature):
+        def run(self, images, text, bins, temperature, fields=OUTPUT_FIELDS):
             StandIn.replays.append(len(images))
             result = self.model.predict_eager(images)
-            outputs = [getattr(result, name).copy() for name in OUTPUT_FIELDS]
+            outputs = [getattr(result, name).copy() for name in fields]  # as the host copies
             outputs[0] = outputs[0] + np.float32(offset_m)
             return outputs
 
@@ -81,3 +82,74 @@ def test_a_graph_that_fails_or_disagrees_leaves_its_frames_on_the_eager_path(
 def test_off_or_on_cpu_no_graphs(make_config):
     assert DepthClip(make_config(cuda_graphs="off")).graph_status == "not used"  # CPU
     assert DepthClip(make_config()).graphs is None
+
+
+def test_batches_are_padded_to_a_few_graphs_and_sliced_back(model):
+    """A bag's or several cameras' varying batches: 3 runs as 4 and 5..8 as 8, each image's
+    depth its own (the padding rows dropped)."""
+    capture = stand_in()
+    model.graphs = CapturedFrames(model, capture)
+    images = np.stack([structured_image(96, 128, seed=s) for s in range(8)])
+    for batch in (3, 4, 5, 7, 8, 1):
+        result = model.predict(images[:batch])
+        assert result.depth.shape[0] == batch and result.bin_probs.shape[0] == batch
+        # (a batch of another size may sum in another order: float rounding apart)
+        eager = model.predict_eager(images[:batch]).depth
+        np.testing.assert_allclose(result.depth, eager, atol=1e-5)
+    assert [made[0] for made in capture.made] == [4, 8, 1]  # three graphs for six batches
+    assert model.graphs.evictions == 0
+
+
+def test_graphs_beyond_the_cache_push_the_least_recently_used_out_counted(model, monkeypatch):
+    monkeypatch.setattr(cuda_graph, "MAX_GRAPHS", 3)
+    capture = stand_in()
+    model.graphs = CapturedFrames(model, capture)
+    sizes = [(64, 96), (96, 128), (128, 160), (160, 192)]
+    for size in sizes:
+        model.predict(structured_image(*size))
+    assert len(capture.made) == 4 and model.graphs.evictions == 1
+    model.predict(structured_image(*sizes[-1]))  # kept: replayed
+    model.predict(structured_image(*sizes[0]))  # pushed out: captured again
+    assert len(capture.made) == 5 and model.graphs.evictions == 2
+
+
+def test_an_estimator_and_its_graphs_go_without_the_cycle_collector(make_config):
+    import gc
+    import weakref
+
+    model = DepthClip(make_config())
+    model.graphs = CapturedFrames(model, stand_in())
+    model.predict(structured_image(96, 128))
+    gone = weakref.ref(model)
+    gc.disable()
+    try:
+        del model
+        assert gone() is None  # freed by reference counting: its GPU memory goes at once
+    finally:
+        gc.enable()
+
+
+def test_only_the_arrays_asked_for_come_back(model):
+    """predict(arrays=...): on the captured path only those cross to the host (the depth
+    always); the eager path answers alike."""
+    model.graphs = CapturedFrames(model, stand_in())
+    image = structured_image(96, 128)
+    for predict in (model.predict, model.predict_eager):
+        result = predict(image, arrays=("bin_probs",))
+        assert result.depth_std is None and result.coarse_depth is None
+        assert result.coarse_std is None and result.bin_probs.shape[0] == 1
+        np.testing.assert_allclose(result.depth, model.predict_eager(image).depth, atol=1e-6)
+        assert predict(image, arrays=()).bin_probs is None
+    assert model.predict(image).depth_std is not None  # None: every array
+    with pytest.raises(ValueError, match="no such arrays"):
+        model.predict(image, arrays=("points",))
+
+
+def test_a_warm_up_at_the_cameras_size_captures_its_graph_before_its_first_frame(model):
+    """The node announces a camera's size from its camera_info; the frame then replays."""
+    capture = stand_in()
+    model.graphs = CapturedFrames(model, capture)
+    model.warm_up((120, 160))
+    assert capture.made == [(1, 120, 160)]
+    model.predict(structured_image(120, 160))
+    assert capture.made == [(1, 120, 160)] and model.graphs.captures == 1

@@ -19,8 +19,17 @@ from depthclip_ros.estimator import export
 from depthclip_ros.estimator.clip_loading import load_clip
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.depth_quantile import depth_quantile
+from depthclip_ros.estimator.file_identity import sha256_file
 from depthclip_ros.estimator.loading import load_estimator
-from depthclip_ros.estimator.onnx_runtime import CPU, CUDA, TENSORRT, OnnxDepthClip, providers_for
+from depthclip_ros.estimator.onnx_runtime import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    OnnxDepthClip,
+    providers_for,
+    tensorrt_cache_folder,
+    tensorrt_profile,
+)
 from depthclip_ros.messages import decoding
 from depthclip_ros.tools import export as export_cli
 
@@ -140,6 +149,17 @@ def test_tiny_graph_equals_the_torch_core(make_config, tmp_path, preprocessing, 
         assert_same_result(core.predict(images[:batch]), exported.predict(images[:batch]))
 
 
+def test_only_the_arrays_asked_for_are_fetched(make_config, tmp_path):
+    config = make_config(input_width=128, input_height=96)
+    exported = export_and_load(config, tmp_path / "tiny.onnx")
+    image = structured_image(*CAMERA)
+    full = exported.predict(image)
+    part = exported.predict(image, arrays=("bin_probs",))
+    assert part.depth_std is None and part.coarse_depth is None and part.coarse_std is None
+    np.testing.assert_array_equal(part.bin_probs, full.bin_probs)
+    np.testing.assert_array_equal(part.depth, full.depth)
+
+
 @pytest.mark.parametrize("flip", [False, True])
 def test_one_graph_serves_every_camera_size(make_config, tmp_path, flip):
     """Exported without --image-size, one graph takes every size (the resize in the graph),
@@ -210,6 +230,30 @@ def test_provider_chain_and_its_fallback_order(tmp_path):
     no_tensorrt = providers_for("cuda", "fp16", tmp_path, [CUDA, CPU])
     assert [name for name, _ in no_tensorrt] == [CUDA, CPU]
     assert providers_for("cuda", "fp32", tmp_path, [CPU]) == [(CPU, {})]
+
+
+def test_tensorrt_engines_are_kept_per_file_content_and_built_for_every_size(tmp_path):
+    """A re-export at the same path with other weights gets its own engine cache; one
+    optimisation profile spans batches 1..64 and image sizes up to 4K (a fixed-size graph: its
+    size), optimised for the expected frame."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"weights A")
+    first = tensorrt_cache_folder(tmp_path / "trt", sha256_file(model), "fp16")
+    model.write_bytes(b"weights B")
+    second = tensorrt_cache_folder(tmp_path / "trt", sha256_file(model), "fp16")
+    assert first != second and first.parent == second.parent == tmp_path / "trt"
+    assert tensorrt_cache_folder(tmp_path, "ab" * 32, "fp32").name == "abababababababab-fp32"
+    profile = tensorrt_profile(1024, 7, (416, 544), fixed_size=False)
+    assert profile == {
+        "trt_profile_min_shapes": "images:1x32x32x3,text_features:1024x2,bins:2",
+        "trt_profile_opt_shapes": "images:1x416x544x3,text_features:1024x7,bins:7",
+        "trt_profile_max_shapes": "images:64x2160x3840x3,text_features:1024x64,bins:64",
+    }
+    fixed = tensorrt_profile(512, 7, (480, 640), fixed_size=True)
+    assert fixed["trt_profile_max_shapes"].startswith("images:64x480x640x3,")
+    chain = providers_for("cuda", "fp16", first, [TENSORRT, CUDA, CPU], profile)
+    assert chain[0][1]["trt_profile_opt_shapes"] == profile["trt_profile_opt_shapes"]
+    assert chain[0][1]["trt_engine_cache_path"] == str(first)
 
 
 def test_bins_temperature_and_exported_prompts_change_without_re_export(make_config, tmp_path):

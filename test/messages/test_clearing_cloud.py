@@ -140,3 +140,23 @@ def test_pixels_without_depth_and_the_cloud_layout(make_config):
     assert [f[0] for f in fields["fields"]] == [n for n, _ in point_cloud.CLOUD_FIELDS]
     arr = np.frombuffer(fields["data"], "<f4").reshape(60, 80, 5)
     assert np.isnan(arr[:7, :, :3]).all() and np.isfinite(arr[8:59, 8:68, :3]).all()  # the box
+
+
+def test_the_outputs_wanted_name_the_arrays_predict_brings_back():
+    from depthclip_ros.messages.outputs import arrays_for
+
+    stride8, coarse = OutputSettings(cloud_stride=8), OutputSettings(cloud_stride=0)
+    assert arrays_for({"depth"}, stride8) == ("depth",)
+    assert arrays_for({"depth", "colored", "compressed_depth"}, stride8) == ("depth",)
+    assert arrays_for({"std"}, stride8) == ("depth", "depth_std")
+    assert arrays_for({"camera_info"}, stride8) == ("depth", "depth_std")
+    assert arrays_for({"points"}, coarse) == ("coarse_depth", "coarse_std", "depth")
+    assert arrays_for({"clearing"}, stride8) == ("bin_probs", "depth", "depth_std")
+
+
+def test_without_the_arrays_it_needs_a_frame_has_no_cloud_and_no_warning(make_config):
+    model = DepthClip(make_config())
+    result = model.predict(structured_image(), arrays=("depth",))
+    out = frame_outputs(structured_image(), result, 0, camera_info(), OutputSettings())
+    assert out.depth is not None and out.std is None
+    assert out.cloud.cloud is None and out.cloud.clearing is None and out.cloud.warning is None

@@ -782,9 +782,9 @@ def test_several_cameras_in_one_pass_with_one_model(tmp_path, params_file, stora
         loads.append(1)
         real_init(self, *args, **kwargs)
 
-    def recorded_predict(self, images, scenes=None):
+    def recorded_predict(self, images, scenes=None, arrays=None):
         batch_sizes.append(len(images))
-        return real_predict(self, images, scenes)
+        return real_predict(self, images, scenes, arrays)
 
     monkeypatch.setattr(DepthClip, "__init__", counted_init)
     monkeypatch.setattr(DepthClip, "predict", recorded_predict)

@@ -66,6 +66,7 @@ def test_benchmark_prints_every_table():
         "Options beyond the paper",
         "BatchNorm folding",
         "depth/std and cloud filters",
+        "Clearing cloud",
         "compressedDepth",
         "Conversions and cloud building per frame",
         "Node",
@@ -98,6 +99,11 @@ def test_benchmark_prints_every_table():
         -1
     ] == "forward (stem..layer4), for reference"
     assert len(uncertainty) == 7 and all(r["median (ms)"] for r in uncertainty)
+    clearing = tables["Clearing cloud"]
+    assert [r["work per frame"] for r in clearing][2] == (
+        "points/clearing's cost, stride 8 (difference)"
+    )
+    assert len(clearing) == 7 and all(r["/ forward"] for r in clearing)
 
     (node,) = tables["Node"]
     assert node["input rate (Hz)"] == "30"
@@ -184,3 +190,47 @@ def test_benchmark_prints_every_table():
     sequential, *fleets = tables["Fleet"]
     assert "2 depthclip-bag processes" in sequential["how"] and len(fleets) == 2
     assert all(float(r["frames/s, start-up included"]) > 0 for r in [sequential, *fleets])
+
+
+def test_gpu_check_says_in_one_line_that_there_is_no_cuda_device():
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = proc.stdout.splitlines()
+    assert line.startswith("gpu-check: no CUDA device on this machine")
+
+
+def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint):
+    """gpu-check's own steps, run here on CPU (no graphs: the eager path against itself), so a
+    GPU's few minutes are not lost to a typo; the verdict of known figures."""
+    from bench import gpu_check
+
+    head, rows, ok = gpu_check.captured_vs_eager(tiny_checkpoint, "cpu")
+    assert ok and len(rows) == len(gpu_check.STRUCTURAL_OPTIONS)
+    assert {r[1] for r in rows} == {"not used"} and {r[-1] for r in rows} == {"pass"}
+    _, rows, ok = gpu_check.capture_churn(tiny_checkpoint, "cpu")
+    assert ok and rows[0][-1] == "pass"
+    _, rows, bag_rate = gpu_check.bag_and_fleet(tiny_checkpoint, "cpu", frames_in_bag=12)
+    assert bag_rate > 0 and [r[0] for r in rows] == [
+        "depthclip-bag process (batch 1)",
+        "depthclip-fleet, 1 worker",
+    ]
+    assert float(rows[1][1]) > 0
+    core = [
+        ["core predict, captured frame (host to host)", "1", "1.50", "2.0", "666"],
+        ["core predict, captured frame (host to host)", "8", "4.0", "5.0", "1700"],
+    ]
+    node = [
+        ["1 camera", "300", "160.0", "160.0 / 160.0", "7.5", "9.0", "1.1"],
+        ["8 cameras, max_batch 8", "30", "232.0", "27.0 / 30.0", "9.0", "12.0", "3.0"],
+    ]
+    verdict = {row[0]: row[3] for row in gpu_check.verdicts(core, node, 450.0)}
+    assert verdict == {
+        "core fp16 batch 1, host to host p50 (ms)": "met",
+        "core fp16 batch 8 (frames/s)": "NOT MET",
+        "node, one VGA camera offered 300 Hz: depth out (Hz)": "met",
+        "node, one VGA camera offered 300 Hz: latency p50 (ms)": "met",
+        "node, 8 cameras x 30 Hz: slowest camera (Hz)": "NOT MET",
+        "depthclip-bag (VGA frames/s)": "met",
+    }

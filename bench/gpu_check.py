@@ -1,0 +1,267 @@
+"""make gpu-check: the CUDA path checked and measured on a lent GPU in one command, ending in one
+verdict table with the GPU named. Where torch sees no CUDA device it says so in one line.
+
+Steps: the CUDA tests (pytest -m cuda); the captured frame against the eager path for every
+structural option; a capture churn (more sizes than the graph cache holds); the benchmark's
+CUDA rows (core, node, depthclip-bag, one depthclip-fleet worker); the verdict against the
+targets of docs/performance.md. Runs as `python -m bench.gpu_check` on a host whose Python has
+torch and the package's wheels, without `.venv` (../shared/gpu/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from depthclip_ros.config.parameters import DepthClipConfig
+from depthclip_ros.estimator import cuda_graph
+from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.tools.random_clip import save_random_checkpoint
+from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene
+
+from .bag_bench import write_camera_bag
+from .benchmark import bench_cuda_core
+from .measure import machine, table
+from .node_bench import bench_cuda_node
+
+ROOT = Path(__file__).resolve().parents[1]
+VGA = (480, 640)
+
+# (label, config changes, batch, image size): each changes one thing of the first row, the
+# shipped CUDA set-up (fp16, the paper's temperature 0.1).
+STRUCTURAL_OPTIONS = (
+    ("fp16, T 0.1, cuda:0, batch 1, 640x480", {}, 1, VGA),
+    ("precision fp32", {"precision": "fp32"}, 1, VGA),
+    ("head_precision model (the official fp16 head)", {"head_precision": "model"}, 1, VGA),
+    ("dense_features projected", {"dense_features": "projected"}, 1, VGA),
+    ("preprocessing crop, flip (the paper)", {"preprocessing": "crop", "flip": True}, 1, VGA),
+    ("batch 8", {}, 8, VGA),
+    ("batch 3 (padded to 4)", {}, 3, VGA),
+    ("1280x720", {}, 1, (720, 1280)),
+    ("device cuda (no index)", {"device": "cuda"}, 1, VGA),
+)
+
+# (what, target, how the measured value passes), as docs/performance.md states the targets.
+TARGETS = {
+    "core fp16 batch 1, host to host p50 (ms)": ("<= 1.6", lambda v: v <= 1.6),
+    "core fp16 batch 8 (frames/s)": (">= 1800", lambda v: v >= 1800),
+    "node, one VGA camera offered 300 Hz: depth out (Hz)": (">= 150", lambda v: v >= 150),
+    "node, one VGA camera offered 300 Hz: latency p50 (ms)": ("<= 8", lambda v: v <= 8),
+    "node, 8 cameras x 30 Hz: slowest camera (Hz)": (">= 28", lambda v: v >= 28),
+    "depthclip-bag (VGA frames/s)": (">= 400", lambda v: v >= 400),
+}
+
+
+def frames(batch: int, size: tuple) -> np.ndarray:
+    """`batch` of the demo's scenes (640x480) resized to `size` (height, width)."""
+    names = list(SCENES)
+    scenes = [Image.fromarray(render_scene(names[i % len(names)])[0]) for i in range(batch)]
+    return np.stack([np.asarray(scene.resize(size[::-1])) for scene in scenes])
+
+
+def captured_vs_eager(ckpt, device: str = "cuda:0", options=STRUCTURAL_OPTIONS) -> tuple:
+    """Per structural option: the captured frame's status, its largest depth gap to the eager
+    path on the same frames, whether a replay repeats it exactly, the graphs' device memory."""
+    rows, passed = [], True
+    for label, changes, batch, size in options:
+        cfg = DepthClipConfig(
+            model=str(ckpt),
+            device=device,
+            cache_dir=tempfile.mkdtemp(),
+            temperature=0.1,
+            **{k: v for k, v in changes.items() if k != "device" or device != "cpu"},
+        )
+        model = DepthClip(cfg)
+        images = frames(batch, size)
+        first = model.predict(images)  # captured and checked here
+        again = model.predict(images)  # replayed
+        eager = model.predict_eager(images)
+        gap = float(np.nanmax(np.abs(first.depth - eager.depth)))
+        tolerance = cuda_graph.AGREEMENT.get(model.dtype, cuda_graph.AGREEMENT[torch.float16])
+        repeat = np.array_equal(first.depth, again.depth, equal_nan=True)
+        on = model.graph_status in ("on", "not used")  # "not used": a CPU dry run
+        ok = on and gap <= tolerance and repeat
+        passed &= ok
+        memory = model.graphs.memory_bytes / 1e6 if model.graphs is not None else 0.0
+        rows.append(
+            [
+                label,
+                model.graph_status,
+                f"{gap:.2e} (<= {tolerance:g})",
+                "yes" if repeat else "no",
+                f"{memory:.0f}",
+                "pass" if ok else "FAIL",
+            ]
+        )
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    head = ["option", "cuda graphs", "|graph - eager| max (m)", "replay repeats", "MB", "verdict"]
+    return head, rows, passed
+
+
+def capture_churn(ckpt, device: str = "cuda:0") -> tuple:
+    """More image sizes than the graph cache keeps, visited twice: every frame still right,
+    the evictions counted."""
+    model = DepthClip(
+        DepthClipConfig(model=str(ckpt), device=device, cache_dir=tempfile.mkdtemp())
+    )
+    sizes = [(240 + 32 * i, 320) for i in range(cuda_graph.IMAGE_SIZES_KEPT + 2)]
+    worst = 0.0
+    started = time.perf_counter()
+    for _ in range(2):
+        for size in sizes:
+            images = frames(1, size)
+            graph, eager = model.predict(images).depth, model.predict_eager(images).depth
+            worst = max(worst, float(np.nanmax(np.abs(graph - eager))))
+    seconds = time.perf_counter() - started
+    graphs = model.graphs
+    captures = graphs.captures if graphs is not None else 0
+    evictions = graphs.evictions if graphs is not None else 0
+    ok = worst <= cuda_graph.AGREEMENT[torch.float16] and model.graph_status in ("on", "not used")
+    row = [
+        f"{len(sizes)} sizes x 2 rounds (cache: {cuda_graph.MAX_GRAPHS} graphs, "
+        f"{cuda_graph.IMAGE_SIZES_KEPT} sizes of every padded batch)",
+        str(captures),
+        str(evictions),
+        f"{worst:.2e}",
+        f"{seconds:.1f}",
+        "pass" if ok else "FAIL",
+    ]
+    head = ["churn", "captures", "pushed out", "|graph - eager| max (m)", "seconds", "verdict"]
+    return head, [row], ok
+
+
+def _params(folder: Path, ckpt, device: str) -> Path:
+    path = folder / "params.yaml"
+    params = {"model": str(ckpt), "device": device, "cache_dir": str(folder / "cache")}
+    path.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": params}}))
+    return path
+
+
+def _module(module: str, *argv) -> str:
+    """A tool of the package run as `python -m` (no console scripts on the GPU host)."""
+    command = [sys.executable, "-m", module, *map(str, argv)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} failed: {proc.stderr.strip()[-800:]}")
+    return proc.stdout
+
+
+def bag_and_fleet(ckpt, device: str = "cuda", frames_in_bag: int = 600) -> tuple:
+    """depthclip-bag and one depthclip-fleet worker on `device`: VGA frames/s, start-up
+    excluded (the processing seconds each reports)."""
+    folder = Path(tempfile.mkdtemp())
+    params = _params(folder, ckpt, device)
+    write_camera_bag(folder / "archive" / "run0", frames_in_bag)
+    argv = ["--image-topic", "/cam/image_raw", "--params", params, "--quiet"]
+    out = _module(
+        "depthclip_ros.bag.cli", "process", folder / "archive" / "run0", folder / "out", *argv
+    )
+    bag_rate = frames_in_bag / float(re.search(r"copied, ([0-9.]+) s", out).group(1))
+    rows = [["depthclip-bag process (batch 1)", f"{bag_rate:.0f}"]]
+    fleet_rate = None
+    if importlib.util.find_spec("ray") is None:
+        rows.append(["depthclip-fleet, 1 worker", "not run: ray is not installed here"])
+    else:
+        out = _module(
+            "depthclip_ros.fleet.cli",
+            folder / "archive",
+            "--out",
+            folder / "fleet",
+            "--workers",
+            1,
+            "--gpus-per-worker",
+            1 if device.startswith("cuda") else 0,
+            *argv,
+        )
+        fleet_rate = float(re.search(r"start-up excluded\) \| ([0-9.]+)", out).group(1))
+        rows.append(["depthclip-fleet, 1 worker", f"{fleet_rate:.0f}"])
+    head = [f"tool ({frames_in_bag} VGA frames, MCAP)", "frames/s, start-up excluded"]
+    return head, rows, bag_rate
+
+
+def _value(rows, label, column, batch=None) -> float:
+    for row in rows:
+        if row[0] == label and (batch is None or row[1] == str(batch)):
+            return float(str(row[column]).split()[0])
+    raise KeyError(label)
+
+
+def verdicts(core_rows, node_rows, bag_rate) -> list:
+    """[what, target, measured, verdict] against TARGETS."""
+    captured = "core predict, captured frame (host to host)"
+    measured = {
+        "core fp16 batch 1, host to host p50 (ms)": _value(core_rows, captured, 2, batch=1),
+        "core fp16 batch 8 (frames/s)": _value(core_rows, captured, 4, batch=8),
+        "node, one VGA camera offered 300 Hz: depth out (Hz)": next(
+            float(r[2]) for r in node_rows if r[0] == "1 camera" and r[1] == "300"
+        ),
+        "node, one VGA camera offered 300 Hz: latency p50 (ms)": next(
+            float(r[4]) for r in node_rows if r[0] == "1 camera" and r[1] == "300"
+        ),
+        "node, 8 cameras x 30 Hz: slowest camera (Hz)": next(
+            float(r[3].split("/")[0]) for r in node_rows if r[0].startswith("8 cameras")
+        ),
+        "depthclip-bag (VGA frames/s)": bag_rate,
+    }
+    return [
+        [what, target, f"{measured[what]:.1f}", "met" if ok(measured[what]) else "NOT MET"]
+        for what, (target, ok) in TARGETS.items()
+    ]
+
+
+def main(argv=None) -> int:
+    first_line = __doc__.split("\n")[0]
+    p = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=first_line)
+    p.add_argument("--node-seconds", type=float, default=5.0, help="per node set-up (default 5)")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print(f"gpu-check: no CUDA device on this machine (torch {torch.__version__}): not run")
+        return 0
+    started = time.perf_counter()
+    print(f"# gpu-check\n\nMachine: {machine()}\n", flush=True)
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-ra", "-q", "-m", "cuda", "test/estimator"], cwd=ROOT
+    )
+    ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
+    head, rows, options_ok = captured_vs_eager(ckpt)
+    print("## Captured frame against the eager path (RN50 shapes, random weights)\n")
+    print(table(head, rows) + "\n", flush=True)
+    head, rows, churn_ok = capture_churn(ckpt)
+    print("## Capture churn\n")
+    print(table(head, rows) + "\n", flush=True)
+    core_head, core_rows = bench_cuda_core(ckpt)
+    print("## CUDA core (RN50 shapes, fp16)\n")
+    print(table(core_head, core_rows) + "\n", flush=True)
+    node_head, node_rows = bench_cuda_node(ckpt, args.node_seconds)
+    print(f"## CUDA node ({args.node_seconds:g} s each, default middleware)\n")
+    print(table(node_head, node_rows) + "\n", flush=True)
+    head, rows, bag_rate = bag_and_fleet(ckpt)
+    print("## Recorded bags on CUDA\n")
+    print(table(head, rows) + "\n", flush=True)
+    checks = [
+        ["CUDA tests (pytest -m cuda)", "pass", "pass" if tests.returncode == 0 else "FAIL"],
+        ["captured = eager, every structural option", "pass", "pass" if options_ok else "FAIL"],
+        ["capture churn", "pass", "pass" if churn_ok else "FAIL"],
+    ]
+    rows = [[what, target, got, got] for what, target, got in checks]
+    rows += verdicts(core_rows, node_rows, bag_rate)
+    print(f"## Verdict ({torch.cuda.get_device_name(0)}, {time.perf_counter() - started:.0f} s)\n")
+    print(table(["what", "target", "measured", "verdict"], rows))
+    return 0 if all(r[3] in ("pass", "met") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
