@@ -75,13 +75,11 @@ def captured_vs_eager(ckpt, device: str = "cuda:0", options=STRUCTURAL_OPTIONS) 
     path on the same frames, whether a replay repeats it exactly, the graphs' device memory."""
     rows, passed = [], True
     for label, changes, batch, size in options:
-        cfg = DepthClipConfig(
-            model=str(ckpt),
-            device=device,
-            cache_dir=tempfile.mkdtemp(),
-            temperature=0.1,
-            **{k: v for k, v in changes.items() if k != "device" or device != "cpu"},
-        )
+        fields = dict(model=str(ckpt), device=device, cache_dir=tempfile.mkdtemp())
+        fields["temperature"] = 0.1
+        # The options' own device (cuda without an index) on a GPU; a CPU dry run stays on CPU.
+        fields.update({k: v for k, v in changes.items() if k != "device" or device != "cpu"})
+        cfg = DepthClipConfig(**fields)
         model = DepthClip(cfg)
         images = frames(batch, size)
         first = model.predict(images)  # captured and checked here
@@ -192,11 +190,19 @@ def bag_and_fleet(ckpt, device: str = "cuda", frames_in_bag: int = 600) -> tuple
     return head, rows, bag_rate
 
 
+def _number(cell) -> float:
+    """A table cell's leading number; NaN for '-' (nothing measured), which no target meets."""
+    try:
+        return float(str(cell).split("/")[0].split()[0])
+    except (ValueError, IndexError):
+        return float("nan")
+
+
 def _value(rows, label, column, batch=None) -> float:
     for row in rows:
         if row[0] == label and (batch is None or row[1] == str(batch)):
-            return float(str(row[column]).split()[0])
-    raise KeyError(label)
+            return _number(row[column])
+    return float("nan")
 
 
 def verdicts(core_rows, node_rows, bag_rate) -> list:
@@ -205,14 +211,14 @@ def verdicts(core_rows, node_rows, bag_rate) -> list:
     measured = {
         "core fp16 batch 1, host to host p50 (ms)": _value(core_rows, captured, 2, batch=1),
         "core fp16 batch 8 (frames/s)": _value(core_rows, captured, 4, batch=8),
-        "node, one VGA camera offered 300 Hz: depth out (Hz)": next(
-            float(r[2]) for r in node_rows if r[0] == "1 camera" and r[1] == "300"
+        "node, one VGA camera offered 300 Hz: depth out (Hz)": _value(
+            node_rows, "1 camera", 2, batch=300
         ),
-        "node, one VGA camera offered 300 Hz: latency p50 (ms)": next(
-            float(r[4]) for r in node_rows if r[0] == "1 camera" and r[1] == "300"
+        "node, one VGA camera offered 300 Hz: latency p50 (ms)": _value(
+            node_rows, "1 camera", 4, batch=300
         ),
-        "node, 8 cameras x 30 Hz: slowest camera (Hz)": next(
-            float(r[3].split("/")[0]) for r in node_rows if r[0].startswith("8 cameras")
+        "node, 8 cameras x 30 Hz: slowest camera (Hz)": _value(
+            node_rows, "8 cameras, max_batch 8", 3
         ),
         "depthclip-bag (VGA frames/s)": bag_rate,
     }

@@ -226,6 +226,8 @@ def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint):
         ["8 cameras, max_batch 8", "30", "232.0", "27.0 / 30.0", "9.0", "12.0", "3.0"],
     ]
     verdict = {row[0]: row[3] for row in gpu_check.verdicts(core, node, 450.0)}
+    nothing = [["1 camera", "300", "0.0", "0.0 / 0.0", "-", "-", "-"]]  # no frame answered
+    assert gpu_check.verdicts(core, nothing, 450.0)[3][2:] == ["nan", "NOT MET"]
     assert verdict == {
         "core fp16 batch 1, host to host p50 (ms)": "met",
         "core fp16 batch 8 (frames/s)": "NOT MET",
