@@ -18,7 +18,7 @@ from depthclip_ros.bag.processing import plan_bag, process_bag
 from depthclip_ros.config.parameters import OutputSettings
 from depthclip_ros.config.params_files import load_config, load_params
 from depthclip_ros.estimator.loading import load_estimator
-from depthclip_ros.messages.outputs import MessageBuilder, rgb8_image_fields
+from depthclip_ros.messages.outputs import DEFAULT_OUTPUTS, MessageBuilder, rgb8_image_fields
 from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
 
 from .measure import timed
@@ -151,7 +151,8 @@ def bench_bag_outputs(ckpt, frames=300, repeats=3):
         "full copy (default)": {},
         "--outputs-only": dict(outputs_only=True),
         "--outputs-only --compressed-depth": dict(
-            outputs_only=True, outputs=("compressed_depth", "std", "camera_info", "points")
+            outputs_only=True,
+            outputs=tuple("compressed_depth" if k == "depth" else k for k in DEFAULT_OUTPUTS),
         ),
     }
     results = {name: [] for name in variants}
