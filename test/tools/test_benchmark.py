@@ -192,6 +192,7 @@ def test_benchmark_prints_every_table():
     assert all(float(r["frames/s, start-up included"]) > 0 for r in [sequential, *fleets])
 
 
+@pytest.mark.slow
 def test_gpu_check_says_in_one_line_that_there_is_no_cuda_device():
     proc = subprocess.run(
         [sys.executable, "-m", "bench.gpu_check"], cwd=ROOT, capture_output=True, text=True
@@ -201,6 +202,7 @@ def test_gpu_check_says_in_one_line_that_there_is_no_cuda_device():
     assert line.startswith("gpu-check: no CUDA device on this machine")
 
 
+@pytest.mark.slow
 def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint):
     """gpu-check's own steps, run here on CPU (no graphs: the eager path against itself), so a
     GPU's few minutes are not lost to a typo; the verdict of known figures."""
