@@ -23,17 +23,27 @@ DEFAULT_OUTPUTS = ("depth", "std", "camera_info", "points", "clearing")
 CLOUD_OUTPUTS = ("camera_info", "points", "clearing")  # what needs the camera_info
 
 
+def cloud_arrays(settings) -> tuple:
+    """The DepthResult arrays a cloud is made of: the fine std at a stride, the coarse grid's
+    depth and std at stride 0."""
+    return ("depth_std",) if settings.cloud_stride > 0 else ("coarse_depth", "coarse_std")
+
+
+def has_cloud_arrays(result, settings) -> bool:
+    """Whether predict brought back what the clouds need (it was asked for them)."""
+    return all(getattr(result, name) is not None for name in cloud_arrays(settings))
+
+
 def arrays_for(wanted, settings) -> tuple:
     """The DepthResult arrays (`predict(..., arrays=)`) the `wanted` outputs (keys of
     topics.OUTPUTS) are made of with these OutputSettings: on a GPU no other array crosses to
     the host."""
     wanted = set(wanted)
-    clouds = bool(wanted & set(CLOUD_OUTPUTS))
     arrays = {"depth"}
-    if "std" in wanted or (clouds and settings.cloud_stride > 0):
+    if "std" in wanted:
         arrays.add("depth_std")
-    if clouds and settings.cloud_stride == 0:
-        arrays |= {"coarse_depth", "coarse_std"}
+    if wanted & set(CLOUD_OUTPUTS):
+        arrays.update(cloud_arrays(settings))
     if "clearing" in wanted:
         arrays.add("bin_probs")
     return tuple(sorted(arrays))
@@ -163,8 +173,7 @@ def cloud_outputs(
     """The depth image's camera_info and the point cloud of frame `index` of a `DepthResult`;
     with `clearing`, the clearing cloud too. Nothing (no problem either) when the result lacks
     the arrays the clouds need: predict was not asked for them (nobody subscribed then)."""
-    needs = ["depth_std"] if settings.cloud_stride > 0 else ["coarse_depth", "coarse_std"]
-    if any(getattr(result, name) is None for name in needs):
+    if not has_cloud_arrays(result, settings):
         return CloudOutputs(None, None, None)
     clearing = clearing and result.bin_probs is not None
     if info is None:

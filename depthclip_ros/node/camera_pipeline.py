@@ -34,6 +34,7 @@ from ..messages.outputs import (
     colored_image_fields,
     compressed_depth_fields,
     depth_image_fields,
+    has_cloud_arrays,
 )
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneHysteresis
@@ -179,6 +180,8 @@ class CameraPipeline:
         now = self.node.get_clock().now()
         self.stats.timing("latency", (now - Time.from_msg(header.stamp)).nanoseconds * 1e-9)
         self.stats.count("published")
+        if not has_cloud_arrays(result, params.outputs):  # nobody wanted clouds at the forward
+            return
 
         frame = PendingFrame(header, rgb, params.outputs, result=result, index=index)
         pairing = self.camera_infos
