@@ -161,7 +161,6 @@ class OnnxDepthClip:
         # chooses the GPU providers' options, and a file that is not ours fails before that.
         self.metadata = self._read_metadata(ort)
         self.precision = self._check_precision(config.precision)
-        self.session = self._session(ort, config)
         meta = self.metadata
         # None: any size (the resize is in the graph); else the one size the graph takes.
         self.image_size = (
@@ -170,6 +169,7 @@ class OnnxDepthClip:
             else (int(meta["image_height"]), int(meta["image_width"]))
         )
         self.embed_dim = int(meta["embed_dim"])
+        self.session = self._session(ort, config)
         self.model_identity = meta["model_identity"]
         self.dtype = "float16" if self.precision == "fp16" else "float32"
         self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
@@ -246,14 +246,9 @@ class OnnxDepthClip:
                 root.expanduser(), sha256_file(self.path), self.precision
             )
             cache.mkdir(parents=True, exist_ok=True)
-            meta = self.metadata
-            fixed = meta["image_height"] != ANY_SIZE
-            size = (
-                (int(meta["image_height"]), int(meta["image_width"]))
-                if fixed
-                else network_image_size(config)
-            )
-            profile = tensorrt_profile(int(meta["embed_dim"]), len(config.depth_bins), size, fixed)
+            fixed = self.image_size is not None
+            size = self.image_size or network_image_size(config)
+            profile = tensorrt_profile(self.embed_dim, len(config.depth_bins), size, fixed)
         chain = providers_for(device, self.precision, cache, available, profile)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
