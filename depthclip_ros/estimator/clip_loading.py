@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import clip
@@ -106,7 +107,13 @@ def locate_checkpoint(model: str, download_root: str = "") -> tuple:
 def read_state_dict(path: str) -> dict:
     """State dict of a TorchScript archive (OpenAI's format) or of a plain torch.save file."""
     try:
-        return torch.jit.load(path, map_location="cpu").state_dict()
+        with warnings.catch_warnings():
+            # OpenAI ships CLIP as TorchScript, which only torch.jit.load reads; newer torch
+            # deprecates it with a warning on every run that the user can do nothing about.
+            warnings.filterwarnings(
+                "ignore", message="`torch.jit.load` is deprecated", category=FutureWarning
+            )
+            return torch.jit.load(path, map_location="cpu").state_dict()
     except RuntimeError:
         pass  # not a TorchScript archive
     try:

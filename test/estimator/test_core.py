@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import urllib.error
+import warnings
 
 import clip
 import numpy as np
@@ -349,6 +350,19 @@ def test_torchscript_archive_loads_like_state_dict(tmp_path, make_config):
     b = DepthClip(make_config(model=sd)).predict(img).depth
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
     np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], atol=1e-6)
+
+
+def test_reading_either_checkpoint_format_warns_nothing(tmp_path):
+    # OpenAI's RN50.pt is a TorchScript archive: a deprecation warning of torch.jit.load would
+    # reach the user on every start of the node and every tool.
+    from depthclip_ros.estimator.clip_loading import read_state_dict
+    from depthclip_ros.tools.random_clip import save_random_checkpoint
+
+    for name, torchscript in (("ts.pt", True), ("sd.pt", False)):
+        path = save_random_checkpoint(tmp_path / name, torchscript=torchscript)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert "text_projection" in read_state_dict(path)
 
 
 def test_missing_weights_error_names_the_file(tmp_path, monkeypatch):
