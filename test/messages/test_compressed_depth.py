@@ -3,6 +3,7 @@ codec.cpp (decodeCompressedDepthImage): format string, 12-byte ConfigHeader, a 1
 by Pillow, depth = depthQuantA / (v - depthQuantB), 0 -> NaN."""
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -49,3 +50,28 @@ def test_near_depths_saturate_instead_of_wrapping():
     depth = np.array([[0.01, 0.15, 1.0]], np.float32)  # 10100 / 0.01 is beyond uint16
     codes = compressed_depth.inverse_depth(depth, 10.0, 100.0)
     assert codes[0, 0] == codes[0, 1] == 65535 and 0 < codes[0, 2] < 65535
+
+
+@pytest.mark.parametrize("depth_max, z0", [(10.0, 100.0), (4.0, 50.0), (0.5, 1.0)])
+def test_codes_equal_the_plugins_rule_pixel_by_pixel_at_the_edges(depth_max, z0):
+    # The plugin's loop, one pixel at a time in float32: `depth < depth_max` (false for NaN)
+    # codes quantA / depth + quantB truncated (saturated here), anything else 0.
+    quant_a = np.float32(np.float32(z0) * np.float32(z0 + 1.0))
+    quant_b = np.float32(np.float32(1.0) - quant_a / np.float32(depth_max))
+
+    def plugin_code(d):
+        if not d < np.float32(depth_max):
+            return 0
+        with np.errstate(divide="ignore"):
+            value = quant_a / d + quant_b
+        return int(min(max(value, np.float32(0)), np.float32(65535)))
+
+    dmax = np.float32(depth_max)
+    edges = [0.0, -0.0, -1.0, 1e-6, 1e-3, np.inf, -np.inf, np.nan, dmax, 2 * dmax]
+    edges += [np.nextafter(dmax, np.float32(0)), np.nextafter(dmax, np.float32(np.inf))]
+    rng = np.random.default_rng(3)
+    depth = np.concatenate([edges, rng.uniform(-0.1, 1.5 * depth_max, 500)]).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning for 0, NaN or inf in the node's log
+        codes = compressed_depth.inverse_depth(depth.reshape(2, -1), depth_max, z0)
+    np.testing.assert_array_equal(codes.ravel(), [plugin_code(d) for d in depth])
