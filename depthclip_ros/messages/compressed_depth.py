@@ -35,7 +35,7 @@ def inverse_depth(depth: np.ndarray, depth_max: float, depth_quantization: float
     """(H, W) float32 metres -> (H, W) uint16 codes (0: NaN or at or beyond depth_max)."""
     quant_a, quant_b = quantisation(depth_max, depth_quantization)
     depth = np.asarray(depth, np.float32)
-    # Whole-array arithmetic: a boolean-mask assignment cost 4x the rest on a VGA frame.
+    # Whole-array arithmetic: a boolean-mask assignment is slow where NaN is scattered.
     with np.errstate(divide="ignore", invalid="ignore"):  # 0 -> inf, NaN stays NaN
         values = np.divide(quant_a, depth)  # float32 arithmetic, as the plugin's
         values += quant_b
