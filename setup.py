@@ -22,7 +22,8 @@ setup(
     # on a ROS install they come from the distro; pip-only set-ups install the
     # ROS wheels from requirements.txt.
     # The base install runs exported models on ONNX Runtime; the `torch` extra adds the torch
-    # core (CLIP checkpoints, the text encoder, depthclip-export).
+    # core (CLIP checkpoints, the text encoder, depthclip-export), `openvino` the OpenVINO
+    # backend.
     install_requires=[
         "numpy",
         "pyyaml",
@@ -35,6 +36,8 @@ setup(
     ],
     extras_require={
         "torch": ["torch", "openai-clip", "setuptools<81", "onnx", "onnxscript"],
+        # The OpenVINO backend (backend: openvino): exported graphs on Intel CPUs, GPUs, NPUs.
+        "openvino": ["openvino"],
     },
     zip_safe=True,
     maintainer="depthclip_ros maintainers",

@@ -23,8 +23,8 @@ import torch
 from depthclip_ros.config.parameters import DepthClipConfig, OutputSettings
 from depthclip_ros.config.params_files import load_config, resolve_scene_presets
 from depthclip_ros.estimator.core import DepthClip, DepthResult, preprocess
-from depthclip_ros.estimator.export import export
 from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.export.graph import export
 from depthclip_ros.messages import decoding, outputs
 from depthclip_ros.tools.random_clip import save_random_checkpoint
 from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene, scene_camera_info_fields

@@ -209,3 +209,19 @@ PAPER_ROWS = {
         "rmse": 2.934,
     },
 }
+
+
+def depth_agreement(reference: np.ndarray, other: np.ndarray) -> dict:
+    """How far `other`'s depth lies from `reference`'s (a lower precision against fp32), over
+    the pixels where both have depth: median and p99 of |difference| in metres, and the share of
+    pixels within delta < 1.25 of each other (max(a / b, b / a), the delta1 rule)."""
+    valid = np.isfinite(reference) & np.isfinite(other) & (reference > 0) & (other > 0)
+    a, b = reference[valid].astype(np.float64), other[valid].astype(np.float64)
+    if a.size == 0:
+        raise ValueError("no pixel has depth in both")
+    difference = np.abs(a - b)
+    return {
+        "median": float(np.median(difference)),
+        "p99": float(np.percentile(difference, 99)),
+        "delta": float(np.mean(np.maximum(a / b, b / a) < 1.25)),
+    }

@@ -18,7 +18,8 @@ NODE_FQN = "/" + NODE_NAME  # the node without a namespace; the tools read its p
 
 MODES = ("crop", "resize")
 DEVICES_FIXED = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp16", "fp32")
+OPENVINO_DEVICES = ("gpu", "npu")  # and gpu.N: OpenVINO's Intel graphics and NPU plugins
+PRECISIONS = ("auto", "fp16", "fp32", "bf16", "int8")
 NORMALIZATIONS = ("imagenet", "clip")
 DENSE_FEATURES = ("subsampled", "projected")
 SCENE_BINS = ("off", "auto")
@@ -42,7 +43,8 @@ NYU_SCENES = (
     "study_room",
 )
 HEAD_PRECISIONS = ("float32", "model")
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+ONNX_SUFFIX = ".onnx"
 CUDA_GRAPHS = ("auto", "off")
 TEMPLATE_FIELDS = ("object", "token")
 # Fields that fix the image path's structure: a CUDA graph is captured, an ONNX graph exported,
@@ -72,7 +74,8 @@ class DepthClipConfig(Schema):
     )
     backend: str = param(
         "auto",
-        "auto (onnxruntime for a .onnx model, else torch) | torch | onnxruntime",
+        "auto (onnxruntime for a .onnx model, else torch) | torch | onnxruntime | openvino (a "
+        ".onnx model on OpenVINO: pip install openvino)",
         read_only=True,
         choices=BACKENDS,
     )
@@ -86,15 +89,28 @@ class DepthClipConfig(Schema):
     download_root: str = param(
         "", "Folder of downloaded CLIP weights; empty = ~/.cache/clip", read_only=True
     )
-    device: str = param("auto", "auto | cpu | cuda | cuda:N", read_only=True)
+    device: str = param(
+        "auto",
+        "auto | cpu | cuda | cuda:N; backend openvino: auto (OpenVINO's AUTO) | cpu | gpu | "
+        "gpu.N | npu",
+        read_only=True,
+    )
     precision: str = param(
         "auto",
-        "auto (fp16 on CUDA, fp32 on CPU) | fp16 | fp32",
+        "auto (fp16 on CUDA, fp32 on CPU; an exported graph: its own) | fp32 | fp16 (CUDA) | "
+        "bf16 (a CPU with native bf16: torch, or OpenVINO's inference precision) | int8 (a "
+        "graph from depthclip-export --precision int8)",
         read_only=True,
         choices=PRECISIONS,
     )
     cache_dir: str = param(
         "", "Text-feature cache folder; empty = ~/.cache/depthclip_ros", read_only=True
+    )
+    openvino_cache_dir: str = param(
+        "",
+        "backend openvino: OpenVINO's compiled-model cache folder; empty = "
+        "~/.cache/depthclip_ros/openvino",
+        read_only=True,
     )
     tensorrt_cache_dir: str = param(
         "",
@@ -214,10 +230,7 @@ class DepthClipConfig(Schema):
     def check(self) -> None:
         if not self.model.strip():
             raise ConfigError("model", self.model, "must name a CLIP model or a checkpoint file")
-        if self.device not in DEVICES_FIXED and not _is_cuda_index(self.device):
-            raise ConfigError(
-                "device", self.device, f"must be one of {', '.join(DEVICES_FIXED)} or cuda:N"
-            )
+        _check_device_and_precision(self)
         for template in self.prompt_template:
             _check_template(template)
         _check_scenes(self)
@@ -242,6 +255,58 @@ class DepthClipConfig(Schema):
                 list(tokens),
                 f"{len(tokens)} tokens but {len(bins)} depth_bins; "
                 "each token needs exactly one bin",
+            )
+
+
+def _check_device_and_precision(cfg) -> None:
+    """The combinations of backend, device and precision that exist, one line for each other."""
+    onnx_model = cfg.model.endswith(ONNX_SUFFIX)
+    backend = cfg.backend if cfg.backend != "auto" else ("onnx" if onnx_model else "torch")
+    openvino_device = cfg.device in OPENVINO_DEVICES or _is_indexed(cfg.device, "gpu.")
+    if cfg.device not in DEVICES_FIXED and not (
+        _is_indexed(cfg.device, "cuda:") or openvino_device
+    ):
+        raise ConfigError(
+            "device",
+            cfg.device,
+            f"must be one of {', '.join(DEVICES_FIXED)}, cuda:N, or for backend openvino "
+            f"{', '.join(OPENVINO_DEVICES)}, gpu.N",
+        )
+    if openvino_device and cfg.backend != "openvino":
+        raise ConfigError(
+            "device",
+            cfg.device,
+            "is an OpenVINO device (Intel graphics, NPU): set backend openvino",
+        )
+    if cfg.backend == "openvino" and cfg.device.startswith("cuda"):
+        raise ConfigError(
+            "device", cfg.device, "backend openvino has no CUDA device; use backend onnxruntime"
+        )
+    if cfg.precision == "int8" and backend == "torch":
+        raise ConfigError(
+            "precision",
+            "int8",
+            "runs a graph quantised by depthclip-export --precision int8 (backend onnxruntime "
+            "or openvino); the torch backend has no int8 path",
+        )
+    if cfg.precision == "bf16":
+        if backend in ("onnx", "onnxruntime"):
+            raise ConfigError(
+                "precision",
+                "bf16",
+                "ONNX Runtime has no bf16 CPU path; use backend openvino (its bf16 inference "
+                "precision) or the torch backend",
+            )
+        if cfg.device.startswith("cuda"):
+            raise ConfigError(
+                "precision", "bf16", "is the CPU's lower precision; on CUDA use fp16"
+            )
+        if cfg.head_precision == "model":
+            raise ConfigError(
+                "head_precision",
+                "model",
+                "with precision bf16 the logits would be bf16 (steps of 2 at CLIP's logits of "
+                "200-400 at temperature 0.1); use float32",
             )
 
 
@@ -270,8 +335,9 @@ def _check_scenes(cfg) -> None:
             )
 
 
-def _is_cuda_index(device) -> bool:
-    return device.startswith("cuda:") and device[5:].isdigit()
+def _is_indexed(device: str, prefix: str) -> bool:
+    """cuda:N or gpu.N."""
+    return device.startswith(prefix) and device[len(prefix) :].isdigit()
 
 
 def _check_template(template: str) -> None:

@@ -18,6 +18,7 @@ import torch
 from clip.model import build_model
 
 from ..errors import ModelLoadError
+from .cpu_features import cpu_model_and_flags, native_bf16
 from .file_identity import sha256_file
 
 
@@ -53,8 +54,29 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The image trunk's dtype; ModelLoadError for a precision this device cannot run."""
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
+    if precision == "fp16" and device.type != "cuda":
+        raise ModelLoadError(
+            "precision fp16 needs a CUDA device; use precision: fp32, bf16 or auto on CPU"
+        )
+    if precision == "bf16":
+        if device.type != "cpu":
+            raise ModelLoadError("precision bf16 is the CPU's lower precision; on CUDA use fp16")
+        if not native_bf16():
+            model, _ = cpu_model_and_flags()
+            raise ModelLoadError(
+                f"precision bf16: this CPU ({model}) has no native bf16 (avx512_bf16 or AMX on "
+                f"x86, bf16 on Arm), so bf16 would run slower than fp32; use precision fp32, "
+                f"or an int8 graph (depthclip-export --precision int8)"
+            )
+        return torch.bfloat16
+    if precision == "int8":
+        raise ModelLoadError(
+            "precision int8 runs a graph quantised by depthclip-export --precision int8 on "
+            "backend onnxruntime or openvino; the torch backend has no int8 path"
+        )
     return torch.float16 if precision == "fp16" else torch.float32
 
 
@@ -136,10 +158,6 @@ def load_clip(
     """Load a CLIP ResNet model for inference on `device` in `precision`."""
     dev = resolve_device(device)
     dtype = resolve_dtype(precision, dev)
-    if dtype == torch.float16 and dev.type != "cuda":
-        raise ModelLoadError(
-            "precision fp16 needs a CUDA device; use precision: fp32 or auto on CPU"
-        )
     path, identity = locate_checkpoint(model, download_root)
     state_dict = read_state_dict(path)
     if "visual.proj" in state_dict:
@@ -159,6 +177,6 @@ def load_clip(
             f"checkpoint {path} does not fit clip.model.CLIP ({type(exc).__name__}: {exc})"
         ) from None
     net = net.to(dev).eval()
-    if dtype == torch.float32:
+    if dtype != torch.float16:  # bf16: the core casts its copy of the trunk, the rest stays fp32
         net.float()
     return LoadedModel(net, identity, path, dev, dtype)

@@ -46,6 +46,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
 
 STRIDE = 32  # CLIP ResNet layer4 stride
+PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def preprocess(images: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
@@ -104,11 +105,15 @@ class DepthClip:
         # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
         # (measured: docs/performance.md). Layout only: the weights' values do not change.
         encoder = dense_encoder(visual)
-        if not owned:  # the caller's model stays as it was: fold a copy of the trunk
+        # The caller's model stays as it was, and in bf16 CLIP's own modules (text encoder,
+        # attention pool) stay float32: fold, and cast, a copy of the trunk.
+        if not owned or self.dtype == torch.bfloat16:
             encoder = copy.deepcopy(encoder)
         # Inference only: each BatchNorm folded into its convolution, one kernel instead of two
         # (measured: docs/performance.md).
         fold_batch_norms(encoder)
+        if self.dtype == torch.bfloat16:  # weights cast: oneDNN's bf16 kernels (AVX-512, AMX)
+            encoder = encoder.to(torch.bfloat16)
         self.encoder = encoder.to(memory_format=torch.channels_last)
         self.attnpool = visual.attnpool  # its projections serve dense_features 'projected'
         # On CUDA the whole frame replays as one captured graph (cuda_graph; scene_bins auto and
@@ -154,6 +159,15 @@ class DepthClip:
     @property
     def model_identity(self) -> str:
         return self.loaded.identity
+
+    @property
+    def precision(self) -> str:
+        """The image trunk's precision: fp32, fp16 or bf16 (the head: head_precision)."""
+        return PRECISION_NAMES[self.dtype]
+
+    @property
+    def precision_detail(self) -> str:
+        return self.precision
 
     @property
     def cpu_threads(self) -> int:

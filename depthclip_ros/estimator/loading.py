@@ -1,7 +1,7 @@
-"""Which estimator runs a model: the torch core (a CLIP name or checkpoint) or ONNX Runtime (a
-file written by depthclip-export). Both take uint8 RGB images and give a DepthResult from
-`predict`; the node, the bag tool, the eval and the benchmark load either through
-`load_estimator`. No torch import here: the ONNX install has none.
+"""Which estimator runs a model: the torch core (a CLIP name or checkpoint), or a file written by
+depthclip-export on ONNX Runtime or OpenVINO. All take uint8 RGB images and give a DepthResult
+from `predict`; the node, the bag tool, the fleet, the eval and the benchmark load any of them
+through `load_estimator`. No torch import here: the ONNX install has none.
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from __future__ import annotations
 import gc
 import sys
 
+from ..config.parameters import ONNX_SUFFIX
 from ..errors import ModelLoadError
 
-ONNX_SUFFIX = ".onnx"
+EXPORTED_GRAPH_BACKENDS = ("onnxruntime", "openvino")
 
 
 def backend_of(config) -> str:
-    """torch or onnxruntime; auto picks onnxruntime for an exported .onnx file."""
+    """torch, onnxruntime or openvino; auto picks onnxruntime for an exported .onnx file."""
     if config.backend != "auto":
         return config.backend
     return "onnxruntime" if str(config.model).endswith(ONNX_SUFFIX) else "torch"
@@ -25,19 +26,24 @@ def load_estimator(config):
     """The estimator of `config.model` on the backend `config.backend` asks for."""
     backend = backend_of(config)
     is_onnx = str(config.model).endswith(ONNX_SUFFIX)
-    if backend == "onnxruntime":
+    if backend in EXPORTED_GRAPH_BACKENDS:
         if not is_onnx:
             raise ModelLoadError(
-                f"backend 'onnxruntime' runs a model exported by depthclip-export (a .onnx "
+                f"backend '{backend}' runs a model exported by depthclip-export (a .onnx "
                 f"file), got model '{config.model}'; export it first, or use backend torch"
             )
+        if backend == "openvino":
+            from .openvino_runtime import OpenVinoDepthClip
+
+            return OpenVinoDepthClip(config)
         from .onnx_runtime import OnnxDepthClip
 
         return OnnxDepthClip(config)
     if is_onnx:
         raise ModelLoadError(
             f"backend 'torch' cannot run the exported graph '{config.model}'; use backend "
-            f"auto or onnxruntime, or give the CLIP name or checkpoint it was exported from"
+            f"auto, onnxruntime or openvino, or give the CLIP name or checkpoint it was "
+            f"exported from"
         )
     try:
         from .core import DepthClip

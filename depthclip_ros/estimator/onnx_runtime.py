@@ -1,11 +1,5 @@
-"""DepthCLIP on ONNX Runtime: runs a graph written by depthclip-export, without torch.
-
-The graph is the core's image path (uint8 images -> depth); text features, bins and temperature
-are its inputs, so those change without re-export; it takes images of any size unless exported
-for one. What the graph fixed at export (preprocessing, network input, normalisation, dense
-features, flip, precision) is in its metadata and a config asking for something else is refused
-with the reason. Text features come from the cache (the folder depthclip-export filled beside
-the model, then cache_dir): prompts never exported need the torch text encoder and are refused.
+"""DepthCLIP on ONNX Runtime: runs a graph written by depthclip-export, without torch, on CPU,
+CUDA or TensorRT (what it shares with OpenVINO: exported_graph).
 """
 
 from __future__ import annotations
@@ -14,70 +8,15 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-
-from ..config.parameters import IMAGE_PATH_FIELDS, DepthClipConfig
-from ..errors import ConfigError, ImageSizeError, ModelLoadError
+from ..errors import ModelLoadError
+from .exported_graph import ExportedGraph
 from .file_identity import sha256_file
-from .head import Head
-from .result import (
-    OUTPUT_FIELDS,
-    DepthResult,
-    as_image_batch,
-    fetched_fields,
-    input_region,
-    network_image_size,
-)
-from .text_cache import (
-    FLOAT16,
-    FLOAT32,
-    cache_path,
-    default_cache_dir,
-    exported_text_dir,
-    load_cached,
-)
+from .result import network_image_size
+from .text_cache import default_cache_dir
 
 log = logging.getLogger("depthclip_ros")
 
-EXPORT_FORMAT = "1"
-GRAPH_INPUTS = ("images", "text_features", "bins", "temperature")
-GRAPH_OUTPUTS = OUTPUT_FIELDS
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
-
-
-ANY_SIZE = "any"  # image_height / image_width of a graph that takes every size
-GRAPH_PRECISIONS = ("fp32", "fp16")  # of the image path; inputs and outputs stay float32
-
-
-def graph_metadata(
-    cfg: DepthClipConfig, precision, identity, image_size, embed_dim, opset, exporter
-):
-    """The metadata depthclip-export writes into the file (ONNX metadata holds strings);
-    `image_size` None: a graph for every image size."""
-    meta = {name: str(getattr(cfg, name)) for name in IMAGE_PATH_FIELDS}
-    meta.update(
-        depthclip_export_format=EXPORT_FORMAT,
-        precision=precision,
-        model_identity=identity,
-        checkpoint_sha256=identity.rsplit("@sha256:", 1)[-1],
-        image_height=ANY_SIZE if image_size is None else str(image_size[0]),
-        image_width=ANY_SIZE if image_size is None else str(image_size[1]),
-        embed_dim=str(embed_dim),
-        opset=str(opset),
-        exporter=exporter,
-    )
-    return meta
-
-
-def graph_precision(meta: dict) -> str:
-    """fp32 or fp16; files exported before fp16 graphs existed say nothing and are fp32."""
-    return meta.get("precision", "fp32")
-
-
-def text_dtype(precision: str, head_precision: str) -> str:
-    """The cache key's precision of the text features a graph's head takes: fp16 only for the
-    official fp16 head (as DepthClip.head_dtype)."""
-    return FLOAT16 if precision == "fp16" and head_precision == "model" else FLOAT32
 
 
 # TensorRT's optimisation profile: the shapes one engine takes, so that neither a camera's size
@@ -142,11 +81,10 @@ def providers_for(
     return chain + [(CPU, {})]
 
 
-class OnnxDepthClip:
-    """The DepthClip interface (predict, update_config, warm_up, config, device) on ONNX
-    Runtime. Thread-safe for one predicting thread plus config updates."""
+class OnnxDepthClip(ExportedGraph):
+    """An exported graph on ONNX Runtime (ExportedGraph's interface)."""
 
-    def __init__(self, config: DepthClipConfig):
+    def _import(self):
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -154,33 +92,9 @@ class OnnxDepthClip:
                 f"backend onnxruntime needs the onnxruntime package ({exc}); "
                 f"pip install onnxruntime (or onnxruntime-gpu)"
             ) from None
-        self.path = Path(config.model).expanduser()
-        if not self.path.is_file():
-            raise ModelLoadError(f"exported model {self.path.resolve()} does not exist")
-        # The metadata first (a session without optimisations, on CPU): the graph's precision
-        # chooses the GPU providers' options, and a file that is not ours fails before that.
-        self.metadata = self._read_metadata(ort)
-        self.precision = self._check_precision(config.precision)
-        meta = self.metadata
-        # None: any size (the resize is in the graph); else the one size the graph takes.
-        self.image_size = (
-            None
-            if meta["image_height"] == ANY_SIZE
-            else (int(meta["image_height"]), int(meta["image_width"]))
-        )
-        self.embed_dim = int(meta["embed_dim"])
-        self.session = self._session(ort, config)
-        self.model_identity = meta["model_identity"]
-        self.dtype = "float16" if self.precision == "fp16" else "float32"
-        self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
-        self.cache_dirs = [
-            exported_text_dir(self.path),
-            Path(config.cache_dir or default_cache_dir()).expanduser(),
-        ]
-        self._checked = None  # (config, its Head) of the last config check_config accepted
-        self._head = self._make_head(config)
+        return ort
 
-    def _open(self, ort, options, chain):
+    def _session(self, ort, options, chain):
         try:
             return ort.InferenceSession(
                 str(self.path),
@@ -193,42 +107,22 @@ class OnnxDepthClip:
                 f"onnxruntime cannot load {self.path}: {type(exc).__name__}: {exc}"
             ) from None
 
-    def _read_metadata(self, ort) -> dict:
+    def _read_graph(self) -> tuple:
+        # A session without optimisations, on CPU: the graph's precision chooses the GPU
+        # providers' options, and a file that is not ours fails before that.
+        ort = self._import()
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = self._open(ort, options, [(CPU, {})])
-        meta = session.get_modelmeta().custom_metadata_map
-        if meta.get("depthclip_export_format") != EXPORT_FORMAT:
-            raise ModelLoadError(
-                f"{self.path} was not written by depthclip-export (format "
-                f"{EXPORT_FORMAT}): its metadata has no depthclip_export_format "
-                f"'{EXPORT_FORMAT}'; export the model with depthclip-export"
-            )
-        missing = [n for n in GRAPH_INPUTS if n not in {i.name for i in session.get_inputs()}]
-        if missing:
-            raise ModelLoadError(f"{self.path} lacks the graph inputs {', '.join(missing)}")
-        outputs = {o.name for o in session.get_outputs()}
-        if "depth_std" not in outputs:
-            raise ModelLoadError(
-                f"{self.path} was exported before depth/std existed (no depth_std output); "
-                f"export it again with depthclip-export"
-            )
-        return meta
+        session = self._session(ort, options, [(CPU, {})])
+        return (
+            dict(session.get_modelmeta().custom_metadata_map),
+            [i.name for i in session.get_inputs()],
+            [o.name for o in session.get_outputs()],
+        )
 
-    def _check_precision(self, requested: str) -> str:
-        """The graph's precision; `precision` auto takes it, fp32 / fp16 must match it."""
-        precision = graph_precision(self.metadata)
-        if requested not in ("auto", precision):
-            raise ConfigError(
-                "precision",
-                requested,
-                f"the exported graph {self.path.name} is {precision}; export it with "
-                f"depthclip-export --precision {requested}, or set precision auto",
-            )
-        return precision
-
-    def _session(self, ort, config):
+    def _open(self, config) -> None:
+        ort = self._import()
         available = ort.get_available_providers()
         device = config.device
         if device == "auto":
@@ -252,9 +146,10 @@ class OnnxDepthClip:
         chain = providers_for(device, self.precision, cache, available, profile)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
-        session = self._open(ort, options, chain)
-        self.provider = session.get_providers()[0]
+        self.session = self._session(ort, options, chain)
+        self.provider = self.session.get_providers()[0]
         self.device = "cpu" if self.provider == CPU else device
+        self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
         # What the CPU provider uses: the set number, else (0) one thread per core.
         self.cpu_threads = options.intra_op_num_threads or (os.cpu_count() or 1)
         if device != "cpu" and self.provider == CPU:
@@ -264,92 +159,6 @@ class OnnxDepthClip:
                 device,
                 ", ".join(available),
             )
-        return session
 
-    @property
-    def head(self) -> Head:
-        """The config in use and its text features and bins (replaced whole by update_config)."""
-        return self._head
-
-    @property
-    def config(self) -> DepthClipConfig:
-        return self._head.config
-
-    def _make_head(self, cfg: DepthClipConfig) -> Head:
-        """The Head of `cfg`, or ConfigError saying why the exported graph cannot run it."""
-        if cfg.scene_bins != "off":
-            raise ConfigError(
-                "scene_bins", cfg.scene_bins, "needs the torch backend (not in the exported graph)"
-            )
-        for name in IMAGE_PATH_FIELDS:
-            if str(getattr(cfg, name)) != self.metadata[name]:
-                raise ConfigError(
-                    name,
-                    getattr(cfg, name),
-                    f"the exported graph {self.path.name} was built with {name} "
-                    f"{self.metadata[name]}; export again with this value, or use the torch "
-                    f"backend",
-                )
-        tokens = len(cfg.prompt_sets[0])
-        dtype = text_dtype(self.precision, cfg.head_precision)
-        for folder in self.cache_dirs:
-            path = cache_path(folder, self.model_identity, cfg.prompt_sets, self.embed_dim, dtype)
-            text = load_cached(path, self.embed_dim, tokens)
-            if text is not None:
-                break
-        else:
-            raise ConfigError(
-                "depth_tokens",
-                list(cfg.depth_tokens),
-                "these prompts' text features were not exported with the model (they need the "
-                "torch text encoder): run depthclip-export with these parameters, or use the "
-                "torch backend",
-            )
-        return Head(cfg, text, np.asarray(cfg.depth_bins, np.float32))
-
-    def check_config(self, cfg: DepthClipConfig) -> None:
-        """ConfigError when the exported graph cannot run `cfg` (its text features loaded: what
-        update_config then uses)."""
-        self.config.check_read_only(cfg)
-        self._checked = (cfg, self._make_head(cfg))
-
-    def update_config(self, cfg: DepthClipConfig) -> None:
-        """Apply a new config from the next `predict` on, if the exported graph can run it."""
-        checked = self._checked
-        if checked is None or checked[0] is not cfg:
-            self.check_config(cfg)
-            checked = self._checked
-        self._head = checked[1]
-
-    def warm_up(self, image_size=None) -> None:
-        """Predict once on a blank frame of `image_size` (a fixed-size graph: its size)."""
-        size = self.image_size or image_size or network_image_size(self.config)
-        self.predict(np.zeros((*size, 3), np.uint8), arrays=())
-
-    def predict(self, images, scenes=None, arrays=None) -> DepthResult:
-        """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3): any size, or the one size a
-        graph exported with --image-size takes. `arrays`: the DepthResult arrays to fetch
-        (None: all; the depth always)."""
-        head = self._head  # one frame, one config
-        cfg, bins = head.config, head.bins
-        imgs = as_image_batch(images)
-        height, width = imgs.shape[1:3]
-        if self.image_size is not None and (height, width) != self.image_size:
-            raise ImageSizeError(
-                f"the exported graph {self.path.name} takes {self.image_size[1]}x"
-                f"{self.image_size[0]} images, got {width}x{height}; export it again without "
-                f"--image-size (a graph for every size)"
-            )
-        fields = fetched_fields(arrays)
-        outputs = self.session.run(
-            list(fields),
-            {
-                "images": imgs,
-                "text_features": head.text,
-                "bins": bins,
-                "temperature": np.asarray(cfg.temperature, np.float32),
-            },
-        )
-        return DepthResult.from_outputs(
-            outputs, bins=bins, region=input_region(height, width, cfg), fields=fields
-        )
+    def _run(self, fields: tuple, feeds: dict) -> list:
+        return self.session.run(list(fields), feeds)

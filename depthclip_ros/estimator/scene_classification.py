@@ -40,7 +40,8 @@ def global_embedding(features: torch.Tensor, attnpool, positions=None) -> torch.
     """
     b, c, h, w = features.shape
     heads = attnpool.num_heads
-    x = features.reshape(b, c, h * w).transpose(1, 2)  # (B, hw, C)
+    # In the pool's dtype: a bf16 trunk's features meet the float32 pool (CUDA fp16: both fp16).
+    x = features.to(attnpool.q_proj.weight.dtype).reshape(b, c, h * w).transpose(1, 2)
     x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)  # (B, 1 + hw, C)
     if positions is None:
         positions = resized_positional_embedding(attnpool, h, w)

@@ -23,6 +23,7 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
     level, message, values = health.evaluate(camera.stats.snapshot(), params.node, state)
     values["device"] = str(estimator.device) if estimator else "none"
     values["model"] = estimator.model_identity if estimator else "none"
+    values["precision"] = estimator.precision_detail if estimator else "none"
     if estimator is not None and hasattr(estimator, "graph_status"):  # the torch core
         values["cuda graphs"] = estimator.graph_status
         graphs = getattr(estimator, "graphs", None)

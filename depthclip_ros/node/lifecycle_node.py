@@ -321,7 +321,7 @@ class DepthClipNode(LifecycleNode):
         estimator.warm_up()  # the first camera frame then gets the steady-state latency
         self.get_logger().info(
             f"model {estimator.model_identity} on {estimator.device} "
-            f"({str(estimator.dtype).replace('torch.', '')}, {estimator.runtime}), warm-up "
+            f"({estimator.precision_detail}, {estimator.runtime}), warm-up "
             f"{(time.perf_counter() - t0) * 1e3:.0f} ms"
         )
         return estimator

@@ -1,11 +1,13 @@
 """depthclip-export: the core's image path as one ONNX graph, for ONNX Runtime (CPU, CUDA,
-TensorRT) without torch.
+TensorRT) and OpenVINO without torch.
 
   depthclip-export --model RN50|CKPT --out depthclip.onnx [--params P] [--preset NAME]
-                   [--precision fp32|fp16] [--image-size 640x480]
+                   [--precision fp32|fp16|int8] [--image-size 640x480]
+                   [--calibration demo|IMAGES_FOLDER|BAG [--calibration-topic T]]
 
-The command line of estimator/export.py: the graph, its metadata and the text features of the
-configured prompts and of every shipped preset beside it (FILE_text_features/).
+The command line of the export package: the graph, its metadata and the text features of the
+configured prompts and of every shipped preset beside it (FILE_text_features/); int8: the trunk
+quantised on --calibration's frames, its depth difference from fp32 printed and stored.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 from ..config.parameters import DepthClipConfig
 from ..config.params_files import load_params, preset_configs
 from ..errors import DepthClipError
-from ..estimator.export import export
-from ..estimator.onnx_runtime import ANY_SIZE, GRAPH_PRECISIONS
+from ..estimator.exported_graph import ANY_SIZE, GRAPH_PRECISIONS, precision_detail
 from ..estimator.text_cache import exported_text_dir
+from ..export.calibration import DEFAULT_LIMIT, calibration_frames
+from ..export.graph import export
+from ..export.quantization import export_int8
 from ..files import cannot_write
 
 
@@ -41,8 +45,23 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--precision",
         choices=GRAPH_PRECISIONS,
-        help="the graph's image path: fp32, or fp16 for CUDA / TensorRT (default: fp16 when "
-        "the parameter file says precision fp16, else fp32)",
+        help="the graph's image path: fp32, fp16 for CUDA / TensorRT, or int8 for CPUs (needs "
+        "--calibration) (default: fp16 when the parameter file says precision fp16, else fp32)",
+    )
+    parser.add_argument(
+        "--calibration",
+        help="int8: frames to calibrate on: 'demo' (the built-in scenes) or 'demo:corridor,...', "
+        "a folder of images, or a bag (a quarter of the frames held out to measure the int8 "
+        "graph against fp32)",
+    )
+    parser.add_argument(
+        "--calibration-topic", default="", help="the bag's image topic (default: its only one)"
+    )
+    parser.add_argument(
+        "--calibration-frames",
+        type=int,
+        default=DEFAULT_LIMIT,
+        help=f"at most this many frames, spread over the source (default {DEFAULT_LIMIT})",
     )
     parser.add_argument(
         "--image-size",
@@ -55,12 +74,25 @@ def main(argv=None) -> int:
         parser.error("--out must name a .onnx file")
     try:
         overrides = {"model": args.model} if args.model else {}
-        if args.precision:
-            overrides["precision"] = args.precision
+        int8 = args.precision == "int8"
+        if args.precision:  # int8 is the export's: the config it traces with is fp32
+            overrides["precision"] = "fp32" if int8 else args.precision
         config = DepthClipConfig.from_params(
             load_params(args.params, args.preset or (), overrides)
         )
-        meta = export(config, Path(args.out), args.image_size, preset_configs(args.params))
+        if int8 and not args.calibration:
+            parser.error(
+                "--precision int8 needs --calibration: 'demo', a folder of your camera's "
+                "images, or a bag of it"
+            )
+        out, presets = Path(args.out), preset_configs(args.params)
+        if int8:
+            frames, source = calibration_frames(
+                args.calibration, args.calibration_topic, args.calibration_frames
+            )
+            meta = export_int8(config, out, frames, source, args.image_size, presets)
+        else:
+            meta = export(config, out, args.image_size, presets)
     except DepthClipError as exc:
         print(f"depthclip-export: error: {exc}", file=sys.stderr)
         return 2
@@ -75,7 +107,7 @@ def main(argv=None) -> int:
     print(
         f"wrote {args.out}: {meta['model_identity']}, {sizes} images, "
         f"{meta['preprocessing']} to {meta['input_width']}x"
-        f"{meta['input_height']}, flip {meta['flip']}, {meta['precision']}, opset "
+        f"{meta['input_height']}, flip {meta['flip']}, {precision_detail(meta)}, opset "
         f"{meta['opset']}; text features "
         f"in {exported_text_dir(Path(args.out))}"
     )

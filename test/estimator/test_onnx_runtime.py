@@ -15,7 +15,6 @@ from ros_harness import running_node
 
 from depthclip_ros.config.params_files import load_config, preset_configs, preset_names
 from depthclip_ros.errors import ConfigError, ImageSizeError, ModelLoadError
-from depthclip_ros.estimator import export
 from depthclip_ros.estimator.clip_loading import load_clip
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.depth_quantile import depth_quantile
@@ -30,6 +29,7 @@ from depthclip_ros.estimator.onnx_runtime import (
     tensorrt_cache_folder,
     tensorrt_profile,
 )
+from depthclip_ros.export import graph as export
 from depthclip_ros.messages import decoding
 from depthclip_ros.tools import export as export_cli
 

@@ -14,8 +14,10 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
 from depthclip_ros.config.params_files import default_params_file
-from depthclip_ros.estimator import export
 from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.export import graph as export
+from depthclip_ros.export.quantization import export_int8
 from depthclip_ros.messages import decoding
 from depthclip_ros.tools.node_process import start_node_process
 
@@ -45,14 +47,24 @@ def test_the_onnx_install_has_neither_torch_nor_clip():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path, backend):
+    """fp32 on ONNX Runtime against the torch core; int8 on OpenVINO against the same int8 graph
+    run here (the node's start line names it)."""
     config = make_config(input_width=128, input_height=96)
     model = tmp_path / "exported.onnx"
-    export.export(config, model, (120, 160))
     image = structured_image(120, 160)
-    expected = DepthClip(config).predict(image).depth[0]
+    if backend == "onnxruntime":
+        export.export(config, model, (120, 160))
+        expected = DepthClip(config).predict(image).depth[0]
+    else:
+        shots = [structured_image(120, 160, seed=s) for s in range(4)]
+        export_int8(config, model, shots, "test frames", (120, 160))
+        int8 = load_estimator(config.replace(model=str(model), backend="openvino"))
+        expected = int8.predict(image).depth[0]
     overrides = {
         "model": str(model),
+        "backend": backend,
         "device": "cpu",
         "cache_dir": str(tmp_path / "empty_cache"),  # the features beside the model serve
         "temperature": 1.0,
@@ -83,7 +95,11 @@ def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path)
         assert got, f"no depth from the torch-free node; its log:\n{log.read_text()[-3000:]}"
         depth = decoding.depth_image_to_array(got[0])
         np.testing.assert_allclose(depth, expected, atol=1e-4)
-        assert "onnxruntime" in log.read_text() and "CPUExecutionProvider" in log.read_text()
+        started = log.read_text()
+        if backend == "onnxruntime":
+            assert "onnxruntime" in started and "CPUExecutionProvider" in started
+        else:
+            assert "openvino" in started and "int8 (against fp32 on 1 held-out frames" in started
     finally:
         node_proc.terminate()
         node_proc.wait(timeout=20)

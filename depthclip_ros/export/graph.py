@@ -23,14 +23,14 @@ import torch
 
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError
+from ..estimator.clip_loading import LoadedModel, load_clip
+from ..estimator.core import STRIDE, DepthClip
+from ..estimator.depth_head import bin_probabilities
+from ..estimator.exported_graph import GRAPH_INPUTS, GRAPH_OUTPUTS, graph_metadata
+from ..estimator.result import network_image_size
+from ..estimator.text_cache import exported_text_dir
+from ..estimator.text_features import text_features
 from ..files import atomic_write
-from .clip_loading import LoadedModel, load_clip
-from .core import STRIDE, DepthClip
-from .depth_head import bin_probabilities
-from .onnx_runtime import GRAPH_INPUTS, GRAPH_OUTPUTS, graph_metadata
-from .result import network_image_size
-from .text_cache import exported_text_dir
-from .text_features import text_features
 
 OPSET = 18  # Resize with antialias (the core's resize) needs 18
 

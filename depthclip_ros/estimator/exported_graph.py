@@ -1,0 +1,276 @@
+"""What the two runtimes of a depthclip-export graph (ONNX Runtime, OpenVINO) share: the graph's
+metadata and its checks, the text features, the config it runs, the frame's feeds and its
+DepthResult. A runtime opens the graph and runs it (onnx_runtime, openvino_runtime). No torch.
+
+The graph is the core's image path (uint8 images -> depth); text features, bins and temperature
+are its inputs, so those change without re-export; it takes images of any size unless exported
+for one. What the graph fixed at export (preprocessing, network input, normalisation, dense
+features, flip, precision) is in its metadata and a config asking for something else is refused
+with the reason. Text features come from the cache (the folder depthclip-export filled beside
+the model, then cache_dir): prompts never exported need the torch text encoder and are refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config.parameters import IMAGE_PATH_FIELDS, DepthClipConfig
+from ..errors import ConfigError, ImageSizeError, ModelLoadError
+from .head import Head
+from .result import (
+    OUTPUT_FIELDS,
+    DepthResult,
+    as_image_batch,
+    fetched_fields,
+    input_region,
+    network_image_size,
+)
+from .text_cache import (
+    FLOAT16,
+    FLOAT32,
+    cache_path,
+    default_cache_dir,
+    exported_text_dir,
+    load_cached,
+)
+
+EXPORT_FORMAT = "1"
+GRAPH_INPUTS = ("images", "text_features", "bins", "temperature")
+GRAPH_OUTPUTS = OUTPUT_FIELDS
+ANY_SIZE = "any"  # image_height / image_width of a graph that takes every size
+# The image path's precision; inputs and outputs stay float32. int8: depthclip-export
+# --precision int8 (the image trunk quantised, the head float).
+GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
+# The int8 graph's measured difference from its fp32 graph (depthclip-export, on held-out
+# calibration frames): metadata key -> words.
+INT8_FIGURES = {
+    "int8_depth_difference_median_m": "median",
+    "int8_depth_difference_p99_m": "p99",
+}
+INT8_AGREEMENT = "int8_delta_agreement"
+INT8_HELD_OUT = "int8_held_out_frames"
+
+
+def graph_metadata(
+    cfg: DepthClipConfig, precision, identity, image_size, embed_dim, opset, exporter
+):
+    """The metadata depthclip-export writes into the file (ONNX metadata holds strings);
+    `image_size` None: a graph for every image size."""
+    meta = {name: str(getattr(cfg, name)) for name in IMAGE_PATH_FIELDS}
+    meta.update(
+        depthclip_export_format=EXPORT_FORMAT,
+        precision=precision,
+        model_identity=identity,
+        checkpoint_sha256=identity.rsplit("@sha256:", 1)[-1],
+        image_height=ANY_SIZE if image_size is None else str(image_size[0]),
+        image_width=ANY_SIZE if image_size is None else str(image_size[1]),
+        embed_dim=str(embed_dim),
+        opset=str(opset),
+        exporter=exporter,
+    )
+    return meta
+
+
+def graph_precision(meta: dict) -> str:
+    """fp32, fp16 or int8; files exported before fp16 graphs existed say nothing and are fp32."""
+    return meta.get("precision", "fp32")
+
+
+def precision_detail(meta: dict) -> str:
+    """The graph's precision in words, with an int8 graph's measured difference from fp32."""
+    precision = graph_precision(meta)
+    if precision != "int8" or INT8_AGREEMENT not in meta:
+        return precision
+    figures = ", ".join(
+        f"{words} {float(meta[key]) * 1e3:.1f} mm" for key, words in INT8_FIGURES.items()
+    )
+    return (
+        f"int8 (against fp32 on {meta[INT8_HELD_OUT]} held-out frames: |depth difference| "
+        f"{figures}, {float(meta[INT8_AGREEMENT]) * 100:.1f} % within delta < 1.25)"
+    )
+
+
+def text_dtype(precision: str, head_precision: str) -> str:
+    """The cache key's precision of the text features a graph's head takes: fp16 only for the
+    official fp16 head (as DepthClip.head_dtype)."""
+    return FLOAT16 if precision == "fp16" and head_precision == "model" else FLOAT32
+
+
+def check_graph(path: Path, meta: dict, inputs, outputs) -> None:
+    """ModelLoadError unless the graph's metadata and names are depthclip-export's."""
+    if meta.get("depthclip_export_format") != EXPORT_FORMAT:
+        raise ModelLoadError(
+            f"{path} was not written by depthclip-export (format "
+            f"{EXPORT_FORMAT}): its metadata has no depthclip_export_format "
+            f"'{EXPORT_FORMAT}'; export the model with depthclip-export"
+        )
+    missing = [n for n in GRAPH_INPUTS if n not in set(inputs)]
+    if missing:
+        raise ModelLoadError(f"{path} lacks the graph inputs {', '.join(missing)}")
+    if "depth_std" not in set(outputs):
+        raise ModelLoadError(
+            f"{path} was exported before depth/std existed (no depth_std output); "
+            f"export it again with depthclip-export"
+        )
+    if graph_precision(meta) not in GRAPH_PRECISIONS:
+        raise ModelLoadError(
+            f"{path} has a {graph_precision(meta)} image path, which this version does not "
+            f"run ({', '.join(GRAPH_PRECISIONS)}); export it again"
+        )
+
+
+class ExportedGraph:
+    """The DepthClip interface (predict, check_config, update_config, warm_up, head, config,
+    device, dtype, precision) on a graph written by depthclip-export. A runtime subclass reads
+    the graph (`_read_graph`: metadata, input and output names), opens it (`_open`, which sets
+    `runtime`, `device` and `cpu_threads`) and runs one batch (`_run`). Thread-safe for one
+    predicting thread plus config updates."""
+
+    def __init__(self, config: DepthClipConfig):
+        self.path = Path(config.model).expanduser()
+        if not self.path.is_file():
+            raise ModelLoadError(f"exported model {self.path.resolve()} does not exist")
+        meta, inputs, outputs = self._read_graph()
+        check_graph(self.path, meta, inputs, outputs)
+        self.metadata = meta
+        self.graph_precision = graph_precision(meta)
+        self.precision = self._inference_precision(config.precision)
+        # None: any size (the resize is in the graph); else the one size the graph takes.
+        self.image_size = (
+            None
+            if meta["image_height"] == ANY_SIZE
+            else (int(meta["image_height"]), int(meta["image_width"]))
+        )
+        self.embed_dim = int(meta["embed_dim"])
+        self.model_identity = meta["model_identity"]
+        self._open(config)
+        self.dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(self.precision, "float32")
+        self.cache_dirs = [
+            exported_text_dir(self.path),
+            Path(config.cache_dir or default_cache_dir()).expanduser(),
+        ]
+        self._checked = None  # (config, its Head) of the last config check_config accepted
+        self._head = self._make_head(config)
+
+    # --- what a runtime provides
+    def _read_graph(self) -> tuple:
+        """(metadata dict, input names, output names) of the file."""
+        raise NotImplementedError
+
+    def _open(self, config: DepthClipConfig) -> None:
+        raise NotImplementedError
+
+    def _run(self, fields: tuple, feeds: dict) -> list:
+        """The graph's outputs `fields` (in that order) for `feeds`."""
+        raise NotImplementedError
+
+    def _inference_precision(self, requested: str) -> str:
+        """The precision it runs in: the graph's; `precision` auto takes it, any other value
+        must match it (a runtime with an inference precision of its own widens this)."""
+        if requested not in ("auto", self.graph_precision):
+            raise ConfigError(
+                "precision",
+                requested,
+                f"the exported graph {self.path.name} is {self.graph_precision}; export it with "
+                f"depthclip-export --precision {requested}, or set precision auto",
+            )
+        return self.graph_precision
+
+    # --- shared
+    @property
+    def precision_detail(self) -> str:
+        """The precision in words, with an int8 graph's measured difference from fp32."""
+        detail = precision_detail(self.metadata)
+        if self.precision != self.graph_precision:
+            return f"{self.precision} inference of the {detail} graph"
+        return detail
+
+    @property
+    def head(self) -> Head:
+        """The config in use and its text features and bins (replaced whole by update_config)."""
+        return self._head
+
+    @property
+    def config(self) -> DepthClipConfig:
+        return self._head.config
+
+    def _make_head(self, cfg: DepthClipConfig) -> Head:
+        """The Head of `cfg`, or ConfigError saying why the exported graph cannot run it."""
+        if cfg.scene_bins != "off":
+            raise ConfigError(
+                "scene_bins", cfg.scene_bins, "needs the torch backend (not in the exported graph)"
+            )
+        for name in IMAGE_PATH_FIELDS:
+            if str(getattr(cfg, name)) != self.metadata[name]:
+                raise ConfigError(
+                    name,
+                    getattr(cfg, name),
+                    f"the exported graph {self.path.name} was built with {name} "
+                    f"{self.metadata[name]}; export again with this value, or use the torch "
+                    f"backend",
+                )
+        tokens = len(cfg.prompt_sets[0])
+        dtype = text_dtype(self.graph_precision, cfg.head_precision)
+        for folder in self.cache_dirs:
+            path = cache_path(folder, self.model_identity, cfg.prompt_sets, self.embed_dim, dtype)
+            text = load_cached(path, self.embed_dim, tokens)
+            if text is not None:
+                break
+        else:
+            raise ConfigError(
+                "depth_tokens",
+                list(cfg.depth_tokens),
+                "these prompts' text features were not exported with the model (they need the "
+                "torch text encoder): run depthclip-export with these parameters, or use the "
+                "torch backend",
+            )
+        return Head(cfg, text, np.asarray(cfg.depth_bins, np.float32))
+
+    def check_config(self, cfg: DepthClipConfig) -> None:
+        """ConfigError when the exported graph cannot run `cfg` (its text features loaded: what
+        update_config then uses)."""
+        self.config.check_read_only(cfg)
+        self._checked = (cfg, self._make_head(cfg))
+
+    def update_config(self, cfg: DepthClipConfig) -> None:
+        """Apply a new config from the next `predict` on, if the exported graph can run it."""
+        checked = self._checked
+        if checked is None or checked[0] is not cfg:
+            self.check_config(cfg)
+            checked = self._checked
+        self._head = checked[1]
+
+    def warm_up(self, image_size=None) -> None:
+        """Predict once on a blank frame of `image_size` (a fixed-size graph: its size)."""
+        size = self.image_size or image_size or network_image_size(self.config)
+        self.predict(np.zeros((*size, 3), np.uint8), arrays=())
+
+    def predict(self, images, scenes=None, arrays=None) -> DepthResult:
+        """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3): any size, or the one size a
+        graph exported with --image-size takes. `arrays`: the DepthResult arrays to fetch
+        (None: all; the depth always)."""
+        head = self._head  # one frame, one config
+        cfg, bins = head.config, head.bins
+        imgs = as_image_batch(images)
+        height, width = imgs.shape[1:3]
+        if self.image_size is not None and (height, width) != self.image_size:
+            raise ImageSizeError(
+                f"the exported graph {self.path.name} takes {self.image_size[1]}x"
+                f"{self.image_size[0]} images, got {width}x{height}; export it again without "
+                f"--image-size (a graph for every size)"
+            )
+        fields = fetched_fields(arrays)
+        outputs = self._run(
+            fields,
+            {
+                "images": imgs,
+                "text_features": head.text,
+                "bins": bins,
+                "temperature": np.asarray(cfg.temperature, np.float32),
+            },
+        )
+        return DepthResult.from_outputs(
+            outputs, bins=bins, region=input_region(height, width, cfg), fields=fields
+        )

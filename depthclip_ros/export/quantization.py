@@ -1,0 +1,190 @@
+"""int8 graphs (depthclip-export --precision int8): the fp32 graph with its image trunk quantised
+by ONNX Runtime's static quantisation, calibrated on camera frames, and its depth measured
+against the fp32 graph's on frames held out of the calibration.
+
+The choices, each measured (docs/onnx.md, "int8 graphs"): QDQ format (ONNX Runtime and OpenVINO
+both run it as int8 kernels); activations uint8 with a zero point, weights int8 symmetric per
+output channel (x86's u8s8 kernels: with int8 activations ONNX Runtime left 16 of RN50's 55
+convolutions in float and ran no faster than fp32); MinMax calibration (Percentile and Entropy,
+and NNCF's quantiser, gave the same layer4 error); only the trunk's nodes (the first convolution
+to layer4's last ReLU: convolutions, residual adds, average pools) quantised, so preprocessing,
+the head (text features, softmax over the bins, depth sum, std) and the upsampling stay float.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..config.parameters import DepthClipConfig
+from ..errors import ConfigError, ModelLoadError
+from ..estimator.exported_graph import ANY_SIZE, INT8_AGREEMENT, INT8_FIGURES, INT8_HELD_OUT
+from ..estimator.onnx_runtime import OnnxDepthClip
+from ..estimator.text_cache import exported_text_dir
+from ..files import atomic_write
+from ..metrics import depth_agreement
+from .graph import export
+
+HELD_OUT_EVERY = 4  # every 4th calibration frame measures the difference instead
+QUANTISATION = "onnxruntime static QDQ: trunk u8 activations (MinMax), s8 per-channel weights"
+
+
+def split_frames(frames: list) -> tuple:
+    """(calibration frames, held-out frames): every HELD_OUT_EVERY-th frame held out, at least
+    one of each; ConfigError with fewer than two frames."""
+    if len(frames) < 2:
+        raise ConfigError(
+            "calibration",
+            f"{len(frames)} frame(s)",
+            "int8 needs at least 2 frames: some to calibrate, one held out to measure the "
+            "depth difference (more frames, a steadier calibration)",
+        )
+    held = set(range(HELD_OUT_EVERY - 1, len(frames), HELD_OUT_EVERY)) or {len(frames) - 1}
+    calibration = [f for i, f in enumerate(frames) if i not in held]
+    return calibration, [frames[i] for i in sorted(held)]
+
+
+def trunk_nodes(model) -> list:
+    """The names of the nodes on a path from the graph's first convolution to its last ReLU
+    (CLIP ResNet's stem to layer4's output): what int8 quantises."""
+    nodes = list(model.graph.node)
+    producer = {out: n for n in nodes for out in n.output}
+    consumers = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    first = next(n for n in nodes if n.op_type == "Conv")
+    last = [n for n in nodes if n.op_type == "Relu"][-1]
+
+    def reach(start, step):
+        seen, stack = set(), [start]
+        while stack:
+            node = stack.pop()
+            if node.name not in seen:
+                seen.add(node.name)
+                stack.extend(step(node))
+        return seen
+
+    after = reach(first, lambda n: [c for out in n.output for c in consumers.get(out, [])])
+    before = reach(last, lambda n: [producer[i] for i in n.input if i in producer])
+    return sorted(after & before)
+
+
+def graph_size(meta: dict):
+    """(height, width) a fixed-size graph takes, None for any size."""
+    if meta["image_height"] == ANY_SIZE:
+        return None
+    return int(meta["image_height"]), int(meta["image_width"])
+
+
+def fit_frames(frames: list, size) -> list:
+    """The frames, resized (PIL bilinear) to a fixed-size graph's `size` (height, width)."""
+    if size is None:
+        return list(frames)
+    from PIL import Image
+
+    return [
+        f if f.shape[:2] == size else np.asarray(Image.fromarray(f).resize(size[::-1], 2))
+        for f in frames
+    ]
+
+
+class _Feeds:
+    """onnxruntime's CalibrationDataReader protocol over frames: one frame a run."""
+
+    def __init__(self, frames, text, bins, temperature):
+        self._feeds = iter(
+            {
+                "images": frame[None],
+                "text_features": text,
+                "bins": bins,
+                "temperature": np.asarray(temperature, np.float32),
+            }
+            for frame in frames
+        )
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+def export_int8(
+    config: DepthClipConfig,
+    out: Path,
+    frames: list,
+    source: str,
+    image_size=None,
+    prompt_configs=(),
+) -> dict:
+    """Write the int8 graph of `config` to `out` (text features beside it, as `export`),
+    calibrated on `frames` (uint8 RGB, from `source`, its description); returns its metadata,
+    with the depth difference from the fp32 graph on the held-out frames."""
+    try:
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"int8 export needs onnx and onnxruntime's quantisation tools ({exc}); "
+            f"pip install onnx onnxruntime"
+        ) from None
+    calibration, held_out = split_frames(frames)
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path = Path(tmp) / out.name
+        meta = export(config.replace(precision="fp32"), fp32_path, image_size, prompt_configs)
+        size = graph_size(meta)
+        calibration, held_out = fit_frames(calibration, size), fit_frames(held_out, size)
+        text_dir = exported_text_dir(fp32_path)
+        run_config = config.replace(
+            model=str(fp32_path), backend="onnxruntime", device="cpu", precision="auto"
+        )
+        fp32 = OnnxDepthClip(run_config)
+        head = fp32.head
+        int8_path = Path(tmp) / f"int8_{out.name}"
+        root = logging.getLogger()
+        level = root.level  # the quantiser advises pre-processing on the root logger, every run
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_static(
+                str(fp32_path),
+                str(int8_path),
+                _Feeds(calibration, head.text, head.bins, config.temperature),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_quantize=trunk_nodes(onnx.load(str(fp32_path), load_external_data=False)),
+            )
+        finally:
+            root.setLevel(level)
+        int8 = OnnxDepthClip(run_config.replace(model=str(int8_path), cache_dir=str(text_dir)))
+        reference = np.concatenate([fp32.predict(f).depth.ravel() for f in held_out])
+        quantised = np.concatenate([int8.predict(f).depth.ravel() for f in held_out])
+        agreement = depth_agreement(reference, quantised)
+        meta = {
+            **meta,
+            "precision": "int8",
+            "quantization": QUANTISATION,
+            "int8_calibration": f"{source}: {len(calibration)} frames",
+            INT8_HELD_OUT: str(len(held_out)),
+            INT8_AGREEMENT: f"{agreement['delta']:.6f}",
+            **{key: f"{agreement[words]:.6g}" for key, words in INT8_FIGURES.items()},
+        }
+        model = onnx.load(str(int8_path))
+        del model.metadata_props[:]
+        onnx.helper.set_model_props(model, meta)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, lambda f: f.write(model.SerializeToString()))
+        target = exported_text_dir(out)
+        target.mkdir(parents=True, exist_ok=True)
+        for item in text_dir.iterdir():
+            (target / item.name).write_bytes(item.read_bytes())
+    return meta
