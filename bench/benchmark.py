@@ -1,8 +1,8 @@
 """Speed and memory of the core, the node and the eval; prints Markdown tables.
 
 Real RN50 shapes with random weights (speed does not depend on weight values).
-  make bench (python -m bench) [BENCH_ARGS='--quick | --only-node | --skip-node | --rates 5,15,30
-              | --node-seconds 20 | --camera-rate 5']
+  make bench (python -m bench) [BENCH_ARGS='--quick | --only-node | --only-cpu-variants
+              | --skip-node | --rates 5,15,30 | --node-seconds 20 | --camera-rate 5']
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from .node_bench import (
     bench_fairness,
     bench_node,
 )
+from .precision_bench import bench_cpu_variants
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -539,6 +540,11 @@ def main():
         "--only-node", action="store_true", help="just the node and several-cameras tables"
     )
     p.add_argument(
+        "--only-cpu-variants",
+        action="store_true",
+        help="just the CPU variants table (torch, ONNX Runtime, OpenVINO; fp32, bf16, int8)",
+    )
+    p.add_argument(
         "--only-bags",
         action="store_true",
         help="just the depthclip-bag and depthclip-fleet tables",
@@ -586,6 +592,24 @@ def run(args, disk: str) -> None:
     ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
+    if args.only_cpu_variants or not (args.only_node or args.only_bags):
+        rates = [r for r in args.rates if r in (15.0, 30.0)] or args.rates[-2:]
+        print(
+            f"## CPU variants (RN50 shapes, random weights, 640x480, batch 1; node: one camera "
+            f"at {', '.join(f'{r:g}' for r in rates)} Hz, {args.node_seconds:g} s each, "
+            f"default middleware)\n"
+        )
+        rows = bench_cpu_variants(
+            ckpt,
+            rates,
+            args.node_seconds,
+            3 if args.quick else 20,
+            args.dds_profile,
+            node=not args.skip_node,
+        )
+        print(table(*rows) + "\n")
+        if args.only_cpu_variants:
+            return
     if args.only_bags or not args.only_node:
         tiny = save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
         short, long = args.bag_frames

@@ -7,20 +7,13 @@ import time
 
 import torch
 
+from depthclip_ros.estimator.cpu_features import cpu_model_and_flags, speed_flags
+
 
 def machine() -> str:
-    cpu, flags = "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    # The vector units that decide CPU speed here (machines of this project differ in them).
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["no AVX2"]
+    cpu = cpu_model_and_flags()[0]
+    # The instructions that decide CPU speed here (machines of this project differ in them).
+    simd = speed_flags() or ["no AVX2"]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"{cpu}, {os.cpu_count()} cores ({' '.join(simd)}), {gpu}; torch {torch.__version__}, "

@@ -42,10 +42,11 @@ PIP_ONLY = {
     "apsw",
     "onnxruntime",
     "onnx",
+    "openvino",
     "ray",
 }  # openai-clip: no rosdep key; apsw: optional, rosbags falls back to sqlite3; onnxruntime,
-# onnx (depthclip-export), ray (depthclip-fleet): pip (README, docs/fleet.md), no rosdep key
-# verified in ros/rosdistro here
+# onnx (depthclip-export), openvino (backend openvino, optional), ray (depthclip-fleet): pip
+# (README, docs/onnx.md, docs/fleet.md), no rosdep key verified in ros/rosdistro here
 # Keys present in ros/rosdistro's rosdep/python.yaml (read from its repository, 2026-08-22
 # snapshot).
 KNOWN_ROSDEP_KEYS = {

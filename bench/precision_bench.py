@@ -1,0 +1,158 @@
+"""The CPU variants table of the benchmark: each precision and backend a CPU robot can run (torch
+fp32 and bf16, ONNX Runtime fp32 and int8, OpenVINO fp32, bf16 and int8), in one run: the core's
+predict at VGA (timed interleaved in this process), the node's output rate for a VGA camera
+offered at each rate (the node as its own process, default middleware), and the depth
+difference from torch fp32 on the NYU samples and the demo scenes."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from depthclip_ros.config.params_files import load_config, preset_configs
+from depthclip_ros.errors import DepthClipError
+from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.export.calibration import calibration_frames
+from depthclip_ros.export.graph import export
+from depthclip_ros.export.quantization import export_int8
+from depthclip_ros.metrics import depth_agreement
+from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene
+
+from .measure import timed
+from .node_bench import all_latencies_ms, middleware_env, run_nodes
+
+NYU_SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/nyu_samples/official_splits"
+# A random CLIP saturates the softmax at the shipped temperature 0.1 (one bin everywhere, every
+# variant equal); at 1.0 its depth follows the features, so the differences show.
+COMPARED_AT_TEMPERATURE = 1.0
+
+
+def nyu_frames() -> list:
+    from PIL import Image
+
+    return [
+        np.asarray(Image.open(p).convert("RGB")) for p in sorted(NYU_SAMPLES.rglob("rgb_*.jpg"))
+    ]
+
+
+def variants(ckpt: str, folder: Path) -> list:
+    """(name, parameter overrides) of every variant; the graphs exported to `folder`, the int8
+    one calibrated on the demo scenes (as a user without recorded frames would)."""
+    config = load_config(overrides={"model": ckpt, "device": "cpu"})
+    fp32, int8 = str(folder / "rn50_fp32.onnx"), str(folder / "rn50_int8.onnx")
+    export(config, Path(fp32), None, preset_configs())
+    frames, source = calibration_frames("demo")
+    export_int8(config, Path(int8), frames, source, None, preset_configs())
+    return [
+        ("torch fp32, NCHW (before channels_last)", {"model": ckpt, "precision": "fp32"}),
+        ("torch fp32, channels_last (shipped)", {"model": ckpt, "precision": "fp32"}),
+        ("torch bf16", {"model": ckpt, "precision": "bf16"}),
+        ("onnxruntime fp32", {"model": fp32, "backend": "onnxruntime"}),
+        ("onnxruntime int8", {"model": int8, "backend": "onnxruntime"}),
+        ("openvino fp32", {"model": fp32, "backend": "openvino"}),
+        ("openvino bf16", {"model": fp32, "backend": "openvino", "precision": "bf16"}),
+        ("openvino int8", {"model": int8, "backend": "openvino"}),
+    ]
+
+
+def nchw(model: DepthClip) -> DepthClip:
+    """The core with its trunk in the default layout (as before channels_last)."""
+    model.encoder = model.encoder.to(memory_format=torch.contiguous_format)
+    layout = model.dense_features
+    model.dense_features = lambda x: layout(x.contiguous())
+    return model
+
+
+def load(name: str, overrides: dict, cache: str):
+    try:
+        model = load_estimator(
+            load_config(overrides={"device": "cpu", "cache_dir": cache, **overrides})
+        )
+    except DepthClipError as exc:  # bf16 on a CPU without it: the table says so
+        return str(exc)
+    return nchw(model) if "NCHW" in name else model
+
+
+def agreement_cells(models, reference, frames) -> dict:
+    """{variant: "median / p99 mm, delta %"} against `reference` on `frames`."""
+    cells = {}
+    truth = np.concatenate([reference.predict(f).depth.ravel() for f in frames])
+    for name, model in models.items():
+        got = np.concatenate([model.predict(f).depth.ravel() for f in frames])
+        a = depth_agreement(truth, got)
+        cells[name] = (
+            f"{a['median'] * 1e3:.2f} / {a['p99'] * 1e3:.2f} mm, {a['delta'] * 100:.1f} %"
+        )
+    return cells
+
+
+def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True):
+    folder = Path(tempfile.mkdtemp())
+    specs = variants(ckpt, folder)
+    cache = tempfile.mkdtemp()
+    loaded = {name: load(name, overrides, cache) for name, overrides in specs}
+    models = {name: m for name, m in loaded.items() if not isinstance(m, str)}
+    frame = render_scene("corridor")[0]  # 640x480
+    times = timed([lambda m=m: m.predict(frame) for m in models.values()], reps, warmup=2)
+    medians = {name: statistics.median(t) for name, t in zip(models, times)}
+    p95 = {name: float(np.percentile(t, 95)) for name, t in zip(models, times)}
+    baseline = medians["torch fp32, channels_last (shipped)"]
+    for model in models.values():  # the same weights at a temperature that shows differences
+        model.update_config(model.config.replace(temperature=COMPARED_AT_TEMPERATURE))
+    reference = models["torch fp32, channels_last (shipped)"]
+    nyu = nyu_frames()
+    demo = [render_scene(name)[0] for name in SCENES]
+    nyu_cells = agreement_cells(models, reference, nyu) if nyu else {}
+    demo_cells = agreement_cells(models, reference, demo)
+    env = middleware_env(dds_profile)
+    rows = []
+    for name, overrides in specs:
+        model = loaded[name]
+        if isinstance(model, str):
+            rows.append([name, f"refused: {model}"] + ["-"] * (6 + len(rates)))
+            continue
+        rate_cells, latency = [], "-"
+        for rate in rates:
+            if not node or "NCHW" in name:  # not a node option: the shipped fp32 is NHWC
+                rate_cells.append("-")
+                continue
+            report, _, _ = run_nodes(ckpt, [("", overrides)], [], rate, seconds, env)
+            camera = report["cameras"][""]
+            rate_cells.append(
+                f"{camera['received'] / report['seconds']:.1f} of "
+                f"{camera['sent'] / report['seconds']:.1f}"
+            )
+            latency = f"{np.median(all_latencies_ms(report)):.0f}"
+        rows.append(
+            [
+                name,
+                model.runtime,
+                f"{medians[name] * 1e3:.1f}",
+                f"{p95[name] * 1e3:.1f}",
+                f"{baseline / medians[name]:.2f}x",
+                *rate_cells,
+                latency,
+                nyu_cells.get(name, "no NYU samples here"),
+                demo_cells[name],
+            ]
+        )
+        print("cpu variant", rows[-1], file=sys.stderr)
+    head = [
+        "variant",
+        "runtime",
+        "predict median (ms)",
+        "p95 (ms)",
+        "speed / torch fp32",
+        *(f"node out of {r:g} Hz (Hz)" for r in rates),
+        f"node latency median at {rates[-1]:g} Hz (ms)",
+        f"depth vs torch fp32, NYU samples (median / p99, delta<1.25; T "
+        f"{COMPARED_AT_TEMPERATURE:g})",
+        f"... demo scenes (T {COMPARED_AT_TEMPERATURE:g})",
+    ]
+    return head, rows
