@@ -25,7 +25,7 @@ from depthclip_ros.metrics import depth_agreement
 from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene
 
 from .measure import timed
-from .node_bench import all_latencies_ms, middleware_env, run_nodes
+from .node_bench import all_latencies_ms, middleware_env, node_inference_ms, run_nodes
 
 NYU_SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/nyu_samples/official_splits"
 # A random CLIP saturates the softmax at the shipped temperature 0.1 (one bin everywhere, every
@@ -115,9 +115,9 @@ def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True):
     for name, overrides in specs:
         model = loaded[name]
         if isinstance(model, str):
-            rows.append([name, f"refused: {model}"] + ["-"] * (6 + len(rates)))
+            rows.append([name, f"refused: {model}"] + ["-"] * (7 + len(rates)))
             continue
-        rate_cells, latency = [], "-"
+        rate_cells, latency, in_node = [], "-", "-"
         for rate in rates:
             if not node or "NCHW" in name:  # not a node option: the shipped fp32 is NHWC
                 rate_cells.append("-")
@@ -129,6 +129,7 @@ def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True):
                 f"{camera['sent'] / report['seconds']:.1f}"
             )
             latency = f"{np.median(all_latencies_ms(report)):.0f}"
+            in_node = f"{node_inference_ms(report):.0f}"
         rows.append(
             [
                 name,
@@ -138,6 +139,7 @@ def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True):
                 f"{baseline / medians[name]:.2f}x",
                 *rate_cells,
                 latency,
+                in_node,
                 nyu_cells.get(name, "no NYU samples here"),
                 demo_cells[name],
             ]
@@ -151,6 +153,7 @@ def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True):
         "speed / torch fp32",
         *(f"node out of {r:g} Hz (Hz)" for r in rates),
         f"node latency median at {rates[-1]:g} Hz (ms)",
+        f"forward in node at {rates[-1]:g} Hz, median (ms)",
         f"depth vs torch fp32, NYU samples (median / p99, delta<1.25; T "
         f"{COMPARED_AT_TEMPERATURE:g})",
         f"... demo scenes (T {COMPARED_AT_TEMPERATURE:g})",

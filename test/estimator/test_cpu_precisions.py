@@ -311,3 +311,29 @@ def test_export_cli_int8_as_a_process_prints_no_library_warnings(tiny_checkpoint
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and proc.stdout.startswith("wrote ")
     assert OnnxDepthClip  # the file loads: the tests above; here only what a user reads
+
+
+def test_depthclip_bag_runs_an_int8_graph_on_openvino_from_a_parameter_file(
+    tiny_config, int8_graph, tmp_path
+):
+    """The tools take every variant through the same parameter file as the node."""
+    import yaml
+    from bag_factory import deserialize, read_bag, write_bag
+
+    from depthclip_ros.bag import cli
+    from depthclip_ros.messages import decoding
+
+    path, _ = int8_graph
+    params = tmp_path / "params.yaml"
+    overrides = {"model": str(path), "backend": "openvino", "device": "cpu", "temperature": 1.0}
+    overrides.update(input_width=128, input_height=96, cache_dir=str(tmp_path / "cache"))
+    params.write_text(yaml.safe_dump({"/**/depthclip": {"ros__parameters": overrides}}))
+    written = write_bag(tmp_path / "in", frames=2)
+    argv = ["process", tmp_path / "in", tmp_path / "out", "--params", params, "--quiet"]
+    assert cli.main([str(a) for a in argv]) == 0
+    out, _ = read_bag(tmp_path / "out")
+    model = run_on(tiny_config, path, "openvino")
+    for (_, raw), (_, depth_raw, _) in zip(written["/cam/image_raw"], out["/cam/depth/image"]):
+        image = decoding.decode_image(deserialize(raw, "sensor_msgs/msg/Image"))
+        depth = decoding.depth_image_to_array(deserialize(depth_raw, "sensor_msgs/msg/Image"))
+        np.testing.assert_allclose(depth, model.predict(image).depth[0], atol=1e-5)

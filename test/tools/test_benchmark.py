@@ -59,6 +59,7 @@ def test_benchmark_prints_every_table():
     assert proc.stdout.splitlines()[2].startswith("Machine: ")  # figures always name their machine
     tables = markdown_tables(proc.stdout)
     assert list(tables) == [
+        "CPU variants",
         "Bag tool",
         "Bag outputs",
         "Fleet",
@@ -80,6 +81,30 @@ def test_benchmark_prints_every_table():
         "Fair service under overload",
         "Offline evaluation",
     ]
+
+    variants = tables["CPU variants"]
+    assert [r["variant"].split(",")[0] for r in variants] == [
+        "torch fp32",
+        "torch fp32",
+        "torch bf16",
+        "onnxruntime fp32",
+        "onnxruntime int8",
+        "openvino fp32",
+        "openvino bf16",
+        "openvino int8",
+    ]
+    for row in variants:  # bf16 runs or says in its row why not (a CPU without it)
+        if row["runtime"].startswith("refused: "):
+            assert "bf16" in row["variant"] and "no native bf16" in row["runtime"]
+            continue
+        assert float(row["predict median (ms)"]) > 0
+        assert row["speed / torch fp32"].endswith("x")
+        assert row["... demo scenes (T 1)"].endswith(" %")
+        if "NCHW" not in row["variant"]:  # the node answered the 30 Hz camera in 3 s
+            assert float(row["node out of 30 Hz (Hz)"].split(" of ")[0]) > 0
+    shipped = next(r for r in variants if "shipped" in r["variant"])
+    assert shipped["speed / torch fp32"] == "1.00x"
+    assert shipped["... demo scenes (T 1)"] == "0.00 / 0.00 mm, 100.0 %"  # itself
 
     core = tables["Core"]
     assert [(r["input"], r["flip"], r["batch"]) for r in core if r["device"] == "cpu"] == [
