@@ -59,7 +59,9 @@ bench: $(STAMP)
 # On a lent CUDA host, whose Python has torch but no package index (../shared/gpu/README.md:
 # python3 with the wheels activated): the CUDA tests, captured-vs-eager for every structural
 # option, a capture churn, the CUDA benchmark rows and one verdict table (bench/gpu_check.py).
-GPU_PYTHON ?= python3
+# The project's venv where there is one (a developer's machine says "no CUDA device" in one
+# line), else python3 (a lent GPU host gets the checkout without .venv).
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 gpu-check:
 	$(GPU_PYTHON) -m bench.gpu_check
 

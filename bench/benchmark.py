@@ -593,141 +593,155 @@ def run(args, disk: str) -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
     if args.only_cpu_variants or not (args.only_node or args.only_bags):
-        rates = [r for r in args.rates if r in (15.0, 30.0)] or args.rates[-2:]
-        print(
-            f"## CPU variants (RN50 shapes, random weights, 640x480, batch 1; node: one camera "
-            f"at {', '.join(f'{r:g}' for r in rates)} Hz, {args.node_seconds:g} s each, "
-            f"default middleware)\n"
-        )
-        rows = bench_cpu_variants(
-            ckpt,
-            rates,
-            args.node_seconds,
-            3 if args.quick else 20,
-            args.dds_profile,
-            node=not args.skip_node,
-        )
-        print(table(*rows) + "\n")
-        if args.only_cpu_variants:
-            return
+        print_cpu_variants(ckpt, args)
+    if args.only_cpu_variants:
+        return
     if args.only_bags or not args.only_node:
-        tiny = save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
-        short, long = args.bag_frames
-        print(
-            "## Bag tool (tiny random CLIP, 640x480 rgb8 at 30 Hz with camera_info, MCAP, "
-            f"the shipped config, output in {disk}, cpu)\n"
-        )
-        print(table(*bench_bag_tool(tiny, (short, long))) + "\n")
-        print(
-            f"## Bag outputs ({long} frames, tiny random CLIP's results from a model stand-in, "
-            f"640x480, MCAP, output in {disk}, cpu)\n"
-        )
-        print(table(*bench_bag_outputs(tiny, long)) + "\n")
-        print(
-            f"## Fleet ({args.fleet_bags} bags of {args.fleet_frames} frames, tiny random CLIP, "
-            "640x480, MCAP and sqlite3, cpu)\n"
-        )
-        print(table(*bench_fleet(tiny, args.fleet_bags, args.fleet_frames)) + "\n")
-        if args.only_bags:
-            return
+        print_bag_tables(args, disk)
+    if args.only_bags:
+        return
     if not args.only_node:
-        print("## Core (DepthClip.predict, RN50 shapes, random weights)\n")
-        print(table(*bench_core(ckpt, devices, args.quick)) + "\n")
-        print("## Options beyond the paper (cpu, 544x416, RN50 shapes)\n")
-        print(table(*bench_options(ckpt, 3 if args.quick else 12)) + "\n")
-        print("## BatchNorm folding (cpu, RN50 shapes)\n")
-        print(table(*bench_folding(ckpt, 3 if args.quick else 10)) + "\n")
-        print("## depth/std and cloud filters (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
-        print(table(*bench_uncertainty(ckpt, 3 if args.quick else 12)) + "\n")
-        print("## Clearing cloud (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
-        print(table(*bench_clearing(ckpt, 3 if args.quick else 12)) + "\n")
-        print("## compressedDepth (the demo's scenes, tiny random CLIP's depth, 640x480)\n")
-        print(table(*bench_compressed_depth(args.quick)) + "\n")
-        print("## Conversions and cloud building per frame\n")
-        print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
+        print_core_tables(ckpt, devices, args)
     if not args.skip_node and not args.only_cuda:
-        transport = (
-            f"Fast DDS profile {Path(args.dds_profile).name}"
-            if args.dds_profile
-            else "default middleware"
-        )
-        print(
-            f"## Node (640x480 rgb8 stream from a reliable publisher, {transport}, "
-            f"{args.node_seconds:g} s per rate, cpu)\n"
-        )
-        print(table(*bench_node(ckpt, args.rates, args.node_seconds, args.dds_profile)) + "\n")
-        onnx_dir = Path(tempfile.mkdtemp())
-        onnx_model, onnx_fp16 = str(onnx_dir / "rn50.onnx"), str(onnx_dir / "rn50_fp16.onnx")
-        exported = load_config(overrides={"model": ckpt, "device": "cpu"})
-        export(exported, onnx_model)
-        export(exported.replace(precision="fp16"), onnx_fp16)
-        graphs = {"onnxruntime": onnx_model, "onnxruntime, fp16 graph": onnx_fp16}
-        print("## Backends, core (640x480 rgb8, the shipped config, batch 1, cpu)\n")
-        print(table(*bench_backend_core(ckpt, graphs, 3 if args.quick else 12)) + "\n")
-        onnx_python = ROOT / ".venv-onnx" / "bin" / "python"
-        print(
-            f"## Backends, node (one camera at {args.rates[-1]:g} Hz, {args.node_seconds:g} s, "
-            f"default middleware, cpu)\n"
-        )
-        rows = bench_backends(
-            ckpt,
-            onnx_model,
-            onnx_python if onnx_python.exists() else None,
-            args.rates[-1],
-            args.node_seconds,
-            args.dds_profile,
-        )
-        print(table(*rows) + "\n")
-        print("## Batched forwards (max_batch; 640x480 frames, the shipped config)\n")
-        print(table(*bench_batching(ckpt, devices, 3 if args.quick else 10)) + "\n")
-        cameras = ["front", "left", "rear"]
-        print(
-            f"## Several cameras ({len(cameras)} cameras at {args.camera_rate:g} Hz each, "
-            f"{args.node_seconds:g} s, cpu)\n"
-        )
-        print(
-            table(
-                *bench_cameras(
-                    ckpt, cameras, args.camera_rate, args.node_seconds, args.dds_profile
-                )
-            )
-            + "\n"
-        )
-        # The ROS graph's own costs show with a model that is not the bottleneck.
-        tiny = save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
-        print(
-            f"## camera_info timing (tiny random CLIP, one 640x480 camera at 30 Hz, "
-            f"{args.node_seconds:g} s each, default camera_info_wait, cpu)\n"
-        )
-        print(table(*bench_camera_info(tiny, 30.0, args.node_seconds, args.dds_profile)) + "\n")
-        print(
-            f"## Node around the model (tiny random CLIP, one 640x480 camera offered 100 Hz, "
-            f"three runs of {args.node_seconds:g} s, default middleware, cpu)\n"
-        )
-        print(table(*bench_node(tiny, [100.0] * 3, args.node_seconds, args.dds_profile)) + "\n")
-        print(
-            f"## compressedDepth in the node (tiny random CLIP, one 640x480 camera at 30 Hz, "
-            f"{args.node_seconds:g} s each, default middleware, cpu)\n"
-        )
-        rows = bench_compressed_depth_node(tiny, 30.0, args.node_seconds, args.dds_profile)
-        print(table(*rows) + "\n")
-        print(
-            f"## Fair service under overload (tiny random CLIP at 1024x768, {len(cameras)} "
-            f"cameras at 30 Hz, {args.node_seconds:g} s each, cpu)\n"
-        )
-        print(
-            table(*bench_fairness(tiny, cameras, 30.0, args.node_seconds, args.dds_profile)) + "\n"
-        )
+        print_node_tables(ckpt, devices, args)
     if torch.cuda.is_available() and not args.skip_node:
-        gpu = torch.cuda.get_device_name(0)
-        print(f"## CUDA core ({gpu}, RN50 shapes, fp16)\n")
-        print(table(*bench_cuda_core(ckpt)) + "\n")
-        print(f"## CUDA node ({gpu}, {args.node_seconds:g} s each, default middleware)\n")
-        print(table(*bench_cuda_node(ckpt, args.node_seconds, args.dds_profile)) + "\n")
+        print_cuda_tables(ckpt, args)
     if args.only_node:
         return
     print("## Offline evaluation\n")
     print(table(["data", "images/s"], bench_eval(ckpt, args.eval_images)))
+
+
+def print_cpu_variants(ckpt, args) -> None:
+    rates = [r for r in args.rates if r in (15.0, 30.0)] or args.rates[-2:]
+    print(
+        f"## CPU variants (RN50 shapes, random weights, 640x480, batch 1; node: one camera "
+        f"at {', '.join(f'{r:g}' for r in rates)} Hz, {args.node_seconds:g} s each, "
+        f"default middleware)\n"
+    )
+    rows = bench_cpu_variants(
+        ckpt,
+        rates,
+        args.node_seconds,
+        3 if args.quick else 20,
+        args.dds_profile,
+        node=not args.skip_node,
+    )
+    print(table(*rows) + "\n")
+
+
+def print_bag_tables(args, disk: str) -> None:
+    tiny = save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
+    short, long = args.bag_frames
+    print(
+        "## Bag tool (tiny random CLIP, 640x480 rgb8 at 30 Hz with camera_info, MCAP, "
+        f"the shipped config, output in {disk}, cpu)\n"
+    )
+    print(table(*bench_bag_tool(tiny, (short, long))) + "\n")
+    print(
+        f"## Bag outputs ({long} frames, tiny random CLIP's results from a model stand-in, "
+        f"640x480, MCAP, output in {disk}, cpu)\n"
+    )
+    print(table(*bench_bag_outputs(tiny, long)) + "\n")
+    print(
+        f"## Fleet ({args.fleet_bags} bags of {args.fleet_frames} frames, tiny random CLIP, "
+        "640x480, MCAP and sqlite3, cpu)\n"
+    )
+    print(table(*bench_fleet(tiny, args.fleet_bags, args.fleet_frames)) + "\n")
+
+
+def print_core_tables(ckpt, devices, args) -> None:
+    print("## Core (DepthClip.predict, RN50 shapes, random weights)\n")
+    print(table(*bench_core(ckpt, devices, args.quick)) + "\n")
+    print("## Options beyond the paper (cpu, 544x416, RN50 shapes)\n")
+    print(table(*bench_options(ckpt, 3 if args.quick else 12)) + "\n")
+    print("## BatchNorm folding (cpu, RN50 shapes)\n")
+    print(table(*bench_folding(ckpt, 3 if args.quick else 10)) + "\n")
+    print("## depth/std and cloud filters (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
+    print(table(*bench_uncertainty(ckpt, 3 if args.quick else 12)) + "\n")
+    print("## Clearing cloud (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
+    print(table(*bench_clearing(ckpt, 3 if args.quick else 12)) + "\n")
+    print("## compressedDepth (the demo's scenes, tiny random CLIP's depth, 640x480)\n")
+    print(table(*bench_compressed_depth(args.quick)) + "\n")
+    print("## Conversions and cloud building per frame\n")
+    print(table(["step", "median (ms)", "p95 (ms)"], bench_conversions()) + "\n")
+
+
+def print_node_tables(ckpt, devices, args) -> None:
+    transport = (
+        f"Fast DDS profile {Path(args.dds_profile).name}"
+        if args.dds_profile
+        else "default middleware"
+    )
+    print(
+        f"## Node (640x480 rgb8 stream from a reliable publisher, {transport}, "
+        f"{args.node_seconds:g} s per rate, cpu)\n"
+    )
+    print(table(*bench_node(ckpt, args.rates, args.node_seconds, args.dds_profile)) + "\n")
+    onnx_dir = Path(tempfile.mkdtemp())
+    onnx_model, onnx_fp16 = str(onnx_dir / "rn50.onnx"), str(onnx_dir / "rn50_fp16.onnx")
+    exported = load_config(overrides={"model": ckpt, "device": "cpu"})
+    export(exported, onnx_model)
+    export(exported.replace(precision="fp16"), onnx_fp16)
+    graphs = {"onnxruntime": onnx_model, "onnxruntime, fp16 graph": onnx_fp16}
+    print("## Backends, core (640x480 rgb8, the shipped config, batch 1, cpu)\n")
+    print(table(*bench_backend_core(ckpt, graphs, 3 if args.quick else 12)) + "\n")
+    onnx_python = ROOT / ".venv-onnx" / "bin" / "python"
+    print(
+        f"## Backends, node (one camera at {args.rates[-1]:g} Hz, {args.node_seconds:g} s, "
+        f"default middleware, cpu)\n"
+    )
+    rows = bench_backends(
+        ckpt,
+        onnx_model,
+        onnx_python if onnx_python.exists() else None,
+        args.rates[-1],
+        args.node_seconds,
+        args.dds_profile,
+    )
+    print(table(*rows) + "\n")
+    print("## Batched forwards (max_batch; 640x480 frames, the shipped config)\n")
+    print(table(*bench_batching(ckpt, devices, 3 if args.quick else 10)) + "\n")
+    cameras = ["front", "left", "rear"]
+    print(
+        f"## Several cameras ({len(cameras)} cameras at {args.camera_rate:g} Hz each, "
+        f"{args.node_seconds:g} s, cpu)\n"
+    )
+    print(
+        table(*bench_cameras(ckpt, cameras, args.camera_rate, args.node_seconds, args.dds_profile))
+        + "\n"
+    )
+    # The ROS graph's own costs show with a model that is not the bottleneck.
+    tiny = save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
+    print(
+        f"## camera_info timing (tiny random CLIP, one 640x480 camera at 30 Hz, "
+        f"{args.node_seconds:g} s each, default camera_info_wait, cpu)\n"
+    )
+    print(table(*bench_camera_info(tiny, 30.0, args.node_seconds, args.dds_profile)) + "\n")
+    print(
+        f"## Node around the model (tiny random CLIP, one 640x480 camera offered 100 Hz, "
+        f"three runs of {args.node_seconds:g} s, default middleware, cpu)\n"
+    )
+    print(table(*bench_node(tiny, [100.0] * 3, args.node_seconds, args.dds_profile)) + "\n")
+    print(
+        f"## compressedDepth in the node (tiny random CLIP, one 640x480 camera at 30 Hz, "
+        f"{args.node_seconds:g} s each, default middleware, cpu)\n"
+    )
+    rows = bench_compressed_depth_node(tiny, 30.0, args.node_seconds, args.dds_profile)
+    print(table(*rows) + "\n")
+    print(
+        f"## Fair service under overload (tiny random CLIP at 1024x768, {len(cameras)} "
+        f"cameras at 30 Hz, {args.node_seconds:g} s each, cpu)\n"
+    )
+    print(table(*bench_fairness(tiny, cameras, 30.0, args.node_seconds, args.dds_profile)) + "\n")
+
+
+def print_cuda_tables(ckpt, args) -> None:
+    gpu = torch.cuda.get_device_name(0)
+    print(f"## CUDA core ({gpu}, RN50 shapes, fp16)\n")
+    print(table(*bench_cuda_core(ckpt)) + "\n")
+    print(f"## CUDA node ({gpu}, {args.node_seconds:g} s each, default middleware)\n")
+    print(table(*bench_cuda_node(ckpt, args.node_seconds, args.dds_profile)) + "\n")
 
 
 if __name__ == "__main__":

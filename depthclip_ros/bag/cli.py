@@ -53,7 +53,8 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
     parser.add_argument(
         "--outputs-only",
         action="store_true",
-        help="write only the outputs, not a copy of the input (ros2 bag play IN OUT replays both)",
+        help="write only the outputs, not a copy of the input (Jazzy and later replay both with "
+        "ros2 bag play -i IN -i OUT; Humble: docs/bags.md)",
     )
     parser.add_argument(
         "--compressed-depth",

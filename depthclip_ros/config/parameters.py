@@ -389,8 +389,9 @@ class OutputSettings(Schema):
     )
     clearing_quantile: float = param(
         0.1,
-        "points/clearing: each point at the depth its pixel's surface lies beyond with "
-        "probability 1 - this (the smallest bin whose cumulative probability reaches it); "
+        "points/clearing: each point at the depth its pixel's surface is at or beyond with "
+        "probability at least 1 - this (the smallest bin whose cumulative probability reaches "
+        "it); "
         "strictly between 0 and 1",
         minimum=0.0,
         maximum=1.0,

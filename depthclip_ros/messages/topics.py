@@ -18,8 +18,8 @@ DEPTH_STD = "depth/std"
 DEPTH_CAMERA_INFO = "depth/camera_info"
 DEPTH_COLORED = "depth/colored"
 POINTS = "points"
-# The cloud a costmap clears with: each point where the surface is beyond with probability
-# 1 - clearing_quantile (docs/nav2.md).
+# The cloud a costmap clears with: each point where the surface is at or beyond with probability
+# at least 1 - clearing_quantile (docs/nav2.md).
 CLEARING_POINTS = "points/clearing"
 
 # key -> relative name of every output

@@ -131,6 +131,42 @@ class Camera:
             }
 
 
+def stream(cameras, image, info, rate, phase, duration, serial) -> int:
+    """Each camera at `rate` for `duration` seconds; the frames sent. `staggered`: camera k a
+    k/n period after the first, as independent drivers are; `same`: all in one instant, as
+    hardware-synchronised ones."""
+    sent, t0 = 0, time.time()
+    shift = 1.0 / len(cameras) if phase == "staggered" else 0.0
+    while time.time() - t0 < duration:
+        for k, camera in enumerate(cameras):
+            time.sleep(max(0.0, t0 + (sent + k * shift) / rate - time.time()))
+            camera.publish(image, info, serial + sent, time.time_ns())
+        sent += 1
+        time.sleep(max(0.0, t0 + sent / rate - time.time()))
+    return sent
+
+
+def wait_for_last_answers(cameras) -> None:
+    """Until the last frames' answers are in (a slow model answers seconds later): quiet for
+    longer than twice the slowest answer so far, so that a model that takes seconds a frame
+    (several nodes sharing a CPU) still gets its last frames counted; 30 s at most."""
+    answered, quiet_since, give_up = -1, time.time(), time.time() + 30.0
+
+    def quiet_needed():
+        slowest = max((max(c.latencies, default=0.0) for c in cameras), default=0.0)
+        return max(1.5, 2.0 * slowest)
+
+    def waiting():  # a camera not answered yet, or answers still coming
+        unanswered = any(not c.depth_arrivals for c in cameras)
+        return unanswered or time.time() - quiet_since < quiet_needed()
+
+    while time.time() < give_up and waiting():
+        time.sleep(0.1)
+        now_answered = sum(len(c.depth_arrivals) for c in cameras)
+        if now_answered != answered:
+            answered, quiet_since = now_answered, time.time()
+
+
 def run(
     rate: float,
     seconds: float,
@@ -162,46 +198,16 @@ def run(
     rgb, _ = render_scene("corridor")
     image = Image(**rgb8_image_fields(rgb))  # built once: a driver does not pay for messages
     info = CameraInfo(**scene_camera_info_fields())
-
-    def stream(duration, serial):
-        """Each camera at `rate`; `staggered`: camera k a k/n period after the first, as
-        independent drivers are; `same`: all in one instant, as hardware-synchronised ones."""
-        sent, t0 = 0, time.time()
-        shift = 1.0 / len(cameras) if phase == "staggered" else 0.0
-        while time.time() - t0 < duration:
-            for k, camera in enumerate(cameras):
-                time.sleep(max(0.0, t0 + (sent + k * shift) / rate - time.time()))
-                camera.publish(image, info, serial + sent, time.time_ns())
-            sent += 1
-            time.sleep(max(0.0, t0 + sent / rate - time.time()))
-        return sent
-
-    serial = stream(warmup, 0) if warmup > 0 else 0  # steady state first
+    frames = (image, info, rate, phase)
+    serial = stream(cameras, *frames, warmup, 0) if warmup > 0 else 0  # steady state first
     time.sleep(0.5)
     for camera in cameras:
         camera.clear()
     diagnostics.clear()
     start = time.time()
-    sent = stream(seconds, serial)
+    sent = stream(cameras, *frames, seconds, serial)
     end = time.time()
-    # The last frames' answers (a slow model answers seconds later), and a /diagnostics message.
-    # Quiet for longer than twice the slowest answer so far: a model that takes seconds a
-    # frame (several nodes sharing a CPU) still gets its last frames counted.
-    answered, quiet_since, give_up = -1, time.time(), time.time() + 30.0
-
-    def quiet_needed():
-        slowest = max((max(c.latencies, default=0.0) for c in cameras), default=0.0)
-        return max(1.5, 2.0 * slowest)
-
-    def waiting():  # a camera not answered yet, or answers still coming
-        unanswered = any(not c.depth_arrivals for c in cameras)
-        return unanswered or time.time() - quiet_since < quiet_needed()
-
-    while time.time() < give_up and waiting():
-        time.sleep(0.1)
-        now_answered = sum(len(c.depth_arrivals) for c in cameras)
-        if now_answered != answered:
-            answered, quiet_since = now_answered, time.time()
+    wait_for_last_answers(cameras)
     report = {
         "rate": rate,
         "seconds": end - start,

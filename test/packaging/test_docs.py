@@ -1,8 +1,11 @@
 """The documentation kept equal to the code: every parameter in docs/parameters.md with the
 schema's default, range and run-time rule; the README short."""
 
+import math
 import re
 from pathlib import Path
+
+import pytest
 
 from depthclip_ros.config.parameters import parameter_fields
 from depthclip_ros.config.schema import constraints_text
@@ -61,13 +64,18 @@ def test_the_nav2_example_marks_with_one_cloud_and_clears_with_the_other():
     import yaml
 
     from depthclip_ros.config.parameters import OutputSettings
-    from depthclip_ros.config.params_files import read_params_file
+    from depthclip_ros.config.params_files import load_config, read_params_file
     from depthclip_ros.messages import topics
 
     path = ROOT / "config" / "nav2_depthclip.yaml"
     settings = OutputSettings.from_params(read_params_file(path))  # the schema's checks
     assert settings.cloud_max_std > 0 and settings.cloud_max_range > settings.cloud_min_range
     layer = yaml.safe_load(path.read_text())["local_costmap"]["local_costmap"]["ros__parameters"]
+    # Nav2's Costmap2DROS fills in plugin types only for its default list; any other list
+    # needs `<name>.plugin` for each, or the costmap logs "'plugin' param not defined" and exits.
+    assert layer["plugins"] != ["static_layer", "obstacle_layer", "inflation_layer"]
+    for plugin in layer["plugins"]:
+        assert layer[plugin]["plugin"].startswith("nav2_costmap_2d::"), plugin
     name = layer["plugins"][0]
     assert layer[name]["plugin"] in (
         "nav2_costmap_2d::VoxelLayer",
@@ -99,8 +107,86 @@ def test_the_nav2_example_marks_with_one_cloud_and_clears_with_the_other():
     # Nav2 marks what the node sends: its ranges lie within the node's cloud.
     assert settings.cloud_min_range <= marking["obstacle_min_range"]
     assert marking["obstacle_max_range"] <= settings.cloud_max_range
-    # Clearing reaches as far as the farthest bin, and rays to the floor count.
-    assert clearing["raytrace_max_range"] >= settings.cloud_max_range
+    # Nav2's ranges are from the sensor: the farthest bin at a VGA image's corner (fx = fy =
+    # 525, the demo camera) lies 1.26 x farther than along the optical axis; clearing reaches it.
+    config = load_config(path)
+    corner = math.hypot(1.0, 320 / 525, 240 / 525)
+    assert clearing["raytrace_max_range"] >= max(config.depth_bins) * corner
     assert clearing["min_obstacle_height"] < 0.0
     nav2_doc = (ROOT / "docs" / "nav2.md").read_text()
     assert "config/nav2_depthclip.yaml" in nav2_doc and "points/clearing" in nav2_doc
+
+
+VENDORED_LAUNCH = ROOT.parent / "shared" / "vendor" / "ros_launch"
+# Run in a process of its own with one branch's launch and launch_ros first on the path: loads
+# the file as `ros2 launch` does (its generate_launch_description, every action constructed by
+# the real launch_ros) and prints each node's package, executable and resolved remaps.
+PIPELINE_LOADER = """
+import importlib.util, json, sys
+from launch import LaunchContext
+from launch.actions import GroupAction
+from launch.utilities import perform_substitutions
+from launch_ros.actions import Node
+spec = importlib.util.spec_from_file_location("pipeline", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+context = LaunchContext()
+nodes = []
+for entity in module.generate_launch_description().entities:
+    for action in entity.get_sub_entities() if isinstance(entity, GroupAction) else []:
+        assert isinstance(action, Node)
+        remaps = [
+            [perform_substitutions(context, part) for part in rule]
+            for rule in action._Node__remappings
+        ]
+        nodes.append([action.node_package, action.node_executable, dict(remaps)])
+print(json.dumps(nodes))
+"""
+
+
+@pytest.mark.parametrize("branch", ["humble", "jazzy", "rolling"])
+def test_the_nav2_pipeline_launch_file_loads_with_each_launch_ros(branch, tmp_path):
+    """launch/nav2_depth_pipeline.launch.py: the depthclip node on the pipeline's topics of
+    nav2_depth_estimation_ai 63e199d, a raw image in, and resize fed what crop_decimate sends."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not VENDORED_LAUNCH.is_dir():
+        pytest.skip(f"no vendored launch sources at {VENDORED_LAUNCH} (a user's clone)")
+    prefix = tmp_path / "install"  # what ament_index finds for depthclip_ros
+    (prefix / "share/ament_index/resource_index/packages").mkdir(parents=True)
+    (prefix / "share/ament_index/resource_index/packages/depthclip_ros").touch()
+    (prefix / "share/depthclip_ros").mkdir()
+    paths = [VENDORED_LAUNCH / branch, VENDORED_LAUNCH / "common", ROOT]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(map(str, paths)),
+        "AMENT_PREFIX_PATH": str(prefix),
+    }
+    path = ROOT / "launch" / "nav2_depth_pipeline.launch.py"
+    proc = subprocess.run(
+        [sys.executable, "-c", PIPELINE_LOADER, str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    nodes = {
+        executable: (package, remaps) for package, executable, remaps in json.loads(proc.stdout)
+    }
+    assert set(nodes) == {"crop_decimate_node", "resize_node", "depthclip_node"}
+    crop, resize = nodes["crop_decimate_node"][1], nodes["resize_node"][1]
+    assert resize["/image/image_raw"] == crop["/out/image_raw"]  # resize reads crop's output
+    assert resize["/image/camera_info"] == crop["/out/camera_info"]
+    package, depthclip = nodes["depthclip_node"]
+    assert package == "depthclip_ros"
+    assert depthclip == {
+        "image": "/resize/image_raw",  # raw, as the pipeline's estimator takes it at 63e199d
+        "camera_info": "/resize/camera_info",
+        "depth/image": "depth_image",
+        "points": "/pipeline/points",
+        "points/clearing": "/pipeline/points/clearing",
+    }

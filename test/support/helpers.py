@@ -129,7 +129,7 @@ ALL_ENCODINGS = [
 
 
 def rgb_to_yuv422(rgb: np.ndarray, layout: str = "uyvy") -> np.ndarray:
-    """RGB (H, W, 3) -> packed 4:2:2 bytes (H, W*2): the inverse of image_decoding.yuv_to_rgb,
+    """RGB (H, W, 3) -> packed 4:2:2 bytes (H, W*2): the inverse of messages.decoding.yuv_to_rgb,
     chroma averaged."""
     f = rgb.astype(np.float32)
     y = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
