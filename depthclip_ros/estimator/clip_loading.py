@@ -8,6 +8,7 @@ Both checkpoint formats go through `clip.model.build_model`, exactly as `clip.lo
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import warnings
@@ -20,6 +21,8 @@ from clip.model import build_model
 from ..errors import ModelLoadError
 from .cpu_features import cpu_model_and_flags, native_bf16
 from .file_identity import sha256_file
+
+log = logging.getLogger("depthclip_ros")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +40,20 @@ def default_download_root() -> str:
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        # Said once at load, as the ONNX Runtime backend says it: a GPU robot with a CPU-only
+        # torch (e.g. PyPI's aarch64 wheel on a Jetson) would otherwise run on CPU unnoticed.
+        why = (
+            f"torch {torch.__version__} is a CPU-only build; install a CUDA build (on a Jetson, "
+            f"NVIDIA's torch wheel)"
+            if torch.version.cuda is None
+            else f"torch {torch.__version__} finds no CUDA device (no GPU, or no driver)"
+        )
+        log.warning(
+            "device 'auto': %s: running on CPU; device: cpu says so and silences this", why
+        )
+        return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():

@@ -337,3 +337,20 @@ def test_depthclip_bag_runs_an_int8_graph_on_openvino_from_a_parameter_file(
         image = decoding.decode_image(deserialize(raw, "sensor_msgs/msg/Image"))
         depth = decoding.depth_image_to_array(deserialize(depth_raw, "sensor_msgs/msg/Image"))
         np.testing.assert_allclose(depth, model.predict(image).depth[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "cuda_build,words", [(None, "CPU-only build"), ("13.0", "no CUDA device")]
+)
+def test_device_auto_on_a_torch_without_cuda_says_so_once(monkeypatch, caplog, cuda_build, words):
+    """A Jetson with PyPI's CPU-only aarch64 torch must not run on CPU unnoticed (stand-ins for
+    what torch answers there)."""
+    from depthclip_ros.estimator.clip_loading import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    with caplog.at_level("WARNING", logger="depthclip_ros"):
+        assert resolve_device("auto") == torch.device("cpu")
+        assert resolve_device("cpu") == torch.device("cpu")  # asked for: no warning
+    (record,) = caplog.records
+    assert words in record.getMessage() and "device: cpu says so" in record.getMessage()

@@ -134,7 +134,8 @@ context = LaunchContext()
 nodes = []
 for entity in module.generate_launch_description().entities:
     for action in entity.get_sub_entities() if isinstance(entity, GroupAction) else []:
-        assert isinstance(action, Node)
+        if not isinstance(action, Node):  # the group's scope (push and pop of configurations)
+            continue
         remaps = [
             [perform_substitutions(context, part) for part in rule]
             for rule in action._Node__remappings
