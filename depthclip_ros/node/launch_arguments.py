@@ -28,7 +28,7 @@ LAUNCH_ARGUMENTS = {
         "",
         "Parameter YAML (key /**/depthclip); empty = the installed config/depthclip.yaml",
     ),
-    "device": ("", "auto | cpu | cuda | cuda:N; empty = as in params_file"),
+    "device": ("", "auto | cpu | cuda | cuda:N (openvino: gpu, npu); empty = as in params_file"),
     "use_compressed": (
         "",
         "true: subscribe to the image's /compressed (JPEG/PNG); empty = as in params_file",
