@@ -46,6 +46,7 @@ HEAD_PRECISIONS = ("float32", "model")
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 ONNX_SUFFIX = ".onnx"
 CUDA_GRAPHS = ("auto", "off")
+ONNXRUNTIME_PROVIDERS = ("auto", "tensorrt", "cuda")
 TEMPLATE_FIELDS = ("object", "token")
 # Fields that fix the image path's structure: a CUDA graph is captured, an ONNX graph exported,
 # for one value of each (text features, bins and temperature are the graphs' inputs).
@@ -111,6 +112,14 @@ class DepthClipConfig(Schema):
         "backend openvino: OpenVINO's compiled-model cache folder; empty = "
         "~/.cache/depthclip_ros/openvino",
         read_only=True,
+    )
+    onnxruntime_providers: str = param(
+        "auto",
+        "backend onnxruntime on CUDA: auto (TensorRT where installed, else CUDA; a graph TensorRT "
+        "cannot build runs on CUDA, with one warning) | tensorrt (TensorRT or fail) | cuda "
+        "(never TensorRT)",
+        read_only=True,
+        choices=ONNXRUNTIME_PROVIDERS,
     )
     tensorrt_cache_dir: str = param(
         "",

@@ -15,3 +15,28 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_remembered(path, memo_dir) -> str:
+    """sha256_file, remembered in `memo_dir` by the file's path, size and modification time, so
+    that a large model is not read whole at every start while it is unchanged."""
+    import json
+    import os
+    from pathlib import Path
+
+    stat = os.stat(path)
+    key = {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    memo = Path(memo_dir) / f"sha256-{hashlib.sha256(key['path'].encode()).hexdigest()[:16]}.json"
+    try:
+        known = json.loads(memo.read_text())
+        if {k: known.get(k) for k in key} == key and len(known.get("sha256", "")) == 64:
+            return known["sha256"]
+    except (OSError, ValueError):
+        pass  # none yet, or unreadable: computed again
+    digest = sha256_file(path)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps({**key, "sha256": digest}))
+    except OSError:  # a read-only cache: computed at every start, nothing else changes
+        pass
+    return digest

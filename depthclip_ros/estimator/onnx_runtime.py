@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
-from ..errors import ModelLoadError
+import numpy as np
+
+from ..errors import ImageSizeError, ModelLoadError
 from .exported_graph import ExportedGraph
-from .file_identity import sha256_file
+from .file_identity import sha256_remembered
 from .result import network_image_size
 from .text_cache import default_cache_dir
 
@@ -47,23 +50,55 @@ def tensorrt_profile(embed_dim: int, bins: int, image_size: tuple, fixed_size: b
     }
 
 
-def tensorrt_cache_folder(cache_root: Path, model_sha256: str, precision: str) -> Path:
-    """The engine cache of one exported file and precision: a re-export with other weights (at
-    the same path) never finds another file's engines."""
-    return Path(cache_root) / f"{model_sha256[:16]}-{precision}"
+# What ONNX Runtime's TensorRT provider says when a cached engine was built by another
+# TensorRT, ONNX Runtime or GPU: it does not rebuild by itself.
+STALE_ENGINE = "deserialize engine"
+
+
+def tensorrt_cache_folder(
+    cache_root: Path, model_sha256: str, precision: str, runtime: str = ""
+) -> Path:
+    """The engine cache of one exported file, precision and runtime (ONNX Runtime and TensorRT
+    versions): a re-export with other weights (at the same path), or an upgrade, never finds
+    another's engines."""
+    return Path(cache_root) / "-".join(filter(None, (model_sha256[:16], precision, runtime)))
+
+
+def tensorrt_runtime(ort) -> str:
+    """'ort<version>-trt<version>' (the TensorRT version where its Python package says it)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        trt = version("tensorrt")
+    except (ImportError, PackageNotFoundError, ValueError):
+        trt = "unknown"
+    return f"ort{ort.__version__}-trt{trt}"
 
 
 def providers_for(
-    device: str, precision: str, tensorrt_cache: Path, available, profile: dict | None = None
+    device: str,
+    precision: str,
+    tensorrt_cache: Path,
+    available,
+    profile: dict | None = None,
+    choice: str = "auto",
 ) -> list:
-    """The providers tried, best first: cpu -> CPU; cuda[:N] -> TensorRT (when installed), CUDA,
-    then CPU as the last fallback. An fp16 graph lets TensorRT build fp16 engines; `profile`:
-    tensorrt_profile's shapes; `tensorrt_cache`: the file's own tensorrt_cache_folder."""
+    """The providers tried, best first: cpu -> CPU; cuda[:N] -> TensorRT (when installed and
+    `choice` is not cuda), CUDA, then CPU as the last fallback. An fp16 graph lets TensorRT build
+    fp16 engines; `profile`: tensorrt_profile's shapes; `tensorrt_cache`: the file's own
+    tensorrt_cache_folder (its timing cache too). ModelLoadError for `choice` tensorrt without
+    TensorRT."""
     if device == "cpu":
         return [(CPU, {})]
+    if choice == "tensorrt" and TENSORRT not in available:
+        raise ModelLoadError(
+            f"onnxruntime_providers tensorrt: this onnxruntime has no TensorRT provider "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu with TensorRT, or "
+            f"set onnxruntime_providers auto or cuda"
+        )
     index = device.split(":", 1)[1] if ":" in device else "0"
     chain = []
-    if TENSORRT in available:
+    if TENSORRT in available and choice != "cuda":
         chain.append(
             (
                 TENSORRT,
@@ -72,6 +107,8 @@ def providers_for(
                     "trt_fp16_enable": str(precision == "fp16"),
                     "trt_engine_cache_enable": "True",
                     "trt_engine_cache_path": str(tensorrt_cache),
+                    "trt_timing_cache_enable": "True",
+                    "trt_timing_cache_path": str(tensorrt_cache),
                     **(profile or {}),
                 },
             )
@@ -136,18 +173,23 @@ class OnnxDepthClip(ExportedGraph):
         cache, profile = None, None
         if device != "cpu" and TENSORRT in available:
             root = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt")
-            cache = tensorrt_cache_folder(
-                root.expanduser(), sha256_file(self.path), self.precision
-            )
+            root = root.expanduser()
+            digest = sha256_remembered(self.path, root)  # not the whole file at every start
+            cache = tensorrt_cache_folder(root, digest, self.precision, tensorrt_runtime(ort))
             cache.mkdir(parents=True, exist_ok=True)
             fixed = self.image_size is not None
             size = self.image_size or network_image_size(config)
             profile = tensorrt_profile(self.embed_dim, len(config.depth_bins), size, fixed)
-        chain = providers_for(device, self.precision, cache, available, profile)
+        choice = config.onnxruntime_providers
+        chain = providers_for(device, self.precision, cache, available, profile, choice)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
-        self.session = self._session(ort, options, chain)
+        self.session = self._gpu_session(ort, options, chain, cache, choice)
         self.provider = self.session.get_providers()[0]
+        if self.provider != CPU:
+            # ONNX Runtime would otherwise, on a provider failure at run time, re-create the
+            # session on CPU without its options and say so only on its own log.
+            self.session.disable_fallback()
         self.device = "cpu" if self.provider == CPU else device
         self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
         # What the CPU provider uses: the set number, else (0) one thread per core.
@@ -160,5 +202,57 @@ class OnnxDepthClip(ExportedGraph):
                 ", ".join(available),
             )
 
+    def _gpu_session(self, ort, options, chain, cache, choice):
+        """The session of `chain`; where TensorRT cannot take the graph: a stale engine cache is
+        cleared and rebuilt once, then (choice auto) the chain without TensorRT, with one
+        warning. ONNX Runtime raises EPFail there, not a RuntimeError, so its own fallback
+        does not apply."""
+        try:
+            return self._session(ort, options, chain)
+        except ModelLoadError as exc:
+            if chain[0][0] != TENSORRT:
+                raise
+            failure = exc
+        if STALE_ENGINE in str(failure) and cache is not None:
+            log.warning(
+                "TensorRT's cached engine in %s cannot be read (built by another TensorRT, "
+                "ONNX Runtime or GPU): building it again",
+                cache,
+            )
+            shutil.rmtree(cache, ignore_errors=True)
+            cache.mkdir(parents=True, exist_ok=True)
+            try:
+                return self._session(ort, options, chain)
+            except ModelLoadError as exc:
+                failure = exc
+        if choice == "tensorrt":
+            raise failure
+        reason = str(failure).split(": ", 1)[-1].strip().splitlines()[0][:200]
+        log.warning(
+            "TensorRT cannot take %s (%s): running on CUDA, device_id %s; "
+            "onnxruntime_providers: cuda skips TensorRT and this warning",
+            self.path.name,
+            reason,
+            chain[0][1]["device_id"],
+        )
+        return self._session(ort, options, chain[1:])
+
     def _run(self, fields: tuple, feeds: dict) -> list:
+        images = feeds["images"]
+        if self.provider == TENSORRT:  # within the engine's profile, or one line
+            batch, height, width = images.shape[:3]
+            if height > TENSORRT_MAX_IMAGE[0] or width > TENSORRT_MAX_IMAGE[1]:
+                raise ImageSizeError(
+                    f"a {width}x{height} image is larger than TensorRT's profile "
+                    f"({TENSORRT_MAX_IMAGE[1]}x{TENSORRT_MAX_IMAGE[0]}); use "
+                    f"onnxruntime_providers cuda for such images"
+                )
+            if batch > TENSORRT_MAX_BATCH:  # split: the profile's largest batch at a time
+                parts = [
+                    self.session.run(
+                        list(fields), {**feeds, "images": images[i : i + TENSORRT_MAX_BATCH]}
+                    )
+                    for i in range(0, batch, TENSORRT_MAX_BATCH)
+                ]
+                return [np.concatenate(arrays) for arrays in zip(*parts)]
         return self.session.run(list(fields), feeds)

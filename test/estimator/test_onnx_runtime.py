@@ -4,6 +4,7 @@ metadata checks, run-time changes, and the node running an exported model."""
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
 import clip
 import numpy as np
@@ -432,3 +433,148 @@ def test_device_auto_without_a_gpu_provider_says_it_runs_on_cpu(make_config, tmp
     else:  # the CPU-only onnxruntime (this machine's): said once, with the fix
         assert exported.device == "cpu" and len(warnings) == 1
         assert "install onnxruntime-gpu" in warnings[0]
+
+
+class EPFail(Exception):
+    """Stand-in for onnxruntime.capi.onnxruntime_pybind11_state.EPFail: what ONNX Runtime raises
+    when a provider fails to build a session; not a RuntimeError (so ONNX Runtime's own fallback
+    does not apply to it)."""
+
+
+# ONNX Runtime 1.32's words, quoted from the failures the issue found (any-size graph; an engine
+# cached by another TensorRT).
+ANY_SIZE_FAILURE = (
+    "[ONNXRuntimeError] : 11 : EP_FAIL : TensorRT EP failed to create engine from network: "
+    "the explicit profile has no shape for the dynamic shape inputs of a subgraph"
+)
+STALE_ENGINE_FAILURE = (
+    "[ONNXRuntimeError] : 11 : EP_FAIL : TensorRT EP could not deserialize engine from cache: "
+    "/cache/engine.engine"
+)
+
+
+class GpuOnnxRuntime:
+    """onnxruntime as a GPU build reports itself (TensorRT, CUDA, CPU), delegating the real work
+    to the installed CPU onnxruntime; `tensorrt_failures`: what its TensorRT sessions raise, in
+    turn (then they build). Records each session's providers and options."""
+
+    def __init__(self, tensorrt_failures=()):
+        import onnxruntime
+
+        self.real, self.failures = onnxruntime, list(tensorrt_failures)
+        self.__version__ = onnxruntime.__version__
+        self.SessionOptions = onnxruntime.SessionOptions
+        self.GraphOptimizationLevel = onnxruntime.GraphOptimizationLevel
+        self.sessions, self.fallbacks_disabled = [], []
+
+    def get_available_providers(self):
+        return [TENSORRT, CUDA, CPU]
+
+    def InferenceSession(self, path, sess_options=None, providers=(), provider_options=()):  # noqa: N802
+        self.sessions.append(list(zip(providers, provider_options)))
+        if providers[0] == TENSORRT and self.failures:
+            raise EPFail(self.failures.pop(0))
+        session = self.real.InferenceSession(path, sess_options, providers=[CPU])
+        outer = self
+
+        class Session:  # reports the providers it was given, runs on CPU
+            def get_providers(self):
+                return list(providers)
+
+            def disable_fallback(self):
+                outer.fallbacks_disabled.append(providers[0])
+
+            def __getattr__(self, name):
+                return getattr(session, name)
+
+        return Session()
+
+
+def on_gpu_runtime(monkeypatch, runtime, config, path, **changes):
+    monkeypatch.setattr(OnnxDepthClip, "_import", lambda self: runtime)
+    return OnnxDepthClip(config.replace(model=str(path), device="cuda:1", **changes))
+
+
+@pytest.fixture
+def any_size_graph(make_config, tmp_path):
+    config = make_config(input_width=128, input_height=96, tensorrt_cache_dir=str(tmp_path / "t"))
+    path = tmp_path / "m.onnx"
+    export.export(config, path)
+    return config, path
+
+
+def test_a_graph_tensorrt_cannot_build_runs_on_cuda_with_one_warning(
+    any_size_graph, monkeypatch, caplog
+):
+    config, path = any_size_graph
+    runtime = GpuOnnxRuntime([ANY_SIZE_FAILURE])
+    with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
+        model = on_gpu_runtime(monkeypatch, runtime, config, path)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "TensorRT cannot take m.onnx" in warning and "device_id 1" in warning
+    assert "EP_FAIL" in warning and "\n" not in warning
+    tensorrt_try, cuda_try = runtime.sessions[1:]  # after the metadata's CPU session
+    assert [p for p, _ in tensorrt_try] == [TENSORRT, CUDA, CPU]
+    assert cuda_try == tensorrt_try[1:] and cuda_try[0][1] == {"device_id": "1"}
+    assert model.provider == CUDA and runtime.fallbacks_disabled == [CUDA]
+    assert np.isfinite(model.predict(structured_image(96, 128)).depth).all()
+
+
+def test_onnxruntime_providers_chooses_and_tensorrt_alone_fails_in_one_line(
+    any_size_graph, monkeypatch
+):
+    config, path = any_size_graph
+    runtime = GpuOnnxRuntime([ANY_SIZE_FAILURE])
+    model = on_gpu_runtime(monkeypatch, runtime, config, path, onnxruntime_providers="cuda")
+    assert [p for p, _ in runtime.sessions[-1]] == [CUDA, CPU] and model.provider == CUDA
+    runtime = GpuOnnxRuntime([ANY_SIZE_FAILURE])
+    with pytest.raises(ModelLoadError, match="EPFail: .*EP_FAIL") as err:
+        on_gpu_runtime(monkeypatch, runtime, config, path, onnxruntime_providers="tensorrt")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelLoadError, match="has no TensorRT provider"):
+        providers_for("cuda", "fp32", path, [CUDA, CPU], choice="tensorrt")
+
+
+def test_a_stale_engine_cache_is_cleared_and_built_once(any_size_graph, monkeypatch, caplog):
+    config, path = any_size_graph
+    runtime = GpuOnnxRuntime([STALE_ENGINE_FAILURE])
+    monkeypatch.setattr(OnnxDepthClip, "_import", lambda self: runtime)
+    with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
+        model = OnnxDepthClip(config.replace(model=str(path), device="cuda"))
+    folder = Path(runtime.sessions[-1][0][1]["trt_engine_cache_path"])
+    assert folder.parent == Path(config.tensorrt_cache_dir)
+    assert folder.name.endswith(f"-fp32-ort{runtime.__version__}-trtunknown")
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "cannot be read" in warning and "building it again" in warning
+    assert model.provider == TENSORRT and len(runtime.sessions) == 3  # metadata, stale, rebuilt
+    assert runtime.sessions[-1][0][1]["trt_timing_cache_enable"] == "True"
+
+
+def test_tensorrt_gets_shapes_within_its_profile(any_size_graph, monkeypatch):
+    config, path = any_size_graph
+    model = on_gpu_runtime(monkeypatch, GpuOnnxRuntime(), config, path)
+    assert model.provider == TENSORRT
+    with pytest.raises(ImageSizeError, match="larger than TensorRT's profile"):
+        model.predict(np.zeros((2200, 64, 3), np.uint8))
+    runs = []
+    run = model.session.run
+    model.session.run = lambda names, feeds: runs.append(len(feeds["images"])) or run(names, feeds)
+    frames = np.stack([structured_image(48, 64, seed=i % 3) for i in range(70)])
+    depth = model.predict(frames, arrays=()).depth
+    assert runs == [64, 6] and depth.shape == (70, 48, 64)
+    np.testing.assert_allclose(depth[66], model.predict(frames[66], arrays=()).depth[0], atol=1e-6)
+
+
+def test_the_files_hash_is_remembered_while_it_is_unchanged(tmp_path, monkeypatch):
+    from depthclip_ros.estimator import file_identity
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"weights A")
+    reads = []
+    real = file_identity.sha256_file
+    monkeypatch.setattr(file_identity, "sha256_file", lambda p: reads.append(p) or real(p))
+    first = file_identity.sha256_remembered(model, tmp_path / "memo")
+    assert file_identity.sha256_remembered(model, tmp_path / "memo") == first == real(model)
+    assert len(reads) == 1  # the second start read no byte of the model
+    model.write_bytes(b"weights B, longer")
+    assert file_identity.sha256_remembered(model, tmp_path / "memo") == real(model) != first
