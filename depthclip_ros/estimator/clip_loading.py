@@ -41,7 +41,7 @@ def default_download_root() -> str:
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", torch.cuda.current_device())
         # Said once at load, as the ONNX Runtime backend says it: a GPU robot with a CPU-only
         # torch (e.g. PyPI's aarch64 wheel on a Jetson) would otherwise run on CPU unnoticed.
         why = (
@@ -66,6 +66,8 @@ def resolve_device(device: str) -> torch.device:
                 f"device '{device}' requested but only "
                 f"{torch.cuda.device_count()} CUDA device(s) exist"
             )
+        if dev.index is None:  # resolved once: what is cached under cuda must be read as cuda:N
+            dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 

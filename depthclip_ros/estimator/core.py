@@ -25,6 +25,7 @@ from .depth_head import (
     channel_subsample_index,
     position_embeddings,
     scene_bin_probabilities,
+    temperature_scale,
 )
 from .head import Head
 from .result import (
@@ -333,10 +334,13 @@ class DepthClip:
             chosen = self._choose_scenes(cfg, scores, scenes)
             heads = [head.scene_heads.get(s, (head.text, head.bins)) for s in chosen]
             row_heads = heads * (2 if cfg.flip else 1)
-            probs = scene_bin_probabilities(positions, row_heads, cfg.temperature, grid)
+            scale = temperature_scale(cfg.temperature)
+            probs = scene_bin_probabilities(positions, row_heads, scale, grid)
             bins = torch.stack([b for _, b in heads])  # (B, K)
         else:
-            probs = bin_probabilities(positions, head.text, cfg.temperature, grid)
+            probs = bin_probabilities(
+                positions, head.text, temperature_scale(cfg.temperature), grid
+            )
             bins = head.bins.expand(batch, -1)
         outputs = self.depth_from_probabilities(probs, bins, cfg, (height, width))
         fields = fetched_fields(arrays)

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ..config.parameters import IMAGE_PATH_FIELDS
-from .depth_head import bin_probabilities
+from ..errors import ImageSizeError
+from .depth_head import bin_probabilities, temperature_scale
 from .result import OUTPUT_FIELDS
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)  # a batch runs as the first of these that holds it
@@ -31,6 +32,12 @@ MAX_GRAPHS = len(BATCH_SIZES) * IMAGE_SIZES_KEPT  # least recently used dropped 
 AGREEMENT = {torch.float16: 5e-3, torch.float32: 1e-4}
 
 log = logging.getLogger("depthclip_ros")
+
+
+def release_device_memory(device) -> None:
+    """Give the caching allocator's free blocks back (after a failed capture)."""
+    if getattr(device, "type", "") == "cuda":
+        torch.cuda.empty_cache()
 
 
 def structure_key(cfg, batch: int, height: int, width: int, bins: int) -> tuple:
@@ -58,7 +65,7 @@ class CapturedFrame:
         self.images = torch.empty((batch, height, width, 3), dtype=torch.uint8, device=device)
         self.text = text.detach().clone()
         self.bins = bins.detach().expand(batch, -1).clone()
-        self.temperature = torch.tensor(float(cfg.temperature), device=device)
+        self.scale = torch.tensor(temperature_scale(cfg.temperature), device=device)
         # What the static inputs hold: copied again only when the frame brings others (a
         # config change replaces the head's tensors whole).
         self._inputs_from = (text, bins, float(cfg.temperature))
@@ -84,7 +91,7 @@ class CapturedFrame:
 
     def _forward(self):
         positions, _, grid = self.model.positions(self.images, self.cfg)
-        probs = bin_probabilities(positions, self.text, self.temperature, grid)
+        probs = bin_probabilities(positions, self.text, self.scale, grid)
         return self.model.depth_from_probabilities(
             probs, self.bins, self.cfg, self.images.shape[1:3]
         )
@@ -106,7 +113,7 @@ class CapturedFrame:
         if inputs[1] is not self._inputs_from[1]:
             self.bins.copy_(bins.expand_as(self.bins))
         if inputs[2] != self._inputs_from[2]:
-            self.temperature.fill_(inputs[2])
+            self.scale.fill_(temperature_scale(inputs[2]))
         self._inputs_from = inputs
         self.graph.replay()
         self.copy_stream.wait_stream(current)
@@ -135,7 +142,19 @@ class CapturedFrames:
         self._eager: dict = {}  # key -> why it runs eagerly
         self.captures = 0
         self.evictions = 0  # graphs dropped for others: more keys in use than the cache holds
-        self.status = "on"
+
+    @property
+    def status(self) -> str:
+        """ "on"; "off: <why> (<size>, batch <b>); ..." while no graph is kept; else "on for N
+        graphs; eager: <why> (<size>, batch <b>); ..." for the keys refused."""
+        if not self._eager:
+            return "on"
+        refused = "; ".join(
+            f"{why} ({key[2]}x{key[1]}, batch {key[0]})" for key, why in self._eager.items()
+        )
+        if not self._graphs:
+            return f"off: {refused}"
+        return f"on for {len(self._graphs)} graphs; eager: {refused}"
 
     @property
     def kept(self) -> int:
@@ -171,12 +190,17 @@ class CapturedFrames:
         """Capture `key`'s graph and check its first replay against the eager path."""
         batch, height, width, _ = images.shape
         self.captures += 1
+        frame = None
         try:
             frame = self._capture(self.model, cfg, batch, height, width, text, bins)
             outputs = frame.run(images, text, bins, cfg.temperature, fields)
-        except Exception as exc:  # any failure of the capture: the eager path still works
+            eager = self.model.predict_eager(images, arrays=()).depth
+        except ImageSizeError:  # the frame's own error (the eager path says it too), no graph's
+            raise
+        except Exception as exc:  # the capture, its replay or the check (out of memory...)
+            del frame  # its pool and buffers go back before the eager path runs this size
+            release_device_memory(self.model.device)
             return self._refuse(key, f"capture failed: {type(exc).__name__}: {exc}")
-        eager = self.model.predict_eager(images, arrays=()).depth
         graph = outputs[0]
         if not np.array_equal(np.isnan(graph), np.isnan(eager)):
             return self._refuse(key, "the graph's depth has NaN where the eager path's has none")
@@ -201,7 +225,6 @@ class CapturedFrames:
 
     def _refuse(self, key, why: str):
         self._eager[key] = why
-        self.status = f"off: {why}"
         log.warning("CUDA graph not used for these frames, running them eagerly: %s", why)
         return None
 

@@ -5,6 +5,7 @@ No rclpy import.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 LOGIT_SCALE = 100.0  # the reference's fixed CLIP logit scale
@@ -34,22 +35,26 @@ def position_embeddings(
     return f.index_select(-1, channel_index)
 
 
-def bin_probabilities(
-    positions: torch.Tensor, text: torch.Tensor, temperature: float, grid: tuple
-) -> torch.Tensor:
+def temperature_scale(temperature: float) -> float:
+    """1 / temperature as the float32 number CUDA's division by a Python float multiplies by
+    (the official code's fp16 head on CUDA): computed once on the host, it is what the eager
+    path and the CUDA graph's scale tensor both multiply the logits by, to the bit."""
+    return float(np.float32(1.0) / np.float32(temperature))
+
+
+def bin_probabilities(positions: torch.Tensor, text: torch.Tensor, scale, grid: tuple):
     """(B, hw, D) position embeddings -> (B, K, h, w) per-bin probabilities in their dtype:
-    logits = 100 * f @ text, divided by the temperature, softmax over the bins."""
+    logits = 100 * f @ text, times `scale` (1 / temperature: temperature_scale's number, or a
+    0-dim float32 tensor), softmax over the bins."""
     logits = (LOGIT_SCALE * positions) @ text.to(positions.dtype)  # (B, hw, K), as the reference
     logits = logits.transpose(1, 2).reshape(positions.shape[0], -1, *grid)
-    # Divided in float32 and rounded back: what an fp16 tensor divided by a Python float (the
-    # reference, the eager path) computes, and what the CUDA graph computes with its float32
-    # temperature tensor (fp16 / a float32 0-dim tensor would round 0.1 to 0.0999756 first).
-    logits = (logits.float() / temperature).to(positions.dtype)
-    return logits.softmax(dim=1)
+    # In float32, rounded back to the head's dtype: with a float divisor an fp16 tensor would
+    # first round 0.1 to 0.0999756.
+    return (logits.float() * scale).to(positions.dtype).softmax(dim=1)
 
 
 def scene_bin_probabilities(
-    positions: torch.Tensor, heads: list, temperature: float, grid: tuple
+    positions: torch.Tensor, heads: list, scale: float, grid: tuple
 ) -> torch.Tensor:
     """bin_probabilities with each row's own text features: `heads[r]` is (text, bins) of row r.
     Rows sharing a head go through one product."""
@@ -59,7 +64,7 @@ def scene_bin_probabilities(
         groups.setdefault(id(head[0]), []).append(row)
     for rows in groups.values():
         text = heads[rows[0]][0]
-        out = bin_probabilities(positions[rows], text, temperature, grid)
+        out = bin_probabilities(positions[rows], text, scale, grid)
         for k, row in enumerate(rows):
             probs[row] = out[k]
     return torch.stack(probs)

@@ -46,7 +46,8 @@ class ImagePath(torch.nn.Module):
 
     def forward(self, images, text, bins, temperature):
         positions, _, grid = self.estimator.positions(images, self.cfg)
-        probs = bin_probabilities(positions, text, temperature, grid)
+        # The graph's input is the temperature; its float32 reciprocal is taken in the graph.
+        probs = bin_probabilities(positions, text, 1.0 / temperature, grid)
         batch_bins = bins.expand(images.shape[0], -1)
         return self.estimator.depth_from_probabilities(
             probs, batch_bins, self.cfg, images.shape[1:3]

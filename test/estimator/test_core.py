@@ -23,6 +23,7 @@ from depthclip_ros.estimator.depth_head import (
     bin_probabilities,
     channel_subsample_index,
     position_embeddings,
+    temperature_scale,
 )
 from depthclip_ros.estimator.scene_classification import global_embedding
 from depthclip_ros.estimator.text_features import text_features
@@ -305,7 +306,8 @@ def fp32_probs(model, feats, cfg):
     positions = position_embeddings(
         feats, "subsampled", model.channel_index, model.attnpool, torch.float32
     )
-    return bin_probabilities(positions, model.head.text, cfg.temperature, (13, 17))
+    scale = temperature_scale(cfg.temperature)
+    return bin_probabilities(positions, model.head.text, scale, (13, 17))
 
 
 def test_the_callers_model_keeps_its_attention_pool(make_config):

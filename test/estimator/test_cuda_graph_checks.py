@@ -7,11 +7,14 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from helpers import structured_image
 
+from depthclip_ros.errors import ImageSizeError
 from depthclip_ros.estimator import cuda_graph
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.cuda_graph import CapturedFrames
+from depthclip_ros.estimator.depth_head import bin_probabilities, temperature_scale
 from depthclip_ros.estimator.result import OUTPUT_FIELDS
 
 
@@ -153,3 +156,87 @@ def test_a_warm_up_at_the_cameras_size_captures_its_graph_before_its_first_frame
     assert capture.made == [(1, 120, 160)]
     model.predict(structured_image(120, 160))
     assert capture.made == [(1, 120, 160)] and model.graphs.captures == 1
+
+
+def test_an_out_of_memory_in_the_first_replays_check_leaves_that_key_eager(model, monkeypatch):
+    """The check of a new graph's first replay runs the eager path, which can run out of device
+    memory beside the new graph: the key is refused (not captured again for every frame), the
+    capture dropped and the allocator's cache freed."""
+    capture = stand_in()
+    model.graphs = CapturedFrames(model, capture)
+    freed = []
+    monkeypatch.setattr(cuda_graph, "release_device_memory", lambda device: freed.append(1))
+    eager = model.predict_eager
+    calls = []
+
+    def eager_once_out_of_memory(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # torch's own class for it, on CPU
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        return eager(*args, **kwargs)
+
+    monkeypatch.setattr(model, "predict_eager", eager_once_out_of_memory)
+    image = structured_image(96, 128)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.predict(image).depth, eager(image).depth)
+    assert model.graphs.captures == 1 and freed == [1] and model.graphs.kept == 0
+    assert model.graph_status == (
+        "off: capture failed: OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB "
+        "(128x96, batch 1)"
+    )
+
+
+def test_the_status_is_per_size_and_a_frames_own_size_error_is_no_failed_capture(
+    make_config, monkeypatch
+):
+    model = DepthClip(make_config())
+    sizes_refused = {(120, 160)}
+
+    class PerSize(stand_in()):
+        def __init__(self, model, cfg, batch, height, width, text, bins):
+            if (height, width) in sizes_refused:
+                raise RuntimeError("operation not permitted when stream is capturing")
+            super().__init__(model, cfg, batch, height, width, text, bins)
+
+    model.graphs = CapturedFrames(model, PerSize)
+    model.predict(structured_image(96, 128))
+    model.predict(structured_image(120, 160))
+    assert model.graph_status == (
+        "on for 1 graphs; eager: capture failed: RuntimeError: operation not permitted when "
+        "stream is capturing (160x120, batch 1)"
+    )
+    crop = DepthClip(make_config(preprocessing="crop"))  # takes 640x480 frames only
+    crop.graphs = CapturedFrames(crop, stand_in())
+    with pytest.raises(ImageSizeError):
+        crop.predict(structured_image(96, 128))
+    assert crop.graph_status == "on" and crop.graphs.kept == 0  # the frame's error, not a graph's
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.07, 0.3, 1.7])
+def test_the_eager_path_and_the_graphs_scale_tensor_give_the_same_fp16_head(temperature):
+    """The graph multiplies by a 0-dim float32 tensor, the eager path by a number: both hold
+    temperature_scale, so the fp16 logits agree to the bit (a float32 tensor divisor against a
+    Python float one differed by an ulp on about 1 % of logits on CUDA)."""
+    generator = torch.Generator().manual_seed(3)
+    positions = torch.randn(2, 35, 16, generator=generator).half()
+    positions = positions / positions.norm(dim=-1, keepdim=True)
+    text = torch.randn(16, 7, generator=generator).half()
+    number = temperature_scale(temperature)
+    eager = bin_probabilities(positions, text, number, (5, 7))
+    graph = bin_probabilities(positions, text, torch.tensor(number), (5, 7))
+    assert eager.dtype == torch.float16
+    torch.testing.assert_close(eager, graph, atol=0, rtol=0)
+    assert number == float(np.float32(1.0) / np.float32(temperature))
+
+
+def test_a_cuda_device_is_resolved_to_its_index_once(monkeypatch):
+    """What the core caches per device (the normalisation constants) is read under the same
+    key as it is made: cuda and auto resolve to cuda:N (stand-ins for a machine with 2 GPUs)."""
+    from depthclip_ros.estimator.clip_loading import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
