@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..config.parameters import DepthClipConfig
 from .batchnorm_folding import fold_batch_norms
 from .clip_loading import LoadedModel, load_clip
-from .cuda_graph import CapturedFrames
+from .cuda_graph import CapturedFrames, PinnedBuffers
 from .depth_head import (
     bin_probabilities,
     channel_subsample_index,
@@ -120,7 +120,7 @@ class DepthClip:
         # On CUDA the whole frame replays as one captured graph (cuda_graph; scene_bins auto and
         # an oracle's scenes run eagerly): Python issuing each kernel cost more than the model.
         self.graphs = None
-        self._pinned = {}  # shape -> pinned host buffer of the eager CUDA upload
+        self._pinned = PinnedBuffers()  # the eager CUDA upload's host buffers, bounded
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: autotune once
             if config.cuda_graphs == "auto":
@@ -223,9 +223,7 @@ class DepthClip:
         """uint8 (H, W, 3) or (B, H, W, 3) array -> uint8 tensor on the device."""
         t = torch.from_numpy(as_image_batch(images))
         if self.device.type == "cuda":  # through a pinned buffer of this shape, reused
-            pinned = self._pinned.get(t.shape)
-            if pinned is None:
-                pinned = self._pinned[t.shape] = torch.empty_like(t).pin_memory()
+            pinned = self._pinned.like(t)
             pinned.copy_(t)
             t = pinned.to(self.device, non_blocking=True)
         return t

@@ -46,8 +46,34 @@ def structure_key(cfg, batch: int, height: int, width: int, bins: int) -> tuple:
 
 def padded_batch(batch: int) -> int:
     """The batch a graph runs `batch` images as (the rest padded): the first of BATCH_SIZES that
-    holds it, or the batch itself beyond them."""
-    return next((size for size in BATCH_SIZES if size >= batch), batch)
+    holds it; beyond them, the next multiple of the largest (a bag's batch of 100 and of 120
+    share a graph of 128)."""
+    step = BATCH_SIZES[-1]
+    return next((size for size in BATCH_SIZES if size >= batch), -(-batch // step) * step)
+
+
+class PinnedBuffers:
+    """Pinned host buffers of the eager CUDA upload, one per input shape, the `kept` most
+    recently used (a camera's shape is reused every frame; a bag's many shapes are not kept)."""
+
+    def __init__(self, kept: int = 4, allocate=None):
+        self.kept = kept
+        self._allocate = allocate or (lambda like: torch.empty_like(like).pin_memory())
+        self._buffers: collections.OrderedDict = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buffers)
+
+    def like(self, tensor):
+        """The buffer for `tensor`'s shape and dtype (made on first use)."""
+        key = (tuple(tensor.shape), tensor.dtype)
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = self._allocate(tensor)
+            while len(self._buffers) > self.kept:
+                self._buffers.popitem(last=False)
+        self._buffers.move_to_end(key)
+        return buffer
 
 
 class CapturedFrame:

@@ -240,3 +240,21 @@ def test_a_cuda_device_is_resolved_to_its_index_once(monkeypatch):
     assert resolve_device("cuda") == torch.device("cuda", 1)
     assert resolve_device("auto") == torch.device("cuda", 1)
     assert resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
+def test_batches_beyond_64_share_padded_graphs_and_pinned_buffers_are_bounded():
+    assert [cuda_graph.padded_batch(b) for b in (1, 3, 64, 65, 100, 128, 129)] == [
+        1,
+        4,
+        64,
+        128,
+        128,
+        128,
+        192,
+    ]
+    made = []
+    buffers = cuda_graph.PinnedBuffers(kept=2, allocate=lambda like: made.append(1) or like * 0)
+    frames = [torch.zeros((1, h, 64, 3), dtype=torch.uint8) for h in (48, 48, 96, 120, 48)]
+    got = [buffers.like(f) for f in frames]
+    assert len(made) == 4 and len(buffers) == 2  # 48 reused once, then pushed out by 96, 120
+    assert got[0] is got[1] and tuple(got[3].shape) == (1, 120, 64, 3)

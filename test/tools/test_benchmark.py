@@ -270,3 +270,35 @@ def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint):
         "node, 8 cameras x 30 Hz: slowest camera (Hz)": "NOT MET",
         "depthclip-bag (VGA frames/s)": "met",
     }
+
+
+def test_gpu_check_names_what_an_offline_gpu_host_lacks_and_its_steps(monkeypatch):
+    """Before any GPU minute: one line for each module the host cannot import; the steps chosen
+    by --only, each judged on its own (stand-ins for what is missing)."""
+    import argparse
+    import importlib.util
+
+    from bench import gpu_check
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("regex", "pkg_resources") else real(name, *a),
+    )
+    assert gpu_check.missing_modules() == [
+        "gpu-check: no module regex here: install regex (clip's tokenizer)",
+        "gpu-check: no module pkg_resources here: install setuptools<81 (clip imports "
+        "pkg_resources)",
+    ]
+    assert gpu_check.step_list("core, node") == ["core", "node"]
+    with pytest.raises(argparse.ArgumentTypeError, match="steps are tests, options"):
+        gpu_check.step_list("core,gpu")
+    core = [["core predict, captured frame (host to host)", "1", "1.50", "2.0", "666"]]
+    rows = gpu_check.step_verdicts("core", {"core": core})
+    assert [r[0] for r in rows] == [
+        "core fp16 batch 1, host to host p50 (ms)",
+        "core fp16 batch 8 (frames/s)",
+    ]
+    assert [r[3] for r in rows] == ["met", "NOT MET"]  # batch 8 not measured: not met
+    assert gpu_check.step_verdicts("bags", {"bags": 450.0})[0][2:] == ["450.0", "met"]
