@@ -122,6 +122,8 @@ def test_every_documented_bag_command_is_accepted_where_the_docs_say():
     assert any("-i" in c and d == SINCE_JAZZY for _, c, d in commands)
     assert any("convert" in c and d == ("humble",) for _, c, d in commands)
     for where, command, distros in commands:
+        if command in ("ros2 bag play", "ros2 bag convert"):
+            continue  # prose naming the verb, not a command
         if "play" in command and not re.search(r"play (\S+ )*(-i )?[\w./-]*(bag|IN)", command):
             command = command.replace("play", "play BAG", 1)  # prose naming an option
         for distro in distros:
