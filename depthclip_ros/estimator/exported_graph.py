@@ -78,6 +78,13 @@ def graph_precision(meta: dict) -> str:
     return meta.get("precision", "fp32")
 
 
+def graph_image_size(meta: dict):
+    """(height, width) the one size a fixed-size graph takes; None for a graph of any size."""
+    if meta["image_height"] == ANY_SIZE:
+        return None
+    return int(meta["image_height"]), int(meta["image_width"])
+
+
 def precision_detail(meta: dict) -> str:
     """The graph's precision in words, with an int8 graph's measured difference from fp32."""
     precision = graph_precision(meta)
@@ -138,11 +145,7 @@ class ExportedGraph:
         self.graph_precision = graph_precision(meta)
         self.precision = self._inference_precision(config.precision)
         # None: any size (the resize is in the graph); else the one size the graph takes.
-        self.image_size = (
-            None
-            if meta["image_height"] == ANY_SIZE
-            else (int(meta["image_height"]), int(meta["image_width"]))
-        )
+        self.image_size = graph_image_size(meta)
         self.embed_dim = int(meta["embed_dim"])
         self.model_identity = meta["model_identity"]
         self._open(config)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 from pathlib import Path
 
 from ..errors import ConfigError, ModelLoadError
@@ -101,10 +102,10 @@ class OpenVinoDepthClip(ExportedGraph):
             self.core.set_property({"CACHE_DIR": str(cache)})
         except OSError as exc:  # no cache: every start compiles again, nothing else changes
             log.warning("openvino_cache_dir %s cannot be used (%s): not caching", cache, exc)
-        self.compile_config = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision]}
-        if self.device == "AUTO":  # AUTO passes the hint on to the device it picks
-            self.compile_config = {"CPU": self.compile_config}
-            self.compile_config = {"DEVICE_PROPERTIES": self.compile_config}
+        hint = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision]}
+        # AUTO passes the hint on to the device it picks, as a device property.
+        auto = self.device == "AUTO"
+        self.compile_config = {"DEVICE_PROPERTIES": {"CPU": hint}} if auto else hint
         self.compiled = collections.OrderedDict()  # (B, H, W) -> infer request, LRU
         self.runtime = f"openvino {ov.get_version().split('-')[0]} {self.device}"
         self.cpu_threads = self._cpu_threads()
@@ -116,8 +117,6 @@ class OpenVinoDepthClip(ExportedGraph):
             return []
 
     def _cpu_threads(self) -> int:
-        import os
-
         try:
             return int(self.core.get_property("CPU", "INFERENCE_NUM_THREADS")) or os.cpu_count()
         except (RuntimeError, ValueError, TypeError):

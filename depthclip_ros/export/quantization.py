@@ -21,7 +21,12 @@ import numpy as np
 
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError, ModelLoadError
-from ..estimator.exported_graph import ANY_SIZE, INT8_AGREEMENT, INT8_FIGURES, INT8_HELD_OUT
+from ..estimator.exported_graph import (
+    INT8_AGREEMENT,
+    INT8_FIGURES,
+    INT8_HELD_OUT,
+    graph_image_size,
+)
 from ..estimator.onnx_runtime import OnnxDepthClip
 from ..estimator.text_cache import exported_text_dir
 from ..files import atomic_write
@@ -71,13 +76,6 @@ def trunk_nodes(model) -> list:
     after = reach(first, lambda n: [c for out in n.output for c in consumers.get(out, [])])
     before = reach(last, lambda n: [producer[i] for i in n.input if i in producer])
     return sorted(after & before)
-
-
-def graph_size(meta: dict):
-    """(height, width) a fixed-size graph takes, None for any size."""
-    if meta["image_height"] == ANY_SIZE:
-        return None
-    return int(meta["image_height"]), int(meta["image_width"])
 
 
 def fit_frames(frames: list, size) -> list:
@@ -139,7 +137,7 @@ def export_int8(
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = Path(tmp) / out.name
         meta = export(config.replace(precision="fp32"), fp32_path, image_size, prompt_configs)
-        size = graph_size(meta)
+        size = graph_image_size(meta)
         calibration, held_out = fit_frames(calibration, size), fit_frames(held_out, size)
         text_dir = exported_text_dir(fp32_path)
         run_config = config.replace(

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config.parameters import DepthClipConfig
 from ..config.params_files import load_params, preset_configs
 from ..errors import DepthClipError
-from ..estimator.exported_graph import ANY_SIZE, GRAPH_PRECISIONS, precision_detail
+from ..estimator.exported_graph import GRAPH_PRECISIONS, graph_image_size, precision_detail
 from ..estimator.text_cache import exported_text_dir
 from ..export.calibration import DEFAULT_LIMIT, calibration_frames
 from ..export.graph import export
@@ -99,11 +99,8 @@ def main(argv=None) -> int:
     except OSError as exc:  # reading the model and parameters says its own errors: a write
         print(f"depthclip-export: error: {cannot_write(args.out, exc)}", file=sys.stderr)
         return 2
-    sizes = (
-        "any size"
-        if meta["image_width"] == ANY_SIZE
-        else f"{meta['image_width']}x{meta['image_height']}"
-    )
+    size = graph_image_size(meta)
+    sizes = "any size" if size is None else f"{size[1]}x{size[0]}"
     print(
         f"wrote {args.out}: {meta['model_identity']}, {sizes} images, "
         f"{meta['preprocessing']} to {meta['input_width']}x"
