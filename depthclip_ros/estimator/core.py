@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..config.parameters import DepthClipConfig
 from .batchnorm_folding import fold_batch_norms
 from .clip_loading import LoadedModel, load_clip
-from .cuda_graph import CapturedFrames, PinnedBuffers
+from .cuda_graph import CapturedFrames, PinnedBuffers, padded_batches
 from .depth_head import (
     bin_probabilities,
     channel_subsample_index,
@@ -232,12 +232,21 @@ class DepthClip:
         """CLIP ResNet layer4 feature map (B, C, H/32, W/32) of a normalised input."""
         return self.encoder(x.to(self.dtype).contiguous(memory_format=torch.channels_last))
 
-    def warm_up(self, image_size=None) -> None:
-        """Predict once on a blank frame of `image_size` (height, width; default the network's
-        input size), so that the first real frame of that size does not pay for lazy
-        initialisation (allocator, oneDNN / cuDNN kernel choice, its CUDA graph's capture)."""
+    @property
+    def prepares_image_sizes(self) -> bool:
+        """Whether a camera's frames gain from warm_up at its size before the first (CUDA
+        graphs: captured there, not mid-stream)."""
+        return self.graphs is not None
+
+    def warm_up(self, image_size=None, max_batch: int = 1) -> None:
+        """Predict on blank frames of `image_size` (height, width; default the network's input
+        size), so that the first real frame of that size does not pay for lazy initialisation
+        (allocator, oneDNN / cuDNN kernel choice, its CUDA graphs' captures): with CUDA graphs
+        at every padded batch up to `max_batch`, else at one image."""
         size = image_size or network_image_size(self.config)
-        self.predict(np.zeros((*size, 3), np.uint8), arrays=())
+        batches = padded_batches(max_batch) if self.graphs is not None else [1]
+        for batch in batches:
+            self.predict(np.zeros((batch, *size, 3), np.uint8), arrays=())
 
     def positions(self, imgs: torch.Tensor, cfg: DepthClipConfig) -> tuple:
         """uint8 (B, H, W, 3) on the device -> (position embeddings (B or 2B, hw, D), layer4

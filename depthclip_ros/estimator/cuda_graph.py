@@ -5,16 +5,18 @@ One graph per (padded batch, image size, number of bins, the config fields that 
 graph's shape: preprocessing, network input, normalisation, dense features, head precision,
 flip). Batches are padded to a power of two (BATCH_SIZES), so a bag's or several cameras'
 varying batches share a few graphs, and the cache holds every padded batch of a few image
-sizes. Text features, bins and temperature are inputs of the graph (static tensors, copied
-only when they changed), so a run-time change of tokens, bins or temperature replays the same
-graph. Host buffers are pinned and reused across frames; the upload and the download run on a
-stream of their own. No rclpy.
+sizes, within a share of the device's memory (each graph's own pool, measured). Text features,
+bins and temperature are inputs of the graph (static tensors, copied only when they changed),
+so a run-time change of tokens, bins or temperature replays the same graph. Host buffers are
+pinned and reused across frames; the upload and the download run on a stream of their own. No
+rclpy.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import sys
 import weakref
 
 import numpy as np
@@ -28,6 +30,7 @@ from .result import OUTPUT_FIELDS
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)  # a batch runs as the first of these that holds it
 IMAGE_SIZES_KEPT = 3  # camera sizes whose graphs of every padded batch the cache keeps
 MAX_GRAPHS = len(BATCH_SIZES) * IMAGE_SIZES_KEPT  # least recently used dropped beyond
+GRAPH_MEMORY_SHARE = 0.25  # of the device's memory the kept graphs may hold, likewise
 # How far a new graph's first replay may be from the eager path on the same frame (metres).
 AGREEMENT = {torch.float16: 5e-3, torch.float32: 1e-4}
 
@@ -38,6 +41,32 @@ def release_device_memory(device) -> None:
     """Give the caching allocator's free blocks back (after a failed capture)."""
     if getattr(device, "type", "") == "cuda":
         torch.cuda.empty_cache()
+
+
+def graph_memory_budget(device) -> int:
+    """Bytes the kept graphs of a model on `device` may hold: GRAPH_MEMORY_SHARE of its memory
+    (a Jetson's memory is the robot's too); no bound off CUDA (the CPU tests' stand-ins)."""
+    if getattr(device, "type", "") != "cuda":
+        return sys.maxsize
+    return int(torch.cuda.get_device_properties(device).total_memory * GRAPH_MEMORY_SHARE)
+
+
+def pool_bytes(segments, pool, device_index: int) -> int:
+    """Device memory of one graph's private pool: the caching allocator's segments (as
+    torch.cuda.memory_snapshot() lists them) that belong to `pool` (CUDAGraph.pool()) on the
+    device. Reserved-memory differences around a capture are no measure: the capture empties
+    the allocator's cache in between, and they go negative."""
+    return sum(
+        segment["total_size"]
+        for segment in segments
+        if tuple(segment["segment_pool_id"]) == tuple(pool)
+        and segment.get("device", device_index) == device_index
+    )
+
+
+def padded_batches(max_batch: int) -> list:
+    """The padded batches that batches of 1 to `max_batch` images run as."""
+    return sorted({padded_batch(batch) for batch in range(1, max_batch + 1)})
 
 
 def structure_key(cfg, batch: int, height: int, width: int, bins: int) -> tuple:
@@ -82,7 +111,6 @@ class CapturedFrame:
     def __init__(self, model, cfg, batch: int, height: int, width: int, text, bins):
         self.model, self.cfg = model, cfg  # `model`: a weak proxy (no cycle with the estimator)
         device = model.device
-        reserved_before = torch.cuda.memory_reserved(device)
         # Its own reference to every constant the frame reads (the normalisation's mean and
         # std): a graph replays addresses, which must outlive any cache that made them.
         self.constants = model.normalization_constants(cfg)
@@ -112,8 +140,11 @@ class CapturedFrame:
             with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
                 self.outputs = self._forward()
         self.host_out = [torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in self.outputs]
-        # What this graph holds on the device: its static buffers and its memory pool.
-        self.memory_bytes = torch.cuda.memory_reserved(device) - reserved_before
+        # What this graph holds on the device: its memory pool and its static inputs.
+        inputs = (self.images, self.text, self.bins, self.scale)
+        self.memory_bytes = pool_bytes(
+            torch.cuda.memory_snapshot(), self.graph.pool(), device.index or 0
+        ) + sum(t.numel() * t.element_size() for t in inputs)
 
     def _forward(self):
         positions, _, grid = self.model.positions(self.images, self.cfg)
@@ -156,14 +187,16 @@ class CapturedFrames:
     """The graphs of one estimator, captured on first use of each structure key and checked:
     the first replay must give the eager path's depth on the same frame. A key whose capture
     fails or disagrees stays on the eager path (`run` answers None), with one warning; `status`
-    says "on", or "off: <why>" for the last key refused. `capture` makes a CapturedFrame
-    (a stand-in in the CPU tests)."""
+    says "on", or "off: <why>" for the last key refused. The least recently used graphs go
+    beyond MAX_GRAPHS or `max_bytes` (default: graph_memory_budget). `capture` makes a
+    CapturedFrame (a stand-in in the CPU tests)."""
 
-    def __init__(self, model, capture=CapturedFrame):
+    def __init__(self, model, capture=CapturedFrame, max_bytes: int | None = None):
         # A weak proxy: the estimator owns its graphs, and the graphs' device memory goes with
         # the estimator at once, not when the cycle collector finds a cycle.
         self.model = weakref.proxy(model)
         self._capture = capture
+        self.max_bytes = graph_memory_budget(model.device) if max_bytes is None else max_bytes
         self._graphs: collections.OrderedDict = collections.OrderedDict()  # key -> frame
         self._eager: dict = {}  # key -> why it runs eagerly
         self.captures = 0
@@ -244,9 +277,15 @@ class CapturedFrames:
             getattr(frame, "memory_bytes", 0) / 1e6,
         )
         self._graphs[key] = frame
-        while len(self._graphs) > MAX_GRAPHS:
+        evicted = 0
+        while len(self._graphs) > 1 and (
+            len(self._graphs) > MAX_GRAPHS or self.memory_bytes > self.max_bytes
+        ):
             self._graphs.popitem(last=False)
-            self.evictions += 1
+            evicted += 1
+        if evicted:  # the pushed-out pools' memory back to the device, not kept cached
+            self.evictions += evicted
+            release_device_memory(self.model.device)
         return outputs
 
     def _refuse(self, key, why: str):

@@ -245,10 +245,21 @@ class ExportedGraph:
             checked = self._checked
         self._head = checked[1]
 
-    def warm_up(self, image_size=None) -> None:
-        """Predict once on a blank frame of `image_size` (a fixed-size graph: its size)."""
+    @property
+    def prepares_image_sizes(self) -> bool:
+        """Whether a camera's frames gain from warm_up at its size before the first (TensorRT:
+        an engine is built per image size)."""
+        return False
+
+    def warm_up(self, image_size=None, max_batch: int = 1) -> None:
+        """Predict once on a blank frame of `image_size` (a fixed-size graph: its size); where
+        the runtime builds per size (TensorRT), for batches up to `max_batch` too."""
         size = self.image_size or image_size or network_image_size(self.config)
+        self._prepare(size, max_batch)
         self.predict(np.zeros((*size, 3), np.uint8), arrays=())
+
+    def _prepare(self, image_size: tuple, max_batch: int) -> None:
+        """Whatever the runtime builds for `image_size` and batches up to `max_batch`."""
 
     def predict(self, images, scenes=None, arrays=None) -> DepthResult:
         """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3): any size, or the one size a

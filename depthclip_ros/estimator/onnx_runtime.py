@@ -4,6 +4,7 @@ CUDA or TensorRT (what it shares with OpenVINO: exported_graph).
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageSizeError, ModelLoadError
+from ..errors import ModelLoadError
 from .exported_graph import ExportedGraph
 from .file_identity import sha256_remembered
 from .result import network_image_size
@@ -22,32 +23,37 @@ log = logging.getLogger("depthclip_ros")
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
-# TensorRT's optimisation profile: the shapes one engine takes, so that neither a camera's size
-# nor a batch up to the node's largest builds another engine.
-TENSORRT_MAX_BATCH = 64  # the node's max_batch at most
-TENSORRT_MAX_IMAGE = (2160, 3840)  # (height, width): 4K
-TENSORRT_MIN_IMAGE = (32, 32)
+# TensorRT's engines: one per image size in use (a camera's, known from its camera_info, or a
+# bag's frames), for batches up to the node's max_batch; each optimisation profile spans those
+# batches only, so an engine is built in the memory and time its frames need (not 64 4K images).
+TENSORRT_MAX_BATCH = 64  # the node's max_batch at most; larger batches run in parts
 TENSORRT_MAX_BINS = 64
+TENSORRT_SIZES_KEPT = 4  # image sizes whose engines stay loaded (least recently used dropped)
 
 
-def tensorrt_profile(embed_dim: int, bins: int, image_size: tuple, fixed_size: bool) -> dict:
-    """trt_profile_{min,opt,max}_shapes: images (B, H, W, 3) from one small image to
-    TENSORRT_MAX_BATCH 4K images (or the one size a fixed-size graph takes), optimised for one
-    image of `image_size`; text features and bins for 2 to TENSORRT_MAX_BINS bins."""
+def tensorrt_profile(embed_dim: int, bins: int, image_size: tuple, max_batch: int) -> dict:
+    """trt_profile_{min,opt,max}_shapes of one engine: images (B, H, W, 3) of one size, B from 1
+    to `max_batch`, optimised for one image; text features and bins for 2 to TENSORRT_MAX_BINS
+    bins (a run-time change of bins needs no other engine)."""
     height, width = image_size
-    low = image_size if fixed_size else TENSORRT_MIN_IMAGE
-    high = image_size if fixed_size else TENSORRT_MAX_IMAGE
     shapes = {
-        "min": (1, *low, 2),
-        "opt": (1, height, width, bins),
-        "max": (TENSORRT_MAX_BATCH, *high, TENSORRT_MAX_BINS),
+        "min": (1, 2),
+        "opt": (1, bins),
+        "max": (max_batch, TENSORRT_MAX_BINS),
     }
     return {
         f"trt_profile_{name}_shapes": (
-            f"images:{b}x{h}x{w}x3,text_features:{embed_dim}x{k},bins:{k}"
+            f"images:{b}x{height}x{width}x3,text_features:{embed_dim}x{k},bins:{k}"
         )
-        for name, (b, h, w, k) in shapes.items()
+        for name, (b, k) in shapes.items()
     }
+
+
+def tensorrt_engine_folder(cache: Path, image_size: tuple, max_batch: int) -> Path:
+    """Where the engine of one profile is cached, inside the file's tensorrt_cache_folder: ONNX
+    Runtime names engines by the graph alone, so engines of two profiles must not share one."""
+    height, width = image_size
+    return Path(cache) / f"{width}x{height}-batch{max_batch}"
 
 
 # What ONNX Runtime's TensorRT provider says when a cached engine was built by another
@@ -76,18 +82,13 @@ def tensorrt_runtime(ort) -> str:
 
 
 def providers_for(
-    device: str,
-    precision: str,
-    tensorrt_cache: Path,
-    available,
-    profile: dict | None = None,
-    choice: str = "auto",
+    device: str, precision: str, tensorrt_cache: Path, available, choice: str = "auto"
 ) -> list:
     """The providers tried, best first: cpu -> CPU; cuda[:N] -> TensorRT (when installed and
     `choice` is not cuda), CUDA, then CPU as the last fallback. An fp16 graph lets TensorRT build
-    fp16 engines; `profile`: tensorrt_profile's shapes; `tensorrt_cache`: the file's own
-    tensorrt_cache_folder (its timing cache too). ModelLoadError for `choice` tensorrt without
-    TensorRT."""
+    fp16 engines; `tensorrt_cache`: the file's own tensorrt_cache_folder (its engines' folders
+    and their shared timing cache: with_profile adds an engine's). ModelLoadError for `choice`
+    tensorrt without TensorRT."""
     if device == "cpu":
         return [(CPU, {})]
     if choice == "tensorrt" and TENSORRT not in available:
@@ -109,13 +110,18 @@ def providers_for(
                     "trt_engine_cache_path": str(tensorrt_cache),
                     "trt_timing_cache_enable": "True",
                     "trt_timing_cache_path": str(tensorrt_cache),
-                    **(profile or {}),
                 },
             )
         )
     if CUDA in available:
         chain.append((CUDA, {"device_id": index}))
     return chain + [(CPU, {})]
+
+
+def with_profile(chain: list, profile: dict, engine_folder: Path) -> list:
+    """`chain` with its TensorRT provider building the engine of `profile` in `engine_folder`."""
+    (name, options), rest = chain[0], chain[1:]
+    return [(name, {**options, **profile, "trt_engine_cache_path": str(engine_folder)}), *rest]
 
 
 class OnnxDepthClip(ExportedGraph):
@@ -170,26 +176,29 @@ class OnnxDepthClip(ExportedGraph):
                     "running on CPU; install onnxruntime-gpu for CUDA or TensorRT",
                     ", ".join(available),
                 )
-        cache, profile = None, None
+        cache = None
         if device != "cpu" and TENSORRT in available:
             root = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt")
             root = root.expanduser()
             digest = sha256_remembered(self.path, root)  # not the whole file at every start
             cache = tensorrt_cache_folder(root, digest, self.precision, tensorrt_runtime(ort))
             cache.mkdir(parents=True, exist_ok=True)
-            fixed = self.image_size is not None
-            size = self.image_size or network_image_size(config)
-            profile = tensorrt_profile(self.embed_dim, len(config.depth_bins), size, fixed)
         choice = config.onnxruntime_providers
-        chain = providers_for(device, self.precision, cache, available, profile, choice)
+        chain = providers_for(device, self.precision, cache, available, choice)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
-        self.session = self._gpu_session(ort, options, chain, cache, choice)
+        self._build = (ort, options, chain, cache, choice, len(config.depth_bins))
+        # TensorRT: the engines by image size, (session, largest batch) each, the least
+        # recently used first; the first, for the graph's size or the network's, tells whether
+        # TensorRT can take the graph at all.
+        self._engines: collections.OrderedDict = collections.OrderedDict()
+        self._batch_wanted = 1  # the largest batch warm_up asked for: later sizes' engines too
+        self._cuda_session = None  # the sizes TensorRT could not build, when it could others
+        size = self.image_size or network_image_size(config)
+        self.session = self._gpu_session(chain, size, 1)
         self.provider = self.session.get_providers()[0]
-        if self.provider != CPU:
-            # ONNX Runtime would otherwise, on a provider failure at run time, re-create the
-            # session on CPU without its options and say so only on its own log.
-            self.session.disable_fallback()
+        if self.provider == TENSORRT:
+            self._engines[size] = (self.session, 1)
         self.device = "cpu" if self.provider == CPU else device
         self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
         # What the CPU provider uses: the set number, else (0) one thread per core.
@@ -202,57 +211,103 @@ class OnnxDepthClip(ExportedGraph):
                 ", ".join(available),
             )
 
-    def _gpu_session(self, ort, options, chain, cache, choice):
-        """The session of `chain`; where TensorRT cannot take the graph: a stale engine cache is
-        cleared and rebuilt once, then (choice auto) the chain without TensorRT, with one
-        warning. ONNX Runtime raises EPFail there, not a RuntimeError, so its own fallback
-        does not apply."""
+    def _opened(self, chain):
+        ort, options = self._build[:2]
+        session = self._session(ort, options, chain)
+        if session.get_providers()[0] != CPU:
+            # ONNX Runtime would otherwise, on a provider failure at run time, re-create the
+            # session on CPU without its options and say so only on its own log.
+            session.disable_fallback()
+        return session
+
+    def _gpu_session(self, chain, image_size, max_batch):
+        """The session of `chain`, its TensorRT engine for `image_size` and batches up to
+        `max_batch`. Where TensorRT cannot take the graph: a stale engine cache is cleared and
+        rebuilt once, then (choice auto) the chain without TensorRT, with one warning. ONNX
+        Runtime raises EPFail there, not a RuntimeError, so its own fallback does not apply."""
+        if chain[0][0] != TENSORRT:
+            return self._opened(chain)
+        cache, choice, bins = self._build[3:]
+        folder = tensorrt_engine_folder(cache, image_size, max_batch)
+        profile = tensorrt_profile(self.embed_dim, bins, image_size, max_batch)
+        tensorrt = with_profile(chain, profile, folder)
+        folder.mkdir(parents=True, exist_ok=True)
         try:
-            return self._session(ort, options, chain)
+            return self._opened(tensorrt)
         except ModelLoadError as exc:
-            if chain[0][0] != TENSORRT:
-                raise
             failure = exc
-        if STALE_ENGINE in str(failure) and cache is not None:
+        if STALE_ENGINE in str(failure):
             log.warning(
                 "TensorRT's cached engine in %s cannot be read (built by another TensorRT, "
                 "ONNX Runtime or GPU): building it again",
-                cache,
+                folder,
             )
-            shutil.rmtree(cache, ignore_errors=True)
-            cache.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True, exist_ok=True)
             try:
-                return self._session(ort, options, chain)
+                return self._opened(tensorrt)
             except ModelLoadError as exc:
                 failure = exc
         if choice == "tensorrt":
             raise failure
         reason = str(failure).split(": ", 1)[-1].strip().splitlines()[0][:200]
+        height, width = image_size
         log.warning(
-            "TensorRT cannot take %s (%s): running on CUDA, device_id %s; "
+            "TensorRT cannot take %s for %dx%d images (%s): running on CUDA, device_id %s; "
             "onnxruntime_providers: cuda skips TensorRT and this warning",
             self.path.name,
+            width,
+            height,
             reason,
             chain[0][1]["device_id"],
         )
-        return self._session(ort, options, chain[1:])
+        return self._opened(chain[1:])
+
+    @property
+    def prepares_image_sizes(self) -> bool:
+        return self.provider == TENSORRT
+
+    def _prepare(self, image_size: tuple, max_batch: int) -> None:
+        if self.provider == TENSORRT:
+            self._batch_wanted = max(self._batch_wanted, min(max_batch, TENSORRT_MAX_BATCH))
+            engine = self._engines.get(tuple(image_size))
+            if engine is None or (engine[1] or TENSORRT_MAX_BATCH) < self._batch_wanted:
+                self._build_engine(tuple(image_size), self._batch_wanted)
+
+    def _engine(self, image_size: tuple, batch: int) -> tuple:
+        """(session, its largest batch; None: any) for `image_size`: the kept engine (a larger
+        batch runs in parts: no build mid-stream), or one built now for batches up to the
+        largest of `batch` and those warm_up asked for."""
+        engine = self._engines.get(image_size)
+        if engine is None:
+            return self._build_engine(image_size, max(batch, self._batch_wanted))
+        self._engines.move_to_end(image_size)
+        return engine
+
+    def _build_engine(self, image_size: tuple, max_batch: int) -> tuple:
+        max_batch = min(max_batch, TENSORRT_MAX_BATCH)
+        session = self._gpu_session(self._build[2], image_size, max_batch)
+        if session.get_providers()[0] == TENSORRT:
+            engine = (session, max_batch)
+        else:  # this size on CUDA (said once), one session for every such size
+            self._cuda_session = self._cuda_session or session
+            engine = (self._cuda_session, None)
+        self._engines[image_size] = engine
+        self._engines.move_to_end(image_size)
+        while len(self._engines) > TENSORRT_SIZES_KEPT:
+            self._engines.popitem(last=False)
+        return engine
 
     def _run(self, fields: tuple, feeds: dict) -> list:
         images = feeds["images"]
-        if self.provider == TENSORRT:  # within the engine's profile, or one line
-            batch, height, width = images.shape[:3]
-            if height > TENSORRT_MAX_IMAGE[0] or width > TENSORRT_MAX_IMAGE[1]:
-                raise ImageSizeError(
-                    f"a {width}x{height} image is larger than TensorRT's profile "
-                    f"({TENSORRT_MAX_IMAGE[1]}x{TENSORRT_MAX_IMAGE[0]}); use "
-                    f"onnxruntime_providers cuda for such images"
-                )
-            if batch > TENSORRT_MAX_BATCH:  # split: the profile's largest batch at a time
-                parts = [
-                    self.session.run(
-                        list(fields), {**feeds, "images": images[i : i + TENSORRT_MAX_BATCH]}
-                    )
-                    for i in range(0, batch, TENSORRT_MAX_BATCH)
-                ]
-                return [np.concatenate(arrays) for arrays in zip(*parts)]
-        return self.session.run(list(fields), feeds)
+        if self.provider != TENSORRT:
+            return self.session.run(list(fields), feeds)
+        batch, height, width = images.shape[:3]
+        session, largest = self._engine((height, width), batch)
+        if largest is None or batch <= largest:
+            return session.run(list(fields), feeds)
+        parts = [  # within the engine's profile: its largest batch at a time
+            session.run(list(fields), {**feeds, "images": images[i : i + largest]})
+            for i in range(0, batch, largest)
+        ]
+        return [np.concatenate(arrays) for arrays in zip(*parts)]

@@ -148,14 +148,57 @@ def test_only_the_arrays_asked_for_come_back(model):
         model.predict(image, arrays=("points",))
 
 
-def test_a_warm_up_at_the_cameras_size_captures_its_graph_before_its_first_frame(model):
-    """The node announces a camera's size from its camera_info; the frame then replays."""
+def test_a_warm_up_at_the_cameras_size_captures_its_graphs_before_its_first_frame(model):
+    """The node announces a camera's size from its camera_info, with its max_batch: every
+    padded batch up to it is captured then, and the frames replay (none captured mid-stream)."""
     capture = stand_in()
     model.graphs = CapturedFrames(model, capture)
-    model.warm_up((120, 160))
-    assert capture.made == [(1, 120, 160)]
-    model.predict(structured_image(120, 160))
-    assert capture.made == [(1, 120, 160)] and model.graphs.captures == 1
+    model.warm_up((120, 160), max_batch=3)
+    assert capture.made == [(1, 120, 160), (2, 120, 160), (4, 120, 160)]
+    images = np.stack([structured_image(120, 160, seed=s) for s in range(3)])
+    for batch in (1, 3, 2):
+        model.predict(images[:batch])
+    assert model.graphs.captures == 3 and model.prepares_image_sizes
+    model.warm_up((120, 160))  # max_batch 1: the batch-1 graph, kept
+    assert model.graphs.captures == 3
+
+
+def test_the_kept_graphs_are_bounded_by_their_device_memory_too(model):
+    """Each graph's memory is its own pool's (stand-in: 100 MB each); beyond the budget the
+    least recently used go, the newest always stays."""
+
+    class Sized(stand_in()):
+        memory_bytes = 100_000_000
+
+    model.graphs = CapturedFrames(model, Sized, max_bytes=250_000_000)
+    sizes = [(64, 96), (96, 128), (128, 160)]
+    for size in sizes:
+        model.predict(structured_image(*size))
+    assert model.graphs.kept == 2 and model.graphs.evictions == 1
+    assert model.graphs.memory_bytes == 200_000_000
+    model.predict(structured_image(*sizes[0]))  # pushed out: captured again
+    assert model.graphs.captures == 4 and model.graphs.evictions == 2
+    model.graphs.max_bytes = 10  # a single graph beyond the budget is still kept
+    model.predict(structured_image(*sizes[1]))
+    assert model.graphs.kept == 1 and model.graphs.memory_bytes == 100_000_000
+
+
+def test_a_graphs_memory_is_its_pools_segments():
+    """torch.cuda.memory_snapshot()'s segments (their keys as torch/cuda/memory.py documents
+    them): those of the graph's pool on its device count; the allocator's other segments, and
+    another device's, do not."""
+    segments = [
+        {"device": 0, "total_size": 2 << 20, "segment_pool_id": (0, 0)},  # the default pool
+        {"device": 0, "total_size": 20 << 20, "segment_pool_id": (1, 3)},
+        {"device": 0, "total_size": 4 << 20, "segment_pool_id": [1, 3]},
+        {"device": 1, "total_size": 8 << 20, "segment_pool_id": (1, 3)},
+        {"device": 0, "total_size": 6 << 20, "segment_pool_id": (1, 4)},
+    ]
+    assert cuda_graph.pool_bytes(segments, (1, 3), 0) == 24 << 20
+    assert cuda_graph.pool_bytes(segments, (1, 3), 1) == 8 << 20
+    assert cuda_graph.pool_bytes([], (1, 3), 0) == 0
+    assert cuda_graph.padded_batches(3) == [1, 2, 4]
+    assert cuda_graph.padded_batches(64) == [1, 2, 4, 8, 16, 32, 64]
 
 
 def test_an_out_of_memory_in_the_first_replays_check_leaves_that_key_eager(model, monkeypatch):

@@ -12,10 +12,12 @@ import onnx
 import pytest
 import torch
 from helpers import encode, run_on_a_full_disk, stamp, structured_image, wait_until
+from onnx_runtime_stand_in import ANY_SIZE_FAILURE, STALE_ENGINE_FAILURE, GpuOnnxRuntime
 from ros_harness import running_node
 
 from depthclip_ros.config.params_files import load_config, preset_configs, preset_names
 from depthclip_ros.errors import ConfigError, ImageSizeError, ModelLoadError
+from depthclip_ros.estimator import onnx_runtime
 from depthclip_ros.estimator.clip_loading import load_clip
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.depth_quantile import depth_quantile
@@ -28,7 +30,9 @@ from depthclip_ros.estimator.onnx_runtime import (
     OnnxDepthClip,
     providers_for,
     tensorrt_cache_folder,
+    tensorrt_engine_folder,
     tensorrt_profile,
+    with_profile,
 )
 from depthclip_ros.export import graph as export
 from depthclip_ros.messages import decoding
@@ -233,10 +237,11 @@ def test_provider_chain_and_its_fallback_order(tmp_path):
     assert providers_for("cuda", "fp32", tmp_path, [CPU]) == [(CPU, {})]
 
 
-def test_tensorrt_engines_are_kept_per_file_content_and_built_for_every_size(tmp_path):
-    """A re-export at the same path with other weights gets its own engine cache; one
-    optimisation profile spans batches 1..64 and image sizes up to 4K (a fixed-size graph: its
-    size), optimised for the expected frame."""
+def test_tensorrt_engines_are_kept_per_file_content_and_built_per_image_size(tmp_path):
+    """A re-export at the same path with other weights gets its own engine cache; an engine's
+    optimisation profile is one image size, batches 1..max_batch, optimised for one image, bins
+    from 2 to 64 (a run-time change of bins needs no other engine); each profile's engine has a
+    folder of its own."""
     model = tmp_path / "m.onnx"
     model.write_bytes(b"weights A")
     first = tensorrt_cache_folder(tmp_path / "trt", sha256_file(model), "fp16")
@@ -244,17 +249,19 @@ def test_tensorrt_engines_are_kept_per_file_content_and_built_for_every_size(tmp
     second = tensorrt_cache_folder(tmp_path / "trt", sha256_file(model), "fp16")
     assert first != second and first.parent == second.parent == tmp_path / "trt"
     assert tensorrt_cache_folder(tmp_path, "ab" * 32, "fp32").name == "abababababababab-fp32"
-    profile = tensorrt_profile(1024, 7, (416, 544), fixed_size=False)
+    profile = tensorrt_profile(1024, 7, (480, 640), max_batch=4)
     assert profile == {
-        "trt_profile_min_shapes": "images:1x32x32x3,text_features:1024x2,bins:2",
-        "trt_profile_opt_shapes": "images:1x416x544x3,text_features:1024x7,bins:7",
-        "trt_profile_max_shapes": "images:64x2160x3840x3,text_features:1024x64,bins:64",
+        "trt_profile_min_shapes": "images:1x480x640x3,text_features:1024x2,bins:2",
+        "trt_profile_opt_shapes": "images:1x480x640x3,text_features:1024x7,bins:7",
+        "trt_profile_max_shapes": "images:4x480x640x3,text_features:1024x64,bins:64",
     }
-    fixed = tensorrt_profile(512, 7, (480, 640), fixed_size=True)
-    assert fixed["trt_profile_max_shapes"].startswith("images:64x480x640x3,")
-    chain = providers_for("cuda", "fp16", first, [TENSORRT, CUDA, CPU], profile)
+    folder = tensorrt_engine_folder(first, (480, 640), 4)
+    assert folder == first / "640x480-batch4"
+    chain = providers_for("cuda", "fp16", first, [TENSORRT, CUDA, CPU])
+    chain = with_profile(chain, profile, folder)
     assert chain[0][1]["trt_profile_opt_shapes"] == profile["trt_profile_opt_shapes"]
-    assert chain[0][1]["trt_engine_cache_path"] == str(first)
+    assert chain[0][1]["trt_engine_cache_path"] == str(folder)
+    assert chain[0][1]["trt_timing_cache_path"] == str(first)  # one timing cache for all
 
 
 def test_bins_temperature_and_exported_prompts_change_without_re_export(make_config, tmp_path):
@@ -435,61 +442,6 @@ def test_device_auto_without_a_gpu_provider_says_it_runs_on_cpu(make_config, tmp
         assert "install onnxruntime-gpu" in warnings[0]
 
 
-class EPFail(Exception):
-    """Stand-in for onnxruntime.capi.onnxruntime_pybind11_state.EPFail: what ONNX Runtime raises
-    when a provider fails to build a session; not a RuntimeError (so ONNX Runtime's own fallback
-    does not apply to it)."""
-
-
-# ONNX Runtime 1.32's words, quoted from the failures the issue found (any-size graph; an engine
-# cached by another TensorRT).
-ANY_SIZE_FAILURE = (
-    "[ONNXRuntimeError] : 11 : EP_FAIL : TensorRT EP failed to create engine from network: "
-    "the explicit profile has no shape for the dynamic shape inputs of a subgraph"
-)
-STALE_ENGINE_FAILURE = (
-    "[ONNXRuntimeError] : 11 : EP_FAIL : TensorRT EP could not deserialize engine from cache: "
-    "/cache/engine.engine"
-)
-
-
-class GpuOnnxRuntime:
-    """onnxruntime as a GPU build reports itself (TensorRT, CUDA, CPU), delegating the real work
-    to the installed CPU onnxruntime; `tensorrt_failures`: what its TensorRT sessions raise, in
-    turn (then they build). Records each session's providers and options."""
-
-    def __init__(self, tensorrt_failures=()):
-        import onnxruntime
-
-        self.real, self.failures = onnxruntime, list(tensorrt_failures)
-        self.__version__ = onnxruntime.__version__
-        self.SessionOptions = onnxruntime.SessionOptions
-        self.GraphOptimizationLevel = onnxruntime.GraphOptimizationLevel
-        self.sessions, self.fallbacks_disabled = [], []
-
-    def get_available_providers(self):
-        return [TENSORRT, CUDA, CPU]
-
-    def InferenceSession(self, path, sess_options=None, providers=(), provider_options=()):  # noqa: N802
-        self.sessions.append(list(zip(providers, provider_options)))
-        if providers[0] == TENSORRT and self.failures:
-            raise EPFail(self.failures.pop(0))
-        session = self.real.InferenceSession(path, sess_options, providers=[CPU])
-        outer = self
-
-        class Session:  # reports the providers it was given, runs on CPU
-            def get_providers(self):
-                return list(providers)
-
-            def disable_fallback(self):
-                outer.fallbacks_disabled.append(providers[0])
-
-            def __getattr__(self, name):
-                return getattr(session, name)
-
-        return Session()
-
-
 def on_gpu_runtime(monkeypatch, runtime, config, path, **changes):
     monkeypatch.setattr(OnnxDepthClip, "_import", lambda self: runtime)
     return OnnxDepthClip(config.replace(model=str(path), device="cuda:1", **changes))
@@ -541,28 +493,64 @@ def test_a_stale_engine_cache_is_cleared_and_built_once(any_size_graph, monkeypa
     monkeypatch.setattr(OnnxDepthClip, "_import", lambda self: runtime)
     with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
         model = OnnxDepthClip(config.replace(model=str(path), device="cuda"))
-    folder = Path(runtime.sessions[-1][0][1]["trt_engine_cache_path"])
-    assert folder.parent == Path(config.tensorrt_cache_dir)
-    assert folder.name.endswith(f"-fp32-ort{runtime.__version__}-trtunknown")
+    tensorrt = runtime.sessions[-1][0][1]
+    folder = Path(tensorrt["trt_engine_cache_path"])
+    assert folder.name == "128x96-batch1"  # the network's size: the graph's first engine
+    assert folder.parent.parent == Path(config.tensorrt_cache_dir)
+    assert folder.parent.name.endswith(f"-fp32-ort{runtime.__version__}-trtunknown")
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "cannot be read" in warning and "building it again" in warning
     assert model.provider == TENSORRT and len(runtime.sessions) == 3  # metadata, stale, rebuilt
-    assert runtime.sessions[-1][0][1]["trt_timing_cache_enable"] == "True"
+    assert tensorrt["trt_timing_cache_enable"] == "True"
 
 
-def test_tensorrt_gets_shapes_within_its_profile(any_size_graph, monkeypatch):
+def profile_of(session) -> str:
+    """A recorded TensorRT session's largest images."""
+    return session[0][1]["trt_profile_max_shapes"].split(",")[0]
+
+
+def test_tensorrt_engines_are_built_for_the_sizes_and_batches_in_use(any_size_graph, monkeypatch):
+    """Not one engine for 64 4K images at start: one per image size, built when the node
+    announces a camera's size (warm_up with its max_batch) or a frame of a new size comes, for
+    batches up to the largest asked for; larger batches run in parts within the profile; the
+    least recently used sizes' engines go."""
+    monkeypatch.setattr(onnx_runtime, "TENSORRT_SIZES_KEPT", 2)
     config, path = any_size_graph
-    model = on_gpu_runtime(monkeypatch, GpuOnnxRuntime(), config, path)
-    assert model.provider == TENSORRT
-    with pytest.raises(ImageSizeError, match="larger than TensorRT's profile"):
-        model.predict(np.zeros((2200, 64, 3), np.uint8))
-    runs = []
-    run = model.session.run
-    model.session.run = lambda names, feeds: runs.append(len(feeds["images"])) or run(names, feeds)
-    frames = np.stack([structured_image(48, 64, seed=i % 3) for i in range(70)])
+    runtime = GpuOnnxRuntime()
+    model = on_gpu_runtime(monkeypatch, runtime, config, path)
+    assert model.provider == TENSORRT and model.prepares_image_sizes
+    assert profile_of(runtime.sessions[-1]) == "images:1x96x128x3"
+    model.warm_up((48, 64), max_batch=3)  # a camera's camera_info
+    assert profile_of(runtime.sessions[-1]) == "images:3x48x64x3"
+    built = len(runtime.sessions)
+    frames = np.stack([structured_image(48, 64, seed=i % 3) for i in range(7)])
+    runtime.runs.clear()
     depth = model.predict(frames, arrays=()).depth
-    assert runs == [64, 6] and depth.shape == (70, 48, 64)
-    np.testing.assert_allclose(depth[66], model.predict(frames[66], arrays=()).depth[0], atol=1e-6)
+    assert [shape[0] for _, shape in runtime.runs] == [3, 3, 1] and depth.shape == (7, 48, 64)
+    np.testing.assert_allclose(depth[4], model.predict(frames[4], arrays=()).depth[0], atol=1e-6)
+    assert len(runtime.sessions) == built  # no engine built for these frames
+    model.predict(np.zeros((72, 40, 3), np.uint8))  # a size never announced: built for it
+    assert profile_of(runtime.sessions[-1]) == "images:3x72x40x3"
+    model.predict(np.zeros((96, 128, 3), np.uint8))  # pushed out by the two newer sizes
+    assert profile_of(runtime.sessions[-1]) == "images:3x96x128x3"
+    assert len(runtime.sessions) == built + 2
+
+
+def test_a_size_tensorrt_cannot_build_runs_on_cuda_with_one_warning(
+    any_size_graph, monkeypatch, caplog
+):
+    config, path = any_size_graph
+    runtime = GpuOnnxRuntime()
+    model = on_gpu_runtime(monkeypatch, runtime, config, path)
+    runtime.failures = [ANY_SIZE_FAILURE]  # the next engine, for 64x48 images
+    with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
+        for _ in range(2):
+            model.predict(structured_image(48, 64))
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "TensorRT cannot take m.onnx for 64x48 images" in warning
+    assert [provider for provider, _ in runtime.runs] == [CUDA, CUDA]
+    model.predict(structured_image(96, 128))  # the sizes TensorRT took stay on TensorRT
+    assert runtime.runs[-1][0] == TENSORRT and model.provider == TENSORRT
 
 
 def test_the_files_hash_is_remembered_while_it_is_unchanged(tmp_path, monkeypatch):

@@ -258,6 +258,37 @@ def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, 
     assert after.max() > 3.0  # the change reached the frame after it
 
 
+def test_a_cameras_size_is_prepared_from_its_camera_info_at_max_batch(
+    monkeypatch, tiny_checkpoint, tmp_path
+):
+    """Where an estimator builds per image size (CUDA graphs, TensorRT engines), the node asks
+    for a camera's size and max_batch when its camera_info comes, on the worker thread, once:
+    not on its first frames."""
+    import threading
+
+    from depthclip_ros.estimator.core import DepthClip
+
+    prepared = []
+    monkeypatch.setattr(DepthClip, "prepares_image_sizes", property(lambda self: True))
+    real = DepthClip.warm_up
+
+    def recorder(self, image_size=None, max_batch=1):
+        prepared.append((image_size, max_batch, threading.current_thread().name))
+        return real(self, image_size, 1)  # the CPU's work: one image
+
+    monkeypatch.setattr(DepthClip, "warm_up", recorder)
+    with running_node(tiny_checkpoint, tmp_path, max_batch=3) as (node, tester):
+        for _ in range(2):
+            tester.info_pub.publish(camera_info(width=320, height=240))
+        wait_until(lambda: len(prepared) == 2)
+        tester.info_pub.publish(camera_info(width=320, height=240))
+        send_and_receive(tester, encode(RGB, "rgb8"), 1)
+    assert prepared == [
+        (None, 1, "depthclip-worker"),  # configure: the network's size
+        ((240, 320), 3, "depthclip-worker"),
+    ]
+
+
 def test_burst_drops_old_frames_and_answers_the_newest(node_and_tester):
     node, tester = node_and_tester
     tester.info_pub.publish(camera_info())

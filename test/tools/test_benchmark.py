@@ -272,6 +272,36 @@ def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint):
     }
 
 
+def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(tiny_checkpoint, monkeypatch):
+    """The ONNX Runtime step on CPU with the stand-in of onnxruntime-gpu (its TensorRT refuses
+    the any-size graph as TensorRT 10 does, writes and rejects engine files as ORT does): every
+    row passes, so a lent GPU's minutes go to what only a GPU can say."""
+    from onnx_runtime_stand_in import ANY_SIZE_FAILURE, GpuOnnxRuntime
+
+    from bench import gpu_check
+    from bench.gpu_onnxruntime import onnxruntime_on_gpu
+    from depthclip_ros.estimator.onnx_runtime import OnnxDepthClip
+
+    runtime = GpuOnnxRuntime([ANY_SIZE_FAILURE])
+    monkeypatch.setattr(OnnxDepthClip, "_import", lambda self: runtime)
+    head, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        ("any-size graph, providers cuda", "CUDAExecutionProvider", "pass"),
+        ("any-size graph, providers auto", "CUDAExecutionProvider", "pass"),
+        ("VGA graph: first engine (batch 1)", "TensorrtExecutionProvider", "pass"),
+        ("warm_up max_batch 4; batch 6 in parts", "TensorrtExecutionProvider", "pass"),
+        ("reopen: engine from the cache", "TensorrtExecutionProvider", "pass"),
+        ("stale engine: cleared, built again", "TensorrtExecutionProvider", "pass"),
+    ], rows
+    assert ok and "640x480-batch1, 640x480-batch4" in rows[3][2]
+    assert ("TensorrtExecutionProvider", (4, 480, 640)) in runtime.runs  # the batch of 6: 4 + 2
+    assert ("TensorrtExecutionProvider", (2, 480, 640)) in runtime.runs
+    # onnxruntime without a GPU provider (this machine's): one row says so, nothing fails
+    monkeypatch.undo()
+    _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
+    assert ok and [r[3] for r in rows] == ["not run"] and "onnxruntime-gpu" in rows[0][2]
+
+
 def test_gpu_check_names_what_an_offline_gpu_host_lacks_and_its_steps(monkeypatch):
     """Before any GPU minute: one line for each module the host cannot import; the steps chosen
     by --only, each judged on its own (stand-ins for what is missing)."""
