@@ -10,8 +10,10 @@ the model. /diagnostics come from the frame statistics (runtime/statistics, runt
 from __future__ import annotations
 
 import functools
+import signal
 import socket
 import sys
+import threading
 import time
 
 import rclpy
@@ -193,7 +195,8 @@ class DepthClipNode(LifecycleNode):
                 self.worker = None
             if device is not None:
                 return_freed_memory(device)
-                self.get_logger().info("model unloaded")
+                if self.context.ok():  # after a shutdown rcl could not send it to /rosout
+                    self.get_logger().info("model unloaded")
         self.params = None
 
     # ----------------------------------------------------------------- parameters
@@ -303,13 +306,14 @@ class DepthClipNode(LifecycleNode):
         self.cameras[name].frame_failed(exc)
 
     def prepare_image_size(self, height: int, width: int):  # worker thread
-        """A camera's image size, known from its camera_info: on CUDA its graph is captured
-        now, not on its first frame (which would wait for the capture and its check)."""
+        """A camera's image size, known from its camera_info: on CUDA its graphs (TensorRT: its
+        engine) for every batch up to max_batch are made now, not on its first frames (which
+        would wait for the capture and its check, or the engine's build)."""
         estimator = self.estimator
-        if estimator is None or getattr(estimator, "graphs", None) is None:
+        if estimator is None or not estimator.prepares_image_sizes:
             return
         try:
-            estimator.warm_up((height, width))
+            estimator.warm_up((height, width), self.params.node.max_batch)
         except Exception as exc:  # the frame of that size will say it again, and go on
             self.get_logger().warning(
                 f"no warm-up at {width}x{height}: {type(exc).__name__}: {exc}"
@@ -388,11 +392,21 @@ def main(args=None):
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
+        _ignore_further_interrupts()
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        _ignore_further_interrupts()  # rclpy's shutdown puts Python's handler back
     return code
+
+
+def _ignore_further_interrupts() -> None:
+    """Under `ros2 launch` a terminal's Ctrl-C reaches the node twice: the terminal's SIGINT to
+    the process group, then launch's own. The second must not cut the clean-up short (Python
+    would end by SIGINT, and launch report 'process has died')."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
