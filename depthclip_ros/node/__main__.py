@@ -2,6 +2,6 @@
 
 import sys
 
-from .lifecycle_node import main
+from . import main
 
 sys.exit(main())

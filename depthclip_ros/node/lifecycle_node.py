@@ -374,10 +374,12 @@ def start(node: DepthClipNode) -> bool:
 
 
 def main(args=None):
-    rclpy.init(args=args)
+    if threading.current_thread() is threading.main_thread():  # Python's own, for rclpy to chain
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     node = None
     code = 0
     try:
+        rclpy.init(args=args)
         node = DepthClipNode()
         autostart = node.get_parameter("autostart").value
         if not isinstance(autostart, bool):
@@ -402,9 +404,9 @@ def main(args=None):
 
 
 def _ignore_further_interrupts() -> None:
-    """Under `ros2 launch` a terminal's Ctrl-C reaches the node twice: the terminal's SIGINT to
-    the process group, then launch's own. The second must not cut the clean-up short (Python
-    would end by SIGINT, and launch report 'process has died')."""
+    """A Ctrl-C can reach the node twice: the group's SIGINT, then launch's own where `ros2
+    launch` has no terminal on stdin (a script, `-n`), or a second Ctrl-C. The second must not
+    cut the clean-up short (Python would end by SIGINT, and launch report 'process has died')."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -1,11 +1,9 @@
-"""The ament_python package: colcon install layout, and the launch file's actions."""
+"""The ament_python package: colcon install layout, package.xml, the launch arguments' docs."""
 
-import importlib.util
 import os
 import shutil
 import subprocess
 import sys
-import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -133,209 +131,18 @@ def test_colcon_build_installs_what_ros2_launch_and_run_need(tmp_path):
         assert exe.is_file() and os.access(exe, os.X_OK), name
 
 
-def _load_launch_file_with_recording_fakes(launch_args, installed=("depthclip_ros",), nodes=None):
-    """Import launch/depth.launch.py against minimal stand-ins of launch / launch_ros that
-    record what the file builds (the real ones are not installable from PyPI)."""
-    recorded = types.SimpleNamespace(nodes=[] if nodes is None else nodes)
-
-    class Action:
-        def __init__(self, *args, **kwargs):
-            self.args, self.kwargs = args, kwargs
-
-    class Node(Action):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            recorded.nodes.append({**kwargs, "action": type(self).__name__})
-
-    class LaunchConfiguration:
-        def __init__(self, name):
-            self.name = name
-
-        def perform(self, context):
-            return context.launch_configurations[self.name]
-
-    launch = types.ModuleType("launch")
-    launch.LaunchDescription = lambda entities: list(entities)
-    actions = types.ModuleType("launch.actions")
-    actions.DeclareLaunchArgument = type("DeclareLaunchArgument", (Action,), {})
-    actions.OpaqueFunction = type("OpaqueFunction", (Action,), {})
-    subs = types.ModuleType("launch.substitutions")
-    subs.LaunchConfiguration = LaunchConfiguration
-    launch_ros = types.ModuleType("launch_ros")
-    launch_ros_actions = types.ModuleType("launch_ros.actions")
-    launch_ros_actions.Node = Node
-    launch_ros_actions.LifecycleNode = type("LifecycleNode", (Node,), {})
-    ament = types.ModuleType("ament_index_python.packages")
-
-    def get_package_share_directory(pkg):  # the source tree stands in for the installed share/
-        if pkg not in installed:
-            raise LookupError(f"package '{pkg}' not found")
-        return str(ROOT) if pkg == "depthclip_ros" else f"/opt/ros/share/{pkg}"
-
-    ament.get_package_share_directory = get_package_share_directory
-    fakes = {
-        "launch": launch,
-        "launch.actions": actions,
-        "launch.substitutions": subs,
-        "launch_ros": launch_ros,
-        "launch_ros.actions": launch_ros_actions,
-        "ament_index_python.packages": ament,
-    }
-    saved = {k: sys.modules.get(k) for k in fakes}
-    sys.modules.update(fakes)
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "depth_launch", ROOT / "launch" / "depth.launch.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        description = module.generate_launch_description()
-        declared = {
-            a.kwargs.get("name", a.args[0] if a.args else None): a.kwargs["default_value"]
-            for a in description
-            if type(a).__name__ == "DeclareLaunchArgument"
-        }
-        opaque = [a for a in description if type(a).__name__ == "OpaqueFunction"][0]
-        context = types.SimpleNamespace(launch_configurations={**declared, **launch_args})
-        opaque.kwargs["function"](context)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-    return declared, recorded.nodes
-
-
-def test_launch_file_declares_arguments_and_starts_the_node():
-    declared, nodes = _load_launch_file_with_recording_fakes({"image_topic": "/cam/image_raw"})
-    assert set(declared) == {
-        "image_topic",
-        "camera_info_topic",
-        "cameras",
-        "params_file",
-        "device",
-        "use_compressed",
-        "autostart",
-        "use_sim_time",
-        "namespace",
-        "log_level",
-        "rviz",
-        "rviz_fixed_frame",
-    }
-    assert len(nodes) == 1  # rviz defaults to false
-    node = nodes[0]
-    assert (node["package"], node["executable"], node["name"]) == (
-        "depthclip_ros",
-        "depthclip_node",
-        "depthclip",
-    )
-    assert node["action"] == "LifecycleNode"  # managers and launch event handlers see its states
-    assert ("image", "/cam/image_raw") in node["remappings"]
-    assert ("image/compressed", "/cam/image_raw/compressed") in node["remappings"]
-    assert node["parameters"] == [str(ROOT / "config" / "depthclip.yaml"), {"use_sim_time": False}]
-    assert node["arguments"] == ["--ros-args", "--log-level", "info"]
-
-
-def test_launch_file_rviz_sim_time_device_compressed_and_log_level():
-    _, nodes = _load_launch_file_with_recording_fakes(
-        {
-            "rviz": "true",
-            "use_sim_time": "true",
-            "device": "cuda:1",
-            "namespace": "front",
-            "use_compressed": "true",
-            "log_level": "DEBUG",
-        },
-        installed=("depthclip_ros", "rviz2"),
-    )
-    assert [n["executable"] for n in nodes] == ["depthclip_node", "rviz2"]
-    assert nodes[0]["parameters"][1] == {
-        "use_sim_time": True,
-        "device": "cuda:1",
-        "use_compressed": True,
-    }
-    assert nodes[1]["action"] == "Node"
-    assert nodes[0]["namespace"] == "front" and nodes[0]["arguments"][-1] == "debug"
-    assert nodes[1]["arguments"][:2] == ["-d", str(ROOT / "config" / "depthclip.rviz")]
-    assert nodes[1]["parameters"] == [{"use_sim_time": True}]
-
-
-def test_two_cameras_are_two_instances_with_their_own_params(tmp_path):
-    """The README's two-camera launch: the file included twice, one namespace and params file
-    each."""
-    starts = {}
-    for camera in ("front", "rear"):
-        params = tmp_path / f"{camera}.yaml"
-        params.write_text("/**/depthclip:\n  ros__parameters: {device: cpu}\n")
-        _, (node,) = _load_launch_file_with_recording_fakes(
-            {
-                "namespace": f"/{camera}",
-                "image_topic": "color/image_raw",
-                "camera_info_topic": "color/camera_info",
-                "params_file": str(params),
-            }
-        )
-        starts[camera] = node
-    assert [n["namespace"] for n in starts.values()] == ["/front", "/rear"]
-    assert [n["parameters"][0] for n in starts.values()] == [
-        str(tmp_path / "front.yaml"),
-        str(tmp_path / "rear.yaml"),
-    ]
-    assert ("image", "color/image_raw") in starts["rear"]["remappings"]  # resolved in /rear
-
-
-def test_several_cameras_are_one_node_with_each_cameras_remappings():
-    _, (node,) = _load_launch_file_with_recording_fakes(
-        {"cameras": "front=/front/color/image_raw, rear=/rear/color/image_raw"}
-    )
-    assert node["parameters"][1] == {"use_sim_time": False, "cameras": ["front", "rear"]}
-    assert node["remappings"] == [
-        ("front/image", "/front/color/image_raw"),
-        ("front/image/compressed", "/front/color/image_raw/compressed"),
-        ("front/camera_info", "/front/color/camera_info"),
-        ("rear/image", "/rear/color/image_raw"),
-        ("rear/image/compressed", "/rear/color/image_raw/compressed"),
-        ("rear/camera_info", "/rear/color/camera_info"),
-    ]
-
-
-def test_launch_autostart_false_reaches_the_node():
-    _, (node,) = _load_launch_file_with_recording_fakes({"autostart": "false"})
-    assert node["parameters"][1] == {"use_sim_time": False, "autostart": False}
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        ({"rviz": "true"}, "rviz:=true but the rviz2 package is not installed"),
-        ({"log_level": "loud"}, "log_level 'loud' is not one of"),
-        ({"params_file": "/nowhere/p.yaml"}, "params_file '/nowhere/p.yaml' does not exist"),
-        ({"use_sim_time": "maybe"}, "expected true or false, got 'maybe'"),
-        ({"autostart": "later"}, "expected true or false, got 'later'"),
-        ({"cameras": "front"}, "cameras: 'front' is not name=image_topic"),
-        ({"cameras": "a=/x/image,a=/y/image"}, "cameras: 'a' is given twice"),
-    ],
-)
-def test_launch_fails_before_starting_anything(args, message):
-    """The real launch system turns the exception into one error line; no node was created."""
-    nodes = []
-    with pytest.raises(launch_arguments.LaunchError, match=message):
-        _load_launch_file_with_recording_fakes(args, nodes=nodes)
-    assert nodes == []
-
-
-def test_launch_file_with_real_launch_ros():
-    """Runs only where launch_ros is installed (a ROS 2 machine); CI has no launch_ros wheel."""
-    pytest.importorskip("launch_ros", reason="launch_ros is not installable from PyPI")
-    from launch import LaunchDescription
-
-    spec = importlib.util.spec_from_file_location(
-        "depth_launch", ROOT / "launch" / "depth.launch.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert isinstance(module.generate_launch_description(), LaunchDescription)
+def test_the_docs_list_every_launch_argument_with_its_default():
+    """docs/launch.md's table: the arguments launch/depth.launch.py declares (from
+    launch_arguments), no other; the launch itself runs in test/ros/test_launch.py."""
+    doc = (ROOT / "docs" / "launch.md").read_text()
+    table = doc.split("## Launch arguments", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    names = [name.strip().strip("`") for name, _ in rows]
+    assert names == list(launch_arguments.LAUNCH_ARGUMENTS)
+    for name, default in rows:
+        declared = launch_arguments.LAUNCH_ARGUMENTS[name.strip().strip("`")][0]
+        if declared.startswith("/") or declared in ("false", "info", "camera_color_optical_frame"):
+            assert default.strip() == declared, name
 
 
 def test_parse_bool():

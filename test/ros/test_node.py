@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -405,6 +406,41 @@ def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
             proc.stderr
         )
         assert "Traceback" not in proc.stderr
+
+
+# The node's entry point with its modules' import held (as torch's and rclpy's take seconds),
+# saying when it is there: a Ctrl-C then must not print a KeyboardInterrupt traceback.
+_SLOW_IMPORT = """
+import importlib.abc, sys, time
+
+class Held(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "depthclip_ros.node.lifecycle_node":
+            print("importing", flush=True)
+            time.sleep(60)
+
+sys.meta_path.insert(0, Held())
+from depthclip_ros.node import main
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_while_the_node_loads_its_modules_ends_it_quietly():
+    """SIGINT while the entry point imports the node's modules (before rclpy is up): exit 0,
+    nothing on stderr (launch would otherwise show a KeyboardInterrupt traceback)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_IMPORT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "importing\n"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and stderr == "", stderr
 
 
 # ------------------------------------------------------------------ the transport users have

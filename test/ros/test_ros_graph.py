@@ -11,13 +11,12 @@ import threading
 
 import numpy as np
 import pytest
-import rclpy
 from helpers import camera_info, encode, stamp, structured_image, wait_until
 from PIL import Image as PILImage
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter, parameter_value_to_python
+from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import answer, client_node, remote_values
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depthclip_ros.config.params_files import default_params_file
@@ -47,38 +46,10 @@ def node_process(checkpoint, tmp_path, remaps=None, **overrides):
         proc.wait(timeout=30)
 
 
-@contextlib.contextmanager
-def client_node():
-    """A node of this process (not the depthclip node's) spinning on its own thread."""
-    rclpy.init()
-    node = rclpy.create_node("graph_tester")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    try:
-        yield node
-    finally:
-        executor.shutdown()
-        thread.join(timeout=5)
-        node.destroy_node()
-        rclpy.shutdown()
-
-
-def answer(future, timeout=30.0):
-    wait_until(future.done, timeout=timeout)
-    return future.result()
-
-
 def set_one(client, name, value):
     """(successful, reason) of one change sent as `ros2 param set` sends it."""
     result = answer(client.set_parameters([Parameter(name, value=value)])).results[0]
     return result.successful, result.reason
-
-
-def remote_values(client, names) -> dict:
-    response = answer(client.get_parameters(names))
-    return {n: parameter_value_to_python(v) for n, v in zip(names, response.values)}
 
 
 def connect_to_the_node(node, log):

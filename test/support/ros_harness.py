@@ -6,8 +6,9 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from helpers import wait_until
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
+from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
@@ -138,3 +139,31 @@ def running_node(checkpoint, cache_dir, remappings=None, listen=True, **params):
         rclpy.shutdown()
         for thread in threads:
             thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def client_node():
+    """A node of this process (not the depthclip node's) spinning on its own thread."""
+    rclpy.init()
+    node = rclpy.create_node("graph_tester")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        yield node
+    finally:
+        executor.shutdown()
+        thread.join(timeout=5)
+        node.destroy_node()
+        rclpy.shutdown()
+
+
+def answer(future, timeout=30.0):
+    wait_until(future.done, timeout=timeout)
+    return future.result()
+
+
+def remote_values(client, names) -> dict:
+    response = answer(client.get_parameters(names))
+    return {n: parameter_value_to_python(v) for n, v in zip(names, response.values)}

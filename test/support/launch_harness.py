@@ -1,0 +1,211 @@
+"""`ros2 launch depthclip_ros depth.launch.py ...` as a user runs it, through the real launch and
+launch_ros: the package installed into a colcon-style prefix (the tree setup.py's data_files and
+console script make), that prefix on AMENT_PREFIX_PATH, one branch's launch sources first on
+PYTHONPATH (../shared/vendor/ros_launch, or the launch_ros a ROS install already has), the file
+run by ros2_launch.py (ros2launch's own steps) in a process group of its own, as a terminal
+starts it, with a terminal (a pseudo-terminal) on its stdin or, as a script or a service runs
+it, none. The nodes it starts talk to the test process over the default middleware.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from glob import glob
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENDORED_LAUNCH = ROOT.parent / "shared" / "vendor" / "ros_launch"
+RUNNER = Path(__file__).resolve().parent / "ros2_launch.py"
+PACKAGE = "depthclip_ros"
+INSTALLED = "installed"  # the launch_ros of a ROS 2 install (a user's machine), not vendored
+
+
+def rclpy_distribution() -> str:
+    """'jazzy' on the Jazzy wheels (ros-jazzy-rclpy), else 'kilted' (ros-rclpy)."""
+    try:
+        metadata.version("ros-jazzy-rclpy")
+        return "jazzy"
+    except metadata.PackageNotFoundError:
+        return "kilted"
+
+
+def launch_sources() -> list:
+    """The launch sources the tests run on this Python: each vendored branch its wheels import
+    (the three on Kilted; Jazzy's own on Jazzy), or the installed launch_ros."""
+    if VENDORED_LAUNCH.is_dir():
+        return ["jazzy"] if rclpy_distribution() == "jazzy" else ["humble", "jazzy", "rolling"]
+    if importlib.util.find_spec("launch_ros") is not None:
+        return [INSTALLED]
+    return []
+
+
+NO_SOURCES = (
+    f"no launch sources: neither {VENDORED_LAUNCH} (the project's CI) nor an installed "
+    "launch_ros (a ROS 2 install) is here"
+)
+
+
+def install_prefix(prefix: Path, checkpoint, cache_dir) -> Path:
+    """The package as `colcon build` installs it: every data file of setup.py under share/, the
+    ament index marker, and the `depthclip_node` console script under lib/depthclip_ros,
+    running this Python on this checkout. The installed config/depthclip.yaml names the test's
+    random checkpoint (RN50 cannot be downloaded here) and a cache folder of the test's."""
+    data_files = {
+        "share/ament_index/resource_index/packages": [f"resource/{PACKAGE}"],
+        f"share/{PACKAGE}": ["package.xml"],
+        f"share/{PACKAGE}/launch": glob("launch/*.launch.py", root_dir=ROOT),
+        f"share/{PACKAGE}/config": [
+            *glob("config/*.yaml", root_dir=ROOT),
+            *glob("config/*.rviz", root_dir=ROOT),
+            *glob("config/*.xml", root_dir=ROOT),
+        ],
+        f"share/{PACKAGE}/config/presets": glob("config/presets/*.yaml", root_dir=ROOT),
+    }
+    setup_text = (ROOT / "setup.py").read_text()
+    for folder in data_files:  # the same folders as setup.py's data_files
+        assert f'"{folder.replace(PACKAGE, "{PACKAGE}")}"' in setup_text, folder
+    for folder, files in data_files.items():
+        (prefix / folder).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.copy(ROOT / name, prefix / folder / Path(name).name)
+    params = prefix / f"share/{PACKAGE}/config/depthclip.yaml"
+    text = params.read_text()
+    text = re.sub(r"(?m)^(\s*model:) RN50\b", rf"\1 {checkpoint}", text, count=1)
+    text = re.sub(r'(?m)^(\s*cache_dir:) ""', rf'\1 "{cache_dir}"', text, count=1)
+    params.write_text(text)
+    exe = prefix / "lib" / PACKAGE / "depthclip_node"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    exe.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        f"from {PACKAGE}.node import main\n"
+        "sys.exit(main())\n"
+    )
+    exe.chmod(0o755)
+    return prefix
+
+
+def launch_env(source: str, prefix: Path) -> dict:
+    """What `source install/setup.bash` gives `ros2 launch`, with `source`'s launch first."""
+    paths = [] if source == INSTALLED else [VENDORED_LAUNCH / source, VENDORED_LAUNCH / "common"]
+    paths += [ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    prefixes = [prefix, *filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep))]
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(map(str, paths)),
+        "AMENT_PREFIX_PATH": os.pathsep.join(map(str, prefixes)),
+        "PYTHONUNBUFFERED": "1",
+        "RCUTILS_COLORIZED_OUTPUT": "0",
+    }
+
+
+class Launch:
+    """One `ros2 launch` process and its log."""
+
+    def __init__(self, proc: subprocess.Popen, log: Path):
+        self.proc, self.log = proc, log
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def error_lines(self) -> list:
+        return [line for line in self.output.splitlines() if "[ERROR]" in line]
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def interrupt(self) -> None:
+        """Ctrl-C in the terminal: SIGINT to the whole process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def interrupt_launch(self) -> None:
+        """SIGINT to the launch process alone (`kill -INT`, a supervisor, `timeout -s INT`)."""
+        os.kill(self.proc.pid, signal.SIGINT)
+
+    def terminate_group(self) -> None:
+        """SIGTERM to the whole group: `systemctl stop` (KillMode=control-group, the default)
+        and `docker stop` (launch as the container's first process) stop so."""
+        os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def group_alive(self) -> bool:
+        """Whether any process of the launch's group is left."""
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def wait_group_gone(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.group_alive() and time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=0.1)
+        return not self.group_alive()
+
+
+@contextlib.contextmanager
+def ros2_launch(
+    source: str, prefix: Path, log: Path, *arguments: str, launch_file=None, terminal=True
+):
+    """`ros2 launch depthclip_ros depth.launch.py ARGUMENTS` (or `ros2 launch LAUNCH_FILE
+    ARGUMENTS`) with `source`'s launch, typed in a terminal (`terminal`) or run by a script or
+    a service (no terminal: launch then runs non-interactively); yields a Launch; whatever is
+    left of its group at the end is interrupted, then killed."""
+    what = [str(launch_file)] if launch_file else [PACKAGE, "depth.launch.py"]
+    command = [sys.executable, str(RUNNER), *what, *arguments]
+    console, stdin = os.openpty() if terminal else (None, subprocess.DEVNULL)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command,
+            env=launch_env(source, prefix),
+            stdin=stdin,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group, as a terminal's job
+        )
+    if terminal:
+        os.close(stdin)
+    launched = Launch(proc, log)
+    try:
+        yield launched
+    finally:
+        if launched.group_alive():
+            with contextlib.suppress(ProcessLookupError):
+                launched.interrupt()
+            if not launched.wait_group_gone(15):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        if console is not None:
+            os.close(console)
+
+
+def install_recording_rviz2(prefix: Path, record: Path) -> None:
+    """An `rviz2` package in the prefix whose executable writes its command line to `record`
+    and waits for its signal, as RViz would run (no display here)."""
+    (prefix / "share/ament_index/resource_index/packages/rviz2").touch()
+    (prefix / "share/rviz2").mkdir(parents=True, exist_ok=True)
+    exe = prefix / "lib/rviz2/rviz2"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    exe.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, signal, sys\n"
+        f"open({str(record)!r} + '.part', 'w').write(json.dumps(sys.argv[1:]))\n"
+        f"os.replace({str(record)!r} + '.part', {str(record)!r})\n"  # whole, or not there
+        "stop = {signal.SIGINT, signal.SIGTERM}\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, stop)\n"
+        "signal.sigwait(stop)\n"
+    )
+    exe.chmod(0o755)
