@@ -259,11 +259,12 @@ def test_camera_info_timing_never_holds_the_depth_and_clouds_pair_by_stamp(
             # (CI measured 26 of 30 paired with a 1 s wait.) Every frame gets its cloud.
             assert infos["own"] + infos["other"] >= 0.9 * camera["received"], (pattern, infos)
             assert infos["own"] >= 0.5 * camera["received"], (pattern, infos)
-        else:  # after, 1 us off: every cloud with the frame's own camera_info
-            assert infos["own"] >= 0.9 * camera["received"] and infos["other"] == 0, (
-                pattern,
-                infos,
-            )
+        else:  # after, 1 us off: the clouds with the frame's own camera_info, but for one whose
+            # camera_info came after the wait: a reliable sample lost on a busy loopback is sent
+            # again at the writer's next heartbeat (Fast DDS: every 3 s by default). CI on Jazzy
+            # saw 1 of 28 so; its cloud used the latest camera_info, as it should.
+            assert infos["own"] >= 0.9 * camera["received"], (pattern, infos)
+            assert infos["other"] <= 0.1 * camera["received"], (pattern, infos)
 
 
 def test_a_100_hz_vga_camera_in_another_process_reaches_the_node(tiny_checkpoint, tmp_path):
