@@ -199,7 +199,8 @@ def _module(module: str, *argv) -> str:
 
 def bag_and_fleet(ckpt, device: str = "cuda", frames_in_bag: int = 600) -> tuple:
     """depthclip-bag and one depthclip-fleet worker on `device`: VGA frames/s, start-up
-    excluded (the processing seconds each reports)."""
+    excluded (the processing seconds each reports; depthclip-bag's leave out its image size's
+    graph captures too, made before its first frame)."""
     folder = Path(tempfile.mkdtemp())
     params = _params(folder, ckpt, device)
     write_camera_bag(folder / "archive" / "run0", frames_in_bag)

@@ -201,9 +201,11 @@ def main(argv=None) -> int:
         return 130
     for problem, timestamp in stats["problems"].items():
         print(f"warning: {problem} (first at log time {timestamp} ns)", file=sys.stderr)
+    preparing = stats["preparing_seconds"]
     print(
         f"wrote {args.output} ({stats['storage']}): {stats['copied']} input messages copied, "
         f"{stats['seconds']:.1f} s"
+        + (f" (and {preparing:.1f} s preparing image sizes)" if preparing else "")
     )
     for topic, camera in stats["cameras"].items():
         print(f"  {topic}: {camera_summary(camera)}")

@@ -83,6 +83,8 @@ class BagProcessor:
         self.batch_size = batch_size
         self.copied = 0
         self.problems: dict = {}
+        self.prepared_sizes: set = set()
+        self.preparing_seconds = 0.0  # spent preparing image sizes (CUDA graphs, TensorRT)
 
     def run(self, reader, writer, in_path, cameras, definitions, frames_written=None):
         """Write the cameras' outputs to `writer` and, with `definitions` (bag/definitions.py;
@@ -206,6 +208,7 @@ class BagProcessor:
         for shape, frames in by_image_size(chunk.frames, lambda f: f.rgb).items():
             wanted = {key for f in frames for key in f.owner.outputs}
             try:
+                self._prepare(shape[:2])
                 result = self.estimator.predict(
                     np.stack([f.rgb for f in frames]), arrays=arrays_for(wanted, self.settings)
                 )
@@ -216,6 +219,19 @@ class BagProcessor:
                 ) from None
             chunk.predictions.append((frames, result))
         return chunk
+
+    def _prepare(self, size: tuple) -> None:
+        """A new image size's CUDA graphs (TensorRT: its engine) for batches up to the batch
+        size, made before its first forward as the node makes them at a camera's camera_info,
+        and timed apart: the processing seconds are the frames' own."""
+        if size in self.prepared_sizes or not getattr(
+            self.estimator, "prepares_image_sizes", False
+        ):
+            return
+        self.prepared_sizes.add(size)
+        started = time.monotonic()
+        self.estimator.warm_up(size, self.batch_size)
+        self.preparing_seconds += time.monotonic() - started
 
     def _write_chunk(self, chunk):
         """The chunk's output messages beside its copied ones, into OUT in log-time order."""
@@ -342,8 +358,10 @@ def process_bag(
     """Write the plan's OUT: every message of IN plus depth, depth/camera_info and points beside
     each camera, all through `estimator` (anything with the core's `predict`) in one pass,
     `batch_size` frames of one size per forward; `frames_written(n)` is told of every n image
-    messages done. Returns the run's statistics: totals, `cameras` ({image topic: its own}) and
-    `problems` ({warning: first log time}). BagError on a bag problem or a write error;
+    messages done. Returns the run's statistics: totals, `cameras` ({image topic: its own}),
+    `problems` ({warning: first log time}), `seconds` (the frames' processing) and
+    `preparing_seconds` (each image size's CUDA graphs or TensorRT engine, made before its first
+    frame: apart, as they are paid once). BagError on a bag problem or a write error;
     nothing is left at OUT unless the whole run succeeds."""
     if batch_size < 1:
         raise BagError(f"batch size must be >= 1, got {batch_size}")
@@ -374,7 +392,8 @@ def process_bag(
     return dict(
         totals,
         copied=processor.copied,
-        seconds=round(time.monotonic() - started, 3),
+        seconds=round(time.monotonic() - started - processor.preparing_seconds, 3),
+        preparing_seconds=round(processor.preparing_seconds, 3),
         storage=plan.storage,
         device=str(estimator.device),
         model=estimator.model_identity,

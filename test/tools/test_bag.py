@@ -4,9 +4,11 @@ tests."""
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -836,6 +838,44 @@ def test_overlapped_stages_write_the_same_bag_as_one_thread(
         files[overlap] = [(dst / name).read_bytes() for name in names if name.endswith(".mcap")]
         assert len(contents[overlap]["/a/depth/image"]) == len(contents[overlap]["/b/points"]) == 5
     assert contents[True] == contents[False] and files[True] == files[False]
+
+
+def test_each_image_size_is_prepared_once_before_its_first_frame_and_timed_apart(
+    tmp_path, params_file, monkeypatch, capsys
+):
+    """Where the model prepares image sizes (CUDA graphs, TensorRT engines: here the CPU core
+    told it does, its warm-up recorded and slowed by 0.5 s), each camera size is warmed up once,
+    for batches up to --batch-size, before the first forward of that size; the seconds it took
+    are printed apart from the processing's; the bag written is the one an unprepared run
+    writes."""
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=4, image_first=True, cameras={"/a": (160, 120), "/b": (128, 96)})
+    argv = ["--image-topic=/a/image_raw", "--image-topic=/b/image_raw", "--batch-size", 3]
+    assert run_tool("process", src, tmp_path / "plain", *argv, "--params", params_file) == 0
+    assert "preparing" not in capsys.readouterr().out  # the CPU core prepares nothing
+    calls = []
+    real_predict = DepthClip.predict
+
+    def warm_up(self, image_size=None, max_batch=1):
+        calls.append(("warm_up", tuple(image_size), max_batch))
+        time.sleep(0.5)
+
+    def predict(self, images, scenes=None, arrays=None):
+        calls.append(("predict", images.shape[1:3], len(images)))
+        return real_predict(self, images, scenes, arrays)
+
+    monkeypatch.setattr(DepthClip, "prepares_image_sizes", True)
+    monkeypatch.setattr(DepthClip, "warm_up", warm_up)
+    monkeypatch.setattr(DepthClip, "predict", predict)
+    assert run_tool("process", src, tmp_path / "prepared", *argv, "--params", params_file) == 0
+    warm_ups = [call for call in calls if call[0] == "warm_up"]
+    assert sorted(warm_ups) == [("warm_up", (96, 128), 3), ("warm_up", (120, 160), 3)]
+    for warm in warm_ups:  # before the first forward of its size
+        first = next(i for i, c in enumerate(calls) if c[0] == "predict" and c[1] == warm[1])
+        assert calls.index(warm) < first, calls
+    preparing = re.search(r"s \(and ([0-9.]+) s preparing image sizes\)", capsys.readouterr().out)
+    assert preparing and float(preparing.group(1)) >= 1.0
+    assert read_bag(tmp_path / "prepared")[0] == read_bag(tmp_path / "plain")[0]
 
 
 def test_stages_keep_order_and_stop_at_the_first_error():
