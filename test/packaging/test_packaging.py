@@ -1,13 +1,12 @@
 """The ament_python package: colcon install layout, package.xml, the launch arguments' docs."""
 
 import os
-import shutil
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from colcon_workspace import colcon_build
 
 from depthclip_ros.node import launch_arguments
 
@@ -92,27 +91,7 @@ def test_package_xml_declares_every_import_by_keys_rosdep_resolves():
 
 
 def test_colcon_build_installs_what_ros2_launch_and_run_need(tmp_path):
-    colcon = Path(sys.executable).parent / "colcon"
-    assert colcon.exists(), "colcon-common-extensions is part of the test set-up"
-    src = tmp_path / "src" / "depthclip_ros"
-    shutil.copytree(
-        ROOT,
-        src,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".git", "build", "install", "log", "__pycache__", "*.egg-info", "out"
-        ),
-    )
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run(
-        [str(colcon), "build", "--base-paths", "src"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    prefix = tmp_path / "install" / "depthclip_ros"
+    prefix = colcon_build(tmp_path)
     share = prefix / "share" / "depthclip_ros"
     assert (
         prefix / "share" / "ament_index" / "resource_index" / "packages" / "depthclip_ros"

@@ -46,9 +46,11 @@ def source(request):
     return request.param
 
 
-@pytest.fixture
-def prefix(tmp_path, tiny_checkpoint):
-    return install_prefix(tmp_path / "install", tiny_checkpoint, tmp_path / "cache")
+@pytest.fixture(scope="session")
+def prefix(tmp_path_factory, tiny_checkpoint):
+    """The package built once by colcon for every launch of the session."""
+    workspace = tmp_path_factory.mktemp("ws")
+    return install_prefix(workspace, tiny_checkpoint, workspace / "cache")
 
 
 def camera(node, image_topic, info_topic):
@@ -95,6 +97,12 @@ def test_defaults_answer_and_ctrl_c_ends_every_process(source, prefix, tmp_path)
         publish = camera(node, "/camera/color/image_raw", "/camera/color/camera_info")
         got = answers(node, launched, publish, {"/depth/image": Image, "/points": PointCloud2})
         assert got["/depth/image"][0].height == 120
+        pid = re.search(
+            r"\[depthclip_node-1\]: process started with pid \[(\d+)\]", launched.output
+        )
+        command = Path(f"/proc/{pid.group(1)}/cmdline").read_bytes().split(b"\0")
+        # The console script colcon installed, where `ros2 run` finds it.
+        assert str(prefix / "lib" / "depthclip_ros" / "depthclip_node").encode() in command
         launched.interrupt()
         assert launched.wait_group_gone(15), launched.output[-3000:]
         assert launched.proc.returncode == 0, launched.output[-3000:]
@@ -227,12 +235,17 @@ def test_rviz_starts_beside_the_node_with_the_packages_config(source, prefix, tm
     line): rviz2 in the namespace with config/depthclip.rviz, the fixed frame and sim time;
     Ctrl-C ends both."""
     record = tmp_path / "rviz2_argv.json"
-    install_recording_rviz2(prefix, record)
+    underlay = install_recording_rviz2(tmp_path / "opt_ros", record)
     log = tmp_path / "launch.log"
     arguments = ("rviz:=true", "rviz_fixed_frame:=base_link", "use_sim_time:=true")
-    with ros2_launch(source, prefix, log, *arguments, "namespace:=front") as launched:
+    with ros2_launch(
+        source, prefix, log, *arguments, "namespace:=front", underlay=underlay
+    ) as launched:
         wait_until(record.exists, timeout=START)
         argv = json.loads(record.read_text())
+        # Ctrl-C once the node is up, as a user watching RViz would (see docs/launch.md,
+        # Stopping, for the first tenth of a second of a Python node's start).
+        wait_until(lambda: "depthclip]: active: " in launched.output, timeout=START)
         launched.interrupt()
         assert launched.wait_group_gone(15), launched.output[-3000:]
     share = prefix / "share" / "depthclip_ros"

@@ -1,10 +1,11 @@
 """`ros2 launch depthclip_ros depth.launch.py ...` as a user runs it, through the real launch and
-launch_ros: the package installed into a colcon-style prefix (the tree setup.py's data_files and
-console script make), that prefix on AMENT_PREFIX_PATH, one branch's launch sources first on
-PYTHONPATH (../shared/vendor/ros_launch, or the launch_ros a ROS install already has), the file
-run by ros2_launch.py (ros2launch's own steps) in a process group of its own, as a terminal
-starts it, with a terminal (a pseudo-terminal) on its stdin or, as a script or a service runs
-it, none. The nodes it starts talk to the test process over the default middleware.
+launch_ros: the package built by `colcon build` (colcon_workspace), its install prefix on
+AMENT_PREFIX_PATH and its Python modules on PYTHONPATH (what `source install/setup.bash` gives),
+one branch's launch sources first on PYTHONPATH (../shared/vendor/ros_launch, or the launch_ros
+a ROS install already has), the file run by ros2_launch.py (ros2launch's own steps) in a process
+group of its own, as a terminal starts it, with a terminal (a pseudo-terminal) on its stdin or,
+as a script or a service runs it, none. The nodes it starts talk to the test process over the
+default middleware.
 """
 
 from __future__ import annotations
@@ -13,19 +14,18 @@ import contextlib
 import importlib.util
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from glob import glob
 from importlib import metadata
 from pathlib import Path
+
+from colcon_workspace import PACKAGE, colcon_build, site_packages
 
 ROOT = Path(__file__).resolve().parents[2]
 VENDORED_LAUNCH = ROOT.parent / "shared" / "vendor" / "ros_launch"
 RUNNER = Path(__file__).resolve().parent / "ros2_launch.py"
-PACKAGE = "depthclip_ros"
 INSTALLED = "installed"  # the launch_ros of a ROS 2 install (a user's machine), not vendored
 
 
@@ -54,52 +54,31 @@ NO_SOURCES = (
 )
 
 
-def install_prefix(prefix: Path, checkpoint, cache_dir) -> Path:
-    """The package as `colcon build` installs it: every data file of setup.py under share/, the
-    ament index marker, and the `depthclip_node` console script under lib/depthclip_ros,
-    running this Python on this checkout. The installed config/depthclip.yaml names the test's
-    random checkpoint (RN50 cannot be downloaded here) and a cache folder of the test's."""
-    data_files = {
-        "share/ament_index/resource_index/packages": [f"resource/{PACKAGE}"],
-        f"share/{PACKAGE}": ["package.xml"],
-        f"share/{PACKAGE}/launch": glob("launch/*.launch.py", root_dir=ROOT),
-        f"share/{PACKAGE}/config": [
-            *glob("config/*.yaml", root_dir=ROOT),
-            *glob("config/*.rviz", root_dir=ROOT),
-            *glob("config/*.xml", root_dir=ROOT),
-        ],
-        f"share/{PACKAGE}/config/presets": glob("config/presets/*.yaml", root_dir=ROOT),
-    }
-    setup_text = (ROOT / "setup.py").read_text()
-    for folder in data_files:  # the same folders as setup.py's data_files
-        assert f'"{folder.replace(PACKAGE, "{PACKAGE}")}"' in setup_text, folder
-    for folder, files in data_files.items():
-        (prefix / folder).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            shutil.copy(ROOT / name, prefix / folder / Path(name).name)
+def install_prefix(workspace: Path, checkpoint, cache_dir) -> Path:
+    """The package as `colcon build` installs it in `workspace`: its install prefix. The
+    installed config/depthclip.yaml names the test's random checkpoint (RN50 cannot be
+    downloaded here) and a cache folder of the test's."""
+    prefix = colcon_build(workspace)
     params = prefix / f"share/{PACKAGE}/config/depthclip.yaml"
     text = params.read_text()
     text = re.sub(r"(?m)^(\s*model:) RN50\b", rf"\1 {checkpoint}", text, count=1)
     text = re.sub(r'(?m)^(\s*cache_dir:) ""', rf'\1 "{cache_dir}"', text, count=1)
+    assert str(checkpoint) in text and str(cache_dir) in text, text
     params.write_text(text)
-    exe = prefix / "lib" / PACKAGE / "depthclip_node"
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    exe.write_text(
-        f"#!{sys.executable}\n"
-        "import sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        f"from {PACKAGE}.node import main\n"
-        "sys.exit(main())\n"
-    )
-    exe.chmod(0o755)
     return prefix
 
 
-def launch_env(source: str, prefix: Path) -> dict:
-    """What `source install/setup.bash` gives `ros2 launch`, with `source`'s launch first."""
+def os_path_list(variable: str) -> list:
+    """The entries of a path-list environment variable of this process."""
+    return [entry for entry in os.environ.get(variable, "").split(os.pathsep) if entry]
+
+
+def launch_env(source: str, prefixes: list) -> dict:
+    """What `source install/setup.bash` gives `ros2 launch` (`prefixes`: the workspace's first,
+    then its underlays), with `source`'s launch first."""
     paths = [] if source == INSTALLED else [VENDORED_LAUNCH / source, VENDORED_LAUNCH / "common"]
-    paths += [ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    prefixes = [prefix, *filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep))]
+    paths += [site_packages(prefixes[0]), *os_path_list("PYTHONPATH")]
+    prefixes = [*prefixes, *os_path_list("AMENT_PREFIX_PATH")]
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(map(str, paths)),
@@ -156,19 +135,26 @@ class Launch:
 
 @contextlib.contextmanager
 def ros2_launch(
-    source: str, prefix: Path, log: Path, *arguments: str, launch_file=None, terminal=True
+    source: str,
+    prefix: Path,
+    log: Path,
+    *arguments: str,
+    launch_file=None,
+    terminal=True,
+    underlay=None,
 ):
     """`ros2 launch depthclip_ros depth.launch.py ARGUMENTS` (or `ros2 launch LAUNCH_FILE
-    ARGUMENTS`) with `source`'s launch, typed in a terminal (`terminal`) or run by a script or
-    a service (no terminal: launch then runs non-interactively); yields a Launch; whatever is
-    left of its group at the end is interrupted, then killed."""
+    ARGUMENTS`) with `source`'s launch and the package installed in `prefix` (`underlay`: a
+    further prefix behind it, as /opt/ros/$ROS_DISTRO is), typed in a terminal (`terminal`) or
+    run by a script or a service (no terminal: launch then runs non-interactively); yields a
+    Launch; whatever is left of its group at the end is interrupted, then killed."""
     what = [str(launch_file)] if launch_file else [PACKAGE, "depth.launch.py"]
     command = [sys.executable, str(RUNNER), *what, *arguments]
     console, stdin = os.openpty() if terminal else (None, subprocess.DEVNULL)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             command,
-            env=launch_env(source, prefix),
+            env=launch_env(source, [prefix] + ([underlay] if underlay else [])),
             stdin=stdin,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -192,10 +178,13 @@ def ros2_launch(
             os.close(console)
 
 
-def install_recording_rviz2(prefix: Path, record: Path) -> None:
-    """An `rviz2` package in the prefix whose executable writes its command line to `record`
-    and waits for its signal, as RViz would run (no display here)."""
-    (prefix / "share/ament_index/resource_index/packages/rviz2").touch()
+def install_recording_rviz2(prefix: Path, record: Path) -> Path:
+    """An `rviz2` package in an install prefix of its own (an underlay, as /opt/ros holds
+    rviz2) whose executable writes its command line to `record` and waits for its signal, as
+    RViz would run (no display here); returns the prefix."""
+    index = prefix / "share/ament_index/resource_index/packages"
+    index.mkdir(parents=True, exist_ok=True)
+    (index / "rviz2").touch()
     (prefix / "share/rviz2").mkdir(parents=True, exist_ok=True)
     exe = prefix / "lib/rviz2/rviz2"
     exe.parent.mkdir(parents=True, exist_ok=True)
@@ -209,3 +198,4 @@ def install_recording_rviz2(prefix: Path, record: Path) -> None:
         "signal.sigwait(stop)\n"
     )
     exe.chmod(0o755)
+    return prefix
