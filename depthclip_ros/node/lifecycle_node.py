@@ -374,8 +374,9 @@ def start(node: DepthClipNode) -> bool:
 
 
 def main(args=None):
-    if threading.current_thread() is threading.main_thread():  # Python's own, for rclpy to chain
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt = Interrupt()
+    if threading.current_thread() is threading.main_thread():  # before rclpy's, which chains
+        signal.signal(signal.SIGINT, interrupt)
     node = None
     code = 0
     try:
@@ -390,25 +391,62 @@ def main(args=None):
         elif autostart and not start(node):
             code = 1
         else:
-            rclpy.spin(node)
+            spin_until_interrupted(node, interrupt)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
-        _ignore_further_interrupts()
+        # A Ctrl-C can reach the node twice: the group's SIGINT, then launch's own where `ros2
+        # launch` has no terminal on stdin (a script, `-n`), or a second Ctrl-C. The second must
+        # not cut the clean-up short (launch would report 'process has died').
+        interrupt.raises = False
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-        _ignore_further_interrupts()  # rclpy's shutdown puts Python's handler back
+        if threading.current_thread() is threading.main_thread():
+            # As Python exits, it puts the default back for a handler of its own (a SIGINT then
+            # would end the process by the signal); an ignored one it leaves as it is.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code
 
 
-def _ignore_further_interrupts() -> None:
-    """A Ctrl-C can reach the node twice: the group's SIGINT, then launch's own where `ros2
-    launch` has no terminal on stdin (a script, `-n`), or a second Ctrl-C. The second must not
-    cut the clean-up short (Python would end by SIGINT, and launch report 'process has died')."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+class Interrupt:
+    """The node's SIGINT handler, installed before rclpy.init so that rclpy's own handler
+    chains to it. rclpy's shuts the context down and wakes the executor. A KeyboardInterrupt
+    raised as well would land anywhere, also inside rclpy's C++ while it builds a received
+    message, which turns it into a RuntimeError ('Unable to convert call argument') and a
+    traceback. So once the node spins, a Ctrl-C is only recorded and the spin ends after the
+    callback in hand; while it starts (the model loads for seconds) it raises, to stop at once."""
+
+    def __init__(self):
+        self.received = False
+        self.raises = True
+
+    def __call__(self, signum, frame):
+        self.received = True
+        if self.raises:
+            raise KeyboardInterrupt
+
+
+def spin_until_interrupted(node: DepthClipNode, interrupt: Interrupt) -> None:
+    """rclpy.spin until a Ctrl-C (or an external shutdown: ExternalShutdownException). rclpy's
+    handler calls Python's (which marks `interrupt` to run) before it has the executor woken,
+    so the check after each spin_once sees the Ctrl-C. rclpy shuts the middleware down from a
+    thread of its own meanwhile: a callback in hand that fails on it (a timer's publish: 'the
+    publisher's context is invalid') ends the spin as the Ctrl-C does."""
+    interrupt.raises = False
+    executor = rclpy.get_global_executor()
+    executor.add_node(node)
+    try:
+        while not interrupt.received:
+            try:
+                executor.spin_once()
+            except Exception:
+                if interrupt.received or not node.context.ok():
+                    return
+                raise
+    finally:
+        executor.remove_node(node)
 
 
 if __name__ == "__main__":

@@ -62,16 +62,30 @@ class Camera:
         self.lock = threading.Lock()
         self.fx_of = {}  # stamp (ns) -> fx of that frame's camera_info
         self.depth_arrivals, self.latencies, self.infos = [], [], {"own": 0, "other": 0}
-        node.create_subscription(Image, topic("depth/image"), self._on_depth, reliable)
-        node.create_subscription(CameraInfo, topic("depth/camera_info"), self._on_info, reliable)
+        self.answers = [
+            node.create_subscription(Image, topic("depth/image"), self._on_depth, reliable),
+            node.create_subscription(
+                CameraInfo, topic("depth/camera_info"), self._on_info, reliable
+            ),
+        ]
         self.compressed_arrivals = []  # depth/image/compressedDepth, when asked for
         if compressed:
-            node.create_subscription(
-                CompressedImage,
-                topic("depth/image/compressedDepth"),
-                self._on_compressed,
-                reliable,
+            self.answers.append(
+                node.create_subscription(
+                    CompressedImage,
+                    topic("depth/image/compressedDepth"),
+                    self._on_compressed,
+                    reliable,
+                )
             )
+
+    def connected(self) -> bool:
+        """The node takes this camera's images and its answers reach this camera. The node
+        makes an output only for the subscribers it sees: one not matched yet would count
+        as answers lost."""
+        return self.image_pub.get_subscription_count() > 0 and all(
+            answer.get_publisher_count() > 0 for answer in self.answers
+        )
 
     def _on_depth(self, msg):
         now = time.time()
@@ -191,9 +205,7 @@ def run(
     spinning = threading.Thread(target=executor.spin, daemon=True)
     spinning.start()
     deadline = time.time() + 120
-    while time.time() < deadline and any(
-        c.image_pub.get_subscription_count() == 0 for c in cameras
-    ):
+    while time.time() < deadline and not all(c.connected() for c in cameras):
         time.sleep(0.05)
     rgb, _ = render_scene("corridor")
     image = Image(**rgb8_image_fields(rgb))  # built once: a driver does not pay for messages

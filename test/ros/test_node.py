@@ -1,5 +1,6 @@
 """The depthclip node over real rclpy / DDS on this machine, with a tiny random CLIP."""
 
+import contextlib
 import io
 import json
 import os
@@ -19,16 +20,20 @@ from helpers import (
     structured_image,
     wait_until,
 )
+from lifecycle_msgs.srv import GetState
 from PIL import Image as PILImage
 from rclpy.parameter import Parameter
-from ros_harness import running_node
-from sensor_msgs.msg import CompressedImage, Image
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import answer, client_node, running_node
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from depthclip_ros.config.params_files import default_params_file
 from depthclip_ros.messages import decoding, outputs, point_cloud
 from depthclip_ros.node.camera_pipeline import output_qos_profile
 from depthclip_ros.tools.node_process import DDS_PROFILE_VARIABLES
 
 RGB = structured_image()
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def send_and_receive(tester, msg, sec, topic="depth/image", timeout=20.0, publisher=None):
@@ -441,6 +446,128 @@ def test_ctrl_c_while_the_node_loads_its_modules_ends_it_quietly():
     finally:
         proc.kill()
     assert proc.returncode == 0 and stderr == "", stderr
+
+
+def node_entry_point(script: str, tiny_checkpoint, tmp_path, **popen) -> subprocess.Popen:
+    """`script` (ending in the node's main) as the node's process, with the shipped params
+    file and the tiny model."""
+    cmd = [sys.executable, "-c", script, "--ros-args"]
+    cmd += ["--params-file", str(default_params_file())]
+    for name, value in {"model": tiny_checkpoint, "device": "cpu", "cache_dir": tmp_path}.items():
+        cmd += ["-p", f"{name}:={value}"]
+    return subprocess.Popen(cmd, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+# The first camera_info rclpy takes (Executor._take_subscription, the same on humble, jazzy and
+# rolling) sends the process a SIGINT while rclpy's C++ builds the message: where a Ctrl-C
+# lands on a busy node now and then.
+_INTERRUPTED_WHILE_TAKING = """
+import os, signal, sys
+from sensor_msgs.msg import CameraInfo
+
+built = CameraInfo.__init__
+
+def interrupted_while_built(self, *args, **kwargs):
+    if sys._getframe(1).f_code.co_name == "_take_subscription":
+        print("interrupting", flush=True)
+        os.kill(os.getpid(), signal.SIGINT)
+    built(self, *args, **kwargs)
+
+CameraInfo.__init__ = interrupted_while_built
+from depthclip_ros.node import main
+sys.exit(main())
+"""
+
+# The diagnostics timer's callback, in hand when the SIGINT comes, publishes once rclpy's own
+# thread has shut the middleware down.
+_INTERRUPTED_IN_A_TIMER = """
+import os, signal, sys, time
+from depthclip_ros.node.lifecycle_node import DepthClipNode
+
+publish = DepthClipNode._publish_diagnostics
+
+def after_the_shutdown(self):
+    print("interrupting", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+    while self.context.ok():
+        time.sleep(0.01)
+    publish(self)
+
+DepthClipNode._publish_diagnostics = after_the_shutdown
+from depthclip_ros.node import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize(
+    "script", [_INTERRUPTED_WHILE_TAKING, _INTERRUPTED_IN_A_TIMER], ids=["taking", "timer"]
+)
+def test_ctrl_c_in_a_running_nodes_callbacks_ends_it_quietly(script, tiny_checkpoint, tmp_path):
+    """A KeyboardInterrupt raised inside rclpy's take becomes a RuntimeError ('Unable to convert
+    call argument'), a callback in hand fails on the shut-down middleware (RCLError: 'the
+    publisher's context is invalid'): each was a traceback and exit 1 (seen under ros2 launch
+    in CI). The running node takes a Ctrl-C by rclpy's shutdown alone: exit 0, no traceback."""
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = node_entry_point(script, tiny_checkpoint, tmp_path, stdout=out)
+    try:
+        with client_node() as node:
+            image_pub = node.create_publisher(Image, "image", RELIABLE)
+            info_pub = node.create_publisher(CameraInfo, "camera_info", RELIABLE)
+            wait_until(lambda: info_pub.get_subscription_count() > 0, timeout=60)
+            info_pub.publish(stamp(camera_info(160, 120, 200.0, 200.0, 80.0, 60.0), 1))
+            image_pub.publish(stamp(encode(structured_image(120, 160), "rgb8"), 1))
+            proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    output = log.read_text()
+    assert "interrupting" in output.splitlines(), output[-3000:]
+    assert proc.returncode == 0 and "Traceback" not in output, output[-3000:]
+
+
+# Says when Python starts to exit (atexit: before the interpreter's own finalization, which
+# puts its SIGINT handlers back to the default).
+_SAYS_WHEN_EXITING = """
+import atexit, sys
+from depthclip_ros.node import main
+atexit.register(print, "exiting", flush=True)
+sys.exit(main())
+"""
+
+
+def test_a_second_ctrl_c_while_the_node_exits_does_not_end_it_by_the_signal(
+    tiny_checkpoint, tmp_path
+):
+    """ros2 launch without a terminal sends the node its own SIGINT after the group's: one may
+    come as Python exits. The node running (it answers its lifecycle state), a Ctrl-C, then
+    SIGINTs all through the exit: still exit 0 (not -2, launch's 'process has died')."""
+    proc = node_entry_point(_SAYS_WHEN_EXITING, tiny_checkpoint, tmp_path, stdout=subprocess.PIPE)
+    output = []
+    try:
+        with client_node() as node:
+            get_state = node.create_client(GetState, "/depthclip/get_state")
+            assert get_state.wait_for_service(timeout_sec=60)
+            wait_until(
+                lambda: (
+                    answer(get_state.call_async(GetState.Request())).current_state.label
+                    == "active"
+                ),
+                timeout=60,
+            )
+        proc.send_signal(signal.SIGINT)
+        for line in iter(proc.stdout.readline, ""):
+            output.append(line)
+            if line == "exiting\n":
+                break
+        while proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            time.sleep(0.001)
+    finally:
+        proc.kill()
+        output += proc.stdout.readlines()
+        proc.stdout.close()
+    assert "exiting\n" in output and proc.wait() == 0, "".join(output)[-3000:]
 
 
 # ------------------------------------------------------------------ the transport users have
