@@ -20,11 +20,10 @@ from helpers import (
     structured_image,
     wait_until,
 )
-from lifecycle_msgs.srv import GetState
 from PIL import Image as PILImage
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_harness import answer, client_node, running_node
+from ros_harness import client_node, running_node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from depthclip_ros.config.params_files import default_params_file
@@ -539,21 +538,22 @@ def test_a_second_ctrl_c_while_the_node_exits_does_not_end_it_by_the_signal(
     tiny_checkpoint, tmp_path
 ):
     """ros2 launch without a terminal sends the node its own SIGINT after the group's: one may
-    come as Python exits. The node running (it answers its lifecycle state), a Ctrl-C, then
+    come as Python exits. The node running (it answers a frame), a Ctrl-C, then
     SIGINTs all through the exit: still exit 0 (not -2, launch's 'process has died')."""
     proc = node_entry_point(_SAYS_WHEN_EXITING, tiny_checkpoint, tmp_path, stdout=subprocess.PIPE)
     output = []
     try:
         with client_node() as node:
-            get_state = node.create_client(GetState, "/depthclip/get_state")
-            assert get_state.wait_for_service(timeout_sec=60)
-            wait_until(
-                lambda: (
-                    answer(get_state.call_async(GetState.Request())).current_state.label
-                    == "active"
-                ),
-                timeout=60,
-            )
+            answers = []
+            node.create_subscription(Image, "depth/image", answers.append, RELIABLE)
+            image_pub = node.create_publisher(Image, "image", RELIABLE)
+            frame = stamp(encode(structured_image(120, 160), "rgb8"), 1)
+
+            def answered():  # until the answer's subscription has matched too
+                image_pub.publish(frame)
+                return bool(answers)
+
+            wait_until(answered, timeout=60, interval=0.2)
         proc.send_signal(signal.SIGINT)
         for line in iter(proc.stdout.readline, ""):
             output.append(line)
