@@ -43,6 +43,21 @@ def _discovery_switches_read() -> tuple:
     return ("ROS_LOCALHOST_ONLY",)
 
 
+def node_arguments(
+    params_file, overrides: dict, namespace: str = "", remaps: dict | None = None
+) -> list[str]:
+    """The node's `--ros-args`: `params_file`, then the namespace, `remaps` ({name: new name},
+    as `-r name:=new`) and `overrides` (`-p name:=value`, over the file)."""
+    args = ["--ros-args", "--params-file", str(params_file)]
+    if namespace:
+        args += ["-r", f"__ns:={namespace}"]
+    for name, new in (remaps or {}).items():
+        args += ["-r", f"{name}:={new}"]
+    for name, value in overrides.items():
+        args += ["-p", f"{name}:={value}"]
+    return args
+
+
 def start_node_process(
     params_file,
     overrides: dict,
@@ -53,20 +68,8 @@ def start_node_process(
     remaps: dict | None = None,
 ):
     """The depthclip node as its own process (run by `python`, default this interpreter), its
-    output going to `log_path`; `remaps`: {name: new name}, as `-r name:=new` remaps them."""
-    cmd = [
-        python or sys.executable,
-        "-m",
-        "depthclip_ros.node",
-        "--ros-args",
-        "--params-file",
-        str(params_file),
-    ]
-    if namespace:
-        cmd += ["-r", f"__ns:={namespace}"]
-    for name, new in (remaps or {}).items():
-        cmd += ["-r", f"{name}:={new}"]
-    for k, v in overrides.items():
-        cmd += ["-p", f"{k}:={v}"]
+    output going to `log_path`; the arguments as `node_arguments` gives them."""
+    cmd = [python or sys.executable, "-m", "depthclip_ros.node"]
+    cmd += node_arguments(params_file, overrides, namespace, remaps)
     log = open(log_path, "w")  # a file, not a pipe: a chatty node must never block on a full pipe
     return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)

@@ -29,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from depthclip_ros.config.params_files import default_params_file
 from depthclip_ros.messages import decoding, outputs, point_cloud
 from depthclip_ros.node.camera_pipeline import output_qos_profile
-from depthclip_ros.tools.node_process import DDS_PROFILE_VARIABLES
+from depthclip_ros.tools.node_process import DDS_PROFILE_VARIABLES, node_arguments
 
 RGB = structured_image()
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -450,10 +450,8 @@ def test_ctrl_c_while_the_node_loads_its_modules_ends_it_quietly():
 def node_entry_point(script: str, tiny_checkpoint, tmp_path, **popen) -> subprocess.Popen:
     """`script` (ending in the node's main) as the node's process, with the shipped params
     file and the tiny model."""
-    cmd = [sys.executable, "-c", script, "--ros-args"]
-    cmd += ["--params-file", str(default_params_file())]
-    for name, value in {"model": tiny_checkpoint, "device": "cpu", "cache_dir": tmp_path}.items():
-        cmd += ["-p", f"{name}:={value}"]
+    overrides = {"model": tiny_checkpoint, "device": "cpu", "cache_dir": tmp_path}
+    cmd = [sys.executable, "-c", script, *node_arguments(default_params_file(), overrides)]
     return subprocess.Popen(cmd, stderr=subprocess.STDOUT, text=True, **popen)
 
 

@@ -21,7 +21,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depthclip_ros.config.params_files import default_params_file
 from depthclip_ros.messages import decoding
-from depthclip_ros.tools.node_process import start_node_process
+from depthclip_ros.tools.node_process import node_arguments, start_node_process
 
 pytestmark = pytest.mark.slow
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -167,11 +167,9 @@ def test_on_an_rclpy_without_post_set_callbacks_changes_still_apply(tiny_checkpo
     """Humble's Node lacks add_post_set_parameters_callback: the node starts, accepted changes
     from another process apply from the next frame, refused ones leave the running config."""
     log = tmp_path / "node.log"
-    cmd = [sys.executable, "-c", WITHOUT_IRON_PARAMETER_CALLBACKS, "--ros-args"]
-    cmd += ["--params-file", str(default_params_file())]
     overrides = {"model": tiny_checkpoint, "device": "cpu", "cache_dir": tmp_path / "cache"}
-    for name, value in {**overrides, "temperature": 1.0}.items():
-        cmd += ["-p", f"{name}:={value}"]
+    arguments = node_arguments(default_params_file(), {**overrides, "temperature": 1.0})
+    cmd = [sys.executable, "-c", WITHOUT_IRON_PARAMETER_CALLBACKS, *arguments]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
