@@ -353,7 +353,12 @@ class DepthClipNode(LifecycleNode):
             self._stop_inputs()
         finally:
             self._release()
-        return super().destroy_node()
+        destroyed = super().destroy_node()
+        # rclpy's LifecycleNode (Humble to Rolling) leaves its state machine, which holds the
+        # node's handle: the node and its lifecycle services stayed in the graph, answering
+        # nothing, for as long as this object lived.
+        self._state_machine.destroy_when_not_in_use()
+        return destroyed
 
 
 def _steady() -> Clock:

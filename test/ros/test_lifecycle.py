@@ -1,9 +1,11 @@
 """The managed node over real rclpy and the default transport: lifecycle services, laziness,
 memory returned by cleanup, run-time parameter checks and diagnostics that recover."""
 
+import contextlib
 import time
 
 import pytest
+import rclpy
 from helpers import camera_info, encode, stamp, structured_image, wait_until
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -209,3 +211,35 @@ def test_diagnostics_recover_to_ok_after_a_burst_of_bad_frames(tiny_checkpoint, 
         values = {kv.key: kv.value for kv in status.values}
         assert values["rejected frames (last 10 s)"] == "0"
         assert int(values["rejected frames (since activation)"]) >= 1
+
+
+@contextlib.contextmanager
+def observer_node():
+    """A node in a context of its own, which outlives the depthclip node's."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("observer", context=context)
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+@pytest.mark.parametrize("autostart", [False, True])
+def test_a_destroyed_node_leaves_the_graph(autostart, tiny_checkpoint, tmp_path):
+    """rclpy's LifecycleNode keeps its state machine, which holds the node: destroyed, the node
+    stayed in the graph with its lifecycle services for as long as the object lived (here the
+    test holds it). A client then found /depthclip/get_state served by a node answering
+    nothing, and sent its request before the next node of that name was discovered."""
+
+    def in_graph(observer):
+        return ("depthclip", "/") in observer.get_node_names_and_namespaces()
+
+    with observer_node() as observer:
+        # `node` stays bound after the block: the object lives on, as in an application.
+        with running_node(tiny_checkpoint, tmp_path, autostart=autostart) as (node, _):
+            wait_until(lambda: in_graph(observer), timeout=10)
+        wait_until(lambda: not in_graph(observer), timeout=10)
+        services = [name for name, _ in observer.get_service_names_and_types()]
+        assert not [name for name in services if name.startswith("/depthclip/")], services
