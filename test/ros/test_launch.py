@@ -82,6 +82,14 @@ def answers(node, launched, publish, topics, timeout=START):
     return got
 
 
+# Launch's own race (the same run loop in all three sources): a SIGINT landing while its event
+# loop switches tasks leaves asyncio's "Task was destroyed but it is pending!" for this
+# coroutine, and launch exits 1 ("run task was canceled") though every process ended cleanly.
+# Seen once in CI, after the node had finished cleanly; no code of the package runs in launch's
+# process by then.
+LAUNCH_RUN_TASK_CANCELLED = "coroutine 'LaunchService._process_one_event' was never awaited"
+
+
 def no_trouble(text: str) -> None:
     assert "Traceback" not in text, text[-3000:]
     assert "process has died" not in text, text[-3000:]
@@ -134,8 +142,9 @@ def test_a_script_or_a_service_stops_every_process(source, prefix, tmp_path, sto
         assert launched.wait_group_gone(15), launched.output[-3000:]
     assert "Traceback" not in launched.output, launched.output[-3000:]
     if stop != "terminate_group":
-        assert launched.proc.returncode == 0, launched.output[-3000:]
-        no_trouble(launched.output)
+        cancelled = LAUNCH_RUN_TASK_CANCELLED in launched.output
+        assert launched.proc.returncode == int(cancelled), launched.output[-3000:]
+        no_trouble(launched.output.replace("[ERROR] [launch]: run task was canceled", ""))
         assert "[depthclip_node-1]: process has finished cleanly" in launched.output
 
 
