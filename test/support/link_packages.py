@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 
 def required_closure(names: list[str]) -> list[metadata.Distribution]:
@@ -27,7 +28,7 @@ def required_closure(names: list[str]) -> list[metadata.Distribution]:
     found: dict[str, metadata.Distribution] = {}
     pending = list(names)
     while pending:
-        name = pending.pop().lower().replace("_", "-")
+        name = canonicalize_name(pending.pop())
         if name in found:
             continue
         try:
@@ -44,7 +45,7 @@ def required_closure(names: list[str]) -> list[metadata.Distribution]:
 
 def installed_names(site_packages: Path) -> set[str]:
     return {
-        dist.metadata["Name"].lower().replace("_", "-")
+        canonicalize_name(dist.metadata["Name"])
         for dist in metadata.distributions(path=[str(site_packages)])
     }
 
@@ -81,7 +82,7 @@ def main() -> int:
     dists = [
         dist
         for dist in required_closure(names)
-        if dist.metadata["Name"].lower().replace("_", "-") not in present
+        if canonicalize_name(dist.metadata["Name"]) not in present
     ]
     try:
         count = sum(link_distribution(dist, source, target) for dist in dists)
