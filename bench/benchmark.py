@@ -26,8 +26,8 @@ from depthclip_ros.estimator.core import DepthClip, DepthResult, preprocess
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.export.graph import export
 from depthclip_ros.messages import decoding, outputs
+from depthclip_ros.synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
 from depthclip_ros.tools.random_clip import save_random_checkpoint
-from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
 
 from .bag_bench import bench_bag_outputs, bench_bag_tool, bench_fleet
 from .measure import machine, table, timed

@@ -28,8 +28,8 @@ from PIL import Image
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.estimator import cuda_graph
 from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.synthetic_scenes import SCENES, render_scene
 from depthclip_ros.tools.random_clip import save_random_checkpoint
-from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene
 
 from .bag_bench import write_camera_bag
 from .benchmark import bench_cuda_core

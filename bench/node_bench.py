@@ -16,6 +16,7 @@ import numpy as np
 
 from depthclip_ros.config.params_files import default_params_file, load_config
 from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.synthetic_scenes import render_scene
 from depthclip_ros.tools.camera_driver import INFO_PATTERNS
 from depthclip_ros.tools.node_process import (
     DDS_PROFILE_VARIABLES,
@@ -23,7 +24,6 @@ from depthclip_ros.tools.node_process import (
     local_dds_env,
     start_node_process,
 )
-from depthclip_ros.tools.synthetic_scenes import render_scene
 
 from .measure import sample_process, timed
 

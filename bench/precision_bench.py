@@ -1,8 +1,10 @@
 """The CPU variants table of the benchmark: each precision and backend a CPU robot can run (torch
 fp32 and bf16, ONNX Runtime fp32 and int8, OpenVINO fp32, bf16 and int8), in one run: the core's
 predict at VGA (timed interleaved in this process), the node's output rate for a VGA camera
-offered at each rate (the node as its own process, default middleware), and the depth
-difference from torch fp32 on the NYU samples and the demo scenes."""
+offered at each rate (the node as its own process, default middleware), the depth figure each
+exported graph measured at warm-up on this CPU, and the depth difference from torch fp32 on the
+NYU samples and the demo scenes. The int8 graphs as exported before 7-bit weights run beside
+today's: what the exactness on x86 without VNNI costs in speed."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from depthclip_ros.export.calibration import calibration_frames
 from depthclip_ros.export.graph import export
 from depthclip_ros.export.quantization import export_int8
 from depthclip_ros.metrics import depth_agreement
-from depthclip_ros.tools.synthetic_scenes import SCENES, render_scene
+from depthclip_ros.synthetic_scenes import SCENES, render_scene
 
 from .measure import timed
 from .node_bench import all_latencies_ms, middleware_env, node_inference_ms, run_nodes
@@ -46,18 +48,34 @@ def variants(ckpt: str, folder: Path) -> list:
     one calibrated on the demo scenes (as a user without recorded frames would)."""
     config = load_config(overrides={"model": ckpt, "device": "cpu"})
     fp32, int8 = str(folder / "rn50_fp32.onnx"), str(folder / "rn50_int8.onnx")
+    int8_8bit = str(folder / "rn50_int8_8bit.onnx")
     export(config, Path(fp32), None, preset_configs())
     frames, source = calibration_frames("demo")
     export_int8(config, Path(int8), frames, source, None, preset_configs())
+    export_int8(config, Path(int8_8bit), frames, source, None, preset_configs(), weight_bits=8)
     return [
         ("torch fp32, NCHW (before channels_last)", {"model": ckpt, "precision": "fp32"}),
         ("torch fp32, channels_last (shipped)", {"model": ckpt, "precision": "fp32"}),
         ("torch bf16", {"model": ckpt, "precision": "bf16"}),
         ("onnxruntime fp32", {"model": fp32, "backend": "onnxruntime"}),
         ("onnxruntime int8", {"model": int8, "backend": "onnxruntime"}),
+        (
+            "onnxruntime int8, 8-bit weights (before)",
+            {"model": int8_8bit, "backend": "onnxruntime"},
+        ),
         ("openvino fp32", {"model": fp32, "backend": "openvino"}),
         ("openvino bf16", {"model": fp32, "backend": "openvino", "precision": "bf16"}),
         ("openvino int8", {"model": int8, "backend": "openvino"}),
+        ("openvino int8, 8-bit weights (before)", {"model": int8_8bit, "backend": "openvino"}),
+        # One core left to the camera driver and the middleware (2-core robots).
+        (
+            "onnxruntime int8, inference_threads 1",
+            {"model": int8, "backend": "onnxruntime", "inference_threads": 1},
+        ),
+        (
+            "openvino int8, inference_threads 1",
+            {"model": int8, "backend": "openvino", "inference_threads": 1},
+        ),
     ]
 
 
@@ -76,7 +94,20 @@ def load(name: str, overrides: dict, cache: str):
         )
     except DepthClipError as exc:  # bf16 on a CPU without it: the table says so
         return str(exc)
+    if hasattr(model, "measure_depth_figure"):  # an exported graph: its figure, measured here
+        model.warm_up()
     return nchw(model) if "NCHW" in name else model
+
+
+def figure_cell(model) -> str:
+    """The depth figure an exported graph measured at warm-up (median / p99 / max)."""
+    figure = getattr(model, "depth_figure", None)
+    if figure is None:
+        return "-"
+    return (
+        f"{figure.median * 1e3:.2f} / {figure.p99 * 1e3:.2f} / {figure.max * 1e3:.2f} mm, "
+        f"{figure.agreement * 100:.1f} %"
+    )
 
 
 def agreement_cells(models, reference, frames) -> dict:
@@ -140,6 +171,7 @@ def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True):
                 *rate_cells,
                 latency,
                 in_node,
+                figure_cell(model),
                 nyu_cells.get(name, "no NYU samples here"),
                 demo_cells[name],
             ]
@@ -154,6 +186,8 @@ def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True):
         *(f"node out of {r:g} Hz (Hz)" for r in rates),
         f"node latency median at {rates[-1]:g} Hz (ms)",
         f"forward in node at {rates[-1]:g} Hz, median (ms)",
+        "depth vs fp32 graph measured at warm-up (reference frames; median / p99 / max, "
+        "delta<1.25)",
         f"depth vs torch fp32, NYU samples (median / p99, delta<1.25; T "
         f"{COMPARED_AT_TEMPERATURE:g})",
         f"... demo scenes (T {COMPARED_AT_TEMPERATURE:g})",

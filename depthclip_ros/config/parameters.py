@@ -127,6 +127,15 @@ class DepthClipConfig(Schema):
         "~/.cache/depthclip_ros/tensorrt",
         read_only=True,
     )
+    inference_threads: int = param(
+        0,
+        "CPU threads of the model's inference: 0 = the runtime's default (one per core; ONNX "
+        "Runtime's spin while idle, OpenVINO's pinned to cores); N = N threads, not spinning, "
+        "not pinned, so that the camera driver and the middleware keep the other cores",
+        read_only=True,
+        minimum=0,
+        maximum=1024,
+    )
     prompt_template: tuple = param(
         ("This {object} is {token}",),
         "Prompt template(s) with {object} and {token}; several: each token's prompts are encoded, "

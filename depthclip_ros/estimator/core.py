@@ -102,6 +102,8 @@ class DepthClip:
         self.device = self.loaded.device
         self.dtype = self.loaded.dtype
         self.runtime = f"torch {torch.__version__}"
+        if config.inference_threads and self.device.type == "cpu":  # torch's are the process's
+            torch.set_num_threads(config.inference_threads)
         visual = self.loaded.clip_model.visual
         # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
         # (measured: docs/performance.md). Layout only: the weights' values do not change.

@@ -18,7 +18,9 @@ import numpy as np
 
 from ..config.parameters import IMAGE_PATH_FIELDS, DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
+from .cpu_features import cpu_description
 from .head import Head
+from .reference_frames import DepthFigure, depth_figure, load_reference, reference_path
 from .result import (
     OUTPUT_FIELDS,
     DepthResult,
@@ -51,6 +53,9 @@ INT8_FIGURES = {
 }
 INT8_AGREEMENT = "int8_delta_agreement"
 INT8_HELD_OUT = "int8_held_out_frames"
+INT8_MEASURED_WITH = "int8_measured_with"  # runtime and CPU of the export's figure
+# The bits of an int8 graph's weights: 7 since exact int8 on x86 without VNNI; 8 before.
+INT8_WEIGHT_BITS = "int8_weight_bits"
 
 
 def graph_metadata(
@@ -85,17 +90,25 @@ def graph_image_size(meta: dict):
     return int(meta["image_height"]), int(meta["image_width"])
 
 
+def int8_weight_bits(meta: dict) -> int:
+    """The bits of an int8 graph's weights: 8 for graphs exported before they were 7."""
+    return int(meta.get(INT8_WEIGHT_BITS, "8"))
+
+
 def precision_detail(meta: dict) -> str:
-    """The graph's precision in words, with an int8 graph's measured difference from fp32."""
+    """The graph's precision in words, with an int8 graph's difference from fp32 as measured at
+    export (and where)."""
     precision = graph_precision(meta)
     if precision != "int8" or INT8_AGREEMENT not in meta:
         return precision
     figures = ", ".join(
         f"{words} {float(meta[key]) * 1e3:.1f} mm" for key, words in INT8_FIGURES.items()
     )
+    where = meta.get(INT8_MEASURED_WITH, "an unnamed runtime and CPU")
     return (
-        f"int8 (against fp32 on {meta[INT8_HELD_OUT]} held-out frames: |depth difference| "
-        f"{figures}, {float(meta[INT8_AGREEMENT]) * 100:.1f} % within delta < 1.25)"
+        f"int8, {int8_weight_bits(meta)}-bit weights (at export, against fp32 on "
+        f"{meta[INT8_HELD_OUT]} held-out frames: |depth difference| {figures}, "
+        f"{float(meta[INT8_AGREEMENT]) * 100:.1f} % within delta < 1.25, on {where})"
     )
 
 
@@ -156,6 +169,8 @@ class ExportedGraph:
         ]
         self._checked = None  # (config, its Head) of the last config check_config accepted
         self._head = self._make_head(config)
+        self.reference = load_reference(self.path)
+        self.depth_figure = None  # DepthFigure: the reference frames run here, at warm-up
 
     # --- what a runtime provides
     def _read_graph(self) -> tuple:
@@ -184,11 +199,34 @@ class ExportedGraph:
     # --- shared
     @property
     def precision_detail(self) -> str:
-        """The precision in words, with an int8 graph's measured difference from fp32."""
+        """The precision in words, with an int8 graph's difference from fp32 measured at
+        export."""
         detail = precision_detail(self.metadata)
         if self.precision != self.graph_precision:
             return f"{self.precision} inference of the {detail} graph"
         return detail
+
+    @property
+    def depth_figure_words(self) -> str:
+        """The depth figure measured here at warm-up, in words (/diagnostics)."""
+        if self.depth_figure is not None:
+            return self.depth_figure.words
+        if self.reference is None:
+            return (
+                f"not measured (no {reference_path(self.path).name} beside the graph: export "
+                f"it again with this version)"
+            )
+        return "not measured yet (at warm-up)"
+
+    def measure_depth_figure(self) -> DepthFigure:
+        """Run the reference frames on this runtime, device and CPU: their depth against the
+        float32 depth stored at export (once; warm_up calls it)."""
+        if self.depth_figure is None and self.reference is not None:
+            ref = self.reference
+            depth = [self._run(("depth",), ref.feeds(i))[0][0] for i in range(len(ref.frames))]
+            where = f"{self.runtime}, device {self.device}, {cpu_description()}"
+            self.depth_figure = depth_figure(ref.depth, np.stack(depth), where)
+        return self.depth_figure
 
     @property
     def head(self) -> Head:
@@ -253,10 +291,12 @@ class ExportedGraph:
 
     def warm_up(self, image_size=None, max_batch: int = 1) -> None:
         """Predict once on a blank frame of `image_size` (a fixed-size graph: its size); where
-        the runtime builds per size (TensorRT), for batches up to `max_batch` too."""
+        the runtime builds per size (TensorRT), for batches up to `max_batch` too. The first
+        warm-up also measures the depth figure on the reference frames."""
         size = self.image_size or image_size or network_image_size(self.config)
         self._prepare(size, max_batch)
         self.predict(np.zeros((*size, 3), np.uint8), arrays=())
+        self.measure_depth_figure()
 
     def _prepare(self, image_size: tuple, max_batch: int) -> None:
         """Whatever the runtime builds for `image_size` and batches up to `max_batch`."""

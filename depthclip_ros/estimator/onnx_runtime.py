@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
-from .exported_graph import ExportedGraph
+from .cpu_features import cpu_description, int8_saturates
+from .exported_graph import ExportedGraph, int8_weight_bits
 from .file_identity import sha256_remembered
 from .result import network_image_size
 from .text_cache import default_cache_dir
@@ -187,6 +188,14 @@ class OnnxDepthClip(ExportedGraph):
         chain = providers_for(device, self.precision, cache, available, choice)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
+        if config.inference_threads:  # leave the other cores to the driver and middleware
+            options.intra_op_num_threads = config.inference_threads
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        exact = self._needs_exact_int8_kernels()
+        if exact:  # ONNX Runtime's U8U8 kernels: exact, slower (its session option's words)
+            options.add_session_config_entry("session.x64quantprecision", "1")
         self._build = (ort, options, chain, cache, choice, len(config.depth_bins))
         # TensorRT: the engines by image size, (session, largest batch) each, the least
         # recently used first; the first, for the graph's size or the network's, tells whether
@@ -201,6 +210,8 @@ class OnnxDepthClip(ExportedGraph):
             self._engines[size] = (self.session, 1)
         self.device = "cpu" if self.provider == CPU else device
         self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
+        if exact and self.provider == CPU:
+            self.runtime += " (exact U8U8 int8 kernels)"
         # What the CPU provider uses: the set number, else (0) one thread per core.
         self.cpu_threads = options.intra_op_num_threads or (os.cpu_count() or 1)
         if device != "cpu" and self.provider == CPU:
@@ -210,6 +221,22 @@ class OnnxDepthClip(ExportedGraph):
                 device,
                 ", ".join(available),
             )
+
+    def _needs_exact_int8_kernels(self) -> bool:
+        """True for an int8 graph with 8-bit weights (exported before 7-bit weights) on an x86
+        CPU without VNNI, whose default u8s8 kernels saturate: said in one warning."""
+        if self.graph_precision != "int8" or int8_weight_bits(self.metadata) <= 7:
+            return False
+        if not int8_saturates():
+            return False
+        log.warning(
+            "%s has 8-bit int8 weights, which this CPU (%s: no VNNI) multiplies in saturating "
+            "16-bit sums: running ONNX Runtime's exact U8U8 kernels instead (slower); export "
+            "it again with this version for exact and fast int8",
+            self.path.name,
+            cpu_description(),
+        )
+        return True
 
     def _opened(self, chain):
         ort, options = self._build[:2]

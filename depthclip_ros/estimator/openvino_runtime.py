@@ -17,7 +17,8 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, ModelLoadError
-from .exported_graph import ExportedGraph
+from .cpu_features import cpu_description, int8_saturates, is_arm
+from .exported_graph import ExportedGraph, int8_weight_bits
 from .text_cache import default_cache_dir
 
 log = logging.getLogger("depthclip_ros")
@@ -102,13 +103,39 @@ class OpenVinoDepthClip(ExportedGraph):
             self.core.set_property({"CACHE_DIR": str(cache)})
         except OSError as exc:  # no cache: every start compiles again, nothing else changes
             log.warning("openvino_cache_dir %s cannot be used (%s): not caching", cache, exc)
+        self._warn_about_int8()
         hint = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision]}
+        if config.inference_threads and self.device in ("CPU", "AUTO"):  # cores left to others
+            hint.update(INFERENCE_NUM_THREADS=config.inference_threads, ENABLE_CPU_PINNING=False)
         # AUTO passes the hint on to the device it picks, as a device property.
         auto = self.device == "AUTO"
         self.compile_config = {"DEVICE_PROPERTIES": {"CPU": hint}} if auto else hint
         self.compiled = collections.OrderedDict()  # (B, H, W) -> infer request, LRU
         self.runtime = f"openvino {ov.get_version().split('-')[0]} {self.device}"
-        self.cpu_threads = self._cpu_threads()
+        self.cpu_threads = config.inference_threads or self._cpu_threads()
+
+    def _warn_about_int8(self) -> None:
+        """One warning where OpenVINO's CPU plugin cannot run this int8 graph as exported: on
+        Arm it simulates int8 in floating point (its CPU device documentation); on x86 without
+        VNNI its u8s8 kernels saturate 8-bit weights (graphs exported before 7-bit weights)."""
+        if self.graph_precision != "int8" or self.device.split(".")[0] not in ("CPU", "AUTO"):
+            return
+        if is_arm():
+            log.warning(
+                "OpenVINO runs int8 graphs on Arm CPUs (%s) in floating point, simulating "
+                "int8: neither int8's speed nor ONNX Runtime's int8 depth; backend "
+                "onnxruntime is the int8 runtime on Arm",
+                cpu_description(),
+            )
+        elif int8_weight_bits(self.metadata) > 7 and int8_saturates():
+            log.warning(
+                "%s has 8-bit int8 weights, which OpenVINO's kernels on this CPU (%s: no VNNI) "
+                "add in saturating 16-bit sums: its depth differs from exact int8 (the depth "
+                "figure below says by how much); export it again with this version, or use "
+                "backend onnxruntime, which runs it exactly",
+                self.path.name,
+                cpu_description(),
+            )
 
     def _capabilities(self, device: str) -> list:
         try:

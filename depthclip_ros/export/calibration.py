@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BagError, ConfigError
-from ..tools.synthetic_scenes import SCENES, render_scene
+from ..synthetic_scenes import SCENES, render_scene
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 DEMO = "demo"  # SOURCE "demo" (every scene) or "demo:corridor,room"

@@ -26,11 +26,19 @@ from ..errors import ConfigError
 from ..estimator.clip_loading import LoadedModel, load_clip
 from ..estimator.core import STRIDE, DepthClip
 from ..estimator.depth_head import bin_probabilities
-from ..estimator.exported_graph import GRAPH_INPUTS, GRAPH_OUTPUTS, graph_metadata
+from ..estimator.exported_graph import (
+    GRAPH_INPUTS,
+    GRAPH_OUTPUTS,
+    graph_image_size,
+    graph_metadata,
+    graph_precision,
+)
+from ..estimator.onnx_runtime import OnnxDepthClip
 from ..estimator.result import network_image_size
 from ..estimator.text_cache import exported_text_dir
 from ..estimator.text_features import text_features
 from ..files import atomic_write
+from .reference import demo_frames, store_reference
 
 OPSET = 18  # Resize with antialias (the core's resize) needs 18
 
@@ -69,9 +77,12 @@ def model_to_trace(config: DepthClipConfig, precision: str) -> LoadedModel:
     return dataclasses.replace(loaded, dtype=torch.float16)
 
 
-def export(config: DepthClipConfig, out: Path, image_size=None, prompt_configs=()) -> dict:
+def export(
+    config: DepthClipConfig, out: Path, image_size=None, prompt_configs=(), reference=True
+) -> dict:
     """Write the graph to `out` and the text features of `config`'s prompts and of each of
-    `prompt_configs`' beside it; returns its metadata. The graph takes images of any size
+    `prompt_configs`' beside it, and (`reference`) the demo scenes with their float32 depth
+    (export.reference); returns its metadata. The graph takes images of any size
     (preprocessing resize) or 640x480 (crop); `image_size` (height, width) fixes it to one size
     instead. The image path is fp16 for `precision: fp16`, else float32 (auto: CPU, where it is
     traced)."""
@@ -144,4 +155,20 @@ def export(config: DepthClipConfig, out: Path, image_size=None, prompt_configs=(
             folder,
             estimator.head_dtype(cfg),
         )
+    if reference:
+        store_demo_reference(config, out, meta, image_size, prompt_configs)
     return meta
+
+
+def store_demo_reference(config, out: Path, meta: dict, image_size, prompt_configs) -> None:
+    """The demo scenes as the reference frames of `out`, their depth from its fp32 graph (an
+    fp16 graph: the same model exported in fp32 for it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path = out
+        if graph_precision(meta) != "fp32":
+            fp32_path = Path(tmp) / out.name
+            export(config, fp32_path, image_size, prompt_configs, reference=False)
+        run = config.replace(
+            model=str(fp32_path), backend="onnxruntime", device="cpu", precision="auto"
+        )
+        store_reference(out, OnnxDepthClip(run), demo_frames(), graph_image_size(meta))

@@ -5,10 +5,13 @@ against the fp32 graph's on frames held out of the calibration.
 The choices, each measured (docs/onnx.md, "int8 graphs"): QDQ format (ONNX Runtime and OpenVINO
 both run it as int8 kernels); activations uint8 with a zero point, weights int8 symmetric per
 output channel (x86's u8s8 kernels: with int8 activations ONNX Runtime left 16 of RN50's 55
-convolutions in float and ran no faster than fp32); MinMax calibration (Percentile and Entropy,
-and NNCF's quantiser, gave the same layer4 error); only the trunk's nodes (the first convolution
-to layer4's last ReLU: convolutions, residual adds, average pools) quantised, so preprocessing,
-the head (text features, softmax over the bins, depth sum, std) and the upsampling stay float.
+convolutions in float and ran no faster than fp32) in 7 bits (-64..64: ONNX Runtime's
+reduce_range), so that x86 CPUs without VNNI, which add pairs of u8 x s8 products in saturating
+16 bits, compute them exactly (with 8-bit weights their depth differed from the same graph's on
+VNNI, Arm or exact kernels); MinMax calibration (Percentile and Entropy, and NNCF's quantiser,
+gave the same layer4 error); only the trunk's nodes (the first convolution to layer4's last
+ReLU: convolutions, residual adds, average pools) quantised, so preprocessing, the head (text
+features, softmax over the bins, depth sum, std) and the upsampling stay float.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ import numpy as np
 
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError, ModelLoadError
+from ..estimator.cpu_features import cpu_description
 from ..estimator.exported_graph import (
     INT8_AGREEMENT,
     INT8_FIGURES,
     INT8_HELD_OUT,
+    INT8_MEASURED_WITH,
+    INT8_WEIGHT_BITS,
     graph_image_size,
 )
 from ..estimator.onnx_runtime import OnnxDepthClip
@@ -32,14 +38,18 @@ from ..estimator.text_cache import exported_text_dir
 from ..files import atomic_write
 from ..metrics import depth_agreement
 from .graph import export
+from .reference import fit_frames, graph_depth, store_reference
 
-HELD_OUT_EVERY = 4  # every 4th calibration frame measures the difference instead
+HELD_OUT_SHARE = 4  # the last quarter of the frames measures the difference instead
+WEIGHT_BITS = 7  # |weight| <= 64: 2 x 255 x 64 fits a 16-bit sum (x86 without VNNI)
 QUANTISATION = "onnxruntime static QDQ: trunk u8 activations (MinMax), s8 per-channel weights"
 
 
 def split_frames(frames: list) -> tuple:
-    """(calibration frames, held-out frames): every HELD_OUT_EVERY-th frame held out, at least
-    one of each; ConfigError with fewer than two frames."""
+    """(calibration frames, held-out frames): the last quarter held out (at least one), and
+    from four frames on the frame before it dropped, so that no held-out frame is the neighbour
+    of a calibration frame (a bag's or a burst's next frame is nearly the same picture);
+    ConfigError with fewer than two frames."""
     if len(frames) < 2:
         raise ConfigError(
             "calibration",
@@ -47,9 +57,9 @@ def split_frames(frames: list) -> tuple:
             "int8 needs at least 2 frames: some to calibrate, one held out to measure the "
             "depth difference (more frames, a steadier calibration)",
         )
-    held = set(range(HELD_OUT_EVERY - 1, len(frames), HELD_OUT_EVERY)) or {len(frames) - 1}
-    calibration = [f for i, f in enumerate(frames) if i not in held]
-    return calibration, [frames[i] for i in sorted(held)]
+    held = max(1, len(frames) // HELD_OUT_SHARE)
+    gap = 1 if len(frames) >= 4 else 0
+    return list(frames[: len(frames) - held - gap]), list(frames[len(frames) - held :])
 
 
 def trunk_nodes(model) -> list:
@@ -78,18 +88,6 @@ def trunk_nodes(model) -> list:
     return sorted(after & before)
 
 
-def fit_frames(frames: list, size) -> list:
-    """The frames, resized (PIL bilinear) to a fixed-size graph's `size` (height, width)."""
-    if size is None:
-        return list(frames)
-    from PIL import Image
-
-    return [
-        f if f.shape[:2] == size else np.asarray(Image.fromarray(f).resize(size[::-1], 2))
-        for f in frames
-    ]
-
-
 class _Feeds:
     """onnxruntime's CalibrationDataReader protocol over frames: one frame a run."""
 
@@ -115,10 +113,15 @@ def export_int8(
     source: str,
     image_size=None,
     prompt_configs=(),
+    weight_bits: int = WEIGHT_BITS,
 ) -> dict:
-    """Write the int8 graph of `config` to `out` (text features beside it, as `export`),
-    calibrated on `frames` (uint8 RGB, from `source`, its description); returns its metadata,
-    with the depth difference from the fp32 graph on the held-out frames."""
+    """Write the int8 graph of `config` to `out` (text features and reference frames beside it,
+    as `export`), calibrated on `frames` (uint8 RGB, from `source`, its description); returns
+    its metadata, with the depth difference from the fp32 graph on the held-out frames.
+    `weight_bits` 8: the full int8 range, as before 7 bits (exact only with VNNI, AMX or Arm;
+    the benchmark's and the tests' comparison)."""
+    if weight_bits not in (7, 8):
+        raise ConfigError("weight_bits", weight_bits, "must be 7 or 8")
     try:
         import onnx
         from onnxruntime.quantization import (
@@ -136,7 +139,9 @@ def export_int8(
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = Path(tmp) / out.name
-        meta = export(config.replace(precision="fp32"), fp32_path, image_size, prompt_configs)
+        meta = export(
+            config.replace(precision="fp32"), fp32_path, image_size, prompt_configs, False
+        )
         size = graph_image_size(meta)
         calibration, held_out = fit_frames(calibration, size), fit_frames(held_out, size)
         text_dir = exported_text_dir(fp32_path)
@@ -158,19 +163,23 @@ def export_int8(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
+                reduce_range=weight_bits == 7,  # ONNX Runtime's 7-bit weights
                 calibrate_method=CalibrationMethod.MinMax,
                 nodes_to_quantize=trunk_nodes(onnx.load(str(fp32_path), load_external_data=False)),
             )
         finally:
             root.setLevel(level)
         int8 = OnnxDepthClip(run_config.replace(model=str(int8_path), cache_dir=str(text_dir)))
-        reference = np.concatenate([fp32.predict(f).depth.ravel() for f in held_out])
-        quantised = np.concatenate([int8.predict(f).depth.ravel() for f in held_out])
-        agreement = depth_agreement(reference, quantised)
+        agreement = depth_agreement(
+            np.concatenate([d.ravel() for d in graph_depth(fp32, held_out)]),
+            np.concatenate([d.ravel() for d in graph_depth(int8, held_out)]),
+        )
         meta = {
             **meta,
             "precision": "int8",
-            "quantization": QUANTISATION,
+            "quantization": f"{QUANTISATION} in {weight_bits} bits",
+            INT8_WEIGHT_BITS: str(weight_bits),
+            INT8_MEASURED_WITH: f"{int8.runtime}, {cpu_description()}",
             "int8_calibration": f"{source}: {len(calibration)} frames",
             INT8_HELD_OUT: str(len(held_out)),
             INT8_AGREEMENT: f"{agreement['delta']:.6f}",
@@ -185,4 +194,5 @@ def export_int8(
         target.mkdir(parents=True, exist_ok=True)
         for item in text_dir.iterdir():
             (target / item.name).write_bytes(item.read_bytes())
+        store_reference(out, fp32, held_out, size)
     return meta

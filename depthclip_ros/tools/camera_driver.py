@@ -31,7 +31,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..messages.outputs import rgb8_image_fields
-from .synthetic_scenes import render_scene, scene_camera_info_fields
+from ..synthetic_scenes import render_scene, scene_camera_info_fields
 
 INFO_PATTERNS = ("after", "before", "1hz", "offset", "none")
 OFFSET_NS = 1000  # the `offset` pattern: 1 us

@@ -23,8 +23,8 @@ import numpy as np
 from .. import metrics
 from ..errors import DepthClipError
 from ..files import cannot_write
+from ..synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
 from .node_process import local_dds_env, start_node_process
-from .synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
 
 
 def run(

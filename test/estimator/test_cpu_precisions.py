@@ -2,36 +2,44 @@
 calibrated on camera frames), the OpenVINO backend (fp32, bf16, int8) and torch bf16; the
 combinations that do not exist, refused in one line. Timings are the benchmark's."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from helpers import structured_image
 
+from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import preset_configs
 from depthclip_ros.errors import ConfigError, ModelLoadError
 from depthclip_ros.estimator import cpu_features
 from depthclip_ros.estimator.core import DepthClip
-from depthclip_ros.estimator.exported_graph import INT8_AGREEMENT, precision_detail
+from depthclip_ros.estimator.exported_graph import (
+    INT8_AGREEMENT,
+    INT8_MEASURED_WITH,
+    INT8_WEIGHT_BITS,
+    precision_detail,
+)
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.onnx_runtime import OnnxDepthClip
 from depthclip_ros.estimator.openvino_runtime import COMPILED_SHAPES, OpenVinoDepthClip
+from depthclip_ros.estimator.reference_frames import load_reference, reference_path
 from depthclip_ros.export import calibration, quantization
 from depthclip_ros.export.graph import export
 from depthclip_ros.tools import export as export_cli
 
 SIZE = (120, 160)  # (height, width) of the test camera
-# Bounds, tiny random CLIP at temperature 1.0, measured here (Xeon with AMX): int8 1.0e-2 m at
-# most from fp32 (ONNX Runtime 7.8e-3, OpenVINO 1.0e-2), the two runtimes' int8 kernels 1.0e-2
-# apart, bf16 1.6e-3. The head quantised too (every node, not the trunk's): 3.8e-2. A
-# calibration on blank frames moves no depth of a random CLIP (7e-3): the metadata test checks
-# the figures the export states instead.
-INT8_ATOL = 0.025
+# Bounds, tiny random CLIP at temperature 1.0, measured here (AMD EPYC, AVX-512 VNNI): bf16
+# 1.6e-3 m from fp32. The int8 bounds are the figures the export measured (its metadata), not
+# constants: ONNX Runtime's exact int8 reproduces them; OpenVINO's int8 kernels round otherwise
+# (measured: p99 within 1.1x of ONNX Runtime's, median within 1.3x).
 BF16_ATOL = 0.01
-INT8_RUNTIMES_ATOL = 0.02
+OPENVINO_INT8_FACTOR = 2.0
 
 
 def frames(count, seed=0):
@@ -57,18 +65,26 @@ def run_on(config, path, backend, **changes):
     return load_estimator(config.replace(model=str(path), backend=backend, **changes))
 
 
+def graph_metadata(path):
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
 def test_int8_metadata_states_the_difference_measured_on_the_held_out_frames(
     tiny_config, int8_graph, tmp_path
 ):
     path, shots = int8_graph
-    meta = onnx.load(str(path)).metadata_props
-    meta = {p.key: p.value for p in meta}
+    meta = graph_metadata(path)
     assert meta["precision"] == "int8" and meta["int8_held_out_frames"] == "2"
-    assert meta["int8_calibration"] == "test frames: 6 frames"
-    # The figures again, independently: the fp32 graph and the int8 graph on frames 3 and 7.
+    assert meta["int8_calibration"] == "test frames: 5 frames"  # frame 5 left between
+    assert meta[INT8_WEIGHT_BITS] == "7"
+    assert meta[INT8_MEASURED_WITH] == (
+        f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider, "
+        f"{cpu_features.cpu_description()}"
+    )
+    # The figures again, independently: the fp32 graph and the int8 graph on frames 6 and 7.
     fp32_path = tmp_path / "fp32.onnx"
     export(tiny_config, fp32_path)
-    held = [shots[3], shots[7]]
+    held = [shots[6], shots[7]]
     ref = np.concatenate(
         [run_on(tiny_config, fp32_path, "onnxruntime").predict(f).depth.ravel() for f in held]
     )
@@ -82,8 +98,19 @@ def test_int8_metadata_states_the_difference_measured_on_the_held_out_frames(
     )
     ratio = np.maximum(ref / got, got / ref)
     assert float(meta[INT8_AGREEMENT]) == pytest.approx(np.mean(ratio < 1.25), abs=1e-6)
-    assert diff.max() < INT8_ATOL
-    assert "held-out frames" in precision_detail(meta)
+    assert "7-bit weights (at export" in precision_detail(meta)
+    assert meta[INT8_MEASURED_WITH] in precision_detail(meta)
+
+
+def test_int8_weights_are_seven_bit(int8_graph):
+    """|w| <= 64 in every quantised weight: two u8 x s8 products sum within 16 bits."""
+    graph = onnx.load(str(int8_graph[0])).graph
+    weights = [
+        onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("_quantized")
+    ]
+    weights = [w for w in weights if w.dtype == np.int8]
+    assert len(weights) >= 5
+    assert max(int(np.abs(w.astype(int)).max()) for w in weights) == 64  # all of 7 bits
 
 
 def test_int8_quantises_the_trunk_and_leaves_the_head_float(int8_graph):
@@ -101,26 +128,199 @@ def test_int8_quantises_the_trunk_and_leaves_the_head_float(int8_graph):
             assert producer[node.input[0]].op_type not in ("MatMul", "Softmax")
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_the_int8_graph_runs_on_both_runtimes_near_fp32(tiny_config, int8_graph, backend):
+def test_the_reference_frames_are_the_held_out_frames_with_their_fp32_depth(
+    tiny_config, int8_graph, tmp_path
+):
     path, shots = int8_graph
-    reference = DepthClip(tiny_config)
+    reference = load_reference(path)
+    np.testing.assert_array_equal(reference.frames, np.stack([shots[6], shots[7]]))
+    fp32_path = tmp_path / "fp32.onnx"
+    export(tiny_config, fp32_path)
+    fp32 = run_on(tiny_config, fp32_path, "onnxruntime")
+    want = np.stack([fp32.predict(f).depth[0] for f in reference.frames])
+    np.testing.assert_allclose(reference.depth, want, atol=1e-6)
+    np.testing.assert_array_equal(reference.bins, np.asarray(tiny_config.depth_bins, np.float32))
+    assert reference.temperature == tiny_config.temperature
+    assert cpu_features.cpu_description() in reference.measured_with
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_int8_graph_measures_its_figure_where_it_runs(tiny_config, int8_graph, backend):
+    """The warm-up figure, on the reference frames: ONNX Runtime's exact int8 reproduces the
+    export's figure; OpenVINO's kernels give their own, within a bound of it."""
+    path, shots = int8_graph
+    meta = graph_metadata(path)
+    median = float(meta["int8_depth_difference_median_m"])
+    p99 = float(meta["int8_depth_difference_p99_m"])
     model = run_on(tiny_config, path, backend)
-    assert model.precision == "int8" and "against fp32" in model.precision_detail
+    assert model.precision == "int8" and model.depth_figure is None
+    model.warm_up()
+    figure = model.depth_figure
+    assert figure.frames == 2 and backend in figure.where and "device" in figure.where
+    assert cpu_features.cpu_description() in figure.where
+    if backend == "onnxruntime":
+        assert figure.median == pytest.approx(median, rel=1e-4, abs=1e-9)
+        assert figure.p99 == pytest.approx(p99, rel=1e-4, abs=1e-9)
+        assert figure.agreement == pytest.approx(float(meta[INT8_AGREEMENT]), abs=1e-6)
+    else:
+        assert figure.p99 <= OPENVINO_INT8_FACTOR * p99
+        assert figure.median <= OPENVINO_INT8_FACTOR * median
+    assert figure.words in model.depth_figure_words
+    # Against the torch core's fp32 depth on the calibration frames, within the figure's max.
+    reference = DepthClip(tiny_config)
     for frame in shots[:3]:
         got, want = model.predict(frame), reference.predict(frame)
-        np.testing.assert_allclose(got.depth, want.depth, atol=INT8_ATOL)
-        np.testing.assert_allclose(got.depth_std, want.depth_std, atol=INT8_ATOL)
+        np.testing.assert_allclose(got.depth, want.depth, atol=2 * figure.max)
+
+
+def test_an_fp32_graph_measures_zero_on_its_own_runtime(tiny_config, tmp_path):
+    """The demo scenes are an fp32 graph's reference: ONNX Runtime gives back the depth it
+    stored; OpenVINO's fp32 kernels differ by rounding."""
+    path = tmp_path / "fp32.onnx"
+    export(tiny_config, path)
+    reference = load_reference(path)
+    assert reference.frames.shape == (3, 480, 640, 3)
+    ort = run_on(tiny_config, path, "onnxruntime")
+    ort.warm_up()
+    assert ort.depth_figure.max == 0.0 and ort.depth_figure.agreement == 1.0
+    ov = run_on(tiny_config, path, "openvino", openvino_cache_dir=str(tmp_path / "ov"))
+    ov.warm_up()
+    assert 0 < ov.depth_figure.max < 1e-4
+
+
+def test_a_graph_without_reference_frames_says_how_to_get_them(tiny_config, tmp_path, caplog):
+    path = tmp_path / "fp32.onnx"
+    export(tiny_config, path)
+    stored = reference_path(path)
+    stored.unlink()
+    model = run_on(tiny_config, path, "onnxruntime")
+    model.warm_up()
+    assert model.depth_figure is None
+    assert "no fp32_reference.npz beside the graph: export it again" in model.depth_figure_words
+    stored.write_bytes(b"not a zip")  # damaged: one warning, the model runs
+    with caplog.at_level("WARNING", logger="depthclip_ros"):
+        model = run_on(tiny_config, path, "onnxruntime")
+        model.warm_up()
+    (line,) = ours(caplog)
+    assert "cannot be read" in line and model.depth_figure is None
+
+
+def ours(caplog) -> list:
+    """The package's log lines among those captured."""
+    return [r.getMessage() for r in caplog.records if r.name == "depthclip_ros"]
+
+
+def eight_bit_graph(path, tmp_path):
+    """The int8 graph's file as exported before 7-bit weights said so in its metadata."""
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props if p.key != INT8_WEIGHT_BITS}
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, meta)
+    old = tmp_path / "old.onnx"
+    onnx.save(model, str(old))
+    old.with_name("old_text_features").mkdir()
+    for item in path.with_name(path.stem + "_text_features").iterdir():
+        (old.with_name("old_text_features") / item.name).write_bytes(item.read_bytes())
+    return old
+
+
+def as_cpu(monkeypatch, cpuinfo, machine):
+    """This process sees another CPU: its /proc/cpuinfo text and machine name."""
+    text = (Path(__file__).parents[1] / "support" / "cpuinfo" / cpuinfo).read_text()
+    parsed = cpu_features.parse_cpuinfo(text)
+    monkeypatch.setattr(cpu_features, "cpu_model_and_flags", lambda: parsed)
+    monkeypatch.setattr(cpu_features.platform, "machine", lambda: machine)
+
+
+def test_an_eight_bit_int8_graph_gets_exact_kernels_without_vnni(
+    tiny_config, int8_graph, tmp_path, monkeypatch, caplog
+):
+    """The decision and its words (test_emulated_cpus runs it on an emulated AVX2 CPU)."""
+    old = eight_bit_graph(int8_graph[0], tmp_path)
+    as_cpu(monkeypatch, "amd_zen4.txt", "x86_64")  # VNNI: its default kernels are exact
+    with caplog.at_level("WARNING", logger="depthclip_ros"):
+        assert "exact" not in run_on(tiny_config, old, "onnxruntime").runtime
+        run_on(tiny_config, old, "openvino")
+    assert ours(caplog) == []
+    as_cpu(monkeypatch, "intel_haswell.txt", "x86_64")
+    with caplog.at_level("WARNING", logger="depthclip_ros"):
+        model = run_on(tiny_config, old, "onnxruntime")
+        assert "exact U8U8 int8 kernels" in model.runtime
+        run_on(tiny_config, int8_graph[0], "onnxruntime")  # 7-bit: nothing to say
+        run_on(tiny_config, old, "openvino")
+    ort_line, ov_line = ours(caplog)
+    assert "i7-4770" in ort_line and "no VNNI" in ort_line and "export it again" in ort_line
+    assert "saturating 16-bit sums" in ov_line and "i7-4770" in ov_line
+
+
+def test_openvino_on_arm_names_the_int8_runtime_there(
+    tiny_config, int8_graph, tmp_path, monkeypatch, caplog
+):
+    as_cpu(monkeypatch, "raspberry_pi_5.txt", "aarch64")
+    with caplog.at_level("WARNING", logger="depthclip_ros"):
+        run_on(tiny_config, int8_graph[0], "onnxruntime")
+        run_on(tiny_config, int8_graph[0], "openvino")
+    (line,) = ours(caplog)
+    assert "Cortex-A76" in line and "backend onnxruntime is the int8 runtime on Arm" in line
+
+
+@pytest.mark.parametrize(
+    "cpuinfo,machine,name,flags,saturates,bf16",
+    [
+        (
+            "raspberry_pi_5.txt",
+            "aarch64",
+            "Arm Cortex-A76, Raspberry Pi 5 Model B Rev 1.0",
+            ["asimddp"],
+            False,
+            False,
+        ),
+        (
+            "aws_graviton3.txt",
+            "aarch64",
+            "Arm Neoverse-V1",
+            ["asimddp", "i8mm", "bf16", "sve"],
+            False,
+            True,
+        ),
+        (
+            "amd_zen4.txt",
+            "x86_64",
+            "AMD Ryzen 9 7950X 16-Core Processor",
+            ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"],
+            False,
+            True,
+        ),
+        (
+            "intel_haswell.txt",
+            "x86_64",
+            "Intel(R) Core(TM) i7-4770 CPU @ 3.40GHz",
+            ["avx2"],
+            True,
+            False,
+        ),
+    ],
+)
+def test_cpu_features_read_x86_and_arm_cpuinfo(
+    monkeypatch, cpuinfo, machine, name, flags, saturates, bf16
+):
+    as_cpu(monkeypatch, cpuinfo, machine)
+    assert cpu_features.cpu_model_and_flags()[0] == name
+    assert cpu_features.speed_flags() == flags
+    assert cpu_features.int8_saturates() is saturates
+    assert cpu_features.native_bf16() is bf16
+    assert cpu_features.cpu_description() == f"{name} ({machine}: {' '.join(flags)})"
 
 
 def test_openvino_and_onnxruntime_int8_kernels_agree(tiny_config, int8_graph):
+    """Both within the bound of the export's figure from each other."""
     path, shots = int8_graph
+    p99 = float(graph_metadata(path)["int8_depth_difference_p99_m"])
     ort = run_on(tiny_config, path, "onnxruntime")
     ov = run_on(tiny_config, path, "openvino")
     for frame in shots[:2]:
-        np.testing.assert_allclose(
-            ov.predict(frame).depth, ort.predict(frame).depth, atol=INT8_RUNTIMES_ATOL
-        )
+        diff = np.abs(ov.predict(frame).depth - ort.predict(frame).depth)
+        assert np.percentile(diff, 99) <= OPENVINO_INT8_FACTOR * p99
 
 
 def test_openvino_fp32_equals_onnxruntime_fp32(tiny_config, tmp_path):
@@ -253,7 +453,10 @@ def test_calibration_sources(tmp_path):
     ):
         with pytest.raises(ConfigError, match=words):
             calibration.calibration_frames(source)
-    assert quantization.split_frames(list(range(9))) == ([0, 1, 2, 4, 5, 6, 8], [3, 7])
+    # The last quarter held out, the frame before it in neither: no held-out frame is a
+    # calibration frame's neighbour.
+    assert quantization.split_frames(list(range(9))) == ([0, 1, 2, 3, 4, 5], [7, 8])
+    assert quantization.split_frames(list(range(4))) == ([0, 1], [3])
     assert quantization.split_frames([0, 1]) == ([0], [1])
     with pytest.raises(ConfigError, match="at least 2 frames"):
         quantization.split_frames([0])
@@ -284,8 +487,8 @@ def test_export_cli_int8(tiny_checkpoint, tmp_path, capsys):
     assert err.count("\n") == 1 and "neither 'demo'" in err
     assert export_cli.main([*argv, "--calibration", "demo"]) == 0
     printed = capsys.readouterr().out
-    assert "int8 (against fp32 on 1 held-out frames" in printed
-    assert (tmp_path / "cli_text_features").is_dir()
+    assert "int8, 7-bit weights (at export, against fp32 on 1 held-out frames" in printed
+    assert (tmp_path / "cli_text_features").is_dir() and (tmp_path / "cli_reference.npz").is_file()
 
 
 def test_export_cli_int8_as_a_process_prints_no_library_warnings(tiny_checkpoint, tmp_path):
@@ -310,7 +513,9 @@ def test_export_cli_int8_as_a_process_prints_no_library_warnings(tiny_checkpoint
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and proc.stdout.startswith("wrote ")
-    assert OnnxDepthClip  # the file loads: the tests above; here only what a user reads
+    model = OnnxDepthClip(DepthClipConfig(model=str(out), device="cpu"))
+    model.warm_up()  # what it wrote loads, its reference frames with it
+    assert model.precision == "int8" and model.depth_figure.frames == 1
 
 
 def test_depthclip_bag_runs_an_int8_graph_on_openvino_from_a_parameter_file(
@@ -354,3 +559,30 @@ def test_device_auto_on_a_torch_without_cuda_says_so_once(monkeypatch, caplog, c
         assert resolve_device("cpu") == torch.device("cpu")  # asked for: no warning
     (record,) = caplog.records
     assert words in record.getMessage() and "device: cpu says so" in record.getMessage()
+
+
+def test_inference_threads_leave_the_other_cores(tiny_config, int8_graph):
+    """inference_threads N: N threads in each runtime, neither spinning nor pinned."""
+    path, shots = int8_graph
+    tasks = lambda: len(os.listdir("/proc/self/task"))  # noqa: E731 (the process's threads)
+    run_on(tiny_config, path, "onnxruntime")  # the runtime's own threads of import
+    before = tasks()
+    default = run_on(tiny_config, path, "onnxruntime")
+    spawned_by_default = tasks() - before
+    before = tasks()
+    one = run_on(tiny_config, path, "onnxruntime", inference_threads=1)
+    assert tasks() == before  # one thread: the caller's, no pool
+    assert one.cpu_threads == 1 and default.cpu_threads == os.cpu_count()
+    assert spawned_by_default >= 1 or os.cpu_count() == 1  # the pool of the default
+    np.testing.assert_array_equal(one.predict(shots[0]).depth, default.predict(shots[0]).depth)
+    ov = run_on(tiny_config, path, "openvino", inference_threads=1)
+    ov.predict(shots[0], arrays=())
+    compiled = next(iter(ov.compiled.values())).get_compiled_model()
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1 and ov.cpu_threads == 1
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    threads = torch.get_num_threads()
+    try:
+        DepthClip(tiny_config.replace(inference_threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

@@ -89,8 +89,12 @@ def test_benchmark_prints_every_table():
         "torch bf16",
         "onnxruntime fp32",
         "onnxruntime int8",
+        "onnxruntime int8",
         "openvino fp32",
         "openvino bf16",
+        "openvino int8",
+        "openvino int8",
+        "onnxruntime int8",
         "openvino int8",
     ]
     for row in variants:  # bf16 runs or says in its row why not (a CPU without it)
@@ -100,6 +104,11 @@ def test_benchmark_prints_every_table():
         assert float(row["predict median (ms)"]) > 0
         assert row["speed / torch fp32"].endswith("x")
         assert row["... demo scenes (T 1)"].endswith(" %")
+        figure = next(v for k, v in row.items() if k.startswith("depth vs fp32 graph measured"))
+        if row["variant"].startswith(("onnxruntime", "openvino")):  # measured at warm-up
+            assert figure.endswith(" %") and " / " in figure
+        else:
+            assert figure == "-"
         if "NCHW" not in row["variant"]:  # the node answered the 30 Hz camera in 3 s
             assert float(row["node out of 30 Hz (Hz)"].split(" of ")[0]) > 0
     shipped = next(r for r in variants if "shipped" in r["variant"])

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from depthclip_ros import metrics
-from depthclip_ros.tools.synthetic_scenes import CX, CY, FX, FY, SCENES, render_scene
+from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, SCENES, render_scene
 
 
 def test_rendered_scene_depth_is_the_ray_cast_geometry():
