@@ -319,6 +319,13 @@ def _check_device_and_precision(cfg) -> None:
             raise ConfigError(
                 "precision", "bf16", "is the CPU's lower precision; on CUDA use fp16"
             )
+        if cfg.device.startswith(("gpu", "npu")):
+            raise ConfigError(
+                "precision",
+                "bf16",
+                "is the CPU's lower precision; OpenVINO's GPU runs f16 (precision auto) or f32 "
+                "(precision fp32), its NPU f16",
+            )
         if cfg.head_precision == "model":
             raise ConfigError(
                 "head_precision",

@@ -20,7 +20,7 @@ from ..config.parameters import IMAGE_PATH_FIELDS, DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
 from .cpu_features import cpu_description
 from .head import Head
-from .reference_frames import DepthFigure, depth_figure, load_reference, reference_path
+from .reference_frames import depth_figure, load_reference, reference_path
 from .result import (
     OUTPUT_FIELDS,
     DepthResult,
@@ -216,16 +216,31 @@ class ExportedGraph:
                 f"not measured (no {reference_path(self.path).name} beside the graph: export "
                 f"it again with this version)"
             )
+        if self._builds_per_image_size:
+            height, width = self.reference.frames.shape[1:3]
+            return (
+                f"not measured yet ({self.runtime} builds an engine per image size: measured "
+                f"when a {width}x{height} camera comes, the reference frames' size)"
+            )
         return "not measured yet (at warm-up)"
 
-    def measure_depth_figure(self) -> DepthFigure:
+    @property
+    def _builds_per_image_size(self) -> bool:
+        """Whether a new image size costs a build (TensorRT's engines): the reference frames
+        then run only where their size is in use anyway."""
+        return False
+
+    def measure_depth_figure(self, image_size=None):
         """Run the reference frames on this runtime, device and CPU: their depth against the
-        float32 depth stored at export (once; warm_up calls it)."""
-        if self.depth_figure is None and self.reference is not None:
-            ref = self.reference
-            depth = [self._run(("depth",), ref.feeds(i))[0][0] for i in range(len(ref.frames))]
-            where = f"{self.runtime}, device {self.device}, {cpu_description()}"
-            self.depth_figure = depth_figure(ref.depth, np.stack(depth), where)
+        float32 depth stored at export (once; warm_up calls it); the DepthFigure, or None."""
+        ref = self.reference
+        if self.depth_figure is not None or ref is None:
+            return self.depth_figure
+        if self._builds_per_image_size and tuple(image_size or ()) != ref.frames.shape[1:3]:
+            return None
+        depth = [self._run(("depth",), ref.feeds(i))[0][0] for i in range(len(ref.frames))]
+        where = f"{self.runtime}, device {self.device}, {cpu_description()}"
+        self.depth_figure = depth_figure(ref.depth, np.stack(depth), where)
         return self.depth_figure
 
     @property
@@ -296,7 +311,7 @@ class ExportedGraph:
         size = self.image_size or image_size or network_image_size(self.config)
         self._prepare(size, max_batch)
         self.predict(np.zeros((*size, 3), np.uint8), arrays=())
-        self.measure_depth_figure()
+        self.measure_depth_figure(size)
 
     def _prepare(self, image_size: tuple, max_batch: int) -> None:
         """Whatever the runtime builds for `image_size` and batches up to `max_batch`."""

@@ -294,6 +294,10 @@ class OnnxDepthClip(ExportedGraph):
     def prepares_image_sizes(self) -> bool:
         return self.provider == TENSORRT
 
+    @property
+    def _builds_per_image_size(self) -> bool:
+        return self.provider == TENSORRT
+
     def _prepare(self, image_size: tuple, max_batch: int) -> None:
         if self.provider == TENSORRT:
             self._batch_wanted = max(self._batch_wanted, min(max_batch, TENSORRT_MAX_BATCH))

@@ -2,11 +2,13 @@
 depthclip-export) on Intel CPUs, integrated graphics and NPUs, without torch (what it shares with
 ONNX Runtime: exported_graph). An optional install: pip install openvino.
 
-One compiled model per (batch, height, width) of the images, at most COMPILED_SHAPES kept: a
-static shape compiles to faster kernels than a dynamic one (measured: docs/performance.md), and
-a camera's size never changes. OpenVINO's own compiled-model cache (openvino_cache_dir) keeps the
-compilation across starts. Inference precision: the CPU plugin would pick bf16 by itself on a CPU
-with native bf16; this backend sets it, f32 unless `precision: bf16` asks.
+One compiled model per (batch, height, width, bins): every shape static, as NPUs compile only
+static shapes and a static shape compiles to faster CPU kernels than a dynamic one (measured:
+docs/performance.md); a camera's size is compiled at its camera_info, a bin count at its first
+frame; at most COMPILED_SHAPES kept, and a shape that failed to compile is not compiled again.
+OpenVINO's own compiled-model cache (openvino_cache_dir) keeps the compilation across starts.
+Inference precision set per device, never left to the plugin: CPU f32 (bf16 where asked), GPU
+f16 unless fp32 is asked, NPU f16 (it computes in fp16).
 """
 
 from __future__ import annotations
@@ -23,10 +25,29 @@ from .text_cache import default_cache_dir
 
 log = logging.getLogger("depthclip_ros")
 
-COMPILED_SHAPES = 8  # compiled models kept (image shapes); the least recently used goes first
+COMPILED_SHAPES = 8  # compiled models kept (shapes); the least recently used goes first
 # The package's device names -> OpenVINO's (gpu.N -> GPU.N).
 OPENVINO_DEVICE = {"auto": "AUTO", "cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
-INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
+
+
+def compile_properties(device: str, precision: str, requested: str, threads: int) -> dict:
+    """OpenVINO's compile properties for the OpenVINO `device` name: the inference precision
+    of each device (CPU: f32, bf16 where `precision` is; GPU: f16 unless `requested` is fp32;
+    NPU: none, it computes in f16) and, `threads` set, the CPU's threads unpinned. AUTO gets
+    each device's as device properties."""
+    cpu = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    if threads:  # cores left to the camera driver and the middleware
+        cpu.update(INFERENCE_NUM_THREADS=threads, ENABLE_CPU_PINNING=False)
+    gpu = {"INFERENCE_PRECISION_HINT": "f32" if requested == "fp32" else "f16"}
+    kind = device.split(".")[0]
+    if kind == "AUTO":
+        return {"DEVICE_PROPERTIES": {"CPU": cpu, "GPU": gpu}}
+    return {"CPU": cpu, "GPU": gpu, "NPU": {}}[kind]
+
+
+def package_device(openvino_name: str) -> str:
+    """An OpenVINO device name as the package's `device` names it (GPU.1 -> gpu.1)."""
+    return openvino_name.lower()
 
 
 def openvino_device(device: str) -> str:
@@ -83,15 +104,19 @@ class OpenVinoDepthClip(ExportedGraph):
 
     def _open(self, config) -> None:
         ov = self._import()
-        self.device = openvino_device(config.device)
+        self.openvino_device = openvino_device(config.device)
+        self.device = config.device  # the package's name; auto: where AUTO runs, once compiled
         available = self.core.available_devices
-        wanted = self.device.split(".")[0]
-        if self.device != "AUTO" and not any(d.split(".")[0] == wanted for d in available):
+        wanted = self.openvino_device.split(".")[0]
+        if wanted != "AUTO" and not any(d.split(".")[0] == wanted for d in available):
             raise ModelLoadError(
                 f"device '{config.device}': OpenVINO finds no {wanted} here (available: "
                 f"{', '.join(available) or 'none'}); use device "
                 f"{' or '.join(d.lower() for d in available) or 'cpu'}"
             )
+        if wanted in ("GPU", "NPU") and self.precision == "fp32":  # their float precision
+            if wanted == "NPU" or config.precision != "fp32":
+                self.precision = "fp16"
         if self.precision == "bf16" and "BF16" not in self._capabilities("CPU"):
             raise ModelLoadError(
                 "precision bf16: OpenVINO finds no native bf16 on this CPU (avx512_bf16 or AMX), "
@@ -104,21 +129,20 @@ class OpenVinoDepthClip(ExportedGraph):
         except OSError as exc:  # no cache: every start compiles again, nothing else changes
             log.warning("openvino_cache_dir %s cannot be used (%s): not caching", cache, exc)
         self._warn_about_int8()
-        hint = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision]}
-        if config.inference_threads and self.device in ("CPU", "AUTO"):  # cores left to others
-            hint.update(INFERENCE_NUM_THREADS=config.inference_threads, ENABLE_CPU_PINNING=False)
-        # AUTO passes the hint on to the device it picks, as a device property.
-        auto = self.device == "AUTO"
-        self.compile_config = {"DEVICE_PROPERTIES": {"CPU": hint}} if auto else hint
-        self.compiled = collections.OrderedDict()  # (B, H, W) -> infer request, LRU
-        self.runtime = f"openvino {ov.get_version().split('-')[0]} {self.device}"
+        self.compile_config = compile_properties(
+            self.openvino_device, self.precision, config.precision, config.inference_threads
+        )
+        self.compiled = collections.OrderedDict()  # (B, H, W, bins) -> infer request, LRU
+        self.failed = {}  # shape -> the ModelLoadError of its compilation, said again
+        self.version = ov.get_version().split("-")[0]
+        self.runtime = f"openvino {self.version} {self.openvino_device}"
         self.cpu_threads = config.inference_threads or self._cpu_threads()
 
     def _warn_about_int8(self) -> None:
         """One warning where OpenVINO's CPU plugin cannot run this int8 graph as exported: on
         Arm it simulates int8 in floating point (its CPU device documentation); on x86 without
         VNNI its u8s8 kernels saturate 8-bit weights (graphs exported before 7-bit weights)."""
-        if self.graph_precision != "int8" or self.device.split(".")[0] not in ("CPU", "AUTO"):
+        if self.graph_precision != "int8" or self.openvino_device not in ("CPU", "AUTO"):
             return
         if is_arm():
             log.warning(
@@ -149,28 +173,62 @@ class OpenVinoDepthClip(ExportedGraph):
         except (RuntimeError, ValueError, TypeError):
             return os.cpu_count() or 1
 
+    @property
+    def prepares_image_sizes(self) -> bool:
+        return True  # a camera's size compiled at its camera_info, not on its first frame
+
+    def _prepare(self, image_size: tuple, max_batch: int) -> None:
+        bins = len(self.head.bins)
+        for batch in sorted({1, max_batch}):
+            self._request((batch, *image_size, bins))
+
     def _request(self, shape: tuple):
-        """The infer request of a model compiled for images of `shape` (B, H, W)."""
+        """The infer request of a model compiled for images (B, H, W) and K bins, `shape`
+        (B, H, W, K): every input static."""
         request = self.compiled.get(shape)
         if request is not None:
             self.compiled.move_to_end(shape)
             return request
+        if shape in self.failed:  # not compiled again every frame
+            raise self.failed[shape]
+        batch, height, width, bins = shape
         model = self.model.clone()
-        model.reshape({"images": [*shape, 3]})  # text features and bins keep any bin count
+        model.reshape(
+            {
+                "images": [batch, height, width, 3],
+                "text_features": [self.embed_dim, bins],
+                "bins": [bins],
+            }
+        )
         try:
-            compiled = self.core.compile_model(model, self.device, self.compile_config)
+            compiled = self.core.compile_model(model, self.openvino_device, self.compile_config)
         except RuntimeError as exc:
-            raise ModelLoadError(
-                f"openvino cannot compile {self.path.name} for {shape[2]}x{shape[1]} images "
-                f"(batch {shape[0]}) on {self.device}: {str(exc).strip().splitlines()[-1]}"
-            ) from None
+            self.failed[shape] = ModelLoadError(
+                f"openvino cannot compile {self.path.name} for {width}x{height} images (batch "
+                f"{batch}, {bins} bins) on {self.openvino_device}: "
+                f"{str(exc).strip().splitlines()[-1]}"
+            )
+            raise self.failed[shape] from None
+        self._executed_on(compiled)
         if len(self.compiled) >= COMPILED_SHAPES:
             self.compiled.popitem(last=False)
         request = self.compiled[shape] = compiled.create_infer_request()
         return request
 
+    def _executed_on(self, compiled) -> None:
+        """AUTO: the device(s) it runs on, as `device` and in `runtime`."""
+        if self.openvino_device != "AUTO":
+            return
+        try:
+            devices = [str(d) for d in compiled.get_property("EXECUTION_DEVICES")]
+        except RuntimeError:
+            return
+        self.device = ",".join(package_device(d) for d in devices) or self.device
+        self.runtime = f"openvino {self.version} AUTO (executes on {', '.join(devices)})"
+
     def _run(self, fields: tuple, feeds: dict) -> list:
-        request = self._request(tuple(feeds["images"].shape[:3]))
+        shape = (*feeds["images"].shape[:3], len(feeds["bins"]))
+        request = self._request(shape)
         request.infer(feeds)
         # Copies: the request's output tensors are overwritten by its next inference.
         return [request.get_tensor(name).data.copy() for name in fields]

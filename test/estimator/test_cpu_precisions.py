@@ -27,7 +27,11 @@ from depthclip_ros.estimator.exported_graph import (
 )
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.onnx_runtime import OnnxDepthClip
-from depthclip_ros.estimator.openvino_runtime import COMPILED_SHAPES, OpenVinoDepthClip
+from depthclip_ros.estimator.openvino_runtime import (
+    COMPILED_SHAPES,
+    OpenVinoDepthClip,
+    compile_properties,
+)
 from depthclip_ros.estimator.reference_frames import load_reference, reference_path
 from depthclip_ros.export import calibration, quantization
 from depthclip_ros.export.graph import export
@@ -336,7 +340,8 @@ def test_openvino_fp32_equals_onnxruntime_fp32(tiny_config, tmp_path):
             np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=1e-4)
         # OpenVINO's and ONNX Runtime's fp32 kernels round differently: measured 8e-4.
         np.testing.assert_allclose(got.bin_probs, want.bin_probs, rtol=3e-3)
-    assert list(ov.compiled) == [(1, *SIZE), (2, *SIZE), (1, 96, 200)]
+    assert list(ov.compiled) == [(1, *SIZE, 7), (2, *SIZE, 7), (1, 96, 200, 7)]
+    assert ov.device == "cpu"  # the package's name (the bag tool's CPU check reads it)
     assert any((tmp_path / "ov").iterdir())  # OpenVINO's compiled-model cache
 
 
@@ -347,7 +352,7 @@ def test_openvino_keeps_a_bounded_number_of_compiled_shapes(tiny_config, tmp_pat
     sizes = [(64 + 8 * i, 96) for i in range(COMPILED_SHAPES + 2)]
     for size in sizes:
         ov.predict(structured_image(*size), arrays=())
-    assert list(ov.compiled) == [(1, *s) for s in sizes[-COMPILED_SHAPES:]]
+    assert list(ov.compiled) == [(1, *s, 7) for s in sizes[-COMPILED_SHAPES:]]
 
 
 def test_bf16_where_the_cpu_has_it_and_one_line_where_not(tiny_config, tmp_path):
@@ -407,6 +412,8 @@ def test_channels_last_equals_the_contiguous_trunk(tiny_config):
         (dict(device="npu", backend="onnxruntime"), "set backend openvino"),
         (dict(backend="openvino", device="cuda:0"), "no CUDA device"),
         (dict(backend="openvino", device="gpu.one"), "must be one of"),
+        (dict(backend="openvino", device="gpu", precision="bf16"), "GPU runs f16"),
+        (dict(backend="openvino", device="npu", precision="bf16"), "its NPU f16"),
     ],
 )
 def test_combinations_that_do_not_exist_are_one_line(tiny_config, changes, words):
@@ -586,3 +593,83 @@ def test_inference_threads_leave_the_other_cores(tiny_config, int8_graph):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_openvino_compiles_static_shapes_at_a_cameras_size_and_once_per_failure(
+    tiny_config, tmp_path, monkeypatch
+):
+    path = tmp_path / "fp32.onnx"
+    export(tiny_config, path)
+    ov = run_on(tiny_config, path, "openvino")
+    assert ov.prepares_image_sizes  # the node compiles a camera's size at its camera_info
+    ov.warm_up((96, 200), max_batch=3)
+    assert {(1, 96, 200, 7), (3, 96, 200, 7)} <= set(ov.compiled)
+    compiled = ov.compiled[(1, 96, 200, 7)].get_compiled_model()
+    assert all(not port.get_partial_shape().is_dynamic for port in compiled.inputs)
+    five_bins = ov.config.replace(
+        depth_bins=(1.0, 1.5, 2.0, 2.5, 3.0), depth_tokens=("giant", "close", "far", "a", "b")
+    )
+    with pytest.raises(ConfigError, match="text features were not exported"):
+        ov.update_config(five_bins)  # another bin count needs its prompts exported: refused
+    calls = []
+    original = ov.core.compile_model
+
+    def refuse(*args):
+        calls.append(args)
+        raise RuntimeError("Exception from src/inference: cannot compile\nlast line: refused")
+
+    monkeypatch.setattr(ov.core, "compile_model", refuse)
+    for _ in range(3):
+        with pytest.raises(ModelLoadError, match="for 64x48 images .batch 1, 7 bins. on CPU: "):
+            ov.predict(structured_image(48, 64))
+    assert len(calls) == 1  # compiled once, the same error said again
+    monkeypatch.setattr(ov.core, "compile_model", original)
+    ov.predict(structured_image(48, 80))  # other shapes still compile
+
+
+@pytest.mark.parametrize(
+    "device,precision,requested,threads,properties",
+    [
+        ("CPU", "fp32", "auto", 0, {"INFERENCE_PRECISION_HINT": "f32"}),
+        ("CPU", "bf16", "bf16", 0, {"INFERENCE_PRECISION_HINT": "bf16"}),
+        (
+            "CPU",
+            "int8",
+            "auto",
+            1,
+            {
+                "INFERENCE_PRECISION_HINT": "f32",
+                "INFERENCE_NUM_THREADS": 1,
+                "ENABLE_CPU_PINNING": False,
+            },
+        ),
+        ("GPU.1", "fp16", "auto", 0, {"INFERENCE_PRECISION_HINT": "f16"}),
+        ("GPU", "fp32", "fp32", 0, {"INFERENCE_PRECISION_HINT": "f32"}),
+        ("NPU", "fp16", "auto", 0, {}),
+        (
+            "AUTO",
+            "fp32",
+            "auto",
+            0,
+            {
+                "DEVICE_PROPERTIES": {
+                    "CPU": {"INFERENCE_PRECISION_HINT": "f32"},
+                    "GPU": {"INFERENCE_PRECISION_HINT": "f16"},
+                }
+            },
+        ),
+    ],
+)
+def test_openvino_inference_precision_per_device(
+    device, precision, requested, threads, properties
+):
+    assert compile_properties(device, precision, requested, threads) == properties
+
+
+def test_openvino_auto_reports_where_it_runs(tiny_config, tmp_path):
+    path = tmp_path / "fp32.onnx"
+    export(tiny_config, path)
+    ov = run_on(tiny_config, path, "openvino", device="auto")
+    assert ov.device == "auto"
+    ov.warm_up()
+    assert ov.device == "cpu" and ov.runtime.endswith("AUTO (executes on CPU)")

@@ -566,3 +566,19 @@ def test_the_files_hash_is_remembered_while_it_is_unchanged(tmp_path, monkeypatc
     assert len(reads) == 1  # the second start read no byte of the model
     model.write_bytes(b"weights B, longer")
     assert file_identity.sha256_remembered(model, tmp_path / "memo") == real(model) != first
+
+
+def test_tensorrt_measures_the_depth_figure_only_at_a_size_in_use(any_size_graph, monkeypatch):
+    """The reference frames (640x480) would cost an engine of their own: measured when a camera
+    of their size is prepared, said until then."""
+    config, path = any_size_graph
+    runtime = GpuOnnxRuntime()
+    model = on_gpu_runtime(monkeypatch, runtime, config, path)
+    model.warm_up((48, 64), max_batch=1)
+    assert model.depth_figure is None and "measured when a 640x480 camera comes" in (
+        model.depth_figure_words
+    )
+    tensorrt = [s for s in runtime.sessions if s[0][0] == TENSORRT]
+    assert all("480x640" not in profile_of(s) for s in tensorrt)
+    model.warm_up((480, 640), max_batch=1)
+    assert model.depth_figure.frames == 3 and TENSORRT in model.depth_figure.where
