@@ -37,7 +37,6 @@ from ..estimator.onnx_runtime import OnnxDepthClip
 from ..estimator.text_cache import exported_text_dir
 from ..files import atomic_write
 from ..metrics import depth_agreement
-from .graph import export
 from .reference import fit_frames, graph_depth, store_reference
 
 HELD_OUT_SHARE = 4  # the last quarter of the frames measures the difference instead
@@ -114,12 +113,15 @@ def export_int8(
     image_size=None,
     prompt_configs=(),
     weight_bits: int = WEIGHT_BITS,
+    fp32_graph=None,
 ) -> dict:
     """Write the int8 graph of `config` to `out` (text features and reference frames beside it,
     as `export`), calibrated on `frames` (uint8 RGB, from `source`, its description); returns
     its metadata, with the depth difference from the fp32 graph on the held-out frames.
     `weight_bits` 8: the full int8 range, as before 7 bits (exact only with VNNI, AMX or Arm;
-    the benchmark's and the tests' comparison)."""
+    the benchmark's and the tests' comparison). `fp32_graph`: quantise that fp32 graph (written
+    by depthclip-export, its text features beside it) instead of tracing `config`'s model: no
+    torch needed, so a robot calibrates on its own camera and measures on its own CPU."""
     if weight_bits not in (7, 8):
         raise ConfigError("weight_bits", weight_bits, "must be 7 or 8")
     try:
@@ -138,17 +140,28 @@ def export_int8(
     calibration, held_out = split_frames(frames)
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32_path = Path(tmp) / out.name
-        meta = export(
-            config.replace(precision="fp32"), fp32_path, image_size, prompt_configs, False
-        )
-        size = graph_image_size(meta)
-        calibration, held_out = fit_frames(calibration, size), fit_frames(held_out, size)
-        text_dir = exported_text_dir(fp32_path)
+        if fp32_graph is None:
+            from .graph import export  # torch: the model traced into its fp32 graph first
+
+            fp32_path = Path(tmp) / out.name
+            export(config.replace(precision="fp32"), fp32_path, image_size, prompt_configs, False)
+        else:
+            fp32_path = Path(fp32_graph).expanduser()
         run_config = config.replace(
             model=str(fp32_path), backend="onnxruntime", device="cpu", precision="auto"
         )
         fp32 = OnnxDepthClip(run_config)
+        if fp32.graph_precision != "fp32":
+            raise ConfigError(
+                "from_onnx",
+                str(fp32_path),
+                f"is a {fp32.graph_precision} graph; int8 quantises an fp32 graph "
+                f"(depthclip-export --precision fp32)",
+            )
+        meta = dict(fp32.metadata)
+        size = graph_image_size(meta)
+        calibration, held_out = fit_frames(calibration, size), fit_frames(held_out, size)
+        text_dir = exported_text_dir(fp32_path)
         head = fp32.head
         int8_path = Path(tmp) / f"int8_{out.name}"
         root = logging.getLogger()

@@ -4,10 +4,13 @@ TensorRT) and OpenVINO without torch.
   depthclip-export --model RN50|CKPT --out depthclip.onnx [--params P] [--preset NAME]
                    [--precision fp32|fp16|int8] [--image-size 640x480]
                    [--calibration demo|IMAGES_FOLDER|BAG [--calibration-topic T]]
+  depthclip-export --precision int8 --from-onnx FP32.onnx --calibration SOURCE --out X.onnx
 
 The command line of the export package: the graph, its metadata and the text features of the
 configured prompts and of every shipped preset beside it (FILE_text_features/); int8: the trunk
 quantised on --calibration's frames, its depth difference from fp32 printed and stored.
+--from-onnx quantises an fp32 graph written before, without torch (the torch-free install: a
+robot calibrates on its own camera and measures on its own CPU).
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from ..errors import DepthClipError
 from ..estimator.exported_graph import GRAPH_PRECISIONS, graph_image_size, precision_detail
 from ..estimator.text_cache import exported_text_dir
 from ..export.calibration import DEFAULT_LIMIT, calibration_frames
-from ..export.graph import export
-from ..export.quantization import export_int8
 from ..files import cannot_write
 
 
@@ -69,11 +70,24 @@ def main(argv=None) -> int:
         help="fix the graph to camera images of WIDTHxHEIGHT (default: images of any size, "
         "resized in the graph; 640x480 for preprocessing crop)",
     )
+    parser.add_argument(
+        "--from-onnx",
+        metavar="FP32.onnx",
+        help="int8: quantise this fp32 graph (written by depthclip-export, its text features "
+        "beside it) instead of tracing --model; needs no torch",
+    )
     args = parser.parse_args(argv)
     if not args.out.endswith(".onnx"):
         parser.error("--out must name a .onnx file")
+    if args.from_onnx and (args.precision != "int8" or args.model or args.image_size):
+        parser.error(
+            "--from-onnx takes --precision int8, and no --model or --image-size (the fp32 "
+            "graph fixed them at its export)"
+        )
     try:
         overrides = {"model": args.model} if args.model else {}
+        if args.from_onnx:
+            overrides["model"] = args.from_onnx
         int8 = args.precision == "int8"
         if args.precision:  # int8 is the export's: the config it traces with is fp32
             overrides["precision"] = "fp32" if int8 else args.precision
@@ -90,8 +104,14 @@ def main(argv=None) -> int:
             frames, source = calibration_frames(
                 args.calibration, args.calibration_topic, args.calibration_frames
             )
-            meta = export_int8(config, out, frames, source, args.image_size, presets)
+            from ..export.quantization import export_int8
+
+            meta = export_int8(
+                config, out, frames, source, args.image_size, presets, fp32_graph=args.from_onnx
+            )
         else:
+            from ..export.graph import export  # torch: the model traced
+
             meta = export(config, out, args.image_size, presets)
     except DepthClipError as exc:
         print(f"depthclip-export: error: {exc}", file=sys.stderr)

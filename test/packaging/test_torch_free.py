@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rclpy
 from helpers import camera_info, encode, stamp, structured_image
+from PIL import Image as PILImage
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_the_onnx_install_has_neither_torch_nor_clip():
-    for module in ("torch", "clip", "onnx"):
+    for module in ("torch", "clip"):
         proc = subprocess.run(
             [str(ONNX_PYTHON), "-c", f"import {module}"], capture_output=True, text=True
         )
@@ -99,9 +100,56 @@ def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path,
         if backend == "onnxruntime":
             assert "onnxruntime" in started and "CPUExecutionProvider" in started
         else:
-            assert "openvino" in started and "int8 (against fp32 on 1 held-out frames" in started
+            assert "openvino" in started and "int8, 7-bit weights (at export" in started
+        assert "depth vs fp32 here: |depth - fp32| median" in started
     finally:
         node_proc.terminate()
         node_proc.wait(timeout=20)
         rclpy.shutdown()
         spinner.join(5)
+
+
+def test_int8_without_torch_from_an_exported_fp32_graph(make_config, tmp_path):
+    """depthclip-export --from-onnx in the torch-free install: the same int8 graph as the torch
+    path's export of the same model on the same frames; wrong uses in one line."""
+    config = make_config(input_width=128, input_height=96)
+    fp32 = tmp_path / "fp32.onnx"
+    export.export(config, fp32, (120, 160))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    shots = [structured_image(120, 160, seed=s) for s in range(6)]
+    for i, shot in enumerate(shots):
+        PILImage.fromarray(shot).save(folder / f"{i}.png")
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "/**/depthclip:\n  ros__parameters:\n    temperature: 1.0\n    input_width: 128\n"
+        "    input_height: 96\n"
+    )
+    tool = [str(ROOT / ".venv-onnx" / "bin" / "depthclip-export"), "--params", str(params)]
+    out = tmp_path / "robot_int8.onnx"
+    argv = ["--precision", "int8", "--from-onnx", str(fp32), "--calibration", str(folder)]
+    proc = subprocess.run([*tool, *argv, "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "int8, 7-bit weights (at export" in proc.stdout and proc.stderr == ""
+    here = tmp_path / "torch_int8.onnx"
+    export_int8(config, here, shots, "test frames", (120, 160))
+    image = structured_image(120, 160, seed=9)
+    robot = load_estimator(config.replace(model=str(out), backend="onnxruntime"))
+    torch_path = load_estimator(config.replace(model=str(here), backend="onnxruntime"))
+    np.testing.assert_array_equal(robot.predict(image).depth, torch_path.predict(image).depth)
+    robot.warm_up()
+    assert robot.depth_figure.frames == 1  # its held-out frame, beside it
+    for wrong, words, lines in (
+        (
+            ["--precision", "int8", "--from-onnx", str(out), "--calibration", "demo"],
+            "is a int8",
+            1,
+        ),
+        (["--from-onnx", str(fp32), "--calibration", "demo"], "takes --precision int8", None),
+    ):
+        proc = subprocess.run(
+            [*tool, *wrong, "--out", str(tmp_path / "x.onnx")], capture_output=True, text=True
+        )
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert lines is None or proc.stderr.count("\n") == lines  # else argparse's usage too
