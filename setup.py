@@ -36,8 +36,12 @@ setup(
     ],
     extras_require={
         "torch": ["torch", "openai-clip", "setuptools<81", "onnx", "onnxscript"],
-        # The OpenVINO backend (backend: openvino): exported graphs on Intel CPUs, GPUs, NPUs.
+        # The OpenVINO backend (backend: openvino): exported graphs on Intel CPUs, GPUs, NPUs
+        # (its aarch64 wheels need glibc 2.35; on Arm, ONNX Runtime is the int8 runtime).
         "openvino": ["openvino"],
+        # int8 calibration of an exported fp32 graph without torch (depthclip-export
+        # --from-onnx): ONNX Runtime's quantiser reads the graph with onnx.
+        "int8": ["onnx"],
     },
     zip_safe=True,
     maintainer="depthclip_ros maintainers",
