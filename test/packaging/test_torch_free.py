@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from helpers import camera_info, encode, stamp, structured_image
+from diagnostic_msgs.msg import DiagnosticArray
+from helpers import camera_info, encode, stamp, structured_image, wait_until
 from PIL import Image as PILImage
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
@@ -83,6 +84,10 @@ def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path,
     tester.create_subscription(
         Image, "depth/image", lambda m: (got.append(m), arrived.set()), reliable
     )
+    statuses = []
+    tester.create_subscription(
+        DiagnosticArray, "/diagnostics", lambda m: statuses.extend(m.status), 10
+    )
     image_pub = tester.create_publisher(Image, "image", reliable)
     info_pub = tester.create_publisher(CameraInfo, "camera_info", reliable)
     spinner = threading.Thread(target=rclpy.spin, args=(tester,), daemon=True)
@@ -96,6 +101,11 @@ def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path,
         assert got, f"no depth from the torch-free node; its log:\n{log.read_text()[-3000:]}"
         depth = decoding.depth_image_to_array(got[0])
         np.testing.assert_allclose(depth, expected, atol=1e-4)
+        wait_until(lambda: statuses, timeout=30)
+        values = {kv.key: kv.value for kv in statuses[-1].values}
+        assert values["depth vs fp32 here"].startswith("|depth - fp32| median")
+        assert f"measured on {backend}" in values["depth vs fp32 here"]
+        assert values["inference threads"] == str(os.cpu_count())
         started = log.read_text()
         if backend == "onnxruntime":
             assert "onnxruntime" in started and "CPUExecutionProvider" in started
