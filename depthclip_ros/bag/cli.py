@@ -209,6 +209,12 @@ def main(argv=None) -> int:
     )
     for topic, camera in stats["cameras"].items():
         print(f"  {topic}: {camera_summary(camera)}")
+    figure = getattr(estimator, "depth_figure_words", None)  # exported graphs measure one
+    print(
+        f"  model: {estimator.model_identity} on {estimator.device} "
+        f"({estimator.precision_detail}, {estimator.runtime})"
+        + (f"; depth vs fp32 here: {figure}" if figure else "")
+    )
     return 0
 
 

@@ -526,7 +526,7 @@ def test_export_cli_int8_as_a_process_prints_no_library_warnings(tiny_checkpoint
 
 
 def test_depthclip_bag_runs_an_int8_graph_on_openvino_from_a_parameter_file(
-    tiny_config, int8_graph, tmp_path
+    tiny_config, int8_graph, tmp_path, capsys
 ):
     """The tools take every variant through the same parameter file as the node."""
     import yaml
@@ -543,6 +543,9 @@ def test_depthclip_bag_runs_an_int8_graph_on_openvino_from_a_parameter_file(
     written = write_bag(tmp_path / "in", frames=2)
     argv = ["process", tmp_path / "in", tmp_path / "out", "--params", params, "--quiet"]
     assert cli.main([str(a) for a in argv]) == 0
+    summary = capsys.readouterr().out  # the model and its depth figure, measured here
+    assert "int8, 7-bit weights" in summary and "depth vs fp32 here: |depth - fp32|" in summary
+    assert "measured on openvino" in summary
     out, _ = read_bag(tmp_path / "out")
     model = run_on(tiny_config, path, "openvino")
     for (_, raw), (_, depth_raw, _) in zip(written["/cam/image_raw"], out["/cam/depth/image"]):
