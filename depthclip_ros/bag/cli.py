@@ -189,6 +189,8 @@ def main(argv=None) -> int:
             outputs_only=args.outputs_only,
         ) as plan:
             estimator = load_estimator(config)  # after the cheap checks: it takes seconds
+            if hasattr(estimator, "measure_depth_figure"):  # exported graphs: where it runs
+                estimator.measure_depth_figure()
             with progress_bar(plan.frames, not args.quiet) as bar:
                 stats = process_bag(
                     plan, estimator, settings, batch_size=args.batch_size, frames_written=bar
