@@ -46,7 +46,11 @@ def nyu_frames() -> list:
 def variants(ckpt: str, folder: Path) -> list:
     """(name, parameter overrides) of every variant; the graphs exported to `folder`, the int8
     one calibrated on the demo scenes (as a user without recorded frames would)."""
-    config = load_config(overrides={"model": ckpt, "device": "cpu"})
+    # Exported at the comparison's temperature: the reference frames' float32 depth (and so the
+    # figure each graph measures at warm-up) is computed at the export config's temperature.
+    config = load_config(
+        overrides={"model": ckpt, "device": "cpu", "temperature": COMPARED_AT_TEMPERATURE}
+    )
     fp32, int8 = str(folder / "rn50_fp32.onnx"), str(folder / "rn50_int8.onnx")
     int8_8bit = str(folder / "rn50_int8_8bit.onnx")
     export(config, Path(fp32), None, preset_configs())
