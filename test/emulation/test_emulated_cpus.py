@@ -88,6 +88,12 @@ def run_emulated(cpu, graphs, runs):
     return result
 
 
+def host_depth(graphs, name):
+    """The graph's depth of the frames on this machine's CPU, through the core."""
+    model = load_estimator(config_for(graphs, name))
+    return np.stack([model.predict(f).depth[0] for f in np.load(graphs["frames"])["frames"]])
+
+
 def test_int8_is_exact_on_x86_without_vnni(graphs):
     result = run_emulated(
         X86_AVX2,
@@ -119,10 +125,7 @@ def test_int8_is_exact_on_x86_without_vnni(graphs):
     (line,) = result["warnings"]["8-bit openvino"]
     assert "saturating 16-bit sums" in line and "backend onnxruntime" in line
     # The same int8 depth on this machine's CPU, whatever its kernels.
-    here = load_estimator(config_for(graphs, "int8"))
-    frames = np.load(graphs["frames"])["frames"]
-    ours = np.stack([here.predict(f).depth[0] for f in frames])
-    np.testing.assert_allclose(result["int8 exact"], ours, atol=EXACT)
+    np.testing.assert_allclose(result["int8 exact"], host_depth(graphs, "int8"), atol=EXACT)
 
 
 def test_aarch64_runs_the_graphs_as_x86_does(graphs):
@@ -138,11 +141,8 @@ def test_aarch64_runs_the_graphs_as_x86_does(graphs):
     )
     assert str(result["machine"]) == "aarch64"
     assert "Cortex-A76" in str(result["cpu"]) and "asimddp" in str(result["cpu"])
-    frames = np.load(graphs["frames"])["frames"]
     for name in ("fp32", "int8"):
-        here = load_estimator(config_for(graphs, name))
-        ours = np.stack([here.predict(f).depth[0] for f in frames])
-        np.testing.assert_allclose(result[name], ours, atol=EXACT, err_msg=name)
+        np.testing.assert_allclose(result[name], host_depth(graphs, name), atol=EXACT)
         assert result["warnings"][name] == []
         assert "Cortex-A76" in str(result[f"{name}.figure"])
     # OpenVINO: fp32 near ONNX Runtime's; int8 simulated in float, with one warning naming the
