@@ -12,6 +12,7 @@ the model, then cache_dir): prompts never exported need the torch text encoder a
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ from .text_cache import (
     exported_text_dir,
     load_cached,
 )
+
+log = logging.getLogger("depthclip_ros")
 
 EXPORT_FORMAT = "1"
 GRAPH_INPUTS = ("images", "text_features", "bins", "temperature")
@@ -171,6 +174,7 @@ class ExportedGraph:
         self._head = self._make_head(config)
         self.reference = load_reference(self.path)
         self.depth_figure = None  # DepthFigure: the reference frames run here, at warm-up
+        self.figure_failure = ""  # why the reference frames did not run here
 
     # --- what a runtime provides
     def _read_graph(self) -> tuple:
@@ -211,6 +215,8 @@ class ExportedGraph:
         """The depth figure measured here at warm-up, in words (/diagnostics)."""
         if self.depth_figure is not None:
             return self.depth_figure.words
+        if self.figure_failure:
+            return self.figure_failure
         if self.reference is None:
             return (
                 f"not measured (no {reference_path(self.path).name} beside the graph: export "
@@ -238,9 +244,18 @@ class ExportedGraph:
             return self.depth_figure
         if self._builds_per_image_size and tuple(image_size or ()) != ref.frames.shape[1:3]:
             return None
-        depth = [self._run(("depth",), ref.feeds(i))[0][0] for i in range(len(ref.frames))]
-        where = f"{self.runtime}, device {self.device}, {cpu_description()}"
-        self.depth_figure = depth_figure(ref.depth, np.stack(depth), where)
+        try:
+            depth = [self._run(("depth",), ref.feeds(i))[0][0] for i in range(len(ref.frames))]
+            where = f"{self.runtime}, device {self.device}, {cpu_description()}"
+            self.depth_figure = depth_figure(ref.depth, np.stack(depth), where)
+        except Exception as exc:  # a file that is not this graph's: the model still runs
+            reason = (str(exc).strip().splitlines() or [""])[-1][:200]
+            self.figure_failure = (
+                f"not measured ({reference_path(self.path).name} does not run on "
+                f"{self.path.name}: {type(exc).__name__}: {reason})"
+            )
+            log.warning("reference frames: %s", self.figure_failure)
+            self.reference = None
         return self.depth_figure
 
     @property

@@ -207,6 +207,22 @@ def test_a_graph_without_reference_frames_says_how_to_get_them(tiny_config, tmp_
         model.warm_up()
     (line,) = ours(caplog)
     assert "cannot be read" in line and model.depth_figure is None
+    caplog.clear()
+    other = tmp_path / "other.onnx"  # another model's reference frames (another embedding)
+    export(tiny_config.replace(input_width=96, input_height=64), other)
+    stored.write_bytes(reference_path(other).read_bytes())
+    with np.load(stored) as data:
+        arrays = dict(data)
+    arrays["text_features"] = arrays["text_features"][:5]  # not this graph's embedding size
+    with open(stored, "wb") as f:
+        np.savez(f, **arrays)
+    with caplog.at_level("WARNING", logger="depthclip_ros"):
+        model = run_on(tiny_config, path, "onnxruntime")
+        model.warm_up()  # the model still warms up and runs
+    (line,) = ours(caplog)
+    assert "does not run on fp32.onnx" in line and model.depth_figure is None
+    assert model.depth_figure_words in line
+    assert model.predict(structured_image(*SIZE)).depth.shape == (1, *SIZE)
 
 
 def ours(caplog) -> list:
