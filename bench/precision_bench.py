@@ -98,13 +98,13 @@ def load(name: str, overrides: dict, cache: str):
         )
     except DepthClipError as exc:  # bf16 on a CPU without it: the table says so
         return str(exc)
-    if hasattr(model, "measure_depth_figure"):  # an exported graph: its figure, measured here
-        model.warm_up()
+    model.warm_up()  # an exported graph's or bf16's figure, measured here
     return nchw(model) if "NCHW" in name else model
 
 
 def figure_cell(model) -> str:
-    """The depth figure an exported graph measured at warm-up (median / p99 / max)."""
+    """The depth figure an exported graph or torch bf16 measured at warm-up (median / p99 /
+    max)."""
     figure = getattr(model, "depth_figure", None)
     if figure is None:
         return "-"
@@ -190,8 +190,7 @@ def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True):
         *(f"node out of {r:g} Hz (Hz)" for r in rates),
         f"node latency median at {rates[-1]:g} Hz (ms)",
         f"forward in node at {rates[-1]:g} Hz, median (ms)",
-        "depth vs fp32 graph measured at warm-up (reference frames; median / p99 / max, "
-        "delta<1.25)",
+        "depth vs fp32 measured at warm-up (reference frames; median / p99 / max, delta<1.25)",
         f"depth vs torch fp32, NYU samples (median / p99, delta<1.25; T "
         f"{COMPARED_AT_TEMPERATURE:g})",
         f"... demo scenes (T {COMPARED_AT_TEMPERATURE:g})",

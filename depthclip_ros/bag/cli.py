@@ -189,7 +189,7 @@ def main(argv=None) -> int:
             outputs_only=args.outputs_only,
         ) as plan:
             estimator = load_estimator(config)  # after the cheap checks: it takes seconds
-            if hasattr(estimator, "measure_depth_figure"):  # exported graphs: where it runs
+            if hasattr(estimator, "measure_depth_figure"):  # a lower precision's, measured here
                 estimator.measure_depth_figure()
             with progress_bar(plan.frames, not args.quiet) as bar:
                 stats = process_bag(
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     )
     for topic, camera in stats["cameras"].items():
         print(f"  {topic}: {camera_summary(camera)}")
-    figure = getattr(estimator, "depth_figure_words", None)  # exported graphs measure one
+    figure = getattr(estimator, "depth_figure_words", None)  # graphs and bf16 measure one
     print(
         f"  model: {estimator.model_identity} on {estimator.device} "
         f"({estimator.precision_detail}, {estimator.runtime})"

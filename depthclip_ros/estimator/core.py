@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from ..config.parameters import DepthClipConfig
+from ..synthetic_scenes import SCENES, render_scene
 from .batchnorm_folding import fold_batch_norms
 from .clip_loading import LoadedModel, load_clip
+from .cpu_features import cpu_description
 from .cuda_graph import CapturedFrames, PinnedBuffers, padded_batches
 from .depth_head import (
     bin_probabilities,
@@ -28,6 +30,7 @@ from .depth_head import (
     temperature_scale,
 )
 from .head import Head
+from .reference_frames import depth_figure
 from .result import (
     OUTPUT_FIELDS,
     DepthResult,
@@ -133,6 +136,7 @@ class DepthClip:
             self.device
         )
         self.cache_dir = Path(config.cache_dir or default_cache_dir()).expanduser()
+        self.depth_figure = None  # bf16: DepthFigure against its float32 trunk, at warm-up
         self._checked = None  # the last config check_config accepted
         self._head = self._make_head(config)
 
@@ -244,11 +248,41 @@ class DepthClip:
         """Predict on blank frames of `image_size` (height, width; default the network's input
         size), so that the first real frame of that size does not pay for lazy initialisation
         (allocator, oneDNN / cuDNN kernel choice, its CUDA graphs' captures): with CUDA graphs
-        at every padded batch up to `max_batch`, else at one image."""
+        at every padded batch up to `max_batch`, else at one image. bf16: the first warm-up
+        also measures its depth figure."""
         size = image_size or network_image_size(self.config)
         batches = padded_batches(max_batch) if self.graphs is not None else [1]
         for batch in batches:
             self.predict(np.zeros((batch, *size, 3), np.uint8), arrays=())
+        self.measure_depth_figure()
+
+    @property
+    def depth_figure_words(self):
+        """bf16: its depth figure measured here, in words; None for fp32 and fp16 (fp32 is the
+        reference; fp16's is gpu-check's)."""
+        if self.dtype != torch.bfloat16:
+            return None
+        return self.depth_figure.words if self.depth_figure else "not measured yet (at warm-up)"
+
+    def measure_depth_figure(self, image_size=None):
+        """bf16: the demo scenes through this bf16 trunk and through the float32 trunk it was
+        cast from (CLIP's own, folded on a copy for the moment), at the config's temperature:
+        how far bf16's depth lies from fp32's on this CPU (once). The DepthFigure, or None."""
+        if self.dtype != torch.bfloat16 or self.depth_figure is not None:
+            return self.depth_figure
+        frames = [render_scene(name)[0] for name in SCENES]
+        low = np.stack([self.predict(frame).depth[0] for frame in frames])
+        float32 = copy.deepcopy(dense_encoder(self.loaded.clip_model.visual))
+        fold_batch_norms(float32)
+        encoder, dtype = self.encoder, self.dtype
+        self.encoder, self.dtype = float32.to(memory_format=torch.channels_last), torch.float32
+        try:
+            reference = np.stack([self.predict(frame).depth[0] for frame in frames])
+        finally:
+            self.encoder, self.dtype = encoder, dtype
+        where = f"{self.runtime} bf16 against its float32 trunk, {cpu_description()}"
+        self.depth_figure = depth_figure(reference, low, where)
+        return self.depth_figure
 
     def positions(self, imgs: torch.Tensor, cfg: DepthClipConfig) -> tuple:
         """uint8 (B, H, W, 3) on the device -> (position embeddings (B or 2B, hw, D), layer4

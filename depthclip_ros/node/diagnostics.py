@@ -26,8 +26,9 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
     values["precision"] = estimator.precision_detail if estimator else "none"
     if estimator is not None and str(estimator.device).lower().startswith(("cpu", "auto")):
         values["inference threads"] = str(estimator.cpu_threads)
-    if estimator is not None and hasattr(estimator, "depth_figure_words"):  # exported graphs
-        values["depth vs fp32 here"] = estimator.depth_figure_words
+    figure = getattr(estimator, "depth_figure_words", None)  # exported graphs, torch bf16
+    if figure:
+        values["depth vs fp32 here"] = figure
     if estimator is not None and hasattr(estimator, "graph_status"):  # the torch core
         values["cuda graphs"] = estimator.graph_status
         graphs = getattr(estimator, "graphs", None)

@@ -323,7 +323,7 @@ class DepthClipNode(LifecycleNode):
         estimator = load_estimator(config)
         t0 = time.perf_counter()
         estimator.warm_up()  # the first camera frame then gets the steady-state latency
-        figure = getattr(estimator, "depth_figure_words", None)  # exported graphs measure one
+        figure = getattr(estimator, "depth_figure_words", None)  # graphs and bf16 measure one
         self.get_logger().info(
             f"model {estimator.model_identity} on {estimator.device} "
             f"({estimator.precision_detail}, {estimator.runtime}), warm-up "

@@ -35,6 +35,7 @@ from depthclip_ros.estimator.openvino_runtime import (
 from depthclip_ros.estimator.reference_frames import load_reference, reference_path
 from depthclip_ros.export import calibration, quantization
 from depthclip_ros.export.graph import export
+from depthclip_ros.synthetic_scenes import SCENES, render_scene
 from depthclip_ros.tools import export as export_cli
 
 SIZE = (120, 160)  # (height, width) of the test camera
@@ -692,3 +693,21 @@ def test_openvino_auto_reports_where_it_runs(tiny_config, tmp_path):
     assert ov.device == "auto"
     ov.warm_up()
     assert ov.device == "cpu" and ov.runtime.endswith("AUTO (executes on CPU)")
+
+
+def test_torch_bf16_measures_its_figure_against_its_float32_trunk(tiny_config):
+    if not cpu_features.native_bf16():
+        pytest.skip("this CPU has no native bf16 (its refusal: test_bf16_where_the_cpu_has_it)")
+    fp32 = DepthClip(tiny_config)
+    assert fp32.depth_figure_words is None  # the reference itself
+    model = DepthClip(tiny_config.replace(precision="bf16"))
+    model.warm_up()
+    figure = model.depth_figure
+    demo = [render_scene(name)[0] for name in SCENES]
+    want = np.stack([fp32.predict(f).depth[0] for f in demo])
+    got = np.stack([model.predict(f).depth[0] for f in demo])
+    diff = np.abs(got - want)
+    assert figure.frames == 3 and figure.max == pytest.approx(float(diff.max()), abs=1e-6)
+    assert figure.median == pytest.approx(float(np.median(diff)), abs=1e-6) and figure.max > 0
+    assert "bf16 against its float32 trunk" in figure.where
+    assert model.encoder.layer4[0].conv1.weight.dtype == torch.bfloat16  # swapped back
