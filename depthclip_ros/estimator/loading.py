@@ -33,10 +33,10 @@ def load_estimator(config):
                 f"file), got model '{config.model}'; export it first, or use backend torch"
             )
         if backend == "openvino":
-            from .openvino_runtime import OpenVinoDepthClip
+            from ..graph_runtimes.openvino_runtime import OpenVinoDepthClip
 
             return OpenVinoDepthClip(config)
-        from .onnx_runtime import OnnxDepthClip
+        from ..graph_runtimes.onnx_runtime import OnnxDepthClip
 
         return OnnxDepthClip(config)
     if is_onnx:

@@ -26,18 +26,18 @@ from ..errors import ConfigError
 from ..estimator.clip_loading import LoadedModel, load_clip
 from ..estimator.core import STRIDE, DepthClip
 from ..estimator.depth_head import bin_probabilities
-from ..estimator.exported_graph import (
+from ..estimator.result import network_image_size
+from ..estimator.text_cache import exported_text_dir
+from ..estimator.text_features import text_features
+from ..files import atomic_write
+from ..graph_runtimes.exported_graph import (
     GRAPH_INPUTS,
     GRAPH_OUTPUTS,
     graph_image_size,
     graph_metadata,
     graph_precision,
 )
-from ..estimator.onnx_runtime import OnnxDepthClip
-from ..estimator.result import network_image_size
-from ..estimator.text_cache import exported_text_dir
-from ..estimator.text_features import text_features
-from ..files import atomic_write
+from ..graph_runtimes.onnx_runtime import OnnxDepthClip
 from .reference import demo_frames, store_reference
 
 OPSET = 18  # Resize with antialias (the core's resize) needs 18

@@ -25,7 +25,9 @@ import numpy as np
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError, ModelLoadError
 from ..estimator.cpu_features import cpu_description
-from ..estimator.exported_graph import (
+from ..estimator.text_cache import exported_text_dir
+from ..files import atomic_write
+from ..graph_runtimes.exported_graph import (
     INT8_AGREEMENT,
     INT8_FIGURES,
     INT8_HELD_OUT,
@@ -33,9 +35,7 @@ from ..estimator.exported_graph import (
     INT8_WEIGHT_BITS,
     graph_image_size,
 )
-from ..estimator.onnx_runtime import OnnxDepthClip
-from ..estimator.text_cache import exported_text_dir
-from ..files import atomic_write
+from ..graph_runtimes.onnx_runtime import OnnxDepthClip
 from ..metrics import depth_agreement
 from .reference import fit_frames, graph_depth, store_reference
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from ..config.parameters import DepthClipConfig
 from ..config.params_files import load_params, preset_configs
 from ..errors import DepthClipError
-from ..estimator.exported_graph import GRAPH_PRECISIONS, graph_image_size, precision_detail
 from ..estimator.text_cache import exported_text_dir
 from ..export.calibration import DEFAULT_LIMIT, calibration_frames
 from ..files import cannot_write
+from ..graph_runtimes.exported_graph import GRAPH_PRECISIONS, graph_image_size, precision_detail
 
 
 def parse_size(text: str) -> tuple:

@@ -19,22 +19,22 @@ from depthclip_ros.config.params_files import preset_configs
 from depthclip_ros.errors import ConfigError, ModelLoadError
 from depthclip_ros.estimator import cpu_features
 from depthclip_ros.estimator.core import DepthClip
-from depthclip_ros.estimator.exported_graph import (
+from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.export import calibration, quantization
+from depthclip_ros.export.graph import export
+from depthclip_ros.graph_runtimes.exported_graph import (
     INT8_AGREEMENT,
     INT8_MEASURED_WITH,
     INT8_WEIGHT_BITS,
     precision_detail,
 )
-from depthclip_ros.estimator.loading import load_estimator
-from depthclip_ros.estimator.onnx_runtime import OnnxDepthClip
-from depthclip_ros.estimator.openvino_runtime import (
+from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
+from depthclip_ros.graph_runtimes.openvino_runtime import (
     COMPILED_SHAPES,
     OpenVinoDepthClip,
     compile_properties,
 )
-from depthclip_ros.estimator.reference_frames import load_reference, reference_path
-from depthclip_ros.export import calibration, quantization
-from depthclip_ros.export.graph import export
+from depthclip_ros.graph_runtimes.reference_frames import load_reference, reference_path
 from depthclip_ros.synthetic_scenes import SCENES, render_scene
 from depthclip_ros.tools import export as export_cli
 

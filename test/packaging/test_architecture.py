@@ -106,7 +106,7 @@ def test_the_estimator_never_reads_parameter_files():
     readers = {
         name
         for name, imported in MODULES.items()
-        if name.startswith("depthclip_ros.estimator")
+        if name.startswith(("depthclip_ros.estimator", "depthclip_ros.graph_runtimes"))
         and any(m.startswith("depthclip_ros.config.params_files") for m in imported)
     }
     assert readers == set()
@@ -120,3 +120,11 @@ def test_node_parameters_use_only_the_estimators_public_face():
     assert estimator <= {"depthclip_ros.estimator"} | {
         f"depthclip_ros.estimator.{name}" for name in face.__all__
     }, estimator
+
+
+def test_the_graph_runtimes_need_no_torch():
+    """What a torch-free robot runs imports neither torch nor clip, nor the torch core."""
+    heavy = ("torch", "clip", "depthclip_ros.estimator.core", "depthclip_ros.export")
+    for name, imported in MODULES.items():
+        if name.startswith("depthclip_ros.graph_runtimes"):
+            assert not [m for m in imported if m.startswith(heavy)], name

@@ -289,7 +289,7 @@ def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(tiny_checkpoint, mon
 
     from bench import gpu_check
     from bench.gpu_onnxruntime import onnxruntime_on_gpu
-    from depthclip_ros.estimator.onnx_runtime import OnnxDepthClip
+    from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
 
     runtime = GpuOnnxRuntime([ANY_SIZE_FAILURE])
     monkeypatch.setattr(OnnxDepthClip, "_import", lambda self: runtime)

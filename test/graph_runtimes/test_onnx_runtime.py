@@ -17,13 +17,14 @@ from ros_harness import running_node
 
 from depthclip_ros.config.params_files import load_config, preset_configs, preset_names
 from depthclip_ros.errors import ConfigError, ImageSizeError, ModelLoadError
-from depthclip_ros.estimator import onnx_runtime
 from depthclip_ros.estimator.clip_loading import load_clip
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.depth_quantile import depth_quantile
 from depthclip_ros.estimator.file_identity import sha256_file
 from depthclip_ros.estimator.loading import load_estimator
-from depthclip_ros.estimator.onnx_runtime import (
+from depthclip_ros.export import graph as export
+from depthclip_ros.graph_runtimes import onnx_runtime
+from depthclip_ros.graph_runtimes.onnx_runtime import (
     CPU,
     CUDA,
     TENSORRT,
@@ -34,7 +35,6 @@ from depthclip_ros.estimator.onnx_runtime import (
     tensorrt_profile,
     with_profile,
 )
-from depthclip_ros.export import graph as export
 from depthclip_ros.messages import decoding
 from depthclip_ros.tools import export as export_cli
 

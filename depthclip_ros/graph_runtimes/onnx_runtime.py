@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
-from .cpu_features import cpu_description, int8_saturates
+from ..estimator.cpu_features import cpu_description, int8_saturates
+from ..estimator.file_identity import sha256_remembered
+from ..estimator.result import network_image_size
+from ..estimator.text_cache import default_cache_dir
 from .exported_graph import ExportedGraph, int8_weight_bits
-from .file_identity import sha256_remembered
-from .result import network_image_size
-from .text_cache import default_cache_dir
 
 log = logging.getLogger("depthclip_ros")
 

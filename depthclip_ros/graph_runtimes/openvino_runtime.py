@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, ModelLoadError
-from .cpu_features import cpu_description, int8_saturates, is_arm
+from ..estimator.cpu_features import cpu_description, int8_saturates, is_arm
+from ..estimator.text_cache import default_cache_dir
 from .exported_graph import ExportedGraph, int8_weight_bits
-from .text_cache import default_cache_dir
 
 log = logging.getLogger("depthclip_ros")
 

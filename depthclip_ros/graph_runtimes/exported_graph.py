@@ -19,10 +19,9 @@ import numpy as np
 
 from ..config.parameters import IMAGE_PATH_FIELDS, DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
-from .cpu_features import cpu_description
-from .head import Head
-from .reference_frames import depth_figure, load_reference, reference_path
-from .result import (
+from ..estimator.cpu_features import cpu_description
+from ..estimator.head import Head
+from ..estimator.result import (
     OUTPUT_FIELDS,
     DepthResult,
     as_image_batch,
@@ -30,7 +29,7 @@ from .result import (
     input_region,
     network_image_size,
 )
-from .text_cache import (
+from ..estimator.text_cache import (
     FLOAT16,
     FLOAT32,
     cache_path,
@@ -38,6 +37,7 @@ from .text_cache import (
     exported_text_dir,
     load_cached,
 )
+from .reference_frames import depth_figure, load_reference, reference_path
 
 log = logging.getLogger("depthclip_ros")
 
