@@ -8,10 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DEST=${1:-.emulation}
-ORT=$(sed -n 's/^onnxruntime==//p' requirements-onnx.txt)
-OV=$(sed -n 's/^openvino==//p' requirements-onnx.txt)
-STAMP="$DEST/.ready-ort$ORT-ov$OV"
-[ -f "$STAMP" ] && exit 0
+# The wheels the torch-free core needs, as requirements-onnx.txt's lines give them (pip reads
+# their markers with the host's Python: 3.11 here, as Debian's arm64 CPython).
+WHEELS=$(grep -E '^(numpy|pyyaml|onnxruntime|openvino)([=; <>]|$)' requirements-onnx.txt)
+READY="$DEST/.ready"  # written last, with the lines it was made for
+[ -f "$READY" ] && [ "$(cat "$READY")" = "$WHEELS" ] && exit 0
 
 if ! command -v qemu-aarch64-static >/dev/null || ! command -v qemu-x86_64-static >/dev/null; then
     apt-get update -qq
@@ -30,11 +31,10 @@ PACKAGES=$(apt-cache depends --recurse --no-recommends --no-suggests --no-confli
 (cd "$DEST/debs" && apt-get download -qq -o APT::Sandbox::User=root $PACKAGES)
 for deb in "$DEST"/debs/*.deb; do dpkg -x "$deb" "$DEST/arm64"; done
 rm -rf "$DEST/debs"
-# The runtimes' aarch64 wheels at requirements-onnx.txt's pins, for Debian's CPython 3.11
-# and its glibc 2.36 (OpenVINO's need 2.35).
+# Their aarch64 wheels, for Debian's CPython 3.11 and its glibc 2.36 (OpenVINO's need 2.35).
+echo "$WHEELS" > "$DEST/requirements.txt"
 python3 -m pip install -q --target "$DEST/site-packages" --only-binary=:all: \
     --platform manylinux_2_36_aarch64 --platform manylinux_2_35_aarch64 \
     --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
-    --python-version 3.11 --implementation cp --abi cp311 \
-    numpy pyyaml "onnxruntime==$ORT" "openvino==$OV"
-touch "$STAMP"
+    --python-version 3.11 --implementation cp --abi cp311 -r "$DEST/requirements.txt"
+echo "$WHEELS" > "$READY"

@@ -27,6 +27,7 @@ class EmulatedCpu:
     cpuinfo: str  # the /proc/cpuinfo shown, in cpuinfo/
     python: Path
     env: dict
+    prepared: Path  # what says its set-up finished
 
     def unavailable(self):
         """Why this CPU cannot be emulated here, or None."""
@@ -34,8 +35,8 @@ class EmulatedCpu:
             return f"emulation runs on an x86_64 Linux host (this is {platform.machine()})"
         if shutil.which(self.qemu) is None:
             return f"no {self.qemu} (Debian's qemu-user-static): run {SETUP}"
-        if not self.python.exists():
-            return f"no {self.python.relative_to(REPO)}: run {SETUP}"
+        if not self.prepared.exists():
+            return f"no {self.prepared.relative_to(REPO)}: run {SETUP}"
         if shutil.which("unshare") is None or os.geteuid() != 0:
             return "a private /proc/cpuinfo needs unshare -m as root"
         return None
@@ -69,6 +70,7 @@ X86_AVX2 = EmulatedCpu(
     cpuinfo="intel_haswell.txt",
     python=REPO / ".venv-onnx" / "bin" / "python",
     env={**_base_env(), "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"},
+    prepared=REPO / ".venv-onnx" / ".installed",  # make venv-onnx's stamp
 )
 # Debian's arm64 CPython with the aarch64 wheels of the runtimes, the package from the checkout.
 AARCH64_PI5 = EmulatedCpu(
@@ -83,4 +85,5 @@ AARCH64_PI5 = EmulatedCpu(
         "PYTHONHOME": str(EMULATION / "arm64" / "usr"),
         "PYTHONPATH": f"{EMULATION / 'site-packages'}:{REPO}",
     },
+    prepared=EMULATION / ".ready",  # setup.sh's last step
 )
