@@ -84,12 +84,10 @@ def is_arm() -> bool:
     return platform.machine().lower() in ("aarch64", "arm64")
 
 
-def int8_saturates(flags=None, arm=None) -> bool:
+def int8_saturates() -> bool:
     """True on an x86 CPU without VNNI (AVX2 or AVX-512 alone), whose u8 x s8 kernels saturate
     pairs of products at 16 bits: int8 weights beyond 7 bits then lose depth there."""
-    flags = cpu_model_and_flags()[1] if flags is None else flags
-    arm = is_arm() if arm is None else arm
-    return not arm and not (X86_EXACT_INT8 & set(flags))
+    return not is_arm() and not (X86_EXACT_INT8 & cpu_model_and_flags()[1])
 
 
 def speed_flags(flags=None) -> list:

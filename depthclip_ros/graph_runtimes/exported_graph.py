@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config.parameters import IMAGE_PATH_FIELDS, DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
-from ..estimator.cpu_features import cpu_description
+from ..estimator.cpu_features import cpu_description, int8_saturates
 from ..estimator.head import Head
 from ..estimator.result import (
     OUTPUT_FIELDS,
@@ -201,6 +201,17 @@ class ExportedGraph:
         return self.graph_precision
 
     # --- shared
+    @property
+    def saturates_here(self) -> bool:
+        """True for an int8 graph with 8-bit weights (exported before 7-bit weights) on an x86
+        CPU without VNNI, whose u8s8 kernels saturate its products (each runtime says what it
+        does about it)."""
+        return (
+            self.graph_precision == "int8"
+            and int8_weight_bits(self.metadata) > 7
+            and int8_saturates()
+        )
+
     @property
     def precision_detail(self) -> str:
         """The precision in words, with an int8 graph's difference from fp32 measured at

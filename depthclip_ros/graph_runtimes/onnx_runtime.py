@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
-from ..estimator.cpu_features import cpu_description, int8_saturates
+from ..estimator.cpu_features import cpu_description
 from ..estimator.file_identity import sha256_remembered
 from ..estimator.result import network_image_size
 from ..estimator.text_cache import default_cache_dir
-from .exported_graph import ExportedGraph, int8_weight_bits
+from .exported_graph import ExportedGraph
 
 log = logging.getLogger("depthclip_ros")
 
@@ -223,11 +223,9 @@ class OnnxDepthClip(ExportedGraph):
             )
 
     def _needs_exact_int8_kernels(self) -> bool:
-        """True for an int8 graph with 8-bit weights (exported before 7-bit weights) on an x86
-        CPU without VNNI, whose default u8s8 kernels saturate: said in one warning."""
-        if self.graph_precision != "int8" or int8_weight_bits(self.metadata) <= 7:
-            return False
-        if not int8_saturates():
+        """True where the default u8s8 kernels would saturate the graph (saturates_here): said
+        in one warning."""
+        if not self.saturates_here:
             return False
         log.warning(
             "%s has 8-bit int8 weights, which this CPU (%s: no VNNI) multiplies in saturating "

@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, ModelLoadError
-from ..estimator.cpu_features import cpu_description, int8_saturates, is_arm
+from ..estimator.cpu_features import cpu_description, is_arm
 from ..estimator.text_cache import default_cache_dir
-from .exported_graph import ExportedGraph, int8_weight_bits
+from .exported_graph import ExportedGraph
 
 log = logging.getLogger("depthclip_ros")
 
@@ -151,7 +151,7 @@ class OpenVinoDepthClip(ExportedGraph):
                 "onnxruntime is the int8 runtime on Arm",
                 cpu_description(),
             )
-        elif int8_weight_bits(self.metadata) > 7 and int8_saturates():
+        elif self.saturates_here:
             log.warning(
                 "%s has 8-bit int8 weights, which OpenVINO's kernels on this CPU (%s: no VNNI) "
                 "add in saturating 16-bit sums: its depth differs from exact int8 (the depth "
