@@ -47,6 +47,8 @@ BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 ONNX_SUFFIX = ".onnx"
 CUDA_GRAPHS = ("auto", "off")
 ONNXRUNTIME_PROVIDERS = ("auto", "tensorrt", "cuda")
+# ONNX Runtime CUDA provider's cudnn_conv_algo_search, lower case
+CUDNN_SEARCHES = ("heuristic", "exhaustive", "default")
 TEMPLATE_FIELDS = ("object", "token")
 # Fields that fix the image path's structure: a CUDA graph is captured, an ONNX graph exported,
 # for one value of each (text features, bins and temperature are the graphs' inputs).
@@ -120,6 +122,15 @@ class DepthClipConfig(Schema):
         "(never TensorRT)",
         read_only=True,
         choices=ONNXRUNTIME_PROVIDERS,
+    )
+    cudnn_conv_algo_search: str = param(
+        "heuristic",
+        "backend onnxruntime on CUDA: how the CUDA provider picks each convolution's cuDNN "
+        "algorithm: heuristic (cuDNN's ranking, no trial runs) | exhaustive (ONNX Runtime's "
+        "default: every algorithm timed at each new input shape, at warm-up here) | default "
+        "(one fixed algorithm, least memory)",
+        read_only=True,
+        choices=CUDNN_SEARCHES,
     )
     tensorrt_cache_dir: str = param(
         "",

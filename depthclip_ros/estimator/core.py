@@ -287,15 +287,21 @@ class DepthClip:
     def positions(self, imgs: torch.Tensor, cfg: DepthClipConfig) -> tuple:
         """uint8 (B, H, W, 3) on the device -> (position embeddings (B or 2B, hw, D), layer4
         features, grid (h, w)); with flip the mirrored images follow the B originals."""
-        x = preprocess(imgs, cfg)
-        if cfg.flip:  # one batched forward for the image and its mirror
-            feats = self.dense_features(torch.cat([x, x.flip(-1)]))
-        else:
-            feats = self.dense_features(x)
-        positions = position_embeddings(
+        feats = self.trunk(preprocess(imgs, cfg), cfg)
+        return self.positions_of(feats, cfg), feats, feats.shape[-2:]
+
+    def trunk(self, x: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
+        """Normalised network input (B, 3, h, w) -> layer4 features (B or 2B, C, h/32, w/32):
+        with flip, one batched forward for the images and their mirrors (which follow)."""
+        if cfg.flip:
+            return self.dense_features(torch.cat([x, x.flip(-1)]))
+        return self.dense_features(x)
+
+    def positions_of(self, feats: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
+        """Layer4 features -> position embeddings (B, hw, D) in the head's precision."""
+        return position_embeddings(
             feats, cfg.dense_features, self.channel_index, self.attnpool, self.head_dtype(cfg)
         )
-        return positions, feats, feats.shape[-2:]
 
     @staticmethod
     def depth_from_probabilities(probs, bins, cfg: DepthClipConfig, image_size) -> tuple:

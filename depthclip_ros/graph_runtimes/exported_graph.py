@@ -44,6 +44,11 @@ log = logging.getLogger("depthclip_ros")
 EXPORT_FORMAT = "1"
 GRAPH_INPUTS = ("images", "text_features", "bins", "temperature")
 GRAPH_OUTPUTS = OUTPUT_FIELDS
+# The tensors between the graph's three parts: images -> preprocessing -> network_input ->
+# trunk (CLIP's ResNet at its fixed input size) -> features -> head and depth -> outputs. The
+# metadata key lists them; graphs exported before the parts have no such key.
+GRAPH_PARTS = ("network_input", "features")
+PARTS_KEY = "graph_parts"
 ANY_SIZE = "any"  # image_height / image_width of a graph that takes every size
 # The image path's precision; inputs and outputs stay float32. int8: depthclip-export
 # --precision int8 (the image trunk quantised, the head float).
@@ -78,6 +83,7 @@ def graph_metadata(
         opset=str(opset),
         exporter=exporter,
     )
+    meta[PARTS_KEY] = ",".join(GRAPH_PARTS)
     return meta
 
 
@@ -233,19 +239,7 @@ class ExportedGraph:
                 f"not measured (no {reference_path(self.path).name} beside the graph: export "
                 f"it again with this version)"
             )
-        if self._builds_per_image_size:
-            height, width = self.reference.frames.shape[1:3]
-            return (
-                f"not measured yet ({self.runtime} builds an engine per image size: measured "
-                f"when a {width}x{height} camera comes, the reference frames' size)"
-            )
         return "not measured yet (at warm-up)"
-
-    @property
-    def _builds_per_image_size(self) -> bool:
-        """Whether a new image size costs a build (TensorRT's engines): the reference frames
-        then run only where their size is in use anyway."""
-        return False
 
     def measure_depth_figure(self, image_size=None):
         """Run the reference frames on this runtime, device and CPU: their depth against the
@@ -253,8 +247,6 @@ class ExportedGraph:
         ref = self.reference
         if self.depth_figure is not None or ref is None:
             return self.depth_figure
-        if self._builds_per_image_size and tuple(image_size or ()) != ref.frames.shape[1:3]:
-            return None
         try:
             depth = [self._run(("depth",), ref.feeds(i))[0][0] for i in range(len(ref.frames))]
             where = f"{self.runtime}, device {self.device}, {cpu_description()}"
@@ -326,13 +318,13 @@ class ExportedGraph:
 
     @property
     def prepares_image_sizes(self) -> bool:
-        """Whether a camera's frames gain from warm_up at its size before the first (TensorRT:
-        an engine is built per image size)."""
+        """Whether a camera's frames gain from warm_up at its size and max_batch before the
+        first (TensorRT: its engine's largest batch; CUDA: cuDNN's choice per input shape)."""
         return False
 
     def warm_up(self, image_size=None, max_batch: int = 1) -> None:
-        """Predict once on a blank frame of `image_size` (a fixed-size graph: its size); where
-        the runtime builds per size (TensorRT), for batches up to `max_batch` too. The first
+        """Predict once on a blank frame of `image_size` (a fixed-size graph: its size), after
+        what the runtime prepares for it and batches up to `max_batch` (_prepare). The first
         warm-up also measures the depth figure on the reference frames."""
         size = self.image_size or image_size or network_image_size(self.config)
         self._prepare(size, max_batch)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,46 +16,59 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..estimator.cpu_features import cpu_description
 from ..estimator.file_identity import sha256_remembered
-from ..estimator.result import network_image_size
 from ..estimator.text_cache import default_cache_dir
-from .exported_graph import ExportedGraph
+from ..files import atomic_write
+from .exported_graph import (
+    GRAPH_INPUTS,
+    GRAPH_OUTPUTS,
+    GRAPH_PARTS,
+    PARTS_KEY,
+    ExportedGraph,
+)
 
 log = logging.getLogger("depthclip_ros")
 
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
-# TensorRT's engines: one per image size in use (a camera's, known from its camera_info, or a
-# bag's frames), for batches up to the node's max_batch; each optimisation profile spans those
-# batches only, so an engine is built in the memory and time its frames need (not 64 4K images).
+# TensorRT runs the graph's trunk alone (CLIP's ResNet at its fixed input size; GRAPH_PARTS):
+# one engine serves every camera size and every bins, built for batches up to the node's
+# max_batch, so it takes the memory and time its frames need (not 64 images at start).
 TENSORRT_MAX_BATCH = 64  # the node's max_batch at most; larger batches run in parts
-TENSORRT_MAX_BINS = 64
-TENSORRT_SIZES_KEPT = 4  # image sizes whose engines stay loaded (least recently used dropped)
+# What each part of the graph takes and gives (export.graph joins them; TensorRT needs them
+# apart: onnx-tensorrt refuses the preprocessing's antialiased Resize).
+GRAPH_PART_IO = {
+    "preprocessing": (["images"], [GRAPH_PARTS[0]]),
+    "trunk": ([GRAPH_PARTS[0]], [GRAPH_PARTS[1]]),
+    "head": ([GRAPH_PARTS[1], *GRAPH_INPUTS], list(GRAPH_OUTPUTS)),
+}
+# What ONNX Runtime raises where onnxruntime-gpu lists TensorRT but TensorRT's libraries
+# (libnvinfer) cannot load (onnxruntime_pybind_state.cc, RegisterTensorRTPluginsAsCustomOps).
+TENSORRT_LIBRARIES_MISSING = "Please install TensorRT libraries"
+# The CUDA provider runs the opset-18 Resize from this version on; before it, on the CPU
+# (microsoft/onnxruntime#19595).
+GPU_ONNXRUNTIME_MINIMUM = (1, 18)
+# Nodes that compute on images or features: on a GPU device, one placed on the CPU costs a
+# copy to the host and back per frame (ONNX Runtime puts shape arithmetic there by design).
+HEAVY_OPS = {"Resize", "Conv", "MatMul", "Gemm", "Softmax", "ReduceL2", "ReduceSum"}
+ASSIGNMENT_KEY = "session.record_ep_graph_assignment_info"
 
 
-def tensorrt_profile(embed_dim: int, bins: int, image_size: tuple, max_batch: int) -> dict:
-    """trt_profile_{min,opt,max}_shapes of one engine: images (B, H, W, 3) of one size, B from 1
-    to `max_batch`, optimised for one image; text features and bins for 2 to TENSORRT_MAX_BINS
-    bins (a run-time change of bins needs no other engine)."""
-    height, width = image_size
-    shapes = {
-        "min": (1, 2),
-        "opt": (1, bins),
-        "max": (max_batch, TENSORRT_MAX_BINS),
-    }
+def tensorrt_profile(input_shape: tuple, max_batch: int) -> dict:
+    """trt_profile_{min,opt,max}_shapes of the trunk's engine: its network input (B, 3, h, w)
+    at the network's fixed size, B from 1 to `max_batch`, optimised for one image."""
+    _, channels, height, width = input_shape
     return {
-        f"trt_profile_{name}_shapes": (
-            f"images:{b}x{height}x{width}x3,text_features:{embed_dim}x{k},bins:{k}"
-        )
-        for name, (b, k) in shapes.items()
+        f"trt_profile_{name}_shapes": f"{GRAPH_PARTS[0]}:{batch}x{channels}x{height}x{width}"
+        for name, batch in (("min", 1), ("opt", 1), ("max", max_batch))
     }
 
 
-def tensorrt_engine_folder(cache: Path, image_size: tuple, max_batch: int) -> Path:
-    """Where the engine of one profile is cached, inside the file's tensorrt_cache_folder: ONNX
-    Runtime names engines by the graph alone, so engines of two profiles must not share one."""
-    height, width = image_size
-    return Path(cache) / f"{width}x{height}-batch{max_batch}"
+def tensorrt_engine_folder(cache: Path, max_batch: int) -> Path:
+    """Where the trunk's engine for batches up to `max_batch` is cached, inside the file's
+    tensorrt_cache_folder: ONNX Runtime names engines by the graph alone, so engines of two
+    profiles must not share one."""
+    return Path(cache) / f"trunk-batch{max_batch}"
 
 
 # What ONNX Runtime's TensorRT provider says when a cached engine was built by another
@@ -83,13 +97,18 @@ def tensorrt_runtime(ort) -> str:
 
 
 def providers_for(
-    device: str, precision: str, tensorrt_cache: Path, available, choice: str = "auto"
+    device: str,
+    precision: str,
+    tensorrt_cache: Path,
+    available,
+    choice: str = "auto",
+    cudnn_search: str = "heuristic",
 ) -> list:
     """The providers tried, best first: cpu -> CPU; cuda[:N] -> TensorRT (when installed and
-    `choice` is not cuda), CUDA, then CPU as the last fallback. An fp16 graph lets TensorRT build
-    fp16 engines; `tensorrt_cache`: the file's own tensorrt_cache_folder (its engines' folders
-    and their shared timing cache: with_profile adds an engine's). ModelLoadError for `choice`
-    tensorrt without TensorRT."""
+    `choice` is not cuda), CUDA, then CPU as the last fallback, each on device N. An fp16 graph
+    lets TensorRT build fp16 engines; `tensorrt_cache`: the file's own tensorrt_cache_folder
+    (its engines' folders and their shared timing cache); `cudnn_search`: the CUDA provider's
+    cudnn_conv_algo_search. ModelLoadError for `choice` tensorrt without TensorRT."""
     if device == "cpu":
         return [(CPU, {})]
     if choice == "tensorrt" and TENSORRT not in available:
@@ -115,7 +134,7 @@ def providers_for(
             )
         )
     if CUDA in available:
-        chain.append((CUDA, {"device_id": index}))
+        chain.append((CUDA, {"device_id": index, "cudnn_conv_algo_search": cudnn_search.upper()}))
     return chain + [(CPU, {})]
 
 
@@ -125,8 +144,45 @@ def with_profile(chain: list, profile: dict, engine_folder: Path) -> list:
     return [(name, {**options, **profile, "trt_engine_cache_path": str(engine_folder)}), *rest]
 
 
+def graph_parts(path: Path, folder: Path) -> dict:
+    """{part: its ONNX file} of the graph at `path` (GRAPH_PART_IO), taken out once into
+    `folder` (the file's own TensorRT cache: its content's). Needs the onnx package."""
+    try:
+        import onnx
+        import onnx.utils
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"TensorRT runs the graph's trunk alone, which needs the onnx package to take it "
+            f"out ({exc}); pip install onnx, or set onnxruntime_providers: cuda"
+        ) from None
+    files = {name: Path(folder) / f"{name}.onnx" for name in GRAPH_PART_IO}
+    if not all(file.is_file() for file in files.values()):
+        extractor = onnx.utils.Extractor(onnx.load(str(path)))
+        for name, (inputs, outputs) in GRAPH_PART_IO.items():
+            part = extractor.extract_model(inputs, outputs)
+            atomic_write(files[name], lambda f, part=part: f.write(part.SerializeToString()))
+    return files
+
+
+def heavy_nodes_on_cpu(session) -> dict:
+    """{op type: count} of HEAVY_OPS nodes ONNX Runtime assigned to its CPU provider (a session
+    opened with ASSIGNMENT_KEY; {} where this onnxruntime cannot say)."""
+    if not hasattr(session, "get_provider_graph_assignment_info"):
+        return {}
+    counts = collections.Counter(
+        node.op_type
+        for subgraph in session.get_provider_graph_assignment_info()
+        if subgraph.ep_name == CPU
+        for node in subgraph.get_nodes()
+        if node.op_type in HEAVY_OPS
+    )
+    return dict(sorted(counts.items()))
+
+
 class OnnxDepthClip(ExportedGraph):
-    """An exported graph on ONNX Runtime (ExportedGraph's interface)."""
+    """An exported graph on ONNX Runtime (ExportedGraph's interface). On CPU and CUDA one
+    session runs the whole graph; with TensorRT three do, the trunk's on TensorRT (one engine
+    for every camera size) between the preprocessing's and the head's on CUDA."""
 
     def _import(self):
         try:
@@ -138,17 +194,22 @@ class OnnxDepthClip(ExportedGraph):
             ) from None
         return ort
 
-    def _session(self, ort, options, chain):
+    def _session(self, ort, options, chain, source=None):
+        """A session of `source` (default: the file) on `chain`, or ModelLoadError. ONNX
+        Runtime's own fallback is off: it would re-create a failed session on CUDA or CPU
+        without the chain's options (device 0), saying so on stdout only."""
         try:
             return ort.InferenceSession(
-                str(self.path),
+                str(source or self.path),
                 sess_options=options,
                 providers=[name for name, _ in chain],
                 provider_options=[opts for _, opts in chain],
+                enable_fallback=0,
             )
         except Exception as exc:  # not an ONNX file, or one onnxruntime cannot load
             raise ModelLoadError(
-                f"onnxruntime cannot load {self.path}: {type(exc).__name__}: {exc}"
+                f"onnxruntime cannot load {Path(source or self.path).name}: "
+                f"{type(exc).__name__}: {exc}"
             ) from None
 
     def _read_graph(self) -> tuple:
@@ -177,15 +238,17 @@ class OnnxDepthClip(ExportedGraph):
                     "running on CPU; install onnxruntime-gpu for CUDA or TensorRT",
                     ", ".join(available),
                 )
+        choice = config.onnxruntime_providers
         cache = None
-        if device != "cpu" and TENSORRT in available:
+        if device != "cpu" and TENSORRT in available and choice != "cuda":
             root = Path(config.tensorrt_cache_dir or default_cache_dir() / "tensorrt")
             root = root.expanduser()
             digest = sha256_remembered(self.path, root)  # not the whole file at every start
             cache = tensorrt_cache_folder(root, digest, self.precision, tensorrt_runtime(ort))
             cache.mkdir(parents=True, exist_ok=True)
-        choice = config.onnxruntime_providers
-        chain = providers_for(device, self.precision, cache, available, choice)
+        chain = providers_for(
+            device, self.precision, cache, available, choice, config.cudnn_conv_algo_search
+        )
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
         if config.inference_threads:  # leave the other cores to the driver and middleware
@@ -196,25 +259,30 @@ class OnnxDepthClip(ExportedGraph):
         exact = self._needs_exact_int8_kernels()
         if exact:  # ONNX Runtime's U8U8 kernels: exact, slower (its session option's words)
             options.add_session_config_entry("session.x64quantprecision", "1")
-        self._build = (ort, options, chain, cache, choice, len(config.depth_bins))
-        # TensorRT: the engines by image size, (session, largest batch) each, the least
-        # recently used first; the first, for the graph's size or the network's, tells whether
-        # TensorRT can take the graph at all.
-        self._engines: collections.OrderedDict = collections.OrderedDict()
-        self._batch_wanted = 1  # the largest batch warm_up asked for: later sizes' engines too
-        self._cuda_session = None  # the sizes TensorRT could not build, when it could others
-        size = self.image_size or network_image_size(config)
-        self.session = self._gpu_session(chain, size, 1)
-        self.provider = self.session.get_providers()[0]
-        if self.provider == TENSORRT:
-            self._engines[size] = (self.session, 1)
+        if device != "cpu":
+            self._check_version(ort)
+            options.add_session_config_entry(ASSIGNMENT_KEY, "1")
+        self._build = (ort, options, chain, cache, choice)
+        self._said = set()  # the providers whose failure was said (once each)
+        self._parts = None  # TensorRT: (preprocessing session, head session)
+        self._trunk = None  # TensorRT: (trunk session, its largest batch)
+        self._trunk_input = None  # TensorRT: the trunk's input shape (batch symbolic)
+        self.session = None  # otherwise: the whole graph's
+        if chain[0][0] == TENSORRT:
+            self._open_tensorrt(chain)
+        if self._trunk is None:
+            self.session = self._opened([p for p in chain if p[0] != TENSORRT])
+            self.provider = self.session.get_providers()[0]
+            self._check_placement(self.session)
+        else:
+            self.provider = TENSORRT
         self.device = "cpu" if self.provider == CPU else device
         self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
         if exact and self.provider == CPU:
             self.runtime += " (exact U8U8 int8 kernels)"
         # What the CPU provider uses: the set number, else (0) one thread per core.
         self.cpu_threads = options.intra_op_num_threads or (os.cpu_count() or 1)
-        if device != "cpu" and self.provider == CPU:
+        if device != "cpu" and self.provider == CPU and CUDA not in available:
             log.warning(
                 "device '%s' asked for, but onnxruntime has no GPU provider here (available: "
                 "%s): running on CPU",
@@ -236,32 +304,131 @@ class OnnxDepthClip(ExportedGraph):
         )
         return True
 
-    def _opened(self, chain):
+    @staticmethod
+    def _check_version(ort) -> None:
+        version = tuple(int(p) for p in ort.__version__.split(".")[:2] if p.isdigit())
+        if version < GPU_ONNXRUNTIME_MINIMUM:
+            log.warning(
+                "onnxruntime %s runs the graph's Resize (opset 18) on the CPU, not on the GPU: "
+                "every frame goes to the host and back; install onnxruntime-gpu %s or newer",
+                ort.__version__,
+                ".".join(map(str, GPU_ONNXRUNTIME_MINIMUM)),
+            )
+
+    def _check_placement(self, session) -> None:
+        """One warning where a GPU session placed heavy nodes on the CPU provider."""
+        on_cpu = heavy_nodes_on_cpu(session) if session.get_providers()[0] != CPU else {}
+        if on_cpu and "placement" not in self._said:
+            self._said.add("placement")
+            log.warning(
+                "onnxruntime placed %s of %s on the CPU provider: each frame crosses to the "
+                "host and back (onnxruntime-gpu %s or newer runs them on the GPU)",
+                ", ".join(f"{count} {op}" for op, count in on_cpu.items()),
+                self.path.name,
+                ".".join(map(str, GPU_ONNXRUNTIME_MINIMUM)),
+            )
+
+    def _opened(self, chain, source=None):
+        """The session of `chain` (`source`: a part of the graph). A provider that does not
+        load (its libraries missing: ONNX Runtime raises, or leaves it out) gives one warning
+        naming it, and the chain's next provider takes over with its own options (device_id
+        kept); TensorRT asked for alone fails instead."""
         ort, options = self._build[:2]
-        session = self._session(ort, options, chain)
-        if session.get_providers()[0] != CPU:
+        try:
+            session = self._session(ort, options, chain, source)
+        except ModelLoadError as exc:
+            if chain[0][0] != CUDA:
+                raise
+            self._provider_failed(chain, str(exc))
+            return self._opened(chain[1:], source)
+        got = session.get_providers()[0]
+        if got != chain[0][0]:
+            self._provider_failed(chain, f"onnxruntime left it out and runs on {got}")
+        if got != CPU:
             # ONNX Runtime would otherwise, on a provider failure at run time, re-create the
-            # session on CPU without its options and say so only on its own log.
+            # session on CPU without its options and say so only on stdout.
             session.disable_fallback()
         return session
 
-    def _gpu_session(self, chain, image_size, max_batch):
-        """The session of `chain`, its TensorRT engine for `image_size` and batches up to
-        `max_batch`. Where TensorRT cannot take the graph: a stale engine cache is cleared and
-        rebuilt once, then (choice auto) the chain without TensorRT, with one warning. ONNX
-        Runtime raises EPFail there, not a RuntimeError, so its own fallback does not apply."""
-        if chain[0][0] != TENSORRT:
-            return self._opened(chain)
-        cache, choice, bins = self._build[3:]
-        folder = tensorrt_engine_folder(cache, image_size, max_batch)
-        profile = tensorrt_profile(self.embed_dim, bins, image_size, max_batch)
-        tensorrt = with_profile(chain, profile, folder)
+    def _provider_failed(self, chain, reason: str) -> None:
+        """One warning (or, for TensorRT asked for alone, ModelLoadError) for the chain's first
+        provider, which did not load."""
+        name, options = chain[0]
+        if name == TENSORRT and self._build[4] == "tensorrt":
+            raise ModelLoadError(f"onnxruntime_providers tensorrt: {one_line(reason)}")
+        if name in self._said:
+            return
+        self._said.add(name)
+        if TENSORRT_LIBRARIES_MISSING in reason:
+            log.warning(
+                "onnxruntime-gpu lists TensorRT, but TensorRT's libraries (libnvinfer) do not "
+                "load here: running on %s, device_id %s; install TensorRT, or set "
+                "onnxruntime_providers: cuda",
+                chain[1][0],
+                options.get("device_id", "0"),
+            )
+            return
+        log.warning(
+            "%s did not load (%s): running on %s, device_id %s",
+            name,
+            one_line(reason),
+            chain[1][0] if len(chain) > 1 else "nothing",
+            options.get("device_id", "0"),
+        )
+
+    def _open_tensorrt(self, chain) -> None:
+        """TensorRT on the trunk (one engine for batch 1 now), CUDA on the preprocessing and
+        the head; or, where TensorRT cannot, nothing (the whole graph then runs on CUDA) with
+        one warning."""
+        cache = self._build[3]
+        if PARTS_KEY not in self.metadata:
+            self._tensorrt_refused(
+                chain,
+                "exported before its trunk could run alone: export it again for TensorRT",
+            )
+            return
+        try:
+            parts = graph_parts(self.path, cache / "parts")
+            self._parts_files = parts
+            trunk = self._trunk_session(parts["trunk"], 1)
+        except ModelLoadError as exc:
+            self._tensorrt_refused(chain, str(exc))
+            return
+        rest = chain[1:]
+        self._parts = tuple(self._opened(rest, parts[name]) for name in ("preprocessing", "head"))
+        self._trunk = (trunk, 1)
+        for session in (*self._parts, trunk):
+            self._check_placement(session)
+
+    def _tensorrt_refused(self, chain, reason: str) -> None:
+        if TENSORRT_LIBRARIES_MISSING in reason or self._build[4] == "tensorrt":
+            self._provider_failed(chain, reason)
+            return
+        log.warning(
+            "TensorRT cannot take %s (%s): running on CUDA, device_id %s; "
+            "onnxruntime_providers: cuda skips TensorRT and this warning",
+            self.path.name,
+            one_line(reason),
+            chain[0][1]["device_id"],
+        )
+        self._said.add(TENSORRT)
+
+    def _trunk_session(self, source: Path, max_batch: int):
+        """The trunk on TensorRT, its engine for batches up to `max_batch` (ModelLoadError where
+        TensorRT cannot: its libraries, the graph, or its engine). A stale engine cache is
+        cleared and built again, once."""
+        ort, options, chain, cache = self._build[:4]
+        if self._trunk_input is None:
+            self._trunk_input = self._input_shape(ort, source)
+        folder = tensorrt_engine_folder(cache, max_batch)
+        profile = tensorrt_profile(self._trunk_input, max_batch)
+        tensorrt = with_profile(chain[:1], profile, folder)  # TensorRT alone: all or nothing
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            return self._opened(tensorrt)
+            session = self._session(ort, options, tensorrt, source)
         except ModelLoadError as exc:
-            failure = exc
-        if STALE_ENGINE in str(failure):
+            if STALE_ENGINE not in str(exc):
+                raise
             log.warning(
                 "TensorRT's cached engine in %s cannot be read (built by another TensorRT, "
                 "ONNX Runtime or GPU): building it again",
@@ -269,74 +436,82 @@ class OnnxDepthClip(ExportedGraph):
             )
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True, exist_ok=True)
-            try:
-                return self._opened(tensorrt)
-            except ModelLoadError as exc:
-                failure = exc
-        if choice == "tensorrt":
-            raise failure
-        reason = str(failure).split(": ", 1)[-1].strip().splitlines()[0][:200]
-        height, width = image_size
-        log.warning(
-            "TensorRT cannot take %s for %dx%d images (%s): running on CUDA, device_id %s; "
-            "onnxruntime_providers: cuda skips TensorRT and this warning",
-            self.path.name,
-            width,
-            height,
-            reason,
-            chain[0][1]["device_id"],
-        )
-        return self._opened(chain[1:])
+            session = self._session(ort, options, tensorrt, source)
+        if session.get_providers()[0] != TENSORRT:
+            raise ModelLoadError(f"onnxruntime left TensorRT out ({session.get_providers()})")
+        session.disable_fallback()
+        return session
+
+    def _input_shape(self, ort, source: Path) -> tuple:
+        """The trunk's input shape, read from its file on CPU (no optimisation)."""
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = self._session(ort, options, [(CPU, {})], source)
+        return tuple(session.get_inputs()[0].shape)
 
     @property
     def prepares_image_sizes(self) -> bool:
-        return self.provider == TENSORRT
-
-    @property
-    def _builds_per_image_size(self) -> bool:
-        return self.provider == TENSORRT
+        return self.provider in (TENSORRT, CUDA)
 
     def _prepare(self, image_size: tuple, max_batch: int) -> None:
-        if self.provider == TENSORRT:
-            self._batch_wanted = max(self._batch_wanted, min(max_batch, TENSORRT_MAX_BATCH))
-            engine = self._engines.get(tuple(image_size))
-            if engine is None or (engine[1] or TENSORRT_MAX_BATCH) < self._batch_wanted:
-                self._build_engine(tuple(image_size), self._batch_wanted)
-
-    def _engine(self, image_size: tuple, batch: int) -> tuple:
-        """(session, its largest batch; None: any) for `image_size`: the kept engine (a larger
-        batch runs in parts: no build mid-stream), or one built now for batches up to the
-        largest of `batch` and those warm_up asked for."""
-        engine = self._engines.get(image_size)
-        if engine is None:
-            return self._build_engine(image_size, max(batch, self._batch_wanted))
-        self._engines.move_to_end(image_size)
-        return engine
-
-    def _build_engine(self, image_size: tuple, max_batch: int) -> tuple:
         max_batch = min(max_batch, TENSORRT_MAX_BATCH)
-        session = self._gpu_session(self._build[2], image_size, max_batch)
-        if session.get_providers()[0] == TENSORRT:
-            engine = (session, max_batch)
-        else:  # this size on CUDA (said once), one session for every such size
-            self._cuda_session = self._cuda_session or session
-            engine = (self._cuda_session, None)
-        self._engines[image_size] = engine
-        self._engines.move_to_end(image_size)
-        while len(self._engines) > TENSORRT_SIZES_KEPT:
-            self._engines.popitem(last=False)
-        return engine
+        if self.provider == TENSORRT:
+            if max_batch > self._trunk[1]:  # one engine, for the largest batch asked for
+                session = self._trunk_session(self._parts_files["trunk"], max_batch)
+                self._trunk = (session, max_batch)
+        elif self.provider == CUDA:
+            # Each new input shape makes the CUDA provider choose its convolutions' cuDNN
+            # algorithms (cudnn_conv_algo_search): here, at camera_info, not mid-stream.
+            cfg = self.config
+            for batch in range(2, max_batch + 1):
+                self._run(
+                    ("depth",),
+                    {
+                        "images": np.zeros((batch, *image_size, 3), np.uint8),
+                        "text_features": self.head.text,
+                        "bins": self.head.bins,
+                        "temperature": np.asarray(cfg.temperature, np.float32),
+                    },
+                )
 
     def _run(self, fields: tuple, feeds: dict) -> list:
-        images = feeds["images"]
-        if self.provider != TENSORRT:
+        if self._trunk is None:
             return self.session.run(list(fields), feeds)
-        batch, height, width = images.shape[:3]
-        session, largest = self._engine((height, width), batch)
-        if largest is None or batch <= largest:
-            return session.run(list(fields), feeds)
+        images = feeds["images"]
+        largest = self._trunk[1]
+        if len(images) <= largest:
+            return self._run_parts(fields, feeds)
         parts = [  # within the engine's profile: its largest batch at a time
-            session.run(list(fields), {**feeds, "images": images[i : i + largest]})
-            for i in range(0, batch, largest)
+            self._run_parts(fields, {**feeds, "images": images[i : i + largest]})
+            for i in range(0, len(images), largest)
         ]
         return [np.concatenate(arrays) for arrays in zip(*parts)]
+
+    def _run_parts(self, fields: tuple, feeds: dict) -> list:
+        """The three parts in turn; the network input and the features stay where their
+        provider put them (the GPU), only the outputs asked for come to the host."""
+        ort = self._build[0]
+        (preprocessing, head), trunk = self._parts, self._trunk[0]
+        network_input, features = GRAPH_PARTS
+        values = {
+            name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+            for name, array in feeds.items()
+        }
+        (x,) = preprocessing.run_with_ort_values([network_input], {"images": values["images"]})
+        (f,) = trunk.run_with_ort_values([features], {network_input: x})
+        outputs = head.run_with_ort_values(list(fields), {features: f, **values})
+        return [value.numpy() for value in outputs]
+
+
+# ONNX Runtime's ORT_THROW prefix: "<source file>:<line> <function signature> "
+_SOURCE_PREFIX = re.compile(r"\S+\.(?:cc|cpp|h):\d+ .*?\) ")
+
+
+def one_line(text: str) -> str:
+    """An error's first line without this module's prefix and ONNX Runtime's source location,
+    at most 200 characters."""
+    if text.startswith("onnxruntime cannot load "):
+        text = text.split(": ", 1)[-1]
+    text = _SOURCE_PREFIX.sub("", text, count=1)
+    return (text.strip().splitlines() or [""])[0][:200]

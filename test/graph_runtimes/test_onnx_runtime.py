@@ -4,7 +4,6 @@ metadata checks, run-time changes, and the node running an exported model."""
 import dataclasses
 import logging
 import sys
-from pathlib import Path
 
 import clip
 import numpy as np
@@ -12,7 +11,6 @@ import onnx
 import pytest
 import torch
 from helpers import encode, run_on_a_full_disk, stamp, structured_image, wait_until
-from onnx_runtime_stand_in import ANY_SIZE_FAILURE, STALE_ENGINE_FAILURE, GpuOnnxRuntime
 from ros_harness import running_node
 
 from depthclip_ros.config.params_files import load_config, preset_configs, preset_names
@@ -20,21 +18,9 @@ from depthclip_ros.errors import ConfigError, ImageSizeError, ModelLoadError
 from depthclip_ros.estimator.clip_loading import load_clip
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.depth_quantile import depth_quantile
-from depthclip_ros.estimator.file_identity import sha256_file
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.export import graph as export
-from depthclip_ros.graph_runtimes import onnx_runtime
-from depthclip_ros.graph_runtimes.onnx_runtime import (
-    CPU,
-    CUDA,
-    TENSORRT,
-    OnnxDepthClip,
-    providers_for,
-    tensorrt_cache_folder,
-    tensorrt_engine_folder,
-    tensorrt_profile,
-    with_profile,
-)
+from depthclip_ros.graph_runtimes.onnx_runtime import CUDA, OnnxDepthClip
 from depthclip_ros.messages import decoding
 from depthclip_ros.tools import export as export_cli
 
@@ -223,47 +209,6 @@ def test_precision_must_match_the_graph(make_config, tmp_path):
         OnnxDepthClip(config.replace(model=str(fp16_path), precision="fp32"))
 
 
-def test_provider_chain_and_its_fallback_order(tmp_path):
-    every = [TENSORRT, CUDA, CPU]
-    assert providers_for("cpu", "fp16", tmp_path, every) == [(CPU, {})]
-    chain = providers_for("cuda:1", "fp16", tmp_path, every)
-    assert [name for name, _ in chain] == [TENSORRT, CUDA, CPU]
-    tensorrt = chain[0][1]
-    assert (tensorrt["device_id"], tensorrt["trt_fp16_enable"]) == ("1", "True")
-    assert tensorrt["trt_engine_cache_path"] == str(tmp_path) and chain[1][1] == {"device_id": "1"}
-    assert providers_for("cuda", "fp32", tmp_path, every)[0][1]["trt_fp16_enable"] == "False"
-    no_tensorrt = providers_for("cuda", "fp16", tmp_path, [CUDA, CPU])
-    assert [name for name, _ in no_tensorrt] == [CUDA, CPU]
-    assert providers_for("cuda", "fp32", tmp_path, [CPU]) == [(CPU, {})]
-
-
-def test_tensorrt_engines_are_kept_per_file_content_and_built_per_image_size(tmp_path):
-    """A re-export at the same path with other weights gets its own engine cache; an engine's
-    optimisation profile is one image size, batches 1..max_batch, optimised for one image, bins
-    from 2 to 64 (a run-time change of bins needs no other engine); each profile's engine has a
-    folder of its own."""
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"weights A")
-    first = tensorrt_cache_folder(tmp_path / "trt", sha256_file(model), "fp16")
-    model.write_bytes(b"weights B")
-    second = tensorrt_cache_folder(tmp_path / "trt", sha256_file(model), "fp16")
-    assert first != second and first.parent == second.parent == tmp_path / "trt"
-    assert tensorrt_cache_folder(tmp_path, "ab" * 32, "fp32").name == "abababababababab-fp32"
-    profile = tensorrt_profile(1024, 7, (480, 640), max_batch=4)
-    assert profile == {
-        "trt_profile_min_shapes": "images:1x480x640x3,text_features:1024x2,bins:2",
-        "trt_profile_opt_shapes": "images:1x480x640x3,text_features:1024x7,bins:7",
-        "trt_profile_max_shapes": "images:4x480x640x3,text_features:1024x64,bins:64",
-    }
-    folder = tensorrt_engine_folder(first, (480, 640), 4)
-    assert folder == first / "640x480-batch4"
-    chain = providers_for("cuda", "fp16", first, [TENSORRT, CUDA, CPU])
-    chain = with_profile(chain, profile, folder)
-    assert chain[0][1]["trt_profile_opt_shapes"] == profile["trt_profile_opt_shapes"]
-    assert chain[0][1]["trt_engine_cache_path"] == str(folder)
-    assert chain[0][1]["trt_timing_cache_path"] == str(first)  # one timing cache for all
-
-
 def test_bins_temperature_and_exported_prompts_change_without_re_export(make_config, tmp_path):
     config = make_config(input_width=128, input_height=96)
     core = DepthClip(config)
@@ -442,117 +387,6 @@ def test_device_auto_without_a_gpu_provider_says_it_runs_on_cpu(make_config, tmp
         assert "install onnxruntime-gpu" in warnings[0]
 
 
-def on_gpu_runtime(monkeypatch, runtime, config, path, **changes):
-    monkeypatch.setattr(OnnxDepthClip, "_import", lambda self: runtime)
-    return OnnxDepthClip(config.replace(model=str(path), device="cuda:1", **changes))
-
-
-@pytest.fixture
-def any_size_graph(make_config, tmp_path):
-    config = make_config(input_width=128, input_height=96, tensorrt_cache_dir=str(tmp_path / "t"))
-    path = tmp_path / "m.onnx"
-    export.export(config, path)
-    return config, path
-
-
-def test_a_graph_tensorrt_cannot_build_runs_on_cuda_with_one_warning(
-    any_size_graph, monkeypatch, caplog
-):
-    config, path = any_size_graph
-    runtime = GpuOnnxRuntime([ANY_SIZE_FAILURE])
-    with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
-        model = on_gpu_runtime(monkeypatch, runtime, config, path)
-    (warning,) = [r.getMessage() for r in caplog.records]
-    assert "TensorRT cannot take m.onnx" in warning and "device_id 1" in warning
-    assert "EP_FAIL" in warning and "\n" not in warning
-    tensorrt_try, cuda_try = runtime.sessions[1:]  # after the metadata's CPU session
-    assert [p for p, _ in tensorrt_try] == [TENSORRT, CUDA, CPU]
-    assert cuda_try == tensorrt_try[1:] and cuda_try[0][1] == {"device_id": "1"}
-    assert model.provider == CUDA and runtime.fallbacks_disabled == [CUDA]
-    assert np.isfinite(model.predict(structured_image(96, 128)).depth).all()
-
-
-def test_onnxruntime_providers_chooses_and_tensorrt_alone_fails_in_one_line(
-    any_size_graph, monkeypatch
-):
-    config, path = any_size_graph
-    runtime = GpuOnnxRuntime([ANY_SIZE_FAILURE])
-    model = on_gpu_runtime(monkeypatch, runtime, config, path, onnxruntime_providers="cuda")
-    assert [p for p, _ in runtime.sessions[-1]] == [CUDA, CPU] and model.provider == CUDA
-    runtime = GpuOnnxRuntime([ANY_SIZE_FAILURE])
-    with pytest.raises(ModelLoadError, match="EPFail: .*EP_FAIL") as err:
-        on_gpu_runtime(monkeypatch, runtime, config, path, onnxruntime_providers="tensorrt")
-    assert "\n" not in str(err.value)
-    with pytest.raises(ModelLoadError, match="has no TensorRT provider"):
-        providers_for("cuda", "fp32", path, [CUDA, CPU], choice="tensorrt")
-
-
-def test_a_stale_engine_cache_is_cleared_and_built_once(any_size_graph, monkeypatch, caplog):
-    config, path = any_size_graph
-    runtime = GpuOnnxRuntime([STALE_ENGINE_FAILURE])
-    monkeypatch.setattr(OnnxDepthClip, "_import", lambda self: runtime)
-    with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
-        model = OnnxDepthClip(config.replace(model=str(path), device="cuda"))
-    tensorrt = runtime.sessions[-1][0][1]
-    folder = Path(tensorrt["trt_engine_cache_path"])
-    assert folder.name == "128x96-batch1"  # the network's size: the graph's first engine
-    assert folder.parent.parent == Path(config.tensorrt_cache_dir)
-    assert folder.parent.name.endswith(f"-fp32-ort{runtime.__version__}-trtunknown")
-    (warning,) = [r.getMessage() for r in caplog.records]
-    assert "cannot be read" in warning and "building it again" in warning
-    assert model.provider == TENSORRT and len(runtime.sessions) == 3  # metadata, stale, rebuilt
-    assert tensorrt["trt_timing_cache_enable"] == "True"
-
-
-def profile_of(session) -> str:
-    """A recorded TensorRT session's largest images."""
-    return session[0][1]["trt_profile_max_shapes"].split(",")[0]
-
-
-def test_tensorrt_engines_are_built_for_the_sizes_and_batches_in_use(any_size_graph, monkeypatch):
-    """Not one engine for 64 4K images at start: one per image size, built when the node
-    announces a camera's size (warm_up with its max_batch) or a frame of a new size comes, for
-    batches up to the largest asked for; larger batches run in parts within the profile; the
-    least recently used sizes' engines go."""
-    monkeypatch.setattr(onnx_runtime, "TENSORRT_SIZES_KEPT", 2)
-    config, path = any_size_graph
-    runtime = GpuOnnxRuntime()
-    model = on_gpu_runtime(monkeypatch, runtime, config, path)
-    assert model.provider == TENSORRT and model.prepares_image_sizes
-    assert profile_of(runtime.sessions[-1]) == "images:1x96x128x3"
-    model.warm_up((48, 64), max_batch=3)  # a camera's camera_info
-    assert profile_of(runtime.sessions[-1]) == "images:3x48x64x3"
-    built = len(runtime.sessions)
-    frames = np.stack([structured_image(48, 64, seed=i % 3) for i in range(7)])
-    runtime.runs.clear()
-    depth = model.predict(frames, arrays=()).depth
-    assert [shape[0] for _, shape in runtime.runs] == [3, 3, 1] and depth.shape == (7, 48, 64)
-    np.testing.assert_allclose(depth[4], model.predict(frames[4], arrays=()).depth[0], atol=1e-6)
-    assert len(runtime.sessions) == built  # no engine built for these frames
-    model.predict(np.zeros((72, 40, 3), np.uint8))  # a size never announced: built for it
-    assert profile_of(runtime.sessions[-1]) == "images:3x72x40x3"
-    model.predict(np.zeros((96, 128, 3), np.uint8))  # pushed out by the two newer sizes
-    assert profile_of(runtime.sessions[-1]) == "images:3x96x128x3"
-    assert len(runtime.sessions) == built + 2
-
-
-def test_a_size_tensorrt_cannot_build_runs_on_cuda_with_one_warning(
-    any_size_graph, monkeypatch, caplog
-):
-    config, path = any_size_graph
-    runtime = GpuOnnxRuntime()
-    model = on_gpu_runtime(monkeypatch, runtime, config, path)
-    runtime.failures = [ANY_SIZE_FAILURE]  # the next engine, for 64x48 images
-    with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
-        for _ in range(2):
-            model.predict(structured_image(48, 64))
-    (warning,) = [r.getMessage() for r in caplog.records]
-    assert "TensorRT cannot take m.onnx for 64x48 images" in warning
-    assert [provider for provider, _ in runtime.runs] == [CUDA, CUDA]
-    model.predict(structured_image(96, 128))  # the sizes TensorRT took stay on TensorRT
-    assert runtime.runs[-1][0] == TENSORRT and model.provider == TENSORRT
-
-
 def test_the_files_hash_is_remembered_while_it_is_unchanged(tmp_path, monkeypatch):
     from depthclip_ros.estimator import file_identity
 
@@ -566,19 +400,3 @@ def test_the_files_hash_is_remembered_while_it_is_unchanged(tmp_path, monkeypatc
     assert len(reads) == 1  # the second start read no byte of the model
     model.write_bytes(b"weights B, longer")
     assert file_identity.sha256_remembered(model, tmp_path / "memo") == real(model) != first
-
-
-def test_tensorrt_measures_the_depth_figure_only_at_a_size_in_use(any_size_graph, monkeypatch):
-    """The reference frames (640x480) would cost an engine of their own: measured when a camera
-    of their size is prepared, said until then."""
-    config, path = any_size_graph
-    runtime = GpuOnnxRuntime()
-    model = on_gpu_runtime(monkeypatch, runtime, config, path)
-    model.warm_up((48, 64), max_batch=1)
-    assert model.depth_figure is None and "measured when a 640x480 camera comes" in (
-        model.depth_figure_words
-    )
-    tensorrt = [s for s in runtime.sessions if s[0][0] == TENSORRT]
-    assert all("480x640" not in profile_of(s) for s in tensorrt)
-    model.warm_up((480, 640), max_batch=1)
-    assert model.depth_figure.frames == 3 and TENSORRT in model.depth_figure.where

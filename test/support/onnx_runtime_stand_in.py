@@ -1,80 +1,219 @@
-"""onnxruntime as a GPU build (onnxruntime-gpu with TensorRT) behaves, on a CPU machine: the
-providers it reports, the EPFail its TensorRT provider raises, the engine files it caches; the
-graph itself runs on the installed CPU onnxruntime."""
+"""onnxruntime-gpu as it behaves on a GPU host, on this CPU. ONNX Runtime's own Python wrapper
+(onnxruntime_inference_collection: InferenceSession's provider checks, its creation-time and
+run-time fallbacks, its TensorRT plugin registration) runs unchanged; only what needs a GPU in
+its binding module (`C`) is replaced, deciding as the real libraries decide:
 
+- `get_available_providers`: what onnxruntime-gpu lists, TensorRT included whether or not
+  TensorRT's libraries are installed (microsoft/onnxruntime#13501).
+- `register_tensorrt_plugins_as_custom_ops`: without libnvinfer (`tensorrt_libraries=False`)
+  raises the RuntimeError of onnxruntime_pybind_state.cc (TENSORRT_LIBRARIES_MISSING).
+- `InferenceSession.initialize_session`: TensorRT first takes a graph only as ORT's TensorRT
+  provider would. onnx-tensorrt refuses an antialiased Resize (onnxOpCheckers.cpp:
+  "Antialiasing is not supported currently"), so ORT splits the graph and the TensorRT part's
+  input is a tensor no explicit profile names: ORT's EP_FAIL (MISSING_PROFILE, from
+  tensorrt_execution_provider.cc); a dynamic graph input without a profile gives the same. An
+  engine file in trt_engine_cache_path that this "TensorRT" did not write fails to deserialize
+  (STALE_ENGINE). The CUDA provider without its libraries (`cuda_libraries=False`) is left out
+  (ORT logs "Failed to create CUDAExecutionProvider" and goes on). Otherwise the real CPU
+  session runs the graph and reports the providers registered, as ORT does.
+- Graph assignment (`get_provider_graph_assignment_info`): every node on the session's first
+  provider; `resize_on_cpu` puts Resize on CPU, as onnxruntime-gpu before 1.18 did (#19595).
+
+Records each session's providers with their options, and each run's provider and input shape.
+"""
+
+from __future__ import annotations
+
+import types
 from pathlib import Path
 
-
-class EPFail(Exception):
-    """Stand-in for onnxruntime.capi.onnxruntime_pybind11_state.EPFail: what ONNX Runtime raises
-    when a provider fails to build a session; not a RuntimeError (so ONNX Runtime's own fallback
-    does not apply to it)."""
-
-
-# ONNX Runtime 1.32's words, quoted from the failures the issue found (any-size graph; an engine
-# cached by another TensorRT).
-ANY_SIZE_FAILURE = (
-    "[ONNXRuntimeError] : 11 : EP_FAIL : TensorRT EP failed to create engine from network: "
-    "the explicit profile has no shape for the dynamic shape inputs of a subgraph"
-)
-STALE_ENGINE_FAILURE = (
-    "[ONNXRuntimeError] : 11 : EP_FAIL : TensorRT EP could not deserialize engine from cache: "
-    "/cache/engine.engine"
-)
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 ENGINE = b"engine of this TensorRT"  # what an engine file this stand-in wrote starts with
 
+# onnxruntime_pybind_state.cc, RegisterTensorRTPluginsAsCustomOps, as onnxruntime-gpu 1.2x prints
+# it on a host without libnvinfer (its ORT_THROW: a RuntimeError in Python).
+TENSORRT_LIBRARIES_MISSING = (
+    "/onnxruntime_src/onnxruntime/python/onnxruntime_pybind_state.cc:539 void "
+    "onnxruntime::python::RegisterTensorRTPluginsAsCustomOps(PySessionOptions&, const "
+    "onnxruntime::ProviderOptions&) Please install TensorRT libraries as mentioned in the GPU "
+    "requirements page, make sure they're in the PATH or LD_LIBRARY_PATH, and that your GPU is "
+    "supported."
+)
+# tensorrt_execution_provider.cc (CreateNodeComputeInfoFromGraph), an EP_FAIL status: Python's
+# EPFail reads "[ONNXRuntimeError] : 11 : EP_FAIL : " and the message.
+MISSING_PROFILE = (
+    "User needs to provide all the dynamic shape inputs with associated profiles if they want "
+    "to explicitly set profiles through provider options.\nPlease note that main graph could be "
+    "partitioned into TRT/CUDA/CPU subgraphs, in this case, user also needs to provide shape "
+    "profiles for the TRT subgraph's input if it's dynamic shape input.\nFollowing input(s) has "
+    "no associated shape profiles provided: "
+)
+STALE_ENGINE = "TensorRT EP could not deserialize engine from cache: "
+
+
+def ep_fail(binding, message: str):
+    """The EPFail ONNX Runtime raises for an EP_FAIL status (its own exception class)."""
+    return binding.EPFail(f"[ONNXRuntimeError] : 11 : EP_FAIL : {message}")
+
+
+def tensorrt_refusal(model_path: str, options: dict) -> str:
+    """What ORT's TensorRT provider says of this graph with these options ('' where it builds
+    the engine)."""
+    import onnx
+
+    graph = onnx.load(model_path, load_external_data=False).graph
+    profiled = {
+        entry.split(":", 1)[0]
+        for entry in options.get("trt_profile_min_shapes", "").split(",")
+        if entry
+    }
+    if not profiled:  # implicit profiles: ORT builds engines per shape as frames come
+        return ""
+    # onnx-tensorrt refuses the antialiased Resize: what follows it is a TensorRT part whose
+    # input is the Resize's output, of a dynamic shape no profile names.
+    unprofiled = [
+        node.output[0]
+        for node in graph.node
+        if node.op_type == "Resize"
+        and any(a.name == "antialias" and a.i == 1 for a in node.attribute)
+    ]
+    initializers = {i.name for i in graph.initializer}
+    for value in graph.input:
+        dims = value.type.tensor_type.shape.dim
+        dynamic = any(not d.HasField("dim_value") for d in dims)
+        if value.name not in initializers and dynamic and value.name not in profiled:
+            unprofiled.append(value.name)
+    return MISSING_PROFILE + ",".join(unprofiled) if unprofiled else ""
+
 
 class GpuOnnxRuntime:
-    """onnxruntime as a GPU build reports itself (TensorRT, CUDA, CPU), delegating the real work
-    to the installed CPU onnxruntime; `tensorrt_failures`: what its TensorRT sessions raise, in
-    turn (then they build). A TensorRT session writes its engine into trt_engine_cache_path as
-    ONNX Runtime does, and one that finds an engine it did not write there (another TensorRT's)
-    raises STALE_ENGINE_FAILURE. Records each session's providers and options, and each run's
-    provider and images' (B, H, W)."""
+    """Install with `install(monkeypatch)`; then `import onnxruntime` is onnxruntime-gpu on a
+    GPU host with TensorRT (or without its libraries, or without CUDA's)."""
 
-    def __init__(self, tensorrt_failures=()):
+    def __init__(self, tensorrt_libraries=True, cuda_libraries=True, resize_on_cpu=False):
         import onnxruntime
+        from onnxruntime.capi import onnxruntime_inference_collection as wrapper
 
-        self.real, self.failures = onnxruntime, list(tensorrt_failures)
+        self.onnxruntime, self.wrapper, self.real = onnxruntime, wrapper, wrapper.C
+        self.tensorrt_libraries, self.cuda_libraries = tensorrt_libraries, cuda_libraries
+        self.resize_on_cpu = resize_on_cpu
+        self.sessions = []  # per session: [(provider, options)] as asked for
+        self.runs = []  # per run: (first provider, shape of the first input)
         self.__version__ = onnxruntime.__version__
-        self.SessionOptions = onnxruntime.SessionOptions
-        self.GraphOptimizationLevel = onnxruntime.GraphOptimizationLevel
-        self.sessions, self.fallbacks_disabled, self.runs = [], [], []
+
+    def install(self, monkeypatch) -> GpuOnnxRuntime:
+        binding = types.SimpleNamespace(
+            get_available_providers=self.get_available_providers,
+            register_tensorrt_plugins_as_custom_ops=self.register_tensorrt_plugins,
+            InferenceSession=self.c_session,
+        )
+        proxy = _Binding(binding, self.real)
+        monkeypatch.setattr(self.wrapper, "C", proxy)
+        monkeypatch.setattr(
+            self.onnxruntime, "get_available_providers", self.get_available_providers
+        )
+        return self
+
+    @property
+    def EPFail(self):  # noqa: N802 (ONNX Runtime's name)
+        return self.real.EPFail
 
     def get_available_providers(self):
         return [TENSORRT, CUDA, CPU]
 
-    def _build_engine(self, options: dict):
-        folder = Path(options["trt_engine_cache_path"])
+    def register_tensorrt_plugins(self, session_options, provider_options):
+        if not self.tensorrt_libraries:
+            raise RuntimeError(TENSORRT_LIBRARIES_MISSING)
+
+    def c_session(self, options, model, is_path, read_config):
+        return _Session(
+            self, self.real.InferenceSession(options, model, is_path, read_config), model
+        )
+
+    def providers_of(self, index: int) -> list:
+        return [name for name, _ in self.sessions[index]]
+
+
+class _Binding:
+    """ONNX Runtime's binding module with some names replaced."""
+
+    def __init__(self, replaced, real):
+        self._replaced, self._real = replaced, real
+
+    def __getattr__(self, name):
+        if hasattr(self._replaced, name):
+            return getattr(self._replaced, name)
+        return getattr(self._real, name)
+
+
+class _Assigned:
+    """OrtEpAssignedSubgraph's reading: a provider and its nodes."""
+
+    def __init__(self, ep_name, nodes):
+        self.ep_name, self._nodes = ep_name, nodes
+
+    def get_nodes(self):
+        return self._nodes
+
+
+class _Session:
+    """ONNX Runtime's C session, deciding its providers as a GPU host's would."""
+
+    def __init__(self, runtime: GpuOnnxRuntime, real, model):
+        self._runtime, self._real, self._model = runtime, real, model
+        self._providers = [CPU]
+
+    def initialize_session(self, providers, provider_options, disabled_optimizers):
+        runtime = self._runtime
+        runtime.sessions.append(list(zip(providers, provider_options)))
+        registered = list(providers)
+        if registered and registered[0] == TENSORRT:
+            options = provider_options[0]
+            refusal = tensorrt_refusal(self._model, options)
+            if refusal:
+                raise ep_fail(runtime.real, refusal)
+            if "trt_engine_cache_path" in options:
+                self._build_engine(Path(options["trt_engine_cache_path"]))
+        if CUDA in registered and not runtime.cuda_libraries:
+            registered.remove(CUDA)  # ORT: "Failed to create CUDAExecutionProvider", no error
+        if CPU not in registered:
+            registered.append(CPU)
+        self._real.initialize_session([CPU], [{}], disabled_optimizers)
+        self._providers = registered
+
+    def _build_engine(self, folder: Path):
         engines = sorted(folder.glob("*.engine"))
-        if any(not path.read_bytes().startswith(ENGINE) for path in engines):
-            raise EPFail(STALE_ENGINE_FAILURE)
+        for path in engines:
+            if not path.read_bytes().startswith(ENGINE):
+                raise ep_fail(self._runtime.real, STALE_ENGINE + str(path))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "TensorrtExecutionProvider_TRTKernel_graph_0_sm90.engine").write_bytes(ENGINE)
 
-    def InferenceSession(self, path, sess_options=None, providers=(), provider_options=()):  # noqa: N802
-        self.sessions.append(list(zip(providers, provider_options)))
-        if providers[0] == TENSORRT:
-            if self.failures:
-                raise EPFail(self.failures.pop(0))
-            if "trt_engine_cache_path" in provider_options[0]:
-                self._build_engine(provider_options[0])
-        session = self.real.InferenceSession(path, sess_options, providers=[CPU])
-        outer = self
+    def get_providers(self):
+        return list(self._providers)
 
-        class Session:  # reports the providers it was given, runs on CPU
-            def get_providers(self):
-                return list(providers)
+    def get_provider_graph_assignment_info(self):
+        try:  # recorded where the session's options asked ONNX Runtime to
+            subgraphs = self._real.get_provider_graph_assignment_info()
+        except Exception:
+            return []
+        nodes = [n for subgraph in subgraphs for n in subgraph.get_nodes()]
+        first = self._providers[0]
+        if self._runtime.resize_on_cpu and first == CUDA:
+            return [
+                _Assigned(first, [n for n in nodes if n.op_type != "Resize"]),
+                _Assigned(CPU, [n for n in nodes if n.op_type == "Resize"]),
+            ]
+        return [_Assigned(first, nodes)]
 
-            def disable_fallback(self):
-                outer.fallbacks_disabled.append(providers[0])
+    def run(self, output_names, feeds, run_options):
+        self._runtime.runs.append((self._providers[0], next(iter(feeds.values())).shape[:3]))
+        return self._real.run(output_names, feeds, run_options)
 
-            def run(self, names, feeds):
-                outer.runs.append((providers[0], feeds["images"].shape[:3]))
-                return session.run(names, feeds)
+    def run_with_ort_values(self, feeds, output_names, run_options):
+        first = next(iter(feeds.values()))
+        self._runtime.runs.append((self._providers[0], tuple(first.shape())[:3]))
+        return self._real.run_with_ort_values(feeds, output_names, run_options)
 
-            def __getattr__(self, name):
-                return getattr(session, name)
-
-        return Session()
+    def __getattr__(self, name):
+        return getattr(self._real, name)

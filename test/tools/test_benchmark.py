@@ -282,29 +282,33 @@ def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint):
 
 
 def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(tiny_checkpoint, monkeypatch):
-    """The ONNX Runtime step on CPU with the stand-in of onnxruntime-gpu (its TensorRT refuses
-    the any-size graph as TensorRT 10 does, writes and rejects engine files as ORT does): every
-    row passes, so a lent GPU's minutes go to what only a GPU can say."""
-    from onnx_runtime_stand_in import ANY_SIZE_FAILURE, GpuOnnxRuntime
+    """The ONNX Runtime step on CPU with the stand-in of onnxruntime-gpu (ONNX Runtime's own
+    wrapper; its TensorRT refuses what onnx-tensorrt refuses, writes and rejects engine files as
+    ORT does): every row passes, so a lent GPU's minutes go to what only a GPU can say."""
+    from onnx_runtime_stand_in import TENSORRT, GpuOnnxRuntime
 
     from bench import gpu_check
     from bench.gpu_onnxruntime import onnxruntime_on_gpu
-    from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
 
-    runtime = GpuOnnxRuntime([ANY_SIZE_FAILURE])
-    monkeypatch.setattr(OnnxDepthClip, "_import", lambda self: runtime)
+    runtime = GpuOnnxRuntime().install(monkeypatch)
     head, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
     assert [(r[0], r[1], r[3]) for r in rows] == [
         ("any-size graph, providers cuda", "CUDAExecutionProvider", "pass"),
-        ("any-size graph, providers auto", "CUDAExecutionProvider", "pass"),
-        ("VGA graph: first engine (batch 1)", "TensorrtExecutionProvider", "pass"),
-        ("warm_up max_batch 4; batch 6 in parts", "TensorrtExecutionProvider", "pass"),
-        ("reopen: engine from the cache", "TensorrtExecutionProvider", "pass"),
-        ("stale engine: cleared, built again", "TensorrtExecutionProvider", "pass"),
+        ("any-size graph, providers auto", TENSORRT, "pass"),
+        ("first trunk engine (batch 1)", TENSORRT, "pass"),
+        ("warm_up VGA and 640x360, max_batch 4; batch 6 in parts", TENSORRT, "pass"),
+        ("reopen: engine from the cache", TENSORRT, "pass"),
+        ("stale engine: cleared, built again", TENSORRT, "pass"),
     ], rows
-    assert ok and "640x480-batch1, 640x480-batch4" in rows[3][2]
-    assert ("TensorrtExecutionProvider", (4, 480, 640)) in runtime.runs  # the batch of 6: 4 + 2
-    assert ("TensorrtExecutionProvider", (2, 480, 640)) in runtime.runs
+    assert ok and "trunk-batch1, trunk-batch4" in rows[3][2]
+    trunk_batches = [shape[0] for provider, shape in runtime.runs if provider == TENSORRT]
+    assert 4 in trunk_batches and 2 in trunk_batches  # the batch of 6: 4 + 2
+    # TensorRT listed without its libraries: the auto row runs on CUDA with one warning
+    monkeypatch.undo()
+    GpuOnnxRuntime(tensorrt_libraries=False).install(monkeypatch)
+    _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
+    assert ok and rows[1][1] == "CUDAExecutionProvider" and "libnvinfer" in rows[1][2]
+    assert rows[2][3] == "not run"
     # onnxruntime without a GPU provider (this machine's): one row says so, nothing fails
     monkeypatch.undo()
     _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
