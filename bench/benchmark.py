@@ -2,6 +2,7 @@
 
 Real RN50 shapes with random weights (speed does not depend on weight values).
   make bench (python -m bench) [BENCH_ARGS='--quick | --only-node | --only-cpu-variants
+              | --only-temporal [--temporal-picture docs/images/temporal_filter.png]
               | --skip-node | --rates 5,15,30 | --node-seconds 20 | --camera-rate 5']
 """
 
@@ -43,6 +44,8 @@ from .node_bench import (
 from .precision_bench import bench_cpu_variants
 
 ROOT = Path(__file__).resolve().parent.parent
+# The shared NYU samples (BTS layout) beside the checkout, where this workplace keeps them.
+NYU_SAMPLES = ROOT.parent / "shared" / "data" / "nyu_samples"
 
 
 def flops_of(fn) -> float:
@@ -545,6 +548,16 @@ def main():
         help="just the CPU variants table (torch, ONNX Runtime, OpenVINO; fp32, bf16, int8)",
     )
     p.add_argument(
+        "--only-temporal",
+        action="store_true",
+        help="just the temporal_filter table (still, pan, moving object; off and mixture)",
+    )
+    p.add_argument(
+        "--temporal-picture",
+        help="temporal_filter: write the still sequence's frame-to-frame change, off above "
+        "mixture, to this PNG",
+    )
+    p.add_argument(
         "--only-bags",
         action="store_true",
         help="just the depthclip-bag and depthclip-fleet tables",
@@ -592,6 +605,9 @@ def run(args, disk: str) -> None:
     ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
+    if args.only_temporal:
+        print_temporal(ckpt, args)
+        return
     if args.only_cpu_variants or not (args.only_node or args.only_bags):
         print_cpu_variants(ckpt, args)
     if args.only_cpu_variants:
@@ -608,6 +624,7 @@ def run(args, disk: str) -> None:
         print_cuda_tables(ckpt, args)
     if args.only_node:
         return
+    print_temporal(ckpt, args)
     print("## Offline evaluation\n")
     print(table(["data", "images/s"], bench_eval(ckpt, args.eval_images)))
 
@@ -628,6 +645,42 @@ def print_cpu_variants(ckpt, args) -> None:
         node=not args.skip_node,
     )
     print(table(*rows) + "\n")
+
+
+def print_temporal(ckpt, args) -> None:
+    """temporal_filter on offline_eval.temporal's sequences of the room demo scene and of the
+    first NYU sample, where the shared data is here."""
+    from depthclip_ros.metrics import gt_from_png
+    from offline_eval import temporal
+    from offline_eval.data import load_bts, open_dataset
+
+    frames = 8 if args.quick else 20
+    config = DepthClipConfig(model=str(ckpt), device="cpu", temperature=1.0)
+    model = DepthClip(config)
+    images = {"room (demo scene)": render_scene("room")}
+    nyu = NYU_SAMPLES
+    if nyu.is_dir():
+        sample = open_dataset(nyu).samples[0]
+        rgb, depth_mm = load_bts(sample)
+        images[f"NYU {sample.name}"] = (rgb, gt_from_png(depth_mm))
+    print(
+        f"## Temporal filter (RN50 shapes, random weights, T 1.0, 640x480 at "
+        f"{temporal.FRAME_RATE:g} Hz, {frames} frames, half-life 0.5 s, cpu)\n"
+    )
+    if not nyu.is_dir():
+        print(f"NYU samples not found at {nyu}: the demo scene only.\n")
+    rows = []
+    for name, (rgb, truth) in images.items():
+        found, depths = temporal.measure(model, rgb, truth, frames)
+        rows += [[name, *row] for row in found]
+        if args.temporal_picture and name.startswith("room"):
+            from PIL import Image
+
+            picture, scale = temporal.side_by_side(depths)
+            height, width = picture.shape[:2]  # a quarter: enough to see, small in git
+            Image.fromarray(picture).resize((width // 4, height // 4)).save(args.temporal_picture)
+            print(f"Picture: {args.temporal_picture} (colour scale 0 to {scale * 1e6:.1f} um)\n")
+    print(table(["image", *temporal.HEAD], rows) + "\n")
 
 
 def print_bag_tables(args, disk: str) -> None:

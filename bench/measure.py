@@ -8,6 +8,7 @@ import time
 import torch
 
 from depthclip_ros.estimator.cpu_features import cpu_model_and_flags, speed_flags
+from offline_eval.report import markdown_table
 
 
 def machine() -> str:
@@ -58,7 +59,4 @@ def _cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def table(head, rows):
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+table = markdown_table  # the benchmark's tables are the eval's

@@ -5,6 +5,7 @@ depthclip-eval --data-root NYU --baseline uniform        # the paper's lower bou
 depthclip-eval --data-root NYU --sweep bins              # Table 2; --sweep tokens: Table 3
 depthclip-eval --data-root NYU --sweep scene-bins        # also: features, templates
 depthclip-eval --data-root NYU --scene-bins oracle       # bins of NYU's scene (Table 2 per class)
+depthclip-eval --data-root NYU --temporal --limit 2      # temporal_filter on still, pan, moving
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from depthclip_ros.files import atomic_write, cannot_write
 
 from .data import open_dataset
 from .evaluation import EvalRun, evaluate
-from .report import markdown_report, sweep_table
+from .report import markdown_report, markdown_table, sweep_table
 
 
 def _presets(*names):
@@ -90,6 +91,12 @@ def build_parser():
         help="bins per scene: auto = CLIP picks it, oracle = NYU's scene folder (paper Table 2)",
     )
     p.add_argument(
+        "--temporal",
+        action="store_true",
+        help="temporal_filter off and mixture on sequences made of the first --limit images "
+        "(default 1; still with noise, panning, a moving object): flicker, lag, error, cost",
+    )
+    p.add_argument(
         "--sweep",
         choices=tuple(SWEEPS),
         help="bins (paper Table 2), tokens (Table 3), features, templates or scene-bins",
@@ -114,6 +121,8 @@ def main(argv=None) -> int:
         resume=args.resume,
         scene_bins=args.scene_bins,
     )
+    if args.temporal:
+        return _temporal(args)
     sweep = SWEEPS[args.sweep] if args.sweep else {}
     runs = [
         dataclasses.replace(
@@ -149,6 +158,33 @@ def main(argv=None) -> int:
         print(f"depthclip-eval: {cannot_write(out or 'the results', exc)}", file=sys.stderr)
         return 2
     print(text)
+    return 0
+
+
+def _temporal(args) -> int:
+    """--temporal: offline_eval.temporal's table for each of the first --limit images, with the
+    --params config (resize: the pan's frames are narrower than 640)."""
+    from depthclip_ros.config.params_files import load_config
+    from depthclip_ros.estimator.loading import load_estimator
+    from depthclip_ros.metrics import gt_from_png
+
+    from . import temporal
+
+    try:
+        data = open_dataset(
+            args.data_root, args.split_file, args.skip_missing, args.mat, args.splits
+        )
+        overrides = {"device": args.device} if args.device else {}
+        model = load_estimator(load_config(args.params, list(args.preset), overrides))
+        rows = []
+        for sample in data.samples[: args.limit or 1]:
+            rgb, depth_mm = data.load(sample)
+            found, _ = temporal.measure(model, rgb, gt_from_png(depth_mm))
+            rows += [[sample.name, *row] for row in found]
+    except DepthClipError as exc:
+        print(f"depthclip-eval: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(["image", *temporal.HEAD], rows))
     return 0
 
 

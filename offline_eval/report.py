@@ -122,6 +122,13 @@ def clearing_report(clearing: dict) -> list:
     return lines
 
 
+def markdown_table(head, rows) -> str:
+    """A Markdown table of `head` and `rows` (cells as str gives them)."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def sweep_table(tables: dict) -> str:
     """The paper's Table 2/3 shape: one block per scene class and one for all; rows are the
     sweep's runs, and the block for all carries the paper's δ1 of each row it reports."""

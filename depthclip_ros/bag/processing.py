@@ -18,6 +18,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from ..config.parameters import OutputSettings
 from ..errors import BagError, ImageDecodeError, ImageSizeError, OutputExistsError
+from ..estimator.temporal_filter import TemporalFilter
 from ..files import atomic_directory, cannot_write, file_in_the_way
 from ..messages import topics
 from ..messages.decoding import decode_image
@@ -52,6 +53,7 @@ class _Camera:
         self.infos_by_stamp = CameraInfoIndex()  # every camera_info of the bag, by stamp
         self.logged_infos = CameraInfoIndex(keep=1)  # the latest of each size logged so far
         self.connections = {}  # output name -> connection, added on first use (no empty topics)
+        self.temporal = TemporalFilter()  # temporal_filter: this camera's fused distributions
         self.stats = dict.fromkeys(("frames", "depth", "clouds", "rejected", "info_fallbacks"), 0)
 
 
@@ -235,8 +237,12 @@ class BagProcessor:
 
     def _write_chunk(self, chunk):
         """The chunk's output messages beside its copied ones, into OUT in log-time order."""
+        config = self.estimator.config
         for frames, result in chunk.predictions:
             for i, frame in enumerate(frames):
+                # In each camera's log order, as its frames were recorded (the node's rule).
+                stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
+                frame.owner.temporal.apply(result, i, frame.rgb, stamp, self.settings, config)
                 frame.result, frame.index = result, i
                 self._add_outputs(chunk, frame)
         # Log-time order in the output file; outputs follow their image (stable sort).

@@ -50,6 +50,7 @@ ONNXRUNTIME_PROVIDERS = ("auto", "tensorrt", "cuda")
 # ONNX Runtime CUDA provider's cudnn_conv_algo_search, lower case
 CUDNN_SEARCHES = ("heuristic", "exhaustive", "default")
 TEMPLATE_FIELDS = ("object", "token")
+TEMPORAL_FILTERS = ("off", "mixture")
 # Fields that fix the image path's structure: a CUDA graph is captured, an ONNX graph exported,
 # for one value of each (text features, bins and temperature are the graphs' inputs).
 IMAGE_PATH_FIELDS = (
@@ -432,6 +433,26 @@ class OutputSettings(Schema):
         minimum=0.0,
         maximum=1.0,
         exclusive=True,
+    )
+    temporal_filter: str = param(
+        "off",
+        "off (each frame alone: the paper's) | mixture (each patch's bin distribution fused "
+        "with the camera's recent frames', restarted where the image changed: steadier depth, "
+        "some lag)",
+        choices=TEMPORAL_FILTERS,
+    )
+    temporal_half_life: float = param(
+        0.5,
+        "temporal_filter mixture: seconds after which a frame's weight halves (from the stamps)",
+        minimum=0.01,
+        maximum=60.0,
+    )
+    temporal_change_threshold: float = param(
+        8.0,
+        "temporal_filter mixture: a patch whose mean colour moved by more than this many grey "
+        "levels (any channel) since the previous frame starts again from the current frame",
+        minimum=0.0,
+        maximum=255.0,
     )
     colormap: str = param("turbo", "Colour map of depth/colored", choices=COLORMAPS)
     # depth/image/compressedDepth, named and bounded as compressed_depth_image_transport's.

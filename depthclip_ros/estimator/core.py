@@ -32,6 +32,7 @@ from .depth_head import (
 )
 from .head import Head
 from .result import (
+    FEATURE_STRIDE,
     OUTPUT_FIELDS,
     DepthResult,
     as_image_batch,
@@ -49,7 +50,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
 
-STRIDE = 32  # CLIP ResNet layer4 stride
+STRIDE = FEATURE_STRIDE
 PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 

@@ -27,6 +27,17 @@ def input_region(height: int, width: int, cfg) -> tuple:
     return (0, 0, height, width)
 
 
+FEATURE_STRIDE = 32  # CLIP ResNet layer4's stride: one feature cell per 32x32 network pixels
+
+
+def feature_grid(height: int, width: int, cfg) -> tuple:
+    """(h, w) cells of the feature grid for an input region of `height` x `width` pixels: the
+    network input's (resize) or the region's own (crop) size over FEATURE_STRIDE."""
+    if cfg.preprocessing == "resize":
+        height, width = cfg.input_height, cfg.input_width
+    return (height // FEATURE_STRIDE, width // FEATURE_STRIDE)
+
+
 def network_image_size(cfg) -> tuple:
     """(height, width) of the camera image a config expects when it cannot take any size:
     the crop's 640x480, else the network input (a resize from it is then a no-op)."""

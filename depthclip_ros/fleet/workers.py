@@ -49,7 +49,8 @@ class ActorModel:
     """The bag tool's model interface over the pool of ModelWorkers: batches go to the workers
     in turn (starting at a bag's own offset), so several bags keep every worker fed."""
 
-    def __init__(self, workers, description: dict, start: int):
+    def __init__(self, workers, description: dict, start: int, config=None):
+        self.config = config  # the workers' config (its head: what temporal_filter fuses)
         self.device = description["device"]
         self.model_identity = description["model"]
         self.cpu_threads = 0  # the model runs in other processes: this one's cores are free
@@ -125,7 +126,7 @@ def process_bag_task(job, index, params, options, workers, description, control)
         ) as plan:
             stats = process_bag(
                 plan,
-                ActorModel(workers, description, index),
+                ActorModel(workers, description, index, config_from_params(params)),
                 OutputSettings.from_params(params),
                 batch_size=options["batch_size"],
                 frames_written=_report_to(control),

@@ -24,6 +24,7 @@ from sensor_msgs.msg import (
 )
 
 from ..errors import ImageDecodeError
+from ..estimator.temporal_filter import TemporalFilter
 from ..messages import topics
 from ..messages.camera_model import PinholeCamera
 from ..messages.decoding import decode_image
@@ -91,6 +92,7 @@ class CameraPipeline:
         self.camera_infos = CameraInfoPairing()
         self._sizes_announced = set()  # image sizes camera_infos announced (a CUDA warm-up)
         self.scene = SceneHysteresis()  # scene_bins auto: this camera's current scene
+        self.temporal = TemporalFilter()  # temporal_filter: this camera's fused distributions
         self.inputs = [
             AdaptiveInput(
                 node, self.image_type, named(image_topic), on_image, IMAGE_DEPTH, raw=True
@@ -273,6 +275,8 @@ def process_frames(frames, params, estimator) -> list:
         for index, (camera, msg, rgb, arrival) in enumerate(group):
             camera.stats.timing("inference", seconds)
             try:
+                stamp = Time.from_msg(msg.header.stamp).nanoseconds * 1e-9
+                camera.temporal.apply(result, index, rgb, stamp, params.outputs, params.config)
                 camera.publish_result(msg, rgb, result, index, arrival, params)
             except Exception as exc:
                 camera.frame_failed(exc)

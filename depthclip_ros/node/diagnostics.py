@@ -38,6 +38,8 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
                 f"{graphs.captures} captured, {graphs.evictions} pushed out by others)"
             )
     values.update({f"{i.topic} reliability": str(i.reliability) for i in camera.inputs})
+    if params.outputs.temporal_filter != "off":
+        values["temporal filter"] = camera.temporal.words(params.outputs)
     if params.config.scene_bins == "auto":  # the scene whose bins the depth uses
         values["scene"] = camera.scene.scene or "none yet"
         values["scene score"] = f"{camera.scene.score:.3f}"

@@ -165,10 +165,14 @@ class DepthClipNode(LifecycleNode):
             if not self.context.ok():  # shut down (SIGINT, SIGTERM): nothing can go out now
                 return
             cameras = list(self.cameras.values())
+
+            def flush():  # worker thread; the next activation starts without depth history
+                for camera in cameras:
+                    camera.flush_waiting()
+                    camera.temporal.reset("deactivated")
+
             try:
-                self.worker.call(lambda: [c.flush_waiting() for c in cameras]).result(
-                    WORKER_FLUSH_TIMEOUT
-                )
+                self.worker.call(flush).result(WORKER_FLUSH_TIMEOUT)
             except Exception as exc:  # e.g. the context shut down while they went out
                 if self.context.ok():
                     self.get_logger().warning(f"clouds waiting for camera_info not sent: {exc}")

@@ -719,6 +719,45 @@ def test_bag_replayed_with_clock_into_a_sim_time_node(tmp_path, tiny_checkpoint)
     assert last_log_ns <= node_now <= last_log_ns + 10**9
 
 
+def test_a_replayed_bag_equals_the_nodes_temporal_filter(tmp_path, tiny_checkpoint):
+    """temporal_filter mixture: depthclip-bag's depth equals the node's for the same frames (the
+    node fed by `ros2 bag play` of the same bag, frame by frame), and differs from each frame
+    alone after the first. Every frame of the bag is another image, and the threshold lets
+    none restart, so the fusion shows (the tiny random CLIP barely responds to small changes)."""
+    bag = tmp_path / "frames"
+    frames = 10
+    write_bag(bag, "mcap", frames=frames)
+    common = dict(
+        temperature=1.0,
+        input_width=128,
+        input_height=96,
+        temporal_filter="mixture",
+        temporal_change_threshold=255.0,
+    )
+    params = tmp_path / "params.yaml"
+    for name, filter_mode in (("filtered", "mixture"), ("alone", "off")):
+        settings = dict(model=str(tiny_checkpoint), device="cpu", cache_dir=str(tmp_path / "c"))
+        settings.update(common, temporal_filter=filter_mode)
+        params.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": settings}}))
+        assert run_tool("process", bag, tmp_path / name, "--params", params) == 0
+
+    def depth_of(name):
+        messages = read_bag(tmp_path / name)[0]["/cam/depth/image"]
+        return [decoding.depth_image_to_array(deserialize(raw, kind)) for _, raw, kind in messages]
+
+    filtered, alone = depth_of("filtered"), depth_of("alone")
+    assert len(filtered) == frames
+    np.testing.assert_array_equal(filtered[0], alone[0])  # the first frame is itself
+    assert all(np.abs(f - a).max() > 1e-4 for f, a in zip(filtered[1:], alone[1:]))
+    remap = {"image": IMAGE_TOPIC, "camera_info": "/cam/camera_info"}
+    with running_node(tiny_checkpoint, tmp_path, remappings=remap, **common) as (_, tester):
+        play(tester.node, bag, rate=0.25)  # 10 Hz recording at 2.5 Hz: every frame answered
+        depth = tester.wait_for("depth/image", count=frames, timeout=30)
+    node = [decoding.depth_image_to_array(m) for m in depth]
+    for from_bag, from_node in zip(filtered, node, strict=True):
+        np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
+
+
 @pytest.mark.slow
 def test_sigterm_mid_run_removes_the_partial_output(tmp_path, params_file):
     import signal

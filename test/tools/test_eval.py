@@ -406,3 +406,65 @@ def test_scene_bins_sweep_oracle_auto_and_the_papers_rows(tmp_path, tiny_checkpo
     assert eval_main([*args, "--sweep", "features"]) == 0
     features = (out / "sweep_features.md").read_text()
     assert "| features_projected |" in features and "| features_subsampled |" in features
+
+
+def test_temporal_sequences_have_their_known_depth_and_changes():
+    from offline_eval import temporal
+
+    rgb = structured_image(120, 160, seed=3)
+    truth = np.linspace(1.0, 3.0, 160, dtype=np.float32)[None].repeat(120, axis=0)
+    still, pan, moving = temporal.sequences(rgb, truth, frames=6)
+    assert [s.name for s in (still, pan, moving)] == ["still", "pan", "moving object"]
+    noise = np.stack(still.frames).astype(float) - rgb
+    assert abs(noise.std() - temporal.NOISE) < 0.3 and all(t is truth for t in still.truths)
+    assert not any(c.any() for c in still.changed[1:]) and still.changed[0].all()
+    step = temporal.PAN_PIXELS
+    for before, now in zip(pan.truths, pan.truths[1:]):  # the scene moves left by `step`
+        np.testing.assert_array_equal(now[:, :-step], before[:, step:])
+    for i, (depth, covered) in enumerate(zip(moving.truths, moving.covered)):
+        assert (depth[covered] == temporal.OBJECT_DEPTH).all()
+        np.testing.assert_array_equal(depth[~covered], truth[~covered])
+        if i:
+            assert (moving.changed[i] == (covered | moving.covered[i - 1])).all()
+
+
+def test_flicker_and_lag_have_known_answers():
+    from offline_eval import temporal
+
+    still = temporal.Sequence(
+        "still", [None] * 3, [None] * 3, [np.ones((2, 2), bool)] + [np.zeros((2, 2), bool)] * 2
+    )
+    depths = [np.full((2, 2), 2.0), np.full((2, 2), 2.004), np.full((2, 2), 2.001)]
+    assert temporal.flicker(still, depths) == pytest.approx(0.0035)  # median of 4 x .004, .003
+    covered = [np.zeros((1, 4), bool) for _ in range(4)]
+    for t in range(1, 4):
+        covered[t][0, : t + 1] = True  # one new pixel a frame, staying
+    moving = temporal.Sequence("moving object", [None] * 4, [None] * 4, covered, covered=covered)
+    alone = [np.full((1, 4), 1.0) for _ in range(4)]
+    assert temporal.lag(moving, alone, alone) == 0.0
+    late = [np.full((1, 4), 3.0), np.full((1, 4), 3.0), np.full((1, 4), 1.0), np.full((1, 4), 1.0)]
+    # the two pixels new at 1 reach it at 2 (lag 1); those new at 2 and 3 at once
+    assert sorted(temporal.lag_frames(moving, late, alone)) == [0, 0, 1, 1]
+    assert temporal.lag(moving, late, alone) == 0.5
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_NYU), reason="../shared/data/nyu_samples absent")
+def test_temporal_table_on_a_real_nyu_sample(tmp_path, tiny_checkpoint, capsys):
+    params = tmp_path / "p.yaml"
+    params.write_text(
+        f"depthclip:\n  ros__parameters:\n    model: {tiny_checkpoint}\n    temperature: 1.0\n"
+        f"    device: cpu\n    cache_dir: {tmp_path / 'cache'}\n"
+        f"    input_width: 128\n    input_height: 96\n"
+    )
+    split = os.path.join(SHARED_NYU, "samples_test_files_with_gt.txt")
+    argv = ["--data-root", SHARED_NYU, "--split-file", split, "--params", str(params)]
+    assert eval_main([*argv, "--temporal", "--limit", "1"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = [line.strip("| ").split(" | ") for line in lines[1:]]
+    assert [(r[1], r[2]) for r in rows] == [
+        (sequence, mode)
+        for sequence in ("still", "pan", "moving object")
+        for mode in ("off", "mixture")
+    ]
+    assert all(float(r[-1]) >= 0 for r in rows) and rows[0][5] == "nan"  # no object: no lag
+    assert rows[0][4] in ("1.000", "-")  # off against itself (- where off did not move)
