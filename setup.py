@@ -42,6 +42,9 @@ setup(
         # int8 calibration of an exported fp32 graph without torch (depthclip-export
         # --from-onnx): ONNX Runtime's quantiser reads the graph with onnx.
         "int8": ["onnx"],
+        # TensorRT through onnxruntime-gpu: the graph's trunk is taken out of the file with onnx
+        # (docs/onnx.md); onnxruntime-gpu itself comes from the user's CUDA install.
+        "tensorrt": ["onnx"],
     },
     zip_safe=True,
     maintainer="depthclip_ros maintainers",
