@@ -237,7 +237,9 @@ class BagProcessor:
 
     def _write_chunk(self, chunk):
         """The chunk's output messages beside its copied ones, into OUT in log-time order."""
-        config = self.estimator.config
+        # The head the fused distributions belong to (only asked of the model when fusing).
+        fusing = self.settings.temporal_filter != "off"
+        config = self.estimator.config if fusing else None
         for frames, result in chunk.predictions:
             for i, frame in enumerate(frames):
                 # In each camera's log order, as its frames were recorded (the node's rule).

@@ -258,7 +258,8 @@ def test_killed_model_worker_is_replaced_and_its_bag_retried(tmp_path, params_fi
 
 def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path, params_file):
     archive, outdir = tmp_path / "archive", tmp_path / "out"
-    make_archive(archive, frames=12, count=6)
+    # Bags long enough that Ctrl-C after the first one finds others still running.
+    make_archive(archive, frames=36, count=6)
     process = fleet(
         archive,
         "--out",
@@ -284,7 +285,7 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path, param
     written = {str(p.parent) for p in outdir.rglob("metadata.yaml")}
     assert written >= {e["output"] for e in first if e["status"] == "done"}
     for extra in written - {e["output"] for e in first}:  # finished as Ctrl-C came: complete
-        assert len(read_bag(extra)[0]["/cam/depth/image"]) == 12
+        assert len(read_bag(extra)[0]["/cam/depth/image"]) == 36
 
     rc, out, err = fleet(archive, "--out", outdir, "--resume", params_file=params_file)
     assert rc == 0, err
