@@ -36,7 +36,7 @@ HEAD = [
     "flicker (um)",
     "flicker / off's",
     "lag (frames)",
-    "|depth - truth| (m)",
+    "error vs truth, median (m)",
     "filter (ms/frame)",
 ]
 

@@ -79,6 +79,7 @@ def test_benchmark_prints_every_table():
         "Node around the model",
         "compressedDepth in the node",
         "Fair service under overload",
+        "Temporal filter",
         "Offline evaluation",
     ]
 
@@ -196,6 +197,18 @@ def test_benchmark_prints_every_table():
     ]
     for row in fairness:
         assert all(float(rate) > 0 for rate in row["depth out per camera (Hz)"].split(" / "))
+
+    temporal = tables["Temporal filter"]
+    sequences = ("still", "pan", "moving object")
+    assert [(r["sequence"], r["temporal_filter"]) for r in temporal][:6] == [
+        (sequence, mode) for sequence in sequences for mode in ("off", "mixture")
+    ]
+    for row in temporal:
+        assert float(row["filter (ms/frame)"]) >= 0 and float(row["flicker (um)"]) >= 0
+        if row["sequence"] == "moving object":  # its patches restart: their depth at once
+            assert float(row["lag (frames)"]) <= 1
+        else:
+            assert row["lag (frames)"] == "nan"
 
     (evaluation,) = tables["Offline evaluation"]
     assert float(evaluation["images/s"]) > 0
