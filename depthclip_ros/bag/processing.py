@@ -24,7 +24,7 @@ from ..messages import topics
 from ..messages.decoding import decode_image
 from ..messages.outputs import DEFAULT_OUTPUTS, MessageBuilder, PendingFrame, arrays_for
 from ..runtime.batching import by_image_size
-from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings
+from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings, stamp_ns
 from .definitions import copy_definitions
 from .pipeline import model_leaves_cpu_free, run_stages
 from .reading import (
@@ -243,7 +243,7 @@ class BagProcessor:
         for frames, result in chunk.predictions:
             for i, frame in enumerate(frames):
                 # In each camera's log order, as its frames were recorded (the node's rule).
-                stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
+                stamp = stamp_ns(frame.header.stamp) * 1e-9
                 frame.owner.temporal.apply(result, i, frame.rgb, stamp, self.settings, config)
                 frame.result, frame.index = result, i
                 self._add_outputs(chunk, frame)

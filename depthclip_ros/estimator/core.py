@@ -32,7 +32,6 @@ from .depth_head import (
 )
 from .head import Head
 from .result import (
-    FEATURE_STRIDE,
     OUTPUT_FIELDS,
     DepthResult,
     as_image_batch,
@@ -50,7 +49,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
 
-STRIDE = FEATURE_STRIDE
 PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
@@ -265,7 +263,7 @@ class DepthClip:
             return None
         return self.depth_figure.words if self.depth_figure else "not measured yet (at warm-up)"
 
-    def measure_depth_figure(self, image_size=None):
+    def measure_depth_figure(self):
         """bf16: the demo scenes through this bf16 trunk and through the float32 trunk it was
         cast from (CLIP's own, folded on a copy for the moment), at the config's temperature:
         how far bf16's depth lies from fp32's on this CPU (once). The DepthFigure, or None."""

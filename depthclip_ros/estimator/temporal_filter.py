@@ -33,7 +33,6 @@ import numpy as np
 
 from .result import feature_grid
 
-TEMPORAL_FILTERS = ("off", "mixture")
 RESTART_AFTER_HALF_LIVES = 4.0
 CHANGE_STRIDE = 8  # pixels between the samples of a patch's mean colour
 FINE, COARSE = ("depth", "depth_std"), ("coarse_depth", "coarse_std")
@@ -95,7 +94,7 @@ class TemporalFilter:
         # in page faults than the arithmetic on it)
 
     def words(self, settings) -> str:
-        """The filter's state in words (/diagnostics, the bag summary)."""
+        """The filter's state in words (/diagnostics)."""
         if settings.temporal_filter == "off":
             return "off"
         restarts = ", ".join(f"{reason} {n}" for reason, n in sorted(self.restarts.items()))
@@ -128,6 +127,7 @@ class TemporalFilter:
             if getattr(result, name) is not None
         }
         centre = 0.5 * (key[1][0] + key[1][-1])
+        moments = _moments(fields, centre, self._buffers)
         state, reason = self._state, None
         if state is None:
             reason = "start"
@@ -142,7 +142,6 @@ class TemporalFilter:
         if reason is not None:
             if state is not None:
                 self.restarts[reason] += 1
-            moments = _moments(fields, centre, self._buffers)
             fused = {name: np.array(value) for name, value in moments.items()}
             self._state = _State(stamp, key, size, colours, fused)
             self.changed_share = 1.0
@@ -157,7 +156,6 @@ class TemporalFilter:
             pixel_keep[top : top + height, left : left + width] = _expanded(
                 cell_keep, nearest_cells(result.region, grid)
             )
-        moments = _moments(fields, centre, self._buffers)
         for name, new in moments.items():
             old = state.fields.get(name)
             if old is None or old.shape != new.shape:  # a field not fused last frame

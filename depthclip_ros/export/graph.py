@@ -27,9 +27,9 @@ import torch
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError
 from ..estimator.clip_loading import LoadedModel, load_clip
-from ..estimator.core import STRIDE, DepthClip, preprocess
+from ..estimator.core import DepthClip, preprocess
 from ..estimator.depth_head import bin_probabilities
-from ..estimator.result import network_image_size
+from ..estimator.result import FEATURE_STRIDE, network_image_size
 from ..estimator.text_cache import exported_text_dir
 from ..estimator.text_features import text_features
 from ..files import atomic_write
@@ -91,7 +91,7 @@ class HeadAndDepth(torch.nn.Module):
 def joined(parts: list) -> onnx.ModelProto:
     """One graph of the ONNX `parts` in order, each one's own names prefixed with its index so
     they cannot meet; the names between parts (GRAPH_PARTS) and the graph's inputs and outputs
-    stay, so TensorRT can take the trunk out again (onnx_runtime.graph_part)."""
+    stay, so TensorRT can take the trunk out again (onnx_runtime.graph_parts)."""
     kept = {*GRAPH_INPUTS, *GRAPH_OUTPUTS, *GRAPH_PARTS}
     nodes, initializers, values, functions, inputs = [], [], [], [], {}
     for index, part in enumerate(parts):
@@ -177,7 +177,7 @@ def export(
     config = config.replace(device="cpu", precision="fp32")  # traced on CPU
     any_size = image_size is None and config.preprocessing == "resize"
     if any_size:  # traced at a size other than the network's, so the resize is in the graph
-        example_size = (config.input_height + STRIDE, config.input_width + STRIDE)
+        example_size = (config.input_height + FEATURE_STRIDE, config.input_width + FEATURE_STRIDE)
     else:
         example_size = image_size or network_image_size(config)
     estimator = DepthClip(config, model_to_trace(config, precision))

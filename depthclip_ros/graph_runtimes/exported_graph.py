@@ -241,7 +241,7 @@ class ExportedGraph:
             )
         return "not measured yet (at warm-up)"
 
-    def measure_depth_figure(self, image_size=None):
+    def measure_depth_figure(self):
         """Run the reference frames on this runtime, device and CPU: their depth against the
         float32 depth stored at export (once; warm_up calls it); the DepthFigure, or None."""
         ref = self.reference
@@ -329,7 +329,7 @@ class ExportedGraph:
         size = self.image_size or image_size or network_image_size(self.config)
         self._prepare(size, max_batch)
         self.predict(np.zeros((*size, 3), np.uint8), arrays=())
-        self.measure_depth_figure(size)
+        self.measure_depth_figure()
 
     def _prepare(self, image_size: tuple, max_batch: int) -> None:
         """Whatever the runtime builds for `image_size` and batches up to `max_batch`."""

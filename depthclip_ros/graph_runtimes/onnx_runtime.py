@@ -212,14 +212,18 @@ class OnnxDepthClip(ExportedGraph):
                 f"{type(exc).__name__}: {exc}"
             ) from None
 
-    def _read_graph(self) -> tuple:
-        # A session without optimisations, on CPU: the graph's precision chooses the GPU
-        # providers' options, and a file that is not ours fails before that.
-        ort = self._import()
+    def _inspected(self, ort, source=None):
+        """A session of `source` (default: the file) without optimisations, on CPU: to read
+        its metadata and its inputs' shapes."""
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = self._session(ort, options, [(CPU, {})])
+        return self._session(ort, options, [(CPU, {})], source)
+
+    def _read_graph(self) -> tuple:
+        # The graph's precision chooses the GPU providers' options, and a file that is not
+        # ours fails before that.
+        session = self._inspected(self._import())
         return (
             dict(session.get_modelmeta().custom_metadata_map),
             [i.name for i in session.get_inputs()],
@@ -265,6 +269,7 @@ class OnnxDepthClip(ExportedGraph):
         self._build = (ort, options, chain, cache, choice)
         self._said = set()  # the providers whose failure was said (once each)
         self._parts = None  # TensorRT: (preprocessing session, head session)
+        self._parts_files = None  # TensorRT: {part: its ONNX file}
         self._trunk = None  # TensorRT: (trunk session, its largest batch)
         self._trunk_input = None  # TensorRT: the trunk's input shape (batch symbolic)
         self.session = None  # otherwise: the whole graph's
@@ -329,10 +334,10 @@ class OnnxDepthClip(ExportedGraph):
             )
 
     def _opened(self, chain, source=None):
-        """The session of `chain` (`source`: a part of the graph). A provider that does not
-        load (its libraries missing: ONNX Runtime raises, or leaves it out) gives one warning
-        naming it, and the chain's next provider takes over with its own options (device_id
-        kept); TensorRT asked for alone fails instead."""
+        """The session of `chain` (`source`: a part of the graph; the chain holds no
+        TensorRT: _trunk_session opens that). A provider that does not load (its libraries
+        missing: ONNX Runtime raises, or leaves it out) gives one warning naming it, and the
+        chain's next provider takes over with its own options (device_id kept)."""
         ort, options = self._build[:2]
         try:
             session = self._session(ort, options, chain, source)
@@ -411,7 +416,6 @@ class OnnxDepthClip(ExportedGraph):
             one_line(reason),
             chain[0][1]["device_id"],
         )
-        self._said.add(TENSORRT)
 
     def _trunk_session(self, source: Path, max_batch: int):
         """The trunk on TensorRT, its engine for batches up to `max_batch` (ModelLoadError where
@@ -419,7 +423,7 @@ class OnnxDepthClip(ExportedGraph):
         cleared and built again, once."""
         ort, options, chain, cache = self._build[:4]
         if self._trunk_input is None:
-            self._trunk_input = self._input_shape(ort, source)
+            self._trunk_input = tuple(self._inspected(ort, source).get_inputs()[0].shape)
         folder = tensorrt_engine_folder(cache, max_batch)
         profile = tensorrt_profile(self._trunk_input, max_batch)
         tensorrt = with_profile(chain[:1], profile, folder)  # TensorRT alone: all or nothing
@@ -442,14 +446,6 @@ class OnnxDepthClip(ExportedGraph):
         session.disable_fallback()
         return session
 
-    def _input_shape(self, ort, source: Path) -> tuple:
-        """The trunk's input shape, read from its file on CPU (no optimisation)."""
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = self._session(ort, options, [(CPU, {})], source)
-        return tuple(session.get_inputs()[0].shape)
-
     @property
     def prepares_image_sizes(self) -> bool:
         return self.provider in (TENSORRT, CUDA)
@@ -463,17 +459,8 @@ class OnnxDepthClip(ExportedGraph):
         elif self.provider == CUDA:
             # Each new input shape makes the CUDA provider choose its convolutions' cuDNN
             # algorithms (cudnn_conv_algo_search): here, at camera_info, not mid-stream.
-            cfg = self.config
             for batch in range(2, max_batch + 1):
-                self._run(
-                    ("depth",),
-                    {
-                        "images": np.zeros((batch, *image_size, 3), np.uint8),
-                        "text_features": self.head.text,
-                        "bins": self.head.bins,
-                        "temperature": np.asarray(cfg.temperature, np.float32),
-                    },
-                )
+                self.predict(np.zeros((batch, *image_size, 3), np.uint8), arrays=())
 
     def _run(self, fields: tuple, feeds: dict) -> list:
         if self._trunk is None:

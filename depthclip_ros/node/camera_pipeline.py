@@ -39,7 +39,7 @@ from ..messages.outputs import (
 )
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneHysteresis
-from ..runtime.stamp_pairing import CameraInfoPairing, pairing_warnings
+from ..runtime.stamp_pairing import CameraInfoPairing, pairing_warnings, stamp_ns
 from ..runtime.statistics import FrameStats
 from .adaptive_input import AdaptiveInput
 
@@ -275,7 +275,7 @@ def process_frames(frames, params, estimator) -> list:
         for index, (camera, msg, rgb, arrival) in enumerate(group):
             camera.stats.timing("inference", seconds)
             try:
-                stamp = Time.from_msg(msg.header.stamp).nanoseconds * 1e-9
+                stamp = stamp_ns(msg.header.stamp) * 1e-9
                 camera.temporal.apply(result, index, rgb, stamp, params.outputs, params.config)
                 camera.publish_result(msg, rgb, result, index, arrival, params)
             except Exception as exc:
