@@ -6,12 +6,13 @@ The fusion is an exponential mixture of distributions: after a frame at time t t
 distribution is a * fused(t_prev) + (1 - a) * p(t), with a = 0.5 ** ((t - t_prev) / half-life)
 (a dropped frame decays by its time). A mixture, not a product: frames of one scene repeat
 CLIP's errors, so they are not independent evidence, and a product would claim a certainty no
-frame has. The depth and its second moment are linear in the distribution, so the fused depth
-and std follow exactly from the frames' depth and std, at full resolution, without the depth
-step run again: depth = sum w_t d_t, std^2 = sum w_t (s_t^2 + (d_t - c)^2) - (depth - c)^2 (c:
-the bins' centre, where both stay small). That std is the mixture's: each frame's own spread
-plus the spread of the frames' depths within the half-life; it never shrinks with the number of
-frames.
+frame has. The mixture is kept on the feature grid, as the depth step's moments: each patch's
+mean depth and its second moment about the bins' centre c are linear in the distribution, so
+the fused ones follow exactly from the frames' coarse depth and std. The full-resolution depth
+and std are then the depth step's own, on the fused distribution: its moments upsampled
+(bilinear, align_corners) and std = sqrt(E[(b - c)^2] - (E[b] - c)^2) per pixel. That std is the
+mixture's: each frame's own spread plus the spread of the frames' depths within the half-life;
+it never shrinks with the number of frames.
 
 A patch (a cell of the feature grid) whose content changed starts again from the current frame:
 its mean colour, sampled every CHANGE_STRIDE pixels, moved by more than `change_threshold` grey
@@ -35,7 +36,7 @@ from .result import feature_grid
 
 RESTART_AFTER_HALF_LIVES = 4.0
 CHANGE_STRIDE = 8  # pixels between the samples of a patch's mean colour
-FINE, COARSE = ("depth", "depth_std"), ("coarse_depth", "coarse_std")
+FUSED_FROM = ("coarse_depth", "coarse_std")  # what a prediction must bring for the filter
 
 
 @dataclasses.dataclass
@@ -44,7 +45,9 @@ class _State:
     key: tuple
     size: tuple
     colours: np.ndarray  # (h, w, 3) float32 mean colour of each patch
-    fields: dict  # name -> fused array (depth, coarse depth: mean; std: second moment)
+    mean: np.ndarray  # (h, w) fused depth of each patch
+    second: np.ndarray  # (h, w) fused second moment about the bins' centre
+    probs: np.ndarray | None  # (K, h, w) fused bin probabilities, while they are fetched
 
 
 def head_key(config, bins) -> tuple:
@@ -52,46 +55,102 @@ def head_key(config, bins) -> tuple:
     return (tuple(config.prompts), tuple(float(b) for b in bins), float(config.temperature))
 
 
-def patch_colours(image: np.ndarray, region: tuple, grid: tuple) -> np.ndarray:
-    """(h, w, 3) float32 mean colour of each cell of the feature grid over the image's input
-    region, from every CHANGE_STRIDE-th pixel: cell (i, j) is the block of the region the
-    network's cell sees."""
-    top, left, height, width = region
-    cells_h, cells_w = grid
-    rows = np.arange(top, top + height, CHANGE_STRIDE)
-    cols = np.arange(left, left + width, CHANGE_STRIDE)
-    samples = image[top : top + height : CHANGE_STRIDE, left : left + width : CHANGE_STRIDE]
-    row_starts = np.searchsorted(rows - top, np.arange(cells_h) * height / cells_h)
-    col_starts = np.searchsorted(cols - left, np.arange(cells_w) * width / cells_w)
-    sums = np.add.reduceat(
-        np.add.reduceat(samples.astype(np.float32), row_starts, axis=0), col_starts, axis=1
-    )
-    counts = np.outer(np.diff([*row_starts, len(rows)]), np.diff([*col_starts, len(cols)]))
-    return sums / np.maximum(counts, 1)[..., None]
+class PatchColours:
+    """(h, w, 3) float32 mean colour of each cell of the feature grid over an image's input
+    `region`, from every CHANGE_STRIDE-th pixel: cell (i, j) is the block of the region the
+    network's cell sees. Two small averaging products (rows, then columns)."""
+
+    def __init__(self, region: tuple, grid: tuple):
+        self._region = region
+        _, _, height, width = region
+        self._rows, self._columns = (
+            _block_averages(cells, len(range(0, size, CHANGE_STRIDE)), size)
+            for cells, size in zip(grid, (height, width))
+        )
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        top, left, height, width = self._region
+        samples = image[top : top + height : CHANGE_STRIDE, left : left + width : CHANGE_STRIDE]
+        samples = samples.astype(np.float32)
+        down = self._rows @ samples.reshape(samples.shape[0], -1)  # (h, sampled columns * 3)
+        return self._columns @ down.reshape(down.shape[0], samples.shape[1], 3)  # (h, w, 3)
 
 
-def nearest_cells(region: tuple, grid: tuple) -> tuple:
-    """(row cell of each image row, column cell of each image column) of the region, under
-    align_corners upsampling (cell i sits at pixel i * (size - 1) / (cells - 1))."""
-    _, _, height, width = region
-    return tuple(
-        np.rint(np.arange(size) * ((cells - 1) / max(size - 1, 1))).astype(np.intp)
-        for size, cells in ((height, grid[0]), (width, grid[1]))
-    )
+def _block_averages(cells: int, samples: int, size: int) -> np.ndarray:
+    """(cells, samples) float32: row i averages the samples (every CHANGE_STRIDE-th of `size`
+    pixels) that fall in cell i's 1/cells of the extent."""
+    cell_of_sample = np.arange(samples) * CHANGE_STRIDE * cells // size
+    averages = (cell_of_sample[None, :] == np.arange(cells)[:, None]).astype(np.float32)
+    return averages / np.maximum(averages.sum(axis=1, keepdims=True), 1.0)
+
+
+def _cells_and_fractions(cells: int, size: int) -> tuple:
+    """For each of `size` output positions under align_corners upsampling from `cells`: the
+    cell before it and the fraction of the way to the next (position i * (cells-1)/(size-1))."""
+    position = np.arange(size) * ((cells - 1) / max(size - 1, 1))
+    before = np.minimum(np.floor(position).astype(np.intp), max(cells - 2, 0))
+    return before, (position - before).astype(np.float32)
+
+
+class BilinearUpsampling:
+    """(h, w) grids -> (height, width) as the depth step upsamples its moments (bilinear,
+    align_corners=True): across the columns by one small product, then down the rows, each run
+    of rows between the same two cells by one product of their weights (one pass over the
+    output)."""
+
+    def __init__(self, grid: tuple, size: tuple):
+        cells_h, cells_w = grid
+        before, fraction = _cells_and_fractions(cells_w, size[1])
+        self._across = np.zeros((cells_w, size[1]), np.float32)  # (w, width) lerp weights
+        self._across[before, np.arange(size[1])] = 1.0 - fraction
+        if cells_w > 1:
+            self._across[before + 1, np.arange(size[1])] += fraction
+        before, fraction = _cells_and_fractions(cells_h, size[0])
+        self._down = np.stack([1.0 - fraction, fraction], axis=1)  # (height, 2) lerp weights
+        self._powers = np.stack([np.ones_like(fraction), fraction, fraction**2], axis=1)
+        starts = np.flatnonzero(np.diff(before, prepend=-1))
+        self._runs = [
+            (int(before[a]), int(a), int(b)) for a, b in zip(starts, [*starts[1:], size[0]])
+        ]
+
+    def __call__(self, cells: np.ndarray, out: np.ndarray) -> None:
+        """`cells` (h, w) upsampled into `out` (height, width; a view is fine)."""
+        across = cells.astype(np.float32, copy=False) @ self._across  # (h, width)
+        if across.shape[0] == 1:
+            out[...] = across[0]
+            return
+        for cell, start, stop in self._runs:
+            np.matmul(self._down[start:stop], across[cell : cell + 2], out=out[start:stop])
+
+    def variance(self, first: np.ndarray, second: np.ndarray, out: np.ndarray) -> None:
+        """up(second) - up(first)^2 into `out`, from the grids of a distribution's first and
+        second moments (about one centre). Down the rows both are linear in the fraction f, so
+        the variance is a quadratic in f whose coefficients come from the small grids: one
+        pass over the output instead of five."""
+        first, second = (np.asarray(m, np.float32) @ self._across for m in (first, second))
+        if first.shape[0] == 1:
+            np.subtract(second[0], first[0] ** 2, out=out)
+            return
+        slope1, slope2 = np.diff(first, axis=0), np.diff(second, axis=0)
+        head1, head2 = first[:-1], second[:-1]
+        coefficients = np.stack(  # (h - 1, 3, width): of 1, f, f^2
+            [head2 - head1**2, slope2 - 2.0 * head1 * slope1, -(slope1**2)], axis=1
+        )
+        for cell, start, stop in self._runs:
+            np.matmul(self._powers[start:stop], coefficients[cell], out=out[start:stop])
 
 
 class TemporalFilter:
     """One camera's fused distributions. `apply` fuses image `index` of a DepthResult in place
-    (its depth, depth_std, coarse depth and std, bin probabilities: those it holds); frames must
-    come in their camera's stamp order. `restarts` counts the whole restarts by reason;
-    `changed_share` is the share of patches the last frame restarted."""
+    (its depth, depth_std, coarse depth and std, bin probabilities: those it holds; it needs
+    FUSED_FROM); frames must come in their camera's stamp order. `restarts` counts the whole
+    restarts by reason; `changed_share` is the share of patches the last frame restarted."""
 
     def __init__(self):
         self._state = None
         self.restarts = collections.Counter()
         self.changed_share = 0.0
-        self._scratch = {}  # field -> buffers reused every frame (a fresh VGA array costs more
-        # in page faults than the arithmetic on it)
+        self._geometry = None  # (region, grid), PatchColours, BilinearUpsampling
 
     def words(self, settings) -> str:
         """The filter's state in words (/diagnostics)."""
@@ -116,18 +175,20 @@ class TemporalFilter:
         if settings.temporal_filter == "off":
             self._state = None
             return
+        if result.coarse_depth is None or result.coarse_std is None:
+            raise ValueError(
+                "temporal_filter fuses the coarse depth and std: predict was not asked for "
+                f"{', '.join(FUSED_FROM)}"
+            )
         top, left, height, width = result.region
-        grid = feature_grid(height, width, config)
-        colours = patch_colours(image, result.region, grid)
+        colours, _ = self._measures(result.region, feature_grid(height, width, config))
+        colours = colours(image)
         key = head_key(config, result.bins_of(index))
+        centre = np.float32(0.5 * (key[1][0] + key[1][-1]))
         size = image.shape[:2]
-        fields = {
-            name: getattr(result, name)[index]
-            for name in (*FINE, *COARSE, "bin_probs")
-            if getattr(result, name) is not None
-        }
-        centre = 0.5 * (key[1][0] + key[1][-1])
-        moments = _moments(fields, centre, self._buffers)
+        mean = result.coarse_depth[index]
+        second = result.coarse_std[index] ** 2 + (mean - centre) ** 2
+        probs = None if result.bin_probs is None else result.bin_probs[index]
         state, reason = self._state, None
         if state is None:
             reason = "start"
@@ -139,84 +200,51 @@ class TemporalFilter:
             reason = "stamp not after the previous"
         elif stamp - state.stamp > RESTART_AFTER_HALF_LIVES * settings.temporal_half_life:
             reason = "gap"
-        if reason is not None:
+        if reason is not None:  # this frame alone: the result stays as predicted
             if state is not None:
                 self.restarts[reason] += 1
-            fused = {name: np.array(value) for name, value in moments.items()}
-            self._state = _State(stamp, key, size, colours, fused)
+            probs = None if probs is None else probs.copy()
+            self._state = _State(stamp, key, size, colours, mean.copy(), second, probs)
             self.changed_share = 1.0
             return
-        keep = 0.5 ** ((stamp - state.stamp) / settings.temporal_half_life)
+        keep = np.float32(0.5 ** ((stamp - state.stamp) / settings.temporal_half_life))
         changed = np.abs(colours - state.colours).max(axis=-1) > settings.temporal_change_threshold
         self.changed_share = float(changed.mean())
-        cell_keep = pixel_keep = np.float32(keep)  # no patch changed: one weight for all
         if changed.any():
-            cell_keep = np.where(changed, 0.0, keep).astype(np.float32)  # (h, w)
-            pixel_keep = np.full(size, keep, np.float32)
-            pixel_keep[top : top + height, left : left + width] = _expanded(
-                cell_keep, nearest_cells(result.region, grid)
-            )
-        for name, new in moments.items():
-            old = state.fields.get(name)
-            if old is None or old.shape != new.shape:  # a field not fused last frame
-                state.fields[name] = np.array(new)
-                continue
-            # new + keep * (old - new), in place
-            old -= new
-            old *= pixel_keep if name in FINE else cell_keep
-            old += new
-        for name in list(state.fields):
-            if name not in moments:
-                del state.fields[name]  # not asked for this frame: its history ends
+            keep = np.where(changed, np.float32(0.0), keep)  # (h, w): changed patches restart
+        state.mean = mean + keep * (state.mean - mean)
+        state.second = second + keep * (state.second - second)
+        if probs is None or state.probs is None or state.probs.shape != probs.shape:
+            state.probs = None if probs is None else probs.copy()  # its history starts here
+        else:
+            state.probs = probs + keep * (state.probs - probs)
         state.stamp, state.colours = stamp, colours
-        _write_back(result, index, state.fields, centre)
+        self._write_back(result, index, state, centre)
 
-    def _buffers(self, name: str, like: np.ndarray) -> tuple:
-        """Two float32 arrays shaped as `like`, this filter's own for `name`."""
-        buffers = self._scratch.get(name)
-        if buffers is None or buffers[0].shape != like.shape:
-            buffers = tuple(np.empty(like.shape, np.float32) for _ in range(2))
-            self._scratch[name] = buffers
-        return buffers
+    def _write_back(self, result, index: int, state: _State, centre: np.float32) -> None:
+        """The fused distribution's arrays into image `index` of `result`: the coarse ones as
+        they are, the full-resolution depth and std by the depth step's upsampling."""
+        coarse_std = state.second - (state.mean - centre) ** 2
+        result.coarse_depth[index] = state.mean
+        result.coarse_std[index] = np.sqrt(np.maximum(coarse_std, 0.0))
+        if result.bin_probs is not None and state.probs is not None:
+            result.bin_probs[index] = state.probs
+        top, left, height, width = result.region
+        _, upsample = self._measures(result.region, state.mean.shape)
+        depth = result.depth[index][top : top + height, left : left + width]
+        upsample(state.mean, depth)
+        if result.depth_std is None:
+            return
+        std = result.depth_std[index][top : top + height, left : left + width]
+        upsample.variance(state.mean - centre, state.second, std)
+        # The variance is >= 0 but for rounding (bilinear weights are convex: Jensen); |.| is
+        # as exact as a clamp to within the square root of that rounding, at a fifth the cost.
+        np.abs(std, out=std)
+        np.sqrt(std, out=std)
 
-
-def _expanded(cells: np.ndarray, nearest: tuple) -> np.ndarray:
-    """(h, w) cell values repeated over the pixels whose nearest cell each is (rows and
-    columns of `nearest` ascend, so each cell's pixels are one block)."""
-    rows, cols = nearest
-    row_counts = np.bincount(rows, minlength=cells.shape[0])
-    col_counts = np.bincount(cols, minlength=cells.shape[1])
-    return np.repeat(np.repeat(cells, row_counts, axis=0), col_counts, axis=1)
-
-
-def _moments(fields: dict, centre: float, buffers) -> dict:
-    """The linear quantities of each field: depth, coarse depth and probabilities as they are
-    (not copied); each std as its second moment about `centre` (with its depth), in the
-    `buffers(name, like)` given."""
-    out = dict(fields)
-    for depth, std in (FINE, COARSE):
-        if std in out and depth in out:
-            second, square = buffers(std, out[std])
-            np.subtract(out[depth], np.float32(centre), out=second)
-            np.multiply(second, second, out=second)
-            np.multiply(out[std], out[std], out=square)
-            second += square
-            out[std] = second
-        else:
-            out.pop(std, None)
-    return out
-
-
-def _write_back(result, index: int, fused: dict, centre: float) -> None:
-    """The fused fields into image `index` of `result`: each std from its second moment."""
-    for name, value in fused.items():
-        target = getattr(result, name)[index]
-        if name in (FINE[1], COARSE[1]):
-            depth = fused[FINE[0] if name == FINE[1] else COARSE[0]]
-            np.subtract(depth, centre, out=target)
-            target *= target
-            np.subtract(value, target, out=target)
-            np.maximum(target, 0.0, out=target)
-            np.sqrt(target, out=target)
-        else:
-            target[...] = value
+    def _measures(self, region: tuple, grid: tuple) -> tuple:
+        """(PatchColours, BilinearUpsampling) of this region and grid, made once."""
+        if self._geometry is None or self._geometry[0] != (region, grid):
+            upsampling = BilinearUpsampling(grid, region[2:])
+            self._geometry = ((region, grid), PatchColours(region, grid), upsampling)
+        return self._geometry[1:]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..estimator.depth_quantile import depth_quantile
+from ..estimator.temporal_filter import FUSED_FROM
 from . import compressed_depth, point_cloud
 from .camera_model import PinholeCamera
 from .colormaps import colorize
@@ -46,6 +47,8 @@ def arrays_for(wanted, settings) -> tuple:
         arrays.update(cloud_arrays(settings))
     if "clearing" in wanted:
         arrays.add("bin_probs")
+    if settings.temporal_filter != "off":
+        arrays.update(FUSED_FROM)  # the distributions' moments the filter fuses (the grid's)
     return tuple(sorted(arrays))
 
 

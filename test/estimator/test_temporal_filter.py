@@ -1,18 +1,21 @@
-"""temporal_filter: the fused depth, std and probabilities are those of the exponential mixture
-of the frames' bin distributions (computed here independently, per pixel), a changed patch
-starts again, the whole state restarts where it must, and the std is the mixture's."""
+"""temporal_filter: the fused probabilities are the exponential mixture of the frames' bin
+distributions (computed here independently), the depth and std at every pixel are the core's
+depth step on that mixture, a changed patch starts again, the whole state restarts where it
+must, and the std is the mixture's."""
 
 import numpy as np
 import pytest
+import torch
 
 from depthclip_ros.config.parameters import DepthClipConfig, OutputSettings
+from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.result import DepthResult
 from depthclip_ros.estimator.temporal_filter import (
     RESTART_AFTER_HALF_LIVES,
+    PatchColours,
     TemporalFilter,
-    nearest_cells,
-    patch_colours,
 )
+from depthclip_ros.messages.outputs import arrays_for
 
 BINS = np.array([1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0], np.float32)
 CONFIG = DepthClipConfig(model="RN50", input_width=128, input_height=96)  # a 3 x 4 grid
@@ -28,50 +31,28 @@ def distributions(seed: int, shape=GRID) -> np.ndarray:
     return (p / p.sum(axis=0)).astype(np.float32)
 
 
-def moments(p: np.ndarray) -> tuple:
-    """(mean, std) over the bins of distributions (K, ...), in float64."""
-    b = BINS.astype(np.float64).reshape(-1, *([1] * (p.ndim - 1)))
-    mean = (p * b).sum(axis=0)
-    return mean, np.sqrt(np.maximum((p * b * b).sum(axis=0) - mean**2, 0.0))
+def depth_step(p: np.ndarray, size=SIZE) -> list:
+    """The core's depth step on distributions (K, h, w): [depth, std, coarse depth, coarse std,
+    probabilities], each (1, ...) float32."""
+    probs = torch.tensor(np.asarray(p, np.float32))[None]
+    outputs = DepthClip.depth_from_probabilities(probs, torch.tensor(BINS)[None], CONFIG, size)
+    return [t.numpy().copy() for t in outputs]
 
 
-def fine_distributions(p: np.ndarray) -> np.ndarray:
-    """(K, H, W): each pixel takes its nearest cell's distribution (what the depth step's
-    upsampling gives at the cells' own pixels; enough for a known answer)."""
-    rows, cols = nearest_cells((0, 0, *SIZE), GRID)
-    return p[:, rows][:, :, cols]
-
-
-def result_of(p: np.ndarray) -> DepthResult:
-    """A DepthResult whose every array is the distribution `p`'s (one image)."""
-    fine = fine_distributions(p)
-    depth, std = moments(fine)
-    coarse_depth, coarse_std = moments(p)
-    return DepthResult(
-        depth=depth[None].astype(np.float32),
-        depth_std=std[None].astype(np.float32),
-        coarse_depth=coarse_depth[None].astype(np.float32),
-        coarse_std=coarse_std[None].astype(np.float32),
-        bin_probs=p[None].copy(),
-        bins=BINS,
-        region=(0, 0, *SIZE),
-    )
-
-
-def still_image(seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(60, 200, (*SIZE, 3), dtype=np.uint8)
+def result_of(p: np.ndarray, size=SIZE) -> DepthResult:
+    """What predict gives for one image whose distributions are `p`."""
+    return DepthResult(*depth_step(p, size), bins=BINS, region=(0, 0, *size))
 
 
 def assert_is_mixture(result, probs, weights):
-    """`result` holds the mixture sum w_i p_i (weights summing to 1), per pixel and per cell."""
+    """`result` is the core's depth step on the mixture sum w_i p_i (weights summing to 1)."""
     mixed = sum(w * p.astype(np.float64) for w, p in zip(weights, probs))
     np.testing.assert_allclose(result.bin_probs[0], mixed, atol=1e-6)
-    depth, std = moments(fine_distributions(mixed))
-    np.testing.assert_allclose(result.depth[0], depth, atol=1e-5)
-    np.testing.assert_allclose(result.depth_std[0], std, atol=1e-4)
-    coarse_depth, coarse_std = moments(mixed)
-    np.testing.assert_allclose(result.coarse_depth[0], coarse_depth, atol=1e-5)
-    np.testing.assert_allclose(result.coarse_std[0], coarse_std, atol=1e-4)
+    expected = depth_step(mixed)
+    for name, value, atol in zip(
+        ("depth", "depth_std", "coarse_depth", "coarse_std"), expected, (1e-5, 1e-4, 1e-5, 1e-4)
+    ):
+        np.testing.assert_allclose(getattr(result, name)[0], value[0], atol=atol, err_msg=name)
 
 
 def mixture_weights(stamps, half_life) -> list:
@@ -81,6 +62,10 @@ def mixture_weights(stamps, half_life) -> list:
         keep = 0.5 ** ((now - previous) / half_life)
         weights = [w * keep for w in weights] + [1.0 - keep]
     return weights
+
+
+def still_image(seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(60, 200, (*SIZE, 3), dtype=np.uint8)
 
 
 def test_a_still_camera_gets_the_mixture_of_its_frames_by_their_stamps():
@@ -124,23 +109,18 @@ def test_a_changed_patch_starts_again_and_the_others_keep_their_history():
     temporal.apply(result_of(first), 0, image, 0.0, MIXTURE, CONFIG)
     moved = image.copy()
     moved[16:32, 16:32] = 250  # cell (1, 1) of the 3 x 4 grid: 16 x 16 pixels each
-    assert (
-        np.abs(
-            patch_colours(moved, (0, 0, *SIZE), GRID) - patch_colours(image, (0, 0, *SIZE), GRID)
-        ).max(axis=-1)
-        > 8
-    ).sum() == 1
+    colours = PatchColours((0, 0, *SIZE), GRID)
+    assert (np.abs(colours(moved) - colours(image)).max(axis=-1) > 8).sum() == 1
     result = result_of(second)
     temporal.apply(result, 0, moved, 0.1, MIXTURE, CONFIG)
     keep = 0.5 ** (0.1 / 0.5)
     expected = keep * first + (1 - keep) * second
     expected[:, 1, 1] = second[:, 1, 1]
     np.testing.assert_allclose(result.bin_probs[0], expected, atol=1e-6)
-    rows, cols = nearest_cells((0, 0, *SIZE), GRID)
-    restarted = (rows[:, None] == 1) & (cols[None, :] == 1)
-    np.testing.assert_allclose(
-        result.depth[0][restarted], result_of(second).depth[0][restarted], atol=1e-6
-    )
+    assert result.coarse_depth[0, 1, 1] == pytest.approx(depth_step(second)[2][0, 1, 1])
+    # Every pixel, the restarted patch's neighbours included, is the depth step's on that.
+    np.testing.assert_allclose(result.depth[0], depth_step(expected)[0][0], atol=1e-5)
+    np.testing.assert_allclose(result.depth_std[0], depth_step(expected)[1][0], atol=1e-4)
     assert temporal.changed_share == pytest.approx(1 / 12)
     # Sensor noise (sigma 3 grey levels) restarts nothing.
     noisy = np.clip(moved + np.random.default_rng(5).normal(0, 3, moved.shape), 0, 255)
@@ -173,13 +153,12 @@ def test_the_whole_state_restarts(change, reason):
         config = CONFIG.replace(depth_bins=tuple(float(b) + 0.5 for b in BINS))
     else:
         temporal.reset("deactivated")
-    result = result_of(p)
+    if change != "size":
+        result = result_of(p)
     if change == "bins":  # what predict gives under the new config
         result.bins = np.asarray(config.depth_bins, np.float32)
     if change == "size":
-        result.region = (0, 0, 48, 80)
-        result.depth = np.zeros((1, 48, 80), np.float32)
-        result.depth_std = result.depth.copy()
+        result = result_of(p, size=(48, 80))
     untouched = {name: getattr(result, name).copy() for name in ("depth", "bin_probs")}
     temporal.apply(result, 0, image, stamp, MIXTURE, config)
     for name, value in untouched.items():  # the frame alone
@@ -202,18 +181,33 @@ def test_off_leaves_the_result_alone_and_forgets():
     assert sum(temporal.restarts.values()) == 0
 
 
-def test_only_the_arrays_fetched_are_fused_and_a_field_returning_starts_alone():
+def test_the_fine_arrays_fetched_are_fused_and_the_probabilities_restart_when_they_return():
+    """The fine depth and std come from the fused coarse moments, whichever are fetched; the
+    probabilities' history ends while they are not fetched."""
     image = still_image()
     temporal = TemporalFilter()
     temporal.apply(result_of(distributions(0)), 0, image, 0.0, MIXTURE, CONFIG)
     second = result_of(distributions(1))
-    second.depth_std = second.coarse_depth = second.coarse_std = second.bin_probs = None
-    temporal.apply(second, 0, image, 0.1, MIXTURE, CONFIG)  # depth alone: fused
+    second.depth_std = second.bin_probs = None
+    temporal.apply(second, 0, image, 0.1, MIXTURE, CONFIG)  # depth and the grid: fused
+    keep = 0.5 ** (0.1 / 0.5)
+    fused = keep * distributions(0) + (1 - keep) * distributions(1)
+    np.testing.assert_allclose(second.depth[0], depth_step(fused)[0][0], atol=1e-5)
     third = result_of(distributions(2))
     alone = third.bin_probs.copy()
     temporal.apply(third, 0, image, 0.2, MIXTURE, CONFIG)
     np.testing.assert_array_equal(third.bin_probs, alone)  # its history ended at 0.1
     assert not np.allclose(third.depth, result_of(distributions(2)).depth)
+
+
+def test_a_prediction_without_the_grid_moments_is_refused_and_the_node_asks_for_them():
+    temporal = TemporalFilter()
+    result = result_of(distributions(0))
+    result.coarse_depth = result.coarse_std = None
+    with pytest.raises(ValueError, match="coarse_depth, coarse_std"):
+        temporal.apply(result, 0, still_image(), 0.0, MIXTURE, CONFIG)
+    assert arrays_for({"depth"}, MIXTURE) == ("coarse_depth", "coarse_std", "depth")
+    assert arrays_for({"depth"}, OutputSettings()) == ("depth",)
 
 
 def test_a_batch_of_cameras_fuses_each_row_with_its_own_filter():
