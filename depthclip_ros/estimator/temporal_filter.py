@@ -9,10 +9,11 @@ CLIP's errors, so they are not independent evidence, and a product would claim a
 frame has. The mixture is kept on the feature grid, as the depth step's moments: each patch's
 mean depth and its second moment about the bins' centre c are linear in the distribution, so
 the fused ones follow exactly from the frames' coarse depth and std. The full-resolution depth
-and std are then the depth step's own, on the fused distribution: its moments upsampled
-(bilinear, align_corners) and std = sqrt(E[(b - c)^2] - (E[b] - c)^2) per pixel. That std is the
-mixture's: each frame's own spread plus the spread of the frames' depths within the half-life;
-it never shrinks with the number of frames.
+and std are then the depth step's own on the fused distribution: its moments upsampled
+(bilinear, align_corners), the std as sqrt(E[(b - c)^2] - (E[b] - c)^2) per pixel (computed in
+a form without cancellation: BilinearUpsampling.std). That std is the mixture's: each
+frame's own spread plus the spread of the frames' depths within the half-life; it never shrinks
+with the number of frames.
 
 A patch (a cell of the feature grid) whose content changed starts again from the current frame:
 its mean colour, sampled every CHANGE_STRIDE pixels, moved by more than `change_threshold` grey
@@ -52,7 +53,7 @@ class _State:
 
 def head_key(config, bins) -> tuple:
     """What the fused distributions are distributions of: the prompts, the bins, T."""
-    return (tuple(config.prompts), tuple(float(b) for b in bins), float(config.temperature))
+    return (tuple(config.prompts), tuple(np.asarray(bins).tolist()), float(config.temperature))
 
 
 class PatchColours:
@@ -94,9 +95,8 @@ def _cells_and_fractions(cells: int, size: int) -> tuple:
 
 class BilinearUpsampling:
     """(h, w) grids -> (height, width) as the depth step upsamples its moments (bilinear,
-    align_corners=True): across the columns by one small product, then down the rows, each run
-    of rows between the same two cells by one product of their weights (one pass over the
-    output)."""
+    align_corners=True): across the columns on the small grid, then down the rows, each run of
+    rows between the same two cells by one small product (one pass over the output)."""
 
     def __init__(self, grid: tuple, size: tuple):
         cells_h, cells_w = grid
@@ -105,9 +105,10 @@ class BilinearUpsampling:
         self._across[before, np.arange(size[1])] = 1.0 - fraction
         if cells_w > 1:
             self._across[before + 1, np.arange(size[1])] += fraction
+        self._pairs = (before, np.minimum(before + 1, cells_w - 1))  # each column's two cells
+        self._spread_across = fraction * (1.0 - fraction)
         before, fraction = _cells_and_fractions(cells_h, size[0])
-        self._down = np.stack([1.0 - fraction, fraction], axis=1)  # (height, 2) lerp weights
-        self._powers = np.stack([np.ones_like(fraction), fraction, fraction**2], axis=1)
+        self._down = np.stack([1.0 - fraction, fraction, fraction * (1.0 - fraction)], axis=1)
         starts = np.flatnonzero(np.diff(before, prepend=-1))
         self._runs = [
             (int(before[a]), int(a), int(b)) for a, b in zip(starts, [*starts[1:], size[0]])
@@ -120,24 +121,29 @@ class BilinearUpsampling:
             out[...] = across[0]
             return
         for cell, start, stop in self._runs:
-            np.matmul(self._down[start:stop], across[cell : cell + 2], out=out[start:stop])
+            np.matmul(self._down[start:stop, :2], across[cell : cell + 2], out=out[start:stop])
 
-    def variance(self, first: np.ndarray, second: np.ndarray, out: np.ndarray) -> None:
-        """up(second) - up(first)^2 into `out`, from the grids of a distribution's first and
-        second moments (about one centre). Down the rows both are linear in the fraction f, so
-        the variance is a quadratic in f whose coefficients come from the small grids: one
-        pass over the output instead of five."""
-        first, second = (np.asarray(m, np.float32) @ self._across for m in (first, second))
-        if first.shape[0] == 1:
-            np.subtract(second[0], first[0] ** 2, out=out)
-            return
-        slope1, slope2 = np.diff(first, axis=0), np.diff(second, axis=0)
-        head1, head2 = first[:-1], second[:-1]
-        coefficients = np.stack(  # (h - 1, 3, width): of 1, f, f^2
-            [head2 - head1**2, slope2 - 2.0 * head1 * slope1, -(slope1**2)], axis=1
+    def std(self, mean: np.ndarray, variance: np.ndarray, out: np.ndarray) -> None:
+        """The std of the upsampled distribution into `out`: sqrt(up(second moment) -
+        up(mean)^2) from each cell's `mean` and `variance` (>= 0). Between two cells with weights
+        1 - f and f the variance is (1 - f) v_a + f v_b + f (1 - f) (m_b - m_a)^2 (a mixture of
+        two): non-negative terms, so no cancellation and never below 0, across the columns and
+        then down the rows (one small product per run of rows, its square root taken while the
+        run is in the cache)."""
+        mean, variance = (np.asarray(a, np.float32) for a in (mean, variance))
+        first, second = self._pairs
+        across_mean = mean @ self._across  # (h, width)
+        across = (
+            variance @ self._across + self._spread_across * (mean[:, second] - mean[:, first]) ** 2
         )
-        for cell, start, stop in self._runs:
-            np.matmul(self._powers[start:stop], coefficients[cell], out=out[start:stop])
+        if across.shape[0] == 1:
+            out[...] = np.sqrt(across[0])
+            return
+        terms = np.stack([across[:-1], across[1:], np.diff(across_mean, axis=0) ** 2], axis=1)
+        for cell, start, stop in self._runs:  # terms[cell]: (3, width) of v_a, v_b, (dm)^2
+            run = out[start:stop]
+            np.matmul(self._down[start:stop], terms[cell], out=run)
+            np.sqrt(run, out=run)
 
 
 class TemporalFilter:
@@ -209,7 +215,7 @@ class TemporalFilter:
             return
         keep = np.float32(0.5 ** ((stamp - state.stamp) / settings.temporal_half_life))
         changed = np.abs(colours - state.colours).max(axis=-1) > settings.temporal_change_threshold
-        self.changed_share = float(changed.mean())
+        self.changed_share = np.count_nonzero(changed) / changed.size
         if changed.any():
             keep = np.where(changed, np.float32(0.0), keep)  # (h, w): changed patches restart
         state.mean = mean + keep * (state.mean - mean)
@@ -224,23 +230,17 @@ class TemporalFilter:
     def _write_back(self, result, index: int, state: _State, centre: np.float32) -> None:
         """The fused distribution's arrays into image `index` of `result`: the coarse ones as
         they are, the full-resolution depth and std by the depth step's upsampling."""
-        coarse_std = state.second - (state.mean - centre) ** 2
+        variance = np.maximum(state.second - (state.mean - centre) ** 2, 0.0)
         result.coarse_depth[index] = state.mean
-        result.coarse_std[index] = np.sqrt(np.maximum(coarse_std, 0.0))
+        result.coarse_std[index] = np.sqrt(variance)
         if result.bin_probs is not None and state.probs is not None:
             result.bin_probs[index] = state.probs
         top, left, height, width = result.region
         _, upsample = self._measures(result.region, state.mean.shape)
-        depth = result.depth[index][top : top + height, left : left + width]
-        upsample(state.mean, depth)
-        if result.depth_std is None:
-            return
-        std = result.depth_std[index][top : top + height, left : left + width]
-        upsample.variance(state.mean - centre, state.second, std)
-        # The variance is >= 0 but for rounding (bilinear weights are convex: Jensen); |.| is
-        # as exact as a clamp to within the square root of that rounding, at a fifth the cost.
-        np.abs(std, out=std)
-        np.sqrt(std, out=std)
+        upsample(state.mean, result.depth[index][top : top + height, left : left + width])
+        if result.depth_std is not None:
+            std = result.depth_std[index][top : top + height, left : left + width]
+            upsample.std(state.mean, variance, std)
 
     def _measures(self, region: tuple, grid: tuple) -> tuple:
         """(PatchColours, BilinearUpsampling) of this region and grid, made once."""
