@@ -3,6 +3,7 @@
 Real RN50 shapes with random weights (speed does not depend on weight values).
   make bench (python -m bench) [BENCH_ARGS='--quick | --only-node | --only-cpu-variants
               | --only-temporal [--temporal-picture docs/images/temporal_filter.png]
+              | --only-fairness
               | --skip-node | --rates 5,15,30 | --node-seconds 20 | --camera-rate 5']
 """
 
@@ -553,6 +554,11 @@ def main():
         help="just the temporal_filter table (still, pan, moving object; off and mixture)",
     )
     p.add_argument(
+        "--only-fairness",
+        action="store_true",
+        help="just the table of three cameras served under overload",
+    )
+    p.add_argument(
         "--temporal-picture",
         help="temporal_filter: write the still sequence's frame-to-frame change, off above "
         "mixture, to this PNG",
@@ -607,6 +613,9 @@ def run(args, disk: str) -> None:
     print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
     if args.only_temporal:
         print_temporal(ckpt, args)
+        return
+    if args.only_fairness:
+        print_fairness(args)
         return
     if args.only_cpu_variants or not (args.only_node or args.only_bags):
         print_cpu_variants(ckpt, args)
@@ -782,9 +791,15 @@ def print_node_tables(ckpt, devices, args) -> None:
     )
     rows = bench_compressed_depth_node(tiny, 30.0, args.node_seconds, args.dds_profile)
     print(table(*rows) + "\n")
+    print_fairness(args, tiny)
+
+
+def print_fairness(args, tiny=None) -> None:
+    tiny = tiny or save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
+    cameras = ["front", "left", "rear"]
     print(
-        f"## Fair service under overload (tiny random CLIP at 1024x768, {len(cameras)} "
-        f"cameras at 30 Hz, {args.node_seconds:g} s each, cpu)\n"
+        f"## Fair service under overload (tiny random CLIP, {len(cameras)} 640x480 cameras at "
+        f"30 Hz, {args.node_seconds:g} s each, cpu)\n"
     )
     print(table(*bench_fairness(tiny, cameras, 30.0, args.node_seconds, args.dds_profile)) + "\n")
 

@@ -189,11 +189,11 @@ def test_benchmark_prints_every_table():
         assert (own, other) == (0, 0) if row["camera_info"] == "none" else own + other > 0
 
     fairness = tables["Fair service under overload"]
-    assert [(r["drivers"], r["max_batch"]) for r in fairness] == [
-        ("staggered", "1"),
-        ("staggered", "3"),
-        ("same", "1"),
-        ("same", "3"),
+    assert [(r["network input"], r["drivers"], r["max_batch"]) for r in fairness] == [
+        (size, drivers, batch)
+        for size in ("544x416", "1024x768")
+        for drivers in ("staggered", "same")
+        for batch in ("1", "3")
     ]
     for row in fairness:
         assert all(float(rate) > 0 for rate in row["depth out per camera (Hz)"].split(" / "))
