@@ -229,3 +229,40 @@ def test_a_batch_of_cameras_fuses_each_row_with_its_own_filter():
     for index, (a, b) in enumerate(((0, 2), (1, 3))):
         expected = keep * distributions(a) + (1 - keep) * distributions(b)
         np.testing.assert_allclose(batch.bin_probs[index], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "grid, size",
+    [((13, 17), (416, 544)), ((3, 4), (48, 64)), ((1, 5), (7, 30)), ((4, 1), (30, 1))],
+)
+def test_the_upsampling_is_the_depth_steps_into_a_view_and_its_std_never_negative(grid, size):
+    """BilinearUpsampling equals torch's bilinear align_corners upsampling (the core's), writes
+    only the view it is given (the crop's region), and its std is sqrt(up(E[b^2]) - up(E[b])^2)
+    of distributions whose variance is 0 in some cells (one-hot: no cancellation below 0)."""
+    from depthclip_ros.estimator.temporal_filter import BilinearUpsampling
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.full(len(BINS), 0.3), size=grid)  # (h, w, K)
+    probs[0, 0] = np.eye(len(BINS))[2]  # one-hot: variance 0
+    mean = (probs * BINS).sum(-1)
+    second = (probs * BINS.astype(np.float64) ** 2).sum(-1)
+    variance = np.maximum(second - mean**2, 0.0)
+
+    def up(cells):
+        t = torch.tensor(cells, dtype=torch.float64)[None, None]
+        return torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=True)[
+            0, 0
+        ].numpy()
+
+    upsampling = BilinearUpsampling(grid, size)
+    canvas = np.full((2, size[0] + 4, size[1] + 6), np.nan, np.float32)
+    depth, std = canvas[:, 2:-2, 3:-3]
+    upsampling(mean.astype(np.float32), depth)
+    upsampling.std(mean.astype(np.float32), variance.astype(np.float32), std)
+    np.testing.assert_allclose(depth, up(mean), atol=1e-5)
+    expected = np.sqrt(np.maximum(up(second) - up(mean) ** 2, 0.0))
+    np.testing.assert_allclose(std, expected, atol=1e-3)  # sqrt near 0 magnifies rounding
+    np.testing.assert_allclose(std**2, expected**2, atol=1e-5)
+    assert (std >= 0).all() and std[0, 0] == 0.0
+    assert np.isnan(canvas[:, :2]).all() and np.isnan(canvas[:, :, :3]).all()
+    assert np.isnan(canvas[:, -2:]).all() and np.isnan(canvas[:, :, -3:]).all()
