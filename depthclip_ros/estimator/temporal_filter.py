@@ -33,8 +33,6 @@ import dataclasses
 
 import numpy as np
 
-from .result import feature_grid
-
 RESTART_AFTER_HALF_LIVES = 4.0
 CHANGE_STRIDE = 8  # pixels between the samples of a patch's mean colour
 FUSED_FROM = ("coarse_depth", "coarse_std")  # what a prediction must bring for the filter
@@ -186,13 +184,12 @@ class TemporalFilter:
                 "temporal_filter fuses the coarse depth and std: predict was not asked for "
                 f"{', '.join(FUSED_FROM)}"
             )
-        top, left, height, width = result.region
-        colours, _ = self._measures(result.region, feature_grid(height, width, config))
-        colours = colours(image)
+        mean = result.coarse_depth[index]  # (h, w): the cells fused, the patches measured
+        measure_colours, upsample = self._measures(result.region, mean.shape)
+        colours = measure_colours(image)
         key = head_key(config, result.bins_of(index))
         centre = np.float32(0.5 * (key[1][0] + key[1][-1]))
         size = image.shape[:2]
-        mean = result.coarse_depth[index]
         second = result.coarse_std[index] ** 2 + (mean - centre) ** 2
         probs = None if result.bin_probs is None else result.bin_probs[index]
         state, reason = self._state, None
@@ -225,18 +222,18 @@ class TemporalFilter:
         else:
             state.probs = probs + keep * (state.probs - probs)
         state.stamp, state.colours = stamp, colours
-        self._write_back(result, index, state, centre)
+        self._write_back(result, index, state, centre, upsample)
 
-    def _write_back(self, result, index: int, state: _State, centre: np.float32) -> None:
+    def _write_back(self, result, index: int, state: _State, centre: np.float32, upsample) -> None:
         """The fused distribution's arrays into image `index` of `result`: the coarse ones as
-        they are, the full-resolution depth and std by the depth step's upsampling."""
+        they are, the full-resolution depth and std by the depth step's upsampling
+        (`upsample`, a BilinearUpsampling of the region)."""
         variance = np.maximum(state.second - (state.mean - centre) ** 2, 0.0)
         result.coarse_depth[index] = state.mean
         result.coarse_std[index] = np.sqrt(variance)
         if result.bin_probs is not None and state.probs is not None:
             result.bin_probs[index] = state.probs
         top, left, height, width = result.region
-        _, upsample = self._measures(result.region, state.mean.shape)
         upsample(state.mean, result.depth[index][top : top + height, left : left + width])
         if result.depth_std is not None:
             std = result.depth_std[index][top : top + height, left : left + width]
