@@ -16,7 +16,6 @@ accuracy on real scenes.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 
@@ -24,6 +23,8 @@ import numpy as np
 
 from depthclip_ros.config.parameters import OutputSettings
 from depthclip_ros.estimator.temporal_filter import TemporalFilter
+from depthclip_ros.messages import topics
+from depthclip_ros.messages.outputs import arrays_for
 
 FRAME_RATE = 15.0
 NOISE = 3.0  # grey levels
@@ -95,7 +96,8 @@ def sequences(rgb: np.ndarray, truth: np.ndarray, frames: int = 20, seed: int = 
 
 def run(model, sequence: Sequence, modes=("off", "mixture"), half_life: float = 0.5) -> dict:
     """{mode: (depth maps, seconds the filter took per frame)}: each frame predicted once, then
-    fused under each mode."""
+    fused under each mode from the arrays the node fetches for every output under it (while
+    fusing, the grid's: the filter makes the full-resolution depth and std)."""
     settings = {
         mode: OutputSettings(temporal_filter=mode, temporal_half_life=half_life) for mode in modes
     }
@@ -104,7 +106,7 @@ def run(model, sequence: Sequence, modes=("off", "mixture"), half_life: float = 
     for i, frame in enumerate(sequence.frames):
         result = model.predict(frame)
         for mode in modes:
-            own = copy.deepcopy(result)
+            own = result.fetched(arrays_for(topics.OUTPUTS, settings[mode]))
             started = time.perf_counter()
             filters[mode].apply(own, 0, frame, i / FRAME_RATE, settings[mode], model.config)
             out[mode][1].append(time.perf_counter() - started)

@@ -347,7 +347,7 @@ class DepthClip:
         With scene_bins auto, each image's bins and tokens are its scene's: by default the
         scene CLIP finds most probable; `scenes` may instead be a list (one scene per image: an
         oracle) or a callable(scene names, probabilities (B, S)) -> one scene per image.
-        `arrays`: the DepthResult arrays to bring to the host (None: all; the depth always);
+        `arrays`: the DepthResult arrays to bring to the host (None: all);
         on a GPU the others never leave it.
         """
         head = self._head  # one frame, one config

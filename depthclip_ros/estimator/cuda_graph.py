@@ -226,8 +226,8 @@ class CapturedFrames:
         return sum(getattr(frame, "memory_bytes", 0) for frame in self._graphs.values())
 
     def run(self, images: np.ndarray, cfg, text, bins, fields=OUTPUT_FIELDS) -> list | None:
-        """The captured frame's outputs `fields` (OUTPUT_FIELDS' order, the depth first), or
-        None: this frame's key runs on the eager path."""
+        """The captured frame's outputs `fields` (in OUTPUT_FIELDS' order), or None: this
+        frame's key runs on the eager path."""
         batch, height, width, _ = images.shape
         padded = padded_batch(batch)
         if padded > batch:  # copies of the last image: the graph's rows beyond are dropped
@@ -252,15 +252,16 @@ class CapturedFrames:
         frame = None
         try:
             frame = self._capture(self.model, cfg, batch, height, width, text, bins)
-            outputs = frame.run(images, text, bins, cfg.temperature, fields)
-            eager = self.model.predict_eager(images, arrays=()).depth
+            checked = tuple(f for f in OUTPUT_FIELDS if f == "depth" or f in fields)
+            outputs = frame.run(images, text, bins, cfg.temperature, checked)
+            eager = self.model.predict_eager(images, arrays=("depth",)).depth
         except ImageSizeError:  # the frame's own error (the eager path says it too), no graph's
             raise
         except Exception as exc:  # the capture, its replay or the check (out of memory...)
             del frame  # its pool and buffers go back before the eager path runs this size
             release_device_memory(self.model.device)
             return self._refuse(key, f"capture failed: {type(exc).__name__}: {exc}")
-        graph = outputs[0]
+        graph = outputs[0]  # the depth: checked whether or not the caller asked for it
         if not np.array_equal(np.isnan(graph), np.isnan(eager)):
             return self._refuse(key, "the graph's depth has NaN where the eager path's has none")
         gap = float(np.nanmax(np.abs(graph - eager))) if np.isfinite(eager).any() else 0.0
@@ -286,7 +287,7 @@ class CapturedFrames:
         if evicted:  # the pushed-out pools' memory back to the device, not kept cached
             self.evictions += evicted
             release_device_memory(self.model.device)
-        return outputs
+        return [out for name, out in zip(checked, outputs) if name in fields]
 
     def _refuse(self, key, why: str):
         self._eager[key] = why

@@ -68,13 +68,13 @@ OUTPUT_FIELDS = ("depth", "depth_std", "coarse_depth", "coarse_std", "bin_probs"
 
 def fetched_fields(arrays=None) -> tuple:
     """The OUTPUT_FIELDS a predict brings to the host for `arrays` (None: all): those asked
-    for, and the depth always, in OUTPUT_FIELDS order."""
+    for, in OUTPUT_FIELDS order (temporal_filter makes the fine depth from the grid's)."""
     if arrays is None:
         return OUTPUT_FIELDS
     unknown = sorted(set(arrays) - set(OUTPUT_FIELDS))
     if unknown:
         raise ValueError(f"no such arrays {unknown}; a prediction has {', '.join(OUTPUT_FIELDS)}")
-    return tuple(f for f in OUTPUT_FIELDS if f == "depth" or f in arrays)
+    return tuple(f for f in OUTPUT_FIELDS if f in arrays)
 
 
 @dataclasses.dataclass
@@ -82,7 +82,7 @@ class DepthResult:
     """One prediction. Arrays a caller did not ask predict for (`arrays`) are None: on a GPU
     they never cross to the host."""
 
-    depth: np.ndarray  # (B, H, W) float32 metres at input resolution; NaN outside `region`
+    depth: np.ndarray | None  # (B, H, W) float32 metres, input resolution; NaN outside `region`
     depth_std: np.ndarray | None  # (B, H, W) float32 metres: std of depth under its bins
     coarse_depth: np.ndarray | None  # (B, h, w) float32 metres on the feature grid
     coarse_std: np.ndarray | None  # (B, h, w) float32 metres: its std
@@ -99,6 +99,14 @@ class DepthResult:
         arrays = dict.fromkeys(OUTPUT_FIELDS)
         arrays.update(zip(fields, outputs))
         return cls(**arrays, bins=bins, region=region, **extra)
+
+    def fetched(self, arrays) -> "DepthResult":
+        """This result as predict(arrays=`arrays`) gives it: its own copies of those arrays,
+        the others None (a replay that predicts once for several settings)."""
+        fields = fetched_fields(arrays)
+        return dataclasses.replace(
+            self, **{f: getattr(self, f).copy() if f in fields else None for f in OUTPUT_FIELDS}
+        )
 
     def bins_of(self, index: int) -> np.ndarray:
         return self.bins if self.image_bins is None else self.image_bins[index]

@@ -6,14 +6,15 @@ The fusion is an exponential mixture of distributions: after a frame at time t t
 distribution is a * fused(t_prev) + (1 - a) * p(t), with a = 0.5 ** ((t - t_prev) / half-life)
 (a dropped frame decays by its time). A mixture, not a product: frames of one scene repeat
 CLIP's errors, so they are not independent evidence, and a product would claim a certainty no
-frame has. The mixture is kept on the feature grid, as the depth step's moments: each patch's
-mean depth and its second moment about the bins' centre c are linear in the distribution, so
-the fused ones follow exactly from the frames' coarse depth and std. The full-resolution depth
-and std are then the depth step's own on the fused distribution: its moments upsampled
-(bilinear, align_corners), the std as sqrt(E[(b - c)^2] - (E[b] - c)^2) per pixel (computed in
-a form without cancellation: BilinearUpsampling.std). That std is the mixture's: each
-frame's own spread plus the spread of the frames' depths within the half-life; it never shrinks
-with the number of frames.
+frame has. The mixture is kept on the feature grid, as the depth step's moments: a mixture's
+mean is the mixture of the means, and its variance that of the variances plus the spread of the
+means (the law of total variance: a v_1 + (1 - a) v_2 + a (1 - a) (m_1 - m_2)^2, non-negative
+terms, exact in float32), so the fused moments follow exactly from the frames' coarse depth and
+std. The full-resolution depth and std are then the depth step's own on the fused
+distribution: its moments upsampled (bilinear, align_corners), the std per pixel as the
+mixture of its two cells' distributions (BilinearUpsampling.std). That std is the mixture's:
+each frame's own spread plus the spread of the frames' depths within the half-life; it never
+shrinks with the number of frames.
 
 A patch (a cell of the feature grid) whose content changed starts again from the current frame:
 its mean colour, sampled every CHANGE_STRIDE pixels, moved by more than `change_threshold` grey
@@ -35,7 +36,7 @@ import numpy as np
 
 RESTART_AFTER_HALF_LIVES = 4.0
 CHANGE_STRIDE = 8  # pixels between the samples of a patch's mean colour
-FUSED_FROM = ("coarse_depth", "coarse_std")  # what a prediction must bring for the filter
+FUSED_FROM = "coarse_depth"  # what a prediction must bring for the filter (coarse_std: the std)
 
 
 @dataclasses.dataclass
@@ -45,13 +46,16 @@ class _State:
     size: tuple
     colours: np.ndarray  # (h, w, 3) float32 mean colour of each patch
     mean: np.ndarray  # (h, w) fused depth of each patch
-    second: np.ndarray  # (h, w) fused second moment about the bins' centre
+    variance: np.ndarray | None  # (h, w) its fused variance, while the coarse std is fetched
     probs: np.ndarray | None  # (K, h, w) fused bin probabilities, while they are fetched
 
 
-def head_key(config, bins) -> tuple:
-    """What the fused distributions are distributions of: the prompts, the bins, T."""
-    return (tuple(config.prompts), tuple(np.asarray(bins).tolist()), float(config.temperature))
+def head_key(config, bins, scene=None) -> tuple:
+    """What the fused distributions are distributions of: the prompts (what they are made
+    of: formatting them every frame costs more than the fusion), the scene whose head an image
+    used (scene_bins auto), the bins, T."""
+    text = (config.prompt_template, config.object_word, config.depth_tokens, scene)
+    return (*text, tuple(np.asarray(bins).tolist()), float(config.temperature))
 
 
 class PatchColours:
@@ -66,13 +70,16 @@ class PatchColours:
             _block_averages(cells, len(range(0, size, CHANGE_STRIDE)), size)
             for cells, size in zip(grid, (height, width))
         )
+        # Scratch reused every frame: a new array's pages cost more than the products here.
+        self._samples = np.empty((self._rows.shape[1], self._columns.shape[1] * 3), np.float32)
+        self._down = np.empty((grid[0], self._samples.shape[1]), np.float32)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         top, left, height, width = self._region
         samples = image[top : top + height : CHANGE_STRIDE, left : left + width : CHANGE_STRIDE]
-        samples = samples.astype(np.float32)
-        down = self._rows @ samples.reshape(samples.shape[0], -1)  # (h, sampled columns * 3)
-        return self._columns @ down.reshape(down.shape[0], samples.shape[1], 3)  # (h, w, 3)
+        np.copyto(self._samples, samples.reshape(samples.shape[0], -1))
+        np.matmul(self._rows, self._samples, out=self._down)  # (h, sampled columns * 3)
+        return self._columns @ self._down.reshape(len(self._down), -1, 3)  # (h, w, 3)
 
 
 def _block_averages(cells: int, samples: int, size: int) -> np.ndarray:
@@ -99,22 +106,31 @@ class BilinearUpsampling:
     def __init__(self, grid: tuple, size: tuple):
         cells_h, cells_w = grid
         before, fraction = _cells_and_fractions(cells_w, size[1])
+        columns = np.arange(size[1])
         self._across = np.zeros((cells_w, size[1]), np.float32)  # (w, width) lerp weights
-        self._across[before, np.arange(size[1])] = 1.0 - fraction
+        self._across[before, columns] = 1.0 - fraction
+        # Each column's two cells' difference, times sqrt(f (1 - f)): the mixture's spread.
+        self._spread = np.zeros((cells_w, size[1]), np.float32)
         if cells_w > 1:
-            self._across[before + 1, np.arange(size[1])] += fraction
-        self._pairs = (before, np.minimum(before + 1, cells_w - 1))  # each column's two cells
-        self._spread_across = fraction * (1.0 - fraction)
+            self._across[before + 1, columns] += fraction
+            root = np.sqrt(fraction * (1.0 - fraction))
+            self._spread[before, columns] = -root
+            self._spread[before + 1, columns] += root
         before, fraction = _cells_and_fractions(cells_h, size[0])
         self._down = np.stack([1.0 - fraction, fraction, fraction * (1.0 - fraction)], axis=1)
         starts = np.flatnonzero(np.diff(before, prepend=-1))
         self._runs = [
             (int(before[a]), int(a), int(b)) for a, b in zip(starts, [*starts[1:], size[0]])
         ]
+        # Scratch reused every frame (a new array's pages cost more than its arithmetic):
+        # rows of the grid upsampled across, and per pair of grid rows the three terms.
+        self._rows = np.empty((3, cells_h, size[1]), np.float32)
+        self._terms = np.empty((max(cells_h - 1, 1), 3, size[1]), np.float32)
 
     def __call__(self, cells: np.ndarray, out: np.ndarray) -> None:
         """`cells` (h, w) upsampled into `out` (height, width; a view is fine)."""
-        across = cells.astype(np.float32, copy=False) @ self._across  # (h, width)
+        across = self._rows[0]
+        np.matmul(cells.astype(np.float32, copy=False), self._across, out=across)  # (h, width)
         if across.shape[0] == 1:
             out[...] = across[0]
             return
@@ -129,26 +145,41 @@ class BilinearUpsampling:
         then down the rows (one small product per run of rows, its square root taken while the
         run is in the cache)."""
         mean, variance = (np.asarray(a, np.float32) for a in (mean, variance))
-        first, second = self._pairs
-        across_mean = mean @ self._across  # (h, width)
-        across = (
-            variance @ self._across + self._spread_across * (mean[:, second] - mean[:, first]) ** 2
-        )
+        across_mean, across, spread = self._rows
+        np.matmul(mean, self._across, out=across_mean)  # (h, width)
+        np.matmul(variance, self._across, out=across)
+        np.matmul(mean, self._spread, out=spread)
+        np.square(spread, out=spread)
+        across += spread
         if across.shape[0] == 1:
-            out[...] = np.sqrt(across[0])
+            np.sqrt(across[0], out=out[...])
             return
-        terms = np.stack([across[:-1], across[1:], np.diff(across_mean, axis=0) ** 2], axis=1)
-        for cell, start, stop in self._runs:  # terms[cell]: (3, width) of v_a, v_b, (dm)^2
+        terms = self._terms  # terms[cell]: (3, width) of v_a, v_b, (m_b - m_a)^2
+        terms[:, 0], terms[:, 1] = across[:-1], across[1:]
+        np.subtract(across_mean[1:], across_mean[:-1], out=terms[:, 2])
+        np.square(terms[:, 2], out=terms[:, 2])
+        for cell, start, stop in self._runs:
             run = out[start:stop]
             np.matmul(self._down[start:stop], terms[cell], out=run)
             np.sqrt(run, out=run)
 
 
+def _fine_array(result, size: tuple) -> np.ndarray:
+    """(B, H, W) float32 for a full-resolution array the filter makes: NaN outside the region;
+    inside, each image's own filter writes its row."""
+    fine = np.empty((len(result.coarse_depth), *size), np.float32)
+    if result.region != (0, 0, *size):
+        fine.fill(np.nan)
+    return fine
+
+
 class TemporalFilter:
-    """One camera's fused distributions. `apply` fuses image `index` of a DepthResult in place
-    (its depth, depth_std, coarse depth and std, bin probabilities: those it holds; it needs
-    FUSED_FROM); frames must come in their camera's stamp order. `restarts` counts the whole
-    restarts by reason; `changed_share` is the share of patches the last frame restarted."""
+    """One camera's fused distributions. `apply` fuses image `index` of a DepthResult in place:
+    its coarse depth (FUSED_FROM, needed) and std and its bin probabilities, those it holds, and
+    from them the full-resolution depth, and its std with the coarse std. Those two need not be
+    fetched (arrays_for leaves them on a GPU while fusing): `apply` makes them. Frames must come
+    in their camera's stamp order. `restarts` counts the whole restarts by reason;
+    `changed_share` is the share of patches the last frame restarted."""
 
     def __init__(self):
         self._state = None
@@ -179,18 +210,17 @@ class TemporalFilter:
         if settings.temporal_filter == "off":
             self._state = None
             return
-        if result.coarse_depth is None or result.coarse_std is None:
+        if result.coarse_depth is None:
             raise ValueError(
-                "temporal_filter fuses the coarse depth and std: predict was not asked for "
-                f"{', '.join(FUSED_FROM)}"
+                f"temporal_filter fuses the grid's depth: predict was not asked for {FUSED_FROM}"
             )
-        mean = result.coarse_depth[index]  # (h, w): the cells fused, the patches measured
+        mean = result.coarse_depth[index]  # (h, w): the cells fused
         measure_colours, upsample = self._measures(result.region, mean.shape)
         colours = measure_colours(image)
-        key = head_key(config, result.bins_of(index))
-        centre = np.float32(0.5 * (key[1][0] + key[1][-1]))
+        scene = None if result.scenes is None else result.scenes[index]
+        key = head_key(config, result.bins_of(index), scene)
         size = image.shape[:2]
-        second = result.coarse_std[index] ** 2 + (mean - centre) ** 2
+        variance = None if result.coarse_std is None else result.coarse_std[index] ** 2
         probs = None if result.bin_probs is None else result.bin_probs[index]
         state, reason = self._state, None
         if state is None:
@@ -203,41 +233,51 @@ class TemporalFilter:
             reason = "stamp not after the previous"
         elif stamp - state.stamp > RESTART_AFTER_HALF_LIVES * settings.temporal_half_life:
             reason = "gap"
-        if reason is not None:  # this frame alone: the result stays as predicted
+        if reason is not None:  # this frame alone, its fine arrays made as a fused frame's
             if state is not None:
                 self.restarts[reason] += 1
             probs = None if probs is None else probs.copy()
-            self._state = _State(stamp, key, size, colours, mean.copy(), second, probs)
+            self._state = _State(stamp, key, size, colours, mean.copy(), variance, probs)
             self.changed_share = 1.0
+            self._write_back(result, index, self._state, upsample, size)
             return
         keep = np.float32(0.5 ** ((stamp - state.stamp) / settings.temporal_half_life))
         changed = np.abs(colours - state.colours).max(axis=-1) > settings.temporal_change_threshold
         self.changed_share = np.count_nonzero(changed) / changed.size
         if changed.any():
             keep = np.where(changed, np.float32(0.0), keep)  # (h, w): changed patches restart
-        state.mean = mean + keep * (state.mean - mean)
-        state.second = second + keep * (state.second - second)
+        gap = state.mean - mean
+        if variance is None or state.variance is None:  # the std's history ends, or starts
+            state.variance = variance  # (about the fused depth: the frame's own spread)
+        else:
+            state.variance = variance + keep * (state.variance - variance + (1 - keep) * gap**2)
+        state.mean = mean + keep * gap
         if probs is None or state.probs is None or state.probs.shape != probs.shape:
             state.probs = None if probs is None else probs.copy()  # its history starts here
         else:
             state.probs = probs + keep * (state.probs - probs)
         state.stamp, state.colours = stamp, colours
-        self._write_back(result, index, state, centre, upsample)
+        self._write_back(result, index, state, upsample, size)
 
-    def _write_back(self, result, index: int, state: _State, centre: np.float32, upsample) -> None:
+    def _write_back(self, result, index: int, state: _State, upsample, size: tuple) -> None:
         """The fused distribution's arrays into image `index` of `result`: the coarse ones as
-        they are, the full-resolution depth and std by the depth step's upsampling
-        (`upsample`, a BilinearUpsampling of the region)."""
-        variance = np.maximum(state.second - (state.mean - centre) ** 2, 0.0)
+        they are, the full-resolution depth and std (made when not fetched: `size` is the
+        image's) by the depth step's upsampling (`upsample`, a BilinearUpsampling of the
+        region)."""
         result.coarse_depth[index] = state.mean
-        result.coarse_std[index] = np.sqrt(variance)
         if result.bin_probs is not None and state.probs is not None:
             result.bin_probs[index] = state.probs
         top, left, height, width = result.region
-        upsample(state.mean, result.depth[index][top : top + height, left : left + width])
-        if result.depth_std is not None:
-            std = result.depth_std[index][top : top + height, left : left + width]
-            upsample.std(state.mean, variance, std)
+        inside = (slice(top, top + height), slice(left, left + width))
+        if result.depth is None:
+            result.depth = _fine_array(result, size)
+        upsample(state.mean, result.depth[index][inside])
+        if state.variance is None or result.coarse_std is None:
+            return
+        np.sqrt(state.variance, out=result.coarse_std[index])
+        if result.depth_std is None:
+            result.depth_std = _fine_array(result, size)
+        upsample.std(state.mean, state.variance, result.depth_std[index][inside])
 
     def _measures(self, region: tuple, grid: tuple) -> tuple:
         """(PatchColours, BilinearUpsampling) of this region and grid, made once."""

@@ -337,7 +337,7 @@ class ExportedGraph:
     def predict(self, images, scenes=None, arrays=None) -> DepthResult:
         """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3): any size, or the one size a
         graph exported with --image-size takes. `arrays`: the DepthResult arrays to fetch
-        (None: all; the depth always)."""
+        (None: all)."""
         head = self._head  # one frame, one config
         cfg, bins = head.config, head.bins
         imgs = as_image_batch(images)
@@ -350,7 +350,7 @@ class ExportedGraph:
             )
         fields = fetched_fields(arrays)
         outputs = self._run(
-            fields,
+            fields or ("depth",),  # a run fetches something (ONNX Runtime's none: all of them)
             {
                 "images": imgs,
                 "text_features": head.text,

@@ -38,7 +38,8 @@ def has_cloud_arrays(result, settings) -> bool:
 def arrays_for(wanted, settings) -> tuple:
     """The DepthResult arrays (`predict(..., arrays=)`) the `wanted` outputs (keys of
     topics.OUTPUTS) are made of with these OutputSettings: on a GPU no other array crosses to
-    the host."""
+    the host. While temporal_filter fuses, the grid's depth and std in place of the
+    full-resolution ones, which the filter makes from the fused grid."""
     wanted = set(wanted)
     arrays = {"depth"}
     if "std" in wanted:
@@ -48,7 +49,10 @@ def arrays_for(wanted, settings) -> tuple:
     if "clearing" in wanted:
         arrays.add("bin_probs")
     if settings.temporal_filter != "off":
-        arrays.update(FUSED_FROM)  # the distributions' moments the filter fuses (the grid's)
+        arrays.add(FUSED_FROM)
+        if "depth_std" in arrays:
+            arrays.add("coarse_std")
+        arrays -= {"depth", "depth_std"}
     return tuple(sorted(arrays))
 
 

@@ -22,6 +22,7 @@ CONFIG = DepthClipConfig(model="RN50", input_width=128, input_height=96)  # a 3 
 GRID = (3, 4)
 SIZE = (48, 64)  # the camera's images
 MIXTURE = OutputSettings(temporal_filter="mixture", temporal_half_life=0.5)
+FIELDS = ("depth", "depth_std", "coarse_depth", "coarse_std")  # the fine ones made from the grid
 
 
 def distributions(seed: int, shape=GRID) -> np.ndarray:
@@ -135,6 +136,7 @@ def test_a_changed_patch_starts_again_and_the_others_keep_their_history():
         ("stamp back", "stamp not after the previous"),
         ("gap", "gap"),
         ("bins", "prompts, bins or temperature"),
+        ("scene", "prompts, bins or temperature"),  # scene_bins auto: its tokens and bins
         ("reset", "deactivated"),
     ],
 )
@@ -151,18 +153,21 @@ def test_the_whole_state_restarts(change, reason):
         stamp = 5.0 + RESTART_AFTER_HALF_LIVES * 0.5 + 0.01
     elif change == "bins":
         config = CONFIG.replace(depth_bins=tuple(float(b) + 0.5 for b in BINS))
-    else:
+    elif change == "reset":
         temporal.reset("deactivated")
     if change != "size":
         result = result_of(p)
     if change == "bins":  # what predict gives under the new config
         result.bins = np.asarray(config.depth_bins, np.float32)
+    if change == "scene":  # another scene's head, whose bins happen to be the same
+        result.scenes, result.image_bins = ["office"], BINS[None]
     if change == "size":
         result = result_of(p, size=(48, 80))
-    untouched = {name: getattr(result, name).copy() for name in ("depth", "bin_probs")}
+    alone = {name: getattr(result, name).copy() for name in (*FIELDS, "bin_probs")}
     temporal.apply(result, 0, image, stamp, MIXTURE, config)
-    for name, value in untouched.items():  # the frame alone
-        np.testing.assert_array_equal(getattr(result, name), value)
+    np.testing.assert_array_equal(result.bin_probs, alone["bin_probs"])  # the frame alone
+    for name, atol in zip(FIELDS, (1e-5, 1e-4, 0.0, 1e-6)):  # its depth step, from the grid
+        np.testing.assert_allclose(getattr(result, name), alone[name], atol=atol, err_msg=name)
     assert temporal.restarts == {reason: 1}
 
 
@@ -177,8 +182,61 @@ def test_off_leaves_the_result_alone_and_forgets():
     result = result_of(distributions(2))
     before = result.depth.copy()
     temporal.apply(result, 0, image, 0.2, MIXTURE, CONFIG)  # a fresh start, not a restart
-    np.testing.assert_array_equal(result.depth, before)
+    np.testing.assert_allclose(result.depth, before, atol=1e-5)  # the frame alone
     assert sum(temporal.restarts.values()) == 0
+
+
+@pytest.mark.parametrize("outputs", [{"depth"}, {"depth", "std"}, {"points", "clearing"}])
+def test_the_fine_arrays_are_made_from_the_grid_when_the_node_leaves_them_on_the_gpu(outputs):
+    """While fusing, the node fetches the grid's arrays only (arrays_for): the filter makes the
+    full-resolution depth, and the std where the grid's std came, equal to those it fuses
+    when every array is fetched, at a start, across a changed patch and a restart; NaN outside
+    the crop's region."""
+    arrays = arrays_for(outputs, MIXTURE)
+    assert not {"depth", "depth_std"} & set(arrays)
+    assert ("coarse_std" in arrays) == bool(outputs - {"depth"})
+    moved = still_image()
+    moved[16:32, 16:32] = 250
+    frames = [(still_image(), 0.0), (still_image(), 0.1), (moved, 0.2), (moved, 9.0)]
+    everything, node = TemporalFilter(), TemporalFilter()
+    region = (4, 8, 40, 48)  # a crop of the 48 x 64 image
+    for seed, (image, stamp) in enumerate(frames):
+        full = result_of(distributions(seed), size=region[2:])
+        full.depth, full.depth_std = (
+            np.pad(a, ((0, 0), (4, 4), (8, 8)), constant_values=np.nan)
+            for a in (full.depth, full.depth_std)
+        )
+        full.region = region
+        part = full.fetched(arrays)
+        everything.apply(full, 0, image, stamp, MIXTURE, CONFIG)
+        node.apply(part, 0, image, stamp, MIXTURE, CONFIG)
+        np.testing.assert_allclose(part.depth, full.depth, atol=1e-6)
+        assert np.isnan(part.depth[0, :4]).all() and np.isfinite(part.depth[0, 4:44, 8:56]).all()
+        if "coarse_std" in arrays:
+            np.testing.assert_allclose(part.depth_std, full.depth_std, atol=1e-6)
+        else:
+            assert part.depth_std is None and part.coarse_std is None
+    assert node.restarts == everything.restarts == {"gap": 1}
+
+
+def test_the_std_history_starts_again_when_the_grids_std_returns():
+    """A subscriber of depth/std that comes and goes: the depth's history is kept throughout;
+    when the grid's std returns, each patch's std is the frame's own (about the fused depth)."""
+    image, temporal = still_image(), TemporalFilter()
+    depth_only = arrays_for({"depth"}, MIXTURE)
+    temporal.apply(result_of(distributions(0)), 0, image, 0.0, MIXTURE, CONFIG)
+    second = result_of(distributions(1)).fetched(depth_only)
+    temporal.apply(second, 0, image, 0.1, MIXTURE, CONFIG)
+    assert second.depth_std is None and second.coarse_std is None
+    back = result_of(distributions(2))
+    own_std = back.coarse_std.copy()
+    temporal.apply(back, 0, image, 0.2, MIXTURE, CONFIG)
+    weights = mixture_weights([0.0, 0.1, 0.2], 0.5)
+    mixed = sum(w * distributions(s).astype(np.float64) for s, w in enumerate(weights))
+    np.testing.assert_allclose(back.depth[0], depth_step(mixed)[0][0], atol=1e-5)
+    np.testing.assert_allclose(back.coarse_std, own_std, atol=1e-6)
+    assert not np.allclose(back.coarse_std[0], depth_step(mixed)[3][0], atol=1e-3)
+    assert np.isfinite(back.depth_std).all() and (back.depth_std >= 0).all()
 
 
 def test_the_fine_arrays_fetched_are_fused_and_the_probabilities_restart_when_they_return():
@@ -193,6 +251,7 @@ def test_the_fine_arrays_fetched_are_fused_and_the_probabilities_restart_when_th
     keep = 0.5 ** (0.1 / 0.5)
     fused = keep * distributions(0) + (1 - keep) * distributions(1)
     np.testing.assert_allclose(second.depth[0], depth_step(fused)[0][0], atol=1e-5)
+    np.testing.assert_allclose(second.depth_std[0], depth_step(fused)[1][0], atol=1e-4)
     third = result_of(distributions(2))
     alone = third.bin_probs.copy()
     temporal.apply(third, 0, image, 0.2, MIXTURE, CONFIG)
@@ -200,14 +259,16 @@ def test_the_fine_arrays_fetched_are_fused_and_the_probabilities_restart_when_th
     assert not np.allclose(third.depth, result_of(distributions(2)).depth)
 
 
-def test_a_prediction_without_the_grid_moments_is_refused_and_the_node_asks_for_them():
+def test_a_prediction_without_the_grids_depth_is_refused_and_the_node_asks_for_it():
     temporal = TemporalFilter()
     result = result_of(distributions(0))
-    result.coarse_depth = result.coarse_std = None
-    with pytest.raises(ValueError, match="coarse_depth, coarse_std"):
+    result.coarse_depth = None
+    with pytest.raises(ValueError, match="not asked for coarse_depth"):
         temporal.apply(result, 0, still_image(), 0.0, MIXTURE, CONFIG)
-    assert arrays_for({"depth"}, MIXTURE) == ("coarse_depth", "coarse_std", "depth")
+    assert arrays_for({"depth"}, MIXTURE) == ("coarse_depth",)
+    assert arrays_for({"depth", "std"}, MIXTURE) == ("coarse_depth", "coarse_std")
     assert arrays_for({"depth"}, OutputSettings()) == ("depth",)
+    assert arrays_for({"depth", "std"}, OutputSettings()) == ("depth", "depth_std")
 
 
 def test_a_batch_of_cameras_fuses_each_row_with_its_own_filter():

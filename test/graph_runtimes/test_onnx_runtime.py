@@ -146,9 +146,13 @@ def test_only_the_arrays_asked_for_are_fetched(make_config, tmp_path):
     image = structured_image(*CAMERA)
     full = exported.predict(image)
     part = exported.predict(image, arrays=("bin_probs",))
-    assert part.depth_std is None and part.coarse_depth is None and part.coarse_std is None
+    assert part.depth is None and part.depth_std is None
+    assert part.coarse_depth is None and part.coarse_std is None
     np.testing.assert_array_equal(part.bin_probs, full.bin_probs)
-    np.testing.assert_array_equal(part.depth, full.depth)
+    grid = exported.predict(image, arrays=("coarse_depth", "depth"))
+    np.testing.assert_array_equal(grid.coarse_depth, full.coarse_depth)
+    np.testing.assert_array_equal(grid.depth, full.depth)
+    assert exported.predict(image, arrays=()).depth is None  # run, nothing fetched
 
 
 @pytest.mark.parametrize("flip", [False, True])
