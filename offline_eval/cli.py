@@ -179,7 +179,7 @@ def _temporal(args) -> int:
         rows = []
         for sample in data.samples[: args.limit or 1]:
             rgb, depth_mm = data.load(sample)
-            found, _ = temporal.measure(model, rgb, gt_from_png(depth_mm))
+            found, _, _ = temporal.measure(model, rgb, gt_from_png(depth_mm))
             rows += [[sample.name, *row] for row in found]
     except DepthClipError as exc:
         print(f"depthclip-eval: {exc}", file=sys.stderr)

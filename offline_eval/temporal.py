@@ -95,7 +95,8 @@ def sequences(rgb: np.ndarray, truth: np.ndarray, frames: int = 20, seed: int = 
 
 
 def run(model, sequence: Sequence, modes=("off", "mixture"), half_life: float = 0.5) -> dict:
-    """{mode: (depth maps, seconds the filter took per frame)}: each frame predicted once, then
+    """{mode: (depth maps, seconds the filter took on each frame after the first)}: each frame
+    predicted once, then
     fused under each mode from the arrays the node fetches for every output under it (while
     fusing, the grid's: the filter makes the full-resolution depth and std)."""
     settings = {
@@ -111,7 +112,7 @@ def run(model, sequence: Sequence, modes=("off", "mixture"), half_life: float = 
             filters[mode].apply(own, 0, frame, i / FRAME_RATE, settings[mode], model.config)
             out[mode][1].append(time.perf_counter() - started)
             out[mode][0].append(own.depth[0])
-    return {mode: (depths, float(np.median(times[1:]))) for mode, (depths, times) in out.items()}
+    return {mode: (depths, times[1:]) for mode, (depths, times) in out.items()}  # warmed up
 
 
 def flicker(sequence: Sequence, depths: list) -> float:
@@ -163,13 +164,16 @@ def truth_error(sequence: Sequence, depths: list) -> float:
 
 
 def measure(model, rgb: np.ndarray, truth: np.ndarray, frames: int = 20) -> tuple:
-    """(rows of HEAD, {sequence: {mode: depths}}) of the three sequences of one image."""
-    rows, depths = [], {}
+    """(rows of HEAD, {sequence: {mode: depths}}, {mode: the filter's seconds on every frame})
+    of the three sequences of one image."""
+    rows, depths, costs = [], {}, {}
     for sequence in sequences(rgb, truth, frames):
         runs = run(model, sequence)
         depths[sequence.name] = {mode: maps for mode, (maps, _) in runs.items()}
         off = flicker(sequence, runs["off"][0])
-        for mode, (maps, seconds) in runs.items():
+        for mode, (maps, times) in runs.items():
+            costs.setdefault(mode, []).extend(times)
+            seconds = np.median(times)
             steps = flicker(sequence, maps)
             rows.append(
                 [
@@ -182,7 +186,7 @@ def measure(model, rgb: np.ndarray, truth: np.ndarray, frames: int = 20) -> tupl
                     f"{seconds * 1e3:.2f}",
                 ]
             )
-    return rows, depths
+    return rows, depths, costs
 
 
 def side_by_side(depths: dict, frames=(1, 2, 3, 4), colormap: str = "turbo") -> tuple:
