@@ -111,7 +111,7 @@ def run(model, sequence: Sequence, modes=("off", "mixture"), half_life: float = 
             started = time.perf_counter()
             filters[mode].apply(own, 0, frame, i / FRAME_RATE, settings[mode], model.config)
             out[mode][1].append(time.perf_counter() - started)
-            out[mode][0].append(own.depth[0])
+            out[mode][0].append(own.depth[0].copy())  # the result freed, as a node's
     return {mode: (depths, times[1:]) for mode, (depths, times) in out.items()}  # warmed up
 
 
