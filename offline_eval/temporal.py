@@ -96,9 +96,9 @@ def sequences(rgb: np.ndarray, truth: np.ndarray, frames: int = 20, seed: int = 
 
 def run(model, sequence: Sequence, modes=("off", "mixture"), half_life: float = 0.5) -> dict:
     """{mode: (depth maps, seconds the filter took on each frame after the first)}: each frame
-    predicted once, then
-    fused under each mode from the arrays the node fetches for every output under it (while
-    fusing, the grid's: the filter makes the full-resolution depth and std)."""
+    predicted once, then fused under each mode from the arrays the node fetches for every
+    output under it (while fusing, the grid's: the filter makes the full-resolution depth and
+    std)."""
     settings = {
         mode: OutputSettings(temporal_filter=mode, temporal_half_life=half_life) for mode in modes
     }
