@@ -8,7 +8,10 @@ docs/performance.md); a camera's size is compiled at its camera_info, a bin coun
 frame; at most COMPILED_SHAPES kept, and a shape that failed to compile is not compiled again.
 OpenVINO's own compiled-model cache (openvino_cache_dir) keeps the compilation across starts.
 Inference precision set per device, never left to the plugin: CPU f32 (bf16 where asked), GPU
-f16 unless fp32 is asked, NPU f16 (it computes in fp16).
+f16 unless fp32 is asked, NPU f16 (it computes in fp16). Where it is below f32 (CPU bf16, GPU
+f16), the head is compiled apart in f32 (split_at_features), as the torch backend keeps its head
+float32: OpenVINO's CPU plugin enforces bf16 on every node before the graph's last MatMul or
+Interpolate, and runtime info asking otherwise changed nothing in 2026.4 (tried).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from ..errors import ConfigError, ModelLoadError
 from ..estimator.cpu_features import cpu_description, is_arm
 from ..estimator.text_cache import default_cache_dir
-from .exported_graph import ExportedGraph
+from .exported_graph import GRAPH_INPUTS, GRAPH_PARTS, PARTS_KEY, ExportedGraph
 
 log = logging.getLogger("depthclip_ros")
 
@@ -43,6 +46,57 @@ def compile_properties(device: str, precision: str, requested: str, threads: int
     if kind == "AUTO":
         return {"DEVICE_PROPERTIES": {"CPU": cpu, "GPU": gpu}}
     return {"CPU": cpu, "GPU": gpu, "NPU": {}}[kind]
+
+
+def lowers_float_precision(properties: dict, available: list) -> bool:
+    """True where compile `properties` run float operations below f32: on their device, or,
+    AUTO's, on one of the `available` devices it may choose."""
+    if "DEVICE_PROPERTIES" in properties:
+        kinds = {device.split(".")[0] for device in available}
+        return any(
+            lowers_float_precision(device_properties, available)
+            for device, device_properties in properties["DEVICE_PROPERTIES"].items()
+            if device in kinds
+        )
+    return properties.get("INFERENCE_PRECISION_HINT", "f32") != "f32"
+
+
+def split_at_features(model) -> tuple:
+    """A static-shaped model as two: its image part (images -> features: the preprocessing and
+    the trunk) and its head (features, text features, bins, temperature -> every output), the
+    head's use of the images' size folded into constants."""
+    import openvino as ov
+    from openvino.passes import ConstantFolding, Manager
+
+    image_part = model.clone()
+    image_part = ov.Model(
+        [tensor_named(image_part, GRAPH_PARTS[1])],
+        [p for p in image_part.get_parameters() if "images" in p.output(0).get_names()],
+        "image_part",
+    )
+    head = model.clone()
+    features = tensor_named(head, GRAPH_PARTS[1])
+    source = ov.op.Parameter(features.get_element_type(), features.get_partial_shape())
+    source.output(0).set_names({GRAPH_PARTS[1]})
+    for target in list(features.get_target_inputs()):
+        target.replace_source_output(source.output(0))
+    head = ov.Model(head.get_results(), [source, *head.get_parameters()], "head")
+    folding = Manager()
+    folding.register_pass(ConstantFolding())
+    folding.run_passes(head)  # the images' static shape becomes constants: images not needed
+    others = set(GRAPH_INPUTS) - {"images"}
+    inputs = [p for p in head.get_parameters() if p.output(0).get_names() & others]
+    return image_part, ov.Model(head.get_results(), [source, *inputs], "head")
+
+
+def tensor_named(model, name: str):
+    """The output of `model`'s nodes that carries the tensor `name`."""
+    return next(
+        output
+        for node in model.get_ordered_ops()
+        for output in node.outputs()
+        if name in output.get_names()
+    )
 
 
 def package_device(openvino_name: str) -> str:
@@ -132,11 +186,27 @@ class OpenVinoDepthClip(ExportedGraph):
         self.compile_config = compile_properties(
             self.openvino_device, self.precision, config.precision, config.inference_threads
         )
-        self.compiled = collections.OrderedDict()  # (B, H, W, bins) -> infer request, LRU
+        self.head_config = self._head_config(available, config.inference_threads)
+        self.compiled = collections.OrderedDict()  # (B, H, W, bins) -> infer requests, LRU
         self.failed = {}  # shape -> the ModelLoadError of its compilation, said again
         self.version = ov.get_version().split("-")[0]
         self.runtime = f"openvino {self.version} {self.openvino_device}"
         self.cpu_threads = config.inference_threads or self._cpu_threads()
+
+    def _head_config(self, available: list, threads: int):
+        """The head's compile properties (f32) where the device computes below f32, the head
+        then compiled apart; None where the head runs in the whole graph."""
+        if not lowers_float_precision(self.compile_config, available):
+            return None
+        if PARTS_KEY not in self.metadata:
+            log.warning(
+                "%s was exported before its head could be compiled apart: OpenVINO runs its "
+                "head below f32 too (bf16 on a CPU, f16 on a GPU); export it again with this "
+                "version for a float32 head",
+                self.path.name,
+            )
+            return None
+        return compile_properties(self.openvino_device, "fp32", "fp32", threads)
 
     def _warn_about_int8(self) -> None:
         """One warning where OpenVINO's CPU plugin cannot run this int8 graph as exported: on
@@ -161,6 +231,11 @@ class OpenVinoDepthClip(ExportedGraph):
                 cpu_description(),
             )
 
+    @property
+    def precision_detail(self) -> str:
+        detail = super().precision_detail
+        return f"{detail}, its head in f32" if self.head_config else detail
+
     def _capabilities(self, device: str) -> list:
         try:
             return list(self.core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
@@ -182,9 +257,10 @@ class OpenVinoDepthClip(ExportedGraph):
         for batch in sorted({1, max_batch}):
             self._request((batch, *image_size, bins))
 
-    def _request(self, shape: tuple):
-        """The infer request of a model compiled for images (B, H, W) and K bins, `shape`
-        (B, H, W, K): every input static."""
+    def _request(self, shape: tuple) -> tuple:
+        """The infer requests of a model compiled for images (B, H, W) and K bins, `shape`
+        (B, H, W, K), every input static: the whole graph's, or its image part's and its
+        head's (head_config)."""
         request = self.compiled.get(shape)
         if request is not None:
             self.compiled.move_to_end(shape)
@@ -201,7 +277,17 @@ class OpenVinoDepthClip(ExportedGraph):
             }
         )
         try:
-            compiled = self.core.compile_model(model, self.openvino_device, self.compile_config)
+            if self.head_config is None:
+                parts = [(model, self.compile_config)]
+            else:
+                image_part, head = split_at_features(model)
+                parts = [(image_part, self.compile_config), (head, self.head_config)]
+            requests = tuple(
+                self.core.compile_model(
+                    part, self.openvino_device, properties
+                ).create_infer_request()
+                for part, properties in parts
+            )
         except RuntimeError as exc:
             self.failed[shape] = ModelLoadError(
                 f"openvino cannot compile {self.path.name} for {width}x{height} images (batch "
@@ -209,11 +295,11 @@ class OpenVinoDepthClip(ExportedGraph):
                 f"{str(exc).strip().splitlines()[-1]}"
             )
             raise self.failed[shape] from None
-        self._executed_on(compiled)
+        self._executed_on(requests[0].get_compiled_model())
         if len(self.compiled) >= COMPILED_SHAPES:
             self.compiled.popitem(last=False)
-        request = self.compiled[shape] = compiled.create_infer_request()
-        return request
+        self.compiled[shape] = requests
+        return requests
 
     def _executed_on(self, compiled) -> None:
         """AUTO: the device(s) it runs on, as `device` and in `runtime`."""
@@ -228,7 +314,12 @@ class OpenVinoDepthClip(ExportedGraph):
 
     def _run(self, fields: tuple, feeds: dict) -> list:
         shape = (*feeds["images"].shape[:3], len(feeds["bins"]))
-        request = self._request(shape)
+        requests = self._request(shape)
+        if len(requests) == 2:  # the image part, then the head in f32
+            requests[0].infer({"images": feeds["images"]})
+            feeds = {**feeds, GRAPH_PARTS[1]: requests[0].get_output_tensor(0)}
+            del feeds["images"]
+        request = requests[-1]
         request.infer(feeds)
         # Copies: the request's output tensors are overwritten by its next inference.
         return [request.get_tensor(name).data.copy() for name in fields]

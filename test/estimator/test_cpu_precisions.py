@@ -2,6 +2,7 @@
 calibrated on camera frames), the OpenVINO backend (fp32, bf16, int8) and torch bf16; the
 combinations that do not exist, refused in one line. Timings are the benchmark's."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -20,12 +21,14 @@ from depthclip_ros.errors import ConfigError, ModelLoadError
 from depthclip_ros.estimator import cpu_features
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.estimator.result import OUTPUT_FIELDS
 from depthclip_ros.export import calibration, quantization
 from depthclip_ros.export.graph import export
 from depthclip_ros.graph_runtimes.exported_graph import (
     INT8_AGREEMENT,
     INT8_MEASURED_WITH,
     INT8_WEIGHT_BITS,
+    PARTS_KEY,
     precision_detail,
 )
 from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
@@ -33,6 +36,7 @@ from depthclip_ros.graph_runtimes.openvino_runtime import (
     COMPILED_SHAPES,
     OpenVinoDepthClip,
     compile_properties,
+    lowers_float_precision,
 )
 from depthclip_ros.graph_runtimes.reference_frames import load_reference, reference_path
 from depthclip_ros.synthetic_scenes import SCENES, render_scene
@@ -396,6 +400,86 @@ def test_bf16_where_the_cpu_has_it_and_one_line_where_not(tiny_config, tmp_path)
         assert np.abs(got.depth - reference.depth).max() > 0  # it did run in bf16
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_openvino_head_compiled_apart_equals_the_whole_graph(
+    tiny_config, int8_graph, tmp_path, precision
+):
+    """The split that keeps the head f32 under bf16 (CPU) and f16 (GPU), run at f32 on any
+    CPU: the image part and the head apart give every output of the whole graph."""
+    path = int8_graph[0]
+    if precision == "fp32":
+        path = tmp_path / "fp32.onnx"
+        export(tiny_config, path)
+    whole = run_on(tiny_config, path, "openvino")
+    apart = run_on(tiny_config, path, "openvino")
+    apart.head_config = apart.compile_config  # f32 both: only the split differs
+    image = structured_image(*SIZE, seed=5)
+    expected, got = whole.predict(image), apart.predict(image)
+    assert len(whole.compiled[(1, *SIZE, 7)]) == 1
+    image_part, head = apart.compiled[(1, *SIZE, 7)]
+    head_inputs = {name for port in head.get_compiled_model().inputs for name in port.names}
+    assert head_inputs == {"features", "text_features", "bins", "temperature"}
+    assert {name for port in image_part.get_compiled_model().inputs for name in port.names} == {
+        "images"
+    }
+    for field in OUTPUT_FIELDS:
+        np.testing.assert_allclose(getattr(got, field), getattr(expected, field), atol=1e-6)
+
+
+AUTO_DEFAULT = compile_properties("AUTO", "fp32", "auto", 0)  # its GPU in f16
+
+
+@pytest.mark.parametrize(
+    "properties,available,apart",
+    [
+        ({"INFERENCE_PRECISION_HINT": "f32"}, ["CPU"], False),
+        ({"INFERENCE_PRECISION_HINT": "bf16"}, ["CPU"], True),
+        ({"INFERENCE_PRECISION_HINT": "f16"}, ["CPU", "GPU.0"], True),
+        ({}, ["CPU", "NPU"], False),  # the NPU computes in fp16 whatever it is asked
+        (AUTO_DEFAULT, ["CPU"], False),  # no GPU for AUTO to choose
+        (AUTO_DEFAULT, ["CPU", "GPU.0", "GPU.1"], True),
+        (compile_properties("AUTO", "fp32", "fp32", 0), ["CPU", "GPU.0"], False),
+    ],
+)
+def test_openvino_compiles_the_head_apart_where_a_device_computes_below_f32(
+    properties, available, apart
+):
+    assert lowers_float_precision(properties, available) is apart
+
+
+def test_openvino_bf16_keeps_its_head_f32(tiny_config, tmp_path, caplog):
+    """OpenVINO's bf16 hint would compute the head (logits, softmax, depth) in bf16 too: compiled
+    apart in f32, its depth is nearer float32's. A graph exported before the parts runs whole,
+    with one warning."""
+    if not cpu_features.native_bf16():
+        pytest.skip("this CPU has no native bf16 (its refusal: test_bf16_where_the_cpu_has_it)")
+    path = tmp_path / "fp32.onnx"
+    export(tiny_config, path)
+    reference = run_on(tiny_config, path, "openvino")
+    apart = run_on(tiny_config, path, "openvino", precision="bf16")
+    whole = run_on(tiny_config, path, "openvino", precision="bf16")
+    whole.head_config = None  # the graph whole under bf16, as before the split
+    assert apart.precision_detail == "bf16 inference of the fp32 graph, its head in f32"
+    images = [structured_image(*SIZE, seed=seed) for seed in range(3)]
+
+    def p99_error(model):
+        errors = [np.abs(model.predict(i).depth - reference.predict(i).depth) for i in images]
+        return np.percentile(np.concatenate(errors), 99)
+
+    assert p99_error(apart) < p99_error(whole)
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != PARTS_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    old = tmp_path / "old.onnx"
+    onnx.save(model, str(old))
+    with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
+        model = run_on(tiny_config, old, "openvino", precision="bf16")
+    (warning,) = ours(caplog)
+    assert warning.startswith("old.onnx was exported before its head could be compiled apart")
+    assert model.head_config is None and model.predict(images[0]).depth.shape == (1, *SIZE)
+
+
 def test_torch_bf16_casts_only_its_copy_of_the_trunk(tiny_config):
     if not cpu_features.native_bf16():
         pytest.skip("this CPU has no native bf16 (its refusal: the test above)")
@@ -604,7 +688,8 @@ def test_inference_threads_leave_the_other_cores(tiny_config, int8_graph):
     np.testing.assert_array_equal(one.predict(shots[0]).depth, default.predict(shots[0]).depth)
     ov = run_on(tiny_config, path, "openvino", inference_threads=1)
     ov.predict(shots[0], arrays=())
-    compiled = next(iter(ov.compiled.values())).get_compiled_model()
+    (request,) = next(iter(ov.compiled.values()))  # int8 on the CPU: f32, the graph whole
+    compiled = request.get_compiled_model()
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1 and ov.cpu_threads == 1
     assert compiled.get_property("ENABLE_CPU_PINNING") is False
     threads = torch.get_num_threads()
@@ -624,7 +709,8 @@ def test_openvino_compiles_static_shapes_at_a_cameras_size_and_once_per_failure(
     assert ov.prepares_image_sizes  # the node compiles a camera's size at its camera_info
     ov.warm_up((96, 200), max_batch=3)
     assert {(1, 96, 200, 7), (3, 96, 200, 7)} <= set(ov.compiled)
-    compiled = ov.compiled[(1, 96, 200, 7)].get_compiled_model()
+    (request,) = ov.compiled[(1, 96, 200, 7)]
+    compiled = request.get_compiled_model()
     assert all(not port.get_partial_shape().is_dynamic for port in compiled.inputs)
     five_bins = ov.config.replace(
         depth_bins=(1.0, 1.5, 2.0, 2.5, 3.0), depth_tokens=("giant", "close", "far", "a", "b")
