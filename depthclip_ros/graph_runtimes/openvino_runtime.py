@@ -68,10 +68,10 @@ def split_at_features(model) -> tuple:
     import openvino as ov
     from openvino.passes import ConstantFolding, Manager
 
-    image_part = model.clone()
+    whole = model.clone()
     image_part = ov.Model(
-        [tensor_named(image_part, GRAPH_PARTS[1])],
-        [p for p in image_part.get_parameters() if "images" in p.output(0).get_names()],
+        [tensor_named(whole, GRAPH_PARTS[1])],
+        [p for p in whole.get_parameters() if "images" in p.output(0).get_names()],
         "image_part",
     )
     head = model.clone()
@@ -261,10 +261,10 @@ class OpenVinoDepthClip(ExportedGraph):
         """The infer requests of a model compiled for images (B, H, W) and K bins, `shape`
         (B, H, W, K), every input static: the whole graph's, or its image part's and its
         head's (head_config)."""
-        request = self.compiled.get(shape)
-        if request is not None:
+        requests = self.compiled.get(shape)
+        if requests is not None:
             self.compiled.move_to_end(shape)
-            return request
+            return requests
         if shape in self.failed:  # not compiled again every frame
             raise self.failed[shape]
         batch, height, width, bins = shape
