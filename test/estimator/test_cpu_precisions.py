@@ -13,7 +13,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from helpers import structured_image
+from helpers import exported_before_the_parts, structured_image
 
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import preset_configs
@@ -28,7 +28,6 @@ from depthclip_ros.graph_runtimes.exported_graph import (
     INT8_AGREEMENT,
     INT8_MEASURED_WITH,
     INT8_WEIGHT_BITS,
-    PARTS_KEY,
     precision_detail,
 )
 from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
@@ -467,12 +466,7 @@ def test_openvino_bf16_keeps_its_head_f32(tiny_config, tmp_path, caplog):
         return np.percentile(np.concatenate(errors), 99)
 
     assert p99_error(apart) < p99_error(whole)
-    model = onnx.load(str(path))
-    kept = [p for p in model.metadata_props if p.key != PARTS_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    old = tmp_path / "old.onnx"
-    onnx.save(model, str(old))
+    old = exported_before_the_parts(path, tmp_path / "old.onnx")
     with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
         model = run_on(tiny_config, old, "openvino", precision="bf16")
     (warning,) = ours(caplog)

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-from helpers import structured_image
+from helpers import exported_before_the_parts, structured_image
 from onnx_runtime_stand_in import (
     MISSING_PROFILE,
     TENSORRT_LIBRARIES_MISSING,
@@ -20,7 +20,6 @@ from onnx_runtime_stand_in import (
 from depthclip_ros.errors import ModelLoadError
 from depthclip_ros.estimator.file_identity import sha256_file
 from depthclip_ros.export import graph as export
-from depthclip_ros.graph_runtimes.exported_graph import PARTS_KEY
 from depthclip_ros.graph_runtimes.onnx_runtime import (
     CPU,
     CUDA,
@@ -232,12 +231,7 @@ def test_a_graph_exported_before_the_parts_runs_on_cuda_with_one_warning(
     any_size_graph, on_gpu, tmp_path, caplog
 ):
     config, path = any_size_graph
-    model = onnx.load(str(path))
-    kept = [p for p in model.metadata_props if p.key != PARTS_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    old = tmp_path / "old.onnx"
-    onnx.save(model, str(old))
+    old = exported_before_the_parts(path, tmp_path / "old.onnx")
     with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
         model = on_gpu(GpuOnnxRuntime(), model=str(old))
     (warning,) = warnings_of(caplog)

@@ -180,3 +180,18 @@ def decode_like_the_plugin(fmt: str, data: bytes) -> tuple:
         depth = np.float32(quant_a) / (codes.astype(np.float32) - np.float32(quant_b))
     depth[codes == 0] = np.nan
     return depth, quant_a, quant_b, header_format
+
+
+def exported_before_the_parts(path, out):
+    """A copy of the exported graph `path` at `out` without its `graph_parts` metadata key, as
+    depthclip-export wrote graphs before its parts were named; `out`."""
+    import onnx
+
+    from depthclip_ros.graph_runtimes.exported_graph import PARTS_KEY
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != PARTS_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(out))
+    return out
