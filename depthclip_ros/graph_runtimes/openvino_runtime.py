@@ -64,14 +64,14 @@ def lowers_float_precision(properties: dict, available: list) -> bool:
 def split_at_features(model) -> tuple:
     """A static-shaped model as two: its image part (images -> features: the preprocessing and
     the trunk) and its head (features, text features, bins, temperature -> every output), the
-    head's use of the images' size folded into constants."""
+    head's use of the images' size folded into constants. The image part shares `model`'s
+    nodes (it changes none of them); the head is cut from a clone."""
     import openvino as ov
     from openvino.passes import ConstantFolding, Manager
 
-    whole = model.clone()
     image_part = ov.Model(
-        [tensor_named(whole, GRAPH_PARTS[1])],
-        [p for p in whole.get_parameters() if "images" in p.output(0).get_names()],
+        [tensor_named(model, GRAPH_PARTS[1])],
+        [p for p in model.get_parameters() if "images" in p.output(0).get_names()],
         "image_part",
     )
     head = model.clone()
@@ -234,7 +234,7 @@ class OpenVinoDepthClip(ExportedGraph):
     @property
     def precision_detail(self) -> str:
         detail = super().precision_detail
-        return f"{detail}, its head in f32" if self.head_config else detail
+        return detail if self.head_config is None else f"{detail}, its head in f32"
 
     def _capabilities(self, device: str) -> list:
         try:
