@@ -356,9 +356,9 @@ class DepthClip:
         imgs = as_image_batch(images)
         cfg = head.config
         fields = fetched_fields(arrays)
-        outputs = self.graphs.run(imgs, cfg, head.text, head.bins, fields)
+        outputs = self.graphs.run(imgs, head, fields)
         if outputs is None:  # this size's graph failed its capture or its check
-            return self.predict_eager(images, scenes, arrays)
+            return self.predict_eager(images, scenes, arrays, head)
         return DepthResult.from_outputs(
             outputs,
             bins=np.asarray(cfg.depth_bins, np.float32),  # the head's bins, without a sync
@@ -367,10 +367,12 @@ class DepthClip:
         )
 
     @torch.inference_mode()
-    def predict_eager(self, images, scenes=None, arrays=None) -> DepthResult:
+    def predict_eager(self, images, scenes=None, arrays=None, head=None) -> DepthResult:
         """`predict`, kernel by kernel (CPU, scene_bins auto, and the reference for the captured
-        CUDA path)."""
-        head = self._head  # one frame, one config
+        CUDA path). `head`: the Head to run (default: the one in use now; a captured graph's
+        check passes the head it was captured with, which a parameter change may have replaced
+        since)."""
+        head = self._head if head is None else head  # one frame, one config
         cfg = head.config
         imgs = self.to_device(images)
         batch, height, width, _ = imgs.shape

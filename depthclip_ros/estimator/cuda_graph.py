@@ -64,6 +64,16 @@ def pool_bytes(segments, pool, device_index: int) -> int:
     )
 
 
+def held_bytes(frame, segments, device_index: int) -> int:
+    """Memory a captured `frame` holds: its graph's pool (pool_bytes of `segments`), its static
+    inputs on the device and its pinned host buffers (page-locked: on a Jetson the same memory
+    as the device's, and on any host memory the system cannot page out)."""
+    tensors = (frame.images, frame.text, frame.bins, frame.scale, frame.host_in, *frame.host_out)
+    return pool_bytes(segments, frame.graph.pool(), device_index) + sum(
+        t.numel() * t.element_size() for t in tensors
+    )
+
+
 def padded_batches(max_batch: int) -> list:
     """The padded batches that batches of 1 to `max_batch` images run as."""
     return sorted({padded_batch(batch) for batch in range(1, max_batch + 1)})
@@ -140,11 +150,7 @@ class CapturedFrame:
             with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
                 self.outputs = self._forward()
         self.host_out = [torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in self.outputs]
-        # What this graph holds on the device: its memory pool and its static inputs.
-        inputs = (self.images, self.text, self.bins, self.scale)
-        self.memory_bytes = pool_bytes(
-            torch.cuda.memory_snapshot(), self.graph.pool(), device.index or 0
-        ) + sum(t.numel() * t.element_size() for t in inputs)
+        self.memory_bytes = held_bytes(self, torch.cuda.memory_snapshot(), device.index or 0)
 
     def _forward(self):
         positions, _, grid = self.model.positions(self.images, self.cfg)
@@ -225,9 +231,10 @@ class CapturedFrames:
         """Device memory the kept graphs hold."""
         return sum(getattr(frame, "memory_bytes", 0) for frame in self._graphs.values())
 
-    def run(self, images: np.ndarray, cfg, text, bins, fields=OUTPUT_FIELDS) -> list | None:
-        """The captured frame's outputs `fields` (in OUTPUT_FIELDS' order), or None: this
-        frame's key runs on the eager path."""
+    def run(self, images: np.ndarray, head, fields=OUTPUT_FIELDS) -> list | None:
+        """The captured frame's outputs `fields` (in OUTPUT_FIELDS' order) under `head` (its
+        config, text features and bins), or None: this frame's key runs on the eager path."""
+        cfg, text, bins = head.config, head.text, head.bins
         batch, height, width, _ = images.shape
         padded = padded_batch(batch)
         if padded > batch:  # copies of the last image: the graph's rows beyond are dropped
@@ -237,7 +244,7 @@ class CapturedFrames:
             return None
         frame = self._graphs.get(key)
         if frame is None:
-            outputs = self._first(key, images, cfg, text, bins, fields)
+            outputs = self._first(key, images, head, fields)
         else:
             self._graphs.move_to_end(key)
             outputs = frame.run(images, text, bins, cfg.temperature, fields)
@@ -245,22 +252,29 @@ class CapturedFrames:
             return outputs
         return [out[:batch].copy() for out in outputs]
 
-    def _first(self, key, images, cfg, text, bins, fields):
-        """Capture `key`'s graph and check its first replay against the eager path."""
+    def _first(self, key, images, head, fields):
+        """Capture `key`'s graph and check its first replay against the eager path under the
+        same `head` (a parameter change since the capture is no disagreement)."""
+        cfg, text, bins = head.config, head.text, head.bins
         batch, height, width, _ = images.shape
         self.captures += 1
-        frame = None
+        frame, failure = None, None
         try:
             frame = self._capture(self.model, cfg, batch, height, width, text, bins)
             checked = tuple(f for f in OUTPUT_FIELDS if f == "depth" or f in fields)
             outputs = frame.run(images, text, bins, cfg.temperature, checked)
-            eager = self.model.predict_eager(images, arrays=("depth",)).depth
+            eager = self.model.predict_eager(images, arrays=("depth",), head=head).depth
         except ImageSizeError:  # the frame's own error (the eager path says it too), no graph's
             raise
         except Exception as exc:  # the capture, its replay or the check (out of memory...)
-            del frame  # its pool and buffers go back before the eager path runs this size
+            failure = f"capture failed: {type(exc).__name__}: {exc}"
+        if failure is not None:
+            # Out of the except block: its traceback, which held the failed graph (a capture
+            # that raised in its constructor is referenced only there), is gone, so the graph's
+            # pool and buffers are free when the cache is emptied for the eager path.
+            frame = None
             release_device_memory(self.model.device)
-            return self._refuse(key, f"capture failed: {type(exc).__name__}: {exc}")
+            return self._refuse(key, failure)
         graph = outputs[0]  # the depth: checked whether or not the caller asked for it
         if not np.array_equal(np.isnan(graph), np.isnan(eager)):
             return self._refuse(key, "the graph's depth has NaN where the eager path's has none")

@@ -101,11 +101,12 @@ def test_every_structural_option_replays_the_eager_depth_at_t_0_1(
         model=str(rn50_checkpoint), device="cuda", precision="fp16", temperature=0.1
     ).replace(**changes)
     model = DepthClip(cfg)
-    images = frames(3)  # runs as a padded batch of 4
-    eager = model.predict_eager(images)
+    images = frames(3)  # runs as a padded batch of 4 (the last image again)
+    # The eager path at the batch the graph runs: cuDNN may choose other fp16 kernels for 3.
+    eager = model.predict_eager(np.concatenate([images, images[-1:]])).depth[:3]
     for _ in range(2):
         graph = model.predict(images)
-        np.testing.assert_allclose(graph.depth, eager.depth, atol=TOLERANCE["fp16"])
+        np.testing.assert_allclose(graph.depth, eager, atol=TOLERANCE["fp16"])
     assert model.graph_status == "on" and model.graphs.memory_bytes > 0
     only = model.predict(images, arrays=("bin_probs",))  # the rest stays on the device
     assert only.depth_std is None and only.bin_probs.shape[0] == 3

@@ -28,15 +28,26 @@ def stand_in(offset_m=0.0, fails=False):
         def __init__(self, model, cfg, batch, height, width, text, bins):
             if fails:
                 raise RuntimeError("operation not permitted when stream is capturing")
-            self.model = model
+            self.model, self.cfg = model, cfg
             StandIn.made.append((batch, height, width))
 
+        @torch.inference_mode()
         def run(self, images, text, bins, temperature, fields=OUTPUT_FIELDS):
+            """CapturedFrame's forward, eagerly, on the frame's own text, bins and T."""
             StandIn.replays.append(len(images))
-            result = self.model.predict_eager(images)
+            imgs = self.model.to_device(images)
+            positions, _, grid = self.model.positions(imgs, self.cfg)
+            probs = bin_probabilities(positions, text, temperature_scale(temperature), grid)
+            outputs = self.model.depth_from_probabilities(
+                probs, bins.expand(len(images), -1), self.cfg, imgs.shape[1:3]
+            )
             moved = {"depth": np.float32(offset_m)}
             # Arrays of their own, as the host copies are.
-            return [getattr(result, name) + moved.get(name, np.float32(0)) for name in fields]
+            return [
+                out.numpy() + moved.get(name, np.float32(0))
+                for name, out in zip(OUTPUT_FIELDS, outputs)
+                if name in fields
+            ]
 
     return StandIn
 
@@ -186,6 +197,78 @@ def test_the_kept_graphs_are_bounded_by_their_device_memory_too(model):
     model.graphs.max_bytes = 10  # a single graph beyond the budget is still kept
     model.predict(structured_image(*sizes[1]))
     assert model.graphs.kept == 1 and model.graphs.memory_bytes == 100_000_000
+
+
+def test_a_check_after_a_parameter_change_compares_under_the_captured_head(model):
+    """A parameter change (here: other bins, the same count) can land between a graph's capture
+    and its first replay's check: the check runs the eager path under the head the graph was
+    captured with, so the graph is kept, and the next frame replays it under the new head."""
+    changed = model.config.replace(depth_bins=tuple(2 * b for b in model.config.depth_bins))
+
+    class ChangedDuringCapture(stand_in()):
+        def __init__(self, model, cfg, batch, height, width, text, bins):
+            super().__init__(model, cfg, batch, height, width, text, bins)
+            model.update_config(changed)  # a parameter service call on another thread
+
+    model.graphs = CapturedFrames(model, ChangedDuringCapture)
+    image = structured_image(96, 128)
+    model.predict(image)
+    assert model.graph_status == "on" and model.graphs.kept == 1
+    np.testing.assert_allclose(
+        model.predict(image).depth, model.predict_eager(image).depth, atol=1e-6
+    )
+    assert model.graphs.captures == 1
+
+
+def test_a_failed_capture_is_released_before_the_device_cache_is_emptied(model, monkeypatch):
+    """A capture that raises in its constructor is referenced only by the exception's
+    traceback: emptying the allocator's cache while that is alive keeps its pool. The failed
+    graph must be gone by then (a capture that fails in its first replay likewise)."""
+    import weakref
+
+    made = []
+
+    class FailsHalfway(stand_in()):
+        def __init__(self, model, cfg, batch, height, width, text, bins):
+            made.append(weakref.ref(self))
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    class FailsInReplay(stand_in()):
+        def __init__(self, model, cfg, batch, height, width, text, bins):
+            made.append(weakref.ref(self))
+
+        def run(self, images, text, bins, temperature, fields=OUTPUT_FIELDS):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+
+    alive_at_release = []
+    monkeypatch.setattr(
+        cuda_graph, "release_device_memory", lambda device: alive_at_release.append(made[-1]())
+    )
+    for capture in (FailsHalfway, FailsInReplay):
+        model.graphs = CapturedFrames(model, capture)
+        model.predict(structured_image(96, 128))
+        assert model.graph_status.startswith("off: capture failed: ")
+    assert len(made) == 2 and alive_at_release == [None, None]
+
+
+def test_a_graph_counts_its_pinned_host_buffers_beside_its_pool():
+    """A captured frame's memory: its pool's segments, its static inputs on the device and its
+    pinned host buffers (a Jetson's device memory is its host memory)."""
+    import types
+
+    frame = types.SimpleNamespace(
+        graph=types.SimpleNamespace(pool=lambda: (1, 3)),
+        images=torch.zeros((2, 48, 64, 3), dtype=torch.uint8),
+        text=torch.zeros((1024, 7), dtype=torch.float16),
+        bins=torch.zeros((2, 7)),
+        scale=torch.tensor(10.0),
+        host_in=torch.zeros((2, 48, 64, 3), dtype=torch.uint8),
+        host_out=[torch.zeros((2, 48, 64)), torch.zeros((2, 7, 2, 2))],
+    )
+    segments = [{"device": 0, "total_size": 2 << 20, "segment_pool_id": (1, 3)}]
+    device_inputs = 2 * 48 * 64 * 3 + 1024 * 7 * 2 + 2 * 7 * 4 + 4
+    pinned = 2 * 48 * 64 * 3 + (2 * 48 * 64 + 2 * 7 * 2 * 2) * 4
+    assert cuda_graph.held_bytes(frame, segments, 0) == (2 << 20) + device_inputs + pinned
 
 
 def test_a_graphs_memory_is_its_pools_segments():
