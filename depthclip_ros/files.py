@@ -1,5 +1,6 @@
-"""Atomic writes: a reader sees the old file (or folder) or the complete new one, never a torn
-one; PNG images and PLY point clouds written that way; the one line saying why a write failed."""
+"""Files that other processes read: atomic writes (a reader sees the old file or folder or the
+complete new one, never a torn one; PNG images and PLY point clouds written that way), a lock
+for what cannot be written atomically, and the one line saying why a write failed."""
 
 from __future__ import annotations
 
@@ -26,6 +27,29 @@ def cannot_write(path, exc: Exception) -> str:
     refused = getattr(exc, "filename", None)
     where = f" (writing {refused})" if refused and Path(refused) != Path(path) else ""
     return f"cannot write {path}: {reason}{where}"
+
+
+@contextlib.contextmanager
+def exclusive_lock(path, waiting=None):
+    """Hold an exclusive lock on the file `path` (made if missing) for the block: another
+    process (or another open of it) taking the same lock waits until the block ends.
+    `waiting()` is called once before waiting, where another holds it. POSIX flock: advisory,
+    released by the system if the holder dies."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def atomic_write(path, write) -> None:

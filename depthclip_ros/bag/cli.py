@@ -188,7 +188,8 @@ def main(argv=None) -> int:
             outputs=chosen_outputs(args),
             outputs_only=args.outputs_only,
         ) as plan:
-            estimator = load_estimator(config)  # after the cheap checks: it takes seconds
+            # After the cheap checks: it takes seconds (TensorRT: minutes, its engine's build).
+            estimator = load_estimator(config, args.batch_size)
             if hasattr(estimator, "measure_depth_figure"):  # a lower precision's, measured here
                 estimator.measure_depth_figure()
             with progress_bar(plan.frames, not args.quiet) as bar:

@@ -22,8 +22,10 @@ def backend_of(config) -> str:
     return "onnxruntime" if str(config.model).endswith(ONNX_SUFFIX) else "torch"
 
 
-def load_estimator(config):
-    """The estimator of `config.model` on the backend `config.backend` asks for."""
+def load_estimator(config, max_batch: int = 1):
+    """The estimator of `config.model` on the backend `config.backend` asks for; `max_batch`:
+    the most images it will be given at once (TensorRT builds its engine for that at load, not
+    one for a single image first; warm_up may raise it later)."""
     backend = backend_of(config)
     is_onnx = str(config.model).endswith(ONNX_SUFFIX)
     if backend in EXPORTED_GRAPH_BACKENDS:
@@ -35,10 +37,10 @@ def load_estimator(config):
         if backend == "openvino":
             from ..graph_runtimes.openvino_runtime import OpenVinoDepthClip
 
-            return OpenVinoDepthClip(config)
+            return OpenVinoDepthClip(config, max_batch)
         from ..graph_runtimes.onnx_runtime import OnnxDepthClip
 
-        return OnnxDepthClip(config)
+        return OnnxDepthClip(config, max_batch)
     if is_onnx:
         raise ModelLoadError(
             f"backend 'torch' cannot run the exported graph '{config.model}'; use backend "

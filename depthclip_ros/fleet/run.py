@@ -108,7 +108,7 @@ def start_workers(params: dict, options: FleetOptions) -> list:
             num_gpus=gpus,
             max_restarts=max(1, options.retries),
             max_task_retries=0,  # a forward lost with its worker fails its bag, which is retried
-        ).remote(params)
+        ).remote(params, options.batch_size)
         for _ in range(options.workers)
     ]
 

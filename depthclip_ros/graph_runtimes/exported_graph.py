@@ -157,7 +157,9 @@ class ExportedGraph:
     `runtime`, `device` and `cpu_threads`) and runs one batch (`_run`). Thread-safe for one
     predicting thread plus config updates."""
 
-    def __init__(self, config: DepthClipConfig):
+    def __init__(self, config: DepthClipConfig, max_batch: int = 1):
+        """`max_batch`: the most images predict will be given at once, as far as known at load
+        (what a runtime builds ahead for: TensorRT's engine)."""
         self.path = Path(config.model).expanduser()
         if not self.path.is_file():
             raise ModelLoadError(f"exported model {self.path.resolve()} does not exist")
@@ -170,6 +172,7 @@ class ExportedGraph:
         self.image_size = graph_image_size(meta)
         self.embed_dim = int(meta["embed_dim"])
         self.model_identity = meta["model_identity"]
+        self.max_batch = max_batch
         self._open(config)
         self.dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(self.precision, "float32")
         self.cache_dirs = [

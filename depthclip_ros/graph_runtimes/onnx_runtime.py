@@ -17,7 +17,7 @@ from ..errors import ModelLoadError
 from ..estimator.cpu_features import cpu_description
 from ..estimator.file_identity import sha256_remembered
 from ..estimator.text_cache import default_cache_dir
-from ..files import atomic_write
+from ..files import atomic_write, exclusive_lock
 from .exported_graph import (
     GRAPH_INPUTS,
     GRAPH_OUTPUTS,
@@ -32,8 +32,8 @@ CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "Tensorrt
 
 
 # TensorRT runs the graph's trunk alone (CLIP's ResNet at its fixed input size; GRAPH_PARTS):
-# one engine serves every camera size and every bins, built for batches up to the node's
-# max_batch, so it takes the memory and time its frames need (not 64 images at start).
+# one engine serves every camera size and every bins, built at load for batches up to the
+# node's max_batch, so it takes the memory and time its frames need (not 64 images at start).
 TENSORRT_MAX_BATCH = 64  # the node's max_batch at most; larger batches run in parts
 # What each part of the graph takes and gives (export.graph joins them; TensorRT needs them
 # apart: onnx-tensorrt refuses the preprocessing's antialiased Resize).
@@ -56,11 +56,13 @@ ASSIGNMENT_KEY = "session.record_ep_graph_assignment_info"
 
 def tensorrt_profile(input_shape: tuple, max_batch: int) -> dict:
     """trt_profile_{min,opt,max}_shapes of the trunk's engine: its network input (B, 3, h, w)
-    at the network's fixed size, B from 1 to `max_batch`, optimised for one image."""
+    at the network's fixed size, B from 1 to `max_batch`, its kernels chosen for `max_batch`:
+    the batch that several cameras' frames make when the model is busiest (one camera:
+    max_batch 1)."""
     _, channels, height, width = input_shape
     return {
         f"trt_profile_{name}_shapes": f"{GRAPH_PARTS[0]}:{batch}x{channels}x{height}x{width}"
-        for name, batch in (("min", 1), ("opt", 1), ("max", max_batch))
+        for name, batch in (("min", 1), ("opt", max_batch), ("max", max_batch))
     }
 
 
@@ -74,6 +76,10 @@ def tensorrt_engine_folder(cache: Path, max_batch: int) -> Path:
 # What ONNX Runtime's TensorRT provider says when a cached engine was built by another
 # TensorRT, ONNX Runtime or GPU: it does not rebuild by itself.
 STALE_ENGINE = "deserialize engine"
+# Held while a session builds, reads or clears a file's engines: ORT writes an engine file in
+# place (not renamed into it), so a second process could read it half written, take it for a
+# stale engine and delete the folder the first is building in.
+ENGINE_LOCK = "engines.lock"
 
 
 def tensorrt_cache_folder(
@@ -382,9 +388,9 @@ class OnnxDepthClip(ExportedGraph):
         )
 
     def _open_tensorrt(self, chain) -> None:
-        """TensorRT on the trunk (one engine for batch 1 now), CUDA on the preprocessing and
-        the head; or, where TensorRT cannot, nothing (the whole graph then runs on CUDA) with
-        one warning."""
+        """TensorRT on the trunk (its engine for max_batch built now), CUDA on the
+        preprocessing and the head; or, where TensorRT cannot, nothing (the whole graph then
+        runs on CUDA) with one warning."""
         cache = self._build[3]
         if PARTS_KEY not in self.metadata:
             self._tensorrt_refused(
@@ -395,13 +401,14 @@ class OnnxDepthClip(ExportedGraph):
         try:
             parts = graph_parts(self.path, cache / "parts")
             self._parts_files = parts
-            trunk = self._trunk_session(parts["trunk"], 1)
+            largest = min(self.max_batch, TENSORRT_MAX_BATCH)
+            trunk = self._trunk_session(parts["trunk"], largest)
         except ModelLoadError as exc:
             self._tensorrt_refused(chain, str(exc))
             return
         rest = chain[1:]
         self._parts = tuple(self._opened(rest, parts[name]) for name in ("preprocessing", "head"))
-        self._trunk = (trunk, 1)
+        self._trunk = (trunk, largest)
         for session in (*self._parts, trunk):
             self._check_placement(session)
 
@@ -427,24 +434,29 @@ class OnnxDepthClip(ExportedGraph):
         folder = tensorrt_engine_folder(cache, max_batch)
         profile = tensorrt_profile(self._trunk_input, max_batch)
         tensorrt = with_profile(chain[:1], profile, folder)  # TensorRT alone: all or nothing
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            session = self._session(ort, options, tensorrt, source)
-        except ModelLoadError as exc:
-            if STALE_ENGINE not in str(exc):
-                raise
-            log.warning(
-                "TensorRT's cached engine in %s cannot be read (built by another TensorRT, "
-                "ONNX Runtime or GPU): building it again",
-                folder,
-            )
-            shutil.rmtree(folder, ignore_errors=True)
+        with exclusive_lock(cache / ENGINE_LOCK, waiting=lambda: self._waiting(cache)):
             folder.mkdir(parents=True, exist_ok=True)
-            session = self._session(ort, options, tensorrt, source)
+            try:
+                session = self._session(ort, options, tensorrt, source)
+            except ModelLoadError as exc:
+                if STALE_ENGINE not in str(exc):
+                    raise
+                log.warning(
+                    "TensorRT's cached engine in %s cannot be read (built by another TensorRT, "
+                    "ONNX Runtime or GPU): building it again",
+                    folder,
+                )
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True, exist_ok=True)
+                session = self._session(ort, options, tensorrt, source)
         if session.get_providers()[0] != TENSORRT:
             raise ModelLoadError(f"onnxruntime left TensorRT out ({session.get_providers()})")
         session.disable_fallback()
         return session
+
+    @staticmethod
+    def _waiting(cache: Path) -> None:
+        log.info("waiting for another process building or reading TensorRT's engines in %s", cache)
 
     @property
     def prepares_image_sizes(self) -> bool:

@@ -324,7 +324,7 @@ class DepthClipNode(LifecycleNode):
             )
 
     def _load_model(self, config):  # worker thread
-        estimator = load_estimator(config)
+        estimator = load_estimator(config, self.params.node.max_batch)
         t0 = time.perf_counter()
         estimator.warm_up()  # the first camera frame then gets the steady-state latency
         figure = getattr(estimator, "depth_figure_words", None)  # graphs and bf16 measure one

@@ -18,6 +18,7 @@ from onnx_runtime_stand_in import (
 )
 
 from depthclip_ros.errors import ModelLoadError
+from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.file_identity import sha256_file
 from depthclip_ros.export import graph as export
 from depthclip_ros.graph_runtimes.onnx_runtime import (
@@ -58,14 +59,24 @@ def any_size_graph(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture
 def on_gpu(any_size_graph, tmp_path, monkeypatch):
-    """open(runtime, **config changes) -> the model on cuda:1 of a GPU host's onnxruntime
-    (`runtime`), its TensorRT cache in this test's folder."""
+    """open(runtime, max_batch=1, **config changes) -> the model on cuda:1 of a GPU host's
+    onnxruntime (`runtime`), loaded as the node loads it, its TensorRT cache in this test's
+    folder."""
+    from depthclip_ros.estimator.loading import load_estimator
+
     config, path = any_size_graph
 
-    def open_model(runtime, **changes):
+    def open_model(runtime, max_batch=1, **changes):
         runtime.install(monkeypatch)
-        settings = dict(model=str(path), device="cuda:1", tensorrt_cache_dir=str(tmp_path / "t"))
-        return OnnxDepthClip(config.replace(**{**settings, **changes}))
+        settings = dict(
+            model=str(path),
+            backend="onnxruntime",
+            device="cuda:1",
+            tensorrt_cache_dir=str(tmp_path / "t"),
+        )
+        model = load_estimator(config.replace(**{**settings, **changes}), max_batch)
+        assert isinstance(model, OnnxDepthClip)
+        return model
 
     return open_model
 
@@ -100,7 +111,7 @@ def test_provider_chain_and_its_fallback_order(tmp_path):
 
 def test_engines_are_kept_per_file_content_and_one_per_largest_batch(tmp_path):
     """A re-export at the same path with other weights gets its own engine cache; the trunk's
-    profile is its fixed input size, batches 1..max_batch, optimised for one image."""
+    profile is its fixed input size, batches 1..max_batch, its kernels chosen for max_batch."""
     model = tmp_path / "m.onnx"
     model.write_bytes(b"weights A")
     first = tensorrt_cache_folder(tmp_path / "trt", sha256_file(model), "fp16")
@@ -111,7 +122,7 @@ def test_engines_are_kept_per_file_content_and_one_per_largest_batch(tmp_path):
     profile = tensorrt_profile(("batch", 3, 416, 544), max_batch=4)
     assert profile == {
         "trt_profile_min_shapes": "network_input:1x3x416x544",
-        "trt_profile_opt_shapes": "network_input:1x3x416x544",
+        "trt_profile_opt_shapes": "network_input:4x3x416x544",
         "trt_profile_max_shapes": "network_input:4x3x416x544",
     }
     folder = tensorrt_engine_folder(first, 4)
@@ -195,9 +206,9 @@ def test_a_cuda_provider_that_does_not_load_is_one_warning(on_gpu, caplog):
 
 
 def test_tensorrt_runs_the_trunk_for_every_camera_size(on_gpu, cpu_model, caplog):
-    """One engine, built for batch 1 at start and for the node's max_batch at camera_info,
-    serves every camera size; the preprocessing and the head run on CUDA on the same GPU; the
-    depth equals the CPU's whole graph."""
+    """One engine, built for batch 1 at start and for a larger max_batch at camera_info (one
+    engine kept: the batch-1 one released), serves every camera size; the preprocessing and
+    the head run on CUDA on the same GPU; the depth equals the CPU's whole graph."""
     runtime = GpuOnnxRuntime()
     with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
         model = on_gpu(runtime)
@@ -225,6 +236,33 @@ def test_tensorrt_runs_the_trunk_for_every_camera_size(on_gpu, cpu_model, caplog
         np.testing.assert_allclose(result.depth, expected.depth, atol=1e-5)
         np.testing.assert_allclose(result.bin_probs, expected.bin_probs, atol=1e-6)
     assert len([s for s in runtime.sessions if s[0][0] == TENSORRT]) == 2
+
+
+def test_a_node_with_max_batch_gets_one_engine_at_load_and_any_number_of_bins(
+    any_size_graph, on_gpu, cpu_model
+):
+    """Loaded for a node's max_batch, TensorRT builds that engine alone (no batch-1 engine
+    first), tuned for that batch; warm-ups up to it build nothing. The bins run in the head on
+    CUDA, so more bins than any profile range (80) take the same engine."""
+    runtime = GpuOnnxRuntime()
+    model = on_gpu(runtime, max_batch=3)
+    tensorrt = [s[0][1] for s in runtime.sessions if s[0][0] == TENSORRT]
+    assert [Path(t["trt_engine_cache_path"]).name for t in tensorrt] == ["trunk-batch3"]
+    assert tensorrt[0]["trt_profile_opt_shapes"].startswith("network_input:3x")
+    model.warm_up((48, 64), max_batch=3)
+    model.warm_up((48, 64), max_batch=2)
+    assert len([s for s in runtime.sessions if s[0][0] == TENSORRT]) == 1
+    bins = tuple(1.0 + 0.05 * i for i in range(80))
+    words = tuple(f"w{i}" for i in range(80))
+    config, _ = any_size_graph  # the torch text encoder caches these prompts' features
+    DepthClip(config.replace(depth_bins=bins, depth_tokens=words))
+    for estimator in (model, cpu_model):
+        estimator.update_config(estimator.config.replace(depth_bins=bins, depth_tokens=words))
+    frames = np.stack([structured_image(48, 64, seed=i) for i in range(3)])
+    result = model.predict(frames)
+    assert result.bin_probs.shape[1] == 80
+    np.testing.assert_allclose(result.depth, cpu_model.predict(frames).depth, atol=1e-5)
+    assert {p for p, shape in runtime.runs if shape[0] == 3} == {TENSORRT, CUDA}
 
 
 def test_a_graph_exported_before_the_parts_runs_on_cuda_with_one_warning(
@@ -255,6 +293,62 @@ def test_a_stale_engine_cache_is_cleared_and_built_once(on_gpu, caplog):
     assert model.provider == TENSORRT and len(tensorrt) == 2  # stale, rebuilt
     folder = Path(tensorrt[-1][0][1]["trt_engine_cache_path"])
     assert folder.parent.name.endswith(f"-fp32-ort{runtime.__version__}-trtunknown")
+
+
+def test_processes_sharing_an_engine_cache_take_turns(on_gpu, monkeypatch):
+    """ORT writes an engine file in place: a second process must not read it half written (and
+    clear the folder as stale) while the first builds. Every build, read or clear of a file's
+    engines holds the cache's lock; a process that finds it held says so once and waits, then
+    reads the engine the other built."""
+    import fcntl
+    import threading
+
+    from onnx_runtime_stand_in import _Session
+
+    from depthclip_ros.files import exclusive_lock
+    from depthclip_ros.graph_runtimes.onnx_runtime import ENGINE_LOCK
+
+    runtime = GpuOnnxRuntime()
+    built = _Session._build_engine
+    held_while_building = []
+
+    def build_checking_the_lock(self, folder):
+        lock = folder.parent / ENGINE_LOCK
+        with open(lock, "a+b") as other:  # another process's open of the lock file
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held_while_building.append(False)
+                fcntl.flock(other, fcntl.LOCK_UN)
+            except BlockingIOError:
+                held_while_building.append(True)
+        built(self, folder)
+
+    monkeypatch.setattr(_Session, "_build_engine", build_checking_the_lock)
+    first = on_gpu(runtime)
+    assert first.provider == TENSORRT and held_while_building == [True]
+    cache = Path(runtime.sessions[-3][0][1]["trt_engine_cache_path"]).parent
+    # Another process builds (holds the lock): this one waits, said once, then opens.
+    waiting = threading.Event()
+    opened = []
+
+    class Said(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("waiting for another process"):
+                waiting.set()
+
+    said = Said()
+    logging.getLogger("depthclip_ros").addHandler(said)
+    try:
+        with exclusive_lock(cache / ENGINE_LOCK):
+            opener = threading.Thread(target=lambda: opened.append(on_gpu(GpuOnnxRuntime())))
+            opener.start()
+            assert waiting.wait(timeout=60)  # it waits for the lock (not a timing assertion)
+            assert opened == []
+        opener.join(timeout=60)
+    finally:
+        logging.getLogger("depthclip_ros").removeHandler(said)
+    (second,) = opened
+    assert second.provider == TENSORRT and held_while_building == [True, True]
 
 
 def test_the_cuda_provider_chooses_its_kernels_at_camera_info(on_gpu):
