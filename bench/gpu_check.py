@@ -33,7 +33,7 @@ from depthclip_ros.tools.random_clip import save_random_checkpoint
 
 from .bag_bench import write_camera_bag
 from .benchmark import bench_cuda_core
-from .gpu_onnxruntime import onnxruntime_on_gpu
+from .gpu_onnxruntime import onnxruntime_about, onnxruntime_on_gpu
 from .measure import machine, table
 from .node_bench import bench_cuda_node
 
@@ -65,16 +65,35 @@ REQUIRED_MODULES = {
     "tqdm": "tqdm",
     "pkg_resources": "setuptools<81 (clip imports pkg_resources)",
 }
+# What one step needs beyond them: that step is left out where they are missing (its row says
+# "not run"), the others run.
+STEP_MODULES = {
+    "onnxruntime": {
+        "onnxruntime": "onnxruntime-gpu (TensorRT's libraries too, for its TensorRT rows)",
+        "onnxscript": "onnxscript (torch.onnx's exporter writes the graph with it)",
+        "onnx": "onnx (the trunk is taken out of the graph for TensorRT with it)",
+    },
+}
 STEPS = ("tests", "options", "churn", "onnxruntime", "core", "node", "bags")
 
 
-def missing_modules() -> list:
-    """One line for each module of REQUIRED_MODULES this Python cannot import."""
-    return [
-        f"gpu-check: no module {name} here: install {what}"
-        for name, what in REQUIRED_MODULES.items()
-        if importlib.util.find_spec(name) is None
-    ]
+def missing_modules(steps=STEPS) -> tuple:
+    """(lines, {step: its lines}): one line for each module this Python cannot import, of
+    REQUIRED_MODULES (every step needs them) and of STEP_MODULES of the chosen `steps`."""
+
+    def lines(modules: dict, why: str = "") -> list:
+        return [
+            f"gpu-check: no module {name} here: install {what}{why}"
+            for name, what in modules.items()
+            if importlib.util.find_spec(name) is None
+        ]
+
+    by_step = {
+        step: lines(STEP_MODULES[step], f"; the {step} step is left out")
+        for step in steps
+        if step in STEP_MODULES
+    }
+    return lines(REQUIRED_MODULES), {step: said for step, said in by_step.items() if said}
 
 
 def step_list(text: str) -> list:
@@ -287,9 +306,10 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print(f"gpu-check: no CUDA device on this machine (torch {torch.__version__}): not run")
         return 0
-    missing = missing_modules()
-    if missing:  # before any GPU minute is spent
-        print("\n".join(missing))
+    missing, left_out = missing_modules(args.only)
+    for line in [*missing, *(line for said in left_out.values() for line in said)]:
+        print(line)  # before any GPU minute is spent
+    if missing or set(args.only) <= set(left_out):
         return 2
     STEP_TIMEOUT = args.step_timeout
     started = time.perf_counter()
@@ -298,6 +318,16 @@ def main(argv=None) -> int:
     rows, measured = [], {}
     for step in args.only:
         t0 = time.perf_counter()
+        if step in left_out:  # its modules are missing (said above)
+            rows.append(
+                [
+                    f"step {step}",
+                    "runs",
+                    "not run: " + left_out[step][0].removeprefix("gpu-check: "),
+                    "not run",
+                ]
+            )
+            continue
         try:
             step_rows = run_step(step, ckpt, args, measured)
         except Exception as exc:  # a step that fails or times out: its row says so, the rest run
@@ -307,7 +337,8 @@ def main(argv=None) -> int:
             print(f"gpu-check: {row[0]}: {row[3]} ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"## Verdict ({torch.cuda.get_device_name(0)}, {time.perf_counter() - started:.0f} s)\n")
     print(table(["what", "target", "measured", "verdict"], rows))
-    # "not run": a step this host cannot run (onnxruntime without a GPU provider), said in its row
+    # "not run": what this host cannot run (no onnxruntime, or one without a GPU provider), said
+    # in its row; TensorRT listed but not run is a FAIL (bench/gpu_onnxruntime.py).
     return 0 if all(r[3] in ("pass", "met", "not run") for r in rows) else 1
 
 
@@ -341,6 +372,7 @@ def run_step(step: str, ckpt, args, measured: dict) -> list:
     if step == "onnxruntime":
         head, rows, ok = onnxruntime_on_gpu(frames, ckpt)
         print("## Exported graphs on ONNX Runtime's CUDA and TensorRT (RN50 shapes, fp16)\n")
+        print(f"{onnxruntime_about()}\n")
         print(table(head, rows) + "\n", flush=True)
         return [[f"onnxruntime: {r[0]}", "pass", f"{r[1]}: {r[2]}"[:200], r[3]] for r in rows]
     if step == "core":

@@ -1,13 +1,18 @@
 """gpu-check's ONNX Runtime step: the exported any-size RN50 graph on onnxruntime-gpu's CUDA and
-TensorRT providers, against the torch core on the same GPU: which provider each runs on, their
-depth gap, TensorRT's one trunk engine per largest batch serving two camera sizes, a reopen from
-the engine cache, a stale engine rebuilt. Where onnxruntime has no GPU provider the rows say "not
-run" and why.
+TensorRT providers, against the torch core on the same GPU: which provider runs each part of
+the graph, their depth gap, nothing printed by ONNX Runtime's own fallback, the CUDA provider's
+first frames after its warm-up, TensorRT refusing the whole graph as the tests' stand-in says,
+its one trunk engine per largest batch serving two camera sizes, a reopen from the engine cache,
+a stale engine rebuilt. Where onnxruntime has no GPU provider the rows say "not run" and why;
+where it lists TensorRT, a TensorRT row that did not run is a FAIL.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +30,7 @@ VGA, WIDE = (480, 640), (360, 640)
 # Runtime's CUDA kernels round as torch's do, TensorRT picks tactics of its own (fused
 # convolutions, other accumulation orders): a first bound, to be confirmed by a GPU run.
 GAP = {CUDA: 5e-3, TENSORRT: 2e-2}
+STALL_S = 0.05  # a first frame's time beyond its batch's next ones that counts as a stall
 
 
 class _Warnings(logging.Handler):
@@ -39,16 +45,27 @@ class _Warnings(logging.Handler):
 
 
 def _open(config: DepthClipConfig) -> tuple:
-    """(the model, seconds to open it, the warnings it gave)."""
+    """(the model, seconds to open it, the warnings it gave, what it printed on stdout: ONNX
+    Runtime's own fallback prints its "EP Error" there, which the package turns off)."""
     handler = _Warnings()
     log = logging.getLogger("depthclip_ros")
     log.addHandler(handler)
+    printed = io.StringIO()  # ONNX Runtime's wrapper prints its fallback with print()
     try:
-        t0 = time.perf_counter()
-        model = OnnxDepthClip(config)
-        return model, time.perf_counter() - t0, handler.lines
+        with contextlib.redirect_stdout(printed):
+            t0 = time.perf_counter()
+            model = OnnxDepthClip(config)
+        return model, time.perf_counter() - t0, handler.lines, printed.getvalue()
     finally:
         log.removeHandler(handler)
+
+
+def onnxruntime_about() -> str:
+    """ONNX Runtime's version and the providers it lists, in one line."""
+    import onnxruntime as ort
+
+    listed = ", ".join(ort.get_available_providers())
+    return f"onnxruntime {ort.__version__}; providers listed: {listed}"
 
 
 def _gap(model, reference, images) -> float:
@@ -62,6 +79,8 @@ def _row(what, provider, detail, ok) -> list:
 def onnxruntime_on_gpu(frames, ckpt, device: str = "cuda:0", reference_device=None) -> tuple:
     """(head, rows, ok): the ONNX Runtime step on `device`; `frames(batch, size)` gives the
     images; `reference_device`: the torch core's (default `device`; "cpu" in a dry run)."""
+    import onnxruntime as ort
+
     folder = Path(tempfile.mkdtemp())
     base = DepthClipConfig(
         model=str(ckpt),
@@ -74,7 +93,7 @@ def onnxruntime_on_gpu(frames, ckpt, device: str = "cuda:0", reference_device=No
     precision = base.precision
     any_size = folder / "any.onnx"
     export.export(base, any_size)
-    head = ["check", "provider", "measured", "verdict"]
+    head = ["check", "providers (each part of the graph)", "measured", "verdict"]
     config = base.replace(
         model=str(any_size),
         backend="onnxruntime",
@@ -85,52 +104,125 @@ def onnxruntime_on_gpu(frames, ckpt, device: str = "cuda:0", reference_device=No
     images = frames(3, VGA)
     rows = []
     # CUDA alone: the fallback's provider, its depth against the torch core's.
-    cuda, _, _ = _open(config.replace(onnxruntime_providers="cuda"))
+    cuda, _, _, _ = _open(config.replace(onnxruntime_providers="cuda"))
     if cuda.provider != CUDA:
         rows.append(
             [
                 "onnxruntime on CUDA",
-                cuda.provider,
+                cuda.placement,
                 "not run: onnxruntime has no CUDA provider here; install onnxruntime-gpu",
                 "not run",
             ]
         )
         return head, rows, True
     gap = _gap(cuda, reference, images)
-    rows.append(
-        _row("any-size graph, providers cuda", cuda.provider, f"{gap:.2e} m", gap <= GAP[CUDA])
-    )
+    ok = gap <= GAP[CUDA] and "on CPU" not in cuda.placement
+    rows.append(_row("any-size graph, providers cuda", cuda.placement, f"{gap:.2e} m", ok))
+    rows.append(_cuda_warmed(cuda, frames))
     del cuda
-    # auto: TensorRT on the trunk (its libraries installed), else CUDA with one warning.
-    model, seconds, warnings = _open(config)
+    # auto: TensorRT on the trunk (its libraries installed), else CUDA with one warning; never
+    # ONNX Runtime's own fallback ("EP Error" on stdout, device 0).
+    model, seconds, warnings, printed = _open(config)
     gap = _gap(model, reference, images)
     said = "; ".join(w[:120] for w in warnings) or "no warning"
     took = model.provider == TENSORRT and not warnings
-    ok = gap <= GAP[model.provider] and (took or len(warnings) == 1)
+    quiet = "EP Error" not in printed
+    ok = gap <= GAP[model.provider] and (took or len(warnings) == 1) and quiet
     rows.append(
         _row(
             "any-size graph, providers auto",
-            model.provider,
-            f"{gap:.2e} m, {seconds:.0f} s; {said}",
+            model.placement,
+            f"{gap:.2e} m, {seconds:.0f} s; {said}" + ("" if quiet else "; EP Error on stdout"),
             ok,
         )
     )
     del model
-    rows += _tensorrt_engines(config, reference, frames)
+    rows += _tensorrt_engines(config, reference, frames, TENSORRT in ort.get_available_providers())
     return head, rows, all(row[3] in ("pass", "not run") for row in rows)
 
 
-def _tensorrt_engines(config, reference, frames) -> list:
+def _cuda_warmed(model, frames) -> list:
+    """The CUDA provider warmed at a camera's size for batches up to 4 (what camera_info
+    does): each batch's first frame then costs about what its next ones cost (a cuDNN algorithm
+    search left for mid-stream costs RN50 hundreds of milliseconds or more: STALL_S)."""
+    t0 = time.perf_counter()
+    model.warm_up(VGA, max_batch=4)
+    warm_up = time.perf_counter() - t0
+    stalls = []
+    for batch in (3, 1, 4, 2):
+        images = frames(batch, VGA)
+        times = []
+        for _ in range(4):
+            t0 = time.perf_counter()
+            model.predict(images)
+            times.append(time.perf_counter() - t0)
+        stalls.append((times[0] - float(np.median(times[1:])), batch))
+    stall, batch = max(stalls)
+    return _row(
+        "CUDA provider warmed at 640x480, max_batch 4: a batch's first frame beyond its next",
+        model.placement,
+        f"{stall * 1e3:.1f} ms (batch {batch}, worst); warm-up {warm_up:.1f} s",
+        stall <= STALL_S,
+    )
+
+
+def _refused_as_the_stand_in_says(config) -> list:
+    """The whole any-size graph on TensorRT alone, with a profile for its images (what the
+    package once passed): refused, in the words the tests' stand-in gives ORT
+    (test/support/onnx_runtime_stand_in.py), so the CPU tests decide as this GPU does."""
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test" / "support"))
+    from onnx_runtime_stand_in import tensorrt_refusal
+
+    bins = len(config.depth_bins)
+    inputs = ort.InferenceSession(config.model, providers=["CPUExecutionProvider"]).get_inputs()
+    embed_dim = next(i.shape[0] for i in inputs if i.name == "text_features")
+    shapes = f"images:1x480x640x3,text_features:{embed_dim}x{bins},bins:{bins}"
+    options = {"device_id": config.device.partition(":")[2] or "0"}
+    options.update({f"trt_profile_{name}_shapes": shapes for name in ("min", "opt", "max")})
+    expected = tensorrt_refusal(config.model, options).split("\n")[0]
+    settings = ort.SessionOptions()
+    settings.log_severity_level = 3
+    try:
+        ort.InferenceSession(
+            config.model,
+            sess_options=settings,
+            providers=[TENSORRT],
+            provider_options=[options],
+            enable_fallback=0,
+        )
+        got = "built"
+    except Exception as exc:  # what ORT raises: EPFail, RuntimeError
+        got = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    same = bool(expected) and expected in got
+    return _row(
+        "whole any-size graph on TensorRT: refused as the stand-in says",
+        TENSORRT,
+        f"stand-in: {expected[:70]}...; here: {got[:160]}",
+        same,
+    )
+
+
+def _tensorrt_engines(config, reference, frames, listed: bool) -> list:
     """The any-size graph on TensorRT: its first trunk engine (batch 1), the engine warm_up
     builds for max_batch 4 serving a VGA and a 640x360 camera, a batch of 6 in parts, a reopen
-    from the cache, a stale engine rebuilt."""
-    model, seconds, warnings = _open(config)
+    from the cache, a stale engine rebuilt. `listed`: onnxruntime lists TensorRT, so rows that
+    cannot run are failures, not "not run"."""
+    model, seconds, warnings, _ = _open(config)
     if model.provider != TENSORRT:
         why = "; ".join(w[:160] for w in warnings) or "onnxruntime has no TensorRT provider here"
-        return [["TensorRT engines", model.provider, f"not run: {why}", "not run"]]
+        verdict = "FAIL" if listed else "not run"
+        return [["TensorRT engines", model.placement, f"not run: {why}", verdict]]
     root = Path(config.tensorrt_cache_dir)
     rows = [
-        _row("first trunk engine (batch 1)", TENSORRT, f"built in {seconds:.0f} s", not warnings)
+        _row(
+            "first trunk engine (batch 1)",
+            model.placement,
+            f"built in {seconds:.0f} s",
+            not warnings and model.placement.startswith("preprocessing CUDA, trunk Tensorrt"),
+        ),
+        _refused_as_the_stand_in_says(config),
     ]
     t0 = time.perf_counter()
     model.warm_up(VGA, max_batch=4)
@@ -145,17 +237,17 @@ def _tensorrt_engines(config, reference, frames) -> list:
     rows.append(
         _row(
             "warm_up VGA and 640x360, max_batch 4; batch 6 in parts",
-            TENSORRT,
+            model.placement,
             f"{', '.join(built)} in {seconds:.0f} s; {gap:.2e} m",
             ok and gap <= GAP[TENSORRT],
         )
     )
     del model
-    model, seconds, warnings = _open(config)
+    model, seconds, warnings, _ = _open(config)
     rows.append(
         _row(
             "reopen: engine from the cache",
-            model.provider,
+            model.placement,
             f"{seconds:.1f} s",
             model.provider == TENSORRT and not warnings,
         )
@@ -163,12 +255,12 @@ def _tensorrt_engines(config, reference, frames) -> list:
     del model
     for engine in root.glob("*/trunk-batch1/*.engine"):
         engine.write_bytes(b"not an engine of this TensorRT")
-    model, seconds, warnings = _open(config)
+    model, seconds, warnings, _ = _open(config)
     ok = model.provider == TENSORRT and len(warnings) == 1 and "cannot be read" in warnings[0]
     rows.append(
         _row(
             "stale engine: cleared, built again",
-            model.provider,
+            model.placement,
             f"{seconds:.0f} s; {len(warnings)} warning(s)",
             ok,
         )

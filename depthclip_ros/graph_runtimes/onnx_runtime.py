@@ -454,6 +454,24 @@ class OnnxDepthClip(ExportedGraph):
         session.disable_fallback()
         return session
 
+    @property
+    def placement(self) -> str:
+        """Which provider runs each part of the graph, and the heavy nodes a GPU session left
+        on the CPU provider: 'preprocessing CUDA, trunk Tensorrt, head CUDA'."""
+        if self._trunk is None:
+            parts = {"whole graph": self.session}
+        else:
+            (preprocessing, head), trunk = self._parts, self._trunk[0]
+            parts = {"preprocessing": preprocessing, "trunk": trunk, "head": head}
+        words = []
+        for name, session in parts.items():
+            provider = session.get_providers()[0]
+            on_cpu = heavy_nodes_on_cpu(session) if provider != CPU else {}
+            left = ", ".join(f"{count} {op}" for op, count in on_cpu.items())
+            short = provider.removesuffix("ExecutionProvider")
+            words.append(f"{name} {short}" + (f" ({left} on CPU)" if left else ""))
+        return ", ".join(words)
+
     @staticmethod
     def _waiting(cache: Path) -> None:
         log.info("waiting for another process building or reading TensorRT's engines in %s", cache)

@@ -300,28 +300,52 @@ def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(tiny_checkpoint, mon
     ORT does): every row passes, so a lent GPU's minutes go to what only a GPU can say."""
     from onnx_runtime_stand_in import TENSORRT, GpuOnnxRuntime
 
-    from bench import gpu_check
+    from bench import gpu_check, gpu_onnxruntime
     from bench.gpu_onnxruntime import onnxruntime_on_gpu
+    from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
+
+    class OpenedWithOrtsFallback(OnnxDepthClip):
+        """The package as it was: ONNX Runtime's creation-time fallback left on."""
+
+        def _session(self, ort, options, chain, source=None):
+            return ort.InferenceSession(
+                str(source or self.path),
+                sess_options=options,
+                providers=[name for name, _ in chain],
+                provider_options=[opts for _, opts in chain],
+            )
 
     runtime = GpuOnnxRuntime().install(monkeypatch)
     head, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
+    parts = "preprocessing CUDA, trunk Tensorrt, head CUDA"
     assert [(r[0], r[1], r[3]) for r in rows] == [
-        ("any-size graph, providers cuda", "CUDAExecutionProvider", "pass"),
-        ("any-size graph, providers auto", TENSORRT, "pass"),
-        ("first trunk engine (batch 1)", TENSORRT, "pass"),
-        ("warm_up VGA and 640x360, max_batch 4; batch 6 in parts", TENSORRT, "pass"),
-        ("reopen: engine from the cache", TENSORRT, "pass"),
-        ("stale engine: cleared, built again", TENSORRT, "pass"),
+        ("any-size graph, providers cuda", "whole graph CUDA", "pass"),
+        (
+            "CUDA provider warmed at 640x480, max_batch 4: a batch's first frame beyond its next",
+            "whole graph CUDA",
+            "pass",
+        ),
+        ("any-size graph, providers auto", parts, "pass"),
+        ("first trunk engine (batch 1)", parts, "pass"),
+        ("whole any-size graph on TensorRT: refused as the stand-in says", TENSORRT, "pass"),
+        ("warm_up VGA and 640x360, max_batch 4; batch 6 in parts", parts, "pass"),
+        ("reopen: engine from the cache", parts, "pass"),
+        ("stale engine: cleared, built again", parts, "pass"),
     ], rows
-    assert ok and "trunk-batch1, trunk-batch4" in rows[3][2]
+    assert ok and "trunk-batch1, trunk-batch4" in rows[5][2]
     trunk_batches = [shape[0] for provider, shape in runtime.runs if provider == TENSORRT]
     assert 4 in trunk_batches and 2 in trunk_batches  # the batch of 6: 4 + 2
-    # TensorRT listed without its libraries: the auto row runs on CUDA with one warning
+    # TensorRT listed without its libraries: the auto row runs on CUDA with one warning, and
+    # the TensorRT rows, which could not run where TensorRT is listed, fail
     monkeypatch.undo()
     GpuOnnxRuntime(tensorrt_libraries=False).install(monkeypatch)
     _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
-    assert ok and rows[1][1] == "CUDAExecutionProvider" and "libnvinfer" in rows[1][2]
-    assert rows[2][3] == "not run"
+    assert rows[2][1] == "whole graph CUDA" and "libnvinfer" in rows[2][2]
+    assert rows[2][3] == "pass" and rows[3][3] == "FAIL" and not ok
+    # a fallback printed on stdout fails the auto row (ONNX Runtime's own, which prints it)
+    monkeypatch.setattr(gpu_onnxruntime, "OnnxDepthClip", OpenedWithOrtsFallback)
+    _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
+    assert rows[2][3] == "FAIL" and "EP Error on stdout" in rows[2][2]
     # onnxruntime without a GPU provider (this machine's): one row says so, nothing fails
     monkeypatch.undo()
     _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
@@ -342,11 +366,32 @@ def test_gpu_check_names_what_an_offline_gpu_host_lacks_and_its_steps(monkeypatc
         "find_spec",
         lambda name, *a: None if name in ("regex", "pkg_resources") else real(name, *a),
     )
-    assert gpu_check.missing_modules() == [
-        "gpu-check: no module regex here: install regex (clip's tokenizer)",
-        "gpu-check: no module pkg_resources here: install setuptools<81 (clip imports "
-        "pkg_resources)",
-    ]
+    assert gpu_check.missing_modules() == (
+        [
+            "gpu-check: no module regex here: install regex (clip's tokenizer)",
+            "gpu-check: no module pkg_resources here: install setuptools<81 (clip imports "
+            "pkg_resources)",
+        ],
+        {},
+    )
+    # The onnxruntime step's own modules: that step left out, the others run.
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("onnxruntime", "onnxscript") else real(name, *a),
+    )
+    assert gpu_check.missing_modules(["tests", "onnxruntime"]) == (
+        [],
+        {
+            "onnxruntime": [
+                "gpu-check: no module onnxruntime here: install onnxruntime-gpu (TensorRT's "
+                "libraries too, for its TensorRT rows); the onnxruntime step is left out",
+                "gpu-check: no module onnxscript here: install onnxscript (torch.onnx's "
+                "exporter writes the graph with it); the onnxruntime step is left out",
+            ]
+        },
+    )
+    assert gpu_check.missing_modules(["tests"]) == ([], {})
     assert gpu_check.step_list("core, node") == ["core", "node"]
     with pytest.raises(argparse.ArgumentTypeError, match="steps are tests, options"):
         gpu_check.step_list("core,gpu")
