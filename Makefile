@@ -65,7 +65,7 @@ bench: $(STAMP)
 # line), else python3 (a lent GPU host gets the checkout without .venv).
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 gpu-check:
-	$(GPU_PYTHON) -m bench.gpu_check
+	$(GPU_PYTHON) -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(ONNX_VENV) $(JAZZY_VENV) build install log demo_out *.egg-info
