@@ -351,6 +351,28 @@ def test_processes_sharing_an_engine_cache_take_turns(on_gpu, monkeypatch):
     assert second.provider == TENSORRT and held_while_building == [True, True]
 
 
+def test_a_read_only_engine_cache_is_read_without_its_lock(on_gpu, monkeypatch):
+    """Engines prebuilt and shipped read-only: where the lock file cannot be made, no process
+    can build there either, and the engine is read as before (tested by refusing the lock
+    file's creation: this machine's tests run as root, whom file modes do not stop)."""
+    import builtins
+
+    from depthclip_ros.graph_runtimes.onnx_runtime import ENGINE_LOCK
+
+    on_gpu(GpuOnnxRuntime())  # the engine built and cached
+    real_open = builtins.open
+
+    def read_only(file, mode="r", *args, **kwargs):
+        if Path(str(file)).name == ENGINE_LOCK:
+            raise PermissionError(13, "Read-only file system", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only)
+    runtime = GpuOnnxRuntime()
+    model = on_gpu(runtime)
+    assert model.provider == TENSORRT
+
+
 def test_the_cuda_provider_chooses_its_kernels_at_camera_info(on_gpu):
     """Every batch up to max_batch at the camera's size runs at warm-up, so cuDNN's algorithm
     choice for each input shape is not paid mid-stream."""
