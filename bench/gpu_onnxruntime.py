@@ -22,7 +22,8 @@ import numpy as np
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.export import graph as export
-from depthclip_ros.graph_runtimes.onnx_runtime import CUDA, TENSORRT, OnnxDepthClip
+from depthclip_ros.graph_runtimes.onnx_providers import CUDA, TENSORRT
+from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
 
 VGA, WIDE = (480, 640), (360, 640)
 # |exported graph - torch core| in fp16 at T 1.0 (metres): both are fp16 trunks with float32

@@ -91,7 +91,7 @@ class HeadAndDepth(torch.nn.Module):
 def joined(parts: list) -> onnx.ModelProto:
     """One graph of the ONNX `parts` in order, each one's own names prefixed with its index so
     they cannot meet; the names between parts (GRAPH_PARTS) and the graph's inputs and outputs
-    stay, so TensorRT can take the trunk out again (onnx_runtime.graph_parts)."""
+    stay, so TensorRT can take the trunk out again (onnx_providers.graph_parts)."""
     kept = {*GRAPH_INPUTS, *GRAPH_OUTPUTS, *GRAPH_PARTS}
     nodes, initializers, values, functions, inputs = [], [], [], [], {}
     for index, part in enumerate(parts):

@@ -20,7 +20,8 @@ from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.depth_quantile import depth_quantile
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.export import graph as export
-from depthclip_ros.graph_runtimes.onnx_runtime import CUDA, OnnxDepthClip
+from depthclip_ros.graph_runtimes.onnx_providers import CUDA
+from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
 from depthclip_ros.messages import decoding
 from depthclip_ros.tools import export as export_cli
 

@@ -21,12 +21,12 @@ from depthclip_ros.errors import ModelLoadError
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.file_identity import sha256_file
 from depthclip_ros.export import graph as export
-from depthclip_ros.graph_runtimes.onnx_runtime import (
+from depthclip_ros.graph_runtimes.onnx_providers import (
     CPU,
     CUDA,
+    ENGINE_LOCK,
     GRAPH_PART_IO,
     TENSORRT,
-    OnnxDepthClip,
     graph_parts,
     providers_for,
     tensorrt_cache_folder,
@@ -34,6 +34,7 @@ from depthclip_ros.graph_runtimes.onnx_runtime import (
     tensorrt_profile,
     with_profile,
 )
+from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
 
 NETWORK = (96, 128)  # the test configs' network input (height, width)
 
@@ -306,7 +307,6 @@ def test_processes_sharing_an_engine_cache_take_turns(on_gpu, monkeypatch):
     from onnx_runtime_stand_in import _Session
 
     from depthclip_ros.files import exclusive_lock
-    from depthclip_ros.graph_runtimes.onnx_runtime import ENGINE_LOCK
 
     runtime = GpuOnnxRuntime()
     built = _Session._build_engine
@@ -356,8 +356,6 @@ def test_a_read_only_engine_cache_is_read_without_its_lock(on_gpu, monkeypatch):
     can build there either, and the engine is read as before (tested by refusing the lock
     file's creation: this machine's tests run as root, whom file modes do not stop)."""
     import builtins
-
-    from depthclip_ros.graph_runtimes.onnx_runtime import ENGINE_LOCK
 
     on_gpu(GpuOnnxRuntime())  # the engine built and cached
     real_open = builtins.open
