@@ -22,7 +22,7 @@ import numpy as np
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.export import graph as export
-from depthclip_ros.graph_runtimes.onnx_providers import CUDA, TENSORRT
+from depthclip_ros.graph_runtimes.onnx_providers import CUDA, TENSORRT, one_line
 from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
 
 VGA, WIDE = (480, 640), (360, 640)
@@ -167,18 +167,17 @@ def _cuda_warmed(model, frames) -> list:
     )
 
 
-def _refused_as_the_stand_in_says(config) -> list:
+def _refused_as_the_stand_in_says(config, embed_dim: int) -> list:
     """The whole any-size graph on TensorRT alone, with a profile for its images (what the
-    package once passed): refused, in the words the tests' stand-in gives ORT
-    (test/support/onnx_runtime_stand_in.py), so the CPU tests decide as this GPU does."""
+    package once passed; `embed_dim`: its text features'): refused, in the words the tests'
+    stand-in gives ORT (test/support/onnx_runtime_stand_in.py), so the CPU tests decide as
+    this GPU does."""
     import onnxruntime as ort
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test" / "support"))
     from onnx_runtime_stand_in import tensorrt_refusal
 
     bins = len(config.depth_bins)
-    inputs = ort.InferenceSession(config.model, providers=["CPUExecutionProvider"]).get_inputs()
-    embed_dim = next(i.shape[0] for i in inputs if i.name == "text_features")
     shapes = f"images:1x480x640x3,text_features:{embed_dim}x{bins},bins:{bins}"
     options = {"device_id": config.device.partition(":")[2] or "0"}
     options.update({f"trt_profile_{name}_shapes": shapes for name in ("min", "opt", "max")})
@@ -195,7 +194,7 @@ def _refused_as_the_stand_in_says(config) -> list:
         )
         got = "built"
     except Exception as exc:  # what ORT raises: EPFail, RuntimeError
-        got = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        got = one_line(str(exc)) or type(exc).__name__
     same = bool(expected) and expected in got
     return _row(
         "whole any-size graph on TensorRT: refused as the stand-in says",
@@ -223,7 +222,7 @@ def _tensorrt_engines(config, reference, frames, listed: bool) -> list:
             f"built in {seconds:.0f} s",
             not warnings and model.placement.startswith("preprocessing CUDA, trunk Tensorrt"),
         ),
-        _refused_as_the_stand_in_says(config),
+        _refused_as_the_stand_in_says(config, model.embed_dim),
     ]
     t0 = time.perf_counter()
     model.warm_up(VGA, max_batch=4)
