@@ -318,13 +318,17 @@ def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(tiny_checkpoint, mon
     runtime = GpuOnnxRuntime().install(monkeypatch)
     head, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
     parts = "preprocessing CUDA, trunk Tensorrt, head CUDA"
+    # The stall row's verdict is a timing of this machine's: the test checks that the verdict
+    # follows its measured figure, not the figure itself.
+    stall = rows.pop(1)
+    assert stall[:2] == [
+        "CUDA provider warmed at 640x480, max_batch 4: a batch's first frame beyond its next",
+        "whole graph CUDA",
+    ]
+    stall_ms = float(stall[2].split(" ms ")[0])
+    assert stall[3] == ("pass" if stall_ms <= gpu_onnxruntime.STALL_S * 1e3 else "FAIL")
     assert [(r[0], r[1], r[3]) for r in rows] == [
         ("any-size graph, providers cuda", "whole graph CUDA", "pass"),
-        (
-            "CUDA provider warmed at 640x480, max_batch 4: a batch's first frame beyond its next",
-            "whole graph CUDA",
-            "pass",
-        ),
         ("any-size graph, providers auto", parts, "pass"),
         ("first trunk engine (batch 1)", parts, "pass"),
         ("whole any-size graph on TensorRT: refused as the stand-in says", TENSORRT, "pass"),
@@ -332,7 +336,7 @@ def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(tiny_checkpoint, mon
         ("reopen: engine from the cache", parts, "pass"),
         ("stale engine: cleared, built again", parts, "pass"),
     ], rows
-    assert ok and "trunk-batch1, trunk-batch4" in rows[5][2]
+    assert ok == (stall[3] == "pass") and "trunk-batch1, trunk-batch4" in rows[4][2]
     trunk_batches = [shape[0] for provider, shape in runtime.runs if provider == TENSORRT]
     assert 4 in trunk_batches and 2 in trunk_batches  # the batch of 6: 4 + 2
     # TensorRT listed without its libraries: the auto row runs on CUDA with one warning, and
