@@ -674,7 +674,8 @@ def print_temporal(ckpt, args) -> None:
         images[f"NYU {sample.name}"] = (rgb, gt_from_png(depth_mm))
     print(
         f"## Temporal filter (RN50 shapes, random weights, T 1.0, 640x480 at "
-        f"{temporal.FRAME_RATE:g} Hz, {frames} frames, half-life 0.5 s, cpu)\n"
+        f"{temporal.FRAME_RATE:g} Hz (slow object: {temporal.SLOW_RATE:g} Hz), {frames} frames, "
+        f"half-life 0.5 s, cpu)\n"
     )
     if not nyu.is_dir():
         print(f"NYU samples not found at {nyu}: the demo scene only.\n")

@@ -1,17 +1,20 @@
 """temporal_filter measured: one image with known depth (an NYU sample, a demo scene) made into
-three sequences at FRAME_RATE, each run through the model once and fused with the node's rule
-(estimator.temporal_filter) under `off` and `mixture`:
+four sequences at FRAME_RATE (the slow object at SLOW_RATE), each run through the model once
+and fused with the node's rule (estimator.temporal_filter) under `off` and `mixture`:
 
 - still: the image with sensor noise (Gaussian, sigma NOISE grey levels) every frame;
 - pan: a window sliding PAN_PIXELS to the right each frame, with the noise;
 - moving object: a textured square at OBJECT_DEPTH metres crossing the still noisy image,
-  OBJECT_STEP pixels a frame.
+  OBJECT_STEP pixels a frame;
+- slow object: a flat square SLOW_CONTRAST grey levels brighter than the image under its
+  start (a mid-grey person walking past a wall), SLOW_STEP pixels a frame at SLOW_RATE: its
+  edge moves a patch's mean colour by a few grey levels a frame, below the change threshold.
 
 Per sequence and filter: flicker (median |d_t - d_t-1| over the pixels whose content did not
 change; for the pan, at the same scene point), lag (frames until a pixel the object newly covers
-is within 5 % of the depth the frame alone gives there: 0 = at once), |depth - truth| median,
-and the filter's own time per frame. With random weights this measures the mechanism, not the
-accuracy on real scenes.
+is within 5 % of the object's depth step from the depth the frame alone gives there: 0 = at
+once), |depth - truth| median, and the filter's own time per frame. With random weights this
+measures the mechanism, not the accuracy on real scenes.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ import numpy as np
 from depthclip_ros.config.parameters import OutputSettings
 from depthclip_ros.estimator.temporal_filter import TemporalFilter
 from depthclip_ros.messages import topics
-from depthclip_ros.messages.outputs import arrays_for
+from depthclip_ros.messages.outputs import arrays_for, fine_arrays
 
 FRAME_RATE = 15.0
 NOISE = 3.0  # grey levels
 PAN_PIXELS = 2
 OBJECT_SIZE, OBJECT_STEP, OBJECT_DEPTH = 96, 12, 1.2
+SLOW_CONTRAST, SLOW_STEP, SLOW_RATE = 30.0, 3, 30.0
 LAG_TOLERANCE = 0.05
 HEAD = [
     "sequence",
@@ -50,6 +54,7 @@ class Sequence:
     changed: list  # bool (H, W): content changed since the previous frame (first: all)
     shift: int = 0  # pixels the scene moves left each frame (the pan)
     covered: list | None = None  # bool (H, W): the object's pixels (moving object)
+    rate: float = FRAME_RATE  # frames a second
 
 
 def _noisy(rgb, rng) -> np.ndarray:
@@ -57,7 +62,7 @@ def _noisy(rgb, rng) -> np.ndarray:
 
 
 def sequences(rgb: np.ndarray, truth: np.ndarray, frames: int = 20, seed: int = 0) -> list:
-    """The three sequences of one image (uint8 (H, W, 3)) and its depth (H, W), `frames` each."""
+    """The four sequences of one image (uint8 (H, W, 3)) and its depth (H, W), `frames` each."""
     rng = np.random.default_rng(seed)
     height, width = truth.shape
     base = rgb.astype(np.float64)
@@ -78,27 +83,40 @@ def sequences(rgb: np.ndarray, truth: np.ndarray, frames: int = 20, seed: int = 
     )
     texture = np.random.default_rng(seed + 1).integers(0, 255, (OBJECT_SIZE, OBJECT_SIZE, 3))
     top = (height - OBJECT_SIZE) // 2
-    moving = Sequence("moving object", [], [], [], covered=[])
+    moving = _crossing("moving object", base, truth, texture, top, OBJECT_STEP, frames, rng)
+    under = base[top : top + OBJECT_SIZE, :OBJECT_SIZE].mean(axis=(0, 1))
+    flat = np.broadcast_to(np.clip(under + SLOW_CONTRAST, 0, 255), texture.shape)
+    slow = _crossing("slow object", base, truth, flat, top, SLOW_STEP, frames, rng)
+    slow.rate = SLOW_RATE
+    return [still, pan, moving, slow]
+
+
+def _crossing(name, base, truth, look, top, step, frames, rng) -> Sequence:
+    """`look` (an OBJECT_SIZE square's colours) at OBJECT_DEPTH crossing the noisy image from
+    the left, `step` pixels a frame."""
+    height, width = truth.shape
+    nothing = np.zeros((height, width), bool)
+    sequence = Sequence(name, [], [], [], covered=[])
     previous = nothing
     for i in range(frames):
-        left = (i * OBJECT_STEP) % max(width - OBJECT_SIZE, 1)
+        left = (i * step) % max(width - OBJECT_SIZE, 1)
         image, depth, covered = base.copy(), truth.copy(), nothing.copy()
-        image[top : top + OBJECT_SIZE, left : left + OBJECT_SIZE] = texture
+        image[top : top + OBJECT_SIZE, left : left + OBJECT_SIZE] = look
         depth[top : top + OBJECT_SIZE, left : left + OBJECT_SIZE] = OBJECT_DEPTH
         covered[top : top + OBJECT_SIZE, left : left + OBJECT_SIZE] = True
-        moving.frames.append(_noisy(image, rng))
-        moving.truths.append(depth)
-        moving.changed.append(covered | previous if i else ~nothing)
-        moving.covered.append(covered)
+        sequence.frames.append(_noisy(image, rng))
+        sequence.truths.append(depth)
+        sequence.changed.append(covered | previous if i else ~nothing)
+        sequence.covered.append(covered)
         previous = covered
-    return [still, pan, moving]
+    return sequence
 
 
 def run(model, sequence: Sequence, modes=("off", "mixture"), half_life: float = 0.5) -> dict:
     """{mode: (depth maps, seconds the filter took on each frame after the first)}: each frame
     predicted once, then fused under each mode from the arrays the node fetches for every
     output under it (while fusing, the grid's: the filter makes the full-resolution depth and
-    std)."""
+    std), at the sequence's frame rate."""
     settings = {
         mode: OutputSettings(temporal_filter=mode, temporal_half_life=half_life) for mode in modes
     }
@@ -108,8 +126,9 @@ def run(model, sequence: Sequence, modes=("off", "mixture"), half_life: float = 
         result = model.predict(frame)
         for mode in modes:
             own = result.fetched(arrays_for(topics.OUTPUTS, settings[mode]))
+            fine = fine_arrays(topics.OUTPUTS, settings[mode])
             started = time.perf_counter()
-            filters[mode].apply(own, 0, frame, i / FRAME_RATE, settings[mode], model.config)
+            filters[mode].apply(own, 0, frame, i / sequence.rate, settings[mode], fine)
             out[mode][1].append(time.perf_counter() - started)
             out[mode][0].append(own.depth[0].copy())  # the result freed, as a node's
     return {mode: (depths, times[1:]) for mode, (depths, times) in out.items()}  # warmed up
@@ -138,18 +157,23 @@ def lag(sequence: Sequence, fused: list, alone: list) -> float:
 
 def lag_frames(sequence: Sequence, fused: list, alone: list) -> list:
     """For each pixel the object newly covers (after its first frame): the frames until the
-    fused depth is within LAG_TOLERANCE of the frame's own depth there (a pixel the object
-    leaves before: the frames it stayed)."""
+    fused depth is within LAG_TOLERANCE of the step the object made there (the median over
+    those pixels of |alone - alone the frame before|) from the frame's own depth (a pixel the
+    object leaves before: the frames it stayed). Relative to the step, not to the depth: a
+    random CLIP moves its depth by micrometres where an object comes."""
     lags = []
     if not sequence.covered:
         return lags
     for t in range(1, len(fused)):
         pending = sequence.covered[t] & ~sequence.covered[t - 1]
+        if not pending.any():
+            continue
+        tolerance = LAG_TOLERANCE * float(np.median(np.abs(alone[t] - alone[t - 1])[pending]))
         for k in range(t, len(fused)):
             stayed = pending & ~sequence.covered[k]
             lags += [k - t] * int(stayed.sum())
             pending &= sequence.covered[k]
-            close = pending & (np.abs(fused[k] - alone[k]) <= LAG_TOLERANCE * np.abs(alone[k]))
+            close = pending & (np.abs(fused[k] - alone[k]) <= tolerance)
             lags += [k - t] * int(close.sum())
             pending &= ~close
             if not pending.any():

@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..config.parameters import OutputSettings
+from ..config.parameters import NodeSettings, OutputSettings
 from ..config.params_files import config_from_params, load_params
 from ..errors import DepthClipError, OutputExistsError
 from ..estimator.loading import load_estimator
@@ -194,7 +194,12 @@ def main(argv=None) -> int:
                 estimator.measure_depth_figure()
             with progress_bar(plan.frames, not args.quiet) as bar:
                 stats = process_bag(
-                    plan, estimator, settings, batch_size=args.batch_size, frames_written=bar
+                    plan,
+                    estimator,
+                    settings,
+                    batch_size=args.batch_size,
+                    scene_switch_frames=NodeSettings.from_params(params).scene_switch_frames,
+                    frames_written=bar,
                 )
     except DepthClipError as exc:
         print(f"depthclip-bag: error: {error_line(exc)}", file=sys.stderr)

@@ -22,8 +22,15 @@ from ..estimator.temporal_filter import TemporalFilter
 from ..files import atomic_directory, cannot_write, file_in_the_way
 from ..messages import topics
 from ..messages.decoding import decode_image
-from ..messages.outputs import DEFAULT_OUTPUTS, MessageBuilder, PendingFrame, arrays_for
+from ..messages.outputs import (
+    DEFAULT_OUTPUTS,
+    MessageBuilder,
+    PendingFrame,
+    arrays_for,
+    fine_arrays,
+)
 from ..runtime.batching import by_image_size
+from ..runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings, stamp_ns
 from .definitions import copy_definitions
 from .pipeline import model_leaves_cpu_free, run_stages
@@ -54,6 +61,7 @@ class _Camera:
         self.logged_infos = CameraInfoIndex(keep=1)  # the latest of each size logged so far
         self.connections = {}  # output name -> connection, added on first use (no empty topics)
         self.temporal = TemporalFilter()  # temporal_filter: this camera's fused distributions
+        self.scene = SceneHysteresis()  # scene_bins auto: this camera's scene, as the node's
         self.stats = dict.fromkeys(("frames", "depth", "clouds", "rejected", "info_fallbacks"), 0)
 
 
@@ -77,9 +85,12 @@ class BagProcessor:
     and writing where it leaves the CPU free (bag/pipeline.py); the output is the same
     messages in the same order either way."""
 
-    def __init__(self, estimator, settings: OutputSettings, typestore, batch_size: int = 1):
+    def __init__(
+        self, estimator, settings: OutputSettings, typestore, batch_size=1, scene_switch_frames=1
+    ):
         self.estimator = estimator
         self.settings = settings
+        self.scene_switch_frames = scene_switch_frames
         self.typestore = typestore
         self.builder = MessageBuilder.from_typestore(typestore)
         self.batch_size = batch_size
@@ -212,7 +223,9 @@ class BagProcessor:
             try:
                 self._prepare(shape[:2])
                 result = self.estimator.predict(
-                    np.stack([f.rgb for f in frames]), arrays=arrays_for(wanted, self.settings)
+                    np.stack([f.rgb for f in frames]),
+                    scenes=SceneChoice([f.owner.scene for f in frames], self.scene_switch_frames),
+                    arrays=arrays_for(wanted, self.settings),
                 )
             except ImageSizeError as exc:  # e.g. preprocessing 'crop' on a camera not 640x480
                 raise BagError(
@@ -237,14 +250,12 @@ class BagProcessor:
 
     def _write_chunk(self, chunk):
         """The chunk's output messages beside its copied ones, into OUT in log-time order."""
-        # The head the fused distributions belong to (only asked of the model when fusing).
-        fusing = self.settings.temporal_filter != "off"
-        config = self.estimator.config if fusing else None
         for frames, result in chunk.predictions:
             for i, frame in enumerate(frames):
                 # In each camera's log order, as its frames were recorded (the node's rule).
                 stamp = stamp_ns(frame.header.stamp) * 1e-9
-                frame.owner.temporal.apply(result, i, frame.rgb, stamp, self.settings, config)
+                fine = fine_arrays(frame.owner.outputs, self.settings)
+                frame.owner.temporal.apply(result, i, frame.rgb, stamp, self.settings, fine)
                 frame.result, frame.index = result, i
                 self._add_outputs(chunk, frame)
         # Log-time order in the output file; outputs follow their image (stable sort).
@@ -361,11 +372,14 @@ def process_bag(
     settings: OutputSettings,
     *,
     batch_size: int = 1,
+    scene_switch_frames: int = 1,
     frames_written=None,
 ) -> dict:
     """Write the plan's OUT: every message of IN plus depth, depth/camera_info and points beside
     each camera, all through `estimator` (anything with the core's `predict`) in one pass,
-    `batch_size` frames of one size per forward; `frames_written(n)` is told of every n image
+    `batch_size` frames of one size per forward; under scene_bins auto a camera's new scene
+    takes over after winning `scene_switch_frames` frames in a row (the node's rule);
+    `frames_written(n)` is told of every n image
     messages done. Returns the run's statistics: totals, `cameras` ({image topic: its own}),
     `problems` ({warning: first log time}), `seconds` (the frames' processing) and
     `preparing_seconds` (each image size's CUDA graphs or TensorRT engine, made before its first
@@ -374,7 +388,8 @@ def process_bag(
     if batch_size < 1:
         raise BagError(f"batch size must be >= 1, got {batch_size}")
     out_path, cameras = plan.out_path, plan.cameras
-    processor = BagProcessor(estimator, settings, get_typestore(Stores.ROS2_KILTED), batch_size)
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    processor = BagProcessor(estimator, settings, typestore, batch_size, scene_switch_frames)
     started = time.monotonic()
     plugin = StoragePlugin.MCAP if plan.storage == "mcap" else StoragePlugin.SQLITE3
     try:

@@ -30,7 +30,7 @@ from .depth_head import (
     scene_bin_probabilities,
     temperature_scale,
 )
-from .head import Head
+from .head import Head, head_key
 from .result import (
     OUTPUT_FIELDS,
     DepthResult,
@@ -197,6 +197,7 @@ class DepthClip:
         if cfg.scene_bins == "auto":
             for scene, scene_cfg in cfg.scene_configs().items():
                 head.scene_heads[scene] = self._text_and_bins(scene_cfg)
+                head.scene_keys[scene] = head_key(scene_cfg)
             classifier = SceneClassifier(
                 self.loaded.clip_model,
                 self.loaded.identity,
@@ -364,6 +365,7 @@ class DepthClip:
             bins=np.asarray(cfg.depth_bins, np.float32),  # the head's bins, without a sync
             region=input_region(imgs.shape[1], imgs.shape[2], cfg),
             fields=fields,
+            head_keys=(head.key,) * len(imgs),
         )
 
     @torch.inference_mode()
@@ -402,6 +404,7 @@ class DepthClip:
             scenes=chosen,
             scene_scores=None if scores is None else scores.cpu().numpy(),
             image_bins=None if chosen is None else bins.cpu().numpy(),
+            head_keys=tuple(head.key_of(s) for s in chosen or [None] * batch),
         )
 
     @staticmethod

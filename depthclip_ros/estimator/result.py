@@ -92,6 +92,9 @@ class DepthResult:
     scenes: list | None = None  # scene_bins auto: the scene whose bins each image used
     scene_scores: np.ndarray | None = None  # (B, S) CLIP's scene probabilities (config.scenes)
     image_bins: np.ndarray | None = None  # (B, K) metres each image used, with scenes
+    # One per image: the identity of the head that made it (estimator.head.head_key), read
+    # from the head the forward ran, not from the config in use when the result is read.
+    head_keys: tuple | None = None
 
     @classmethod
     def from_outputs(cls, outputs, bins, region, fields=OUTPUT_FIELDS, **extra) -> "DepthResult":

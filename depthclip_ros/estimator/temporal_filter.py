@@ -17,14 +17,21 @@ each frame's own spread plus the spread of the frames' depths within the half-li
 shrinks with the number of frames.
 
 A patch (a cell of the feature grid) whose content changed starts again from the current frame:
-its mean colour, sampled every CHANGE_STRIDE pixels, moved by more than `change_threshold` grey
-levels in a channel since the previous frame. The mean over a patch is robust to sensor noise
-(about 20 samples a VGA patch) and to a pan of a few pixels (the mean barely moves), and moves
-when another surface fills the patch; a surface of the background's own colour is missed (it is
-then mixed in over about a half-life). The whole state restarts at a new image size, a stamp
+its mean colour, sampled every CHANGE_STRIDE pixels, differs by more than `change_threshold`
+grey levels in a channel from the colour of what its fused distribution is made of (the
+patch's colours mixed with the same weights as its distributions). The mean over a patch is
+robust to sensor noise (about 20 samples a VGA patch) and to a pan of a few pixels (the mean
+barely moves), and moves when another surface fills the patch. Against the fused colour, not the
+previous frame's, a slow or low-contrast change restarts the patch too: an edge crossing it a
+few pixels a frame moves its mean by a few grey levels a frame, which the fused colour, lagging
+by about a half-life, sees add up. A surface of the background's own colour is missed (it is
+then mixed in over about a half-life). The whole state restarts at a new image size or a new
+geometry (the region the network sees, the feature grid: preprocessing, input size), a stamp
 not after the previous one (a bag's loop), a gap longer than RESTART_AFTER_HALF_LIVES
-half-lives, a change of the head (prompts, bins, temperature), and when the caller resets it
-(deactivation).
+half-lives, a new head (prompts, bins, temperature: the head that made the result, as the
+result names it, so a frame made before a parameter change is fused under its own head), and
+when the caller resets it (deactivation). Under scene_bins auto a new scene restarts the state
+only where its head differs (its preset's tokens or bins).
 """
 
 from __future__ import annotations
@@ -36,26 +43,31 @@ import numpy as np
 
 RESTART_AFTER_HALF_LIVES = 4.0
 CHANGE_STRIDE = 8  # pixels between the samples of a patch's mean colour
-FUSED_FROM = "coarse_depth"  # what a prediction must bring for the filter (coarse_std: the std)
+# A slow change: a patch's colour off its fused colour, in the same direction two frames in a
+# row, by more than this share of the change threshold and NOISE_MARGIN times the frame's
+# typical offset (the median patch's: sensor noise, most of an image being still).
+SLOW_CHANGE_SHARE = 0.25
+NOISE_MARGIN = 3.0
+# What a prediction brings while fusing: the grid's depth (needed) and std (221 floats a VGA
+# frame, always fetched while fusing, so the std's history never restarts when an output that
+# shows the std gets a subscriber).
+FUSED_FROM = ("coarse_depth", "coarse_std")
+
+
+FINE_ARRAYS = ("depth", "depth_std")  # what the filter makes at full resolution
 
 
 @dataclasses.dataclass
 class _State:
     stamp: float
     key: tuple
-    size: tuple
-    colours: np.ndarray  # (h, w, 3) float32 mean colour of each patch
+    geometry: tuple  # (image size, region, grid)
+    colours: np.ndarray  # (h, w, 3) float32 fused colour of each patch (mixed as `mean`)
+    last: np.ndarray  # (h, w, 3) float32 the previous frame's colour of each patch
+    drift: np.ndarray  # (h, w, 3) int8: the sign of a slow change's offset last frame (0: none)
     mean: np.ndarray  # (h, w) fused depth of each patch
     variance: np.ndarray | None  # (h, w) its fused variance, while the coarse std is fetched
     probs: np.ndarray | None  # (K, h, w) fused bin probabilities, while they are fetched
-
-
-def head_key(config, bins, scene=None) -> tuple:
-    """What the fused distributions are distributions of: the prompts (what they are made
-    of: formatting them every frame costs more than the fusion), the scene whose head an image
-    used (scene_bins auto), the bins, T."""
-    text = (config.prompt_template, config.object_word, config.depth_tokens, scene)
-    return (*text, tuple(np.asarray(bins).tolist()), float(config.temperature))
 
 
 class PatchColours:
@@ -164,6 +176,15 @@ class BilinearUpsampling:
             np.sqrt(run, out=run)
 
 
+def _writable(result) -> None:
+    """The result's arrays the filter writes, each writable (a read-only one, as Ray hands
+    arrays back from another process, replaced by its copy)."""
+    for name in ("depth", "depth_std", "coarse_depth", "coarse_std", "bin_probs"):
+        array = getattr(result, name)
+        if array is not None and not array.flags.writeable:
+            setattr(result, name, array.copy())
+
+
 def _fine_array(result, size: tuple) -> np.ndarray:
     """(B, H, W) float32 for a full-resolution array the filter makes: NaN outside the region;
     inside, each image's own filter writes its row."""
@@ -175,7 +196,7 @@ def _fine_array(result, size: tuple) -> np.ndarray:
 
 class TemporalFilter:
     """One camera's fused distributions. `apply` fuses image `index` of a DepthResult in place:
-    its coarse depth (FUSED_FROM, needed) and std and its bin probabilities, those it holds, and
+    its coarse depth (needed) and std (FUSED_FROM) and its bin probabilities, those it holds, and
     from them the full-resolution depth, and its std with the coarse std. Those two need not be
     fetched (arrays_for leaves them on a GPU while fusing): `apply` makes them. Frames must come
     in their camera's stamp order. `restarts` counts the whole restarts by reason;
@@ -203,30 +224,37 @@ class TemporalFilter:
             self.restarts[reason] += 1
         self._state = None
 
-    def apply(self, result, index: int, image, stamp: float, settings, config) -> None:
+    def apply(self, result, index: int, image, stamp: float, settings, fine=FINE_ARRAYS) -> None:
         """Fuse image `index` of `result` (stamp in seconds, the uint8 RGB image it came from)
         with this camera's recent frames, under `settings` (temporal_filter, its half-life and
-        change threshold: OutputSettings) and the head of `config`."""
+        change threshold: OutputSettings), the head being the one that made the result. `fine`:
+        the full-resolution arrays (of FINE_ARRAYS) to make from the fused grid: those the
+        outputs want. Arrays of `result` that are read-only (Ray's) are replaced by copies."""
         if settings.temporal_filter == "off":
             self._state = None
             return
         if result.coarse_depth is None:
             raise ValueError(
-                f"temporal_filter fuses the grid's depth: predict was not asked for {FUSED_FROM}"
+                "temporal_filter fuses the grid's depth: predict was not asked for coarse_depth"
             )
+        if result.head_keys is None:
+            raise ValueError("temporal_filter needs the result's head_keys (the estimator's)")
+        _writable(result)
         mean = result.coarse_depth[index]  # (h, w): the cells fused
         measure_colours, upsample = self._measures(result.region, mean.shape)
         colours = measure_colours(image)
-        scene = None if result.scenes is None else result.scenes[index]
-        key = head_key(config, result.bins_of(index), scene)
+        key = result.head_keys[index]
         size = image.shape[:2]
+        geometry = (size, tuple(result.region), mean.shape)
         variance = None if result.coarse_std is None else result.coarse_std[index] ** 2
         probs = None if result.bin_probs is None else result.bin_probs[index]
         state, reason = self._state, None
         if state is None:
             reason = "start"
-        elif size != state.size:
+        elif size != state.geometry[0]:
             reason = "image size"
+        elif geometry != state.geometry:
+            reason = "region or feature grid"
         elif key != state.key:
             reason = "prompts, bins or temperature"
         elif stamp <= state.stamp:
@@ -237,12 +265,15 @@ class TemporalFilter:
             if state is not None:
                 self.restarts[reason] += 1
             probs = None if probs is None else probs.copy()
-            self._state = _State(stamp, key, size, colours, mean.copy(), variance, probs)
+            drift = np.zeros(colours.shape, np.int8)
+            self._state = _State(
+                stamp, key, geometry, colours, colours, drift, mean.copy(), variance, probs
+            )
             self.changed_share = 1.0
-            self._write_back(result, index, self._state, upsample, size)
+            self._write_back(result, index, self._state, upsample, size, fine)
             return
         keep = np.float32(0.5 ** ((stamp - state.stamp) / settings.temporal_half_life))
-        changed = np.abs(colours - state.colours).max(axis=-1) > settings.temporal_change_threshold
+        changed = self._changed(colours, state, settings.temporal_change_threshold)
         self.changed_share = np.count_nonzero(changed) / changed.size
         if changed.any():
             keep = np.where(changed, np.float32(0.0), keep)  # (h, w): changed patches restart
@@ -256,12 +287,29 @@ class TemporalFilter:
             state.probs = None if probs is None else probs.copy()  # its history starts here
         else:
             state.probs = probs + keep * (state.probs - probs)
-        state.stamp, state.colours = stamp, colours
-        self._write_back(result, index, state, upsample, size)
+        # The colours mixed as the distributions are: what the fused depth is made of.
+        state.colours = colours + np.asarray(keep)[..., None] * (state.colours - colours)
+        state.stamp = stamp
+        self._write_back(result, index, state, upsample, size, fine)
 
-    def _write_back(self, result, index: int, state: _State, upsample, size: tuple) -> None:
+    @staticmethod
+    def _changed(colours, state: _State, threshold: float) -> np.ndarray:
+        """(h, w) bool: the patches whose content changed: off their fused colour by more than
+        `threshold` in a channel, or slowly (SLOW_CHANGE_SHARE, two frames in a row); updates
+        the state's drift."""
+        sudden = np.abs(colours - state.last).max(axis=-1) > threshold
+        offset = colours - state.colours
+        size = np.abs(offset)
+        noise = NOISE_MARGIN * float(np.median(size.max(axis=-1)))
+        slow = max(SLOW_CHANGE_SHARE * threshold, noise)
+        drift = np.where(size > slow, np.sign(offset), 0).astype(np.int8)
+        persistent = ((drift != 0) & (drift == state.drift)).any(axis=-1)
+        state.drift, state.last = drift, colours
+        return sudden | persistent
+
+    def _write_back(self, result, index, state: _State, upsample, size: tuple, fine) -> None:
         """The fused distribution's arrays into image `index` of `result`: the coarse ones as
-        they are, the full-resolution depth and std (made when not fetched: `size` is the
+        they are, the full-resolution depth and std where fetched or in `fine` (`size` is the
         image's) by the depth step's upsampling (`upsample`, a BilinearUpsampling of the
         region)."""
         result.coarse_depth[index] = state.mean
@@ -269,15 +317,17 @@ class TemporalFilter:
             result.bin_probs[index] = state.probs
         top, left, height, width = result.region
         inside = (slice(top, top + height), slice(left, left + width))
-        if result.depth is None:
+        if result.depth is None and "depth" in fine:
             result.depth = _fine_array(result, size)
-        upsample(state.mean, result.depth[index][inside])
+        if result.depth is not None:
+            upsample(state.mean, result.depth[index][inside])
         if state.variance is None or result.coarse_std is None:
             return
         np.sqrt(state.variance, out=result.coarse_std[index])
-        if result.depth_std is None:
+        if result.depth_std is None and "depth_std" in fine:
             result.depth_std = _fine_array(result, size)
-        upsample.std(state.mean, state.variance, result.depth_std[index][inside])
+        if result.depth_std is not None:
+            upsample.std(state.mean, state.variance, result.depth_std[index][inside])
 
     def _measures(self, region: tuple, grid: tuple) -> tuple:
         """(PatchColours, BilinearUpsampling) of this region and grid, made once."""

@@ -14,10 +14,11 @@ import ray
 from ..bag.cli import error_line
 from ..bag.processing import plan_bag, process_bag
 from ..bag.reading import topics_in_bag
-from ..config.parameters import OutputSettings
+from ..config.parameters import NodeSettings, OutputSettings
 from ..config.params_files import config_from_params
 from ..errors import DepthClipError
 from ..files import remove_leftover_staging
+from ..runtime.scene_hysteresis import SceneChoice
 from .manifest import DONE, FAILED
 
 STOPPED = "stopped"  # a task's answer when the driver stopped it: never in the manifest
@@ -41,16 +42,17 @@ class ModelWorker:
             node=ray.get_runtime_context().get_node_id(),
         )
 
-    def predict(self, images, arrays=None):
-        return self.estimator.predict(images, arrays=arrays)
+    def predict(self, images, scenes=None, arrays=None):
+        """(the estimator's DepthResult, `scenes` as it ran here: a SceneChoice's cameras'
+        new states travel back with the result)."""
+        return self.estimator.predict(images, scenes=scenes, arrays=arrays), scenes
 
 
 class ActorModel:
     """The bag tool's model interface over the pool of ModelWorkers: batches go to the workers
     in turn (starting at a bag's own offset), so several bags keep every worker fed."""
 
-    def __init__(self, workers, description: dict, start: int, config=None):
-        self.config = config  # the workers' config (its head: what temporal_filter fuses)
+    def __init__(self, workers, description: dict, start: int):
         self.device = description["device"]
         self.model_identity = description["model"]
         self.cpu_threads = 0  # the model runs in other processes: this one's cores are free
@@ -58,14 +60,18 @@ class ActorModel:
             workers[start % len(workers) :] + workers[: start % len(workers)]
         )
 
-    def predict(self, images, arrays=None):
-        """The estimator's predict on a worker: only `arrays` travel back (None: all)."""
+    def predict(self, images, scenes=None, arrays=None):
+        """The estimator's predict on a worker: only `arrays` travel back (None: all). A
+        SceneChoice (`scenes`) runs there; its cameras' states are taken back here."""
         try:
-            return ray.get(next(self._next).predict.remote(images, arrays))
+            result, ran = ray.get(next(self._next).predict.remote(images, scenes, arrays))
         except ray.exceptions.RayTaskError as exc:  # the model refused the frames: say why
             if isinstance(exc.cause, DepthClipError):
                 raise exc.cause from None
             raise
+        if isinstance(scenes, SceneChoice):
+            scenes.adopt(ran)
+        return result
 
 
 @ray.remote(num_cpus=0)  # it must never wait for the CPUs the workers hold
@@ -126,9 +132,10 @@ def process_bag_task(job, index, params, options, workers, description, control)
         ) as plan:
             stats = process_bag(
                 plan,
-                ActorModel(workers, description, index, config_from_params(params)),
+                ActorModel(workers, description, index),
                 OutputSettings.from_params(params),
                 batch_size=options["batch_size"],
+                scene_switch_frames=NodeSettings.from_params(params).scene_switch_frames,
                 frames_written=_report_to(control),
             )
     except BagStopped:

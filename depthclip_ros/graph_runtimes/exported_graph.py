@@ -362,5 +362,9 @@ class ExportedGraph:
             },
         )
         return DepthResult.from_outputs(
-            outputs, bins=bins, region=input_region(height, width, cfg), fields=fields
+            outputs,
+            bins=bins,
+            region=input_region(height, width, cfg),
+            fields=fields,
+            head_keys=(head.key,) * len(imgs),
         )

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..estimator.depth_quantile import depth_quantile
-from ..estimator.temporal_filter import FUSED_FROM
+from ..estimator.temporal_filter import FINE_ARRAYS, FUSED_FROM
 from . import compressed_depth, point_cloud
 from .camera_model import PinholeCamera
 from .colormaps import colorize
@@ -35,11 +35,9 @@ def has_cloud_arrays(result, settings) -> bool:
     return all(getattr(result, name) is not None for name in cloud_arrays(settings))
 
 
-def arrays_for(wanted, settings) -> tuple:
-    """The DepthResult arrays (`predict(..., arrays=)`) the `wanted` outputs (keys of
-    topics.OUTPUTS) are made of with these OutputSettings: on a GPU no other array crosses to
-    the host. While temporal_filter fuses, the grid's depth and std in place of the
-    full-resolution ones, which the filter makes from the fused grid."""
+def output_arrays(wanted, settings) -> tuple:
+    """The DepthResult arrays the `wanted` outputs (keys of topics.OUTPUTS) are made of with
+    these OutputSettings (the cloud's stride)."""
     wanted = set(wanted)
     arrays = {"depth"}
     if "std" in wanted:
@@ -48,12 +46,25 @@ def arrays_for(wanted, settings) -> tuple:
         arrays.update(cloud_arrays(settings))
     if "clearing" in wanted:
         arrays.add("bin_probs")
-    if settings.temporal_filter != "off":
-        arrays.add(FUSED_FROM)
-        if "depth_std" in arrays:
-            arrays.add("coarse_std")
-        arrays -= {"depth", "depth_std"}
     return tuple(sorted(arrays))
+
+
+def arrays_for(wanted, settings) -> tuple:
+    """The DepthResult arrays (`predict(..., arrays=)`) to fetch for the `wanted` outputs: on a
+    GPU no other array crosses to the host. While temporal_filter fuses, the grid's depth and
+    std (FUSED_FROM) in place of the full-resolution ones, which the filter makes from the
+    fused grid (those of `fine_arrays`)."""
+    arrays = set(output_arrays(wanted, settings))
+    if settings.temporal_filter != "off":
+        arrays.update(FUSED_FROM)
+        arrays -= set(FINE_ARRAYS)
+    return tuple(sorted(arrays))
+
+
+def fine_arrays(wanted, settings) -> tuple:
+    """The full-resolution arrays the `wanted` outputs are made of: what temporal_filter makes
+    from the fused grid (TemporalFilter.apply's `fine`)."""
+    return tuple(a for a in output_arrays(wanted, settings) if a in FINE_ARRAYS)
 
 
 def rgb8_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:

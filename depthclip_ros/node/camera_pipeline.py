@@ -35,10 +35,11 @@ from ..messages.outputs import (
     colored_image_fields,
     compressed_depth_fields,
     depth_image_fields,
+    fine_arrays,
     has_cloud_arrays,
 )
 from ..runtime.batching import by_image_size
-from ..runtime.scene_hysteresis import SceneHysteresis
+from ..runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 from ..runtime.stamp_pairing import CameraInfoPairing, pairing_warnings, stamp_ns
 from ..runtime.statistics import FrameStats
 from .adaptive_input import AdaptiveInput
@@ -258,7 +259,7 @@ def process_frames(frames, params, estimator) -> list:
     forwards = []
     for group in by_image_size(decoded, lambda frame: frame[2]).values():
         cameras = [camera for camera, _, _, _ in group]
-        scenes = _scenes_of(cameras, params.node.scene_switch_frames)
+        scenes = SceneChoice([camera.scene for camera in cameras], params.node.scene_switch_frames)
         # Only the arrays the subscribed outputs are made of leave the GPU.
         wanted = set().union(*(camera.subscribed() for camera in cameras))
         arrays = arrays_for(wanted, params.outputs)
@@ -276,20 +277,9 @@ def process_frames(frames, params, estimator) -> list:
             camera.stats.timing("inference", seconds)
             try:
                 stamp = stamp_ns(msg.header.stamp) * 1e-9
-                camera.temporal.apply(result, index, rgb, stamp, params.outputs, params.config)
+                fine = fine_arrays(camera.subscribed(), params.outputs)
+                camera.temporal.apply(result, index, rgb, stamp, params.outputs, fine)
                 camera.publish_result(msg, rgb, result, index, arrival, params)
             except Exception as exc:
                 camera.frame_failed(exc)
     return forwards
-
-
-def _scenes_of(cameras, switch_frames):
-    """scene_bins auto: image i of a batch takes the scene of camera i's own hysteresis."""
-
-    def choose(names, scores):
-        return [
-            camera.scene.choose(names, scores[i : i + 1], switch_frames)[0]
-            for i, camera in enumerate(cameras)
-        ]
-
-    return choose

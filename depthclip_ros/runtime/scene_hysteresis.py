@@ -24,3 +24,25 @@ class SceneHysteresis:
                 self.scene, self._candidate, self._wins = best, None, 0
         self.score = float(scores[0][list(names).index(self.scene)])
         return [self.scene]
+
+
+class SceneChoice:
+    """predict's `scenes` for a batch whose image i is of the camera whose hysteresis is
+    `hystereses[i]`: each image takes its camera's scene, in batch order (a camera's frames in
+    one batch come in its stamp order). Picklable: a model in another process (the fleet's)
+    runs it there and hands it back, and `adopt` takes its cameras' new states here."""
+
+    def __init__(self, hystereses, frames: int):
+        self.hystereses, self.frames = list(hystereses), frames
+
+    def __call__(self, names, scores) -> list:
+        return [
+            hysteresis.choose(names, scores[i : i + 1], self.frames)[0]
+            for i, hysteresis in enumerate(self.hystereses)
+        ]
+
+    def adopt(self, ran: "SceneChoice") -> None:
+        """Take the states of `ran`, this choice as another process ran it."""
+        for mine, theirs in zip(self.hystereses, ran.hystereses):
+            if mine is not theirs:
+                mine.__dict__.update(theirs.__dict__)

@@ -27,7 +27,7 @@ from depthclip_ros.estimator.depth_head import (
 )
 from depthclip_ros.estimator.scene_classification import global_embedding
 from depthclip_ros.estimator.text_features import text_features
-from depthclip_ros.runtime.scene_hysteresis import SceneHysteresis
+from depthclip_ros.runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -485,6 +485,50 @@ def test_the_node_scene_switches_after_n_consecutive_wins():
     b, k = "bathroom", "kitchen"
     assert seen == [b, b, b, b, b, b, k, k]  # kitchen won frames 5-7: it takes over at 7
     assert hysteresis.score == pytest.approx(0.1)  # kitchen's probability in the last frame
+
+
+def test_a_scene_choice_runs_each_cameras_hysteresis_in_batch_order_and_travels():
+    """One batch holding two frames of camera A then one of camera B: each image takes its own
+    camera's scene, A's second frame after its first; pickled (another process runs it, as
+    the fleet's model workers do) and adopted back, the cameras' states are the ones it
+    left there."""
+    import pickle
+
+    names = ("bathroom", "kitchen")
+    a, b = SceneHysteresis(), SceneHysteresis()
+    kitchen, bathroom = [0.2, 0.8], [0.9, 0.1]
+    choice = SceneChoice([a, a, b], frames=2)
+    assert choice(names, np.array([bathroom, kitchen, kitchen])) == [
+        "bathroom",
+        "bathroom",  # kitchen has won once: not yet
+        "kitchen",
+    ]
+    travelled = pickle.loads(pickle.dumps(SceneChoice([a, b], frames=2)))
+    assert travelled(names, np.array([kitchen, bathroom])) == ["kitchen", "kitchen"]
+    assert a.scene == "bathroom"  # not yet adopted: the copies ran
+    SceneChoice([a, b], frames=2).adopt(travelled)
+    assert (a.scene, b.scene) == ("kitchen", "kitchen") and b._wins == 1
+
+
+def test_a_result_names_the_head_that_made_each_image(make_config):
+    """head_keys: one per image, the head the image ran: under scene_bins auto a scene with a
+    preset has its own (its bins), scenes without one share the config's; a new config's
+    results name the new head."""
+    from depthclip_ros.estimator.head import head_key
+
+    cfg = make_config(scene_bins="auto")
+    model = DepthClip(cfg)
+    img = np.stack([structured_image(seed=1)] * 3)
+    result = model.predict(img, scenes=["bathroom", "kitchen", "office"], arrays=())
+    bathroom = cfg.scene_configs()["bathroom"]
+    assert result.head_keys[0] == head_key(bathroom) != head_key(cfg)
+    assert result.head_keys[1] == result.head_keys[2] == head_key(cfg)
+    plain = DepthClip(make_config())
+    assert plain.predict(img[:2], arrays=()).head_keys == (head_key(make_config()),) * 2
+    warmer = make_config(temperature=2.0)
+    plain.update_config(warmer)
+    assert plain.predict(img[:1], arrays=()).head_keys == (head_key(warmer),)
+    assert head_key(warmer) != head_key(make_config())
 
 
 @pytest.mark.slow

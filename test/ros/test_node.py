@@ -236,6 +236,46 @@ def test_scene_bins_auto_reports_the_scene_in_diagnostics(node_and_tester):
     assert not bad.successful and "unknown preset" in bad.reason
 
 
+def test_run_time_changes_while_fusing_answer_every_frame(tiny_checkpoint, tmp_path):
+    """temporal_filter mixture on, then the network input, the preprocessing, the bins and
+    the temperature changed through the parameter interface: every next frame is answered,
+    the first after each change being the frame alone under the new config (the state restarts
+    on a new feature grid, region or head: before, a new input_width broke every frame)."""
+    with running_node(
+        tiny_checkpoint, tmp_path, temporal_filter="mixture", input_width=128, input_height=96
+    ) as (node, tester):
+        for sec in (1, 2):
+            send_and_receive(tester, encode(RGB, "rgb8"), sec)
+        changes = [
+            {"input_width": 160},
+            {"preprocessing": "crop"},
+            {"preprocessing": "resize", "input_height": 128},
+            {"depth_bins": [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]},
+            {"temperature": 2.0},
+        ]
+        sec = 3
+        for change in changes:
+            result = node.set_parameters_atomically(
+                [Parameter(name, value=value) for name, value in change.items()]
+            )
+            assert result.successful, result.reason
+            wanted = {k: tuple(v) if isinstance(v, list) else v for k, v in change.items()}
+
+            def applied(wanted=wanted):
+                return all(getattr(node.estimator.config, k) == v for k, v in wanted.items())
+
+            wait_until(applied)
+            first = decoding.depth_image_to_array(
+                send_and_receive(tester, encode(RGB, "rgb8"), sec)
+            )
+            alone = node.estimator.predict(RGB).depth[0]
+            np.testing.assert_allclose(first, alone, atol=1e-5, equal_nan=True, err_msg=change)
+            send_and_receive(tester, encode(RGB, "rgb8"), sec + 1)  # fused: answered too
+            sec += 2
+        failed = diag_values(tester)["failed frames (last 10 s)"]
+        assert failed == "0"
+
+
 def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, tmp_path):
     """Loading, warm-up, config changes and frames: one thread (torch on two threads is slower)."""
     import threading

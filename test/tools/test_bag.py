@@ -1037,3 +1037,62 @@ def test_without_image_topic_a_bag_of_several_cameras_is_one_line(tmp_path, para
     with pytest.raises(SystemExit) as usage:  # argparse: usage and the choices, exit 2
         run_tool("process", src, tmp_path / "out", "--outputs", "depth,nothing")
     assert usage.value.code == 2 and "expected some of depth, std" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("switch_frames", [1, 3])
+def test_scene_bins_auto_picks_each_cameras_scene_with_the_nodes_hysteresis(
+    tmp_path, tiny_checkpoint, monkeypatch, switch_frames
+):
+    """scene_bins auto: each frame's depth is the core's under the scene the node's rule picks
+    (a new scene takes over after winning scene_switch_frames frames in a row), not each
+    frame's own most probable scene. A random CLIP's scene probabilities saturate on one
+    scene: CLIP's probabilities are scripted, frame by frame (bathroom has a preset of its own
+    bins, kitchen the config's)."""
+    import torch
+
+    from depthclip_ros.estimator.scene_classification import SceneClassifier
+    from depthclip_ros.runtime.scene_hysteresis import SceneHysteresis
+
+    winners = [0, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0]  # 0 bathroom, 1 kitchen
+    scripted = iter(winners)
+    monkeypatch.setattr(
+        SceneClassifier,
+        "probabilities",
+        lambda self, features: torch.tensor(
+            [[0.9, 0.1] if next(scripted) == 0 else [0.2, 0.8] for _ in features]
+        ),
+    )
+    bag, frames = tmp_path / "frames", len(winners)
+    write_bag(bag, "mcap", frames=frames)
+    settings = dict(
+        model=str(tiny_checkpoint),
+        device="cpu",
+        cache_dir=str(tmp_path / "c"),
+        temperature=1.0,
+        input_width=128,
+        input_height=96,
+        scene_bins="auto",
+        scenes=["bathroom", "kitchen"],
+        scene_presets=["bathroom:bins_class_dependent_3"],
+        scene_switch_frames=switch_frames,
+    )
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": settings}}))
+    assert run_tool("process", bag, tmp_path / "out", "--params", params) == 0
+    written = read_bag(tmp_path / "out")[0]
+    depth = [
+        decoding.depth_image_to_array(deserialize(raw, kind))
+        for _, raw, kind in written["/cam/depth/image"]
+    ]
+    monkeypatch.undo()
+    model = DepthClip(load_config(str(params)))
+    hysteresis, chosen = SceneHysteresis(), []
+    for winner in winners:
+        scores = np.array([[0.9, 0.1] if winner == 0 else [0.2, 0.8]])
+        chosen += hysteresis.choose(("bathroom", "kitchen"), scores, switch_frames)
+    own = [("bathroom", "kitchen")[w] for w in winners]
+    assert (chosen == own) == (switch_frames == 1), (chosen, own)  # the rule shows
+    images = [decoding.decode_image(deserialize(raw, k)) for _, raw, k in written[IMAGE_TOPIC]]
+    for i, (rgb, scene) in enumerate(zip(images, chosen, strict=True)):
+        expected = model.predict(rgb, scenes=[scene]).depth[0]
+        np.testing.assert_allclose(depth[i], expected, atol=1e-5, equal_nan=True, err_msg=i)

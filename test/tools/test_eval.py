@@ -413,19 +413,31 @@ def test_temporal_sequences_have_their_known_depth_and_changes():
 
     rgb = structured_image(120, 160, seed=3)
     truth = np.linspace(1.0, 3.0, 160, dtype=np.float32)[None].repeat(120, axis=0)
-    still, pan, moving = temporal.sequences(rgb, truth, frames=6)
-    assert [s.name for s in (still, pan, moving)] == ["still", "pan", "moving object"]
+    still, pan, moving, slow = temporal.sequences(rgb, truth, frames=6)
+    assert [s.name for s in (still, pan, moving, slow)] == [
+        "still",
+        "pan",
+        "moving object",
+        "slow object",
+    ]
+    assert slow.rate == temporal.SLOW_RATE and moving.rate == temporal.FRAME_RATE
     noise = np.stack(still.frames).astype(float) - rgb
     assert abs(noise.std() - temporal.NOISE) < 0.3 and all(t is truth for t in still.truths)
     assert not any(c.any() for c in still.changed[1:]) and still.changed[0].all()
     step = temporal.PAN_PIXELS
     for before, now in zip(pan.truths, pan.truths[1:]):  # the scene moves left by `step`
         np.testing.assert_array_equal(now[:, :-step], before[:, step:])
-    for i, (depth, covered) in enumerate(zip(moving.truths, moving.covered)):
-        assert (depth[covered] == temporal.OBJECT_DEPTH).all()
-        np.testing.assert_array_equal(depth[~covered], truth[~covered])
-        if i:
-            assert (moving.changed[i] == (covered | moving.covered[i - 1])).all()
+    for sequence, step in ((moving, temporal.OBJECT_STEP), (slow, temporal.SLOW_STEP)):
+        for i, (depth, covered) in enumerate(zip(sequence.truths, sequence.covered)):
+            assert (depth[covered] == temporal.OBJECT_DEPTH).all()
+            np.testing.assert_array_equal(depth[~covered], truth[~covered])
+            assert covered[:, i * step].any() and not covered[:, : i * step].any()
+            if i:
+                assert (sequence.changed[i] == (covered | sequence.covered[i - 1])).all()
+    # The slow object: flat, SLOW_CONTRAST grey levels over the image under its start.
+    first = slow.covered[0]
+    contrast = slow.frames[0][first].astype(float).mean() - rgb[first].astype(float).mean()
+    assert abs(contrast - temporal.SLOW_CONTRAST) < 1.0
 
 
 def test_flicker_and_lag_have_known_answers():
@@ -463,7 +475,7 @@ def test_temporal_table_on_a_real_nyu_sample(tmp_path, tiny_checkpoint, capsys):
     rows = [line.strip("| ").split(" | ") for line in lines[1:]]
     assert [(r[1], r[2]) for r in rows] == [
         (sequence, mode)
-        for sequence in ("still", "pan", "moving object")
+        for sequence in ("still", "pan", "moving object", "slow object")
         for mode in ("off", "mixture")
     ]
     assert all(float(r[-1]) >= 0 for r in rows) and rows[0][5] == "nan"  # no object: no lag

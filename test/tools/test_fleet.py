@@ -191,6 +191,28 @@ def test_archive_on_ray_equals_the_bag_tool_and_a_corrupt_bag_fails_alone(tmp_pa
     assert (outdir / "day1" / "run1" / "run1.db3").exists()  # sqlite3 in, sqlite3 out
 
 
+def test_the_temporal_filter_on_ray_equals_the_bag_tool(tmp_path, params_file):
+    """temporal_filter mixture (a threshold no patch reaches, so every frame fuses) and
+    scene_bins auto: Ray hands the workers' arrays back read-only and each camera's scene choice
+    runs in the worker; every bag is done and byte for byte what depthclip-bag writes."""
+    import yaml
+
+    archive, outdir = tmp_path / "archive", tmp_path / "out"
+    for name in ("a", "b"):
+        write_bag(archive / name, "mcap", frames=12)
+    params = yaml.safe_load(params_file.read_text())
+    params["depthclip"]["ros__parameters"].update(
+        temporal_filter="mixture", temporal_change_threshold=255.0, scene_bins="auto"
+    )
+    fused = tmp_path / "fused.yaml"
+    fused.write_text(yaml.safe_dump(params))
+    rc, out, err = fleet(archive, "--out", outdir, "--workers", 1, params_file=fused)
+    assert rc == 0, err
+    entries = manifest_lines(outdir)
+    assert sorted(e["status"] for e in entries) == [manifest.DONE] * 2, entries
+    assert_outputs_equal_to_bag_tool(entries, fused, tmp_path)
+
+
 def parent_of(pid):
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
