@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv venv-onnx venv-jazzy demo test bench gpu-check clean
+.PHONY: venv venv-onnx venv-jazzy ort-wrappers demo test bench gpu-check clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -45,11 +45,35 @@ $(JAZZY_STAMP): requirements-jazzy.txt setup.py | $(STAMP)
 
 venv-jazzy: $(JAZZY_STAMP)
 
+# ONNX Runtime's Python wrapper (onnxruntime_inference_collection.py) of the releases that GPU
+# hosts and Jetsons run: the GPU stand-in tests run each one's rules (its fallback, its
+# readings) over this machine's binding (test/support/onnx_runtime_stand_in.py). Only that
+# file of each wheel is kept. Without them (no PyPI) those tests skip and say why.
+ORT_WRAPPERS := .ort-wrappers
+ORT_WRAPPER_VERSIONS := 1.18.0 1.22.0 1.23.2
+ORT_WRAPPERS_STAMP := $(ORT_WRAPPERS)/.ready
+
+$(ORT_WRAPPERS_STAMP): | $(STAMP)
+	rm -rf $(ORT_WRAPPERS) && mkdir -p $(ORT_WRAPPERS)/wheels
+	for v in $(ORT_WRAPPER_VERSIONS); do \
+	    $(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+	        --platform manylinux_2_27_x86_64 -d $(ORT_WRAPPERS)/wheels onnxruntime==$$v \
+	    && mkdir -p $(ORT_WRAPPERS)/$$v \
+	    && $(PY) -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("onnxruntime/capi/onnxruntime_inference_collection.py"))' \
+	        $(ORT_WRAPPERS)/wheels/onnxruntime-$$v-*.whl > $(ORT_WRAPPERS)/$$v/onnxruntime_inference_collection.py \
+	    || exit 1; \
+	done
+	rm -rf $(ORT_WRAPPERS)/wheels
+	touch $(ORT_WRAPPERS_STAMP)
+
+ort-wrappers: $(ORT_WRAPPERS_STAMP)
+
 # Main job: the ROS 2 pipeline on the built-in scenes (needs the CLIP RN50 weights; see README).
 demo: $(STAMP)
 	$(VENV)/bin/depthclip-demo --out demo_out $(DEMO_ARGS)
 
 test: $(STAMP) $(ONNX_STAMP) $(JAZZY_STAMP)
+	$(MAKE) ort-wrappers || echo "ONNX Runtime's older wrappers not downloaded: their tests skip"
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -ra test $(TEST_ARGS)
@@ -68,4 +92,4 @@ gpu-check:
 	$(GPU_PYTHON) -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(ONNX_VENV) $(JAZZY_VENV) build install log demo_out *.egg-info
+	rm -rf $(VENV) $(ONNX_VENV) $(JAZZY_VENV) $(ORT_WRAPPERS) build install log demo_out *.egg-info

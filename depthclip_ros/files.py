@@ -29,15 +29,21 @@ def cannot_write(path, exc: Exception) -> str:
     return f"cannot write {path}: {reason}{where}"
 
 
+LOCK_POLL_SECONDS = 0.2  # how often a waiting process tries the lock again
+
+
 @contextlib.contextmanager
-def exclusive_lock(path, waiting=None):
+def exclusive_lock(path, waiting=None, still_waiting=None, report_every: float = 60.0):
     """Hold an exclusive lock on the file `path` (made if missing) for the block: another
-    process (or another open of it) taking the same lock waits until the block ends.
-    `waiting()` is called once before waiting, where another holds it. POSIX flock: advisory,
-    released by the system if the holder dies. In a read-only folder (prebuilt files shipped
-    read-only) no process can write, so there is nothing to wait for: the block runs unlocked
-    where the lock file cannot be made."""
+    process (or another open of it) taking the same lock waits until the block ends. The
+    holder writes who it is into the file (lock_holder's words); a process that finds the
+    lock held calls `waiting(holder)` once, then `still_waiting(holder, seconds)` every
+    `report_every` seconds it goes on waiting. POSIX flock: advisory, released by the system if
+    the holder dies. In a read-only folder (prebuilt files shipped read-only) no process can
+    write, so there is nothing to wait for: the block runs unlocked where the lock file cannot
+    be made."""
     import fcntl
+    import time
 
     lock = None
     for mode in ("a+b", "rb"):  # flock needs no write access
@@ -49,17 +55,52 @@ def exclusive_lock(path, waiting=None):
     if lock is None:
         yield
         return
-    with lock:
+
+    def taken() -> bool:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
         except BlockingIOError:
+            return False
+
+    with lock:
+        if not taken():
             if waiting is not None:
-                waiting()
-            fcntl.flock(lock, fcntl.LOCK_EX)
+                waiting(lock_holder(path))
+            started, reported = time.monotonic(), 0
+            while not taken():
+                time.sleep(LOCK_POLL_SECONDS)
+                waited = time.monotonic() - started
+                if still_waiting is not None and waited >= (reported + 1) * report_every:
+                    reported += 1
+                    still_waiting(lock_holder(path), waited)
+        if "a" in lock.mode:  # who holds it, for the processes that will wait
+            lock.truncate(0)
+            lock.write(_holder_words().encode())
+            lock.flush()
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _holder_words() -> str:
+    """'process PID (its command) since HH:MM:SS' of this process, now."""
+    import sys
+    import time
+
+    command = " ".join(Path(sys.argv[0]).name.split()[:1] + sys.argv[1:3]) or "python"
+    return f"process {os.getpid()} ({command[:80]}) since {time.strftime('%H:%M:%S')}"
+
+
+def lock_holder(path) -> str:
+    """Who holds (or last held) the lock `path`, as the holder wrote it; 'another process'
+    where it did not say."""
+    try:
+        words = Path(path).read_text(errors="replace").strip()
+    except OSError:
+        words = ""
+    return words.splitlines()[0][:200] if words else "another process"
 
 
 def atomic_write(path, write) -> None:

@@ -66,6 +66,7 @@ STALE_ENGINE = "deserialize engine"
 # place (not renamed into it), so a second process could read it half written, take it for a
 # stale engine and delete the folder the first is building in.
 ENGINE_LOCK = "engines.lock"
+ENGINE_LOCK_REPORT_SECONDS = 60.0  # a process waiting for it names the holder this often
 
 
 def tensorrt_cache_folder(
@@ -156,11 +157,12 @@ def graph_parts(path: Path, folder: Path) -> dict:
     return files
 
 
-def heavy_nodes_on_cpu(session) -> dict:
+def heavy_nodes_on_cpu(session) -> dict | None:
     """{op type: count} of HEAVY_OPS nodes ONNX Runtime assigned to its CPU provider (a session
-    opened with ASSIGNMENT_KEY; {} where this onnxruntime cannot say)."""
+    opened with ASSIGNMENT_KEY); None where this onnxruntime cannot say (before 1.24: no
+    graph-assignment reading)."""
     if not hasattr(session, "get_provider_graph_assignment_info"):
-        return {}
+        return None
     counts = collections.Counter(
         node.op_type
         for subgraph in session.get_provider_graph_assignment_info()
@@ -171,8 +173,56 @@ def heavy_nodes_on_cpu(session) -> dict:
     return dict(sorted(counts.items()))
 
 
+# What ONNX Runtime's wrapper prints when it re-creates a session that failed on its fallback
+# providers (onnxruntime_inference_collection.py, InferenceSession.__init__: before 1.23 it
+# does so whatever enable_fallback says).
+FALLBACK_BANNER = "*************** EP Error ***************"
+FALLBACK_END = "****************************************"
+
+
+def fallback_error(printed: str) -> str:
+    """The error ONNX Runtime's wrapper fell back from, in one line, where `printed` (its
+    stdout during a session's creation) says it did; '' otherwise."""
+    if FALLBACK_BANNER not in printed:
+        return ""
+    block = printed.split(FALLBACK_BANNER, 1)[1]
+    error = next((line for line in block.splitlines() if line.startswith("EP Error ")), "")
+    words = error.removeprefix("EP Error ").rsplit(" when using ", 1)[0]
+    return f"{one_line(words)} (onnxruntime {ort_version()}'s own fallback, refused)"
+
+
+def without_fallback(printed: str) -> str:
+    """`printed` without the wrapper's fallback block (what else was printed stays)."""
+    if FALLBACK_BANNER not in printed:
+        return printed
+    before, rest = printed.split(FALLBACK_BANNER, 1)
+    return before + (rest.split(FALLBACK_END, 1)[1].lstrip("\n") if FALLBACK_END in rest else "")
+
+
+def ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def wrong_device(session, chain) -> str:
+    """'on device N, not M' where the session's first provider is the chain's first and runs on
+    another device than it asked for; '' otherwise (or where onnxruntime does not say)."""
+    name, asked = chain[0]
+    if session.get_providers()[0] != name or "device_id" not in asked:
+        return ""
+    try:
+        got = session.get_provider_options().get(name, {}).get("device_id")
+    except Exception:  # an onnxruntime without the reading
+        return ""
+    if got is None or str(got) == str(asked["device_id"]):
+        return ""
+    return f"on {name} device {got}, not device {asked['device_id']}"
+
+
 # ONNX Runtime's ORT_THROW prefix: "<source file>:<line> <function signature> "
-_SOURCE_PREFIX = re.compile(r"\S+\.(?:cc|cpp|h):\d+ .*?\) ")
+# (a template's signature adds "[with T = ...] ").
+_SOURCE_PREFIX = re.compile(r"\S+\.(?:cc|cpp|h):\d+ .*?\)(?: \[with [^\]]*\])? ")
 
 
 def one_line(text: str) -> str:

@@ -5,9 +5,12 @@ onnx_providers).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +26,13 @@ from .onnx_providers import (
     CPU,
     CUDA,
     ENGINE_LOCK,
+    ENGINE_LOCK_REPORT_SECONDS,
     GPU_ONNXRUNTIME_MINIMUM,
     STALE_ENGINE,
     TENSORRT,
     TENSORRT_LIBRARIES_MISSING,
     TENSORRT_MAX_BATCH,
+    fallback_error,
     graph_parts,
     heavy_nodes_on_cpu,
     one_line,
@@ -37,9 +42,33 @@ from .onnx_providers import (
     tensorrt_profile,
     tensorrt_runtime,
     with_profile,
+    without_fallback,
+    wrong_device,
 )
 
 log = logging.getLogger("depthclip_ros")
+NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"  # ONNX Runtime's session config key
+
+
+def session_options(ort, threads: int, exact: bool, on_gpu: bool, entries=None):
+    """ONNX Runtime's SessionOptions for a session of the graph or a part: errors only in its
+    log (fallbacks are reported by us, in one line); `threads` intra-op threads, not spinning
+    (0: one per core); `exact`: the exact U8U8 int8 kernels; on a GPU, the nodes' placement
+    recorded; and the session config `entries`."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:  # leave the other cores to the driver and middleware
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if exact:  # ONNX Runtime's U8U8 kernels: exact, slower (its session option's words)
+        options.add_session_config_entry("session.x64quantprecision", "1")
+    if on_gpu:
+        options.add_session_config_entry(ASSIGNMENT_KEY, "1")
+    for key, value in (entries or {}).items():
+        options.add_session_config_entry(key, value)
+    return options
 
 
 class OnnxDepthClip(ExportedGraph):
@@ -59,21 +88,35 @@ class OnnxDepthClip(ExportedGraph):
 
     def _session(self, ort, options, chain, source=None):
         """A session of `source` (default: the file) on `chain`, or ModelLoadError. ONNX
-        Runtime's own fallback is off: it would re-create a failed session on CUDA or CPU
-        without the chain's options (device 0), saying so on stdout only."""
+        Runtime's own fallback would re-create a failed session on CUDA or CPU without the
+        chain's options (device 0), saying so on stdout only: enable_fallback=0 turns it off
+        from onnxruntime 1.23; before, its wrapper falls back anyway, and a session it made
+        that way is refused here (its print kept off stdout, its error the reason), as is one
+        whose first provider runs on another device than the chain asked."""
+        name = Path(source or self.path).name
+        printed = io.StringIO()
         try:
-            return ort.InferenceSession(
-                str(source or self.path),
-                sess_options=options,
-                providers=[name for name, _ in chain],
-                provider_options=[opts for _, opts in chain],
-                enable_fallback=0,
-            )
+            with contextlib.redirect_stdout(printed):
+                session = ort.InferenceSession(
+                    str(source or self.path),
+                    sess_options=options,
+                    providers=[name for name, _ in chain],
+                    provider_options=[opts for _, opts in chain],
+                    enable_fallback=0,
+                )
         except Exception as exc:  # not an ONNX file, or one onnxruntime cannot load
-            raise ModelLoadError(
-                f"onnxruntime cannot load {Path(source or self.path).name}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
+            # An old wrapper's failed fallback raises its own error: the first is the reason.
+            reason = fallback_error(printed.getvalue()) or f"{type(exc).__name__}: {exc}"
+            raise ModelLoadError(f"onnxruntime cannot load {name}: {reason}") from None
+        finally:
+            sys.stdout.write(without_fallback(printed.getvalue()))
+        fell_back = fallback_error(printed.getvalue())
+        if fell_back:
+            raise ModelLoadError(f"onnxruntime cannot load {name}: {fell_back}")
+        wrong = wrong_device(session, chain)
+        if wrong:
+            raise ModelLoadError(f"onnxruntime opened {name} {wrong}")
+        return session
 
     def _inspected(self, ort, source=None):
         """A session of `source` (default: the file) without optimisations, on CPU: to read
@@ -116,21 +159,18 @@ class OnnxDepthClip(ExportedGraph):
         chain = providers_for(
             device, self.precision, cache, available, choice, config.cudnn_conv_algo_search
         )
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: fallbacks are reported by us, in one line
-        if config.inference_threads:  # leave the other cores to the driver and middleware
-            options.intra_op_num_threads = config.inference_threads
-            options.inter_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         exact = self._needs_exact_int8_kernels()
-        if exact:  # ONNX Runtime's U8U8 kernels: exact, slower (its session option's words)
-            options.add_session_config_entry("session.x64quantprecision", "1")
+        options = session_options(ort, config.inference_threads, exact, device != "cpu")
         if device != "cpu":
             self._check_version(ort)
-            options.add_session_config_entry(ASSIGNMENT_KEY, "1")
         self._build = (ort, options, chain, cache, choice)
+        # TensorRT alone runs the trunk: a node it cannot take fails the session (ORT would
+        # otherwise put it on the CPU provider, which the session then hides behind TensorRT).
+        self._trunk_options = session_options(
+            ort, config.inference_threads, exact, True, {NO_CPU_FALLBACK: "1"}
+        )
         self._said = set()  # the providers whose failure was said (once each)
+        self._placement_unknown = False  # a GPU session whose nodes' placement ORT cannot say
         self._parts = None  # TensorRT: (preprocessing session, head session)
         self._parts_files = None  # TensorRT: {part: its ONNX file}
         self._trunk = None  # TensorRT: (trunk session, its largest batch)
@@ -148,6 +188,8 @@ class OnnxDepthClip(ExportedGraph):
         self.runtime = f"onnxruntime {ort.__version__} {self.provider}"
         if exact and self.provider == CPU:
             self.runtime += " (exact U8U8 int8 kernels)"
+        if self._placement_unknown:
+            self.runtime += f"; placement not reported by onnxruntime {ort.__version__}"
         # What the CPU provider uses: the set number, else (0) one thread per core.
         self.cpu_threads = options.intra_op_num_threads or (os.cpu_count() or 1)
         if device != "cpu" and self.provider == CPU and CUDA not in available:
@@ -184,9 +226,12 @@ class OnnxDepthClip(ExportedGraph):
             )
 
     def _check_placement(self, session) -> None:
-        """One warning where a GPU session placed heavy nodes on the CPU provider."""
+        """One warning where a GPU session placed heavy nodes on the CPU provider; where ONNX
+        Runtime cannot say, the start line says so (runtime)."""
         on_cpu = heavy_nodes_on_cpu(session) if session.get_providers()[0] != CPU else {}
-        if on_cpu and "placement" not in self._said:
+        if on_cpu is None:
+            self._placement_unknown = True
+        elif on_cpu and "placement" not in self._said:
             self._said.add("placement")
             log.warning(
                 "onnxruntime placed %s of %s on the CPU provider: each frame crosses to the "
@@ -285,13 +330,19 @@ class OnnxDepthClip(ExportedGraph):
         """The trunk on TensorRT, its engine for batches up to `max_batch` (ModelLoadError where
         TensorRT cannot: its libraries, the graph, or its engine). A stale engine cache is
         cleared and built again, once."""
-        ort, options, chain, cache = self._build[:4]
+        ort, _, chain, cache = self._build[:4]
+        options = self._trunk_options
         if self._trunk_input is None:
             self._trunk_input = tuple(self._inspected(ort, source).get_inputs()[0].shape)
         folder = tensorrt_engine_folder(cache, max_batch)
         profile = tensorrt_profile(self._trunk_input, max_batch)
         tensorrt = with_profile(chain[:1], profile, folder)  # TensorRT alone: all or nothing
-        with exclusive_lock(cache / ENGINE_LOCK, waiting=lambda: self._waiting(cache)):
+        with exclusive_lock(
+            cache / ENGINE_LOCK,
+            waiting=lambda holder: self._waiting(cache, holder),
+            still_waiting=lambda holder, seconds: self._still_waiting(cache, holder, seconds),
+            report_every=ENGINE_LOCK_REPORT_SECONDS,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
             try:
                 session = self._session(ort, options, tensorrt, source)
@@ -324,14 +375,34 @@ class OnnxDepthClip(ExportedGraph):
         for name, session in parts.items():
             provider = session.get_providers()[0]
             on_cpu = heavy_nodes_on_cpu(session) if provider != CPU else {}
-            left = ", ".join(f"{count} {op}" for op, count in on_cpu.items())
             short = provider.removesuffix("ExecutionProvider")
+            if on_cpu is None:
+                words.append(
+                    f"{name} {short} (placement not reported by onnxruntime "
+                    f"{self._build[0].__version__})"
+                )
+                continue
+            left = ", ".join(f"{count} {op}" for op, count in on_cpu.items())
             words.append(f"{name} {short}" + (f" ({left} on CPU)" if left else ""))
         return ", ".join(words)
 
     @staticmethod
-    def _waiting(cache: Path) -> None:
-        log.info("waiting for another process building or reading TensorRT's engines in %s", cache)
+    def _waiting(cache: Path, holder: str) -> None:
+        log.info(
+            "waiting for another process building or reading TensorRT's engines in %s (%s)",
+            cache,
+            holder,
+        )
+
+    @staticmethod
+    def _still_waiting(cache: Path, holder: str, seconds: float) -> None:
+        log.warning(
+            "still waiting after %.0f s for %s, which holds TensorRT's engines in %s: a first "
+            "build takes minutes; if that process is stuck, end it",
+            seconds,
+            holder,
+            cache,
+        )
 
     @property
     def prepares_image_sizes(self) -> bool:

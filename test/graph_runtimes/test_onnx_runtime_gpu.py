@@ -37,6 +37,10 @@ from depthclip_ros.graph_runtimes.onnx_providers import (
 from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
 
 NETWORK = (96, 128)  # the test configs' network input (height, width)
+# ONNX Runtime's Python wrappers the stand-in runs: the installed one's (1.32) and those of the
+# releases GPU hosts and Jetsons have (1.18 to 1.22 ignore enable_fallback=0; before 1.24 no
+# graph-assignment reading).
+WRAPPERS = [None, "1.18.0", "1.22.0", "1.23.2"]
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +179,50 @@ def test_onnxruntimes_own_fallback_would_move_a_model_to_gpu_0(any_size_graph, m
     assert "EP Error" in out and "Please install TensorRT libraries" in out
 
 
-def test_tensorrt_without_its_libraries_is_one_warning_on_the_same_gpu(on_gpu, caplog, capfd):
-    runtime = GpuOnnxRuntime(tensorrt_libraries=False)
+@pytest.mark.parametrize("wrapper", [None, "1.18.0", "1.22.0"])
+def test_an_old_wrapper_falls_back_whatever_enable_fallback_says(
+    any_size_graph, monkeypatch, capfd, wrapper
+):
+    """ONNX Runtime's own rule, in its wrappers: on a host with one GPU, a session asked for
+    on GPU 1 with enable_fallback=0 raises from 1.23 on; before, it is re-created on other
+    providers without their options (1.18: CUDA on GPU 0, where TensorRT is installed; 1.22:
+    the CPU) and 'EP Error' printed."""
+    _, path = any_size_graph
+    runtime = GpuOnnxRuntime(gpus=1, wrapper=wrapper).install(monkeypatch)
+    opened = dict(
+        providers=[CUDA, CPU], provider_options=[{"device_id": "1"}, {}], enable_fallback=0
+    )
+    if wrapper is None:
+        with pytest.raises(RuntimeError, match="invalid device ordinal"):
+            onnxruntime.InferenceSession(str(path), **opened)
+        return
+    session = onnxruntime.InferenceSession(str(path), **opened)
+    fallback = [CUDA, CPU] if wrapper == "1.18.0" else [CPU]
+    assert session.get_providers() == fallback
+    assert runtime.sessions[-1] == [(name, {}) for name in fallback]  # device_id 1 lost
+    assert "EP Error" in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+def test_a_gpu_the_host_lacks_is_one_warning_on_every_wrapper(on_gpu, caplog, capfd, wrapper):
+    """cuda:1 on a host with one GPU: one warning naming CUDA's error, the CPU provider with
+    the package's options, nothing on stdout, whichever wrapper (an old one's own fallback
+    refused, its print kept off stdout)."""
+    runtime = GpuOnnxRuntime(gpus=1, wrapper=wrapper)
+    with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
+        model = on_gpu(runtime, onnxruntime_providers="cuda")
+    (warning,) = warnings_of(caplog)
+    assert warning.startswith("CUDAExecutionProvider did not load (")
+    assert "invalid device ordinal" in warning and "\n" not in warning
+    assert model.provider == CPU and runtime.sessions[-1] == [(CPU, {})]
+    assert capfd.readouterr().out == ""
+
+
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+def test_tensorrt_without_its_libraries_is_one_warning_on_the_same_gpu(
+    on_gpu, caplog, capfd, wrapper
+):
+    runtime = GpuOnnxRuntime(tensorrt_libraries=False, wrapper=wrapper)
     with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
         model = on_gpu(runtime)
     (warning,) = warnings_of(caplog)
@@ -189,13 +235,17 @@ def test_tensorrt_without_its_libraries_is_one_warning_on_the_same_gpu(on_gpu, c
     np.testing.assert_array_equal(model.predict(structured_image(48, 64)).depth.shape, (1, 48, 64))
 
 
-def test_tensorrt_asked_for_alone_fails_in_one_line(on_gpu):
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+def test_tensorrt_asked_for_alone_fails_in_one_line(on_gpu, capfd, wrapper):
     with pytest.raises(ModelLoadError) as err:
-        on_gpu(GpuOnnxRuntime(tensorrt_libraries=False), onnxruntime_providers="tensorrt")
+        runtime = GpuOnnxRuntime(tensorrt_libraries=False, wrapper=wrapper)
+        on_gpu(runtime, onnxruntime_providers="tensorrt")
     message = str(err.value)
     assert message.startswith("onnxruntime_providers tensorrt: ") and "\n" not in message
     # ONNX Runtime's own words, without its source location
-    assert message.endswith(TENSORRT_LIBRARIES_MISSING.split(") ", 1)[1])
+    words = TENSORRT_LIBRARIES_MISSING.split(") ", 1)[1]
+    assert message.endswith(words) if wrapper is None else words[:60] in message
+    assert "EP Error" not in capfd.readouterr().out
 
 
 def test_a_cuda_provider_that_does_not_load_is_one_warning(on_gpu, caplog):
@@ -220,6 +270,9 @@ def test_tensorrt_runs_the_trunk_for_every_camera_size(on_gpu, cpu_model, caplog
     assert Path(tensorrt[0][0][1]["trt_engine_cache_path"]).name == "trunk-batch1"
     cuda = [s for s in runtime.sessions if s[0][0] == CUDA]
     assert len(cuda) == 2 and all(s[0][1]["device_id"] == "1" for s in cuda)
+    # TensorRT alone by construction: its session refuses the CPU provider (no fallback).
+    first = [s[0][0] for s in runtime.sessions if s[0][0] != CPU]
+    assert [f == TENSORRT for f in first] == runtime.no_cpu_fallback[-len(first) :]
     model.warm_up((48, 64), max_batch=3)
     model.warm_up((72, 40), max_batch=3)  # a second camera: no other engine
     tensorrt = [s for s in runtime.sessions if s[0][0] == TENSORRT]
@@ -280,12 +333,13 @@ def test_a_graph_exported_before_the_parts_runs_on_cuda_with_one_warning(
         on_gpu(GpuOnnxRuntime(), model=str(old), onnxruntime_providers="tensorrt")
 
 
-def test_a_stale_engine_cache_is_cleared_and_built_once(on_gpu, caplog):
-    runtime = GpuOnnxRuntime()
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+def test_a_stale_engine_cache_is_cleared_and_built_once(on_gpu, caplog, wrapper):
+    runtime = GpuOnnxRuntime(wrapper=wrapper)
     on_gpu(runtime)
     (engine,) = Path(runtime.sessions[-3][0][1]["trt_engine_cache_path"]).glob("*.engine")
     engine.write_bytes(b"an engine of another TensorRT")
-    runtime = GpuOnnxRuntime()
+    runtime = GpuOnnxRuntime(wrapper=wrapper)
     with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
         model = on_gpu(runtime)
     (warning,) = warnings_of(caplog)
@@ -351,6 +405,55 @@ def test_processes_sharing_an_engine_cache_take_turns(on_gpu, monkeypatch):
     assert second.provider == TENSORRT and held_while_building == [True, True]
 
 
+def test_a_process_holding_the_engine_lock_is_named_while_another_waits(on_gpu, monkeypatch):
+    """The lock's holder writes who it is; a process waiting for it names that process every
+    ENGINE_LOCK_REPORT_SECONDS (here 0.3 s) as long as it waits, then opens once it is
+    released."""
+    import subprocess
+    import sys
+    import threading
+
+    from depthclip_ros.graph_runtimes import onnx_runtime
+
+    runtime = GpuOnnxRuntime()
+    on_gpu(runtime)
+    cache = Path(runtime.sessions[-3][0][1]["trt_engine_cache_path"]).parent
+    holding = (
+        "import sys, time\nfrom depthclip_ros.files import exclusive_lock\n"
+        "with exclusive_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holding, str(cache / ENGINE_LOCK)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    named = threading.Event()
+
+    class Said(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("still waiting") and f"for process {holder.pid} (" in message:
+                named.set()
+
+    said = Said()
+    logging.getLogger("depthclip_ros").addHandler(said)
+    monkeypatch.setattr(onnx_runtime, "ENGINE_LOCK_REPORT_SECONDS", 0.3)
+    opened = []
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        opener = threading.Thread(target=lambda: opened.append(on_gpu(GpuOnnxRuntime())))
+        opener.start()
+        assert named.wait(timeout=60)  # an event, not a timing assertion
+        assert opened == []
+    finally:
+        holder.kill()
+        holder.wait()
+        logging.getLogger("depthclip_ros").removeHandler(said)
+    opener.join(timeout=60)
+    (second,) = opened
+    assert second.provider == TENSORRT
+
+
 def test_a_read_only_engine_cache_is_read_without_its_lock(on_gpu, monkeypatch):
     """Engines prebuilt and shipped read-only: where the lock file cannot be made, no process
     can build there either, and the engine is read as before (tested by refusing the lock
@@ -387,6 +490,17 @@ def test_the_cuda_provider_chooses_its_kernels_at_camera_info(on_gpu):
     runtime.runs.clear()
     model.predict(np.zeros((3, 48, 64, 3), np.uint8))
     assert runtime.runs == [(CUDA, (3, 48, 64))]
+
+
+@pytest.mark.parametrize("wrapper", [None, "1.23.2"])
+def test_a_placement_onnxruntime_cannot_report_is_said_so(on_gpu, wrapper):
+    """Where onnxruntime has no graph-assignment reading (1.23.2: the Humble pin, Jetson
+    wheels), the start line (runtime) and the placement say so instead of passing unlooked."""
+    model = on_gpu(GpuOnnxRuntime(wrapper=wrapper), onnxruntime_providers="cuda")
+    words = f"placement not reported by onnxruntime {wrapper}"
+    assert (words in model.runtime) == (wrapper is not None)
+    assert (words in model.placement) == (wrapper is not None)
+    assert model.placement.startswith("whole graph CUDA")
 
 
 def test_nodes_on_the_cpu_and_an_old_onnxruntime_are_one_warning_each(on_gpu, monkeypatch, caplog):

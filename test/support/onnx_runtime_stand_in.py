@@ -16,16 +16,33 @@ its binding module (`C`) is replaced, deciding as the real libraries decide:
   (STALE_ENGINE). The CUDA provider without its libraries (`cuda_libraries=False`) is left out
   (ORT logs "Failed to create CUDAExecutionProvider" and goes on). Otherwise the real CPU
   session runs the graph and reports the providers registered, as ORT does.
+- A GPU provider's device beyond the host's `gpus` raises the RuntimeError of the provider's
+  constructor (CUDA_CALL_THROW(cudaSetDevice(device_id)): cuda_call.cc's words), which
+  ONNX Runtime's wrapper may catch for its own fallback.
+- `session.disable_cpu_ep_fallback` set: a session that would leave nodes on the CPU provider
+  (its first provider the CPU, or `resize_on_cpu`) raises ORT's Fail (inference_session.cc).
+- `get_provider_options`: each registered provider's options as strings, device_id "0" where
+  none was given (ORT fills in its defaults).
 - Graph assignment (`get_provider_graph_assignment_info`): every node on the session's first
   provider; `resize_on_cpu` puts Resize on CPU, as onnxruntime-gpu before 1.18 did (#19595).
+
+`wrapper`: the release whose Python wrapper runs (None: the installed one's; "1.22.0": that
+release's onnxruntime_inference_collection.py, taken from its wheel by `make ort-wrappers` into
+.ort-wrappers/, over this binding): before 1.23 the wrapper ignores enable_fallback=0, and its
+sessions have no graph-assignment reading. `onnxruntime.__version__` reads as that release.
 
 Records each session's providers with their options, and each run's provider and input shape.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import types
 from pathlib import Path
+
+import pytest
+
+WRAPPERS = Path(__file__).resolve().parents[2] / ".ort-wrappers"
 
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 ENGINE = b"engine of this TensorRT"  # what an engine file this stand-in wrote starts with
@@ -49,6 +66,35 @@ MISSING_PROFILE = (
     "no associated shape profiles provided: "
 )
 STALE_ENGINE = "TensorRT EP could not deserialize engine from cache: "
+NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
+# inference_session.cc (InferenceSession::Initialize) with NO_CPU_FALLBACK "1", a FAIL status.
+CPU_FALLBACK_DISABLED = (
+    "This session contains graph nodes that are assigned to the default CPU EP, but fallback "
+    "to CPU EP has been explicitly disabled by the user."
+)
+# cuda_call.cc (CudaCall's message, ORT_THROW with its source location) from the CUDA and
+# TensorRT providers' constructors, CUDA_CALL_THROW(cudaSetDevice(device_id)).
+INVALID_DEVICE = (
+    "/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:129 std::conditional_t<"
+    "THRW, void, onnxruntime::common::Status> onnxruntime::CudaCall(ERRTYPE, const char*, "
+    "const char*, SUCCTYPE, const char*, const char*, int) [with ERRTYPE = cudaError; bool THRW "
+    "= true; SUCCTYPE = cudaError; std::conditional_t<THRW, void, common::Status> = void] CUDA "
+    "failure 101: invalid device ordinal ; GPU={device} ; hostname=gpu-host ; file=/onnxruntime_"
+    "src/onnxruntime/core/providers/cuda/cuda_execution_provider.cc ; line=282 ; "
+    "expr=cudaSetDevice(info_.device_id); "
+)
+
+
+def load_wrapper(version: str):
+    """ONNX Runtime `version`'s onnxruntime_inference_collection module (.ort-wrappers/), or a
+    visible skip where `make ort-wrappers` could not fetch it."""
+    path = WRAPPERS / version / "onnxruntime_inference_collection.py"
+    if not path.is_file():
+        pytest.skip(f"no {path}: make ort-wrappers (PyPI's onnxruntime=={version} wheel)")
+    spec = importlib.util.spec_from_file_location(f"ort_wrapper_{version.replace('.', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def ep_fail(binding, message: str):
@@ -90,16 +136,25 @@ class GpuOnnxRuntime:
     """Install with `install(monkeypatch)`; then `import onnxruntime` is onnxruntime-gpu on a
     GPU host with TensorRT (or without its libraries, or without CUDA's)."""
 
-    def __init__(self, tensorrt_libraries=True, cuda_libraries=True, resize_on_cpu=False):
+    def __init__(
+        self,
+        tensorrt_libraries=True,
+        cuda_libraries=True,
+        resize_on_cpu=False,
+        gpus=2,
+        wrapper=None,
+    ):
         import onnxruntime
-        from onnxruntime.capi import onnxruntime_inference_collection as wrapper
+        from onnxruntime.capi import onnxruntime_inference_collection as installed
 
-        self.onnxruntime, self.wrapper, self.real = onnxruntime, wrapper, wrapper.C
+        self.onnxruntime, self.real = onnxruntime, installed.C
+        self.wrapper = installed if wrapper is None else load_wrapper(wrapper)
         self.tensorrt_libraries, self.cuda_libraries = tensorrt_libraries, cuda_libraries
-        self.resize_on_cpu = resize_on_cpu
+        self.resize_on_cpu, self.gpus = resize_on_cpu, gpus
         self.sessions = []  # per session: [(provider, options)] as asked for
         self.runs = []  # per run: (first provider, shape of the first input)
-        self.__version__ = onnxruntime.__version__
+        self.no_cpu_fallback = []  # per session opened: whether it set NO_CPU_FALLBACK
+        self.__version__ = wrapper or onnxruntime.__version__
 
     def install(self, monkeypatch) -> GpuOnnxRuntime:
         binding = types.SimpleNamespace(
@@ -112,6 +167,8 @@ class GpuOnnxRuntime:
         monkeypatch.setattr(
             self.onnxruntime, "get_available_providers", self.get_available_providers
         )
+        monkeypatch.setattr(self.onnxruntime, "InferenceSession", self.wrapper.InferenceSession)
+        monkeypatch.setattr(self.onnxruntime, "__version__", self.__version__)
         return self
 
     @property
@@ -126,9 +183,28 @@ class GpuOnnxRuntime:
             raise RuntimeError(TENSORRT_LIBRARIES_MISSING)
 
     def c_session(self, options, model, is_path, read_config):
-        return _Session(
-            self, self.real.InferenceSession(options, model, is_path, read_config), model
-        )
+        try:
+            no_cpu = options.get_session_config_entry(NO_CPU_FALLBACK) == "1"
+        except Exception:  # not set
+            no_cpu = False
+        strict = options
+        if no_cpu:  # the CPU session standing in for the GPU's must not refuse the CPU
+            options = self._without_entries(options)
+        real = self.real.InferenceSession(options, model, is_path, read_config)
+        session = _Session(self, real, model, no_cpu)
+        session.strict = (strict, model, is_path, read_config)
+        return session
+
+    def _without_entries(self, options):
+        fresh = self.real.SessionOptions()
+        for name in (
+            "log_severity_level",
+            "intra_op_num_threads",
+            "inter_op_num_threads",
+            "graph_optimization_level",
+        ):
+            setattr(fresh, name, getattr(options, name))
+        return fresh
 
     def providers_of(self, index: int) -> list:
         return [name for name, _ in self.sessions[index]]
@@ -159,14 +235,20 @@ class _Assigned:
 class _Session:
     """ONNX Runtime's C session, deciding its providers as a GPU host's would."""
 
-    def __init__(self, runtime: GpuOnnxRuntime, real, model):
+    def __init__(self, runtime: GpuOnnxRuntime, real, model, no_cpu_fallback=False):
         self._runtime, self._real, self._model = runtime, real, model
+        self.no_cpu_fallback = no_cpu_fallback
         self._providers = [CPU]
+        self._options = {CPU: {}}
 
     def initialize_session(self, providers, provider_options, disabled_optimizers):
         runtime = self._runtime
         runtime.sessions.append(list(zip(providers, provider_options)))
         registered = list(providers)
+        for name, options in zip(providers, provider_options):
+            device = int(options.get("device_id", 0))
+            if name in (TENSORRT, CUDA) and device >= runtime.gpus:
+                raise RuntimeError(INVALID_DEVICE.format(device=device))
         if registered and registered[0] == TENSORRT:
             options = provider_options[0]
             refusal = tensorrt_refusal(self._model, options)
@@ -178,8 +260,24 @@ class _Session:
             registered.remove(CUDA)  # ORT: "Failed to create CUDAExecutionProvider", no error
         if CPU not in registered:
             registered.append(CPU)
+        if self.no_cpu_fallback and CPU in providers:  # ORT's own refusal of the conflict
+            runtime.real.InferenceSession(*self.strict).initialize_session(
+                [CPU], [{}], disabled_optimizers
+            )
+        on_cpu = registered[0] == CPU or (runtime.resize_on_cpu and registered[0] == CUDA)
+        if self.no_cpu_fallback and on_cpu:
+            raise runtime.real.Fail(f"[ONNXRuntimeError] : 1 : FAIL : {CPU_FALLBACK_DISABLED}")
+        runtime.no_cpu_fallback.append(self.no_cpu_fallback)
         self._real.initialize_session([CPU], [{}], disabled_optimizers)
         self._providers = registered
+        given = dict(zip(providers, provider_options))
+        self._options = {
+            name: {} if name == CPU else {"device_id": "0", **given.get(name, {})}
+            for name in registered
+        }
+
+    def get_provider_options(self):
+        return {name: {k: str(v) for k, v in opts.items()} for name, opts in self._options.items()}
 
     def _build_engine(self, folder: Path):
         engines = sorted(folder.glob("*.engine"))
