@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -167,6 +166,18 @@ def _cuda_warmed(model, frames) -> list:
     )
 
 
+def _stand_in():
+    """The tests' ONNX Runtime stand-in module (test/support/onnx_runtime_stand_in.py), loaded
+    from its file: its words are what this GPU's ONNX Runtime is checked against."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "test" / "support" / "onnx_runtime_stand_in.py"
+    spec = importlib.util.spec_from_file_location("onnx_runtime_stand_in", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _refused_as_the_stand_in_says(config, embed_dim: int) -> list:
     """The whole any-size graph on TensorRT alone, with a profile for its images (what the
     package once passed; `embed_dim`: its text features'): refused, in the words the tests'
@@ -174,8 +185,7 @@ def _refused_as_the_stand_in_says(config, embed_dim: int) -> list:
     this GPU does."""
     import onnxruntime as ort
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test" / "support"))
-    from onnx_runtime_stand_in import tensorrt_refusal
+    tensorrt_refusal = _stand_in().tensorrt_refusal
 
     bins = len(config.depth_bins)
     shapes = f"images:1x480x640x3,text_features:{embed_dim}x{bins},bins:{bins}"

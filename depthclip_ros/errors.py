@@ -47,5 +47,10 @@ class FleetError(DepthClipError, RuntimeError):
     start, resources the cluster does not have."""
 
 
+class BagStopped(FleetError):
+    """Raised inside a fleet's bag task that the driver asked to stop (Ctrl-C): not a failure
+    of the bag; its staging is removed on the way and it is not written to the manifest."""
+
+
 class LaunchError(DepthClipError, RuntimeError):
     """A launch argument is invalid; raised before anything is started."""

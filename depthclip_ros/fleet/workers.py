@@ -16,7 +16,7 @@ from ..bag.processing import plan_bag, process_bag
 from ..bag.reading import topics_in_bag
 from ..config.parameters import NodeSettings, OutputSettings
 from ..config.params_files import config_from_params
-from ..errors import DepthClipError
+from ..errors import BagStopped, DepthClipError
 from ..files import remove_leftover_staging
 from ..runtime.scene_hysteresis import SceneChoice
 from .manifest import DONE, FAILED
@@ -95,10 +95,6 @@ class RunControl:
 
     def total(self) -> int:
         return self.frames
-
-
-class BagStopped(Exception):
-    """Raised inside a bag task the driver asked to stop; its staging is removed on the way."""
 
 
 def _report_to(control):

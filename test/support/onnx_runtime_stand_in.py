@@ -40,8 +40,6 @@ import importlib.util
 import types
 from pathlib import Path
 
-import pytest
-
 WRAPPERS = Path(__file__).resolve().parents[2] / ".ort-wrappers"
 
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -90,6 +88,8 @@ def load_wrapper(version: str):
     visible skip where `make ort-wrappers` could not fetch it."""
     path = WRAPPERS / version / "onnxruntime_inference_collection.py"
     if not path.is_file():
+        import pytest  # (gpu-check imports this module on hosts without pytest)
+
         pytest.skip(f"no {path}: make ort-wrappers (PyPI's onnxruntime=={version} wheel)")
     spec = importlib.util.spec_from_file_location(f"ort_wrapper_{version.replace('.', '_')}", path)
     module = importlib.util.module_from_spec(spec)
