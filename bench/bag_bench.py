@@ -110,7 +110,7 @@ class CostlessModel:
         frame = render_scene("room")[0]
         self.results = {b: model.predict(np.stack([frame] * b)) for b in range(1, batch_size + 1)}
 
-    def predict(self, frames, arrays=None):
+    def predict(self, frames, scenes=None, arrays=None):
         time.sleep(1e-4 * len(frames))
         return self.results[len(frames)]
 

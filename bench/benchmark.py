@@ -522,6 +522,13 @@ def main():
         help="a short run: core batch 1 without flip only, 3 repetitions of each timing",
     )
     p.add_argument(
+        "--shapes",
+        choices=("RN50", "tiny"),
+        default="RN50",
+        help="the random CLIP's shapes (default RN50: the real model's cost); tiny: every "
+        "table's code run at little cost (the benchmark's own test)",
+    )
+    p.add_argument(
         "--node-seconds", type=float, default=20.0, help="measured window per rate (default 20)"
     )
     p.add_argument(
@@ -608,7 +615,9 @@ def main():
 
 def run(args, disk: str) -> None:
     torch.set_num_threads(os.cpu_count())
-    ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")
+    ckpt = save_random_checkpoint(
+        Path(tempfile.mkdtemp()) / f"{args.shapes.lower()}_random.pt", args.shapes
+    )
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
     if args.only_temporal:
@@ -641,7 +650,7 @@ def run(args, disk: str) -> None:
 def print_cpu_variants(ckpt, args) -> None:
     rates = [r for r in args.rates if r in (15.0, 30.0)] or args.rates[-2:]
     print(
-        f"## CPU variants (RN50 shapes, random weights, 640x480, batch 1; node: one camera "
+        f"## CPU variants ({args.shapes} shapes, random weights, 640x480, batch 1; node: one camera "
         f"at {', '.join(f'{r:g}' for r in rates)} Hz, {args.node_seconds:g} s each, "
         f"default middleware)\n"
     )
@@ -673,7 +682,7 @@ def print_temporal(ckpt, args) -> None:
         rgb, depth_mm = load_bts(sample)
         images[f"NYU {sample.name}"] = (rgb, gt_from_png(depth_mm))
     print(
-        f"## Temporal filter (RN50 shapes, random weights, T 1.0, 640x480 at "
+        f"## Temporal filter ({args.shapes} shapes, random weights, T 1.0, 640x480 at "
         f"{temporal.FRAME_RATE:g} Hz (slow object: {temporal.SLOW_RATE:g} Hz), {frames} frames, "
         f"half-life 0.5 s, cpu)\n"
     )
@@ -721,15 +730,18 @@ def print_bag_tables(args, disk: str) -> None:
 
 
 def print_core_tables(ckpt, devices, args) -> None:
-    print("## Core (DepthClip.predict, RN50 shapes, random weights)\n")
+    print(f"## Core (DepthClip.predict, {args.shapes} shapes, random weights)\n")
     print(table(*bench_core(ckpt, devices, args.quick)) + "\n")
-    print("## Options beyond the paper (cpu, 544x416, RN50 shapes)\n")
+    print(f"## Options beyond the paper (cpu, 544x416, {args.shapes} shapes)\n")
     print(table(*bench_options(ckpt, 3 if args.quick else 12)) + "\n")
-    print("## BatchNorm folding (cpu, RN50 shapes)\n")
+    print(f"## BatchNorm folding (cpu, {args.shapes} shapes)\n")
     print(table(*bench_folding(ckpt, 3 if args.quick else 10)) + "\n")
-    print("## depth/std and cloud filters (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
+    print(
+        f"## depth/std and cloud filters (cpu, 640x480 resized to 544x416, {args.shapes} "
+        f"shapes)\n"
+    )
     print(table(*bench_uncertainty(ckpt, 3 if args.quick else 12)) + "\n")
-    print("## Clearing cloud (cpu, 640x480 resized to 544x416, RN50 shapes)\n")
+    print(f"## Clearing cloud (cpu, 640x480 resized to 544x416, {args.shapes} shapes)\n")
     print(table(*bench_clearing(ckpt, 3 if args.quick else 12)) + "\n")
     print("## compressedDepth (the demo's scenes, tiny random CLIP's depth, 640x480)\n")
     print(table(*bench_compressed_depth(args.quick)) + "\n")

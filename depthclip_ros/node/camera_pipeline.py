@@ -261,8 +261,8 @@ def process_frames(frames, params, estimator) -> list:
         cameras = [camera for camera, _, _, _ in group]
         scenes = SceneChoice([camera.scene for camera in cameras], params.node.scene_switch_frames)
         # Only the arrays the subscribed outputs are made of leave the GPU.
-        wanted = set().union(*(camera.subscribed() for camera in cameras))
-        arrays = arrays_for(wanted, params.outputs)
+        subscribed = [camera.subscribed() for camera in cameras]
+        arrays = arrays_for(set().union(*subscribed), params.outputs)
         t0 = time.perf_counter()
         try:
             images = np.stack([rgb for _, _, rgb, _ in group])
@@ -277,7 +277,7 @@ def process_frames(frames, params, estimator) -> list:
             camera.stats.timing("inference", seconds)
             try:
                 stamp = stamp_ns(msg.header.stamp) * 1e-9
-                fine = fine_arrays(camera.subscribed(), params.outputs)
+                fine = fine_arrays(subscribed[index], params.outputs)
                 camera.temporal.apply(result, index, rgb, stamp, params.outputs, fine)
                 camera.publish_result(msg, rgb, result, index, arrival, params)
             except Exception as exc:
