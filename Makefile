@@ -72,12 +72,17 @@ ort-wrappers: $(ORT_WRAPPERS_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/depthclip-demo --out demo_out $(DEMO_ARGS)
 
+# Two test processes (pytest-xdist): most tests wait on processes they start, so two keep the
+# two cores busy; tests that start a local Ray run on one of them (test/conftest.py). Every run
+# prints its slowest tests. PYTEST_PARALLEL= runs them in one process.
+PYTEST_PARALLEL ?= -n 2 --dist loadgroup --durations=25
+
 test: $(STAMP) $(ONNX_STAMP) $(JAZZY_STAMP)
 	$(MAKE) ort-wrappers || echo "ONNX Runtime's older wrappers not downloaded: their tests skip"
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -ra test $(TEST_ARGS)
-	$(JAZZY) -m pytest -ra test --ros-only $(TEST_ARGS)
+	$(PY) -m pytest -ra test $(PYTEST_PARALLEL) $(TEST_ARGS)
+	$(JAZZY) -m pytest -ra test --ros-only $(PYTEST_PARALLEL) $(TEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -10,9 +10,11 @@ from depthclip_ros.tools.node_process import (  # imports no rclpy
     local_dds_env,
 )
 
-# Every node the tests start talks over loopback only, on a DDS domain of this run's own.
-# Set before anything imports rclpy (the rmw reads them at init).
-os.environ.update(local_dds_env(1 + os.getpid() % 100))
+# Every node the tests start talks over loopback only, on a DDS domain of this run's own (of
+# this pytest-xdist worker's own: gw0 even, gw1 odd). Set before anything imports rclpy (the
+# rmw reads them at init).
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+os.environ.update(local_dds_env(1 + (os.getpid() % 50) * 2 + _WORKER % 2))
 # Nothing else: the middleware runs with its defaults, as on a robot (no DDS XML profile).
 for _tuning in (*DDS_PROFILE_VARIABLES, "RMW_FASTRTPS_USE_QOS_FROM_XML"):
     os.environ.pop(_tuning, None)
@@ -37,10 +39,17 @@ def pytest_addoption(parser):
     )
 
 
+# Tests that start a local Ray: one at a time (on one pytest-xdist worker), as two local
+# clusters starting together race for Ray's ports.
+RAY_TESTS = ("test/tools/test_fleet.py", "test_benchmark_prints_every_table")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:  # everything under test/ros/ talks to rclpy
         if ROS_TESTS in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.ros)
+        if any(name in item.nodeid for name in RAY_TESTS):
+            item.add_marker(pytest.mark.xdist_group("ray"))
     if config.getoption("--ros-only"):
         selected = [item for item in items if item.get_closest_marker("ros")]
         config.hook.pytest_deselected(items=[i for i in items if i not in selected])
