@@ -737,8 +737,7 @@ def print_core_tables(ckpt, devices, args) -> None:
     print(f"## BatchNorm folding (cpu, {args.shapes} shapes)\n")
     print(table(*bench_folding(ckpt, 3 if args.quick else 10)) + "\n")
     print(
-        f"## depth/std and cloud filters (cpu, 640x480 resized to 544x416, {args.shapes} "
-        f"shapes)\n"
+        f"## depth/std and cloud filters (cpu, 640x480 resized to 544x416, {args.shapes} shapes)\n"
     )
     print(table(*bench_uncertainty(ckpt, 3 if args.quick else 12)) + "\n")
     print(f"## Clearing cloud (cpu, 640x480 resized to 544x416, {args.shapes} shapes)\n")

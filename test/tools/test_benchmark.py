@@ -326,6 +326,8 @@ def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(tiny_checkpoint, mon
         """The package as it was: ONNX Runtime's creation-time fallback left on."""
 
         def _session(self, ort, options, chain, source=None):
+            if chain[0][0] == TENSORRT:  # nor did its trunk's session refuse the CPU
+                options = self._build[1]
             return ort.InferenceSession(
                 str(source or self.path),
                 sess_options=options,
