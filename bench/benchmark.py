@@ -650,8 +650,8 @@ def run(args, disk: str) -> None:
 def print_cpu_variants(ckpt, args) -> None:
     rates = [r for r in args.rates if r in (15.0, 30.0)] or args.rates[-2:]
     print(
-        f"## CPU variants ({args.shapes} shapes, random weights, 640x480, batch 1; node: one camera "
-        f"at {', '.join(f'{r:g}' for r in rates)} Hz, {args.node_seconds:g} s each, "
+        f"## CPU variants ({args.shapes} shapes, random weights, 640x480, batch 1; node: one "
+        f"camera at {', '.join(f'{r:g}' for r in rates)} Hz, {args.node_seconds:g} s each, "
         f"default middleware)\n"
     )
     rows = bench_cpu_variants(
