@@ -50,9 +50,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.ros)
         if any(name in item.nodeid for name in RAY_TESTS):
             item.add_marker(pytest.mark.xdist_group("ray"))
-    # The longest first (the benchmark's run, then the other Ray tests): while one worker runs
-    # them, the other takes the rest, and neither is left alone at the end.
-    items.sort(key=lambda i: [name in i.nodeid for name in reversed(RAY_TESTS)], reverse=True)
     if config.getoption("--ros-only"):
         selected = [item for item in items if item.get_closest_marker("ros")]
         config.hook.pytest_deselected(items=[i for i in items if i not in selected])
