@@ -17,14 +17,14 @@ each frame's own spread plus the spread of the frames' depths within the half-li
 shrinks with the number of frames.
 
 A patch (a cell of the feature grid) whose content changed starts again from the current frame:
-its mean colour, sampled every CHANGE_STRIDE pixels, differs by more than `change_threshold`
-grey levels in a channel from the colour of what its fused distribution is made of (the
-patch's colours mixed with the same weights as its distributions). The mean over a patch is
-robust to sensor noise (about 20 samples a VGA patch) and to a pan of a few pixels (the mean
-barely moves), and moves when another surface fills the patch. Against the fused colour, not the
-previous frame's, a slow or low-contrast change restarts the patch too: an edge crossing it a
-few pixels a frame moves its mean by a few grey levels a frame, which the fused colour, lagging
-by about a half-life, sees add up. A surface of the background's own colour is missed (it is
+its mean colour, sampled every CHANGE_STRIDE pixels, moved by more than `change_threshold` grey
+levels in a channel since the previous frame (a sudden change), or it drifted off the colour of
+what its fused distribution is made of (the patch's colours mixed with the same weights as its
+distributions) the same way two frames in a row, by more than SLOW_CHANGE_SHARE of the threshold
+(a slow or low-contrast change: an edge crossing the patch a few pixels a frame, which the
+previous frame alone never sees add up). The mean over a patch is robust to sensor noise (about
+20 samples a VGA patch) and to a pan of a few pixels (the mean barely moves), and moves when
+another surface fills the patch. A surface of the background's own colour is missed (it is
 then mixed in over about a half-life). The whole state restarts at a new image size or a new
 geometry (the region the network sees, the feature grid: preprocessing, input size), a stamp
 not after the previous one (a bag's loop), a gap longer than RESTART_AFTER_HALF_LIVES
@@ -299,9 +299,9 @@ class TemporalFilter:
 
     @staticmethod
     def _changed(colours, state: _State, threshold: float) -> np.ndarray:
-        """(h, w) bool: the patches whose content changed: off their fused colour by more than
-        `threshold` in a channel, or slowly (SLOW_CHANGE_SHARE, two frames in a row); updates
-        the state's drift."""
+        """(h, w) bool: the patches whose content changed: off the previous frame's colour by
+        more than `threshold` in a channel, or drifting off their fused colour (SLOW_CHANGE_SHARE,
+        two frames in a row); updates the state's previous colours and drift."""
         sudden = _channel_max(np.abs(colours - state.last)) > threshold
         offset = colours - state.colours
         size = np.abs(offset)

@@ -38,6 +38,7 @@ GPU_ONNXRUNTIME_MINIMUM = (1, 18)
 # copy to the host and back per frame (ONNX Runtime puts shape arithmetic there by design).
 HEAVY_OPS = {"Resize", "Conv", "MatMul", "Gemm", "Softmax", "ReduceL2", "ReduceSum"}
 ASSIGNMENT_KEY = "session.record_ep_graph_assignment_info"
+NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"  # a node left on the CPU fails the session
 
 
 def tensorrt_profile(input_shape: tuple, max_batch: int) -> dict:

@@ -28,6 +28,7 @@ from .onnx_providers import (
     ENGINE_LOCK,
     ENGINE_LOCK_REPORT_SECONDS,
     GPU_ONNXRUNTIME_MINIMUM,
+    NO_CPU_FALLBACK,
     STALE_ENGINE,
     TENSORRT,
     TENSORRT_LIBRARIES_MISSING,
@@ -47,7 +48,6 @@ from .onnx_providers import (
 )
 
 log = logging.getLogger("depthclip_ros")
-NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"  # ONNX Runtime's session config key
 
 
 def session_options(ort, threads: int, exact: bool, on_gpu: bool, entries=None):
@@ -93,7 +93,7 @@ class OnnxDepthClip(ExportedGraph):
         from onnxruntime 1.23; before, its wrapper falls back anyway, and a session it made
         that way is refused here (its print kept off stdout, its error the reason), as is one
         whose first provider runs on another device than the chain asked."""
-        name = Path(source or self.path).name
+        file_name = Path(source or self.path).name
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed):
@@ -107,15 +107,15 @@ class OnnxDepthClip(ExportedGraph):
         except Exception as exc:  # not an ONNX file, or one onnxruntime cannot load
             # An old wrapper's failed fallback raises its own error: the first is the reason.
             reason = fallback_error(printed.getvalue()) or f"{type(exc).__name__}: {exc}"
-            raise ModelLoadError(f"onnxruntime cannot load {name}: {reason}") from None
+            raise ModelLoadError(f"onnxruntime cannot load {file_name}: {reason}") from None
         finally:
             sys.stdout.write(without_fallback(printed.getvalue()))
         fell_back = fallback_error(printed.getvalue())
         if fell_back:
-            raise ModelLoadError(f"onnxruntime cannot load {name}: {fell_back}")
+            raise ModelLoadError(f"onnxruntime cannot load {file_name}: {fell_back}")
         wrong = wrong_device(session, chain)
         if wrong:
-            raise ModelLoadError(f"onnxruntime opened {name} {wrong}")
+            raise ModelLoadError(f"onnxruntime opened {file_name} {wrong}")
         return session
 
     def _inspected(self, ort, source=None):
@@ -166,8 +166,10 @@ class OnnxDepthClip(ExportedGraph):
         self._build = (ort, options, chain, cache, choice)
         # TensorRT alone runs the trunk: a node it cannot take fails the session (ORT would
         # otherwise put it on the CPU provider, which the session then hides behind TensorRT).
-        self._trunk_options = session_options(
-            ort, config.inference_threads, exact, True, {NO_CPU_FALLBACK: "1"}
+        self._trunk_options = (
+            session_options(ort, config.inference_threads, exact, True, {NO_CPU_FALLBACK: "1"})
+            if chain[0][0] == TENSORRT
+            else None
         )
         self._said = set()  # the providers whose failure was said (once each)
         self._placement_unknown = False  # a GPU session whose nodes' placement ORT cannot say
