@@ -15,8 +15,8 @@ import numpy as np
 import yaml
 
 from depthclip_ros.bag.processing import plan_bag, process_bag
-from depthclip_ros.config.parameters import OutputSettings
 from depthclip_ros.config.params_files import load_config, load_params
+from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.messages.outputs import DEFAULT_OUTPUTS, MessageBuilder, rgb8_image_fields
 from depthclip_ros.synthetic_scenes import SCENES, render_scene, scene_camera_info_fields

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from depthclip_ros.config.parameters import DepthClipConfig, OutputSettings
+from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import load_config, resolve_scene_presets
+from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.estimator.core import DepthClip, DepthResult, preprocess
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.export.graph import export

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from depthclip_ros.config.parameters import OutputSettings
+from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.estimator.temporal_filter import TemporalFilter
 from depthclip_ros.messages import topics
 from depthclip_ros.messages.outputs import arrays_for, fine_arrays

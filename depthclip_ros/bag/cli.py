@@ -17,8 +17,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ..config.parameters import NodeSettings, OutputSettings
 from ..config.params_files import config_from_params, load_params
+from ..config.settings import NodeSettings, OutputSettings
 from ..errors import DepthClipError, OutputExistsError
 from ..estimator.loading import load_estimator
 from ..messages import topics

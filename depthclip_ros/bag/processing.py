@@ -16,7 +16,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from ..config.parameters import OutputSettings
+from ..config.settings import OutputSettings
 from ..errors import BagError, ImageDecodeError, ImageSizeError, OutputExistsError
 from ..estimator.temporal_filter import TemporalFilter
 from ..files import atomic_directory, cannot_write, file_in_the_way

@@ -1,11 +1,13 @@
 """The parameters: `schema` (param() fields and their checks, one ConfigError text),
-`parameters` (DepthClipConfig for the estimator, OutputSettings, NodeSettings), `params_files`
+`parameters` (DepthClipConfig, the estimator's), `settings` (OutputSettings, NodeSettings, all
+of them together: Parameters), `params_files`
 (parameter YAML read as rcl reads it, config/ and its presets, scene presets resolved). No
 rclpy, no torch.
 """
 
-from .parameters import DepthClipConfig, NodeSettings, OutputSettings, Parameters
+from .parameters import DepthClipConfig
 from .params_files import load_config, load_params
+from .settings import NodeSettings, OutputSettings, Parameters
 
 __all__ = [
     "DepthClipConfig",

@@ -14,8 +14,8 @@ import ray
 from ..bag.cli import error_line
 from ..bag.processing import plan_bag, process_bag
 from ..bag.reading import topics_in_bag
-from ..config.parameters import NodeSettings, OutputSettings
 from ..config.params_files import config_from_params
+from ..config.settings import NodeSettings, OutputSettings
 from ..errors import BagStopped, DepthClipError
 from ..files import remove_leftover_staging
 from ..runtime.scene_hysteresis import SceneChoice

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config.parameters import COLORMAPS
+from ..config.settings import COLORMAPS
 
 
 def _turbo(t: np.ndarray) -> np.ndarray:

@@ -11,9 +11,9 @@ import dataclasses
 
 from rcl_interfaces.msg import ParameterDescriptor
 
-from ..config.parameters import Parameters, parameter_fields
 from ..config.params_files import resolve_scene_presets
 from ..config.schema import constraints_text
+from ..config.settings import Parameters, parameter_fields
 from ..estimator import check_prompts
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config.parameters import NodeSettings
+from ..config.settings import NodeSettings
 from .statistics import Snapshot
 
 OK, WARN, ERROR = 0, 1, 2

@@ -1,12 +1,7 @@
 import pytest
 import yaml
 
-from depthclip_ros.config.parameters import (
-    DepthClipConfig,
-    Parameters,
-    parameter_defaults,
-    parameter_fields,
-)
+from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import (
     default_params_file,
     load_config,
@@ -14,6 +9,7 @@ from depthclip_ros.config.params_files import (
     preset_names,
     read_params_file,
 )
+from depthclip_ros.config.settings import Parameters, parameter_defaults, parameter_fields
 from depthclip_ros.errors import ConfigError
 
 BAD_FIELDS = [

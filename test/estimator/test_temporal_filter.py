@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from depthclip_ros.config.parameters import DepthClipConfig, OutputSettings
+from depthclip_ros.config.parameters import DepthClipConfig
+from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.head import head_key
 from depthclip_ros.estimator.result import DepthResult

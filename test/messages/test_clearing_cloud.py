@@ -9,7 +9,7 @@ import torch
 from clearing_reference import clearing_cloud, clearing_depth_everywhere
 from helpers import camera_info, structured_image
 
-from depthclip_ros.config.parameters import OutputSettings
+from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.errors import ConfigError
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.depth_quantile import depth_quantile

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from depthclip_ros.config.parameters import parameter_fields
 from depthclip_ros.config.schema import constraints_text
+from depthclip_ros.config.settings import parameter_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,8 +63,8 @@ def test_the_nav2_example_marks_with_one_cloud_and_clears_with_the_other():
     marking only, `points/clearing` clearing only."""
     import yaml
 
-    from depthclip_ros.config.parameters import OutputSettings
     from depthclip_ros.config.params_files import load_config, read_params_file
+    from depthclip_ros.config.settings import OutputSettings
     from depthclip_ros.messages import topics
 
     path = ROOT / "config" / "nav2_depthclip.yaml"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from depthclip_ros.config.parameters import NodeSettings
+from depthclip_ros.config.settings import NodeSettings
 from depthclip_ros.runtime import health
 from depthclip_ros.runtime.statistics import FrameStats
 
