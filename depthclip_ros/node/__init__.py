@@ -1,5 +1,6 @@
 """The ROS 2 adapter, the package's only rclpy user: the `depthclip` lifecycle node
-(`lifecycle_node.DepthClipNode`), one camera's inputs and outputs (`camera_pipeline`), inputs
+(`lifecycle_node.DepthClipNode`) and the process that runs it (`process`: signals, spin,
+autostart), one camera's inputs and outputs (`camera_pipeline`), inputs
 whose QoS follows their publishers (`adaptive_input`), the parameter schema as ROS parameters
 (`parameters`), /diagnostics (`diagnostics`), and the launch file's logic (`launch_arguments`,
 rclpy-free, so the launch file and its tests import it without a ROS graph).
@@ -14,7 +15,7 @@ def main(args=None):
     # A Ctrl-C while the modules load (seconds: torch, rclpy) ends the process quietly, as one
     # after start-up does, not with a KeyboardInterrupt traceback from inside an import.
     signal.signal(signal.SIGINT, _end_quietly)
-    from .lifecycle_node import main as run
+    from .process import run
 
     _end_process(run(args))
 

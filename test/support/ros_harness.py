@@ -12,7 +12,8 @@ from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from depthclip_ros.node.lifecycle_node import DepthClipNode, start
+from depthclip_ros.node.lifecycle_node import DepthClipNode
+from depthclip_ros.node.process import start
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
