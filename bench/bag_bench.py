@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from depthclip_ros.bag.processing import plan_bag, process_bag
+from depthclip_ros.bag.plan import plan_bag
+from depthclip_ros.bag.processing import process_bag
 from depthclip_ros.config.params_files import load_config, load_params
 from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.estimator.loading import load_estimator

@@ -23,7 +23,8 @@ from ..errors import DepthClipError, OutputExistsError
 from ..estimator.loading import load_estimator
 from ..messages import topics
 from ..messages.outputs import DEFAULT_OUTPUTS
-from .processing import STORAGES, plan_bag, process_bag
+from .plan import STORAGES, plan_bag
+from .processing import process_bag
 from .reading import print_info
 
 OVERWRITE_HINT = "; pass --overwrite to replace it"

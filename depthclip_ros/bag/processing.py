@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from pathlib import Path
 
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from ..config.settings import OutputSettings
-from ..errors import BagError, ImageDecodeError, ImageSizeError, OutputExistsError
+from ..errors import BagError, ImageDecodeError, ImageSizeError
 from ..estimator.temporal_filter import TemporalFilter
-from ..files import atomic_directory, cannot_write, file_in_the_way
-from ..messages import topics
+from ..files import atomic_directory, cannot_write
 from ..messages.decoding import decode_image
 from ..messages.outputs import (
-    DEFAULT_OUTPUTS,
     MessageBuilder,
     PendingFrame,
     arrays_for,
@@ -32,18 +29,13 @@ from ..messages.outputs import (
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings, stamp_ns
-from .definitions import copy_definitions
 from .pipeline import model_leaves_cpu_free, run_stages
+from .plan import BagPlan, PlannedCamera
 from .reading import (
     CAMERA_INFO,
-    check_topics,
-    only_image_topic,
-    open_bag,
     read_messages,
-    storage_of,
 )
 
-STORAGES = ("mcap", "sqlite3")
 # rosbag2 metadata version of OUT: 8 writes offered_qos_profiles as a YAML string, the form
 # Humble's rosbag2 parses (version 9 writes a list, which Humble refuses); Iron and later read 8.
 OUTPUT_BAG_VERSION = 8
@@ -52,11 +44,12 @@ MAX_BUFFERED_BYTES = 64 << 20
 
 
 class _Camera:
-    """One image topic of the bag: its camera_info, its output topics and counts."""
+    """One image topic of the bag as it is processed: its camera_info, its output topics, its
+    temporal filter and scene, and its counts."""
 
-    def __init__(self, image_topic, image_type, info_topic, outputs):
-        self.image_topic, self.image_type = image_topic, image_type
-        self.info_topic, self.outputs = info_topic, outputs
+    def __init__(self, planned: PlannedCamera):
+        self.image_topic, self.image_type = planned.image_topic, planned.image_type
+        self.info_topic, self.outputs = planned.info_topic, planned.outputs
         self.infos_by_stamp = CameraInfoIndex()  # every camera_info of the bag, by stamp
         self.logged_infos = CameraInfoIndex(keep=1)  # the latest of each size logged so far
         self.connections = {}  # output name -> connection, added on first use (no empty topics)
@@ -288,84 +281,6 @@ class BagProcessor:
             )
 
 
-class BagPlan:
-    """A bag opened and checked for processing (topics, outputs, OUT's place and storage, the
-    definitions its topics are copied with): everything that can fail before a model is
-    needed. A context manager; closing it closes IN."""
-
-    def __init__(self, in_path, out_path, reader, cameras, storage, definitions, overwrite):
-        self.in_path, self.out_path, self.reader = in_path, out_path, reader
-        self.cameras, self.storage, self.overwrite = cameras, storage, overwrite
-        self.definitions = definitions  # None: OUT holds the outputs only
-
-    @property
-    def frames(self) -> int:
-        """Image messages of the cameras (what frames_written counts up to)."""
-        topics = {camera.image_topic for camera in self.cameras}
-        return sum(c.msgcount for c in self.reader.connections if c.topic in topics)
-
-    def close(self) -> None:
-        self.reader.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def plan_bag(
-    in_path: Path,
-    out_path: Path,
-    image_topics: list,
-    *,
-    camera_info_topic: str | None = None,
-    storage: str | None = None,
-    overwrite: bool = False,
-    outputs=DEFAULT_OUTPUTS,
-    outputs_only: bool = False,
-) -> BagPlan:
-    """IN opened and checked for writing OUT: a copy of IN (or, `outputs_only`, nothing of it)
-    with the `outputs` (keys of topics.OUTPUTS) of each of `image_topics` (none given: the
-    bag's one image topic); `camera_info_topic` (one image topic only) overrides the
-    camera_info beside the image; `storage` of OUT (default IN's). BagError on a bag or topic
-    problem, OutputExistsError when OUT exists and `overwrite` is not asked for."""
-    in_path, out_path = Path(in_path), Path(out_path)
-    image_topics = list(image_topics or ())
-    if out_path.resolve() == in_path.resolve():
-        raise BagError("OUT must differ from IN: the input bag is never modified")
-    if out_path.exists() and not overwrite:
-        raise OutputExistsError(f"{out_path} exists")
-    if file_in_the_way(out_path.parent):
-        raise BagError(f"OUT {out_path} is inside a file, not a folder")
-    if storage is not None and storage not in STORAGES:
-        raise BagError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
-    unknown = sorted(set(outputs) - set(topics.OUTPUTS))
-    if unknown or not outputs:
-        raise BagError(
-            f"outputs must be some of {', '.join(topics.OUTPUTS)}, got {', '.join(outputs)}"
-        )
-    if camera_info_topic is not None and len(image_topics) > 1:
-        raise BagError("a camera_info topic applies to one image topic")
-    reader = open_bag(in_path)
-    try:
-        image_topics = image_topics or [only_image_topic(reader, in_path)]
-        cameras = [
-            _Camera(topic, *check_topics(reader, in_path, topic, camera_info_topic, outputs))
-            for topic in image_topics
-        ]
-        outputs = [t for camera in cameras for t in camera.outputs.values()]
-        clash = sorted({t for t in outputs if outputs.count(t) > 1})
-        if clash:
-            raise BagError(f"the image topics' outputs collide: {', '.join(clash)}")
-        definitions = None if outputs_only else copy_definitions(reader)
-    except BaseException:
-        reader.close()
-        raise
-    storage = storage or storage_of(in_path)
-    return BagPlan(in_path, out_path, reader, cameras, storage, definitions, overwrite)
-
-
 def process_bag(
     plan: BagPlan,
     estimator,
@@ -387,7 +302,7 @@ def process_bag(
     nothing is left at OUT unless the whole run succeeds."""
     if batch_size < 1:
         raise BagError(f"batch size must be >= 1, got {batch_size}")
-    out_path, cameras = plan.out_path, plan.cameras
+    out_path, cameras = plan.out_path, [_Camera(planned) for planned in plan.cameras]
     typestore = get_typestore(Stores.ROS2_KILTED)
     processor = BagProcessor(estimator, settings, typestore, batch_size, scene_switch_frames)
     started = time.monotonic()

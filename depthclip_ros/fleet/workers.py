@@ -12,7 +12,8 @@ import time
 import ray
 
 from ..bag.cli import error_line
-from ..bag.processing import plan_bag, process_bag
+from ..bag.plan import plan_bag
+from ..bag.processing import process_bag
 from ..bag.reading import topics_in_bag
 from ..config.params_files import config_from_params
 from ..config.settings import NodeSettings, OutputSettings
