@@ -1,9 +1,8 @@
 """Speed and memory of the core, the node and the eval; prints Markdown tables.
 
 Real RN50 shapes with random weights (speed does not depend on weight values).
-  make bench (python -m bench) [BENCH_ARGS='--quick | --only-node | --only-cpu-variants
-              | --only-temporal [--temporal-picture docs/images/temporal_filter.png]
-              | --only-fairness
+  make bench (python -m bench) [BENCH_ARGS='--quick | --only SECTION[,SECTION...]
+              | --only temporal --temporal-picture docs/images/temporal_filter.png
               | --skip-node | --rates 5,15,30 | --node-seconds 20 | --camera-rate 5']
 """
 
@@ -515,8 +514,35 @@ def bench_uncertainty(ckpt, reps=12):
     return ["work per frame", "median (ms)", "/ forward"], rows
 
 
-def main():
+# The benchmark's sections, in the order a whole run prints them (--only picks some).
+SECTIONS = ("cpu-variants", "bags", "core", "node", "fairness", "cuda", "temporal", "eval")
+
+
+def sections(text: str) -> tuple:
+    """--only's comma-separated sections, each one of SECTIONS."""
+    chosen = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"expected some of {', '.join(SECTIONS)}, got {', '.join(unknown) or 'none'}"
+        )
+    return chosen
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--only",
+        type=sections,
+        metavar="SECTIONS",
+        default=SECTIONS,
+        help="just these sections, comma-separated: cpu-variants (torch, ONNX Runtime, "
+        "OpenVINO; fp32, bf16, int8), bags (depthclip-bag and depthclip-fleet), core (the "
+        "core's and the conversions' costs), node (the node, backends, several cameras, "
+        "camera_info timing), fairness (three cameras served under overload), cuda (needs "
+        "CUDA), temporal (temporal_filter: still, pan, moving and slow object), eval "
+        "(default: all)",
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -544,37 +570,16 @@ def main():
         default=5.0,
         help="several cameras: each camera's rate in Hz (default 5)",
     )
-    p.add_argument("--skip-node", action="store_true", help="no node and several-cameras tables")
     p.add_argument(
-        "--only-cuda", action="store_true", help="just the CUDA core and node tables (needs CUDA)"
-    )
-    p.add_argument(
-        "--only-node", action="store_true", help="just the node and several-cameras tables"
-    )
-    p.add_argument(
-        "--only-cpu-variants",
+        "--skip-node",
         action="store_true",
-        help="just the CPU variants table (torch, ONNX Runtime, OpenVINO; fp32, bf16, int8)",
-    )
-    p.add_argument(
-        "--only-temporal",
-        action="store_true",
-        help="just the temporal_filter table (still, pan, moving object; off and mixture)",
-    )
-    p.add_argument(
-        "--only-fairness",
-        action="store_true",
-        help="just the table of three cameras served under overload",
+        help="no node process: the node and fairness tables left out, CPU variants and CUDA "
+        "without their node columns",
     )
     p.add_argument(
         "--temporal-picture",
         help="temporal_filter: write the still sequence's frame-to-frame change, off above "
         "mixture, to this PNG",
-    )
-    p.add_argument(
-        "--only-bags",
-        action="store_true",
-        help="just the depthclip-bag and depthclip-fleet tables",
     )
     p.add_argument(
         "--bag-frames",
@@ -601,9 +606,11 @@ def main():
         "--dds-profile",
         help="Fast DDS XML profile for the node table (default: none, the middleware's defaults)",
     )
-    args = p.parse_args()
-    if args.only_cuda:  # the CUDA tables are printed with the node's
-        args.skip_node, args.only_node = False, True
+    return p
+
+
+def main():
+    args = parser().parse_args()
     disk = tempfile.gettempdir()
     # Every temporary file of the run (checkpoints, exports, bags) in one folder, removed after.
     with tempfile.TemporaryDirectory(prefix="depthclip-bench-") as scratch:
@@ -621,31 +628,24 @@ def run(args, disk: str) -> None:
     )
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"# depthclip_ros benchmark\n\nMachine: {machine()}\n")
-    if args.only_temporal:
-        print_temporal(ckpt, args)
-        return
-    if args.only_fairness:
-        print_fairness(args)
-        return
-    if args.only_cpu_variants or not (args.only_node or args.only_bags):
+    only, nodes = args.only, not args.skip_node
+    if "cpu-variants" in only:
         print_cpu_variants(ckpt, args)
-    if args.only_cpu_variants:
-        return
-    if args.only_bags or not args.only_node:
+    if "bags" in only:
         print_bag_tables(args, disk)
-    if args.only_bags:
-        return
-    if not args.only_node:
+    if "core" in only:
         print_core_tables(ckpt, devices, args)
-    if not args.skip_node and not args.only_cuda:
+    if "node" in only and nodes:
         print_node_tables(ckpt, devices, args)
-    if torch.cuda.is_available() and not args.skip_node:
+    if "fairness" in only and nodes:
+        print_fairness(args)
+    if "cuda" in only:
         print_cuda_tables(ckpt, args)
-    if args.only_node:
-        return
-    print_temporal(ckpt, args)
-    print("## Offline evaluation\n")
-    print(table(["data", "images/s"], bench_eval(ckpt, args.eval_images)))
+    if "temporal" in only:
+        print_temporal(ckpt, args)
+    if "eval" in only:
+        print("## Offline evaluation\n")
+        print(table(["data", "images/s"], bench_eval(ckpt, args.eval_images)))
 
 
 def print_cpu_variants(ckpt, args) -> None:
@@ -811,11 +811,10 @@ def print_node_tables(ckpt, devices, args) -> None:
     )
     rows = bench_compressed_depth_node(tiny, 30.0, args.node_seconds, args.dds_profile)
     print(table(*rows) + "\n")
-    print_fairness(args, tiny)
 
 
-def print_fairness(args, tiny=None) -> None:
-    tiny = tiny or save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
+def print_fairness(args) -> None:
+    tiny = save_random_checkpoint(Path(tempfile.mkdtemp()) / "tiny_random.pt", "tiny")
     cameras = ["front", "left", "rear"]
     print(
         f"## Fair service under overload (tiny random CLIP, {len(cameras)} 640x480 cameras at "
@@ -825,11 +824,15 @@ def print_fairness(args, tiny=None) -> None:
 
 
 def print_cuda_tables(ckpt, args) -> None:
+    if not torch.cuda.is_available():
+        print("No CUDA device here: the CUDA tables are left out.\n")
+        return
     gpu = torch.cuda.get_device_name(0)
     print(f"## CUDA core ({gpu}, RN50 shapes, fp16)\n")
     print(table(*bench_cuda_core(ckpt)) + "\n")
-    print(f"## CUDA node ({gpu}, {args.node_seconds:g} s each, default middleware)\n")
-    print(table(*bench_cuda_node(ckpt, args.node_seconds, args.dds_profile)) + "\n")
+    if not args.skip_node:
+        print(f"## CUDA node ({gpu}, {args.node_seconds:g} s each, default middleware)\n")
+        print(table(*bench_cuda_node(ckpt, args.node_seconds, args.dds_profile)) + "\n")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def pytest_addoption(parser):
 
 # Tests that start a local Ray: one at a time (on one pytest-xdist worker), as two local
 # clusters starting together race for Ray's ports.
-RAY_TESTS = ("test/tools/test_fleet.py", "test_benchmark_prints_every_table")
+RAY_TESTS = ("test/tools/test_fleet.py", "test_benchmark_bags")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -54,6 +54,9 @@ def pytest_collection_modifyitems(config, items):
         selected = [item for item in items if item.get_closest_marker("ros")]
         config.hook.pytest_deselected(items=[i for i in items if i not in selected])
         items[:] = selected
+    # The slow tests first (sort is stable: each file's order kept), so that two pytest-xdist
+    # workers end together rather than one waiting on a long test handed out last.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -44,44 +44,30 @@ def test_the_core_tables_flops_are_rn50s(rn50_checkpoint, tmp_path):
         assert f"{flops_of(lambda image=image: model.predict(image)) / 1e9:.1f}" == "48.4"
 
 
-@pytest.mark.slow
-def test_benchmark_prints_every_table():
-    env = {**os.environ, "DEPTHCLIP_DEMO_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--shapes",
-            "tiny",
-            "--rates",
-            "30",
-            "--node-seconds",
-            "2",
-            "--eval-images",
-            "1",
-            "--bag-frames",
-            "5,15",
-            "--fleet-bags",
-            "2",
-            "--fleet-frames",
-            "3",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,  # a guard against a hang: 2 AVX2 cores took over 10 minutes (CI)
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.splitlines()[2].startswith("Machine: ")  # figures always name their machine
-    tables = markdown_tables(proc.stdout)
-    assert list(tables) == [
-        "CPU variants",
-        "Bag tool",
-        "Bag outputs",
-        "Fleet",
+# The benchmark's test runs every section once, in four runs that pytest-xdist can spread over
+# the cores (the tiny CLIP, one 30 Hz rate, 2 s node windows: every table's code at little
+# cost), and checks that each table is there and filled; no timing is judged.
+SHORT_RUN = [
+    "--quick",
+    "--shapes",
+    "tiny",
+    "--rates",
+    "30",
+    "--node-seconds",
+    "2",
+    "--eval-images",
+    "1",
+    "--bag-frames",
+    "5,15",
+    "--fleet-bags",
+    "2",
+    "--fleet-frames",
+    "3",
+]
+SECTION_RUNS = {
+    "cpu-variants": ["CPU variants"],
+    "bags": ["Bag tool", "Bag outputs", "Fleet"],
+    "core,fairness,cuda,temporal,eval": [
         "Core",
         "Options beyond the paper",
         "BatchNorm folding",
@@ -89,6 +75,11 @@ def test_benchmark_prints_every_table():
         "Clearing cloud",
         "compressedDepth",
         "Conversions and cloud building per frame",
+        "Fair service under overload",
+        "Temporal filter",
+        "Offline evaluation",
+    ],
+    "node": [
         "Node",
         "Backends, core",
         "Backends, node",
@@ -97,11 +88,39 @@ def test_benchmark_prints_every_table():
         "camera_info timing",
         "Node around the model",
         "compressedDepth in the node",
-        "Fair service under overload",
-        "Temporal filter",
-        "Offline evaluation",
-    ]
+    ],
+}
 
+
+def test_the_section_runs_cover_every_section_once():
+    from bench.benchmark import SECTIONS
+
+    runs = [name for run in SECTION_RUNS for name in run.split(",")]
+    assert sorted(runs) == sorted(SECTIONS)
+
+
+def bench_tables(only: str) -> dict:
+    """`python -m bench --only ONLY` in a short run: its tables, after checking that it ended
+    well, named its machine and printed the tables of `only` in order."""
+    env = {**os.environ, "DEPTHCLIP_DEMO_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", only, *SHORT_RUN],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,  # a guard against a hang
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[2].startswith("Machine: ")  # figures always name their machine
+    tables = markdown_tables(proc.stdout)
+    assert list(tables) == SECTION_RUNS[only]
+    return tables
+
+
+@pytest.mark.slow
+def test_benchmark_cpu_variants():
+    tables = bench_tables("cpu-variants")
     variants = tables["CPU variants"]
     assert [r["variant"].split(",")[0] for r in variants] == [
         "torch fp32",
@@ -135,29 +154,34 @@ def test_benchmark_prints_every_table():
     assert shipped["speed / torch fp32"] == "1.00x"
     assert shipped["... demo scenes (T 1)"] == "0.00 / 0.00 mm, 100.0 %"  # itself
 
-    core = tables["Core"]
-    assert [(r["input"], r["flip"], r["batch"]) for r in core if r["device"] == "cpu"] == [
-        ("544x416", "off", "1"),
-        ("640x480 resize", "off", "1"),
+
+@pytest.mark.slow
+def test_benchmark_bags():
+    tables = bench_tables("bags")
+    core_rate, tool, ceiling = tables["Bag tool"]
+    assert float(core_rate["frames/s"]) > 0 and "15 against 5 frames" in tool["what"]
+    # So few frames leave the difference to start-up noise: a rate, or the table says so.
+    assert tool["frames/s"].startswith("n/a") or float(tool["frames/s"]) > 0
+    assert "model stand-in" in ceiling["what"] and float(ceiling["frames/s"]) > 0
+    bag_outputs = tables["Bag outputs"]
+    assert [r["OUT holds"] for r in bag_outputs] == [
+        "full copy (default)",
+        "--outputs-only",
+        "--outputs-only --compressed-depth",
     ]
-    for row in core:  # (the tiny CLIP's FLOPs: RN50's are the next test's)
-        assert float(row["GFLOP/frame"]) > 0 and float(row["GFLOP/s"]) > 0
-        assert float(row["latency/frame median (ms)"]) > 0 and float(row["core / raw"]) > 0
+    full, only, compressed = (float(r["MB a frame"]) for r in bag_outputs)
+    for row in bag_outputs:  # the best repeat is at least the median one
+        best, median = row["frames/s, best"], row["frames/s, median (each repeat)"]
+        assert float(best) >= float(median.split()[0]) > 0
+    assert full > only > compressed > 0  # the input copy, then raw depth, are left out
+    sequential, *fleets = tables["Fleet"]
+    assert "2 depthclip-bag processes" in sequential["how"] and len(fleets) == 2
+    assert all(float(r["frames/s, start-up included"]) > 0 for r in [sequential, *fleets])
 
-    options = tables["Options beyond the paper"]
-    assert [r["work per frame"] for r in options][:1] == ["scene classification (scene_bins auto)"]
-    assert all(float(r["/ forward"]) > 0 for r in options)
-    uncertainty = tables["depth/std and cloud filters"]
-    assert [r["work per frame"] for r in uncertainty][
-        -1
-    ] == "forward (stem..layer4), for reference"
-    assert len(uncertainty) == 7 and all(r["median (ms)"] for r in uncertainty)
-    clearing = tables["Clearing cloud"]
-    assert [r["work per frame"] for r in clearing][2] == (
-        "points/clearing's cost, stride 8 (difference)"
-    )
-    assert len(clearing) == 7 and all(r["/ forward"] for r in clearing)
 
+@pytest.mark.slow
+def test_benchmark_node():
+    tables = bench_tables("node")
     (node,) = tables["Node"]
     assert node["input rate (Hz)"] == "30"
     # Figures are printed, not judged here (timings belong to the benchmark's reader): each cell
@@ -206,6 +230,43 @@ def test_benchmark_prints_every_table():
         )
         assert (own, other) == (0, 0) if row["camera_info"] == "none" else own + other > 0
 
+    without, with_subscriber = tables["compressedDepth in the node"]
+    assert (without["compressedDepth subscribed"], without["compressedDepth out (Hz)"]) == (
+        "no",
+        "-",
+    )
+    assert float(with_subscriber["compressedDepth out (Hz)"]) > 0
+
+
+@pytest.mark.slow
+def test_benchmark_core_fairness_temporal_and_eval():
+    tables = bench_tables("core,fairness,cuda,temporal,eval")
+    core = tables["Core"]
+    assert [(r["input"], r["flip"], r["batch"]) for r in core if r["device"] == "cpu"] == [
+        ("544x416", "off", "1"),
+        ("640x480 resize", "off", "1"),
+    ]
+    for row in core:  # (the tiny CLIP's FLOPs: RN50's are the next test's)
+        assert float(row["GFLOP/frame"]) > 0 and float(row["GFLOP/s"]) > 0
+        assert float(row["latency/frame median (ms)"]) > 0 and float(row["core / raw"]) > 0
+
+    options = tables["Options beyond the paper"]
+    assert [r["work per frame"] for r in options][:1] == ["scene classification (scene_bins auto)"]
+    assert all(float(r["/ forward"]) > 0 for r in options)
+    uncertainty = tables["depth/std and cloud filters"]
+    assert [r["work per frame"] for r in uncertainty][
+        -1
+    ] == "forward (stem..layer4), for reference"
+    assert len(uncertainty) == 7 and all(r["median (ms)"] for r in uncertainty)
+    clearing = tables["Clearing cloud"]
+    assert [r["work per frame"] for r in clearing][2] == (
+        "points/clearing's cost, stride 8 (difference)"
+    )
+    assert len(clearing) == 7 and all(r["/ forward"] for r in clearing)
+
+    codec = tables["compressedDepth"]
+    assert [r["scene"] for r in codec] == ["corridor", "room", "near_wall"]
+    assert all(float(r["smaller by"]) > 1 and float(r["encode median (ms)"]) > 0 for r in codec)
     fairness = tables["Fair service under overload"]
     assert [(r["network input"], r["drivers"], r["max_batch"]) for r in fairness] == [
         (size, drivers, batch)
@@ -230,34 +291,6 @@ def test_benchmark_prints_every_table():
 
     (evaluation,) = tables["Offline evaluation"]
     assert float(evaluation["images/s"]) > 0
-    core_rate, tool, ceiling = tables["Bag tool"]
-    assert float(core_rate["frames/s"]) > 0 and "15 against 5 frames" in tool["what"]
-    # So few frames leave the difference to start-up noise: a rate, or the table says so.
-    assert tool["frames/s"].startswith("n/a") or float(tool["frames/s"]) > 0
-    assert "model stand-in" in ceiling["what"] and float(ceiling["frames/s"]) > 0
-    bag_outputs = tables["Bag outputs"]
-    assert [r["OUT holds"] for r in bag_outputs] == [
-        "full copy (default)",
-        "--outputs-only",
-        "--outputs-only --compressed-depth",
-    ]
-    full, only, compressed = (float(r["MB a frame"]) for r in bag_outputs)
-    for row in bag_outputs:  # the best repeat is at least the median one
-        best, median = row["frames/s, best"], row["frames/s, median (each repeat)"]
-        assert float(best) >= float(median.split()[0]) > 0
-    assert full > only > compressed > 0  # the input copy, then raw depth, are left out
-    codec = tables["compressedDepth"]
-    assert [r["scene"] for r in codec] == ["corridor", "room", "near_wall"]
-    assert all(float(r["smaller by"]) > 1 and float(r["encode median (ms)"]) > 0 for r in codec)
-    without, with_subscriber = tables["compressedDepth in the node"]
-    assert (without["compressedDepth subscribed"], without["compressedDepth out (Hz)"]) == (
-        "no",
-        "-",
-    )
-    assert float(with_subscriber["compressedDepth out (Hz)"]) > 0
-    sequential, *fleets = tables["Fleet"]
-    assert "2 depthclip-bag processes" in sequential["how"] and len(fleets) == 2
-    assert all(float(r["frames/s, start-up included"]) > 0 for r in [sequential, *fleets])
 
 
 @pytest.mark.slow
