@@ -70,15 +70,10 @@ def make_config(tiny_checkpoint, tmp_path):
     """Config factory on the tiny model, scene presets read as load_config reads them.
     Temperature 1.0: a tiny random CLIP saturates the softmax at the paper's 0.1, which would
     hide errors in the bin weighting."""
-    from depthclip_ros.config.parameters import DepthClipConfig
-    from depthclip_ros.config.params_files import resolve_scene_presets
+    from helpers import model_config
 
     def make(**changes):
-        base = dict(
-            model=tiny_checkpoint, device="cpu", cache_dir=str(tmp_path / "cache"), temperature=1.0
-        )
-        base.update(changes)
-        return resolve_scene_presets(DepthClipConfig(**base))
+        return model_config(tiny_checkpoint, tmp_path / "cache", **changes)
 
     return make
 

@@ -13,7 +13,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from helpers import exported_before_the_parts, structured_image
+from helpers import exported_before_the_parts, model_config, structured_image
 
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import preset_configs
@@ -59,13 +59,16 @@ def tiny_config(make_config):
     return make_config(input_width=128, input_height=96)
 
 
-@pytest.fixture
-def int8_graph(tiny_config, tmp_path):
-    """The tiny CLIP's int8 graph, calibrated on 8 structured frames (2 held out), and the
-    frames."""
+@pytest.fixture(scope="module")
+def int8_graph(tiny_checkpoint, tmp_path_factory):
+    """The tiny CLIP's int8 graph (tiny_config's), calibrated on 8 structured frames (2 held
+    out), and the frames: exported once for the tests here, which read it and write beside
+    their own copies."""
+    folder = tmp_path_factory.mktemp("int8")
+    config = model_config(tiny_checkpoint, folder / "cache", input_width=128, input_height=96)
     shots = frames(8)
-    path = tmp_path / "int8.onnx"
-    quantization.export_int8(tiny_config, path, shots, "test frames", None, preset_configs())
+    path = folder / "int8.onnx"
+    quantization.export_int8(config, path, shots, "test frames", None, preset_configs())
     return path, shots
 
 

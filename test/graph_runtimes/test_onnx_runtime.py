@@ -85,7 +85,8 @@ def assert_fp16_graph(path):
     "preprocessing, flip", [("resize", False), ("crop", True)], ids=["resize", "crop-flip"]
 )
 def test_rn50_graph_equals_the_torch_core(rn50_checkpoint, tmp_path, preprocessing, flip):
-    """Real RN50 shapes: ONNX Runtime's depth equals the core's within 1e-4 m, batch 1 and 4."""
+    """Real RN50 shapes: ONNX Runtime's depth equals the core's within 1e-4 m, batch 1 and 2
+    (the tiny graphs' tests run batch 4)."""
     from depthclip_ros.config.parameters import DepthClipConfig
 
     config = DepthClipConfig(
@@ -98,15 +99,15 @@ def test_rn50_graph_equals_the_torch_core(rn50_checkpoint, tmp_path, preprocessi
     )
     core = DepthClip(config)
     exported = export_and_load(config, tmp_path / "rn50.onnx")
-    images = np.stack([structured_image(*CAMERA, seed=s) for s in range(4)])
-    for batch in (1, 4):
+    images = np.stack([structured_image(*CAMERA, seed=s) for s in range(2)])
+    for batch in (1, 2):
         assert_same_result(core.predict(images[:batch]), exported.predict(images[:batch]))
 
 
 @pytest.mark.slow
 def test_rn50_fp16_graph_runs_the_torch_fp16_core(rn50_checkpoint, tmp_path):
     """Real RN50 shapes, crop, flip and the fp16 head: the fp16 graph against the torch core's
-    fp16 path, batch 1 and 4."""
+    fp16 path, batch 1 and 2."""
     from depthclip_ros.config.parameters import DepthClipConfig
 
     config = DepthClipConfig(
@@ -123,8 +124,8 @@ def test_rn50_fp16_graph_runs_the_torch_fp16_core(rn50_checkpoint, tmp_path):
     assert_fp16_graph(path)
     exported = OnnxDepthClip(config.replace(model=str(path)))
     core = torch_fp16_core(config)
-    images = np.stack([structured_image(*CAMERA, seed=s) for s in range(4)])
-    for batch in (1, 4):
+    images = np.stack([structured_image(*CAMERA, seed=s) for s in range(2)])
+    for batch in (1, 2):
         got, want = exported.predict(images[:batch]), core.predict(images[:batch])
         np.testing.assert_allclose(got.depth, want.depth, atol=FP16_ATOL)
         assert np.array_equal(np.isnan(got.depth), np.isnan(want.depth))

@@ -195,3 +195,14 @@ def exported_before_the_parts(path, out):
     model.metadata_props.extend(kept)
     onnx.save(model, str(out))
     return out
+
+
+def model_config(checkpoint, cache_dir, **changes):
+    """The config the tests run `checkpoint` with (conftest's make_config), scene presets read
+    as load_config reads them. Temperature 1.0: a tiny random CLIP saturates the softmax at the
+    paper's 0.1, which would hide errors in the bin weighting."""
+    from depthclip_ros.config.parameters import DepthClipConfig
+    from depthclip_ros.config.params_files import resolve_scene_presets
+
+    base = dict(model=checkpoint, device="cpu", cache_dir=str(cache_dir), temperature=1.0)
+    return resolve_scene_presets(DepthClipConfig(**{**base, **changes}))
