@@ -24,8 +24,9 @@ import torch
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import load_config, resolve_scene_presets
 from depthclip_ros.config.settings import OutputSettings
-from depthclip_ros.estimator.core import DepthClip, DepthResult, preprocess
+from depthclip_ros.estimator.core import DepthClip, DepthResult
 from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.estimator.preprocessing import preprocess
 from depthclip_ros.export.graph import export
 from depthclip_ros.messages import decoding, outputs
 from depthclip_ros.synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
@@ -529,7 +530,7 @@ def sections(text: str) -> tuple:
     return chosen
 
 
-def parser() -> argparse.ArgumentParser:
+def argument_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument(
         "--only",
@@ -610,7 +611,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main():
-    args = parser().parse_args()
+    args = argument_parser().parse_args()
     disk = tempfile.gettempdir()
     # Every temporary file of the run (checkpoints, exports, bags) in one folder, removed after.
     with tempfile.TemporaryDirectory(prefix="depthclip-bench-") as scratch:

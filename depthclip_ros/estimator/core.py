@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from .depth_head import (
     temperature_scale,
 )
 from .head import Head, head_key
+from .preprocessing import normalization, preprocess
 from .result import (
     OUTPUT_FIELDS,
     DepthResult,
@@ -43,44 +43,7 @@ from .scene_classification import SceneClassifier
 from .text_cache import default_cache_dir
 from .text_features import text_features
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
-
 PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-def preprocess(images: torch.Tensor, cfg: DepthClipConfig) -> torch.Tensor:
-    """(B, H, W, 3) uint8 on the target device -> normalised (B, 3, h, w) float32 network input."""
-    _, height, width, _ = images.shape
-    top, left, h, w = input_region(height, width, cfg)
-    x = images[:, top : top + h, left : left + w].permute(0, 3, 1, 2).float().div_(255.0)
-    if cfg.preprocessing == "resize" and (h, w) != (cfg.input_height, cfg.input_width):
-        x = F.interpolate(
-            x,
-            size=(cfg.input_height, cfg.input_width),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )
-    if type(x) is torch.Tensor:
-        mean, std = _normalization(cfg.normalization, x.device)
-    else:  # traced by an export (fake tensors): its own constants, never kept for real frames
-        mean, std = _normalization.__wrapped__(cfg.normalization, x.device)
-    return (x - mean) / std
-
-
-@functools.lru_cache(maxsize=None)
-def _normalization(name: str, device: torch.device) -> tuple:
-    """(mean, std) as (1, 3, 1, 1) tensors on `device`, made once: no host-to-device copy per
-    frame (and none inside a CUDA graph's capture)."""
-    mean, std = NORMALIZATION[name]
-    return (
-        torch.tensor(mean, device=device).view(1, 3, 1, 1),
-        torch.tensor(std, device=device).view(1, 3, 1, 1),
-    )
 
 
 def dense_encoder(visual: torch.nn.Module) -> torch.nn.Module:
@@ -160,7 +123,7 @@ class DepthClip:
 
     def normalization_constants(self, cfg: DepthClipConfig) -> tuple:
         """(mean, std) tensors preprocessing reads for `cfg` on this device."""
-        return _normalization(cfg.normalization, self.device)
+        return normalization(cfg.normalization, self.device)
 
     @property
     def model_identity(self) -> str:

@@ -27,8 +27,9 @@ import torch
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError
 from ..estimator.clip_loading import LoadedModel, load_clip
-from ..estimator.core import DepthClip, preprocess
+from ..estimator.core import DepthClip
 from ..estimator.depth_head import bin_probabilities
+from ..estimator.preprocessing import preprocess
 from ..estimator.result import FEATURE_STRIDE, network_image_size
 from ..estimator.text_cache import exported_text_dir
 from ..estimator.text_features import text_features
@@ -181,6 +182,40 @@ def export(
     else:
         example_size = image_size or network_image_size(config)
     estimator = DepthClip(config, model_to_trace(config, precision))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = traced_parts_joined(estimator, config, example_size, any_size)
+    meta = graph_metadata(
+        config,
+        precision,
+        estimator.model_identity,
+        None if any_size else example_size,
+        estimator.embed_dim,
+        OPSET,
+        f"torch {torch.__version__} torch.onnx (dynamo)",
+    )
+    onnx.helper.set_model_props(model, meta)
+    atomic_write(out, lambda f: f.write(model.SerializeToString()))
+    folder = exported_text_dir(out)
+    for cfg in [config, *prompt_configs]:
+        text_features(
+            estimator.loaded.clip_model,
+            estimator.model_identity,
+            cfg.prompt_sets,
+            estimator.device,
+            folder,
+            estimator.head_dtype(cfg),
+        )
+    if reference:
+        store_demo_reference(config, out, meta, image_size, prompt_configs)
+    return meta
+
+
+def traced_parts_joined(estimator, config, example_size, any_size: bool) -> onnx.ModelProto:
+    """The core's image path traced on a batch of two `example_size` images in three parts
+    (preprocessing, trunk, head and depth) and joined into one graph: the trunk alone has a
+    fixed input size, so TensorRT builds one engine for every camera (onnx_runtime.graph_part).
+    Batch, bins and (`any_size`) the image's height and width are dynamic."""
     head = estimator.head
     images = torch.zeros((2, *example_size, 3), dtype=torch.uint8)
     text, bins = head.text, head.bins
@@ -195,8 +230,6 @@ def export(
             {1: torch.export.Dim("height", min=2), 2: torch.export.Dim("width", min=2)}
         )
     feature_batch = 2 * batch if config.flip else batch  # the mirrors follow the images
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     network_input_name, features_name = GRAPH_PARTS
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -208,56 +241,31 @@ def export(
         warnings.filterwarnings(
             "ignore", message=".*axis name: (bins|batch)", category=UserWarning
         )
-        # Three parts joined into one graph: the trunk alone has a fixed input size, so TensorRT
-        # builds one engine for every camera (onnx_runtime.graph_part).
-        parts = [
-            _export_part(
-                Preprocessing(config).eval(),
-                (images,),
-                Path(tmp) / "preprocessing.onnx",
-                (["images"], [network_input_name]),
-                (image_dims,),
-            ),
-            _export_part(
-                Trunk(estimator, config).eval(),
-                (network_input,),
-                Path(tmp) / "trunk.onnx",
-                ([network_input_name], [features_name]),
-                ({0: batch},),
-            ),
-            _export_part(
-                HeadAndDepth(estimator, config).eval(),
-                (features, images, text, bins, temperature),
-                Path(tmp) / "head.onnx",
-                ([features_name, *GRAPH_INPUTS], GRAPH_OUTPUTS),
-                ({0: feature_batch}, image_dims, {1: bin_count}, {0: bin_count}, None),
-            ),
-        ]
-        model = joined(parts)
-        meta = graph_metadata(
-            config,
-            precision,
-            estimator.model_identity,
-            None if any_size else example_size,
-            estimator.embed_dim,
-            OPSET,
-            f"torch {torch.__version__} torch.onnx (dynamo)",
+        return joined(
+            [
+                _export_part(
+                    Preprocessing(config).eval(),
+                    (images,),
+                    Path(tmp) / "preprocessing.onnx",
+                    (["images"], [network_input_name]),
+                    (image_dims,),
+                ),
+                _export_part(
+                    Trunk(estimator, config).eval(),
+                    (network_input,),
+                    Path(tmp) / "trunk.onnx",
+                    ([network_input_name], [features_name]),
+                    ({0: batch},),
+                ),
+                _export_part(
+                    HeadAndDepth(estimator, config).eval(),
+                    (features, images, text, bins, temperature),
+                    Path(tmp) / "head.onnx",
+                    ([features_name, *GRAPH_INPUTS], GRAPH_OUTPUTS),
+                    ({0: feature_batch}, image_dims, {1: bin_count}, {0: bin_count}, None),
+                ),
+            ]
         )
-        onnx.helper.set_model_props(model, meta)
-        atomic_write(out, lambda f: f.write(model.SerializeToString()))
-    folder = exported_text_dir(out)
-    for cfg in [config, *prompt_configs]:
-        text_features(
-            estimator.loaded.clip_model,
-            estimator.model_identity,
-            cfg.prompt_sets,
-            estimator.device,
-            folder,
-            estimator.head_dtype(cfg),
-        )
-    if reference:
-        store_demo_reference(config, out, meta, image_size, prompt_configs)
-    return meta
 
 
 def store_demo_reference(config, out: Path, meta: dict, image_size, prompt_configs) -> None:

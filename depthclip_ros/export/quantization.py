@@ -126,12 +126,7 @@ def export_int8(
         raise ConfigError("weight_bits", weight_bits, "must be 7 or 8")
     try:
         import onnx
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
+        from onnxruntime.quantization import quantize_static  # noqa: F401 (what it needs)
     except ImportError as exc:
         raise ModelLoadError(
             f"int8 export needs onnx and onnxruntime's quantisation tools ({exc}); "
@@ -140,49 +135,22 @@ def export_int8(
     calibration, held_out = split_frames(frames)
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
-        if fp32_graph is None:
-            from .graph import export  # torch: the model traced into its fp32 graph first
-
-            fp32_path = Path(tmp) / out.name
-            export(config.replace(precision="fp32"), fp32_path, image_size, prompt_configs, False)
-        else:
-            fp32_path = Path(fp32_graph).expanduser()
-        run_config = config.replace(
-            model=str(fp32_path), backend="onnxruntime", device="cpu", precision="auto"
-        )
-        fp32 = OnnxDepthClip(run_config)
-        if fp32.graph_precision != "fp32":
-            raise ConfigError(
-                "from_onnx",
-                str(fp32_path),
-                f"is a {fp32.graph_precision} graph; int8 quantises an fp32 graph "
-                f"(depthclip-export --precision fp32)",
-            )
+        fp32 = _fp32_graph(config, Path(tmp) / out.name, image_size, prompt_configs, fp32_graph)
         meta = dict(fp32.metadata)
         size = graph_image_size(meta)
         calibration, held_out = fit_frames(calibration, size), fit_frames(held_out, size)
-        text_dir = exported_text_dir(fp32_path)
-        head = fp32.head
+        text_dir = exported_text_dir(fp32.path)
         int8_path = Path(tmp) / f"int8_{out.name}"
-        root = logging.getLogger()
-        level = root.level  # the quantiser advises pre-processing on the root logger, every run
-        root.setLevel(logging.ERROR)
-        try:
-            quantize_static(
-                str(fp32_path),
-                str(int8_path),
-                _Feeds(calibration, head.text, head.bins, config.temperature),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                reduce_range=weight_bits == 7,  # ONNX Runtime's 7-bit weights
-                calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_quantize=trunk_nodes(onnx.load(str(fp32_path), load_external_data=False)),
+        _quantize(fp32, int8_path, calibration, config.temperature, weight_bits)
+        int8 = OnnxDepthClip(
+            config.replace(
+                model=str(int8_path),
+                backend="onnxruntime",
+                device="cpu",
+                precision="auto",
+                cache_dir=str(text_dir),
             )
-        finally:
-            root.setLevel(level)
-        int8 = OnnxDepthClip(run_config.replace(model=str(int8_path), cache_dir=str(text_dir)))
+        )
         agreement = depth_agreement(
             np.concatenate([d.ravel() for d in graph_depth(fp32, held_out)]),
             np.concatenate([d.ravel() for d in graph_depth(int8, held_out)]),
@@ -209,3 +177,54 @@ def export_int8(
             (target / item.name).write_bytes(item.read_bytes())
         store_reference(out, fp32, held_out, size)
     return meta
+
+
+def _fp32_graph(config, traced: Path, image_size, prompt_configs, fp32_graph) -> OnnxDepthClip:
+    """The fp32 graph to quantise, on ONNX Runtime: `fp32_graph` where given, else `config`'s
+    model traced to `traced` (needs torch). ConfigError for a graph that is not fp32."""
+    if fp32_graph is None:
+        from .graph import export  # torch: the model traced into its fp32 graph first
+
+        fp32_path = traced
+        export(config.replace(precision="fp32"), fp32_path, image_size, prompt_configs, False)
+    else:
+        fp32_path = Path(fp32_graph).expanduser()
+    run_config = config.replace(
+        model=str(fp32_path), backend="onnxruntime", device="cpu", precision="auto"
+    )
+    fp32 = OnnxDepthClip(run_config)
+    if fp32.graph_precision != "fp32":
+        raise ConfigError(
+            "from_onnx",
+            str(fp32_path),
+            f"is a {fp32.graph_precision} graph; int8 quantises an fp32 graph "
+            f"(depthclip-export --precision fp32)",
+        )
+    return fp32
+
+
+def _quantize(fp32: OnnxDepthClip, int8_path: Path, calibration, temperature, weight_bits):
+    """ONNX Runtime's static QDQ quantisation of the fp32 graph's trunk to `int8_path`,
+    calibrated (MinMax) on `calibration`'s frames."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    head = fp32.head
+    root = logging.getLogger()
+    level = root.level  # the quantiser advises pre-processing on the root logger, every run
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_static(
+            str(fp32.path),
+            str(int8_path),
+            _Feeds(calibration, head.text, head.bins, temperature),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=weight_bits == 7,  # ONNX Runtime's 7-bit weights
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_quantize=trunk_nodes(onnx.load(str(fp32.path), load_external_data=False)),
+        )
+    finally:
+        root.setLevel(level)

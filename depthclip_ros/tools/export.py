@@ -37,7 +37,7 @@ def parse_size(text: str) -> tuple:
     return height, width
 
 
-def main(argv=None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depthclip-export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="CLIP name or checkpoint (default: the parameter file's)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
@@ -76,6 +76,11 @@ def main(argv=None) -> int:
         help="int8: quantise this fp32 graph (written by depthclip-export, its text features "
         "beside it) instead of tracing --model; needs no torch",
     )
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     if not args.out.endswith(".onnx"):
         parser.error("--out must name a .onnx file")

@@ -16,15 +16,16 @@ from clip.model import build_model
 from helpers import structured_image
 
 from depthclip_ros.errors import ImageSizeError, ModelLoadError
-from depthclip_ros.estimator import core
+from depthclip_ros.estimator import preprocessing
 from depthclip_ros.estimator.clip_loading import load_clip
-from depthclip_ros.estimator.core import DepthClip, preprocess
+from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.depth_head import (
     bin_probabilities,
     channel_subsample_index,
     position_embeddings,
     temperature_scale,
 )
+from depthclip_ros.estimator.preprocessing import preprocess
 from depthclip_ros.estimator.scene_classification import global_embedding
 from depthclip_ros.estimator.text_features import text_features
 from depthclip_ros.runtime.scene_hysteresis import SceneChoice, SceneHysteresis
@@ -154,7 +155,7 @@ def test_crop_box_and_normalisation_exact(make_config):
     clip_x = preprocess(
         torch.from_numpy(img)[None], make_config(preprocessing="crop", normalization="clip")
     ).numpy()[0]
-    mean, std = np.array(core.CLIP_MEAN), np.array(core.CLIP_STD)
+    mean, std = np.array(preprocessing.CLIP_MEAN), np.array(preprocessing.CLIP_STD)
     np.testing.assert_allclose(
         clip_x, ((img[56:472, 60:604] / 255 - mean) / std).transpose(2, 0, 1), atol=1e-5
     )
@@ -274,7 +275,7 @@ def test_head_precision_model_is_the_official_fp16_head(make_config, tiny_checkp
     np.testing.assert_array_equal(model.predict(img).depth, fp32.depth)
     # The head in fp16, through the core's own functions, against the official steps.
     with torch.no_grad():
-        x = core.preprocess(model.to_device(img), cfg)
+        x = preprocess(model.to_device(img), cfg)
         feats = model.dense_features(x)
         reference = build_model(torch.load(tiny_checkpoint, map_location="cpu")).float().eval()
         text16 = reference_text(reference, cfg.depth_tokens, dtype=torch.float16)

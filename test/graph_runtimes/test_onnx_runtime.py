@@ -365,14 +365,14 @@ def test_node_runs_an_exported_model(make_config, tiny_checkpoint, tmp_path):
 def test_export_leaves_the_torch_core_working_in_the_same_process(make_config, tmp_path):
     """An export traces the core with fake tensors; nothing of that trace may stay behind for
     the real frames after it (the benchmark and users export, then predict, in one process)."""
-    from depthclip_ros.estimator import core
+    from depthclip_ros.estimator import preprocessing
 
-    core._normalization.cache_clear()  # as in a fresh process: the export comes first
+    preprocessing.normalization.cache_clear()  # as in a fresh process: the export comes first
     config = make_config(input_width=128, input_height=96)
     export.export(config, tmp_path / "first.onnx", (120, 160))
     image = structured_image(120, 160)
     after = DepthClip(config).predict(image).depth
-    core._normalization.cache_clear()
+    preprocessing.normalization.cache_clear()
     fresh = DepthClip(config).predict(image).depth
     np.testing.assert_array_equal(after, fresh)
 
