@@ -413,7 +413,7 @@ def test_a_process_holding_the_engine_lock_is_named_while_another_waits(on_gpu, 
     import sys
     import threading
 
-    from depthclip_ros.graph_runtimes import onnx_runtime
+    from depthclip_ros.graph_runtimes import tensorrt_trunk
 
     runtime = GpuOnnxRuntime()
     on_gpu(runtime)
@@ -437,7 +437,7 @@ def test_a_process_holding_the_engine_lock_is_named_while_another_waits(on_gpu, 
 
     said = Said()
     logging.getLogger("depthclip_ros").addHandler(said)
-    monkeypatch.setattr(onnx_runtime, "ENGINE_LOCK_REPORT_SECONDS", 0.3)
+    monkeypatch.setattr(tensorrt_trunk, "ENGINE_LOCK_REPORT_SECONDS", 0.3)
     opened = []
     try:
         assert holder.stdout.readline().strip() == "held"
