@@ -35,6 +35,7 @@ from depthclip_ros.tools.random_clip import save_random_checkpoint
 from .bag_bench import bench_bag_outputs, bench_bag_tool, bench_fleet
 from .measure import machine, table, timed
 from .node_bench import (
+    FAIRNESS_INPUTS,
     bench_backends,
     bench_camera_info,
     bench_cameras,
@@ -547,7 +548,8 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a short run: core batch 1 without flip only, 3 repetitions of each timing",
+        help="a short run: core batch 1 without flip only, 3 repetitions of each timing, one "
+        "run of the node around the model, fairness at the shipped network input only",
     )
     p.add_argument(
         "--shapes",
@@ -801,11 +803,12 @@ def print_node_tables(ckpt, devices, args) -> None:
         f"{args.node_seconds:g} s each, default camera_info_wait, cpu)\n"
     )
     print(table(*bench_camera_info(tiny, 30.0, args.node_seconds, args.dds_profile)) + "\n")
+    runs = 1 if args.quick else 3
     print(
         f"## Node around the model (tiny random CLIP, one 640x480 camera offered 100 Hz, "
-        f"three runs of {args.node_seconds:g} s, default middleware, cpu)\n"
+        f"{runs} run(s) of {args.node_seconds:g} s, default middleware, cpu)\n"
     )
-    print(table(*bench_node(tiny, [100.0] * 3, args.node_seconds, args.dds_profile)) + "\n")
+    print(table(*bench_node(tiny, [100.0] * runs, args.node_seconds, args.dds_profile)) + "\n")
     print(
         f"## compressedDepth in the node (tiny random CLIP, one 640x480 camera at 30 Hz, "
         f"{args.node_seconds:g} s each, default middleware, cpu)\n"
@@ -821,7 +824,9 @@ def print_fairness(args) -> None:
         f"## Fair service under overload (tiny random CLIP, {len(cameras)} 640x480 cameras at "
         f"30 Hz, {args.node_seconds:g} s each, cpu)\n"
     )
-    print(table(*bench_fairness(tiny, cameras, 30.0, args.node_seconds, args.dds_profile)) + "\n")
+    sizes = FAIRNESS_INPUTS[:1] if args.quick else FAIRNESS_INPUTS
+    rows = bench_fairness(tiny, cameras, 30.0, args.node_seconds, sizes, args.dds_profile)
+    print(table(*rows) + "\n")
 
 
 def print_cuda_tables(ckpt, args) -> None:

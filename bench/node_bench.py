@@ -339,13 +339,18 @@ def bench_compressed_depth_node(ckpt, rate, seconds, dds_profile=None):
     return head, rows
 
 
-def bench_fairness(ckpt, cameras, rate, seconds, dds_profile=None):
-    """Several cameras offered more frames than the model takes: at the shipped network input
-    (mildly overloaded, where replies and arrivals interleave most) and at 1024x768 (heavily),
-    drivers staggered or in one instant, with and without max_batch."""
+# The fairness table's network inputs: the shipped one (mildly overloaded, where replies and
+# arrivals interleave most) and 1024x768 (heavily).
+FAIRNESS_INPUTS = ((544, 416), (1024, 768))
+
+
+def bench_fairness(ckpt, cameras, rate, seconds, inputs=FAIRNESS_INPUTS, dds_profile=None):
+    """Several cameras offered more frames than the model takes, at each network input of
+    `inputs` ((width, height)), drivers staggered or in one instant, with and without
+    max_batch."""
     env = middleware_env(dds_profile)
     rows = []
-    for width, height in ((544, 416), (1024, 768)):
+    for width, height in inputs:
         for phase in ("staggered", "same"):
             for max_batch in (1, len(cameras)):
                 overrides = {

@@ -41,7 +41,11 @@ def pytest_addoption(parser):
 
 # Tests that start a local Ray: one at a time (on one pytest-xdist worker), as two local
 # clusters starting together race for Ray's ports.
-RAY_TESTS = ("test/tools/test_fleet.py", "test_benchmark_bags")
+RAY_TESTS = (
+    "test/tools/test_fleet.py",
+    "test_benchmark_bags",
+    "test_gpu_checks_run_dry_on_cpu_and_judge_known_figures",  # its depthclip-fleet step
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -193,7 +193,7 @@ def test_benchmark_node():
     )
     assert float(node["RSS window start (MB)"]) > 100
     around = tables["Node around the model"]
-    assert [r["input rate (Hz)"] for r in around] == ["100"] * 3
+    assert [r["input rate (Hz)"] for r in around] == ["100"]  # --quick: one run
     assert all(
         float(r["output rate (Hz)"]) > 0 and float(r["core rate (frames/s)"]) > 0 for r in around
     )
@@ -270,7 +270,7 @@ def test_benchmark_core_fairness_temporal_and_eval():
     fairness = tables["Fair service under overload"]
     assert [(r["network input"], r["drivers"], r["max_batch"]) for r in fairness] == [
         (size, drivers, batch)
-        for size in ("544x416", "1024x768")
+        for size in ("544x416",)  # --quick: the shipped network input only
         for drivers in ("staggered", "same")
         for batch in ("1", "3")
     ]
