@@ -13,7 +13,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from helpers import exported_before_the_parts, model_config, structured_image
+from helpers import copy_of_export, exported_before_the_parts, model_config, structured_image
 
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import preset_configs
@@ -72,6 +72,23 @@ def int8_graph(tiny_checkpoint, tmp_path_factory):
     return path, shots
 
 
+@pytest.fixture(scope="module")
+def exported_fp32(tiny_checkpoint, tmp_path_factory):
+    """tiny_config's fp32 graph as depthclip-export writes it, exported once for the tests
+    here."""
+    folder = tmp_path_factory.mktemp("fp32")
+    config = model_config(tiny_checkpoint, folder / "cache", input_width=128, input_height=96)
+    export(config, folder / "fp32.onnx")
+    return folder / "fp32.onnx"
+
+
+@pytest.fixture
+def fp32_graph(exported_fp32, tmp_path):
+    """A copy of it in the test's own folder (its text features and reference frames beside),
+    free to change."""
+    return copy_of_export(exported_fp32, tmp_path / "fp32.onnx")
+
+
 def run_on(config, path, backend, **changes):
     return load_estimator(config.replace(model=str(path), backend=backend, **changes))
 
@@ -81,7 +98,7 @@ def graph_metadata(path):
 
 
 def test_int8_metadata_states_the_difference_measured_on_the_held_out_frames(
-    tiny_config, int8_graph, tmp_path
+    fp32_graph, tiny_config, int8_graph, tmp_path
 ):
     path, shots = int8_graph
     meta = graph_metadata(path)
@@ -93,8 +110,7 @@ def test_int8_metadata_states_the_difference_measured_on_the_held_out_frames(
         f"{cpu_features.cpu_description()}"
     )
     # The figures again, independently: the fp32 graph and the int8 graph on frames 6 and 7.
-    fp32_path = tmp_path / "fp32.onnx"
-    export(tiny_config, fp32_path)
+    fp32_path = fp32_graph
     held = [shots[6], shots[7]]
     ref = np.concatenate(
         [run_on(tiny_config, fp32_path, "onnxruntime").predict(f).depth.ravel() for f in held]
@@ -140,13 +156,12 @@ def test_int8_quantises_the_trunk_and_leaves_the_head_float(int8_graph):
 
 
 def test_the_reference_frames_are_the_held_out_frames_with_their_fp32_depth(
-    tiny_config, int8_graph, tmp_path
+    fp32_graph, tiny_config, int8_graph, tmp_path
 ):
     path, shots = int8_graph
     reference = load_reference(path)
     np.testing.assert_array_equal(reference.frames, np.stack([shots[6], shots[7]]))
-    fp32_path = tmp_path / "fp32.onnx"
-    export(tiny_config, fp32_path)
+    fp32_path = fp32_graph
     fp32 = run_on(tiny_config, fp32_path, "onnxruntime")
     want = np.stack([fp32.predict(f).depth[0] for f in reference.frames])
     np.testing.assert_allclose(reference.depth, want, atol=1e-6)
@@ -184,11 +199,10 @@ def test_the_int8_graph_measures_its_figure_where_it_runs(tiny_config, int8_grap
         np.testing.assert_allclose(got.depth, want.depth, atol=2 * figure.max)
 
 
-def test_an_fp32_graph_measures_zero_on_its_own_runtime(tiny_config, tmp_path):
+def test_an_fp32_graph_measures_zero_on_its_own_runtime(fp32_graph, tiny_config, tmp_path):
     """The demo scenes are an fp32 graph's reference: ONNX Runtime gives back the depth it
     stored; OpenVINO's fp32 kernels differ by rounding."""
-    path = tmp_path / "fp32.onnx"
-    export(tiny_config, path)
+    path = fp32_graph
     reference = load_reference(path)
     assert reference.frames.shape == (3, 480, 640, 3)
     ort = run_on(tiny_config, path, "onnxruntime")
@@ -199,9 +213,10 @@ def test_an_fp32_graph_measures_zero_on_its_own_runtime(tiny_config, tmp_path):
     assert 0 < ov.depth_figure.max < 1e-4
 
 
-def test_a_graph_without_reference_frames_says_how_to_get_them(tiny_config, tmp_path, caplog):
-    path = tmp_path / "fp32.onnx"
-    export(tiny_config, path)
+def test_a_graph_without_reference_frames_says_how_to_get_them(
+    fp32_graph, tiny_config, tmp_path, caplog
+):
+    path = fp32_graph
     stored = reference_path(path)
     stored.unlink()
     model = run_on(tiny_config, path, "onnxruntime")
@@ -350,9 +365,8 @@ def test_openvino_and_onnxruntime_int8_kernels_agree(tiny_config, int8_graph):
         assert np.percentile(diff, 99) <= OPENVINO_INT8_FACTOR * p99
 
 
-def test_openvino_fp32_equals_onnxruntime_fp32(tiny_config, tmp_path):
-    path = tmp_path / "fp32.onnx"
-    export(tiny_config, path)
+def test_openvino_fp32_equals_onnxruntime_fp32(fp32_graph, tiny_config, tmp_path):
+    path = fp32_graph
     ort = run_on(tiny_config, path, "onnxruntime")
     ov = run_on(tiny_config, path, "openvino", openvino_cache_dir=str(tmp_path / "ov"))
     assert isinstance(ov, OpenVinoDepthClip) and ov.precision == "fp32"
@@ -368,9 +382,8 @@ def test_openvino_fp32_equals_onnxruntime_fp32(tiny_config, tmp_path):
     assert any((tmp_path / "ov").iterdir())  # OpenVINO's compiled-model cache
 
 
-def test_openvino_keeps_a_bounded_number_of_compiled_shapes(tiny_config, tmp_path):
-    path = tmp_path / "fp32.onnx"
-    export(tiny_config, path)
+def test_openvino_keeps_a_bounded_number_of_compiled_shapes(fp32_graph, tiny_config, tmp_path):
+    path = fp32_graph
     ov = run_on(tiny_config, path, "openvino")
     sizes = [(64 + 8 * i, 96) for i in range(COMPILED_SHAPES + 2)]
     for size in sizes:
@@ -378,11 +391,10 @@ def test_openvino_keeps_a_bounded_number_of_compiled_shapes(tiny_config, tmp_pat
     assert list(ov.compiled) == [(1, *s, 7) for s in sizes[-COMPILED_SHAPES:]]
 
 
-def test_bf16_where_the_cpu_has_it_and_one_line_where_not(tiny_config, tmp_path):
+def test_bf16_where_the_cpu_has_it_and_one_line_where_not(fp32_graph, tiny_config, tmp_path):
     """Each machine checks the branch it has: within the bound of fp32 on a CPU with native
     bf16, the refusal on one without (torch and OpenVINO alike)."""
-    path = tmp_path / "fp32.onnx"
-    export(tiny_config, path)
+    path = fp32_graph
     image = structured_image(*SIZE, seed=3)
     reference = DepthClip(tiny_config).predict(image)
     bf16_config = tiny_config.replace(precision="bf16")
@@ -404,14 +416,13 @@ def test_bf16_where_the_cpu_has_it_and_one_line_where_not(tiny_config, tmp_path)
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_openvino_head_compiled_apart_equals_the_whole_graph(
-    tiny_config, int8_graph, tmp_path, precision
+    fp32_graph, tiny_config, int8_graph, tmp_path, precision
 ):
     """The split that keeps the head f32 under bf16 (CPU) and f16 (GPU), run at f32 on any
     CPU: the image part and the head apart give every output of the whole graph."""
     path = int8_graph[0]
     if precision == "fp32":
-        path = tmp_path / "fp32.onnx"
-        export(tiny_config, path)
+        path = fp32_graph
     whole = run_on(tiny_config, path, "openvino")
     apart = run_on(tiny_config, path, "openvino")
     apart.head_config = apart.compile_config  # f32 both: only the split differs
@@ -449,14 +460,13 @@ def test_openvino_compiles_the_head_apart_where_a_device_computes_below_f32(
     assert lowers_float_precision(properties, available) is apart
 
 
-def test_openvino_bf16_keeps_its_head_f32(tiny_config, tmp_path, caplog):
+def test_openvino_bf16_keeps_its_head_f32(fp32_graph, tiny_config, tmp_path, caplog):
     """OpenVINO's bf16 hint would compute the head (logits, softmax, depth) in bf16 too: compiled
     apart in f32, its depth is nearer float32's. A graph exported before the parts runs whole,
     with one warning."""
     if not cpu_features.native_bf16():
         pytest.skip("this CPU has no native bf16 (its refusal: test_bf16_where_the_cpu_has_it)")
-    path = tmp_path / "fp32.onnx"
-    export(tiny_config, path)
+    path = fp32_graph
     reference = run_on(tiny_config, path, "openvino")
     apart = run_on(tiny_config, path, "openvino", precision="bf16")
     whole = run_on(tiny_config, path, "openvino", precision="bf16")
@@ -698,10 +708,9 @@ def test_inference_threads_leave_the_other_cores(tiny_config, int8_graph):
 
 
 def test_openvino_compiles_static_shapes_at_a_cameras_size_and_once_per_failure(
-    tiny_config, tmp_path, monkeypatch
+    fp32_graph, tiny_config, tmp_path, monkeypatch
 ):
-    path = tmp_path / "fp32.onnx"
-    export(tiny_config, path)
+    path = fp32_graph
     ov = run_on(tiny_config, path, "openvino")
     assert ov.prepares_image_sizes  # the node compiles a camera's size at its camera_info
     ov.warm_up((96, 200), max_batch=3)
@@ -769,9 +778,8 @@ def test_openvino_inference_precision_per_device(
     assert compile_properties(device, precision, requested, threads) == properties
 
 
-def test_openvino_auto_reports_where_it_runs(tiny_config, tmp_path):
-    path = tmp_path / "fp32.onnx"
-    export(tiny_config, path)
+def test_openvino_auto_reports_where_it_runs(fp32_graph, tiny_config, tmp_path):
+    path = fp32_graph
     ov = run_on(tiny_config, path, "openvino", device="auto")
     assert ov.device == "auto"
     ov.warm_up()

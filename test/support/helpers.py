@@ -10,6 +10,7 @@ import resource
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
@@ -206,3 +207,19 @@ def model_config(checkpoint, cache_dir, **changes):
 
     base = dict(model=checkpoint, device="cpu", cache_dir=str(cache_dir), temperature=1.0)
     return resolve_scene_presets(DepthClipConfig(**{**base, **changes}))
+
+
+def copy_of_export(graph, out):
+    """A copy at `out` of an exported graph with what depthclip-export writes beside it (its
+    text features, its reference frames); returns `out`."""
+    import shutil
+
+    from depthclip_ros.estimator.text_cache import exported_text_dir
+    from depthclip_ros.graph_runtimes.reference_frames import reference_path
+
+    graph, out = Path(graph), Path(out)
+    shutil.copyfile(graph, out)
+    shutil.copytree(exported_text_dir(graph), exported_text_dir(out))
+    if reference_path(graph).exists():
+        shutil.copyfile(reference_path(graph), reference_path(out))
+    return out
