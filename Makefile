@@ -72,10 +72,11 @@ ort-wrappers: $(ORT_WRAPPERS_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/depthclip-demo --out demo_out $(DEMO_ARGS)
 
-# Two pytest processes (pytest-xdist): most tests wait on processes they start, so two keep two
-# cores busy; the tests that start a local Ray go to one of them (docs/testing.md). Every run
-# prints its slowest tests. PYTEST_PARALLEL=--durations=25 runs them in one process.
-PYTEST_PARALLEL ?= -n 2 --dist loadgroup --durations=25
+# Three pytest processes (pytest-xdist) on CI's two cores: most tests wait on processes they
+# start, so two left the cores idle a fifth of the time; the tests that start a local Ray go to
+# one of them (docs/testing.md). Every run prints its slowest tests.
+# PYTEST_PARALLEL=--durations=25 runs them in one process.
+PYTEST_PARALLEL ?= -n 3 --dist loadgroup --durations=25
 
 test: $(STAMP) $(ONNX_STAMP) $(JAZZY_STAMP)
 	$(MAKE) ort-wrappers || echo "ONNX Runtime's older wrappers not downloaded: their tests skip"

@@ -11,10 +11,11 @@ from depthclip_ros.tools.node_process import (  # imports no rclpy
 )
 
 # Every node the tests start talks over loopback only, on a DDS domain of this run's own (of
-# this pytest-xdist worker's own: gw0 even, gw1 odd). Set before anything imports rclpy (the
-# rmw reads them at init).
+# this pytest-xdist worker's own: with n workers, domain % n tells them apart; the pid, other
+# runs on the machine). Set before anything imports rclpy (the rmw reads them at init).
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-os.environ.update(local_dds_env(1 + (os.getpid() % 50) * 2 + _WORKER % 2))
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.update(local_dds_env(1 + (os.getpid() % (99 // _WORKERS)) * _WORKERS + _WORKER))
 # Nothing else: the middleware runs with its defaults, as on a robot (no DDS XML profile).
 for _tuning in (*DDS_PROFILE_VARIABLES, "RMW_FASTRTPS_USE_QOS_FROM_XML"):
     os.environ.pop(_tuning, None)
@@ -48,17 +49,26 @@ RAY_TESTS = (
 )
 
 
+def uses_a_module_fixture(item) -> bool:
+    """Whether `item` takes a module-scoped fixture (an export, an emulated run's graphs)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info else ()
+    return any(d[-1].scope == "module" for d in defs if d)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:  # everything under test/ros/ talks to rclpy
         if ROS_TESTS in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.ros)
         if any(name in item.nodeid for name in RAY_TESTS):
             item.add_marker(pytest.mark.xdist_group("ray"))
+        elif uses_a_module_fixture(item):  # on one worker, which builds the fixture once
+            item.add_marker(pytest.mark.xdist_group(f"module {item.module.__name__}"))
     if config.getoption("--ros-only"):
         selected = [item for item in items if item.get_closest_marker("ros")]
         config.hook.pytest_deselected(items=[i for i in items if i not in selected])
         items[:] = selected
-    # The slow tests first (sort is stable: each file's order kept), so that two pytest-xdist
+    # The slow tests first (sort is stable: each file's order kept), so that the pytest-xdist
     # workers end together rather than one waiting on a long test handed out last.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
