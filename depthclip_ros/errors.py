@@ -54,3 +54,9 @@ class BagStopped(FleetError):
 
 class LaunchError(DepthClipError, RuntimeError):
     """A launch argument is invalid; raised before anything is started."""
+
+
+class AnchorError(DepthClipError, ValueError):
+    """Range data for metric_scale cannot be used as it is (a malformed scan, cloud or depth
+    image, a transform that is not given, a ground that cannot be seen); the frame's depth goes
+    out with the last good fit, or uncalibrated."""

@@ -1,0 +1,84 @@
+"""Each range source's metric points, in the source's own frame: (N, 3) float64. NumPy only;
+messages are read by duck typing (the fields of sensor_msgs/LaserScan), so the bag tool and
+the fleet read the same fields from a bag's messages.
+
+Anything a source cannot give (an invalid ray, a pixel without depth) is left out; a message
+that cannot be read as its type says is an AnchorError in one line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AnchorError
+
+
+def scan_points(scan) -> np.ndarray:
+    """A sensor_msgs/LaserScan's valid rays as points in its frame (REP 117: NaN, inf and
+    ranges outside [range_min, range_max] are no return), the plane z = 0."""
+    ranges = np.asarray(scan.ranges, np.float64)
+    increment = float(scan.angle_increment)
+    if ranges.size and (not np.isfinite(increment) or increment == 0.0):
+        raise AnchorError(f"a LaserScan with angle_increment {increment}: its rays have no angle")
+    if not np.isfinite(scan.angle_min):
+        raise AnchorError(f"a LaserScan with angle_min {scan.angle_min}")
+    angles = float(scan.angle_min) + increment * np.arange(ranges.size)
+    valid = np.isfinite(ranges) & (ranges >= scan.range_min) & (ranges <= scan.range_max)
+    r, a = ranges[valid], angles[valid]
+    return np.stack([r * np.cos(a), r * np.sin(a), np.zeros_like(r)], axis=1)
+
+
+def finite_points(points) -> np.ndarray:
+    """(N, 3) points with a NaN or inf coordinate left out (a cloud's no-return points)."""
+    points = np.asarray(points, np.float64).reshape(-1, 3)
+    return points[np.isfinite(points).all(axis=1)]
+
+
+def depth_image_points(depth: np.ndarray, k: np.ndarray, stride: int = 1) -> np.ndarray:
+    """A depth image registered to the camera (float metres; 0 and NaN: no depth), every
+    `stride`-th pixel with depth, back-projected through K into the camera's optical frame."""
+    depth = np.asarray(depth, np.float64)
+    if depth.ndim != 2:
+        raise AnchorError(f"a depth image of shape {depth.shape}: one channel is needed")
+    rows, cols = np.mgrid[0 : depth.shape[0] : stride, 0 : depth.shape[1] : stride]
+    z = depth[rows, cols]
+    valid = np.isfinite(z) & (z > 0)
+    z, u, v = z[valid], cols[valid].astype(np.float64), rows[valid].astype(np.float64)
+    x = (u - k[0, 2]) * z / k[0, 0]
+    y = (v - k[1, 2]) * z / k[1, 1]
+    return np.stack([x, y, z], axis=1)
+
+
+def depth_image_metres(data: np.ndarray, encoding: str) -> np.ndarray:
+    """A depth image's values in metres: 32FC1 as it is, 16UC1 (and mono16) millimetres."""
+    if encoding == "32FC1":
+        return np.asarray(data, np.float32)
+    if encoding in ("16UC1", "mono16"):
+        return np.asarray(data, np.float32) * np.float32(1e-3)
+    raise AnchorError(f"a depth image in {encoding!r}: metric_scale reads 32FC1 (m) or 16UC1 (mm)")
+
+
+def ground_points(k: np.ndarray, size: tuple, height: float, pitch: float, step: int = 16):
+    """The floor's points seen by a camera `height` metres above it, pitched down by `pitch`
+    radians (0: level; the optical frame: x right, y down, z forward), at every `step`-th
+    pixel of an image of `size` (height, width) below the horizon: the floor's exact depth
+    there. A camera whose image holds no floor is an AnchorError."""
+    if not (np.isfinite(height) and height > 0):
+        raise AnchorError(
+            f"metric_scale ground needs the camera's height above the floor > 0 m, got {height}"
+        )
+    down = np.array([0.0, np.cos(pitch), np.sin(pitch)])  # the floor's normal, downwards
+    rows, cols = np.mgrid[step // 2 : size[0] : step, step // 2 : size[1] : step]
+    rays = np.stack(
+        [(cols - k[0, 2]) / k[0, 0], (rows - k[1, 2]) / k[1, 1], np.ones(rows.shape)], axis=-1
+    ).reshape(-1, 3)
+    towards_floor = rays @ down
+    # Rays close to the horizon meet the floor far away, where a small pitch error is metres.
+    below = towards_floor > 0.05
+    if not below.any():
+        raise AnchorError(
+            f"metric_scale ground: a camera {height:g} m up, pitched {np.degrees(pitch):.0f} "
+            f"degrees down, sees no floor in its image"
+        )
+    rays = rays[below]
+    return rays * (height / towards_floor[below])[:, None]

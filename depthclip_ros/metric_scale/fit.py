@@ -1,0 +1,249 @@
+"""One frame's fit of the depth's scale (and shift) to metric anchors. NumPy only.
+
+Anchors (metric points in the camera's optical frame: x right, y down, z forward) are
+projected through K into the image; those in front of the camera and in the depth's region
+are kept, one per feature cell (the nearest to the camera: a lidar beside the camera sees
+behind the edges the camera sees). The model's depth at an anchor is the coarse grid sampled
+as the depth step's upsampling samples it (bilinear, align_corners): no full-resolution work.
+Anchors at a depth edge (their four cells' depths apart by more than EDGE_RATIO) and where the
+model sits at its first or last bin (it cannot say how much nearer or farther) are left out.
+
+The fit minimises the relative error of s m + t against the anchor's depth z (mode
+`scale_shift`; `scale`: t = 0), robustly: Huber weights on the relative residuals; where fewer
+than MIN_INLIER_SHARE of the anchors agree (glass, mirrors, people in the scan), a seeded
+RANSAC picks the largest agreeing set first. Anchors all at one depth cannot tell a scale from a
+shift: `scale_shift` falls back to `scale` and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+MIN_DEPTH = 0.05  # metres in front of the camera: nearer is behind the lens or on it
+EDGE_RATIO = 1.3  # a cell's four neighbours' depths farther apart than this: a depth edge
+BIN_MARGIN = 0.03  # share of the bins' span at each end where the model saturates
+INLIER_RELATIVE_ERROR = 0.1  # an anchor agrees with a fit within 10 % of its depth
+MIN_INLIER_SHARE = 0.6  # below it the Huber fit's start is RANSAC's
+HUBER_K = 1.345  # Huber's constant, in robust standard deviations of the residuals
+MIN_HUBER_DELTA = 0.01  # relative error: sensor noise below 1 % keeps full weight
+RANSAC_ROUNDS = 64
+MIN_SPREAD = 0.15  # anchors' model depths spanning less (relative): one depth, no shift
+MODES = ("scale", "scale_shift")
+
+
+@dataclasses.dataclass(frozen=True)
+class Projection:
+    """Anchors on the feature grid: their depth `z` and the model's `model` depth there."""
+
+    z: np.ndarray  # (n,) metres along the optical axis
+    model: np.ndarray  # (n,) the coarse depth sampled at the anchor's pixel
+    pixels: np.ndarray  # (n, 2) (u, v)
+    in_image: int  # anchors in front of the camera in the region, before one-per-cell
+    received: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """A frame's fit (`fitted`) or why there is none (`reason`); the counts either way."""
+
+    mode: str
+    scale: float
+    shift: float
+    log_scale_std: float  # std of log s from the residuals
+    shift_std: float
+    received: int
+    in_image: int
+    used: int
+    inliers: int
+    residual_median: float  # median |relative error| of the inliers
+    reason: str = ""  # why not fitted, or what the fit fell back to
+
+    @property
+    def fitted(self) -> bool:
+        return np.isfinite(self.scale)
+
+
+def project(points, k, region: tuple, coarse: np.ndarray, bins) -> Projection:
+    """`points` (N, 3) in the optical frame through K (3, 3) onto the coarse grid (h, w) of a
+    result whose depth covers `region` (top, left, height, width); gated as the module says."""
+    points = np.asarray(points, np.float64).reshape(-1, 3)
+    received = len(points)
+    points = points[np.isfinite(points).all(axis=1) & (points[:, 2] > MIN_DEPTH)]
+    z = points[:, 2]
+    u = k[0, 0] * points[:, 0] / z + k[0, 2]
+    v = k[1, 1] * points[:, 1] / z + k[1, 2]
+    top, left, height, width = region
+    inside = (u >= left) & (u <= left + width - 1) & (v >= top) & (v <= top + height - 1)
+    z, u, v = z[inside], u[inside], v[inside]
+    h, w = coarse.shape
+    rows = (v - top) * ((h - 1) / max(height - 1, 1))
+    cols = (u - left) * ((w - 1) / max(width - 1, 1))
+    # One anchor per cell, the nearest: sorted by depth, the first of each cell kept.
+    order = np.argsort(z, kind="stable")
+    cell = np.rint(rows[order]).astype(np.intp) * w + np.rint(cols[order]).astype(np.intp)
+    _, first = np.unique(cell, return_index=True)
+    keep = order[first]
+    z, rows, cols, u, v = z[keep], rows[keep], cols[keep], u[keep], v[keep]
+    corners, weights = _bilinear(rows, cols, h, w)
+    values = coarse[corners[..., 0], corners[..., 1]]  # (n, 4)
+    model = np.sum(values * weights, axis=1)
+    bins = np.asarray(bins, np.float64)
+    margin = BIN_MARGIN * (bins[-1] - bins[0])
+    lowest, highest = values.min(axis=1), values.max(axis=1)
+    good = (
+        np.isfinite(model)
+        & (highest <= EDGE_RATIO * lowest)
+        & (lowest > bins[0] + margin)
+        & (highest < bins[-1] - margin)
+    )
+    pixels = np.stack([u, v], axis=1)[good]
+    return Projection(z[good], model[good], pixels, int(inside.sum()), received)
+
+
+def _bilinear(rows, cols, h: int, w: int) -> tuple:
+    """The four cells around each grid position and their bilinear weights."""
+    r0 = np.clip(np.floor(rows).astype(np.intp), 0, max(h - 2, 0))
+    c0 = np.clip(np.floor(cols).astype(np.intp), 0, max(w - 2, 0))
+    fr, fc = rows - r0, cols - c0
+    r1, c1 = np.minimum(r0 + 1, h - 1), np.minimum(c0 + 1, w - 1)
+    corners = np.stack(
+        [
+            np.stack([r0, c0], -1),
+            np.stack([r0, c1], -1),
+            np.stack([r1, c0], -1),
+            np.stack([r1, c1], -1),
+        ],
+        axis=1,
+    )
+    weights = np.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc], axis=1)
+    return corners, weights
+
+
+def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple) -> Fit:
+    """The frame's fit in `mode` (MODES) from at least `min_anchors` anchors, refused outside
+    `scale_range` (lowest, highest)."""
+    if mode not in MODES:
+        raise ValueError(f"metric_scale mode {mode!r}: one of {', '.join(MODES)}")
+    counts = dict(received=projection.received, in_image=projection.in_image)
+    z, m = projection.z, projection.model
+    n = len(z)
+    if n < min_anchors:
+        return _none(mode, counts, n, f"{n} anchors usable, {min_anchors} needed")
+    reason = ""
+    if mode == "scale_shift" and np.ptp(m) < MIN_SPREAD * np.median(m):
+        mode, reason = "scale", "anchors at one depth: scale only"
+    # The relative residual (s m + t) / z - 1 is linear in (s, t): columns m / z and 1 / z.
+    design = np.stack([m / z, 1.0 / z], axis=1)[:, : 1 if mode == "scale" else 2]
+    params, inliers = _robust(design)
+    if params is None:
+        return _none(mode, counts, n, "no agreeing set of anchors")
+    scale, shift = float(params[0]), float(params[1]) if mode == "scale_shift" else 0.0
+    residuals = design @ params - 1.0
+    agree = np.abs(residuals) < INLIER_RELATIVE_ERROR
+    if not scale_range[0] <= scale <= scale_range[1]:
+        return _none(
+            mode, counts, n, f"scale {scale:.3g} outside [{scale_range[0]:g}, {scale_range[1]:g}]"
+        )
+    stds = _parameter_stds(design[agree], residuals[agree])
+    return Fit(
+        mode,
+        scale,
+        shift,
+        stds[0] / scale,
+        stds[1] if mode == "scale_shift" else 0.0,
+        used=n,
+        inliers=int(agree.sum()),
+        residual_median=float(np.median(np.abs(residuals[agree]))),
+        reason=reason,
+        **counts,
+    )
+
+
+def _none(mode, counts, used, reason) -> Fit:
+    nan = float("nan")
+    return Fit(
+        mode,
+        nan,
+        nan,
+        nan,
+        nan,
+        used=used,
+        inliers=0,
+        residual_median=nan,
+        reason=reason,
+        **counts,
+    )
+
+
+def _least_squares(design, weights) -> np.ndarray | None:
+    a = design * weights[:, None]
+    normal = a.T @ design
+    if np.linalg.cond(normal) > 1e12:
+        return None
+    return np.linalg.solve(normal, a.T @ np.ones(len(design)))
+
+
+def _robust(design) -> tuple:
+    """(parameters, inlier mask) of the relative-error fit: Huber from least squares, or from
+    RANSAC's largest agreeing set where least squares leaves too few anchors agreeing."""
+    params = _least_squares(design, np.ones(len(design)))
+    if params is not None:
+        params = _huber(design, params)
+    if params is None or _agreeing(design, params).mean() < MIN_INLIER_SHARE:
+        params = _ransac(design)
+        if params is None:
+            return None, None
+        params = _huber(design, params, _agreeing(design, params))
+    return params, _agreeing(design, params)
+
+
+def _agreeing(design, params) -> np.ndarray:
+    return np.abs(design @ params - 1.0) < INLIER_RELATIVE_ERROR
+
+
+def _huber(design, params, start=None, rounds: int = 8):
+    """Iteratively reweighted least squares with Huber's weights on the relative residuals
+    (`start`: the anchors the first round may use)."""
+    weights = np.ones(len(design)) if start is None else start.astype(np.float64)
+    for _ in range(rounds):
+        residuals = design @ params - 1.0
+        spread = 1.4826 * np.median(np.abs(residuals[weights > 0]))
+        delta = max(HUBER_K * spread, MIN_HUBER_DELTA)
+        size = np.abs(residuals)
+        huber = np.where(size <= delta, 1.0, delta / np.maximum(size, 1e-12))
+        weights = huber if start is None else huber * (weights > 0)
+        new = _least_squares(design, weights)
+        if new is None:
+            return params
+        params = new
+    return params
+
+
+def _ransac(design) -> np.ndarray | None:
+    """The hypothesis from minimal samples (seeded: a frame's fit is reproducible) that most
+    anchors agree with."""
+    rng = np.random.default_rng(0)
+    size = design.shape[1]
+    best, best_count = None, 0
+    for _ in range(RANSAC_ROUNDS):
+        pick = rng.choice(len(design), size, replace=False)
+        params = _least_squares(design[pick], np.ones(size))
+        if params is None or params[0] <= 0:
+            continue
+        count = int(_agreeing(design, params).sum())
+        if count > best_count:
+            best, best_count = params, count
+    return best
+
+
+def _parameter_stds(design, residuals) -> np.ndarray:
+    """The parameters' standard deviations from the inliers' residuals (least squares)."""
+    dof = len(design) - design.shape[1]
+    normal = design.T @ design
+    if dof <= 0 or np.linalg.cond(normal) > 1e12:
+        return np.full(2, np.inf)
+    variance = float(residuals @ residuals) / dof
+    stds = np.sqrt(np.diag(np.linalg.inv(normal)) * variance)
+    return np.concatenate([stds, np.zeros(2 - len(stds))])

@@ -1,0 +1,176 @@
+"""One camera's metric scale over time, and its application to a DepthResult. NumPy only.
+
+The state is (log s, t) with their variances. A frame's fit moves it as the temporal filter
+moves a patch: state = a state + (1 - a) fit, a = 0.5 ** (dt / half-life) (stamps, not
+arrival); its variance is the mixture's (each one's, plus the spread between them), so it never
+claims more than the fits show. Between fits the variance grows (DRIFT_PER_HALF_LIFE of log s
+per half-life, and as much of the shift relative to the mean depth): a range sensor that goes
+dark makes depth/std grow and cloud_max_std thin the clouds. A fit off the state by more than
+GATE_LOG_SCALE (a glass frame, a mirror) leaves the state as it was; only fits that keep
+disagreeing, alike, for PERSIST_SECONDS (a real change: a new model, a new lens) restart it.
+
+Applied, the fitted s d + t moves each bin to s b + t: depth and coarse depth are s d + t, their
+std sqrt(s^2 std^2 + d^2 var(s) + var(t)), and `lower_bins` (the bins under the scale's lower
+bound, LOWER_BOUND_STDS below) are points/clearing's, so a scale error never clears a real
+obstacle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+GATE_LOG_SCALE = 0.1  # |log s_fit - log s| beyond it: a frame that disagrees
+GATE_SHIFT = 0.1  # a shift that moves the median anchor by more than 10 %: disagrees
+PERSIST_SECONDS = 0.5  # fits that keep disagreeing, alike, this long: a real change
+DRIFT_PER_HALF_LIFE = 0.05  # std of log s (and of t / depth) gained per half-life unfitted
+LOWER_BOUND_STDS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """The scale and shift in use, with their stds; `age` seconds since the last fit."""
+
+    scale: float
+    shift: float
+    log_scale_std: float
+    shift_std: float
+    age: float
+
+    def bins(self, bins: np.ndarray) -> np.ndarray:
+        return (self.scale * np.asarray(bins, np.float64) + self.shift).astype(np.float32)
+
+    def lower_bins(self, bins: np.ndarray) -> np.ndarray:
+        """The bins under the scale and shift LOWER_BOUND_STDS below their values."""
+        scale = self.scale * np.exp(-LOWER_BOUND_STDS * self.log_scale_std)
+        shift = self.shift - LOWER_BOUND_STDS * self.shift_std
+        return (scale * np.asarray(bins, np.float64) + shift).astype(np.float32)
+
+    def apply(self, result, index: int) -> None:
+        """Image `index` of `result` in metres: its depth arrays (those fetched) and bins,
+        in place (read-only arrays, Ray's, replaced by copies)."""
+        s, t = np.float32(self.scale), np.float32(self.shift)
+        var_s = np.float32((self.scale * self.log_scale_std) ** 2)
+        var_t = np.float32(self.shift_std**2)
+        for depth_name, std_name in (("depth", "depth_std"), ("coarse_depth", "coarse_std")):
+            depth, std = (_writable(result, name) for name in (depth_name, std_name))
+            if depth is None:
+                continue
+            if std is not None:
+                own = std[index]
+                np.sqrt(s * s * own * own + depth[index] ** 2 * var_s + var_t, out=own)
+            depth[index] = s * depth[index] + t
+        bins = np.asarray(result.bins, np.float32)
+        if result.image_bins is None:
+            result.image_bins = np.tile(bins, (len(result.coarse_depth), 1))
+        elif not result.image_bins.flags.writeable:
+            result.image_bins = result.image_bins.copy()
+        result.image_bins[index] = self.bins(result.image_bins[index])
+
+
+def _writable(result, name):
+    array = getattr(result, name)
+    if array is not None and not array.flags.writeable:
+        array = array.copy()
+        setattr(result, name, array)
+    return array
+
+
+@dataclasses.dataclass
+class _State:
+    log_scale: float
+    shift: float
+    log_scale_var: float
+    shift_var: float
+    stamp: float  # of the last fit taken
+    depth: float  # the median anchor's depth of the last fit (the shift's yardstick)
+
+
+class ScaleTracker:
+    """One camera's scale and shift over its frames, in stamp order."""
+
+    def __init__(self):
+        self._state = None
+        self._pending = []  # (stamp, Fit) of the fits that disagreed, in a row
+        self.last_fit = None  # the last frame's Fit, taken or not
+        self.rejected = 0  # fits that disagreed with the state and were left out
+        self.restarts = 0  # times the state restarted at a change that persisted
+
+    def reset(self) -> None:
+        self._state, self._pending = None, []
+
+    def update(self, fit, stamp: float, half_life: float, depth: float) -> None:
+        """Take a frame's `fit` (fit.Fit; not fitted: the state only ages), made at `stamp`
+        seconds from anchors whose median depth is `depth` metres."""
+        self.last_fit = fit
+        if not fit.fitted:
+            return
+        state = self._state
+        measured = _State(
+            float(np.log(fit.scale)),
+            fit.shift,
+            fit.log_scale_std**2,
+            fit.shift_std**2,
+            stamp,
+            depth,
+        )
+        if state is None:
+            self._state, self._pending = measured, []
+            return
+        if stamp <= state.stamp:  # a bag's loop, a camera restarted: begin again
+            self._state, self._pending = measured, []
+            return
+        if self._disagrees(measured, state):
+            self.rejected += 1
+            self._pending = [p for p in self._pending if self._alike(p[1], measured)]
+            self._pending.append((stamp, measured))
+            if stamp - self._pending[0][0] >= PERSIST_SECONDS and len(self._pending) >= 3:
+                self._state, self._pending = measured, []
+                self.restarts += 1
+            return
+        self._pending = []
+        keep = 0.5 ** ((stamp - state.stamp) / half_life)
+        aged = self._aged(state, stamp, half_life)
+        gap_log, gap_shift = state.log_scale - measured.log_scale, state.shift - measured.shift
+        self._state = _State(
+            measured.log_scale + keep * gap_log,
+            measured.shift + keep * gap_shift,
+            keep * aged[0] + (1 - keep) * measured.log_scale_var + keep * (1 - keep) * gap_log**2,
+            keep * aged[1] + (1 - keep) * measured.shift_var + keep * (1 - keep) * gap_shift**2,
+            stamp,
+            depth,
+        )
+
+    @staticmethod
+    def _disagrees(measured: _State, state: _State) -> bool:
+        return not ScaleTracker._alike(measured, state)
+
+    @staticmethod
+    def _alike(a: _State, b: _State) -> bool:
+        """Two scales and shifts that agree: log scales within GATE_LOG_SCALE, and the median
+        anchor's depth under either within GATE_SHIFT."""
+        if abs(a.log_scale - b.log_scale) > GATE_LOG_SCALE:
+            return False
+        return abs(a.shift - b.shift) <= GATE_SHIFT * max(a.depth, b.depth)
+
+    @staticmethod
+    def _aged(state: _State, stamp: float, half_life: float) -> tuple:
+        """The state's variances grown by the time since its last fit."""
+        half_lives = max(stamp - state.stamp, 0.0) / half_life
+        drift = DRIFT_PER_HALF_LIFE**2 * half_lives
+        return state.log_scale_var + drift, state.shift_var + drift * state.depth**2
+
+    def calibration(self, stamp: float, half_life: float) -> Calibration | None:
+        """The scale and shift to apply to a frame at `stamp`; None before a first fit."""
+        state = self._state
+        if state is None:
+            return None
+        log_var, shift_var = self._aged(state, stamp, half_life)
+        return Calibration(
+            float(np.exp(state.log_scale)),
+            state.shift,
+            float(np.sqrt(log_var)),
+            float(np.sqrt(shift_var)),
+            max(stamp - state.stamp, 0.0),
+        )
