@@ -24,7 +24,7 @@ from ..estimator.loading import load_estimator
 from ..messages import topics
 from ..messages.outputs import DEFAULT_OUTPUTS
 from .plan import STORAGES, plan_bag
-from .processing import process_bag
+from .processing import RANGE_TOPICS, process_bag
 from .reading import print_info
 
 OVERWRITE_HINT = "; pass --overwrite to replace it"
@@ -67,6 +67,17 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
         help="default: camera_info beside the image topic, if recorded (one --image-topic only)",
     )
     parser.add_argument(
+        "--scan-topic",
+        default=RANGE_TOPICS["scan"],
+        help=f"metric_scale source scan: the LaserScan topic (default {RANGE_TOPICS['scan']})",
+    )
+    parser.add_argument(
+        "--anchor-points-topic",
+        default=RANGE_TOPICS["points"],
+        help="metric_scale source points: the PointCloud2 topic (default "
+        f"{RANGE_TOPICS['points']})",
+    )
+    parser.add_argument(
         "--params", help="parameter YAML (default: the package's config/depthclip.yaml)"
     )
     parser.add_argument(
@@ -83,6 +94,11 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
     parser.add_argument(
         "--device", help="auto | cpu | cuda | cuda:N (default: the parameter file's)"
     )
+
+
+def range_topics(args) -> dict:
+    """{metric_scale source: bag topic} of --scan-topic and --anchor-points-topic."""
+    return {"scan": args.scan_topic, "points": args.anchor_points_topic}
 
 
 def output_list(text: str) -> tuple:
@@ -201,6 +217,7 @@ def main(argv=None) -> int:
                     batch_size=args.batch_size,
                     scene_switch_frames=NodeSettings.from_params(params).scene_switch_frames,
                     frames_written=bar,
+                    range_topics=range_topics(args),
                 )
     except DepthClipError as exc:
         print(f"depthclip-bag: error: {error_line(exc)}", file=sys.stderr)

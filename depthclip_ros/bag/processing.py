@@ -26,6 +26,9 @@ from ..messages.outputs import (
     arrays_for,
     fine_arrays,
 )
+from ..metric_scale.camera_scale import CameraScale
+from ..metric_scale.range_sources import RangeSources
+from ..metric_scale.transforms import Transform, rotation_from_quaternion
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings, stamp_ns
@@ -35,6 +38,11 @@ from .reading import (
     CAMERA_INFO,
     read_messages,
 )
+
+# metric_scale's range data in a bag, by default where a robot's drivers publish them.
+RANGE_TOPICS = {"scan": "/scan", "points": "/anchors/points"}
+RANGE_TYPES = {"scan": "sensor_msgs/msg/LaserScan", "points": "sensor_msgs/msg/PointCloud2"}
+TF_STATIC, TF_MESSAGE = "/tf_static", "tf2_msgs/msg/TFMessage"
 
 # rosbag2 metadata version of OUT: 8 writes offered_qos_profiles as a YAML string, the form
 # Humble's rosbag2 parses (version 9 writes a list, which Humble refuses); Iron and later read 8.
@@ -55,6 +63,7 @@ class _Camera:
         self.connections = {}  # output name -> connection, added on first use (no empty topics)
         self.temporal = TemporalFilter()  # temporal_filter: this camera's fused distributions
         self.scene = SceneHysteresis()  # scene_bins auto: this camera's scene, as the node's
+        self.scale = CameraScale()  # metric_scale: this camera's scale, as the node's
         self.stats = dict.fromkeys(("frames", "depth", "clouds", "rejected", "info_fallbacks"), 0)
 
 
@@ -79,9 +88,23 @@ class BagProcessor:
     messages in the same order either way."""
 
     def __init__(
-        self, estimator, settings: OutputSettings, typestore, batch_size=1, scene_switch_frames=1
+        self,
+        estimator,
+        settings: OutputSettings,
+        typestore,
+        batch_size=1,
+        scene_switch_frames=1,
+        range_topics=None,
     ):
         self.estimator = estimator
+        # metric_scale: the range data read so far (log order, as the node receives them)
+        self.ranges = RangeSources()
+        self.range_topics = {}
+        if settings.metric_scale != "off":
+            topics = {**RANGE_TOPICS, **(range_topics or {})}
+            self.range_topics = {
+                topics[name]: name for name in settings.metric_scale_sources if name in topics
+            }
         self.settings = settings
         self.scene_switch_frames = scene_switch_frames
         self.typestore = typestore
@@ -120,9 +143,12 @@ class BagProcessor:
             index = self._index_camera_infos(reader, in_path, info_topic)
             for camera in info_cameras:
                 camera.infos_by_stamp = index
+        if self.range_topics:
+            self._read_static_transforms(reader, in_path)
         read = None  # every connection
         if definitions is None:  # only what the outputs are made of
             needed = set(by_info) | {camera.image_topic for camera in cameras}
+            needed |= set(self.range_topics)
             read = [c for c in reader.connections if c.topic in needed]
         chunks = self._read_chunks(reader, in_path, cameras, by_info, out_conns, read)
         overlap = model_leaves_cpu_free(self.estimator.device, self.estimator.cpu_threads)
@@ -144,6 +170,11 @@ class BagProcessor:
                 info = self._deserialize(raw, conn, timestamp)
                 for camera in by_info[conn.topic]:
                     camera.logged_infos.add(info, (conn, timestamp, raw))
+            elif self.range_topics.get(conn.topic) and conn.msgtype == RANGE_TYPES.get(
+                self.range_topics[conn.topic]
+            ):
+                msg = self._deserialize(raw, conn, timestamp)
+                self.ranges.messages[self.range_topics[conn.topic]].add(msg)
             elif conn.topic in by_image:
                 camera = by_image[conn.topic]
                 chunk.images += 1
@@ -155,6 +186,25 @@ class BagProcessor:
                 yield chunk
                 chunk, chunk_bytes = _Chunk(), 0
         yield chunk
+
+    def _read_static_transforms(self, reader, in_path) -> None:
+        """The bag's /tf_static, for metric_scale's frames (after static_transforms)."""
+        connections = [
+            c for c in reader.connections if c.topic == TF_STATIC and c.msgtype == TF_MESSAGE
+        ]
+        if not connections:  # (none given reads every connection)
+            return
+        for conn, timestamp, raw in read_messages(reader, in_path, connections):
+            for stamped in self._deserialize(raw, conn, timestamp).transforms:
+                t, q = stamped.transform.translation, stamped.transform.rotation
+                self.ranges.add_transform(
+                    Transform(
+                        stamped.header.frame_id.lstrip("/"),
+                        stamped.child_frame_id.lstrip("/"),
+                        rotation_from_quaternion(q.x, q.y, q.z, q.w),
+                        np.array([t.x, t.y, t.z]),
+                    )
+                )
 
     def _index_camera_infos(self, reader, in_path, info_topic) -> CameraInfoIndex:
         """Every camera_info by stamp, (connection, log time, raw) each: pairing by stamp makes the
@@ -203,11 +253,12 @@ class BagProcessor:
             self.problems.setdefault(f"{camera.image_topic}: rejected: {exc}", timestamp)
             return
         info = self._camera_info_for(camera, msg, timestamp, (rgb.shape[1], rgb.shape[0]))
-        chunk.frames.append(
-            PendingFrame(
-                msg.header, rgb, self.settings, info=info, owner=camera, log_time=timestamp
-            )
+        frame = PendingFrame(
+            msg.header, rgb, self.settings, info=info, owner=camera, log_time=timestamp
         )
+        if self.settings.metric_scale != "off":  # the range data read by now, as the node's
+            frame.anchors = self.ranges.anchors(msg.header, info, rgb.shape[:2], self.settings)
+        chunk.frames.append(frame)
 
     def _predict_chunk(self, chunk):
         """The chunk's frames through the model, one forward per image size."""
@@ -249,6 +300,7 @@ class BagProcessor:
                 stamp = stamp_ns(frame.header.stamp) * 1e-9
                 fine = fine_arrays(frame.owner.outputs, self.settings)
                 frame.owner.temporal.apply(result, i, frame.rgb, stamp, self.settings, fine)
+                self._calibrate(frame, result, i, stamp)
                 frame.result, frame.index = result, i
                 self._add_outputs(chunk, frame)
         # Log-time order in the output file; outputs follow their image (stable sort).
@@ -258,13 +310,27 @@ class BagProcessor:
         if self._frames_written is not None:
             self._frames_written(chunk.images)
 
+    def _calibrate(self, frame, result, index: int, stamp: float) -> None:
+        """metric_scale: the frame in its camera's scale (the node's rule), its reasons kept."""
+        scale = frame.owner.scale
+        if self.settings.metric_scale == "off":
+            return
+        points, k, problems = frame.anchors
+        scale.apply(result, index, points, k, stamp, self.settings, problems)
+        if scale.reason:
+            topic = frame.owner.image_topic
+            self.problems.setdefault(f"{topic}: metric_scale: {scale.reason}", frame.log_time)
+
     def _add_outputs(self, chunk, frame):
         camera = frame.owner
-        out = frame.outputs(tuple(camera.outputs))
+        wanted = tuple(camera.outputs)
+        if camera.scale.withholds_clouds(self.settings):  # metric_scale_require: no fit yet
+            wanted = tuple(k for k in wanted if k not in ("points", "clearing", "camera_info"))
+        out = frame.outputs(wanted)
         messages = {
             key: message
             for key, message in self.builder.messages(frame.header, out).items()
-            if key in camera.outputs  # camera_info and points come together
+            if key in wanted  # camera_info and points come together
         }
         camera.stats["depth"] += 1
         camera.stats["clouds"] += "points" in messages or "clearing" in messages
@@ -289,22 +355,26 @@ def process_bag(
     batch_size: int = 1,
     scene_switch_frames: int = 1,
     frames_written=None,
+    range_topics=None,
 ) -> dict:
     """Write the plan's OUT: every message of IN plus depth, depth/camera_info and points beside
     each camera, all through `estimator` (anything with the core's `predict`) in one pass,
     `batch_size` frames of one size per forward; under scene_bins auto a camera's new scene
     takes over after winning `scene_switch_frames` frames in a row (the node's rule);
-    `frames_written(n)` is told of every n image
-    messages done. Returns the run's statistics: totals, `cameras` ({image topic: its own}),
-    `problems` ({warning: first log time}), `seconds` (the frames' processing) and
-    `preparing_seconds` (each image size's CUDA graphs or TensorRT engine, made before its first
-    frame: apart, as they are paid once). BagError on a bag problem or a write error;
-    nothing is left at OUT unless the whole run succeeds."""
+    `frames_written(n)` is told of every n image messages done; metric_scale reads its range
+    data from `range_topics` ({source: topic}, RANGE_TOPICS by default) and its frames from
+    /tf_static and static_transforms. Returns the run's statistics: totals, `cameras` ({image
+    topic: its own}), `problems` ({warning: first log time}), `seconds` (the frames'
+    processing) and `preparing_seconds` (each image size's CUDA graphs or TensorRT engine, made
+    before its first frame: apart, as they are paid once). BagError on a bag problem or a write
+    error; nothing is left at OUT unless the whole run succeeds."""
     if batch_size < 1:
         raise BagError(f"batch size must be >= 1, got {batch_size}")
     out_path, cameras = plan.out_path, [_Camera(planned) for planned in plan.cameras]
     typestore = get_typestore(Stores.ROS2_KILTED)
-    processor = BagProcessor(estimator, settings, typestore, batch_size, scene_switch_frames)
+    processor = BagProcessor(
+        estimator, settings, typestore, batch_size, scene_switch_frames, range_topics
+    )
     started = time.monotonic()
     plugin = StoragePlugin.MCAP if plan.storage == "mcap" else StoragePlugin.SQLITE3
     try:

@@ -10,12 +10,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from ..errors import AnchorError, ConfigError
+from ..metric_scale.transforms import StaticTransforms
 from .parameters import DepthClipConfig
 from .schema import Schema, param
 
 TEMPORAL_FILTERS = ("off", "mixture")
 
 COLORMAPS = ("turbo", "viridis", "gray")
+
+METRIC_SCALE_MODES = ("off", "scale", "scale_shift")
+METRIC_SCALE_SOURCES = ("scan", "points", "ground")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +78,73 @@ class OutputSettings(Schema):
         minimum=0.0,
         maximum=255.0,
     )
+    metric_scale: str = param(
+        "off",
+        "off (the model's own metres) | scale | scale_shift (the depth's scale, and shift, "
+        "fitted online to metric_scale_sources: docs/metric_scale.md)",
+        choices=METRIC_SCALE_MODES,
+    )
+    metric_scale_sources: tuple = param(
+        ("scan",),
+        "metric_scale: range data to fit to, any of scan (sensor_msgs/LaserScan on scan), "
+        "points (PointCloud2 on anchors/points), ground (the floor under a camera "
+        "ground_height up, pitched ground_pitch down)",
+        single_ok=True,
+    )
+    static_transforms: tuple = param(
+        (),
+        "metric_scale: transforms from each source's frame to the camera's, each in "
+        "static_transform_publisher's arguments ('x y z yaw pitch roll parent child' or "
+        "'x y z qx qy qz qw parent child')",
+        single_ok=True,
+    )
+    metric_scale_half_life: float = param(
+        2.0,
+        "metric_scale: seconds after which a frame's fit's weight halves (from the stamps)",
+        minimum=0.01,
+        maximum=3600.0,
+    )
+    metric_scale_min_anchors: int = param(
+        10, "metric_scale: anchors a frame's fit needs", minimum=2, maximum=100000
+    )
+    metric_scale_min: float = param(
+        0.2,
+        "metric_scale: smallest scale accepted (the model's own, 1, is always in the range)",
+        minimum=0.001,
+        maximum=1.0,
+    )
+    metric_scale_max: float = param(
+        5.0, "metric_scale: largest scale accepted", minimum=1.0, maximum=1000.0
+    )
+    metric_scale_slop: float = param(
+        0.05,
+        "metric_scale: seconds a scan's or cloud's stamp may differ from the image's (the "
+        "nearest wins)",
+        minimum=0.0,
+        maximum=10.0,
+    )
+    metric_scale_max_age: float = param(
+        2.0,
+        "metric_scale: diagnostics WARN when the last fit is older than this (seconds)",
+        minimum=0.0,
+        maximum=3600.0,
+    )
+    metric_scale_require: bool = param(
+        False,
+        "metric_scale: withhold points and points/clearing (not the depth) until a first fit",
+    )
+    ground_height: float = param(
+        0.0,
+        "metric_scale source ground: the camera's height above the floor (metres)",
+        minimum=0.0,
+        maximum=100.0,
+    )
+    ground_pitch: float = param(
+        0.0,
+        "metric_scale source ground: the camera's pitch below level (radians, down positive)",
+        minimum=-1.5,
+        maximum=1.5,
+    )
     colormap: str = param("turbo", "Colour map of depth/colored", choices=COLORMAPS)
     # depth/image/compressedDepth, named and bounded as compressed_depth_image_transport's.
     depth_max: float = param(
@@ -98,6 +170,31 @@ class OutputSettings(Schema):
         minimum=0.0,
         maximum=1.0,
     )
+
+    def check(self) -> None:
+        unknown = [s for s in self.metric_scale_sources if s not in METRIC_SCALE_SOURCES]
+        if unknown or len(set(self.metric_scale_sources)) != len(self.metric_scale_sources):
+            raise ConfigError(
+                "metric_scale_sources",
+                list(self.metric_scale_sources),
+                f"must be distinct items of {', '.join(METRIC_SCALE_SOURCES)}",
+            )
+        if self.metric_scale_min >= self.metric_scale_max:
+            raise ConfigError(
+                "metric_scale_min", self.metric_scale_min, "must be below metric_scale_max"
+            )
+        if self.metric_scale != "off" and "ground" in self.metric_scale_sources:
+            if self.ground_height <= 0:
+                raise ConfigError(
+                    "ground_height", self.ground_height, "must be > 0 for the source ground"
+                )
+        try:
+            self.transforms()
+        except AnchorError as e:
+            raise ConfigError("static_transforms", list(self.static_transforms), str(e)) from None
+
+    def transforms(self) -> StaticTransforms:
+        return StaticTransforms.parse(self.static_transforms)
 
 
 @dataclasses.dataclass(frozen=True)

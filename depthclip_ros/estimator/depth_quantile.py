@@ -45,7 +45,7 @@ def depth_quantile(result, index: int, q: float, rows, cols) -> np.ndarray:
     reached = np.cumsum(pixel_probs, axis=-1) >= q
     # Rounding may leave the total a hair under a q near 1: then the farthest bin.
     reached[..., -1] = True
-    bins = np.asarray(result.bins_of(index), np.float32)
+    bins = np.asarray(result.clearing_bins_of(index), np.float32)
     depth = bins[np.argmax(reached, axis=-1)]
     depth[~(row_inside[:, None] & col_inside[None, :])] = np.nan
     return depth

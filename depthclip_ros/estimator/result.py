@@ -95,6 +95,9 @@ class DepthResult:
     # One per image: the identity of the head that made it (estimator.head.head_key), read
     # from the head the forward ran, not from the config in use when the result is read.
     head_keys: tuple | None = None
+    # metric_scale: (B, K) the bins under the scale's lower bound, points/clearing's (a scale
+    # error never clears a real obstacle); None: the bins themselves.
+    clearing_bins: np.ndarray | None = None
 
     @classmethod
     def from_outputs(cls, outputs, bins, region, fields=OUTPUT_FIELDS, **extra) -> "DepthResult":
@@ -113,6 +116,9 @@ class DepthResult:
 
     def bins_of(self, index: int) -> np.ndarray:
         return self.bins if self.image_bins is None else self.image_bins[index]
+
+    def clearing_bins_of(self, index: int) -> np.ndarray:
+        return self.bins_of(index) if self.clearing_bins is None else self.clearing_bins[index]
 
     def coarse_pixel_coords(self) -> tuple:
         """Pixel coordinates (u, v), each (h, w), of the coarse grid cells in the input image.

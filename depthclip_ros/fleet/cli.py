@@ -19,6 +19,7 @@ from ..bag.cli import (
     chosen_outputs,
     processing_option_problem,
     processing_params,
+    range_topics,
     stop_on_sigterm,
 )
 from ..errors import DepthClipError
@@ -156,6 +157,7 @@ def main(argv=None) -> int:
             progress=not args.quiet,
             outputs=chosen_outputs(args),
             outputs_only=args.outputs_only,
+            range_topics=range_topics(args),
         )
         started_ray = run.connect(args.address)
         summary = run.run_fleet(

@@ -12,6 +12,7 @@ import time
 
 import ray
 
+from ..bag.processing import RANGE_TOPICS
 from ..bag.reading import image_topics_of, open_bag
 from ..errors import DepthClipError, FleetError
 from ..files import remove_leftover_staging
@@ -42,6 +43,7 @@ class FleetOptions:
     progress: bool = True
     outputs: tuple = DEFAULT_OUTPUTS
     outputs_only: bool = False
+    range_topics: dict = dataclasses.field(default_factory=lambda: dict(RANGE_TOPICS))
 
     def processing(self) -> dict:
         """What a bag task needs to know (and what the config hash covers besides parameters)."""
@@ -53,6 +55,7 @@ class FleetOptions:
             storage=self.storage,
             batch_size=self.batch_size,
             overwrite=self.overwrite,
+            range_topics=dict(self.range_topics),
         )
 
 

@@ -134,6 +134,7 @@ def process_bag_task(job, index, params, options, workers, description, control)
                 batch_size=options["batch_size"],
                 scene_switch_frames=NodeSettings.from_params(params).scene_switch_frames,
                 frames_written=_report_to(control),
+                range_topics=options["range_topics"],
             )
     except BagStopped:
         return dict(status=STOPPED, seconds=time.monotonic() - started)

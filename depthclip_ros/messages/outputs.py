@@ -15,6 +15,7 @@ import numpy as np
 
 from ..estimator.depth_quantile import depth_quantile
 from ..estimator.temporal_filter import FINE_ARRAYS, FUSED_FROM
+from ..metric_scale.camera_scale import FITTED_FROM
 from . import compressed_depth, point_cloud
 from .camera_model import PinholeCamera
 from .colormaps import colorize
@@ -58,6 +59,8 @@ def arrays_for(wanted, settings) -> tuple:
     if settings.temporal_filter != "off":
         arrays.update(FUSED_FROM)
         arrays -= set(FINE_ARRAYS)
+    if settings.metric_scale != "off":  # the fit samples the grid; the std takes its error
+        arrays.update(FITTED_FROM)
     return tuple(sorted(arrays))
 
 
@@ -152,6 +155,7 @@ class PendingFrame:
     index: int = 0
     owner: Any = None
     log_time: int = 0
+    anchors: Any = None  # metric_scale: (points, K, problems) taken when the image was read
 
     def outputs(self, wanted=DEFAULT_OUTPUTS) -> FrameOutputs:
         return frame_outputs(self.rgb, self.result, self.index, self.info, self.settings, wanted)

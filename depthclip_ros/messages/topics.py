@@ -10,6 +10,9 @@ from __future__ import annotations
 IMAGE = "image"
 COMPRESSED_IMAGE = "image/compressed"
 CAMERA_INFO = "camera_info"
+# metric_scale's range data: one scan and one cloud serve every camera of the node.
+SCAN = "scan"
+ANCHOR_POINTS = "anchors/points"
 
 DEPTH_IMAGE = "depth/image"
 # image_transport's name for depth/image's compressedDepth transport.

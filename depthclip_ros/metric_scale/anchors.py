@@ -1,9 +1,7 @@
-"""Each range source's metric points, in the source's own frame: (N, 3) float64. NumPy only;
-messages are read by duck typing (the fields of sensor_msgs/LaserScan), so the bag tool and
-the fleet read the same fields from a bag's messages.
-
-Anything a source cannot give (an invalid ray, a pixel without depth) is left out; a message
-that cannot be read as its type says is an AnchorError in one line.
+"""Metric points from range data that is not a point list: a depth image registered to the
+camera (back-projected through K) and the floor under a camera of known height and pitch;
+(N, 3) float64 in the camera's optical frame. NumPy only (the messages' decoding:
+messages/range_data).
 """
 
 from __future__ import annotations
@@ -11,21 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import AnchorError
-
-
-def scan_points(scan) -> np.ndarray:
-    """A sensor_msgs/LaserScan's valid rays as points in its frame (REP 117: NaN, inf and
-    ranges outside [range_min, range_max] are no return), the plane z = 0."""
-    ranges = np.asarray(scan.ranges, np.float64)
-    increment = float(scan.angle_increment)
-    if ranges.size and (not np.isfinite(increment) or increment == 0.0):
-        raise AnchorError(f"a LaserScan with angle_increment {increment}: its rays have no angle")
-    if not np.isfinite(scan.angle_min):
-        raise AnchorError(f"a LaserScan with angle_min {scan.angle_min}")
-    angles = float(scan.angle_min) + increment * np.arange(ranges.size)
-    valid = np.isfinite(ranges) & (ranges >= scan.range_min) & (ranges <= scan.range_max)
-    r, a = ranges[valid], angles[valid]
-    return np.stack([r * np.cos(a), r * np.sin(a), np.zeros_like(r)], axis=1)
 
 
 def finite_points(points) -> np.ndarray:
@@ -47,15 +30,6 @@ def depth_image_points(depth: np.ndarray, k: np.ndarray, stride: int = 1) -> np.
     x = (u - k[0, 2]) * z / k[0, 0]
     y = (v - k[1, 2]) * z / k[1, 1]
     return np.stack([x, y, z], axis=1)
-
-
-def depth_image_metres(data: np.ndarray, encoding: str) -> np.ndarray:
-    """A depth image's values in metres: 32FC1 as it is, 16UC1 (and mono16) millimetres."""
-    if encoding == "32FC1":
-        return np.asarray(data, np.float32)
-    if encoding in ("16UC1", "mono16"):
-        return np.asarray(data, np.float32) * np.float32(1e-3)
-    raise AnchorError(f"a depth image in {encoding!r}: metric_scale reads 32FC1 (m) or 16UC1 (mm)")
 
 
 def ground_points(k: np.ndarray, size: tuple, height: float, pitch: float, step: int = 16):

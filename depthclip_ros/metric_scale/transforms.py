@@ -22,6 +22,7 @@ class Transform:
     child: str
     rotation: np.ndarray  # (3, 3)
     translation: np.ndarray  # (3,)
+    given: bool = True  # False: the inverse of one given, or a chain of them
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         """(N, 3) points in the child's frame -> the parent's."""
@@ -29,7 +30,7 @@ class Transform:
 
     def inverse(self) -> "Transform":
         rotation = self.rotation.T
-        return Transform(self.child, self.parent, rotation, -rotation @ self.translation)
+        return Transform(self.child, self.parent, rotation, -rotation @ self.translation, False)
 
     def then(self, outer: "Transform") -> "Transform":
         """This transform followed by `outer` (outer.child == self.parent)."""
@@ -38,6 +39,7 @@ class Transform:
             self.child,
             outer.rotation @ self.rotation,
             outer.rotation @ self.translation + outer.translation,
+            False,
         )
 
 
@@ -136,6 +138,10 @@ class StaticTransforms:
     def add(self, transform: Transform) -> None:
         self._edges.setdefault(transform.parent, {})[transform.child] = transform
         self._edges.setdefault(transform.child, {})[transform.parent] = transform.inverse()
+
+    def all(self) -> list:
+        """Every transform added, each once (parent to child as given)."""
+        return [t for edges in self._edges.values() for t in edges.values() if t.given]
 
     def lookup(self, target: str, source: str) -> Transform:
         """The transform taking points in `source` to `target`; AnchorError where no chain of

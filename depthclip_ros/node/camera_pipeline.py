@@ -38,6 +38,7 @@ from ..messages.outputs import (
     fine_arrays,
     has_cloud_arrays,
 )
+from ..metric_scale.camera_scale import CameraScale
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 from ..runtime.stamp_pairing import CameraInfoPairing, pairing_warnings, stamp_ns
@@ -94,6 +95,7 @@ class CameraPipeline:
         self._sizes_announced = set()  # image sizes camera_infos announced (a CUDA warm-up)
         self.scene = SceneHysteresis()  # scene_bins auto: this camera's current scene
         self.temporal = TemporalFilter()  # temporal_filter: this camera's fused distributions
+        self.scale = CameraScale()  # metric_scale: this camera's scale fitted to range data
         self.inputs = [
             AdaptiveInput(
                 node, self.image_type, named(image_topic), on_image, IMAGE_DEPTH, raw=True
@@ -160,6 +162,24 @@ class CameraPipeline:
             raise ImageDecodeError(f"cannot deserialize the message: {exc}") from None
         return msg, decode_image(msg)
 
+    def calibrate(self, result, index: int, msg, rgb, stamp: float, params) -> None:
+        """metric_scale: image `index` of `result` in the scale fitted to the range data near
+        its stamp (the node's RangeInputs), in place."""
+        settings = params.outputs
+        if settings.metric_scale == "off":
+            self.scale.reset()
+            return
+        size = rgb.shape[:2]
+        info = self.camera_infos.find(msg.header.stamp) or self.camera_infos.fallback(
+            (size[1], size[0])
+        )
+        points, k, problems = self.node.ranges.sources.anchors(msg.header, info, size, settings)
+        self.scale.apply(result, index, points, k, stamp, settings, problems)
+        if self.scale.reason:
+            self.node.get_logger().warning(
+                f"metric_scale: frame not fitted: {self.scale.reason}", throttle_duration_sec=5.0
+            )
+
     def publish_result(self, msg, rgb, result, index: int, arrival: float, params):
         """Publish image `index` of `result`: the depth at once; the cloud and the depth's
         camera_info once the camera_info of its stamp is here, waiting for it (without holding
@@ -184,6 +204,8 @@ class CameraPipeline:
         self.stats.timing("latency", (now - Time.from_msg(header.stamp)).nanoseconds * 1e-9)
         self.stats.count("published")
         if not has_cloud_arrays(result, params.outputs):  # nobody wanted clouds at the forward
+            return
+        if self.scale.withholds_clouds(params.outputs):  # metric_scale_require, no fit yet
             return
 
         frame = PendingFrame(header, rgb, params.outputs, result=result, index=index)
@@ -279,6 +301,7 @@ def process_frames(frames, params, estimator) -> list:
                 stamp = stamp_ns(msg.header.stamp) * 1e-9
                 fine = fine_arrays(subscribed[index], params.outputs)
                 camera.temporal.apply(result, index, rgb, stamp, params.outputs, fine)
+                camera.calibrate(result, index, msg, rgb, stamp, params)
                 camera.publish_result(msg, rgb, result, index, arrival, params)
             except Exception as exc:
                 camera.frame_failed(exc)

@@ -40,6 +40,11 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
     values.update({f"{i.topic} reliability": str(i.reliability) for i in camera.inputs})
     if params.outputs.temporal_filter != "off":
         values["temporal filter"] = camera.temporal.words(params.outputs)
+    if params.outputs.metric_scale != "off":
+        values.update(camera.scale.words(params.outputs))
+        verdict = camera.scale.verdict(params.outputs)
+        if verdict is not None and verdict[0] > level:
+            level, message = verdict
     if params.config.scene_bins == "auto":  # the scene whose bins the depth uses
         values["scene"] = camera.scene.scene or "none yet"
         values["scene score"] = f"{camera.scene.score:.3f}"

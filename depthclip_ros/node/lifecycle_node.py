@@ -28,6 +28,7 @@ from ..runtime.statistics import FrameStats
 from ..runtime.worker import FrameWorker
 from . import diagnostics, parameters
 from .camera_pipeline import CameraPipeline, process_frames
+from .range_inputs import RangeInputs
 
 # Errors of the node's own inputs: their message is the whole story, one line.
 EXPECTED_ERRORS = (
@@ -52,6 +53,7 @@ class DepthClipNode(LifecycleNode):
         self.worker = None
         self._encoder = None  # the thread beside the worker for output encodings
         self.cameras = {}  # name ("" for the one unnamed camera) -> CameraPipeline, configured
+        self.ranges = None  # metric_scale's RangeInputs (scan, anchors/points), configured
         self._diagnostics = None
         self._our_timers = {}  # rclpy's Node uses _timers
         self._activated_at = None
@@ -83,6 +85,7 @@ class DepthClipNode(LifecycleNode):
             self.cameras[name] = CameraPipeline(
                 self, params.node.use_compressed, on_image, self._defer, self._beside, name
             )
+        self.ranges = RangeInputs(self)
         self.params = params
         self._encoder = NewestOnly(self._encoding_failed)
         self.worker = FrameWorker(
@@ -156,6 +159,8 @@ class DepthClipNode(LifecycleNode):
             self.destroy_timer(timer)
         for camera in self.cameras.values():
             camera.close_inputs()
+        if self.ranges is not None:
+            self.ranges.close()
         if self.worker is not None:
             self.worker.discard_pending()
             if not self.context.ok():  # shut down (SIGINT, SIGTERM): nothing can go out now
@@ -166,6 +171,7 @@ class DepthClipNode(LifecycleNode):
                 for camera in cameras:
                     camera.flush_waiting()
                     camera.temporal.reset("deactivated")
+                    camera.scale.reset()
 
             try:
                 self.worker.call(flush).result(WORKER_FLUSH_TIMEOUT)
@@ -183,6 +189,9 @@ class DepthClipNode(LifecycleNode):
         for camera in self.cameras.values():
             camera.destroy()
         self.cameras = {}
+        if self.ranges is not None:
+            self.ranges.close()
+            self.ranges = None
         if self._diagnostics is not None:
             self.destroy_publisher(self._diagnostics)
             self._diagnostics = None
@@ -258,6 +267,8 @@ class DepthClipNode(LifecycleNode):
     def _update_inputs(self):
         for camera in self.cameras.values():
             camera.update_inputs()
+        if self.ranges is not None and self.params is not None:
+            self.ranges.update(self.params.outputs)
 
     def _watched(self, name) -> bool:
         camera = self.cameras.get(name)

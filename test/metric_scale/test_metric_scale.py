@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from depthclip_ros.errors import AnchorError
+from depthclip_ros.messages import range_data
 from depthclip_ros.metric_scale import anchors, fit, tracking, transforms
 from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, render_scene
 
@@ -122,13 +123,13 @@ def scan(ranges, angle_min=-0.5, increment=0.25, range_min=0.1, range_max=10.0):
 
 def test_a_scans_valid_rays_are_its_points():
     ranges = [1.0, float("nan"), float("inf"), 0.05, 11.0, 2.0]
-    points = anchors.scan_points(scan(ranges))
+    points = range_data.scan_points(scan(ranges))
     angles = -0.5 + 0.25 * np.array([0, 5])
     expected = np.stack([[1, 2] * np.cos(angles), [1, 2] * np.sin(angles), [0, 0]], axis=1)
     np.testing.assert_allclose(points, expected)
     with pytest.raises(AnchorError, match="angle_increment 0.0"):
-        anchors.scan_points(scan([1.0], increment=0.0))
-    assert anchors.scan_points(scan([])).shape == (0, 3)
+        range_data.scan_points(scan([1.0], increment=0.0))
+    assert range_data.scan_points(scan([])).shape == (0, 3)
 
 
 def test_the_ground_is_the_floors_exact_depth_in_the_built_in_scenes():
@@ -148,11 +149,72 @@ def test_the_ground_is_the_floors_exact_depth_in_the_built_in_scenes():
         anchors.ground_points(K, truth.shape, height=0.0, pitch=0.0)
 
 
+def depth_image(values, encoding, dtype, bigendian=False):
+    from sensor_msgs.msg import Image
+
+    array = np.asarray(values, dtype).astype(
+        np.dtype(dtype).newbyteorder(">" if bigendian else "<")
+    )
+    height, width = array.shape
+    padded = np.zeros((height, width * array.itemsize + 4), np.uint8)  # rows with padding
+    padded[:, : width * array.itemsize] = array.view(np.uint8).reshape(height, -1)
+    return Image(
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=int(bigendian),
+        step=padded.shape[1],
+        data=padded.tobytes(),
+    )
+
+
 def test_depth_images_in_metres_from_either_encoding():
-    mm = np.array([[0, 1500], [2000, 65535]], np.uint16)
-    np.testing.assert_allclose(anchors.depth_image_metres(mm, "16UC1"), [[0, 1.5], [2, 65.535]])
+    mm = [[0, 1500], [2000, 65535]]
+    for bigendian in (False, True):
+        got = range_data.depth_image_metres(depth_image(mm, "16UC1", np.uint16, bigendian))
+        np.testing.assert_allclose(got, [[0, 1.5], [2, 65.535]], rtol=1e-6)
+    metres = [[0.5, np.nan], [2.0, 0.0]]
+    got = range_data.depth_image_metres(depth_image(metres, "32FC1", np.float32))
+    np.testing.assert_array_equal(got, np.asarray(metres, np.float32))
     with pytest.raises(AnchorError, match="'rgb8'"):
-        anchors.depth_image_metres(mm, "rgb8")
+        range_data.depth_image_metres(depth_image(mm, "rgb8", np.uint16))
+    short = depth_image(mm, "16UC1", np.uint16)
+    short.data = short.data[:5]
+    with pytest.raises(AnchorError, match="2x2 16UC1 depth image with step 8 and 5 bytes"):
+        range_data.depth_image_metres(short)
+
+
+def test_a_point_clouds_xyz_whatever_its_layout():
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    xyz = np.array([[1.0, 2.0, 3.0], [np.nan, 0, 0], [-1.0, 0.5, 4.0], [0, 0, 1]], np.float64)
+    # float64 x, y, z after an intensity, two rows of two, each row padded by 8 bytes
+    layout = np.dtype([("intensity", "<f4"), ("x", "<f8"), ("y", "<f8"), ("z", "<f8")])
+    points = np.zeros(4, layout)
+    points["x"], points["y"], points["z"] = xyz.T
+    rows = points.view(np.uint8).reshape(2, -1)
+    data = np.concatenate([rows, np.zeros((2, 8), np.uint8)], axis=1).tobytes()
+    fields = [
+        PointField(name="intensity", offset=0, datatype=PointField.FLOAT32, count=1),
+        *(
+            PointField(name=n, offset=4 + 8 * i, datatype=PointField.FLOAT64, count=1)
+            for i, n in enumerate("xyz")
+        ),
+    ]
+    cloud = PointCloud2(
+        height=2,
+        width=2,
+        fields=fields,
+        is_bigendian=False,
+        point_step=layout.itemsize,
+        row_step=2 * layout.itemsize + 8,
+        data=data,
+        is_dense=False,
+    )
+    np.testing.assert_array_equal(range_data.cloud_points(cloud), xyz[[0, 2, 3]])
+    cloud.fields = fields[:2]
+    with pytest.raises(AnchorError, match="a PointCloud2 without y, z fields"):
+        range_data.cloud_points(cloud)
 
 
 # -- projection and fit ---------------------------------------------------------------------
@@ -362,3 +424,23 @@ def test_the_floor_alone_gives_the_scale_in_the_built_in_scenes(scene, mode):
     calibrated = result.scale * coarse + result.shift
     assert result.fitted
     assert np.median(calibrated / grid_of(truth)) == pytest.approx(1.0, abs=0.05)
+
+
+def test_metric_scale_parameters_that_cannot_work_are_refused_in_one_line():
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.errors import ConfigError
+
+    for changes, field, words in [
+        (dict(metric_scale_sources=["scan", "sonar"]), "metric_scale_sources", "distinct items"),
+        (dict(metric_scale_sources=["scan", "scan"]), "metric_scale_sources", "distinct items"),
+        (dict(static_transforms=["0 0 0 base laser"]), "static_transforms", ": 5 words"),
+        (dict(metric_scale_min=1.0, metric_scale_max=1.0), "metric_scale_min", "below"),
+        (dict(metric_scale="scale", metric_scale_sources=["ground"]), "ground_height", "> 0"),
+    ]:
+        with pytest.raises(ConfigError, match=words) as error:
+            OutputSettings.from_params(changes)
+        assert error.value.field == field and "\n" not in str(error.value)
+    ground = OutputSettings.from_params(
+        dict(metric_scale="scale", metric_scale_sources="ground", ground_height=0.8)
+    )
+    assert ground.metric_scale_sources == ("ground",)  # one string as a one-item list

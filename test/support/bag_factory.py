@@ -43,6 +43,7 @@ def write_bag(
     focal=lambda i: None,
     cameras=None,
     extra=None,
+    extra_at=6000,
 ):
     """A bag with a camera (image + camera_info) and an unrelated String topic.
 
@@ -50,7 +51,8 @@ def write_bag(
     publishes them; `focal(i)`: frame i's fx = fy (default 0.8 x width); `cameras`: {namespace:
     (width, height)} of several cameras recorded together (default {"/cam": (width, height)}),
     each with its own images (seeded by camera and frame); `extra`: {topic: (rosbags typestore,
-    type, message(i))} of more topics, written once a frame, serialised by that typestore.
+    type, message(i))} of more topics, written once a frame, serialised by that typestore,
+    `extra_at` ns after the frame's camera_info (negative: before it and the image).
 
     Returns {topic: [(log_time_ns, raw_bytes), ...]} of what was written.
     """
@@ -101,8 +103,8 @@ def write_bag(
             put("/chatter", t + 5000, String(data=f"message {i}"))
             for topic, (store, extra_type, message) in (extra or {}).items():
                 raw = store.serialize_cdr(message(i), extra_type)
-                writer.write(conns[topic], t + 6000, raw)
-                written.setdefault(topic, []).append((t + 6000, raw))
+                writer.write(conns[topic], t + extra_at, raw)
+                written.setdefault(topic, []).append((t + extra_at, raw))
     return written
 
 

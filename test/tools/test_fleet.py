@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from bag_factory import read_bag, write_bag
+from bag_factory import deserialize, read_bag, write_bag
 from helpers import wait_until
 
 from depthclip_ros.bag import cli as bag_cli
@@ -191,18 +192,52 @@ def test_archive_on_ray_equals_the_bag_tool_and_a_corrupt_bag_fails_alone(tmp_pa
     assert (outdir / "day1" / "run1" / "run1.db3").exists()  # sqlite3 in, sqlite3 out
 
 
-def test_the_temporal_filter_on_ray_equals_the_bag_tool(tmp_path, params_file):
-    """temporal_filter mixture (a threshold no patch reaches, so every frame fuses) and
-    scene_bins auto: Ray hands the workers' arrays back read-only and each camera's scene choice
-    runs in the worker; every bag is done and byte for byte what depthclip-bag writes."""
-    import yaml
+def wall_scan(frame):
+    """A LaserScan (rosbags) in the laser frame of LASER_TO_OPTICAL: a wall of returns 3 m
+    around, across the 160x120 camera's view, stamped as write_bag's frame."""
+    from bag_factory import frame_stamp
+    from range_factory import rosbags_scan
+    from rosbags.typesys import Stores, get_typestore
+    from sensor_msgs.msg import LaserScan
 
+    sec, nanosec = frame_stamp(frame)
+    scan = LaserScan(
+        angle_min=-0.4,
+        angle_max=0.4,
+        angle_increment=0.01,
+        range_min=0.1,
+        range_max=50.0,
+        ranges=[3.0] * 81,
+    )
+    scan.header.stamp.sec, scan.header.stamp.nanosec, scan.header.frame_id = sec, nanosec, "laser"
+    return rosbags_scan(scan, get_typestore(Stores.ROS2_KILTED))
+
+
+def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(tmp_path, params_file):
+    """temporal_filter mixture (a threshold no patch reaches, so every frame fuses), scene_bins
+    auto and metric_scale fitted to a scan in the bag: Ray hands the workers' arrays back
+    read-only and each camera's scene choice and scale run in the worker; every bag is done and
+    byte for byte what depthclip-bag writes, its depth at the scan's 3 m."""
+    import yaml
+    from range_factory import LASER_TO_OPTICAL
+    from rosbags.typesys import Stores, get_typestore
+
+    from depthclip_ros.messages import decoding
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    extra = {"/scan": (store, "sensor_msgs/msg/LaserScan", wall_scan)}
     archive, outdir = tmp_path / "archive", tmp_path / "out"
     for name in ("a", "b"):
-        write_bag(archive / name, "mcap", frames=12)
+        write_bag(archive / name, "mcap", frames=12, extra=extra, extra_at=-50_000_000)
     params = yaml.safe_load(params_file.read_text())
     params["depthclip"]["ros__parameters"].update(
-        temporal_filter="mixture", temporal_change_threshold=255.0, scene_bins="auto"
+        temporal_filter="mixture",
+        temporal_change_threshold=255.0,
+        scene_bins="auto",
+        metric_scale="scale",
+        metric_scale_sources=["scan"],
+        static_transforms=LASER_TO_OPTICAL,
+        metric_scale_min_anchors=3,
     )
     fused = tmp_path / "fused.yaml"
     fused.write_text(yaml.safe_dump(params))
@@ -211,6 +246,10 @@ def test_the_temporal_filter_on_ray_equals_the_bag_tool(tmp_path, params_file):
     entries = manifest_lines(outdir)
     assert sorted(e["status"] for e in entries) == [manifest.DONE] * 2, entries
     assert_outputs_equal_to_bag_tool(entries, fused, tmp_path)
+    for entry in entries:  # the scan's wall, 3 m away (2.76 m at the view's edge), in the depth
+        _, raw = read_bag(Path(entry["output"]))[0]["/cam/depth/image"][-1][:2]
+        depth = decoding.depth_image_to_array(deserialize(raw, "sensor_msgs/msg/Image"))
+        assert 2.4 < np.median(depth[59:61]) < 3.6
 
 
 def parent_of(pid):

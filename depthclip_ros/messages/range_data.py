@@ -1,0 +1,92 @@
+"""Range sensors' messages -> metric points or depths for metric_scale: sensor_msgs/LaserScan,
+PointCloud2 and a depth Image. NumPy only; messages are read by duck typing (rclpy's and a
+bag's rosbags messages alike). A message that cannot be read as its type says is one
+AnchorError line; readings that are no return (REP 117, NaN, 0 depth) are left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AnchorError
+
+_FLOAT32, _FLOAT64 = 7, 8  # sensor_msgs/PointField datatypes
+
+
+def scan_points(scan) -> np.ndarray:
+    """A LaserScan's valid rays as (N, 3) points in its frame (the plane z = 0): NaN, inf and
+    ranges outside [range_min, range_max] are no return (REP 117)."""
+    ranges = np.asarray(scan.ranges, np.float64)
+    increment, start = float(scan.angle_increment), float(scan.angle_min)
+    if ranges.size and (not np.isfinite(increment) or increment == 0.0):
+        raise AnchorError(f"a LaserScan with angle_increment {increment}: its rays have no angle")
+    if not np.isfinite(start):
+        raise AnchorError(f"a LaserScan with angle_min {start}")
+    angles = start + increment * np.arange(ranges.size)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(ranges) & (ranges >= scan.range_min) & (ranges <= scan.range_max)
+    r, a = ranges[valid], angles[valid]
+    return np.stack([r * np.cos(a), r * np.sin(a), np.zeros_like(r)], axis=1)
+
+
+def cloud_points(cloud) -> np.ndarray:
+    """A PointCloud2's x, y, z (float32 or float64 fields) as (N, 3) float64 in its frame,
+    points with a coordinate that is not finite left out."""
+    fields = {f.name: f for f in cloud.fields}
+    missing = [name for name in "xyz" if name not in fields]
+    if missing:
+        raise AnchorError(
+            f"a PointCloud2 without {', '.join(missing)} fields (it has "
+            f"{', '.join(fields) or 'none'})"
+        )
+    count, step = int(cloud.width) * int(cloud.height), int(cloud.point_step)
+    data = np.frombuffer(bytes(cloud.data), np.uint8)
+    if count == 0:
+        return np.zeros((0, 3))
+    rows = int(cloud.height)
+    row_step = int(cloud.row_step) or step * int(cloud.width)
+    if step <= 0 or data.size < row_step * (rows - 1) + step * int(cloud.width):
+        raise AnchorError(
+            f"a PointCloud2 of {count} points of {step} bytes with {data.size} bytes of data"
+        )
+    order = ">" if cloud.is_bigendian else "<"
+    columns = []
+    for name in "xyz":
+        field = fields[name]
+        kind = {_FLOAT32: "f4", _FLOAT64: "f8"}.get(int(field.datatype))
+        if kind is None or int(field.offset) + int(kind[1]) > step:
+            raise AnchorError(
+                f"a PointCloud2 whose {name} field is datatype {field.datatype} at offset "
+                f"{field.offset} of {step}-byte points (FLOAT32 or FLOAT64 needed)"
+            )
+        dtype = np.dtype(order + kind)
+        values = [
+            np.ndarray(int(cloud.width), dtype, data, row * row_step + int(field.offset), (step,))
+            for row in range(rows)
+        ]
+        columns.append(np.concatenate(values).astype(np.float64))
+    points = np.stack(columns, axis=1)
+    return points[np.isfinite(points).all(axis=1)]
+
+
+def depth_image_metres(image) -> np.ndarray:
+    """A depth Image (32FC1 metres, 16UC1 or mono16 millimetres) as (H, W) float32 metres; 0
+    and NaN are no depth."""
+    encoding = str(image.encoding)
+    kinds = {"32FC1": ("f4", 1.0), "16UC1": ("u2", 1e-3), "mono16": ("u2", 1e-3)}
+    if encoding not in kinds:
+        raise AnchorError(
+            f"a depth image in {encoding!r}: metric_scale reads 32FC1 (m), 16UC1 or mono16 (mm)"
+        )
+    kind, unit = kinds[encoding]
+    height, width, step = int(image.height), int(image.width), int(image.step)
+    size = int(kind[1])
+    data = np.frombuffer(bytes(image.data), np.uint8)
+    if height <= 0 or width <= 0 or step < width * size or data.size < step * height:
+        raise AnchorError(
+            f"a {width}x{height} {encoding} depth image with step {step} and {data.size} bytes"
+        )
+    order = ">" if image.is_bigendian else "<"
+    rows = data[: step * height].reshape(height, step)[:, : width * size]
+    values = rows.copy().view(order + kind).reshape(height, width).astype(np.float32)
+    return values * np.float32(unit)

@@ -1,0 +1,127 @@
+"""One camera's metric_scale, the per-frame rule the node, depthclip-bag and depthclip-fleet
+apply alike after the temporal filter: the frame's anchors (already in the camera's optical
+frame) fitted to its coarse depth, the fit tracked over the camera's stamps, the tracked scale
+applied to the result. NumPy only.
+
+Applied after the temporal filter, to its fused distribution: the filter fuses the model's
+distributions (a new scale restarts nothing), and the calibration moves the bins of what it
+fused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..runtime.health import ERROR, WARN
+from .fit import fit, project
+from .tracking import ScaleTracker
+
+FITTED_FROM = ("coarse_depth", "coarse_std")  # what a prediction brings while fitting
+
+
+class CameraScale:
+    """A camera's tracked scale and what its last frames said (diagnostics)."""
+
+    def __init__(self):
+        self.tracker = ScaleTracker()
+        self.calibration = None  # the Calibration applied to the last frame, if any
+        self.reason = ""  # why the last frame was not fitted ("" when it was)
+        self.anchors = 0  # the last frame's anchors received
+        self._key = None  # the head and geometry the tracked scale belongs to
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        self.calibration, self._key = None, None
+
+    def apply(self, result, index: int, anchors, k, stamp: float, settings, problems=()):
+        """Image `index` of `result` calibrated in place by the camera's scale (under
+        `settings`: OutputSettings) after fitting `anchors` ((N, 3) in the optical frame; K
+        (3, 3) the image's; `problems`: why sources gave nothing, each one line). Returns the
+        Calibration applied, None while the camera has none (then the result is as the model
+        made it)."""
+        if settings.metric_scale == "off":
+            self.reset()
+            return None
+        if result.coarse_depth is None:
+            raise ValueError("metric_scale fits the grid's depth: predict was not asked for it")
+        # A new head (bins, prompts, temperature) or geometry is another model's scale.
+        heads = result.head_keys
+        key = (heads[index] if heads else None, tuple(result.region), result.coarse_depth.shape)
+        if key != self._key:
+            self.tracker.reset()
+            self._key = key
+        anchors = np.asarray(anchors, np.float64).reshape(-1, 3)
+        self.anchors = len(anchors)
+        frame_fit = None
+        if len(anchors) and k is not None:
+            projection = project(
+                anchors, k, result.region, result.coarse_depth[index], result.bins_of(index)
+            )
+            frame_fit = fit(
+                projection,
+                settings.metric_scale,
+                settings.metric_scale_min_anchors,
+                (settings.metric_scale_min, settings.metric_scale_max),
+            )
+            depth = float(np.median(projection.z)) if len(projection.z) else 1.0
+            self.tracker.update(frame_fit, stamp, settings.metric_scale_half_life, depth)
+        if frame_fit is None:
+            self.reason = "; ".join(problems) or (
+                "no camera_info for the image" if k is None else "no anchors near the stamp"
+            )
+        else:
+            self.reason = frame_fit.reason if not frame_fit.fitted else ""
+        calibration = self.tracker.calibration(stamp, settings.metric_scale_half_life)
+        self.calibration = calibration
+        if calibration is None:
+            return None
+        bins = np.array(result.bins_of(index), np.float64)  # before apply moves them
+        calibration.apply(result, index)
+        if result.clearing_bins is None:
+            result.clearing_bins = np.tile(
+                np.asarray(result.bins, np.float32), (len(result.coarse_depth), 1)
+            )
+        result.clearing_bins[index] = calibration.lower_bins(bins)
+        return calibration
+
+    def withholds_clouds(self, settings) -> bool:
+        """metric_scale_require: no clouds (the depth goes out) until a first fit."""
+        return (
+            settings.metric_scale != "off"
+            and settings.metric_scale_require
+            and (self.calibration is None)
+        )
+
+    def verdict(self, settings) -> tuple | None:
+        """(level, message) of the health module's levels where the scale is at fault: ERROR
+        while on and never fitted (after a frame), WARN when the fit in use is older than
+        metric_scale_max_age; None when fine."""
+        if settings.metric_scale == "off" or self.tracker.last_fit is None and not self.reason:
+            return None
+        if self.calibration is None:
+            return ERROR, f"metric_scale never fitted: {self.reason or 'no fit yet'}"
+        if self.calibration.age > settings.metric_scale_max_age:
+            return WARN, (
+                f"metric_scale fit {self.calibration.age:.1f} s old: {self.reason or 'no fit'}"
+            )
+        return None
+
+    def words(self, settings) -> dict:
+        """The camera's metric_scale in diagnostics' key-value words."""
+        last = self.tracker.last_fit
+        values = {"metric scale mode": settings.metric_scale}
+        c = self.calibration
+        if c is not None:
+            values["metric scale"] = f"{c.scale:.4g} (log std {c.log_scale_std:.3g})"
+            values["metric shift (m)"] = f"{c.shift:.3g} (std {c.shift_std:.3g})"
+            values["metric fit age (s)"] = f"{c.age:.2f}"
+        if last is not None:
+            values["metric anchors received / in image / used / inliers"] = (
+                f"{last.received} / {last.in_image} / {last.used} / {last.inliers}"
+            )
+            values["metric median relative residual"] = f"{last.residual_median:.3g}"
+        values["metric fits rejected / restarts"] = (
+            f"{self.tracker.rejected} / {self.tracker.restarts}"
+        )
+        values["metric last reason not fitted"] = self.reason or "-"
+        return values

@@ -1,0 +1,110 @@
+"""The range data a frame is fitted to, collected alike by the node (from its subscriptions)
+and by depthclip-bag and depthclip-fleet (from the bag, in log order): each source's recent
+messages by stamp; for a frame, those nearest its stamp within metric_scale_slop, read as
+points and moved into the frame's optical frame (the image's frame_id) by the static
+transforms, and the floor's points for the source ground. NumPy only.
+
+Anchors never delay a frame: what is here when it is taken is used.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+
+import numpy as np
+
+from ..errors import AnchorError
+from ..messages import range_data
+from ..messages.camera_model import PinholeCamera
+from ..runtime.stamp_pairing import stamp_ns
+from .anchors import ground_points
+from .transforms import StaticTransforms
+
+KEEP = 20  # messages a source keeps: 2 s of a 10 Hz scan
+READERS = {"scan": range_data.scan_points, "points": range_data.cloud_points}
+
+
+class StampedMessages:
+    """A source's recent messages by stamp (one thread adds, another reads)."""
+
+    def __init__(self, keep: int = KEEP):
+        self._stamps, self._messages = [], []
+        self._keep = keep
+        self._lock = threading.Lock()
+        self.received = 0
+
+    def add(self, msg) -> None:
+        with self._lock:
+            self.received += 1
+            stamp = stamp_ns(msg.header.stamp)
+            at = bisect.bisect_right(self._stamps, stamp)
+            self._stamps.insert(at, stamp)
+            self._messages.insert(at, msg)
+            if len(self._stamps) > self._keep:  # the oldest stamp goes
+                del self._stamps[0], self._messages[0]
+
+    def nearest(self, stamp: int, slop_ns: int):
+        with self._lock:
+            at = bisect.bisect_left(self._stamps, stamp)
+            near = [i for i in (at - 1, at) if 0 <= i < len(self._stamps)]
+            if not near:
+                return None
+            best = min(near, key=lambda i: abs(self._stamps[i] - stamp))
+            return self._messages[best] if abs(self._stamps[best] - stamp) <= slop_ns else None
+
+
+class RangeSources:
+    """Every source's recent messages, and the static transforms: those of the
+    static_transforms parameter and any `add_transform`s (a bag's /tf_static)."""
+
+    def __init__(self):
+        self.messages = {name: StampedMessages() for name in READERS}
+        self._given = StaticTransforms()  # from /tf_static
+        self._parsed = (None, None)  # (static_transforms texts, their StaticTransforms)
+
+    def add_transform(self, transform) -> None:
+        self._given.add(transform)
+        self._parsed = (None, None)
+
+    def anchors(self, header, info, size: tuple, settings) -> tuple:
+        """(points (N, 3) in the optical frame of the image of `header`, K (3, 3) of that
+        image or None, [why a source gave nothing, one line each]); `info` is the image's
+        camera_info, `size` its (height, width)."""
+        problems, points = [], []
+        k = None
+        if info is not None:
+            try:
+                camera = PinholeCamera.from_camera_info(info).scaled_to(size[1], size[0])
+                fx, fy, cx, cy = camera.intrinsics()
+                k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+            except ValueError as exc:
+                problems.append(f"camera_info unusable: {exc}")
+        stamp, slop = stamp_ns(header.stamp), int(settings.metric_scale_slop * 1e9)
+        for name in settings.metric_scale_sources:
+            try:
+                if name == "ground":
+                    if k is not None:
+                        height, pitch = settings.ground_height, settings.ground_pitch
+                        points.append(ground_points(k, size, height, pitch))
+                    continue
+                msg = self.messages[name].nearest(stamp, slop)
+                if msg is None:
+                    problems.append(f"no {name} within {settings.metric_scale_slop:g} s")
+                    continue
+                own = READERS[name](msg)
+                transform = self._transforms(settings).lookup(header.frame_id, msg.header.frame_id)
+                points.append(transform.apply(own))
+            except AnchorError as exc:
+                problems.append(str(exc))
+        joined = np.concatenate(points) if points else np.zeros((0, 3))
+        return joined, k, problems
+
+    def _transforms(self, settings) -> StaticTransforms:
+        texts, parsed = self._parsed
+        if texts != settings.static_transforms:
+            parsed = settings.transforms()
+            for transform in self._given.all():
+                parsed.add(transform)
+            self._parsed = (settings.static_transforms, parsed)
+        return parsed

@@ -1,0 +1,39 @@
+"""metric_scale's range inputs of the node: `scan` (sensor_msgs/LaserScan) and `anchors/points`
+(PointCloud2), subscribed only while metric_scale is on and lists them; one scan serves every
+camera. What they receive goes to a RangeSources (the rule the bag tool shares)."""
+
+from __future__ import annotations
+
+from sensor_msgs.msg import LaserScan, PointCloud2
+
+from ..messages import topics
+from ..metric_scale.range_sources import RangeSources
+from .adaptive_input import AdaptiveInput
+
+SUBSCRIPTIONS = {"scan": (LaserScan, topics.SCAN), "points": (PointCloud2, topics.ANCHOR_POINTS)}
+
+
+class RangeInputs:
+    def __init__(self, node):
+        self.node = node
+        self.sources = RangeSources()
+        self._inputs = {}  # source -> AdaptiveInput, while subscribed
+
+    def update(self, settings) -> None:
+        """Subscribe to the sources metric_scale uses now, close the others; follow their
+        publishers' reliability (a lidar driver's is best effort)."""
+        wanted = set(settings.metric_scale_sources) if settings.metric_scale != "off" else set()
+        for name in list(self._inputs):
+            if name not in wanted:
+                self._inputs.pop(name).close()
+        for name in sorted(wanted & set(SUBSCRIPTIONS)):
+            if name not in self._inputs:
+                msg_type, topic = SUBSCRIPTIONS[name]
+                received = self.sources.messages[name].add
+                self._inputs[name] = AdaptiveInput(self.node, msg_type, topic, received, 10)
+            self._inputs[name].update()
+
+    def close(self) -> None:
+        for subscription in self._inputs.values():
+            subscription.close()
+        self._inputs = {}

@@ -1,0 +1,125 @@
+"""metric_scale in the node over real rclpy / DDS, tiny random CLIP: the depth put in the scale
+of metric anchors (a cloud on anchors/points, a LaserScan on scan through static_transforms),
+the clouds withheld until a first fit when asked, and diagnostics saying what the fit is."""
+
+import numpy as np
+from helpers import camera_info, encode, model_config, stamp, structured_image, wait_until
+from range_factory import LASER_TO_OPTICAL, anchors_at_the_cells, cloud_of, scan_of
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import running_node
+from sensor_msgs.msg import LaserScan, PointCloud2
+
+from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.messages import decoding
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+SIZE = dict(input_width=256, input_height=192)  # a 6 x 8 feature grid
+IMAGE = structured_image(240, 320)
+INFO = camera_info(width=320, height=240, fx=300.0, fy=300.0, cx=160.0, cy=120.0)
+K = np.array([[300.0, 0, 160.0], [0, 300.0, 120.0], [0, 0, 1]])
+
+
+def depth_of(tester, sec):
+    msg = tester.wait_for("depth/image", predicate=lambda m: m.header.stamp.sec == sec)[-1]
+    return decoding.depth_image_to_array(msg)
+
+
+def test_the_depth_takes_the_scale_of_a_cloud_and_clouds_wait_for_the_first_fit(
+    tiny_checkpoint, tmp_path
+):
+    """Anchors 1.5 times the model's own depth at every cell (the image's own frame): the
+    published depth is 1.5 times the core's (a scale fit from exact anchors). With
+    metric_scale_require, the frame before any anchor has its depth but no cloud."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **SIZE)).predict(IMAGE)
+    params = dict(
+        SIZE,
+        metric_scale="scale",
+        metric_scale_sources=["points"],
+        metric_scale_require=True,
+        camera_info_wait=0.0,
+    )
+    with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
+        anchors_pub = tester.node.create_publisher(PointCloud2, "anchors/points", RELIABLE)
+        tester.info_pub.publish(stamp(INFO, 1))
+        tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), 1))
+        np.testing.assert_allclose(depth_of(tester, 1), core.depth[0], rtol=1e-5)  # unscaled
+        wait_until(lambda: anchors_pub.get_subscription_count() > 0)
+        anchors_pub.publish(
+            cloud_of(anchors_at_the_cells(core, K, 1.5), 2, "camera_optical_frame")
+        )
+        wait_until(lambda: node.ranges.sources.messages["points"].received == 1)
+        tester.info_pub.publish(stamp(INFO, 2))
+        tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), 2))
+        np.testing.assert_allclose(depth_of(tester, 2), 1.5 * core.depth[0], rtol=1e-4)
+        clouds = tester.wait_for("points")
+        assert [c.header.stamp.sec for c in clouds] == [2]  # none before the first fit
+        values = {}
+
+        def scale_reported():
+            for msg in tester.received["/diagnostics"][-3:]:
+                for status in msg.status:
+                    values.update({kv.key: kv.value for kv in status.values})
+            return "metric scale" in values
+
+        wait_until(scale_reported)
+        assert values["metric scale"].startswith("1.5 ")
+        assert values["metric last reason not fitted"] == "-"
+
+
+def test_a_scan_through_static_transforms_with_parameters_changed_while_on(
+    tiny_checkpoint, tmp_path
+):
+    """metric_scale turned on at run time (the scan subscribed then); a scan whose returns lie
+    where a scene twice the model's depth is, through static_transforms: the depth comes out
+    doubled; the next frame without a scan keeps the fit and /diagnostics says why; a new
+    input size while on is another model's scale: the next scan's (3 times) taken at once."""
+    from rclpy.parameter import Parameter
+
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **SIZE)).predict(IMAGE)
+    params = dict(
+        SIZE,
+        metric_scale_sources=["scan"],
+        static_transforms=LASER_TO_OPTICAL,
+        metric_scale_min_anchors=5,
+    )
+    with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
+        scan_pub = tester.node.create_publisher(LaserScan, "scan", RELIABLE)
+
+        scans = node.ranges.sources.messages["scan"]
+
+        def frame(sec, scan=None):
+            if scan is not None:
+                before = scans.received
+                scan_pub.publish(scan)
+                wait_until(lambda: scans.received == before + 1)
+            tester.info_pub.publish(stamp(INFO, sec))
+            tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), sec))
+            return depth_of(tester, sec)
+
+        np.testing.assert_allclose(frame(1), core.depth[0], rtol=1e-5)  # off: the model's
+        assert node.set_parameters([Parameter("metric_scale", value="scale")])[0].successful
+        wait_until(lambda: scan_pub.get_subscription_count() > 0)
+        np.testing.assert_allclose(
+            frame(2, scan_of(core, K, 2.0, 2)), 2.0 * core.depth[0], rtol=1e-4
+        )
+        np.testing.assert_allclose(frame(3), 2.0 * core.depth[0], rtol=1e-4)  # no scan at 3
+        values = {}
+
+        def reason_reported():
+            for msg in tester.received["/diagnostics"][-3:]:
+                for status in msg.status:
+                    values.update({kv.key: kv.value for kv in status.values})
+            return values.get("metric last reason not fitted", "-") != "-"
+
+        wait_until(reason_reported)
+        assert values["metric last reason not fitted"] == "no scan within 0.05 s"
+        assert values["metric scale"].startswith("2 ")
+        larger = dict(input_width=384, input_height=288)
+        changes = [Parameter(k, value=v) for k, v in larger.items()]
+        assert node.set_parameters_atomically(changes).successful
+        wait_until(lambda: node.estimator.config.input_width == 384)
+        bigger = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **larger))
+        new = bigger.predict(IMAGE)
+        np.testing.assert_allclose(
+            frame(4, scan_of(new, K, 3.0, 4)), 3.0 * new.depth[0], rtol=1e-4
+        )

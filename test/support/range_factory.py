@@ -1,0 +1,139 @@
+"""Range data for metric_scale's tests, made from the model's own depth so that the answer is
+known: anchors `scale` times the model's depth, as a PointCloud2 at the feature cells' pixels or
+a LaserScan from a laser at the camera's optical centre in the image's middle row."""
+
+import numpy as np
+from helpers import stamp
+
+# The laser's frame to the camera's optical frame: camera_link is the laser's frame (REP 103:
+# x forward, y left, z up); the optical frame turned from it as every camera driver turns it.
+LASER_TO_OPTICAL = [
+    "0 0 0 0 0 0 laser camera_link",
+    "0 0 0 -1.5707963267948966 0 -1.5707963267948966 camera_link camera_optical_frame",
+]
+
+
+def intrinsics(info) -> np.ndarray:
+    return np.asarray(info.k, np.float64).reshape(3, 3)
+
+
+def anchors_at_the_cells(result, k, scale, index=0):
+    """Optical-frame points at the coarse cells' pixels, `scale` times the model's depth."""
+    u, v = result.coarse_pixel_coords()
+    z = scale * result.coarse_depth[index].astype(np.float64)
+    return np.stack([(u - k[0, 2]) * z / k[0, 0], (v - k[1, 2]) * z / k[1, 1], z], -1)
+
+
+def cloud_of(points, sec, frame, nanosec=0):
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    xyz = np.ascontiguousarray(points.reshape(-1, 3), np.float32)
+    fields = [
+        PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+        for i, n in enumerate("xyz")
+    ]
+    msg = PointCloud2(
+        height=1,
+        width=len(xyz),
+        fields=fields,
+        is_bigendian=False,
+        point_step=12,
+        row_step=12 * len(xyz),
+        data=xyz.tobytes(),
+        is_dense=True,
+    )
+    return stamp(msg, sec, nanosec, frame=frame)
+
+
+def model_depth_at(result, u, v, index=0):
+    """The coarse depth sampled at pixels (u, v) as the upsampling samples it."""
+    top, left, height, width = result.region
+    grid = result.coarse_depth[index].astype(np.float64)
+    rows = (v - top) * (grid.shape[0] - 1) / (height - 1)
+    cols = (u - left) * (grid.shape[1] - 1) / (width - 1)
+    r0 = np.minimum(np.floor(rows).astype(int), grid.shape[0] - 2)
+    c0 = np.minimum(np.floor(cols).astype(int), grid.shape[1] - 2)
+    fr, fc = rows - r0, cols - c0
+    return (
+        grid[r0, c0] * (1 - fr) * (1 - fc)
+        + grid[r0, c0 + 1] * (1 - fr) * fc
+        + grid[r0 + 1, c0] * fr * (1 - fc)
+        + grid[r0 + 1, c0 + 1] * fr * fc
+    )
+
+
+def scan_of(result, k, scale, sec, nanosec=0, index=0):
+    """A LaserScan (frame `laser`, LASER_TO_OPTICAL) at the camera's optical centre, its plane
+    the image's middle row: each ray returns where a scene `scale` times the model's depth is."""
+    from sensor_msgs.msg import LaserScan
+
+    increment = 0.02
+    half_view = np.arctan(k[0, 2] / k[0, 0]) - 0.02
+    angles = np.arange(-half_view, half_view, increment)
+    u = k[0, 2] - k[0, 0] * np.tan(angles)  # x_optical = -y_laser, z_optical = x_laser
+    z = scale * model_depth_at(result, u, np.full_like(u, k[1, 2]), index)
+    msg = LaserScan(
+        angle_min=float(angles[0]),
+        angle_max=float(angles[-1]),
+        angle_increment=increment,
+        range_min=0.05,
+        range_max=100.0,
+        ranges=(z / np.cos(angles)).astype(np.float32).tolist(),
+    )
+    return stamp(msg, sec, nanosec, frame="laser")
+
+
+def rosbags_scan(scan, store):
+    """The LaserScan as a rosbags message of `store` (what a bag's writer serialises)."""
+    types = store.types
+    header = types["std_msgs/msg/Header"](
+        stamp=types["builtin_interfaces/msg/Time"](
+            sec=scan.header.stamp.sec, nanosec=scan.header.stamp.nanosec
+        ),
+        frame_id=scan.header.frame_id,
+    )
+    return types["sensor_msgs/msg/LaserScan"](
+        header=header,
+        angle_min=scan.angle_min,
+        angle_max=scan.angle_max,
+        angle_increment=scan.angle_increment,
+        time_increment=0.0,
+        scan_time=0.0,
+        range_min=scan.range_min,
+        range_max=scan.range_max,
+        ranges=np.asarray(scan.ranges, np.float32),
+        intensities=np.zeros(0, np.float32),
+    )
+
+
+def rosbags_tf_static(texts, store):
+    """A tf2_msgs/TFMessage of `store` holding the static_transform_publisher `texts`."""
+    from depthclip_ros.metric_scale.transforms import parse_static_transform
+
+    types = store.types
+    stamped = []
+    for text in texts:
+        t = parse_static_transform(text)
+        r = t.rotation  # to a quaternion (w > 0 branch: the rotations here are under pi)
+        w = np.sqrt(max(1.0 + r[0, 0] + r[1, 1] + r[2, 2], 1e-12)) / 2
+        x, y, z = (
+            (r[2, 1] - r[1, 2]) / (4 * w),
+            (r[0, 2] - r[2, 0]) / (4 * w),
+            (r[1, 0] - r[0, 1]) / (4 * w),
+        )
+        stamped.append(
+            types["geometry_msgs/msg/TransformStamped"](
+                header=types["std_msgs/msg/Header"](
+                    stamp=types["builtin_interfaces/msg/Time"](sec=0, nanosec=0),
+                    frame_id=t.parent,
+                ),
+                child_frame_id=t.child,
+                transform=types["geometry_msgs/msg/Transform"](
+                    translation=types["geometry_msgs/msg/Vector3"](*map(float, t.translation)),
+                    rotation=types["geometry_msgs/msg/Quaternion"](
+                        x=float(x), y=float(y), z=float(z), w=float(w)
+                    ),
+                ),
+            )
+        )
+    return types["tf2_msgs/msg/TFMessage"](transforms=stamped)

@@ -1,0 +1,91 @@
+"""metric_scale through depthclip-bag: a bag recording a LaserScan beside the camera, the scan's
+frame given by static_transforms or by the bag's /tf_static: the depth in the scan's scale,
+equal to the node's fed by `ros2 bag play` of the same bag, frame by frame; the reasons a frame
+was not fitted among the tool's warnings."""
+
+import numpy as np
+import yaml
+from bag_factory import deserialize, frame_stamp, read_bag, write_bag
+from bag_player import play
+from helpers import model_config, structured_image
+from range_factory import LASER_TO_OPTICAL, rosbags_scan, rosbags_tf_static, scan_of
+from ros_harness import running_node
+from rosbags.typesys import Stores, get_typestore
+
+from depthclip_ros.bag import cli
+from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.messages import decoding
+
+FRAMES = 6
+WIDTH, HEIGHT = 320, 240
+K = np.array([[0.8 * WIDTH, 0, WIDTH / 2], [0, 0.8 * WIDTH, HEIGHT / 2], [0, 0, 1]])  # write_bag's
+MODEL = dict(input_width=256, input_height=192)  # a 6 x 8 feature grid
+COMMON = dict(
+    MODEL,
+    temperature=1.0,
+    metric_scale="scale",
+    metric_scale_sources=["scan"],
+    metric_scale_min_anchors=5,
+)
+
+
+def scale_of(frame):  # the scene's scale against the model drifts a little, frame by frame
+    return 1.5 + 0.03 * frame
+
+
+def write_scan_bag(path, results, tf_static=False, scans=FRAMES):
+    """write_bag's camera with a scan of each of the first `scans` frames, logged 50 ms before
+    its image (header stamps equal); `tf_static`: the laser's frame in /tf_static too."""
+    store = get_typestore(Stores.ROS2_KILTED)
+
+    def scan(i):
+        sec, nanosec = frame_stamp(i if i < scans else i - 10)  # later ones: stamps off by 1 s
+        return rosbags_scan(scan_of(results[i], K, scale_of(i), sec, nanosec), store)
+
+    extra = {"/scan": (store, "sensor_msgs/msg/LaserScan", scan)}
+    if tf_static:
+        tf = rosbags_tf_static(LASER_TO_OPTICAL, store)
+        extra["/tf_static"] = (store, "tf2_msgs/msg/TFMessage", lambda i: tf)
+    write_bag(path, frames=FRAMES, width=WIDTH, height=HEIGHT, extra=extra, extra_at=-50_000_000)
+
+
+def processed(tmp_path, bag, name, **params):
+    settings = dict(model=str(params.pop("model")), device="cpu", cache_dir=str(tmp_path / "c"))
+    settings.update(COMMON, **params)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": settings}}))
+    assert cli.main(["process", str(bag), str(tmp_path / name), "--params", str(path)]) == 0
+    messages = read_bag(tmp_path / name)[0]["/cam/depth/image"]
+    return [decoding.depth_image_to_array(deserialize(raw, kind)) for _, raw, kind in messages]
+
+
+def test_a_scan_in_a_bag_scales_the_depth_as_the_node_fed_by_bag_play(
+    tmp_path, tiny_checkpoint, capsys
+):
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
+    bag, with_tf = tmp_path / "scan_bag", tmp_path / "tf_bag"
+    write_scan_bag(bag, results, scans=FRAMES - 1)
+    write_scan_bag(with_tf, results, tf_static=True, scans=FRAMES - 1)
+    given = processed(
+        tmp_path, bag, "given", model=tiny_checkpoint, static_transforms=LASER_TO_OPTICAL
+    )
+    # The last frame's scan is a second off its stamp: it keeps the fit and says why.
+    assert "/cam/image_raw: metric_scale: no scan within 0.05 s" in capsys.readouterr().err
+    from_tf = processed(tmp_path, with_tf, "from_tf", model=tiny_checkpoint)
+    assert len(given) == FRAMES
+    # The first fit is the first frame's scale; later ones mix in the drifting scale.
+    np.testing.assert_allclose(given[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
+    for i in range(1, FRAMES):
+        ratio = np.nanmedian(given[i] / results[i].depth[0])
+        assert scale_of(0) < ratio < scale_of(i)
+    for a, b in zip(given, from_tf, strict=True):
+        np.testing.assert_array_equal(a, b)
+    remap = {"image": "/cam/image_raw", "camera_info": "/cam/camera_info"}
+    node_params = dict(COMMON, static_transforms=LASER_TO_OPTICAL)
+    with running_node(tiny_checkpoint, tmp_path, remappings=remap, **node_params) as (_, tester):
+        play(tester.node, bag, rate=0.25, wait_for_subscribers=("/cam/image_raw", "/scan"))
+        depth = tester.wait_for("depth/image", count=FRAMES, timeout=30)
+    node = [decoding.depth_image_to_array(m) for m in depth]
+    for from_bag, from_node in zip(given, node, strict=True):
+        np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
