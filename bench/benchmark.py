@@ -34,6 +34,7 @@ from depthclip_ros.tools.random_clip import save_random_checkpoint
 
 from .bag_bench import bench_bag_outputs, bench_bag_tool, bench_fleet
 from .measure import machine, table, timed
+from .metric_scale_bench import MODEL_WORDS, bench_metric_scale, nyu_samples, scene_samples
 from .node_bench import (
     FAIRNESS_INPUTS,
     bench_backends,
@@ -517,7 +518,17 @@ def bench_uncertainty(ckpt, reps=12):
 
 
 # The benchmark's sections, in the order a whole run prints them (--only picks some).
-SECTIONS = ("cpu-variants", "bags", "core", "node", "fairness", "cuda", "temporal", "eval")
+SECTIONS = (
+    "cpu-variants",
+    "bags",
+    "core",
+    "node",
+    "fairness",
+    "cuda",
+    "temporal",
+    "metric-scale",
+    "eval",
+)
 
 
 def sections(text: str) -> tuple:
@@ -542,8 +553,8 @@ def argument_parser() -> argparse.ArgumentParser:
         "OpenVINO; fp32, bf16, int8), bags (depthclip-bag and depthclip-fleet), core (the "
         "core's and the conversions' costs), node (the node, backends, several cameras, "
         "camera_info timing), fairness (three cameras served under overload), cuda (needs "
-        "CUDA), temporal (temporal_filter: still, pan, moving and slow object), eval "
-        "(default: all)",
+        "CUDA), temporal (temporal_filter: still, pan, moving and slow object), metric-scale "
+        "(metric_scale on synthetic model outputs of known truth), eval (default: all)",
     )
     p.add_argument(
         "--quick",
@@ -646,6 +657,8 @@ def run(args, disk: str) -> None:
         print_cuda_tables(ckpt, args)
     if "temporal" in only:
         print_temporal(ckpt, args)
+    if "metric-scale" in only:
+        print_metric_scale(args)
     if "eval" in only:
         print("## Offline evaluation\n")
         print(table(["data", "images/s"], bench_eval(ckpt, args.eval_images)))
@@ -667,6 +680,18 @@ def print_cpu_variants(ckpt, args) -> None:
         node=not args.skip_node,
     )
     print(table(*rows) + "\n")
+
+
+def print_metric_scale(args) -> None:
+    """metric_scale's fit on model outputs made from known truth (no CLIP runs)."""
+    samples = scene_samples()
+    found = NYU_SAMPLES.is_dir()
+    if found:
+        samples = nyu_samples(NYU_SAMPLES, 2 if args.quick else 4) + samples
+    print(f"## Metric scale ({MODEL_WORDS}; scale_shift, one frame, cpu)\n")
+    if not found:
+        print(f"NYU samples not found at {NYU_SAMPLES}: the built-in scenes only.\n")
+    print(table(*bench_metric_scale(samples, args.quick)) + "\n")
 
 
 def print_temporal(ckpt, args) -> None:

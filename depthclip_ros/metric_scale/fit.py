@@ -2,9 +2,9 @@
 
 Anchors (metric points in the camera's optical frame: x right, y down, z forward) are
 projected through K into the image; those in front of the camera and in the depth's region
-are kept, one per feature cell (the nearest to the camera: a lidar beside the camera sees
-behind the edges the camera sees). The model's depth at an anchor is the coarse grid sampled
-as the depth step's upsampling samples it (bilinear, align_corners): no full-resolution work.
+are kept, one per feature cell (the cell's median: its other rays outvote a stray return,
+and each cell counts once). The model's depth at an anchor is the coarse grid sampled as the
+depth step's upsampling samples it (bilinear, align_corners): no full-resolution work.
 Anchors at a depth edge (their four cells' depths apart by more than EDGE_RATIO) and where the
 model sits at its first or last bin (it cannot say how much nearer or farther) are left out.
 
@@ -80,11 +80,12 @@ def project(points, k, region: tuple, coarse: np.ndarray, bins) -> Projection:
     h, w = coarse.shape
     rows = (v - top) * ((h - 1) / max(height - 1, 1))
     cols = (u - left) * ((w - 1) / max(width - 1, 1))
-    # One anchor per cell, the nearest: sorted by depth, the first of each cell kept.
-    order = np.argsort(z, kind="stable")
-    cell = np.rint(rows[order]).astype(np.intp) * w + np.rint(cols[order]).astype(np.intp)
-    _, first = np.unique(cell, return_index=True)
-    keep = order[first]
+    # One anchor per cell, the one of median depth: a cell's rays outvote its stray returns
+    # (a person, a reflection) and every cell counts once however many rays it has.
+    cell = np.rint(rows).astype(np.intp) * w + np.rint(cols).astype(np.intp)
+    order = np.lexsort((z, cell))
+    _, first, counts = np.unique(cell[order], return_index=True, return_counts=True)
+    keep = order[first + (counts - 1) // 2]
     z, rows, cols, u, v = z[keep], rows[keep], cols[keep], u[keep], v[keep]
     corners, weights = _bilinear(rows, cols, h, w)
     values = coarse[corners[..., 0], corners[..., 1]]  # (n, 4)
@@ -178,11 +179,22 @@ def _none(mode, counts, used, reason) -> Fit:
 
 
 def _least_squares(design, weights) -> np.ndarray | None:
+    """The weighted least-squares parameters of design @ p = 1 (one or two columns: the normal
+    equations solved in closed form), None where they are degenerate."""
     a = design * weights[:, None]
     normal = a.T @ design
-    if np.linalg.cond(normal) > 1e12:
+    rhs = a.sum(axis=0)
+    if len(rhs) == 1:
+        return rhs / normal[0] if normal[0, 0] > 1e-12 else None
+    det = normal[0, 0] * normal[1, 1] - normal[0, 1] ** 2
+    if det <= 1e-9 * normal[0, 0] * normal[1, 1]:
         return None
-    return np.linalg.solve(normal, a.T @ np.ones(len(design)))
+    return np.array(
+        [
+            (normal[1, 1] * rhs[0] - normal[0, 1] * rhs[1]) / det,
+            (normal[0, 0] * rhs[1] - normal[0, 1] * rhs[0]) / det,
+        ]
+    )
 
 
 def _robust(design) -> tuple:
@@ -223,27 +235,33 @@ def _huber(design, params, start=None, rounds: int = 8):
 
 def _ransac(design) -> np.ndarray | None:
     """The hypothesis from minimal samples (seeded: a frame's fit is reproducible) that most
-    anchors agree with."""
+    anchors agree with, every hypothesis at once."""
     rng = np.random.default_rng(0)
-    size = design.shape[1]
-    best, best_count = None, 0
-    for _ in range(RANSAC_ROUNDS):
-        pick = rng.choice(len(design), size, replace=False)
-        params = _least_squares(design[pick], np.ones(size))
-        if params is None or params[0] <= 0:
-            continue
-        count = int(_agreeing(design, params).sum())
-        if count > best_count:
-            best, best_count = params, count
-    return best
+    n, size = design.shape
+    picks = np.stack([rng.choice(n, size, replace=False) for _ in range(RANSAC_ROUNDS)])
+    if size == 1:
+        hypotheses = 1.0 / design[picks[:, 0], :1]  # (rounds, 1)
+    else:
+        (a0, b0), (a1, b1) = design[picks[:, 0]].T, design[picks[:, 1]].T
+        det = a0 * b1 - a1 * b0
+        ok = np.abs(det) > 1e-12
+        det = np.where(ok, det, 1.0)
+        hypotheses = np.stack([(b1 - b0) / det, (a0 - a1) / det], axis=1)[ok]
+    hypotheses = hypotheses[np.isfinite(hypotheses).all(axis=1) & (hypotheses[:, 0] > 0)]
+    if not len(hypotheses):
+        return None
+    agreeing = np.abs(hypotheses @ design.T - 1.0) < INLIER_RELATIVE_ERROR  # (rounds, n)
+    return hypotheses[int(np.argmax(agreeing.sum(axis=1)))]
 
 
 def _parameter_stds(design, residuals) -> np.ndarray:
     """The parameters' standard deviations from the inliers' residuals (least squares)."""
-    dof = len(design) - design.shape[1]
+    n, size = design.shape
     normal = design.T @ design
-    if dof <= 0 or np.linalg.cond(normal) > 1e12:
+    det = np.linalg.det(normal)
+    if n <= size or det <= 1e-9 * np.prod(np.diag(normal)):
         return np.full(2, np.inf)
-    variance = float(residuals @ residuals) / dof
-    stds = np.sqrt(np.diag(np.linalg.inv(normal)) * variance)
-    return np.concatenate([stds, np.zeros(2 - len(stds))])
+    variance = float(residuals @ residuals) / (n - size)
+    inverse = np.diag([1 / normal[0, 0]]) if size == 1 else np.linalg.inv(normal)
+    stds = np.sqrt(np.diag(inverse) * variance)
+    return np.concatenate([stds, np.zeros(2 - size)])

@@ -302,12 +302,15 @@ def test_anchors_behind_outside_at_edges_and_at_the_last_bin_are_left_out():
     np.testing.assert_allclose(projection.model, projection.z)
 
 
-def test_one_anchor_per_cell_the_nearest():
+def test_one_anchor_per_cell_the_median_of_its_own():
+    """Three returns in one cell, one of them a stray nearer one (a person's leg): the cell's
+    anchor is the median; a cell of two takes the nearer."""
     coarse = np.full(GRID, 2.0)
-    near = np.array([[0.0, 0.0, 2.0]])
-    far = np.array([[0.0, 0.0, 5.0]])  # the same pixel, behind
-    projection = fit.project(np.concatenate([far, near]), K, REGION, coarse, BINS)
-    assert projection.in_image == 2 and projection.z.tolist() == [2.0]
+    same_pixel = np.array([[0.0, 0.0, 5.0], [0.0, 0.0, 1.2], [0.0, 0.0, 5.1]])
+    projection = fit.project(same_pixel, K, REGION, coarse, BINS)
+    assert projection.in_image == 3 and projection.z.tolist() == [5.0]
+    projection = fit.project(same_pixel[:2], K, REGION, coarse, BINS)
+    assert projection.z.tolist() == [1.2]
 
 
 # -- tracking and application ---------------------------------------------------------------

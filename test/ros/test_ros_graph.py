@@ -284,8 +284,9 @@ def test_a_100_hz_vga_camera_in_another_process_reaches_the_node(tiny_checkpoint
 
 @pytest.mark.parametrize("max_batch", [1, 3])
 def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path, max_batch):
-    """Offered 3 x 30 Hz while the model (a large input) takes far fewer frames: each
-    camera's output rate is within 20 % of the others'."""
+    """Offered 3 x 30 Hz while the model (a large input) takes far fewer frames: each camera
+    answered as often as the others, within 20 % or, on a machine so loaded that each gets a
+    few frames, within 2 frames (the windows' ends: a camera served last in one round)."""
     names = ("a", "b", "c")
     with node_process(
         tiny_checkpoint,
@@ -301,7 +302,7 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
     received = [report["cameras"][name]["received"] for name in names]
     offered = sum(report["cameras"][name]["sent"] for name in names)
     assert sum(received) < 0.8 * offered, received  # overloaded: frames had to be dropped
-    assert min(received) >= 0.8 * max(received), received
+    assert min(received) > 0 and max(received) - min(received) <= max(2, 0.2 * max(received))
     for name in names:  # each frame's cloud; most with its own camera_info, which a saturated
         # CPU delivers late (8 of 10 own seen with the suite's other worker beside it)
         infos, answered = report["cameras"][name]["camera_infos"], received[names.index(name)]

@@ -67,7 +67,7 @@ SHORT_RUN = [
 SECTION_RUNS = {
     "cpu-variants": ["CPU variants"],
     "bags": ["Bag tool", "Bag outputs", "Fleet"],
-    "core,fairness,cuda,temporal,eval": [
+    "core,fairness,cuda,temporal,metric-scale,eval": [
         "Core",
         "Options beyond the paper",
         "BatchNorm folding",
@@ -77,6 +77,7 @@ SECTION_RUNS = {
         "Conversions and cloud building per frame",
         "Fair service under overload",
         "Temporal filter",
+        "Metric scale",
         "Offline evaluation",
     ],
     "node": [
@@ -240,7 +241,7 @@ def test_benchmark_node():
 
 @pytest.mark.slow
 def test_benchmark_core_fairness_temporal_and_eval():
-    tables = bench_tables("core,fairness,cuda,temporal,eval")
+    tables = bench_tables("core,fairness,cuda,temporal,metric-scale,eval")
     core = tables["Core"]
     assert [(r["input"], r["flip"], r["batch"]) for r in core if r["device"] == "cpu"] == [
         ("544x416", "off", "1"),
@@ -288,6 +289,17 @@ def test_benchmark_core_fairness_temporal_and_eval():
             assert float(row["lag (frames)"]) <= 3
         else:
             assert row["lag (frames)"] == "nan"
+
+    from bench.benchmark import NYU_SAMPLES
+
+    metric = tables["Metric scale"]  # the NYU samples' rows where they are here, the scenes'
+    floors = [r for r in metric if r["anchors"] == "floor (camera height known)"]
+    assert [r["sample"] for r in floors] == ["scene corridor", "scene room", "scene near_wall"]
+    assert len(metric) == len(floors) + (2 * 5 * 2 if NYU_SAMPLES.is_dir() else 0)
+    for row in metric:  # fitted, its figures filled, or why not
+        if not row["AbsRel calibrated"].startswith("not fitted: "):
+            assert float(row["AbsRel calibrated"]) >= 0
+            assert float(row["fit and application (ms)"]) > 0
 
     (evaluation,) = tables["Offline evaluation"]
     assert float(evaluation["images/s"]) > 0
