@@ -75,13 +75,13 @@ class CameraScale:
         self.calibration = calibration
         if calibration is None:
             return None
-        bins = np.array(result.bins_of(index), np.float64)  # before apply moves them
-        calibration.apply(result, index)
-        if result.clearing_bins is None:
-            result.clearing_bins = np.tile(
-                np.asarray(result.bins, np.float32), (len(result.coarse_depth), 1)
+        if result.clearing_bins is None:  # each image's own bins (a scene's), before any moves
+            count = len(result.coarse_depth)
+            result.clearing_bins = np.stack(
+                [np.asarray(result.bins_of(i), np.float32) for i in range(count)]
             )
-        result.clearing_bins[index] = calibration.lower_bins(bins)
+        result.clearing_bins[index] = calibration.lower_bins(result.bins_of(index))
+        calibration.apply(result, index)
         return calibration
 
     def withholds_clouds(self, settings) -> bool:

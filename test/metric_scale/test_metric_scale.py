@@ -2,6 +2,7 @@
 points, the projection onto the feature grid, the robust fit and the tracker, on known truth
 (the built-in scenes' exact depth, a model output made from it with a known scale and shift)."""
 
+import dataclasses
 import types
 
 import numpy as np
@@ -447,3 +448,45 @@ def test_metric_scale_parameters_that_cannot_work_are_refused_in_one_line():
         dict(metric_scale="scale", metric_scale_sources="ground", ground_height=0.8)
     )
     assert ground.metric_scale_sources == ("ground",)  # one string as a one-item list
+
+
+def test_in_a_batch_each_image_keeps_its_own_scenes_bins_and_gets_its_own_scale():
+    """Two cameras in one forward under scene_bins auto (each image its scene's bins): the one
+    calibrated gets its bins moved and its clearing bins below them; the other keeps its own
+    scene's bins for both."""
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.estimator.depth_quantile import depth_quantile
+    from depthclip_ros.estimator.result import DepthResult
+    from depthclip_ros.metric_scale.camera_scale import CameraScale
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(len(BINS)), size=(2, *GRID)).transpose(0, 3, 1, 2)
+    image_bins = np.stack([BINS, BINS + 1.0]).astype(np.float32)
+    coarse = np.einsum("bkhw,bk->bhw", probs, image_bins).astype(np.float32)
+    result = DepthResult(
+        depth=None,
+        depth_std=None,
+        coarse_depth=coarse.copy(),
+        coarse_std=None,
+        bin_probs=probs.astype(np.float32),
+        bins=BINS.astype(np.float32),
+        region=REGION,
+        image_bins=image_bins.copy(),
+        head_keys=("a", "b"),
+    )
+    u, v = np.meshgrid(*(np.linspace(0, n - 1, c) for n, c in ((640, GRID[1]), (480, GRID[0]))))
+    z = 2.0 * coarse[0].astype(np.float64)
+    anchors = np.stack([(u - CX) * z / FX, (v - CY) * z / FY, z], -1).reshape(-1, 3)
+    settings = OutputSettings(metric_scale="scale", metric_scale_min_anchors=5)
+    bins_of_b = result.bins_of(1).copy()
+    calibration = CameraScale().apply(result, 0, anchors, K, 0.0, settings)
+    assert calibration.scale == pytest.approx(2.0, rel=1e-6)
+    np.testing.assert_allclose(result.bins_of(0), 2.0 * BINS, rtol=1e-6)
+    assert np.all(result.clearing_bins_of(0) <= result.bins_of(0))
+    np.testing.assert_array_equal(result.bins_of(1), bins_of_b)
+    np.testing.assert_array_equal(result.clearing_bins_of(1), bins_of_b)
+    rows, cols = np.arange(0, 480, 40), np.arange(0, 640, 40)
+    np.testing.assert_array_equal(  # the other image's clearing: its own scene's bins
+        depth_quantile(result, 1, 0.5, rows, cols),
+        depth_quantile(dataclasses.replace(result, clearing_bins=None), 1, 0.5, rows, cols),
+    )
