@@ -49,21 +49,27 @@ RAY_TESTS = (
 )
 
 
-def uses_a_module_fixture(item) -> bool:
-    """Whether `item` takes a module-scoped fixture (an export, an emulated run's graphs)."""
-    info = getattr(item, "_fixtureinfo", None)
-    defs = info.name2fixturedefs.values() if info else ()
-    return any(d[-1].scope == "module" for d in defs if d)
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which would answer first
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup's intent, done by node id: pytest-xdist 3.8 reads xdist_group marks into
+    node ids that pytest 9 no longer uses (`Node._nodeid`), so marked tests went to any worker.
+    Here the tests that start a local Ray are one unit of work (one worker, one at a time);
+    every other test is its own, handed out in collection order (the slow ones first)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RayTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "ray" if any(name in nodeid for name in RAY_TESTS) else nodeid
+
+    return RayTestsTogether(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:  # everything under test/ros/ talks to rclpy
         if ROS_TESTS in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.ros)
-        if any(name in item.nodeid for name in RAY_TESTS):
-            item.add_marker(pytest.mark.xdist_group("ray"))
-        elif uses_a_module_fixture(item):  # on one worker, which builds the fixture once
-            item.add_marker(pytest.mark.xdist_group(f"module {item.module.__name__}"))
     if config.getoption("--ros-only"):
         selected = [item for item in items if item.get_closest_marker("ros")]
         config.hook.pytest_deselected(items=[i for i in items if i not in selected])

@@ -5,11 +5,13 @@ The graphs are the tiny CLIP's, exported here; each emulated run loads them as a
 Depth is compared, never speed (emulation says nothing of speed)."""
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from emulated_cpus import AARCH64_PI5, X86_AVX2
-from helpers import structured_image
+from helpers import built_once, structured_image
 
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import preset_configs
@@ -40,25 +42,24 @@ def config_for(graphs, name):
 @pytest.fixture(scope="module")
 def graphs(tiny_checkpoint, tmp_path_factory):
     """fp32, int8 (7-bit weights) and 8-bit int8 graphs of the tiny CLIP, and the frames."""
-    folder = tmp_path_factory.mktemp("emulated")
-    cache = str(folder / "cache")
-    config = DepthClipConfig(**CONFIG, model=tiny_checkpoint, cache_dir=cache)
-    fp32 = folder / "fp32.onnx"
-    export(config, fp32, None, preset_configs())
-    calibration = [structured_image(*SIZE, seed=s) for s in range(8)]
-    int8 = folder / "int8.onnx"
-    quantization.export_int8(config, int8, calibration, "test frames", None, preset_configs())
-    old = folder / "int8_8bit.onnx"  # as exported before 7-bit weights
-    quantization.export_int8(config, old, calibration, "test frames", None, (), weight_bits=8)
-    frames = folder / "frames.npz"
-    np.savez(frames, frames=bright_and_dark_frames())
+
+    def build(folder):
+        config = DepthClipConfig(**CONFIG, model=tiny_checkpoint, cache_dir=str(folder / "cache"))
+        export(config, folder / "fp32.onnx", None, preset_configs())
+        calibration = [structured_image(*SIZE, seed=s) for s in range(8)]
+        int8, old = folder / "int8.onnx", folder / "int8_8bit.onnx"  # old: before 7-bit weights
+        quantization.export_int8(config, int8, calibration, "test frames", None, preset_configs())
+        quantization.export_int8(config, old, calibration, "test frames", None, (), weight_bits=8)
+        np.savez(folder / "frames.npz", frames=bright_and_dark_frames())
+
+    folder = built_once(tmp_path_factory, "emulated-cpus", build)
     return {
         "folder": folder,
-        "cache": cache,
-        "frames": frames,
-        "fp32": fp32,
-        "int8": int8,
-        "int8_8bit": old,
+        "cache": str(folder / "cache"),
+        "frames": folder / "frames.npz",
+        "fp32": folder / "fp32.onnx",
+        "int8": folder / "int8.onnx",
+        "int8_8bit": folder / "int8_8bit.onnx",
     }
 
 
@@ -67,7 +68,7 @@ def run_emulated(cpu, graphs, runs):
     reason = cpu.unavailable()
     if reason:
         pytest.skip(f"{cpu.name} not emulated here: {reason}")
-    folder = graphs["folder"]
+    folder = Path(tempfile.mkdtemp(dir=graphs["folder"]))  # this run's own, beside the graphs
     out = folder / f"{cpu.qemu}.npz"
     spec = folder / f"{cpu.qemu}.json"
     spec.write_text(

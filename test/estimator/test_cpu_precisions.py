@@ -13,7 +13,13 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from helpers import copy_of_export, exported_before_the_parts, model_config, structured_image
+from helpers import (
+    built_once,
+    copy_of_export,
+    exported_before_the_parts,
+    model_config,
+    structured_image,
+)
 
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import preset_configs
@@ -64,22 +70,27 @@ def int8_graph(tiny_checkpoint, tmp_path_factory):
     """The tiny CLIP's int8 graph (tiny_config's), calibrated on 8 structured frames (2 held
     out), and the frames: exported once for the tests here, which read it and write beside
     their own copies."""
-    folder = tmp_path_factory.mktemp("int8")
-    config = model_config(tiny_checkpoint, folder / "cache", input_width=128, input_height=96)
     shots = frames(8)
-    path = folder / "int8.onnx"
-    quantization.export_int8(config, path, shots, "test frames", None, preset_configs())
-    return path, shots
+
+    def build(folder):
+        config = model_config(tiny_checkpoint, folder / "cache", input_width=128, input_height=96)
+        quantization.export_int8(
+            config, folder / "int8.onnx", shots, "test frames", None, preset_configs()
+        )
+
+    return built_once(tmp_path_factory, "cpu-precisions-int8", build) / "int8.onnx", shots
 
 
 @pytest.fixture(scope="module")
 def exported_fp32(tiny_checkpoint, tmp_path_factory):
     """tiny_config's fp32 graph as depthclip-export writes it, exported once for the tests
     here."""
-    folder = tmp_path_factory.mktemp("fp32")
-    config = model_config(tiny_checkpoint, folder / "cache", input_width=128, input_height=96)
-    export(config, folder / "fp32.onnx")
-    return folder / "fp32.onnx"
+
+    def build(folder):
+        config = model_config(tiny_checkpoint, folder / "cache", input_width=128, input_height=96)
+        export(config, folder / "fp32.onnx")
+
+    return built_once(tmp_path_factory, "cpu-precisions-fp32", build) / "fp32.onnx"
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 from helpers import (
+    built_once,
     copy_of_export,
     encode,
     model_config,
@@ -50,8 +51,8 @@ def export_and_load(config, path, image_size=None, reference=True):
 
 
 # The tests below that need the tiny model's default graph (any size, 128x96 network input) share
-# one export of it per module, fp32 and fp16, each test on its own copy: an export is seconds of
-# tracing, and the tests that check the export itself still export.
+# one export of it per test run, fp32 and fp16, each test on its own copy: an export is seconds
+# of tracing, and the tests that check the export itself still export.
 SMALL_INPUT = dict(input_width=128, input_height=96)
 
 
@@ -59,18 +60,21 @@ SMALL_INPUT = dict(input_width=128, input_height=96)
 def exported_default(tiny_checkpoint, tmp_path_factory):
     """The default graph as depthclip-export writes it: the shipped presets' text features and
     the reference frames beside."""
-    folder = tmp_path_factory.mktemp("default_graph")
-    config = model_config(tiny_checkpoint, folder / "cache", **SMALL_INPUT)
-    export.export(config, folder / "m.onnx", prompt_configs=preset_configs())
-    return folder / "m.onnx"
+
+    def build(folder):
+        config = model_config(tiny_checkpoint, folder / "cache", **SMALL_INPUT)
+        export.export(config, folder / "m.onnx", prompt_configs=preset_configs())
+
+    return built_once(tmp_path_factory, "onnx-runtime-default", build) / "m.onnx"
 
 
 @pytest.fixture(scope="module")
 def exported_default_fp16(tiny_checkpoint, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("default_fp16_graph")
-    config = model_config(tiny_checkpoint, folder / "cache", precision="fp16", **SMALL_INPUT)
-    export.export(config, folder / "fp16.onnx")
-    return folder / "fp16.onnx"
+    def build(folder):
+        config = model_config(tiny_checkpoint, folder / "cache", precision="fp16", **SMALL_INPUT)
+        export.export(config, folder / "fp16.onnx")
+
+    return built_once(tmp_path_factory, "onnx-runtime-default-fp16", build) / "fp16.onnx"
 
 
 def assert_same_result(torch_result, onnx_result):

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-from helpers import exported_before_the_parts, structured_image
+from helpers import built_once, exported_before_the_parts, structured_image
 from onnx_runtime_stand_in import (
     MISSING_PROFILE,
     TENSORRT_LIBRARIES_MISSING,
@@ -48,18 +48,21 @@ def any_size_graph(tiny_checkpoint, tmp_path_factory):
     """A tiny any-size graph (its preprocessing resizes with antialiasing) and its config."""
     from depthclip_ros.config.parameters import DepthClipConfig
 
-    folder = tmp_path_factory.mktemp("gpu")
-    config = DepthClipConfig(
-        model=tiny_checkpoint,
-        device="cpu",
-        cache_dir=str(folder / "cache"),
-        temperature=1.0,
-        input_width=NETWORK[1],
-        input_height=NETWORK[0],
-    )
-    path = folder / "m.onnx"
-    export.export(config, path)
-    return config, path
+    def config_in(folder):
+        return DepthClipConfig(
+            model=tiny_checkpoint,
+            device="cpu",
+            cache_dir=str(folder / "cache"),
+            temperature=1.0,
+            input_width=NETWORK[1],
+            input_height=NETWORK[0],
+        )
+
+    def build(folder):
+        export.export(config_in(folder), folder / "m.onnx")
+
+    folder = built_once(tmp_path_factory, "onnx-runtime-gpu", build)
+    return config_in(folder), folder / "m.onnx"
 
 
 @pytest.fixture

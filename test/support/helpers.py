@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import resource
+import shutil
 import struct
 import subprocess
 import time
@@ -212,7 +213,6 @@ def model_config(checkpoint, cache_dir, **changes):
 def copy_of_export(graph, out):
     """A copy at `out` of an exported graph with what depthclip-export writes beside it (its
     text features, its reference frames); returns `out`."""
-    import shutil
 
     from depthclip_ros.estimator.text_cache import exported_text_dir
     from depthclip_ros.graph_runtimes.reference_frames import reference_path
@@ -223,3 +223,21 @@ def copy_of_export(graph, out):
     if reference_path(graph).exists():
         shutil.copyfile(reference_path(graph), reference_path(out))
     return out
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder `name` filled by `build(folder)` once for the whole test run: the pytest-xdist
+    workers share it (the first to need it builds it under a lock, the others wait and reuse
+    it). For what every worker would otherwise build alike: an export, a quantization."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's folder
+    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
