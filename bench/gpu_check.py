@@ -228,7 +228,7 @@ def bag_and_fleet(ckpt, device: str = "cuda", frames_in_bag: int = 600) -> tuple
         "depthclip_ros.bag.cli", "process", folder / "archive" / "run0", folder / "out", *argv
     )
     bag_rate = frames_in_bag / float(re.search(r"copied, ([0-9.]+) s", out).group(1))
-    rows = [["depthclip-bag process (batch 1)", f"{bag_rate:.0f}"]]
+    rows = [["depthclip-bag process (batch 1)", f"{bag_rate:.3g}"]]
     fleet_rate = None
     if importlib.util.find_spec("ray") is None:
         rows.append(["depthclip-fleet, 1 worker", "not run: ray is not installed here"])
@@ -245,7 +245,7 @@ def bag_and_fleet(ckpt, device: str = "cuda", frames_in_bag: int = 600) -> tuple
             *argv,
         )
         fleet_rate = float(re.search(r"start-up excluded\) \| ([0-9.]+)", out).group(1))
-        rows.append(["depthclip-fleet, 1 worker", f"{fleet_rate:.0f}"])
+        rows.append(["depthclip-fleet, 1 worker", f"{fleet_rate:.3g}"])
     head = [f"tool ({frames_in_bag} VGA frames, MCAP)", "frames/s, start-up excluded"]
     return head, rows, bag_rate
 

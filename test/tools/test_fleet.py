@@ -296,14 +296,15 @@ def test_killed_model_worker_is_replaced_and_its_bag_retried(tmp_path, params_fi
         archive, "--out", outdir, "--bags-in-flight", 1, params_file=params_file, wait=False
     )
     try:
-        wait_until(lambda: manifest_lines(outdir), timeout=120)
+        # A guard: Ray's start and a first bag took over 120 s beside a CPU-bound process.
+        wait_until(lambda: manifest_lines(outdir), timeout=600)
         (victim,) = model_worker_pids(process.pid)
         # Stopped, the worker holds the forward the next bag is waiting for: killing it then
         # loses a forward in flight (the case the retry is for), not an idle process.
         os.kill(victim, signal.SIGSTOP)
         time.sleep(1.0)
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: set(model_worker_pids(process.pid)) - {victim}, timeout=120)
+        wait_until(lambda: set(model_worker_pids(process.pid)) - {victim}, timeout=600)
         out, err = process.communicate(timeout=300)
     finally:
         stop(process)
@@ -332,7 +333,8 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path, param
         start_new_session=True,  # its own process group, as a shell gives a command
     )
     try:
-        wait_until(lambda: manifest_lines(outdir), timeout=120)
+        # A guard: Ray's start and a first bag took over 120 s beside a CPU-bound process.
+        wait_until(lambda: manifest_lines(outdir), timeout=600)
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         out, err = process.communicate(timeout=120)
     finally:
