@@ -112,7 +112,7 @@ def test_defaults_answer_and_ctrl_c_ends_every_process(source, prefix, tmp_path)
         # The console script colcon installed, where `ros2 run` finds it.
         assert str(prefix / "lib" / "depthclip_ros" / "depthclip_node").encode() in command
         launched.interrupt()
-        assert launched.wait_group_gone(15), launched.output[-3000:]
+        assert launched.wait_group_gone(30), launched.output[-3000:]
         assert launched.proc.returncode == 0, launched.output[-3000:]
     no_trouble(launched.output)
     assert "[depthclip_node-1]: process has finished cleanly" in launched.output
@@ -139,7 +139,7 @@ def test_a_script_or_a_service_stops_every_process(source, prefix, tmp_path, sto
 
         wait_until(lambda: active() == "active", timeout=START)
         getattr(launched, stop)()
-        assert launched.wait_group_gone(15), launched.output[-3000:]
+        assert launched.wait_group_gone(30), launched.output[-3000:]
     assert "Traceback" not in launched.output, launched.output[-3000:]
     if stop != "terminate_group":
         cancelled = LAUNCH_RUN_TASK_CANCELLED in launched.output
@@ -256,7 +256,7 @@ def test_rviz_starts_beside_the_node_with_the_packages_config(source, prefix, tm
         # Stopping, for the first tenth of a second of a Python node's start).
         wait_until(lambda: "depthclip]: active: " in launched.output, timeout=START)
         launched.interrupt()
-        assert launched.wait_group_gone(15), launched.output[-3000:]
+        assert launched.wait_group_gone(30), launched.output[-3000:]
     share = prefix / "share" / "depthclip_ros"
     assert argv[:4] == ["-d", str(share / "config" / "depthclip.rviz"), "-f", "base_link"]
     assert "__ns:=/front" in argv and "__node:=rviz2" in argv
