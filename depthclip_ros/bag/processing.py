@@ -174,7 +174,7 @@ class BagProcessor:
                 self.range_topics[conn.topic]
             ):
                 msg = self._deserialize(raw, conn, timestamp)
-                self.ranges.messages[self.range_topics[conn.topic]].add(msg)
+                self.ranges.add(self.range_topics[conn.topic], msg)
             elif conn.topic in by_image:
                 camera = by_image[conn.topic]
                 chunk.images += 1

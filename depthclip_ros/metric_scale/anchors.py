@@ -11,12 +11,6 @@ import numpy as np
 from ..errors import AnchorError
 
 
-def finite_points(points) -> np.ndarray:
-    """(N, 3) points with a NaN or inf coordinate left out (a cloud's no-return points)."""
-    points = np.asarray(points, np.float64).reshape(-1, 3)
-    return points[np.isfinite(points).all(axis=1)]
-
-
 def depth_image_points(depth: np.ndarray, k: np.ndarray, stride: int = 1) -> np.ndarray:
     """A depth image registered to the camera (float metres; 0 and NaN: no depth), every
     `stride`-th pixel with depth, back-projected through K into the camera's optical frame."""

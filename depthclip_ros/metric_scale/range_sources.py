@@ -9,7 +9,6 @@ Anchors never delay a frame: what is here when it is taken is used.
 
 from __future__ import annotations
 
-import bisect
 import threading
 
 import numpy as np
@@ -17,41 +16,12 @@ import numpy as np
 from ..errors import AnchorError
 from ..messages import range_data
 from ..messages.camera_model import PinholeCamera
-from ..runtime.stamp_pairing import stamp_ns
+from ..runtime.stamp_pairing import StampIndex
 from .anchors import ground_points
 from .transforms import StaticTransforms
 
-KEEP = 20  # messages a source keeps: 2 s of a 10 Hz scan
+KEEP = 20  # messages a source keeps (the newest arrivals): 2 s of a 10 Hz scan
 READERS = {"scan": range_data.scan_points, "points": range_data.cloud_points}
-
-
-class StampedMessages:
-    """A source's recent messages by stamp (one thread adds, another reads)."""
-
-    def __init__(self, keep: int = KEEP):
-        self._stamps, self._messages = [], []
-        self._keep = keep
-        self._lock = threading.Lock()
-        self.received = 0
-
-    def add(self, msg) -> None:
-        with self._lock:
-            self.received += 1
-            stamp = stamp_ns(msg.header.stamp)
-            at = bisect.bisect_right(self._stamps, stamp)
-            self._stamps.insert(at, stamp)
-            self._messages.insert(at, msg)
-            if len(self._stamps) > self._keep:  # the oldest stamp goes
-                del self._stamps[0], self._messages[0]
-
-    def nearest(self, stamp: int, slop_ns: int):
-        with self._lock:
-            at = bisect.bisect_left(self._stamps, stamp)
-            near = [i for i in (at - 1, at) if 0 <= i < len(self._stamps)]
-            if not near:
-                return None
-            best = min(near, key=lambda i: abs(self._stamps[i] - stamp))
-            return self._messages[best] if abs(self._stamps[best] - stamp) <= slop_ns else None
 
 
 class RangeSources:
@@ -59,9 +29,17 @@ class RangeSources:
     static_transforms parameter and any `add_transform`s (a bag's /tf_static)."""
 
     def __init__(self):
-        self.messages = {name: StampedMessages() for name in READERS}
+        self._messages = {name: StampIndex(KEEP) for name in READERS}
+        self.received = dict.fromkeys(READERS, 0)  # messages added, by source
+        self._lock = threading.Lock()  # the node's executor adds, its worker reads
         self._given = StaticTransforms()  # from /tf_static
         self._parsed = (None, None)  # (static_transforms texts, their StaticTransforms)
+
+    def add(self, name: str, msg) -> None:
+        """A message of source `name` (a key of READERS)."""
+        with self._lock:
+            self._messages[name].add(msg)
+            self.received[name] += 1
 
     def add_transform(self, transform) -> None:
         self._given.add(transform)
@@ -80,7 +58,6 @@ class RangeSources:
                 k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
             except ValueError as exc:
                 problems.append(f"camera_info unusable: {exc}")
-        stamp, slop = stamp_ns(header.stamp), int(settings.metric_scale_slop * 1e9)
         for name in settings.metric_scale_sources:
             try:
                 if name == "ground":
@@ -88,7 +65,8 @@ class RangeSources:
                         height, pitch = settings.ground_height, settings.ground_pitch
                         points.append(ground_points(k, size, height, pitch))
                     continue
-                msg = self.messages[name].nearest(stamp, slop)
+                with self._lock:
+                    msg = self._messages[name].nearest(header.stamp, settings.metric_scale_slop)
                 if msg is None:
                     problems.append(f"no {name} within {settings.metric_scale_slop:g} s")
                     continue

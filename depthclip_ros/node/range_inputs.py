@@ -4,6 +4,8 @@ camera. What they receive goes to a RangeSources (the rule the bag tool shares).
 
 from __future__ import annotations
 
+import functools
+
 from sensor_msgs.msg import LaserScan, PointCloud2
 
 from ..messages import topics
@@ -29,7 +31,7 @@ class RangeInputs:
         for name in sorted(wanted & set(SUBSCRIPTIONS)):
             if name not in self._inputs:
                 msg_type, topic = SUBSCRIPTIONS[name]
-                received = self.sources.messages[name].add
+                received = functools.partial(self.sources.add, name)
                 self._inputs[name] = AdaptiveInput(self.node, msg_type, topic, received, 10)
             self._inputs[name].update()
 

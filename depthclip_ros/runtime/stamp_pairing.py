@@ -59,8 +59,9 @@ def pairing_warnings(image_header, info, exact: bool) -> PairingWarnings:
     return PairingWarnings(fallback, frame_id)
 
 
-class CameraInfoIndex:
-    """camera_infos by stamp (the `keep` newest, or all) and the latest one of each image size.
+class StampIndex:
+    """Values by their message's header stamp, the `keep` newest arrivals (or all): the nearest
+    to a stamp within a slop (camera_infos here, metric_scale's range data). Not locked.
 
     `value` is what a lookup returns: the message itself by default (the bag tool keeps the raw
     bytes and deserializes only the camera_info it uses).
@@ -71,17 +72,14 @@ class CameraInfoIndex:
         self._stamps = []  # sorted stamps (ns)
         self._by_stamp = {}  # stamp (ns) -> value
         self._order = collections.deque()  # stamps in arrival order, to forget the oldest
-        self._latest_by_size = {}  # (width, height) or None -> value
 
-    def add(self, info, value=None) -> None:
-        value = info if value is None else value
-        key = stamp_ns(info.header.stamp)
+    def add(self, msg, value=None) -> None:
+        value = msg if value is None else value
+        key = stamp_ns(msg.header.stamp)
         if key not in self._by_stamp:
             bisect.insort(self._stamps, key)
             self._order.append(key)
         self._by_stamp[key] = value
-        self._latest_by_size.pop(described_size(info), None)  # newest last: insertion order
-        self._latest_by_size[described_size(info)] = value
         while self._keep is not None and len(self._order) > self._keep:
             old = self._order.popleft()
             del self._by_stamp[old]
@@ -96,6 +94,20 @@ class CameraInfoIndex:
             return None
         best = min(near, key=lambda s: abs(s - key))
         return self._by_stamp[best] if abs(best - key) <= slop * 1e9 else None
+
+
+class CameraInfoIndex(StampIndex):
+    """camera_infos by stamp (StampIndex) and the latest one of each image size."""
+
+    def __init__(self, keep: int | None = None):
+        super().__init__(keep)
+        self._latest_by_size = {}  # (width, height) or None -> value
+
+    def add(self, info, value=None) -> None:
+        super().add(info, value)
+        value = info if value is None else value
+        self._latest_by_size.pop(described_size(info), None)  # newest last: insertion order
+        self._latest_by_size[described_size(info)] = value
 
     def latest_for(self, size: tuple):
         """The newest camera_info of an image of `size` (width, height), or of an unset size."""

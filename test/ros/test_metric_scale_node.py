@@ -47,7 +47,7 @@ def test_the_depth_takes_the_scale_of_a_cloud_and_clouds_wait_for_the_first_fit(
         anchors_pub.publish(
             cloud_of(anchors_at_the_cells(core, K, 1.5), 2, "camera_optical_frame")
         )
-        wait_until(lambda: node.ranges.sources.messages["points"].received == 1)
+        wait_until(lambda: node.ranges.sources.received["points"] == 1)
         tester.info_pub.publish(stamp(INFO, 2))
         tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), 2))
         np.testing.assert_allclose(depth_of(tester, 2), 1.5 * core.depth[0], rtol=1e-4)
@@ -85,13 +85,13 @@ def test_a_scan_through_static_transforms_with_parameters_changed_while_on(
     with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
         scan_pub = tester.node.create_publisher(LaserScan, "scan", RELIABLE)
 
-        scans = node.ranges.sources.messages["scan"]
+        sources = node.ranges.sources
 
         def frame(sec, scan=None):
             if scan is not None:
-                before = scans.received
+                before = sources.received["scan"]
                 scan_pub.publish(scan)
-                wait_until(lambda: scans.received == before + 1)
+                wait_until(lambda: sources.received["scan"] == before + 1)
             tester.info_pub.publish(stamp(INFO, sec))
             tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), sec))
             return depth_of(tester, sec)
