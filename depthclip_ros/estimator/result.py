@@ -114,6 +114,15 @@ class DepthResult:
             self, **{f: getattr(self, f).copy() if f in fields else None for f in OUTPUT_FIELDS}
         )
 
+    def writable(self, names=OUTPUT_FIELDS) -> None:
+        """Each of the arrays `names` writable: a read-only one (Ray hands arrays back from
+        another process read-only) replaced by its copy. For the rules that write a result in
+        place (temporal_filter, metric_scale)."""
+        for name in names:
+            array = getattr(self, name)
+            if array is not None and not array.flags.writeable:
+                setattr(self, name, array.copy())
+
     def bins_of(self, index: int) -> np.ndarray:
         return self.bins if self.image_bins is None else self.image_bins[index]
 

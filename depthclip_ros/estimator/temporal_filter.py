@@ -181,15 +181,6 @@ def _channel_max(a: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2])
 
 
-def _writable(result) -> None:
-    """The result's arrays the filter writes, each writable (a read-only one, as Ray hands
-    arrays back from another process, replaced by its copy)."""
-    for name in ("depth", "depth_std", "coarse_depth", "coarse_std", "bin_probs"):
-        array = getattr(result, name)
-        if array is not None and not array.flags.writeable:
-            setattr(result, name, array.copy())
-
-
 def _fine_array(result, size: tuple) -> np.ndarray:
     """(B, H, W) float32 for a full-resolution array the filter makes: NaN outside the region;
     inside, each image's own filter writes its row."""
@@ -244,7 +235,7 @@ class TemporalFilter:
             )
         if result.head_keys is None:
             raise ValueError("temporal_filter needs the result's head_keys (the estimator's)")
-        _writable(result)
+        result.writable()
         mean = result.coarse_depth[index]  # (h, w): the cells fused
         measure_colours, upsample = self._measures(result.region, mean.shape)
         colours = measure_colours(image)

@@ -53,8 +53,9 @@ class Calibration:
         s, t = np.float32(self.scale), np.float32(self.shift)
         var_s = np.float32((self.scale * self.log_scale_std) ** 2)
         var_t = np.float32(self.shift_std**2)
+        result.writable(("depth", "depth_std", "coarse_depth", "coarse_std", "image_bins"))
         for depth_name, std_name in (("depth", "depth_std"), ("coarse_depth", "coarse_std")):
-            depth, std = (_writable(result, name) for name in (depth_name, std_name))
+            depth, std = getattr(result, depth_name), getattr(result, std_name)
             if depth is None:
                 continue
             if std is not None:
@@ -64,17 +65,7 @@ class Calibration:
         bins = np.asarray(result.bins, np.float32)
         if result.image_bins is None:
             result.image_bins = np.tile(bins, (len(result.coarse_depth), 1))
-        elif not result.image_bins.flags.writeable:
-            result.image_bins = result.image_bins.copy()
         result.image_bins[index] = self.bins(result.image_bins[index])
-
-
-def _writable(result, name):
-    array = getattr(result, name)
-    if array is not None and not array.flags.writeable:
-        array = array.copy()
-        setattr(result, name, array)
-    return array
 
 
 @dataclasses.dataclass

@@ -366,14 +366,16 @@ def test_the_calibrated_result_is_the_same_distribution_over_moved_bins():
     def result_over(bins):
         mean = np.einsum("bkhw,k->bhw", probs, bins)
         var = np.einsum("bkhw,k->bhw", probs, bins**2) - mean**2
-        return types.SimpleNamespace(
+        from depthclip_ros.estimator.result import DepthResult
+
+        return DepthResult(
             depth=mean.astype(np.float32).copy(),
             depth_std=np.sqrt(var).astype(np.float32),
             coarse_depth=mean.astype(np.float32),
             coarse_std=np.sqrt(var).astype(np.float32),
             bin_probs=probs,
             bins=bins.astype(np.float32),
-            image_bins=None,
+            region=REGION,
         )
 
     calibration = tracking.Calibration(1.7, 0.3, 0.0, 0.0, 0.0)
