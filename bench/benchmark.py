@@ -745,7 +745,7 @@ def print_bag_tables(args, disk: str) -> None:
         "## Bag tool (tiny random CLIP, 640x480 rgb8 at 30 Hz with camera_info, MCAP, "
         f"the shipped config, output in {disk}, cpu)\n"
     )
-    print(table(*bench_bag_tool(tiny, (short, long))) + "\n")
+    print(table(*bench_bag_tool(tiny, (short, long), 1 if args.quick else 3)) + "\n")
     print(
         f"## Bag outputs ({long} frames, tiny random CLIP's results from a model stand-in, "
         f"640x480, MCAP, output in {disk}, cpu)\n"
