@@ -89,7 +89,7 @@ def run_nodes(ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None,
                 "-m",
                 "depthclip_ros.tools.camera_driver",
                 *("--rate", str(rate), "--seconds", str(seconds)),
-                *("--warmup", str(min(3.0, seconds))),  # a short run's warm-up as short
+                *("--warmup", str(min(3.0, seconds / 2))),  # a short run's warm-up shorter
                 *camera_args,
                 *driver,
             ],

@@ -78,6 +78,12 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
         f"{RANGE_TOPICS['points']})",
     )
     parser.add_argument(
+        "--anchor-depth-topic",
+        default=RANGE_TOPICS["depth"],
+        help="metric_scale source depth: the depth Image registered to the camera (default "
+        f"{RANGE_TOPICS['depth']})",
+    )
+    parser.add_argument(
         "--params", help="parameter YAML (default: the package's config/depthclip.yaml)"
     )
     parser.add_argument(
@@ -97,8 +103,13 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
 
 
 def range_topics(args) -> dict:
-    """{metric_scale source: bag topic} of --scan-topic and --anchor-points-topic."""
-    return {"scan": args.scan_topic, "points": args.anchor_points_topic}
+    """{metric_scale source: bag topic} of --scan-topic, --anchor-points-topic and
+    --anchor-depth-topic."""
+    return {
+        "scan": args.scan_topic,
+        "points": args.anchor_points_topic,
+        "depth": args.anchor_depth_topic,
+    }
 
 
 def output_list(text: str) -> tuple:

@@ -40,8 +40,12 @@ from .reading import (
 )
 
 # metric_scale's range data in a bag, by default where a robot's drivers publish them.
-RANGE_TOPICS = {"scan": "/scan", "points": "/anchors/points"}
-RANGE_TYPES = {"scan": "sensor_msgs/msg/LaserScan", "points": "sensor_msgs/msg/PointCloud2"}
+RANGE_TOPICS = {"scan": "/scan", "points": "/anchors/points", "depth": "/anchors/depth"}
+RANGE_TYPES = {
+    "scan": "sensor_msgs/msg/LaserScan",
+    "points": "sensor_msgs/msg/PointCloud2",
+    "depth": "sensor_msgs/msg/Image",
+}
 TF_STATIC, TF_MESSAGE = "/tf_static", "tf2_msgs/msg/TFMessage"
 
 # rosbag2 metadata version of OUT: 8 writes offered_qos_profiles as a YAML string, the form

@@ -20,7 +20,7 @@ TEMPORAL_FILTERS = ("off", "mixture")
 COLORMAPS = ("turbo", "viridis", "gray")
 
 METRIC_SCALE_MODES = ("off", "scale", "scale_shift")
-METRIC_SCALE_SOURCES = ("scan", "points", "ground")
+METRIC_SCALE_SOURCES = ("scan", "points", "depth", "ground")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,8 @@ class OutputSettings(Schema):
     metric_scale_sources: tuple = param(
         ("scan",),
         "metric_scale: range data to fit to, any of scan (sensor_msgs/LaserScan on scan), "
-        "points (PointCloud2 on anchors/points), ground (the floor under a camera "
+        "points (PointCloud2 on anchors/points), depth (a depth Image registered to the "
+        "camera on anchors/depth), ground (the floor under a camera "
         "ground_height up, pitched ground_pitch down)",
         single_ok=True,
     )

@@ -13,6 +13,7 @@ CAMERA_INFO = "camera_info"
 # metric_scale's range data: one scan and one cloud serve every camera of the node.
 SCAN = "scan"
 ANCHOR_POINTS = "anchors/points"
+ANCHOR_DEPTH = "anchors/depth"
 
 DEPTH_IMAGE = "depth/image"
 # image_transport's name for depth/image's compressedDepth transport.

@@ -2,7 +2,8 @@
 and by depthclip-bag and depthclip-fleet (from the bag, in log order): each source's recent
 messages by stamp; for a frame, those nearest its stamp within metric_scale_slop, read as
 points and moved into the frame's optical frame (the image's frame_id) by the static
-transforms, and the floor's points for the source ground. NumPy only.
+transforms (a depth image registered to the camera back-projected through the image's K), and
+the floor's points for the source ground. NumPy only.
 
 Anchors never delay a frame: what is here when it is taken is used.
 """
@@ -17,11 +18,14 @@ from ..errors import AnchorError
 from ..messages import range_data
 from ..messages.camera_model import PinholeCamera
 from ..runtime.stamp_pairing import StampIndex
-from .anchors import ground_points
+from .anchors import depth_image_points, ground_points
 from .transforms import StaticTransforms
 
 KEEP = 20  # messages a source keeps (the newest arrivals): 2 s of a 10 Hz scan
-READERS = {"scan": range_data.scan_points, "points": range_data.cloud_points}
+# A registered depth image's pixels back-projected, at most about this many (a VGA depth image
+# has 300,000; the fit keeps one anchor per feature cell).
+DEPTH_IMAGE_POINTS = 4096
+SOURCES = ("scan", "points", "depth")  # the sources that are messages
 
 
 class RangeSources:
@@ -29,14 +33,14 @@ class RangeSources:
     static_transforms parameter and any `add_transform`s (a bag's /tf_static)."""
 
     def __init__(self):
-        self._messages = {name: StampIndex(KEEP) for name in READERS}
-        self.received = dict.fromkeys(READERS, 0)  # messages added, by source
+        self._messages = {name: StampIndex(KEEP) for name in SOURCES}
+        self.received = dict.fromkeys(SOURCES, 0)  # messages added, by source
         self._lock = threading.Lock()  # the node's executor adds, its worker reads
         self._given = StaticTransforms()  # from /tf_static
         self._parsed = (None, None)  # (static_transforms texts, their StaticTransforms)
 
     def add(self, name: str, msg) -> None:
-        """A message of source `name` (a key of READERS)."""
+        """A message of source `name` (one of SOURCES)."""
         with self._lock:
             self._messages[name].add(msg)
             self.received[name] += 1
@@ -70,7 +74,7 @@ class RangeSources:
                 if msg is None:
                     problems.append(f"no {name} within {settings.metric_scale_slop:g} s")
                     continue
-                own = READERS[name](msg)
+                own = _points(name, msg, k, size)
                 transform = self._transforms(settings).lookup(header.frame_id, msg.header.frame_id)
                 points.append(transform.apply(own))
             except AnchorError as exc:
@@ -86,3 +90,23 @@ class RangeSources:
                 parsed.add(transform)
             self._parsed = (settings.static_transforms, parsed)
         return parsed
+
+
+def _points(name: str, msg, k, size: tuple) -> np.ndarray:
+    """The (N, 3) points of a message of source `name` in its own frame."""
+    if name == "scan":
+        return range_data.scan_points(msg)
+    if name == "points":
+        return range_data.cloud_points(msg)
+    # depth: registered to the camera (a RealSense's aligned_depth_to_color), so its pixels
+    # are the image's and the image's K back-projects them.
+    metres = range_data.depth_image_metres(msg)
+    if metres.shape != tuple(size):
+        raise AnchorError(
+            f"a {metres.shape[1]}x{metres.shape[0]} depth image for a {size[1]}x{size[0]} "
+            "image: metric_scale's depth must be registered to the camera (same size)"
+        )
+    if k is None:
+        raise AnchorError("no camera_info for the image: a depth image needs the image's K")
+    stride = max(1, int(np.ceil(np.sqrt(metres.size / DEPTH_IMAGE_POINTS))))
+    return depth_image_points(metres, k, stride)

@@ -1,18 +1,23 @@
-"""metric_scale's range inputs of the node: `scan` (sensor_msgs/LaserScan) and `anchors/points`
-(PointCloud2), subscribed only while metric_scale is on and lists them; one scan serves every
-camera. What they receive goes to a RangeSources (the rule the bag tool shares)."""
+"""metric_scale's range inputs of the node: `scan` (sensor_msgs/LaserScan), `anchors/points`
+(PointCloud2) and `anchors/depth` (a depth Image registered to the camera), subscribed only
+while metric_scale is on and lists them; one scan serves every camera. What they receive goes
+to a RangeSources (the rule the bag tool shares)."""
 
 from __future__ import annotations
 
 import functools
 
-from sensor_msgs.msg import LaserScan, PointCloud2
+from sensor_msgs.msg import Image, LaserScan, PointCloud2
 
 from ..messages import topics
 from ..metric_scale.range_sources import RangeSources
 from .adaptive_input import AdaptiveInput
 
-SUBSCRIPTIONS = {"scan": (LaserScan, topics.SCAN), "points": (PointCloud2, topics.ANCHOR_POINTS)}
+SUBSCRIPTIONS = {
+    "scan": (LaserScan, topics.SCAN),
+    "points": (PointCloud2, topics.ANCHOR_POINTS),
+    "depth": (Image, topics.ANCHOR_DEPTH),
+}
 
 
 class RangeInputs:

@@ -185,6 +185,44 @@ def test_depth_images_in_metres_from_either_encoding():
         range_data.depth_image_metres(short)
 
 
+def test_a_registered_depth_image_is_the_scenes_points_through_the_images_k():
+    """Source depth: a 16UC1 depth image of the room registered to the camera, paired by stamp,
+    is the room's own points (millimetre rounding); another size or encoding is one line and no
+    points, the frame's other sources unaffected."""
+    from helpers import camera_info, stamp
+    from sensor_msgs.msg import Image
+
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.metric_scale.range_sources import DEPTH_IMAGE_POINTS, RangeSources
+
+    _, truth = render_scene("room")
+    info = camera_info(fx=FX, fy=FY, cx=CX, cy=CY)
+    mm = np.rint(truth * 1000).astype(np.uint16)
+    sources = RangeSources()
+    sources.add("depth", stamp(depth_image(mm, "16UC1", np.uint16), 7))
+    header = stamp(Image(), 7).header
+    settings = OutputSettings(
+        metric_scale="scale", metric_scale_sources=("depth", "ground"), ground_height=1.3
+    )
+    points, k, problems = sources.anchors(header, info, truth.shape, settings)
+    np.testing.assert_allclose(k, K)
+    seen = points[: len(points) - len(anchors.ground_points(K, truth.shape, 1.3, 0.0))]
+    assert problems == [] and DEPTH_IMAGE_POINTS // 2 < len(seen) <= DEPTH_IMAGE_POINTS
+    u = np.rint(FX * seen[:, 0] / seen[:, 2] + CX).astype(int)
+    v = np.rint(FY * seen[:, 1] / seen[:, 2] + CY).astype(int)
+    np.testing.assert_allclose(seen[:, 2], truth[v, u], atol=5e-4)
+    for wrong, words in (
+        (depth_image(mm[::2, ::2], "16UC1", np.uint16), "a 320x240 depth image for a 640x480"),
+        (depth_image(mm, "rgb8", np.uint16), "a depth image in 'rgb8'"),
+    ):
+        sources.add("depth", stamp(wrong, 8))
+        points, _, problems = sources.anchors(
+            stamp(Image(), 8).header, info, truth.shape, settings
+        )
+        assert len(problems) == 1 and problems[0].startswith(words)
+        assert len(points) == len(anchors.ground_points(K, truth.shape, 1.3, 0.0))
+
+
 def test_a_point_clouds_xyz_whatever_its_layout():
     from sensor_msgs.msg import PointCloud2, PointField
 

@@ -75,7 +75,7 @@ def answers(node, launched, publish, topics, timeout=START):
     def delivered():
         sec[0] += 1
         publish(sec[0])
-        return all(got.values()) or launched.proc.poll() is not None
+        return all(got.values()) or launched.returncode() is not None
 
     wait_until(delivered, timeout=timeout, interval=0.5)
     assert all(got.values()), {t: len(v) for t, v in got.items()} | {"log": launched.output}
@@ -113,7 +113,7 @@ def test_defaults_answer_and_ctrl_c_ends_every_process(source, prefix, tmp_path)
         assert str(prefix / "lib" / "depthclip_ros" / "depthclip_node").encode() in command
         launched.interrupt()
         assert launched.wait_group_gone(30), launched.output[-3000:]
-        assert launched.proc.returncode == 0, launched.output[-3000:]
+        assert launched.returncode() == 0, launched.output[-3000:]
     no_trouble(launched.output)
     assert "[depthclip_node-1]: process has finished cleanly" in launched.output
 
@@ -143,7 +143,7 @@ def test_a_script_or_a_service_stops_every_process(source, prefix, tmp_path, sto
     assert "Traceback" not in launched.output, launched.output[-3000:]
     if stop != "terminate_group":
         cancelled = LAUNCH_RUN_TASK_CANCELLED in launched.output
-        assert launched.proc.returncode == int(cancelled), launched.output[-3000:]
+        assert launched.returncode() == int(cancelled), launched.output[-3000:]
         no_trouble(launched.output.replace("[ERROR] [launch]: run task was canceled", ""))
         assert "[depthclip_node-1]: process has finished cleanly" in launched.output
 
@@ -262,7 +262,7 @@ def test_rviz_starts_beside_the_node_with_the_packages_config(source, prefix, tm
     assert "__ns:=/front" in argv and "__node:=rviz2" in argv
     params = yaml.safe_load(Path(argv[argv.index("--params-file") + 1]).read_text())
     assert params == {"/front/rviz2": {"ros__parameters": {"use_sim_time": True}}}
-    assert launched.proc.returncode == 0
+    assert launched.returncode() == 0
     no_trouble(launched.output)
 
 

@@ -1,13 +1,15 @@
 """metric_scale in the node over real rclpy / DDS, tiny random CLIP: the depth put in the scale
-of metric anchors (a cloud on anchors/points, a LaserScan on scan through static_transforms),
+of metric anchors (a cloud on anchors/points, a registered depth image on anchors/depth, a
+LaserScan on scan through static_transforms),
 the clouds withheld until a first fit when asked, and diagnostics saying what the fit is."""
 
 import numpy as np
+import pytest
 from helpers import camera_info, encode, model_config, stamp, structured_image, wait_until
 from range_factory import LASER_TO_OPTICAL, anchors_at_the_cells, cloud_of, scan_of
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import running_node
-from sensor_msgs.msg import LaserScan, PointCloud2
+from sensor_msgs.msg import Image, LaserScan, PointCloud2
 
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.messages import decoding
@@ -24,30 +26,43 @@ def depth_of(tester, sec):
     return decoding.depth_image_to_array(msg)
 
 
-def test_the_depth_takes_the_scale_of_a_cloud_and_clouds_wait_for_the_first_fit(
-    tiny_checkpoint, tmp_path
+def registered_depth(depth, sec):
+    """A 32FC1 depth Image of `depth` (metres) in the camera's own frame."""
+    height, width = depth.shape
+    image = Image(height=height, width=width, encoding="32FC1", step=4 * width)
+    image.data = np.ascontiguousarray(depth, np.float32).tobytes()
+    return stamp(image, sec)
+
+
+@pytest.mark.parametrize("source", ["points", "depth"])
+def test_the_depth_takes_the_scale_of_anchors_and_clouds_wait_for_the_first_fit(
+    tiny_checkpoint, tmp_path, source
 ):
-    """Anchors 1.5 times the model's own depth at every cell (the image's own frame): the
-    published depth is 1.5 times the core's (a scale fit from exact anchors). With
-    metric_scale_require, the frame before any anchor has its depth but no cloud."""
+    """Anchors 1.5 times the model's own depth (the image's own frame): a cloud of points at
+    every cell, or a depth image registered to the camera: the published depth is 1.5 times
+    the core's (a scale fit from exact anchors). With metric_scale_require, the frame before
+    any anchor has its depth but no cloud."""
     core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **SIZE)).predict(IMAGE)
     params = dict(
         SIZE,
         metric_scale="scale",
-        metric_scale_sources=["points"],
+        metric_scale_sources=[source],
         metric_scale_require=True,
         camera_info_wait=0.0,
     )
     with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
-        anchors_pub = tester.node.create_publisher(PointCloud2, "anchors/points", RELIABLE)
+        kind = {"points": PointCloud2, "depth": Image}[source]
+        anchors_pub = tester.node.create_publisher(kind, f"anchors/{source}", RELIABLE)
         tester.info_pub.publish(stamp(INFO, 1))
         tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), 1))
         np.testing.assert_allclose(depth_of(tester, 1), core.depth[0], rtol=1e-5)  # unscaled
         wait_until(lambda: anchors_pub.get_subscription_count() > 0)
-        anchors_pub.publish(
-            cloud_of(anchors_at_the_cells(core, K, 1.5), 2, "camera_optical_frame")
-        )
-        wait_until(lambda: node.ranges.sources.received["points"] == 1)
+        if source == "points":
+            anchors = cloud_of(anchors_at_the_cells(core, K, 1.5), 2, "camera_optical_frame")
+        else:
+            anchors = registered_depth(1.5 * core.depth[0], 2)
+        anchors_pub.publish(anchors)
+        wait_until(lambda: node.ranges.sources.received[source] == 1)
         tester.info_pub.publish(stamp(INFO, 2))
         tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), 2))
         np.testing.assert_allclose(depth_of(tester, 2), 1.5 * core.depth[0], rtol=1e-4)

@@ -100,10 +100,14 @@ def test_a_fast_camera_does_not_starve_slow_ones_and_a_silent_one_stalls_nothing
                     sent[name].append(100 + tick)
         for name in CAMERAS:
             wait_until(lambda n=name: sent[n][-1] in cams.stamps(n))
+        answered = {name: set(cams.stamps(name)) & set(sent[name]) for name in CAMERAS}
         for name in ("left", "rear"):
-            answered = set(cams.stamps(name)) & set(sent[name])
-            assert len(answered) >= 0.5 * len(sent[name]), (name, len(answered))
-        assert len(set(cams.stamps("front"))) > len(sent["left"])  # front got more frames
+            assert len(answered[name]) >= 0.5 * len(sent[name]), (name, len(answered[name]))
+        # Nor is the fast camera starved: it always has a frame waiting, so it is served at
+        # least as often as the slow ones (one less at the window's edge). More than that is
+        # the machine's spare time (a loaded CI answered 13 of its 90 frames).
+        slow = min(len(answered["left"]), len(answered["rear"]))
+        assert len(answered["front"]) >= slow - 1, {n: len(a) for n, a in answered.items()}
 
 
 def test_max_batch_runs_pending_frames_of_one_size_in_one_forward(tiny_checkpoint, tmp_path):

@@ -89,7 +89,14 @@ def launch_env(source: str, prefixes: list) -> dict:
 
 
 class Launch:
-    """One `ros2 launch` process and its log."""
+    """One `ros2 launch` process and its log.
+
+    The launch process leads its own process group, which the tests signal as a terminal or a
+    service manager does. Its exit is read without reaping it (waitid's WNOWAIT) until the
+    harness is done: an unreaped leader keeps its pid, and so the group's id, from being given
+    to another process. Reaped early, the id can be reused by an unrelated group once the
+    launch's group is gone (pid_max can be 32768 and a test run starts thousands of
+    processes), and a later killpg would signal that group: seen as another test's Ctrl-C."""
 
     def __init__(self, proc: subprocess.Popen, log: Path):
         self.proc, self.log = proc, log
@@ -101,8 +108,25 @@ class Launch:
     def error_lines(self) -> list:
         return [line for line in self.output.splitlines() if "[ERROR]" in line]
 
+    def returncode(self) -> int | None:
+        """The launch process's exit status as Popen gives it (-N: ended by signal N), None
+        while it runs; it stays unreaped."""
+        if self.proc.returncode is not None:  # reaped: the harness is done with it
+            return self.proc.returncode
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        info = os.waitid(os.P_PID, self.proc.pid, flags)
+        if info is None:
+            return None
+        killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+        return -info.si_status if killed else info.si_status
+
     def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while (code := self.returncode()) is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.proc.args, timeout)
+            time.sleep(0.05)
+        return code
 
     def interrupt(self) -> None:
         """Ctrl-C in the terminal: SIGINT to the whole process group."""
@@ -118,18 +142,26 @@ class Launch:
         os.killpg(self.proc.pid, signal.SIGTERM)
 
     def group_alive(self) -> bool:
-        """Whether any process of the launch's group is left."""
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        """Whether the launch process runs, or any process of its group is left (its leader's
+        zombie is not a process left)."""
+        if self.returncode() is None:
+            return True
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            state, _, group = stat.rsplit(")", 1)[1].split()[:3]
+            if int(group) == self.proc.pid and state not in ("Z", "X"):
+                return True
+        return False
 
     def wait_group_gone(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while self.group_alive() and time.monotonic() < deadline:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=0.1)
+            time.sleep(0.1)
         return not self.group_alive()
 
 

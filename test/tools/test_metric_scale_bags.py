@@ -89,3 +89,51 @@ def test_a_scan_in_a_bag_scales_the_depth_as_the_node_fed_by_bag_play(
     node = [decoding.depth_image_to_array(m) for m in depth]
     for from_bag, from_node in zip(given, node, strict=True):
         np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
+
+
+def rosbags_depth_image(depth, sec, nanosec, store):
+    """A 32FC1 depth Image of `depth` (metres) in the camera's frame, a rosbags message."""
+    types = store.types
+    height, width = depth.shape
+    return types["sensor_msgs/msg/Image"](
+        header=types["std_msgs/msg/Header"](
+            stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+            frame_id="camera_optical_frame",
+        ),
+        height=height,
+        width=width,
+        encoding="32FC1",
+        is_bigendian=0,
+        step=4 * width,
+        data=np.frombuffer(np.ascontiguousarray(depth, np.float32).tobytes(), np.uint8),
+    )
+
+
+def test_a_registered_depth_image_in_a_bag_scales_the_depth(tmp_path, tiny_checkpoint):
+    """Source depth through depthclip-bag: a depth image registered to the camera, 1.5 times
+    the model's depth, on --anchor-depth-topic: the first frame's depth is 1.5 times the
+    core's (the later ones mix in their drifting scales)."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
+    store = get_typestore(Stores.ROS2_KILTED)
+
+    def depth(i):
+        return rosbags_depth_image(scale_of(i) * results[i].depth[0], *frame_stamp(i), store)
+
+    bag = tmp_path / "depth_bag"
+    extra = {"/realsense/aligned_depth": (store, "sensor_msgs/msg/Image", depth)}
+    write_bag(bag, frames=FRAMES, width=WIDTH, height=HEIGHT, extra=extra, extra_at=-50_000_000)
+    settings = dict(COMMON, model=str(tiny_checkpoint), device="cpu", cache_dir=str(tmp_path))
+    settings["metric_scale_sources"] = ["depth"]
+    params = tmp_path / "depth.yaml"
+    params.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": settings}}))
+    argv = ["process", str(bag), str(tmp_path / "out"), "--params", str(params)]
+    # Two image topics now: the camera is named, as with any bag of a depth camera.
+    argv += ["--image-topic", "/cam/image_raw", "--anchor-depth-topic", "/realsense/aligned_depth"]
+    assert cli.main(argv) == 0
+    messages = read_bag(tmp_path / "out")[0]["/cam/depth/image"]
+    given = [decoding.depth_image_to_array(deserialize(raw, kind)) for _, raw, kind in messages]
+    assert len(given) == FRAMES
+    np.testing.assert_allclose(given[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
+    for i in range(1, FRAMES):
+        assert scale_of(0) < np.nanmedian(given[i] / results[i].depth[0]) < scale_of(i)
