@@ -3,6 +3,7 @@
 Real RN50 shapes with random weights (speed does not depend on weight values).
   make bench (python -m bench) [BENCH_ARGS='--quick | --only SECTION[,SECTION...]
               | --only temporal --temporal-picture docs/images/temporal_filter.png
+              | --only metric-scale --metric-scale-picture docs/images/metric_scale.png
               | --skip-node | --rates 5,15,30 | --node-seconds 20 | --camera-rate 5']
 """
 
@@ -34,7 +35,13 @@ from depthclip_ros.tools.random_clip import save_random_checkpoint
 
 from .bag_bench import bench_bag_outputs, bench_bag_tool, bench_fleet
 from .measure import machine, table, timed
-from .metric_scale_bench import MODEL_WORDS, bench_metric_scale, nyu_samples, scene_samples
+from .metric_scale_bench import (
+    MODEL_WORDS,
+    before_after_picture,
+    bench_metric_scale,
+    nyu_samples,
+    scene_samples,
+)
 from .node_bench import (
     FAIRNESS_INPUTS,
     bench_backends,
@@ -596,6 +603,11 @@ def argument_parser() -> argparse.ArgumentParser:
         "mixture, to this PNG",
     )
     p.add_argument(
+        "--metric-scale-picture",
+        help="metric_scale: write the first NYU sample's truth, depth before and after the fit "
+        "to a simulated 2D lidar 0.25 m below the camera (anchors drawn), to this PNG",
+    )
+    p.add_argument(
         "--bag-frames",
         type=frame_pair,
         default=(60, 300),
@@ -692,6 +704,17 @@ def print_metric_scale(args) -> None:
     if not found:
         print(f"NYU samples not found at {NYU_SAMPLES}: the built-in scenes only.\n")
     print(table(*bench_metric_scale(samples, args.quick)) + "\n")
+    if args.metric_scale_picture and found:
+        from PIL import Image
+
+        _, truth, k, sets = samples[0]
+        picture, scale = before_after_picture(truth, sets["lidar plane 0.25 m below"], k)
+        height, width = picture.shape[:2]  # half: enough to see, small in git
+        Image.fromarray(picture).resize((width // 2, height // 2)).save(args.metric_scale_picture)
+        print(
+            f"Picture: {args.metric_scale_picture} (truth | before | after; colour scale 0 to "
+            f"{scale:.1f} m; white: the lidar's returns)\n"
+        )
 
 
 def print_temporal(ckpt, args) -> None:

@@ -17,8 +17,8 @@ from depthclip_ros.estimator.result import DepthResult
 from depthclip_ros.estimator.temporal_filter import BilinearUpsampling
 from depthclip_ros.metric_scale.camera_scale import CameraScale
 from depthclip_ros.metrics import MAX_DEPTH, compute_errors, on_canvas, valid_pixels
+from offline_eval.alignment import NYU_K, lidar_plane, relative_fit, truth_points
 
-NYU_K = np.array([[518.857901, 0, 325.582449], [0, 519.469611, 253.736166], [0, 0, 1.0]])
 GRID = (13, 17)  # the shipped 544x416 network input's feature grid
 BINS = np.linspace(0.5, 3.5, 7)  # the synthetic model's bins
 SCALE, SHIFT = 3.0, -1.5  # truth = SCALE * model + SHIFT: the model's error
@@ -64,26 +64,6 @@ def synthetic_result(truth: np.ndarray) -> DepthResult:
         region=(0, 0, *truth.shape),
         head_keys=("synthetic",),
     )
-
-
-def truth_points(truth: np.ndarray) -> tuple:
-    """(points (N, 3) in the optical frame, pixel rows, pixel columns) of the valid truth."""
-    v, u = np.nonzero(truth > 0)
-    z = truth[v, u].astype(np.float64)
-    x = (u - NYU_K[0, 2]) * z / NYU_K[0, 0]
-    y = (v - NYU_K[1, 2]) * z / NYU_K[1, 1]
-    return np.stack([x, y, z], axis=1), v, u
-
-
-def lidar_plane(points: np.ndarray, below: float, step_deg: float = 0.5) -> np.ndarray:
-    """A 2D lidar `below` metres under the camera: each ray's nearest return in the plane."""
-    band = points[np.abs(points[:, 1] - below) < 0.01]
-    angle = np.degrees(np.arctan2(band[:, 0], band[:, 2]))
-    ray = np.floor(angle / step_deg).astype(int)
-    rng = np.hypot(band[:, 0], band[:, 2])
-    order = np.lexsort((rng, ray))
-    _, first = np.unique(ray[order], return_index=True)
-    return band[order[first]]
 
 
 def corrupted(points: np.ndarray, outliers: float, noise: float, rng) -> np.ndarray:
@@ -141,12 +121,11 @@ def scores(truth: np.ndarray, depth: np.ndarray) -> dict:
 
 
 def every_pixel_fit(truth: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    """The oracle: scale and shift by relative least squares over every valid pixel."""
-    valid = valid_pixels(truth, on_canvas(depth))
-    z, m = truth[valid].astype(np.float64), depth[valid].astype(np.float64)
-    design = np.stack([m / z, 1 / z], axis=1)
-    s, t = np.linalg.lstsq(design, np.ones(len(z)), rcond=None)[0]
-    return s * depth + t
+    """The oracle (--align lstsq): scale and shift of least relative error over every scored
+    pixel."""
+    canvas = on_canvas(depth)
+    scale, shift = relative_fit(np.where(valid_pixels(truth, canvas), truth, 0.0), canvas)
+    return scale * depth + shift
 
 
 def wrongly_cleared(truth: np.ndarray, result: DepthResult, q: float = 0.1) -> int:
@@ -214,3 +193,29 @@ def bench_metric_scale(samples, quick: bool) -> tuple:
         "fit and application (ms)",
     ]
     return head, rows
+
+
+def before_after_picture(truth: np.ndarray, anchors: np.ndarray, k: np.ndarray) -> tuple:
+    """(uint8 RGB picture, its scale in metres): the truth, the synthetic model output before
+    and after metric_scale fits it to `anchors` (mode scale_shift), side by side in depth/colored's
+    colour map from 0 to the truth's 99th percentile, the anchors drawn as white dots."""
+    from depthclip_ros.messages.colormaps import colorize
+
+    before = synthetic_result(truth)
+    after = synthetic_result(truth)
+    settings = OutputSettings(metric_scale="scale_shift", metric_scale_min_anchors=8)
+    CameraScale().apply(after, 0, anchors, k, 0.0, settings)
+    scale = float(np.percentile(truth[truth > 0], 99))
+    u = np.rint(k[0, 0] * anchors[:, 0] / anchors[:, 2] + k[0, 2]).astype(int)
+    v = np.rint(k[1, 1] * anchors[:, 1] / anchors[:, 2] + k[1, 2]).astype(int)
+    panels = []
+    for depth in (truth, before.depth[0], after.depth[0]):
+        panel = colorize(np.where(depth > 0, depth, np.nan), 0.0, scale)
+        for dv in (-1, 0, 1):
+            for du in (-1, 0, 1):
+                rows, cols = v + dv, u + du
+                inside = (rows >= 0) & (rows < panel.shape[0]) & (cols >= 0)
+                inside &= cols < panel.shape[1]
+                panel[rows[inside], cols[inside]] = 255
+        panels.append(panel)
+    return np.concatenate(panels, axis=1), scale

@@ -6,6 +6,7 @@ depthclip-eval --data-root NYU --sweep bins              # Table 2; --sweep toke
 depthclip-eval --data-root NYU --sweep scene-bins        # also: features, templates
 depthclip-eval --data-root NYU --scene-bins oracle       # bins of NYU's scene (Table 2 per class)
 depthclip-eval --data-root NYU --temporal --limit 2      # temporal_filter on still, pan, moving
+depthclip-eval --data-root NYU --align scan:0.25         # metric_scale on a simulated 2D lidar
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from depthclip_ros.errors import DepthClipError
 from depthclip_ros.files import atomic_write, cannot_write
 
+from .alignment import Alignment
 from .data import open_dataset
 from .evaluation import EvalRun, evaluate
 from .report import markdown_report, markdown_table, sweep_table
@@ -45,6 +47,13 @@ SWEEPS = {
         "scene bins oracle": {"scene_bins": "oracle"},
     },
 }
+
+
+def alignment(text: str) -> Alignment:
+    try:
+        return Alignment.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser():
@@ -91,6 +100,15 @@ def build_parser():
         help="bins per scene: auto = CLIP picks it, oracle = NYU's scene folder (paper Table 2)",
     )
     p.add_argument(
+        "--align",
+        type=alignment,
+        default=Alignment(),
+        metavar="HOW",
+        help="each image's depth put in a scale before scoring: none (the paper's protocol), "
+        "median or lstsq (oracles from the image's truth), scan:H (a simulated 2D lidar H m "
+        "below the camera) or random:N (N points of the truth), fitted by metric_scale's rule",
+    )
+    p.add_argument(
         "--temporal",
         action="store_true",
         help="temporal_filter off and mixture on sequences made of the first --limit images "
@@ -120,6 +138,7 @@ def main(argv=None) -> int:
         save_vis=args.save_vis,
         resume=args.resume,
         scene_bins=args.scene_bins,
+        align=args.align,
     )
     if args.temporal:
         return _temporal(args)

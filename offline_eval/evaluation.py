@@ -21,6 +21,7 @@ from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.result import CROP_BOX
 from depthclip_ros.files import atomic_write
 
+from .alignment import Alignment
 from .data import DataError, Dataset
 from .report import markdown_report, save_panel
 
@@ -42,6 +43,7 @@ class EvalRun:
     save_vis: int = 0  # panels written to out_dir/vis
     resume: bool = False  # keep the rows of an interrupted run in out_dir
     scene_bins: str = "off"  # off | auto (CLIP picks each image's scene) | oracle (NYU's folder)
+    align: Alignment = Alignment()  # none: the paper's protocol (alignment.py)
 
     def config(self):
         """The run's validated DepthClipConfig (ConfigError when invalid)."""
@@ -60,6 +62,7 @@ class Predictor:
         self.seed = run.seed
         self.scene_bins = run.scene_bins
         self.constant = run.constant_value
+        self.align = run.align
         if self.baseline is None:
             self.core = load_estimator(self.config)
             self.identity = self.core.model_identity
@@ -79,15 +82,21 @@ class Predictor:
             "seed": self.seed,
             "constant": self.constant,
             "scene_bins": self.scene_bins,
+            "align": str(self.align),
         }
 
-    def predict(self, images, names, scenes):
-        """(depth canvases (B, 480, 640), the core's DepthResult or None); `scenes` are NYU's
-        scene folders, the bins' scenes under scene_bins oracle."""
+    def predict(self, images, names, scenes, truths):
+        """(depth canvases (B, 480, 640), the core's DepthResult or None, whether each image's
+        alignment fitted); `scenes` are NYU's scene folders, the bins' scenes under scene_bins
+        oracle; `truths` their depth (m), read by --align only."""
         if self.core is not None:
             oracle = list(scenes) if self.scene_bins == "oracle" else None
             r = self.core.predict(np.stack(images), scenes=oracle)
-            return [metrics.on_canvas(d) for d in r.depth], r
+            aligned = [
+                self.align.apply(r, k, truth, name, self.seed)
+                for k, (truth, name) in enumerate(zip(truths, names))
+            ]
+            return [metrics.on_canvas(d) for d in r.depth], r, aligned
         top, left, h, w = CROP_BOX
         out = []
         for name in names:
@@ -100,7 +109,7 @@ class Predictor:
             else:
                 canvas[top : top + h, left : left + w] = self.constant
             out.append(canvas)
-        return out, None
+        return out, None, [True] * len(out)
 
 
 def _read_jsonl(path: Path, fingerprint: dict) -> dict:
@@ -197,18 +206,20 @@ class _Visuals:
 def _score_batch(predictor, batch, frames, visuals) -> list:
     """The rows of one batch's images with valid ground truth (metrics, seconds, the depth's
     std against its error, the scene whose bins were used)."""
+    truths = [metrics.gt_from_png(depth_mm) for _, depth_mm in frames]
     t0 = time.perf_counter()
-    preds, result = predictor.predict(
-        [f[0] for f in frames], [s.name for s in batch], [s.scene for s in batch]
+    preds, result, aligned = predictor.predict(
+        [f[0] for f in frames], [s.name for s in batch], [s.scene for s in batch], truths
     )
     per_image_s = (time.perf_counter() - t0) / len(batch)
     rows = []
-    for k, (sample, (rgb, depth_mm), pred) in enumerate(zip(batch, frames, preds)):
-        gt = metrics.gt_from_png(depth_mm)
+    for k, (sample, (rgb, _), pred, gt) in enumerate(zip(batch, frames, preds, truths)):
         scores = metrics.evaluate_image(gt, pred)
         if scores is None:
             continue
         row = {"name": sample.name, "scene": sample.scene, "seconds": per_image_s, **scores}
+        if predictor.align.kind != "none":
+            row["aligned"] = aligned[k]
         std = None
         if result is not None:  # the model's uncertainty against its error
             std = metrics.on_canvas(result.depth_std[k])
@@ -254,6 +265,8 @@ def _summary(rows, predictor, run, data, wall_seconds) -> dict:
         "presets": ["paper", *run.presets],
         "baseline": predictor.baseline,
         "scene_bins": predictor.scene_bins,
+        "align": str(predictor.align),
+        "aligned_images": sum(r.get("aligned", True) for r in rows),
         "images": len(rows),
         "missing_files": len(data.missing),
         "missing_examples": data.missing[:5],

@@ -37,6 +37,9 @@ def markdown_report(results: dict) -> str:
     head = "| | " + " | ".join(HEADERS[k] for k in keys) + " |\n|---|" + "---|" * len(keys)
     ours = results["means"]
     label = "ours" if not results["baseline"] else f"ours: baseline {results['baseline']}"
+    align = results.get("align", "none")
+    if align != "none":
+        label += f", --align {align}"
     lines = [
         f"# NYU Depth V2 evaluation ({results['images']} images)",
         "",
@@ -44,6 +47,14 @@ def markdown_report(results: dict) -> str:
         f"device: {results['device']}; "
         f"{(results['seconds_per_image'] or 0) * 1e3:.1f} ms/image; machine: {results['machine']}",
         f"missing files skipped: {results['missing_files']}",
+        *(
+            [
+                f"--align {align}: {results['aligned_images']} of {results['images']} images "
+                "fitted (the others scored as the model gave them); not the paper's protocol"
+            ]
+            if align != "none"
+            else []
+        ),
         "",
         head,
         _row(label, ours, keys),

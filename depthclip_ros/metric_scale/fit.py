@@ -29,6 +29,7 @@ MIN_INLIER_SHARE = 0.6  # below it the Huber fit's start is RANSAC's
 HUBER_K = 1.345  # Huber's constant, in robust standard deviations of the residuals
 MIN_HUBER_DELTA = 0.01  # relative error: sensor noise below 1 % keeps full weight
 RANSAC_ROUNDS = 64
+SETTLED = 1e-4  # Huber's rounds stop once no parameter moves by more (relative)
 MIN_SPREAD = 0.15  # anchors' model depths spanning less (relative): one depth, no shift
 MODES = ("scale", "scale_shift")
 
@@ -217,19 +218,21 @@ def _agreeing(design, params) -> np.ndarray:
 
 def _huber(design, params, start=None, rounds: int = 8):
     """Iteratively reweighted least squares with Huber's weights on the relative residuals
-    (`start`: the anchors the first round may use)."""
+    (`start`: the anchors the first round may use), until the parameters settle."""
     weights = np.ones(len(design)) if start is None else start.astype(np.float64)
     for _ in range(rounds):
-        residuals = design @ params - 1.0
-        spread = 1.4826 * np.median(np.abs(residuals[weights > 0]))
+        size = np.abs(design @ params - 1.0)
+        spread = 1.4826 * np.median(size[weights > 0])
         delta = max(HUBER_K * spread, MIN_HUBER_DELTA)
-        size = np.abs(residuals)
-        huber = np.where(size <= delta, 1.0, delta / np.maximum(size, 1e-12))
+        huber = np.minimum(1.0, delta / np.maximum(size, 1e-12))
         weights = huber if start is None else huber * (weights > 0)
         new = _least_squares(design, weights)
         if new is None:
             return params
+        settled = np.all(np.abs(new - params) <= SETTLED * np.abs(params) + 1e-12)
         params = new
+        if settled:
+            break
     return params
 
 

@@ -355,6 +355,62 @@ def test_real_nyu_samples_end_to_end(tmp_path, tiny_checkpoint):
     assert 0.08 < u["d1"] < 0.25 and 0.3 < u["d3"] < 0.65
 
 
+@pytest.mark.skipif(not os.path.isdir(SHARED_NYU), reason="../shared/data/nyu_samples absent")
+def test_align_puts_each_image_in_a_scale_before_it_is_scored(tmp_path, tiny_checkpoint, capsys):
+    """--align on two real NYU samples: lstsq is the relative least-squares scale and shift of
+    the unaligned depth (a second fit finds nothing left), median matches the truth's median;
+    scan:H and random:N fit metric_scale's rule to simulated range data and say how many
+    images fitted; none is the paper's protocol unchanged; a form that is none is refused."""
+    from offline_eval.alignment import Alignment, relative_fit
+    from offline_eval.data import open_dataset
+    from offline_eval.evaluation import EvalRun, Predictor
+
+    params = tmp_path / "p.yaml"
+    params.write_text(
+        f"depthclip:\n  ros__parameters:\n    model: {tiny_checkpoint}\n    temperature: 1.0\n"
+        f"    device: cpu\n    cache_dir: {tmp_path / 'cache'}\n"
+    )
+    split = os.path.join(SHARED_NYU, "samples_test_files_with_gt.txt")
+    data = open_dataset(SHARED_NYU, split)
+    samples = data.samples[:2]
+    frames = [data.load(s) for s in samples]
+    truths = [metrics.gt_from_png(depth_mm) for _, depth_mm in frames]
+    images, names = [rgb for rgb, _ in frames], [s.name for s in samples]
+
+    def canvases(how):
+        predictor = Predictor(EvalRun(params_file=str(params), align=Alignment.parse(how)))
+        preds, _, aligned = predictor.predict(images, names, [s.scene for s in samples], truths)
+        return preds, aligned
+
+    plain, _ = canvases("none")
+    fitted, _ = canvases("lstsq")
+    by_median, _ = canvases("median")
+    for truth, none, lstsq, median in zip(truths, plain, fitted, by_median):
+        scored = metrics.valid_pixels(truth, none)
+        seen = np.where(scored, truth, 0.0)
+        scale, shift = relative_fit(seen, none)
+        np.testing.assert_allclose(lstsq[scored], scale * none[scored] + shift, rtol=1e-4)
+        assert relative_fit(seen, lstsq) == pytest.approx((1.0, 0.0), abs=1e-4)
+        assert np.median(median[scored]) == pytest.approx(np.median(truth[scored]), rel=1e-4)
+    for how in ("scan:0.25", "random:200"):
+        preds, aligned = canvases(how)
+        assert aligned == [True, True], how  # the truth's points fit
+        assert all(not np.allclose(a, b) for a, b in zip(preds, plain))
+    base = ["--data-root", SHARED_NYU, "--split-file", split, "--params", str(params)]
+    out = tmp_path / "out"
+    assert eval_main([*base, "--limit", "2", "--align", "random:200", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert (results["align"], results["aligned_images"], results["images"]) == ("random:200", 2, 2)
+    assert "--align random:200: 2 of 2 images fitted" in (out / "results.md").read_text()
+    resumed = [*base, "--limit", "2", "--out", str(out), "--resume"]
+    assert eval_main(resumed) == 2  # another alignment: not the same run
+    assert "written with another config" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        eval_main([*base, "--align", "scan:x"])
+    assert exit_info.value.code == 2
+    assert "--align: 'scan:x' is none of none | median" in capsys.readouterr().err
+
+
 def test_cheap_inputs_are_checked_before_the_model_is_loaded(tmp_path, capsys):
     """A missing data root is reported as such, not as missing CLIP weights; a bad config of
     any run of a sweep before the first run starts."""
