@@ -439,3 +439,56 @@ def test_stopped_mid_stream_the_node_exits_cleanly(tiny_checkpoint, tmp_path, si
                 proc.wait()
         text = log.read_text()
         assert "Traceback" not in text and "[ERROR]" not in text, text[-3000:]
+
+
+def test_a_laserscan_from_another_process_scales_the_nodes_depth(tiny_checkpoint, tmp_path):
+    """metric_scale as a robot runs it: the node its own process on the shipped parameters,
+    metric_scale and static_transforms set through its parameter services while it runs, a
+    LaserScan from this process whose returns lie where a scene twice the model's depth is: the
+    depth comes out doubled and /diagnostics reports the scale."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from range_factory import LASER_TO_OPTICAL, intrinsics, scan_of
+    from sensor_msgs.msg import LaserScan
+
+    from depthclip_ros.config.params_files import load_config
+    from depthclip_ros.estimator.core import DepthClip
+
+    size = dict(input_width=256, input_height=192)
+    image, info = structured_image(120, 160), camera_info(160, 120, 200.0, 200.0, 80.0, 60.0)
+    config = dict(model=tiny_checkpoint, device="cpu", cache_dir=str(tmp_path / "core"), **size)
+    core = DepthClip(load_config(default_params_file(), overrides={**config, "temperature": 1.0}))
+    model = core.predict(image)
+    with node_process(tiny_checkpoint, tmp_path, **size) as log, client_node() as node:
+        client, (image_pub, info_pub), received = connect_to_the_node(node, log)
+        statuses = {}
+
+        def on_diagnostics(msg):
+            for status in msg.status:
+                statuses.update({kv.key: kv.value for kv in status.values})
+
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+        scan_pub = node.create_publisher(LaserScan, "scan", RELIABLE)
+        changes = [
+            Parameter("metric_scale", value="scale"),
+            Parameter("metric_scale_sources", value=["scan"]),
+            Parameter("static_transforms", value=LASER_TO_OPTICAL),
+            Parameter("metric_scale_min_anchors", value=5),
+        ]
+        assert answer(client.set_parameters_atomically(changes)).result.successful
+        wait_until(lambda: scan_pub.get_subscription_count() > 0, timeout=60)
+        # The scan and the image travel on two topics: a frame taken before its scan is here
+        # keeps the model's depth (anchors never delay it), so frames go on until one is fitted.
+        doubled = False
+        for sec in range(1, 11):
+            info_pub.publish(stamp(info, sec))
+            scan_pub.publish(scan_of(model, intrinsics(info), 2.0, sec))
+            image_pub.publish(stamp(encode(image, "rgb8"), sec))
+            wait_until(lambda s=sec: any(m.header.stamp.sec == s for m in received), timeout=30)
+            msg = next(m for m in received if m.header.stamp.sec == sec)
+            depth = decoding.depth_image_to_array(msg)
+            doubled = np.allclose(depth, 2.0 * model.depth[0], rtol=1e-4, equal_nan=True)
+            if doubled:
+                break
+            np.testing.assert_allclose(depth, model.depth[0], rtol=1e-5)  # not yet fitted
+        assert doubled, log.read_text()[-2000:]
+        wait_until(lambda: statuses.get("metric scale", "").startswith("2 "), timeout=30)
