@@ -567,7 +567,9 @@ def argument_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="a short run: core batch 1 without flip only, 3 repetitions of each timing, one "
-        "run of the node around the model, fairness at the shipped network input only",
+        "run of the node around the model, fairness at the shipped network input only, the "
+        "bag tool's pair once, one fleet set-up, the CPU variants as they were before without "
+        "node runs",
     )
     p.add_argument(
         "--shapes",
@@ -690,6 +692,7 @@ def print_cpu_variants(ckpt, args) -> None:
         3 if args.quick else 20,
         args.dds_profile,
         node=not args.skip_node,
+        node_before=not args.quick,
     )
     print(table(*rows) + "\n")
 
@@ -778,7 +781,8 @@ def print_bag_tables(args, disk: str) -> None:
         f"## Fleet ({args.fleet_bags} bags of {args.fleet_frames} frames, tiny random CLIP, "
         "640x480, MCAP and sqlite3, cpu)\n"
     )
-    print(table(*bench_fleet(tiny, args.fleet_bags, args.fleet_frames)) + "\n")
+    setups = ((2, 1.0),) if args.quick else ((2, 1.0), (1, 2.0))  # workers x CPUs each
+    print(table(*bench_fleet(tiny, args.fleet_bags, args.fleet_frames, setups)) + "\n")
 
 
 def print_core_tables(ckpt, devices, args) -> None:

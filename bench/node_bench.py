@@ -120,6 +120,21 @@ def node_inference_ms(report) -> float:
     return float(status["inference median (ms)"])
 
 
+STAGE_KEYS = ("decode", "inference", "after the model", "outputs")
+THREADS = ("executor", "worker", "encoding", "process")
+
+
+def node_stage_cells(report) -> list:
+    """[the frame's stages in the node, median ms; the threads' CPU, % of a core], from its
+    last /diagnostics (the first camera's status, and the node's)."""
+    statuses = report["diagnostics"].values()
+    status = next(v for v in statuses if "inference median (ms)" in v)
+    stages = " / ".join(status[f"{key} median (ms)"] for key in STAGE_KEYS)
+    cpu = next((v for v in statuses if "CPU, process (% of a core)" in v), {})
+    threads = " / ".join(cpu.get(f"CPU, {name} (% of a core)", "-") for name in THREADS)
+    return [stages, threads]
+
+
 def all_latencies_ms(report) -> np.ndarray:
     return np.array([t for c in report["cameras"].values() for t in c["latencies"]]) * 1e3
 
@@ -157,6 +172,7 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
                 f"{rss1 - rss0:+.0f}",
                 f"{max(s[1] for s in samples):.0f}",
                 f"{(cpu1 - cpu0) / (t1 - t0) * 100:.0f}%",
+                *node_stage_cells(r),
             ]
         )
         print("node", rows[-1], file=sys.stderr)
@@ -178,6 +194,8 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
         "RSS growth (MB)",
         "RSS peak (MB)",
         "node CPU (of 1 core)",
+        f"in node, median ms: {' / '.join(STAGE_KEYS)}",
+        f"CPU, % of a core: {' / '.join(THREADS)}",
     ]
     return head, rows
 

@@ -128,7 +128,9 @@ def agreement_cells(models, reference, frames) -> dict:
     return cells
 
 
-def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True):
+def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True, node_before=True):
+    """The CPU variants' table; `node`: their node columns (`node_before`: also the variants
+    as they were before, which --quick leaves out)."""
     folder = Path(tempfile.mkdtemp())
     specs = variants(ckpt, folder)
     cache = tempfile.mkdtemp()
@@ -154,6 +156,9 @@ def bench_cpu_variants(ckpt, rates, seconds, reps, dds_profile=None, node=True):
         rate_cells, latency, in_node = [], "-", "-"
         for rate in rates:
             if not node or "NCHW" in name:  # not a node option: the shipped fp32 is NHWC
+                rate_cells.append("-")
+                continue
+            if not node_before and "(before)" in name:
                 rate_cells.append("-")
                 continue
             report, _, _ = run_nodes(ckpt, [("", overrides)], [], rate, seconds, env)

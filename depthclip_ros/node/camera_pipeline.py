@@ -274,10 +274,13 @@ def process_frames(frames, params, estimator) -> list:
     """
     decoded = []
     for camera, serialized, arrival in frames:
+        t0 = time.perf_counter()
         try:
             decoded.append((camera, *camera.decode(serialized), arrival))
         except Exception as exc:
             camera.frame_failed(exc)
+            continue
+        camera.stats.timing("decode", time.perf_counter() - t0)
     forwards = []
     for group in by_image_size(decoded, lambda frame: frame[2]).values():
         cameras = [camera for camera, _, _, _ in group]
@@ -298,11 +301,15 @@ def process_frames(frames, params, estimator) -> list:
         for index, (camera, msg, rgb, arrival) in enumerate(group):
             camera.stats.timing("inference", seconds)
             try:
+                t0 = time.perf_counter()
                 stamp = stamp_ns(msg.header.stamp) * 1e-9
                 fine = fine_arrays(subscribed[index], params.outputs)
                 camera.temporal.apply(result, index, rgb, stamp, params.outputs, fine)
                 camera.calibrate(result, index, msg, rgb, stamp, params)
+                t1 = time.perf_counter()
                 camera.publish_result(msg, rgb, result, index, arrival, params)
+                camera.stats.timing("after the model", t1 - t0)
+                camera.stats.timing("outputs", time.perf_counter() - t1)
             except Exception as exc:
                 camera.frame_failed(exc)
     return forwards

@@ -58,11 +58,24 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
 
 
 def diagnostic_array(
-    node_name, cameras, params, estimator, activated_at, hardware_id, stamp, forwards=(0, 0)
+    node_name,
+    cameras,
+    params,
+    estimator,
+    activated_at,
+    hardware_id,
+    stamp,
+    forwards=(0, 0),
+    cpu=None,
 ):
     """`<node>: depth estimation` for one camera; with several, `<node>: <camera> depth
     estimation` each and `<node>: depth estimation` summing them up, with `forwards` (images,
-    forwards run) since activation: how much max_batch batches."""
+    forwards run) since activation: how much max_batch batches. `cpu`: {thread: share of a
+    core since the last status} (ThreadCpu), in the node's status."""
+    cpu_values = [
+        KeyValue(key=f"CPU, {name} (% of a core)", value=f"{share * 100:.0f}")
+        for name, share in (cpu or {}).items()
+    ]
     single = list(cameras) == [""]
     statuses = [
         camera_status(
@@ -77,7 +90,9 @@ def diagnostic_array(
         )
         for name, camera in cameras.items()
     ]
-    if not single:
+    if single:
+        statuses[0].values.extend(cpu_values)
+    else:
         worst = max(statuses, key=lambda s: s.level[0])
         statuses.insert(
             0,
@@ -92,6 +107,7 @@ def diagnostic_array(
                     KeyValue(key="max_batch", value=str(params.node.max_batch)),
                     KeyValue(key="images", value=str(forwards[0])),
                     KeyValue(key="forwards", value=str(forwards[1])),
+                    *cpu_values,
                 ],
             ),
         )

@@ -25,6 +25,7 @@ from ..errors import ConfigError, DepthClipError
 from ..estimator.loading import load_estimator, return_freed_memory
 from ..runtime.background import NewestOnly
 from ..runtime.statistics import FrameStats
+from ..runtime.thread_cpu import ThreadCpu
 from ..runtime.worker import FrameWorker
 from . import diagnostics, parameters
 from .camera_pipeline import CameraPipeline, process_frames
@@ -58,6 +59,7 @@ class DepthClipNode(LifecycleNode):
         self._our_timers = {}  # rclpy's Node uses _timers
         self._activated_at = None
         self.forwards = (0, 0)  # (images, forwards) since activation: max_batch at work
+        self.thread_cpu = ThreadCpu()  # the executor's, worker's and encoder's CPU shares
         self._hardware_id = socket.gethostname()
         self.add_on_set_parameters_callback(self._check_changes)
         if hasattr(self, "add_post_set_parameters_callback"):  # Iron and later
@@ -94,6 +96,8 @@ class DepthClipNode(LifecycleNode):
             wanted=self._watched,
             max_batch=params.node.max_batch,
         )
+        self.thread_cpu.watch("worker", self.worker.thread)
+        self.thread_cpu.watch("encoding", self._encoder.thread)
         self.get_logger().info(
             f"loading CLIP '{params.config.model}' on device '{params.config.device}' ..."
         )
@@ -276,6 +280,7 @@ class DepthClipNode(LifecycleNode):
 
     def _on_image(self, name, serialized: bytes):
         """Never blocks: the newest frame replaces a pending one, which counts as dropped."""
+        self.thread_cpu.watch_current("executor")
         camera = self.cameras[name]
         camera.stats.count("received")
         if self.worker is not None and self.worker.submit(serialized, key=name):
@@ -358,6 +363,7 @@ class DepthClipNode(LifecycleNode):
                 self._hardware_id,
                 self.get_clock().now().to_msg(),
                 self.forwards,
+                self.thread_cpu.shares(),
             )
         )
 

@@ -20,6 +20,10 @@ class NewestOnly:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
     def submit(self, key, fn, *args) -> None:
         """Run fn(*args) on the thread; replaces a job of `key` that has not started."""
         with self._wake:

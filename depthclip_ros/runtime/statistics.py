@@ -14,7 +14,10 @@ import numpy as np
 
 WINDOW = 10.0  # seconds
 EVENTS = ("received", "published", "dropped", "rejected", "failed", "info_fallbacks")
-TIMINGS = ("inference", "latency")
+# A frame's time in the node by stage (worker thread): decoding the image, the forward, the
+# temporal filter and metric_scale on its result, making and publishing its outputs.
+STAGES = ("decode", "inference", "after the model", "outputs")
+TIMINGS = (*STAGES, "latency")
 
 
 class FrameStats:

@@ -59,6 +59,10 @@ class FrameWorker:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
     def submit(self, frame, key=None) -> bool:
         """Make `frame` the next one of source `key`; True when it replaced an unprocessed
         frame of that source."""

@@ -378,6 +378,14 @@ def test_depth_without_camera_info_and_coarse_cloud(tiny_checkpoint, tmp_path):
         assert values["cuda graphs"] == "not used"  # CPU: every frame runs eagerly
         # One frame timed: its forward is part of its latency (publish time - stamp from 1970).
         assert 0 < float(values["inference median (ms)"]) < float(values["latency median (ms)"])
+        # Where its time went, stage by stage, each part of the latency too.
+        stages = ("decode", "after the model", "outputs")
+        assert all(0 < float(values[f"{s} median (ms)"]) for s in stages), values
+        assert sum(float(values[f"{s} median (ms)"]) for s in (*stages, "inference")) < float(
+            values["latency median (ms)"]
+        )
+        # The threads' CPU: the worker's and the executor's (which took the frame) named.
+        assert {"CPU, worker (% of a core)", "CPU, executor (% of a core)"} <= set(values)
         tester.info_pub.publish(camera_info())
         wait_until(lambda: node.camera.camera_infos.latest is not None)
         send_and_receive(tester, encode(RGB, "rgb8"), 2)
