@@ -298,11 +298,12 @@ def environment_mb(venv: Path) -> float:
     return total / 2**20
 
 
-def bench_camera_info(ckpt, rate, seconds, dds_profile=None):
-    """One camera at `rate`, its camera_info in each pattern drivers have (camera_driver)."""
+def bench_camera_info(ckpt, rate, seconds, dds_profile=None, patterns=INFO_PATTERNS):
+    """One camera at `rate`, its camera_info in each of `patterns` (camera_driver's: the
+    patterns drivers have)."""
     env = middleware_env(dds_profile)
     rows = []
-    for pattern in INFO_PATTERNS:
+    for pattern in patterns:
         r, _, _ = run_nodes(ckpt, [("", {})], [], rate, seconds, env, driver=("--info", pattern))
         camera, lat = r["cameras"][""], all_latencies_ms(r)
         infos = camera["camera_infos"]

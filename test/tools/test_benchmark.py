@@ -225,13 +225,13 @@ def test_benchmark_node():
         )
 
     timing = tables["camera_info timing"]
-    assert [r["camera_info"] for r in timing] == ["after", "before", "1hz", "offset", "none"]
+    assert [r["camera_info"] for r in timing] == ["after", "1hz"]  # --quick's two patterns
     for row in timing:
         assert float(row["depth out (Hz)"]) > 0
         own, other = map(
             int, row["clouds with the frame's own / the latest camera_info"].split("/")
         )
-        assert (own, other) == (0, 0) if row["camera_info"] == "none" else own + other > 0
+        assert own + other > 0
 
     without, with_subscriber = tables["compressedDepth in the node"]
     assert (without["compressedDepth subscribed"], without["compressedDepth out (Hz)"]) == (
