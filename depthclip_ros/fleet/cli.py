@@ -23,7 +23,7 @@ from ..bag.cli import (
     stop_on_sigterm,
 )
 from ..errors import DepthClipError
-from ..files import leftover_staging
+from ..files import leftover_staging, remove_leftover_staging
 from .discovery import find_bags
 
 
@@ -167,6 +167,12 @@ def main(argv=None) -> int:
         print(f"depthclip-fleet: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if started_ray:  # this run's own Ray: once it is down, nothing of the run writes
+            import ray
+
+            ray.shutdown()  # (a bag too slow to stop, or an attempt started as it stopped)
+            for job in jobs:
+                remove_leftover_staging(job.output)
         leftovers = [p for job in jobs for p in leftover_staging(job.output)]
         print(
             f"depthclip-fleet: interrupted; bags finished so far are in {outdir} and "

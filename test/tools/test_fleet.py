@@ -344,7 +344,7 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(tmp_path, param
     first = manifest_lines(outdir)
     done_first = {e["input"] for e in first if e["status"] == "done"}
     assert 1 <= len(done_first) < 6
-    assert no_staging_left(outdir) == []
+    assert no_staging_left(outdir) == [], err
     written = {str(p.parent) for p in outdir.rglob("metadata.yaml")}
     assert written >= {e["output"] for e in first if e["status"] == "done"}
     for extra in written - {e["output"] for e in first}:  # finished as Ctrl-C came: complete
