@@ -17,7 +17,7 @@ from depthclip_ros.estimator.result import DepthResult
 from depthclip_ros.estimator.temporal_filter import BilinearUpsampling
 from depthclip_ros.metric_scale.camera_scale import CameraScale
 from depthclip_ros.metrics import MAX_DEPTH, compute_errors, on_canvas, valid_pixels
-from offline_eval.alignment import NYU_K, lidar_plane, relative_fit, truth_points
+from offline_eval.alignment import NYU_K, lidar_plane, scored_fit, truth_points
 
 GRID = (13, 17)  # the shipped 544x416 network input's feature grid
 BINS = np.linspace(0.5, 3.5, 7)  # the synthetic model's bins
@@ -123,8 +123,7 @@ def scores(truth: np.ndarray, depth: np.ndarray) -> dict:
 def every_pixel_fit(truth: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """The oracle (--align lstsq): scale and shift of least relative error over every scored
     pixel."""
-    canvas = on_canvas(depth)
-    scale, shift = relative_fit(np.where(valid_pixels(truth, canvas), truth, 0.0), canvas)
+    scale, shift = scored_fit(truth, depth)
     return scale * depth + shift
 
 

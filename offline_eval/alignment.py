@@ -58,6 +58,12 @@ def relative_fit(truth: np.ndarray, depth: np.ndarray, scale_only: bool = False)
     return float(params[0]), float(params[1]) if not scale_only else 0.0
 
 
+def scored_fit(truth: np.ndarray, depth: np.ndarray) -> tuple:
+    """relative_fit over the pixels the paper's protocol scores, `depth` put on its canvas."""
+    canvas = metrics.on_canvas(depth)
+    return relative_fit(np.where(metrics.valid_pixels(truth, canvas), truth, 0.0), canvas)
+
+
 @dataclasses.dataclass(frozen=True)
 class Alignment:
     kind: str = "none"  # none | median | lstsq | scan | random
@@ -90,13 +96,12 @@ class Alignment:
         if self.kind == "none":
             return True
         if self.kind in ("median", "lstsq"):
-            canvas = metrics.on_canvas(result.depth[index])
-            scored = metrics.valid_pixels(truth, canvas)
-            seen = np.where(scored, truth, 0.0)
             if self.kind == "median":
+                canvas = metrics.on_canvas(result.depth[index])
+                scored = metrics.valid_pixels(truth, canvas)
                 scale, shift = np.median(truth[scored]) / np.median(canvas[scored]), 0.0
             else:
-                scale, shift = relative_fit(seen, canvas)
+                scale, shift = scored_fit(truth, result.depth[index])
             Calibration(float(scale), shift, 0.0, 0.0, 0.0).apply(result, index)
             return True
         points, _, _ = truth_points(truth)
