@@ -572,8 +572,8 @@ def argument_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a short run: core batch 1 without flip only, 3 repetitions of each timing, one "
         "run of the node around the model, fairness at the shipped network input only, the "
-        "bag tool's pair once, one fleet set-up, the CPU variants as they were before without "
-        "node runs",
+        "bag tool's pair once, one fleet set-up, the CPU variants' node run for one variant of "
+        "each runtime",
     )
     p.add_argument(
         "--shapes",
@@ -696,7 +696,7 @@ def print_cpu_variants(ckpt, args) -> None:
         3 if args.quick else 20,
         args.dds_profile,
         node=not args.skip_node,
-        node_before=not args.quick,
+        quick=args.quick,
     )
     print(table(*rows) + "\n")
 

@@ -76,6 +76,19 @@ def _row(what, provider, detail, ok) -> list:
     return [what, provider, detail, "pass" if ok else "FAIL"]
 
 
+_GRAPHS = {}  # (checkpoint, precision) -> its any-size graph, exported once in a process
+
+
+def any_size_graph(config: DepthClipConfig) -> Path:
+    """The any-size graph of `config` as depthclip-export writes it."""
+    key = (config.model, config.precision)
+    if key not in _GRAPHS:
+        path = Path(tempfile.mkdtemp()) / "any.onnx"
+        export.export(config, path)
+        _GRAPHS[key] = path
+    return _GRAPHS[key]
+
+
 def onnxruntime_on_gpu(frames, ckpt, device: str = "cuda:0", reference_device=None) -> tuple:
     """(head, rows, ok): the ONNX Runtime step on `device`; `frames(batch, size)` gives the
     images; `reference_device`: the torch core's (default `device`; "cpu" in a dry run)."""
@@ -91,8 +104,7 @@ def onnxruntime_on_gpu(frames, ckpt, device: str = "cuda:0", reference_device=No
     )
     reference = DepthClip(base)
     precision = base.precision
-    any_size = folder / "any.onnx"
-    export.export(base, any_size)
+    any_size = any_size_graph(base)
     head = ["check", "providers (each part of the graph)", "measured", "verdict"]
     config = base.replace(
         model=str(any_size),

@@ -54,6 +54,10 @@ def export_and_load(config, path, image_size=None, reference=True):
 # one export of it per test run, fp32 and fp16, each test on its own copy: an export is seconds
 # of tracing, and the tests that check the export itself still export.
 SMALL_INPUT = dict(input_width=128, input_height=96)
+# The RN50 graphs' network input: what is checked there is RN50's shapes (its channels, the
+# 2048-d dense features' projection), not the input's size; a third of 544x416's pixels
+# (torch's fp16 kernels on a CPU are slow).
+RN50_INPUT = dict(input_width=320, input_height=224)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +125,8 @@ def assert_fp16_graph(path):
 @pytest.mark.slow
 def test_rn50_graph_equals_the_torch_core(rn50_checkpoint, tmp_path):
     """Real RN50 shapes, crop and flip (the tiny graphs' tests run resize too): ONNX Runtime's
-    depth equals the core's within 1e-4 m, batch 1 and 2 (the tiny graphs' run batch 4)."""
+    depth equals the core's within 1e-4 m, batch 1 and 2 (the tiny graphs' run batch 4), at a
+    network input a third of the shipped one's pixels (RN50_INPUT)."""
     from depthclip_ros.config.parameters import DepthClipConfig
 
     config = DepthClipConfig(
@@ -131,6 +136,7 @@ def test_rn50_graph_equals_the_torch_core(rn50_checkpoint, tmp_path):
         temperature=1.0,
         preprocessing="crop",
         flip=True,
+        **RN50_INPUT,
     )
     core = DepthClip(config)
     exported = export_and_load(config, tmp_path / "rn50.onnx", reference=False)
@@ -142,7 +148,8 @@ def test_rn50_graph_equals_the_torch_core(rn50_checkpoint, tmp_path):
 @pytest.mark.slow
 def test_rn50_fp16_graph_runs_the_torch_fp16_core(rn50_checkpoint, tmp_path):
     """Real RN50 shapes, crop, flip and the fp16 head: the fp16 graph against the torch core's
-    fp16 path, batch 1 (the flip makes it two images; the tiny fp16 graphs run batch 1 and 4)."""
+    fp16 path, batch 1 (the flip makes it two images; the tiny fp16 graphs run batch 1 and 4),
+    at RN50_INPUT."""
     from depthclip_ros.config.parameters import DepthClipConfig
 
     config = DepthClipConfig(
@@ -153,6 +160,7 @@ def test_rn50_fp16_graph_runs_the_torch_fp16_core(rn50_checkpoint, tmp_path):
         preprocessing="crop",
         flip=True,
         head_precision="model",
+        **RN50_INPUT,
     )
     path = tmp_path / "rn50_fp16.onnx"
     # No reference frames: an fp16 graph's are an fp32 export's depth, a second RN50 export
@@ -229,8 +237,8 @@ def test_fp16_graph_runs_the_torch_fp16_core(
     path = tmp_path / "fp16.onnx"
     if config == make_config(**SMALL_INPUT):  # the default graph: exported once for the module
         copy_of_export(exported_default_fp16, path)
-    else:
-        export.export(config.replace(precision="fp16"), path)
+    else:  # its reference frames are the module's fp16 graph's test (a second export)
+        export.export(config.replace(precision="fp16"), path, reference=False)
     assert_fp16_graph(path)
     exported = OnnxDepthClip(config.replace(model=str(path), precision="auto"))
     assert exported.metadata["precision"] == "fp16" and exported.dtype == "float16"
