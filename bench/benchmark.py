@@ -54,6 +54,7 @@ from .node_bench import (
     bench_node,
 )
 from .precision_bench import bench_cpu_variants
+from .sharing_bench import bench_sharing
 
 ROOT = Path(__file__).resolve().parent.parent
 # The shared NYU samples (BTS layout) beside the checkout, where this workplace keeps them.
@@ -531,6 +532,7 @@ QUICK_INFO_PATTERNS = ("after", "1hz")
 # The benchmark's sections, in the order a whole run prints them (--only picks some).
 SECTIONS = (
     "cpu-variants",
+    "sharing",
     "bags",
     "core",
     "node",
@@ -561,11 +563,13 @@ def argument_parser() -> argparse.ArgumentParser:
         metavar="SECTIONS",
         default=SECTIONS,
         help="just these sections, comma-separated: cpu-variants (torch, ONNX Runtime, "
-        "OpenVINO; fp32, bf16, int8), bags (depthclip-bag and depthclip-fleet), core (the "
-        "core's and the conversions' costs), node (the node, backends, several cameras, "
-        "camera_info timing), fairness (three cameras served under overload), cuda (needs "
-        "CUDA), temporal (temporal_filter: still, pan, moving and slow object), metric-scale "
-        "(metric_scale on synthetic model outputs of known truth), eval (default: all)",
+        "OpenVINO; fp32, bf16, int8), sharing (the node on the int8 graph with another "
+        "CPU-bound process beside it, each runtime's thread options), bags (depthclip-bag "
+        "and depthclip-fleet), core (the core's and the conversions' costs), node (the "
+        "node, backends, several cameras, camera_info timing), fairness (three cameras "
+        "served under overload), cuda (needs CUDA), temporal (temporal_filter: still, pan, "
+        "moving and slow object), metric-scale (metric_scale on synthetic model outputs of "
+        "known truth), eval (default: all)",
     )
     p.add_argument(
         "--quick",
@@ -573,7 +577,8 @@ def argument_parser() -> argparse.ArgumentParser:
         help="a short run: core batch 1 without flip only, 3 repetitions of each timing, one "
         "run of the node around the model, fairness at the shipped network input only, the "
         "bag tool's pair once, one fleet set-up, the CPU variants' node run for one variant of "
-        "each runtime",
+        "each runtime, sharing's new thread option of each runtime with the process beside "
+        "only",
     )
     p.add_argument(
         "--shapes",
@@ -663,6 +668,8 @@ def run(args, disk: str) -> None:
     only, nodes = args.only, not args.skip_node
     if "cpu-variants" in only:
         print_cpu_variants(ckpt, args)
+    if "sharing" in only and nodes:
+        print_sharing(ckpt, args)
     if "bags" in only:
         print_bag_tables(args, disk)
     if "core" in only:
@@ -697,6 +704,19 @@ def print_cpu_variants(ckpt, args) -> None:
         args.dds_profile,
         node=not args.skip_node,
         quick=args.quick,
+    )
+    print(table(*rows) + "\n")
+
+
+def print_sharing(ckpt, args) -> None:
+    rate = 15.0
+    print(
+        f"## Sharing the CPU ({args.shapes} shapes, random weights, the int8 graph; one 640x480 "
+        f"camera offered {rate:g} Hz, {args.node_seconds:g} s each, default middleware; beside: "
+        f"one Python process that never sleeps)\n"
+    )
+    rows = bench_sharing(
+        ckpt, rate, args.node_seconds, 3 if args.quick else 20, args.quick, args.dds_profile
     )
     print(table(*rows) + "\n")
 

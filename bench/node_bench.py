@@ -59,32 +59,37 @@ def middleware_env(dds_profile=None) -> dict:
 _RUNS = {}
 
 
-def run_key(ckpt, nodes, cameras, rate, seconds, env, python, driver) -> tuple:
+def run_key(ckpt, nodes, cameras, rate, seconds, env, python, driver, beside=()) -> tuple:
     options = list(driver)
     if options[-2:] == ["--info", "after"]:  # the driver's default pattern
         options = options[:-2]
     return (
-        tuple((namespace, tuple(sorted({"model": ckpt, **o}.items()))) for namespace, o in nodes),
+        tuple((namespace, repr(sorted({"model": ckpt, **o}.items()))) for namespace, o in nodes),
         tuple(cameras),
         rate,
         seconds,
         tuple(sorted(env.items())),
         python or sys.executable,
         tuple(options),
+        tuple(beside),
     )
 
 
-def run_nodes(ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None, driver=()):
+def run_nodes(
+    ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None, driver=(), beside=()
+):
     """Start one node process per (namespace, parameter overrides) of `nodes` (run by
     `python`), feed `cameras` (the driver's names) at `rate` for `seconds` (`driver`: more of
     its options); (the driver's report, [samples of each node process within the measured
     window], [all samples of each]). `ready` gets each node's seconds from its start to its
-    model warmed up. A run like one made before in this process is that run."""
-    key = run_key(ckpt, nodes, cameras, rate, seconds, env, python, driver)
+    model warmed up. `beside`: a command run beside the nodes while the camera streams (other
+    work of the robot), its CPU in the window in the report ("beside CPU (% of a core)"). A
+    run like one made before in this process is that run."""
+    key = run_key(ckpt, nodes, cameras, rate, seconds, env, python, driver, beside)
     if key not in _RUNS:
         starts = []
         _RUNS[key] = (
-            _run_nodes(ckpt, nodes, cameras, rate, seconds, env, python, starts, driver),
+            _run_nodes(ckpt, nodes, cameras, rate, seconds, env, python, starts, driver, beside),
             starts,
         )
     result, starts = _RUNS[key]
@@ -93,8 +98,8 @@ def run_nodes(ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None,
     return result
 
 
-def _run_nodes(ckpt, nodes, cameras, rate, seconds, env, python, ready, driver):
-    procs = []
+def _run_nodes(ckpt, nodes, cameras, rate, seconds, env, python, ready, driver, beside):
+    procs, other = [], None
     for namespace, overrides in nodes:
         log = Path(tempfile.mkdtemp()) / "node.log"
         params = {"model": ckpt, "device": "cpu", "cache_dir": tempfile.mkdtemp(), **overrides}
@@ -108,11 +113,14 @@ def _run_nodes(ckpt, nodes, cameras, rate, seconds, env, python, ready, driver):
             time.sleep(0.05)
         ready.append(time.monotonic() - started)
     try:
-        samples = [[] for _ in procs]  # (wall time, RSS MB, CPU s) of each node, sampled
+        if beside:
+            other = subprocess.Popen(list(beside), stdout=subprocess.DEVNULL)
+        watched = [proc for proc, _ in procs] + ([other] if other else [])
+        samples = [[] for _ in watched]  # (wall time, RSS MB, CPU s) of each process, sampled
         stop = threading.Event()
         samplers = [
             threading.Thread(target=sample_process, args=(proc.pid, into, stop), daemon=True)
-            for (proc, _), into in zip(procs, samples)
+            for proc, into in zip(watched, samples)
         ]
         for sampler in samplers:
             sampler.start()
@@ -137,6 +145,9 @@ def _run_nodes(ckpt, nodes, cameras, rate, seconds, env, python, ready, driver):
         for sampler in samplers:
             sampler.join()
     finally:
+        if other:
+            other.kill()
+            other.wait()
         for proc, _ in procs:
             proc.terminate()
         for proc, _ in procs:
@@ -145,6 +156,10 @@ def _run_nodes(ckpt, nodes, cameras, rate, seconds, env, python, ready, driver):
         raise RuntimeError(f"the camera driver failed: {out.stderr[-2000:]}")
     report = json.loads(out.stdout.strip().splitlines()[-1])
     window = [[s for s in each if report["start"] <= s[0] <= report["end"]] for each in samples]
+    if other:
+        (t0, _, cpu0), (t1, _, cpu1) = window[-1][0], window[-1][-1]
+        report["beside CPU (% of a core)"] = (cpu1 - cpu0) / (t1 - t0) * 100
+        window, samples = window[:-1], samples[:-1]
     return report, window, samples
 
 

@@ -147,6 +147,22 @@ class DepthClipConfig(Schema):
         minimum=0,
         maximum=1024,
     )
+    onnxruntime_session_config: tuple = param(
+        (),
+        "backend onnxruntime: session config entries KEY=VALUE in ONNX Runtime's own names, "
+        "over inference_threads' (e.g. session.intra_op.allow_spinning=0: its threads sleep "
+        "while they wait instead of spinning); ONNX Runtime ignores keys it does not know",
+        read_only=True,
+        single_ok=True,
+    )
+    openvino_properties: tuple = param(
+        (),
+        "backend openvino: CPU compile properties KEY=VALUE in OpenVINO's own names, over "
+        "inference_threads' (e.g. ENABLE_CPU_PINNING=NO, NUM_STREAMS=1, PERFORMANCE_HINT="
+        "LATENCY); one OpenVINO does not know fails the model's start in one line",
+        read_only=True,
+        single_ok=True,
+    )
     prompt_template: tuple = param(
         ("This {object} is {token}",),
         "Prompt template(s) with {object} and {token}; several: each token's prompts are encoded, "
@@ -260,6 +276,8 @@ class DepthClipConfig(Schema):
         if not self.model.strip():
             raise ConfigError("model", self.model, "must name a CLIP model or a checkpoint file")
         _check_device_and_precision(self)
+        for name in ("onnxruntime_session_config", "openvino_properties"):
+            runtime_entries(self, name)
         for template in self.prompt_template:
             _check_template(template)
         _check_scenes(self)
@@ -285,6 +303,17 @@ class DepthClipConfig(Schema):
                 f"{len(tokens)} tokens but {len(bins)} depth_bins; "
                 "each token needs exactly one bin",
             )
+
+
+def runtime_entries(cfg, name: str) -> dict:
+    """{KEY: VALUE} of the KEY=VALUE list parameter `name` (a runtime's own option names)."""
+    entries = {}
+    for entry in getattr(cfg, name):
+        key, equals, value = entry.partition("=")
+        if not equals or not key.strip() or not value.strip():
+            raise ConfigError(name, list(getattr(cfg, name)), f"'{entry}' is not KEY=VALUE")
+        entries[key.strip()] = value.strip()
+    return entries
 
 
 def _check_device_and_precision(cfg) -> None:

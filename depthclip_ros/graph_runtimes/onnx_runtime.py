@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config.parameters import runtime_entries
 from ..errors import ModelLoadError
 from ..estimator.cpu_features import cpu_description
 from ..estimator.file_identity import sha256_remembered
@@ -46,7 +47,8 @@ def session_options(ort, threads: int, exact: bool, on_gpu: bool, entries=None):
     """ONNX Runtime's SessionOptions for a session of the graph or a part: errors only in its
     log (fallbacks are reported by us, in one line); `threads` intra-op threads, not spinning
     (0: one per core); `exact`: the exact U8U8 int8 kernels; on a GPU, the nodes' placement
-    recorded; and the session config `entries`."""
+    recorded; and the session config `entries` (the user's onnxruntime_session_config, over
+    the rest)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:  # leave the other cores to the driver and middleware
@@ -152,14 +154,17 @@ class OnnxDepthClip(TensorRtTrunk, ExportedGraph):
             device, self.precision, cache, available, choice, config.cudnn_conv_algo_search
         )
         exact = self._needs_exact_int8_kernels()
-        options = session_options(ort, config.inference_threads, exact, device != "cpu")
+        entries = runtime_entries(config, "onnxruntime_session_config")
+        options = session_options(ort, config.inference_threads, exact, device != "cpu", entries)
         if device != "cpu":
             self._check_version(ort)
         self._build = (ort, options, chain, cache, choice)
         # TensorRT alone runs the trunk: a node it cannot take fails the session (ORT would
         # otherwise put it on the CPU provider, which the session then hides behind TensorRT).
         self._trunk_options = (
-            session_options(ort, config.inference_threads, exact, True, {NO_CPU_FALLBACK: "1"})
+            session_options(
+                ort, config.inference_threads, exact, True, {**entries, NO_CPU_FALLBACK: "1"}
+            )
             if chain[0][0] == TENSORRT
             else None
         )

@@ -21,6 +21,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..config.parameters import runtime_entries
 from ..errors import ConfigError, ModelLoadError
 from ..estimator.cpu_features import cpu_description, is_arm
 from ..estimator.text_cache import default_cache_dir
@@ -33,19 +34,31 @@ COMPILED_SHAPES = 8  # compiled models kept (shapes); the least recently used go
 OPENVINO_DEVICE = {"auto": "AUTO", "cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
 
 
-def compile_properties(device: str, precision: str, requested: str, threads: int) -> dict:
+def compile_properties(
+    device: str, precision: str, requested: str, threads: int, cpu_properties=None
+) -> dict:
     """OpenVINO's compile properties for the OpenVINO `device` name: the inference precision
     of each device (CPU: f32, bf16 where `precision` is; GPU: f16 unless `requested` is fp32;
-    NPU: none, it computes in f16) and, `threads` set, the CPU's threads unpinned. AUTO gets
-    each device's as device properties."""
+    NPU: none, it computes in f16) and, `threads` set, the CPU's threads unpinned, then the
+    user's `cpu_properties` (openvino_properties). AUTO gets each device's as device
+    properties."""
     cpu = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
     if threads:  # cores left to the camera driver and the middleware
         cpu.update(INFERENCE_NUM_THREADS=threads, ENABLE_CPU_PINNING=False)
+    cpu.update(cpu_properties or {})
     gpu = {"INFERENCE_PRECISION_HINT": "f32" if requested == "fp32" else "f16"}
     kind = device.split(".")[0]
     if kind == "AUTO":
         return {"DEVICE_PROPERTIES": {"CPU": cpu, "GPU": gpu}}
     return {"CPU": cpu, "GPU": gpu, "NPU": {}}[kind]
+
+
+def _number(text) -> int:
+    """An integer property given as text; 0 where there is none (OpenVINO says why at compile)."""
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
 
 
 def lowers_float_precision(properties: dict, available: list) -> bool:
@@ -183,15 +196,24 @@ class OpenVinoDepthClip(ExportedGraph):
         except OSError as exc:  # no cache: every start compiles again, nothing else changes
             log.warning("openvino_cache_dir %s cannot be used (%s): not caching", cache, exc)
         self._warn_about_int8()
+        self.cpu_properties = runtime_entries(config, "openvino_properties")
         self.compile_config = compile_properties(
-            self.openvino_device, self.precision, config.precision, config.inference_threads
+            self.openvino_device,
+            self.precision,
+            config.precision,
+            config.inference_threads,
+            self.cpu_properties,
         )
         self.head_config = self._head_config(available, config.inference_threads)
         self.compiled = collections.OrderedDict()  # (B, H, W, bins) -> infer requests, LRU
         self.failed = {}  # shape -> the ModelLoadError of its compilation, said again
         self.version = ov.get_version().split("-")[0]
         self.runtime = f"openvino {self.version} {self.openvino_device}"
-        self.cpu_threads = config.inference_threads or self._cpu_threads()
+        self.cpu_threads = (
+            _number(self.cpu_properties.get("INFERENCE_NUM_THREADS"))
+            or config.inference_threads
+            or self._cpu_threads()
+        )
 
     def _head_config(self, available: list, threads: int):
         """The head's compile properties (f32) where the device computes below f32, the head
@@ -206,7 +228,9 @@ class OpenVinoDepthClip(ExportedGraph):
                 self.path.name,
             )
             return None
-        return compile_properties(self.openvino_device, "fp32", "fp32", threads)
+        return compile_properties(
+            self.openvino_device, "fp32", "fp32", threads, self.cpu_properties
+        )
 
     def _warn_about_int8(self) -> None:
         """One warning where OpenVINO's CPU plugin cannot run this int8 graph as exported: on

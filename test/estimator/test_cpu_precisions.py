@@ -718,6 +718,41 @@ def test_inference_threads_leave_the_other_cores(tiny_config, int8_graph):
         torch.set_num_threads(threads)
 
 
+def test_each_runtimes_own_thread_options_reach_it(tiny_config, int8_graph):
+    """onnxruntime_session_config and openvino_properties: the runtime's own names, over
+    inference_threads' (OpenVINO's threads counted from them), the same depth; an entry that is
+    not KEY=VALUE is a ConfigError, a property OpenVINO does not know a ModelLoadError naming
+    it."""
+    path, shots = int8_graph
+    spinning_off = ["session.intra_op.allow_spinning=0", "session.inter_op.allow_spinning=0"]
+    ort = run_on(tiny_config, path, "onnxruntime", onnxruntime_session_config=spinning_off)
+    options = ort._build[1]
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    default = run_on(tiny_config, path, "onnxruntime")
+    np.testing.assert_array_equal(ort.predict(shots[0]).depth, default.predict(shots[0]).depth)
+    properties = ["ENABLE_CPU_PINNING=NO", "NUM_STREAMS=1", "INFERENCE_NUM_THREADS=1"]
+    ov = run_on(tiny_config, path, "openvino", inference_threads=2, openvino_properties=properties)
+    assert ov.cpu_threads == 1  # the user's INFERENCE_NUM_THREADS over inference_threads'
+    got = ov.predict(shots[0])
+    (request,) = next(iter(ov.compiled.values()))
+    compiled = request.get_compiled_model()
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert compiled.get_property("NUM_STREAMS") == 1
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    np.testing.assert_allclose(
+        got.depth, run_on(tiny_config, path, "openvino").predict(shots[0]).depth, atol=1e-5
+    )
+    with pytest.raises(ConfigError, match="openvino_properties.*'ENABLE_CPU_PINNING' is not"):
+        tiny_config.replace(openvino_properties=("ENABLE_CPU_PINNING",))
+    with pytest.raises(ConfigError, match="onnxruntime_session_config.*'=0' is not KEY=VALUE"):
+        tiny_config.replace(onnxruntime_session_config=("=0",))
+    unknown = run_on(tiny_config, path, "openvino", openvino_properties=["NO_SUCH_PROPERTY=1"])
+    with pytest.raises(ModelLoadError, match="Unsupported property NO_SUCH_PROPERTY") as raised:
+        unknown.predict(shots[0])
+    assert "\n" not in str(raised.value)
+
+
 def test_openvino_compiles_static_shapes_at_a_cameras_size_and_once_per_failure(
     fp32_graph, tiny_config, tmp_path, monkeypatch
 ):

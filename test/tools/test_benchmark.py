@@ -65,7 +65,7 @@ SHORT_RUN = [
     "3",
 ]
 SECTION_RUNS = {
-    "cpu-variants": ["CPU variants"],
+    "cpu-variants,sharing": ["CPU variants", "Sharing the CPU"],
     "bags": ["Bag tool", "Bag outputs", "Fleet"],
     "core,fairness,cuda,temporal,metric-scale,eval": [
         "Core",
@@ -120,10 +120,11 @@ def bench_tables(only: str) -> dict:
 
 
 @pytest.mark.slow
-def test_benchmark_cpu_variants():
+def test_benchmark_cpu_variants_and_sharing():
     from bench.precision_bench import QUICK_NODE_VARIANTS
+    from bench.sharing_bench import QUICK_SETTINGS
 
-    tables = bench_tables("cpu-variants")
+    tables = bench_tables("cpu-variants,sharing")
     variants = tables["CPU variants"]
     assert [r["variant"].split(",")[0] for r in variants] == [
         "torch fp32",
@@ -158,6 +159,13 @@ def test_benchmark_cpu_variants():
     shipped = next(r for r in variants if "shipped" in r["variant"])
     assert shipped["speed / torch fp32"] == "1.00x"
     assert shipped["... demo scenes (T 1)"] == "0.00 / 0.00 mm, 100.0 %"  # itself
+    # --quick: each runtime's new thread option in the node, with the CPU-bound process beside
+    sharing = tables["Sharing the CPU"]
+    assert [r["threads"] for r in sharing] == list(QUICK_SETTINGS)
+    for row in sharing:
+        assert float(row["forward alone (ms)"]) > 0 and row["node answers, alone (Hz)"] == "-"
+        assert float(row["node answers, one CPU-bound process beside (Hz)"]) > 0
+        assert float(row["the process beside keeps (of one core)"].rstrip(" %")) > 0
 
 
 @pytest.mark.slow
