@@ -140,9 +140,9 @@ class DepthClipConfig(Schema):
     )
     inference_threads: int = param(
         0,
-        "CPU threads of the model's inference: 0 = the runtime's default (one per core; ONNX "
-        "Runtime's spin while idle, OpenVINO's pinned to cores); N = N threads, not spinning, "
-        "not pinned, so that the camera driver and the middleware keep the other cores",
+        "CPU threads of the model's inference: 0 = one per core; N = N, so that the camera "
+        "driver and the middleware keep the other cores; either way ONNX Runtime's do not "
+        "spin while idle and OpenVINO's are not pinned to cores (measured on a shared CPU)",
         read_only=True,
         minimum=0,
         maximum=1024,
@@ -150,16 +150,17 @@ class DepthClipConfig(Schema):
     onnxruntime_session_config: tuple = param(
         (),
         "backend onnxruntime: session config entries KEY=VALUE in ONNX Runtime's own names, "
-        "over inference_threads' (e.g. session.intra_op.allow_spinning=0: its threads sleep "
-        "while they wait instead of spinning); ONNX Runtime ignores keys it does not know",
+        "over the package's (e.g. session.intra_op.allow_spinning=1: ONNX Runtime's own "
+        "default, threads spinning while they wait); ONNX Runtime ignores keys it does not know",
         read_only=True,
         single_ok=True,
     )
     openvino_properties: tuple = param(
         (),
         "backend openvino: CPU compile properties KEY=VALUE in OpenVINO's own names, over "
-        "inference_threads' (e.g. ENABLE_CPU_PINNING=NO, NUM_STREAMS=1, PERFORMANCE_HINT="
-        "LATENCY); one OpenVINO does not know fails the model's start in one line",
+        "the package's (e.g. ENABLE_CPU_PINNING=YES: OpenVINO's own default, NUM_STREAMS=1, "
+        "PERFORMANCE_HINT=LATENCY); one OpenVINO does not know fails the model's start in one "
+        "line",
         read_only=True,
         single_ok=True,
     )

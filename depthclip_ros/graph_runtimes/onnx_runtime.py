@@ -45,22 +45,24 @@ log = logging.getLogger("depthclip_ros")
 
 def session_options(ort, threads: int, exact: bool, on_gpu: bool, entries=None):
     """ONNX Runtime's SessionOptions for a session of the graph or a part: errors only in its
-    log (fallbacks are reported by us, in one line); `threads` intra-op threads, not spinning
-    (0: one per core); `exact`: the exact U8U8 int8 kernels; on a GPU, the nodes' placement
-    recorded; and the session config `entries` (the user's onnxruntime_session_config, over
-    the rest)."""
+    log (fallbacks are reported by us, in one line); `threads` intra-op threads (0: one per
+    core), none spinning while it waits; `exact`: the exact U8U8 int8 kernels; on a GPU, the
+    nodes' placement recorded; and the session config `entries` (the user's
+    onnxruntime_session_config, over the rest)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:  # leave the other cores to the driver and middleware
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # Not spinning: on a CPU shared with other work a spinning thread takes the core from it
+    # and from the node's own threads (measured: docs/performance.md, "Sharing the CPU").
+    config = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
     if exact:  # ONNX Runtime's U8U8 kernels: exact, slower (its session option's words)
-        options.add_session_config_entry("session.x64quantprecision", "1")
+        config["session.x64quantprecision"] = "1"
     if on_gpu:
-        options.add_session_config_entry(ASSIGNMENT_KEY, "1")
-    for key, value in (entries or {}).items():
+        config[ASSIGNMENT_KEY] = "1"
+    # Each key added once: ONNX Runtime warns on stderr when an entry is added again.
+    for key, value in {**config, **(entries or {})}.items():
         options.add_session_config_entry(key, value)
     return options
 

@@ -39,12 +39,17 @@ def compile_properties(
 ) -> dict:
     """OpenVINO's compile properties for the OpenVINO `device` name: the inference precision
     of each device (CPU: f32, bf16 where `precision` is; GPU: f16 unless `requested` is fp32;
-    NPU: none, it computes in f16) and, `threads` set, the CPU's threads unpinned, then the
-    user's `cpu_properties` (openvino_properties). AUTO gets each device's as device
+    NPU: none, it computes in f16), the CPU's threads unpinned and, `threads` set, that many,
+    then the user's `cpu_properties` (openvino_properties). AUTO gets each device's as device
     properties."""
-    cpu = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    # Unpinned: a thread pinned to a core another process is busy on waits for that core
+    # (measured: docs/performance.md, "Sharing the CPU").
+    cpu = {
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        "ENABLE_CPU_PINNING": False,
+    }
     if threads:  # cores left to the camera driver and the middleware
-        cpu.update(INFERENCE_NUM_THREADS=threads, ENABLE_CPU_PINNING=False)
+        cpu["INFERENCE_NUM_THREADS"] = threads
     cpu.update(cpu_properties or {})
     gpu = {"INFERENCE_PRECISION_HINT": "f32" if requested == "fp32" else "f16"}
     kind = device.split(".")[0]

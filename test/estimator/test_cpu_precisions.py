@@ -691,12 +691,15 @@ def test_device_auto_on_a_torch_without_cuda_says_so_once(monkeypatch, caplog, c
 
 
 def test_inference_threads_leave_the_other_cores(tiny_config, int8_graph):
-    """inference_threads N: N threads in each runtime, neither spinning nor pinned."""
+    """inference_threads N: N threads in each runtime; by default one per core; neither
+    spinning (ONNX Runtime) nor pinned (OpenVINO) in either case."""
     path, shots = int8_graph
     tasks = lambda: len(os.listdir("/proc/self/task"))  # noqa: E731 (the process's threads)
     run_on(tiny_config, path, "onnxruntime")  # the runtime's own threads of import
     before = tasks()
     default = run_on(tiny_config, path, "onnxruntime")
+    for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        assert default._build[1].get_session_config_entry(key) == "0"
     spawned_by_default = tasks() - before
     before = tasks()
     one = run_on(tiny_config, path, "onnxruntime", inference_threads=1)
@@ -724,20 +727,20 @@ def test_each_runtimes_own_thread_options_reach_it(tiny_config, int8_graph):
     not KEY=VALUE is a ConfigError, a property OpenVINO does not know a ModelLoadError naming
     it."""
     path, shots = int8_graph
-    spinning_off = ["session.intra_op.allow_spinning=0", "session.inter_op.allow_spinning=0"]
-    ort = run_on(tiny_config, path, "onnxruntime", onnxruntime_session_config=spinning_off)
-    options = ort._build[1]
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    spinning = ["session.intra_op.allow_spinning=1", "session.inter_op.allow_spinning=1"]
+    ort = run_on(tiny_config, path, "onnxruntime", onnxruntime_session_config=spinning)
+    options = ort._build[1]  # ONNX Runtime's own default back
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "1"
     default = run_on(tiny_config, path, "onnxruntime")
     np.testing.assert_array_equal(ort.predict(shots[0]).depth, default.predict(shots[0]).depth)
-    properties = ["ENABLE_CPU_PINNING=NO", "NUM_STREAMS=1", "INFERENCE_NUM_THREADS=1"]
+    properties = ["ENABLE_CPU_PINNING=YES", "NUM_STREAMS=1", "INFERENCE_NUM_THREADS=1"]
     ov = run_on(tiny_config, path, "openvino", inference_threads=2, openvino_properties=properties)
     assert ov.cpu_threads == 1  # the user's INFERENCE_NUM_THREADS over inference_threads'
     got = ov.predict(shots[0])
     (request,) = next(iter(ov.compiled.values()))
     compiled = request.get_compiled_model()
-    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert compiled.get_property("ENABLE_CPU_PINNING") is True  # OpenVINO's own default back
     assert compiled.get_property("NUM_STREAMS") == 1
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
     np.testing.assert_allclose(
@@ -785,11 +788,14 @@ def test_openvino_compiles_static_shapes_at_a_cameras_size_and_once_per_failure(
     ov.predict(structured_image(48, 80))  # other shapes still compile
 
 
+UNPINNED = {"ENABLE_CPU_PINNING": False}  # on every CPU (docs/performance.md)
+
+
 @pytest.mark.parametrize(
     "device,precision,requested,threads,properties",
     [
-        ("CPU", "fp32", "auto", 0, {"INFERENCE_PRECISION_HINT": "f32"}),
-        ("CPU", "bf16", "bf16", 0, {"INFERENCE_PRECISION_HINT": "bf16"}),
+        ("CPU", "fp32", "auto", 0, {"INFERENCE_PRECISION_HINT": "f32", **UNPINNED}),
+        ("CPU", "bf16", "bf16", 0, {"INFERENCE_PRECISION_HINT": "bf16", **UNPINNED}),
         (
             "CPU",
             "int8",
@@ -811,7 +817,7 @@ def test_openvino_compiles_static_shapes_at_a_cameras_size_and_once_per_failure(
             0,
             {
                 "DEVICE_PROPERTIES": {
-                    "CPU": {"INFERENCE_PRECISION_HINT": "f32"},
+                    "CPU": {"INFERENCE_PRECISION_HINT": "f32", **UNPINNED},
                     "GPU": {"INFERENCE_PRECISION_HINT": "f16"},
                 }
             },
