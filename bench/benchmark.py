@@ -44,12 +44,14 @@ from .metric_scale_bench import (
     scene_samples,
 )
 from .node_bench import (
+    EXECUTOR_SETUPS,
     FAIRNESS_INPUTS,
     bench_backends,
     bench_camera_info,
     bench_cameras,
     bench_compressed_depth_node,
     bench_cuda_node,
+    bench_executors,
     bench_fairness,
     bench_node,
 )
@@ -888,6 +890,13 @@ def print_node_tables(ckpt, devices, args) -> None:
         f"{runs} run(s) of {args.node_seconds:g} s, default middleware, cpu)\n"
     )
     print(table(*bench_node(tiny, [100.0] * runs, args.node_seconds, args.dds_profile)) + "\n")
+    setups = EXECUTOR_SETUPS[:1] if args.quick else EXECUTOR_SETUPS
+    print(
+        f"## Executors (tiny random CLIP, 640x480 cameras, {runs} run(s) of "
+        f"{args.node_seconds:g} s each, the two executors interleaved, default middleware, cpu)\n"
+    )
+    rows = bench_executors(tiny, args.node_seconds, runs, setups, args.dds_profile)
+    print(table(*rows) + "\n")
     print(
         f"## compressedDepth in the node (tiny random CLIP, one 640x480 camera at 30 Hz, "
         f"{args.node_seconds:g} s each, default middleware, cpu)\n"

@@ -48,6 +48,13 @@ def sample_process(pid, samples, stop):
         stop.wait(0.25)
 
 
+def cpu_share(window) -> float:
+    """A process's CPU over a window of its `sample_process` samples, in cores (1.0: one core
+    busy the whole window)."""
+    (t0, _, cpu0), (t1, _, cpu1) = window[0], window[-1]
+    return (cpu1 - cpu0) / (t1 - t0)
+
+
 def _rss_mb(pid):
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -25,7 +25,7 @@ from depthclip_ros.tools.node_process import (
     start_node_process,
 )
 
-from .measure import sample_process, timed
+from .measure import cpu_share, sample_process, timed
 
 CAMERA_INFO_STATUS = "frames paired with another stamp's camera_info (last 10 s)"
 
@@ -59,7 +59,7 @@ def middleware_env(dds_profile=None) -> dict:
 _RUNS = {}
 
 
-def run_key(ckpt, nodes, cameras, rate, seconds, env, python, driver, beside=()) -> tuple:
+def run_key(ckpt, nodes, cameras, rate, seconds, env, python, driver, beside=(), run=0) -> tuple:
     options = list(driver)
     if options[-2:] == ["--info", "after"]:  # the driver's default pattern
         options = options[:-2]
@@ -72,11 +72,12 @@ def run_key(ckpt, nodes, cameras, rate, seconds, env, python, driver, beside=())
         python or sys.executable,
         tuple(options),
         tuple(beside),
+        run,
     )
 
 
 def run_nodes(
-    ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None, driver=(), beside=()
+    ckpt, nodes, cameras, rate, seconds, env, python=None, ready=None, driver=(), beside=(), run=0
 ):
     """Start one node process per (namespace, parameter overrides) of `nodes` (run by
     `python`), feed `cameras` (the driver's names) at `rate` for `seconds` (`driver`: more of
@@ -84,8 +85,9 @@ def run_nodes(
     window], [all samples of each]). `ready` gets each node's seconds from its start to its
     model warmed up. `beside`: a command run beside the nodes while the camera streams (other
     work of the robot), its CPU in the window in the report ("beside CPU (% of a core)"). A
-    run like one made before in this process is that run."""
-    key = run_key(ckpt, nodes, cameras, rate, seconds, env, python, driver, beside)
+    run like one made before in this process is that run; `run` numbers the repeats a table
+    asks for (each its own run)."""
+    key = run_key(ckpt, nodes, cameras, rate, seconds, env, python, driver, beside, run)
     if key not in _RUNS:
         starts = []
         _RUNS[key] = (
@@ -157,8 +159,7 @@ def _run_nodes(ckpt, nodes, cameras, rate, seconds, env, python, ready, driver, 
     report = json.loads(out.stdout.strip().splitlines()[-1])
     window = [[s for s in each if report["start"] <= s[0] <= report["end"]] for each in samples]
     if other:
-        (t0, _, cpu0), (t1, _, cpu1) = window[-1][0], window[-1][-1]
-        report["beside CPU (% of a core)"] = (cpu1 - cpu0) / (t1 - t0) * 100
+        report["beside CPU (% of a core)"] = cpu_share(window[-1]) * 100
         window, samples = window[:-1], samples[:-1]
     return report, window, samples
 
@@ -192,10 +193,11 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
     env = middleware_env(dds_profile)
     rows = []
     core_ms = node_core_reference(ckpt)
-    for rate in rates:
+    for index, rate in enumerate(rates):
         core = core_ms()
-        r, (window,), (samples,) = run_nodes(ckpt, [("", {})], [], rate, seconds, env)
-        (t0, rss0, cpu0), (t1, rss1, cpu1) = window[0], window[-1]
+        repeat = rates[:index].count(rate)  # a rate asked for again: a run of its own
+        r, (window,), (samples,) = run_nodes(ckpt, [("", {})], [], rate, seconds, env, run=repeat)
+        rss0, rss1 = window[0][1], window[-1][1]
         lat = all_latencies_ms(r)
         in_node = node_inference_ms(r)
         camera = r["cameras"][""]
@@ -220,7 +222,7 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
                 f"{rss1:.0f}",
                 f"{rss1 - rss0:+.0f}",
                 f"{max(s[1] for s in samples):.0f}",
-                f"{(cpu1 - cpu0) / (t1 - t0) * 100:.0f}%",
+                f"{cpu_share(window) * 100:.0f}%",
                 *node_stage_cells(r),
             ]
         )
@@ -249,6 +251,58 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
     return head, rows
 
 
+EXECUTOR_SETUPS = (("1 camera", 100.0, 1), ("8 cameras", 30.0, 8))
+
+
+def bench_executors(ckpt, seconds, runs=1, setups=EXECUTOR_SETUPS, dds_profile=None):
+    """The node under each rclpy executor (`executor`: single_threaded, events), interleaved:
+    per set-up (label, offered rate per camera, cameras) and run, what went in and came out,
+    the latency, the node's CPU and where a frame's time went (its stages and threads)."""
+    env = middleware_env(dds_profile)
+    rows = []
+    for label, rate, count in setups:
+        names = [f"cam{i}" for i in range(count)] if count > 1 else []
+        params = {"device": "cpu"}
+        if names:
+            params["cameras"] = f"[{','.join(names)}]"
+        for run in range(runs):
+            for executor in ("single_threaded", "events"):
+                nodes = [("", {**params, "executor": executor})]
+                r, (window,), _ = run_nodes(ckpt, nodes, names, rate, seconds, env, run=run)
+                cams = r["cameras"].values()
+                out = [c["received"] / r["seconds"] for c in cams]
+                lat = all_latencies_ms(r)
+                rows.append(
+                    [
+                        label,
+                        f"{rate:g}",
+                        str(run + 1),
+                        executor,
+                        f"{sum(c['sent'] for c in cams) / r['seconds']:.1f}",
+                        f"{sum(out):.1f}",
+                        f"{min(out):.1f}",
+                        f"{np.median(lat):.0f}" if len(lat) else "-",
+                        f"{cpu_share(window) * 100:.0f}%",
+                        *node_stage_cells(r),
+                    ]
+                )
+                print("executors", rows[-1], file=sys.stderr)
+    head = [
+        "set-up",
+        "offered per camera (Hz)",
+        "run",
+        "executor",
+        "sent, all (Hz)",
+        "depth out, all (Hz)",
+        "slowest camera (Hz)",
+        "latency median (ms)",
+        "node CPU (of 1 core)",
+        f"in node, median ms: {' / '.join(STAGE_KEYS)}",
+        f"CPU, % of a core: {' / '.join(THREADS)}",
+    ]
+    return head, rows
+
+
 def bench_cameras(ckpt, cameras, rate, seconds, dds_profile=None):
     """One node serving every camera against one single-camera node per camera (each in the
     camera's namespace: the same topics), fed alike."""
@@ -261,7 +315,7 @@ def bench_cameras(ckpt, cameras, rate, seconds, dds_profile=None):
     for label, nodes in setups:
         r, windows, samples = run_nodes(ckpt, nodes, cameras, rate, seconds, env)
         rss = [np.median([s[1] for s in window]) for window in windows]
-        cpu = sum((w[-1][2] - w[0][2]) / (w[-1][0] - w[0][0]) for w in windows)
+        cpu = sum(cpu_share(w) for w in windows)
         lat = all_latencies_ms(r)
         per_camera = {name: c["received"] / r["seconds"] for name, c in r["cameras"].items()}
         rows.append(
@@ -466,25 +520,29 @@ def bench_fairness(ckpt, cameras, rate, seconds, inputs=FAIRNESS_INPUTS, dds_pro
     return head, rows
 
 
-def bench_cuda_node(ckpt, seconds, dds_profile=None):
+def bench_cuda_node(ckpt, seconds, dds_profile=None, device="cuda", **params):
     """The node on CUDA (RN50 shapes, the shipped config, 640x480 rgb8): one camera offered 100
-    and 300 Hz, and 8 cameras at 30 Hz each with max_batch 8."""
+    and 300 Hz, and 8 cameras at 30 Hz each with max_batch 8; with what the driver sent and
+    where a frame's time went in the node (its stages and threads). `device`: "cpu" for a dry
+    run; `params`: more of the node's parameters (executor=... to compare)."""
     env = middleware_env(dds_profile)
     cameras = [f"cam{i}" for i in range(8)]
+    node = {"device": device, **params}
     setups = [
-        ("1 camera", 100.0, [], {"device": "cuda"}),
-        ("1 camera", 300.0, [], {"device": "cuda"}),
+        ("1 camera", 100.0, [], node),
+        ("1 camera", 300.0, [], node),
         (
             "8 cameras, max_batch 8",
             30.0,
             cameras,
-            {"device": "cuda", "cameras": f"[{','.join(cameras)}]", "max_batch": 8},
+            {**node, "cameras": f"[{','.join(cameras)}]", "max_batch": 8},
         ),
     ]
     rows = []
     for label, rate, names, overrides in setups:
-        r, _, _ = run_nodes(ckpt, [("", overrides)], names, rate, seconds, env)
+        r, (window,), _ = run_nodes(ckpt, [("", overrides)], names, rate, seconds, env)
         out = [c["received"] / r["seconds"] for c in r["cameras"].values()]
+        sent = sum(c["sent"] for c in r["cameras"].values()) / r["seconds"]
         lat = all_latencies_ms(r)
         rows.append(
             [
@@ -495,6 +553,9 @@ def bench_cuda_node(ckpt, seconds, dds_profile=None):
                 f"{np.median(lat):.1f}" if len(lat) else "-",
                 f"{np.percentile(lat, 95):.1f}" if len(lat) else "-",
                 f"{node_inference_ms(r):.2f}",
+                f"{sent:.1f}",
+                f"{cpu_share(window) * 100:.0f}%",
+                *node_stage_cells(r),
             ]
         )
         print("cuda node", rows[-1], file=sys.stderr)
@@ -506,5 +567,9 @@ def bench_cuda_node(ckpt, seconds, dds_profile=None):
         "latency median (ms)",
         "latency p95 (ms)",
         "forward in node, median (ms)",
+        "sent, all cameras (Hz)",
+        "node CPU (of 1 core)",
+        f"in node, median ms: {' / '.join(STAGE_KEYS)}",
+        f"CPU, % of a core: {' / '.join(THREADS)}",
     ]
     return head, rows

@@ -18,6 +18,7 @@ from .schema import Schema, param
 TEMPORAL_FILTERS = ("off", "mixture")
 
 COLORMAPS = ("turbo", "viridis", "gray")
+EXECUTORS = ("auto", "events", "single_threaded")
 
 METRIC_SCALE_MODES = ("off", "scale", "scale_shift")
 METRIC_SCALE_SOURCES = ("scan", "points", "depth", "ground")
@@ -220,6 +221,14 @@ class NodeSettings(Schema):
         True,
         "Configure and activate at start-up; false leaves the transitions to a lifecycle manager",
         read_only=True,
+    )
+    executor: str = param(
+        "auto",
+        "rclpy executor spinning the node: events (rclpy's EventsExecutor, Jazzy and later: "
+        "a frame's callback costs less), single_threaded (rclpy's SingleThreadedExecutor), auto "
+        "(events where this rclpy has it)",
+        read_only=True,
+        choices=EXECUTORS,
     )
     use_compressed: bool = param(
         False, "Subscribe to image/compressed (JPEG/PNG) instead of image", read_only=True

@@ -23,6 +23,7 @@ from .colormaps import colorize
 # What depthclip-bag writes unless told otherwise (the node publishes each while subscribed).
 DEFAULT_OUTPUTS = ("depth", "std", "camera_info", "points", "clearing")
 CLOUD_OUTPUTS = ("camera_info", "points", "clearing")  # what needs the camera_info
+POINT_OUTPUTS = ("points", "clearing")  # the clouds: camera_info alone needs no points
 
 
 def cloud_arrays(settings) -> tuple:
@@ -43,7 +44,7 @@ def output_arrays(wanted, settings) -> tuple:
     arrays = {"depth"}
     if "std" in wanted:
         arrays.add("depth_std")
-    if wanted & set(CLOUD_OUTPUTS):
+    if wanted & set(POINT_OUTPUTS):
         arrays.update(cloud_arrays(settings))
     if "clearing" in wanted:
         arrays.add("bin_probs")
@@ -107,7 +108,7 @@ def compressed_depth_fields(depth: np.ndarray, settings) -> dict:
 class CloudOutputs:
     """Header-less fields of the messages that need the camera_info: the depth image's
     camera_info, the point cloud and the clearing cloud (None without a usable camera_info,
-    `problem` says why; `clearing` None also when not asked for)."""
+    `problem` says why; `cloud` and `clearing` None also when not asked for)."""
 
     camera_info: dict | None
     cloud: dict | None
@@ -160,8 +161,10 @@ class PendingFrame:
     def outputs(self, wanted=DEFAULT_OUTPUTS) -> FrameOutputs:
         return frame_outputs(self.rgb, self.result, self.index, self.info, self.settings, wanted)
 
-    def cloud(self, info, clearing: bool = False) -> CloudOutputs:
-        return cloud_outputs(self.rgb, self.result, self.index, info, self.settings, clearing)
+    def cloud(self, info, points: bool = True, clearing: bool = False) -> CloudOutputs:
+        return cloud_outputs(
+            self.rgb, self.result, self.index, info, self.settings, points, clearing
+        )
 
 
 def frame_outputs(
@@ -176,7 +179,9 @@ def frame_outputs(
         depth_image_fields(depth) if "depth" in wanted else None,
         depth_image_fields(result.depth_std[index]) if with_std else None,
         (
-            cloud_outputs(rgb, result, index, info, settings, "clearing" in wanted)
+            cloud_outputs(
+                rgb, result, index, info, settings, "points" in wanted, "clearing" in wanted
+            )
             if set(CLOUD_OUTPUTS) & set(wanted)
             else None
         ),
@@ -190,14 +195,21 @@ def frame_outputs(
 
 
 def cloud_outputs(
-    rgb: np.ndarray, result, index: int, info, settings, clearing: bool = False
+    rgb: np.ndarray,
+    result,
+    index: int,
+    info,
+    settings,
+    points: bool = True,
+    clearing: bool = False,
 ) -> CloudOutputs:
-    """The depth image's camera_info and the point cloud of frame `index` of a `DepthResult`;
-    with `clearing`, the clearing cloud too. Nothing (no problem either) when the result lacks
-    the arrays the clouds need: predict was not asked for them (nobody subscribed then)."""
-    if not has_cloud_arrays(result, settings):
-        return CloudOutputs(None, None, None)
-    clearing = clearing and result.bin_probs is not None
+    """The depth image's camera_info of frame `index` of a `DepthResult`; with `points`, the
+    point cloud too, with `clearing` the clearing cloud. A cloud is left out (no problem said)
+    when the result lacks the arrays it needs: predict was not asked for them (nobody
+    subscribed then); the camera_info alone costs no cloud."""
+    # The clearing cloud is made from the points' pixels: either needs them.
+    sampled = (points or clearing) and has_cloud_arrays(result, settings)
+    clearing = clearing and sampled and result.bin_probs is not None
     if info is None:
         return CloudOutputs(None, None, "no camera_info")
     height, width = result.depth[index].shape
@@ -206,30 +218,31 @@ def cloud_outputs(
         intr = camera.intrinsics()
     except ValueError as exc:
         return CloudOutputs(None, None, f"camera_info unusable: {exc}")
+    if not sampled:
+        return CloudOutputs(camera.camera_info_fields(), None, None)
     if settings.cloud_stride > 0:
-        points, colours, std = point_cloud.cloud_points(
+        xyz, colours, std = point_cloud.cloud_points(
             result.depth[index], result.depth_std[index], rgb, intr, settings.cloud_stride
         )
         rows, cols = point_cloud.sampled_pixels(height, width, settings.cloud_stride)
     else:
         u, v = result.coarse_pixel_coords()
-        points, colours, std = point_cloud.coarse_cloud_points(
+        xyz, colours, std = point_cloud.coarse_cloud_points(
             result.coarse_depth[index], result.coarse_std[index], u, v, rgb, intr
         )
         rows, cols = v[:, 0], u[0]
-    keep = point_cloud.kept_points(
-        points,
-        std,
-        settings.cloud_max_std,
-        settings.cloud_min_range,
-        settings.cloud_max_range,
-    )
+    cloud = None
+    if points:
+        keep = point_cloud.kept_points(
+            xyz, std, settings.cloud_max_std, settings.cloud_min_range, settings.cloud_max_range
+        )
+        cloud = point_cloud.pointcloud_fields(xyz, colours, std, keep)
     return CloudOutputs(
         camera.camera_info_fields(),
-        point_cloud.pointcloud_fields(points, colours, std, keep),
+        cloud,
         None,
         camera.is_distorted,
-        clearing_cloud(result, index, settings, rows, cols, points, colours, std, intr)
+        clearing_cloud(result, index, settings, rows, cols, xyz, colours, std, intr)
         if clearing
         else None,
     )
@@ -309,17 +322,18 @@ class MessageBuilder:
         return messages
 
     def cloud_messages(self, header, out: CloudOutputs) -> dict:
-        """{'camera_info': CameraInfo, 'points': PointCloud2, 'clearing': PointCloud2 when
-        computed}, or {} without a usable camera_info."""
+        """{'camera_info': CameraInfo, 'points': PointCloud2, 'clearing': PointCloud2, each
+        when computed}, or {} without a usable camera_info."""
         messages = {}
-        if out.cloud is not None:
+        if out.camera_info is not None:
             roi = self.roi_type(**out.camera_info["roi"])
             messages["camera_info"] = self._make(
                 self.camera_info_type, header, {**out.camera_info, "roi": roi}
             )
+        if out.cloud is not None:
             messages["points"] = self.point_cloud(header, out.cloud)
-            if out.clearing is not None:
-                messages["clearing"] = self.point_cloud(header, out.clearing)
+        if out.clearing is not None:
+            messages["clearing"] = self.point_cloud(header, out.clearing)
         return messages
 
     def point_cloud(self, header, cloud: dict):

@@ -29,6 +29,7 @@ from ..messages import topics
 from ..messages.camera_model import PinholeCamera
 from ..messages.decoding import decode_image
 from ..messages.outputs import (
+    CLOUD_OUTPUTS,
     MessageBuilder,
     PendingFrame,
     arrays_for,
@@ -36,7 +37,6 @@ from ..messages.outputs import (
     compressed_depth_fields,
     depth_image_fields,
     fine_arrays,
-    has_cloud_arrays,
 )
 from ..metric_scale.camera_scale import CameraScale
 from ..runtime.batching import by_image_size
@@ -136,6 +136,9 @@ class CameraPipeline:
     def watched(self) -> bool:
         return any(p.get_subscription_count() > 0 for p in self.outputs.values())
 
+    def _wanted(self, key: str) -> bool:
+        return self.outputs[key].get_subscription_count() > 0
+
     def subscribed(self) -> set:
         """Keys of the outputs someone subscribes to now."""
         return {key for key, p in self.outputs.items() if p.get_subscription_count() > 0}
@@ -188,22 +191,20 @@ class CameraPipeline:
         self.outputs["depth"].publish(
             MESSAGES.image(header, depth_image_fields(result.depth[index]))
         )
-        std = self.outputs["std"]
-        if std.get_subscription_count() > 0 and result.depth_std is not None:  # lazy
-            std.publish(MESSAGES.image(header, depth_image_fields(result.depth_std[index])))
-        colored = self.outputs["colored"]
-        if colored.get_subscription_count() > 0:
+        if self._wanted("std") and result.depth_std is not None:  # lazy
+            std = depth_image_fields(result.depth_std[index])
+            self.outputs["std"].publish(MESSAGES.image(header, std))
+        if self._wanted("colored"):
             fields = colored_image_fields(
                 result.depth[index], result.bins_of(index), params.outputs.colormap
             )
-            colored.publish(MESSAGES.image(header, fields))
-        compressed = self.outputs["compressed_depth"]
-        if compressed.get_subscription_count() > 0:  # PNG encoding: beside the model
+            self.outputs["colored"].publish(MESSAGES.image(header, fields))
+        if self._wanted("compressed_depth"):  # PNG encoding: beside the model
             self._beside(self.name, self._publish_compressed, header, result, index, params)
         now = self.node.get_clock().now()
         self.stats.timing("latency", (now - Time.from_msg(header.stamp)).nanoseconds * 1e-9)
         self.stats.count("published")
-        if not has_cloud_arrays(result, params.outputs):  # nobody wanted clouds at the forward
+        if not any(self._wanted(key) for key in CLOUD_OUTPUTS):
             return
         if self.scale.withholds_clouds(params.outputs):  # metric_scale_require, no fit yet
             return
@@ -257,8 +258,8 @@ class CameraPipeline:
             log.warning(warnings.fallback, throttle_duration_sec=5.0)
         if warnings.frame_id:
             log.warning(warnings.frame_id, once=True)
-        # points/clearing only while subscribed; camera_info and points always go together.
-        out = frame.cloud(info, clearing=self.outputs["clearing"].get_subscription_count() > 0)
+        # Each only while subscribed: a depth/camera_info subscriber costs no cloud.
+        out = frame.cloud(info, self._wanted("points"), self._wanted("clearing"))
         for key, message in MESSAGES.cloud_messages(header, out).items():
             self.outputs[key].publish(message)
         if out.warning:

@@ -11,6 +11,7 @@ import threading
 import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
 
+from ..config.settings import EXECUTORS
 from ..errors import ConfigError
 from .lifecycle_node import DepthClipNode
 
@@ -41,14 +42,15 @@ def run(args=None) -> int:
         node = DepthClipNode()
         autostart = node.get_parameter("autostart").value
         if not isinstance(autostart, bool):
-            node.get_logger().fatal(
-                str(ConfigError("autostart", autostart, "must be true or false"))
-            )
-            code = 1
-        elif autostart and not start(node):
+            raise ConfigError("autostart", autostart, "must be true or false")
+        executor = make_executor(node.get_parameter("executor").value)
+        if autostart and not start(node):
             code = 1
         else:
-            spin_until_interrupted(node, interrupt)
+            spin_until_interrupted(node, interrupt, executor)
+    except ConfigError as exc:  # before the model loads: one line, as a failed start's
+        (node.get_logger() if node else rclpy.logging.get_logger("depthclip")).fatal(str(exc))
+        code = 1
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
@@ -85,22 +87,44 @@ class Interrupt:
             raise KeyboardInterrupt
 
 
-def spin_until_interrupted(node: DepthClipNode, interrupt: Interrupt) -> None:
+def make_executor(choice) -> rclpy.executors.Executor:
+    """The rclpy executor of the `executor` parameter: rclpy's EventsExecutor (Jazzy and later;
+    it takes a message in C++, where the SingleThreadedExecutor rebuilds its wait set in Python
+    for each: measured in docs/performance.md) for `events`, and for `auto` where this rclpy
+    has it; else the SingleThreadedExecutor. ConfigError for another value, or `events` on an
+    rclpy without it (Humble)."""
+    if choice not in EXECUTORS:
+        raise ConfigError("executor", choice, f"must be one of {', '.join(EXECUTORS)}")
+    try:
+        from rclpy.experimental.events_executor import EventsExecutor
+    except ImportError:
+        EventsExecutor = None
+    if choice == "events" and EventsExecutor is None:
+        raise ConfigError(
+            "executor", choice, "this rclpy has no EventsExecutor (Humble): use auto"
+        )
+    if choice == "single_threaded" or EventsExecutor is None:
+        return rclpy.executors.SingleThreadedExecutor()
+    return EventsExecutor()
+
+
+def spin_until_interrupted(node: DepthClipNode, interrupt: Interrupt, executor) -> None:
     """rclpy.spin until a Ctrl-C (or an external shutdown: ExternalShutdownException). rclpy's
     handler calls Python's (which marks `interrupt` to run) before it has the executor woken,
     so the check after each spin_once sees the Ctrl-C. rclpy shuts the middleware down from a
     thread of its own meanwhile: a callback in hand that fails on it (a timer's publish: 'the
-    publisher's context is invalid') ends the spin as the Ctrl-C does."""
+    publisher's context is invalid') ends the spin as the Ctrl-C does. The EventsExecutor
+    returns at once once the context is shut down (a SIGTERM): the loop checks for that too."""
     interrupt.raises = False
-    executor = rclpy.get_global_executor()
     executor.add_node(node)
     try:
-        while not interrupt.received:
+        while not interrupt.received and node.context.ok():
             try:
-                executor.spin_once()
+                executor.spin_once(timeout_sec=1.0)
             except Exception:
                 if interrupt.received or not node.context.ok():
                     return
                 raise
     finally:
         executor.remove_node(node)
+        executor.shutdown()

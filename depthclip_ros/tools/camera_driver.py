@@ -219,6 +219,9 @@ def run(
     start = time.time()
     sent = stream(cameras, *frames, seconds, serial)
     end = time.time()
+    # The node's last status while the stream ran: its CPU figures cover the stream, not the
+    # idle second after it (one after the end only when none came within a short run).
+    streaming = dict(diagnostics)
     wait_for_last_answers(cameras)
     report = {
         "rate": rate,
@@ -228,7 +231,7 @@ def run(
         "info": pattern,
         "phase": phase,
         "cameras": {c.name: c.report(sent) for c in cameras},
-        "diagnostics": dict(diagnostics),
+        "diagnostics": streaming or dict(diagnostics),
     }
     executor.shutdown()
     spinning.join(5.0)

@@ -136,6 +136,12 @@ def test_pixels_without_depth_and_the_cloud_layout(make_config):
         structured_image(), result, 0, camera_info(), OutputSettings(), ("clearing",)
     )
     fields = out.cloud.clearing
+    assert out.cloud.cloud is None  # points not wanted: made for the clearing cloud, not sent
+    info_only = frame_outputs(
+        structured_image(), result, 0, camera_info(), OutputSettings(), ("camera_info",)
+    )
+    np.testing.assert_array_equal(info_only.cloud.camera_info["k"], out.cloud.camera_info["k"])
+    assert (info_only.cloud.cloud, info_only.cloud.clearing) == (None, None)
     assert fields["height"] == 60 and fields["width"] == 80 and fields["is_dense"] is False
     assert [f[0] for f in fields["fields"]] == [n for n, _ in point_cloud.CLOUD_FIELDS]
     arr = np.frombuffer(fields["data"], "<f4").reshape(60, 80, 5)
@@ -149,7 +155,7 @@ def test_the_outputs_wanted_name_the_arrays_predict_brings_back():
     assert arrays_for({"depth"}, stride8) == ("depth",)
     assert arrays_for({"depth", "colored", "compressed_depth"}, stride8) == ("depth",)
     assert arrays_for({"std"}, stride8) == ("depth", "depth_std")
-    assert arrays_for({"camera_info"}, stride8) == ("depth", "depth_std")
+    assert arrays_for({"camera_info"}, stride8) == ("depth",)  # no cloud for it
     assert arrays_for({"points"}, coarse) == ("coarse_depth", "coarse_std", "depth")
     assert arrays_for({"clearing"}, stride8) == ("bin_probs", "depth", "depth_std")
 

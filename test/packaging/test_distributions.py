@@ -41,6 +41,24 @@ def test_the_one_iron_call_is_feature_detected_and_the_table_knows_humble_lacks_
     assert ros_api.package_uses([NODE])["method:*.add_post_set_parameters_callback"]["optional"]
 
 
+def test_an_import_whose_import_error_is_handled_is_optional(tmp_path):
+    """The EventsExecutor (Kilted's rclpy; not Humble's) imported under `try: ... except
+    ImportError`: feature-detected, as a hasattr guard is; imported plainly, Humble lacks it."""
+    tried = (
+        "try:\n"
+        "    from rclpy.experimental.events_executor import EventsExecutor\n"
+        "except ImportError:\n"
+        "    EventsExecutor = None\n"
+        "executor = EventsExecutor()\n"
+    )
+    assert _problems_of(tmp_path, "tried.py", tried) == []
+    plain = "from rclpy.experimental.events_executor import EventsExecutor\nEventsExecutor()\n"
+    found = _problems_of(tmp_path, "plain.py", plain)
+    name = "name:rclpy.experimental.events_executor.EventsExecutor"
+    assert f"plain.py:1: {name} does not exist in humble" in found, found
+    assert any(f.startswith("plain.py:2: call:") and "humble" in f for f in found), found
+
+
 def _problems_of(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)

@@ -434,6 +434,7 @@ def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
             "invalid config field 'cloud_stride' = 2.5: must be an integer",
         ),
         (["-p", "autostart:=maybe"], "invalid config field 'autostart' = 'maybe'"),
+        (["-p", "executor:=threads"], "invalid config field 'executor' = 'threads'"),
     ]
     for args, expected in cases:  # one after the other (see README, Tests: start-up errors)
         proc = subprocess.run(
@@ -458,6 +459,27 @@ def test_start_up_errors_are_one_line_under_the_nodes_full_name(tmp_path):
             proc.stderr
         )
         assert "Traceback" not in proc.stderr
+
+
+def test_the_executor_is_rclpys_events_executor_where_it_has_one(monkeypatch):
+    """auto: the EventsExecutor on this rclpy (Jazzy's and Kilted's wheels have it); on one
+    without it (Humble) the SingleThreadedExecutor, and `events` there one line that says so."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from depthclip_ros.errors import ConfigError
+    from depthclip_ros.node.process import make_executor
+
+    rclpy.init()
+    try:
+        assert type(make_executor("auto")).__name__ == "EventsExecutor"
+        assert isinstance(make_executor("single_threaded"), SingleThreadedExecutor)
+        monkeypatch.setitem(sys.modules, "rclpy.experimental.events_executor", None)  # Humble
+        assert isinstance(make_executor("auto"), SingleThreadedExecutor)
+        with pytest.raises(ConfigError, match="no EventsExecutor"):
+            make_executor("events")
+    finally:
+        rclpy.shutdown()
 
 
 # The node's entry point with its modules' import held (as torch's and rclpy's take seconds),
@@ -495,17 +517,21 @@ def test_ctrl_c_while_the_node_loads_its_modules_ends_it_quietly():
     assert proc.returncode == 0 and stderr == "", stderr
 
 
-def node_entry_point(script: str, tiny_checkpoint, tmp_path, **popen) -> subprocess.Popen:
+def node_entry_point(
+    script: str, tiny_checkpoint, tmp_path, executor="auto", **popen
+) -> subprocess.Popen:
     """`script` (ending in the node's main) as the node's process, with the shipped params
-    file and the tiny model."""
+    file, the tiny model and `executor`."""
     overrides = {"model": tiny_checkpoint, "device": "cpu", "cache_dir": tmp_path}
+    overrides["executor"] = executor
     cmd = [sys.executable, "-c", script, *node_arguments(default_params_file(), overrides)]
     return subprocess.Popen(cmd, stderr=subprocess.STDOUT, text=True, **popen)
 
 
-# The first camera_info rclpy takes (Executor._take_subscription, the same on humble, jazzy and
-# rolling) sends the process a SIGINT while rclpy's C++ builds the message: where a Ctrl-C
-# lands on a busy node now and then.
+# The first camera_info rclpy takes (the SingleThreadedExecutor's _take_subscription, the same
+# on humble, jazzy and rolling; the EventsExecutor's C++ under the node's spin loop) sends the
+# process a SIGINT while rclpy's C++ builds the message: where a Ctrl-C lands on a busy node now
+# and then.
 _INTERRUPTED_WHILE_TAKING = """
 import os, signal, sys
 from sensor_msgs.msg import CameraInfo
@@ -513,7 +539,7 @@ from sensor_msgs.msg import CameraInfo
 built = CameraInfo.__init__
 
 def interrupted_while_built(self, *args, **kwargs):
-    if sys._getframe(1).f_code.co_name == "_take_subscription":
+    if sys._getframe(1).f_code.co_name in ("_take_subscription", "spin_until_interrupted"):
         print("interrupting", flush=True)
         os.kill(os.getpid(), signal.SIGINT)
     built(self, *args, **kwargs)
@@ -545,16 +571,24 @@ sys.exit(main())
 
 
 @pytest.mark.parametrize(
-    "script", [_INTERRUPTED_WHILE_TAKING, _INTERRUPTED_IN_A_TIMER], ids=["taking", "timer"]
+    "script, executor",
+    [
+        (_INTERRUPTED_WHILE_TAKING, "events"),
+        (_INTERRUPTED_WHILE_TAKING, "single_threaded"),
+        (_INTERRUPTED_IN_A_TIMER, "auto"),
+    ],
+    ids=["taking-events", "taking-single_threaded", "timer"],
 )
-def test_ctrl_c_in_a_running_nodes_callbacks_ends_it_quietly(script, tiny_checkpoint, tmp_path):
+def test_ctrl_c_in_a_running_nodes_callbacks_ends_it_quietly(
+    script, executor, tiny_checkpoint, tmp_path
+):
     """A KeyboardInterrupt raised inside rclpy's take becomes a RuntimeError ('Unable to convert
     call argument'), a callback in hand fails on the shut-down middleware (RCLError: 'the
     publisher's context is invalid'): each was a traceback and exit 1 (seen under ros2 launch
     in CI). The running node takes a Ctrl-C by rclpy's shutdown alone: exit 0, no traceback."""
     log = tmp_path / "node.log"
     with open(log, "w") as out:
-        proc = node_entry_point(script, tiny_checkpoint, tmp_path, stdout=out)
+        proc = node_entry_point(script, tiny_checkpoint, tmp_path, executor, stdout=out)
     try:
         with client_node() as node:
             image_pub = node.create_publisher(Image, "image", RELIABLE)
@@ -857,6 +891,38 @@ def test_depth_std_is_lazy_and_the_cloud_filters_change_at_run_time(node_and_tes
     assert 0 < expected.sum() < expected.size
     np.testing.assert_array_equal(np.isfinite(points[..., 2]), expected)
     assert cloud.is_dense is False
+
+
+def test_a_camera_info_subscriber_alone_costs_no_cloud(tiny_checkpoint, tmp_path, monkeypatch):
+    """depth/camera_info goes out with its image's stamp while nobody subscribes to points:
+    no cloud is made and predict brings back no std for one; points subscribed, the next frame
+    has its cloud."""
+    clouds, fetched = [], []
+    made = point_cloud.cloud_points
+    monkeypatch.setattr(point_cloud, "cloud_points", lambda *a: clouds.append(1) or made(*a))
+    with running_node(tiny_checkpoint, tmp_path, listen=False) as (node, tester):
+        predict = node.estimator.predict
+
+        def spied(images, scenes=None, arrays=None):
+            fetched.append(arrays)
+            return predict(images, scenes=scenes, arrays=arrays)
+
+        node.estimator.predict = spied
+        infos = []
+        tester.node.create_subscription(Image, "depth/image", tester._store("depth/image"), 10)
+        tester.node.create_subscription(CameraInfo, "depth/camera_info", infos.append, 10)
+        wait_until(lambda: node.camera.outputs["camera_info"].get_subscription_count() > 0)
+        tester.info_pub.publish(stamp(camera_info(), 1))
+        wait_until(lambda: node.camera.camera_infos.latest is not None)
+        send_and_receive(tester, encode(RGB, "rgb8"), 1)
+        wait_until(lambda: any(m.header.stamp.sec == 1 for m in infos))
+        assert clouds == [] and fetched == [("depth",)]
+        tester.listen()  # points too
+        wait_until(lambda: node.camera.outputs["points"].get_subscription_count() > 0)
+        tester.info_pub.publish(stamp(camera_info(), 2))
+        send_and_receive(tester, encode(RGB, "rgb8"), 2)
+        tester.wait_for("points", predicate=lambda m: m.header.stamp.sec == 2)
+        assert clouds == [1] and fetched[-1] == ("depth", "depth_std")
 
 
 def test_compressed_depth_is_lazy_and_decodes_as_image_transport_does(node_and_tester):

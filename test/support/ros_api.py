@@ -277,19 +277,24 @@ class _FileUses(ast.NodeVisitor):
         self.names = {}  # local name -> dotted API name
         self.own_methods = set(own_methods)
         self.guards = []  # names tested by the enclosing `if hasattr(x, "name")` blocks
+        self.optional_names = set()  # imported in a `try:` whose ImportError is handled
 
     def run(self):
+        tried = _imports_tried(self.tree)
         for node in ast.walk(self.tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name.split(".")[0] in ROOTS:
                         local = alias.asname or alias.name.split(".")[0]
                         self.names[local] = alias.name if alias.asname else local
-                        self._add(f"name:{alias.name}", node)
+                        self._add(f"name:{alias.name}", node, optional=node in tried)
             elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ROOTS:
                 for alias in node.names:
-                    self.names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-                    self._add(f"name:{node.module}.{alias.name}", node)
+                    name = f"{node.module}.{alias.name}"
+                    self.names[alias.asname or alias.name] = name
+                    if node in tried:
+                        self.optional_names.add(name)
+                    self._add(f"name:{name}", node, optional=node in tried)
         if self.names:
             self.visit(self.tree)
 
@@ -340,10 +345,30 @@ class _FileUses(ast.NodeVisitor):
         return f"{self.names[head]}.{rest}" if rest else self.names[head]
 
     def _add(self, key, node, keywords=(), optional=False):
+        dotted = key.partition(":")[2]
+        optional |= any(dotted == n or dotted.startswith(n + ".") for n in self.optional_names)
         entry = self.uses.setdefault(key, {"keywords": set(), "optional": True, "where": []})
         entry["keywords"] |= set(keywords)
         entry["optional"] &= optional
         entry["where"].append(f"{self.where}:{node.lineno}")
+
+
+def _imports_tried(tree) -> set:
+    """The imports in the body of a `try:` that handles ImportError (or ModuleNotFoundError):
+    feature-detected, optional as a hasattr-guarded method is."""
+    tried = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+            {"ImportError", "ModuleNotFoundError"} & _handled(handler) for handler in node.handlers
+        ):
+            for stmt in node.body:
+                tried |= {n for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return tried
+
+
+def _handled(handler) -> set:
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return {_dotted(t) for t in types if t is not None}
 
 
 # ----------------------------------------------------------------- the table

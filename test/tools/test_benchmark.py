@@ -88,6 +88,7 @@ SECTION_RUNS = {
         "Several cameras",
         "camera_info timing",
         "Node around the model",
+        "Executors",
         "compressedDepth in the node",
     ],
 }
@@ -210,6 +211,12 @@ def test_benchmark_node():
     assert all(
         float(r["output rate (Hz)"]) > 0 and float(r["core rate (frames/s)"]) > 0 for r in around
     )
+    executors = tables["Executors"]  # --quick: one camera, each executor once
+    assert [(r["set-up"], r["executor"]) for r in executors] == [
+        ("1 camera", "single_threaded"),
+        ("1 camera", "events"),
+    ]
+    assert all(float(r["depth out, all (Hz)"]) > 0 for r in executors)
 
     backends = tables["Backends, core"]
     assert [r["backend"] for r in backends] == ["torch", "onnxruntime", "onnxruntime, fp16 graph"]
@@ -484,3 +491,24 @@ def test_gpu_check_names_what_an_offline_gpu_host_lacks_and_its_steps(monkeypatc
     ]
     assert [r[3] for r in rows] == ["met", "NOT MET"]  # batch 8 not measured: not met
     assert gpu_check.step_verdicts("bags", {"bags": 450.0})[0][2:] == ["450.0", "met"]
+
+
+def test_a_node_run_asked_for_again_is_reused_and_a_repeat_is_run_again(monkeypatch):
+    """Tables asking for the same node set-up share one run; a table's repeats (the node
+    around the model's three runs, each executor's runs) are runs of their own."""
+    from bench import node_bench
+
+    made = []
+
+    def fake_run(*args):
+        made.append(args)
+        return ({"run": len(made)}, [], [])
+
+    monkeypatch.setattr(node_bench, "_run_nodes", fake_run)
+    monkeypatch.setattr(node_bench, "_RUNS", {})
+    setup = ("ckpt", [("", {"executor": "events"})], [], 100.0, 1.0, {"A": "1"})
+    first = node_bench.run_nodes(*setup)
+    assert node_bench.run_nodes(*setup) is first and len(made) == 1
+    assert node_bench.run_nodes(*setup, run=1)[0] == {"run": 2}
+    other = ("ckpt", [("", {"executor": "single_threaded"})], *setup[2:])
+    assert node_bench.run_nodes(*other)[0] == {"run": 3}
