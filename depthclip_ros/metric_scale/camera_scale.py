@@ -10,10 +10,12 @@ fused.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..runtime.health import ERROR, WARN
-from .fit import fit, project
+from .fit import fit, median, project
 from .tracking import ScaleTracker
 
 FITTED_FROM = ("coarse_depth", "coarse_std")  # what a prediction brings while fitting
@@ -28,6 +30,8 @@ class CameraScale:
         self.reason = ""  # why the last frame was not fitted ("" when it was)
         self.anchors = 0  # the last frame's anchors received
         self._key = None  # the head and geometry the tracked scale belongs to
+        # The last frame's seconds: projection, fit and filter; the application to the result.
+        self.seconds = {"fit": 0.0, "application": 0.0}
 
     def reset(self) -> None:
         self.tracker.reset()
@@ -42,6 +46,7 @@ class CameraScale:
         if settings.metric_scale == "off":
             self.reset()
             return None
+        started = time.perf_counter()
         if result.coarse_depth is None:
             raise ValueError("metric_scale fits the grid's depth: predict was not asked for it")
         # A new head (bins, prompts, temperature) or geometry is another model's scale.
@@ -63,7 +68,7 @@ class CameraScale:
                 settings.metric_scale_min_anchors,
                 (settings.metric_scale_min, settings.metric_scale_max),
             )
-            depth = float(np.median(projection.z)) if len(projection.z) else 1.0
+            depth = median(projection.z) if len(projection.z) else 1.0
             self.tracker.update(frame_fit, stamp, settings.metric_scale_half_life, depth)
         if frame_fit is None:
             self.reason = "; ".join(problems) or (
@@ -73,6 +78,8 @@ class CameraScale:
             self.reason = frame_fit.reason if not frame_fit.fitted else ""
         calibration = self.tracker.calibration(stamp, settings.metric_scale_half_life)
         self.calibration = calibration
+        fitted = time.perf_counter()
+        self.seconds = {"fit": fitted - started, "application": 0.0}
         if calibration is None:
             return None
         if result.clearing_bins is None:  # each image's own bins (a scene's), before any moves
@@ -82,6 +89,7 @@ class CameraScale:
             )
         result.clearing_bins[index] = calibration.lower_bins(result.bins_of(index))
         calibration.apply(result, index)
+        self.seconds["application"] = time.perf_counter() - fitted
         return calibration
 
     def withholds_clouds(self, settings) -> bool:
@@ -124,4 +132,7 @@ class CameraScale:
             f"{self.tracker.rejected} / {self.tracker.restarts}"
         )
         values["metric last reason not fitted"] = self.reason or "-"
+        values["metric last frame, fit / application (ms)"] = (
+            f"{self.seconds['fit'] * 1e3:.2f} / {self.seconds['application'] * 1e3:.2f}"
+        )
         return values

@@ -18,6 +18,7 @@ shift: `scale_shift` falls back to `scale` and says so.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -88,8 +89,7 @@ def project(points, k, region: tuple, coarse: np.ndarray, bins) -> Projection:
     _, first, counts = np.unique(cell[order], return_index=True, return_counts=True)
     keep = order[first + (counts - 1) // 2]
     z, rows, cols, u, v = z[keep], rows[keep], cols[keep], u[keep], v[keep]
-    corners, weights = _bilinear(rows, cols, h, w)
-    values = coarse[corners[..., 0], corners[..., 1]]  # (n, 4)
+    values, weights = _bilinear(coarse, rows, cols)  # (n, 4) each
     model = np.sum(values * weights, axis=1)
     bins = np.asarray(bins, np.float64)
     margin = BIN_MARGIN * (bins[-1] - bins[0])
@@ -104,23 +104,16 @@ def project(points, k, region: tuple, coarse: np.ndarray, bins) -> Projection:
     return Projection(z[good], model[good], pixels, int(inside.sum()), received)
 
 
-def _bilinear(rows, cols, h: int, w: int) -> tuple:
-    """The four cells around each grid position and their bilinear weights."""
+def _bilinear(coarse: np.ndarray, rows, cols) -> tuple:
+    """The values of the four cells around each grid position and their bilinear weights."""
+    h, w = coarse.shape
     r0 = np.clip(np.floor(rows).astype(np.intp), 0, max(h - 2, 0))
     c0 = np.clip(np.floor(cols).astype(np.intp), 0, max(w - 2, 0))
     fr, fc = rows - r0, cols - c0
     r1, c1 = np.minimum(r0 + 1, h - 1), np.minimum(c0 + 1, w - 1)
-    corners = np.stack(
-        [
-            np.stack([r0, c0], -1),
-            np.stack([r0, c1], -1),
-            np.stack([r1, c0], -1),
-            np.stack([r1, c1], -1),
-        ],
-        axis=1,
-    )
+    values = np.stack([coarse[r0, c0], coarse[r0, c1], coarse[r1, c0], coarse[r1, c1]], axis=1)
     weights = np.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc], axis=1)
-    return corners, weights
+    return values, weights
 
 
 def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple) -> Fit:
@@ -134,7 +127,7 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple)
     if n < min_anchors:
         return _none(mode, counts, n, f"{n} anchors usable, {min_anchors} needed")
     reason = ""
-    if mode == "scale_shift" and np.ptp(m) < MIN_SPREAD * np.median(m):
+    if mode == "scale_shift" and np.ptp(m) < MIN_SPREAD * median(m):
         mode, reason = "scale", "anchors at one depth: scale only"
     # The relative residual (s m + t) / z - 1 is linear in (s, t): columns m / z and 1 / z.
     design = np.stack([m / z, 1.0 / z], axis=1)[:, : 1 if mode == "scale" else 2]
@@ -157,7 +150,7 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple)
         stds[1] if mode == "scale_shift" else 0.0,
         used=n,
         inliers=int(agree.sum()),
-        residual_median=float(np.median(np.abs(residuals[agree]))),
+        residual_median=median(np.abs(residuals[agree])),
         reason=reason,
         **counts,
     )
@@ -222,7 +215,7 @@ def _huber(design, params, start=None, rounds: int = 8):
     weights = np.ones(len(design)) if start is None else start.astype(np.float64)
     for _ in range(rounds):
         size = np.abs(design @ params - 1.0)
-        spread = 1.4826 * np.median(size[weights > 0])
+        spread = 1.4826 * median(size[weights > 0])
         delta = max(HUBER_K * spread, MIN_HUBER_DELTA)
         huber = np.minimum(1.0, delta / np.maximum(size, 1e-12))
         weights = huber if start is None else huber * (weights > 0)
@@ -239,9 +232,8 @@ def _huber(design, params, start=None, rounds: int = 8):
 def _ransac(design) -> np.ndarray | None:
     """The hypothesis from minimal samples (seeded: a frame's fit is reproducible) that most
     anchors agree with, every hypothesis at once."""
-    rng = np.random.default_rng(0)
     n, size = design.shape
-    picks = np.stack([rng.choice(n, size, replace=False) for _ in range(RANSAC_ROUNDS)])
+    picks = _minimal_samples(n, size)
     if size == 1:
         hypotheses = 1.0 / design[picks[:, 0], :1]  # (rounds, 1)
     else:
@@ -255,6 +247,30 @@ def _ransac(design) -> np.ndarray | None:
         return None
     agreeing = np.abs(hypotheses @ design.T - 1.0) < INLIER_RELATIVE_ERROR  # (rounds, n)
     return hypotheses[int(np.argmax(agreeing.sum(axis=1)))]
+
+
+def median(values) -> float:
+    """np.median of a 1-D array, without its generic machinery (a frame's fit takes several of
+    a few dozen values: np.median's overhead was most of their cost)."""
+    values = np.asarray(values)
+    n = len(values)
+    if n == 0:
+        return float("nan")
+    half = n // 2
+    if n % 2:
+        return float(np.partition(values, half)[half])
+    low, high = np.partition(values, (half - 1, half))[half - 1 : half + 1]
+    return float(0.5 * (low + high))
+
+
+@functools.lru_cache(maxsize=1024)
+def _minimal_samples(n: int, size: int) -> np.ndarray:
+    """RANSAC's (RANSAC_ROUNDS, size) anchor indices for `n` anchors, seeded: the same for every
+    frame with as many anchors, so drawn once (drawing them took most of a frame's fit)."""
+    rng = np.random.default_rng(0)
+    picks = np.stack([rng.choice(n, size, replace=False) for _ in range(RANSAC_ROUNDS)])
+    picks.flags.writeable = False
+    return picks
 
 
 def _parameter_stds(design, residuals) -> np.ndarray:

@@ -79,6 +79,8 @@ def test_the_depth_takes_the_scale_of_anchors_and_clouds_wait_for_the_first_fit(
         wait_until(scale_reported)
         assert values["metric scale"].startswith("1.5 ")
         assert values["metric last reason not fitted"] == "-"
+        fit_ms, application_ms = values["metric last frame, fit / application (ms)"].split(" / ")
+        assert float(fit_ms) > 0 and float(application_ms) > 0
 
 
 def test_a_scan_through_static_transforms_with_parameters_changed_while_on(
