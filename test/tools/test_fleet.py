@@ -213,11 +213,35 @@ def wall_scan(frame):
     return rosbags_scan(scan, get_typestore(Stores.ROS2_KILTED))
 
 
+def wall_depth(frame):
+    """A depth image (rosbags) registered to the 160x120 camera, a wall 6 m away (twice the
+    scan's), stamped as write_bag's frame: the `depth` source's anchors."""
+    from bag_factory import frame_stamp
+    from rosbags.typesys import Stores, get_typestore
+
+    types = get_typestore(Stores.ROS2_KILTED).types
+    sec, nanosec = frame_stamp(frame)
+    return types["sensor_msgs/msg/Image"](
+        header=types["std_msgs/msg/Header"](
+            stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+            frame_id="camera_optical_frame",
+        ),
+        height=120,
+        width=160,
+        encoding="32FC1",
+        is_bigendian=0,
+        step=4 * 160,
+        data=np.full((120, 160), 6.0, "<f4").view(np.uint8).reshape(-1),
+    )
+
+
 def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(tmp_path, params_file):
     """temporal_filter mixture (a threshold no patch reaches, so every frame fuses), scene_bins
-    auto and metric_scale fitted to a scan in the bag: Ray hands the workers' arrays back
-    read-only and each camera's scene choice and scale run in the worker; every bag is done and
-    byte for byte what depthclip-bag writes, its depth at the scan's 3 m."""
+    auto and metric_scale fitted to a scan in one bag, to a registered depth image in the other:
+    Ray hands the workers' arrays back read-only and each camera's scene choice and scale run in
+    the worker; every bag is done and byte for byte what depthclip-bag writes, its depth at its
+    wall's distance (3 m by the scan, 6 m by the depth image: the bags' camera frames are the
+    same, so each scale is its own source's)."""
     import yaml
     from range_factory import LASER_TO_OPTICAL
     from rosbags.typesys import Stores, get_typestore
@@ -225,9 +249,11 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(tmp_path
     from depthclip_ros.messages import decoding
 
     store = get_typestore(Stores.ROS2_KILTED)
-    extra = {"/scan": (store, "sensor_msgs/msg/LaserScan", wall_scan)}
     archive, outdir = tmp_path / "archive", tmp_path / "out"
-    for name in ("a", "b"):
+    for name, extra in (
+        ("a", {"/scan": (store, "sensor_msgs/msg/LaserScan", wall_scan)}),
+        ("b", {"/anchors/depth": (store, "sensor_msgs/msg/Image", wall_depth)}),
+    ):
         write_bag(archive / name, "mcap", frames=12, extra=extra, extra_at=-50_000_000)
     params = yaml.safe_load(params_file.read_text())
     params["depthclip"]["ros__parameters"].update(
@@ -235,7 +261,7 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(tmp_path
         temporal_change_threshold=255.0,
         scene_bins="auto",
         metric_scale="scale",
-        metric_scale_sources=["scan"],
+        metric_scale_sources=["scan", "depth"],
         static_transforms=LASER_TO_OPTICAL,
         metric_scale_min_anchors=3,
     )
@@ -246,10 +272,11 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(tmp_path
     entries = manifest_lines(outdir)
     assert sorted(e["status"] for e in entries) == [manifest.DONE] * 2, entries
     assert_outputs_equal_to_bag_tool(entries, fused, tmp_path)
-    for entry in entries:  # the scan's wall, 3 m away (2.76 m at the view's edge), in the depth
+    for entry in entries:  # the scan's wall 3 m away (2.76 m at the view's edge), the image's 6
+        wall = 3.0 if Path(entry["output"]).name == "a" else 6.0
         _, raw = read_bag(Path(entry["output"]))[0]["/cam/depth/image"][-1][:2]
         depth = decoding.depth_image_to_array(deserialize(raw, "sensor_msgs/msg/Image"))
-        assert 2.4 < np.median(depth[59:61]) < 3.6
+        assert 0.8 * wall < np.median(depth[59:61]) < 1.2 * wall, (entry["output"], wall)
 
 
 def parent_of(pid):
