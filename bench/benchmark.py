@@ -51,6 +51,7 @@ from .node_bench import (
     bench_cameras,
     bench_compressed_depth_node,
     bench_cuda_node,
+    bench_every_output,
     bench_executors,
     bench_fairness,
     bench_node,
@@ -897,6 +898,12 @@ def print_node_tables(ckpt, devices, args) -> None:
     )
     rows = bench_executors(tiny, args.node_seconds, runs, setups, args.dds_profile)
     print(table(*rows) + "\n")
+    print(
+        f"## Every output (tiny random CLIP, one 640x480 camera at 15 Hz, every output "
+        f"subscribed, {runs} run(s) of {args.node_seconds:g} s, default middleware, cpu)\n"
+    )
+    print(table(*bench_every_output(tiny, 15.0, args.node_seconds, runs, args.dds_profile)))
+    print()
     print(
         f"## compressedDepth in the node (tiny random CLIP, one 640x480 camera at 30 Hz, "
         f"{args.node_seconds:g} s each, default middleware, cpu)\n"

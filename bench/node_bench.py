@@ -17,7 +17,7 @@ import numpy as np
 from depthclip_ros.config.params_files import default_params_file, load_config
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.synthetic_scenes import render_scene
-from depthclip_ros.tools.camera_driver import INFO_PATTERNS
+from depthclip_ros.tools.camera_driver import INFO_PATTERNS, MORE_OUTPUTS
 from depthclip_ros.tools.node_process import (
     DDS_PROFILE_VARIABLES,
     dds_profile_env,
@@ -176,8 +176,8 @@ THREADS = ("executor", "worker", "encoding", "process")
 
 def node_stage_cells(report) -> list:
     """[the frame's stages in the node, median ms; the threads' CPU, % of a core], from its
-    last /diagnostics (the first camera's status, and the node's)."""
-    statuses = report["diagnostics"].values()
+    last /diagnostics while the camera streamed (the first camera's status, and the node's)."""
+    statuses = report["diagnostics while streaming"].values()
     status = next(v for v in statuses if "inference median (ms)" in v)
     stages = " / ".join(status[f"{key} median (ms)"] for key in STAGE_KEYS)
     cpu = next((v for v in statuses if "CPU, process (% of a core)" in v), {})
@@ -244,6 +244,46 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
         "RSS end (MB)",
         "RSS growth (MB)",
         "RSS peak (MB)",
+        "node CPU (of 1 core)",
+        f"in node, median ms: {' / '.join(STAGE_KEYS)}",
+        f"CPU, % of a core: {' / '.join(THREADS)}",
+    ]
+    return head, rows
+
+
+def bench_every_output(ckpt, rate, seconds, runs=1, dds_profile=None):
+    """One camera at `rate` with every output subscribed (the driver's --every-output): per
+    run, what each output answered of the frames sent, the latency, the node's CPU and where a
+    frame's time went (its stages and threads)."""
+    env = middleware_env(dds_profile)
+    rows, outputs = [], list(MORE_OUTPUTS)
+    for run in range(runs):
+        r, (window,), _ = run_nodes(
+            ckpt, [("", {})], [], rate, seconds, env, driver=("--every-output",), run=run
+        )
+        camera = r["cameras"][""]
+        lat = all_latencies_ms(r)
+        hz = [camera["received"] / r["seconds"]]
+        hz += [camera["outputs"][key] / r["seconds"] for key in outputs]
+        rows.append(
+            [
+                str(run + 1),
+                f"{camera['sent'] / r['seconds']:.1f}",
+                *(f"{h:.1f}" for h in hz),
+                f"{min(hz):.1f}",
+                f"{np.median(lat):.0f}" if len(lat) else "-",
+                f"{cpu_share(window) * 100:.0f}%",
+                *node_stage_cells(r),
+            ]
+        )
+        print("every output", rows[-1], file=sys.stderr)
+    head = [
+        "run",
+        "sent (Hz)",
+        "depth (Hz)",
+        *(f"{key} (Hz)" for key in outputs),
+        "slowest output (Hz)",
+        "latency median (ms)",
         "node CPU (of 1 core)",
         f"in node, median ms: {' / '.join(STAGE_KEYS)}",
         f"CPU, % of a core: {' / '.join(THREADS)}",

@@ -28,12 +28,21 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from ..messages.outputs import rgb8_image_fields
+from ..messages.topics import OUTPUTS
 from ..synthetic_scenes import render_scene, scene_camera_info_fields
 
 INFO_PATTERNS = ("after", "before", "1hz", "offset", "none")
+# The outputs beyond depth/image and depth/camera_info, and their types (--every-output).
+MORE_OUTPUTS = {
+    "std": Image,
+    "colored": Image,
+    "points": PointCloud2,
+    "clearing": PointCloud2,
+    "compressed_depth": CompressedImage,
+}
 OFFSET_NS = 1000  # the `offset` pattern: 1 us
 
 
@@ -45,7 +54,9 @@ def frame_fx(serial: int) -> float:
 class Camera:
     """One camera's publishers and what came back for it."""
 
-    def __init__(self, node, name: str, pattern: str, rate: float, compressed: bool = False):
+    def __init__(
+        self, node, name: str, pattern: str, rate: float, compressed=False, every_output=False
+    ):
         def topic(base):
             return f"{name}/{base}" if name else base
 
@@ -68,14 +79,15 @@ class Camera:
                 CameraInfo, topic("depth/camera_info"), self._on_info, reliable
             ),
         ]
-        self.compressed_arrivals = []  # depth/image/compressedDepth, when asked for
+        # The outputs asked for beyond the depth and its camera_info: their measured frames.
+        more = MORE_OUTPUTS if every_output else {}
         if compressed:
+            more = {**more, "compressed_depth": CompressedImage}
+        self.more_arrivals = {key: 0 for key in more}
+        for key, msg_type in more.items():
             self.answers.append(
                 node.create_subscription(
-                    CompressedImage,
-                    topic("depth/image/compressedDepth"),
-                    self._on_compressed,
-                    reliable,
+                    msg_type, topic(OUTPUTS[key]), self._arrival_counter(key), reliable
                 )
             )
 
@@ -95,11 +107,14 @@ class Camera:
                 self.depth_arrivals.append(now)
                 self.latencies.append(now - key * 1e-9)
 
-    def _on_compressed(self, msg):
-        key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        with self.lock:
-            if key in self.fx_of:
-                self.compressed_arrivals.append(time.time())
+    def _arrival_counter(self, output: str):
+        def count(msg):
+            key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            with self.lock:
+                if key in self.fx_of:
+                    self.more_arrivals[output] += 1
+
+        return count
 
     def _on_info(self, msg):
         key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
@@ -131,7 +146,7 @@ class Camera:
         """Forget the frames sent so far: only the measured run's frames are counted."""
         with self.lock:
             self.depth_arrivals.clear(), self.latencies.clear(), self.fx_of.clear()
-            self.compressed_arrivals.clear()
+            self.more_arrivals = dict.fromkeys(self.more_arrivals, 0)
             self.infos = {"own": 0, "other": 0}
 
     def report(self, sent: int) -> dict:
@@ -141,7 +156,8 @@ class Camera:
                 "received": len(self.depth_arrivals),
                 "latencies": list(self.latencies),
                 "camera_infos": dict(self.infos),
-                "compressed_depth": len(self.compressed_arrivals),
+                "compressed_depth": self.more_arrivals.get("compressed_depth", 0),
+                "outputs": dict(self.more_arrivals),
             }
 
 
@@ -189,6 +205,7 @@ def run(
     warmup: float,
     phase: str,
     compressed: bool = False,
+    every_output: bool = False,
 ) -> dict:
     rclpy.init()
     node = rclpy.create_node("camera_driver")
@@ -199,7 +216,7 @@ def run(
             diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    cameras = [Camera(node, name, pattern, rate, compressed) for name in names]
+    cameras = [Camera(node, name, pattern, rate, compressed, every_output) for name in names]
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinning = threading.Thread(target=executor.spin, daemon=True)
@@ -220,7 +237,7 @@ def run(
     sent = stream(cameras, *frames, seconds, serial)
     end = time.time()
     # The node's last status while the stream ran: its CPU figures cover the stream, not the
-    # idle second after it (one after the end only when none came within a short run).
+    # idle second after it (the last status of all counts every frame of the run).
     streaming = dict(diagnostics)
     wait_for_last_answers(cameras)
     report = {
@@ -231,7 +248,8 @@ def run(
         "info": pattern,
         "phase": phase,
         "cameras": {c.name: c.report(sent) for c in cameras},
-        "diagnostics": streaming or dict(diagnostics),
+        "diagnostics": dict(diagnostics),
+        "diagnostics while streaming": streaming or dict(diagnostics),
     }
     executor.shutdown()
     spinning.join(5.0)
@@ -264,6 +282,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="also subscribe to depth/image/compressedDepth and count what arrives",
     )
+    parser.add_argument(
+        "--every-output",
+        action="store_true",
+        help="subscribe to every output (depth/std, depth/colored, points, points/clearing, "
+        "compressedDepth too) and count what arrives of each",
+    )
     args = parser.parse_args(argv)
     report = run(
         args.rate,
@@ -273,6 +297,7 @@ def main(argv=None) -> int:
         args.warmup,
         args.phase,
         args.compressed_depth,
+        args.every_output,
     )
     print(json.dumps(report), flush=True)
     return 0

@@ -89,6 +89,7 @@ SECTION_RUNS = {
         "camera_info timing",
         "Node around the model",
         "Executors",
+        "Every output",
         "compressedDepth in the node",
     ],
 }
@@ -217,6 +218,9 @@ def test_benchmark_node():
         ("1 camera", "events"),
     ]
     assert all(float(r["depth out, all (Hz)"]) > 0 for r in executors)
+    (every,) = tables["Every output"]  # each output counted as the driver received it
+    assert all(float(every[f"{key} (Hz)"]) > 0 for key in ("depth", "std", "points", "clearing"))
+    assert all(float(every[f"{key} (Hz)"]) > 0 for key in ("colored", "compressed_depth"))
 
     backends = tables["Backends, core"]
     assert [r["backend"] for r in backends] == ["torch", "onnxruntime", "onnxruntime, fp16 graph"]
