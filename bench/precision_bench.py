@@ -43,6 +43,14 @@ def nyu_frames() -> list:
     ]
 
 
+def demo_int8(config, path: Path, **options) -> str:
+    """`config`'s int8 graph written to `path`, calibrated on the demo scenes (as a user
+    without recorded frames would); `options`: export_int8's (weight_bits)."""
+    frames, source = calibration_frames("demo")
+    export_int8(config, path, frames, source, None, preset_configs(), **options)
+    return str(path)
+
+
 def variants(ckpt: str, folder: Path) -> list:
     """(name, parameter overrides) of every variant; the graphs exported to `folder`, the int8
     one calibrated on the demo scenes (as a user without recorded frames would)."""
@@ -51,12 +59,10 @@ def variants(ckpt: str, folder: Path) -> list:
     config = load_config(
         overrides={"model": ckpt, "device": "cpu", "temperature": COMPARED_AT_TEMPERATURE}
     )
-    fp32, int8 = str(folder / "rn50_fp32.onnx"), str(folder / "rn50_int8.onnx")
-    int8_8bit = str(folder / "rn50_int8_8bit.onnx")
+    fp32 = str(folder / "rn50_fp32.onnx")
     export(config, Path(fp32), None, preset_configs())
-    frames, source = calibration_frames("demo")
-    export_int8(config, Path(int8), frames, source, None, preset_configs())
-    export_int8(config, Path(int8_8bit), frames, source, None, preset_configs(), weight_bits=8)
+    int8 = demo_int8(config, folder / "rn50_int8.onnx")
+    int8_8bit = demo_int8(config, folder / "rn50_int8_8bit.onnx", weight_bits=8)
     return [
         ("torch fp32, NCHW (before channels_last)", {"model": ckpt, "precision": "fp32"}),
         ("torch fp32, channels_last (shipped)", {"model": ckpt, "precision": "fp32"}),

@@ -10,14 +10,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from depthclip_ros.config.params_files import load_config, preset_configs
+from depthclip_ros.config.params_files import load_config
 from depthclip_ros.estimator.loading import load_estimator
-from depthclip_ros.export.calibration import calibration_frames
-from depthclip_ros.export.quantization import export_int8
 from depthclip_ros.synthetic_scenes import render_scene
 
 from .measure import timed
 from .node_bench import middleware_env, run_nodes
+from .precision_bench import demo_int8
 
 # One Python process that never sleeps: the other work of a robot at its worst.
 CPU_BOUND = (sys.executable, "-c", "while True: pass")
@@ -72,10 +71,8 @@ def bench_sharing(ckpt, rate, seconds, reps, quick=False, dds_profile=None):
     """The table's rows: each setting's forward alone, then the node alone and with CPU_BOUND
     beside it, both against what the runtime's fastest forward alone allows."""
     folder = Path(tempfile.mkdtemp())
-    int8 = str(folder / "int8.onnx")
     config = load_config(overrides={"model": ckpt, "device": "cpu"})
-    frames, source = calibration_frames("demo")
-    export_int8(config, Path(int8), frames, source, None, preset_configs())
+    int8 = demo_int8(config, folder / "int8.onnx")
     chosen = [s for s in settings(int8) if not quick or s[0] in QUICK_SETTINGS]
     forward = forward_ms(chosen, reps)
     env = middleware_env(dds_profile)
