@@ -185,6 +185,26 @@ def node_stage_cells(report) -> list:
     return [stages, threads]
 
 
+# The cells every node-under-load table ends with: latency, the node's CPU, its stages, threads.
+NODE_LOAD_HEAD = [
+    "latency median (ms)",
+    "node CPU (of 1 core)",
+    f"in node, median ms: {' / '.join(STAGE_KEYS)}",
+    f"CPU, % of a core: {' / '.join(THREADS)}",
+]
+
+
+def node_load_cells(report, window) -> list:
+    """NODE_LOAD_HEAD's cells of a run: its latency median, the node process's CPU over the
+    measured `window`, and its stages and threads from its /diagnostics."""
+    lat = all_latencies_ms(report)
+    return [
+        f"{np.median(lat):.0f}" if len(lat) else "-",
+        f"{cpu_share(window) * 100:.0f}%",
+        *node_stage_cells(report),
+    ]
+
+
 def all_latencies_ms(report) -> np.ndarray:
     return np.array([t for c in report["cameras"].values() for t in c["latencies"]]) * 1e3
 
@@ -262,7 +282,6 @@ def bench_every_output(ckpt, rate, seconds, runs=1, dds_profile=None):
             ckpt, [("", {})], [], rate, seconds, env, driver=("--every-output",), run=run
         )
         camera = r["cameras"][""]
-        lat = all_latencies_ms(r)
         hz = [camera["received"] / r["seconds"]]
         hz += [camera["outputs"][key] / r["seconds"] for key in outputs]
         rows.append(
@@ -271,9 +290,7 @@ def bench_every_output(ckpt, rate, seconds, runs=1, dds_profile=None):
                 f"{camera['sent'] / r['seconds']:.1f}",
                 *(f"{h:.1f}" for h in hz),
                 f"{min(hz):.1f}",
-                f"{np.median(lat):.0f}" if len(lat) else "-",
-                f"{cpu_share(window) * 100:.0f}%",
-                *node_stage_cells(r),
+                *node_load_cells(r, window),
             ]
         )
         print("every output", rows[-1], file=sys.stderr)
@@ -283,10 +300,7 @@ def bench_every_output(ckpt, rate, seconds, runs=1, dds_profile=None):
         "depth (Hz)",
         *(f"{key} (Hz)" for key in outputs),
         "slowest output (Hz)",
-        "latency median (ms)",
-        "node CPU (of 1 core)",
-        f"in node, median ms: {' / '.join(STAGE_KEYS)}",
-        f"CPU, % of a core: {' / '.join(THREADS)}",
+        *NODE_LOAD_HEAD,
     ]
     return head, rows
 
@@ -311,7 +325,6 @@ def bench_executors(ckpt, seconds, runs=1, setups=EXECUTOR_SETUPS, dds_profile=N
                 r, (window,), _ = run_nodes(ckpt, nodes, names, rate, seconds, env, run=run)
                 cams = r["cameras"].values()
                 out = [c["received"] / r["seconds"] for c in cams]
-                lat = all_latencies_ms(r)
                 rows.append(
                     [
                         label,
@@ -321,9 +334,7 @@ def bench_executors(ckpt, seconds, runs=1, setups=EXECUTOR_SETUPS, dds_profile=N
                         f"{sum(c['sent'] for c in cams) / r['seconds']:.1f}",
                         f"{sum(out):.1f}",
                         f"{min(out):.1f}",
-                        f"{np.median(lat):.0f}" if len(lat) else "-",
-                        f"{cpu_share(window) * 100:.0f}%",
-                        *node_stage_cells(r),
+                        *node_load_cells(r, window),
                     ]
                 )
                 print("executors", rows[-1], file=sys.stderr)
@@ -335,10 +346,7 @@ def bench_executors(ckpt, seconds, runs=1, setups=EXECUTOR_SETUPS, dds_profile=N
         "sent, all (Hz)",
         "depth out, all (Hz)",
         "slowest camera (Hz)",
-        "latency median (ms)",
-        "node CPU (of 1 core)",
-        f"in node, median ms: {' / '.join(STAGE_KEYS)}",
-        f"CPU, % of a core: {' / '.join(THREADS)}",
+        *NODE_LOAD_HEAD,
     ]
     return head, rows
 
