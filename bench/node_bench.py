@@ -185,9 +185,8 @@ def node_stage_cells(report) -> list:
     return [stages, threads]
 
 
-# The cells every node-under-load table ends with: latency, the node's CPU, its stages, threads.
+# The cells every node-under-load table ends with: the node's CPU, its stages and threads.
 NODE_LOAD_HEAD = [
-    "latency median (ms)",
     "node CPU (of 1 core)",
     f"in node, median ms: {' / '.join(STAGE_KEYS)}",
     f"CPU, % of a core: {' / '.join(THREADS)}",
@@ -195,14 +194,14 @@ NODE_LOAD_HEAD = [
 
 
 def node_load_cells(report, window) -> list:
-    """NODE_LOAD_HEAD's cells of a run: its latency median, the node process's CPU over the
-    measured `window`, and its stages and threads from its /diagnostics."""
+    """NODE_LOAD_HEAD's cells of a run: the node process's CPU over the measured `window`, and
+    its stages and threads from its /diagnostics."""
+    return [f"{cpu_share(window) * 100:.0f}%", *node_stage_cells(report)]
+
+
+def latency_median_cell(report) -> str:
     lat = all_latencies_ms(report)
-    return [
-        f"{np.median(lat):.0f}" if len(lat) else "-",
-        f"{cpu_share(window) * 100:.0f}%",
-        *node_stage_cells(report),
-    ]
+    return f"{np.median(lat):.0f}" if len(lat) else "-"
 
 
 def all_latencies_ms(report) -> np.ndarray:
@@ -242,8 +241,7 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
                 f"{rss1:.0f}",
                 f"{rss1 - rss0:+.0f}",
                 f"{max(s[1] for s in samples):.0f}",
-                f"{cpu_share(window) * 100:.0f}%",
-                *node_stage_cells(r),
+                *node_load_cells(r, window),
             ]
         )
         print("node", rows[-1], file=sys.stderr)
@@ -264,9 +262,7 @@ def bench_node(ckpt, rates, seconds, dds_profile=None):
         "RSS end (MB)",
         "RSS growth (MB)",
         "RSS peak (MB)",
-        "node CPU (of 1 core)",
-        f"in node, median ms: {' / '.join(STAGE_KEYS)}",
-        f"CPU, % of a core: {' / '.join(THREADS)}",
+        *NODE_LOAD_HEAD,
     ]
     return head, rows
 
@@ -290,6 +286,7 @@ def bench_every_output(ckpt, rate, seconds, runs=1, dds_profile=None):
                 f"{camera['sent'] / r['seconds']:.1f}",
                 *(f"{h:.1f}" for h in hz),
                 f"{min(hz):.1f}",
+                latency_median_cell(r),
                 *node_load_cells(r, window),
             ]
         )
@@ -300,6 +297,7 @@ def bench_every_output(ckpt, rate, seconds, runs=1, dds_profile=None):
         "depth (Hz)",
         *(f"{key} (Hz)" for key in outputs),
         "slowest output (Hz)",
+        "latency median (ms)",
         *NODE_LOAD_HEAD,
     ]
     return head, rows
@@ -334,6 +332,7 @@ def bench_executors(ckpt, seconds, runs=1, setups=EXECUTOR_SETUPS, dds_profile=N
                         f"{sum(c['sent'] for c in cams) / r['seconds']:.1f}",
                         f"{sum(out):.1f}",
                         f"{min(out):.1f}",
+                        latency_median_cell(r),
                         *node_load_cells(r, window),
                     ]
                 )
@@ -346,6 +345,7 @@ def bench_executors(ckpt, seconds, runs=1, setups=EXECUTOR_SETUPS, dds_profile=N
         "sent, all (Hz)",
         "depth out, all (Hz)",
         "slowest camera (Hz)",
+        "latency median (ms)",
         *NODE_LOAD_HEAD,
     ]
     return head, rows
@@ -489,12 +489,13 @@ def bench_compressed_depth_node(ckpt, rate, seconds, dds_profile=None):
         driver = ("--compressed-depth",) if subscribed else ()
         r, _, _ = run_nodes(ckpt, [("", {})], [], rate, seconds, env, driver=driver)
         camera, lat = r["cameras"][""], all_latencies_ms(r)
+        encoded = camera["outputs"].get("compressed_depth", 0) / r["seconds"]
         rows.append(
             [
                 "yes" if subscribed else "no",
                 f"{camera['sent'] / r['seconds']:.1f}",
                 f"{camera['received'] / r['seconds']:.1f}",
-                f"{camera['compressed_depth'] / r['seconds']:.1f}" if subscribed else "-",
+                f"{encoded:.1f}" if subscribed else "-",
                 f"{np.median(lat):.0f}",
             ]
         )
@@ -602,8 +603,7 @@ def bench_cuda_node(ckpt, seconds, dds_profile=None, device="cuda", **params):
                 f"{np.percentile(lat, 95):.1f}" if len(lat) else "-",
                 f"{node_inference_ms(r):.2f}",
                 f"{sent:.1f}",
-                f"{cpu_share(window) * 100:.0f}%",
-                *node_stage_cells(r),
+                *node_load_cells(r, window),
             ]
         )
         print("cuda node", rows[-1], file=sys.stderr)
@@ -616,8 +616,6 @@ def bench_cuda_node(ckpt, seconds, dds_profile=None, device="cuda", **params):
         "latency p95 (ms)",
         "forward in node, median (ms)",
         "sent, all cameras (Hz)",
-        "node CPU (of 1 core)",
-        f"in node, median ms: {' / '.join(STAGE_KEYS)}",
-        f"CPU, % of a core: {' / '.join(THREADS)}",
+        *NODE_LOAD_HEAD,
     ]
     return head, rows

@@ -134,14 +134,14 @@ class CameraPipeline:
         self.outputs = {}
 
     def watched(self) -> bool:
-        return any(p.get_subscription_count() > 0 for p in self.outputs.values())
+        return any(self._wanted(key) for key in self.outputs)
 
     def _wanted(self, key: str) -> bool:
         return self.outputs[key].get_subscription_count() > 0
 
     def subscribed(self) -> set:
         """Keys of the outputs someone subscribes to now."""
-        return {key for key, p in self.outputs.items() if p.get_subscription_count() > 0}
+        return {key for key in self.outputs if self._wanted(key)}
 
     def frame_failed(self, exc: Exception):
         if not self.node.context.ok():  # shut down mid-frame (SIGINT, SIGTERM): not a failure
