@@ -107,7 +107,10 @@ class OutputSettings(Schema):
         maximum=3600.0,
     )
     metric_scale_min_anchors: int = param(
-        10, "metric_scale: anchors a frame's fit needs", minimum=2, maximum=100000
+        10,
+        "metric_scale: feature cells with anchors a frame's fit needs",
+        minimum=2,
+        maximum=100000,
     )
     metric_scale_min: float = param(
         0.2,

@@ -124,8 +124,8 @@ class CameraScale:
             values["metric shift (m)"] = f"{c.shift:.3g} (std {c.shift_std:.3g})"
             values["metric fit age (s)"] = f"{c.age:.2f}"
         if last is not None:
-            values["metric anchors received / in image / used / inliers"] = (
-                f"{last.received} / {last.in_image} / {last.used} / {last.inliers}"
+            values["metric anchors received / in image / used (cells) / inliers"] = (
+                f"{last.received} / {last.in_image} / {last.used} ({last.cells}) / {last.inliers}"
             )
             values["metric median relative residual"] = f"{last.residual_median:.3g}"
         values["metric fits rejected / restarts"] = (

@@ -2,17 +2,19 @@
 
 Anchors (metric points in the camera's optical frame: x right, y down, z forward) are
 projected through K into the image; those in front of the camera and in the depth's region
-are kept, one per feature cell (the cell's median: its other rays outvote a stray return,
-and each cell counts once). The model's depth at an anchor is the coarse grid sampled as the
-depth step's upsampling samples it (bilinear, align_corners): no full-resolution work.
-Anchors at a depth edge (their four cells' depths apart by more than EDGE_RATIO) and where the
-model sits at its first or last bin (it cannot say how much nearer or farther) are left out.
+are kept. Each is compared with the model's depth at its own pixel: the coarse grid sampled as
+the depth step's upsampling samples it (bilinear, align_corners), no full-resolution work.
+Each feature cell counts once, however many anchors fall in it (a 2D lidar puts a dozen rays in
+a cell, a ToF zone one): an anchor weighs 1 / the anchors in its cell, so a stray return is one
+ray of its cell to outvote, not the cell's whole say. Anchors at a depth edge (their four
+cells' depths apart by more than EDGE_RATIO) and where the model sits at its first or last bin
+(it cannot say how much nearer or farther) are left out.
 
 The fit minimises the relative error of s m + t against the anchor's depth z (mode
 `scale_shift`; `scale`: t = 0), robustly: Huber weights on the relative residuals; where fewer
-than MIN_INLIER_SHARE of the anchors agree (glass, mirrors, people in the scan), a seeded
-RANSAC picks the largest agreeing set first. Anchors all at one depth cannot tell a scale from a
-shift: `scale_shift` falls back to `scale` and says so.
+than MIN_INLIER_SHARE of the cells agree (glass, mirrors, people in the scan), a seeded RANSAC
+picks the hypothesis the most cells agree with first. Anchors all at one depth cannot tell a
+scale from a shift: `scale_shift` falls back to `scale` and says so.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MIN_INLIER_SHARE = 0.6  # below it the Huber fit's start is RANSAC's
 HUBER_K = 1.345  # Huber's constant, in robust standard deviations of the residuals
 MIN_HUBER_DELTA = 0.01  # relative error: sensor noise below 1 % keeps full weight
 RANSAC_ROUNDS = 64
+RANSAC_SCORED = 256  # anchors each hypothesis is scored on (a seeded subset of more)
 SETTLED = 1e-4  # Huber's rounds stop once no parameter moves by more (relative)
 MIN_SPREAD = 0.15  # anchors' model depths spanning less (relative): one depth, no shift
 MODES = ("scale", "scale_shift")
@@ -42,8 +45,14 @@ class Projection:
     z: np.ndarray  # (n,) metres along the optical axis
     model: np.ndarray  # (n,) the coarse depth sampled at the anchor's pixel
     pixels: np.ndarray  # (n, 2) (u, v)
-    in_image: int  # anchors in front of the camera in the region, before one-per-cell
+    weights: np.ndarray  # (n,) 1 / the anchors of its feature cell: each cell counts once
+    in_image: int  # anchors in front of the camera in the region, before the gates
     received: int
+
+    @property
+    def cells(self) -> int:
+        """The feature cells the anchors fall in: the fit's independent anchors."""
+        return int(round(float(self.weights.sum())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,7 @@ class Fit:
     inliers: int
     residual_median: float  # median |relative error| of the inliers
     reason: str = ""  # why not fitted, or what the fit fell back to
+    cells: int = 0  # the feature cells the used anchors fall in
 
     @property
     def fitted(self) -> bool:
@@ -72,7 +82,8 @@ def project(points, k, region: tuple, coarse: np.ndarray, bins) -> Projection:
     result whose depth covers `region` (top, left, height, width); gated as the module says."""
     points = np.asarray(points, np.float64).reshape(-1, 3)
     received = len(points)
-    points = points[np.isfinite(points).all(axis=1) & (points[:, 2] > MIN_DEPTH)]
+    z = points[:, 2]
+    points = points[(z > MIN_DEPTH) & (z < np.inf)]  # NaN too; a NaN x or y falls outside
     z = points[:, 2]
     u = k[0, 0] * points[:, 0] / z + k[0, 2]
     v = k[1, 1] * points[:, 1] / z + k[1, 2]
@@ -82,66 +93,70 @@ def project(points, k, region: tuple, coarse: np.ndarray, bins) -> Projection:
     h, w = coarse.shape
     rows = (v - top) * ((h - 1) / max(height - 1, 1))
     cols = (u - left) * ((w - 1) / max(width - 1, 1))
-    # One anchor per cell, the one of median depth: a cell's rays outvote its stray returns
-    # (a person, a reflection) and every cell counts once however many rays it has.
-    cell = np.rint(rows).astype(np.intp) * w + np.rint(cols).astype(np.intp)
-    order = np.lexsort((z, cell))
-    _, first, counts = np.unique(cell[order], return_index=True, return_counts=True)
-    keep = order[first + (counts - 1) // 2]
-    z, rows, cols, u, v = z[keep], rows[keep], cols[keep], u[keep], v[keep]
-    values, weights = _bilinear(coarse, rows, cols)  # (n, 4) each
-    model = np.sum(values * weights, axis=1)
+    model, lowest, highest = _bilinear(coarse, rows, cols)
     bins = np.asarray(bins, np.float64)
     margin = BIN_MARGIN * (bins[-1] - bins[0])
-    lowest, highest = values.min(axis=1), values.max(axis=1)
     good = (
         np.isfinite(model)
         & (highest <= EDGE_RATIO * lowest)
         & (lowest > bins[0] + margin)
         & (highest < bins[-1] - margin)
     )
-    pixels = np.stack([u, v], axis=1)[good]
-    return Projection(z[good], model[good], pixels, int(inside.sum()), received)
+    cell = np.rint(rows[good]).astype(np.intp) * w + np.rint(cols[good]).astype(np.intp)
+    share = 1.0 / np.bincount(cell, minlength=h * w)[cell]
+    pixels = np.stack([u[good], v[good]], axis=1)
+    return Projection(z[good], model[good], pixels, share, int(inside.sum()), received)
 
 
 def _bilinear(coarse: np.ndarray, rows, cols) -> tuple:
-    """The values of the four cells around each grid position and their bilinear weights."""
+    """(the bilinear value, the lowest and the highest of the four cells around it) at each
+    grid position (rows, cols >= 0), as the depth step's upsampling interpolates."""
     h, w = coarse.shape
-    r0 = np.clip(np.floor(rows).astype(np.intp), 0, max(h - 2, 0))
-    c0 = np.clip(np.floor(cols).astype(np.intp), 0, max(w - 2, 0))
+    r0 = np.minimum(rows.astype(np.intp), max(h - 2, 0))  # floor: the positions are >= 0
+    c0 = np.minimum(cols.astype(np.intp), max(w - 2, 0))
     fr, fc = rows - r0, cols - c0
-    r1, c1 = np.minimum(r0 + 1, h - 1), np.minimum(c0 + 1, w - 1)
-    values = np.stack([coarse[r0, c0], coarse[r0, c1], coarse[r1, c0], coarse[r1, c1]], axis=1)
-    weights = np.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc], axis=1)
-    return values, weights
+    flat = coarse.ravel()
+    at = r0 * w + c0
+    down, right = (w if h > 1 else 0), (1 if w > 1 else 0)
+    v00, v01, v10, v11 = (flat[at + step] for step in (0, right, down, down + right))
+    upper = v00 + fc * (v01 - v00)
+    lower = v10 + fc * (v11 - v10)
+    lowest = np.minimum(np.minimum(v00, v01), np.minimum(v10, v11))
+    highest = np.maximum(np.maximum(v00, v01), np.maximum(v10, v11))
+    return upper + fr * (lower - upper), lowest, highest
 
 
 def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple) -> Fit:
-    """The frame's fit in `mode` (MODES) from at least `min_anchors` anchors, refused outside
-    `scale_range` (lowest, highest)."""
+    """The frame's fit in `mode` (MODES) from anchors in at least `min_anchors` feature cells,
+    refused outside `scale_range` (lowest, highest)."""
     if mode not in MODES:
         raise ValueError(f"metric_scale mode {mode!r}: one of {', '.join(MODES)}")
     counts = dict(received=projection.received, in_image=projection.in_image)
-    z, m = projection.z, projection.model
-    n = len(z)
-    if n < min_anchors:
-        return _none(mode, counts, n, f"{n} anchors usable, {min_anchors} needed")
+    z, m, share = projection.z, projection.model, projection.weights
+    n, cells = len(z), projection.cells
+    if cells < min_anchors:
+        needed = f"anchors in {cells} feature cell{'s' * (cells != 1)}, {min_anchors} needed"
+        return _none(mode, counts, n, cells, needed)
     reason = ""
     if mode == "scale_shift" and np.ptp(m) < MIN_SPREAD * median(m):
         mode, reason = "scale", "anchors at one depth: scale only"
     # The relative residual (s m + t) / z - 1 is linear in (s, t): columns m / z and 1 / z.
     design = np.stack([m / z, 1.0 / z], axis=1)[:, : 1 if mode == "scale" else 2]
-    params, inliers = _robust(design)
+    params = _robust(design, share)
     if params is None:
-        return _none(mode, counts, n, "no agreeing set of anchors")
+        return _none(mode, counts, n, cells, "no agreeing set of anchors")
     scale, shift = float(params[0]), float(params[1]) if mode == "scale_shift" else 0.0
     residuals = design @ params - 1.0
     agree = np.abs(residuals) < INLIER_RELATIVE_ERROR
     if not scale_range[0] <= scale <= scale_range[1]:
         return _none(
-            mode, counts, n, f"scale {scale:.3g} outside [{scale_range[0]:g}, {scale_range[1]:g}]"
+            mode,
+            counts,
+            n,
+            cells,
+            f"scale {scale:.3g} outside [{scale_range[0]:g}, {scale_range[1]:g}]",
         )
-    stds = _parameter_stds(design[agree], residuals[agree])
+    stds = _parameter_stds(design[agree], residuals[agree], share[agree])
     return Fit(
         mode,
         scale,
@@ -152,11 +167,12 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple)
         inliers=int(agree.sum()),
         residual_median=median(np.abs(residuals[agree])),
         reason=reason,
+        cells=cells,
         **counts,
     )
 
 
-def _none(mode, counts, used, reason) -> Fit:
+def _none(mode, counts, used, cells, reason) -> Fit:
     nan = float("nan")
     return Fit(
         mode,
@@ -168,58 +184,68 @@ def _none(mode, counts, used, reason) -> Fit:
         inliers=0,
         residual_median=nan,
         reason=reason,
+        cells=cells,
         **counts,
     )
 
 
-def _least_squares(design, weights) -> np.ndarray | None:
-    """The weighted least-squares parameters of design @ p = 1 (one or two columns: the normal
+def _moments(design) -> np.ndarray:
+    """Each anchor's products whose weighted sums are the normal equations of design @ p = 1:
+    (a a, a) for one column a, (a a, a b, b b, a, b) for two; one product with the weights
+    then sums them all (a Huber round is then a few vector operations)."""
+    a = design[:, 0]
+    if design.shape[1] == 1:
+        return np.stack([a * a, a])
+    b = design[:, 1]
+    return np.stack([a * a, a * b, b * b, a, b])
+
+
+def _least_squares(moments, weights) -> np.ndarray | None:
+    """The weighted least-squares parameters of design @ p = 1 from its `moments` (the normal
     equations solved in closed form), None where they are degenerate."""
-    a = design * weights[:, None]
-    normal = a.T @ design
-    rhs = a.sum(axis=0)
-    if len(rhs) == 1:
-        return rhs / normal[0] if normal[0, 0] > 1e-12 else None
-    det = normal[0, 0] * normal[1, 1] - normal[0, 1] ** 2
-    if det <= 1e-9 * normal[0, 0] * normal[1, 1]:
+    sums = moments @ weights
+    if len(sums) == 2:
+        aa, a = sums
+        return np.array([a / aa]) if aa > 1e-12 else None
+    aa, ab, bb, a, b = sums
+    det = aa * bb - ab * ab
+    if det <= 1e-9 * aa * bb:
         return None
-    return np.array(
-        [
-            (normal[1, 1] * rhs[0] - normal[0, 1] * rhs[1]) / det,
-            (normal[0, 0] * rhs[1] - normal[0, 1] * rhs[0]) / det,
-        ]
-    )
+    return np.array([(bb * a - ab * b) / det, (aa * b - ab * a) / det])
 
 
-def _robust(design) -> tuple:
-    """(parameters, inlier mask) of the relative-error fit: Huber from least squares, or from
-    RANSAC's largest agreeing set where least squares leaves too few anchors agreeing."""
-    params = _least_squares(design, np.ones(len(design)))
-    if params is not None:
-        params = _huber(design, params)
-    if params is None or _agreeing(design, params).mean() < MIN_INLIER_SHARE:
-        params = _ransac(design)
-        if params is None:
-            return None, None
-        params = _huber(design, params, _agreeing(design, params))
-    return params, _agreeing(design, params)
+def _robust(design, share) -> np.ndarray | None:
+    """The parameters of the relative-error fit, each anchor weighing its `share` of its cell:
+    Huber from least squares, or from RANSAC's hypothesis where least squares leaves too few
+    cells agreeing; None where no hypothesis has agreeing anchors."""
+    moments = _moments(design)
+    params = _least_squares(moments, share)
+    if params is not None and _agreeing_share(design, share, params) >= MIN_INLIER_SHARE:
+        return _huber(design, moments, share, params)
+    params = _ransac(design, share)
+    if params is None:
+        return None
+    return _huber(design, moments, share * _agreeing(design, params), params)
 
 
 def _agreeing(design, params) -> np.ndarray:
     return np.abs(design @ params - 1.0) < INLIER_RELATIVE_ERROR
 
 
-def _huber(design, params, start=None, rounds: int = 8):
-    """Iteratively reweighted least squares with Huber's weights on the relative residuals
-    (`start`: the anchors the first round may use), until the parameters settle."""
-    weights = np.ones(len(design)) if start is None else start.astype(np.float64)
+def _agreeing_share(design, share, params) -> float:
+    """The share of the cells (each anchor its share of its cell) that agree with `params`."""
+    return float(share @ _agreeing(design, params)) / float(share.sum())
+
+
+def _huber(design, moments, allowed, params, rounds: int = 8):
+    """Iteratively reweighted least squares from `params` with Huber's weights on the relative
+    residuals times each anchor's `allowed` weight (its share of its cell; 0: left out), until
+    the parameters settle."""
+    used = allowed > 0
     for _ in range(rounds):
         size = np.abs(design @ params - 1.0)
-        spread = 1.4826 * median(size[weights > 0])
-        delta = max(HUBER_K * spread, MIN_HUBER_DELTA)
-        huber = np.minimum(1.0, delta / np.maximum(size, 1e-12))
-        weights = huber if start is None else huber * (weights > 0)
-        new = _least_squares(design, weights)
+        delta = max(HUBER_K * 1.4826 * median(size[used]), MIN_HUBER_DELTA)
+        new = _least_squares(moments, allowed * np.minimum(1.0, delta / np.maximum(size, 1e-12)))
         if new is None:
             return params
         settled = np.all(np.abs(new - params) <= SETTLED * np.abs(params) + 1e-12)
@@ -229,9 +255,9 @@ def _huber(design, params, start=None, rounds: int = 8):
     return params
 
 
-def _ransac(design) -> np.ndarray | None:
-    """The hypothesis from minimal samples (seeded: a frame's fit is reproducible) that most
-    anchors agree with, every hypothesis at once."""
+def _ransac(design, share) -> np.ndarray | None:
+    """The hypothesis from minimal samples (seeded: a frame's fit is reproducible) that the
+    most cells agree with (each anchor its `share`), every hypothesis at once."""
     n, size = design.shape
     picks = _minimal_samples(n, size)
     if size == 1:
@@ -245,8 +271,11 @@ def _ransac(design) -> np.ndarray | None:
     hypotheses = hypotheses[np.isfinite(hypotheses).all(axis=1) & (hypotheses[:, 0] > 0)]
     if not len(hypotheses):
         return None
+    scored = _scored_subset(n)
+    if scored is not None:
+        design, share = design[scored], share[scored]
     agreeing = np.abs(hypotheses @ design.T - 1.0) < INLIER_RELATIVE_ERROR  # (rounds, n)
-    return hypotheses[int(np.argmax(agreeing.sum(axis=1)))]
+    return hypotheses[int(np.argmax(agreeing @ share))]
 
 
 def median(values) -> float:
@@ -273,14 +302,32 @@ def _minimal_samples(n: int, size: int) -> np.ndarray:
     return picks
 
 
-def _parameter_stds(design, residuals) -> np.ndarray:
-    """The parameters' standard deviations from the inliers' residuals (least squares)."""
-    n, size = design.shape
-    normal = design.T @ design
-    det = np.linalg.det(normal)
-    if n <= size or det <= 1e-9 * np.prod(np.diag(normal)):
+@functools.lru_cache(maxsize=1024)
+def _scored_subset(n: int) -> np.ndarray | None:
+    """The RANSAC_SCORED anchors of `n` that score RANSAC's hypotheses (seeded, drawn once per
+    count); None when there are no more: a hypothesis's agreement is a share of the cells, and
+    a few hundred anchors tell it as well as thousands at a fraction of the cost."""
+    if n <= RANSAC_SCORED:
+        return None
+    subset = np.sort(np.random.default_rng(1).choice(n, RANSAC_SCORED, replace=False))
+    subset.flags.writeable = False
+    return subset
+
+
+def _parameter_stds(design, residuals, share) -> np.ndarray:
+    """The parameters' standard deviations from the inliers' residuals (weighted least squares:
+    anchors of one cell share one cell's say, so the cells are the independent samples)."""
+    size = design.shape[1]
+    cells = float(share.sum())
+    sums = _moments(design) @ share
+    if size == 1:
+        aa, ab, bb = sums[0], 0.0, 1.0
+    else:
+        aa, ab, bb = sums[:3]
+    det = aa * bb - ab * ab
+    if cells <= size + 1e-9 or det <= 1e-9 * aa * bb:
         return np.full(2, np.inf)
-    variance = float(residuals @ residuals) / (n - size)
-    inverse = np.diag([1 / normal[0, 0]]) if size == 1 else np.linalg.inv(normal)
-    stds = np.sqrt(np.diag(inverse) * variance)
-    return np.concatenate([stds, np.zeros(2 - size)])
+    variance = float(share @ residuals**2) / (cells - size)
+    # The diagonal of the normal matrix's inverse, (bb, aa) / det; one column: 1 / aa.
+    stds = np.sqrt(np.array([bb, aa]) / det * variance)
+    return stds if size == 2 else np.array([stds[0], 0.0])

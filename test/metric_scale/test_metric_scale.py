@@ -273,7 +273,7 @@ def test_scale_and_shift_recovered_from_anchors_on_the_truth(scene):
     assert result.fitted and result.reason == ""
     assert result.scale == pytest.approx(1.7, rel=0.02)
     assert result.shift == pytest.approx(0.3, abs=0.05)
-    assert result.used <= GRID[0] * GRID[1]  # one anchor per cell
+    assert result.cells <= GRID[0] * GRID[1] < result.used  # several anchors a cell
     assert result.inliers >= 0.8 * result.used
 
 
@@ -313,7 +313,7 @@ def test_a_fit_without_enough_anchors_or_outside_the_range_is_refused_with_the_r
     few = fit.fit(
         fit.project(points_of(truth)[:3], K, REGION, coarse, BINS), "scale", 8, (0.2, 5.0)
     )
-    assert not few.fitted and few.reason.endswith("anchors usable, 8 needed")
+    assert not few.fitted and few.reason == "anchors in 1 feature cell, 8 needed"  # 3 side by side
     far = fit.project(points_of(truth) * 10, K, REGION, coarse, BINS)
     refused = fit.fit(far, "scale", 8, (0.2, 5.0))
     assert not refused.fitted and refused.reason.startswith("scale 10 outside [0.2, 5]")
@@ -341,15 +341,25 @@ def test_anchors_behind_outside_at_edges_and_at_the_last_bin_are_left_out():
     np.testing.assert_allclose(projection.model, projection.z)
 
 
-def test_one_anchor_per_cell_the_median_of_its_own():
-    """Three returns in one cell, one of them a stray nearer one (a person's leg): the cell's
-    anchor is the median; a cell of two takes the nearer."""
-    coarse = np.full(GRID, 2.0)
-    same_pixel = np.array([[0.0, 0.0, 5.0], [0.0, 0.0, 1.2], [0.0, 0.0, 5.1]])
-    projection = fit.project(same_pixel, K, REGION, coarse, BINS)
-    assert projection.in_image == 3 and projection.z.tolist() == [5.0]
-    projection = fit.project(same_pixel[:2], K, REGION, coarse, BINS)
-    assert projection.z.tolist() == [1.2]
+def test_each_feature_cell_counts_once_however_many_anchors_it_holds():
+    """A 2D lidar's 40 returns off a person in one cell against one return in each of 12
+    cells of the wall behind: the cells outvote the rays (the fit is the wall's); each anchor
+    weighs 1 / its cell's anchors."""
+    wall = np.full((480, 640), 3.0)
+    coarse = grid_of(wall) / 1.5
+    rows = np.arange(2, 14)
+    wall_points = cell_points(wall)[rows * GRID[1] + 5]  # column 5, rows 2-13
+    # 1 m away, 40 rays within 5 pixels of the centre of cell (7, 12)
+    u = 12 * 639 / (GRID[1] - 1) + np.linspace(-5, 5, 40)
+    v = 7 * 479 / (GRID[0] - 1)
+    person = np.stack([(u - CX) / FX, np.full(40, (v - CY) / FY), np.ones(40)], axis=1)
+    projection = fit.project(np.concatenate([wall_points, person]), K, REGION, coarse, BINS)
+    assert projection.cells == 13 and len(projection.z) == 52
+    np.testing.assert_allclose(projection.weights[projection.z == 1.0], 1 / 40)
+    np.testing.assert_allclose(projection.weights[projection.z == 3.0], 1.0)
+    result = fit.fit(projection, "scale", 8, (0.2, 5.0))
+    assert result.scale == pytest.approx(1.5, rel=1e-6)
+    assert (result.used, result.cells, result.inliers) == (52, 13, 12)
 
 
 # -- tracking and application ---------------------------------------------------------------
