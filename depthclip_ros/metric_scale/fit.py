@@ -33,7 +33,8 @@ HUBER_K = 1.345  # Huber's constant, in robust standard deviations of the residu
 MIN_HUBER_DELTA = 0.01  # relative error: sensor noise below 1 % keeps full weight
 RANSAC_ROUNDS = 64
 RANSAC_SCORED = 256  # anchors each hypothesis is scored on (a seeded subset of more)
-SETTLED = 1e-4  # Huber's rounds stop once no parameter moves by more (relative)
+HUBER_ROUNDS = 5  # at most: later rounds moved no fit of the benchmark by more than noise
+SETTLED = 1e-3  # Huber's rounds stop once no parameter moves by more (relative)
 MIN_SPREAD = 0.15  # anchors' model depths spanning less (relative): one depth, no shift
 MODES = ("scale", "scale_shift")
 
@@ -237,7 +238,7 @@ def _agreeing_share(design, share, params) -> float:
     return float(share @ _agreeing(design, params)) / float(share.sum())
 
 
-def _huber(design, moments, allowed, params, rounds: int = 8):
+def _huber(design, moments, allowed, params, rounds: int = HUBER_ROUNDS):
     """Iteratively reweighted least squares from `params` with Huber's weights on the relative
     residuals times each anchor's `allowed` weight (its share of its cell; 0: left out), until
     the parameters settle."""
