@@ -20,7 +20,7 @@ TEMPORAL_FILTERS = ("off", "mixture")
 COLORMAPS = ("turbo", "viridis", "gray")
 EXECUTORS = ("auto", "events", "single_threaded")
 
-METRIC_SCALE_MODES = ("off", "scale", "scale_shift")
+METRIC_SCALE_MODES = ("off", "scale", "scale_shift", "bins")
 METRIC_SCALE_SOURCES = ("scan", "points", "depth", "ground")
 
 
@@ -82,7 +82,8 @@ class OutputSettings(Schema):
     metric_scale: str = param(
         "off",
         "off (the model's own metres) | scale | scale_shift (the depth's scale, and shift, "
-        "fitted online to metric_scale_sources: docs/metric_scale.md)",
+        "fitted online to metric_scale_sources: docs/metric_scale.md) | bins (each bin moved "
+        "on its own beyond the scale and shift)",
         choices=METRIC_SCALE_MODES,
     )
     metric_scale_sources: tuple = param(

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..estimator.depth_quantile import depth_quantile
 from ..estimator.temporal_filter import FINE_ARRAYS, FUSED_FROM
-from ..metric_scale.camera_scale import FITTED_FROM
+from ..metric_scale.camera_scale import fitted_from
 from . import compressed_depth, point_cloud
 from .camera_model import PinholeCamera
 from .colormaps import colorize
@@ -60,8 +60,7 @@ def arrays_for(wanted, settings) -> tuple:
     if settings.temporal_filter != "off":
         arrays.update(FUSED_FROM)
         arrays -= set(FINE_ARRAYS)
-    if settings.metric_scale != "off":  # the fit samples the grid; the std takes its error
-        arrays.update(FITTED_FROM)
+    arrays.update(fitted_from(settings))  # the fit samples the grid; the std takes its error
     return tuple(sorted(arrays))
 
 

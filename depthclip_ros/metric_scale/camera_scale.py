@@ -14,11 +14,20 @@ import time
 
 import numpy as np
 
+from ..estimator.temporal_filter import BilinearUpsampling
 from ..runtime.health import ERROR, WARN
 from .fit import fit, median, project
 from .tracking import ScaleTracker
 
 FITTED_FROM = ("coarse_depth", "coarse_std")  # what a prediction brings while fitting
+
+
+def fitted_from(settings) -> tuple:
+    """The DepthResult arrays the fit needs under `settings` (mode bins: the bin
+    probabilities too, which it samples and moves the bins of)."""
+    if settings.metric_scale == "off":
+        return ()
+    return FITTED_FROM + (("bin_probs",) if settings.metric_scale == "bins" else ())
 
 
 class CameraScale:
@@ -32,6 +41,8 @@ class CameraScale:
         self._key = None  # the head and geometry the tracked scale belongs to
         # The last frame's seconds: projection, fit and filter; the application to the result.
         self.seconds = {"fit": 0.0, "application": 0.0}
+        self._upsampling = None  # (grid, size, BilinearUpsampling) of mode bins' last frame
+        self.moved_bins = ()  # mode bins: the last frame's bins in metres
 
     def reset(self) -> None:
         self.tracker.reset()
@@ -58,15 +69,21 @@ class CameraScale:
         anchors = np.asarray(anchors, np.float64).reshape(-1, 3)
         self.anchors = len(anchors)
         frame_fit = None
+        moves_bins = settings.metric_scale == "bins"
+        if moves_bins and result.bin_probs is None:
+            raise ValueError("metric_scale bins samples bin_probs: predict was not asked for them")
         if len(anchors) and k is not None:
+            bins = result.bins_of(index)
+            probs = result.bin_probs[index] if moves_bins else None
             projection = project(
-                anchors, k, result.region, result.coarse_depth[index], result.bins_of(index)
+                anchors, k, result.region, result.coarse_depth[index], bins, probs
             )
             frame_fit = fit(
                 projection,
                 settings.metric_scale,
                 settings.metric_scale_min_anchors,
                 (settings.metric_scale_min, settings.metric_scale_max),
+                bins,
             )
             depth = median(projection.z) if len(projection.z) else 1.0
             self.tracker.update(frame_fit, stamp, settings.metric_scale_half_life, depth)
@@ -88,9 +105,17 @@ class CameraScale:
                 [np.asarray(result.bins_of(i), np.float32) for i in range(count)]
             )
         result.clearing_bins[index] = calibration.lower_bins(result.bins_of(index))
-        calibration.apply(result, index)
+        calibration.apply(result, index, self._upsample(result) if calibration.offsets else None)
+        self.moved_bins = tuple(result.bins_of(index).tolist()) if calibration.offsets else ()
         self.seconds["application"] = time.perf_counter() - fitted
         return calibration
+
+    def _upsample(self, result) -> BilinearUpsampling:
+        """The depth step's upsampling of the result's grid to its region, made once a size."""
+        key = (result.coarse_depth.shape[1:], tuple(result.region[2:]))
+        if self._upsampling is None or self._upsampling[0] != key:
+            self._upsampling = (key, BilinearUpsampling(*key))
+        return self._upsampling[1]
 
     def withholds_clouds(self, settings) -> bool:
         """metric_scale_require: no clouds (the depth goes out) until a first fit."""
@@ -123,6 +148,8 @@ class CameraScale:
             values["metric scale"] = f"{c.scale:.4g} (log std {c.log_scale_std:.3g})"
             values["metric shift (m)"] = f"{c.shift:.3g} (std {c.shift_std:.3g})"
             values["metric fit age (s)"] = f"{c.age:.2f}"
+            if self.moved_bins:
+                values["metric bins (m)"] = ", ".join(f"{b:.3g}" for b in self.moved_bins)
         if last is not None:
             values["metric anchors received / in image / used (cells) / inliers"] = (
                 f"{last.received} / {last.in_image} / {last.used} ({last.cells}) / {last.inliers}"

@@ -36,7 +36,9 @@ RANSAC_SCORED = 256  # anchors each hypothesis is scored on (a seeded subset of 
 HUBER_ROUNDS = 5  # at most: later rounds moved no fit of the benchmark by more than noise
 SETTLED = 1e-3  # Huber's rounds stop once no parameter moves by more (relative)
 MIN_SPREAD = 0.15  # anchors' model depths spanning less (relative): one depth, no shift
-MODES = ("scale", "scale_shift")
+BIN_STIFFNESS = 2.0  # cells' worth of evidence a bin needs to move off the scale and shift
+MIN_BIN_GAP = 0.05  # of the affine bins' step: how close two fitted bins may come
+MODES = ("scale", "scale_shift", "bins")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Projection:
     weights: np.ndarray  # (n,) 1 / the anchors of its feature cell: each cell counts once
     in_image: int  # anchors in front of the camera in the region, before the gates
     received: int
+    probs: np.ndarray | None = None  # (n, K) the bin probabilities at the anchors (mode bins)
 
     @property
     def cells(self) -> int:
@@ -72,15 +75,17 @@ class Fit:
     residual_median: float  # median |relative error| of the inliers
     reason: str = ""  # why not fitted, or what the fit fell back to
     cells: int = 0  # the feature cells the used anchors fall in
+    bin_offsets: tuple = ()  # mode bins: each fitted bin minus its s b + t
 
     @property
     def fitted(self) -> bool:
         return np.isfinite(self.scale)
 
 
-def project(points, k, region: tuple, coarse: np.ndarray, bins) -> Projection:
+def project(points, k, region: tuple, coarse: np.ndarray, bins, probs=None) -> Projection:
     """`points` (N, 3) in the optical frame through K (3, 3) onto the coarse grid (h, w) of a
-    result whose depth covers `region` (top, left, height, width); gated as the module says."""
+    result whose depth covers `region` (top, left, height, width); gated as the module says.
+    `probs` (K, h, w), the grid's bin probabilities: sampled at the anchors too (mode bins)."""
     points = np.asarray(points, np.float64).reshape(-1, 3)
     received = len(points)
     z = points[:, 2]
@@ -94,7 +99,8 @@ def project(points, k, region: tuple, coarse: np.ndarray, bins) -> Projection:
     h, w = coarse.shape
     rows = (v - top) * ((h - 1) / max(height - 1, 1))
     cols = (u - left) * ((w - 1) / max(width - 1, 1))
-    model, lowest, highest = _bilinear(coarse, rows, cols)
+    corners = _corners(coarse.shape, rows, cols)
+    model, lowest, highest = _bilinear(coarse.ravel(), corners)
     bins = np.asarray(bins, np.float64)
     margin = BIN_MARGIN * (bins[-1] - bins[0])
     good = (
@@ -106,20 +112,30 @@ def project(points, k, region: tuple, coarse: np.ndarray, bins) -> Projection:
     cell = np.rint(rows[good]).astype(np.intp) * w + np.rint(cols[good]).astype(np.intp)
     share = 1.0 / np.bincount(cell, minlength=h * w)[cell]
     pixels = np.stack([u[good], v[good]], axis=1)
-    return Projection(z[good], model[good], pixels, share, int(inside.sum()), received)
+    sampled = None
+    if probs is not None:
+        at, steps, fr, fc = corners
+        kept = (at[good], steps, fr[good], fc[good])
+        sampled = _bilinear(np.asarray(probs).reshape(len(probs), -1), kept)[0].T
+    return Projection(z[good], model[good], pixels, share, int(inside.sum()), received, sampled)
 
 
-def _bilinear(coarse: np.ndarray, rows, cols) -> tuple:
-    """(the bilinear value, the lowest and the highest of the four cells around it) at each
-    grid position (rows, cols >= 0), as the depth step's upsampling interpolates."""
-    h, w = coarse.shape
+def _corners(shape: tuple, rows, cols) -> tuple:
+    """(flat index of each position's upper-left cell, the steps to its four cells, the
+    fractions down and across) on a grid of `shape` (h, w), positions >= 0."""
+    h, w = shape
     r0 = np.minimum(rows.astype(np.intp), max(h - 2, 0))  # floor: the positions are >= 0
     c0 = np.minimum(cols.astype(np.intp), max(w - 2, 0))
-    fr, fc = rows - r0, cols - c0
-    flat = coarse.ravel()
-    at = r0 * w + c0
     down, right = (w if h > 1 else 0), (1 if w > 1 else 0)
-    v00, v01, v10, v11 = (flat[at + step] for step in (0, right, down, down + right))
+    return r0 * w + c0, (0, right, down, down + right), rows - r0, cols - c0
+
+
+def _bilinear(flat: np.ndarray, corners: tuple) -> tuple:
+    """(the bilinear value, the lowest and the highest of the four cells around it) at each
+    position of `corners` (_corners), as the depth step's upsampling interpolates, on a grid
+    flattened to (h * w,), or K grids at once as (K, h * w) (each value then (K, n))."""
+    at, steps, fr, fc = corners
+    v00, v01, v10, v11 = (flat[..., at + step] for step in steps)
     upper = v00 + fc * (v01 - v00)
     lower = v10 + fc * (v11 - v10)
     lowest = np.minimum(np.minimum(v00, v01), np.minimum(v10, v11))
@@ -127,9 +143,10 @@ def _bilinear(coarse: np.ndarray, rows, cols) -> tuple:
     return upper + fr * (lower - upper), lowest, highest
 
 
-def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple) -> Fit:
+def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple, bins=None) -> Fit:
     """The frame's fit in `mode` (MODES) from anchors in at least `min_anchors` feature cells,
-    refused outside `scale_range` (lowest, highest)."""
+    refused outside `scale_range` (lowest, highest); mode bins: the model's `bins` moved, from
+    the projection's `probs`."""
     if mode not in MODES:
         raise ValueError(f"metric_scale mode {mode!r}: one of {', '.join(MODES)}")
     counts = dict(received=projection.received, in_image=projection.in_image)
@@ -139,14 +156,14 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple)
         needed = f"anchors in {cells} feature cell{'s' * (cells != 1)}, {min_anchors} needed"
         return _none(mode, counts, n, cells, needed)
     reason = ""
-    if mode == "scale_shift" and np.ptp(m) < MIN_SPREAD * median(m):
+    if mode in ("scale_shift", "bins") and np.ptp(m) < MIN_SPREAD * median(m):
         mode, reason = "scale", "anchors at one depth: scale only"
     # The relative residual (s m + t) / z - 1 is linear in (s, t): columns m / z and 1 / z.
     design = np.stack([m / z, 1.0 / z], axis=1)[:, : 1 if mode == "scale" else 2]
     params = _robust(design, share)
     if params is None:
         return _none(mode, counts, n, cells, "no agreeing set of anchors")
-    scale, shift = float(params[0]), float(params[1]) if mode == "scale_shift" else 0.0
+    scale, shift = float(params[0]), float(params[1]) if mode != "scale" else 0.0
     residuals = design @ params - 1.0
     agree = np.abs(residuals) < INLIER_RELATIVE_ERROR
     if not scale_range[0] <= scale <= scale_range[1]:
@@ -158,19 +175,43 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple)
             f"scale {scale:.3g} outside [{scale_range[0]:g}, {scale_range[1]:g}]",
         )
     stds = _parameter_stds(design[agree], residuals[agree], share[agree])
+    offsets = ()
+    if mode == "bins":
+        affine = scale * np.asarray(bins, np.float64) + shift
+        moved = _bin_values(projection.probs, z, share * agree, affine, median(z))
+        offsets = tuple((moved - affine).tolist())
+        residuals = projection.probs @ moved / z - 1.0
     return Fit(
         mode,
         scale,
         shift,
         stds[0] / scale,
-        stds[1] if mode == "scale_shift" else 0.0,
+        stds[1] if mode != "scale" else 0.0,
         used=n,
         inliers=int(agree.sum()),
         residual_median=median(np.abs(residuals[agree])),
         reason=reason,
         cells=cells,
+        bin_offsets=offsets,
         **counts,
     )
+
+
+def _bin_values(probs, z, weights, affine, depth: float) -> np.ndarray:
+    """The bins' values b' of least weighted relative error |p . b' / z - 1| (`probs` (n, K)
+    at the anchors of depth `z`, `weights` each anchor's), each pulled towards its `affine`
+    value (the scale and shift's) by BIN_STIFFNESS cells' worth on (b' - affine) / `depth`;
+    increasing, at least MIN_BIN_GAP of the affine step apart."""
+    design = probs / z[:, None]
+    weighted = design * weights[:, None]
+    normal = weighted.T @ design
+    stiffness = BIN_STIFFNESS / depth**2
+    normal[np.diag_indices_from(normal)] += stiffness
+    moved = np.linalg.solve(normal, weighted.sum(axis=0) + stiffness * affine)
+    gaps = MIN_BIN_GAP * np.diff(affine)
+    for k in range(1, len(moved)):
+        moved[k] = max(moved[k], moved[k - 1] + gaps[k - 1])
+    return moved
 
 
 def _none(mode, counts, used, cells, reason) -> Fit:

@@ -37,19 +37,31 @@ class Calibration:
     log_scale_std: float
     shift_std: float
     age: float
+    offsets: tuple = ()  # mode bins: each bin's own move beyond s b + t
 
     def bins(self, bins: np.ndarray) -> np.ndarray:
-        return (self.scale * np.asarray(bins, np.float64) + self.shift).astype(np.float32)
+        moved = self.scale * np.asarray(bins, np.float64) + self.shift
+        return (moved + self._offsets(len(moved))).astype(np.float32)
 
     def lower_bins(self, bins: np.ndarray) -> np.ndarray:
         """The bins under the scale and shift LOWER_BOUND_STDS below their values."""
         scale = self.scale * np.exp(-LOWER_BOUND_STDS * self.log_scale_std)
         shift = self.shift - LOWER_BOUND_STDS * self.shift_std
-        return (scale * np.asarray(bins, np.float64) + shift).astype(np.float32)
+        moved = scale * np.asarray(bins, np.float64) + shift
+        return (moved + self._offsets(len(moved))).astype(np.float32)
 
-    def apply(self, result, index: int) -> None:
+    def _offsets(self, count: int) -> np.ndarray:
+        return np.asarray(self.offsets, np.float64) if self.offsets else np.zeros(count)
+
+    def apply(self, result, index: int, upsample=None) -> None:
         """Image `index` of `result` in metres: its depth arrays (those fetched) and bins,
-        in place (read-only arrays, Ray's, replaced by copies)."""
+        in place (read-only arrays, Ray's, replaced by copies). With per-bin `offsets` the
+        distribution over the moved bins is made again from the grid's bin probabilities, and
+        the full-resolution arrays from it by `upsample` (temporal_filter.BilinearUpsampling of
+        the grid to the region)."""
+        if self.offsets:
+            self._apply_moved_bins(result, index, upsample)
+            return
         s, t = np.float32(self.scale), np.float32(self.shift)
         var_s = np.float32((self.scale * self.log_scale_std) ** 2)
         var_t = np.float32(self.shift_std**2)
@@ -67,6 +79,37 @@ class Calibration:
             result.image_bins = np.tile(bins, (len(result.coarse_depth), 1))
         result.image_bins[index] = self.bins(result.image_bins[index])
 
+    def _apply_moved_bins(self, result, index: int, upsample) -> None:
+        """The distribution of image `index` over its moved bins: the grid's depth and std
+        from its bin probabilities (the std with the scale and shift's own uncertainty, as
+        `apply`'s), the full-resolution ones upsampled from them as the depth step does."""
+        if result.bin_probs is None:
+            raise ValueError(
+                "metric_scale bins moves the bins: predict was not asked for bin_probs"
+            )
+        result.writable(("depth", "depth_std", "coarse_depth", "coarse_std", "image_bins"))
+        if result.image_bins is None:
+            bins = np.asarray(result.bins, np.float32)
+            result.image_bins = np.tile(bins, (len(result.coarse_depth), 1))
+        moved = self.bins(result.image_bins[index])
+        probs = result.bin_probs[index]
+        mean = np.einsum("khw,k->hw", probs, moved)
+        variance = np.einsum("khw,k->hw", probs, moved * moved) - mean * mean
+        own = result.coarse_depth[index]  # the model's depth: what var(s) scales
+        variance += own * own * np.float32((self.scale * self.log_scale_std) ** 2)
+        variance += np.float32(self.shift_std**2)
+        np.maximum(variance, 0.0, out=variance)
+        result.coarse_depth[index] = mean
+        if result.coarse_std is not None:
+            np.sqrt(variance, out=result.coarse_std[index])
+        top, left, height, width = result.region
+        inside = (slice(top, top + height), slice(left, left + width))
+        if result.depth is not None:
+            upsample(mean, result.depth[index][inside])
+        if result.depth_std is not None:
+            upsample.std(mean, variance, result.depth_std[index][inside])
+        result.image_bins[index] = moved
+
 
 @dataclasses.dataclass
 class _State:
@@ -76,6 +119,7 @@ class _State:
     shift_var: float
     stamp: float  # of the last fit taken
     depth: float  # the median anchor's depth of the last fit (the shift's yardstick)
+    offsets: np.ndarray | None = None  # mode bins: each bin's move beyond s b + t
 
 
 class ScaleTracker:
@@ -105,6 +149,7 @@ class ScaleTracker:
             fit.shift_std**2,
             stamp,
             depth,
+            np.asarray(fit.bin_offsets, np.float64) if fit.bin_offsets else None,
         )
         if state is None:
             self._state, self._pending = measured, []
@@ -131,6 +176,7 @@ class ScaleTracker:
             keep * aged[1] + (1 - keep) * measured.shift_var + keep * (1 - keep) * gap_shift**2,
             stamp,
             depth,
+            _mixed(state.offsets, measured.offsets, keep),
         )
 
     @staticmethod
@@ -164,4 +210,13 @@ class ScaleTracker:
             float(np.sqrt(log_var)),
             float(np.sqrt(shift_var)),
             max(stamp - state.stamp, 0.0),
+            () if state.offsets is None else tuple(state.offsets.tolist()),
         )
+
+
+def _mixed(kept, measured, keep: float):
+    """The per-bin offsets mixed as the scale and shift are (`keep` of the state's); a frame
+    without them (mode changed) takes the frame's."""
+    if kept is None or measured is None or len(kept) != len(measured):
+        return measured
+    return measured + keep * (kept - measured)

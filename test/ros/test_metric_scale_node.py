@@ -89,7 +89,8 @@ def test_a_scan_through_static_transforms_with_parameters_changed_while_on(
     """metric_scale turned on at run time (the scan subscribed then); a scan whose returns lie
     where a scene twice the model's depth is, through static_transforms: the depth comes out
     doubled; the next frame without a scan keeps the fit and /diagnostics says why; a new
-    input size while on is another model's scale: the next scan's (3 times) taken at once."""
+    input size while on is another model's scale: the next scan's (3 times) taken at once;
+    mode bins set while on fits the next frame."""
     from rclpy.parameter import Parameter
 
     core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **SIZE)).predict(IMAGE)
@@ -140,3 +141,11 @@ def test_a_scan_through_static_transforms_with_parameters_changed_while_on(
         np.testing.assert_allclose(
             frame(4, scan_of(new, K, 3.0, 4)), 3.0 * new.depth[0], rtol=1e-4
         )
+        # Mode bins while on: the bin probabilities fetched from the next frame, each bin moved
+        # (here the scan's scale is every bin's), the state kept.
+        assert node.set_parameters([Parameter("metric_scale", value="bins")])[0].successful
+        wait_until(lambda: node.params.outputs.metric_scale == "bins")
+        np.testing.assert_allclose(
+            frame(5, scan_of(new, K, 3.0, 5)), 3.0 * new.depth[0], rtol=1e-4
+        )
+        wait_until(lambda: "bins" in str(tester.received["/diagnostics"][-1:]))

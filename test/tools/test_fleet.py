@@ -237,7 +237,9 @@ def wall_depth(frame):
 
 def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(tmp_path, params_file):
     """temporal_filter mixture (a threshold no patch reaches, so every frame fuses), scene_bins
-    auto and metric_scale fitted to a scan in one bag, to a registered depth image in the other:
+    auto and metric_scale (mode bins: its bin probabilities fetched; each wall's anchors at one
+    depth fall back to a scale, as the bag tool's do) fitted to a scan in one bag, to a
+    registered depth image in the other:
     Ray hands the workers' arrays back read-only and each camera's scene choice and scale run in
     the worker; every bag is done and byte for byte what depthclip-bag writes, its depth at its
     wall's distance (3 m by the scan, 6 m by the depth image: the bags' camera frames are the
@@ -260,7 +262,7 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(tmp_path
         temporal_filter="mixture",
         temporal_change_threshold=255.0,
         scene_bins="auto",
-        metric_scale="scale",
+        metric_scale="bins",
         metric_scale_sources=["scan", "depth"],
         static_transforms=LASER_TO_OPTICAL,
         metric_scale_min_anchors=3,
