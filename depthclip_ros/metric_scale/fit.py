@@ -109,15 +109,16 @@ def project(points, k, region: tuple, coarse: np.ndarray, bins, probs=None) -> P
         & (lowest > bins[0] + margin)
         & (highest < bins[-1] - margin)
     )
-    cell = np.rint(rows[good]).astype(np.intp) * w + np.rint(cols[good]).astype(np.intp)
+    kept = np.flatnonzero(good)
+    cell = np.rint(rows[kept]).astype(np.intp) * w + np.rint(cols[kept]).astype(np.intp)
     share = 1.0 / np.bincount(cell, minlength=h * w)[cell]
-    pixels = np.stack([u[good], v[good]], axis=1)
+    pixels = np.stack([u[kept], v[kept]], axis=1)
     sampled = None
     if probs is not None:
         at, steps, fr, fc = corners
-        kept = (at[good], steps, fr[good], fc[good])
-        sampled = _bilinear(np.asarray(probs).reshape(len(probs), -1), kept)[0].T
-    return Projection(z[good], model[good], pixels, share, int(inside.sum()), received, sampled)
+        at_kept = (at[kept], steps, fr[kept], fc[kept])
+        sampled = _bilinear(np.asarray(probs).reshape(len(probs), -1), at_kept)[0].T
+    return Projection(z[kept], model[kept], pixels, share, int(inside.sum()), received, sampled)
 
 
 def _corners(shape: tuple, rows, cols) -> tuple:
@@ -156,10 +157,13 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
         needed = f"anchors in {cells} feature cell{'s' * (cells != 1)}, {min_anchors} needed"
         return _none(mode, counts, n, cells, needed)
     reason = ""
-    if mode in ("scale_shift", "bins") and np.ptp(m) < MIN_SPREAD * median(m):
+    if mode in ("scale_shift", "bins") and m.max() - m.min() < MIN_SPREAD * median(m):
         mode, reason = "scale", "anchors at one depth: scale only"
     # The relative residual (s m + t) / z - 1 is linear in (s, t): columns m / z and 1 / z.
-    design = np.stack([m / z, 1.0 / z], axis=1)[:, : 1 if mode == "scale" else 2]
+    design = np.empty((n, 1 if mode == "scale" else 2))
+    np.divide(m, z, out=design[:, 0])
+    if mode != "scale":
+        np.divide(1.0, z, out=design[:, 1])
     params = _robust(design, share)
     if params is None:
         return _none(mode, counts, n, cells, "no agreeing set of anchors")
@@ -237,9 +241,17 @@ def _moments(design) -> np.ndarray:
     then sums them all (a Huber round is then a few vector operations)."""
     a = design[:, 0]
     if design.shape[1] == 1:
-        return np.stack([a * a, a])
+        products = np.empty((2, len(a)))
+        np.multiply(a, a, out=products[0])
+        products[1] = a
+        return products
     b = design[:, 1]
-    return np.stack([a * a, a * b, b * b, a, b])
+    products = np.empty((5, len(a)))
+    np.multiply(a, a, out=products[0])
+    np.multiply(a, b, out=products[1])
+    np.multiply(b, b, out=products[2])
+    products[3], products[4] = a, b
+    return products
 
 
 def _least_squares(moments, weights) -> np.ndarray | None:
@@ -290,7 +302,7 @@ def _huber(design, moments, allowed, params, rounds: int = HUBER_ROUNDS):
         new = _least_squares(moments, allowed * np.minimum(1.0, delta / np.maximum(size, 1e-12)))
         if new is None:
             return params
-        settled = np.all(np.abs(new - params) <= SETTLED * np.abs(params) + 1e-12)
+        settled = (abs(new - params) <= SETTLED * abs(params) + 1e-12).all()
         params = new
         if settled:
             break
@@ -313,8 +325,8 @@ def _ransac(design, share) -> np.ndarray | None:
     hypotheses = hypotheses[np.isfinite(hypotheses).all(axis=1) & (hypotheses[:, 0] > 0)]
     if not len(hypotheses):
         return None
-    scored = _scored_subset(n)
-    if scored is not None:
+    if n > RANSAC_SCORED:
+        scored = _subset(n, RANSAC_SCORED)
         design, share = design[scored], share[scored]
     agreeing = np.abs(hypotheses @ design.T - 1.0) < INLIER_RELATIVE_ERROR  # (rounds, n)
     return hypotheses[int(np.argmax(agreeing @ share))]
@@ -323,15 +335,16 @@ def _ransac(design, share) -> np.ndarray | None:
 def median(values) -> float:
     """np.median of a 1-D array, without its generic machinery (a frame's fit takes several of
     a few dozen values: np.median's overhead was most of their cost)."""
-    values = np.asarray(values)
+    values = np.array(values)  # a copy: partitioned in place
     n = len(values)
     if n == 0:
         return float("nan")
     half = n // 2
     if n % 2:
-        return float(np.partition(values, half)[half])
-    low, high = np.partition(values, (half - 1, half))[half - 1 : half + 1]
-    return float(0.5 * (low + high))
+        values.partition(half)
+        return float(values[half])
+    values.partition((half - 1, half))
+    return float(0.5 * (values[half - 1] + values[half]))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -345,13 +358,11 @@ def _minimal_samples(n: int, size: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1024)
-def _scored_subset(n: int) -> np.ndarray | None:
-    """The RANSAC_SCORED anchors of `n` that score RANSAC's hypotheses (seeded, drawn once per
-    count); None when there are no more: a hypothesis's agreement is a share of the cells, and
-    a few hundred anchors tell it as well as thousands at a fraction of the cost."""
-    if n <= RANSAC_SCORED:
-        return None
-    subset = np.sort(np.random.default_rng(1).choice(n, RANSAC_SCORED, replace=False))
+def _subset(n: int, size: int) -> np.ndarray:
+    """`size` of `n` anchors (seeded, drawn once per count, in order) that score RANSAC's
+    hypotheses: a hypothesis's agreement is a share of the cells, and a few hundred anchors tell it
+    as well as thousands at a fraction of the cost."""
+    subset = np.sort(np.random.default_rng(1).choice(n, size, replace=False))
     subset.flags.writeable = False
     return subset
 
