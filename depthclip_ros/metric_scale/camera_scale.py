@@ -10,6 +10,7 @@ fused.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -94,6 +95,10 @@ class CameraScale:
         else:
             self.reason = frame_fit.reason if not frame_fit.fitted else ""
         calibration = self.tracker.calibration(stamp, settings.metric_scale_half_life)
+        if calibration is not None and calibration.offsets and not moves_bins:
+            # Left from mode bins until a fit in the new mode replaces them: the frame has no
+            # bin probabilities to move its bins with.
+            calibration = dataclasses.replace(calibration, offsets=())
         self.calibration = calibration
         fitted = time.perf_counter()
         self.seconds = {"fit": fitted - started, "application": 0.0}

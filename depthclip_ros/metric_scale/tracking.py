@@ -74,24 +74,14 @@ class Calibration:
                 own = std[index]
                 np.sqrt(s * s * own * own + depth[index] ** 2 * var_s + var_t, out=own)
             depth[index] = s * depth[index] + t
-        bins = np.asarray(result.bins, np.float32)
-        if result.image_bins is None:
-            result.image_bins = np.tile(bins, (len(result.coarse_depth), 1))
-        result.image_bins[index] = self.bins(result.image_bins[index])
+        result.image_bins[index] = self.bins(_image_bins(result)[index])
 
     def _apply_moved_bins(self, result, index: int, upsample) -> None:
         """The distribution of image `index` over its moved bins: the grid's depth and std
         from its bin probabilities (the std with the scale and shift's own uncertainty, as
         `apply`'s), the full-resolution ones upsampled from them as the depth step does."""
-        if result.bin_probs is None:
-            raise ValueError(
-                "metric_scale bins moves the bins: predict was not asked for bin_probs"
-            )
         result.writable(("depth", "depth_std", "coarse_depth", "coarse_std", "image_bins"))
-        if result.image_bins is None:
-            bins = np.asarray(result.bins, np.float32)
-            result.image_bins = np.tile(bins, (len(result.coarse_depth), 1))
-        moved = self.bins(result.image_bins[index])
+        moved = self.bins(_image_bins(result)[index])
         probs = result.bin_probs[index]
         mean = np.einsum("khw,k->hw", probs, moved)
         variance = np.einsum("khw,k->hw", probs, moved * moved) - mean * mean
@@ -109,6 +99,14 @@ class Calibration:
         if result.depth_std is not None:
             upsample.std(mean, variance, result.depth_std[index][inside])
         result.image_bins[index] = moved
+
+
+def _image_bins(result) -> np.ndarray:
+    """The result's bins per image (B, K), made from its shared bins where it has none."""
+    if result.image_bins is None:
+        bins = np.asarray(result.bins, np.float32)
+        result.image_bins = np.tile(bins, (len(result.coarse_depth), 1))
+    return result.image_bins
 
 
 @dataclasses.dataclass

@@ -507,21 +507,62 @@ def test_moving_each_bin_equals_the_core_over_the_moved_bins(make_config):
     np.testing.assert_allclose(calibration.lower_bins(config.depth_bins), target, rtol=1e-6)
 
 
+def smooth_result(with_probs=True):
+    """A grid-only result whose distributions peak from 1 to 7 m across the view (depths a
+    per-bin fit can tell apart), over BINS."""
+    from depthclip_ros.estimator.result import DepthResult
+
+    rows, cols = np.meshgrid(np.linspace(0, 1, GRID[0]), np.linspace(0, 1, GRID[1]), indexing="ij")
+    centre = 1.0 + 3.0 * (rows + cols)
+    probs = np.exp(-((BINS[:, None, None] - centre[None]) ** 2) / (2 * 0.6**2))
+    probs /= probs.sum(axis=0)
+    mean = np.einsum("khw,k->hw", probs, BINS)
+    std = np.sqrt(np.einsum("khw,k->hw", probs, BINS**2) - mean**2)
+    return DepthResult(
+        depth=None,
+        depth_std=None,
+        coarse_depth=mean.astype(np.float32)[None],
+        coarse_std=std.astype(np.float32)[None],
+        bin_probs=probs.astype(np.float32)[None] if with_probs else None,
+        bins=BINS.astype(np.float32),
+        region=REGION,
+    )
+
+
+def test_leaving_mode_bins_keeps_the_scale_on_frames_without_a_fit():
+    """A camera fitted in mode bins, switched to mode scale: its next frame brings no bin
+    probabilities (the node no longer fetches them) and no anchors: it takes the tracked scale
+    and shift alone, no error."""
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.metric_scale.camera_scale import CameraScale
+
+    camera = CameraScale()
+    bins_mode = OutputSettings(metric_scale="bins", metric_scale_min_anchors=8)
+    first = smooth_result()
+    truth = np.einsum("khw,k->hw", first.bin_probs[0], np.asarray(moved_bins(BINS)))
+    anchors = cell_points(np.kron(truth, np.ones((32, 32))))  # each cell's truth at its pixel
+    assert camera.apply(first, 0, anchors, K, 0.0, bins_mode).offsets
+    assert camera.moved_bins
+    scale_mode = dataclasses.replace(bins_mode, metric_scale="scale")
+    second = smooth_result(with_probs=False)
+    calibration = camera.apply(second, 0, np.empty((0, 3)), K, 0.1, scale_mode)
+    assert calibration.offsets == () and camera.moved_bins == ()
+    np.testing.assert_allclose(
+        second.coarse_depth,
+        calibration.scale * smooth_result().coarse_depth + calibration.shift,
+        rtol=1e-5,
+    )
+
+
 def test_mode_bins_finds_each_bins_metres_where_a_scale_and_shift_cannot():
     """Anchors at every cell where the truth is the model's distribution over bins moved by a
     map no scale and shift makes: mode bins recovers each moved bin within 2 % (those the
     anchors' distributions weigh most: neighbouring bins share the anchors, so the prior holds
     the little-weighed ones) and fits the anchors to 0.5 %; scale_shift cannot (1.5 %)."""
-    rows, cols = np.meshgrid(np.linspace(0, 1, GRID[0]), np.linspace(0, 1, GRID[1]), indexing="ij")
-    centre = 1.0 + 3.0 * (rows + cols)  # each cell's distribution peaks here: 1 to 7 m, smooth
-    probs = np.exp(-((BINS[:, None, None] - centre[None]) ** 2) / (2 * 0.6**2))
-    probs /= probs.sum(axis=0)
-    coarse = np.einsum("khw,k->hw", probs, BINS)
+    model = smooth_result()
+    probs, coarse = model.bin_probs[0].astype(np.float64), model.coarse_depth[0]
     truth = np.einsum("khw,k->hw", probs, np.asarray(moved_bins(BINS)))
-    rows = np.rint(np.linspace(0, 479, GRID[0]))
-    cols = np.rint(np.linspace(0, 639, GRID[1]))
-    vv, uu = np.meshgrid(rows, cols, indexing="ij")
-    points = np.stack([(uu - CX) * truth / FX, (vv - CY) * truth / FY, truth], -1).reshape(-1, 3)
+    points = cell_points(np.kron(truth, np.ones((32, 32))))
     projection = fit.project(points, K, REGION, coarse, BINS, probs)
     assert projection.probs.shape == (len(projection.z), len(BINS))
     by_bins = fit.fit(projection, "bins", 8, (0.2, 5.0), BINS)
