@@ -14,7 +14,13 @@ The fit minimises the relative error of s m + t against the anchor's depth z (mo
 `scale_shift`; `scale`: t = 0), robustly: Huber weights on the relative residuals; where fewer
 than MIN_INLIER_SHARE of the cells agree (glass, mirrors, people in the scan), a seeded RANSAC
 picks the hypothesis the most cells agree with first. Anchors all at one depth cannot tell a
-scale from a shift: `scale_shift` falls back to `scale` and says so.
+scale from a shift: `scale_shift` (and `bins`) falls back to `scale` and says so.
+
+Mode `bins` moves each bin on its own: DepthCLIP's depth is sum_k p_k b_k, so the anchors'
+depths are linear in the bins' values through the bin probabilities at their pixels. From the
+`scale_shift` fit (its agreeing anchors; its bins s b + t the prior), the values b' of least
+relative error, each pulled towards s b + t by BIN_STIFFNESS cells' worth of evidence (a bin no
+anchor speaks for stays where the scale and shift put it), kept increasing.
 """
 
 from __future__ import annotations
