@@ -12,7 +12,9 @@ disagreeing, alike, for PERSIST_SECONDS (a real change: a new model, a new lens)
 Applied, the fitted s d + t moves each bin to s b + t: depth and coarse depth are s d + t, their
 std sqrt(s^2 std^2 + d^2 var(s) + var(t)), and `lower_bins` (the bins under the scale's lower
 bound, LOWER_BOUND_STDS below) are points/clearing's, so a scale error never clears a real
-obstacle.
+obstacle. Mode bins adds each bin's own move beyond s b + t (mixed as the shift is): the
+distribution over the moved bins is made again from the bin probabilities and upsampled as the
+depth step does.
 """
 
 from __future__ import annotations
