@@ -38,8 +38,10 @@ from .bag_bench import bench_bag_outputs, bench_bag_tool, bench_fleet
 from .measure import machine, table, timed
 from .metric_scale_bench import (
     MODEL_WORDS,
+    RATE,
     before_after_picture,
     bench_metric_scale,
+    bench_metric_scale_over_time,
     nyu_samples,
     scene_samples,
 )
@@ -734,6 +736,11 @@ def print_metric_scale(args) -> None:
     if not found:
         print(f"NYU samples not found at {NYU_SAMPLES}: the built-in scenes only.\n")
     print(table(*bench_metric_scale(samples, args.quick)) + "\n")
+    print(
+        f"## Metric scale over time ({MODEL_WORDS}; scale_shift, a camera's sequence at "
+        f"{RATE:g} Hz, the shipped half-life, cpu)\n"
+    )
+    print(table(*bench_metric_scale_over_time(samples, args.quick)) + "\n")
     if args.metric_scale_picture and found:
         from PIL import Image
 

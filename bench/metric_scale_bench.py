@@ -204,6 +204,80 @@ def bench_metric_scale(samples, quick: bool) -> tuple:
     return head, rows
 
 
+STEP, GLASS = 1.2, 1.6  # the scene's scale against the model steps by 1.2; a glass frame: 1.6
+RATE = 15.0  # frames a second of the sequences
+
+
+class _Sequence:
+    """One camera's frames of one scene through CameraScale, fresh noise and outliers each."""
+
+    def __init__(self, truth, k, clean, outliers, noise, settings):
+        self.truth, self.k, self.clean = truth, k, clean
+        self.outliers, self.noise, self.settings = outliers, noise, settings
+        self.rng = np.random.default_rng(2)
+        self.camera, self.fitted = CameraScale(), []
+
+    def frame(self, stamp: float, factor: float = 1.0):
+        """The calibration of the frame at `stamp`, its anchors `factor` times the truth's."""
+        anchors = corrupted(self.clean, self.outliers, self.noise, self.rng) * factor
+        result = synthetic_result(self.truth)
+        calibration = self.camera.apply(result, 0, anchors, self.k, stamp, self.settings)
+        self.fitted.append(self.camera.tracker.last_fit.fitted)
+        return calibration
+
+
+def bench_metric_scale_over_time(samples, quick: bool) -> tuple:
+    """(head, rows): per sample and anchor set, a camera's sequence through the package's own
+    rule (CameraScale, the shipped half-life) with fresh noise and outliers every frame: the
+    share of frames fitted; the std of log s over a still stretch (after the first second);
+    the seconds until the state is within 1 % of a scale step that persists (all anchors x
+    STEP from then on); how far one glass frame (all anchors x GLASS) moves the state."""
+    settings = OutputSettings(metric_scale="scale_shift", metric_scale_min_anchors=8)
+    still, settle, count = (2.0, 2.0, 2) if quick else (4.0, 3.0, None)
+    stamps = np.arange(0.0, still + settle + 1.0, 1.0 / RATE)
+    rows = []
+    for name, truth, k, sets in samples[:count]:
+        for source, clean in sets.items():
+            outliers, noise = (0.0, 0.0) if source.startswith("floor") else (0.3, 0.01)
+            sequence = _Sequence(truth, k, clean, outliers, noise, settings)
+            logs = []
+            for stamp in stamps[stamps < still]:
+                calibration = sequence.frame(stamp)
+                logs.append(np.nan if calibration is None else np.log(calibration.scale))
+            before = np.exp(logs[-1])
+            glass = sequence.frame(still, GLASS)
+            moved = abs(glass.scale / before - 1) if glass is not None else np.nan
+            settled = "not within 1 %"
+            for stamp in stamps[stamps > still]:
+                calibration = sequence.frame(stamp, STEP)
+                if calibration is not None and abs(calibration.scale / (STEP * before) - 1) < 0.01:
+                    settled = f"{stamp - still - 1.0 / RATE:.2f}"  # from the step's first frame
+                    break
+            rows.append(
+                [
+                    name,
+                    source,
+                    f"{outliers:.0%}",
+                    f"{noise:.0%}",
+                    f"{np.mean(sequence.fitted):.0%}",
+                    f"{np.nanstd(logs[int(RATE) :]):.4f}",
+                    settled,
+                    f"{moved:.2%}",
+                ]
+            )
+    head = [
+        "sample",
+        "anchors",
+        "outliers (every frame)",
+        "noise",
+        "frames fitted",
+        f"std of log s, still ({still:g} s at {RATE:g} Hz, after the first second)",
+        f"scale step x{STEP:g} within 1 % after (s)",
+        f"one glass frame (anchors x{GLASS:g}) moves the scale by",
+    ]
+    return head, rows
+
+
 def before_after_picture(truth: np.ndarray, anchors: np.ndarray, k: np.ndarray) -> tuple:
     """(uint8 RGB picture, its scale in metres): the truth, the synthetic model output before
     and after metric_scale fits it to `anchors` (mode scale_shift), side by side in depth/colored's

@@ -7,7 +7,8 @@ claims more than the fits show. Between fits the variance grows (DRIFT_PER_HALF_
 per half-life, and as much of the shift relative to the mean depth): a range sensor that goes
 dark makes depth/std grow and cloud_max_std thin the clouds. A fit off the state by more than
 GATE_LOG_SCALE (a glass frame, a mirror) leaves the state as it was; only fits that keep
-disagreeing, alike, for PERSIST_SECONDS (a real change: a new model, a new lens) restart it.
+disagreeing, alike, for PERSIST_SECONDS (a real change: a new model, a new lens) restart it,
+from those fits mixed.
 
 Applied, the fitted s d + t moves each bin to s b + t: depth and coarse depth are s d + t, their
 std sqrt(s^2 std^2 + d^2 var(s) + var(t)), and `lower_bins` (the bins under the scale's lower
@@ -162,20 +163,29 @@ class ScaleTracker:
             self._pending = [p for p in self._pending if self._alike(p[1], measured)]
             self._pending.append((stamp, measured))
             if stamp - self._pending[0][0] >= PERSIST_SECONDS and len(self._pending) >= 3:
-                self._state, self._pending = measured, []
+                # Begin again from every fit that showed the change, mixed in their order (one
+                # frame's fit alone would be as noisy as a frame).
+                restarted = self._pending[0][1]
+                for _, later in self._pending[1:]:
+                    restarted = self._mix(restarted, later, half_life)
+                self._state, self._pending = restarted, []
                 self.restarts += 1
             return
         self._pending = []
-        keep = 0.5 ** ((stamp - state.stamp) / half_life)
-        aged = self._aged(state, stamp, half_life)
+        self._state = self._mix(state, measured, half_life)
+
+    def _mix(self, state: _State, measured: _State, half_life: float) -> _State:
+        """`state` moved by a later fit `measured` as the module says."""
+        keep = 0.5 ** ((measured.stamp - state.stamp) / half_life)
+        aged = self._aged(state, measured.stamp, half_life)
         gap_log, gap_shift = state.log_scale - measured.log_scale, state.shift - measured.shift
-        self._state = _State(
+        return _State(
             measured.log_scale + keep * gap_log,
             measured.shift + keep * gap_shift,
             keep * aged[0] + (1 - keep) * measured.log_scale_var + keep * (1 - keep) * gap_log**2,
             keep * aged[1] + (1 - keep) * measured.shift_var + keep * (1 - keep) * gap_shift**2,
-            stamp,
-            depth,
+            measured.stamp,
+            measured.depth,
             _mixed(state.offsets, measured.offsets, keep),
         )
 

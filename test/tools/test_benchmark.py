@@ -78,6 +78,7 @@ SECTION_RUNS = {
         "Fair service under overload",
         "Temporal filter",
         "Metric scale",
+        "Metric scale over time",
         "Offline evaluation",
     ],
     "node": [
@@ -324,6 +325,15 @@ def test_benchmark_core_fairness_temporal_and_eval():
             assert float(row["AbsRel calibrated"]) >= 0
             assert float(row["projection, fit and filter (ms)"]) > 0
             assert float(row["application (ms)"]) > 0
+
+    over_time = tables["Metric scale over time"]  # --quick: every set of the first two samples
+    assert len(over_time) == (2 * 6 if NYU_SAMPLES.is_dir() else 2)
+    assert {r["sample"] for r in over_time} < {r["sample"] for r in metric}
+    for row in over_time:
+        assert 0 < float(row["frames fitted"].rstrip("%")) <= 100
+        assert float(row["one glass frame (anchors x1.6) moves the scale by"].rstrip("%")) >= 0
+        still = next(v for key, v in row.items() if key.startswith("std of log s, still"))
+        assert float(still) >= 0
 
     (evaluation,) = tables["Offline evaluation"]
     assert float(evaluation["images/s"]) > 0
