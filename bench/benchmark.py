@@ -393,14 +393,19 @@ def bench_cuda_core(ckpt, reps=50):
             for name, t in (("encoder, eager", eager_t), ("encoder, CUDA graph", graph_t)):
                 rows.append([name, str(batch), *_stats(t, batch)])
     for batch, images in ((1, frame), (8, batch8)):
-        eager_t, graph_t = timed(
-            [lambda i=images: model.predict_eager(i), lambda i=images: model.predict(i)],
+        eager_t, graph_t, depth_t = timed(
+            [
+                lambda i=images: model.predict_eager(i),
+                lambda i=images: model.predict(i),
+                lambda i=images: model.predict(i, arrays=("depth",)),  # a depth-only subscriber
+            ],
             reps,
             warmup=5,
         )
         for name, t in (
             ("core predict, eager (host to host)", eager_t),
             ("core predict, captured frame (host to host)", graph_t),
+            ("core predict, captured frame, depth alone to the host", depth_t),
         ):
             rows.append([name, str(batch), *_stats(t, batch)])
     head = [
