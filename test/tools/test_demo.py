@@ -2,6 +2,7 @@
 here)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,6 +24,13 @@ def test_rendered_scene_depth_is_the_ray_cast_geometry():
     assert np.isclose(z[240, 0], min(half_w / ((CX - 0) / FX), far))  # left edge: the wall
 
 
+def demo_env() -> dict:
+    """The environment for a demo the tests start: its node and client on this pytest-xdist
+    worker's own DDS domain (the demo's own choice, a random domain, may be another worker's,
+    whose nodes would then answer the demo's stamps)."""
+    return {**os.environ, "DEPTHCLIP_DEMO_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]}
+
+
 @pytest.mark.slow
 @pytest.mark.ros
 def test_demo_runs_the_whole_ros_pipeline(tmp_path):
@@ -41,6 +49,7 @@ def test_demo_runs_the_whole_ros_pipeline(tmp_path):
         capture_output=True,
         text=True,
         timeout=900,
+        env=demo_env(),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -51,7 +60,7 @@ def test_demo_runs_the_whole_ros_pipeline(tmp_path):
         ply = (tmp_path / f"{s['scene']}_cloud.ply").read_bytes()
         header, _, body = ply.partition(b"end_header\n")
         count = int(header.split(b"element vertex ")[1].split(b"\n")[0])
-        assert count == s["cloud_points"] == 60 * 80 and len(body) == count * 15
+        assert count == s["cloud_points"] == 60 * 80 and len(body) == count * 15, proc.stdout
         assert 1.0 <= s["depth_min_m"] <= s["depth_max_m"] <= 3.0
         # The scores are the eval's metrics of the published depth against the rendered truth.
         depth = np.load(tmp_path / f"{s['scene']}_depth.npy")
@@ -78,6 +87,7 @@ def test_demo_without_weights_stops_with_the_loader_error(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        env=demo_env(),
     )
     assert proc.returncode == 2
     assert str(missing) in proc.stderr and "exited" in proc.stderr
@@ -93,7 +103,7 @@ def test_demo_input_and_output_errors_are_one_line(tmp_path, problem):
         (tmp_path / "out").write_text("")
         argv += ["--out", str(tmp_path / "out")]
         expected = f"cannot write {tmp_path / 'out'}: File exists"
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=demo_env())
     assert proc.returncode == 5, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("depthclip-demo: error: ")
