@@ -364,7 +364,6 @@ def bench_cameras(ckpt, cameras, rate, seconds, dds_profile=None):
         r, windows, samples = run_nodes(ckpt, nodes, cameras, rate, seconds, env)
         rss = [np.median([s[1] for s in window]) for window in windows]
         cpu = sum(cpu_share(w) for w in windows)
-        lat = all_latencies_ms(r)
         per_camera = {name: c["received"] / r["seconds"] for name, c in r["cameras"].items()}
         rows.append(
             [
@@ -375,7 +374,7 @@ def bench_cameras(ckpt, cameras, rate, seconds, dds_profile=None):
                 f"{sum(c['sent'] for c in r['cameras'].values()) / r['seconds']:.1f}",
                 f"{sum(per_camera.values()):.2f}",
                 " / ".join(f"{per_camera[name]:.2f}" for name in cameras),
-                f"{np.median(lat):.0f}" if len(lat) else "-",
+                latency_median_cell(r),
                 f"{cpu * 100:.0f}%",
             ]
         )

@@ -170,7 +170,8 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
     np.divide(m, z, out=design[:, 0])
     if mode != "scale":
         np.divide(1.0, z, out=design[:, 1])
-    params = _robust(design, share)
+    moments = _moments(design)  # the normal equations' products, for every weighting below
+    params = _robust(design, moments, share)
     if params is None:
         return _none(mode, counts, n, cells, "no agreeing set of anchors")
     scale, shift = float(params[0]), float(params[1]) if mode != "scale" else 0.0
@@ -184,7 +185,7 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
             cells,
             f"scale {scale:.3g} outside [{scale_range[0]:g}, {scale_range[1]:g}]",
         )
-    stds = _parameter_stds(design[agree], residuals[agree], share[agree])
+    stds = _parameter_stds(moments, residuals, share * agree)
     offsets = ()
     if mode == "bins":
         affine = scale * np.asarray(bins, np.float64) + shift
@@ -274,11 +275,10 @@ def _least_squares(moments, weights) -> np.ndarray | None:
     return np.array([(bb * a - ab * b) / det, (aa * b - ab * a) / det])
 
 
-def _robust(design, share) -> np.ndarray | None:
+def _robust(design, moments, share) -> np.ndarray | None:
     """The parameters of the relative-error fit, each anchor weighing its `share` of its cell:
     Huber from least squares, or from RANSAC's hypothesis where least squares leaves too few
     cells agreeing; None where no hypothesis has agreeing anchors."""
-    moments = _moments(design)
     params = _least_squares(moments, share)
     if params is not None and _agreeing_share(design, share, params) >= MIN_INLIER_SHARE:
         return _huber(design, moments, share, params)
@@ -373,12 +373,13 @@ def _subset(n: int, size: int) -> np.ndarray:
     return subset
 
 
-def _parameter_stds(design, residuals, share) -> np.ndarray:
-    """The parameters' standard deviations from the inliers' residuals (weighted least squares:
-    anchors of one cell share one cell's say, so the cells are the independent samples)."""
-    size = design.shape[1]
-    cells = float(share.sum())
-    sums = _moments(design) @ share
+def _parameter_stds(moments, residuals, weights) -> np.ndarray:
+    """The parameters' standard deviations from the residuals of the anchors `weights` keeps
+    (each its share of its cell, 0 for those left out: weighted least squares, the cells the
+    independent samples); `moments` the design's (_moments)."""
+    size = 1 if len(moments) == 2 else 2
+    cells = float(weights.sum())
+    sums = moments @ weights
     if size == 1:
         aa, ab, bb = sums[0], 0.0, 1.0
     else:
@@ -386,7 +387,7 @@ def _parameter_stds(design, residuals, share) -> np.ndarray:
     det = aa * bb - ab * ab
     if cells <= size + 1e-9 or det <= 1e-9 * aa * bb:
         return np.full(2, np.inf)
-    variance = float(share @ residuals**2) / (cells - size)
+    variance = float(weights @ residuals**2) / (cells - size)
     # The diagonal of the normal matrix's inverse, (bb, aa) / det; one column: 1 / aa.
     stds = np.sqrt(np.array([bb, aa]) / det * variance)
     return stds if size == 2 else np.array([stds[0], 0.0])
