@@ -1,14 +1,16 @@
 """One camera's metric scale over time, and its application to a DepthResult. NumPy only.
 
-The state is (log s, t) with their variances. A frame's fit moves it as the temporal filter
-moves a patch: state = a state + (1 - a) fit, a = 0.5 ** (dt / half-life) (stamps, not
-arrival); its variance is the mixture's (each one's, plus the spread between them), so it never
-claims more than the fits show. Between fits the variance grows (DRIFT_PER_HALF_LIFE of log s
-per half-life, and as much of the shift relative to the mean depth): a range sensor that goes
-dark makes depth/std grow and cloud_max_std thin the clouds. A fit off the state by more than
-GATE_LOG_SCALE (a glass frame, a mirror) leaves the state as it was; only fits that keep
-disagreeing, alike, for PERSIST_SECONDS (a real change: a new model, a new lens) restart it,
-from those fits mixed.
+The state is (log s, t) with their variances: the fits' mean, each fit's weight halving every
+half-life (seconds, from stamps, not arrival). So a state that holds few fits (the first ones,
+a restart's) takes the next as a plain mean does, and a long one moves by (1 - a) of a fit,
+a = 0.5 ** (dt / half-life), as the temporal filter moves a patch. Its variance is the
+mixture's (each one's, plus the spread between them), so it never claims more than the fits
+show. Between fits the variance grows (DRIFT_PER_HALF_LIFE of log s per half-life, and as
+much of the shift relative to the mean depth): a range sensor that goes dark makes depth/std
+grow and cloud_max_std thin the clouds. A fit off the state by more than GATE_LOG_SCALE (a
+glass frame, a mirror) leaves the state as it was; only fits that keep disagreeing for
+PERSIST_SECONDS, most of them alike (a real change: a new model, a new lens), restart it, from
+those fits mixed.
 
 Applied, the fitted s d + t moves each bin to s b + t: depth and coarse depth are s d + t, their
 std sqrt(s^2 std^2 + d^2 var(s) + var(t)), and `lower_bins` (the bins under the scale's lower
@@ -26,7 +28,8 @@ import numpy as np
 
 GATE_LOG_SCALE = 0.1  # |log s_fit - log s| beyond it: a frame that disagrees
 GATE_SHIFT = 0.1  # a shift that moves the median anchor by more than 10 %: disagrees
-PERSIST_SECONDS = 0.5  # fits that keep disagreeing, alike, this long: a real change
+PERSIST_SECONDS = 0.5  # fits that keep disagreeing, most alike, this long: a real change
+PENDING_SECONDS = 2 * PERSIST_SECONDS  # how far back disagreeing fits are weighed
 DRIFT_PER_HALF_LIFE = 0.05  # std of log s (and of t / depth) gained per half-life unfitted
 LOWER_BOUND_STDS = 2.0
 
@@ -121,6 +124,7 @@ class _State:
     stamp: float  # of the last fit taken
     depth: float  # the median anchor's depth of the last fit (the shift's yardstick)
     offsets: np.ndarray | None = None  # mode bins: each bin's move beyond s b + t
+    weight: float = 1.0  # the fits it holds, each halved every half-life since its stamp
 
 
 class ScaleTracker:
@@ -160,23 +164,39 @@ class ScaleTracker:
             return
         if self._disagrees(measured, state):
             self.rejected += 1
-            self._pending = [p for p in self._pending if self._alike(p[1], measured)]
             self._pending.append((stamp, measured))
-            if stamp - self._pending[0][0] >= PERSIST_SECONDS and len(self._pending) >= 3:
-                # Begin again from every fit that showed the change, mixed in their order (one
-                # frame's fit alone would be as noisy as a frame).
-                restarted = self._pending[0][1]
-                for _, later in self._pending[1:]:
-                    restarted = self._mix(restarted, later, half_life)
-                self._state, self._pending = restarted, []
-                self.restarts += 1
+            # Only the last PENDING_SECONDS count: fits that never agree stay bounded.
+            while stamp - self._pending[0][0] > PENDING_SECONDS:
+                self._pending.pop(0)
+            if stamp - self._pending[0][0] >= PERSIST_SECONDS:
+                self._restart(half_life)
             return
         self._pending = []
         self._state = self._mix(state, measured, half_life)
 
+    def _restart(self, half_life: float) -> None:
+        """Begin again from the fits that disagreed with the state, in a row, for
+        PERSIST_SECONDS, where most of them (three at least) agree with their median and
+        their mixture disagrees with the state too (noisy fits of a real change scatter
+        around one value; fits that only scatter around the state, or a glass frame and the
+        frames beside it, do not): those fits mixed in their order (one frame's fit alone is
+        as noisy as a frame)."""
+        fits = [fit for _, fit in self._pending]
+        middle = sorted(fits, key=lambda fit: fit.log_scale)[len(fits) // 2]
+        agreeing = [fit for fit in fits if self._alike(fit, middle)]
+        if len(agreeing) < max(3, len(fits) / 2):
+            return
+        restarted = agreeing[0]
+        for later in agreeing[1:]:
+            restarted = self._mix(restarted, later, half_life)
+        if self._disagrees(restarted, self._state):
+            self._state, self._pending = restarted, []
+            self.restarts += 1
+
     def _mix(self, state: _State, measured: _State, half_life: float) -> _State:
         """`state` moved by a later fit `measured` as the module says."""
-        keep = 0.5 ** ((measured.stamp - state.stamp) / half_life)
+        held = state.weight * 0.5 ** ((measured.stamp - state.stamp) / half_life)
+        keep = held / (held + measured.weight)
         aged = self._aged(state, measured.stamp, half_life)
         gap_log, gap_shift = state.log_scale - measured.log_scale, state.shift - measured.shift
         return _State(
@@ -187,6 +207,7 @@ class ScaleTracker:
             measured.stamp,
             measured.depth,
             _mixed(state.offsets, measured.offsets, keep),
+            held + measured.weight,
         )
 
     @staticmethod

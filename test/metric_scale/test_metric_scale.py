@@ -395,16 +395,48 @@ def test_a_scale_that_changes_and_stays_settles_within_a_second():
     assert (frame - 60) / 30 <= 1.0 and tracker.restarts == 1
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_noisy_fits_of_a_change_restart_at_their_mean_and_settle_within_a_second(seed):
+    """Fits 2 % apart frame to frame: the state restarts from their mean, not from the first
+    that disagreed, and is within 1 % of the new scale from a second after the change on
+    (15 Hz frames, a 2 s half-life), however the noise falls."""
+    tracker = tracking.ScaleTracker()
+    rng = np.random.default_rng(seed)
+
+    def noisy(scale):
+        return fit_of(scale * np.exp(rng.normal(0, 0.02)))
+
+    for frame in range(45):
+        tracker.update(noisy(1.0), frame / 15, 2.0, 3.0)
+    settled = []
+    for frame in range(45, 90):  # the scale is 1.2 from here on
+        tracker.update(noisy(1.2), frame / 15, 2.0, 3.0)
+        settled.append(tracker.calibration(frame / 15, 2.0).scale == pytest.approx(1.2, rel=0.01))
+    assert tracker.restarts == 1
+    assert all(settled[15:])  # from one second after the change on
+
+
+def test_a_state_of_few_fits_takes_the_next_as_a_mean_does():
+    """The first fits (and a restart's) weigh alike: three fits within a tiny fraction of a
+    half-life give their mean, not mostly the first's."""
+    tracker = tracking.ScaleTracker()
+    for frame, log_scale in enumerate((0.0, 0.06, 0.09)):
+        tracker.update(fit_of(np.exp(log_scale)), frame * 1e-3, 1000.0, 3.0)
+    assert np.log(tracker.calibration(2e-3, 1000.0).scale) == pytest.approx(0.05, rel=1e-3)
+
+
 def test_per_bin_offsets_are_mixed_as_the_scale_is_and_restart_with_it():
     tracker = tracking.ScaleTracker()
     first = dataclasses.replace(fit_of(1.0), mode="bins", bin_offsets=(0.0, 0.2, -0.1))
     tracker.update(first, 0.0, 1.0, 3.0)
     assert tracker.calibration(0.0, 1.0).offsets == (0.0, 0.2, -0.1)
-    second = dataclasses.replace(first, bin_offsets=(0.2, 0.0, 0.1))
-    tracker.update(second, 1.0, 1.0, 3.0)  # one half-life later: half of each
-    np.testing.assert_allclose(tracker.calibration(1.0, 1.0).offsets, (0.1, 0.1, 0.0))
+    second = dataclasses.replace(first, scale=1.05, bin_offsets=(0.3, 0.0, 0.2))
+    tracker.update(second, 1.0, 1.0, 3.0)  # one half-life later: the first weighs half
     calibration = tracker.calibration(1.0, 1.0)
-    np.testing.assert_allclose(calibration.bins([1.0, 2.0, 3.0]), [1.1, 2.1, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(calibration.offsets, (0.2, 0.0 + 0.2 / 3, 0.1))
+    assert np.log(calibration.scale) == pytest.approx(np.log(1.05) * 2 / 3)
+    moved = calibration.scale * np.array([1.0, 2.0, 3.0]) + (0.2, 0.2 / 3, 0.1)
+    np.testing.assert_allclose(calibration.bins([1.0, 2.0, 3.0]), moved, rtol=1e-6)
     tracker.update(fit_of(1.0), 2.0, 1.0, 3.0)  # a scale alone (mode changed): its offsets
     assert tracker.calibration(2.0, 1.0).offsets == ()
 
