@@ -85,6 +85,15 @@ def tiny_checkpoint(tmp_path_factory):
     return save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_clip.pt", "tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def unbiased_checkpoint(tmp_path_factory):
+    """The tiny random CLIP without BatchNorm and attention-pool biases: a depth that varies
+    over an image (helpers.VARYING_BINS, helpers.ramp_image), for fits of a scale and shift or
+    of each bin through the node."""
+    path = tmp_path_factory.mktemp("unbiased") / "tiny_unbiased.pt"
+    return save_random_checkpoint(path, "tiny", seed=0, unbiased=True)
+
+
 @pytest.fixture
 def make_config(tiny_checkpoint, tmp_path):
     """Config factory on the tiny model, scene presets read as load_config reads them.

@@ -160,6 +160,9 @@ class CameraScale:
                 f"{last.received} / {last.in_image} / {last.used} ({last.cells}) / {last.inliers}"
             )
             values["metric median relative residual"] = f"{last.residual_median:.3g}"
+            if last.fitted:  # the mode fitted, and why it is not the one asked for
+                why = f" ({last.reason})" if last.reason else ""
+                values["metric last fit"] = last.mode + why
         values["metric fits rejected / restarts"] = (
             f"{self.tracker.rejected} / {self.tracker.restarts}"
         )

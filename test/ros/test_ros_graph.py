@@ -11,7 +11,15 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import camera_info, encode, stamp, structured_image, wait_until
+from helpers import (
+    VARYING_BINS,
+    camera_info,
+    encode,
+    ramp_image,
+    stamp,
+    structured_image,
+    wait_until,
+)
 from PIL import Image as PILImage
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
@@ -443,11 +451,14 @@ def test_stopped_mid_stream_the_node_exits_cleanly(tiny_checkpoint, tmp_path, si
         assert "Traceback" not in text and "[ERROR]" not in text, text[-3000:]
 
 
-def test_a_laserscan_from_another_process_scales_the_nodes_depth(tiny_checkpoint, tmp_path):
+def test_a_laserscan_from_another_process_scales_the_nodes_depth(unbiased_checkpoint, tmp_path):
     """metric_scale as a robot runs it: the node its own process on the shipped parameters,
     metric_scale and static_transforms set through its parameter services while it runs, a
     LaserScan from this process whose returns lie where a scene twice the model's depth is: the
-    depth comes out doubled and /diagnostics reports the scale."""
+    depth comes out doubled and /diagnostics reports the scale; mode bins set through the
+    services fits each bin; a new input size while in bins takes the next scan's scale. The
+    unbiased tiny CLIP over VARYING_BINS: a depth that varies over the image, so the fits are
+    of a scale and of each bin, not the fallback of anchors at one depth."""
     from diagnostic_msgs.msg import DiagnosticArray
     from range_factory import LASER_TO_OPTICAL, intrinsics, scan_of
     from sensor_msgs.msg import LaserScan
@@ -456,11 +467,21 @@ def test_a_laserscan_from_another_process_scales_the_nodes_depth(tiny_checkpoint
     from depthclip_ros.estimator.core import DepthClip
 
     size = dict(input_width=256, input_height=192)
-    image, info = structured_image(120, 160), camera_info(160, 120, 200.0, 200.0, 80.0, 60.0)
-    config = dict(model=tiny_checkpoint, device="cpu", cache_dir=str(tmp_path / "core"), **size)
-    core = DepthClip(load_config(default_params_file(), overrides={**config, "temperature": 1.0}))
-    model = core.predict(image)
-    with node_process(tiny_checkpoint, tmp_path, **size) as log, client_node() as node:
+    image, info = ramp_image(120, 160), camera_info(160, 120, 200.0, 200.0, 80.0, 60.0)
+    model_params = dict(depth_bins=list(VARYING_BINS), **size)
+    config = dict(model=unbiased_checkpoint, device="cpu", cache_dir=str(tmp_path / "core"))
+    config.update(temperature=1.0, depth_bins=VARYING_BINS)  # as node_process starts the node
+
+    def core_of(size):
+        return DepthClip(load_config(default_params_file(), overrides={**config, **size}))
+
+    model = core_of(size).predict(image)
+    spread = np.ptp(model.coarse_depth[0]) / np.median(model.coarse_depth[0])
+    assert spread > 0.15  # fit.MIN_SPREAD: more than one depth
+    with (
+        node_process(unbiased_checkpoint, tmp_path, **model_params) as log,
+        client_node() as node,
+    ):
         client, (image_pub, info_pub), received = connect_to_the_node(node, log)
         statuses = {}
 
@@ -478,18 +499,41 @@ def test_a_laserscan_from_another_process_scales_the_nodes_depth(tiny_checkpoint
         ]
         assert answer(client.set_parameters_atomically(changes)).result.successful
         wait_until(lambda: scan_pub.get_subscription_count() > 0, timeout=60)
-        # The scan and the image travel on two topics: a frame taken before its scan is here
-        # keeps the model's depth (anchors never delay it), so frames go on until one is fitted.
-        doubled = False
-        for sec in range(1, 21):
-            info_pub.publish(stamp(info, sec))
-            scan_pub.publish(scan_of(model, intrinsics(info), 2.0, sec))
-            image_pub.publish(stamp(encode(image, "rgb8"), sec))
-            wait_until(lambda s=sec: any(m.header.stamp.sec == s for m in received), timeout=30)
-            msg = next(m for m in received if m.header.stamp.sec == sec)
-            depth = decoding.depth_image_to_array(msg)
-            doubled = np.allclose(depth, 2.0 * model.depth[0], rtol=1e-4, equal_nan=True)
-            if doubled:
-                break
-        assert doubled, log.read_text()[-2000:]
+        seconds = iter(range(1, 1000))
+
+        def frames_until_the_depth_is(factor, model, reported=lambda: True):
+            """Frames with a scan `factor` times `model`'s depth until one's depth is and
+            /diagnostics has `reported`: the scan and the image travel on two topics, and a
+            frame taken before its scan is here keeps the last fit (anchors never delay the
+            depth)."""
+            for _, sec in zip(range(20), seconds):
+                info_pub.publish(stamp(info, sec))
+                scan_pub.publish(scan_of(model, intrinsics(info), factor, sec))
+                image_pub.publish(stamp(encode(image, "rgb8"), sec))
+                wait_until(lambda s=sec: any(m.header.stamp.sec == s for m in received), 30)
+                msg = next(m for m in received if m.header.stamp.sec == sec)
+                depth = decoding.depth_image_to_array(msg)
+                if np.allclose(depth, factor * model.depth[0], rtol=1e-4, equal_nan=True):
+                    try:  # diagnostics come once a second
+                        wait_until(reported, timeout=2.0)
+                        return
+                    except AssertionError:
+                        pass
+            raise AssertionError(f"{statuses}\n" + log.read_text()[-2000:])
+
+        frames_until_the_depth_is(2.0, model)
         wait_until(lambda: statuses.get("metric scale", "").startswith("2 "), timeout=30)
+        # Mode bins through the service while on: each bin fitted (here the scan's scale is
+        # every bin's), reported in /diagnostics; then a new input size while in bins: another
+        # model's scale, the next scan's taken at once.
+        set_bins = [Parameter("metric_scale", value="bins")]
+        assert answer(client.set_parameters(set_bins)).results[0].successful
+        frames_until_the_depth_is(2.0, model, lambda: "metric bins (m)" in statuses)
+        assert statuses["metric last fit"] == "bins"  # not a fallback to a scale
+        reported = [float(b) for b in statuses["metric bins (m)"].split(", ")]
+        np.testing.assert_allclose(reported, 2.0 * np.asarray(model.bins), rtol=2e-3)
+        larger = dict(input_width=384, input_height=288)
+        changes = [Parameter(name, value=value) for name, value in larger.items()]
+        assert answer(client.set_parameters_atomically(changes)).result.successful
+        frames_until_the_depth_is(3.0, core_of(larger).predict(image))
+        assert statuses["metric scale mode"] == "bins"
