@@ -5,7 +5,8 @@
   and shift of least relative error over every scored pixel: the ceiling of any scale fit.
 - `scan:H`, `random:N`: range data simulated from the truth (a 2D lidar H metres below the
   camera, its nearest return every 0.5 degrees; N of the truth's points) fitted by the node's
-  own metric_scale rule (mode scale_shift), as a robot with that sensor would have it.
+  own metric_scale rule, as a robot with that sensor would have it: in mode scale_shift, or
+  the one a `:MODE` suffix names (`scan:0.25:bins`).
 
 Each moves the bins of the result (depth, std and the clearing quantiles stay one distribution,
 as the node's metric_scale does); an image whose range data gives no fit is scored as the model
@@ -21,12 +22,16 @@ import numpy as np
 from depthclip_ros import metrics
 from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.metric_scale.camera_scale import CameraScale
+from depthclip_ros.metric_scale.fit import MODES
 from depthclip_ros.metric_scale.tracking import Calibration
 
 # NYU Depth V2's colour camera (the toolbox's camera_params.m)
 NYU_K = np.array([[518.857901, 0, 325.582449], [0, 519.469611, 253.736166], [0, 0, 1.0]])
-FORMS = "none | median | lstsq | scan:H (metres below the camera) | random:N (points)"
-FIT_SETTINGS = OutputSettings(metric_scale="scale_shift", metric_scale_sources=("points",))
+FORMS = (
+    "none | median | lstsq | scan:H (metres below the camera) | random:N (points), "
+    "either with :MODE (one of scale, scale_shift, bins)"
+)
+FIT_MODE = "scale_shift"  # scan and random without a :MODE suffix
 
 
 def truth_points(truth: np.ndarray, k: np.ndarray = NYU_K) -> tuple:
@@ -68,25 +73,29 @@ def scored_fit(truth: np.ndarray, depth: np.ndarray) -> tuple:
 class Alignment:
     kind: str = "none"  # none | median | lstsq | scan | random
     value: float = 0.0  # scan: metres below the camera; random: points
+    mode: str = FIT_MODE  # scan and random: metric_scale's mode
 
     @classmethod
     def parse(cls, text: str) -> "Alignment":
-        kind, _, value = str(text).partition(":")
-        if kind in ("none", "median", "lstsq") and not value:
+        kind, _, rest = str(text).partition(":")
+        if kind in ("none", "median", "lstsq") and not rest:
             return cls(kind)
+        value, _, mode = rest.partition(":")
         try:
             number = float(value)
         except ValueError:
             number = float("nan")
-        if kind == "scan" and np.isfinite(number) and number != 0:
-            return cls(kind, number)
-        if kind == "random" and number >= 1 and number == int(number):
-            return cls(kind, number)
+        mode = mode or FIT_MODE
+        if mode in MODES and kind == "scan" and np.isfinite(number) and number != 0:
+            return cls(kind, number, mode)
+        if mode in MODES and kind == "random" and number >= 1 and number == int(number):
+            return cls(kind, number, mode)
         raise ValueError(f"{text!r} is none of {FORMS}")
 
     def __str__(self) -> str:
         if self.kind in ("scan", "random"):
-            return f"{self.kind}:{self.value:g}"
+            suffix = "" if self.mode == FIT_MODE else f":{self.mode}"
+            return f"{self.kind}:{self.value:g}{suffix}"
         return self.kind
 
     def apply(self, result, index: int, truth: np.ndarray, name: str, seed: int = 0) -> bool:
@@ -111,5 +120,6 @@ class Alignment:
             rng = np.random.default_rng([seed, *name.encode()])
             count = min(int(self.value), len(points))
             anchors = points[rng.choice(len(points), count, replace=False)]
-        fitted = CameraScale().apply(result, index, anchors, NYU_K, 0.0, FIT_SETTINGS)
+        settings = OutputSettings(metric_scale=self.mode, metric_scale_sources=("points",))
+        fitted = CameraScale().apply(result, index, anchors, NYU_K, 0.0, settings)
         return fitted is not None

@@ -106,7 +106,8 @@ def build_parser():
         metavar="HOW",
         help="each image's depth put in a scale before scoring: none (the paper's protocol), "
         "median or lstsq (oracles from the image's truth), scan:H (a simulated 2D lidar H m "
-        "below the camera) or random:N (N points of the truth), fitted by metric_scale's rule",
+        "below the camera) or random:N (N points of the truth), fitted by metric_scale's rule "
+        "(a :MODE suffix, scan:0.25:bins, picks its mode: scale, scale_shift or bins)",
     )
     p.add_argument(
         "--temporal",

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import SHARED_NYU, run_on_a_full_disk, structured_image
+from helpers import SHARED_NYU, VARYING_BINS, run_on_a_full_disk, structured_image
 from PIL import Image
 from scipy.io import savemat
 
@@ -356,11 +356,14 @@ def test_real_nyu_samples_end_to_end(tmp_path, tiny_checkpoint):
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_NYU), reason="../shared/data/nyu_samples absent")
-def test_align_puts_each_image_in_a_scale_before_it_is_scored(tmp_path, tiny_checkpoint, capsys):
+def test_align_puts_each_image_in_a_scale_before_it_is_scored(
+    tmp_path, tiny_checkpoint, unbiased_checkpoint, capsys
+):
     """--align on two real NYU samples: lstsq is the relative least-squares scale and shift of
     the unaligned depth (a second fit finds nothing left), median matches the truth's median;
-    scan:H and random:N fit metric_scale's rule to simulated range data and say how many
-    images fitted; none is the paper's protocol unchanged; a form that is none is refused."""
+    scan:H and random:N fit metric_scale's rule to simulated range data (a :MODE suffix its
+    mode) and say how many images fitted; none is the paper's protocol unchanged; a form that
+    is none is refused."""
     from offline_eval.alignment import Alignment, relative_fit
     from offline_eval.data import open_dataset
     from offline_eval.evaluation import EvalRun, Predictor
@@ -392,10 +395,24 @@ def test_align_puts_each_image_in_a_scale_before_it_is_scored(tmp_path, tiny_che
         np.testing.assert_allclose(lstsq[scored], scale * none[scored] + shift, rtol=1e-4)
         assert relative_fit(seen, lstsq) == pytest.approx((1.0, 0.0), abs=1e-4)
         assert np.median(median[scored]) == pytest.approx(np.median(truth[scored]), rel=1e-4)
-    for how in ("scan:0.25", "random:200"):
+    for how in ("scan:0.25", "random:200", "random:200:scale", "random:200:bins"):
         preds, aligned = canvases(how)
         assert aligned == [True, True], how  # the truth's points fit
         assert all(not np.allclose(a, b) for a, b in zip(preds, plain))
+        assert str(Alignment.parse(how)) == how
+    # Mode bins on the unbiased tiny CLIP (a depth that varies, so the fit is of each bin): not
+    # what scale_shift gives (which float32 would keep to 1e-7; its bins move by millimetres).
+    params.write_text(
+        params.read_text().replace(str(tiny_checkpoint), str(unbiased_checkpoint))
+        + f"    depth_bins: {list(VARYING_BINS)}\n"
+    )
+    affine, _ = canvases("random:200")
+    per_bin, aligned = canvases("random:200:bins")
+    assert aligned == [True, True]
+    for bins_depth, affine_depth in zip(per_bin, affine):
+        seen = affine_depth > 0  # the canvas's border is 0
+        moved = np.abs(bins_depth[seen] / affine_depth[seen] - 1)
+        assert np.max(moved) > 1e-5
     base = ["--data-root", SHARED_NYU, "--split-file", split, "--params", str(params)]
     out = tmp_path / "out"
     assert eval_main([*base, "--limit", "2", "--align", "random:200", "--out", str(out)]) == 0
