@@ -133,13 +133,15 @@ def running_node(checkpoint, cache_dir, remappings=None, listen=True, **params):
             tester.wait_connected()
         yield node, tester
     finally:
+        # The spin threads end before the nodes go: a thread still in its wait would meet a
+        # destroyed handle ("cannot use Destroyable because destruction was requested").
         for executor in executors:
             executor.shutdown()
+        for thread in threads:
+            thread.join(timeout=5)
         node.destroy_node()
         tester_node.destroy_node()
         rclpy.shutdown()
-        for thread in threads:
-            thread.join(timeout=5)
 
 
 @contextlib.contextmanager
