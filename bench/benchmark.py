@@ -726,7 +726,7 @@ def print_sharing(ckpt, args) -> None:
         f"one Python process that never sleeps)\n"
     )
     rows = bench_sharing(
-        ckpt, rate, args.node_seconds, 3 if args.quick else 20, args.quick, args.dds_profile
+        ckpt, rate, args.node_seconds, 3 if args.quick else 10, args.quick, args.dds_profile
     )
     print(table(*rows) + "\n")
 
