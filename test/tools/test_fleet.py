@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bag_factory import deserialize, read_bag, write_bag
-from helpers import wait_until
+from helpers import VARYING_BINS, wait_until
 
 from depthclip_ros.bag import cli as bag_cli
 from depthclip_ros.errors import BagError, FleetError
@@ -213,9 +213,11 @@ def wall_scan(frame):
     return rosbags_scan(scan, get_typestore(Stores.ROS2_KILTED))
 
 
-def wall_depth(frame):
-    """A depth image (rosbags) registered to the 160x120 camera, a wall 6 m away (twice the
-    scan's), stamped as write_bag's frame: the `depth` source's anchors."""
+def slanted_depth(frame):
+    """A depth image (rosbags) registered to the 160x120 camera, a plane from 4 m at its left
+    to 8 m at its right (6 m in the middle: twice the scan's wall), stamped as write_bag's
+    frame: the `depth` source's anchors, over a span of depths that a scale and shift, and
+    each bin, can be fitted to."""
     from bag_factory import frame_stamp
     from rosbags.typesys import Stores, get_typestore
 
@@ -231,19 +233,28 @@ def wall_depth(frame):
         encoding="32FC1",
         is_bigendian=0,
         step=4 * 160,
-        data=np.full((120, 160), 6.0, "<f4").view(np.uint8).reshape(-1),
+        data=np.tile(np.linspace(4.0, 8.0, 160, dtype="<f4"), (120, 1)).view(np.uint8).ravel(),
     )
 
 
-def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(tmp_path, params_file):
+def depth_images(bag):
+    """[(log time, raw message, type) of /cam/depth/image] of an output bag."""
+    return read_bag(bag)[0]["/cam/depth/image"]
+
+
+def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
+    tmp_path, params_file, unbiased_checkpoint
+):
     """temporal_filter mixture (a threshold no patch reaches, so every frame fuses), scene_bins
-    auto and metric_scale (mode bins: its bin probabilities fetched; each wall's anchors at one
-    depth fall back to a scale, as the bag tool's do) fitted to a scan in one bag, to a
-    registered depth image in the other:
+    auto and metric_scale (mode bins: its bin probabilities fetched) fitted to a scan in one
+    bag, to a registered depth image in the other, on the unbiased tiny CLIP over VARYING_BINS
+    (a depth that varies over the image): the scan's wall, one row of cells at one depth, falls
+    back to a scale; the depth image's slanted plane moves each bin (its depth is neither mode
+    scale's nor mode scale_shift's, and near the latter's).
     Ray hands the workers' arrays back read-only and each camera's scene choice and scale run in
     the worker; every bag is done and byte for byte what depthclip-bag writes, its depth at its
-    wall's distance (3 m by the scan, 6 m by the depth image: the bags' camera frames are the
-    same, so each scale is its own source's)."""
+    anchors' distance (3 m by the scan, 6 m in the middle by the depth image: the bags' camera
+    frames are the same, so each scale is its own source's)."""
     import yaml
     from range_factory import LASER_TO_OPTICAL
     from rosbags.typesys import Stores, get_typestore
@@ -254,11 +265,15 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(tmp_path
     archive, outdir = tmp_path / "archive", tmp_path / "out"
     for name, extra in (
         ("a", {"/scan": (store, "sensor_msgs/msg/LaserScan", wall_scan)}),
-        ("b", {"/anchors/depth": (store, "sensor_msgs/msg/Image", wall_depth)}),
+        ("b", {"/anchors/depth": (store, "sensor_msgs/msg/Image", slanted_depth)}),
     ):
         write_bag(archive / name, "mcap", frames=12, extra=extra, extra_at=-50_000_000)
     params = yaml.safe_load(params_file.read_text())
     params["depthclip"]["ros__parameters"].update(
+        model=str(unbiased_checkpoint),
+        depth_bins=list(VARYING_BINS),
+        input_width=256,
+        input_height=192,
         temporal_filter="mixture",
         temporal_change_threshold=255.0,
         scene_bins="auto",
@@ -279,6 +294,22 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(tmp_path
         _, raw = read_bag(Path(entry["output"]))[0]["/cam/depth/image"][-1][:2]
         depth = decoding.depth_image_to_array(deserialize(raw, "sensor_msgs/msg/Image"))
         assert 0.8 * wall < np.median(depth[59:61]) < 1.2 * wall, (entry["output"], wall)
+    (fitted,) = [Path(e["output"]) for e in entries if Path(e["output"]).name == "b"]
+    by_bins = [deserialize(m[1], "sensor_msgs/msg/Image") for m in depth_images(fitted)]
+    for mode in ("scale", "scale_shift"):
+        params["depthclip"]["ros__parameters"]["metric_scale"] = mode
+        other = tmp_path / f"{mode}.yaml"
+        other.write_text(yaml.safe_dump(params))
+        out = tmp_path / mode
+        argv = ["process", archive / "b", out, "--params", other, "--quiet"]
+        assert bag_cli.main([str(a) for a in [*argv, "--image-topic=/cam/image_raw"]]) == 0
+        by_mode = [deserialize(m[1], "sensor_msgs/msg/Image") for m in depth_images(out)]
+        assert len(by_mode) == len(by_bins) == 12
+        for bins_msg, mode_msg in zip(by_bins, by_mode):
+            assert bytes(bins_msg.data) != bytes(mode_msg.data), mode  # each bin moved
+            if mode == "scale_shift":  # a fit, not a refusal: near the affine one
+                depth, affine = (decoding.depth_image_to_array(m) for m in (bins_msg, mode_msg))
+                assert 0.9 < np.nanmedian(depth / affine) < 1.1
 
 
 def parent_of(pid):
