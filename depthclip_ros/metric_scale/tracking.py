@@ -10,7 +10,7 @@ much of the shift relative to the mean depth): a range sensor that goes dark mak
 grow and cloud_max_std thin the clouds. A fit off the state by more than GATE_LOG_SCALE (a
 glass frame, a mirror) leaves the state as it was; only fits that keep disagreeing for
 PERSIST_SECONDS, most of them alike (a real change: a new model, a new lens), restart it, from
-those fits mixed.
+those fits mixed. A fit after a gap the temporal filter would restart at begins it again.
 
 Applied, the fitted s d + t moves each bin to s b + t: depth and coarse depth are s d + t, their
 std sqrt(s^2 std^2 + d^2 var(s) + var(t)), and `lower_bins` (the bins under the scale's lower
@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from ..estimator.temporal_filter import RESTART_AFTER_HALF_LIVES
 
 GATE_LOG_SCALE = 0.1  # |log s_fit - log s| beyond it: a frame that disagrees
 GATE_SHIFT = 0.1  # a shift that moves the median anchor by more than 10 %: disagrees
@@ -159,7 +161,10 @@ class ScaleTracker:
         if state is None:
             self._state, self._pending = measured, []
             return
-        if stamp <= state.stamp:  # a bag's loop, a camera restarted: begin again
+        if stamp <= state.stamp or stamp - state.stamp > RESTART_AFTER_HALF_LIVES * half_life:
+            # A bag's loop, a camera restarted, or a state gone stale (the temporal filter's
+            # rule for a gap: no glass frame to guard against, nothing recent to keep): begin
+            # again.
             self._state, self._pending = measured, []
             return
         if self._disagrees(measured, state):

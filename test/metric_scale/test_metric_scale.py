@@ -441,6 +441,18 @@ def test_per_bin_offsets_are_mixed_as_the_scale_is_and_restart_with_it():
     assert tracker.calibration(2.0, 1.0).offsets == ()
 
 
+def test_a_fit_after_a_long_gap_begins_again_and_a_short_one_is_gated():
+    """Without fits for more than the temporal filter's gap (4 half-lives) the state is stale:
+    the next fit is taken as it is, where within the gap it would be a glass frame."""
+    tracker = tracking.ScaleTracker()
+    for frame in range(30):
+        tracker.update(fit_of(1.0), frame / 30, 1.0, 3.0)
+    tracker.update(fit_of(1.5), 3.9, 1.0, 3.0)  # 2.9 s (half-lives) after the last fit
+    assert tracker.calibration(3.9, 1.0).scale == pytest.approx(1.0) and tracker.rejected == 1
+    tracker.update(fit_of(1.5), 9.0, 1.0, 3.0)  # 8 half-lives after it
+    assert tracker.calibration(9.0, 1.0).scale == pytest.approx(1.5)
+
+
 def test_without_fits_the_scales_std_grows():
     tracker = tracking.ScaleTracker()
     tracker.update(fit_of(1.0), 0.0, 1.0, 3.0)
