@@ -551,13 +551,13 @@ def test_moving_each_bin_equals_the_core_over_the_moved_bins(make_config):
     np.testing.assert_allclose(calibration.lower_bins(config.depth_bins), target, rtol=1e-6)
 
 
-def smooth_result(with_probs=True):
+def smooth_result(with_probs=True, flat=False):
     """A grid-only result whose distributions peak from 1 to 7 m across the view (depths a
-    per-bin fit can tell apart), over BINS."""
+    per-bin fit can tell apart), over BINS; `flat`: at 4 m everywhere."""
     from depthclip_ros.estimator.result import DepthResult
 
     rows, cols = np.meshgrid(np.linspace(0, 1, GRID[0]), np.linspace(0, 1, GRID[1]), indexing="ij")
-    centre = 1.0 + 3.0 * (rows + cols)
+    centre = np.full_like(rows, 4.0) if flat else 1.0 + 3.0 * (rows + cols)
     probs = np.exp(-((BINS[:, None, None] - centre[None]) ** 2) / (2 * 0.6**2))
     probs /= probs.sum(axis=0)
     mean = np.einsum("khw,k->hw", probs, BINS)
@@ -586,7 +586,7 @@ def test_leaving_mode_bins_keeps_the_scale_on_frames_without_a_fit():
     truth = np.einsum("khw,k->hw", first.bin_probs[0], np.asarray(moved_bins(BINS)))
     anchors = cell_points(np.kron(truth, np.ones((32, 32))))  # each cell's truth at its pixel
     assert camera.apply(first, 0, anchors, K, 0.0, bins_mode).offsets
-    assert camera.moved_bins
+    assert camera.moved_bins and camera.words(bins_mode)["metric last fit"] == "bins"
     scale_mode = dataclasses.replace(bins_mode, metric_scale="scale")
     second = smooth_result(with_probs=False)
     calibration = camera.apply(second, 0, np.empty((0, 3)), K, 0.1, scale_mode)
@@ -596,6 +596,22 @@ def test_leaving_mode_bins_keeps_the_scale_on_frames_without_a_fit():
         calibration.scale * smooth_result().coarse_depth + calibration.shift,
         rtol=1e-5,
     )
+
+
+def test_a_fit_that_falls_back_to_a_scale_says_so_in_diagnostics():
+    """Mode bins (or scale_shift) over a model that sees one depth: the frame is fitted in
+    mode scale, and /diagnostics' `metric last fit` says so and why."""
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.metric_scale.camera_scale import CameraScale
+
+    camera = CameraScale()
+    settings = OutputSettings(metric_scale="bins", metric_scale_min_anchors=8)
+    result = smooth_result(flat=True)
+    anchors = cell_points(np.full((480, 640), 1.5 * float(np.median(result.coarse_depth))))
+    assert camera.apply(result, 0, anchors, K, 0.0, settings).scale == pytest.approx(1.5)
+    words = camera.words(settings)
+    assert words["metric scale mode"] == "bins"
+    assert words["metric last fit"] == "scale (anchors at one depth: scale only)"
 
 
 def test_mode_bins_finds_each_bins_metres_where_a_scale_and_shift_cannot():
