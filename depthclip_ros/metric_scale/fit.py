@@ -162,9 +162,13 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
     if cells < min_anchors:
         needed = f"anchors in {cells} feature cell{'s' * (cells != 1)}, {min_anchors} needed"
         return _none(mode, counts, n, cells, needed)
-    reason = ""
+    reason, unseen_shift = "", 0.0
     if mode in ("scale_shift", "bins") and m.max() - m.min() < MIN_SPREAD * median(m):
         mode, reason = "scale", "anchors at one depth: scale only"
+        # The shift asked for is one these anchors cannot see: as uncertain as the spread
+        # below which they cannot tell it, so depth/std and points/clearing's lower bound
+        # carry it (a scale fitted at one depth, off elsewhere, clears no obstacle there).
+        unseen_shift = MIN_SPREAD * median(z)
     # The relative residual (s m + t) / z - 1 is linear in (s, t): columns m / z and 1 / z.
     design = np.empty((n, 1 if mode == "scale" else 2))
     np.divide(m, z, out=design[:, 0])
@@ -197,7 +201,7 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
         scale,
         shift,
         stds[0] / scale,
-        stds[1] if mode != "scale" else 0.0,
+        stds[1] if mode != "scale" else unseen_shift,
         used=n,
         inliers=int(agree.sum()),
         residual_median=median(np.abs(residuals[agree])),

@@ -305,6 +305,10 @@ def test_anchors_at_one_depth_fit_a_scale_only_and_say_so():
     result = fit.fit(projection, "scale_shift", 8, (0.2, 5.0))
     assert result.mode == "scale" and result.reason == "anchors at one depth: scale only"
     assert result.scale == pytest.approx(1.5, rel=0.01) and result.shift == 0.0
+    # The shift asked for and unseen is uncertain (std and clearing's lower bound carry it);
+    # asked for a scale alone, there is none.
+    assert result.shift_std == pytest.approx(fit.MIN_SPREAD * 3.0, rel=0.02)
+    assert fit.fit(projection, "scale", 8, (0.2, 5.0)).shift_std == 0.0
 
 
 def test_a_fit_without_enough_anchors_or_outside_the_range_is_refused_with_the_reason():
