@@ -14,9 +14,8 @@ from depthclip_ros.estimator.depth_quantile import depth_quantile
 from depthclip_ros.estimator.result import DepthResult
 from depthclip_ros.estimator.temporal_filter import BilinearUpsampling
 from depthclip_ros.metric_scale.camera_scale import CameraScale
-from depthclip_ros.metric_scale.tracking import Calibration
 from depthclip_ros.metrics import MAX_DEPTH, compute_errors, on_canvas, valid_pixels
-from offline_eval.alignment import NYU_K, lidar_plane, scored_fit, truth_points
+from offline_eval.alignment import NYU_K, Alignment, lidar_plane, scored_fit, truth_points
 
 GRID = (13, 17)  # the shipped 544x416 network input's feature grid
 BINS = np.linspace(0.5, 3.5, 7)  # the synthetic model's bins
@@ -128,15 +127,6 @@ def every_pixel_fit(truth: np.ndarray, depth: np.ndarray) -> np.ndarray:
     return scale * depth + shift
 
 
-def every_pixel_calibrated(truth: np.ndarray) -> DepthResult:
-    """synthetic_result of `truth` moved by the every-pixel fit's scale and shift, without
-    uncertainty: the clearing a perfect fit leaves (the grid blends what a cell holds)."""
-    result = synthetic_result(truth)
-    scale, shift = scored_fit(truth, result.depth[0])
-    Calibration(float(scale), float(shift), 0.0, 0.0, 0.0).apply(result, 0)
-    return result
-
-
 def wrongly_cleared(truth: np.ndarray, result: DepthResult, q: float = 0.1) -> int:
     """Pixels (every 8th) whose points/clearing depth lies beyond the truth by more than 5 %:
     free space claimed where an obstacle is."""
@@ -168,7 +158,10 @@ def bench_metric_scale(samples, quick: bool) -> tuple:
         base = synthetic_result(truth)
         uncalibrated = scores(truth, base.depth[0])
         oracle = scores(truth, every_pixel_fit(truth, base.depth[0]))
-        oracle_cleared = wrongly_cleared(truth, every_pixel_calibrated(truth))
+        # The clearing a perfect fit leaves (the grid blends what a cell holds): base moved by
+        # --align lstsq's scale and shift, without uncertainty.
+        Alignment("lstsq").apply(base, 0, truth, name)
+        oracle_cleared = wrongly_cleared(truth, base)
         for source, clean in sets.items():
             exact = source.startswith("floor")  # the floor's own points: no sensor noise
             for outliers in (0.0,) if exact else (0.0, 0.3) if quick else (0.0, 0.1, 0.3):

@@ -291,7 +291,7 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
     assert_outputs_equal_to_bag_tool(entries, fused, tmp_path)
     for entry in entries:  # the scan's wall 3 m away (2.76 m at the view's edge), the image's 6
         wall = 3.0 if Path(entry["output"]).name == "a" else 6.0
-        _, raw = read_bag(Path(entry["output"]))[0]["/cam/depth/image"][-1][:2]
+        _, raw = depth_images(Path(entry["output"]))[-1][:2]
         depth = decoding.depth_image_to_array(deserialize(raw, "sensor_msgs/msg/Image"))
         assert 0.8 * wall < np.median(depth[59:61]) < 1.2 * wall, (entry["output"], wall)
     (fitted,) = [Path(e["output"]) for e in entries if Path(e["output"]).name == "b"]
