@@ -13,14 +13,15 @@ No rclpy.
 from __future__ import annotations
 
 import collections
-import os
 from concurrent.futures import ThreadPoolExecutor
+
+from ..estimator.cpu_features import usable_cores
 
 
 def model_leaves_cpu_free(device, model_threads: int) -> bool:
     """Whether other work can run beside the model without slowing it: it runs on an
     accelerator, or its thread pool leaves at least one core."""
-    return str(device) != "cpu" or model_threads < (os.cpu_count() or 1)
+    return str(device) != "cpu" or model_threads < usable_cores()
 
 
 def run_stages(source, model_step, write_step, *, overlap: bool = True, depth: int = 2) -> None:

@@ -140,9 +140,10 @@ class DepthClipConfig(Schema):
     )
     inference_threads: int = param(
         0,
-        "CPU threads of the model's inference: 0 = one per core; N = N, so that the camera "
-        "driver and the middleware keep the other cores; either way ONNX Runtime's do not "
-        "spin while idle and OpenVINO's are not pinned to cores (measured on a shared CPU)",
+        "CPU threads of the model's inference: 0 = one per core the process may use (taskset, "
+        "a container's cpuset); N = N, so that the camera driver and the middleware keep the "
+        "other cores; either way ONNX Runtime's do not spin while idle and OpenVINO's are not "
+        "pinned to cores (measured on a shared CPU)",
         read_only=True,
         minimum=0,
         maximum=1024,

@@ -7,6 +7,7 @@ saturates u8 x s8 products pairwise at 16 bits). No torch import: the ONNX insta
 from __future__ import annotations
 
 import functools
+import os
 import platform
 
 # The instructions that decide this package's speed on a CPU, named as Linux names them.
@@ -73,6 +74,31 @@ def cpu_model_and_flags() -> tuple:
     except OSError:
         text = ""
     return parse_cpuinfo(text, platform.machine())
+
+
+def usable_cores(cpus=None, sysfs: str = "/sys/devices/system/cpu") -> int:
+    """Physical cores among the CPUs this process may run on (its affinity: `taskset`, a
+    container's cpuset), hyperthreads of one core counted once; `cpus`: those CPUs' numbers
+    (default: this process's). ONNX Runtime's own default counts the whole machine's cores
+    whatever the affinity (torch's and OpenVINO's follow it), so a pinned node would run more
+    threads than it has cores."""
+    if cpus is None:
+        try:
+            cpus = os.sched_getaffinity(0)
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topology = f"{sysfs}/cpu{cpu}/topology"
+        try:
+            with (
+                open(f"{topology}/physical_package_id") as package,
+                open(f"{topology}/core_id") as core,
+            ):
+                cores.add((package.read().strip(), core.read().strip()))
+        except OSError:  # no topology (some containers): each CPU a core
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
 
 
 def native_bf16() -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from ..config.parameters import runtime_entries
 from ..errors import ModelLoadError
-from ..estimator.cpu_features import cpu_description
+from ..estimator.cpu_features import cpu_description, usable_cores
 from ..estimator.file_identity import sha256_remembered
 from ..estimator.text_cache import default_cache_dir
 from .exported_graph import ExportedGraph
@@ -45,15 +44,14 @@ log = logging.getLogger("depthclip_ros")
 
 def session_options(ort, threads: int, exact: bool, on_gpu: bool, entries=None):
     """ONNX Runtime's SessionOptions for a session of the graph or a part: errors only in its
-    log (fallbacks are reported by us, in one line); `threads` intra-op threads (0: one per
-    core), none spinning while it waits; `exact`: the exact U8U8 int8 kernels; on a GPU, the
+    log (fallbacks are reported by us, in one line); `threads` intra-op threads, none spinning
+    while it waits; `exact`: the exact U8U8 int8 kernels; on a GPU, the
     nodes' placement recorded; and the session config `entries` (the user's
     onnxruntime_session_config, over the rest)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if threads:  # leave the other cores to the driver and middleware
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
     # Not spinning: on a CPU shared with other work a spinning thread takes the core from it
     # and from the node's own threads (measured: docs/performance.md, "Sharing the CPU").
     config = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
@@ -157,16 +155,16 @@ class OnnxDepthClip(TensorRtTrunk, ExportedGraph):
         )
         exact = self._needs_exact_int8_kernels()
         entries = runtime_entries(config, "onnxruntime_session_config")
-        options = session_options(ort, config.inference_threads, exact, device != "cpu", entries)
+        # 0: one per core this process may use (ONNX Runtime's own default ignores taskset)
+        threads = config.inference_threads or usable_cores()
+        options = session_options(ort, threads, exact, device != "cpu", entries)
         if device != "cpu":
             self._check_version(ort)
         self._build = (ort, options, chain, cache, choice)
         # TensorRT alone runs the trunk: a node it cannot take fails the session (ORT would
         # otherwise put it on the CPU provider, which the session then hides behind TensorRT).
         self._trunk_options = (
-            session_options(
-                ort, config.inference_threads, exact, True, {**entries, NO_CPU_FALLBACK: "1"}
-            )
+            session_options(ort, threads, exact, True, {**entries, NO_CPU_FALLBACK: "1"})
             if chain[0][0] == TENSORRT
             else None
         )
@@ -191,8 +189,7 @@ class OnnxDepthClip(TensorRtTrunk, ExportedGraph):
             self.runtime += " (exact U8U8 int8 kernels)"
         if self._placement_unknown:
             self.runtime += f"; placement not reported by onnxruntime {ort.__version__}"
-        # What the CPU provider uses: the set number, else (0) one thread per core.
-        self.cpu_threads = options.intra_op_num_threads or (os.cpu_count() or 1)
+        self.cpu_threads = options.intra_op_num_threads
         if device != "cpu" and self.provider == CPU and CUDA not in available:
             log.warning(
                 "device '%s' asked for, but onnxruntime has no GPU provider here (available: "

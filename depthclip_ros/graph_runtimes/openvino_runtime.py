@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 from pathlib import Path
 
 from ..config.parameters import runtime_entries
 from ..errors import ConfigError, ModelLoadError
-from ..estimator.cpu_features import cpu_description, is_arm
+from ..estimator.cpu_features import cpu_description, is_arm, usable_cores
 from ..estimator.text_cache import default_cache_dir
 from .exported_graph import GRAPH_INPUTS, GRAPH_PARTS, PARTS_KEY, ExportedGraph
 
@@ -273,9 +272,9 @@ class OpenVinoDepthClip(ExportedGraph):
 
     def _cpu_threads(self) -> int:
         try:
-            return int(self.core.get_property("CPU", "INFERENCE_NUM_THREADS")) or os.cpu_count()
+            return int(self.core.get_property("CPU", "INFERENCE_NUM_THREADS")) or usable_cores()
         except (RuntimeError, ValueError, TypeError):
-            return os.cpu_count() or 1
+            return usable_cores()
 
     @property
     def prepares_image_sizes(self) -> bool:

@@ -2,6 +2,7 @@
 calibrated on camera frames), the OpenVINO backend (fp32, bf16, int8) and torch bf16; the
 combinations that do not exist, refused in one line. Timings are the benchmark's."""
 
+import json
 import logging
 import os
 import subprocess
@@ -704,7 +705,7 @@ def test_inference_threads_leave_the_other_cores(tiny_config, int8_graph):
     before = tasks()
     one = run_on(tiny_config, path, "onnxruntime", inference_threads=1)
     assert tasks() == before  # one thread: the caller's, no pool
-    assert one.cpu_threads == 1 and default.cpu_threads == os.cpu_count()
+    assert one.cpu_threads == 1 and default.cpu_threads == cpu_features.usable_cores()
     assert spawned_by_default >= 1 or os.cpu_count() == 1  # the pool of the default
     np.testing.assert_array_equal(one.predict(shots[0]).depth, default.predict(shots[0]).depth)
     ov = run_on(tiny_config, path, "openvino", inference_threads=1)
@@ -719,6 +720,72 @@ def test_inference_threads_leave_the_other_cores(tiny_config, int8_graph):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_usable_cores_count_a_cores_hyperthreads_once(tmp_path):
+    """Physical cores among the CPUs given: two hyperthreads of one core are one; a CPU whose
+    topology cannot be read (some containers) is a core of its own."""
+    for cpu, package, core in ((0, 0, 0), (1, 0, 1), (2, 0, 0), (3, 1, 0)):
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text(f"{package}\n")
+        (topology / "core_id").write_text(f"{core}\n")
+    assert cpu_features.usable_cores({0, 2}, str(tmp_path)) == 1  # siblings
+    assert cpu_features.usable_cores({0, 1, 2, 3}, str(tmp_path)) == 3  # core 0 of two packages
+    assert cpu_features.usable_cores({0, 7}, str(tmp_path)) == 2  # cpu7: no topology
+
+
+# A process started pinned, as `taskset -c N` starts it: each runtime's threads counted.
+PINNED_PROCESS = """
+import json, os, sys
+import numpy as np
+import onnxruntime, openvino  # their own threads of import before the count
+from depthclip_ros.config.params_files import load_config
+from depthclip_ros.estimator.loading import load_estimator
+
+overrides = json.loads(sys.argv[1])
+tasks = lambda: len(os.listdir("/proc/self/task"))
+frame = np.zeros((96, 128, 3), np.uint8)
+found = {}
+for backend in ("onnxruntime", "openvino"):
+    before = tasks()
+    model = load_estimator(load_config(overrides={**overrides, "backend": backend}))
+    model.predict(frame, arrays=())
+    found[backend] = {"cpu_threads": model.cpu_threads, "added": tasks() - before}
+(request,) = next(iter(model.compiled.values()))
+found["openvino"]["compiled"] = request.get_compiled_model().get_property("INFERENCE_NUM_THREADS")
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="pinning to fewer cores needs Linux and two cores at least",
+)
+def test_a_process_pinned_to_one_core_runs_one_model_thread(tiny_config, int8_graph):
+    """taskset, a container's cpuset: ONNX Runtime's own default starts a thread per core of
+    the machine whatever the process may use; the package gives it the cores it may use (one
+    here: no pool), as OpenVINO counts them."""
+    overrides = {
+        "model": str(int8_graph[0]),
+        "device": "cpu",
+        "input_width": 128,
+        "input_height": 96,
+        "cache_dir": tiny_config.cache_dir,
+    }
+    cpu = min(os.sched_getaffinity(0))
+    done = subprocess.run(
+        [sys.executable, "-c", PINNED_PROCESS, json.dumps(overrides)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    # ONNX Runtime: one thread, the caller's: no pool started
+    assert found["onnxruntime"] == {"cpu_threads": 1, "added": 0}
+    assert found["openvino"]["cpu_threads"] == 1 and found["openvino"]["compiled"] == 1
 
 
 def test_each_runtimes_own_thread_options_reach_it(tiny_config, int8_graph):

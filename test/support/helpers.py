@@ -186,11 +186,16 @@ def decode_like_the_plugin(fmt: str, data: bytes) -> tuple:
 
 def exported_before_the_parts(path, out):
     """A copy of the exported graph `path` at `out` without its `graph_parts` metadata key, as
-    depthclip-export wrote graphs before its parts were named; `out`."""
+    depthclip-export wrote graphs before its parts were named, its text features beside it as
+    the export left them; `out`."""
     import onnx
 
+    from depthclip_ros.estimator.text_cache import exported_text_dir
     from depthclip_ros.graph_runtimes.exported_graph import PARTS_KEY
 
+    text = exported_text_dir(Path(path))
+    if text.is_dir():
+        shutil.copytree(text, exported_text_dir(Path(out)))
     model = onnx.load(str(path))
     kept = [p for p in model.metadata_props if p.key != PARTS_KEY]
     del model.metadata_props[:]
