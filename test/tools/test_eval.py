@@ -393,7 +393,10 @@ def test_align_puts_each_image_in_a_scale_before_it_is_scored(
         seen = np.where(scored, truth, 0.0)
         scale, shift = relative_fit(seen, none)
         np.testing.assert_allclose(lstsq[scored], scale * none[scored] + shift, rtol=1e-4)
-        assert relative_fit(seen, lstsq) == pytest.approx((1.0, 0.0), abs=1e-4)
+        # refitted, nothing moves (the tiny CLIP's depth varies little, so the refit's scale
+        # and shift trade off against each other by float32's rounding: their depth is what holds)
+        again, again_shift = relative_fit(seen, lstsq)
+        np.testing.assert_allclose(again * lstsq[scored] + again_shift, lstsq[scored], rtol=1e-4)
         assert np.median(median[scored]) == pytest.approx(np.median(truth[scored]), rel=1e-4)
     for how in ("scan:0.25", "random:200", "random:200:scale", "random:200:bins"):
         preds, aligned = canvases(how)
