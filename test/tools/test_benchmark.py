@@ -4,6 +4,7 @@ asserted)."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -529,3 +530,36 @@ def test_a_node_run_asked_for_again_is_reused_and_a_repeat_is_run_again(monkeypa
     assert node_bench.run_nodes(*setup, run=1)[0] == {"run": 2}
     other = ("ckpt", [("", {"executor": "single_threaded"})], *setup[2:])
     assert node_bench.run_nodes(*other)[0] == {"run": 3}
+
+
+def test_a_node_that_does_not_end_on_sigterm_is_reported_with_its_stacks(
+    monkeypatch, tmp_path, capsys
+):
+    """The bench's node runs end with SIGTERM; a process that ignores it is stopped after
+    NODE_EXIT_SECONDS, its threads' stacks (faulthandler) printed with its log's end, and the
+    run goes on (the table stands)."""
+    from bench import node_bench
+
+    monkeypatch.setattr(node_bench, "NODE_EXIT_SECONDS", 1.0)
+    log = tmp_path / "node.log"
+    stubborn = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('warm-up done', flush=True)\n"
+        "def waiting_for_ever():\n"
+        "    time.sleep(600)\n"
+        "waiting_for_ever()\n"
+    )
+    env = {**node_bench.middleware_env(), "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", stubborn], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    while "warm-up" not in log.read_text():
+        time.sleep(0.05)
+    proc.terminate()
+    node_bench.end_or_report(proc, log)
+    assert proc.poll() is not None
+    said = capsys.readouterr().err
+    assert said.startswith(f"bench: a node (pid {proc.pid}) had not ended 1 s after SIGTERM")
+    assert "in waiting_for_ever" in said  # its stack, from faulthandler
