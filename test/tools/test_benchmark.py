@@ -121,7 +121,7 @@ def bench_tables(only: str) -> dict:
     # A node stopped after not ending on SIGTERM: its stacks shown in the run's warnings summary
     # (the node's shutdown is judged by test_ros_graph's stop tests; the tables stand).
     for block in proc.stderr.split("bench: a node (pid ")[1:]:
-        warnings.warn(f"bench: a node (pid {block[-6000:]}", stacklevel=1)
+        warnings.warn(f"bench: a node (pid {block}", stacklevel=1)
     assert proc.stdout.splitlines()[2].startswith("Machine: ")  # figures always name their machine
     tables = markdown_tables(proc.stdout)
     assert list(tables) == SECTION_RUNS[only]
