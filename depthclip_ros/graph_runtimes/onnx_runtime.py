@@ -45,9 +45,9 @@ log = logging.getLogger("depthclip_ros")
 def session_options(ort, threads: int, exact: bool, on_gpu: bool, entries=None):
     """ONNX Runtime's SessionOptions for a session of the graph or a part: errors only in its
     log (fallbacks are reported by us, in one line); `threads` intra-op threads, none spinning
-    while it waits; `exact`: the exact U8U8 int8 kernels; on a GPU, the
-    nodes' placement recorded; and the session config `entries` (the user's
-    onnxruntime_session_config, over the rest)."""
+    while it waits; `exact`: the exact U8U8 int8 kernels; on a GPU, the nodes' placement
+    recorded; and the session config `entries` (the user's onnxruntime_session_config, over
+    the rest)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
