@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import load_config, resolve_scene_presets
 from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.estimator.core import DepthClip, DepthResult
-from depthclip_ros.estimator.cpu_features import cpu_model_and_flags
+from depthclip_ros.estimator.cpu_features import cpu_model_and_flags, usable_cores
 from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.preprocessing import preprocess
 from depthclip_ros.export.graph import export
@@ -670,7 +669,7 @@ def main():
 
 
 def run(args, disk: str) -> None:
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(usable_cores())  # the package's default: the cores it may use
     ckpt = save_random_checkpoint(
         Path(tempfile.mkdtemp()) / f"{args.shapes.lower()}_random.pt", args.shapes
     )
