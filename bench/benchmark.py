@@ -4,7 +4,8 @@ Real RN50 shapes with random weights (speed does not depend on weight values).
   make bench (python -m bench) [BENCH_ARGS='--quick | --only SECTION[,SECTION...]
               | --only temporal --temporal-picture docs/images/temporal_filter.png
               | --only metric-scale --metric-scale-picture docs/images/metric_scale.png
-              | --skip-node | --rates 5,15,30 | --node-seconds 20 | --camera-rate 5']
+              | --skip-node | --rates 5,15,30 | --node-seconds 20 | --camera-rate 5
+              | --only sharing --sharing-rate 60']
 """
 
 from __future__ import annotations
@@ -328,6 +329,12 @@ def rates_hz(text: str) -> list:
     return rates
 
 
+def rate_hz(text: str) -> float:
+    if "," in text:
+        raise argparse.ArgumentTypeError(f"expected one rate in Hz, got '{text}'")
+    return rates_hz(text)[0]
+
+
 def bench_options(ckpt, reps=12):
     """Beyond the paper, per 544x416 frame on CPU: each option's own work against the forward
     (layer4 features) it is added to, timed interleaved in one run."""
@@ -613,6 +620,12 @@ def argument_parser() -> argparse.ArgumentParser:
         help="several cameras: each camera's rate in Hz (default 5)",
     )
     p.add_argument(
+        "--sharing-rate",
+        type=rate_hz,
+        help="sharing: the camera's rate in Hz (default 15, 30 where the CPU has AMX: issue "
+        "62's rates; faster than the model's forward puts the node behind the camera)",
+    )
+    p.add_argument(
         "--skip-node",
         action="store_true",
         help="no node process: the node and fairness tables left out, CPU variants and CUDA "
@@ -720,7 +733,7 @@ def print_cpu_variants(ckpt, args) -> None:
 
 def print_sharing(ckpt, args) -> None:
     # A camera faster than the int8 model: 15 Hz, 30 where AMX runs int8 (issue 62's rates).
-    rate = 30.0 if "amx_int8" in cpu_model_and_flags()[1] else 15.0
+    rate = args.sharing_rate or (30.0 if "amx_int8" in cpu_model_and_flags()[1] else 15.0)
     print(
         f"## Sharing the CPU ({args.shapes} shapes, random weights, the int8 graph; one 640x480 "
         f"camera offered {rate:g} Hz, {args.node_seconds:g} s each, default middleware; beside: "

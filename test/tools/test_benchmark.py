@@ -65,6 +65,8 @@ SHORT_RUN = [
     "2",
     "--fleet-frames",
     "3",
+    "--sharing-rate",
+    "20",
 ]
 SECTION_RUNS = {
     "cpu-variants,sharing": ["CPU variants", "Sharing the CPU"],
@@ -172,6 +174,8 @@ def test_benchmark_cpu_variants_and_sharing():
     sharing = tables["Sharing the CPU"]
     assert [r["threads"] for r in sharing] == list(QUICK_SETTINGS)
     for row in sharing:
+        # The camera at --sharing-rate: what the forward allows is capped by it.
+        assert float(row["the runtime's fastest forward allows (Hz, at most 20)"]) <= 20
         before, after = row["forward alone, before / after the node runs (ms)"].split(" / ")
         assert float(before) > 0 and float(after) > 0
         assert row["node answers, alone (Hz)"] == "-"
