@@ -564,7 +564,9 @@ def test_a_node_that_does_not_end_on_sigterm_is_reported_with_its_stacks(
         proc = subprocess.Popen(
             [sys.executable, "-c", stubborn], env=env, stdout=out, stderr=subprocess.STDOUT
         )
+    deadline = time.monotonic() + 60
     while "warm-up" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
     proc.terminate()
     node_bench.end_or_report(proc, log)
