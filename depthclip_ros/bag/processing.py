@@ -28,7 +28,7 @@ from ..messages.outputs import (
 )
 from ..metric_scale.camera_scale import CameraScale
 from ..metric_scale.range_sources import RangeSources
-from ..metric_scale.transforms import Transform, rotation_from_quaternion
+from ..metric_scale.transforms import transform_from_stamped
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings, stamp_ns
@@ -200,15 +200,7 @@ class BagProcessor:
             return
         for conn, timestamp, raw in read_messages(reader, in_path, connections):
             for stamped in self._deserialize(raw, conn, timestamp).transforms:
-                t, q = stamped.transform.translation, stamped.transform.rotation
-                self.ranges.add_transform(
-                    Transform(
-                        stamped.header.frame_id.lstrip("/"),
-                        stamped.child_frame_id.lstrip("/"),
-                        rotation_from_quaternion(q.x, q.y, q.z, q.w),
-                        np.array([t.x, t.y, t.z]),
-                    )
-                )
+                self.ranges.add_transform(transform_from_stamped(stamped))
 
     def _index_camera_infos(self, reader, in_path, info_topic) -> CameraInfoIndex:
         """Every camera_info by stamp, (connection, log time, raw) each: pairing by stamp makes the

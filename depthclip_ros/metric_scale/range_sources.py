@@ -2,8 +2,9 @@
 and by depthclip-bag and depthclip-fleet (from the bag, in log order): each source's recent
 messages by stamp; for a frame, those nearest its stamp within metric_scale_slop, read as
 points and moved into the frame's optical frame (the image's frame_id) by the static
-transforms (a depth image registered to the camera back-projected through the image's K), and
-the floor's points for the source ground. NumPy only.
+transforms, or by tf2's frames where the node has them (a depth image registered to the camera
+back-projected through the image's K), and the floor's points for the source ground. NumPy
+only.
 
 Anchors never delay a frame: what is here when it is taken is used.
 """
@@ -30,7 +31,9 @@ SOURCES = ("scan", "points", "depth")  # the sources that are messages
 
 class RangeSources:
     """Every source's recent messages, and the static transforms: those of the
-    static_transforms parameter and any `add_transform`s (a bag's /tf_static)."""
+    static_transforms parameter and any `add_transform`s (a bag's /tf_static). `frames`, when
+    set, looks up what those do not join: an object with `lookup(target, source, stamp)`
+    returning a Transform or raising AnchorError (the node's tf2 buffer)."""
 
     def __init__(self):
         self._messages = {name: StampIndex(KEEP) for name in SOURCES}
@@ -38,6 +41,7 @@ class RangeSources:
         self._lock = threading.Lock()  # the node's executor adds, its worker reads
         self._given = StaticTransforms()  # from /tf_static
         self._parsed = (None, None)  # (static_transforms texts, their StaticTransforms)
+        self.frames = None
 
     def add(self, name: str, msg) -> None:
         """A message of source `name` (one of SOURCES)."""
@@ -75,12 +79,26 @@ class RangeSources:
                     problems.append(f"no {name} within {settings.metric_scale_slop:g} s")
                     continue
                 own = _points(name, msg, k, size)
-                transform = self._transforms(settings).lookup(header.frame_id, msg.header.frame_id)
+                transform = self._lookup(header.frame_id, msg.header, settings)
                 points.append(transform.apply(own))
             except AnchorError as exc:
                 problems.append(str(exc))
         joined = np.concatenate(points) if points else np.zeros((0, 3))
         return joined, k, problems
+
+    def _lookup(self, target: str, source, settings):
+        """The transform of the frame of header `source` (at its stamp) into `target`: the
+        static transforms' chain first (given by the user), else the frames' lookup."""
+        try:
+            return self._transforms(settings).lookup(target, source.frame_id)
+        except AnchorError as static:
+            frames = self.frames  # the node's executor may close them meanwhile
+            if frames is None:
+                raise
+            try:
+                return frames.lookup(target, source.frame_id, source.stamp)
+            except AnchorError as looked_up:
+                raise AnchorError(f"{static}; {looked_up}") from None
 
     def _transforms(self, settings) -> StaticTransforms:
         texts, parsed = self._parsed

@@ -69,6 +69,18 @@ def rotation_from_quaternion(qx: float, qy: float, qz: float, qw: float) -> np.n
     )
 
 
+def transform_from_stamped(stamped, given: bool = True) -> Transform:
+    """A geometry_msgs/TransformStamped (rclpy's or a bag's) as a Transform."""
+    t, q = stamped.transform.translation, stamped.transform.rotation
+    return Transform(
+        stamped.header.frame_id.lstrip("/"),
+        stamped.child_frame_id.lstrip("/"),
+        rotation_from_quaternion(q.x, q.y, q.z, q.w),
+        np.array([t.x, t.y, t.z], np.float64),
+        given,
+    )
+
+
 def parse_static_transform(text: str) -> Transform:
     """One transform in static_transform_publisher's arguments: `x y z yaw pitch roll parent
     child`, `x y z qx qy qz qw parent child`, or its flags (`--x 0.1 --yaw 1.57 --frame-id

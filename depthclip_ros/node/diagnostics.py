@@ -42,6 +42,8 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
         values["temporal filter"] = camera.temporal.words(params.outputs)
     if params.outputs.metric_scale != "off":
         values.update(camera.scale.words(params.outputs))
+        if camera.node.ranges is not None:
+            values["metric transforms"] = camera.node.ranges.transforms_words()
         verdict = camera.scale.verdict(params.outputs)
         if verdict is not None and verdict[0] > level:
             level, message = verdict

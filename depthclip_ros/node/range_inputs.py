@@ -1,7 +1,8 @@
 """metric_scale's range inputs of the node: `scan` (sensor_msgs/LaserScan), `anchors/points`
 (PointCloud2) and `anchors/depth` (a depth Image registered to the camera), subscribed only
 while metric_scale is on and lists them; one scan serves every camera. What they receive goes
-to a RangeSources (the rule the bag tool shares)."""
+to a RangeSources (the rule the bag tool shares). Where tf2_ros imports, /tf and /tf_static are
+heard while any of them is: tf2 joins the frames static_transforms does not."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sensor_msgs.msg import Image, LaserScan, PointCloud2
 
 from ..messages import topics
 from ..metric_scale.range_sources import RangeSources
+from . import tf_frames
 from .adaptive_input import AdaptiveInput
 
 SUBSCRIPTIONS = {
@@ -33,6 +35,11 @@ class RangeInputs:
         for name in list(self._inputs):
             if name not in wanted:
                 self._inputs.pop(name).close()
+        if wanted & set(SUBSCRIPTIONS) and tf_frames.available():
+            if self.sources.frames is None:
+                self.sources.frames = tf_frames.TfFrames(self.node)
+        else:
+            self._close_frames()
         for name in sorted(wanted & set(SUBSCRIPTIONS)):
             if name not in self._inputs:
                 msg_type, topic = SUBSCRIPTIONS[name]
@@ -40,7 +47,21 @@ class RangeInputs:
                 self._inputs[name] = AdaptiveInput(self.node, msg_type, topic, received, 10)
             self._inputs[name].update()
 
+    def transforms_words(self) -> str:
+        """Where the frames come from, in diagnostics' words."""
+        if self.sources.frames is not None:
+            return f"static_transforms, then {self.sources.frames.words()}"
+        if tf_frames.available():
+            return "static_transforms (tf2 heard while a scan, points or depth source is on)"
+        return "static_transforms only (tf2_ros not installed)"
+
     def close(self) -> None:
         for subscription in self._inputs.values():
             subscription.close()
         self._inputs = {}
+        self._close_frames()
+
+    def _close_frames(self) -> None:
+        if self.sources.frames is not None:
+            self.sources.frames.close()
+            self.sources.frames = None

@@ -109,7 +109,81 @@ def test_a_transform_that_cannot_be_read_is_one_error_naming_the_forms(text):
     assert "\n" not in message and "static_transform_publisher" in message and text in message
 
 
+def test_a_transformstamped_is_the_transform_its_publisher_gave():
+    from geometry_msgs.msg import TransformStamped
+
+    msg = TransformStamped(child_frame_id="laser")
+    msg.header.frame_id = "/base"  # ROS 1's leading slash, as bags still carry it
+    t, q = msg.transform.translation, msg.transform.rotation
+    t.x, t.y, t.z = -0.5, 0.25, 1.0
+    q.x, q.y, q.z, q.w = 0.1, 0.2, 0.3, 0.4  # not normalised: tf2 normalises too
+    read = transforms.transform_from_stamped(msg)
+    assert (read.parent, read.child, read.given) == ("base", "laser", True)
+    reference = transforms.parse_static_transform("-0.5 0.25 1 0.1 0.2 0.3 0.4 base laser")
+    np.testing.assert_allclose(read.rotation, reference.rotation, atol=1e-12)
+    np.testing.assert_allclose(read.translation, [-0.5, 0.25, 1.0])
+
+
 # -- sources ---------------------------------------------------------------------------------
+
+
+class RecordedFrames:
+    """What RangeSources asks of the node's tf2 frames: `lookup(target, source, stamp)`,
+    answered with `transform` or, when it is None, with tf2's words."""
+
+    def __init__(self, transform=None):
+        self.transform, self.asked = transform, []
+
+    def lookup(self, target, source, stamp):
+        self.asked.append((target, source, (stamp.sec, stamp.nanosec)))
+        if self.transform is None:
+            raise AnchorError('tf2: LookupException: "laser" passed to lookupTransform ...')
+        return self.transform
+
+
+def test_frames_static_transforms_do_not_join_are_looked_up_at_the_anchors_stamp():
+    """The static_transforms chain first (the user gave it); tf2's frames for what it does not
+    join, at the scan's own stamp; where neither has the frame, one line with both words and
+    no points from that source."""
+    from sensor_msgs.msg import Image, LaserScan
+
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.metric_scale.range_sources import RangeSources
+
+    msg = LaserScan(angle_min=-0.1, angle_increment=0.1, range_min=0.1, range_max=10.0)
+    msg.ranges = [2.0, 2.0, 2.0]
+    msg.header.frame_id = "laser"
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 7, 10_000_000
+    image = Image()
+    image.header.frame_id = "cam"
+    image.header.stamp.sec, image.header.stamp.nanosec = 7, 20_000_000
+    own = range_data.scan_points(msg)
+    laser_to_cam = transforms.parse_static_transform("0 0 0.5 0 0 0 cam laser")
+    static = OutputSettings(
+        metric_scale="scale",
+        metric_scale_sources=("scan",),
+        static_transforms=("0 0 0.5 0 0 0 cam laser",),
+    )
+    bare = dataclasses.replace(static, static_transforms=())
+    sources = RangeSources()
+    sources.add("scan", msg)
+    sources.frames = RecordedFrames(transforms.parse_static_transform("1 0 0 0 0 0 cam laser"))
+    points, _, problems = sources.anchors(image.header, None, (480, 640), static)
+    np.testing.assert_allclose(points, laser_to_cam.apply(own))
+    assert problems == [] and sources.frames.asked == []
+    points, _, problems = sources.anchors(image.header, None, (480, 640), bare)
+    np.testing.assert_allclose(points, own + [1.0, 0.0, 0.0])
+    assert problems == [] and sources.frames.asked == [("cam", "laser", (7, 10_000_000))]
+    sources.frames = RecordedFrames()
+    points, _, problems = sources.anchors(image.header, None, (480, 640), bare)
+    assert points.shape == (0, 3) and len(problems) == 1
+    assert problems[0].startswith("no transform from frame 'laser' to 'cam'")
+    assert "; tf2: LookupException" in problems[0]
+    sources.frames = None  # no tf2: the static chain's words alone
+    _, _, problems = sources.anchors(image.header, None, (480, 640), bare)
+    assert len(problems) == 1 and "tf2" not in problems[0]
+
+
 
 
 def scan(ranges, angle_min=-0.5, increment=0.25, range_min=0.1, range_max=10.0):

@@ -1,18 +1,21 @@
 """metric_scale in the node over real rclpy / DDS, tiny random CLIP: the depth put in the scale
 of metric anchors (a cloud on anchors/points, a registered depth image on anchors/depth, a
-LaserScan on scan through static_transforms),
-the clouds withheld until a first fit when asked, and diagnostics saying what the fit is."""
+LaserScan on scan through static_transforms, or through tf2's /tf_static and /tf where tf2_ros
+imports), the clouds withheld until a first fit when asked, and diagnostics saying what the
+fit is."""
 
 import numpy as np
 import pytest
 from helpers import camera_info, encode, model_config, stamp, structured_image, wait_until
 from range_factory import LASER_TO_OPTICAL, anchors_at_the_cells, cloud_of, scan_of
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
 from ros_harness import running_node
 from sensor_msgs.msg import Image, LaserScan, PointCloud2
 
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.messages import decoding
+from depthclip_ros.node import tf_frames
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 SIZE = dict(input_width=256, input_height=192)  # a 6 x 8 feature grid
@@ -132,6 +135,11 @@ def test_a_scan_through_static_transforms_with_parameters_changed_while_on(
         wait_until(reason_reported)
         assert values["metric last reason not fitted"] == "no scan within 0.05 s"
         assert values["metric scale"].startswith("2 ")
+        if tf_frames.available():  # static_transforms joined the frames: tf2 never asked
+            assert values["metric transforms"].startswith("static_transforms, then tf2 ")
+            assert ": 0 lookups, 0 failed" in values["metric transforms"]
+        else:
+            assert values["metric transforms"] == "static_transforms only (tf2_ros not installed)"
         larger = dict(input_width=384, input_height=288)
         changes = [Parameter(k, value=v) for k, v in larger.items()]
         assert node.set_parameters_atomically(changes).successful
@@ -149,3 +157,104 @@ def test_a_scan_through_static_transforms_with_parameters_changed_while_on(
             frame(5, scan_of(new, K, 3.0, 5)), 3.0 * new.depth[0], rtol=1e-4
         )
         wait_until(lambda: "bins" in str(tester.received["/diagnostics"][-1:]))
+
+
+def diagnostics_values(tester) -> dict:
+    values = {}
+    for msg in tester.received["/diagnostics"][-3:]:
+        for status in msg.status:
+            values.update({kv.key: kv.value for kv in status.values})
+    return values
+
+
+def test_a_scan_through_tf2s_frames_heard_while_on(tiny_checkpoint, tmp_path):
+    """No static_transforms: the laser's frame reaches the camera's through tf2 (a ROS
+    install's tf2_ros): a scan before any transform is not fitted, saying tf2's words; after
+    /tf_static (transient local, from another node) it is; metric_scale off closes /tf and
+    /tf_static (the depth the model's), on again hears /tf_static's latched transforms at
+    once; a dynamic /tf is looked up at the scan's stamp (one outside its buffer is tf2's
+    extrapolation, said, and the fit kept)."""
+    pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (a ROS install has it)")
+    from range_factory import tf_message
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy
+    from tf2_msgs.msg import TFMessage
+
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **SIZE)).predict(IMAGE)
+    params = dict(
+        SIZE, metric_scale="scale", metric_scale_sources=["scan"], metric_scale_min_anchors=5
+    )
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
+        scan_pub = tester.node.create_publisher(LaserScan, "scan", RELIABLE)
+        static_pub = tester.node.create_publisher(TFMessage, "/tf_static", latched)
+        tf_pub = tester.node.create_publisher(TFMessage, "/tf", RELIABLE)
+        sources = node.ranges.sources
+
+        def frame(sec, scale, laser="laser"):
+            if scale is not None:
+                before = sources.received["scan"]
+                scan = scan_of(core, K, scale, sec)
+                scan.header.frame_id = laser
+                scan_pub.publish(scan)
+                wait_until(lambda: sources.received["scan"] == before + 1)
+            tester.info_pub.publish(stamp(INFO, sec))
+            tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), sec))
+            return depth_of(tester, sec)
+
+        wait_until(lambda: scan_pub.get_subscription_count() > 0)
+        wait_until(lambda: static_pub.get_subscription_count() > 0)
+        np.testing.assert_allclose(frame(1, 2.0), core.depth[0], rtol=1e-5)  # no frames yet
+        wait_until(
+            lambda: (
+                "tf2: LookupException"
+                in diagnostics_values(tester).get("metric last reason not fitted", "")
+            )
+        )
+        reason = diagnostics_values(tester)["metric last reason not fitted"]
+        assert reason.startswith("no transform from frame 'laser' to 'camera_optical_frame'")
+        static_pub.publish(tf_message(LASER_TO_OPTICAL))
+        frames = sources.frames
+        wait_until(lambda: frames.buffer.can_transform("camera_optical_frame", "laser", Time()))
+        np.testing.assert_allclose(frame(2, 2.0), 2.0 * core.depth[0], rtol=1e-4)
+        wait_until(lambda: diagnostics_values(tester).get("metric scale", "").startswith("2 "))
+        words = diagnostics_values(tester)["metric transforms"]
+        assert words.startswith(
+            "static_transforms, then tf2 (/tf, /tf_static): 2 lookups, 1 failed"
+        )
+        assert "(last: tf2: LookupException" in words
+
+        assert node.set_parameters([Parameter("metric_scale", value="off")])[0].successful
+        wait_until(lambda: static_pub.get_subscription_count() == 0)
+        assert sources.frames is None and scan_pub.get_subscription_count() == 0
+        np.testing.assert_allclose(frame(3, None), core.depth[0], rtol=1e-5)  # off: the model's
+        assert node.set_parameters([Parameter("metric_scale", value="scale")])[0].successful
+        wait_until(
+            lambda: (
+                sources.frames is not None
+                and sources.frames.buffer.can_transform("camera_optical_frame", "laser", Time())
+            )
+        )  # /tf_static again, latched
+        wait_until(lambda: scan_pub.get_subscription_count() > 0)
+        np.testing.assert_allclose(frame(4, 3.0), 3.0 * core.depth[0], rtol=1e-4)
+
+        # A laser on a moving mount: tilt_laser -> laser on /tf at stamp 5 only.
+        tf_pub.publish(tf_message(["0 0 0 0 0 0 laser tilt_laser"], sec=5))
+        frames = sources.frames
+        wait_until(
+            lambda: frames.buffer.can_transform(
+                "camera_optical_frame", "tilt_laser", Time(seconds=5)
+            )
+        )
+        looked_up, failed = frames.lookups, frames.failed
+        np.testing.assert_allclose(frame(5, 3.0, "tilt_laser"), 3.0 * core.depth[0], rtol=1e-4)
+        assert (frames.lookups, frames.failed) == (looked_up + 1, failed)
+        kept = frame(7, 2.5, "tilt_laser")  # stamp 7: outside what /tf gave; the fit kept
+        np.testing.assert_allclose(kept, 3.0 * core.depth[0], rtol=1e-4)
+        assert (frames.lookups, frames.failed) == (looked_up + 2, failed + 1)
+        wait_until(
+            lambda: (
+                "tf2: ExtrapolationException"
+                in diagnostics_values(tester).get("metric last reason not fitted", "")
+            )
+        )

@@ -114,13 +114,7 @@ def rosbags_tf_static(texts, store):
     stamped = []
     for text in texts:
         t = parse_static_transform(text)
-        r = t.rotation  # to a quaternion (w > 0 branch: the rotations here are under pi)
-        w = np.sqrt(max(1.0 + r[0, 0] + r[1, 1] + r[2, 2], 1e-12)) / 2
-        x, y, z = (
-            (r[2, 1] - r[1, 2]) / (4 * w),
-            (r[0, 2] - r[2, 0]) / (4 * w),
-            (r[1, 0] - r[0, 1]) / (4 * w),
-        )
+        x, y, z, w = quaternion_of(t.rotation)
         stamped.append(
             types["geometry_msgs/msg/TransformStamped"](
                 header=types["std_msgs/msg/Header"](
@@ -137,3 +131,35 @@ def rosbags_tf_static(texts, store):
             )
         )
     return types["tf2_msgs/msg/TFMessage"](transforms=stamped)
+
+
+def quaternion_of(r) -> tuple:
+    """(x, y, z, w) of rotation matrix `r` (the w > 0 branch: the rotations here are under
+    pi)."""
+    w = np.sqrt(max(1.0 + r[0, 0] + r[1, 1] + r[2, 2], 1e-12)) / 2
+    x, y, z = (
+        (r[2, 1] - r[1, 2]) / (4 * w),
+        (r[0, 2] - r[2, 0]) / (4 * w),
+        (r[1, 0] - r[0, 1]) / (4 * w),
+    )
+    return tuple(float(c) for c in (x, y, z, w))
+
+
+def tf_message(texts, sec=0):
+    """A tf2_msgs/TFMessage (rclpy's; tf2_msgs from a ROS install) of the
+    static_transform_publisher `texts`, stamped `sec`."""
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    from depthclip_ros.metric_scale.transforms import parse_static_transform
+
+    stamped = []
+    for text in texts:
+        t = parse_static_transform(text)
+        msg = TransformStamped(child_frame_id=t.child)
+        msg.header.frame_id, msg.header.stamp.sec = t.parent, sec
+        v, q = msg.transform.translation, msg.transform.rotation
+        v.x, v.y, v.z = map(float, t.translation)
+        q.x, q.y, q.z, q.w = quaternion_of(t.rotation)
+        stamped.append(msg)
+    return TFMessage(transforms=stamped)
