@@ -30,6 +30,31 @@ def jpeg(rgb):
     return buf.getvalue()
 
 
+def static_broadcaster_qos():
+    """What tf2's StaticTransformBroadcaster offers, as a bag records it: reliable, transient
+    local, keep last 1."""
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    return Qos(
+        QosHistory.KEEP_LAST,
+        1,
+        QosReliability.RELIABLE,
+        QosDurability.TRANSIENT_LOCAL,
+        QosTime(0, 0),
+        QosTime(0, 0),
+        QosLiveliness.AUTOMATIC,
+        QosTime(0, 0),
+        False,
+    )
+
+
 def write_bag(
     path,
     storage="mcap",
@@ -52,7 +77,8 @@ def write_bag(
     (width, height)} of several cameras recorded together (default {"/cam": (width, height)}),
     each with its own images (seeded by camera and frame); `extra`: {topic: (rosbags typestore,
     type, message(i))} of more topics, written once a frame, serialised by that typestore,
-    `extra_at` ns after the frame's camera_info (negative: before it and the image).
+    `extra_at` ns after the frame's camera_info (negative: before it and the image);
+    `/tf_static` among them is recorded with what tf2's static broadcaster offers.
 
     Returns {topic: [(log_time_ns, raw_bytes), ...]} of what was written.
     """
@@ -78,7 +104,10 @@ def write_bag(
                 )
             conns[ns + suffix] = writer.add_connection(ns + suffix, msgtype, typestore=typestore)
         for topic, (store, extra_type, _) in (extra or {}).items():
-            conns[topic] = writer.add_connection(topic, extra_type, typestore=store)
+            offered = [static_broadcaster_qos()] if topic == "/tf_static" else []
+            conns[topic] = writer.add_connection(
+                topic, extra_type, typestore=store, offered_qos_profiles=offered
+            )
 
         def put(topic, t, msg):
             raw = serialize_message(msg)

@@ -1,14 +1,16 @@
 """Replay a rosbag2 over rclpy the way `ros2 bag play --clock` does (rosbag2 is not on PyPI).
 
 Publishes /clock with the bag's log time (40 Hz, and at every message) and each message's
-recorded bytes, unchanged, at its recorded time scaled by 1/rate.
+recorded bytes, unchanged, at its recorded time scaled by 1/rate; a topic whose recorded
+publishers all offered transient local (/tf_static) is played transient local, as rosbag2
+adapts its offers to the recorded ones.
 """
 
 import importlib
 import time
 
 from builtin_interfaces.msg import Time
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
 CLOCK_PERIOD_S = 1 / 40  # ros2 bag play --clock's default rate
@@ -35,10 +37,9 @@ def play(
     from rosbags.rosbag2 import Reader
 
     clock_pub = node.create_publisher(Clock, "/clock", 10)
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     with Reader(bag_path) as reader:
         pubs = {
-            c.topic: node.create_publisher(message_class(c.msgtype), c.topic, qos)
+            c.topic: node.create_publisher(message_class(c.msgtype), c.topic, _qos_of(c))
             for c in reader.connections
         }
         deadline = time.monotonic() + timeout
@@ -61,3 +62,13 @@ def play(
             pubs[conn.topic].publish(bytes(raw))
             count += 1
         return count
+
+
+def _qos_of(connection) -> QoSProfile:
+    offers = getattr(connection.ext, "offered_qos_profiles", None) or []
+    latched = bool(offers) and all(o.durability.name == "TRANSIENT_LOCAL" for o in offers)
+    return QoSProfile(
+        depth=10,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+    )

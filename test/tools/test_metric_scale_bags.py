@@ -1,9 +1,11 @@
 """metric_scale through depthclip-bag: a bag recording a LaserScan beside the camera, the scan's
 frame given by static_transforms or by the bag's /tf_static: the depth in the scan's scale,
-equal to the node's fed by `ros2 bag play` of the same bag, frame by frame; the reasons a frame
-was not fitted among the tool's warnings."""
+equal to the node's fed by `ros2 bag play` of the same bag, frame by frame (the node hearing
+the bag's /tf_static through tf2 where tf2_ros imports); the reasons a frame was not fitted
+among the tool's warnings."""
 
 import numpy as np
+import pytest
 import yaml
 from bag_factory import deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
@@ -89,6 +91,28 @@ def test_a_scan_in_a_bag_scales_the_depth_as_the_node_fed_by_bag_play(
         depth = tester.wait_for("depth/image", count=FRAMES, timeout=30)
     node = [decoding.depth_image_to_array(m) for m in depth]
     for from_bag, from_node in zip(given, node, strict=True):
+        np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
+
+
+def test_a_bags_tf_static_heard_through_tf2_gives_the_node_the_depthclip_bags_depth(
+    tmp_path, tiny_checkpoint
+):
+    """No static_transforms anywhere: depthclip-bag reads the bag's /tf_static, the node (a
+    ROS install's tf2_ros) hears it from `ros2 bag play` (latched, as recorded): the same depth,
+    frame by frame."""
+    pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (a ROS install has it)")
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
+    bag = tmp_path / "tf_bag"
+    write_scan_bag(bag, results, tf_static=True)
+    from_tf = processed(tmp_path, bag, "from_tf", model=tiny_checkpoint)
+    np.testing.assert_allclose(from_tf[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
+    remap = {"image": "/cam/image_raw", "camera_info": "/cam/camera_info"}
+    with running_node(tiny_checkpoint, tmp_path, remappings=remap, **COMMON) as (_, tester):
+        play(tester.node, bag, rate=0.25, wait_for_subscribers=("/cam/image_raw", "/scan"))
+        depth = tester.wait_for("depth/image", count=FRAMES, timeout=30)
+    node = [decoding.depth_image_to_array(m) for m in depth]
+    for from_bag, from_node in zip(from_tf, node, strict=True):
         np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
 
 
