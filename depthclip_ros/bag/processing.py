@@ -16,7 +16,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from ..config.settings import OutputSettings
-from ..errors import BagError, ImageDecodeError, ImageSizeError
+from ..errors import AnchorError, BagError, ImageDecodeError, ImageSizeError
 from ..estimator.temporal_filter import TemporalFilter
 from ..files import atomic_directory, cannot_write
 from ..messages.decoding import decode_image
@@ -46,7 +46,7 @@ RANGE_TYPES = {
     "points": "sensor_msgs/msg/PointCloud2",
     "depth": "sensor_msgs/msg/Image",
 }
-TF_STATIC, TF_MESSAGE = "/tf_static", "tf2_msgs/msg/TFMessage"
+TF, TF_STATIC, TF_MESSAGE = "/tf", "/tf_static", "tf2_msgs/msg/TFMessage"
 
 # rosbag2 metadata version of OUT: 8 writes offered_qos_profiles as a YAML string, the form
 # Humble's rosbag2 parses (version 9 writes a list, which Humble refuses); Iron and later read 8.
@@ -152,7 +152,7 @@ class BagProcessor:
         read = None  # every connection
         if definitions is None:  # only what the outputs are made of
             needed = set(by_info) | {camera.image_topic for camera in cameras}
-            needed |= set(self.range_topics)
+            needed |= set(self.range_topics) | ({TF} if self.range_topics else set())
             read = [c for c in reader.connections if c.topic in needed]
         chunks = self._read_chunks(reader, in_path, cameras, by_info, out_conns, read)
         overlap = model_leaves_cpu_free(self.estimator.device, self.estimator.cpu_threads)
@@ -179,6 +179,12 @@ class BagProcessor:
             ):
                 msg = self._deserialize(raw, conn, timestamp)
                 self.ranges.add(self.range_topics[conn.topic], msg)
+            elif self.range_topics and conn.topic == TF and conn.msgtype == TF_MESSAGE:
+                for stamped in self._deserialize(raw, conn, timestamp).transforms:
+                    try:
+                        self.ranges.moving.add(stamped)
+                    except AnchorError as exc:
+                        self.problems.setdefault(f"{TF}: {exc}", timestamp)
             elif conn.topic in by_image:
                 camera = by_image[conn.topic]
                 chunk.images += 1

@@ -20,7 +20,7 @@ from ..messages import range_data
 from ..messages.camera_model import PinholeCamera
 from ..runtime.stamp_pairing import StampIndex
 from .anchors import depth_image_points, ground_points
-from .transforms import StaticTransforms
+from .transforms import StaticTransforms, TransformHistory
 
 KEEP = 20  # messages a source keeps (the newest arrivals): 2 s of a 10 Hz scan
 # A registered depth image's pixels back-projected, at most about this many (a VGA depth image
@@ -31,9 +31,10 @@ SOURCES = ("scan", "points", "depth")  # the sources that are messages
 
 class RangeSources:
     """Every source's recent messages, and the static transforms: those of the
-    static_transforms parameter and any `add_transform`s (a bag's /tf_static). `frames`, when
-    set, looks up what those do not join: an object with `lookup(target, source, stamp)`
-    returning a Transform or raising AnchorError (the node's tf2 buffer)."""
+    static_transforms parameter and any `add_transform`s (a bag's /tf_static); `moving`, a
+    bag's /tf over time. `frames`, when set, looks up what those do not join: an object with
+    `lookup(target, source, stamp)` returning a Transform or raising AnchorError (the node's
+    tf2 buffer)."""
 
     def __init__(self):
         self._messages = {name: StampIndex(KEEP) for name in SOURCES}
@@ -41,6 +42,7 @@ class RangeSources:
         self._lock = threading.Lock()  # the node's executor adds, its worker reads
         self._given = StaticTransforms()  # from /tf_static
         self._parsed = (None, None)  # (static_transforms texts, their StaticTransforms)
+        self.moving = TransformHistory()  # a bag's /tf (the node's tf2 hears its own)
         self.frames = None
 
     def add(self, name: str, msg) -> None:
@@ -88,17 +90,26 @@ class RangeSources:
 
     def _lookup(self, target: str, source, settings):
         """The transform of the frame of header `source` (at its stamp) into `target`: the
-        static transforms' chain first (given by the user), else the frames' lookup."""
+        static transforms' chain first (given by the user), then with the moving transforms
+        at the stamp, else the frames' lookup."""
+        static = self._transforms(settings)
         try:
-            return self._transforms(settings).lookup(target, source.frame_id)
-        except AnchorError as static:
-            frames = self.frames  # the node's executor may close them meanwhile
-            if frames is None:
-                raise
+            return static.lookup(target, source.frame_id)
+        except AnchorError as exc:
+            words = str(exc)
+        if self.moving:
+            moving, outside = self.moving.at(source.stamp)
+            try:
+                return StaticTransforms([*static.all(), *moving]).lookup(target, source.frame_id)
+            except AnchorError:
+                words = "; ".join([words, *outside])
+        frames = self.frames  # the node's executor may close them meanwhile
+        if frames is not None:
             try:
                 return frames.lookup(target, source.frame_id, source.stamp)
-            except AnchorError as looked_up:
-                raise AnchorError(f"{static}; {looked_up}") from None
+            except AnchorError as exc:
+                words = f"{words}; {exc}"
+        raise AnchorError(words)
 
     def _transforms(self, settings) -> StaticTransforms:
         texts, parsed = self._parsed

@@ -124,6 +124,50 @@ def test_a_transformstamped_is_the_transform_its_publisher_gave():
     np.testing.assert_allclose(read.translation, [-0.5, 0.25, 1.0])
 
 
+def stamped(parent, child, sec, xyz=(0.0, 0.0, 0.0), yaw=0.0, quaternion=None):
+    from geometry_msgs.msg import TransformStamped
+
+    msg = TransformStamped(child_frame_id=child)
+    msg.header.frame_id = parent
+    msg.header.stamp.sec, msg.header.stamp.nanosec = int(sec), int(round(sec % 1 * 1e9))
+    t, q = msg.transform.translation, msg.transform.rotation
+    t.x, t.y, t.z = map(float, xyz)
+    q.x, q.y, q.z, q.w = quaternion or (0.0, 0.0, float(np.sin(yaw / 2)), float(np.cos(yaw / 2)))
+    return msg
+
+
+def test_transforms_over_time_are_interpolated_at_a_stamp_and_never_extrapolated():
+    """A /tf edge sampled at 10 s (at rest) and 11 s (2 m along x, turned 90 degrees): at
+    10.5 s halfway (1 m, 45 degrees: slerp), at a sample its value; outside them none, said;
+    the 10 s behind the newest sample kept, older ones forgotten; a quaternion q or -q alike."""
+    history = transforms.TransformHistory()
+    assert not history
+    history.add(stamped("base", "laser", 10.0))
+    history.add(stamped("/base", "laser", 11.0, xyz=(2, 0, 0), yaw=np.pi / 2))
+    (half,), outside = history.at(stamped("", "", 10.5).header.stamp)
+    assert (half.parent, half.child, outside) == ("base", "laser", [])
+    np.testing.assert_allclose(half.translation, [1.0, 0.0, 0.0])
+    yawed = transforms.rotation_from_rpy
+    np.testing.assert_allclose(half.rotation, yawed(0, 0, np.pi / 4), atol=1e-12)
+    (end,), _ = history.at(stamped("", "", 11.0).header.stamp)
+    np.testing.assert_allclose(end.rotation, yawed(0, 0, np.pi / 2), atol=1e-12)
+    found, outside = history.at(stamped("", "", 11.5).header.stamp)
+    assert found == [] and outside == [
+        "/tf has base -> laser from 10.000 to 11.000 s, not at 11.500 s"
+    ]
+    # The same rotations written as -q: slerp takes the short way round.
+    flipped = transforms.TransformHistory()
+    flipped.add(stamped("base", "laser", 10.0, quaternion=(0.0, 0.0, 0.0, -1.0)))
+    flipped.add(stamped("base", "laser", 11.0, yaw=np.pi / 2))
+    (half,), _ = flipped.at(stamped("", "", 10.5).header.stamp)
+    np.testing.assert_allclose(half.rotation, yawed(0, 0, np.pi / 4), atol=1e-12)
+    history.add(stamped("base", "laser", 20.5))
+    assert history.at(stamped("", "", 10.5).header.stamp)[0] == []  # 10 s behind 20.5: gone
+    assert len(history.at(stamped("", "", 15.0).header.stamp)[0]) == 1
+    with pytest.raises(AnchorError, match="no rotation"):
+        history.add(stamped("base", "laser", 21.0, quaternion=(0.0, 0.0, 0.0, 0.0)))
+
+
 # -- sources ---------------------------------------------------------------------------------
 
 
@@ -182,8 +226,15 @@ def test_frames_static_transforms_do_not_join_are_looked_up_at_the_anchors_stamp
     sources.frames = None  # no tf2: the static chain's words alone
     _, _, problems = sources.anchors(image.header, None, (480, 640), bare)
     assert len(problems) == 1 and "tf2" not in problems[0]
-
-
+    # A bag's /tf (the laser moving along the optical axis): looked up at the scan's stamp.
+    sources.moving.add(stamped("cam", "laser", 7.0, xyz=(0, 0, 1)))
+    sources.moving.add(stamped("cam", "laser", 7.02, xyz=(0, 0, 3)))
+    points, _, problems = sources.anchors(image.header, None, (480, 640), bare)
+    assert problems == [] and np.allclose(points, own + [0.0, 0.0, 2.0])  # at 7.01 s
+    msg.header.stamp.nanosec = 30_000_000  # 7.03 s: after /tf's last sample
+    points, _, problems = sources.anchors(image.header, None, (480, 640), bare)
+    assert points.shape == (0, 3) and len(problems) == 1
+    assert problems[0].endswith("; /tf has cam -> laser from 7.000 to 7.020 s, not at 7.030 s")
 
 
 def scan(ranges, angle_min=-0.5, increment=0.25, range_min=0.1, range_max=10.0):

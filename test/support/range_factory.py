@@ -108,17 +108,23 @@ def rosbags_scan(scan, store):
 
 def rosbags_tf_static(texts, store):
     """A tf2_msgs/TFMessage of `store` holding the static_transform_publisher `texts`."""
+    return rosbags_tf([(text, 0, 0) for text in texts], store)
+
+
+def rosbags_tf(stamped_texts, store):
+    """A tf2_msgs/TFMessage of `store` holding (static_transform_publisher text, sec,
+    nanosec) each."""
     from depthclip_ros.metric_scale.transforms import parse_static_transform
 
     types = store.types
     stamped = []
-    for text in texts:
+    for text, sec, nanosec in stamped_texts:
         t = parse_static_transform(text)
         x, y, z, w = quaternion_of(t.rotation)
         stamped.append(
             types["geometry_msgs/msg/TransformStamped"](
                 header=types["std_msgs/msg/Header"](
-                    stamp=types["builtin_interfaces/msg/Time"](sec=0, nanosec=0),
+                    stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
                     frame_id=t.parent,
                 ),
                 child_frame_id=t.child,

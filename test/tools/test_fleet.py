@@ -193,8 +193,9 @@ def test_archive_on_ray_equals_the_bag_tool_and_a_corrupt_bag_fails_alone(tmp_pa
 
 
 def wall_scan(frame):
-    """A LaserScan (rosbags) in the laser frame of LASER_TO_OPTICAL: a wall of returns 3 m
-    around, across the 160x120 camera's view, stamped as write_bag's frame."""
+    """A LaserScan (rosbags) from a laser on a mount turned by 0.01 rad a frame (mount_tf) on
+    the laser frame of LASER_TO_OPTICAL: a wall of returns 3 m around, across the 160x120
+    camera's view, stamped as write_bag's frame."""
     from bag_factory import frame_stamp
     from range_factory import rosbags_scan
     from rosbags.typesys import Stores, get_typestore
@@ -202,15 +203,32 @@ def wall_scan(frame):
 
     sec, nanosec = frame_stamp(frame)
     scan = LaserScan(
-        angle_min=-0.4,
-        angle_max=0.4,
+        angle_min=-0.4 - 0.01 * frame,
+        angle_max=0.4 - 0.01 * frame,
         angle_increment=0.01,
         range_min=0.1,
         range_max=50.0,
         ranges=[3.0] * 81,
     )
-    scan.header.stamp.sec, scan.header.stamp.nanosec, scan.header.frame_id = sec, nanosec, "laser"
+    scan.header.stamp.sec, scan.header.stamp.nanosec = sec, nanosec
+    scan.header.frame_id = "tilt_laser"
     return rosbags_scan(scan, get_typestore(Stores.ROS2_KILTED))
+
+
+def mount_tf(frame):
+    """/tf (rosbags) of wall_scan's mount: laser -> tilt_laser at 0.01 rad a frame, 25 ms
+    either side of the frame's stamp."""
+    from bag_factory import frame_stamp
+    from range_factory import rosbags_tf
+    from rosbags.typesys import Stores, get_typestore
+
+    sec, nanosec = frame_stamp(frame)
+    yaw = 0.01 * frame
+    samples = [
+        (f"0 0 0 {yaw!r} 0 0 laser tilt_laser", *divmod(sec * 10**9 + nanosec + offset, 10**9))
+        for offset in (-25_000_000, 25_000_000)
+    ]
+    return rosbags_tf(samples, get_typestore(Stores.ROS2_KILTED))
 
 
 def slanted_depth(frame):
@@ -247,7 +265,8 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
 ):
     """temporal_filter mixture (a threshold no patch reaches, so every frame fuses), scene_bins
     auto and metric_scale (mode bins: its bin probabilities fetched) fitted to a scan in one
-    bag, to a registered depth image in the other, on the unbiased tiny CLIP over VARYING_BINS
+    bag (from a laser on a turning mount: the bag's /tf), to a registered depth image in the
+    other, on the unbiased tiny CLIP over VARYING_BINS
     (a depth that varies over the image): the scan's wall, one row of cells at one depth, falls
     back to a scale; the depth image's slanted plane moves each bin (its depth is neither mode
     scale's nor mode scale_shift's, and near the latter's).
@@ -264,7 +283,13 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
     store = get_typestore(Stores.ROS2_KILTED)
     archive, outdir = tmp_path / "archive", tmp_path / "out"
     for name, extra in (
-        ("a", {"/scan": (store, "sensor_msgs/msg/LaserScan", wall_scan)}),
+        (
+            "a",
+            {
+                "/scan": (store, "sensor_msgs/msg/LaserScan", wall_scan),
+                "/tf": (store, "tf2_msgs/msg/TFMessage", mount_tf),
+            },
+        ),
         ("b", {"/anchors/depth": (store, "sensor_msgs/msg/Image", slanted_depth)}),
     ):
         write_bag(archive / name, "mcap", frames=12, extra=extra, extra_at=-50_000_000)

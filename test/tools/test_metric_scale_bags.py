@@ -10,7 +10,7 @@ import yaml
 from bag_factory import deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
 from helpers import VARYING_BINS, model_config, structured_image
-from range_factory import LASER_TO_OPTICAL, rosbags_scan, rosbags_tf_static, scan_of
+from range_factory import LASER_TO_OPTICAL, rosbags_scan, rosbags_tf, rosbags_tf_static, scan_of
 from ros_harness import running_node
 from rosbags.typesys import Stores, get_typestore
 
@@ -35,19 +35,41 @@ def scale_of(frame):  # the scene's scale against the model drifts a little, fra
     return 1.5 + 0.03 * frame
 
 
-def write_scan_bag(path, results, tf_static=False, scans=FRAMES):
+def mount_angle(sec, nanosec):
+    """The moving mount's yaw at a stamp: turning at 2 rad/s from the recording's start."""
+    return 2.0 * ((sec * 10**9 + nanosec) - frame_stamp(0)[0] * 10**9) * 1e-9
+
+
+def write_scan_bag(path, results, tf_static=False, scans=FRAMES, moving=None):
     """write_bag's camera with a scan of each of the first `scans` frames, logged 50 ms before
-    its image (header stamps equal); `tf_static`: the laser's frame in /tf_static too."""
+    its image (header stamps equal); `tf_static`: the laser's frame in /tf_static too.
+    `moving` (a number of frames): the scans in frame tilt_laser, a mount turning on the laser
+    (mount_angle), their rays turned back by its angle, and /tf of the first `moving` frames
+    giving laser -> tilt_laser 25 ms either side of each frame's stamp."""
     store = get_typestore(Stores.ROS2_KILTED)
 
     def scan(i):
         sec, nanosec = frame_stamp(i if i < scans else i - 10)  # later ones: stamps off by 1 s
-        return rosbags_scan(scan_of(results[i], K, scale_of(i), sec, nanosec), store)
+        msg = scan_of(results[i], K, scale_of(i), sec, nanosec)
+        if moving is not None:
+            msg.header.frame_id = "tilt_laser"
+            msg.angle_min -= mount_angle(sec, nanosec)
+        return rosbags_scan(msg, store)
+
+    def tf(i):
+        samples = []
+        for offset in (-25_000_000, 25_000_000):
+            sec, nanosec = divmod(frame_stamp(i)[0] * 10**9 + frame_stamp(i)[1] + offset, 10**9)
+            text = f"0 0 0 {mount_angle(sec, nanosec)!r} 0 0 laser tilt_laser"
+            samples.append((text, sec, nanosec))
+        return rosbags_tf(samples if i < moving else [], store)
 
     extra = {"/scan": (store, "sensor_msgs/msg/LaserScan", scan)}
     if tf_static:
-        tf = rosbags_tf_static(LASER_TO_OPTICAL, store)
-        extra["/tf_static"] = (store, "tf2_msgs/msg/TFMessage", lambda i: tf)
+        static = rosbags_tf_static(LASER_TO_OPTICAL, store)
+        extra["/tf_static"] = (store, "tf2_msgs/msg/TFMessage", lambda i: static)
+    if moving is not None:
+        extra["/tf"] = (store, "tf2_msgs/msg/TFMessage", tf)
     write_bag(path, frames=FRAMES, width=WIDTH, height=HEIGHT, extra=extra, extra_at=-50_000_000)
 
 
@@ -114,6 +136,56 @@ def test_a_bags_tf_static_heard_through_tf2_gives_the_node_the_depthclip_bags_de
     node = [decoding.depth_image_to_array(m) for m in depth]
     for from_bag, from_node in zip(from_tf, node, strict=True):
         np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
+
+
+def test_a_laser_on_a_moving_mount_is_looked_up_in_the_bags_tf_at_each_scans_stamp(
+    tmp_path, tiny_checkpoint, capsys
+):
+    """/tf: laser -> tilt_laser turning at 2 rad/s, sampled 25 ms either side of each frame;
+    each scan in tilt_laser's frame: depthclip-bag's depth equals that of the same scans
+    recorded in the laser's own frame (the mount's angle interpolated at each scan's stamp, as
+    tf2 does; a neighbouring sample's angle would turn the rays by 0.05 rad). /tf that stops
+    after three frames: the later frames keep the fit and say why."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
+    still, turning, stops = (tmp_path / f"{name}_bag" for name in ("still", "turning", "stops"))
+    write_scan_bag(still, results, tf_static=True)
+    write_scan_bag(turning, results, tf_static=True, moving=FRAMES)
+    write_scan_bag(stops, results, tf_static=True, moving=3)
+    expected = processed(tmp_path, still, "still", model=tiny_checkpoint)
+    through_tf = processed(tmp_path, turning, "turning", model=tiny_checkpoint)
+    assert "metric_scale" not in capsys.readouterr().err
+    for a, b in zip(expected, through_tf, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5)
+    stopped = processed(tmp_path, stops, "stops", model=tiny_checkpoint)
+    err = capsys.readouterr().err
+    assert "/cam/image_raw: metric_scale: no transform from frame 'tilt_laser'" in err
+    assert "/tf has laser -> tilt_laser from " in err
+    for i in range(3):
+        np.testing.assert_allclose(stopped[i], expected[i], rtol=1e-5)
+    for i in range(3, FRAMES):  # the third frame's fit, kept
+        ratio = np.nanmedian(stopped[i] / results[i].depth[0])
+        np.testing.assert_allclose(ratio, np.nanmedian(stopped[2] / results[2].depth[0]))
+
+
+def test_a_moving_mount_heard_through_tf2_gives_the_node_the_depthclip_bags_depth(
+    tmp_path, tiny_checkpoint
+):
+    """The turning mount's bag played to the node (a ROS install's tf2_ros hearing /tf and
+    /tf_static): the same depth as depthclip-bag's, frame by frame."""
+    pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (a ROS install has it)")
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
+    bag = tmp_path / "turning_bag"
+    write_scan_bag(bag, results, tf_static=True, moving=FRAMES)
+    from_bag = processed(tmp_path, bag, "turning", model=tiny_checkpoint)
+    remap = {"image": "/cam/image_raw", "camera_info": "/cam/camera_info"}
+    with running_node(tiny_checkpoint, tmp_path, remappings=remap, **COMMON) as (_, tester):
+        play(tester.node, bag, rate=0.25, wait_for_subscribers=("/cam/image_raw", "/scan"))
+        depth = tester.wait_for("depth/image", count=FRAMES, timeout=30)
+    node = [decoding.depth_image_to_array(m) for m in depth]
+    for tool, from_node in zip(from_bag, node, strict=True):
+        np.testing.assert_allclose(from_node, tool, rtol=1e-5, equal_nan=True)
 
 
 def rosbags_depth_image(depth, sec, nanosec, store):
