@@ -102,7 +102,8 @@ class RangeSources:
             try:
                 return StaticTransforms([*static.all(), *moving]).lookup(target, source.frame_id)
             except AnchorError:
-                words = "; ".join([words, *outside])
+                more = [f"{len(outside) - 3} more /tf edges not at it"] if len(outside) > 3 else []
+                words = "; ".join([words, *outside[:3], *more])
         frames = self.frames  # the node's executor may close them meanwhile
         if frames is not None:
             try:

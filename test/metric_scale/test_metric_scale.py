@@ -235,6 +235,10 @@ def test_frames_static_transforms_do_not_join_are_looked_up_at_the_anchors_stamp
     points, _, problems = sources.anchors(image.header, None, (480, 640), bare)
     assert points.shape == (0, 3) and len(problems) == 1
     assert problems[0].endswith("; /tf has cam -> laser from 7.000 to 7.020 s, not at 7.030 s")
+    for joint in range(4):  # a robot's other moving frames: three named, the rest counted
+        sources.moving.add(stamped("base", f"joint{joint}", 1.0))
+    _, _, (problem,) = sources.anchors(image.header, None, (480, 640), bare)
+    assert problem.count("; /tf has ") == 3 and problem.endswith("; 2 more /tf edges not at it")
 
 
 def scan(ranges, angle_min=-0.5, increment=0.25, range_min=0.1, range_max=10.0):
