@@ -106,36 +106,19 @@ def test_a_scan_in_a_bag_scales_the_depth_as_the_node_fed_by_bag_play(
         assert scale_of(0) < ratio < scale_of(i)
     for a, b in zip(given, from_tf, strict=True):
         np.testing.assert_array_equal(a, b)
-    remap = {"image": "/cam/image_raw", "camera_info": "/cam/camera_info"}
-    node_params = dict(COMMON, static_transforms=LASER_TO_OPTICAL)
-    with running_node(tiny_checkpoint, tmp_path, remappings=remap, **node_params) as (_, tester):
-        play(tester.node, bag, rate=0.25, wait_for_subscribers=("/cam/image_raw", "/scan"))
-        depth = tester.wait_for("depth/image", count=FRAMES, timeout=30)
-    node = [decoding.depth_image_to_array(m) for m in depth]
+    node = node_fed_by_bag_play(tiny_checkpoint, tmp_path, bag, static_transforms=LASER_TO_OPTICAL)
     for from_bag, from_node in zip(given, node, strict=True):
         np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
 
 
-def test_a_bags_tf_static_heard_through_tf2_gives_the_node_the_depthclip_bags_depth(
-    tmp_path, tiny_checkpoint
-):
-    """No static_transforms anywhere: depthclip-bag reads the bag's /tf_static, the node (a
-    ROS install's tf2_ros) hears it from `ros2 bag play` (latched, as recorded): the same depth,
-    frame by frame."""
-    pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (a ROS install has it)")
-    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
-    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
-    bag = tmp_path / "tf_bag"
-    write_scan_bag(bag, results, tf_static=True)
-    from_tf = processed(tmp_path, bag, "from_tf", model=tiny_checkpoint)
-    np.testing.assert_allclose(from_tf[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
+def node_fed_by_bag_play(checkpoint, tmp_path, bag, **params):
+    """The node's depth (COMMON and `params`), frame by frame, fed by `ros2 bag play` of
+    `bag`."""
     remap = {"image": "/cam/image_raw", "camera_info": "/cam/camera_info"}
-    with running_node(tiny_checkpoint, tmp_path, remappings=remap, **COMMON) as (_, tester):
+    with running_node(checkpoint, tmp_path, remappings=remap, **COMMON, **params) as (_, tester):
         play(tester.node, bag, rate=0.25, wait_for_subscribers=("/cam/image_raw", "/scan"))
         depth = tester.wait_for("depth/image", count=FRAMES, timeout=30)
-    node = [decoding.depth_image_to_array(m) for m in depth]
-    for from_bag, from_node in zip(from_tf, node, strict=True):
-        np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
+    return [decoding.depth_image_to_array(m) for m in depth]
 
 
 def test_a_laser_on_a_moving_mount_is_looked_up_in_the_bags_tf_at_each_scans_stamp(
@@ -168,24 +151,23 @@ def test_a_laser_on_a_moving_mount_is_looked_up_in_the_bags_tf_at_each_scans_sta
         np.testing.assert_allclose(ratio, np.nanmedian(stopped[2] / results[2].depth[0]))
 
 
-def test_a_moving_mount_heard_through_tf2_gives_the_node_the_depthclip_bags_depth(
-    tmp_path, tiny_checkpoint
+@pytest.mark.parametrize("moving", [None, FRAMES], ids=["tf_static", "turning_mount"])
+def test_the_node_hearing_a_played_bags_frames_through_tf2_equals_depthclip_bag(
+    tmp_path, tiny_checkpoint, moving
 ):
-    """The turning mount's bag played to the node (a ROS install's tf2_ros hearing /tf and
-    /tf_static): the same depth as depthclip-bag's, frame by frame."""
+    """No static_transforms anywhere: depthclip-bag reads the bag's /tf_static (and a turning
+    mount's /tf), the node (a ROS install's tf2_ros) hears them from `ros2 bag play`
+    (/tf_static latched, as recorded): the same depth, frame by frame."""
     pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (a ROS install has it)")
     core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
     results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
-    bag = tmp_path / "turning_bag"
-    write_scan_bag(bag, results, tf_static=True, moving=FRAMES)
-    from_bag = processed(tmp_path, bag, "turning", model=tiny_checkpoint)
-    remap = {"image": "/cam/image_raw", "camera_info": "/cam/camera_info"}
-    with running_node(tiny_checkpoint, tmp_path, remappings=remap, **COMMON) as (_, tester):
-        play(tester.node, bag, rate=0.25, wait_for_subscribers=("/cam/image_raw", "/scan"))
-        depth = tester.wait_for("depth/image", count=FRAMES, timeout=30)
-    node = [decoding.depth_image_to_array(m) for m in depth]
+    bag = tmp_path / "tf_bag"
+    write_scan_bag(bag, results, tf_static=True, moving=moving)
+    from_bag = processed(tmp_path, bag, "from_tf", model=tiny_checkpoint)
+    np.testing.assert_allclose(from_bag[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
+    node = node_fed_by_bag_play(tiny_checkpoint, tmp_path, bag)
     for tool, from_node in zip(from_bag, node, strict=True):
-        np.testing.assert_allclose(from_node, tool, rtol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(from_node, tool, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
 def rosbags_depth_image(depth, sec, nanosec, store):
