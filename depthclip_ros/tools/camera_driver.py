@@ -34,6 +34,7 @@ from ..messages.outputs import rgb8_image_fields
 from ..messages.topics import OUTPUTS
 from ..runtime.stamp_pairing import stamp_ns
 from ..synthetic_scenes import render_scene, scene_camera_info_fields
+from .spin_thread import SpinThread
 
 INFO_PATTERNS = ("after", "before", "1hz", "offset", "none")
 # The outputs beyond depth/image and depth/camera_info, and their types (--every-output).
@@ -219,8 +220,7 @@ def run(
     cameras = [Camera(node, name, pattern, rate, compressed, every_output) for name in names]
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinning = threading.Thread(target=executor.spin, daemon=True)
-    spinning.start()
+    spinning = SpinThread(executor)
     deadline = time.time() + 120
     while time.time() < deadline and not all(c.connected() for c in cameras):
         time.sleep(0.05)
@@ -251,8 +251,7 @@ def run(
         "diagnostics": dict(diagnostics),
         "diagnostics while streaming": streaming or dict(diagnostics),
     }
-    executor.shutdown()
-    spinning.join(5.0)
+    spinning.stop()
     node.destroy_node()
     rclpy.shutdown()
     return report

@@ -12,6 +12,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from helpers import camera_info, encode, stamp, structured_image, wait_until
 from PIL import Image as PILImage
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -23,6 +24,7 @@ from depthclip_ros.export import graph as export
 from depthclip_ros.export.quantization import export_int8
 from depthclip_ros.messages import decoding
 from depthclip_ros.tools.node_process import start_node_process
+from depthclip_ros.tools.spin_thread import SpinThread
 
 ROOT = Path(__file__).resolve().parents[2]
 ONNX_PYTHON = ROOT / ".venv-onnx" / "bin" / "python"
@@ -91,8 +93,9 @@ def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path,
     )
     image_pub = tester.create_publisher(Image, "image", reliable)
     info_pub = tester.create_publisher(CameraInfo, "camera_info", reliable)
-    spinner = threading.Thread(target=rclpy.spin, args=(tester,), daemon=True)
-    spinner.start()
+    executor = SingleThreadedExecutor()
+    executor.add_node(tester)
+    spinner = SpinThread(executor)
     try:
         for sec in range(1, 120):  # until the node (its start-up: seconds) answers
             if arrived.wait(1.0) or node_proc.poll() is not None:
@@ -116,8 +119,9 @@ def test_the_torch_free_node_answers_with_the_cores_depth(make_config, tmp_path,
     finally:
         node_proc.terminate()
         node_proc.wait(timeout=20)
+        spinner.stop()
+        tester.destroy_node()
         rclpy.shutdown()
-        spinner.join(5)
 
 
 def test_int8_without_torch_from_an_exported_fp32_graph(make_config, tmp_path):

@@ -14,6 +14,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depthclip_ros.node.lifecycle_node import DepthClipNode
 from depthclip_ros.node.process import start
+from depthclip_ros.tools.spin_thread import SpinThread
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -125,20 +126,16 @@ def running_node(checkpoint, cache_dir, remappings=None, listen=True, **params):
     executors = [SingleThreadedExecutor(), SingleThreadedExecutor()]
     executors[0].add_node(node)
     executors[1].add_node(tester_node)
-    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
-    for thread in threads:
-        thread.start()
+    spinners = [SpinThread(e) for e in executors]
     try:
         if not remappings and not params.get("cameras") and overrides.get("autostart", True):
             tester.wait_connected()
         yield node, tester
     finally:
-        # The spin threads end before the nodes go: a thread still in its wait would meet a
-        # destroyed handle ("cannot use Destroyable because destruction was requested").
-        for executor in executors:
-            executor.shutdown()
-        for thread in threads:
-            thread.join(timeout=5)
+        # The spin threads end, then the executors and the nodes go: a thread still spinning
+        # would meet a destroyed handle.
+        for spinner in spinners:
+            spinner.stop()
         node.destroy_node()
         tester_node.destroy_node()
         rclpy.shutdown()
@@ -151,13 +148,11 @@ def client_node():
     node = rclpy.create_node("graph_tester")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = SpinThread(executor)
     try:
         yield node
     finally:
-        executor.shutdown()
-        thread.join(timeout=5)
+        spinner.stop()
         node.destroy_node()
         rclpy.shutdown()
 
