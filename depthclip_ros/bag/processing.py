@@ -180,11 +180,8 @@ class BagProcessor:
                 msg = self._deserialize(raw, conn, timestamp)
                 self.ranges.add(self.range_topics[conn.topic], msg)
             elif self.range_topics and conn.topic == TF and conn.msgtype == TF_MESSAGE:
-                for stamped in self._deserialize(raw, conn, timestamp).transforms:
-                    try:
-                        self.ranges.moving.add(stamped)
-                    except AnchorError as exc:
-                        self.problems.setdefault(f"{TF}: {exc}", timestamp)
+                msg = self._deserialize(raw, conn, timestamp)
+                self._take_transforms(TF, msg, self.ranges.moving.add, timestamp)
             elif conn.topic in by_image:
                 camera = by_image[conn.topic]
                 chunk.images += 1
@@ -205,8 +202,21 @@ class BagProcessor:
         if not connections:  # (none given reads every connection)
             return
         for conn, timestamp, raw in read_messages(reader, in_path, connections):
-            for stamped in self._deserialize(raw, conn, timestamp).transforms:
-                self.ranges.add_transform(transform_from_stamped(stamped))
+            msg = self._deserialize(raw, conn, timestamp)
+            self._take_transforms(TF_STATIC, msg, self._add_static, timestamp)
+
+    def _add_static(self, stamped) -> None:
+        self.ranges.add_transform(transform_from_stamped(stamped))
+
+    def _take_transforms(self, topic: str, msg, add, timestamp) -> None:
+        """Each transform of a TFMessage to `add`; one that cannot be used (a quaternion that
+        is no rotation) is a warning naming its frames, the others taken."""
+        for stamped in msg.transforms:
+            try:
+                add(stamped)
+            except AnchorError as exc:
+                frames = f"{stamped.header.frame_id} -> {stamped.child_frame_id}"
+                self.problems.setdefault(f"{topic}: {frames}: {exc}", timestamp)
 
     def _index_camera_infos(self, reader, in_path, info_topic) -> CameraInfoIndex:
         """Every camera_info by stamp, (connection, log time, raw) each: pairing by stamp makes the

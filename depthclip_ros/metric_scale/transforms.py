@@ -58,11 +58,17 @@ def rotation_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
     )
 
 
-def rotation_from_quaternion(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
-    norm = np.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+def unit_quaternion(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
+    """(x, y, z, w) normalised; AnchorError (a ValueError) where it is no rotation."""
+    q = np.array([qx, qy, qz, qw], np.float64)
+    norm = np.linalg.norm(q)
     if not np.isfinite(norm) or norm < 1e-9:
-        raise ValueError(f"the quaternion ({qx}, {qy}, {qz}, {qw}) has no rotation")
-    x, y, z, w = (q / norm for q in (qx, qy, qz, qw))
+        raise AnchorError(f"the quaternion ({qx}, {qy}, {qz}, {qw}) has no rotation")
+    return q / norm
+
+
+def rotation_from_quaternion(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
+    x, y, z, w = unit_quaternion(qx, qy, qz, qw)
     return np.array(
         [
             [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
@@ -201,7 +207,7 @@ class TransformHistory:
         """One geometry_msgs/TransformStamped (rclpy's or a bag's)."""
         edge = (stamped.header.frame_id.lstrip("/"), stamped.child_frame_id.lstrip("/"))
         t, q = stamped.transform.translation, stamped.transform.rotation
-        sample = (np.array([t.x, t.y, t.z], np.float64), _unit_quaternion(q.x, q.y, q.z, q.w))
+        sample = (np.array([t.x, t.y, t.z], np.float64), unit_quaternion(q.x, q.y, q.z, q.w))
         stamps, samples = self._edges.setdefault(edge, ([], []))
         key = stamp_ns(stamped.header.stamp)
         i = bisect.bisect_left(stamps, key)
@@ -234,14 +240,6 @@ class TransformHistory:
             rotation = rotation_from_quaternion(*quaternion)
             found.append(Transform(parent, child, rotation, translation, given=True))
         return found, outside
-
-
-def _unit_quaternion(x, y, z, w) -> np.ndarray:
-    q = np.array([x, y, z, w], np.float64)
-    norm = np.linalg.norm(q)
-    if not np.isfinite(norm) or norm < 1e-9:
-        raise AnchorError(f"a /tf rotation ({x}, {y}, {z}, {w}) that is no rotation")
-    return q / norm
 
 
 def _slerp(q0: np.ndarray, q1: np.ndarray, w: float) -> np.ndarray:

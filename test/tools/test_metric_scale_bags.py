@@ -40,12 +40,13 @@ def mount_angle(sec, nanosec):
     return 2.0 * ((sec * 10**9 + nanosec) - frame_stamp(0)[0] * 10**9) * 1e-9
 
 
-def write_scan_bag(path, results, tf_static=False, scans=FRAMES, moving=None):
+def write_scan_bag(path, results, tf_static=False, scans=FRAMES, moving=None, no_rotation=False):
     """write_bag's camera with a scan of each of the first `scans` frames, logged 50 ms before
     its image (header stamps equal); `tf_static`: the laser's frame in /tf_static too.
     `moving` (a number of frames): the scans in frame tilt_laser, a mount turning on the laser
     (mount_angle), their rays turned back by its angle, and /tf of the first `moving` frames
-    giving laser -> tilt_laser 25 ms either side of each frame's stamp."""
+    giving laser -> tilt_laser 25 ms either side of each frame's stamp. `no_rotation`: the
+    first transform of each /tf_static and /tf message with a zero quaternion."""
     store = get_typestore(Stores.ROS2_KILTED)
 
     def scan(i):
@@ -62,11 +63,17 @@ def write_scan_bag(path, results, tf_static=False, scans=FRAMES, moving=None):
             sec, nanosec = divmod(frame_stamp(i)[0] * 10**9 + frame_stamp(i)[1] + offset, 10**9)
             text = f"0 0 0 {mount_angle(sec, nanosec)!r} 0 0 laser tilt_laser"
             samples.append((text, sec, nanosec))
-        return rosbags_tf(samples if i < moving else [], store)
+        return broken(rosbags_tf(samples if i < moving else [], store))
+
+    def broken(msg):
+        if no_rotation and msg.transforms:
+            q = msg.transforms[0].transform.rotation
+            q.x = q.y = q.z = q.w = 0.0
+        return msg
 
     extra = {"/scan": (store, "sensor_msgs/msg/LaserScan", scan)}
     if tf_static:
-        static = rosbags_tf_static(LASER_TO_OPTICAL, store)
+        static = broken(rosbags_tf_static(LASER_TO_OPTICAL, store))
         extra["/tf_static"] = (store, "tf2_msgs/msg/TFMessage", lambda i: static)
     if moving is not None:
         extra["/tf"] = (store, "tf2_msgs/msg/TFMessage", tf)
@@ -149,6 +156,27 @@ def test_a_laser_on_a_moving_mount_is_looked_up_in_the_bags_tf_at_each_scans_sta
     for i in range(3, FRAMES):  # the third frame's fit, kept
         ratio = np.nanmedian(stopped[i] / results[i].depth[0])
         np.testing.assert_allclose(ratio, np.nanmedian(stopped[2] / results[2].depth[0]))
+
+
+def test_a_transform_that_is_no_rotation_in_a_bag_is_a_warning_and_the_depth_still_goes_out(
+    tmp_path, tiny_checkpoint, capsys
+):
+    """/tf_static's laser -> camera_link and /tf's samples with a zero quaternion: one warning
+    each naming the frames, every frame's depth written, uncalibrated (the laser's frame is not
+    joined to the camera's: said)."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
+    bag = tmp_path / "broken_bag"
+    write_scan_bag(bag, results, tf_static=True, moving=FRAMES, no_rotation=True)
+    depth = processed(tmp_path, bag, "broken", model=tiny_checkpoint)
+    err = capsys.readouterr().err
+    zero = "the quaternion (0.0, 0.0, 0.0, 0.0) has no rotation"
+    assert f"/tf_static: laser -> camera_link: {zero}" in err
+    assert f"/tf: laser -> tilt_laser: {zero}" in err
+    assert "metric_scale: no transform from frame 'tilt_laser'" in err
+    assert "Traceback" not in err and len(depth) == FRAMES
+    for i in range(FRAMES):
+        np.testing.assert_allclose(depth[i], results[i].depth[0], rtol=1e-5)
 
 
 @pytest.mark.parametrize("moving", [None, FRAMES], ids=["tf_static", "turning_mount"])
