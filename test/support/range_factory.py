@@ -139,6 +139,16 @@ def rosbags_tf(stamped_texts, store):
     return types["tf2_msgs/msg/TFMessage"](transforms=stamped)
 
 
+def rosbags_mount_tf(sec, nanosec, yaw_at, store, offset_ns=25_000_000):
+    """/tf (a TFMessage of `store`) of a mount turning on the laser: laser -> tilt_laser,
+    sampled `offset_ns` either side of the stamp, its yaw `yaw_at(sec, nanosec)` at each."""
+    samples = []
+    for offset in (-offset_ns, offset_ns):
+        at = divmod(sec * 10**9 + nanosec + offset, 10**9)
+        samples.append((f"0 0 0 {yaw_at(*at)!r} 0 0 laser tilt_laser", *at))
+    return rosbags_tf(samples, store)
+
+
 def quaternion_of(r) -> tuple:
     """(x, y, z, w) of rotation matrix `r` (the w > 0 branch: the rotations here are under
     pi)."""

@@ -219,16 +219,11 @@ def mount_tf(frame):
     """/tf (rosbags) of wall_scan's mount: laser -> tilt_laser at 0.01 rad a frame, 25 ms
     either side of the frame's stamp."""
     from bag_factory import frame_stamp
-    from range_factory import rosbags_tf
+    from range_factory import rosbags_mount_tf
     from rosbags.typesys import Stores, get_typestore
 
-    sec, nanosec = frame_stamp(frame)
-    yaw = 0.01 * frame
-    samples = [
-        (f"0 0 0 {yaw!r} 0 0 laser tilt_laser", *divmod(sec * 10**9 + nanosec + offset, 10**9))
-        for offset in (-25_000_000, 25_000_000)
-    ]
-    return rosbags_tf(samples, get_typestore(Stores.ROS2_KILTED))
+    store = get_typestore(Stores.ROS2_KILTED)
+    return rosbags_mount_tf(*frame_stamp(frame), lambda *_: 0.01 * frame, store)
 
 
 def slanted_depth(frame):

@@ -10,7 +10,14 @@ import yaml
 from bag_factory import deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
 from helpers import VARYING_BINS, model_config, structured_image
-from range_factory import LASER_TO_OPTICAL, rosbags_scan, rosbags_tf, rosbags_tf_static, scan_of
+from range_factory import (
+    LASER_TO_OPTICAL,
+    rosbags_mount_tf,
+    rosbags_scan,
+    rosbags_tf,
+    rosbags_tf_static,
+    scan_of,
+)
 from ros_harness import running_node
 from rosbags.typesys import Stores, get_typestore
 
@@ -58,12 +65,9 @@ def write_scan_bag(path, results, tf_static=False, scans=FRAMES, moving=None, no
         return rosbags_scan(msg, store)
 
     def tf(i):
-        samples = []
-        for offset in (-25_000_000, 25_000_000):
-            sec, nanosec = divmod(frame_stamp(i)[0] * 10**9 + frame_stamp(i)[1] + offset, 10**9)
-            text = f"0 0 0 {mount_angle(sec, nanosec)!r} 0 0 laser tilt_laser"
-            samples.append((text, sec, nanosec))
-        return broken(rosbags_tf(samples if i < moving else [], store))
+        if i >= moving:
+            return rosbags_tf([], store)
+        return broken(rosbags_mount_tf(*frame_stamp(i), mount_angle, store))
 
     def broken(msg):
         if no_rotation and msg.transforms:
