@@ -98,8 +98,8 @@ class OutputSettings(Schema):
         (),
         "metric_scale: transforms from each source's frame to the camera's, each in "
         "static_transform_publisher's arguments ('x y z yaw pitch roll parent child' or "
-        "'x y z qx qy qz qw parent child'); tried before tf2's /tf and /tf_static, which the "
-        "node hears where tf2_ros is installed",
+        "'x y z qx qy qz qw parent child'); tried before tf2's /tf and /tf_static (heard where "
+        "tf2_ros is installed) and joined with them, a frame given here taking this transform",
         single_ok=True,
     )
     metric_scale_half_life: float = param(

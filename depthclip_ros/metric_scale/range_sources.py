@@ -33,15 +33,15 @@ class RangeSources:
     """Every source's recent messages, and the static transforms: those of the
     static_transforms parameter and any `add_transform`s (a bag's /tf_static); `moving`, a
     bag's /tf over time. `frames`, when set, looks up what those do not join: an object with
-    `lookup(target, source, stamp)` returning a Transform or raising AnchorError (the node's
-    tf2 buffer)."""
+    `lookup(target, source, stamp, given)` (`given`: the parameter's transforms, to join with
+    its own) returning a Transform or raising AnchorError (the node's tf2 buffer)."""
 
     def __init__(self):
         self._messages = {name: StampIndex(KEEP) for name in SOURCES}
         self.received = dict.fromkeys(SOURCES, 0)  # messages added, by source
         self._lock = threading.Lock()  # the node's executor adds, its worker reads
-        self._given = StaticTransforms()  # from /tf_static
-        self._parsed = (None, None)  # (static_transforms texts, their StaticTransforms)
+        self._heard = StaticTransforms()  # a bag's /tf_static
+        self._parsed = (None, None, None)  # static_transforms texts and their _transforms
         self.moving = TransformHistory()  # a bag's /tf (the node's tf2 hears its own)
         self.frames = None
 
@@ -52,8 +52,8 @@ class RangeSources:
             self.received[name] += 1
 
     def add_transform(self, transform) -> None:
-        self._given.add(transform)
-        self._parsed = (None, None)
+        self._heard.add(transform)
+        self._parsed = (None, None, None)
 
     def anchors(self, header, info, size: tuple, settings) -> tuple:
         """(points (N, 3) in the optical frame of the image of `header`, K (3, 3) of that
@@ -90,36 +90,40 @@ class RangeSources:
 
     def _lookup(self, target: str, source, settings):
         """The transform of the frame of header `source` (at its stamp) into `target`: the
-        static transforms' chain first (given by the user), then with the moving transforms
-        at the stamp, else the frames' lookup."""
-        static = self._transforms(settings)
+        static transforms' chain first, then with the moving transforms at the stamp, else
+        the frames' lookup given the static_transforms parameter's transforms too. A frame
+        the parameter gives takes the parameter's parent and transform (the user's word over
+        what is heard, as a frame has one parent in tf2)."""
+        given, static = self._transforms(settings)
         try:
             return static.lookup(target, source.frame_id)
         except AnchorError as exc:
             words = str(exc)
         if self.moving:
             moving, outside = self.moving.at(source.stamp)
+            joined = StaticTransforms([*self._heard.all(), *moving, *given.all()])
             try:
-                return StaticTransforms([*static.all(), *moving]).lookup(target, source.frame_id)
+                return joined.lookup(target, source.frame_id)
             except AnchorError:
                 more = [f"{len(outside) - 3} more /tf edges not at it"] if len(outside) > 3 else []
                 words = "; ".join([words, *outside[:3], *more])
         frames = self.frames  # the node's executor may close them meanwhile
         if frames is not None:
             try:
-                return frames.lookup(target, source.frame_id, source.stamp)
+                return frames.lookup(target, source.frame_id, source.stamp, given.all())
             except AnchorError as exc:
                 words = f"{words}; {exc}"
         raise AnchorError(words)
 
-    def _transforms(self, settings) -> StaticTransforms:
-        texts, parsed = self._parsed
+    def _transforms(self, settings) -> tuple:
+        """(the static_transforms parameter's transforms, those and the heard /tf_static's
+        joined, the parameter's on top), parsed once for each parameter value."""
+        texts, given, joined = self._parsed
         if texts != settings.static_transforms:
-            parsed = settings.transforms()
-            for transform in self._given.all():
-                parsed.add(transform)
-            self._parsed = (settings.static_transforms, parsed)
-        return parsed
+            given = settings.transforms()
+            joined = StaticTransforms([*self._heard.all(), *given.all()])
+            self._parsed = (settings.static_transforms, given, joined)
+        return given, joined
 
 
 def _points(name: str, msg, k, size: tuple) -> np.ndarray:

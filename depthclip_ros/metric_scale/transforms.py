@@ -78,6 +78,26 @@ def rotation_from_quaternion(qx: float, qy: float, qz: float, qw: float) -> np.n
     )
 
 
+def quaternion_from_rotation(rotation: np.ndarray) -> np.ndarray:
+    """(x, y, z, w), w >= 0, of a rotation matrix: from its largest diagonal term (Shepperd),
+    so that no rotation divides by a small number."""
+    r = np.asarray(rotation, np.float64)
+    trace = r[0, 0] + r[1, 1] + r[2, 2]
+    i = int(np.argmax([r[0, 0], r[1, 1], r[2, 2], trace]))
+    if i == 3:
+        w = np.sqrt(1.0 + trace) / 2
+        q = [(r[2, 1] - r[1, 2]) / (4 * w), (r[0, 2] - r[2, 0]) / (4 * w)]
+        q = np.array([*q, (r[1, 0] - r[0, 1]) / (4 * w), w])
+    else:
+        j, k = (i + 1) % 3, (i + 2) % 3
+        q = np.empty(4)
+        q[i] = np.sqrt(max(1.0 + r[i, i] - r[j, j] - r[k, k], 0.0)) / 2
+        q[j] = (r[j, i] + r[i, j]) / (4 * q[i])
+        q[k] = (r[k, i] + r[i, k]) / (4 * q[i])
+        q[3] = (r[k, j] - r[j, k]) / (4 * q[i])
+    return q if q[3] >= 0 else -q
+
+
 def transform_from_stamped(stamped, given: bool = True) -> Transform:
     """A geometry_msgs/TransformStamped (rclpy's or a bag's) as a Transform."""
     t, q = stamped.transform.translation, stamped.transform.rotation
@@ -149,6 +169,7 @@ class StaticTransforms:
 
     def __init__(self, transforms=()):
         self._edges = {}  # frame -> {neighbour: the Transform of neighbour's points to frame's}
+        self._parents = {}  # frame -> its parent
         for transform in transforms:
             self.add(transform)
 
@@ -157,8 +178,20 @@ class StaticTransforms:
         return cls(parse_static_transform(t) for t in texts)
 
     def add(self, transform: Transform) -> None:
+        """`transform` joins its frames; as in tf2 a frame has one parent: a later transform
+        of the same child frame replaces the earlier."""
+        parent, child = transform.parent, transform.child
+        earlier = self._parents.pop(child, None)
+        if earlier is not None:
+            self._edges[earlier].pop(child, None)
+            self._edges[child].pop(earlier, None)
+        self._parents[child] = parent
         self._edges.setdefault(transform.parent, {})[transform.child] = transform
         self._edges.setdefault(transform.child, {})[transform.parent] = transform.inverse()
+
+    def frames(self) -> set:
+        """The child frames of the transforms given."""
+        return set(self._parents)
 
     def all(self) -> list:
         """Every transform added, each once (parent to child as given)."""

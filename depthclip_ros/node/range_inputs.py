@@ -2,7 +2,8 @@
 (PointCloud2) and `anchors/depth` (a depth Image registered to the camera), subscribed only
 while metric_scale is on and lists them; one scan serves every camera. What they receive goes
 to a RangeSources (the rule the bag tool shares). Where tf2_ros imports, /tf and /tf_static are
-heard while any of them is: tf2 joins the frames static_transforms does not."""
+heard while any of them is: tf2 joins the frames static_transforms does not, with the
+parameter's transforms."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ class RangeInputs:
             if name not in wanted:
                 self._inputs.pop(name).close()
         if wanted & set(SUBSCRIPTIONS) and tf_frames.available():
+            frames = self.sources.frames
+            if frames is not None and frames.given_frames - settings.transforms().frames():
+                # tf2 keeps what it was given: a frame taken out of the parameter goes with
+                # a new buffer (its listener hears /tf_static again: latched).
+                self._close_frames()
             if self.sources.frames is None:
                 self.sources.frames = tf_frames.TfFrames(self.node)
         else:

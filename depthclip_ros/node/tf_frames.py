@@ -1,14 +1,19 @@
 """metric_scale's transforms from tf2 where `tf2_ros` imports (a ROS install; the PyPI wheels
 have none): /tf and /tf_static heard by the node, looked up at each anchor message's stamp
 without waiting, so a lookup never holds the worker. The static_transforms parameter's chain
-is tried first (RangeSources); this joins the frames it does not."""
+is tried first (RangeSources); this joins the frames it does not, the parameter's transforms
+given to the buffer as static ones before each lookup: a frame the parameter gives has the
+parameter's parent and transform whatever /tf_static said of it (a URDF's mount corrected)."""
 
 from __future__ import annotations
 
+from geometry_msgs.msg import TransformStamped
 from rclpy.time import Time
 
 from ..errors import AnchorError
-from ..metric_scale.transforms import Transform, transform_from_stamped
+from ..metric_scale.transforms import Transform, quaternion_from_rotation, transform_from_stamped
+
+AUTHORITY = "depthclip static_transforms parameter"  # tf2's name for who gave a transform
 
 try:
     import tf2_ros
@@ -30,12 +35,17 @@ class TfFrames:
         self.lookups = 0
         self.failed = 0
         self.last_failure = ""
+        self._given = ((), [])  # (the parameter's transforms, as TransformStamped messages)
+        self.given_frames = set()  # the child frames the parameter has given the buffer
 
-    def lookup(self, target: str, source: str, stamp) -> Transform:
+    def lookup(self, target: str, source: str, stamp, given=()) -> Transform:
         """The transform of points in frame `source` into `target` at `stamp` (a
-        builtin_interfaces Time); AnchorError with tf2's words when tf2 has none (yet)."""
+        builtin_interfaces Time), `given` (Transforms: the static_transforms parameter's)
+        joining what tf2 heard; AnchorError with tf2's words when tf2 has none (yet)."""
         self.lookups += 1
         target, source = target.lstrip("/"), source.lstrip("/")  # tf2 refuses ROS 1's slash
+        for msg in self._stamped(given):  # again each time: a later /tf_static replaces them
+            self.buffer.set_transform_static(msg, AUTHORITY)
         try:
             msg = self.buffer.lookup_transform(target, source, Time.from_msg(stamp))
         except tf2_ros.TransformException as exc:
@@ -44,6 +54,14 @@ class TfFrames:
             raise AnchorError(self.last_failure) from None
         return transform_from_stamped(msg, given=False)
 
+    def _stamped(self, given) -> list:
+        """`given` as TransformStamped messages, made once for each parameter value."""
+        given, known = tuple(given), self._given[0]
+        if len(given) != len(known) or any(a is not b for a, b in zip(given, known)):
+            self._given = (given, [_stamped(t) for t in given])
+            self.given_frames.update(t.child for t in given)
+        return self._given[1]
+
     def words(self) -> str:
         """The lookups in diagnostics' words."""
         last = f" (last: {self.last_failure})" if self.failed else ""
@@ -51,3 +69,12 @@ class TfFrames:
 
     def close(self) -> None:
         self._listener.unregister()
+
+
+def _stamped(transform: Transform) -> TransformStamped:
+    msg = TransformStamped(child_frame_id=transform.child)
+    msg.header.frame_id = transform.parent  # stamp 0: a static transform holds at every time
+    t, q = msg.transform.translation, msg.transform.rotation
+    t.x, t.y, t.z = (float(v) for v in transform.translation)
+    q.x, q.y, q.z, q.w = (float(v) for v in quaternion_from_rotation(transform.rotation))
+    return msg

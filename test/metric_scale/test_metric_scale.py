@@ -90,6 +90,31 @@ def test_lookup_chains_and_inverts_the_given_transforms():
         tree.lookup("camera_optical", "odom")
 
 
+def test_a_frame_has_one_parent_the_last_transform_of_it_given():
+    """As in tf2: a later transform of the same child frame replaces the earlier one, whatever
+    its parent (a bag's /tf_static's mount, then the static_transforms parameter's)."""
+    tree = transforms.StaticTransforms.parse(["0 0 1 0 0 0 base_link laser"])
+    tree.add(transforms.parse_static_transform("0 0 2 0 0 0 base_link laser"))
+    np.testing.assert_allclose(tree.lookup("base_link", "laser").translation, [0, 0, 2])
+    tree.add(transforms.parse_static_transform("0 0 3 0 0 0 base_footprint laser"))
+    assert [(t.parent, t.child) for t in tree.all()] == [("base_footprint", "laser")]
+    np.testing.assert_allclose(tree.lookup("base_footprint", "laser").translation, [0, 0, 3])
+    with pytest.raises(AnchorError, match="no transform from frame 'laser' to 'base_link'"):
+        tree.lookup("base_link", "laser")
+
+
+def test_a_rotations_quaternion_gives_the_rotation_back():
+    rng = np.random.default_rng(3)
+    turns = [rng.normal(size=4) for _ in range(200)]
+    turns += [np.eye(4)[i] for i in range(4)] + [np.array([0.0, 0.6, 0.8, 1e-9])]  # half turns
+    for q in turns:
+        rotation = transforms.rotation_from_quaternion(*q)
+        back = transforms.quaternion_from_rotation(rotation)
+        again = transforms.rotation_from_quaternion(*back)
+        np.testing.assert_allclose(again, rotation, atol=1e-12)
+        assert back[3] >= 0 and abs(abs(back @ q) / np.linalg.norm(q) - 1) < 1e-9
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -172,14 +197,16 @@ def test_transforms_over_time_are_interpolated_at_a_stamp_and_never_extrapolated
 
 
 class RecordedFrames:
-    """What RangeSources asks of the node's tf2 frames: `lookup(target, source, stamp)`,
-    answered with `transform` or, when it is None, with tf2's words."""
+    """What RangeSources asks of the node's tf2 frames: `lookup(target, source, stamp,
+    given)`, answered with `transform` or, when it is None, with tf2's words; `given`, the
+    parameter's transforms tf2 is given, recorded as (parent, child) pairs."""
 
     def __init__(self, transform=None):
-        self.transform, self.asked = transform, []
+        self.transform, self.asked, self.given = transform, [], []
 
-    def lookup(self, target, source, stamp):
+    def lookup(self, target, source, stamp, given=()):
         self.asked.append((target, source, (stamp.sec, stamp.nanosec)))
+        self.given.append([(t.parent, t.child) for t in given])
         if self.transform is None:
             raise AnchorError('tf2: LookupException: "laser" passed to lookupTransform ...')
         return self.transform
@@ -239,6 +266,48 @@ def test_frames_static_transforms_do_not_join_are_looked_up_at_the_anchors_stamp
         sources.moving.add(stamped("base", f"joint{joint}", 1.0))
     _, _, (problem,) = sources.anchors(image.header, None, (480, 640), bare)
     assert problem.count("; /tf has ") == 3 and problem.endswith("; 2 more /tf edges not at it")
+
+
+def test_the_parameters_transforms_join_and_override_the_heard_ones():
+    """A bag's /tf_static (a URDF's mount, 1 m off) and the static_transforms parameter
+    correcting that one mount: the frames chained through both, the parameter's transform of
+    the frame it gives taken (in a bag's /tf too); the node's tf2 frames are handed the
+    parameter's transforms to join with what they heard."""
+    from sensor_msgs.msg import Image, LaserScan
+
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.metric_scale.range_sources import RangeSources
+
+    msg = LaserScan(angle_min=-0.1, angle_increment=0.1, range_min=0.1, range_max=10.0)
+    msg.ranges = [2.0, 2.0, 2.0]
+    msg.header.frame_id = "laser"
+    msg.header.stamp.sec = 7
+    image = Image()
+    image.header.frame_id = "cam"
+    image.header.stamp.sec = 7
+    own = range_data.scan_points(msg)
+    settings = OutputSettings(
+        metric_scale="scale",
+        metric_scale_sources=("scan",),
+        static_transforms=("0 0 0.5 0 0 0 base laser",),  # the mount as it is
+    )
+    wrong_mount, camera = "0 0 1.5 0 0 0 base laser", "0 0 0 0 0 0 base cam"
+    from_tf_static, from_tf = RangeSources(), RangeSources()
+    for text in (wrong_mount, camera):
+        from_tf_static.add_transform(transforms.parse_static_transform(text))
+        mount = transforms.parse_static_transform(text)
+        for sec in (6.9, 7.1):  # /tf either side of the scan's stamp
+            from_tf.moving.add(stamped(mount.parent, mount.child, sec, mount.translation))
+    for sources in (from_tf_static, from_tf):
+        sources.add("scan", msg)
+        points, _, problems = sources.anchors(image.header, None, (480, 640), settings)
+        assert problems == []
+        np.testing.assert_allclose(points, own + [0.0, 0.0, 0.5])  # not 1.5
+    sources = RangeSources()
+    sources.add("scan", msg)
+    sources.frames = RecordedFrames(transforms.parse_static_transform("0 0 0.5 0 0 0 cam laser"))
+    points, _, problems = sources.anchors(image.header, None, (480, 640), settings)
+    assert problems == [] and sources.frames.given == [[("base", "laser")]]
 
 
 def scan(ranges, angle_min=-0.5, increment=0.25, range_min=0.1, range_max=10.0):

@@ -24,6 +24,7 @@ ROS_PACKAGES = {
     "launch",
     "launch_ros",
     "tf2_ros",
+    "geometry_msgs",
 }
 MODULE_PACKAGES = {"tf2_ros": "tf2_ros_py"}  # a module of another package's name
 ROSDEP_KEYS = {

@@ -258,3 +258,27 @@ def test_a_scan_through_tf2s_frames_heard_while_on(tiny_checkpoint, tmp_path):
                 in diagnostics_values(tester).get("metric last reason not fitted", "")
             )
         )
+
+        # /tf_static with the laser's mount 0.5 m off (a URDF's), static_transforms correcting
+        # that one mount (set while on): tf2 chains the parameter's mount with what it heard.
+        # Stamps 8 s apart: each fit begins the scale again.
+        static_pub.publish(tf_message(["0.5 0 0 0 0 0 laser camera_link", LASER_TO_OPTICAL[1]]))
+        wait_until(
+            lambda: (
+                frames.buffer.lookup_transform(
+                    "laser", "camera_link", Time()
+                ).transform.translation.x
+                == 0.5
+            )
+        )
+        assert not np.allclose(frame(20, 2.0), 2.0 * core.depth[0], rtol=0.02)  # as heard
+        mount = Parameter("static_transforms", value=LASER_TO_OPTICAL[:1])
+        assert node.set_parameters([mount])[0].successful
+        np.testing.assert_allclose(frame(30, 2.0), 2.0 * core.depth[0], rtol=1e-4)
+        # Taken out of the parameter: a new buffer hears /tf_static's (latched) mount again.
+        assert node.set_parameters([Parameter("static_transforms", value=[])])[0].successful
+        wait_until(lambda: sources.frames is not frames and sources.frames is not None)
+        wait_until(
+            lambda: sources.frames.buffer.can_transform("camera_optical_frame", "laser", Time())
+        )
+        assert not np.allclose(frame(40, 2.0), 2.0 * core.depth[0], rtol=0.02)

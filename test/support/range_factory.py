@@ -150,15 +150,10 @@ def rosbags_mount_tf(sec, nanosec, yaw_at, store, offset_ns=25_000_000):
 
 
 def quaternion_of(r) -> tuple:
-    """(x, y, z, w) of rotation matrix `r` (the w > 0 branch: the rotations here are under
-    pi)."""
-    w = np.sqrt(max(1.0 + r[0, 0] + r[1, 1] + r[2, 2], 1e-12)) / 2
-    x, y, z = (
-        (r[2, 1] - r[1, 2]) / (4 * w),
-        (r[0, 2] - r[2, 0]) / (4 * w),
-        (r[1, 0] - r[0, 1]) / (4 * w),
-    )
-    return tuple(float(c) for c in (x, y, z, w))
+    """(x, y, z, w) of rotation matrix `r`, as floats for a message's fields."""
+    from depthclip_ros.metric_scale.transforms import quaternion_from_rotation
+
+    return tuple(float(c) for c in quaternion_from_rotation(r))
 
 
 def tf_message(texts, sec=0):

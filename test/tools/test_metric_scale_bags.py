@@ -49,7 +49,8 @@ def mount_angle(sec, nanosec):
 
 def write_scan_bag(path, results, tf_static=False, scans=FRAMES, moving=None, no_rotation=False):
     """write_bag's camera with a scan of each of the first `scans` frames, logged 50 ms before
-    its image (header stamps equal); `tf_static`: the laser's frame in /tf_static too.
+    its image (header stamps equal); `tf_static`: the laser's frame in /tf_static too (True:
+    LASER_TO_OPTICAL; or static_transform_publisher texts).
     `moving` (a number of frames): the scans in frame tilt_laser, a mount turning on the laser
     (mount_angle), their rays turned back by its angle, and /tf of the first `moving` frames
     giving laser -> tilt_laser 25 ms either side of each frame's stamp. `no_rotation`: the
@@ -77,7 +78,8 @@ def write_scan_bag(path, results, tf_static=False, scans=FRAMES, moving=None, no
 
     extra = {"/scan": (store, "sensor_msgs/msg/LaserScan", scan)}
     if tf_static:
-        static = broken(rosbags_tf_static(LASER_TO_OPTICAL, store))
+        texts = LASER_TO_OPTICAL if tf_static is True else tf_static
+        static = broken(rosbags_tf_static(texts, store))
         extra["/tf_static"] = (store, "tf2_msgs/msg/TFMessage", lambda i: static)
     if moving is not None:
         extra["/tf"] = (store, "tf2_msgs/msg/TFMessage", tf)
@@ -183,21 +185,48 @@ def test_a_transform_that_is_no_rotation_in_a_bag_is_a_warning_and_the_depth_sti
         np.testing.assert_allclose(depth[i], results[i].depth[0], rtol=1e-5)
 
 
-@pytest.mark.parametrize("moving", [None, FRAMES], ids=["tf_static", "turning_mount"])
+# A URDF's laser mount 0.5 m off in the bag's /tf_static, and the parameter correcting it.
+WRONG_MOUNT = ["0.5 0 0 0 0 0 laser camera_link", LASER_TO_OPTICAL[1]]
+CORRECTED = dict(static_transforms=LASER_TO_OPTICAL[:1])
+
+
+def test_the_parameter_corrects_a_mount_the_bags_tf_static_has_wrong(tmp_path, tiny_checkpoint):
+    """The bag's /tf_static joins the laser to the optical frame with a mount 0.5 m off;
+    static_transforms gives that one mount right: the chain through both, the parameter's
+    mount taken, is the depth of the right transforms."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
+    right, wrong = tmp_path / "right_bag", tmp_path / "wrong_bag"
+    write_scan_bag(right, results, tf_static=True)
+    write_scan_bag(wrong, results, tf_static=WRONG_MOUNT)
+    expected = processed(tmp_path, right, "right", model=tiny_checkpoint)
+    corrected = processed(tmp_path, wrong, "corrected", model=tiny_checkpoint, **CORRECTED)
+    as_recorded = processed(tmp_path, wrong, "as_recorded", model=tiny_checkpoint)
+    for a, b in zip(expected, corrected, strict=True):
+        np.testing.assert_array_equal(b, a)
+    assert not np.allclose(as_recorded[0], expected[0], rtol=0.05)
+
+
+@pytest.mark.parametrize(
+    "moving, tf_static, params",
+    [(None, True, {}), (FRAMES, True, {}), (None, WRONG_MOUNT, CORRECTED)],
+    ids=["tf_static", "turning_mount", "mount_corrected_by_parameter"],
+)
 def test_the_node_hearing_a_played_bags_frames_through_tf2_equals_depthclip_bag(
-    tmp_path, tiny_checkpoint, moving
+    tmp_path, tiny_checkpoint, moving, tf_static, params
 ):
-    """No static_transforms anywhere: depthclip-bag reads the bag's /tf_static (and a turning
-    mount's /tf), the node (a ROS install's tf2_ros) hears them from `ros2 bag play`
-    (/tf_static latched, as recorded): the same depth, frame by frame."""
+    """depthclip-bag reads the bag's /tf_static (and a turning mount's /tf), the node (a ROS
+    install's tf2_ros) hears them from `ros2 bag play` (/tf_static latched, as recorded): the
+    same depth, frame by frame; so with a static_transforms parameter correcting one mount
+    the bag's /tf_static has wrong (tf2 given the parameter's transforms)."""
     pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (a ROS install has it)")
     core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
     results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
     bag = tmp_path / "tf_bag"
-    write_scan_bag(bag, results, tf_static=True, moving=moving)
-    from_bag = processed(tmp_path, bag, "from_tf", model=tiny_checkpoint)
+    write_scan_bag(bag, results, tf_static=tf_static, moving=moving)
+    from_bag = processed(tmp_path, bag, "from_tf", model=tiny_checkpoint, **params)
     np.testing.assert_allclose(from_bag[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
-    node = node_fed_by_bag_play(tiny_checkpoint, tmp_path, bag)
+    node = node_fed_by_bag_play(tiny_checkpoint, tmp_path, bag, **params)
     for tool, from_node in zip(from_bag, node, strict=True):
         np.testing.assert_allclose(from_node, tool, rtol=1e-5, atol=1e-6, equal_nan=True)
 
