@@ -6,11 +6,15 @@ transforms, or by tf2's frames where the node has them (a depth image registered
 back-projected through the image's K), and the floor's points for the source ground. NumPy
 only.
 
-Anchors never delay a frame: what is here when it is taken is used.
+Anchors never delay a frame: what is here when it is taken is used. The node says when each
+image arrives (`expect`): from then until its anchors are taken, each source's message nearest
+its stamp is held for it, however many come after, so a model slower than KEEP messages of a
+source (a second of a 20 Hz lidar, less of a 30 Hz depth camera) still finds its frame's.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 
 import numpy as np
@@ -18,11 +22,14 @@ import numpy as np
 from ..errors import AnchorError
 from ..messages import range_data
 from ..messages.camera_model import PinholeCamera
-from ..runtime.stamp_pairing import StampIndex
+from ..runtime.stamp_pairing import StampIndex, stamp_ns
 from .anchors import depth_image_points, ground_points
 from .transforms import StaticTransforms, TransformHistory
 
 KEEP = 20  # messages a source keeps (the newest arrivals): 2 s of a 10 Hz scan
+# Frames of a camera expected at once: one in the model and one pending (more only for frames
+# discarded unprocessed, which a later frame's anchors clear).
+EXPECTED_PER_CAMERA = 8
 # A registered depth image's pixels back-projected, at most about this many (a VGA depth image
 # has 300,000; the fit keeps one anchor per feature cell).
 DEPTH_IMAGE_POINTS = 4096
@@ -44,21 +51,54 @@ class RangeSources:
         self._parsed = (None, None, None)  # static_transforms texts and their _transforms
         self.moving = TransformHistory()  # a bag's /tf (the node's tf2 hears its own)
         self.frames = None
+        # camera -> {image stamp (ns): {source: its message nearest that stamp}}, in arrival
+        # order; and the stamp of each camera's newest frame (the pending one).
+        self._expected = {}
+        self._newest = {}
 
     def add(self, name: str, msg) -> None:
         """A message of source `name` (one of SOURCES)."""
         with self._lock:
             self._messages[name].add(msg)
             self.received[name] += 1
+            if self._expected:
+                at = stamp_ns(msg.header.stamp)
+                for frames in self._expected.values():
+                    for stamp, nearest in frames.items():
+                        held = nearest.get(name)
+                        if held is None or abs(at - stamp) < abs(_ns(held) - stamp):
+                            nearest[name] = msg
+
+    def expect(self, camera, stamp: int, replaced: bool = False) -> None:
+        """The image of `camera` stamped `stamp` (ns) arrived; `replaced`: it took the place of
+        that camera's previous frame, which will not be processed."""
+        with self._lock:
+            frames = self._expected.setdefault(camera, collections.OrderedDict())
+            if replaced:
+                frames.pop(self._newest.get(camera), None)
+            frames[stamp] = {
+                name: msg
+                for name, index in self._messages.items()
+                if (msg := index.nearest_value(stamp)) is not None
+            }
+            self._newest[camera] = stamp
+            while len(frames) > EXPECTED_PER_CAMERA:
+                frames.popitem(last=False)
+
+    def forget_expected(self) -> None:
+        """Frames no longer expected (metric_scale turned off, the inputs closed)."""
+        with self._lock:
+            self._expected, self._newest = {}, {}
 
     def add_transform(self, transform) -> None:
         self._heard.add(transform)
         self._parsed = (None, None, None)
 
-    def anchors(self, header, info, size: tuple, settings) -> tuple:
+    def anchors(self, header, info, size: tuple, settings, camera=None) -> tuple:
         """(points (N, 3) in the optical frame of the image of `header`, K (3, 3) of that
         image or None, [why a source gave nothing, one line each]); `info` is the image's
-        camera_info, `size` its (height, width)."""
+        camera_info, `size` its (height, width); `camera`: the one that `expect`ed it."""
+        held = self._held(camera, stamp_ns(header.stamp))
         problems, points = [], []
         k = None
         if info is not None:
@@ -75,8 +115,7 @@ class RangeSources:
                         height, pitch = settings.ground_height, settings.ground_pitch
                         points.append(ground_points(k, size, height, pitch))
                     continue
-                with self._lock:
-                    msg = self._messages[name].nearest(header.stamp, settings.metric_scale_slop)
+                msg = self._nearest(name, header.stamp, settings.metric_scale_slop, held)
                 if msg is None:
                     problems.append(f"no {name} within {settings.metric_scale_slop:g} s")
                     continue
@@ -87,6 +126,33 @@ class RangeSources:
                 problems.append(str(exc))
         joined = np.concatenate(points) if points else np.zeros((0, 3))
         return joined, k, problems
+
+    def _held(self, camera, stamp: int) -> dict:
+        """The messages held for the frame of `camera` stamped `stamp`, no longer expected,
+        nor are that camera's older frames (a camera's frames are taken in order)."""
+        with self._lock:
+            frames = self._expected.get(camera)
+            if not frames:
+                return {}
+            held = frames.pop(stamp, {})
+            for older in [s for s in frames if s < stamp]:
+                del frames[older]
+            return held
+
+    def _nearest(self, name: str, stamp, slop: float, held: dict):
+        """Source `name`'s message nearest `stamp` within `slop` seconds, of those it keeps
+        and the one held for the frame."""
+        with self._lock:
+            kept = self._messages[name].nearest(stamp, slop)
+        candidate = held.get(name)
+        if candidate is None:
+            return kept
+        at = stamp_ns(stamp)
+        if abs(_ns(candidate) - at) > slop * 1e9:
+            return kept
+        if kept is None or abs(_ns(candidate) - at) < abs(_ns(kept) - at):
+            return candidate
+        return kept
 
     def _lookup(self, target: str, source, settings):
         """The transform of the frame of header `source` (at its stamp) into `target`: the
@@ -124,6 +190,10 @@ class RangeSources:
             joined = StaticTransforms([*self._heard.all(), *given.all()])
             self._parsed = (settings.static_transforms, given, joined)
         return given, joined
+
+
+def _ns(msg) -> int:
+    return stamp_ns(msg.header.stamp)
 
 
 def _points(name: str, msg, k, size: tuple) -> np.ndarray:

@@ -176,7 +176,8 @@ class CameraPipeline:
         info = self.camera_infos.find(msg.header.stamp) or self.camera_infos.fallback(
             (size[1], size[0])
         )
-        points, k, problems = self.node.ranges.sources.anchors(msg.header, info, size, settings)
+        sources = self.node.ranges.sources
+        points, k, problems = sources.anchors(msg.header, info, size, settings, self.name)
         self.scale.apply(result, index, points, k, stamp, settings, problems)
         if self.scale.reason:
             self.node.get_logger().warning(

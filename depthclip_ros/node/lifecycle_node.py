@@ -283,8 +283,13 @@ class DepthClipNode(LifecycleNode):
         self.thread_cpu.watch_current("executor")
         camera = self.cameras[name]
         camera.stats.count("received")
-        if self.worker is not None and self.worker.submit(serialized, key=name):
+        if self.worker is None:
+            return
+        replaced = self.worker.submit(serialized, key=name)
+        if replaced:
             camera.stats.count("dropped")
+        if self.ranges is not None:
+            self.ranges.image_arrived(name, serialized, replaced)
 
     def _process(self, frames):  # worker thread
         batch = [(self.cameras[name], serialized, arrival) for name, serialized, arrival in frames]

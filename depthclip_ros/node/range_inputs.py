@@ -13,6 +13,7 @@ from sensor_msgs.msg import Image, LaserScan, PointCloud2
 
 from ..messages import topics
 from ..metric_scale.range_sources import RangeSources
+from ..runtime.stamp_pairing import serialized_stamp_ns
 from . import tf_frames
 from .adaptive_input import AdaptiveInput
 
@@ -36,6 +37,8 @@ class RangeInputs:
         for name in list(self._inputs):
             if name not in wanted:
                 self._inputs.pop(name).close()
+        if not wanted & set(SUBSCRIPTIONS):
+            self.sources.forget_expected()
         if wanted & set(SUBSCRIPTIONS) and tf_frames.available():
             frames = self.sources.frames
             if frames is not None and frames.given_frames - settings.transforms().frames():
@@ -53,6 +56,16 @@ class RangeInputs:
                 self._inputs[name] = AdaptiveInput(self.node, msg_type, topic, received, 10)
             self._inputs[name].update()
 
+    def image_arrived(self, camera: str, serialized: bytes, replaced: bool) -> None:
+        """Camera `camera`'s image (serialized) has arrived, `replaced`: in place of its frame
+        still pending. While a range source is subscribed, its messages nearest the image's
+        stamp are held for the frame until it is calibrated (RangeSources.expect)."""
+        if not self._inputs:
+            return
+        stamp = serialized_stamp_ns(serialized)
+        if stamp is not None:  # else not an image: its frame fails to decode
+            self.sources.expect(camera, stamp, replaced)
+
     def transforms_words(self) -> str:
         """Where the frames come from, in diagnostics' words."""
         if self.sources.frames is not None:
@@ -65,6 +78,7 @@ class RangeInputs:
         for subscription in self._inputs.values():
             subscription.close()
         self._inputs = {}
+        self.sources.forget_expected()
         self._close_frames()
 
     def _close_frames(self) -> None:

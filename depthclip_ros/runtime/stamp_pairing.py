@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import collections
 import itertools
+import struct
 import threading
 from typing import NamedTuple
 
@@ -25,6 +26,17 @@ from ..messages.camera_model import PinholeCamera
 def stamp_ns(stamp) -> int:
     """A builtin_interfaces/Time (rclpy or rosbags) in integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def serialized_stamp_ns(serialized: bytes) -> int | None:
+    """The header stamp (ns) of a serialized message that begins with a std_msgs/Header (an
+    Image, a CompressedImage), read without deserializing it: after CDR's 4-byte encapsulation
+    header (its second byte 1: little endian), sec (int32) and nanosec (uint32). None where the
+    bytes are too short or not CDR."""
+    if len(serialized) < 12 or serialized[0] != 0 or serialized[1] not in (0, 1):
+        return None
+    sec, nanosec = struct.unpack_from("<iI" if serialized[1] else ">iI", serialized, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 def described_size(info) -> tuple | None:
@@ -60,15 +72,18 @@ def pairing_warnings(image_header, info, exact: bool) -> PairingWarnings:
 
 
 class StampIndex:
-    """Values by their message's header stamp, the `keep` newest arrivals (or all): the nearest
-    to a stamp within a slop (camera_infos here, metric_scale's range data). Not locked.
+    """Values by their message's header stamp, the `keep` newest arrivals (or all) and, with
+    `seconds`, only those stamped within that many seconds before the newest arrival's: the
+    nearest to a stamp within a slop (camera_infos here, metric_scale's range data). Not
+    locked.
 
     `value` is what a lookup returns: the message itself by default (the bag tool keeps the raw
     bytes and deserializes only the camera_info it uses).
     """
 
-    def __init__(self, keep: int | None = None):
+    def __init__(self, keep: int | None = None, seconds: float | None = None):
         self._keep = keep
+        self._span = None if seconds is None else int(seconds * 1e9)
         self._stamps = []  # sorted stamps (ns)
         self._by_stamp = {}  # stamp (ns) -> value
         self._order = collections.deque()  # stamps in arrival order, to forget the oldest
@@ -80,7 +95,10 @@ class StampIndex:
             bisect.insort(self._stamps, key)
             self._order.append(key)
         self._by_stamp[key] = value
-        while self._keep is not None and len(self._order) > self._keep:
+        while self._order and (
+            (self._keep is not None and len(self._order) > self._keep)
+            or (self._span is not None and self._order[0] < key - self._span)
+        ):
             old = self._order.popleft()
             del self._by_stamp[old]
             del self._stamps[bisect.bisect_left(self._stamps, old)]
@@ -88,19 +106,25 @@ class StampIndex:
     def nearest(self, stamp, slop: float):
         """The value whose stamp is nearest `stamp`, if within `slop` seconds; else None."""
         key = stamp_ns(stamp)
+        best = self._nearest_key(key)
+        return self._by_stamp[best] if best is not None and abs(best - key) <= slop * 1e9 else None
+
+    def nearest_value(self, key: int):
+        """The value whose stamp is nearest `key` (ns), however far; None when empty."""
+        best = self._nearest_key(key)
+        return None if best is None else self._by_stamp[best]
+
+    def _nearest_key(self, key: int) -> int | None:
         i = bisect.bisect_left(self._stamps, key)
-        near = [s for s in self._stamps[max(i - 1, 0) : i + 1]]
-        if not near:
-            return None
-        best = min(near, key=lambda s: abs(s - key))
-        return self._by_stamp[best] if abs(best - key) <= slop * 1e9 else None
+        near = self._stamps[max(i - 1, 0) : i + 1]
+        return min(near, key=lambda s: abs(s - key)) if near else None
 
 
 class CameraInfoIndex(StampIndex):
     """camera_infos by stamp (StampIndex) and the latest one of each image size."""
 
-    def __init__(self, keep: int | None = None):
-        super().__init__(keep)
+    def __init__(self, keep: int | None = None, seconds: float | None = None):
+        super().__init__(keep, seconds)
         self._latest_by_size = {}  # (width, height) or None -> value
 
     def add(self, info, value=None) -> None:
@@ -121,6 +145,13 @@ class CameraInfoIndex(StampIndex):
         return next(reversed(self._latest_by_size.values()), None)
 
 
+# The node keeps the camera_infos of the last INFO_SECONDS of stamps (at most INFOS_KEPT): a
+# frame's stamp is as old as the model's time when its cloud is made, and a count alone (30
+# was 1 s of a 30 Hz camera) left every cloud of a model slower than that without its own.
+INFO_SECONDS = 10.0
+INFOS_KEPT = 1000
+
+
 class CameraInfoPairing:
     """The node's side: the newest camera_infos, and frames waiting for theirs.
 
@@ -129,9 +160,15 @@ class CameraInfoPairing:
     fallback camera_info if nothing paired it in time, else None.
     """
 
-    def __init__(self, slop: float = 0.0, keep: int = 30, max_waiting: int = 16):
+    def __init__(
+        self,
+        slop: float = 0.0,
+        keep: int = INFOS_KEPT,
+        seconds: float = INFO_SECONDS,
+        max_waiting: int = 16,
+    ):
         self.slop = slop
-        self._infos = CameraInfoIndex(keep)
+        self._infos = CameraInfoIndex(keep, seconds)
         self._waiting = collections.OrderedDict()  # ticket -> (stamp, size, frame)
         self._max_waiting = max_waiting
         self._tickets = itertools.count()

@@ -268,6 +268,75 @@ def test_frames_static_transforms_do_not_join_are_looked_up_at_the_anchors_stamp
     assert problem.count("; /tf has ") == 3 and problem.endswith("; 2 more /tf edges not at it")
 
 
+def test_a_frames_scan_is_held_from_its_arrival_however_many_come_after():
+    """A model slower than the 20 scans a source keeps: the scan nearest the frame's stamp,
+    come before the image or after it, is held for the frame (`expect`) until its anchors are
+    taken; a frame that replaced its camera's pending one frees that one's (so a frame in the
+    model keeps its scan however many frames come and go meanwhile); a camera's older frames
+    are cleared when a newer one is taken."""
+    from sensor_msgs.msg import Image, LaserScan
+
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.metric_scale.range_sources import KEEP, RangeSources
+
+    def scan_at(ns, metres):
+        msg = LaserScan(angle_min=-0.1, angle_increment=0.1, range_min=0.1, range_max=10.0)
+        msg.ranges = [metres] * 3
+        msg.header.frame_id = "cam"
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 10**9)
+        return msg
+
+    def header_at(ns):
+        image = Image()
+        image.header.frame_id = "cam"
+        image.header.stamp.sec, image.header.stamp.nanosec = divmod(ns, 10**9)
+        return image.header
+
+    settings = OutputSettings(metric_scale="scale", metric_scale_sources=("scan",))
+    at = 7 * 10**9
+    for before in (True, False):
+        sources = RangeSources()
+        if before:  # come before the image: the nearest so far, held when it arrives
+            sources.add("scan", scan_at(at - 10_000_000, 2.0))
+        sources.expect("front", at)
+        if not before:
+            sources.add("scan", scan_at(at - 30_000_000, 3.0))  # within the slop, farther
+            sources.add("scan", scan_at(at + 10_000_000, 2.0))  # nearer: held instead
+        for i in range(KEEP):  # 20 more, 0.1 s apart after it: the index keeps only these
+            sources.add("scan", scan_at(at + (i + 1) * 100_000_000, 5.0))
+        _, _, problems = sources.anchors(header_at(at), None, (480, 640), settings)
+        assert problems == ["no scan within 0.05 s"]  # not expected by this camera
+        points, _, problems = sources.anchors(header_at(at), None, (480, 640), settings, "front")
+        assert problems == [] and np.allclose(np.linalg.norm(points, axis=1), 2.0)
+        _, _, problems = sources.anchors(header_at(at), None, (480, 640), settings, "front")
+        assert problems == ["no scan within 0.05 s"]  # taken once
+    # The frame at `at` in the model for 2 s of a 30 Hz camera: 60 frames come, each replacing
+    # the one pending before it (only a handful are held at once), and 2 s of a 20 Hz scan.
+    sources = RangeSources()
+    sources.expect("front", at)
+    frames = [at + i * 10**9 // 30 for i in range(1, 61)]
+    for i, ns in enumerate(frames):
+        sources.expect("front", ns, replaced=i > 0)
+    for i in range(41):
+        sources.add("scan", scan_at(at + i * 50_000_000, 3.0))
+    points, _, problems = sources.anchors(header_at(at), None, (480, 640), settings, "front")
+    assert problems == [] and np.allclose(np.linalg.norm(points, axis=1), 3.0)
+    for i in range(KEEP):  # the newest frame's own scan, then 20 more
+        sources.add("scan", scan_at(frames[-1] + (i + 1) * 10**9, 5.0))
+    sources.anchors(header_at(frames[-1]), None, (480, 640), settings, "front")
+    _, _, problems = sources.anchors(header_at(frames[-2]), None, (480, 640), settings, "front")
+    assert problems == ["no scan within 0.05 s"]  # dropped: not held
+    failed, taken = frames[-1] + 100 * 10**9, frames[-1] + 101 * 10**9
+    sources.expect("front", failed)  # taken by the model, failed before its anchors
+    sources.expect("front", taken)
+    sources.add("scan", scan_at(failed, 1.0))
+    sources.anchors(header_at(taken), None, (480, 640), settings, "front")
+    for i in range(KEEP):
+        sources.add("scan", scan_at(taken + (i + 1) * 10**9, 5.0))
+    _, _, problems = sources.anchors(header_at(failed), None, (480, 640), settings, "front")
+    assert problems == ["no scan within 0.05 s"]  # older than a frame taken: not held
+
+
 def test_the_parameters_transforms_join_and_override_the_heard_ones():
     """A bag's /tf_static (a URDF's mount, 1 m off) and the static_transforms parameter
     correcting that one mount: the frames chained through both, the parameter's transform of

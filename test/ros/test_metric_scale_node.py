@@ -4,6 +4,8 @@ LaserScan on scan through static_transforms, or through tf2's /tf_static and /tf
 imports), the clouds withheld until a first fit when asked, and diagnostics saying what the
 fit is."""
 
+import threading
+
 import numpy as np
 import pytest
 from helpers import camera_info, encode, model_config, stamp, structured_image, wait_until
@@ -84,6 +86,46 @@ def test_the_depth_takes_the_scale_of_anchors_and_clouds_wait_for_the_first_fit(
         assert values["metric last reason not fitted"] == "-"
         fit_ms, application_ms = values["metric last frame, fit / application (ms)"].split(" / ")
         assert float(fit_ms) > 0 and float(application_ms) > 0
+
+
+def test_a_frame_the_model_is_slow_on_keeps_its_own_anchors_and_camera_info(
+    tiny_checkpoint, tmp_path
+):
+    """The model busy (its worker held, as by a forward of seconds) while, after a frame's own
+    anchors (1.5 times the model's depth) and camera_info, 30 more clouds (2.1 times) and 40
+    camera_infos (another fx) come: the frame still takes its own anchors and its own
+    camera_info, though the node keeps only the 20 newest clouds (and kept the 30 newest
+    camera_infos, 1 s of a 30 Hz camera, before)."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **SIZE)).predict(IMAGE)
+    params = dict(SIZE, metric_scale="scale", metric_scale_sources=["points"])
+    with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
+        anchors_pub = tester.node.create_publisher(PointCloud2, "anchors/points", RELIABLE)
+        wait_until(lambda: anchors_pub.get_subscription_count() > 0)
+        busy = threading.Event()
+        node.worker.call(busy.wait, 60.0)
+        try:
+            tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), 2))
+            wait_until(lambda: node.camera.stats.totals["received"] == 1)
+            tester.info_pub.publish(stamp(INFO, 2))
+            anchors_pub.publish(
+                cloud_of(anchors_at_the_cells(core, K, 1.5), 2, "camera_optical_frame")
+            )
+            later = anchors_at_the_cells(core, K, 2.1)
+            other = camera_info(width=320, height=240, fx=310.0, fy=310.0, cx=160.0, cy=120.0)
+            for i in range(40):  # each received before the next: none lost to the queues' depth
+                if i < 30:
+                    anchors_pub.publish(cloud_of(later, 3 + i, "camera_optical_frame"))
+                    wait_until(lambda n=i + 2: node.ranges.sources.received["points"] == n)
+                info = stamp(other, 2, (i + 1) * 10**9 // 60)  # 60 Hz: 0.67 s of them
+                tester.info_pub.publish(info)
+                wait_until(
+                    lambda s=info.header.stamp: node.camera.camera_infos.find(s) is not None
+                )
+        finally:
+            busy.set()
+        np.testing.assert_allclose(depth_of(tester, 2), 1.5 * core.depth[0], rtol=1e-4)
+        info = tester.wait_for("depth/camera_info")[-1]
+        assert info.header.stamp.sec == 2 and info.k[0] == 300.0  # its own, not fx 310
 
 
 def test_a_scan_through_static_transforms_with_parameters_changed_while_on(

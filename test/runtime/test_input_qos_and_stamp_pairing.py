@@ -3,7 +3,12 @@
 import types
 
 from depthclip_ros.runtime.input_qos import choose_reliability, override_parameter
-from depthclip_ros.runtime.stamp_pairing import CameraInfoIndex, CameraInfoPairing
+from depthclip_ros.runtime.stamp_pairing import (
+    INFOS_KEPT,
+    CameraInfoIndex,
+    CameraInfoPairing,
+    serialized_stamp_ns,
+)
 
 
 def test_reliability_adapts_to_the_publishers_like_rosbag2():
@@ -51,6 +56,32 @@ def test_nearest_stamp_within_the_slop_pairs():
     assert [index.nearest(info(s).header.stamp, 0.0).fx for s in (2, 3, 4)] == [2, 3, 4]
 
 
+def test_the_node_keeps_the_camera_infos_of_ten_seconds_of_stamps():
+    """A frame's cloud is made after the model's forward, so its camera_info must outlive a
+    slow model (the 30 newest, as before, were 1 s of a 30 Hz camera); at most INFOS_KEPT of
+    a camera_info far faster than its images."""
+    pairing = CameraInfoPairing()
+    at = [divmod(i * 10**9 // 30, 10**9) for i in range(302)]  # 30 Hz from 0 s
+
+    def found(i):
+        return pairing.find(info(*at[i]).header.stamp)
+
+    for i in range(301):  # 0 to 10 s
+        pairing.add(info(*at[i], fx=i))
+    assert found(0).fx == 0 and found(150).fx == 150  # 10 s and 5 s before the newest
+    pairing.add(info(*at[301], fx=301))
+    assert found(0) is None and found(1).fx == 1
+    fast = CameraInfoPairing()
+    for i in range(INFOS_KEPT + 5):  # 1 kHz
+        fast.add(info(0, nanosec=i * 1_000_000, fx=i))
+    assert fast.find(info(0, nanosec=4_000_000).header.stamp) is None
+    assert fast.find(info(0, nanosec=5_000_000).header.stamp).fx == 5
+    looped = CameraInfoPairing()  # a bag played in a loop: stamps begin again
+    for sec in (100, 101, 1, 2):
+        looped.add(info(sec, fx=sec))
+    assert [looped.find(info(s).header.stamp).fx for s in (101, 1, 2)] == [101, 1, 2]
+
+
 def test_the_fallback_is_the_latest_camera_info_of_the_images_size():
     index = CameraInfoIndex()
     index.add(info(1, fx=1, width=640, height=480))
@@ -94,3 +125,22 @@ def test_waiting_frames_are_bounded_and_flushed():
     assert pairing.give_up(tickets[0]) is None
     assert [(f, i.fx) for f, i in pairing.give_up_all()] == [("frame 3", 1), ("frame 4", 1)]
     assert pairing.give_up(tickets[2]) is None
+
+
+def test_an_images_stamp_read_from_its_serialized_bytes():
+    """What rclpy serializes (Image, CompressedImage; little endian), big-endian CDR, and
+    bytes that are no CDR message."""
+    import struct
+
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage, Image
+
+    for kind in (Image, CompressedImage):
+        msg = kind()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1_795_820_957, 123_456_789
+        msg.header.frame_id = "camera_optical_frame"
+        assert serialized_stamp_ns(serialize_message(msg)) == 1_795_820_957_123_456_789
+    big_endian = b"\x00\x00\x00\x00" + struct.pack(">iI", 7, 5) + b"\x00" * 8
+    assert serialized_stamp_ns(big_endian) == 7_000_000_005
+    for garbage in (b"", b"\x00\x01\x00\x00\x07", b"\x89PNG\r\n\x1a\n\x00\x00\x00\x00"):
+        assert serialized_stamp_ns(garbage) is None
