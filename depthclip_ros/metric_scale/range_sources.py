@@ -144,15 +144,10 @@ class RangeSources:
         and the one held for the frame."""
         with self._lock:
             kept = self._messages[name].nearest(stamp, slop)
-        candidate = held.get(name)
-        if candidate is None:
-            return kept
         at = stamp_ns(stamp)
-        if abs(_ns(candidate) - at) > slop * 1e9:
-            return kept
-        if kept is None or abs(_ns(candidate) - at) < abs(_ns(kept) - at):
-            return candidate
-        return kept
+        near = [m for m in (kept, held.get(name)) if m is not None]
+        near = [m for m in near if abs(_ns(m) - at) <= slop * 1e9]
+        return min(near, key=lambda m: abs(_ns(m) - at), default=None)
 
     def _lookup(self, target: str, source, settings):
         """The transform of the frame of header `source` (at its stamp) into `target`: the
