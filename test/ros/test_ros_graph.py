@@ -313,9 +313,10 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
     offered = sum(report["cameras"][name]["sent"] for name in names)
     assert sum(received) < 0.8 * offered, received  # overloaded: frames had to be dropped
     assert min(received) > 0 and max(received) - min(received) <= max(2, 0.2 * max(received))
-    for name in names:  # each frame's cloud, some with its own camera_info, which a saturated
-        # CPU delivers late (8 of 10 own with the suite's other worker beside it, 3 of 7 beside
-        # a CPU-bound process: the pairing's timing is test_camera_info_timing's)
+    for name in names:  # each frame's cloud, some with its own camera_info: kept 10 s, it
+        # outlives the slow forwards here (the 30 kept before were 1 s: CI run 36 saw 0 of 5);
+        # one a saturated CPU delivers after the cloud's wait takes the latest (the pairing's
+        # timing is test_camera_info_timing's)
         infos, answered = report["cameras"][name]["camera_infos"], received[names.index(name)]
         assert infos["own"] + infos["other"] >= 0.9 * answered, (name, infos)
         assert infos["own"] > 0, (name, infos)
