@@ -52,9 +52,8 @@ class RangeSources:
         self.moving = TransformHistory()  # a bag's /tf (the node's tf2 hears its own)
         self.frames = None
         # camera -> {image stamp (ns): {source: its message nearest that stamp}}, in arrival
-        # order; and the stamp of each camera's newest frame (the pending one).
+        # order (the last: the camera's newest frame, pending until the model takes it).
         self._expected = {}
-        self._newest = {}
 
     def add(self, name: str, msg) -> None:
         """A message of source `name` (one of SOURCES)."""
@@ -74,21 +73,20 @@ class RangeSources:
         that camera's previous frame, which will not be processed."""
         with self._lock:
             frames = self._expected.setdefault(camera, collections.OrderedDict())
-            if replaced:
-                frames.pop(self._newest.get(camera), None)
+            if replaced and frames:
+                frames.popitem()  # the frame it replaced: the newest expected
             frames[stamp] = {
                 name: msg
                 for name, index in self._messages.items()
                 if (msg := index.nearest_value(stamp)) is not None
             }
-            self._newest[camera] = stamp
             while len(frames) > EXPECTED_PER_CAMERA:
                 frames.popitem(last=False)
 
     def forget_expected(self) -> None:
         """Frames no longer expected (metric_scale turned off, the inputs closed)."""
         with self._lock:
-            self._expected, self._newest = {}, {}
+            self._expected = {}
 
     def add_transform(self, transform) -> None:
         self._heard.add(transform)

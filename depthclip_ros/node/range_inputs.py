@@ -41,7 +41,8 @@ class RangeInputs:
             self.sources.forget_expected()
         if wanted & set(SUBSCRIPTIONS) and tf_frames.available():
             frames = self.sources.frames
-            if frames is not None and frames.given_frames - settings.transforms().frames():
+            given = frames.given_frames if frames is not None else set()
+            if given and given - settings.transforms().frames():
                 # tf2 keeps what it was given: a frame taken out of the parameter goes with
                 # a new buffer (its listener hears /tf_static again: latched).
                 self._close_frames()
