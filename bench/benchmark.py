@@ -36,7 +36,7 @@ from depthclip_ros.tools.camera_driver import INFO_PATTERNS
 from depthclip_ros.tools.random_clip import save_random_checkpoint
 
 from .bag_bench import bench_bag_outputs, bench_bag_tool, bench_fleet
-from .measure import machine, table, timed
+from .measure import machine, scratch_folder, table, timed
 from .metric_scale_bench import (
     MODEL_WORDS,
     RATE,
@@ -672,13 +672,8 @@ def argument_parser() -> argparse.ArgumentParser:
 def main():
     args = argument_parser().parse_args()
     disk = tempfile.gettempdir()
-    # Every temporary file of the run (checkpoints, exports, bags) in one folder, removed after.
-    with tempfile.TemporaryDirectory(prefix="depthclip-bench-") as scratch:
-        tempfile.tempdir = scratch
-        try:
-            run(args, disk)
-        finally:
-            tempfile.tempdir = None
+    with scratch_folder("depthclip-bench-"):
+        run(args, disk)
 
 
 def run(args, disk: str) -> None:

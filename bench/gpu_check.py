@@ -34,7 +34,7 @@ from depthclip_ros.tools.random_clip import save_random_checkpoint
 from .bag_bench import write_camera_bag
 from .benchmark import bench_cuda_core
 from .gpu_onnxruntime import onnxruntime_about, onnxruntime_on_gpu
-from .measure import machine, table
+from .measure import machine, scratch_folder, table
 from .node_bench import bench_cuda_node
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,6 +312,13 @@ def main(argv=None) -> int:
     if missing or set(args.only) <= set(left_out):
         return 2
     STEP_TIMEOUT = args.step_timeout
+    with scratch_folder("depthclip-gpu-check-"):
+        return run_steps(args, left_out)
+
+
+def run_steps(args, left_out: dict) -> int:
+    """Every step of `args.only`, its table printed as it comes, then the verdict; 0 when every
+    row passed or could not run on this host."""
     started = time.perf_counter()
     print(f"# gpu-check\n\nMachine: {machine()}\n", flush=True)
     ckpt = save_random_checkpoint(Path(tempfile.mkdtemp()) / "rn50_random.pt", "RN50")

@@ -1,8 +1,12 @@
 """Measuring helpers of the benchmark: the machine's name, interleaved timings, process samples,
 Markdown tables."""
 
+import contextlib
 import os
 import platform
+import signal
+import sys
+import tempfile
 import time
 
 import torch
@@ -20,6 +24,21 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores ({' '.join(simd)}), {gpu}; torch {torch.__version__}, "
         f"Python {platform.python_version()}"
     )
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str):
+    """Every temporary file of a run (checkpoints, exports, bags) in one folder, removed after,
+    also when the run fails or is stopped by SIGTERM (a CI's timeout): runs leave no gigabytes
+    behind in /tmp."""
+    stopped = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        tempfile.tempdir = scratch
+        try:
+            yield scratch
+        finally:
+            tempfile.tempdir = None
+            signal.signal(signal.SIGTERM, stopped)
 
 
 def timed(fns, reps, warmup=1, sync=None):
