@@ -194,9 +194,11 @@ def _run_nodes(ckpt, nodes, cameras, rate, seconds, env, python, ready, driver, 
 
 
 def node_inference_ms(report) -> float:
-    """The node's forward time, median, from its last /diagnostics (the first camera's)."""
-    status = next(v for k, v in report["diagnostics"].items() if "inference median (ms)" in v)
-    return float(status["inference median (ms)"])
+    """The node's forward time, median, from its last /diagnostics (the first camera's); NaN
+    when no status was heard."""
+    statuses = report["diagnostics"].values()
+    status = next((v for v in statuses if "inference median (ms)" in v), {})
+    return float(status.get("inference median (ms)", "nan"))
 
 
 STAGE_KEYS = ("decode", "inference", "after the model", "outputs")
@@ -207,8 +209,8 @@ def node_stage_cells(report) -> list:
     """[the frame's stages in the node, median ms; the threads' CPU, % of a core], from its
     last /diagnostics while the camera streamed (the first camera's status, and the node's)."""
     statuses = report["diagnostics while streaming"].values()
-    status = next(v for v in statuses if "inference median (ms)" in v)
-    stages = " / ".join(status[f"{key} median (ms)"] for key in STAGE_KEYS)
+    status = next((v for v in statuses if "inference median (ms)" in v), {})
+    stages = " / ".join(status.get(f"{key} median (ms)", "-") for key in STAGE_KEYS)
     cpu = next((v for v in statuses if "CPU, process (% of a core)" in v), {})
     threads = " / ".join(cpu.get(f"CPU, {name} (% of a core)", "-") for name in THREADS)
     return [stages, threads]
@@ -562,11 +564,11 @@ def bench_fairness(ckpt, cameras, rate, seconds, inputs=FAIRNESS_INPUTS, dds_pro
                     ckpt, [("", overrides)], cameras, rate, seconds, env, driver=("--phase", phase)
                 )
                 out = [r["cameras"][name]["received"] / r["seconds"] for name in cameras]
-                diagnostics = r["diagnostics"]
-                arrived = [
-                    float(diagnostics[f"/depthclip: {name} depth estimation"]["input rate (Hz)"])
+                statuses = [
+                    r["diagnostics"].get(f"/depthclip: {name} depth estimation", {})
                     for name in cameras
                 ]
+                arrived = [float(s.get("input rate (Hz)", "nan")) for s in statuses]
                 rows.append(
                     [
                         f"{width}x{height}",

@@ -210,11 +210,12 @@ def run(
 ) -> dict:
     rclpy.init()
     node = rclpy.create_node("camera_driver")
-    diagnostics = {}
+    diagnostics, heard = {}, [0.0]  # heard: when the last /diagnostics came
 
     def on_diagnostics(msg):
         for status in msg.status:
             diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+        heard[0] = time.time()
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     cameras = [Camera(node, name, pattern, rate, compressed, every_output) for name in names]
@@ -240,6 +241,11 @@ def run(
     # idle second after it (the last status of all counts every frame of the run).
     streaming = dict(diagnostics)
     wait_for_last_answers(cameras)
+    # The report's figures come from a status sent after the stream: a node loaded beyond its
+    # diagnostics_period may send it late (10 s at most; a node that sends none has none).
+    give_up = time.time() + 10.0
+    while heard[0] < end and time.time() < give_up:
+        time.sleep(0.05)
     report = {
         "rate": rate,
         "seconds": end - start,
