@@ -32,6 +32,14 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
 ROS_TESTS = Path(__file__).resolve().parent / "ros"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_of_this_run(tmp_path_factory):
+    """The package's default caches (text features, OpenVINO's compiled models: a blob for
+    every random graph compiled) in this run's folder, not in the user's ~/.cache: the tests'
+    processes inherit it."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--ros-only",

@@ -107,12 +107,15 @@ class DepthClipConfig(Schema):
         choices=PRECISIONS,
     )
     cache_dir: str = param(
-        "", "Text-feature cache folder; empty = ~/.cache/depthclip_ros", read_only=True
+        "",
+        "Text-feature cache folder; empty = $XDG_CACHE_HOME/depthclip_ros (~/.cache/depthclip_ros "
+        "where XDG_CACHE_HOME is unset)",
+        read_only=True,
     )
     openvino_cache_dir: str = param(
         "",
         "backend openvino: OpenVINO's compiled-model cache folder; empty = "
-        "~/.cache/depthclip_ros/openvino",
+        "$XDG_CACHE_HOME/depthclip_ros/openvino (~/.cache/depthclip_ros/openvino where unset)",
         read_only=True,
     )
     onnxruntime_providers: str = param(
@@ -135,7 +138,7 @@ class DepthClipConfig(Schema):
     tensorrt_cache_dir: str = param(
         "",
         "onnxruntime on CUDA with TensorRT installed: engine cache folder; empty = "
-        "~/.cache/depthclip_ros/tensorrt",
+        "$XDG_CACHE_HOME/depthclip_ros/tensorrt (~/.cache/depthclip_ros/tensorrt where unset)",
         read_only=True,
     )
     inference_threads: int = param(

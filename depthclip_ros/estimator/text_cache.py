@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,10 @@ FLOAT16 = "torch.float16"
 
 
 def default_cache_dir() -> Path:
-    return Path("~/.cache/depthclip_ros").expanduser()
+    """$XDG_CACHE_HOME/depthclip_ros, ~/.cache/depthclip_ros where it is unset (the XDG base
+    directory rule that torch's hub and pip follow; a relative value is ignored, as it says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "depthclip_ros"
 
 
 def cache_key(identity: str, prompt_sets, embed_dim: int, dtype: str = FLOAT32) -> str:

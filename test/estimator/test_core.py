@@ -27,6 +27,7 @@ from depthclip_ros.estimator.depth_head import (
 )
 from depthclip_ros.estimator.preprocessing import preprocess
 from depthclip_ros.estimator.scene_classification import global_embedding
+from depthclip_ros.estimator.text_cache import default_cache_dir
 from depthclip_ros.estimator.text_features import text_features
 from depthclip_ros.runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 
@@ -341,6 +342,21 @@ def test_corrupt_cache_recovers(make_config, caplog):
     assert "corrupt" in caplog.text
     np.testing.assert_array_equal(recovered.head.text.numpy(), reference.head.text.numpy())
     np.load(files[0])  # rewritten whole
+
+
+def test_the_default_cache_follows_xdg_cache_home(make_config, tmp_path, monkeypatch):
+    """An empty cache_dir is $XDG_CACHE_HOME/depthclip_ros (a relative one ignored, as the XDG
+    rule says), else ~/.cache/depthclip_ros; the text features are written there."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    model = DepthClip(make_config().replace(cache_dir=""))
+    assert model.cache_dir == tmp_path / "xdg" / "depthclip_ros"
+    assert len(list(model.cache_dir.glob("text_*.npy"))) == 1
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for value in ("relative/cache", ""):
+        monkeypatch.setenv("XDG_CACHE_HOME", value)
+        assert default_cache_dir() == tmp_path / "home" / ".cache" / "depthclip_ros"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "depthclip_ros"
 
 
 def test_torchscript_archive_loads_like_state_dict(tmp_path, make_config):

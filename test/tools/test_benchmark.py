@@ -366,18 +366,21 @@ def test_gpu_check_says_in_one_line_that_there_is_no_cuda_device():
 
 
 def test_a_benchmark_run_stopped_by_sigterm_leaves_no_files_behind(tmp_path):
-    """A run's temporary files (checkpoints, exports, bags: gigabytes over a CI's runs) go when
-    it ends, also when a timeout stops it with SIGTERM."""
+    """A run's temporary files (checkpoints, exports, bags: gigabytes over a CI's runs) and the
+    package's default caches go when it ends, also when a timeout stops it with SIGTERM."""
     script = (
         "import tempfile, time\n"
         "from bench.measure import scratch_folder\n"
         "with scratch_folder('depthclip-bench-'):\n"
         "    folder = tempfile.mkdtemp()\n"
         "    open(folder + '/random.pt', 'w').write('weights')\n"
+        "    from depthclip_ros.estimator.text_cache import default_cache_dir\n"
+        "    default_cache_dir().mkdir(parents=True)\n"
+        "    open(default_cache_dir() / 'model.blob', 'w').write('compiled')\n"
         "    print(folder, flush=True)\n"
         "    time.sleep(120)\n"
     )
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    env = {**os.environ, "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "users")}
     with subprocess.Popen(
         [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
     ) as proc:
