@@ -33,11 +33,13 @@ ROS_TESTS = Path(__file__).resolve().parent / "ros"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def cache_of_this_run(tmp_path_factory):
+def cache_and_logs_of_this_run(tmp_path_factory):
     """The package's default caches (text features, OpenVINO's compiled models: a blob for
-    every random graph compiled) in this run's folder, not in the user's ~/.cache: the tests'
-    processes inherit it."""
+    every random graph compiled) and the ROS log files of every node started (a thousand a
+    run) in this run's folders, not in the user's ~/.cache and ~/.ros/log: the tests'
+    processes inherit them."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    os.environ["ROS_LOG_DIR"] = str(tmp_path_factory.mktemp("ros_log"))
 
 
 def pytest_addoption(parser):
