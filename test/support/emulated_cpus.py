@@ -26,7 +26,7 @@ class EmulatedCpu:
     qemu_cpu: str  # its -cpu model
     cpuinfo: str  # the /proc/cpuinfo shown, in cpuinfo/
     python: Path
-    env: dict
+    env: dict  # beside _base_env(), read at each run
     prepared: Path  # what says its set-up finished
 
     def unavailable(self):
@@ -48,7 +48,7 @@ class EmulatedCpu:
         script = f'mount --bind "{cpuinfo}" /proc/cpuinfo && exec "$@"'
         return subprocess.run(
             ["unshare", "-m", "sh", "-c", script, "emulated", *command],
-            env=self.env,
+            env={**_base_env(), **self.env},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -56,7 +56,9 @@ class EmulatedCpu:
 
 
 def _base_env():
-    keep = ("PATH", "HOME", "LANG", "TMPDIR")
+    """What an emulated process keeps of this one's environment: its caches and ROS logs
+    where the tests put theirs (test/conftest.py), as they are when it starts."""
+    keep = ("PATH", "HOME", "LANG", "TMPDIR", "XDG_CACHE_HOME", "ROS_LOG_DIR")
     return {k: os.environ[k] for k in keep if k in os.environ}
 
 
@@ -69,7 +71,7 @@ X86_AVX2 = EmulatedCpu(
     qemu_cpu="Haswell-v4",
     cpuinfo="intel_haswell.txt",
     python=REPO / ".venv-onnx" / "bin" / "python",
-    env={**_base_env(), "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"},
+    env={"_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"},
     prepared=REPO / ".venv-onnx" / ".installed",  # make venv-onnx's stamp
 )
 # Debian's arm64 CPython with the aarch64 wheels of the runtimes, the package from the checkout.
@@ -80,7 +82,6 @@ AARCH64_PI5 = EmulatedCpu(
     cpuinfo="raspberry_pi_5.txt",
     python=EMULATION / "arm64" / "usr" / "bin" / "python3.11",
     env={
-        **_base_env(),
         "QEMU_LD_PREFIX": str(EMULATION / "arm64"),
         "PYTHONHOME": str(EMULATION / "arm64" / "usr"),
         "PYTHONPATH": f"{EMULATION / 'site-packages'}:{REPO}",
