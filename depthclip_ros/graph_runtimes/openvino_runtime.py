@@ -12,12 +12,14 @@ f16 unless fp32 is asked, NPU f16 (it computes in fp16). Where it is below f32 (
 f16), the head is compiled apart in f32 (split_at_features), as the torch backend keeps its head
 float32: OpenVINO's CPU plugin enforces bf16 on every node before the graph's last MatMul or
 Interpolate, and runtime info asking otherwise changed nothing in 2026.4 (tried).
+OpenVINO is imported without its usage telemetry unless the user opted in (import_openvino).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import sys
 from pathlib import Path
 
 from ..config.parameters import runtime_entries
@@ -31,6 +33,28 @@ log = logging.getLogger("depthclip_ros")
 COMPILED_SHAPES = 8  # compiled models kept (shapes); the least recently used goes first
 # The package's device names -> OpenVINO's (gpu.N -> GPU.N).
 OPENVINO_DEVICE = {"auto": "AUTO", "cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
+
+
+def telemetry_opted_in() -> bool:
+    """Whether the user gave OpenVINO's telemetry consent (`opt_in_out --opt_in` writes 1 in
+    ~/intel/openvino_telemetry; --opt_out 0; no file: never asked)."""
+    try:
+        return (Path.home() / "intel" / "openvino_telemetry").read_text().strip() == "1"
+    except (OSError, RuntimeError):  # no file, or no home
+        return False
+
+
+def import_openvino():
+    """openvino, imported without its telemetry unless the user opted in. Since 2024.1 every
+    `import openvino` sends a usage event to Google Analytics, by default (no consent file),
+    from a process it forks off this one's threads, and keeps a client id in ~/intel: not what
+    a robot's perception node should do. openvino-telemetry blocked (None in sys.modules: its
+    import raises ImportError), OpenVINO takes its own stub, as where that package is absent."""
+    if "openvino" not in sys.modules and not telemetry_opted_in():
+        sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
 
 
 def compile_properties(
@@ -83,7 +107,7 @@ def split_at_features(model) -> tuple:
     the trunk) and its head (features, text features, bins, temperature -> every output), the
     head's use of the images' size folded into constants. The image part shares `model`'s
     nodes (it changes none of them); the head is cut from a clone."""
-    import openvino as ov
+    ov = import_openvino()
     from openvino.passes import ConstantFolding, Manager
 
     image_part = ov.Model(
@@ -133,7 +157,7 @@ class OpenVinoDepthClip(ExportedGraph):
 
     def _import(self):
         try:
-            import openvino
+            openvino = import_openvino()
         except ImportError as exc:
             raise ModelLoadError(
                 f"backend openvino needs the openvino package ({exc}); pip install openvino "

@@ -560,6 +560,42 @@ def test_openvino_refusals_are_one_line(tiny_config, int8_graph, tmp_path, monke
     assert "\n" not in str(err.value)
 
 
+TELEMETRY_PROBE = """
+import os, sys
+forks = []
+fork = os.fork
+os.fork = lambda: forks.append(1) or fork()
+from depthclip_ros.graph_runtimes.openvino_runtime import import_openvino
+import_openvino().Core().available_devices
+telemetry = sys.modules.get("openvino_telemetry")
+print("telemetry module" if telemetry else "no telemetry module", len(forks), "forks")
+"""
+
+
+@pytest.mark.parametrize("consent", [None, "0", "1"])
+def test_openvino_is_imported_without_its_telemetry_unless_the_user_opted_in(tmp_path, consent):
+    """`import openvino` sends a usage event to Google Analytics by default, from a process it
+    forks, and keeps a client id in ~/intel; the package imports it without its telemetry
+    unless ~/intel/openvino_telemetry says 1 (OpenVINO's `opt_in_out --opt_in`)."""
+    intel = tmp_path / "intel"
+    intel.mkdir()
+    if consent is not None:
+        (intel / "openvino_telemetry").write_text(f"{consent}\n")
+    # An opted-in run keeps OpenVINO's telemetry, which sends nothing where CI=true.
+    env = {**os.environ, "HOME": str(tmp_path), "CI": "true" if consent == "1" else ""}
+    proc = subprocess.run(
+        [sys.executable, "-c", TELEMETRY_PROBE], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if consent == "1":
+        assert proc.stdout.strip() == "telemetry module 0 forks"
+    else:
+        assert proc.stdout.strip() == "no telemetry module 0 forks"
+        assert sorted(p.name for p in intel.iterdir()) == (
+            ["openvino_telemetry"] * (consent == "0")
+        )
+
+
 def test_calibration_sources(tmp_path):
     from PIL import Image
 
