@@ -775,8 +775,10 @@ def test_usable_cores_count_a_cores_hyperthreads_once(tmp_path):
 PINNED_PROCESS = """
 import json, os, sys
 import numpy as np
-import onnxruntime, openvino  # their own threads of import before the count
+import onnxruntime  # the runtimes' own threads of import before the count
 from depthclip_ros.config.params_files import load_config
+from depthclip_ros.graph_runtimes.openvino_runtime import import_openvino
+import_openvino()
 from depthclip_ros.estimator.loading import load_estimator
 
 overrides = json.loads(sys.argv[1])
