@@ -31,20 +31,20 @@ def scratch_folder(prefix: str):
     """Every temporary file of a run (checkpoints, exports, bags, and the package's default
     caches: OpenVINO's blobs of random graphs) in one folder, removed after, also when the run
     fails or is stopped by SIGTERM (a CI's timeout): runs leave no gigabytes behind."""
-    stopped = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    cache = os.environ.get("XDG_CACHE_HOME")
+    handler = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    tempdir, cache = tempfile.tempdir, os.environ.get("XDG_CACHE_HOME")
     with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
         tempfile.tempdir = scratch
         os.environ["XDG_CACHE_HOME"] = os.path.join(scratch, "cache")  # its processes' too
         try:
             yield scratch
         finally:
-            tempfile.tempdir = None
+            tempfile.tempdir = tempdir
             if cache is None:
                 os.environ.pop("XDG_CACHE_HOME", None)
             else:
                 os.environ["XDG_CACHE_HOME"] = cache
-            signal.signal(signal.SIGTERM, stopped)
+            signal.signal(signal.SIGTERM, handler)
 
 
 def timed(fns, reps, warmup=1, sync=None):
