@@ -177,15 +177,26 @@ def stream(cameras, image, info, rate, phase, duration, serial) -> int:
     return sent
 
 
+# How long after the last answer a depth's camera_info is still waited for: the node sends it
+# when the frame's own camera_info comes or its camera_info_wait ends, and a saturated CPU
+# delays it further (CI run 43: two of a camera's 16 still on their way after 1.5 s).
+INFO_PATIENCE = 5.0
+
+
 def wait_for_last_answers(cameras) -> None:
     """Until the last frames' answers are in (a slow model answers seconds later): quiet for
     longer than twice the slowest answer so far, so that a model that takes seconds a frame
-    (several nodes sharing a CPU) still gets its last frames counted; 30 s at most."""
+    (several nodes sharing a CPU) still gets its last frames counted, and for INFO_PATIENCE
+    while a depth of a camera that sends camera_infos lacks its own; 30 s at most."""
     answered, quiet_since, give_up = -1, time.time(), time.time() + 30.0
 
     def quiet_needed():
         slowest = max((max(c.latencies, default=0.0) for c in cameras), default=0.0)
-        return max(1.5, 2.0 * slowest)
+        owed = any(
+            c.info_pub is not None and len(c.depth_arrivals) > sum(c.infos.values())
+            for c in cameras
+        )
+        return max(1.5, 2.0 * slowest, INFO_PATIENCE if owed else 0.0)
 
     def waiting():  # a camera not answered yet, or answers still coming
         unanswered = any(not c.depth_arrivals for c in cameras)
@@ -193,7 +204,7 @@ def wait_for_last_answers(cameras) -> None:
 
     while time.time() < give_up and waiting():
         time.sleep(0.1)
-        now_answered = sum(len(c.depth_arrivals) for c in cameras)
+        now_answered = sum(len(c.depth_arrivals) + sum(c.infos.values()) for c in cameras)
         if now_answered != answered:
             answered, quiet_since = now_answered, time.time()
 
