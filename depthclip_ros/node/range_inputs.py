@@ -34,12 +34,13 @@ class RangeInputs:
         """Subscribe to the sources metric_scale uses now, close the others; follow their
         publishers' reliability (a lidar driver's is best effort)."""
         wanted = set(settings.metric_scale_sources) if settings.metric_scale != "off" else set()
+        subscribed = wanted & SUBSCRIPTIONS.keys()  # the ground needs no topic
         for name in list(self._inputs):
             if name not in wanted:
                 self._inputs.pop(name).close()
-        if not wanted & set(SUBSCRIPTIONS):
+        if not subscribed:
             self.sources.forget_expected()
-        if wanted & set(SUBSCRIPTIONS) and tf_frames.available():
+        if subscribed and tf_frames.available():
             frames = self.sources.frames
             given = frames.given_frames if frames is not None else set()
             if given and given - settings.transforms().frames():
@@ -50,7 +51,7 @@ class RangeInputs:
                 self.sources.frames = tf_frames.TfFrames(self.node)
         else:
             self._close_frames()
-        for name in sorted(wanted & set(SUBSCRIPTIONS)):
+        for name in sorted(subscribed):
             if name not in self._inputs:
                 msg_type, topic = SUBSCRIPTIONS[name]
                 received = functools.partial(self.sources.add, name)

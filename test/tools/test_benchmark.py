@@ -391,20 +391,28 @@ def test_a_benchmark_run_stopped_by_sigterm_leaves_no_files_behind(tmp_path):
     assert not folder.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.fixture
+def gpu_check_scratch():
+    """gpu-check's steps run as its main runs them: their files in its scratch folder, removed
+    after."""
+    from bench.measure import scratch_folder
+
+    with scratch_folder("depthclip-gpu-check-"):
+        yield
+
+
 @pytest.mark.slow
-def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint):
+def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint, gpu_check_scratch):
     """gpu-check's own steps, run here on CPU (no graphs: the eager path against itself), so a
     GPU's few minutes are not lost to a typo; the verdict of known figures."""
     from bench import gpu_check
-    from bench.measure import scratch_folder
 
-    with scratch_folder("depthclip-gpu-check-"):  # as main runs the steps
-        head, rows, ok = gpu_check.captured_vs_eager(tiny_checkpoint, "cpu")
-        assert ok and len(rows) == len(gpu_check.STRUCTURAL_OPTIONS)
-        assert {r[1] for r in rows} == {"not used"} and {r[-1] for r in rows} == {"pass"}
-        _, rows, ok = gpu_check.capture_churn(tiny_checkpoint, "cpu")
-        assert ok and rows[0][-1] == "pass"
-        _, rows, bag_rate = gpu_check.bag_and_fleet(tiny_checkpoint, "cpu", frames_in_bag=12)
+    head, rows, ok = gpu_check.captured_vs_eager(tiny_checkpoint, "cpu")
+    assert ok and len(rows) == len(gpu_check.STRUCTURAL_OPTIONS)
+    assert {r[1] for r in rows} == {"not used"} and {r[-1] for r in rows} == {"pass"}
+    _, rows, ok = gpu_check.capture_churn(tiny_checkpoint, "cpu")
+    assert ok and rows[0][-1] == "pass"
+    _, rows, bag_rate = gpu_check.bag_and_fleet(tiny_checkpoint, "cpu", frames_in_bag=12)
     assert bag_rate > 0 and [r[0] for r in rows] == [
         "depthclip-bag process (batch 1)",
         "depthclip-fleet, 1 worker",
@@ -431,7 +439,9 @@ def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint):
     }
 
 
-def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(tiny_checkpoint, monkeypatch):
+def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(
+    tiny_checkpoint, monkeypatch, gpu_check_scratch
+):
     """The ONNX Runtime step on CPU with the stand-in of onnxruntime-gpu (ONNX Runtime's own
     wrapper; its TensorRT refuses what onnx-tensorrt refuses, writes and rejects engine files as
     ORT does): every row passes, so a lent GPU's minutes go to what only a GPU can say."""
@@ -439,7 +449,6 @@ def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(tiny_checkpoint, mon
 
     from bench import gpu_check, gpu_onnxruntime
     from bench.gpu_onnxruntime import onnxruntime_on_gpu
-    from bench.measure import scratch_folder
     from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
 
     class OpenedWithOrtsFallback(OnnxDepthClip):
@@ -455,46 +464,45 @@ def test_gpu_checks_onnxruntime_step_runs_dry_on_a_stand_in(tiny_checkpoint, mon
                 provider_options=[opts for _, opts in chain],
             )
 
-    with scratch_folder("depthclip-gpu-check-"):  # as main runs the steps
-        runtime = GpuOnnxRuntime().install(monkeypatch)
-        head, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
-        parts = "preprocessing CUDA, trunk Tensorrt, head CUDA"
-        # The stall row's verdict is a timing of this machine's: the test checks that the verdict
-        # follows its measured figure, not the figure itself.
-        stall = rows.pop(1)
-        assert stall[:2] == [
-            "CUDA provider warmed at 640x480, max_batch 4: a batch's first frame beyond its next",
-            "whole graph CUDA",
-        ]
-        stall_ms = float(stall[2].split(" ms ")[0])
-        assert stall[3] == ("pass" if stall_ms <= gpu_onnxruntime.STALL_S * 1e3 else "FAIL")
-        assert [(r[0], r[1], r[3]) for r in rows] == [
-            ("any-size graph, providers cuda", "whole graph CUDA", "pass"),
-            ("any-size graph, providers auto", parts, "pass"),
-            ("first trunk engine (batch 1)", parts, "pass"),
-            ("whole any-size graph on TensorRT: refused as the stand-in says", TENSORRT, "pass"),
-            ("warm_up VGA and 640x360, max_batch 4; batch 6 in parts", parts, "pass"),
-            ("reopen: engine from the cache", parts, "pass"),
-            ("stale engine: cleared, built again", parts, "pass"),
-        ], rows
-        assert ok == (stall[3] == "pass") and "trunk-batch1, trunk-batch4" in rows[4][2]
-        trunk_batches = [shape[0] for provider, shape in runtime.runs if provider == TENSORRT]
-        assert 4 in trunk_batches and 2 in trunk_batches  # the batch of 6: 4 + 2
-        # TensorRT listed without its libraries: the auto row runs on CUDA with one warning, and
-        # the TensorRT rows, which could not run where TensorRT is listed, fail
-        monkeypatch.undo()
-        GpuOnnxRuntime(tensorrt_libraries=False).install(monkeypatch)
-        _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
-        assert rows[2][1] == "whole graph CUDA" and "libnvinfer" in rows[2][2]
-        assert rows[2][3] == "pass" and rows[3][3] == "FAIL" and not ok
-        # a fallback printed on stdout fails the auto row (ONNX Runtime's own, which prints it)
-        monkeypatch.setattr(gpu_onnxruntime, "OnnxDepthClip", OpenedWithOrtsFallback)
-        _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
-        assert rows[2][3] == "FAIL" and "EP Error on stdout" in rows[2][2]
-        # onnxruntime without a GPU provider (this machine's): one row says so, nothing fails
-        monkeypatch.undo()
-        _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
-        assert ok and [r[3] for r in rows] == ["not run"] and "onnxruntime-gpu" in rows[0][2]
+    runtime = GpuOnnxRuntime().install(monkeypatch)
+    head, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
+    parts = "preprocessing CUDA, trunk Tensorrt, head CUDA"
+    # The stall row's verdict is a timing of this machine's: the test checks that the verdict
+    # follows its measured figure, not the figure itself.
+    stall = rows.pop(1)
+    assert stall[:2] == [
+        "CUDA provider warmed at 640x480, max_batch 4: a batch's first frame beyond its next",
+        "whole graph CUDA",
+    ]
+    stall_ms = float(stall[2].split(" ms ")[0])
+    assert stall[3] == ("pass" if stall_ms <= gpu_onnxruntime.STALL_S * 1e3 else "FAIL")
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        ("any-size graph, providers cuda", "whole graph CUDA", "pass"),
+        ("any-size graph, providers auto", parts, "pass"),
+        ("first trunk engine (batch 1)", parts, "pass"),
+        ("whole any-size graph on TensorRT: refused as the stand-in says", TENSORRT, "pass"),
+        ("warm_up VGA and 640x360, max_batch 4; batch 6 in parts", parts, "pass"),
+        ("reopen: engine from the cache", parts, "pass"),
+        ("stale engine: cleared, built again", parts, "pass"),
+    ], rows
+    assert ok == (stall[3] == "pass") and "trunk-batch1, trunk-batch4" in rows[4][2]
+    trunk_batches = [shape[0] for provider, shape in runtime.runs if provider == TENSORRT]
+    assert 4 in trunk_batches and 2 in trunk_batches  # the batch of 6: 4 + 2
+    # TensorRT listed without its libraries: the auto row runs on CUDA with one warning, and
+    # the TensorRT rows, which could not run where TensorRT is listed, fail
+    monkeypatch.undo()
+    GpuOnnxRuntime(tensorrt_libraries=False).install(monkeypatch)
+    _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
+    assert rows[2][1] == "whole graph CUDA" and "libnvinfer" in rows[2][2]
+    assert rows[2][3] == "pass" and rows[3][3] == "FAIL" and not ok
+    # a fallback printed on stdout fails the auto row (ONNX Runtime's own, which prints it)
+    monkeypatch.setattr(gpu_onnxruntime, "OnnxDepthClip", OpenedWithOrtsFallback)
+    _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
+    assert rows[2][3] == "FAIL" and "EP Error on stdout" in rows[2][2]
+    # onnxruntime without a GPU provider (this machine's): one row says so, nothing fails
+    monkeypatch.undo()
+    _, rows, ok = onnxruntime_on_gpu(gpu_check.frames, tiny_checkpoint, "cuda:0", "cpu")
+    assert ok and [r[3] for r in rows] == ["not run"] and "onnxruntime-gpu" in rows[0][2]
 
 
 def test_gpu_check_names_what_an_offline_gpu_host_lacks_and_its_steps(monkeypatch):
