@@ -82,6 +82,7 @@ class Fit:
     reason: str = ""  # why not fitted, or what the fit fell back to
     cells: int = 0  # the feature cells the used anchors fall in
     bin_offsets: tuple = ()  # mode bins: each fitted bin minus its s b + t
+    model_span: tuple = ()  # the model depths (nearest, farthest) of the agreeing anchors
 
     @property
     def fitted(self) -> bool:
@@ -190,6 +191,7 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
             f"scale {scale:.3g} outside [{scale_range[0]:g}, {scale_range[1]:g}]",
         )
     stds = _parameter_stds(moments, residuals, share * agree)
+    spoken = m[agree] if agree.any() else m  # where the fit has anchors to show for it
     offsets = ()
     if mode == "bins":
         affine = scale * np.asarray(bins, np.float64) + shift
@@ -208,6 +210,7 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
         reason=reason,
         cells=cells,
         bin_offsets=offsets,
+        model_span=(float(spoken.min()), float(spoken.max())),
         **counts,
     )
 

@@ -1,16 +1,19 @@
 """One camera's metric scale over time, and its application to a DepthResult. NumPy only.
 
-The state is (log s, t) with their variances: the fits' mean, each fit's weight halving every
-half-life (seconds, from stamps, not arrival). So a state that holds few fits (the first ones,
-a restart's) takes the next as a plain mean does, and a long one moves by (1 - a) of a fit,
-a = 0.5 ** (dt / half-life), as the temporal filter moves a patch. Its variance is the
-mixture's (each one's, plus the spread between them), so it never claims more than the fits
-show. Between fits the variance grows (DRIFT_PER_HALF_LIFE of log s per half-life, and as
-much of the shift relative to the mean depth): a range sensor that goes dark makes depth/std
-grow and cloud_max_std thin the clouds. A fit off the state by more than GATE_LOG_SCALE (a
-glass frame, a mirror) leaves the state as it was; only fits that keep disagreeing for
-PERSIST_SECONDS, most of them alike (a real change: a new model, a new lens), restart it, from
-those fits mixed. A fit after a gap the temporal filter would restart at begins it again.
+The state is (log s, t) with their variances: the fits' mean, each fit weighing the inverse of
+its own variance of log s (a fit that says it knows less moves the state less: a plane of
+anchors that spans little depth, outliers left in), its weight halving every half-life
+(seconds, from stamps, not arrival). So a state that holds few fits (the first ones, a
+restart's) takes the next as a weighted mean does, and a long one of like fits moves by (1 - a)
+of a fit, a = 0.5 ** (dt / half-life), as the temporal filter moves a patch. Its variance is
+the mixture's (each one's, plus the spread between them), so it never claims more than the fits
+show. Between fits the variance grows (DRIFT_PER_HALF_LIFE of log s per half-life, and as much
+of the shift relative to the mean depth): a range sensor that goes dark makes depth/std grow
+and cloud_max_std thin the clouds. A fit whose depths are off the state's by more than GATE
+where its anchors lie (a glass frame, a mirror) leaves the state as it was; only fits that keep
+disagreeing for PERSIST_SECONDS, most of them alike (a real change: a new model, a new lens),
+restart it, from those fits mixed. A fit after a gap the temporal filter would restart at
+begins it again.
 
 Applied, the fitted s d + t moves each bin to s b + t: depth and coarse depth are s d + t, their
 std sqrt(s^2 std^2 + d^2 var(s) + var(t)), and `lower_bins` (the bins under the scale's lower
@@ -28,9 +31,9 @@ import numpy as np
 
 from ..estimator.temporal_filter import RESTART_AFTER_HALF_LIVES
 
-GATE_LOG_SCALE = 0.1  # |log s_fit - log s| beyond it: a frame that disagrees
-GATE_SHIFT = 0.1  # a shift that moves the median anchor by more than 10 %: disagrees
+GATE = 0.1  # depths farther apart than 10 % where the anchors lie: a frame that disagrees
 PERSIST_SECONDS = 0.5  # fits that keep disagreeing, most alike, this long: a real change
+MIN_LOG_SCALE_STD = 0.01  # a fit's weight is at most 1 / this^2: sensor noise is ~1 %
 PENDING_SECONDS = 2 * PERSIST_SECONDS  # how far back disagreeing fits are weighed
 DRIFT_PER_HALF_LIFE = 0.05  # std of log s (and of t / depth) gained per half-life unfitted
 LOWER_BOUND_STDS = 2.0
@@ -125,8 +128,9 @@ class _State:
     shift_var: float
     stamp: float  # of the last fit taken
     depth: float  # the median anchor's depth of the last fit (the shift's yardstick)
-    offsets: np.ndarray | None = None  # mode bins: each bin's move beyond s b + t
-    weight: float = 1.0  # the fits it holds, each halved every half-life since its stamp
+    span: tuple  # the model depths (nearest, farthest) its last fit's agreeing anchors had
+    offsets: np.ndarray | None  # mode bins: each bin's move beyond s b + t
+    weight: float  # the inverse variances of log s of its fits, halved each half-life since
 
 
 class ScaleTracker:
@@ -156,7 +160,9 @@ class ScaleTracker:
             fit.shift_std**2,
             stamp,
             depth,
+            fit.model_span,
             np.asarray(fit.bin_offsets, np.float64) if fit.bin_offsets else None,
+            1.0 / max(fit.log_scale_std, MIN_LOG_SCALE_STD) ** 2,
         )
         if state is None:
             self._state, self._pending = measured, []
@@ -211,6 +217,7 @@ class ScaleTracker:
             keep * aged[1] + (1 - keep) * measured.shift_var + keep * (1 - keep) * gap_shift**2,
             measured.stamp,
             measured.depth,
+            measured.span,
             _mixed(state.offsets, measured.offsets, keep),
             held + measured.weight,
         )
@@ -221,11 +228,18 @@ class ScaleTracker:
 
     @staticmethod
     def _alike(a: _State, b: _State) -> bool:
-        """Two scales and shifts that agree: log scales within GATE_LOG_SCALE, and the median
-        anchor's depth under either within GATE_SHIFT."""
-        if abs(a.log_scale - b.log_scale) > GATE_LOG_SCALE:
-            return False
-        return abs(a.shift - b.shift) <= GATE_SHIFT * max(a.depth, b.depth)
+        """Two scales and shifts that agree where their anchors lie: at the nearest and the
+        farthest model depth either fit's agreeing anchors had, the depths they give within
+        GATE of each other. Not the scale and the shift each on its own: anchors that span
+        little depth tell s m + t there far better than s or t (their fits scatter along
+        the line of equal depths), and a glass frame or a new lens moves the depth itself."""
+        near, far = min(a.span[0], b.span[0]), max(a.span[1], b.span[1])
+        scale_a, scale_b = np.exp(a.log_scale), np.exp(b.log_scale)
+        for model in (near, far):
+            depth_a, depth_b = scale_a * model + a.shift, scale_b * model + b.shift
+            if min(depth_a, depth_b) <= 0 or abs(depth_a - depth_b) > GATE * max(depth_a, depth_b):
+                return False
+        return True
 
     @staticmethod
     def _aged(state: _State, stamp: float, half_life: float) -> tuple:

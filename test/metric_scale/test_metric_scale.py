@@ -563,6 +563,14 @@ def test_outliers_in_the_anchors_leave_the_fit_where_the_truth_is(outliers):
     result = fit.fit(projection, "scale_shift", 8, (0.2, 5.0))
     assert result.scale == pytest.approx(0.6, rel=0.03)
     assert result.shift == pytest.approx(-0.2, abs=0.05)
+    # Where the fit speaks: the model depths of the anchors that agree with it, not the
+    # outliers' (whose pixels the room's nearest and farthest surfaces may hold).
+    agreeing = (
+        np.abs((0.6 * projection.model - 0.2) / projection.z - 1) < fit.INLIER_RELATIVE_ERROR
+    )
+    assert result.model_span == pytest.approx(
+        (projection.model[agreeing].min(), projection.model[agreeing].max()), rel=1e-9
+    )
 
 
 def test_anchors_at_one_depth_fit_a_scale_only_and_say_so():
@@ -637,7 +645,9 @@ def test_each_feature_cell_counts_once_however_many_anchors_it_holds():
 
 
 def fit_of(scale, shift=0.0, std=0.003):
-    return fit.Fit("scale_shift", scale, shift, std, std, 100, 100, 90, 85, 0.01)
+    return fit.Fit(
+        "scale_shift", scale, shift, std, std, 100, 100, 90, 85, 0.01, model_span=(1.0, 3.0)
+    )
 
 
 def test_a_still_view_holds_the_scale_and_a_glass_frame_moves_it_by_nothing():
@@ -653,6 +663,45 @@ def test_a_still_view_holds_the_scale_and_a_glass_frame_moves_it_by_nothing():
     tracker.update(fit_of(before * 1.6), 3.0, 1.0, 3.0)  # every anchor through glass
     assert tracker.calibration(3.0, 1.0).scale == pytest.approx(before, rel=0.01)
     assert tracker.rejected == 1
+
+
+def test_fits_that_scatter_along_equal_depths_agree_and_the_state_is_their_mean():
+    """Anchors that span little depth (model depths 1.0 to 1.2, a lidar plane on a far
+    wall) tell s m + t there, not s and t apart: their fits scatter along the line of equal
+    depths. A first fit far along it (log s 0.35 off) is no glass frame: the state is the
+    fits' mean, not that first fit holding off every later one; a glass frame is still
+    left out."""
+    tracker = tracking.ScaleTracker()
+    rng = np.random.default_rng(0)
+
+    def along(log_scale_error):
+        scale = 3.0 * np.exp(log_scale_error)  # the truth: 3 m - 1, 2.3 m at m = 1.1
+        return dataclasses.replace(
+            fit_of(scale, 2.3 - 1.1 * scale, std=0.1), model_span=(1.0, 1.2)
+        )
+
+    tracker.update(along(0.35), 0.0, 2.0, 2.3)
+    for frame in range(1, 60):  # 4 s at 15 Hz
+        tracker.update(along(rng.normal(0, 0.1)), frame / 15, 2.0, 2.3)
+    state = tracker.calibration(59 / 15, 2.0)
+    assert tracker.rejected == 0 and tracker.restarts == 0
+    assert np.log(state.scale / 3.0) == pytest.approx(0.0, abs=0.03)
+    assert state.scale * 1.1 + state.shift == pytest.approx(2.3, rel=0.01)
+    glass = dataclasses.replace(
+        fit_of(1.6 * state.scale, 1.6 * state.shift, std=0.1), model_span=(1.0, 1.2)
+    )
+    tracker.update(glass, 4.0, 2.0, 3.7)
+    assert tracker.rejected == 1
+    assert tracker.calibration(4.0, 2.0).scale == state.scale
+
+
+def test_a_fit_that_says_it_knows_less_moves_the_state_less():
+    """Each fit weighs the inverse of its variance of log s: a fit with three times the std
+    of the state's one fit moves it by a tenth of the way, not half."""
+    tracker = tracking.ScaleTracker()
+    tracker.update(fit_of(1.0, std=0.02), 0.0, 1000.0, 3.0)
+    tracker.update(fit_of(np.exp(0.05), std=0.06), 1e-3, 1000.0, 3.0)
+    assert np.log(tracker.calibration(1e-3, 1000.0).scale) == pytest.approx(0.005, rel=1e-3)
 
 
 def test_a_scale_that_changes_and_stays_settles_within_a_second():

@@ -346,6 +346,11 @@ def test_benchmark_core_fairness_temporal_and_eval():
         assert float(row["one glass frame (anchors x1.6) moves the scale by"].rstrip("%")) >= 0
         still = next(v for key, v in row.items() if key.startswith("std of log s, still"))
         assert float(still) >= 0
+        # The tracked depth of the still stretch nearer the truth than the model's own
+        tracked, oracle = row["AbsRel, still (mean) / every-pixel fit"].split(" / ")
+        uncalibrated = next(r for r in metric if r["sample"] == row["sample"])
+        assert 0 < float(tracked) < float(uncalibrated["AbsRel uncalibrated"])
+        assert float(oracle) == float(uncalibrated["AbsRel every-pixel fit"])
 
     (evaluation,) = tables["Offline evaluation"]
     assert float(evaluation["images/s"]) > 0
