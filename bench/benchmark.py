@@ -43,6 +43,7 @@ from .metric_scale_bench import (
     before_after_picture,
     bench_metric_scale,
     bench_metric_scale_over_time,
+    bench_range_reading,
     nyu_samples,
     scene_samples,
 )
@@ -755,6 +756,11 @@ def print_metric_scale(args) -> None:
         f"{RATE:g} Hz, the shipped half-life, cpu)\n"
     )
     print(table(*bench_metric_scale_over_time(samples, args.quick)) + "\n")
+    print(
+        "## Metric scale: a frame's range data read (each source as sensors send it; "
+        "the worker's cost before the fit)\n"
+    )
+    print(table(*bench_range_reading()) + "\n")
     if args.metric_scale_picture and found:
         from PIL import Image
 

@@ -236,8 +236,9 @@ def bench_metric_scale_over_time(samples, quick: bool) -> tuple:
     rule (CameraScale, the shipped half-life) with fresh noise and outliers every frame: the
     share of frames fitted; the std of log s over a still stretch (after the first second),
     and its depth's mean AbsRel there against the every-pixel fit's (a state held off by one
-    early fit shows there, not in the std); the seconds until the state is within 1 % of a scale step that persists (all anchors x
-    STEP from then on); how far one glass frame (all anchors x GLASS) moves the state."""
+    early fit shows there, not in the std); the seconds until the state is within 1 % of a
+    scale step that persists (all anchors x STEP from then on); how far one glass frame (all
+    anchors x GLASS) moves the state."""
     settings = OutputSettings(metric_scale="scale_shift", metric_scale_min_anchors=8)
     still, settle, count = (2.0, 2.0, 2) if quick else (4.0, 3.0, None)
     stamps = np.arange(0.0, still + settle + 1.0, 1.0 / RATE)
@@ -313,3 +314,113 @@ def before_after_picture(truth: np.ndarray, anchors: np.ndarray, k: np.ndarray) 
                 panel[rows[inside], cols[inside]] = 255
         panels.append(panel)
     return np.concatenate(panels, axis=1), scale
+
+
+def _lidar_cloud(rings: int, columns: int, point_step: int, ring_major: bool):
+    """A 360-degree lidar's PointCloud2 in its own frame (x forward, z up): `rings` lasers over
+    +-22.5 degrees, `columns` azimuths, walls 2 to 8 m away; x, y, z float32 first, the rest of
+    each `point_step` bytes the driver's other fields. Ring-major: organized (height `rings`,
+    an Ouster's); else one row, the lasers of each azimuth together (a Velodyne's)."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    azimuth = np.linspace(-np.pi, np.pi, columns, endpoint=False)
+    elevation = np.radians(np.linspace(-22.5, 22.5, rings))[:, None]
+    ranges = 2.0 + 6.0 * np.random.default_rng(0).random((rings, columns))
+    xyz = np.stack(
+        [
+            ranges * np.cos(elevation) * np.cos(azimuth),
+            ranges * np.cos(elevation) * np.sin(azimuth),
+            ranges * np.sin(elevation) * np.ones(columns),
+        ],
+        axis=-1,
+    )
+    if not ring_major:
+        xyz = xyz.transpose(1, 0, 2)
+    data = np.zeros(xyz.shape[:2] + (point_step,), np.uint8)
+    data[..., :12] = xyz.astype(np.float32).view(np.uint8).reshape(xyz.shape[:2] + (12,))
+    height, width = (rings, columns) if ring_major else (1, rings * columns)
+    fields = [
+        PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+        for i, n in enumerate("xyz")
+    ]
+    return PointCloud2(
+        height=height,
+        width=width,
+        fields=fields,
+        point_step=point_step,
+        row_step=point_step * width,
+        data=data.tobytes(),
+        is_dense=True,
+    )
+
+
+def bench_range_reading(repeats: int = 15) -> tuple:
+    """(head, rows): what a frame's range data costs the worker before the fit
+    (RangeSources.anchors: the message read, moved into the camera's optical frame), per
+    source as sensors send it; the median of `repeats`."""
+    import time
+
+    from sensor_msgs.msg import CameraInfo, Image, LaserScan
+
+    from depthclip_ros.metric_scale.range_sources import RangeSources
+    from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, render_scene
+
+    truth = render_scene("room")[1]
+    height, width = truth.shape
+    info = CameraInfo(width=width, height=height, k=[FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0])
+    scan = LaserScan(
+        angle_min=-2.356,
+        angle_max=2.356,
+        angle_increment=4.712 / 1080,
+        range_min=0.05,
+        range_max=30.0,
+        ranges=(2.0 + np.random.default_rng(0).random(1081) * 6).astype(np.float32).tolist(),
+    )
+    millimetres = (truth * 1000).astype(np.uint16)
+    depth = Image(
+        height=height, width=width, encoding="16UC1", step=2 * width, data=millimetres.tobytes()
+    )
+    messages = [
+        ("scan", "LaserScan, 1,081 rays (a 270-degree 2D lidar)", scan),
+        ("points", "PointCloud2, 28,800 points, one row (a 16-laser lidar)", None),
+        ("points", "PointCloud2, 131,072 points, 128 x 1024 (a 128-laser lidar)", None),
+        ("depth", f"Image 16UC1, {width}x{height} (a depth camera, registered)", depth),
+    ]
+    messages[1] = (*messages[1][:2], _lidar_cloud(16, 1800, 32, ring_major=False))
+    messages[2] = (*messages[2][:2], _lidar_cloud(128, 1024, 48, ring_major=True))
+    rows = []
+    for source, words, msg in messages:
+        msg.header.frame_id = "camera_optical_frame" if source == "depth" else "lidar"
+        settings = OutputSettings(
+            metric_scale="scale_shift",
+            metric_scale_sources=(source,),
+            static_transforms=(
+                "0 0 0 -1.5707963267948966 0 -1.5707963267948966 lidar camera_optical_frame",
+            ),
+        )
+        sources = RangeSources()
+        sources.add(source, msg)
+        header = type(msg.header)(frame_id="camera_optical_frame")
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            points, _, problems = sources.anchors(header, info, (height, width), settings)
+            seconds.append(time.perf_counter() - started)
+        if problems:
+            raise RuntimeError(f"{words}: {'; '.join(problems)}")
+        count = len(msg.ranges) if source == "scan" else int(msg.width) * int(msg.height)
+        ahead = points[points[:, 2] > 0.05]
+        u = FX * ahead[:, 0] / ahead[:, 2] + CX
+        v = FY * ahead[:, 1] / ahead[:, 2] + CY
+        seen = np.count_nonzero((u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1))
+        rows.append(
+            [
+                words,
+                f"{count:,}",
+                f"{len(points):,}",
+                f"{seen:,}",
+                f"{np.median(seconds) * 1e3:.2f}",
+            ]
+        )
+    head = ["message", "points in it", "read", "in the image", "read and moved (ms, median)"]
+    return head, rows

@@ -30,9 +30,11 @@ KEEP = 20  # messages a source keeps (the newest arrivals): 2 s of a 10 Hz scan
 # Frames of a camera expected at once: one in the model and one pending (more only for frames
 # discarded unprocessed, which a later frame's anchors clear).
 EXPECTED_PER_CAMERA = 8
-# A registered depth image's pixels back-projected, at most about this many (a VGA depth image
-# has 300,000; the fit keeps one anchor per feature cell).
-DEPTH_IMAGE_POINTS = 4096
+# A registered depth image's pixels back-projected, or a point cloud's points read, at most
+# about this many (a VGA depth image has 300,000, a 128-beam lidar's cloud 131,072: reading,
+# moving and projecting them all took tens of ms a frame on the worker; the fit counts each
+# feature cell once, a few hundred of them).
+RANGE_POINTS = 4096
 SOURCES = ("scan", "points", "depth")  # the sources that are messages
 
 
@@ -194,7 +196,7 @@ def _points(name: str, msg, k, size: tuple) -> np.ndarray:
     if name == "scan":
         return range_data.scan_points(msg)
     if name == "points":
-        return range_data.cloud_points(msg)
+        return range_data.cloud_points(msg, RANGE_POINTS)
     # depth: registered to the camera (a RealSense's aligned_depth_to_color), so its pixels
     # are the image's and the image's K back-projects them.
     metres = range_data.depth_image_metres(msg)
@@ -205,5 +207,5 @@ def _points(name: str, msg, k, size: tuple) -> np.ndarray:
         )
     if k is None:
         raise AnchorError("no camera_info for the image: a depth image needs the image's K")
-    stride = max(1, int(np.ceil(np.sqrt(metres.size / DEPTH_IMAGE_POINTS))))
+    stride = max(1, int(np.ceil(np.sqrt(metres.size / RANGE_POINTS))))
     return depth_image_points(metres, k, stride)

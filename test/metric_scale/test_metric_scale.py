@@ -460,7 +460,7 @@ def test_a_registered_depth_image_is_the_scenes_points_through_the_images_k():
     from sensor_msgs.msg import Image
 
     from depthclip_ros.config.settings import OutputSettings
-    from depthclip_ros.metric_scale.range_sources import DEPTH_IMAGE_POINTS, RangeSources
+    from depthclip_ros.metric_scale.range_sources import RANGE_POINTS, RangeSources
 
     _, truth = render_scene("room")
     info = camera_info(fx=FX, fy=FY, cx=CX, cy=CY)
@@ -474,7 +474,7 @@ def test_a_registered_depth_image_is_the_scenes_points_through_the_images_k():
     points, k, problems = sources.anchors(header, info, truth.shape, settings)
     np.testing.assert_allclose(k, K)
     seen = points[: len(points) - len(anchors.ground_points(K, truth.shape, 1.3, 0.0))]
-    assert problems == [] and DEPTH_IMAGE_POINTS // 2 < len(seen) <= DEPTH_IMAGE_POINTS
+    assert problems == [] and RANGE_POINTS // 2 < len(seen) <= RANGE_POINTS
     u = np.rint(FX * seen[:, 0] / seen[:, 2] + CX).astype(int)
     v = np.rint(FY * seen[:, 1] / seen[:, 2] + CY).astype(int)
     np.testing.assert_allclose(seen[:, 2], truth[v, u], atol=5e-4)
@@ -488,6 +488,31 @@ def test_a_registered_depth_image_is_the_scenes_points_through_the_images_k():
         )
         assert len(problems) == 1 and problems[0].startswith(words)
         assert len(points) == len(anchors.ground_points(K, truth.shape, 1.3, 0.0))
+
+
+@pytest.mark.parametrize(
+    "count, lasers", [(4097, 1), (6000, 1), (28800, 16), (57600, 32), (131072, 128)]
+)
+def test_a_large_clouds_sample_keeps_every_laser_and_azimuth_alike(count, lasers):
+    """About 4096 of a cloud's indices, increasing, each once; of a lidar's cloud (a VLP-16's
+    28,800 points, an OS1-128's 131,072) every laser, ring and azimuth alike, in either order
+    drivers publish (laser-major: 16 lasers an azimuth; ring-major: an organized cloud), where
+    every k-th point would keep 1 laser of 16 (k = 8) or a few columns of each ring."""
+    taken = range_data.spread_sample(count, 4096)
+    assert (np.diff(taken) > 0).all() and taken[0] >= 0 and taken[-1] < count
+    assert 0.7 * 4096 <= len(taken) <= 4096
+    if lasers == 1:
+        return
+    width = count // lasers
+    for kept in (
+        taken % lasers,  # laser-major: each laser
+        (taken // lasers) * 64 // width,  # laser-major: 64 sectors of azimuth
+        taken // width,  # ring-major: each ring
+        (taken % width) * 64 // width,  # ring-major: 64 sectors of azimuth
+    ):
+        seen = np.bincount(kept)
+        assert len(seen) in (lasers, 64) and 0.75 * seen.mean() <= seen.min()
+        assert seen.max() <= 1.25 * seen.mean()
 
 
 def test_a_point_clouds_xyz_whatever_its_layout():
@@ -517,6 +542,16 @@ def test_a_point_clouds_xyz_whatever_its_layout():
         data=data,
         is_dense=False,
     )
+    np.testing.assert_array_equal(range_data.cloud_points(cloud), xyz[[0, 2, 3]])
+    # At most 2 or 3 of its 4 points: those spread_sample picks, read past the rows' padding
+    for at_most in (2, 3):
+        (kept,) = np.nonzero(np.isin(np.arange(4), range_data.spread_sample(4, at_most)))
+        kept = kept[kept != 1]  # the NaN point
+        np.testing.assert_array_equal(range_data.cloud_points(cloud, at_most), xyz[kept])
+    np.testing.assert_array_equal(range_data.cloud_points(cloud, at_most=4), xyz[[0, 2, 3]])
+    big_endian = points.astype(layout.newbyteorder(">")).view(np.uint8).reshape(2, -1)
+    cloud.data = np.concatenate([big_endian, np.zeros((2, 8), np.uint8)], axis=1).tobytes()
+    cloud.is_bigendian = True
     np.testing.assert_array_equal(range_data.cloud_points(cloud), xyz[[0, 2, 3]])
     cloud.fields = fields[:2]
     with pytest.raises(AnchorError, match="a PointCloud2 without y, z fields"):

@@ -83,6 +83,7 @@ SECTION_RUNS = {
         "Temporal filter",
         "Metric scale",
         "Metric scale over time",
+        "Metric scale: a frame's range data read",
         "Offline evaluation",
     ],
     "node": [
@@ -351,6 +352,25 @@ def test_benchmark_core_fairness_temporal_and_eval():
         uncalibrated = next(r for r in metric if r["sample"] == row["sample"])
         assert 0 < float(tracked) < float(uncalibrated["AbsRel uncalibrated"])
         assert float(oracle) == float(uncalibrated["AbsRel every-pixel fit"])
+
+    from depthclip_ros.metric_scale.range_sources import RANGE_POINTS
+
+    reading = tables["Metric scale: a frame's range data read"]
+    assert [r["message"].split(",")[0] for r in reading] == [
+        "LaserScan",
+        "PointCloud2",
+        "PointCloud2",
+        "Image 16UC1",
+    ]
+    for row in reading:  # a scan's every ray; of a cloud or a depth image, RANGE_POINTS at most
+        count, read, seen = (
+            int(row[key].replace(",", "")) for key in ("points in it", "read", "in the image")
+        )
+        assert 0 < seen <= read <= count and float(row["read and moved (ms, median)"]) > 0
+        if row["message"].startswith("LaserScan"):
+            assert read == count
+        else:
+            assert 0.7 * RANGE_POINTS <= read <= RANGE_POINTS
 
     (evaluation,) = tables["Offline evaluation"]
     assert float(evaluation["images/s"]) > 0
