@@ -12,6 +12,7 @@ from bag_player import play
 from helpers import VARYING_BINS, model_config, structured_image
 from range_factory import (
     LASER_TO_OPTICAL,
+    anchors_at_the_cells,
     rosbags_mount_tf,
     rosbags_scan,
     rosbags_tf,
@@ -273,6 +274,71 @@ def test_a_registered_depth_image_in_a_bag_scales_the_depth(tmp_path, tiny_check
     assert cli.main(argv) == 0
     messages = read_bag(tmp_path / "out")[0]["/cam/depth/image"]
     given = [decoding.depth_image_to_array(deserialize(raw, kind)) for _, raw, kind in messages]
+    assert len(given) == FRAMES
+    np.testing.assert_allclose(given[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
+    for i in range(1, FRAMES):
+        assert scale_of(0) < np.nanmedian(given[i] / results[i].depth[0]) < scale_of(i)
+
+
+def rosbags_cloud(points, sec, nanosec, frame, store):
+    """A PointCloud2 of `points` (N, 3) in `frame`, float32 x, y, z and a 4-byte intensity
+    after them (16-byte points, as lidar drivers pad them), a rosbags message."""
+    types = store.types
+    layout = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
+    packed = np.zeros(len(points), layout)
+    packed["x"], packed["y"], packed["z"] = np.asarray(points, np.float32).T
+    field = types["sensor_msgs/msg/PointField"]
+    return types["sensor_msgs/msg/PointCloud2"](
+        header=types["std_msgs/msg/Header"](
+            stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame
+        ),
+        height=1,
+        width=len(points),
+        fields=[
+            field(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate(layout.names)
+        ],
+        is_bigendian=False,
+        point_step=layout.itemsize,
+        row_step=layout.itemsize * len(points),
+        data=packed.view(np.uint8),
+        is_dense=True,
+    )
+
+
+def test_a_lidars_cloud_in_a_bag_scales_the_depth(tmp_path, tiny_checkpoint):
+    """Source points through depthclip-bag: a cloud in the laser's frame (static_transforms
+    joins it to the camera's) of more points than are read (each feature cell's anchor, 1.5
+    times the model's depth, 100 times over): the sample read from the bag's message fits
+    the first frame's depth to 1.5 times the core's (the later ones mix in their drifting
+    scales), as the registered depth image does."""
+    from depthclip_ros.metric_scale import transforms
+    from depthclip_ros.metric_scale.range_sources import RANGE_POINTS
+
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
+    store = get_typestore(Stores.ROS2_KILTED)
+    to_laser = transforms.StaticTransforms.parse(LASER_TO_OPTICAL).lookup(
+        "laser", "camera_optical_frame"
+    )
+
+    def cloud(i):
+        cells = anchors_at_the_cells(results[i], K, scale_of(i)).reshape(-1, 3)
+        points = to_laser.apply(np.repeat(cells, 100, axis=0))
+        assert len(points) > RANGE_POINTS
+        return rosbags_cloud(points, *frame_stamp(i), "laser", store)
+
+    bag = tmp_path / "cloud_bag"
+    extra = {"/lidar/points": (store, "sensor_msgs/msg/PointCloud2", cloud)}
+    write_bag(bag, frames=FRAMES, width=WIDTH, height=HEIGHT, extra=extra, extra_at=-50_000_000)
+    given = processed(
+        tmp_path,
+        bag,
+        "out",
+        ["--anchor-points-topic", "/lidar/points"],
+        model=tiny_checkpoint,
+        metric_scale_sources=["points"],
+        static_transforms=LASER_TO_OPTICAL,
+    )
     assert len(given) == FRAMES
     np.testing.assert_allclose(given[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
     for i in range(1, FRAMES):
