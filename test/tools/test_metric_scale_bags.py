@@ -125,12 +125,15 @@ def test_a_scan_in_a_bag_scales_the_depth_as_the_node_fed_by_bag_play(
         np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
 
 
-def node_fed_by_bag_play(checkpoint, tmp_path, bag, **params):
+def node_fed_by_bag_play(checkpoint, tmp_path, bag, range_topic="/scan", **params):
     """The node's depth (COMMON and `params`), frame by frame, fed by `ros2 bag play` of
-    `bag`."""
+    `bag`; its range data on `range_topic` (a cloud's remapped onto anchors/points)."""
     remap = {"image": "/cam/image_raw", "camera_info": "/cam/camera_info"}
-    with running_node(checkpoint, tmp_path, remappings=remap, **COMMON, **params) as (_, tester):
-        play(tester.node, bag, rate=0.25, wait_for_subscribers=("/cam/image_raw", "/scan"))
+    if range_topic != "/scan":
+        remap["anchors/points"] = range_topic
+    settings = {**COMMON, **params}
+    with running_node(checkpoint, tmp_path, remappings=remap, **settings) as (_, tester):
+        play(tester.node, bag, rate=0.25, wait_for_subscribers=("/cam/image_raw", range_topic))
         depth = tester.wait_for("depth/image", count=FRAMES, timeout=30)
     return [decoding.depth_image_to_array(m) for m in depth]
 
@@ -310,7 +313,8 @@ def test_a_lidars_cloud_in_a_bag_scales_the_depth(tmp_path, tiny_checkpoint):
     joins it to the camera's) of more points than are read (each feature cell's anchor, 1.5
     times the model's depth, 100 times over): the sample read from the bag's message fits
     the first frame's depth to 1.5 times the core's (the later ones mix in their drifting
-    scales), as the registered depth image does."""
+    scales), as the registered depth image does; the node fed by `ros2 bag play` of the bag
+    gives the same depth, frame by frame."""
     from depthclip_ros.metric_scale import transforms
     from depthclip_ros.metric_scale.range_sources import RANGE_POINTS
 
@@ -330,19 +334,17 @@ def test_a_lidars_cloud_in_a_bag_scales_the_depth(tmp_path, tiny_checkpoint):
     bag = tmp_path / "cloud_bag"
     extra = {"/lidar/points": (store, "sensor_msgs/msg/PointCloud2", cloud)}
     write_bag(bag, frames=FRAMES, width=WIDTH, height=HEIGHT, extra=extra, extra_at=-50_000_000)
-    given = processed(
-        tmp_path,
-        bag,
-        "out",
-        ["--anchor-points-topic", "/lidar/points"],
-        model=tiny_checkpoint,
-        metric_scale_sources=["points"],
-        static_transforms=LASER_TO_OPTICAL,
-    )
+    params = dict(metric_scale_sources=["points"], static_transforms=LASER_TO_OPTICAL)
+    options = ["--anchor-points-topic", "/lidar/points"]
+    given = processed(tmp_path, bag, "out", options, model=tiny_checkpoint, **params)
     assert len(given) == FRAMES
     np.testing.assert_allclose(given[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
     for i in range(1, FRAMES):
         assert scale_of(0) < np.nanmedian(given[i] / results[i].depth[0]) < scale_of(i)
+    # The node reads rclpy's messages of the same clouds (their data an array, not an ndarray)
+    node = node_fed_by_bag_play(tiny_checkpoint, tmp_path, bag, "/lidar/points", **params)
+    for from_bag, from_node in zip(given, node, strict=True):
+        np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
 
 
 def test_mode_bins_moves_each_bin_to_a_depth_cameras_metres(tmp_path, unbiased_checkpoint):
