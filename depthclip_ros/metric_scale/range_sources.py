@@ -15,6 +15,7 @@ source (a second of a 20 Hz lidar, less of a 30 Hz depth camera) still finds its
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 
 import numpy as np
@@ -58,7 +59,10 @@ class RangeSources:
         self._expected = {}
 
     def add(self, name: str, msg) -> None:
-        """A message of source `name` (one of SOURCES)."""
+        """A message of source `name` (one of SOURCES); a point cloud is read as it comes
+        (ReadCloud): megabytes of a lidar's cloud, KEEP of them, are not held."""
+        if name == "points":
+            msg = ReadCloud.of(msg)
         with self._lock:
             self._messages[name].add(msg)
             self.received[name] += 1
@@ -187,6 +191,24 @@ class RangeSources:
         return given, joined
 
 
+@dataclasses.dataclass(frozen=True)
+class ReadCloud:
+    """A PointCloud2 as its points are kept: its header and about RANGE_POINTS of its points
+    (range_data.cloud_points), or the one line saying why it could not be read (said when a
+    frame would have used it)."""
+
+    header: object
+    points: np.ndarray | None
+    error: str = ""
+
+    @classmethod
+    def of(cls, cloud) -> "ReadCloud":
+        try:
+            return cls(cloud.header, range_data.cloud_points(cloud, RANGE_POINTS))
+        except AnchorError as exc:
+            return cls(cloud.header, None, str(exc))
+
+
 def _ns(msg) -> int:
     return stamp_ns(msg.header.stamp)
 
@@ -195,8 +217,10 @@ def _points(name: str, msg, k, size: tuple) -> np.ndarray:
     """The (N, 3) points of a message of source `name` in its own frame."""
     if name == "scan":
         return range_data.scan_points(msg)
-    if name == "points":
-        return range_data.cloud_points(msg, RANGE_POINTS)
+    if name == "points":  # read as it came (ReadCloud)
+        if msg.points is None:
+            raise AnchorError(msg.error)
+        return msg.points
     # depth: registered to the camera (a RealSense's aligned_depth_to_color), so its pixels
     # are the image's and the image's K back-projects them.
     metres = range_data.depth_image_metres(msg)

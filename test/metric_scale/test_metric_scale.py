@@ -490,6 +490,46 @@ def test_a_registered_depth_image_is_the_scenes_points_through_the_images_k():
         assert len(points) == len(anchors.ground_points(K, truth.shape, 1.3, 0.0))
 
 
+def test_a_cloud_is_kept_as_its_read_points_and_one_it_cannot_read_as_its_one_line():
+    """Source points: a cloud is read as it comes (RANGE_POINTS of a lidar's 20,000 points,
+    in the camera's frame as given): its message is not kept (a lidar's clouds are megabytes,
+    20 of them held); a cloud without z is one line when a frame takes it, no points, the
+    frame's other sources unaffected."""
+    import gc
+    import weakref
+
+    from helpers import camera_info, stamp
+    from range_factory import cloud_of
+    from sensor_msgs.msg import Image
+
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.metric_scale.range_sources import RANGE_POINTS, RangeSources
+
+    info = camera_info(fx=FX, fy=FY, cx=CX, cy=CY)
+    rng = np.random.default_rng(0)
+    xyz = np.stack([rng.uniform(-1, 1, 20000), rng.uniform(-1, 1, 20000), np.full(20000, 3.0)])
+    cloud = cloud_of(xyz.T, 7, "camera_optical_frame")
+    data = weakref.ref(cloud.data)
+    sources = RangeSources()
+    sources.add("points", cloud)
+    del cloud
+    gc.collect()
+    assert data() is None
+    settings = OutputSettings(
+        metric_scale="scale", metric_scale_sources=("points", "ground"), ground_height=1.3
+    )
+    floor = len(anchors.ground_points(K, (480, 640), 1.3, 0.0))
+    points, _, problems = sources.anchors(stamp(Image(), 7).header, info, (480, 640), settings)
+    assert problems == [] and len(points) - floor == RANGE_POINTS
+    np.testing.assert_array_equal(points[:RANGE_POINTS, 2], 3.0)
+    flat = cloud_of(xyz.T, 8, "camera_optical_frame")
+    flat.fields = flat.fields[:2]
+    sources.add("points", flat)
+    points, _, problems = sources.anchors(stamp(Image(), 8).header, info, (480, 640), settings)
+    assert problems == ["a PointCloud2 without z fields (it has x, y)"]
+    assert len(points) == floor
+
+
 @pytest.mark.parametrize(
     "count, lasers", [(4097, 1), (6000, 1), (28800, 16), (57600, 32), (131072, 128)]
 )
