@@ -758,7 +758,7 @@ def print_metric_scale(args) -> None:
     print(table(*bench_metric_scale_over_time(samples, args.quick)) + "\n")
     print(
         "## Metric scale: a frame's range data read (each source as sensors send it; "
-        "the worker's cost before the fit)\n"
+        "its cost before the fit, on arrival and at the frame)\n"
     )
     print(table(*bench_range_reading()) + "\n")
     if args.metric_scale_picture and found:

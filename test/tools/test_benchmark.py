@@ -366,7 +366,8 @@ def test_benchmark_core_fairness_temporal_and_eval():
         count, read, seen = (
             int(row[key].replace(",", "")) for key in ("points in it", "read", "in the image")
         )
-        assert 0 < seen <= read <= count and float(row["read and moved (ms, median)"]) > 0
+        assert 0 < seen <= read <= count and float(row["at the frame (ms)"]) > 0
+        assert float(row["on arrival (ms)"]) >= 0
         if row["message"].startswith("LaserScan"):
             assert read == count
         else:
