@@ -203,10 +203,14 @@ class ReadCloud:
 
     @classmethod
     def of(cls, cloud) -> "ReadCloud":
+        """Read as it arrives, on the node's executor: whatever the message holds, never an
+        exception there (it would stop the executor)."""
         try:
             return cls(cloud.header, range_data.cloud_points(cloud, RANGE_POINTS))
         except AnchorError as exc:
             return cls(cloud.header, None, str(exc))
+        except Exception as exc:  # a message no driver sends: its words, not the node's end
+            return cls(cloud.header, None, f"a PointCloud2 not read: {type(exc).__name__}: {exc}")
 
 
 def _ns(msg) -> int:

@@ -528,6 +528,15 @@ def test_a_cloud_is_kept_as_its_read_points_and_one_it_cannot_read_as_its_one_li
     points, _, problems = sources.anchors(stamp(Image(), 8).header, info, (480, 640), settings)
     assert problems == ["a PointCloud2 without z fields (it has x, y)"]
     assert len(points) == floor
+    # Whatever else a message holds, one line too (read on the executor: no exception there)
+    odd = types.SimpleNamespace(**{k: getattr(flat, k) for k in ("header", "height", "data")})
+    odd.header = stamp(Image(), 9).header
+    odd.fields, odd.width = cloud_of(xyz.T, 9, "camera_optical_frame").fields, "many"
+    sources.add("points", odd)
+    points, _, problems = sources.anchors(odd.header, info, (480, 640), settings)
+    assert problems == [
+        "a PointCloud2 not read: ValueError: invalid literal for int() with base 10: 'many'"
+    ]
 
 
 @pytest.mark.parametrize(
