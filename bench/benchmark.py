@@ -45,6 +45,7 @@ from .metric_scale_bench import (
     bench_metric_scale_over_time,
     bench_range_reading,
     nyu_samples,
+    parallax_sample,
     scene_samples,
 )
 from .node_bench import (
@@ -743,7 +744,7 @@ def print_sharing(ckpt, args) -> None:
 
 def print_metric_scale(args) -> None:
     """metric_scale's fit on model outputs made from known truth (no CLIP runs)."""
-    samples = scene_samples()
+    samples = scene_samples() + [parallax_sample()]
     found = NYU_SAMPLES.is_dir()
     if found:
         samples = nyu_samples(NYU_SAMPLES, 2 if args.quick else 4) + samples

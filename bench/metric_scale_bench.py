@@ -114,6 +114,57 @@ def scene_samples() -> list:
     return samples
 
 
+def _first_hit(origin, rays, boxes) -> np.ndarray:
+    """Distance along each ray (N, 3) from `origin` to its first surface: the inside of the
+    first box (the room), else the outside of the others, whichever is nearer."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse = 1.0 / rays
+        (low, high), *obstacles = boxes
+        leave = np.maximum((low - origin) * inverse, (high - origin) * inverse)
+        distance = np.nanmin(np.where(leave > 0, leave, np.inf), axis=1)
+        for low, high in obstacles:
+            a, b = (low - origin) * inverse, (high - origin) * inverse
+            enter = np.nanmax(np.minimum(a, b), axis=1)
+            exit_ = np.nanmin(np.maximum(a, b), axis=1)
+            hit = (exit_ >= enter) & (enter > 0) & (enter < distance)
+            distance = np.where(hit, enter, distance)
+    return distance
+
+
+def parallax_sample(above: float = 0.3, box_distance: float = 1.2) -> tuple:
+    """(name, truth, K, {anchor set: points}): the built-in room with a box 1.2 m wide and 0.8
+    m deep `box_distance` ahead, its top 0.25 m below the camera, seen by the camera and by a
+    32-laser 360-degree lidar (+-20 degrees, 1024 azimuths) `above` metres above it: the lidar
+    sees past the box's top edge to floor the camera cannot see, and those returns land on
+    the box's pixels (lidar-camera parallax)."""
+    from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, HEIGHT, SCENES, WIDTH
+
+    half_width, floor, ceiling, far = SCENES["room"]
+    boxes = [
+        (np.array([-half_width, -ceiling, -1.0]), np.array([half_width, floor, far])),
+        (np.array([-0.6, 0.25, box_distance]), np.array([0.6, floor, box_distance + 0.8])),
+    ]
+    v, u = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
+    rays = np.stack([(u - CX) / FX, (v - CY) / FY, np.ones_like(u)], -1).reshape(-1, 3)
+    truth = _first_hit(np.zeros(3), rays, boxes).reshape(HEIGHT, WIDTH).astype(np.float32)
+    azimuth, elevation = np.meshgrid(
+        np.linspace(-np.pi, np.pi, 1024, endpoint=False), np.radians(np.linspace(-20, 20, 32))
+    )
+    lidar = np.array([0.0, -above, 0.0])  # optical frame: y down
+    rays = np.stack(
+        [
+            -np.cos(elevation) * np.sin(azimuth),
+            -np.sin(elevation),
+            np.cos(elevation) * np.cos(azimuth),
+        ],
+        axis=-1,
+    ).reshape(-1, 3)
+    points = lidar + _first_hit(lidar, rays, boxes)[:, None] * rays
+    k = np.array([[FX, 0, CX], [0, FY, CY], [0, 0, 1.0]])
+    name = f"scene room, a box {box_distance:g} m ahead"
+    return name, truth, k, {f"3D lidar {above:g} m above (parallax)": points}
+
+
 def scores(truth: np.ndarray, depth: np.ndarray) -> dict:
     canvas = on_canvas(depth)
     valid = valid_pixels(truth, canvas)

@@ -13,8 +13,10 @@ cells' depths apart by more than EDGE_RATIO) and where the model sits at its fir
 The fit minimises the relative error of s m + t against the anchor's depth z (mode
 `scale_shift`; `scale`: t = 0), robustly: Huber weights on the relative residuals; where fewer
 than MIN_INLIER_SHARE of the cells agree (glass, mirrors, people in the scan), a seeded RANSAC
-picks the hypothesis the most cells agree with first. Anchors all at one depth cannot tell a
-scale from a shift: `scale_shift` (and `bins`) falls back to `scale` and says so.
+picks the hypothesis the most cells agree with first, and where fewer than SURE_SHARE agree
+with Huber's fit, RANSAC's refined is taken if clearly more agree with it. Anchors all at one
+depth cannot tell a scale from a shift: `scale_shift` (and `bins`) falls back to `scale` and
+says so.
 
 Mode `bins` moves each bin on its own: DepthCLIP's depth is sum_k p_k b_k, so the anchors'
 depths are linear in the bins' values through the bin probabilities at their pixels. From the
@@ -35,6 +37,8 @@ EDGE_RATIO = 1.3  # a cell's four neighbours' depths farther apart than this: a 
 BIN_MARGIN = 0.03  # share of the bins' span at each end where the model saturates
 INLIER_RELATIVE_ERROR = 0.1  # an anchor agrees with a fit within 10 % of its depth
 MIN_INLIER_SHARE = 0.6  # below it the Huber fit's start is RANSAC's
+SURE_SHARE = 0.9  # a Huber fit this share of the cells agrees with is not second-guessed
+CLEARER_BY = 0.05  # RANSAC's fit replaces Huber's where this much more of the cells agree
 HUBER_K = 1.345  # Huber's constant, in robust standard deviations of the residuals
 MIN_HUBER_DELTA = 0.01  # relative error: sensor noise below 1 % keeps full weight
 RANSAC_ROUNDS = 64
@@ -284,15 +288,24 @@ def _least_squares(moments, weights) -> np.ndarray | None:
 
 def _robust(design, moments, share) -> np.ndarray | None:
     """The parameters of the relative-error fit, each anchor weighing its `share` of its cell:
-    Huber from least squares, or from RANSAC's hypothesis where least squares leaves too few
-    cells agreeing; None where no hypothesis has agreeing anchors."""
+    Huber from least squares; where least squares leaves too few cells agreeing, or fewer than
+    SURE_SHARE agree with Huber's fit, Huber from RANSAC's hypothesis too, taken where more
+    cells agree with it by CLEARER_BY (returns the camera cannot see, a lidar's past the edge
+    of a nearer object, pull least squares into a fit that only the far cells agree with);
+    None where no hypothesis has agreeing anchors."""
+    fitted, agreeing = None, -1.0
     params = _least_squares(moments, share)
     if params is not None and _agreeing_share(design, share, params) >= MIN_INLIER_SHARE:
-        return _huber(design, moments, share, params)
-    params = _ransac(design, share)
-    if params is None:
-        return None
-    return _huber(design, moments, share * _agreeing(design, params), params)
+        fitted = _huber(design, moments, share, params)
+        agreeing = _agreeing_share(design, share, fitted)
+        if agreeing >= SURE_SHARE:
+            return fitted
+    hypothesis = _ransac(design, share)
+    if hypothesis is None:
+        return fitted
+    refined = _huber(design, moments, share * _agreeing(design, hypothesis), hypothesis)
+    margin = CLEARER_BY if fitted is not None else 0.0
+    return refined if _agreeing_share(design, share, refined) > agreeing + margin else fitted
 
 
 def _agreeing(design, params) -> np.ndarray:

@@ -332,7 +332,9 @@ def test_benchmark_core_fairness_temporal_and_eval():
     metric = tables["Metric scale"]  # the NYU samples' rows where they are here, the scenes'
     floors = [r for r in metric if r["anchors"] == "floor (camera height known)"]
     assert [r["sample"] for r in floors] == ["scene corridor", "scene room", "scene near_wall"]
-    assert len(metric) == len(floors) + (2 * 6 * 2 if NYU_SAMPLES.is_dir() else 0)
+    parallax = [r for r in metric if r["anchors"].endswith("(parallax)")]
+    assert [r["outliers"] for r in parallax] == ["0%", "30%"]
+    assert len(metric) == len(floors) + len(parallax) + (2 * 6 * 2 if NYU_SAMPLES.is_dir() else 0)
     for row in metric:  # fitted, its figures filled, or why not
         if not row["AbsRel calibrated"].startswith("not fitted: "):
             assert float(row["AbsRel calibrated"]) >= 0
