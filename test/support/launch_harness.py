@@ -184,9 +184,13 @@ def ros2_launch(
     command = [sys.executable, str(RUNNER), *what, *arguments]
     console, stdin = os.openpty() if terminal else (None, subprocess.DEVNULL)
     with open(log, "wb") as out:
+        env = launch_env(source, [prefix] + ([underlay] if underlay else []))
+        # launch_ros writes each node's parameters to a temporary file it never deletes
+        # (launch_params_*): in the test's folder, not in /tmp, a few dozen a run.
+        env["TMPDIR"] = str(log.parent)
         proc = subprocess.Popen(
             command,
-            env=launch_env(source, [prefix] + ([underlay] if underlay else [])),
+            env=env,
             stdin=stdin,
             stdout=out,
             stderr=subprocess.STDOUT,
