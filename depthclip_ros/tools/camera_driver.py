@@ -94,11 +94,16 @@ class Camera:
             )
 
     def connected(self) -> bool:
-        """The node takes this camera's images and its answers reach this camera. The node
-        makes an output only for the subscribers it sees: one not matched yet would count
-        as answers lost."""
-        return self.image_pub.get_subscription_count() > 0 and all(
-            answer.get_publisher_count() > 0 for answer in self.answers
+        """The node takes this camera's images and camera_infos, and its answers reach this
+        camera. The node makes an output only for the subscribers it sees: one not matched
+        yet would count as answers lost; and it subscribes to camera_info once it sees its
+        clouds or depth/camera_info asked for, after the images: a frame before that match
+        gets no camera_info at all (seen under a saturated CPU, CI run 52)."""
+        infos = self.info_pub is None or self.info_pub.get_subscription_count() > 0
+        return (
+            infos
+            and self.image_pub.get_subscription_count() > 0
+            and all(answer.get_publisher_count() > 0 for answer in self.answers)
         )
 
     def _on_depth(self, msg):
