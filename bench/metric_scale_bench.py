@@ -14,6 +14,7 @@ from depthclip_ros.estimator.depth_quantile import depth_quantile
 from depthclip_ros.estimator.result import DepthResult
 from depthclip_ros.estimator.temporal_filter import BilinearUpsampling
 from depthclip_ros.metric_scale.camera_scale import CameraScale
+from depthclip_ros.metric_scale.fit import project
 from depthclip_ros.metrics import MAX_DEPTH, compute_errors, on_canvas, valid_pixels
 from offline_eval.alignment import NYU_K, Alignment, lidar_plane, scored_fit, truth_points
 
@@ -434,12 +435,19 @@ def bench_range_reading(repeats: int = 15) -> tuple:
     )
     messages = [
         ("scan", "LaserScan, 1,081 rays (a 270-degree 2D lidar)", scan),
-        ("points", "PointCloud2, 28,800 points, one row (a 16-laser lidar)", None),
-        ("points", "PointCloud2, 131,072 points, 128 x 1024 (a 128-laser lidar)", None),
+        (
+            "points",
+            "PointCloud2, 28,800 points, one row (a 16-laser lidar)",
+            _lidar_cloud(16, 1800, 32, ring_major=False),
+        ),
+        (
+            "points",
+            "PointCloud2, 131,072 points, 128 x 1024 (a 128-laser lidar)",
+            _lidar_cloud(128, 1024, 48, ring_major=True),
+        ),
         ("depth", f"Image 16UC1, {width}x{height} (a depth camera, registered)", depth),
     ]
-    messages[1] = (*messages[1][:2], _lidar_cloud(16, 1800, 32, ring_major=False))
-    messages[2] = (*messages[2][:2], _lidar_cloud(128, 1024, 48, ring_major=True))
+    k = np.array([[FX, 0.0, CX], [0.0, FY, CY], [0.0, 0.0, 1.0]])
     rows = []
     for source, words, msg in messages:
         msg.header.frame_id = "camera_optical_frame" if source == "depth" else "lidar"
@@ -464,10 +472,8 @@ def bench_range_reading(repeats: int = 15) -> tuple:
         if problems:
             raise RuntimeError(f"{words}: {'; '.join(problems)}")
         count = len(msg.ranges) if source == "scan" else int(msg.width) * int(msg.height)
-        ahead = points[points[:, 2] > 0.05]
-        u = FX * ahead[:, 0] / ahead[:, 2] + CX
-        v = FY * ahead[:, 1] / ahead[:, 2] + CY
-        seen = np.count_nonzero((u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1))
+        # In front of the camera and in its image: the fit's own projection (before its gates)
+        seen = project(points, k, (0, 0, height, width), np.ones(GRID), BINS).in_image
         rows.append(
             [
                 words,

@@ -546,7 +546,7 @@ def test_a_large_clouds_sample_keeps_every_laser_and_azimuth_alike(count, lasers
     """About 4096 of a cloud's indices, increasing, each once; of a lidar's cloud (a VLP-16's
     28,800 points, an OS1-128's 131,072) every laser, ring and azimuth alike, in either order
     drivers publish (laser-major: 16 lasers an azimuth; ring-major: an organized cloud), where
-    every k-th point would keep 1 laser of 16 (k = 8) or a few columns of each ring."""
+    every k-th point would keep 2 lasers of 16 (k = 8) or a few columns of each ring."""
     taken = range_data.spread_sample(count, 4096)
     assert (np.diff(taken) > 0).all() and taken[0] >= 0 and taken[-1] < count
     assert 0.7 * 4096 <= len(taken) <= 4096
