@@ -31,6 +31,16 @@ def fitted_from(settings) -> tuple:
     return FITTED_FROM + (("bin_probs",) if settings.metric_scale == "bins" else ())
 
 
+def anchor_geometry(settings) -> tuple:
+    """The parameters that place the anchors in the camera's frame (ground's only where the
+    source ground is on)."""
+    ground = "ground" in settings.metric_scale_sources
+    return (
+        tuple(settings.static_transforms),
+        (settings.ground_height, settings.ground_pitch) if ground else None,
+    )
+
+
 class CameraScale:
     """A camera's tracked scale and what its last frames said (diagnostics)."""
 
@@ -61,9 +71,16 @@ class CameraScale:
         started = time.perf_counter()
         if result.coarse_depth is None:
             raise ValueError("metric_scale fits the grid's depth: predict was not asked for it")
-        # A new head (bins, prompts, temperature) or geometry is another model's scale.
+        # A new head (bins, prompts, temperature) or geometry is another model's scale; a new
+        # mount (static_transforms, the ground's height or pitch) says the anchors the state
+        # was fitted to were placed wrong: none of them is evidence any more.
         heads = result.head_keys
-        key = (heads[index] if heads else None, tuple(result.region), result.coarse_depth.shape)
+        key = (
+            heads[index] if heads else None,
+            tuple(result.region),
+            result.coarse_depth.shape,
+            anchor_geometry(settings),
+        )
         if key != self._key:
             self.tracker.reset()
             self._key = key

@@ -1042,6 +1042,39 @@ def test_a_fit_that_falls_back_to_a_scale_says_so_in_diagnostics():
     assert words["metric last fit"] == "scale (anchors at one depth: scale only)"
 
 
+def test_a_new_mount_restarts_the_scale_where_the_same_one_gates_a_jump():
+    """A camera at 15 Hz fitted to anchors 1.5 times the model's depth: the next frame's
+    anchors 2.5 times it under the same mount disagree and leave the scale (a glass frame); the
+    same under a new static_transforms (or, for the source ground, a new ground_height) are the
+    new scale at once: the old was fitted to anchors placed wrong. A ground_height that no
+    source uses changes nothing."""
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.metric_scale.camera_scale import CameraScale
+
+    settings = OutputSettings(metric_scale="scale", metric_scale_min_anchors=8)
+    moved = dataclasses.replace(settings, static_transforms=("0 0 0.1 0 0 0 laser camera",))
+    grounded = dataclasses.replace(
+        settings, metric_scale_sources=("points", "ground"), ground_height=1.0
+    )
+    result = smooth_result(with_probs=False)
+    model = result.coarse_depth[0].astype(np.float64)
+    depth = np.kron(model, np.ones((480 // GRID[0], 640 // GRID[1])))
+    for before, after, taken in (
+        (settings, settings, False),
+        (settings, moved, True),
+        (settings, dataclasses.replace(settings, ground_height=2.0), False),
+        (grounded, dataclasses.replace(grounded, ground_height=2.0), True),
+        (grounded, dataclasses.replace(grounded, ground_pitch=0.1), True),
+    ):
+        camera = CameraScale()
+        first = smooth_result(with_probs=False)
+        calibration = camera.apply(first, 0, cell_points(1.5 * depth), K, 0.0, before)
+        assert calibration.scale == pytest.approx(1.5, rel=1e-3)
+        second = smooth_result(with_probs=False)
+        scale = camera.apply(second, 0, cell_points(2.5 * depth), K, 1 / 15, after).scale
+        assert scale == pytest.approx(2.5 if taken else 1.5, rel=1e-3), (before, after)
+
+
 def test_mode_bins_finds_each_bins_metres_where_a_scale_and_shift_cannot():
     """Anchors at every cell where the truth is the model's distribution over bins moved by a
     map no scale and shift makes: mode bins recovers each moved bin within 2 % (those the

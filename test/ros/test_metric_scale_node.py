@@ -324,3 +324,64 @@ def test_a_scan_through_tf2s_frames_heard_while_on(tiny_checkpoint, tmp_path):
             lambda: sources.frames.buffer.can_transform("camera_optical_frame", "laser", Time())
         )
         assert not np.allclose(frame(40, 2.0), 2.0 * core.depth[0], rtol=0.02)
+
+
+def floor_cloud(height, sec):
+    """The floor under a level camera `height` m up (INFO's pinhole), as a cloud in its optical
+    frame at every 16th pixel below the horizon where a ray falls 1 in 20 or steeper: y is
+    the height, z = height fy / (v - cy)."""
+    rows, cols = np.mgrid[8:240:16, 8:320:16]
+    below = (rows - 120.0) / 300.0 > 0.05
+    z = height * 300.0 / (rows[below] - 120.0)
+    points = np.stack([(cols[below] - 160.0) * z / 300.0, np.full(z.shape, height), z], -1)
+    return cloud_of(points, sec, "camera_optical_frame")
+
+
+def test_the_ground_is_the_floors_cloud_and_a_new_height_set_while_on_is_taken_at_once(
+    tiny_checkpoint, tmp_path
+):
+    """Source ground: the depth fitted to the floor under a camera 1.3 m up equals the depth
+    fitted to a cloud of that floor's points (made here from the pinhole model); ground_height
+    set to 2.6 while on doubles the next frame's depth (the scale fitted to the old height no
+    evidence for the new one: a state that gated the new fits away kept the old depth), and
+    ground_pitch too is taken at the next frame. Frames 1/15 s apart, as a camera's."""
+    from rclpy.parameter import Parameter
+
+    params = dict(
+        SIZE,
+        metric_scale="scale",
+        metric_scale_sources=["points"],
+        ground_height=1.3,
+        metric_scale_min_anchors=5,
+        camera_info_wait=0.0,
+    )
+    with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
+        anchors_pub = tester.node.create_publisher(PointCloud2, "anchors/points", RELIABLE)
+        wait_until(lambda: anchors_pub.get_subscription_count() > 0)
+        nanosec = [0]
+
+        def frame(sec, *changes, cloud=False):
+            if changes:
+                changed = [Parameter(name, value=value) for name, value in changes]
+                result = node.set_parameters_atomically(changed)
+                assert result.successful, result.reason
+            if cloud:
+                anchors_pub.publish(floor_cloud(1.3, sec))
+                wait_until(lambda: node.ranges.sources.received["points"] == 1)
+            tester.info_pub.publish(stamp(INFO, sec, nanosec[0]))
+            tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), sec, nanosec[0]))
+            at = (sec, nanosec[0])
+            msg = tester.wait_for(
+                "depth/image",
+                predicate=lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == at,
+            )[-1]
+            nanosec[0] += 10**9 // 15
+            return decoding.depth_image_to_array(msg)
+
+        by_cloud = frame(1, cloud=True)
+        by_ground = frame(1, ("metric_scale_sources", ["ground"]))
+        np.testing.assert_allclose(by_ground, by_cloud, rtol=1e-5)
+        np.testing.assert_allclose(frame(1, ("ground_height", 2.6)), 2 * by_ground, rtol=1e-5)
+        pitched = frame(1, ("ground_pitch", 0.1))
+        assert np.all(pitched < 0.95 * 2 * by_ground)  # the floor nearer a camera looking down
+        np.testing.assert_allclose(frame(1, ("ground_pitch", 0.0)), 2 * by_ground, rtol=1e-5)

@@ -106,6 +106,31 @@ def rosbags_scan(scan, store):
     )
 
 
+def rosbags_cloud(points, sec, nanosec, frame, store):
+    """A PointCloud2 of `points` (N, 3) in `frame`, float32 x, y, z and a 4-byte intensity
+    after them (16-byte points, as lidar drivers pad them), a rosbags message."""
+    types = store.types
+    layout = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
+    packed = np.zeros(len(points), layout)
+    packed["x"], packed["y"], packed["z"] = np.asarray(points, np.float32).T
+    field = types["sensor_msgs/msg/PointField"]
+    return types["sensor_msgs/msg/PointCloud2"](
+        header=types["std_msgs/msg/Header"](
+            stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame
+        ),
+        height=1,
+        width=len(points),
+        fields=[
+            field(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate(layout.names)
+        ],
+        is_bigendian=False,
+        point_step=layout.itemsize,
+        row_step=layout.itemsize * len(points),
+        data=packed.view(np.uint8),
+        is_dense=True,
+    )
+
+
 def rosbags_tf_static(texts, store):
     """A tf2_msgs/TFMessage of `store` holding the static_transform_publisher `texts`."""
     return rosbags_tf([(text, 0, 0) for text in texts], store)

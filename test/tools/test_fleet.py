@@ -250,6 +250,25 @@ def slanted_depth(frame):
     )
 
 
+def wall_cloud(frame):
+    """A lidar's cloud (rosbags) in the laser frame of LASER_TO_OPTICAL: 20,000 points of a
+    wall 5 m ahead of the camera, past every edge of the 160x120 camera's view (more points
+    than metric_scale reads of a cloud), stamped as write_bag's frame."""
+    from bag_factory import frame_stamp
+    from range_factory import LASER_TO_OPTICAL, rosbags_cloud
+    from rosbags.typesys import Stores, get_typestore
+
+    from depthclip_ros.metric_scale import transforms
+
+    x, y = np.meshgrid(np.linspace(-4.0, 4.0, 200), np.linspace(-3.0, 3.0, 100))
+    wall = np.stack([x.ravel(), y.ravel(), np.full(x.size, 5.0)], -1)
+    to_laser = transforms.StaticTransforms.parse(LASER_TO_OPTICAL).lookup(
+        "laser", "camera_optical_frame"
+    )
+    store = get_typestore(Stores.ROS2_KILTED)
+    return rosbags_cloud(to_laser.apply(wall), *frame_stamp(frame), "laser", store)
+
+
 def depth_images(bag):
     """[(log time, raw message, type) of /cam/depth/image] of an output bag."""
     return read_bag(bag)[0]["/cam/depth/image"]
@@ -260,15 +279,16 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
 ):
     """temporal_filter mixture (a threshold no patch reaches, so every frame fuses), scene_bins
     auto and metric_scale (mode bins: its bin probabilities fetched) fitted to a scan in one
-    bag (from a laser on a turning mount: the bag's /tf), to a registered depth image in the
-    other, on the unbiased tiny CLIP over VARYING_BINS
-    (a depth that varies over the image): the scan's wall, one row of cells at one depth, falls
-    back to a scale; the depth image's slanted plane moves each bin (its depth is neither mode
-    scale's nor mode scale_shift's, and near the latter's).
+    bag (from a laser on a turning mount: the bag's /tf), to a registered depth image in
+    another, to a lidar's cloud (read as the node reads it, a sample of its points) in the
+    third, on the unbiased tiny CLIP over VARYING_BINS (a depth that varies over the image):
+    the scan's wall, one row of cells at one depth, and the cloud's wall fall back to a scale;
+    the depth image's slanted plane moves each bin (its depth is neither mode scale's nor mode
+    scale_shift's, and near the latter's).
     Ray hands the workers' arrays back read-only and each camera's scene choice and scale run in
     the worker; every bag is done and byte for byte what depthclip-bag writes, its depth at its
-    anchors' distance (3 m by the scan, 6 m in the middle by the depth image: the bags' camera
-    frames are the same, so each scale is its own source's)."""
+    anchors' distance (3 m by the scan, 6 m in the middle by the depth image, 5 m by the cloud:
+    the bags' camera frames are the same, so each scale is its own source's)."""
     import yaml
     from range_factory import LASER_TO_OPTICAL
     from rosbags.typesys import Stores, get_typestore
@@ -286,6 +306,7 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
             },
         ),
         ("b", {"/anchors/depth": (store, "sensor_msgs/msg/Image", slanted_depth)}),
+        ("c", {"/anchors/points": (store, "sensor_msgs/msg/PointCloud2", wall_cloud)}),
     ):
         write_bag(archive / name, "mcap", frames=12, extra=extra, extra_at=-50_000_000)
     params = yaml.safe_load(params_file.read_text())
@@ -298,7 +319,7 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
         temporal_change_threshold=255.0,
         scene_bins="auto",
         metric_scale="bins",
-        metric_scale_sources=["scan", "depth"],
+        metric_scale_sources=["scan", "depth", "points"],
         static_transforms=LASER_TO_OPTICAL,
         metric_scale_min_anchors=3,
     )
@@ -307,10 +328,11 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
     rc, out, err = fleet(archive, "--out", outdir, "--workers", 1, params_file=fused)
     assert rc == 0, err
     entries = manifest_lines(outdir)
-    assert sorted(e["status"] for e in entries) == [manifest.DONE] * 2, entries
+    assert sorted(e["status"] for e in entries) == [manifest.DONE] * 3, entries
     assert_outputs_equal_to_bag_tool(entries, fused, tmp_path)
-    for entry in entries:  # the scan's wall 3 m away (2.76 m at the view's edge), the image's 6
-        wall = 3.0 if Path(entry["output"]).name == "a" else 6.0
+    for entry in entries:  # the scan's wall 3 m away (2.76 m at the view's edge), the image's
+        # 6, the cloud's 5
+        wall = {"a": 3.0, "b": 6.0, "c": 5.0}[Path(entry["output"]).name]
         _, raw = depth_images(Path(entry["output"]))[-1][:2]
         depth = decoding.depth_image_to_array(deserialize(raw, "sensor_msgs/msg/Image"))
         assert 0.8 * wall < np.median(depth[59:61]) < 1.2 * wall, (entry["output"], wall)

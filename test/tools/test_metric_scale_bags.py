@@ -13,6 +13,7 @@ from helpers import VARYING_BINS, model_config, structured_image
 from range_factory import (
     LASER_TO_OPTICAL,
     anchors_at_the_cells,
+    rosbags_cloud,
     rosbags_mount_tf,
     rosbags_scan,
     rosbags_tf,
@@ -281,31 +282,6 @@ def test_a_registered_depth_image_in_a_bag_scales_the_depth(tmp_path, tiny_check
     np.testing.assert_allclose(given[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
     for i in range(1, FRAMES):
         assert scale_of(0) < np.nanmedian(given[i] / results[i].depth[0]) < scale_of(i)
-
-
-def rosbags_cloud(points, sec, nanosec, frame, store):
-    """A PointCloud2 of `points` (N, 3) in `frame`, float32 x, y, z and a 4-byte intensity
-    after them (16-byte points, as lidar drivers pad them), a rosbags message."""
-    types = store.types
-    layout = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
-    packed = np.zeros(len(points), layout)
-    packed["x"], packed["y"], packed["z"] = np.asarray(points, np.float32).T
-    field = types["sensor_msgs/msg/PointField"]
-    return types["sensor_msgs/msg/PointCloud2"](
-        header=types["std_msgs/msg/Header"](
-            stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame
-        ),
-        height=1,
-        width=len(points),
-        fields=[
-            field(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate(layout.names)
-        ],
-        is_bigendian=False,
-        point_step=layout.itemsize,
-        row_step=layout.itemsize * len(points),
-        data=packed.view(np.uint8),
-        is_dense=True,
-    )
 
 
 def test_a_lidars_cloud_in_a_bag_scales_the_depth(tmp_path, tiny_checkpoint):
