@@ -9,7 +9,13 @@ import threading
 import numpy as np
 import pytest
 from helpers import camera_info, encode, model_config, stamp, structured_image, wait_until
-from range_factory import LASER_TO_OPTICAL, anchors_at_the_cells, cloud_of, scan_of
+from range_factory import (
+    LASER_TO_OPTICAL,
+    anchors_at_the_cells,
+    cloud_of,
+    floor_points,
+    scan_of,
+)
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from ros_harness import running_node
@@ -326,25 +332,15 @@ def test_a_scan_through_tf2s_frames_heard_while_on(tiny_checkpoint, tmp_path):
         assert not np.allclose(frame(40, 2.0), 2.0 * core.depth[0], rtol=0.02)
 
 
-def floor_cloud(height, sec):
-    """The floor under a level camera `height` m up (INFO's pinhole), as a cloud in its optical
-    frame at every 16th pixel below the horizon where a ray falls 1 in 20 or steeper: y is
-    the height, z = height fy / (v - cy)."""
-    rows, cols = np.mgrid[8:240:16, 8:320:16]
-    below = (rows - 120.0) / 300.0 > 0.05
-    z = height * 300.0 / (rows[below] - 120.0)
-    points = np.stack([(cols[below] - 160.0) * z / 300.0, np.full(z.shape, height), z], -1)
-    return cloud_of(points, sec, "camera_optical_frame")
-
-
 def test_the_ground_is_the_floors_cloud_and_a_new_height_set_while_on_is_taken_at_once(
     tiny_checkpoint, tmp_path
 ):
     """Source ground: the depth fitted to the floor under a camera 1.3 m up equals the depth
-    fitted to a cloud of that floor's points (made here from the pinhole model); ground_height
-    set to 2.6 while on doubles the next frame's depth (the scale fitted to the old height no
-    evidence for the new one: a state that gated the new fits away kept the old depth), and
-    ground_pitch too is taken at the next frame. Frames 1/15 s apart, as a camera's."""
+    fitted to a cloud of that floor's points (range_factory's, from the pinhole model);
+    ground_height set to 2.6 while on doubles the next frame's depth (the scale fitted to the
+    old height no evidence for the new one: a state that gated the new fits away kept the old
+    depth), and ground_pitch too is taken at the next frame. Frames 1/15 s apart, as a
+    camera's."""
     from rclpy.parameter import Parameter
 
     params = dict(
@@ -366,7 +362,9 @@ def test_the_ground_is_the_floors_cloud_and_a_new_height_set_while_on_is_taken_a
                 result = node.set_parameters_atomically(changed)
                 assert result.successful, result.reason
             if cloud:
-                anchors_pub.publish(floor_cloud(1.3, sec))
+                anchors_pub.publish(
+                    cloud_of(floor_points(K, (240, 320), 1.3), sec, "camera_optical_frame")
+                )
                 wait_until(lambda: node.ranges.sources.received["points"] == 1)
             tester.info_pub.publish(stamp(INFO, sec, nanosec[0]))
             tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), sec, nanosec[0]))

@@ -45,6 +45,17 @@ def cloud_of(points, sec, frame, nanosec=0):
     return stamp(msg, sec, nanosec, frame=frame)
 
 
+def floor_points(k, size, height):
+    """The floor under a level camera `height` m up (pinhole `k`, image `size` (h, w)) in its
+    optical frame, at every 16th pixel below the horizon where a ray falls 1 in 20 or steeper:
+    y is the height, z = height fy / (v - cy)."""
+    rows, cols = np.mgrid[8 : size[0] : 16, 8 : size[1] : 16]
+    below = (rows - k[1, 2]) / k[1, 1] > 0.05
+    z = height * k[1, 1] / (rows[below] - k[1, 2])
+    x = (cols[below] - k[0, 2]) * z / k[0, 0]
+    return np.stack([x, np.full(z.shape, height), z], -1)
+
+
 def model_depth_at(result, u, v, index=0):
     """The coarse depth sampled at pixels (u, v) as the upsampling samples it."""
     top, left, height, width = result.region

@@ -13,6 +13,7 @@ from helpers import VARYING_BINS, model_config, structured_image
 from range_factory import (
     LASER_TO_OPTICAL,
     anchors_at_the_cells,
+    floor_points,
     rosbags_cloud,
     rosbags_mount_tf,
     rosbags_scan,
@@ -321,6 +322,36 @@ def test_a_lidars_cloud_in_a_bag_scales_the_depth(tmp_path, tiny_checkpoint):
     node = node_fed_by_bag_play(tiny_checkpoint, tmp_path, bag, "/lidar/points", **params)
     for from_bag, from_node in zip(given, node, strict=True):
         np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
+
+
+def test_the_ground_in_a_bag_is_the_floors_cloud(tmp_path, tiny_checkpoint):
+    """Source ground through depthclip-bag (no message of it in the bag): each frame's depth
+    equals that fitted to a cloud in the bag of the floor's points under a camera as high
+    (range_factory's, from the pinhole model), and twice the height gives twice the depth."""
+    store = get_typestore(Stores.ROS2_KILTED)
+    floor = floor_points(K, (HEIGHT, WIDTH), 1.3)
+
+    def cloud(i):
+        return rosbags_cloud(floor, *frame_stamp(i), "camera_optical_frame", store)
+
+    bag = tmp_path / "floor_bag"
+    extra = {"/anchors/points": (store, "sensor_msgs/msg/PointCloud2", cloud)}
+    write_bag(bag, frames=FRAMES, width=WIDTH, height=HEIGHT, extra=extra, extra_at=-50_000_000)
+    by_cloud = processed(
+        tmp_path, bag, "cloud", model=tiny_checkpoint, metric_scale_sources=["points"]
+    )
+    for height, name in ((1.3, "ground"), (2.6, "higher")):
+        by_ground = processed(
+            tmp_path,
+            bag,
+            name,
+            model=tiny_checkpoint,
+            metric_scale_sources=["ground"],
+            ground_height=height,
+        )
+        assert len(by_ground) == len(by_cloud) == FRAMES
+        for got, want in zip(by_ground, by_cloud):
+            np.testing.assert_allclose(got, height / 1.3 * want, rtol=1e-5)
 
 
 def test_mode_bins_moves_each_bin_to_a_depth_cameras_metres(tmp_path, unbiased_checkpoint):
