@@ -383,3 +383,92 @@ def test_the_ground_is_the_floors_cloud_and_a_new_height_set_while_on_is_taken_a
         pitched = frame(1, ("ground_pitch", 0.1))
         assert np.all(pitched < 0.95 * 2 * by_ground)  # the floor nearer a camera looking down
         np.testing.assert_allclose(frame(1, ("ground_pitch", 0.0)), 2 * by_ground, rtol=1e-5)
+
+
+def test_one_scan_serves_every_camera_each_fitted_to_its_own_returns(tiny_checkpoint, tmp_path):
+    """Two cameras of one node (`cameras: [front, rear]`, the rear one turned half a turn on
+    the laser by static_transforms), one 360-degree LaserScan: the rays in front of the laser
+    return where a scene twice front's model depth is, those behind it three times rear's;
+    each camera's depth takes its own scale (2 and 3), its own status in /diagnostics says so,
+    and the scan was received once."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from range_factory import model_depth_at
+
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **SIZE)).predict(IMAGE)
+    increment = np.pi / 157  # the rear's rays at the front's angles plus half a turn
+    angles = -np.pi + increment * np.arange(314)
+    half_view = np.arctan(K[0, 2] / K[0, 0]) - 0.02
+    ranges = np.full(angles.shape, np.inf)  # no return (REP 117)
+    for scale, turned in ((2.0, 0.0), (3.0, np.pi)):
+        own = np.angle(np.exp(1j * (angles - turned)))  # in the camera's link frame
+        seen = np.abs(own) < half_view
+        u = K[0, 2] - K[0, 0] * np.tan(own[seen])
+        z = scale * model_depth_at(core, u, np.full(u.shape, K[1, 2]))
+        ranges[seen] = z / np.cos(own[seen])
+    scan = LaserScan(
+        angle_min=float(angles[0]),
+        angle_max=float(angles[-1]),
+        angle_increment=float(increment),
+        range_min=0.05,
+        range_max=100.0,
+        ranges=ranges.astype(np.float32).tolist(),
+    )
+    rear_mount = [
+        "0 0 0 3.141592653589793 0 0 laser rear_link",
+        "0 0 0 -1.5707963267948966 0 -1.5707963267948966 rear_link rear_optical_frame",
+    ]
+    params = dict(
+        SIZE,
+        cameras=["front", "rear"],
+        metric_scale="scale",
+        metric_scale_sources=["scan"],
+        static_transforms=[*LASER_TO_OPTICAL, *rear_mount],
+        metric_scale_min_anchors=5,
+        camera_info_wait=0.0,
+    )
+    frames = {"front": "camera_optical_frame", "rear": "rear_optical_frame"}
+    with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
+        scan_pub = tester.node.create_publisher(LaserScan, "scan", RELIABLE)
+        publishers, depths, statuses = {}, {}, {}
+        for name in frames:
+            publishers[name] = (
+                tester.node.create_publisher(Image, f"{name}/image", RELIABLE),
+                tester.node.create_publisher(type(INFO), f"{name}/camera_info", RELIABLE),
+            )
+            depths[name] = []
+            tester.node.create_subscription(
+                Image, f"{name}/depth/image", depths[name].append, RELIABLE
+            )
+
+        def on_diagnostics(msg):
+            for status in msg.status:
+                statuses[status.name] = {kv.key: kv.value for kv in status.values}
+
+        tester.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+        wait_until(lambda: scan_pub.get_subscription_count() > 0)
+        wait_until(lambda: all(p.get_subscription_count() > 0 for p, _ in publishers.values()))
+        scan_pub.publish(stamp(scan, 1, frame="laser"))
+        wait_until(lambda: node.ranges.sources.received["scan"] == 1)
+        for name, frame in frames.items():
+            image_pub, info_pub = publishers[name]
+            info_pub.publish(stamp(INFO, 1, frame=frame))
+            image_pub.publish(stamp(encode(IMAGE, "rgb8"), 1, frame=frame))
+        for name, scale in (("front", 2.0), ("rear", 3.0)):
+            wait_until(lambda n=name: depths[n])
+            depth = decoding.depth_image_to_array(depths[name][-1])
+            np.testing.assert_allclose(depth, scale * core.depth[0], rtol=1e-4, err_msg=name)
+
+        def reported():
+            scales = {
+                name: values.get("metric scale", "")
+                for name, values in statuses.items()
+                if "metric scale" in values
+            }
+            return len(scales) == 2 and scales
+
+        wait_until(reported)
+        scales = reported()
+        assert sorted(value.split()[0] for value in scales.values()) == ["2", "3"], scales
+        front, rear = (next(n for n in scales if c in n) for c in ("front", "rear"))
+        assert scales[front].startswith("2 ") and scales[rear].startswith("3 "), scales
+        assert node.ranges.sources.received["scan"] == 1
