@@ -43,7 +43,14 @@ def _nodes(context):
             output="screen",
             parameters=node_parameters(share, arg),
             remappings=node_remappings(
-                arg["image_topic"], arg["camera_info_topic"], parse_cameras(arg["cameras"])
+                arg["image_topic"],
+                arg["camera_info_topic"],
+                parse_cameras(arg["cameras"]),
+                range_topics={
+                    "scan": arg["scan_topic"],
+                    "points": arg["anchor_points_topic"],
+                    "depth": arg["anchor_depth_topic"],
+                },
             ),
             arguments=node_arguments(arg["log_level"]),
         )

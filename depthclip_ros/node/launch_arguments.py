@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LaunchError
-from ..messages.topics import beside
+from ..messages.topics import ANCHOR_DEPTH, ANCHOR_POINTS, SCAN, beside
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+RANGE_INPUTS = {"scan": SCAN, "points": ANCHOR_POINTS, "depth": ANCHOR_DEPTH}  # the node's names
 
 # name -> (default, description); "" for params_file means the installed config/depthclip.yaml.
 LAUNCH_ARGUMENTS = {
@@ -23,6 +24,20 @@ LAUNCH_ARGUMENTS = {
         "front=/front/color/image_raw,rear=/rear/color/image_raw); each camera's camera_info is "
         "the one beside its image, its outputs NAME/depth/... in `namespace`; empty = one "
         "camera on image_topic",
+    ),
+    "scan_topic": (
+        "/scan",
+        "metric_scale source scan: the robot's LaserScan topic (one for every camera)",
+    ),
+    "anchor_points_topic": (
+        "anchors/points",
+        "metric_scale source points: a PointCloud2 topic (a 3D lidar, a VIO's map points); "
+        "relative names resolve in `namespace`",
+    ),
+    "anchor_depth_topic": (
+        "anchors/depth",
+        "metric_scale source depth: a depth Image registered to the camera (e.g. "
+        "aligned_depth_to_color/image_raw); relative names resolve in `namespace`",
     ),
     "params_file": (
         "",
@@ -90,16 +105,24 @@ def parse_cameras(text: str) -> dict:
     return cameras
 
 
-def node_remappings(image_topic: str, camera_info_topic: str, cameras: dict) -> list:
-    """The node's inputs onto the cameras' topics: `image` (or each `NAME/image`), its
-    /compressed, and the camera_info (a named camera's: the one beside its image)."""
+def node_remappings(
+    image_topic: str, camera_info_topic: str, cameras: dict, range_topics: dict | None = None
+) -> list:
+    """The node's inputs onto the robot's topics: `image` (or each `NAME/image`), its
+    /compressed, and the camera_info (a named camera's: the one beside its image); metric_scale's
+    `scan`, `anchors/points` and `anchors/depth` onto `range_topics` ({source: topic}: scan,
+    points, depth), subscribed only while metric_scale uses them."""
+    remappings = [
+        (RANGE_INPUTS[source], topic)
+        for source, topic in (range_topics or {}).items()
+        if topic and topic != RANGE_INPUTS[source]
+    ]
     if not cameras:
-        return [
+        return remappings + [
             ("image", image_topic),
             ("image/compressed", image_topic.rstrip("/") + "/compressed"),
             ("camera_info", camera_info_topic),
         ]
-    remappings = []
     for name, topic in cameras.items():
         remappings += [
             (f"{name}/image", topic),

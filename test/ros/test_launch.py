@@ -153,12 +153,14 @@ def test_a_users_params_file_reaches_the_node_in_its_namespace(
 ):
     """params_file:= a user's `/**/depthclip:` file and namespace:=robot1 together: the node is
     /robot1/depthclip with the file's values, read back through its parameter service; relative
-    topics resolve in the namespace."""
+    topics resolve in the namespace. metric_scale on in the file: the robot's /scan (the
+    default scan_topic) and the namespace's anchors/points and anchors/depth subscribed."""
     params = tmp_path / "robot1.yaml"
     params.write_text(
         "/**/depthclip:\n  ros__parameters:\n"
         f"    model: {tiny_checkpoint}\n    device: cpu\n    cache_dir: {tmp_path / 'c'}\n"
         "    temperature: 0.5\n    depth_bins: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]\n"
+        "    metric_scale: scale\n    metric_scale_sources: [scan, points, depth]\n"
     )
     log = tmp_path / "launch.log"
     arguments = (
@@ -178,6 +180,9 @@ def test_a_users_params_file_reaches_the_node_in_its_namespace(
         }
         publish = camera(node, "/robot1/color/image_raw", "/robot1/color/camera_info")
         answers(node, launched, publish, {"/robot1/depth/image": Image})
+        for topic in ("/scan", "/robot1/anchors/points", "/robot1/anchors/depth"):
+            wait_until(lambda t=topic: node.count_subscribers(t) == 1, timeout=20)
+        assert node.count_subscribers("/robot1/scan") == 0
     no_trouble(launched.output)
 
 
@@ -203,8 +208,11 @@ def test_several_cameras_each_answered_where_the_docs_say(source, prefix, tmp_pa
 def test_topic_remaps_sim_time_device_compressed_and_log_level(source, prefix, tmp_path):
     """image_topic:= and camera_info_topic:= remap the inputs, use_compressed:=true reads the
     image's /compressed; use_sim_time:=true with a /clock publisher: the diagnostics carry the
-    clock's time; device:= reaches the node; log_level:=warn silences its INFO lines."""
+    clock's time; device:= reaches the node; log_level:=warn silences its INFO lines;
+    scan_topic:=, anchor_points_topic:= and anchor_depth_topic:= are what metric_scale
+    subscribes once turned on through the parameter services."""
     from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.parameter import Parameter
 
     log = tmp_path / "launch.log"
     arguments = (
@@ -214,6 +222,9 @@ def test_topic_remaps_sim_time_device_compressed_and_log_level(source, prefix, t
         "use_compressed:=true",
         "device:=cpu",
         "log_level:=warn",
+        "scan_topic:=/lidar/scan",
+        "anchor_points_topic:=/lidar/points",
+        "anchor_depth_topic:=/cam/aligned_depth",
     )
     with ros2_launch(source, prefix, log, *arguments) as launched, client_node() as node:
         clock = node.create_publisher(Clock, "/clock", 10)
@@ -235,6 +246,16 @@ def test_topic_remaps_sim_time_device_compressed_and_log_level(source, prefix, t
 
         answers(node, launched, publish, {"/depth/image": Image})
         wait_until(lambda: any(d.header.stamp.sec >= 5000 for d in diagnostics), timeout=20)
+        ranges = ["/lidar/scan", "/lidar/points", "/cam/aligned_depth"]
+        assert not any(node.count_subscribers(t) for t in ranges)  # metric_scale off
+        changes = [
+            Parameter("metric_scale", value="scale"),
+            Parameter("metric_scale_sources", value=["scan", "points", "depth"]),
+        ]
+        assert answer(client.set_parameters_atomically(changes)).result.successful
+        for topic in ranges:
+            wait_until(lambda t=topic: node.count_subscribers(t) == 1, timeout=20)
+        assert not any(node.count_subscribers(t) for t in ("/scan", "/anchors/points"))
     no_trouble(launched.output)
     assert "[depthclip_node-1] [INFO]" not in launched.output
 
