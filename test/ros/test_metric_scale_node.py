@@ -392,37 +392,16 @@ def test_one_scan_serves_every_camera_each_fitted_to_its_own_returns(tiny_checkp
     each camera's depth takes its own scale (2 and 3), its own status in /diagnostics says so,
     and the scan was received once."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from range_factory import model_depth_at
+    from range_factory import REAR_MOUNT, all_round_scan
 
     core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **SIZE)).predict(IMAGE)
-    increment = np.pi / 157  # the rear's rays at the front's angles plus half a turn
-    angles = -np.pi + increment * np.arange(314)
-    half_view = np.arctan(K[0, 2] / K[0, 0]) - 0.02
-    ranges = np.full(angles.shape, np.inf)  # no return (REP 117)
-    for scale, turned in ((2.0, 0.0), (3.0, np.pi)):
-        own = np.angle(np.exp(1j * (angles - turned)))  # in the camera's link frame
-        seen = np.abs(own) < half_view
-        u = K[0, 2] - K[0, 0] * np.tan(own[seen])
-        z = scale * model_depth_at(core, u, np.full(u.shape, K[1, 2]))
-        ranges[seen] = z / np.cos(own[seen])
-    scan = LaserScan(
-        angle_min=float(angles[0]),
-        angle_max=float(angles[-1]),
-        angle_increment=float(increment),
-        range_min=0.05,
-        range_max=100.0,
-        ranges=ranges.astype(np.float32).tolist(),
-    )
-    rear_mount = [
-        "0 0 0 3.141592653589793 0 0 laser rear_link",
-        "0 0 0 -1.5707963267948966 0 -1.5707963267948966 rear_link rear_optical_frame",
-    ]
+    scan = all_round_scan([(0.0, core, 2.0), (np.pi, core, 3.0)], K, 1)
     params = dict(
         SIZE,
         cameras=["front", "rear"],
         metric_scale="scale",
         metric_scale_sources=["scan"],
-        static_transforms=[*LASER_TO_OPTICAL, *rear_mount],
+        static_transforms=[*LASER_TO_OPTICAL, *REAR_MOUNT],
         metric_scale_min_anchors=5,
         camera_info_wait=0.0,
     )
@@ -447,7 +426,7 @@ def test_one_scan_serves_every_camera_each_fitted_to_its_own_returns(tiny_checkp
         tester.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
         wait_until(lambda: scan_pub.get_subscription_count() > 0)
         wait_until(lambda: all(p.get_subscription_count() > 0 for p, _ in publishers.values()))
-        scan_pub.publish(stamp(scan, 1, frame="laser"))
+        scan_pub.publish(scan)
         wait_until(lambda: node.ranges.sources.received["scan"] == 1)
         for name, frame in frames.items():
             image_pub, info_pub = publishers[name]

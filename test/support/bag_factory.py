@@ -69,6 +69,7 @@ def write_bag(
     cameras=None,
     extra=None,
     extra_at=6000,
+    frame_ids=None,
 ):
     """A bag with a camera (image + camera_info) and an unrelated String topic.
 
@@ -78,7 +79,9 @@ def write_bag(
     each with its own images (seeded by camera and frame); `extra`: {topic: (rosbags typestore,
     type, message(i))} of more topics, written once a frame, serialised by that typestore,
     `extra_at` ns after the frame's camera_info (negative: before it and the image);
-    `/tf_static` among them is recorded with what tf2's static broadcaster offers.
+    `/tf_static` among them is recorded with what tf2's static broadcaster offers;
+    `frame_ids`: {namespace: the frame_id of its images and camera_infos} (default
+    camera_optical_frame).
 
     Returns {topic: [(log_time_ns, raw_bytes), ...]} of what was written.
     """
@@ -124,11 +127,12 @@ def write_bag(
                 else:
                     image = encode(rgb, encoding)
                 image_time, info_time = (t, t + 1000) if image_first else (t + 1000, t)
+                frame = (frame_ids or {}).get(ns, "camera_optical_frame")
                 if with_info:
                     f = focal(i) or w * 0.8
                     info = camera_info(w, h, fx=f, fy=f, cx=w / 2, cy=h / 2)
-                    put(f"{ns}/camera_info", info_time, stamp(info, sec, nsec))
-                put(ns + suffix, image_time, stamp(image, sec, nsec))
+                    put(f"{ns}/camera_info", info_time, stamp(info, sec, nsec, frame))
+                put(ns + suffix, image_time, stamp(image, sec, nsec, frame))
             put("/chatter", t + 5000, String(data=f"message {i}"))
             for topic, (store, extra_type, message) in (extra or {}).items():
                 raw = store.serialize_cdr(message(i), extra_type)

@@ -94,6 +94,41 @@ def scan_of(result, k, scale, sec, nanosec=0, index=0):
     return stamp(msg, sec, nanosec, frame="laser")
 
 
+# A second camera turned half a turn on the laser (rear_optical_frame), as LASER_TO_OPTICAL's.
+REAR_MOUNT = [
+    "0 0 0 3.141592653589793 0 0 laser rear_link",
+    "0 0 0 -1.5707963267948966 0 -1.5707963267948966 rear_link rear_optical_frame",
+]
+
+
+def all_round_scan(views, k, sec, nanosec=0, index=0):
+    """A 360-degree LaserScan (frame `laser`) seen by cameras turned about the laser: `views`
+    [(turn (rad), result, scale)]: the rays in each camera's view (pinhole `k`, its middle
+    row) return where a scene `scale` times its result's depth is; the others none (+inf,
+    REP 117). Rays a 314th of a turn apart: each camera's at the same angles of its own."""
+    from sensor_msgs.msg import LaserScan
+
+    increment = np.pi / 157
+    angles = -np.pi + increment * np.arange(314)
+    half_view = np.arctan(k[0, 2] / k[0, 0]) - 0.02
+    ranges = np.full(angles.shape, np.inf)
+    for turn, result, scale in views:
+        own = np.angle(np.exp(1j * (angles - turn)))  # in the camera's link frame
+        seen = np.abs(own) < half_view
+        u = k[0, 2] - k[0, 0] * np.tan(own[seen])
+        z = scale * model_depth_at(result, u, np.full(u.shape, k[1, 2]), index)
+        ranges[seen] = z / np.cos(own[seen])
+    msg = LaserScan(
+        angle_min=float(angles[0]),
+        angle_max=float(angles[-1]),
+        angle_increment=float(increment),
+        range_min=0.05,
+        range_max=100.0,
+        ranges=ranges.astype(np.float32).tolist(),
+    )
+    return stamp(msg, sec, nanosec, frame="laser")
+
+
 def rosbags_scan(scan, store):
     """The LaserScan as a rosbags message of `store` (what a bag's writer serialises)."""
     types = store.types

@@ -255,6 +255,52 @@ def rosbags_depth_image(depth, sec, nanosec, store):
     )
 
 
+def test_one_scan_in_a_bag_serves_every_camera_each_fitted_to_its_own_returns(
+    tmp_path, tiny_checkpoint
+):
+    """Two cameras recorded together (the rear one turned half a turn on the laser: REAR_MOUNT
+    in static_transforms), one 360-degree scan a frame: the rays in front return where a scene
+    twice the front image's model depth is, those behind three times the rear image's; each
+    camera's depth out of depthclip-bag takes its own scale."""
+    from range_factory import REAR_MOUNT, all_round_scan
+
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    cameras = {"/front": (WIDTH, HEIGHT), "/rear": (WIDTH, HEIGHT)}
+    seen = {  # write_bag's images: seeded by frame and camera
+        ns: [core.predict(structured_image(HEIGHT, WIDTH, seed=i + 100 * k)) for i in range(2)]
+        for k, ns in enumerate(cameras)
+    }
+    store = get_typestore(Stores.ROS2_KILTED)
+
+    def scan(i):
+        views = [(0.0, seen["/front"][i], 2.0), (np.pi, seen["/rear"][i], 3.0)]
+        return rosbags_scan(all_round_scan(views, K, *frame_stamp(i)), store)
+
+    bag = tmp_path / "two_cameras"
+    write_bag(
+        bag,
+        frames=2,
+        cameras=cameras,
+        frame_ids={"/front": "camera_optical_frame", "/rear": "rear_optical_frame"},
+        extra={"/scan": (store, "sensor_msgs/msg/LaserScan", scan)},
+        extra_at=-50_000_000,
+    )
+    settings = dict(COMMON, model=str(tiny_checkpoint), device="cpu", cache_dir=str(tmp_path))
+    settings["static_transforms"] = [*LASER_TO_OPTICAL, *REAR_MOUNT]
+    params = tmp_path / "two.yaml"
+    params.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": settings}}))
+    argv = ["process", str(bag), str(tmp_path / "out"), "--params", str(params)]
+    argv += ["--image-topic", "/front/image_raw", "--image-topic", "/rear/image_raw"]
+    assert cli.main(argv) == 0
+    written = read_bag(tmp_path / "out")[0]
+    for ns, scale in (("/front", 2.0), ("/rear", 3.0)):
+        messages = written[f"{ns}/depth/image"]
+        assert len(messages) == 2, ns
+        for (_, raw, kind), result in zip(messages, seen[ns], strict=True):
+            depth = decoding.depth_image_to_array(deserialize(raw, kind))
+            np.testing.assert_allclose(depth, scale * result.depth[0], rtol=1e-4, err_msg=ns)
+
+
 def test_a_registered_depth_image_in_a_bag_scales_the_depth(tmp_path, tiny_checkpoint):
     """Source depth through depthclip-bag: a depth image registered to the camera, 1.5 times
     the model's depth, on --anchor-depth-topic: the first frame's depth is 1.5 times the
