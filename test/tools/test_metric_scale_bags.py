@@ -301,6 +301,49 @@ def test_one_scan_in_a_bag_serves_every_camera_each_fitted_to_its_own_returns(
             np.testing.assert_allclose(depth, scale * result.depth[0], rtol=1e-4, err_msg=ns)
 
 
+def test_a_new_scale_moves_the_temporal_filters_fused_depth_and_restarts_nothing(
+    tmp_path, unbiased_checkpoint
+):
+    """temporal_filter mixture (every patch fused: a threshold no image change reaches) with
+    metric_scale: the scans 1.5 times each frame's model depth for 6 frames, then 2.5 times:
+    every frame's depth is its scale times the fused depth written with metric_scale off (one
+    ratio over the whole image: the scale moves the fused distribution's bins, the filter
+    restarts for none of its changes), the ratio 1.5 at first and within 10 % of 2.5 at
+    the end (the new scale's fits against the fused depth). The unbiased tiny CLIP over
+    VARYING_BINS: depths that differ from image to image, so that the fused depth is not any
+    one frame's."""
+    frames = 12
+    config = model_config(unbiased_checkpoint, tmp_path / "core", **MODEL)
+    core = DepthClip(config.replace(depth_bins=VARYING_BINS))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(frames)]
+    store = get_typestore(Stores.ROS2_KILTED)
+
+    def scan(i):
+        scale = 1.5 if i < 6 else 2.5
+        return rosbags_scan(scan_of(results[i], K, scale, *frame_stamp(i)), store)
+
+    bag = tmp_path / "step"
+    extra = {"/scan": (store, "sensor_msgs/msg/LaserScan", scan)}
+    write_bag(bag, frames=frames, width=WIDTH, height=HEIGHT, extra=extra, extra_at=-50_000_000)
+    fused = dict(
+        model=unbiased_checkpoint,
+        depth_bins=list(VARYING_BINS),
+        temporal_filter="mixture",
+        temporal_change_threshold=255.0,
+        static_transforms=LASER_TO_OPTICAL,
+    )
+    off = processed(tmp_path, bag, "off", **fused, metric_scale="off")
+    on = processed(tmp_path, bag, "on", **fused)
+    assert len(on) == len(off) == frames
+    assert not np.allclose(off[-1], results[-1].depth[0], rtol=1e-3)  # fused, not the frame's
+    ratios = []
+    for calibrated, plain in zip(on, off, strict=True):
+        ratio = calibrated / plain
+        np.testing.assert_allclose(ratio, np.nanmedian(ratio), rtol=1e-4)
+        ratios.append(float(np.nanmedian(ratio)))
+    assert abs(ratios[0] - 1.5) < 1e-3 and abs(ratios[-1] - 2.5) < 0.25, ratios
+
+
 def test_a_registered_depth_image_in_a_bag_scales_the_depth(tmp_path, tiny_checkpoint):
     """Source depth through depthclip-bag: a depth image registered to the camera, 1.5 times
     the model's depth, on --anchor-depth-topic: the first frame's depth is 1.5 times the
