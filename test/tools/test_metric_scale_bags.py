@@ -127,6 +127,40 @@ def test_a_scan_in_a_bag_scales_the_depth_as_the_node_fed_by_bag_play(
         np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
 
 
+def test_metric_scale_require_withholds_the_clouds_until_a_first_fit(tmp_path, tiny_checkpoint):
+    """metric_scale_require through depthclip-bag: the first 3 frames' scans a second off their
+    stamps (nothing to fit): their depth written as the model made it and no cloud of them;
+    from the first fit on (1.5 times the model's depth), every frame's depth and clouds."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
+    store = get_typestore(Stores.ROS2_KILTED)
+
+    def scan(i):
+        sec, nanosec = frame_stamp(i if i >= 3 else i - 10)
+        return rosbags_scan(scan_of(results[i], K, 1.5, sec, nanosec), store)
+
+    bag = tmp_path / "late_scans"
+    extra = {"/scan": (store, "sensor_msgs/msg/LaserScan", scan)}
+    write_bag(bag, frames=FRAMES, width=WIDTH, height=HEIGHT, extra=extra, extra_at=-50_000_000)
+    given = processed(
+        tmp_path,
+        bag,
+        "required",
+        model=tiny_checkpoint,
+        static_transforms=LASER_TO_OPTICAL,
+        metric_scale_require=True,
+    )
+    assert len(given) == FRAMES
+    for i in range(FRAMES):
+        scale = 1.5 if i >= 3 else 1.0
+        np.testing.assert_allclose(given[i], scale * results[i].depth[0], rtol=1e-4)
+    written = read_bag(tmp_path / "required")[0]
+    for topic in ("/cam/points", "/cam/points/clearing"):
+        clouds = [deserialize(raw, kind) for _, raw, kind in written[topic]]
+        stamps = [(c.header.stamp.sec, c.header.stamp.nanosec) for c in clouds]
+        assert stamps == [frame_stamp(i) for i in range(3, FRAMES)], topic
+
+
 def node_fed_by_bag_play(checkpoint, tmp_path, bag, range_topic="/scan", **params):
     """The node's depth (COMMON and `params`), frame by frame, fed by `ros2 bag play` of
     `bag`; its range data on `range_topic` (a cloud's remapped onto anchors/points)."""
