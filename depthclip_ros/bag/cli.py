@@ -79,9 +79,10 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
     )
     parser.add_argument(
         "--anchor-depth-topic",
-        default=RANGE_TOPICS["depth"],
+        action="append",
         help="metric_scale source depth: the depth Image registered to the camera (default "
-        f"{RANGE_TOPICS['depth']})",
+        f"{RANGE_TOPICS['depth']}); once per --image-topic, in their order, to give each "
+        "camera its own",
     )
     parser.add_argument(
         "--params", help="parameter YAML (default: the package's config/depthclip.yaml)"
@@ -104,11 +105,12 @@ def add_processing_options(parser, multi_bag: bool = False) -> None:
 
 def range_topics(args) -> dict:
     """{metric_scale source: bag topic} of --scan-topic, --anchor-points-topic and
-    --anchor-depth-topic."""
+    --anchor-depth-topic (given once per --image-topic: {image topic: its depth topic})."""
+    depth = args.anchor_depth_topic or [RANGE_TOPICS["depth"]]
     return {
         "scan": args.scan_topic,
         "points": args.anchor_points_topic,
-        "depth": args.anchor_depth_topic,
+        "depth": depth[0] if len(depth) == 1 else dict(zip(args.image_topic, depth, strict=True)),
     }
 
 
@@ -139,6 +141,13 @@ def processing_option_problem(args) -> str | None:
     repeated = sorted({t for t in image_topics if image_topics.count(t) > 1})
     if repeated:
         return f"--image-topic {', '.join(repeated)} is given more than once"
+    depth_topics = args.anchor_depth_topic or []
+    if len(depth_topics) > 1 and len(depth_topics) != len(image_topics):
+        return (
+            f"--anchor-depth-topic is given {len(depth_topics)} times for "
+            f"{len(image_topics)} --image-topic: once (every camera's) or once per "
+            "--image-topic, in their order"
+        )
     if args.camera_info_topic and len(image_topics) > 1:
         return (
             "--camera-info-topic applies to one --image-topic; with several, each camera's "

@@ -103,12 +103,16 @@ class BagProcessor:
         self.estimator = estimator
         # metric_scale: the range data read so far (log order, as the node receives them)
         self.ranges = RangeSources()
+        # bag topic -> (source, the image topic of the camera it serves, None: every camera)
         self.range_topics = {}
         if settings.metric_scale != "off":
             topics = {**RANGE_TOPICS, **(range_topics or {})}
-            self.range_topics = {
-                topics[name]: name for name in settings.metric_scale_sources if name in topics
-            }
+            for name in settings.metric_scale_sources:
+                given = topics.get(name)  # (the source ground has none)
+                if not given:
+                    continue
+                each = given.items() if isinstance(given, dict) else [(None, given)]
+                self.range_topics.update({topic: (name, camera) for camera, topic in each})
         self.settings = settings
         self.scene_switch_frames = scene_switch_frames
         self.typestore = typestore
@@ -174,11 +178,12 @@ class BagProcessor:
                 info = self._deserialize(raw, conn, timestamp)
                 for camera in by_info[conn.topic]:
                     camera.logged_infos.add(info, (conn, timestamp, raw))
-            elif self.range_topics.get(conn.topic) and conn.msgtype == RANGE_TYPES.get(
-                self.range_topics[conn.topic]
+            elif conn.topic in self.range_topics and conn.msgtype == RANGE_TYPES.get(
+                self.range_topics[conn.topic][0]
             ):
                 msg = self._deserialize(raw, conn, timestamp)
-                self.ranges.add(self.range_topics[conn.topic], msg)
+                name, camera = self.range_topics[conn.topic]
+                self.ranges.add(name, msg, camera=camera)
             elif self.range_topics and conn.topic == TF and conn.msgtype == TF_MESSAGE:
                 msg = self._deserialize(raw, conn, timestamp)
                 self._take_transforms(TF, msg, self.ranges.moving.add, timestamp)
@@ -269,7 +274,9 @@ class BagProcessor:
             msg.header, rgb, self.settings, info=info, owner=camera, log_time=timestamp
         )
         if self.settings.metric_scale != "off":  # the range data read by now, as the node's
-            frame.anchors = self.ranges.anchors(msg.header, info, rgb.shape[:2], self.settings)
+            frame.anchors = self.ranges.anchors(
+                msg.header, info, rgb.shape[:2], self.settings, camera.image_topic
+            )
         chunk.frames.append(frame)
 
     def _predict_chunk(self, chunk):
@@ -374,7 +381,8 @@ def process_bag(
     `batch_size` frames of one size per forward; under scene_bins auto a camera's new scene
     takes over after winning `scene_switch_frames` frames in a row (the node's rule);
     `frames_written(n)` is told of every n image messages done; metric_scale reads its range
-    data from `range_topics` ({source: topic}, RANGE_TOPICS by default) and its frames from
+    data from `range_topics` ({source: topic, or {image topic: topic} for each camera its
+    own}, RANGE_TOPICS by default) and its frames from
     /tf_static and static_transforms. Returns the run's statistics: totals, `cameras` ({image
     topic: its own}), `problems` ({warning: first log time}), `seconds` (the frames'
     processing) and `preparing_seconds` (each image size's CUDA graphs or TensorRT engine, made

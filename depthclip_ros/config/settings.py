@@ -90,8 +90,8 @@ class OutputSettings(Schema):
         ("scan",),
         "metric_scale: range data to fit to, any of scan (sensor_msgs/LaserScan on scan), "
         "points (PointCloud2 on anchors/points), depth (a depth Image registered to the "
-        "camera on anchors/depth), ground (the floor under a camera "
-        "ground_height up, pitched ground_pitch down)",
+        "camera on anchors/depth, a named camera's on NAME/anchors/depth), ground (the floor "
+        "under a camera ground_height up, pitched ground_pitch down)",
         single_ok=True,
     )
     static_transforms: tuple = param(

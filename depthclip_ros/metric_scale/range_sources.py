@@ -47,7 +47,10 @@ class RangeSources:
     its own) returning a Transform or raising AnchorError (the node's tf2 buffer)."""
 
     def __init__(self):
-        self._messages = {name: StampIndex(KEEP) for name in SOURCES}
+        # (source, camera) -> its newest messages: camera None for data any camera may use (a
+        # scan, a cloud, a bag's one depth topic), a camera's name for its own (the node's
+        # depth image registered to that camera).
+        self._messages = {(name, None): StampIndex(KEEP) for name in SOURCES}
         self.received = dict.fromkeys(SOURCES, 0)  # messages added, by source
         self._lock = threading.Lock()  # the node's executor adds, its worker reads
         self._heard = StaticTransforms()  # a bag's /tf_static
@@ -58,17 +61,20 @@ class RangeSources:
         # order (the last: the camera's newest frame, pending until the model takes it).
         self._expected = {}
 
-    def add(self, name: str, msg) -> None:
-        """A message of source `name` (one of SOURCES); a point cloud is read as it comes
-        (ReadCloud): megabytes of a lidar's cloud, KEEP of them, are not held."""
+    def add(self, name: str, msg, camera=None) -> None:
+        """A message of source `name` (one of SOURCES), for every camera or (`camera`) that
+        camera's alone; a point cloud is read as it comes (ReadCloud): megabytes of a lidar's
+        cloud, KEEP of them, are not held."""
         if name == "points":
             msg = ReadCloud.of(msg)
         with self._lock:
-            self._messages[name].add(msg)
+            self._messages.setdefault((name, camera), StampIndex(KEEP)).add(msg)
             self.received[name] += 1
             if self._expected:
                 at = stamp_ns(msg.header.stamp)
-                for frames in self._expected.values():
+                for owner, frames in self._expected.items():
+                    if camera is not None and owner != camera:
+                        continue
                     for stamp, nearest in frames.items():
                         held = nearest.get(name)
                         if held is None or abs(at - stamp) < abs(_ns(held) - stamp):
@@ -81,11 +87,17 @@ class RangeSources:
             frames = self._expected.setdefault(camera, collections.OrderedDict())
             if replaced and frames:
                 frames.popitem()  # the frame it replaced: the newest expected
-            frames[stamp] = {
-                name: msg
-                for name, index in self._messages.items()
-                if (msg := index.nearest_value(stamp)) is not None
-            }
+            nearest = {}
+            for (name, owner), index in self._messages.items():
+                if owner is not None and owner != camera:
+                    continue
+                msg = index.nearest_value(stamp)
+                held = nearest.get(name)
+                if msg is not None and (
+                    held is None or abs(_ns(msg) - stamp) < abs(_ns(held) - stamp)
+                ):
+                    nearest[name] = msg
+            frames[stamp] = nearest
             while len(frames) > EXPECTED_PER_CAMERA:
                 frames.popitem(last=False)
 
@@ -107,8 +119,8 @@ class RangeSources:
         k = None
         if info is not None:
             try:
-                camera = PinholeCamera.from_camera_info(info).scaled_to(size[1], size[0])
-                fx, fy, cx, cy = camera.intrinsics()
+                pinhole = PinholeCamera.from_camera_info(info).scaled_to(size[1], size[0])
+                fx, fy, cx, cy = pinhole.intrinsics()
                 k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
             except ValueError as exc:
                 problems.append(f"camera_info unusable: {exc}")
@@ -119,7 +131,7 @@ class RangeSources:
                         height, pitch = settings.ground_height, settings.ground_pitch
                         points.append(ground_points(k, size, height, pitch))
                     continue
-                msg = self._nearest(name, header.stamp, settings.metric_scale_slop, held)
+                msg = self._nearest(name, header.stamp, settings.metric_scale_slop, held, camera)
                 if msg is None:
                     problems.append(f"no {name} within {settings.metric_scale_slop:g} s")
                     continue
@@ -143,13 +155,17 @@ class RangeSources:
                 del frames[older]
             return held
 
-    def _nearest(self, name: str, stamp, slop: float, held: dict):
+    def _nearest(self, name: str, stamp, slop: float, held: dict, camera=None):
         """Source `name`'s message nearest `stamp` within `slop` seconds, of those it keeps
-        and the one held for the frame."""
+        for every camera and for `camera`, and the one held for the frame."""
         with self._lock:
-            kept = self._messages[name].nearest(stamp, slop)
+            kept = [
+                self._messages[key].nearest(stamp, slop)
+                for key in {(name, None), (name, camera)}
+                if key in self._messages
+            ]
         at = stamp_ns(stamp)
-        near = [m for m in (kept, held.get(name)) if m is not None]
+        near = [m for m in (*kept, held.get(name)) if m is not None]
         near = [m for m in near if abs(_ns(m) - at) <= slop * 1e9]
         return min(near, key=lambda m: abs(_ns(m) - at), default=None)
 

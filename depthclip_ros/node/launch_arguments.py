@@ -37,7 +37,8 @@ LAUNCH_ARGUMENTS = {
     "anchor_depth_topic": (
         "anchors/depth",
         "metric_scale source depth: a depth Image registered to the camera (e.g. "
-        "aligned_depth_to_color/image_raw); relative names resolve in `namespace`",
+        "aligned_depth_to_color/image_raw); relative names resolve in `namespace`; with "
+        "`cameras`, each camera's own NAME/anchors/depth (remap them in your launch file)",
     ),
     "params_file": (
         "",

@@ -1,6 +1,7 @@
 """metric_scale's range inputs of the node: `scan` (sensor_msgs/LaserScan), `anchors/points`
-(PointCloud2) and `anchors/depth` (a depth Image registered to the camera), subscribed only
-while metric_scale is on and lists them; one scan serves every camera. What they receive goes
+(PointCloud2) and `anchors/depth` (a depth Image registered to the camera; with named cameras
+each camera's own `NAME/anchors/depth`), subscribed only while metric_scale is on and lists
+them; one scan and one cloud serve every camera. What they receive goes
 to a RangeSources (the rule the bag tool shares). Where tf2_ros imports, /tf and /tf_static are
 heard while any of them is: tf2 joins the frames static_transforms does not, with the
 parameter's transforms."""
@@ -22,22 +23,24 @@ SUBSCRIPTIONS = {
     "points": (PointCloud2, topics.ANCHOR_POINTS),
     "depth": (Image, topics.ANCHOR_DEPTH),
 }
+# Registered to one camera (its pixels are that camera's): a named camera has its own topic.
+PER_CAMERA = {"depth"}
 
 
 class RangeInputs:
     def __init__(self, node):
         self.node = node
         self.sources = RangeSources()
-        self._inputs = {}  # source -> AdaptiveInput, while subscribed
+        self._inputs = {}  # (source, camera name or None: every camera's) -> AdaptiveInput
 
     def update(self, settings) -> None:
         """Subscribe to the sources metric_scale uses now, close the others; follow their
         publishers' reliability (a lidar driver's is best effort)."""
         wanted = set(settings.metric_scale_sources) if settings.metric_scale != "off" else set()
         subscribed = wanted & SUBSCRIPTIONS.keys()  # the ground needs no topic
-        for name in list(self._inputs):
-            if name not in wanted:
-                self._inputs.pop(name).close()
+        for key in list(self._inputs):
+            if key[0] not in wanted:
+                self._inputs.pop(key).close()
         if not subscribed:
             self.sources.forget_expected()
         if subscribed and tf_frames.available():
@@ -51,12 +54,17 @@ class RangeInputs:
                 self.sources.frames = tf_frames.TfFrames(self.node)
         else:
             self._close_frames()
+        named = [camera for camera in self.node.cameras if camera]
         for name in sorted(subscribed):
-            if name not in self._inputs:
-                msg_type, topic = SUBSCRIPTIONS[name]
-                received = functools.partial(self.sources.add, name)
-                self._inputs[name] = AdaptiveInput(self.node, msg_type, topic, received, 10)
-            self._inputs[name].update()
+            for camera in named if name in PER_CAMERA and named else [None]:
+                if (name, camera) not in self._inputs:
+                    msg_type, topic = SUBSCRIPTIONS[name]
+                    topic = f"{camera}/{topic}" if camera else topic
+                    received = functools.partial(self.sources.add, name, camera=camera)
+                    self._inputs[name, camera] = AdaptiveInput(
+                        self.node, msg_type, topic, received, 10
+                    )
+                self._inputs[name, camera].update()
 
     def image_arrived(self, camera: str, serialized: bytes, replaced: bool) -> None:
         """Camera `camera`'s image (serialized) has arrived, `replaced`: in place of its frame

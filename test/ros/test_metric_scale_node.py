@@ -453,3 +453,49 @@ def test_one_scan_serves_every_camera_each_fitted_to_its_own_returns(tiny_checkp
         front, rear = (next(n for n in scales if c in n) for c in ("front", "rear"))
         assert scales[front].startswith("2 ") and scales[rear].startswith("3 "), scales
         assert node.ranges.sources.received["scan"] == 1
+
+
+def test_each_named_camera_is_fitted_to_its_own_registered_depth(tiny_checkpoint, tmp_path):
+    """Two cameras of one node (`cameras: [front, rear]`), each with a depth camera registered
+    to it on its own `NAME/anchors/depth` (front's 1.5 times the model's depth, rear's 2.5
+    times, each in its camera's frame): each camera's depth takes its own depth camera's
+    scale. One topic for both made the rear camera fit the front's depth image."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **SIZE)).predict(IMAGE)
+    params = dict(
+        SIZE,
+        cameras=["front", "rear"],
+        metric_scale="scale",
+        metric_scale_sources=["depth"],
+        camera_info_wait=0.0,
+    )
+    scales = {"front": 1.5, "rear": 2.5}
+    frames = {"front": "camera_optical_frame", "rear": "rear_optical_frame"}
+    with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
+        publishers, depths = {}, {}
+        for name in scales:
+            publishers[name] = (
+                tester.node.create_publisher(Image, f"{name}/anchors/depth", RELIABLE),
+                tester.node.create_publisher(Image, f"{name}/image", RELIABLE),
+                tester.node.create_publisher(type(INFO), f"{name}/camera_info", RELIABLE),
+            )
+            depths[name] = []
+            tester.node.create_subscription(
+                Image, f"{name}/depth/image", depths[name].append, RELIABLE
+            )
+        for name in scales:
+            wait_until(lambda n=name: all(p.get_subscription_count() for p in publishers[n]))
+        for name, scale in scales.items():
+            anchors_pub = publishers[name][0]
+            depth = registered_depth(scale * core.depth[0], 1)
+            anchors_pub.publish(stamp(depth, 1, frame=frames[name]))
+        wait_until(lambda: node.ranges.sources.received["depth"] == 2)
+        for name in scales:
+            _, image_pub, info_pub = publishers[name]
+            info_pub.publish(stamp(INFO, 1, frame=frames[name]))
+            image_pub.publish(stamp(encode(IMAGE, "rgb8"), 1, frame=frames[name]))
+        for name, scale in scales.items():
+            wait_until(lambda n=name: depths[n])
+            depth = decoding.depth_image_to_array(depths[name][-1])
+            np.testing.assert_allclose(depth, scale * core.depth[0], rtol=1e-4, err_msg=name)
+        assert tester.node.count_publishers("anchors/depth") == 0  # no node-wide topic used
+        assert tester.node.count_subscribers("anchors/depth") == 0

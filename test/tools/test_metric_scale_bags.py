@@ -9,7 +9,7 @@ import pytest
 import yaml
 from bag_factory import deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
-from helpers import VARYING_BINS, model_config, structured_image
+from helpers import VARYING_BINS, model_config, structured_image, wait_until
 from range_factory import (
     LASER_TO_OPTICAL,
     anchors_at_the_cells,
@@ -23,6 +23,7 @@ from range_factory import (
 )
 from ros_harness import running_node
 from rosbags.typesys import Stores, get_typestore
+from sensor_msgs.msg import Image
 
 from depthclip_ros.bag import cli
 from depthclip_ros.estimator.core import DepthClip
@@ -271,14 +272,14 @@ def test_the_node_hearing_a_played_bags_frames_through_tf2_equals_depthclip_bag(
         np.testing.assert_allclose(from_node, tool, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
-def rosbags_depth_image(depth, sec, nanosec, store):
-    """A 32FC1 depth Image of `depth` (metres) in the camera's frame, a rosbags message."""
+def rosbags_depth_image(depth, sec, nanosec, store, frame="camera_optical_frame"):
+    """A 32FC1 depth Image of `depth` (metres) in the camera's `frame`, a rosbags message."""
     types = store.types
     height, width = depth.shape
     return types["sensor_msgs/msg/Image"](
         header=types["std_msgs/msg/Header"](
             stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
-            frame_id="camera_optical_frame",
+            frame_id=frame,
         ),
         height=height,
         width=width,
@@ -406,6 +407,100 @@ def test_a_registered_depth_image_in_a_bag_scales_the_depth(tmp_path, tiny_check
     np.testing.assert_allclose(given[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
     for i in range(1, FRAMES):
         assert scale_of(0) < np.nanmedian(given[i] / results[i].depth[0]) < scale_of(i)
+
+
+def test_each_camera_in_a_bag_is_fitted_to_its_own_registered_depth(
+    tmp_path, tiny_checkpoint, capsys
+):
+    """Two cameras recorded together, each with a depth camera registered to it on its own
+    topic (front's 1.5 times its image's model depth, rear's 2.5 times), given to
+    depthclip-bag once per --image-topic: each camera's depth takes its own depth camera's
+    scale; the node (`cameras: [front, rear]`, each NAME/anchors/depth remapped onto its
+    camera's) fed by `ros2 bag play` of the bag gives the same depth, frame by frame. Given
+    twice for one camera: one line, exit 2."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    cameras = {"/front": 1.5, "/rear": 2.5}
+    seen = {  # write_bag's images: seeded by frame and camera
+        ns: [core.predict(structured_image(HEIGHT, WIDTH, seed=i + 100 * k)) for i in range(2)]
+        for k, ns in enumerate(cameras)
+    }
+    frames = {"/front": "camera_optical_frame", "/rear": "rear_optical_frame"}
+    store = get_typestore(Stores.ROS2_KILTED)
+
+    def registered(ns):
+        def depth(i):
+            made = cameras[ns] * seen[ns][i].depth[0]
+            return rosbags_depth_image(made, *frame_stamp(i), store, frames[ns])
+
+        return depth
+
+    bag = tmp_path / "two_depth_cameras"
+    write_bag(
+        bag,
+        frames=2,
+        cameras=dict.fromkeys(cameras, (WIDTH, HEIGHT)),
+        frame_ids=frames,
+        extra={
+            f"{ns}/aligned_depth": (store, "sensor_msgs/msg/Image", registered(ns))
+            for ns in cameras
+        },
+        extra_at=-50_000_000,
+    )
+    settings = dict(COMMON, model=str(tiny_checkpoint), device="cpu", cache_dir=str(tmp_path))
+    settings["metric_scale_sources"] = ["depth"]
+    params = tmp_path / "depth.yaml"
+    params.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": settings}}))
+    argv = ["process", str(bag), str(tmp_path / "out"), "--params", str(params)]
+    for ns in cameras:
+        argv += ["--image-topic", f"{ns}/image_raw", "--anchor-depth-topic", f"{ns}/aligned_depth"]
+    assert cli.main(argv) == 0
+    written = read_bag(tmp_path / "out")[0]
+    given = {}
+    for ns, scale in cameras.items():
+        messages = written[f"{ns}/depth/image"]
+        given[ns] = [
+            decoding.depth_image_to_array(deserialize(raw, kind)) for _, raw, kind in messages
+        ]
+        assert len(given[ns]) == 2, ns
+        for depth, result in zip(given[ns], seen[ns], strict=True):
+            np.testing.assert_allclose(depth, scale * result.depth[0], rtol=1e-4, err_msg=ns)
+    remap = {}
+    for ns in cameras:
+        name = ns.strip("/")
+        remap |= {
+            f"{name}/image": f"{ns}/image_raw",
+            f"{name}/camera_info": f"{ns}/camera_info",
+            f"{name}/anchors/depth": f"{ns}/aligned_depth",
+        }
+    settings = {**COMMON, "metric_scale_sources": ["depth"], "cameras": ["front", "rear"]}
+    with running_node(str(tiny_checkpoint), tmp_path / "node", remappings=remap, **settings) as (
+        _,
+        tester,
+    ):
+        outputs = {ns: [] for ns in cameras}
+        for ns in cameras:
+            tester.node.create_subscription(
+                Image, f"{ns.strip('/')}/depth/image", outputs[ns].append, 10
+            )
+        waited = [f"{ns}/{topic}" for ns in cameras for topic in ("image_raw", "aligned_depth")]
+        play(tester.node, bag, rate=0.25, wait_for_subscribers=waited)
+        wait_until(lambda: all(len(got) == 2 for got in outputs.values()), timeout=30)
+    for ns in cameras:
+        for from_bag, msg in zip(given[ns], outputs[ns], strict=True):
+            from_node = decoding.depth_image_to_array(msg)
+            np.testing.assert_allclose(from_node, from_bag, atol=1e-6, err_msg=ns)
+    argv = ["process", str(bag), str(tmp_path / "refused"), "--anchor-depth-topic", "/a"]
+    argv += ["--anchor-depth-topic", "/b", "--image-topic", "/front/image_raw"]
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.endswith(
+            "--anchor-depth-topic is given 2 times for 1 --image-topic: once (every camera's) or "
+            "once per --image-topic, in their order"
+        )
+        and len(err.splitlines()) == 1
+    ), err
 
 
 def test_a_lidars_cloud_in_a_bag_scales_the_depth(tmp_path, tiny_checkpoint):
