@@ -80,13 +80,13 @@ def manifest_lines(outdir):
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-def assert_equal_to_bag_tool(job_input, output, topics, params_file, tmp_path):
+def assert_equal_to_bag_tool(job_input, output, topics, params_file, tmp_path, options=()):
     """Byte for byte, with torch on the one thread a 1-CPU worker gives it (float sums run in
-    another order on two threads)."""
+    another order on two threads); `options`: more of the fleet run's processing options."""
     import torch
 
     reference = tmp_path / "reference" / job_input.name / output.name
-    argv = ["process", job_input, reference, "--params", params_file, "--quiet"]
+    argv = ["process", job_input, reference, "--params", params_file, "--quiet", *options]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -100,13 +100,14 @@ def assert_equal_to_bag_tool(job_input, output, topics, params_file, tmp_path):
         assert {f"{namespace}/points", f"{namespace}/points/clearing"} <= set(written), topic
 
 
-def assert_outputs_equal_to_bag_tool(entries, params_file, tmp_path):
+def assert_outputs_equal_to_bag_tool(entries, params_file, tmp_path, depth_topics=None):
     """Every manifest entry's output against the bag tool on its input (make_archive's bags:
-    'both' has both cameras)."""
+    'both' has both cameras); `depth_topics`: {image topic: its --anchor-depth-topic}."""
     for entry in entries:
         topics = TOPICS if entry["input"].endswith("both") else TOPICS[:1]
+        options = [f"--anchor-depth-topic={depth_topics[t]}" for t in depth_topics and topics]
         assert_equal_to_bag_tool(
-            Path(entry["input"]), Path(entry["output"]), topics, params_file, tmp_path
+            Path(entry["input"]), Path(entry["output"]), topics, params_file, tmp_path, options
         )
 
 
@@ -226,30 +227,6 @@ def mount_tf(frame):
     return rosbags_mount_tf(*frame_stamp(frame), lambda *_: 0.01 * frame, store)
 
 
-def slanted_depth(frame):
-    """A depth image (rosbags) registered to the 160x120 camera, a plane from 4 m at its left
-    to 8 m at its right (6 m in the middle: twice the scan's wall), stamped as write_bag's
-    frame: the `depth` source's anchors, over a span of depths that a scale and shift, and
-    each bin, can be fitted to."""
-    from bag_factory import frame_stamp
-    from rosbags.typesys import Stores, get_typestore
-
-    types = get_typestore(Stores.ROS2_KILTED).types
-    sec, nanosec = frame_stamp(frame)
-    return types["sensor_msgs/msg/Image"](
-        header=types["std_msgs/msg/Header"](
-            stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
-            frame_id="camera_optical_frame",
-        ),
-        height=120,
-        width=160,
-        encoding="32FC1",
-        is_bigendian=0,
-        step=4 * 160,
-        data=np.tile(np.linspace(4.0, 8.0, 160, dtype="<f4"), (120, 1)).view(np.uint8).ravel(),
-    )
-
-
 def wall_cloud(frame):
     """A lidar's cloud (rosbags) in the laser frame of LASER_TO_OPTICAL: 20,000 points of a
     wall 5 m ahead of the camera, past every edge of the 160x120 camera's view (more points
@@ -269,9 +246,38 @@ def wall_cloud(frame):
     return rosbags_cloud(to_laser.apply(wall), *frame_stamp(frame), "laser", store)
 
 
-def depth_images(bag):
-    """[(log time, raw message, type) of /cam/depth/image] of an output bag."""
-    return read_bag(bag)[0]["/cam/depth/image"]
+def plane_depth(left, right, frame="camera_optical_frame"):
+    """A depth image (rosbags) registered to a 160x120 camera whose optical frame is `frame`:
+    a plane from `left` metres at its left to `right` at its right, stamped as write_bag's
+    frame (a function of it): the `depth` source's anchors, over a span of depths that a scale
+    and shift, and each bin, can be fitted to."""
+    from bag_factory import frame_stamp
+    from rosbags.typesys import Stores, get_typestore
+
+    types = get_typestore(Stores.ROS2_KILTED).types
+    plane = np.tile(np.linspace(left, right, 160, dtype="<f4"), (120, 1))
+
+    def depth(i):
+        sec, nanosec = frame_stamp(i)
+        return types["sensor_msgs/msg/Image"](
+            header=types["std_msgs/msg/Header"](
+                stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                frame_id=frame,
+            ),
+            height=120,
+            width=160,
+            encoding="32FC1",
+            is_bigendian=0,
+            step=4 * 160,
+            data=plane.view(np.uint8).ravel(),
+        )
+
+    return depth
+
+
+def depth_images(bag, camera="/cam"):
+    """[(log time, raw message, type) of the camera's depth/image] of an output bag."""
+    return read_bag(bag)[0][f"{camera}/depth/image"]
 
 
 def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
@@ -281,7 +287,9 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
     auto and metric_scale (mode bins: its bin probabilities fetched) fitted to a scan in one
     bag (from a laser on a turning mount: the bag's /tf), to a registered depth image in
     another, to a lidar's cloud (read as the node reads it, a sample of its points) in the
-    third, on the unbiased tiny CLIP over VARYING_BINS (a depth that varies over the image):
+    third, and two cameras each to its own registered depth image (--anchor-depth-topic once
+    per --image-topic) in the fourth, on the unbiased tiny CLIP over VARYING_BINS (a depth
+    that varies over the image):
     the scan's wall, one row of cells at one depth, and the cloud's wall fall back to a scale;
     the depth image's slanted plane moves each bin (its depth is neither mode scale's nor mode
     scale_shift's, and near the latter's).
@@ -305,10 +313,23 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
                 "/tf": (store, "tf2_msgs/msg/TFMessage", mount_tf),
             },
         ),
-        ("b", {"/anchors/depth": (store, "sensor_msgs/msg/Image", slanted_depth)}),
+        ("b", {"/anchors/depth": (store, "sensor_msgs/msg/Image", plane_depth(4.0, 8.0))}),
         ("c", {"/anchors/points": (store, "sensor_msgs/msg/PointCloud2", wall_cloud)}),
     ):
         write_bag(archive / name, "mcap", frames=12, extra=extra, extra_at=-50_000_000)
+    image = "sensor_msgs/msg/Image"
+    write_bag(  # two cameras, each with its own registered depth camera
+        archive / "d_both",
+        "mcap",
+        frames=12,
+        cameras={"/cam": (160, 120), "/rear": (160, 120)},
+        frame_ids={"/rear": "rear_optical_frame"},
+        extra={
+            "/anchors/depth": (store, image, plane_depth(4.0, 8.0)),
+            "/rear/aligned_depth": (store, image, plane_depth(8.0, 16.0, "rear_optical_frame")),
+        },
+        extra_at=-50_000_000,
+    )
     params = yaml.safe_load(params_file.read_text())
     params["depthclip"]["ros__parameters"].update(
         model=str(unbiased_checkpoint),
@@ -322,17 +343,27 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
         metric_scale_sources=["scan", "depth", "points"],
         static_transforms=LASER_TO_OPTICAL,
         metric_scale_min_anchors=3,
+        metric_scale_max=20.0,  # the rear camera's plane: a scale near 7 of its model's depth
     )
     fused = tmp_path / "fused.yaml"
     fused.write_text(yaml.safe_dump(params))
-    rc, out, err = fleet(archive, "--out", outdir, "--workers", 1, params_file=fused)
+    # Each camera's registered depth, in the order of fleet()'s --image-topic (TOPICS).
+    depth_topics = dict(zip(TOPICS, ["/anchors/depth", "/rear/aligned_depth"], strict=True))
+    options = [f"--anchor-depth-topic={depth_topics[t]}" for t in TOPICS]
+    rc, out, err = fleet(archive, "--out", outdir, "--workers", 1, *options, params_file=fused)
     assert rc == 0, err
     entries = manifest_lines(outdir)
-    assert sorted(e["status"] for e in entries) == [manifest.DONE] * 3, entries
-    assert_outputs_equal_to_bag_tool(entries, fused, tmp_path)
-    for entry in entries:  # the scan's wall 3 m away (2.76 m at the view's edge), the image's
-        # 6, the cloud's 5
-        wall = {"a": 3.0, "b": 6.0, "c": 5.0}[Path(entry["output"]).name]
+    assert sorted(e["status"] for e in entries) == [manifest.DONE] * 4, entries
+    assert_outputs_equal_to_bag_tool(entries, fused, tmp_path, depth_topics)
+    (both,) = [Path(e["output"]) for e in entries if Path(e["output"]).name == "d_both"]
+    for camera, metres in (("/cam", 6.0), ("/rear", 12.0)):  # each its own plane's middle
+        _, raw = depth_images(both, camera)[-1][:2]
+        depth = decoding.depth_image_to_array(deserialize(raw, "sensor_msgs/msg/Image"))
+        assert 0.8 * metres < np.median(depth[59:61]) < 1.2 * metres, camera
+    walls = {"a": 3.0, "b": 6.0, "c": 5.0}  # the scan's wall 3 m away (2.76 m at the view's
+    # edge), the image's 6, the cloud's 5
+    for entry in [e for e in entries if Path(e["output"]).name in walls]:
+        wall = walls[Path(entry["output"]).name]
         _, raw = depth_images(Path(entry["output"]))[-1][:2]
         depth = decoding.depth_image_to_array(deserialize(raw, "sensor_msgs/msg/Image"))
         assert 0.8 * wall < np.median(depth[59:61]) < 1.2 * wall, (entry["output"], wall)
