@@ -10,10 +10,12 @@ from __future__ import annotations
 IMAGE = "image"
 COMPRESSED_IMAGE = "image/compressed"
 CAMERA_INFO = "camera_info"
-# metric_scale's range data: one scan and one cloud serve every camera of the node.
+# metric_scale's range data: one scan and one cloud serve every camera of the node; a named
+# camera has its own registered depth image, NAME/anchors/depth.
 SCAN = "scan"
 ANCHOR_POINTS = "anchors/points"
 ANCHOR_DEPTH = "anchors/depth"
+RANGE_INPUTS = {"scan": SCAN, "points": ANCHOR_POINTS, "depth": ANCHOR_DEPTH}  # by source
 
 DEPTH_IMAGE = "depth/image"
 # image_transport's name for depth/image's compressedDepth transport.

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LaunchError
-from ..messages.topics import ANCHOR_DEPTH, ANCHOR_POINTS, SCAN, beside
+from ..messages.topics import RANGE_INPUTS, beside
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
-RANGE_INPUTS = {"scan": SCAN, "points": ANCHOR_POINTS, "depth": ANCHOR_DEPTH}  # the node's names
 
 # name -> (default, description); "" for params_file means the installed config/depthclip.yaml.
 LAUNCH_ARGUMENTS = {

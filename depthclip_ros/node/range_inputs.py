@@ -18,11 +18,7 @@ from ..runtime.stamp_pairing import serialized_stamp_ns
 from . import tf_frames
 from .adaptive_input import AdaptiveInput
 
-SUBSCRIPTIONS = {
-    "scan": (LaserScan, topics.SCAN),
-    "points": (PointCloud2, topics.ANCHOR_POINTS),
-    "depth": (Image, topics.ANCHOR_DEPTH),
-}
+TYPES = {"scan": LaserScan, "points": PointCloud2, "depth": Image}
 # Registered to one camera (its pixels are that camera's): a named camera has its own topic.
 PER_CAMERA = {"depth"}
 
@@ -37,7 +33,7 @@ class RangeInputs:
         """Subscribe to the sources metric_scale uses now, close the others; follow their
         publishers' reliability (a lidar driver's is best effort)."""
         wanted = set(settings.metric_scale_sources) if settings.metric_scale != "off" else set()
-        subscribed = wanted & SUBSCRIPTIONS.keys()  # the ground needs no topic
+        subscribed = wanted & topics.RANGE_INPUTS.keys()  # the ground needs no topic
         for key in list(self._inputs):
             if key[0] not in wanted:
                 self._inputs.pop(key).close()
@@ -58,11 +54,11 @@ class RangeInputs:
         for name in sorted(subscribed):
             for camera in named if name in PER_CAMERA and named else [None]:
                 if (name, camera) not in self._inputs:
-                    msg_type, topic = SUBSCRIPTIONS[name]
+                    topic = topics.RANGE_INPUTS[name]
                     topic = f"{camera}/{topic}" if camera else topic
                     received = functools.partial(self.sources.add, name, camera=camera)
                     self._inputs[name, camera] = AdaptiveInput(
-                        self.node, msg_type, topic, received, 10
+                        self.node, TYPES[name], topic, received, 10
                     )
                 self._inputs[name, camera].update()
 

@@ -105,7 +105,7 @@ def assert_outputs_equal_to_bag_tool(entries, params_file, tmp_path, depth_topic
     'both' has both cameras); `depth_topics`: {image topic: its --anchor-depth-topic}."""
     for entry in entries:
         topics = TOPICS if entry["input"].endswith("both") else TOPICS[:1]
-        options = [f"--anchor-depth-topic={depth_topics[t]}" for t in depth_topics and topics]
+        options = [f"--anchor-depth-topic={depth_topics[t]}" for t in topics if depth_topics]
         assert_equal_to_bag_tool(
             Path(entry["input"]), Path(entry["output"]), topics, params_file, tmp_path, options
         )
