@@ -7,6 +7,7 @@ through `load_estimator`. No torch import here: the ONNX install has none.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 from ..config.parameters import ONNX_SUFFIX
@@ -26,6 +27,7 @@ def load_estimator(config, max_batch: int = 1):
     """The estimator of `config.model` on the backend `config.backend` asks for; `max_batch`:
     the most images it will be given at once (TensorRT builds its engine for that at load, not
     one for a single image first; warm_up may raise it later)."""
+    quiet_jit_profiling()
     backend = backend_of(config)
     is_onnx = str(config.model).endswith(ONNX_SUFFIX)
     if backend in EXPORTED_GRAPH_BACKENDS:
@@ -55,6 +57,15 @@ def load_estimator(config, max_batch: int = 1):
             f"({exc}); run a model exported by depthclip-export (backend onnxruntime)"
         ) from None
     return DepthClip(config)
+
+
+def quiet_jit_profiling() -> None:
+    """oneDNN (torch's CPU kernels, OpenVINO's CPU plugin) tells Linux perf about its kernels by
+    default on AArch64: every process that runs a model there leaves /tmp/perf-<pid>.map,
+    never removed, one more at each start of the node. Off unless the user set it (oneDNN reads
+    it at its first kernel, after this)."""
+    if "ONEDNN_JIT_PROFILE" not in os.environ and "DNNL_JIT_PROFILE" not in os.environ:
+        os.environ["ONEDNN_JIT_PROFILE"] = "0"
 
 
 def check_prompts(config) -> None:
