@@ -71,14 +71,10 @@ class RangeSources:
             self._messages.setdefault((name, camera), StampIndex(KEEP)).add(msg)
             self.received[name] += 1
             if self._expected:
-                at = stamp_ns(msg.header.stamp)
                 for owner, frames in self._expected.items():
-                    if camera is not None and owner != camera:
-                        continue
-                    for stamp, nearest in frames.items():
-                        held = nearest.get(name)
-                        if held is None or abs(at - stamp) < abs(_ns(held) - stamp):
-                            nearest[name] = msg
+                    if _serves(camera, owner):
+                        for stamp, held in frames.items():
+                            _hold_nearer(held, name, msg, stamp)
 
     def expect(self, camera, stamp: int, replaced: bool = False) -> None:
         """The image of `camera` stamped `stamp` (ns) arrived; `replaced`: it took the place of
@@ -87,17 +83,12 @@ class RangeSources:
             frames = self._expected.setdefault(camera, collections.OrderedDict())
             if replaced and frames:
                 frames.popitem()  # the frame it replaced: the newest expected
-            nearest = {}
+            held = {}
             for (name, owner), index in self._messages.items():
-                if owner is not None and owner != camera:
-                    continue
                 msg = index.nearest_value(stamp)
-                held = nearest.get(name)
-                if msg is not None and (
-                    held is None or abs(_ns(msg) - stamp) < abs(_ns(held) - stamp)
-                ):
-                    nearest[name] = msg
-            frames[stamp] = nearest
+                if msg is not None and _serves(owner, camera):
+                    _hold_nearer(held, name, msg, stamp)
+            frames[stamp] = held
             while len(frames) > EXPECTED_PER_CAMERA:
                 frames.popitem(last=False)
 
@@ -227,6 +218,19 @@ class ReadCloud:
             return cls(cloud.header, None, str(exc))
         except Exception as exc:  # a message no driver sends: its words, not the node's end
             return cls(cloud.header, None, f"a PointCloud2 not read: {type(exc).__name__}: {exc}")
+
+
+def _serves(owner, camera) -> bool:
+    """Whether messages kept for `owner` (None: every camera's) serve the frames of `camera`."""
+    return owner is None or owner == camera
+
+
+def _hold_nearer(held: dict, name: str, msg, stamp: int) -> None:
+    """`msg` held for source `name` of the frame stamped `stamp` (ns), unless the one held is
+    nearer that stamp."""
+    kept = held.get(name)
+    if kept is None or abs(_ns(msg) - stamp) < abs(_ns(kept) - stamp):
+        held[name] = msg
 
 
 def _ns(msg) -> int:
