@@ -177,6 +177,24 @@ def rosbags_cloud(points, sec, nanosec, frame, store):
     )
 
 
+def rosbags_depth_image(depth, sec, nanosec, store, frame="camera_optical_frame"):
+    """A 32FC1 depth Image of `depth` (metres) in the camera's `frame`, a rosbags message."""
+    types = store.types
+    height, width = depth.shape
+    return types["sensor_msgs/msg/Image"](
+        header=types["std_msgs/msg/Header"](
+            stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+            frame_id=frame,
+        ),
+        height=height,
+        width=width,
+        encoding="32FC1",
+        is_bigendian=0,
+        step=4 * width,
+        data=np.frombuffer(np.ascontiguousarray(depth, np.float32).tobytes(), np.uint8),
+    )
+
+
 def rosbags_tf_static(texts, store):
     """A tf2_msgs/TFMessage of `store` holding the static_transform_publisher `texts`."""
     return rosbags_tf([(text, 0, 0) for text in texts], store)

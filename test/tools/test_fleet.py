@@ -252,25 +252,14 @@ def plane_depth(left, right, frame="camera_optical_frame"):
     frame (a function of it): the `depth` source's anchors, over a span of depths that a scale
     and shift, and each bin, can be fitted to."""
     from bag_factory import frame_stamp
+    from range_factory import rosbags_depth_image
     from rosbags.typesys import Stores, get_typestore
 
-    types = get_typestore(Stores.ROS2_KILTED).types
-    plane = np.tile(np.linspace(left, right, 160, dtype="<f4"), (120, 1))
+    store = get_typestore(Stores.ROS2_KILTED)
+    plane = np.tile(np.linspace(left, right, 160, dtype=np.float32), (120, 1))
 
     def depth(i):
-        sec, nanosec = frame_stamp(i)
-        return types["sensor_msgs/msg/Image"](
-            header=types["std_msgs/msg/Header"](
-                stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
-                frame_id=frame,
-            ),
-            height=120,
-            width=160,
-            encoding="32FC1",
-            is_bigendian=0,
-            step=4 * 160,
-            data=plane.view(np.uint8).ravel(),
-        )
+        return rosbags_depth_image(plane, *frame_stamp(i), store, frame)
 
     return depth
 

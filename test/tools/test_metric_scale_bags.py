@@ -15,6 +15,7 @@ from range_factory import (
     anchors_at_the_cells,
     floor_points,
     rosbags_cloud,
+    rosbags_depth_image,
     rosbags_mount_tf,
     rosbags_scan,
     rosbags_tf,
@@ -270,24 +271,6 @@ def test_the_node_hearing_a_played_bags_frames_through_tf2_equals_depthclip_bag(
     node = node_fed_by_bag_play(tiny_checkpoint, tmp_path, bag, **params)
     for tool, from_node in zip(from_bag, node, strict=True):
         np.testing.assert_allclose(from_node, tool, rtol=1e-5, atol=1e-6, equal_nan=True)
-
-
-def rosbags_depth_image(depth, sec, nanosec, store, frame="camera_optical_frame"):
-    """A 32FC1 depth Image of `depth` (metres) in the camera's `frame`, a rosbags message."""
-    types = store.types
-    height, width = depth.shape
-    return types["sensor_msgs/msg/Image"](
-        header=types["std_msgs/msg/Header"](
-            stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
-            frame_id=frame,
-        ),
-        height=height,
-        width=width,
-        encoding="32FC1",
-        is_bigendian=0,
-        step=4 * width,
-        data=np.frombuffer(np.ascontiguousarray(depth, np.float32).tobytes(), np.uint8),
-    )
 
 
 def test_one_scan_in_a_bag_serves_every_camera_each_fitted_to_its_own_returns(
