@@ -385,6 +385,30 @@ def test_the_ground_is_the_floors_cloud_and_a_new_height_set_while_on_is_taken_a
         np.testing.assert_allclose(frame(1, ("ground_pitch", 0.0)), 2 * by_ground, rtol=1e-5)
 
 
+class NamedCamera:
+    """Camera `name` of a node with `cameras`, driven from the tester: IMAGE and INFO in its
+    optical frame `frame`, its depth back."""
+
+    def __init__(self, tester, name, frame):
+        self.frame = frame
+        self.image_pub = tester.node.create_publisher(Image, f"{name}/image", RELIABLE)
+        self.info_pub = tester.node.create_publisher(type(INFO), f"{name}/camera_info", RELIABLE)
+        self.depths = []
+        tester.node.create_subscription(Image, f"{name}/depth/image", self.depths.append, RELIABLE)
+
+    def connected(self) -> bool:
+        return all(p.get_subscription_count() > 0 for p in (self.image_pub, self.info_pub))
+
+    def send(self, sec):
+        self.info_pub.publish(stamp(INFO, sec, frame=self.frame))
+        self.image_pub.publish(stamp(encode(IMAGE, "rgb8"), sec, frame=self.frame))
+
+    def depth(self) -> np.ndarray:
+        """The newest depth it got back (waiting for one)."""
+        wait_until(lambda: self.depths)
+        return decoding.depth_image_to_array(self.depths[-1])
+
+
 def test_one_scan_serves_every_camera_each_fitted_to_its_own_returns(tiny_checkpoint, tmp_path):
     """Two cameras of one node (`cameras: [front, rear]`, the rear one turned half a turn on
     the laser by static_transforms), one 360-degree LaserScan: the rays in front of the laser
@@ -410,16 +434,8 @@ def test_one_scan_serves_every_camera_each_fitted_to_its_own_returns(tiny_checkp
     with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
         # As lidar drivers publish: rclpy's sensor data profile (best effort, keep last 5).
         scan_pub = tester.node.create_publisher(LaserScan, "scan", qos_profile_sensor_data)
-        publishers, depths, statuses = {}, {}, {}
-        for name in frames:
-            publishers[name] = (
-                tester.node.create_publisher(Image, f"{name}/image", RELIABLE),
-                tester.node.create_publisher(type(INFO), f"{name}/camera_info", RELIABLE),
-            )
-            depths[name] = []
-            tester.node.create_subscription(
-                Image, f"{name}/depth/image", depths[name].append, RELIABLE
-            )
+        cameras = {name: NamedCamera(tester, name, frame) for name, frame in frames.items()}
+        statuses = {}
 
         def on_diagnostics(msg):
             for status in msg.status:
@@ -427,16 +443,13 @@ def test_one_scan_serves_every_camera_each_fitted_to_its_own_returns(tiny_checkp
 
         tester.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
         wait_until(lambda: scan_pub.get_subscription_count() > 0)
-        wait_until(lambda: all(p.get_subscription_count() > 0 for p, _ in publishers.values()))
+        wait_until(lambda: all(camera.connected() for camera in cameras.values()))
         scan_pub.publish(scan)
         wait_until(lambda: node.ranges.sources.received["scan"] == 1)
-        for name, frame in frames.items():
-            image_pub, info_pub = publishers[name]
-            info_pub.publish(stamp(INFO, 1, frame=frame))
-            image_pub.publish(stamp(encode(IMAGE, "rgb8"), 1, frame=frame))
+        for camera in cameras.values():
+            camera.send(1)
         for name, scale in (("front", 2.0), ("rear", 3.0)):
-            wait_until(lambda n=name: depths[n])
-            depth = decoding.depth_image_to_array(depths[name][-1])
+            depth = cameras[name].depth()
             np.testing.assert_allclose(depth, scale * core.depth[0], rtol=1e-4, err_msg=name)
 
         def reported():
@@ -471,31 +484,21 @@ def test_each_named_camera_is_fitted_to_its_own_registered_depth(tiny_checkpoint
     scales = {"front": 1.5, "rear": 2.5}
     frames = {"front": "camera_optical_frame", "rear": "rear_optical_frame"}
     with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
-        publishers, depths = {}, {}
-        for name in scales:
-            publishers[name] = (
-                tester.node.create_publisher(Image, f"{name}/anchors/depth", RELIABLE),
-                tester.node.create_publisher(Image, f"{name}/image", RELIABLE),
-                tester.node.create_publisher(type(INFO), f"{name}/camera_info", RELIABLE),
-            )
-            depths[name] = []
-            tester.node.create_subscription(
-                Image, f"{name}/depth/image", depths[name].append, RELIABLE
-            )
-        for name in scales:
-            wait_until(lambda n=name: all(p.get_subscription_count() for p in publishers[n]))
+        cameras = {name: NamedCamera(tester, name, frame) for name, frame in frames.items()}
+        anchors = {
+            name: tester.node.create_publisher(Image, f"{name}/anchors/depth", RELIABLE)
+            for name in frames
+        }
+        wait_until(lambda: all(camera.connected() for camera in cameras.values()))
+        wait_until(lambda: all(p.get_subscription_count() for p in anchors.values()))
         for name, scale in scales.items():
-            anchors_pub = publishers[name][0]
             depth = registered_depth(scale * core.depth[0], 1)
-            anchors_pub.publish(stamp(depth, 1, frame=frames[name]))
+            anchors[name].publish(stamp(depth, 1, frame=frames[name]))
         wait_until(lambda: node.ranges.sources.received["depth"] == 2)
-        for name in scales:
-            _, image_pub, info_pub = publishers[name]
-            info_pub.publish(stamp(INFO, 1, frame=frames[name]))
-            image_pub.publish(stamp(encode(IMAGE, "rgb8"), 1, frame=frames[name]))
+        for camera in cameras.values():
+            camera.send(1)
         for name, scale in scales.items():
-            wait_until(lambda n=name: depths[n])
-            depth = decoding.depth_image_to_array(depths[name][-1])
+            depth = cameras[name].depth()
             np.testing.assert_allclose(depth, scale * core.depth[0], rtol=1e-4, err_msg=name)
         assert tester.node.count_publishers("anchors/depth") == 0  # no node-wide topic used
         assert tester.node.count_subscribers("anchors/depth") == 0
