@@ -85,16 +85,19 @@ def depth_of_next_frame(node, publishers, received, sec):
     image_pub, info_pub = publishers
     image = stamp(encode(structured_image(120, 160), "rgb8"), sec)
     info = stamp(camera_info(160, 120, 200.0, 200.0, 80.0, 60.0), sec)
+
+    def its_depth():
+        return next((m for m in received if m.header.stamp.sec == sec), None)
+
     deadline = time.monotonic() + 30
-    while not any(m.header.stamp.sec == sec for m in received):
+    while its_depth() is None:
         assert time.monotonic() < deadline, f"no depth of the frame stamped {sec} in 30 s"
         image_pub.publish(image)
         info_pub.publish(info)
-        wait_for = time.monotonic() + 2.0
-        while time.monotonic() < wait_for and not any(m.header.stamp.sec == sec for m in received):
+        resend_at = time.monotonic() + 2.0
+        while time.monotonic() < resend_at and its_depth() is None:
             time.sleep(0.02)
-    msg = next(m for m in received if m.header.stamp.sec == sec)
-    return decoding.depth_image_to_array(msg)
+    return decoding.depth_image_to_array(its_depth())
 
 
 def test_every_kind_of_parameter_changes_through_the_services_from_another_process(
