@@ -79,19 +79,29 @@ def scan_of(result, k, scale, sec, nanosec=0, index=0):
     from sensor_msgs.msg import LaserScan
 
     increment = 0.02
-    half_view = np.arctan(k[0, 2] / k[0, 0]) - 0.02
-    angles = np.arange(-half_view, half_view, increment)
-    u = k[0, 2] - k[0, 0] * np.tan(angles)  # x_optical = -y_laser, z_optical = x_laser
-    z = scale * model_depth_at(result, u, np.full_like(u, k[1, 2]), index)
+    angles = np.arange(-half_view(k), half_view(k), increment)
     msg = LaserScan(
         angle_min=float(angles[0]),
         angle_max=float(angles[-1]),
         angle_increment=increment,
         range_min=0.05,
         range_max=100.0,
-        ranges=(z / np.cos(angles)).astype(np.float32).tolist(),
+        ranges=ranges_in_view(result, k, scale, angles, index).astype(np.float32).tolist(),
     )
     return stamp(msg, sec, nanosec, frame="laser")
+
+
+def half_view(k) -> float:
+    """Half the camera's horizontal view, less a ray's width (rays on the image's edge)."""
+    return float(np.arctan(k[0, 2] / k[0, 0]) - 0.02)
+
+
+def ranges_in_view(result, k, scale, angles, index=0) -> np.ndarray:
+    """The ranges of rays at `angles` (radians, in the camera's link frame: the laser's,
+    LASER_TO_OPTICAL) in its middle row, where a scene `scale` times the model's depth is."""
+    u = k[0, 2] - k[0, 0] * np.tan(angles)  # x_optical = -y_laser, z_optical = x_laser
+    z = scale * model_depth_at(result, u, np.full(u.shape, k[1, 2]), index)
+    return z / np.cos(angles)
 
 
 # A second camera turned half a turn on the laser (rear_optical_frame), as LASER_TO_OPTICAL's.
@@ -110,14 +120,11 @@ def all_round_scan(views, k, sec, nanosec=0, index=0):
 
     increment = np.pi / 157
     angles = -np.pi + increment * np.arange(314)
-    half_view = np.arctan(k[0, 2] / k[0, 0]) - 0.02
     ranges = np.full(angles.shape, np.inf)
     for turn, result, scale in views:
         own = np.angle(np.exp(1j * (angles - turn)))  # in the camera's link frame
-        seen = np.abs(own) < half_view
-        u = k[0, 2] - k[0, 0] * np.tan(own[seen])
-        z = scale * model_depth_at(result, u, np.full(u.shape, k[1, 2]), index)
-        ranges[seen] = z / np.cos(own[seen])
+        seen = np.abs(own) < half_view(k)
+        ranges[seen] = ranges_in_view(result, k, scale, own[seen], index)
     msg = LaserScan(
         angle_min=float(angles[0]),
         angle_max=float(angles[-1]),
