@@ -265,9 +265,8 @@ def run(
     info = CameraInfo(**scene_camera_info_fields())
     frames = (image, info, rate, phase)
     serial = stream(cameras, *frames, warmup, 0) if warmup > 0 else 0  # steady state first
-    # ... and on until each camera is answered with a camera_info: in CI run 58 a saturated
-    # node answered 4 of a camera's frames with none, which it does before it has one of
-    # that camera's camera_infos or sees the subscriber of its depth/camera_info.
+    # ... and on until each camera is answered with a camera_info: every match made, both
+    # ways, before the measured run.
     give_up = time.time() + 60.0
     while warmup > 0 and time.time() < give_up and not all(c.answered() for c in cameras):
         serial += stream(cameras, *frames, 0.5, serial)
