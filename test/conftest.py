@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random CLIP saved to disk and loaded the way users load models."""
 
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +20,14 @@ os.environ.update(local_dds_env(1 + (os.getpid() % (99 // _WORKERS)) * _WORKERS 
 # Nothing else: the middleware runs with its defaults, as on a robot (no DDS XML profile).
 for _tuning in (*DDS_PROFILE_VARIABLES, "RMW_FASTRTPS_USE_QOS_FROM_XML"):
     os.environ.pop(_tuning, None)
+
+# A run started in the background by a script (`.ci/run &`, a CI runner without job control)
+# inherits SIGINT ignored, and so would every process the tests start: launch, which stops on
+# SIGINT through Python's handler, then never hears the tests' SIGINT (a launch interrupted
+# with `kill -INT` ran on for good). The tests' processes start as a terminal or a service
+# starts them: a handled signal is reset to its default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Shared test helpers (images, messages, the live-node harness, bag factories) in one folder.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
