@@ -221,10 +221,11 @@ class CameraPipeline:
         if self.node.count_publishers(self.inputs[1].topic) == 0:  # none can come: no wait
             self._publish_cloud(frame, pairing.fallback(size), exact=False)
             return
-        ticket, overflow = pairing.wait(header.stamp, size, frame)
-        for old, fallback in overflow:
-            self._publish_cloud(old, fallback, exact=False)
-        self._defer(self._give_up, ticket, at=arrival + params.node.camera_info_wait)
+        ticket, ready = pairing.wait(header.stamp, size, frame)
+        for ready_frame, ready_info, exact in ready:
+            self._publish_cloud(ready_frame, ready_info, exact)
+        if ticket is not None:
+            self._defer(self._give_up, ticket, at=arrival + params.node.camera_info_wait)
 
     def _publish_compressed(self, header, result, index, params):  # encoding thread
         fields = compressed_depth_fields(result.depth[index], params.outputs)

@@ -201,16 +201,21 @@ class CameraInfoPairing:
             return self._infos.latest
 
     def wait(self, stamp, size, frame) -> tuple:
-        """Park `frame` until its camera_info comes: (ticket, [(frame, fallback info)] of the
-        oldest frames given up to stay within `max_waiting`)."""
+        """Park `frame` until its camera_info comes: (ticket, [(frame, info, exact)] to publish
+        now). Those are the oldest frames given up to stay within `max_waiting`, with the
+        fallback; or `frame` itself, with no ticket, when its camera_info was added since the
+        caller's `find` (the executor adds while the worker looks up)."""
         with self._lock:
+            info = self._infos.nearest(stamp, self.slop)
+            if info is not None:
+                return None, [(frame, info, True)]
             ticket = next(self._tickets)
             self._waiting[ticket] = (stamp, tuple(size), frame)
-            overflow = []
+            ready = []
             while len(self._waiting) > self._max_waiting:
                 _, (_, old_size, old) = self._waiting.popitem(last=False)
-                overflow.append((old, self._infos.latest_for(old_size)))
-            return ticket, overflow
+                ready.append((old, self._infos.latest_for(old_size), False))
+            return ticket, ready
 
     def give_up(self, ticket):
         """(frame, fallback info or None) when the frame still waits, else None (it was paired,

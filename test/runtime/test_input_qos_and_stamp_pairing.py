@@ -102,8 +102,8 @@ def test_the_fallback_is_the_latest_camera_info_of_the_images_size():
 def test_a_waiting_frame_is_paired_once_by_its_camera_info_or_given_up_with_the_fallback():
     pairing = CameraInfoPairing(slop=0.005)
     pairing.add(info(1, fx=1))
-    ticket, overflow = pairing.wait(info(2).header.stamp, (640, 480), "frame 2")
-    assert overflow == [] and pairing.find(info(2).header.stamp) is None
+    ticket, ready = pairing.wait(info(2).header.stamp, (640, 480), "frame 2")
+    assert ready == [] and pairing.find(info(2).header.stamp) is None
     assert pairing.add(info(7, fx=7)) == []  # another stamp: still waiting
     late = info(2, nanosec=1000, fx=2)  # 1 us off, within the slop
     assert pairing.add(late) == [("frame 2", late)]
@@ -114,14 +114,28 @@ def test_a_waiting_frame_is_paired_once_by_its_camera_info_or_given_up_with_the_
     assert pairing.give_up(ticket) is None
 
 
+def test_a_camera_info_added_between_the_lookup_and_the_wait_pairs_at_once():
+    """The executor adds a camera_info while the worker, having found none, is about to park
+    its frame: the frame is not parked to wait `camera_info_wait` for a camera_info already
+    here (and then published as a fallback)."""
+    pairing = CameraInfoPairing()
+    stamp = info(2).header.stamp
+    assert pairing.find(stamp) is None
+    own = info(2, fx=2)
+    assert pairing.add(own) == []  # nothing waits yet
+    ticket, ready = pairing.wait(stamp, (640, 480), "frame 2")
+    assert ticket is None and ready == [("frame 2", own, True)]
+    assert pairing.give_up_all() == []
+
+
 def test_waiting_frames_are_bounded_and_flushed():
     pairing = CameraInfoPairing(max_waiting=2)
     pairing.add(info(1, fx=1))
     tickets = []
     for sec in (2, 3, 4):
-        ticket, overflow = pairing.wait(info(sec).header.stamp, (640, 480), f"frame {sec}")
+        ticket, ready = pairing.wait(info(sec).header.stamp, (640, 480), f"frame {sec}")
         tickets.append(ticket)
-    assert [(f, i.fx) for f, i in overflow] == [("frame 2", 1)]  # the oldest given up
+    assert [(f, i.fx, exact) for f, i, exact in ready] == [("frame 2", 1, False)]  # the oldest
     assert pairing.give_up(tickets[0]) is None
     assert [(f, i.fx) for f, i in pairing.give_up_all()] == [("frame 3", 1), ("frame 4", 1)]
     assert pairing.give_up(tickets[2]) is None
