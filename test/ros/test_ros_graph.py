@@ -328,13 +328,17 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
     offered = sum(report["cameras"][name]["sent"] for name in names)
     assert sum(received) < 0.8 * offered, received  # overloaded: frames had to be dropped
     assert min(received) > 0 and max(received) - min(received) <= max(2, 0.2 * max(received))
-    for name in names:  # each frame's cloud, some with its own camera_info: kept 10 s, it
-        # outlives the slow forwards here (the 30 kept before were 1 s: CI run 36 saw 0 of 5);
-        # one a saturated CPU delivers after the cloud's wait takes the latest (the pairing's
-        # timing is test_camera_info_timing's)
+    for name in names:  # each frame's cloud, with its own camera_info: kept 10 s, it outlives
+        # the slow forwards here (the 30 kept before were 1 s: CI run 36 saw 0 of 5). Over the
+        # wire a few are lost as the fairness above allows: a reliable sample lost while the
+        # saturated CPU stalls the driver is sent again only while the node's writer keeps it
+        # (the last 5: docs/node.md, QoS). CI run 62 missed 2 of 13; a run here with each
+        # publication logged showed the node had sent them. A depth lost so is not counted at
+        # all; a camera_info the node's input lost so makes a cloud with another's (the latest)
         infos, answered = report["cameras"][name]["camera_infos"], received[names.index(name)]
         without = report["cameras"][name]["answered without camera_info"]
-        assert infos["own"] + infos["other"] >= 0.9 * answered, (name, infos, without)
+        allowed = max(2, 0.2 * answered)
+        assert len(without) <= allowed and infos["other"] <= allowed, (name, infos, without)
         assert infos["own"] > 0, (name, infos)
 
 
