@@ -155,9 +155,10 @@ INFOS_KEPT = 1000
 class CameraInfoPairing:
     """The node's side: the newest camera_infos, and frames waiting for theirs.
 
-    `wait(stamp, size, frame)` parks a frame and returns a ticket; `add(info)` returns the
-    waiting frames it pairs (each at most once); `give_up(ticket)` returns the frame with the
-    fallback camera_info if nothing paired it in time, else None.
+    `wait(stamp, size, frame)` parks a frame and returns a ticket (none when its camera_info
+    is already here); `add(info)` returns the waiting frames it pairs (each at most once);
+    `give_up(ticket)` returns the frame with the fallback camera_info if nothing paired it in
+    time, else None.
     """
 
     def __init__(
