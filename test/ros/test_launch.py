@@ -21,10 +21,10 @@ from launch_harness import (
     ros2_launch,
 )
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
+from lifecycle_msgs.srv import GetState
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_harness import answer, client_node, remote_values
+from ros_harness import call, change_state, client_node, remote_values
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
@@ -135,7 +135,7 @@ def test_a_script_or_a_service_stops_every_process(source, prefix, tmp_path, sto
         assert get_state.wait_for_service(timeout_sec=START), launched.output[-3000:]
 
         def active():
-            return answer(get_state.call_async(GetState.Request())).current_state.label
+            return call(get_state.call_async, GetState.Request()).current_state.label
 
         wait_until(lambda: active() == "active", timeout=START)
         getattr(launched, stop)()
@@ -252,7 +252,7 @@ def test_topic_remaps_sim_time_device_compressed_and_log_level(source, prefix, t
             Parameter("metric_scale", value="scale"),
             Parameter("metric_scale_sources", value=["scan", "points", "depth"]),
         ]
-        assert answer(client.set_parameters_atomically(changes)).result.successful
+        assert call(client.set_parameters_atomically, changes).result.successful
         for topic in ranges:
             wait_until(lambda t=topic: node.count_subscribers(t) == 1, timeout=20)
         assert not any(node.count_subscribers(t) for t in ("/scan", "/anchors/points"))
@@ -328,15 +328,16 @@ def test_autostart_false_waits_for_a_lifecycle_manager(source, prefix, tmp_path)
     log = tmp_path / "launch.log"
     with ros2_launch(source, prefix, log, "autostart:=false") as launched, client_node() as node:
         get_state = node.create_client(GetState, "/depthclip/get_state")
-        change = node.create_client(ChangeState, "/depthclip/change_state")
         assert get_state.wait_for_service(timeout_sec=START), launched.output[-3000:]
-        assert answer(get_state.call_async(GetState.Request())).current_state.label == (
-            "unconfigured"
-        )
-        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
-            request = ChangeState.Request(transition=Transition(id=transition))
-            assert answer(change.call_async(request), timeout=START).success
-        assert answer(get_state.call_async(GetState.Request())).current_state.label == "active"
+        state = call(get_state.call_async, GetState.Request())
+        assert state.current_state.label == "unconfigured", launched.output[-3000:]
+        for transition, goal in (
+            (Transition.TRANSITION_CONFIGURE, "inactive"),
+            (Transition.TRANSITION_ACTIVATE, "active"),
+        ):
+            assert change_state(node, transition, goal, timeout=START), launched.output[-3000:]
+        state = call(get_state.call_async, GetState.Request())
+        assert state.current_state.label == "active", launched.output[-3000:]
         publish = camera(node, "/camera/color/image_raw", "/camera/color/camera_info")
         answers(node, launched, publish, {"/depth/image": Image})
     no_trouble(launched.output)

@@ -25,7 +25,7 @@ from PIL import Image as PILImage
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_harness import answer, client_node, remote_values
+from ros_harness import call, client_node, remote_values
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depthclip_ros.config.params_files import default_params_file
@@ -57,7 +57,7 @@ def node_process(checkpoint, tmp_path, remaps=None, **overrides):
 
 def set_one(client, name, value):
     """(successful, reason) of one change sent as `ros2 param set` sends it."""
-    result = answer(client.set_parameters([Parameter(name, value=value)])).results[0]
+    result = call(client.set_parameters, [Parameter(name, value=value)]).results[0]
     return result.successful, result.reason
 
 
@@ -149,7 +149,7 @@ def test_every_kind_of_parameter_changes_through_the_services_from_another_proce
             Parameter("depth_tokens", value=["close", "middle", "far"]),
             Parameter("depth_bins", value=[1.0, 5.0, 20.0]),
         ]
-        assert answer(client.set_parameters_atomically(together)).result.successful
+        assert call(client.set_parameters_atomically, together).result.successful
         depth = depth_of_next_frame(node, publishers, received, 3)
         assert 1.0 <= np.nanmin(depth) and np.nanmax(depth) <= 20.0
 
@@ -162,7 +162,7 @@ def test_every_kind_of_parameter_changes_through_the_services_from_another_proce
             "    scene_presets: ['kitchen:bins_class_dependent_3']\n"
             "    scenes: [kitchen, office]\n"
         )
-        results = answer(client.load_parameter_file(str(params_file)))
+        results = call(client.load_parameter_file, str(params_file))
         assert all(r.successful for r in results.results), results
         assert remote_values(client, ["temperature", "colormap", "scenes"]) == {
             "temperature": 0.5,
@@ -211,7 +211,7 @@ def test_on_an_rclpy_without_post_set_callbacks_changes_still_apply(tiny_checkpo
                 Parameter("depth_tokens", value=["close", "far"]),
                 Parameter("depth_bins", value=[10.0, 20.0]),
             ]
-            assert answer(client.set_parameters_atomically(together)).result.successful
+            assert call(client.set_parameters_atomically, together).result.successful
             depth = depth_of_next_frame(node, publishers, received, 3)
             assert 10.0 <= np.nanmin(depth) and np.nanmax(depth) <= 20.0
 
@@ -220,7 +220,7 @@ def test_on_an_rclpy_without_post_set_callbacks_changes_still_apply(tiny_checkpo
                 Parameter("depth_bins", value=[20.0, 30.0]),
                 Parameter("temperature", value=0.0),
             ]
-            results = answer(client.set_parameters(mixed)).results
+            results = call(client.set_parameters, mixed).results
             assert [r.successful for r in results] == [True, False], results
             depth = depth_of_next_frame(node, publishers, received, 4)
             assert 20.0 <= np.nanmin(depth) and np.nanmax(depth) <= 30.0
@@ -518,7 +518,7 @@ def test_a_laserscan_from_another_process_scales_the_nodes_depth(unbiased_checkp
             Parameter("static_transforms", value=LASER_TO_OPTICAL),
             Parameter("metric_scale_min_anchors", value=5),
         ]
-        assert answer(client.set_parameters_atomically(changes)).result.successful
+        assert call(client.set_parameters_atomically, changes).result.successful
         wait_until(lambda: scan_pub.get_subscription_count() > 0, timeout=60)
         seconds = iter(range(1, 1000))
 
@@ -548,13 +548,13 @@ def test_a_laserscan_from_another_process_scales_the_nodes_depth(unbiased_checkp
         # every bin's), reported in /diagnostics; then a new input size while in bins: another
         # model's scale, the next scan's taken at once.
         set_bins = [Parameter("metric_scale", value="bins")]
-        assert answer(client.set_parameters(set_bins)).results[0].successful
+        assert call(client.set_parameters, set_bins).results[0].successful
         frames_until_the_depth_is(2.0, model, lambda: "metric bins (m)" in statuses)
         assert statuses["metric last fit"] == "bins"  # not a fallback to a scale
         reported = [float(b) for b in statuses["metric bins (m)"].split(", ")]
         np.testing.assert_allclose(reported, 2.0 * np.asarray(model.bins), rtol=2e-3)
         larger = dict(input_width=384, input_height=288)
         changes = [Parameter(name, value=value) for name, value in larger.items()]
-        assert answer(client.set_parameters_atomically(changes)).result.successful
+        assert call(client.set_parameters_atomically, changes).result.successful
         frames_until_the_depth_is(3.0, core_of(larger).predict(image))
         assert statuses["metric scale mode"] == "bins"

@@ -6,7 +6,8 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from helpers import wait_until
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -157,11 +158,52 @@ def client_node():
         rclpy.shutdown()
 
 
-def answer(future, timeout=30.0):
-    wait_until(future.done, timeout=timeout)
-    return future.result()
+RESEND_AFTER = 10.0  # seconds without a reply before a repeatable request goes again
+
+
+def call(send, *args, timeout=30.0):
+    """The first reply to `send(*args)` (a client's call_async, an AsyncParameterClient
+    method), the request sent again each RESEND_AFTER seconds without one.
+
+    A reply can be lost between processes, and nothing sends it again: DDS services race at
+    discovery, and a server that has not matched the client's reply reader within 100 ms
+    (rmw_fastrtps) drops the reply ('failed to send response (timeout)' on its stderr). Only
+    for requests whose repetition changes nothing: queries, or setting the same values."""
+    deadline = time.monotonic() + timeout
+    sent = []
+    while True:
+        sent.append(send(*args))
+        resend = min(deadline, time.monotonic() + RESEND_AFTER)
+        while time.monotonic() < resend:
+            for future in sent:
+                if future.done():
+                    return future.result()
+            time.sleep(0.02)
+        assert time.monotonic() < deadline, f"no reply to {len(sent)} requests in {timeout} s"
+
+
+def change_state(node, transition_id, goal, timeout=60.0):
+    """Whether the depthclip node's lifecycle transition `transition_id` succeeded, asked as a
+    lifecycle manager asks. A transition is not repeatable, so a reply lost as `call` says
+    counts as success once get_state reports the `goal` state."""
+    change = node.create_client(ChangeState, "/depthclip/change_state")
+    get_state = node.create_client(GetState, "/depthclip/get_state")
+    try:
+        assert change.wait_for_service(timeout_sec=timeout)
+        future = change.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            assert time.monotonic() < deadline, f"transition {transition_id}: no reply"
+            state = call(get_state.call_async, GetState.Request(), timeout=timeout)
+            if state.current_state.label == goal:
+                return True
+            time.sleep(0.2)
+        return future.result().success
+    finally:
+        node.destroy_client(change)
+        node.destroy_client(get_state)
 
 
 def remote_values(client, names) -> dict:
-    response = answer(client.get_parameters(names))
+    response = call(client.get_parameters, names)
     return {n: parameter_value_to_python(v) for n, v in zip(names, response.values)}
