@@ -27,7 +27,7 @@ from ..runtime.background import NewestOnly
 from ..runtime.statistics import FrameStats
 from ..runtime.thread_cpu import ThreadCpu
 from ..runtime.worker import FrameWorker
-from . import diagnostics, parameters
+from . import diagnostics, lifecycle_bond, parameters
 from .camera_pipeline import CameraPipeline, process_frames
 from .range_inputs import RangeInputs
 
@@ -61,6 +61,8 @@ class DepthClipNode(LifecycleNode):
         self.forwards = (0, 0)  # (images, forwards) since activation: max_batch at work
         self.thread_cpu = ThreadCpu()  # the executor's, worker's and encoder's CPU shares
         self._hardware_id = socket.gethostname()
+        self._bond = None  # LifecycleBond while active under a lifecycle manager
+        self._bond_publisher = None
         self.add_on_set_parameters_callback(self._check_changes)
         if hasattr(self, "add_post_set_parameters_callback"):  # Iron and later
             self.add_post_set_parameters_callback(self._apply_changes)
@@ -129,9 +131,11 @@ class DepthClipNode(LifecycleNode):
         for camera in self.cameras.values():
             depth_topic = camera.outputs["depth"].topic_name
             self.get_logger().info(f"active: {camera.image_topic} -> {depth_topic}")
+        self._start_bond()
         return super().on_activate(state)  # enables the lifecycle publishers
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._end_bond()
         self._stop_inputs()
         self._activated_at = None
         return super().on_deactivate(state)
@@ -141,14 +145,37 @@ class DepthClipNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._end_bond()
         self._stop_inputs()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state) -> TransitionCallbackReturn:
+        self._end_bond()
         self._stop_inputs()
         self._release()
         return TransitionCallbackReturn.SUCCESS  # back to unconfigured
+
+    def _start_bond(self):
+        """Under a lifecycle manager (autostart false), the bond Nav2's manager expects of
+        the nodes it activates; a node that starts itself has no manager to bond with."""
+        if self.get_parameter("autostart").value:
+            return
+        if not lifecycle_bond.available():
+            self.get_logger().info(
+                "no bond with a lifecycle manager: bond/msg is not installed (a manager that "
+                "bonds, as nav2_lifecycle_manager does, needs bond_timeout: 0.0)",
+                once=True,
+            )
+            return
+        if self._bond_publisher is None:
+            self._bond_publisher = lifecycle_bond.LifecycleBond.publisher(self)
+        self._bond = lifecycle_bond.LifecycleBond(self, self._bond_publisher)
+
+    def _end_bond(self):
+        if self._bond is not None:
+            self._bond.close()
+            self._bond = None
 
     def _transition_failed(self, transition: str, reason: str):
         if self._fatal_on_failure:  # the process ends: today's one FATAL line

@@ -25,6 +25,7 @@ ROS_PACKAGES = {
     "launch_ros",
     "tf2_ros",
     "geometry_msgs",
+    "bond",
 }
 MODULE_PACKAGES = {"tf2_ros": "tf2_ros_py"}  # a module of another package's name
 ROSDEP_KEYS = {

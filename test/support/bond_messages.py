@@ -1,0 +1,82 @@
+"""bond/msg/Status for the tests: `ros_packages/bond` built by colcon with this venv's rosidl
+generators (PyPI wheels of the distribution's ament_cmake and rosidl_default_generators), the
+way a ROS install builds it, and the environment a process needs to import it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent / "ros_packages" / "bond"
+
+
+def missing_tools() -> str:
+    """Why the messages cannot be built here ('' when they can)."""
+    for tool in ("cmake", "cc"):
+        if shutil.which(tool) is None:
+            return f"no {tool} on PATH to build bond/msg"
+    generators = Path(sys.prefix) / "share" / "rosidl_default_generators"
+    if not generators.exists():
+        return f"rosidl_default_generators is not installed in {sys.prefix} (the venv's set-up)"
+    return ""
+
+
+def build(workspace: Path) -> Path:
+    """The install prefix of bond/msg built in `workspace`; AssertionError with colcon's output
+    when the build fails."""
+    shutil.copytree(PACKAGE, workspace / "src" / "bond")
+    env = dict(
+        os.environ,
+        AMENT_PREFIX_PATH=sys.prefix,  # where the generators' ament index is
+        CMAKE_PREFIX_PATH=sys.prefix,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PYTHONWARNINGS="ignore",
+    )
+    colcon = Path(sys.executable).parent / "colcon"
+    proc = subprocess.run(
+        [str(colcon), "build", "--base-paths", "src", "--merge-install"],
+        cwd=workspace,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return workspace / "install"
+
+
+def environment(prefix: Path) -> dict:
+    """What a process started from this one adds to import bond.msg from `prefix`."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    paths = {
+        "PYTHONPATH": prefix / "lib" / version / "site-packages",
+        "LD_LIBRARY_PATH": prefix / "lib",
+    }
+    return {
+        name: os.pathsep.join(filter(None, [str(path), os.environ.get(name, "")]))
+        for name, path in paths.items()
+    }
+
+
+def import_status(prefix: Path):
+    """bond.msg.Status imported into this process from `prefix`: its libraries loaded first
+    (the dynamic linker read LD_LIBRARY_PATH when the process started) and the path rclpy's
+    type support lookup reads set."""
+    import ctypes
+
+    os.environ.update(environment(prefix))
+    for part in (
+        "generator_c",
+        "typesupport_c",
+        "typesupport_introspection_c",
+        "typesupport_fastrtps_c",
+        "generator_py",
+    ):
+        ctypes.CDLL(str(prefix / "lib" / f"libbond__rosidl_{part}.so"), mode=ctypes.RTLD_GLOBAL)
+    sys.path.insert(0, environment(prefix)["PYTHONPATH"].split(os.pathsep)[0])
+    from bond.msg import Status
+
+    return Status
