@@ -55,8 +55,8 @@ def test_demo_runs_the_whole_ros_pipeline(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [s["scene"] for s in summary] == list(SCENES)
     for s in summary:
-        depth_png = Image.open(tmp_path / f"{s['scene']}_depth.png")
-        assert depth_png.size == (640, 480) and depth_png.mode == "RGB"
+        with Image.open(tmp_path / f"{s['scene']}_depth.png") as depth_png:
+            assert depth_png.size == (640, 480) and depth_png.mode == "RGB"
         ply = (tmp_path / f"{s['scene']}_cloud.ply").read_bytes()
         header, _, body = ply.partition(b"end_header\n")
         count = int(header.split(b"element vertex ")[1].split(b"\n")[0])

@@ -317,7 +317,9 @@ def test_real_nyu_samples_end_to_end(tmp_path, tiny_checkpoint):
     for row in res["per_image"]:
         assert 0 <= row["d1"] <= row["d2"] <= row["d3"] <= 1 and row["valid_pixels"] > 100_000
     panels = sorted((out / "vis").glob("*.png"))
-    assert len(panels) == 2 and Image.open(panels[0]).size[0] == 5 * 640  # ..., predicted std
+    assert len(panels) == 2
+    with Image.open(panels[0]) as panel:
+        assert panel.size[0] == 5 * 640  # ..., predicted std
     # Error against predicted std over every valid pixel of the four real samples.
     table = res["uncertainty"]
     assert sum(r["pixels"] for r in table) == sum(r["valid_pixels"] for r in res["per_image"])
