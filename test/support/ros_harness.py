@@ -184,8 +184,8 @@ def call(send, *args, timeout=30.0):
 
 def change_state(node, transition_id, goal, timeout=60.0):
     """Whether the depthclip node's lifecycle transition `transition_id` succeeded, asked as a
-    lifecycle manager asks. A transition is not repeatable, so a reply lost as `call` says
-    counts as success once get_state reports the `goal` state."""
+    lifecycle manager asks, from a state other than `goal`. A transition is not repeatable, so
+    a reply lost as `call` says counts as success once get_state reports the `goal` state."""
     change = node.create_client(ChangeState, "/depthclip/change_state")
     get_state = node.create_client(GetState, "/depthclip/get_state")
     try:
