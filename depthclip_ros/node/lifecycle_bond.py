@@ -32,23 +32,22 @@ def available() -> bool:
 
 
 class LifecycleBond:
-    """The node's side of one bond, from activation to deactivation; a new bond (a new
-    instance id) each activation, as bondcpp makes one. Heartbeats on a steady-clock timer: a
-    paused bag (sim time) must not stop them."""
+    """The node's side of its bonds: a new bond (a new instance id) each activation, as bondcpp
+    makes one, on one publisher for the node's life, so that the last status of one bond still
+    goes out while the next is made. Heartbeats on a steady-clock timer: a paused bag (sim
+    time) must not stop them."""
 
-    def __init__(self, node, publisher):
+    def __init__(self, node):
         self._node = node
-        self._publisher = publisher  # reliable, keep last 5, as bondcpp's
-        self._instance_id = str(uuid.uuid4())
+        self._publisher = node.create_publisher(Status, TOPIC, 5)  # bondcpp's: reliable, 5
         self._clock = Clock(clock_type=ClockType.STEADY_TIME)
-        self._timer = node.create_timer(HEARTBEAT_PERIOD, self._beat, clock=self._clock)
-        self._beat()  # the manager waits for the first from activation on
+        self._instance_id = None
+        self._timer = None
 
-    @staticmethod
-    def publisher(node):
-        """The bond's publisher, one for the node's life: the last status of one bond still
-        goes out while the next is made."""
-        return node.create_publisher(Status, TOPIC, 5)
+    def start(self):
+        self._instance_id = str(uuid.uuid4())
+        self._timer = self._node.create_timer(HEARTBEAT_PERIOD, self._beat, clock=self._clock)
+        self._beat()  # the manager waits for the first from activation on
 
     def _status(self, active: bool):
         msg = Status(
@@ -64,9 +63,13 @@ class LifecycleBond:
     def _beat(self):
         self._publisher.publish(self._status(True))
 
-    def close(self):
+    def stop(self):
         """The node leaves the bond: no more heartbeats, one status saying so (a manager that
-        still holds the bond sees it broken at once instead of after the timeout)."""
+        still holds the bond sees it broken at once instead of after the timeout). Nothing
+        when no bond was started."""
+        if self._timer is None:
+            return
         self._node.destroy_timer(self._timer)
+        self._timer = None
         if self._node.context.ok():
             self._publisher.publish(self._status(False))

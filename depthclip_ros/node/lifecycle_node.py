@@ -61,8 +61,7 @@ class DepthClipNode(LifecycleNode):
         self.forwards = (0, 0)  # (images, forwards) since activation: max_batch at work
         self.thread_cpu = ThreadCpu()  # the executor's, worker's and encoder's CPU shares
         self._hardware_id = socket.gethostname()
-        self._bond = None  # LifecycleBond while active under a lifecycle manager
-        self._bond_publisher = None
+        self._bond = None  # LifecycleBond, made at the first activation under a manager
         self.add_on_set_parameters_callback(self._check_changes)
         if hasattr(self, "add_post_set_parameters_callback"):  # Iron and later
             self.add_post_set_parameters_callback(self._apply_changes)
@@ -168,14 +167,13 @@ class DepthClipNode(LifecycleNode):
                 once=True,
             )
             return
-        if self._bond_publisher is None:
-            self._bond_publisher = lifecycle_bond.LifecycleBond.publisher(self)
-        self._bond = lifecycle_bond.LifecycleBond(self, self._bond_publisher)
+        if self._bond is None:
+            self._bond = lifecycle_bond.LifecycleBond(self)
+        self._bond.start()
 
     def _end_bond(self):
         if self._bond is not None:
-            self._bond.close()
-            self._bond = None
+            self._bond.stop()
 
     def _transition_failed(self, transition: str, reason: str):
         if self._fatal_on_failure:  # the process ends: today's one FATAL line

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from colcon_workspace import run_colcon_build, site_packages
 
 PACKAGE = Path(__file__).resolve().parent / "ros_packages" / "bond"
 
@@ -33,28 +34,14 @@ def build(workspace: Path) -> Path:
         AMENT_PREFIX_PATH=sys.prefix,  # where the generators' ament index is
         CMAKE_PREFIX_PATH=sys.prefix,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        PYTHONWARNINGS="ignore",
     )
-    colcon = Path(sys.executable).parent / "colcon"
-    proc = subprocess.run(
-        [str(colcon), "build", "--base-paths", "src", "--merge-install"],
-        cwd=workspace,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_colcon_build(workspace, "--merge-install", env=env)
     return workspace / "install"
 
 
 def environment(prefix: Path) -> dict:
     """What a process started from this one adds to import bond.msg from `prefix`."""
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    paths = {
-        "PYTHONPATH": prefix / "lib" / version / "site-packages",
-        "LD_LIBRARY_PATH": prefix / "lib",
-    }
+    paths = {"PYTHONPATH": site_packages(prefix), "LD_LIBRARY_PATH": prefix / "lib"}
     return {
         name: os.pathsep.join(filter(None, [str(path), os.environ.get(name, "")]))
         for name, path in paths.items()
@@ -76,7 +63,7 @@ def import_status(prefix: Path):
         "generator_py",
     ):
         ctypes.CDLL(str(prefix / "lib" / f"libbond__rosidl_{part}.so"), mode=ctypes.RTLD_GLOBAL)
-    sys.path.insert(0, environment(prefix)["PYTHONPATH"].split(os.pathsep)[0])
+    sys.path.insert(0, str(site_packages(prefix)))
     from bond.msg import Status
 
     return Status

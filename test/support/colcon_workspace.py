@@ -18,8 +18,6 @@ PACKAGE = "depthclip_ros"
 def colcon_build(workspace: Path) -> Path:
     """`colcon build` of this checkout in `workspace`: the package's install prefix
     (workspace/install/depthclip_ros). AssertionError with colcon's output when it fails."""
-    colcon = Path(sys.executable).parent / "colcon"
-    assert colcon.exists(), "colcon-common-extensions is part of the test set-up"
     shutil.copytree(
         ROOT,
         workspace / "src" / PACKAGE,
@@ -27,16 +25,24 @@ def colcon_build(workspace: Path) -> Path:
             ".venv*", ".git", "build", "install", "log", "__pycache__", "*.egg-info", "out"
         ),
     )
+    run_colcon_build(workspace)
+    return workspace / "install" / PACKAGE
+
+
+def run_colcon_build(workspace: Path, *arguments, env=None) -> None:
+    """`colcon build` of the packages in workspace/src with this Python's colcon;
+    AssertionError with colcon's output when it fails."""
+    colcon = Path(sys.executable).parent / "colcon"
+    assert colcon.exists(), "colcon-common-extensions is part of the test set-up"
     proc = subprocess.run(
-        [str(colcon), "build", "--base-paths", "src"],
+        [str(colcon), "build", "--base-paths", "src", *arguments],
         cwd=workspace,
-        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        env=dict(env or os.environ, PYTHONWARNINGS="ignore"),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return workspace / "install" / PACKAGE
 
 
 def site_packages(prefix: Path) -> Path:
