@@ -61,13 +61,13 @@ def stream_until_answered(node, frames, log):
 
 
 def test_under_a_lifecycle_manager_the_node_keeps_the_bond_while_active(
-    bond_prefix, tiny_checkpoint, tmp_path
+    bond_prefix, tiny_checkpoint, tmp_path, monkeypatch
 ):
     """autostart false: no status before activation; from it, heartbeats with the node's name
     as id, one instance id, Nav2's servers' period and timeout, never as far apart as the
     timeout while the node answers frames; deactivated: one status saying it left, then none;
     activated again: a new bond (a new instance id)."""
-    status_type = bond_messages.import_status(bond_prefix)
+    status_type = bond_messages.import_status(bond_prefix, monkeypatch)
     proc, log = node_with_bond_messages(bond_prefix, tiny_checkpoint, tmp_path, autostart=False)
     try:
         with client_node() as node:
@@ -109,10 +109,12 @@ def test_under_a_lifecycle_manager_the_node_keeps_the_bond_while_active(
     assert "Traceback" not in log.read_text()
 
 
-def test_a_node_that_starts_itself_has_no_bond(bond_prefix, tiny_checkpoint, tmp_path):
+def test_a_node_that_starts_itself_has_no_bond(
+    bond_prefix, tiny_checkpoint, tmp_path, monkeypatch
+):
     """autostart true (the default): no lifecycle manager, so no bond, with the bond messages
     installed as much as without."""
-    status_type = bond_messages.import_status(bond_prefix)
+    status_type = bond_messages.import_status(bond_prefix, monkeypatch)
     proc, log = node_with_bond_messages(bond_prefix, tiny_checkpoint, tmp_path)
     try:
         with client_node() as node:

@@ -48,13 +48,15 @@ def environment(prefix: Path) -> dict:
     }
 
 
-def import_status(prefix: Path):
-    """bond.msg.Status imported into this process from `prefix`: its libraries loaded first
-    (the dynamic linker read LD_LIBRARY_PATH when the process started) and the path rclpy's
-    type support lookup reads set."""
+def import_status(prefix: Path, monkeypatch):
+    """bond.msg.Status imported into this process from `prefix` for one test: its libraries
+    loaded first (the dynamic linker read LD_LIBRARY_PATH when the process started), and the
+    paths rclpy's type support lookup and the import read set through `monkeypatch`, so that
+    processes the worker's later tests start do not find bond/msg."""
     import ctypes
 
-    os.environ.update(environment(prefix))
+    for name, value in environment(prefix).items():
+        monkeypatch.setenv(name, value)
     for part in (
         "generator_c",
         "typesupport_c",
@@ -63,7 +65,7 @@ def import_status(prefix: Path):
         "generator_py",
     ):
         ctypes.CDLL(str(prefix / "lib" / f"libbond__rosidl_{part}.so"), mode=ctypes.RTLD_GLOBAL)
-    sys.path.insert(0, str(site_packages(prefix)))
+    monkeypatch.syspath_prepend(str(site_packages(prefix)))
     from bond.msg import Status
 
     return Status
