@@ -91,7 +91,10 @@ class CameraPipeline:
             return f"{name}/{topic}" if name else topic
 
         self.stats = FrameStats()
-        self.camera_infos = CameraInfoPairing()
+        # Kept serialized, each deserialized where a frame uses it (CameraInfoPairing: memory).
+        self.camera_infos = CameraInfoPairing(
+            decode=lambda kept: deserialize_message(kept, CameraInfo)
+        )
         self._sizes_announced = set()  # image sizes camera_infos announced (a CUDA warm-up)
         self.scene = SceneHysteresis()  # scene_bins auto: this camera's current scene
         self.temporal = TemporalFilter()  # temporal_filter: this camera's fused distributions
@@ -102,7 +105,9 @@ class CameraPipeline:
             ),
             # Measured: keep-last 1 lost half the camera_infos a driver sent just before each
             # VGA image (reliable, default middleware); 10 lost none.
-            AdaptiveInput(node, CameraInfo, named(topics.CAMERA_INFO), self._on_camera_info, 10),
+            AdaptiveInput(
+                node, CameraInfo, named(topics.CAMERA_INFO), self._on_camera_info, 10, raw=True
+            ),
         ]
         options = QoSOverridingOptions.with_default_policies()
         self.outputs = {
@@ -231,8 +236,9 @@ class CameraPipeline:
         fields = compressed_depth_fields(result.depth[index], params.outputs)
         self.outputs["compressed_depth"].publish(MESSAGES.compressed_image(header, fields))
 
-    def _on_camera_info(self, info):  # executor thread
-        for frame, paired in self.camera_infos.add(info):
+    def _on_camera_info(self, serialized: bytes):  # executor thread
+        info = deserialize_message(serialized, CameraInfo)
+        for frame, paired in self.camera_infos.add(info, serialized):
             self._defer(self._publish_cloud, frame, paired, True)
         camera = PinholeCamera.from_camera_info(info)  # the image's size: ROI and binning
         size = (camera.height, camera.width)

@@ -156,9 +156,15 @@ class CameraInfoPairing:
     """The node's side: the newest camera_infos, and frames waiting for theirs.
 
     `wait(stamp, size, frame)` parks a frame and returns a ticket (none when its camera_info
-    is already here); `add(info)` returns the waiting frames it pairs (each at most once);
-    `give_up(ticket)` returns the frame with the fallback camera_info if nothing paired it in
-    time, else None.
+    is already here); `add(info, kept)` returns the waiting frames it pairs (each at most
+    once); `give_up(ticket)` returns the frame with the fallback camera_info if nothing paired
+    it in time, else None.
+
+    What is kept of each camera_info is `kept` (by default the message itself); `decode` turns
+    it back into the message where one is looked up. The node keeps the serialized bytes, as
+    the bag tool does: ten seconds of messages, each several small allocations made between
+    the frames' large buffers, left the heap unable to reuse those buffers, and a node under a
+    100 Hz camera grew by 0.8 GB (docs/performance.md, "Memory").
     """
 
     def __init__(
@@ -167,39 +173,49 @@ class CameraInfoPairing:
         keep: int = INFOS_KEPT,
         seconds: float = INFO_SECONDS,
         max_waiting: int = 16,
+        decode=None,
     ):
         self.slop = slop
+        self._decode = decode
         self._infos = CameraInfoIndex(keep, seconds)
         self._waiting = collections.OrderedDict()  # ticket -> (stamp, size, frame)
         self._max_waiting = max_waiting
         self._tickets = itertools.count()
         self._lock = threading.Lock()
 
-    def add(self, info) -> list:
-        """Store `info`; [(frame, info)] of the waiting frames it pairs with."""
+    def add(self, info, kept=None) -> list:
+        """Keep `kept` (default: `info`) for camera_info `info`; [(frame, info)] of the waiting
+        frames it pairs with."""
+        kept = info if kept is None else kept
         with self._lock:
-            self._infos.add(info)
+            self._infos.add(info, kept)
             paired = []
             for ticket, (stamp, _, frame) in list(self._waiting.items()):
-                if self._infos.nearest(stamp, self.slop) is info:
+                if self._infos.nearest(stamp, self.slop) is kept:
                     del self._waiting[ticket]
                     paired.append((frame, info))
             return paired
 
+    def _message(self, kept):
+        return kept if kept is None or self._decode is None else self._decode(kept)
+
     def find(self, stamp):
         """The camera_info of this stamp (within the slop), or None."""
         with self._lock:
-            return self._infos.nearest(stamp, self.slop)
+            kept = self._infos.nearest(stamp, self.slop)
+        return self._message(kept)
 
     def fallback(self, size):
         """The latest camera_info of an image of this size, or None."""
         with self._lock:
-            return self._infos.latest_for(size)
+            kept = self._infos.latest_for(size)
+        return self._message(kept)
 
     @property
     def latest(self):
         with self._lock:
-            return self._infos.latest
+            kept = self._infos.latest
+        return self._message(kept)
 
     def wait(self, stamp, size, frame) -> tuple:
         """Park `frame` until its camera_info comes: (ticket, [(frame, info, exact)] to publish
@@ -207,15 +223,15 @@ class CameraInfoPairing:
         fallback; or `frame` itself, with no ticket, when its camera_info was added since the
         caller's `find` (the executor adds while the worker looks up)."""
         with self._lock:
-            info = self._infos.nearest(stamp, self.slop)
-            if info is not None:
-                return None, [(frame, info, True)]
+            kept = self._infos.nearest(stamp, self.slop)
+            if kept is not None:
+                return None, [(frame, self._message(kept), True)]
             ticket = next(self._tickets)
             self._waiting[ticket] = (stamp, tuple(size), frame)
             ready = []
             while len(self._waiting) > self._max_waiting:
                 _, (_, old_size, old) = self._waiting.popitem(last=False)
-                ready.append((old, self._infos.latest_for(old_size), False))
+                ready.append((old, self._message(self._infos.latest_for(old_size)), False))
             return ticket, ready
 
     def give_up(self, ticket):
@@ -226,10 +242,12 @@ class CameraInfoPairing:
             if waiting is None:
                 return None
             _, size, frame = waiting
-            return frame, self._infos.latest_for(size)
+            return frame, self._message(self._infos.latest_for(size))
 
     def give_up_all(self) -> list:
         with self._lock:
-            items = [(f, self._infos.latest_for(s)) for _, s, f in self._waiting.values()]
+            items = [
+                (f, self._message(self._infos.latest_for(s))) for _, s, f in self._waiting.values()
+            ]
             self._waiting.clear()
             return items

@@ -528,8 +528,9 @@ def node_entry_point(
     return subprocess.Popen(cmd, stderr=subprocess.STDOUT, text=True, **popen)
 
 
-# The first camera_info rclpy takes (the SingleThreadedExecutor's _take_subscription, the same
-# on humble, jazzy and rolling; the EventsExecutor's C++ under the node's spin loop) sends the
+# The first camera_info rclpy builds (the node takes camera_infos serialized and deserializes
+# each in its callback, under either executor; a message rclpy takes itself is built in the
+# SingleThreadedExecutor's _take_subscription, the same on humble, jazzy and rolling) sends the
 # process a SIGINT while rclpy's C++ builds the message: where a Ctrl-C lands on a busy node now
 # and then.
 _INTERRUPTED_WHILE_TAKING = """
@@ -539,7 +540,7 @@ from sensor_msgs.msg import CameraInfo
 built = CameraInfo.__init__
 
 def interrupted_while_built(self, *args, **kwargs):
-    if sys._getframe(1).f_code.co_name in ("_take_subscription", "spin_until_interrupted"):
+    if sys._getframe(1).f_code.co_name in ("deserialize_message", "_take_subscription"):
         print("interrupting", flush=True)
         os.kill(os.getpid(), signal.SIGINT)
     built(self, *args, **kwargs)
@@ -582,10 +583,11 @@ sys.exit(main())
 def test_ctrl_c_in_a_running_nodes_callbacks_ends_it_quietly(
     script, executor, tiny_checkpoint, tmp_path
 ):
-    """A KeyboardInterrupt raised inside rclpy's take becomes a RuntimeError ('Unable to convert
-    call argument'), a callback in hand fails on the shut-down middleware (RCLError: 'the
-    publisher's context is invalid'): each was a traceback and exit 1 (seen under ros2 launch
-    in CI). The running node takes a Ctrl-C by rclpy's shutdown alone: exit 0, no traceback."""
+    """A KeyboardInterrupt raised while rclpy builds a message (in rclpy's take it became a
+    RuntimeError, 'Unable to convert call argument'), a callback in hand fails on the shut-down
+    middleware (RCLError: 'the publisher's context is invalid'): each was a traceback and exit
+    1 (seen under ros2 launch in CI). The running node takes a Ctrl-C by rclpy's shutdown
+    alone: exit 0, no traceback."""
     log = tmp_path / "node.log"
     with open(log, "w") as out:
         proc = node_entry_point(script, tiny_checkpoint, tmp_path, executor, stdout=out)

@@ -158,3 +158,45 @@ def test_an_images_stamp_read_from_its_serialized_bytes():
     assert serialized_stamp_ns(big_endian) == 7_000_000_005
     for garbage in (b"", b"\x00\x01\x00\x00\x07", b"\x89PNG\r\n\x1a\n\x00\x00\x00\x00"):
         assert serialized_stamp_ns(garbage) is None
+
+
+def test_the_node_keeps_camera_infos_serialized_and_reads_back_each_one_it_uses():
+    """The node keeps each camera_info as its serialized bytes (ten seconds of deserialized
+    messages held small allocations between the frames' buffers: the node grew by 0.8 GB under
+    a 100 Hz camera, docs/performance.md); every lookup gives the message back, field for
+    field, deserializing only the one it returns."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import CameraInfo
+
+    def message(sec, fx, width=640):
+        msg = CameraInfo(width=width, height=480, distortion_model="plumb_bob")
+        msg.header.stamp.sec, msg.header.frame_id = sec, "camera_optical"
+        msg.k = [fx, 0.0, width / 2, 0.0, fx, 240.0, 0.0, 0.0, 1.0]
+        msg.d = [0.1, -0.2, 0.0, 0.0, 0.05]
+        return msg
+
+    decoded = []
+
+    def decode(kept):
+        decoded.append(kept)
+        return deserialize_message(kept, CameraInfo)
+
+    pairing = CameraInfoPairing(decode=decode)
+    ticket, _ = pairing.wait(message(3, 0).header.stamp, (640, 480), "frame 3")
+    kept = {}
+    for sec, fx, width in ((1, 500.0, 640), (2, 250.0, 320), (3, 510.0, 640)):
+        kept[sec] = serialize_message(message(sec, fx, width))
+        paired = pairing.add(message(sec, fx, width), kept[sec])
+    assert paired == [("frame 3", message(3, 510.0))] and decoded == []  # the message at hand
+    assert pairing.give_up(ticket) is None
+    assert pairing.find(message(1, 0).header.stamp) == message(1, 500.0)
+    assert decoded == [kept[1]]  # bytes kept, the one looked up deserialized
+    assert pairing.fallback((320, 480)) == message(2, 250.0, 320)
+    assert pairing.latest == message(3, 510.0)
+    assert pairing.wait(message(1, 0).header.stamp, (640, 480), "frame 1") == (
+        None,
+        [("frame 1", message(1, 500.0), True)],
+    )
+    ticket, _ = pairing.wait(message(4, 0).header.stamp, (640, 480), "frame 4")
+    assert pairing.give_up(ticket) == ("frame 4", message(3, 510.0))  # the fallback, decoded
+    assert pairing.find(message(5, 0).header.stamp) is None
