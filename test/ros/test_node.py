@@ -529,10 +529,8 @@ def node_entry_point(
 
 
 # The first camera_info rclpy builds (the node takes camera_infos serialized and deserializes
-# each in its callback, under either executor; a message rclpy takes itself is built in the
-# SingleThreadedExecutor's _take_subscription, the same on humble, jazzy and rolling) sends the
-# process a SIGINT while rclpy's C++ builds the message: where a Ctrl-C lands on a busy node now
-# and then.
+# each in its callback, under either executor) sends the process a SIGINT while rclpy's C++
+# builds the message: where a Ctrl-C lands on a busy node now and then.
 _INTERRUPTED_WHILE_TAKING = """
 import os, signal, sys
 from sensor_msgs.msg import CameraInfo
@@ -540,7 +538,7 @@ from sensor_msgs.msg import CameraInfo
 built = CameraInfo.__init__
 
 def interrupted_while_built(self, *args, **kwargs):
-    if sys._getframe(1).f_code.co_name in ("deserialize_message", "_take_subscription"):
+    if sys._getframe(1).f_code.co_name == "deserialize_message":
         print("interrupting", flush=True)
         os.kill(os.getpid(), signal.SIGINT)
     built(self, *args, **kwargs)
