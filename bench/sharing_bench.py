@@ -43,6 +43,10 @@ def settings(int8: str) -> list:
             {**ov, "openvino_properties": ["ENABLE_CPU_PINNING=YES"]},
         ),
         ("openvino, inference_threads 1", {**ov, "inference_threads": 1}),
+        (
+            "openvino, NUM_STREAMS=2 (two frames in flight)",
+            {**ov, "openvino_properties": ["NUM_STREAMS=2"]},
+        ),
     ]
 
 

@@ -193,7 +193,9 @@ class BagProcessor:
                 msg = self._deserialize(raw, conn, timestamp)
                 self._add_frame(chunk, camera, msg, timestamp)
             batches = by_image_size(chunk.frames, lambda f: f.rgb).values()
-            full = any(len(batch) >= self.batch_size for batch in batches)
+            # A model that runs forwards side by side (OpenVINO's streams) gets one batch each.
+            wanted = self.batch_size * getattr(self.estimator, "frames_in_flight", 1)
+            full = any(len(batch) >= wanted for batch in batches)
             if full or chunk_bytes > MAX_BUFFERED_BYTES:
                 yield chunk
                 chunk, chunk_bytes = _Chunk(), 0

@@ -34,6 +34,7 @@ from .preprocessing import normalization, preprocess
 from .result import (
     OUTPUT_FIELDS,
     DepthResult,
+    Started,
     as_image_batch,
     fetched_fields,
     input_region,
@@ -330,6 +331,13 @@ class DepthClip:
             fields=fields,
             head_keys=(head.key,) * len(imgs),
         )
+
+    frames_in_flight = 1  # one forward at a time: torch's threads are the process's
+
+    def begin_predict(self, images, scenes=None, arrays=None):
+        """predict as the exported graphs' begin_predict gives it: here run at once."""
+        result = self.predict(images, scenes=scenes, arrays=arrays)
+        return Started(lambda: result)
 
     @torch.inference_mode()
     def predict_eager(self, images, scenes=None, arrays=None, head=None) -> DepthResult:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 
@@ -25,6 +26,63 @@ def input_region(height: int, width: int, cfg) -> tuple:
             )
         return CROP_BOX
     return (0, 0, height, width)
+
+
+class Started:
+    """A forward begun (begin_predict): done() says whether it has ended, when_done(callback)
+    has the callback called once it has (from any thread; at once where it has, or where the
+    runtime cannot tell: `done` None); calling it waits for the end and gives its result."""
+
+    def __init__(self, finish, done=None, when_done=None):
+        self._finish, self._done, self._when_done = finish, done, when_done
+
+    def done(self) -> bool:
+        return self._done is None or bool(self._done())
+
+    def when_done(self, callback) -> None:
+        if self._when_done is None:
+            callback()
+        else:
+            self._when_done(callback)
+
+    def __call__(self):
+        return self._finish()
+
+
+class ForwardEnd:
+    """A forward's end, set from the runtime's thread (OpenVINO's callback): the callbacks of
+    who waits for it are called then."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._set = False
+        self._callbacks = []
+
+    def set(self, *_) -> None:
+        with self._lock:
+            self._set = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def when_set(self, callback) -> None:
+        with self._lock:
+            if not self._set:
+                self._callbacks.append(callback)
+                return
+        callback()
+
+
+def all_started(starts: list, finish) -> Started:
+    """One Started over `starts`: done when all are; `finish` gives its result."""
+    return Started(
+        finish,
+        lambda: all(started.done() for started in starts),
+        lambda callback: [started.when_done(callback) for started in starts],
+    )
 
 
 FEATURE_STRIDE = 32  # CLIP ResNet layer4's stride: one feature cell per 32x32 network pixels

@@ -39,6 +39,7 @@ class ModelWorker:
         return dict(
             model=self.estimator.model_identity,
             device=str(self.estimator.device),
+            frames_in_flight=self.estimator.frames_in_flight,
             pid=os.getpid(),
             node=ray.get_runtime_context().get_node_id(),
         )
@@ -57,6 +58,7 @@ class ActorModel:
         self.device = description["device"]
         self.model_identity = description["model"]
         self.cpu_threads = 0  # the model runs in other processes: this one's cores are free
+        self.frames_in_flight = description.get("frames_in_flight", 1)
         self._next = itertools.cycle(
             workers[start % len(workers) :] + workers[: start % len(workers)]
         )

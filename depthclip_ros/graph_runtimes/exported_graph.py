@@ -24,6 +24,7 @@ from ..estimator.head import Head
 from ..estimator.result import (
     OUTPUT_FIELDS,
     DepthResult,
+    Started,
     as_image_batch,
     fetched_fields,
     input_region,
@@ -154,8 +155,8 @@ class ExportedGraph:
     """The DepthClip interface (predict, check_config, update_config, warm_up, head, config,
     device, dtype, precision) on a graph written by depthclip-export. A runtime subclass reads
     the graph (`_read_graph`: metadata, input and output names), opens it (`_open`, which sets
-    `runtime`, `device` and `cpu_threads`) and runs one batch (`_run`). Thread-safe for one
-    predicting thread plus config updates."""
+    `runtime`, `device` and `cpu_threads`) and runs one batch (`_run`; `_start` where it can run
+    batches side by side). Thread-safe for one predicting thread plus config updates."""
 
     def __init__(self, config: DepthClipConfig, max_batch: int = 1):
         """`max_batch`: the most images predict will be given at once, as far as known at load
@@ -196,6 +197,18 @@ class ExportedGraph:
     def _run(self, fields: tuple, feeds: dict) -> list:
         """The graph's outputs `fields` (in that order) for `feeds`."""
         raise NotImplementedError
+
+    def _start(self, fields: tuple, feeds: dict):
+        """A callable that returns _run's outputs; a runtime that runs graphs side by side
+        (frames_in_flight > 1) starts them here and returns at once."""
+        outputs = self._run(fields, feeds)
+        return Started(lambda: outputs)
+
+    @property
+    def frames_in_flight(self) -> int:
+        """How many forwards the runtime runs side by side, each on its own share of the
+        threads (OpenVINO's streams): worth starting before the earlier ones end."""
+        return 1
 
     def _inference_precision(self, requested: str) -> str:
         """The precision it runs in: the graph's; `precision` auto takes it, any other value
@@ -341,6 +354,12 @@ class ExportedGraph:
         """Depth of uint8 RGB images (H, W, 3) or (B, H, W, 3): any size, or the one size a
         graph exported with --image-size takes. `arrays`: the DepthResult arrays to fetch
         (None: all)."""
+        return self.begin_predict(images, scenes=scenes, arrays=arrays)()
+
+    def begin_predict(self, images, scenes=None, arrays=None):
+        """predict started: a callable that returns its DepthResult. With frames_in_flight > 1
+        the forward runs while the caller goes on (starts the next frame's); the callables
+        are to be called in the order they were begun."""
         head = self._head  # one frame, one config
         cfg, bins = head.config, head.bins
         imgs = as_image_batch(images)
@@ -352,7 +371,7 @@ class ExportedGraph:
                 f"--image-size (a graph for every size)"
             )
         fields = fetched_fields(arrays)
-        outputs = self._run(
+        outputs = self._start(
             fields or ("depth",),  # a run fetches something (ONNX Runtime's none: all of them)
             {
                 "images": imgs,
@@ -361,10 +380,15 @@ class ExportedGraph:
                 "temperature": np.asarray(cfg.temperature, np.float32),
             },
         )
-        return DepthResult.from_outputs(
-            outputs,
-            bins=bins,
-            region=input_region(height, width, cfg),
-            fields=fields,
-            head_keys=(head.key,) * len(imgs),
+        region = input_region(height, width, cfg)
+        return Started(
+            lambda: DepthResult.from_outputs(
+                outputs(),
+                bins=bins,
+                region=region,
+                fields=fields,
+                head_keys=(head.key,) * len(imgs),
+            ),
+            outputs.done,
+            outputs.when_done,
         )

@@ -22,9 +22,12 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ..config.parameters import runtime_entries
 from ..errors import ConfigError, ModelLoadError
 from ..estimator.cpu_features import cpu_description, is_arm, usable_cores
+from ..estimator.result import ForwardEnd, Started, all_started
 from ..estimator.text_cache import default_cache_dir
 from .exported_graph import GRAPH_INPUTS, GRAPH_PARTS, PARTS_KEY, ExportedGraph
 
@@ -233,7 +236,8 @@ class OpenVinoDepthClip(ExportedGraph):
             self.cpu_properties,
         )
         self.head_config = self._head_config(available, config.inference_threads)
-        self.compiled = collections.OrderedDict()  # (B, H, W, bins) -> infer requests, LRU
+        self.compiled = collections.OrderedDict()  # (B, H, W, bins) -> CompiledShape, LRU
+        self.streams = 1  # of the model compiled last (frames_in_flight)
         self.failed = {}  # shape -> the ModelLoadError of its compilation, said again
         self.version = ov.get_version().split("-")[0]
         self.runtime = f"openvino {self.version} {self.openvino_device}"
@@ -307,16 +311,21 @@ class OpenVinoDepthClip(ExportedGraph):
     def _prepare(self, image_size: tuple, max_batch: int) -> None:
         bins = len(self.head.bins)
         for batch in sorted({1, max_batch}):
-            self._request((batch, *image_size, bins))
+            self._compiled((batch, *image_size, bins))
 
-    def _request(self, shape: tuple) -> tuple:
-        """The infer requests of a model compiled for images (B, H, W) and K bins, `shape`
-        (B, H, W, K), every input static: the whole graph's, or its image part's and its
-        head's (head_config)."""
-        requests = self.compiled.get(shape)
-        if requests is not None:
+    @property
+    def frames_in_flight(self) -> int:
+        """The streams of the model compiled last (NUM_STREAMS, or what a THROUGHPUT hint
+        chose): 1 by default, where one forward takes every thread."""
+        return self.streams
+
+    def _compiled(self, shape: tuple) -> CompiledShape:
+        """The models compiled for images (B, H, W) and K bins, `shape` (B, H, W, K), every
+        input static: the whole graph's, or its image part's and its head's (head_config)."""
+        compiled = self.compiled.get(shape)
+        if compiled is not None:
             self.compiled.move_to_end(shape)
-            return requests
+            return compiled
         if shape in self.failed:  # not compiled again every frame
             raise self.failed[shape]
         batch, height, width, bins = shape
@@ -334,11 +343,11 @@ class OpenVinoDepthClip(ExportedGraph):
             else:
                 image_part, head = split_at_features(model)
                 parts = [(image_part, self.compile_config), (head, self.head_config)]
-            requests = tuple(
-                self.core.compile_model(
-                    part, self.openvino_device, properties
-                ).create_infer_request()
-                for part, properties in parts
+            compiled = CompiledShape(
+                [
+                    self.core.compile_model(part, self.openvino_device, properties)
+                    for part, properties in parts
+                ]
             )
         except RuntimeError as exc:
             self.failed[shape] = ModelLoadError(
@@ -347,11 +356,12 @@ class OpenVinoDepthClip(ExportedGraph):
                 f"{str(exc).strip().splitlines()[-1]}"
             )
             raise self.failed[shape] from None
-        self._executed_on(requests[0].get_compiled_model())
+        self._executed_on(compiled.parts[0])
+        self.streams = compiled.streams
         if len(self.compiled) >= COMPILED_SHAPES:
             self.compiled.popitem(last=False)
-        self.compiled[shape] = requests
-        return requests
+        self.compiled[shape] = compiled
+        return compiled
 
     def _executed_on(self, compiled) -> None:
         """AUTO: the device(s) it runs on, as `device` and in `runtime`."""
@@ -365,13 +375,59 @@ class OpenVinoDepthClip(ExportedGraph):
         self.runtime = f"openvino {self.version} AUTO (executes on {', '.join(devices)})"
 
     def _run(self, fields: tuple, feeds: dict) -> list:
-        shape = (*feeds["images"].shape[:3], len(feeds["bins"]))
-        requests = self._request(shape)
+        return self._start(fields, feeds)()
+
+    def _start(self, fields: tuple, feeds: dict):
+        """The forward started on an idle infer request (the image part's where the head is
+        compiled apart); a batch split into one part a stream where the model runs several
+        side by side. The Started waits for it and gives the outputs `fields`."""
+        images = feeds["images"]
+        if len(images) > 1 and self.streams > 1:
+            parts = np.array_split(images, min(self.streams, len(images)))
+            starts = [self._start_one(fields, {**feeds, "images": part}) for part in parts]
+            return all_started(
+                starts, lambda: [np.concatenate(each) for each in zip(*(s() for s in starts))]
+            )
+        return self._start_one(fields, feeds)
+
+    def _start_one(self, fields: tuple, feeds: dict) -> Started:
+        images = feeds["images"]
+        compiled = self._compiled((*images.shape[:3], len(feeds["bins"])))
+        requests = compiled.idle_requests()
+        ended = ForwardEnd()
+        requests[0].set_callback(ended.set, None)
         if len(requests) == 2:  # the image part, then the head in f32
-            requests[0].infer({"images": feeds["images"]})
-            feeds = {**feeds, GRAPH_PARTS[1]: requests[0].get_output_tensor(0)}
-            del feeds["images"]
-        request = requests[-1]
-        request.infer(feeds)
-        # Copies: the request's output tensors are overwritten by its next inference.
-        return [request.get_tensor(name).data.copy() for name in fields]
+            requests[0].start_async({"images": images})
+            feeds = {name: value for name, value in feeds.items() if name != "images"}
+        else:
+            requests[0].start_async(feeds)
+
+        def outputs() -> list:
+            try:
+                requests[0].wait()
+                if len(requests) == 2:
+                    requests[1].infer({**feeds, GRAPH_PARTS[1]: requests[0].get_output_tensor(0)})
+                # Copies: the request's output tensors are overwritten by its next inference.
+                return [requests[-1].get_tensor(name).data.copy() for name in fields]
+            finally:
+                compiled.idle.append(requests)
+
+        return Started(outputs, ended.is_set, ended.when_set)
+
+
+class CompiledShape:
+    """One shape's compiled model(s) and their idle infer requests: one per forward in flight,
+    made as they are needed (a request runs one forward at a time)."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+        self.idle = []
+        try:
+            self.streams = max(int(parts[0].get_property("NUM_STREAMS")), 1)
+        except (RuntimeError, TypeError, ValueError):  # a device without streams
+            self.streams = 1
+
+    def idle_requests(self) -> tuple:
+        if self.idle:
+            return self.idle.pop()
+        return tuple(part.create_infer_request() for part in self.parts)

@@ -24,6 +24,7 @@ from sensor_msgs.msg import (
 )
 
 from ..errors import ImageDecodeError
+from ..estimator.result import Started, all_started
 from ..estimator.temporal_filter import TemporalFilter
 from ..messages import topics
 from ..messages.camera_model import PinholeCamera
@@ -274,9 +275,9 @@ class CameraPipeline:
             log.warning(out.warning, throttle_duration_sec=5.0)
 
 
-def process_frames(frames, params, estimator) -> list:
-    """[(camera, serialized image, arrival)] -> each camera's outputs published (worker thread);
-    returns the number of images in each forward run.
+def process_frames(frames, params, estimator) -> Started:
+    """[(camera, serialized image, arrival)] -> their forwards started (worker thread); the
+    Started publishes each camera's outputs and gives the number of images in each forward.
 
     Images of one size go through one batched forward; a frame that fails is counted and
     logged by its camera and does not stop the others.
@@ -290,7 +291,7 @@ def process_frames(frames, params, estimator) -> list:
             camera.frame_failed(exc)
             continue
         camera.stats.timing("decode", time.perf_counter() - t0)
-    forwards = []
+    begun = []
     for group in by_image_size(decoded, lambda frame: frame[2]).values():
         cameras = [camera for camera, _, _, _ in group]
         scenes = SceneChoice([camera.scene for camera in cameras], params.node.scene_switch_frames)
@@ -300,25 +301,41 @@ def process_frames(frames, params, estimator) -> list:
         t0 = time.perf_counter()
         try:
             images = np.stack([rgb for _, _, rgb, _ in group])
-            result = estimator.predict(images, scenes=scenes, arrays=arrays)
+            started = estimator.begin_predict(images, scenes=scenes, arrays=arrays)
         except Exception as exc:
             for camera in cameras:
                 camera.frame_failed(exc)
             continue
-        seconds = time.perf_counter() - t0
-        forwards.append(len(group))
-        for index, (camera, msg, rgb, arrival) in enumerate(group):
-            camera.stats.timing("inference", seconds)
-            try:
-                t0 = time.perf_counter()
-                stamp = stamp_ns(msg.header.stamp) * 1e-9
-                fine = fine_arrays(subscribed[index], params.outputs)
-                camera.temporal.apply(result, index, rgb, stamp, params.outputs, fine)
-                camera.calibrate(result, index, msg, rgb, stamp, params)
-                t1 = time.perf_counter()
-                camera.publish_result(msg, rgb, result, index, arrival, params)
-                camera.stats.timing("after the model", t1 - t0)
-                camera.stats.timing("outputs", time.perf_counter() - t1)
-            except Exception as exc:
-                camera.frame_failed(exc)
-    return forwards
+        begun.append((group, subscribed, started, t0))
+    return all_started(
+        [started for _, _, started, _ in begun],
+        lambda: [_publish_group(*each, params) for each in begun],
+    )
+
+
+def _publish_group(group, subscribed, started, t0, params) -> int:
+    """One forward's frames, its result waited for, through the temporal filter and metric
+    scale and published; the number of images it ran (0: it failed)."""
+    cameras = [camera for camera, _, _, _ in group]
+    try:
+        result = started()
+    except Exception as exc:
+        for camera in cameras:
+            camera.frame_failed(exc)
+        return 0
+    seconds = time.perf_counter() - t0
+    for index, (camera, msg, rgb, arrival) in enumerate(group):
+        camera.stats.timing("inference", seconds)
+        try:
+            t0 = time.perf_counter()
+            stamp = stamp_ns(msg.header.stamp) * 1e-9
+            fine = fine_arrays(subscribed[index], params.outputs)
+            camera.temporal.apply(result, index, rgb, stamp, params.outputs, fine)
+            camera.calibrate(result, index, msg, rgb, stamp, params)
+            t1 = time.perf_counter()
+            camera.publish_result(msg, rgb, result, index, arrival, params)
+            camera.stats.timing("after the model", t1 - t0)
+            camera.stats.timing("outputs", time.perf_counter() - t1)
+        except Exception as exc:
+            camera.frame_failed(exc)
+    return len(group)

@@ -26,6 +26,8 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
     values["precision"] = estimator.precision_detail if estimator else "none"
     if estimator is not None and str(estimator.device).lower().startswith(("cpu", "auto")):
         values["inference threads"] = str(estimator.cpu_threads)
+    if estimator is not None:
+        values["forwards in flight"] = str(getattr(estimator, "frames_in_flight", 1))
     figure = getattr(estimator, "depth_figure_words", None)  # exported graphs, torch bf16
     if figure:
         values["depth vs fp32 here"] = figure

@@ -23,6 +23,7 @@ from rclpy.qos_overriding_options import InvalidQosOverridesError
 from ..config.parameters import NODE_NAME
 from ..errors import ConfigError, DepthClipError
 from ..estimator.loading import load_estimator, return_freed_memory
+from ..estimator.result import Started
 from ..runtime.background import NewestOnly
 from ..runtime.statistics import FrameStats
 from ..runtime.thread_cpu import ThreadCpu
@@ -96,6 +97,7 @@ class DepthClipNode(LifecycleNode):
             self._frame_failed,
             wanted=self._watched,
             max_batch=params.node.max_batch,
+            in_flight=self._frames_in_flight,
         )
         self.thread_cpu.watch("worker", self.worker.thread)
         self.thread_cpu.watch("encoding", self._encoder.thread)
@@ -316,10 +318,19 @@ class DepthClipNode(LifecycleNode):
         if self.ranges is not None:
             self.ranges.image_arrived(name, serialized, replaced)
 
-    def _process(self, frames):  # worker thread
+    def _process(self, frames) -> Started:  # worker thread
         batch = [(self.cameras[name], serialized, arrival) for name, serialized, arrival in frames]
-        forwards = process_frames(batch, self.params, self.estimator)
-        self.forwards = (self.forwards[0] + sum(forwards), self.forwards[1] + len(forwards))
+        started = process_frames(batch, self.params, self.estimator)
+
+        def publish():  # worker thread, once the forwards end
+            forwards = [images for images in started() if images]
+            self.forwards = (self.forwards[0] + sum(forwards), self.forwards[1] + len(forwards))
+
+        return Started(publish, started.done, started.when_done)
+
+    def _frames_in_flight(self) -> int:  # worker thread
+        """The forwards the model runs side by side (OpenVINO's streams; else 1)."""
+        return getattr(self.estimator, "frames_in_flight", 1)
 
     def _defer(self, fn, *args, at=None):
         """fn(*args) on the worker thread (not before `at`, time.monotonic()); a failure is

@@ -13,6 +13,13 @@ serves the source served least recently among those with a wanted frame, so a fa
 cannot starve a slow one. With `max_batch` > 1 it hands over up to that many sources' frames at
 once (the least recently served first), for one batched forward.
 
+Overlapped: `process` may return a callable that finishes the frames (a forward it started and
+what follows it). While fewer than `in_flight()` are unfinished the worker starts the next
+frames first (a runtime that runs forwards side by side: OpenVINO's streams); it finishes the
+oldest once it has ended (its `done()`, which `when_done` wakes the worker for; a callable
+without them: at once) or once as many are in flight as allowed. In the order they started,
+and all of them before a job or a stop.
+
 Lazy: while `wanted(key)` is false (nobody subscribes to that camera's outputs) its frame is
 held, not run; it runs as soon as someone listens, or is discarded once older than `hold`
 seconds. Holding it covers a subscriber whose first frame arrives before the subscription is
@@ -37,15 +44,18 @@ class FrameWorker:
         on_error: Callable,
         wanted: Callable = lambda key: True,
         max_batch: int = 1,
+        in_flight: Callable[[], int] = lambda: 1,
         hold: float = 1.0,
         poll: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
         name: str = "depthclip-worker",
     ):
         """`process(frames)` runs on the worker thread with a list of (key, frame, arrival),
-        at most `max_batch` long; if it raises, `on_error(exc, key)` is called for each key."""
+        at most `max_batch` long, and returns None or the callable that finishes them; if
+        either raises, `on_error(exc, key)` is called for each key."""
         self._process, self._on_error, self._wanted = process, on_error, wanted
-        self._max_batch = max_batch
+        self._max_batch, self._in_flight = max_batch, in_flight
+        self._unfinished = collections.deque()  # (frames, finish): worker thread only
         self._hold, self._poll, self._clock = hold, poll, clock
         self._cv = threading.Condition()
         self._pending = {}  # key -> (frame, arrival)
@@ -106,11 +116,19 @@ class FrameWorker:
         return not self._thread.is_alive()
 
     def _next(self):
-        """Block until there is a job, wanted frames, or a stop: ('job'|'frames'|'stop', item)."""
+        """Block until there is a job, wanted frames, or a stop: ('job'|'frames'|'stop', item);
+        ('finish', None) first where frames are unfinished and there is nothing to start
+        beside them."""
         with self._cv:
             while True:
                 if not self._running:
                     return "stop", None
+                if self._unfinished and (
+                    self._jobs
+                    or (self._timed and self._timed[0][0] <= self._clock())
+                    or len(self._unfinished) >= self._frames_in_flight()
+                ):
+                    return "finish", None
                 if self._jobs:
                     return "job", self._jobs.popleft()
                 if self._timed and self._timed[0][0] <= self._clock():
@@ -127,6 +145,8 @@ class FrameWorker:
                         self._served[key] = self.processed + len(frames)
                         frames.append((key, *self._pending.pop(key)))
                     return "frames", frames
+                if self._unfinished and self._oldest_done():
+                    return "finish", None
                 timeout = self._poll if self._pending else None  # someone may subscribe
                 if self._timed:
                     due = max(self._timed[0][0] - self._clock(), 0.0)
@@ -139,11 +159,41 @@ class FrameWorker:
         except Exception:  # e.g. the middleware shut down under it: nobody can want the frame
             return False
 
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify()
+
+    def _oldest_done(self) -> bool:
+        done = getattr(self._unfinished[0][1], "done", None)
+        try:
+            return done is None or bool(done())
+        except Exception:  # its finish says what went wrong
+            return True
+
+    def _frames_in_flight(self) -> int:
+        try:
+            return max(int(self._in_flight()), 1)
+        except Exception:  # e.g. the model being replaced: one at a time
+            return 1
+
+    def _finish_oldest(self) -> None:
+        frames, finish = self._unfinished.popleft()
+        try:
+            finish()
+        except Exception as exc:  # one bad frame must not stop the worker
+            for key, _, _ in frames:
+                self._on_error(exc, key)
+
     def _loop(self):
         while True:
             kind, item = self._next()
             if kind == "stop":
+                while self._unfinished:  # in progress: finished, not lost
+                    self._finish_oldest()
                 return
+            if kind == "finish":
+                self._finish_oldest()
+                continue
             if kind == "job":
                 future, fn, args = item
                 if future.set_running_or_notify_cancel():
@@ -154,7 +204,13 @@ class FrameWorker:
                 continue
             self.processed += len(item)
             try:
-                self._process(item)
+                finish = self._process(item)
             except Exception as exc:  # one bad frame must not stop the worker
                 for key, _, _ in item:
                     self._on_error(exc, key)
+                continue
+            if finish is not None:
+                self._unfinished.append((item, finish))
+                when_done = getattr(finish, "when_done", None)
+                if when_done is not None:  # woken to finish it, unless a frame comes first
+                    when_done(self._wake)

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -403,6 +404,37 @@ def test_openvino_keeps_a_bounded_number_of_compiled_shapes(fp32_graph, tiny_con
     assert list(ov.compiled) == [(1, *s, 7) for s in sizes[-COMPILED_SHAPES:]]
 
 
+def test_openvino_streams_run_frames_side_by_side_with_the_same_depth(tiny_config, int8_graph):
+    """NUM_STREAMS=2 (OpenVINO's own property, through openvino_properties): two forwards at
+    once, each on its own share of the threads; begun frames give predict's depth, in the order
+    asked, and a batch runs as one part a stream. The default: one stream."""
+    path, shots = int8_graph
+    alone = run_on(tiny_config, path, "openvino")
+    streams = run_on(tiny_config, path, "openvino", openvino_properties=["NUM_STREAMS=2"])
+    expected = [alone.predict(shot) for shot in shots[:3]]
+    assert alone.frames_in_flight == 1
+    ended = threading.Event()
+    begun = [streams.begin_predict(shot) for shot in shots[:3]]
+    assert streams.frames_in_flight == 2
+    begun[0].when_done(ended.set)  # called from OpenVINO's thread once the forward ends
+    assert ended.wait(30) and begun[0].done()
+    for started, want in zip(begun, expected):
+        got = started()
+        for field in OUTPUT_FIELDS:
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    batch = streams.predict(np.stack(shots[:3]))  # 3 frames over 2 streams: 2 + 1
+    assert {(1, *SIZE, 7), (2, *SIZE, 7)} <= set(streams.compiled)
+    assert (3, *SIZE, 7) not in streams.compiled
+    for i, want in enumerate(expected):
+        np.testing.assert_array_equal(batch.depth[i], want.depth[0])
+        np.testing.assert_array_equal(batch.bin_probs[i], want.bin_probs[0])
+    # The torch core runs one forward at a time: begun is done.
+    core = DepthClip(tiny_config)
+    started = core.begin_predict(shots[0])
+    assert core.frames_in_flight == 1 and started.done()
+    np.testing.assert_array_equal(started().depth, core.predict(shots[0]).depth)
+
+
 def test_bf16_where_the_cpu_has_it_and_one_line_where_not(fp32_graph, tiny_config, tmp_path):
     """Each machine checks the branch it has: within the bound of fp32 on a CPU with native
     bf16, the refusal on one without (torch and OpenVINO alike)."""
@@ -440,13 +472,11 @@ def test_openvino_head_compiled_apart_equals_the_whole_graph(
     apart.head_config = apart.compile_config  # f32 both: only the split differs
     image = structured_image(*SIZE, seed=5)
     expected, got = whole.predict(image), apart.predict(image)
-    assert len(whole.compiled[(1, *SIZE, 7)]) == 1
-    image_part, head = apart.compiled[(1, *SIZE, 7)]
-    head_inputs = {name for port in head.get_compiled_model().inputs for name in port.names}
+    assert len(whole.compiled[(1, *SIZE, 7)].parts) == 1
+    image_part, head = apart.compiled[(1, *SIZE, 7)].parts
+    head_inputs = {name for port in head.inputs for name in port.names}
     assert head_inputs == {"features", "text_features", "bins", "temperature"}
-    assert {name for port in image_part.get_compiled_model().inputs for name in port.names} == {
-        "images"
-    }
+    assert {name for port in image_part.inputs for name in port.names} == {"images"}
     for field in OUTPUT_FIELDS:
         np.testing.assert_allclose(getattr(got, field), getattr(expected, field), atol=1e-6)
 
@@ -746,8 +776,7 @@ def test_inference_threads_leave_the_other_cores(tiny_config, int8_graph):
     np.testing.assert_array_equal(one.predict(shots[0]).depth, default.predict(shots[0]).depth)
     ov = run_on(tiny_config, path, "openvino", inference_threads=1)
     ov.predict(shots[0], arrays=())
-    (request,) = next(iter(ov.compiled.values()))  # int8 on the CPU: f32, the graph whole
-    compiled = request.get_compiled_model()
+    (compiled,) = next(iter(ov.compiled.values())).parts  # int8 on the CPU: f32, whole
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1 and ov.cpu_threads == 1
     assert compiled.get_property("ENABLE_CPU_PINNING") is False
     threads = torch.get_num_threads()
@@ -790,8 +819,8 @@ for backend in ("onnxruntime", "openvino"):
     model = load_estimator(load_config(overrides={**overrides, "backend": backend}))
     model.predict(frame, arrays=())
     found[backend] = {"cpu_threads": model.cpu_threads, "added": tasks() - before}
-(request,) = next(iter(model.compiled.values()))
-found["openvino"]["compiled"] = request.get_compiled_model().get_property("INFERENCE_NUM_THREADS")
+(compiled,) = next(iter(model.compiled.values())).parts
+found["openvino"]["compiled"] = compiled.get_property("INFERENCE_NUM_THREADS")
 print(json.dumps(found))
 """
 
@@ -843,8 +872,7 @@ def test_each_runtimes_own_thread_options_reach_it(tiny_config, int8_graph):
     ov = run_on(tiny_config, path, "openvino", inference_threads=2, openvino_properties=properties)
     assert ov.cpu_threads == 1  # the user's INFERENCE_NUM_THREADS over inference_threads'
     got = ov.predict(shots[0])
-    (request,) = next(iter(ov.compiled.values()))
-    compiled = request.get_compiled_model()
+    (compiled,) = next(iter(ov.compiled.values())).parts
     assert compiled.get_property("ENABLE_CPU_PINNING") is True  # OpenVINO's own default back
     assert compiled.get_property("NUM_STREAMS") == 1
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
@@ -869,8 +897,7 @@ def test_openvino_compiles_static_shapes_at_a_cameras_size_and_once_per_failure(
     assert ov.prepares_image_sizes  # the node compiles a camera's size at its camera_info
     ov.warm_up((96, 200), max_batch=3)
     assert {(1, 96, 200, 7), (3, 96, 200, 7)} <= set(ov.compiled)
-    (request,) = ov.compiled[(1, 96, 200, 7)]
-    compiled = request.get_compiled_model()
+    (compiled,) = ov.compiled[(1, 96, 200, 7)].parts
     assert all(not port.get_partial_shape().is_dynamic for port in compiled.inputs)
     five_bins = ov.config.replace(
         depth_bins=(1.0, 1.5, 2.0, 2.5, 3.0), depth_tokens=("giant", "close", "far", "a", "b")

@@ -276,6 +276,81 @@ def test_run_time_changes_while_fusing_answer_every_frame(tiny_checkpoint, tmp_p
         assert failed == "0"
 
 
+def test_two_forwards_in_flight_answer_frames_in_order_and_take_run_time_changes(
+    tiny_checkpoint, tmp_path
+):
+    """OpenVINO with NUM_STREAMS=2 (its own property, through openvino_properties): the node
+    starts a frame beside the one in flight (diagnostics: 2 forwards in flight), a third once
+    one has ended; they are published in stamp order, fused by the temporal filter, without a
+    failed frame; a temperature and new bins changed at run time give the next frame the new
+    config's depth alone (the filter restarts on a new head)."""
+    from helpers import model_config
+
+    from depthclip_ros.estimator.result import ForwardEnd, Started
+    from depthclip_ros.export.graph import export
+
+    graph = tmp_path / "tiny.onnx"
+    config = model_config(tiny_checkpoint, tmp_path / "cache", input_width=128, input_height=96)
+    export(config, graph, reference=False)
+    with running_node(
+        str(graph),
+        tmp_path,
+        backend="openvino",
+        openvino_properties=["NUM_STREAMS=2"],
+        temporal_filter="mixture",
+        input_width=128,
+        input_height=96,
+    ) as (node, tester):
+        send_and_receive(tester, encode(RGB, "rgb8"), 1)
+        assert (
+            diag_values(tester, lambda v: "forwards in flight" in v)["forwards in flight"] == "2"
+        )
+        # Each forward's end held until the test lets them all end: the second frame must start
+        # while the first is in flight, the third wait for a free stream.
+        gate, begun = ForwardEnd(), []
+        start_one = node.estimator._start_one
+
+        def held(fields, feeds):
+            started = start_one(fields, feeds)
+            begun.append(started)
+            return Started(
+                lambda: (wait_until(gate.is_set), started())[1],
+                lambda: gate.is_set() and started.done(),
+                lambda callback: gate.when_set(lambda: started.when_done(callback)),
+            )
+
+        node.estimator._start_one = held
+        frames = [structured_image(seed=seed) for seed in range(3)]
+        for sec, frame in enumerate(frames, start=2):
+            tester.image_pub.publish(stamp(encode(frame, "rgb8"), sec))
+            wait_until(lambda n=sec: len(begun) == min(n - 1, 2))
+        time.sleep(0.3)
+        assert len(begun) == 2  # the third frame waits: two forwards in flight at most
+        secs = lambda: [m.header.stamp.sec for m in tester.received["depth/image"]]  # noqa: E731
+        assert secs() == [1]  # nothing published while the forwards are held
+        gate.set()
+        tester.wait_for("depth/image", predicate=lambda m: m.header.stamp.sec == 4)
+        assert secs() == [1, 2, 3, 4]  # every frame, in order
+        assert len(begun) == 3
+        sec = 10
+        for change in ({"temperature": 2.0}, {"depth_bins": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]}):
+            result = node.set_parameters_atomically(
+                [Parameter(name, value=value) for name, value in change.items()]
+            )
+            assert result.successful, result.reason
+            ((name, value),) = change.items()
+            value = tuple(value) if isinstance(value, list) else value
+            wait_until(lambda n=name, v=value: getattr(node.estimator.config, n) == v)
+            first = decoding.depth_image_to_array(
+                send_and_receive(tester, encode(RGB, "rgb8"), sec)
+            )
+            alone = node.estimator.predict(RGB).depth[0]
+            np.testing.assert_allclose(first, alone, atol=1e-5, equal_nan=True, err_msg=change)
+            send_and_receive(tester, encode(RGB, "rgb8"), sec + 1)  # fused: answered too
+            sec += 2
+        assert diag_values(tester)["failed frames (last 10 s)"] == "0"
+
+
 def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, tmp_path):
     """Loading, warm-up, config changes and frames: one thread (torch on two threads is slower)."""
     import threading

@@ -1,10 +1,12 @@
 """The newest-frame worker without DDS: frames, jobs handed over as futures, laziness."""
 
 import threading
+import time
 
 import pytest
 from helpers import wait_until
 
+from depthclip_ros.estimator.result import ForwardEnd, Started
 from depthclip_ros.runtime.worker import FrameWorker
 
 
@@ -266,5 +268,90 @@ def test_max_batch_hands_over_several_sources_least_recently_served_first():
         # A batch that fails is reported once per source in it.
         assert batches[4] == [("b", "bad"), ("c", "c1")]
         assert sorted(errors) == [("b", "bad frame"), ("c", "bad frame")]
+    finally:
+        worker.stop()
+
+
+class Forwards:
+    """A model that runs forwards side by side: process starts one per frame (a Started whose
+    end the test sets) and its finish waits for that end and records the frame, as the node
+    publishes it."""
+
+    def __init__(self):
+        self.started, self.finished, self.errors = [], [], []
+        self.ends = {}
+
+    def process(self, frames):
+        ((_, frame, _),) = frames
+        self.started.append(frame)
+        end = self.ends[frame] = ForwardEnd()
+
+        def finish():
+            wait_until(end.is_set)
+            if frame == "bad":
+                raise ValueError("bad forward")
+            self.finished.append(frame)
+
+        return Started(finish, end.is_set, end.when_set)
+
+    def on_error(self, exc, key=None):
+        self.errors.append(str(exc))
+
+
+def not_within(condition, seconds=0.3) -> bool:
+    time.sleep(seconds)
+    return not condition()
+
+
+def test_frames_in_flight_start_before_the_earlier_end_and_finish_in_order():
+    forwards = Forwards()
+    worker = FrameWorker(forwards.process, forwards.on_error, in_flight=lambda: 2)
+    try:
+        worker.submit("a")
+        wait_until(lambda: forwards.started == ["a"])
+        worker.submit("b")  # "a" still running: "b" starts beside it
+        wait_until(lambda: forwards.started == ["a", "b"])
+        worker.submit("c")  # two in flight: "c" waits for "a" to finish
+        forwards.ends["b"].set()  # "b" ends first, but "a" is published first
+        assert not_within(lambda: forwards.finished or len(forwards.started) > 2)
+        forwards.ends["a"].set()
+        wait_until(lambda: forwards.finished == ["a", "b"] and forwards.started[-1] == "c")
+        job = worker.call(lambda: list(forwards.finished))  # a job waits for "c" to finish
+        assert not_within(job.done)
+        forwards.ends["c"].set()
+        assert job.result(5) == ["a", "b", "c"]
+        worker.submit("bad")  # a forward that fails is its frame's error; the next runs
+        wait_until(lambda: "bad" in forwards.ends)
+        forwards.ends["bad"].set()
+        wait_until(lambda: forwards.errors == ["bad forward"])
+        worker.submit("d")  # alone in flight: finished once it ends, no frame after it needed
+        wait_until(lambda: "d" in forwards.ends)
+        forwards.ends["d"].set()
+        wait_until(lambda: forwards.finished[-1] == "d")
+        worker.submit("in flight at stop")
+        wait_until(lambda: "in flight at stop" in forwards.ends)
+        stopping = threading.Thread(target=worker.stop)
+        stopping.start()
+        assert not_within(lambda: "in flight at stop" in forwards.finished)
+        forwards.ends["in flight at stop"].set()
+        stopping.join(10)
+        # Stopping finishes what is in flight: output already computed is not lost.
+        assert forwards.finished == ["a", "b", "c", "d", "in flight at stop"]
+    finally:
+        assert worker.stop()
+
+
+def test_one_frame_in_flight_finishes_each_before_the_next_starts():
+    forwards = Forwards()
+    worker = FrameWorker(forwards.process, forwards.on_error)  # in_flight: 1
+    try:
+        worker.submit("a")
+        wait_until(lambda: forwards.started == ["a"])
+        worker.submit("b")
+        assert not_within(lambda: len(forwards.started) > 1)
+        forwards.ends["a"].set()
+        wait_until(lambda: forwards.started == ["a", "b"] and forwards.finished == ["a"])
+        forwards.ends["b"].set()
+        wait_until(lambda: forwards.finished == ["a", "b"])
     finally:
         worker.stop()

@@ -193,6 +193,39 @@ def test_archive_on_ray_equals_the_bag_tool_and_a_corrupt_bag_fails_alone(tmp_pa
     assert (outdir / "day1" / "run1" / "run1.db3").exists()  # sqlite3 in, sqlite3 out
 
 
+def test_openvino_streams_on_ray_equal_the_bag_tool_and_the_one_stream_output(
+    tmp_path, params_file, tiny_checkpoint
+):
+    """OpenVINO with NUM_STREAMS=2 and the temporal filter: the fleet's worker and depthclip-bag
+    run a bag's frames two at a time, one a stream; the fleet's output is byte for byte the bag
+    tool's, and both are the one-stream model's (the streams change when, not what)."""
+    import yaml
+    from helpers import model_config
+
+    from depthclip_ros.export.graph import export
+
+    graph = tmp_path / "tiny.onnx"
+    config = model_config(tiny_checkpoint, tmp_path / "cache", input_width=128, input_height=96)
+    export(config, graph, reference=False)
+    params = yaml.safe_load(params_file.read_text())
+    values = params["depthclip"]["ros__parameters"]
+    values.update(model=str(graph), backend="openvino", temporal_filter="mixture")
+    one_stream = tmp_path / "one_stream.yaml"
+    one_stream.write_text(yaml.safe_dump(params))
+    values["openvino_properties"] = ["NUM_STREAMS=2"]
+    streams = tmp_path / "streams.yaml"
+    streams.write_text(yaml.safe_dump(params))
+    archive, outdir = tmp_path / "archive", tmp_path / "out"
+    write_bag(archive / "run0", "mcap", frames=5)  # two pairs and one alone
+    rc, out, err = fleet(archive, "--out", outdir, "--workers", 1, params_file=streams)
+    assert rc == 0, err
+    assert_equal_to_bag_tool(archive / "run0", outdir / "run0", TOPICS[:1], streams, tmp_path)
+    reference = tmp_path / "one_stream_out"
+    argv = ["process", archive / "run0", reference, "--params", one_stream, "--quiet"]
+    assert bag_cli.main([str(a) for a in [*argv, f"--image-topic={TOPICS[0]}"]]) == 0
+    assert read_bag(outdir / "run0")[0] == read_bag(reference)[0]
+
+
 def wall_scan(frame):
     """A LaserScan (rosbags) from a laser on a mount turned by 0.01 rad a frame (mount_tf) on
     the laser frame of LASER_TO_OPTICAL: a wall of returns 3 m around, across the 160x120
