@@ -162,9 +162,9 @@ class DepthClipConfig(Schema):
     openvino_properties: tuple = param(
         (),
         "backend openvino: CPU compile properties KEY=VALUE in OpenVINO's own names, over "
-        "the package's (e.g. ENABLE_CPU_PINNING=YES: OpenVINO's own default, NUM_STREAMS=1, "
-        "PERFORMANCE_HINT=LATENCY); one OpenVINO does not know fails the model's start in one "
-        "line",
+        "the package's (e.g. ENABLE_CPU_PINNING=YES: OpenVINO's own default; NUM_STREAMS=2: "
+        "two frames' forwards side by side, more frames a second, each later); one OpenVINO "
+        "does not know fails the model's start in one line",
         read_only=True,
         single_ok=True,
     )
