@@ -253,27 +253,31 @@ def test_run_time_changes_while_fusing_answer_every_frame(tiny_checkpoint, tmp_p
             {"depth_bins": [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]},
             {"temperature": 2.0},
         ]
-        sec = 3
-        for change in changes:
-            result = node.set_parameters_atomically(
-                [Parameter(name, value=value) for name, value in change.items()]
-            )
-            assert result.successful, result.reason
-            wanted = {k: tuple(v) if isinstance(v, list) else v for k, v in change.items()}
+        assert_each_change_restarts_the_fusion(node, tester, changes, first_sec=3)
 
-            def applied(wanted=wanted):
-                return all(getattr(node.estimator.config, k) == v for k, v in wanted.items())
 
-            wait_until(applied)
-            first = decoding.depth_image_to_array(
-                send_and_receive(tester, encode(RGB, "rgb8"), sec)
-            )
-            alone = node.estimator.predict(RGB).depth[0]
-            np.testing.assert_allclose(first, alone, atol=1e-5, equal_nan=True, err_msg=change)
-            send_and_receive(tester, encode(RGB, "rgb8"), sec + 1)  # fused: answered too
-            sec += 2
-        failed = diag_values(tester)["failed frames (last 10 s)"]
-        assert failed == "0"
+def assert_each_change_restarts_the_fusion(node, tester, changes, first_sec):
+    """Each of `changes` set through the parameter interface while the temporal filter fuses:
+    the next frame is that frame alone under the new config, the one after it answered too; no
+    frame failed."""
+    sec = first_sec
+    for change in changes:
+        result = node.set_parameters_atomically(
+            [Parameter(name, value=value) for name, value in change.items()]
+        )
+        assert result.successful, result.reason
+        wanted = {k: tuple(v) if isinstance(v, list) else v for k, v in change.items()}
+
+        def applied(wanted=wanted):
+            return all(getattr(node.estimator.config, k) == v for k, v in wanted.items())
+
+        wait_until(applied)
+        first = decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), sec))
+        alone = node.estimator.predict(RGB).depth[0]
+        np.testing.assert_allclose(first, alone, atol=1e-5, equal_nan=True, err_msg=change)
+        send_and_receive(tester, encode(RGB, "rgb8"), sec + 1)  # fused: answered too
+        sec += 2
+    assert diag_values(tester)["failed frames (last 10 s)"] == "0"
 
 
 def test_two_forwards_in_flight_answer_frames_in_order_and_take_run_time_changes(
@@ -332,23 +336,8 @@ def test_two_forwards_in_flight_answer_frames_in_order_and_take_run_time_changes
         tester.wait_for("depth/image", predicate=lambda m: m.header.stamp.sec == 4)
         assert secs() == [1, 2, 3, 4]  # every frame, in order
         assert len(begun) == 3
-        sec = 10
-        for change in ({"temperature": 2.0}, {"depth_bins": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]}):
-            result = node.set_parameters_atomically(
-                [Parameter(name, value=value) for name, value in change.items()]
-            )
-            assert result.successful, result.reason
-            ((name, value),) = change.items()
-            value = tuple(value) if isinstance(value, list) else value
-            wait_until(lambda n=name, v=value: getattr(node.estimator.config, n) == v)
-            first = decoding.depth_image_to_array(
-                send_and_receive(tester, encode(RGB, "rgb8"), sec)
-            )
-            alone = node.estimator.predict(RGB).depth[0]
-            np.testing.assert_allclose(first, alone, atol=1e-5, equal_nan=True, err_msg=change)
-            send_and_receive(tester, encode(RGB, "rgb8"), sec + 1)  # fused: answered too
-            sec += 2
-        assert diag_values(tester)["failed frames (last 10 s)"] == "0"
+        changes = [{"temperature": 2.0}, {"depth_bins": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]}]
+        assert_each_change_restarts_the_fusion(node, tester, changes, first_sec=10)
 
 
 def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, tmp_path):
