@@ -34,10 +34,11 @@ JAZZY_VENV := .venv-jazzy
 JAZZY_STAMP := $(JAZZY_VENV)/.installed
 JAZZY := env -u LD_LIBRARY_PATH -u _ROS_WHEELS_BOOTSTRAP_COMPLETE $(JAZZY_VENV)/bin/python
 
-# torch (with its CUDA libraries, ~5 GB from PyPI) is hard-linked from .venv, not copied.
+# torch (with its CUDA libraries, ~5 GB from PyPI) and openvino are hard-linked from .venv, not
+# copied.
 $(JAZZY_STAMP): requirements-jazzy.txt setup.py | $(STAMP)
 	$(PYTHON) -m venv $(JAZZY_VENV)
-	$(PY) test/support/link_packages.py $(JAZZY_VENV) torch torchvision
+	$(PY) test/support/link_packages.py $(JAZZY_VENV) torch torchvision openvino
 	$(JAZZY) -m pip install -q --upgrade pip
 	$(JAZZY) -m pip install -q -r requirements-jazzy.txt
 	$(JAZZY) -m pip install -q --no-build-isolation --no-deps -e .
