@@ -77,12 +77,16 @@ class ForwardEnd:
 
 
 def all_started(starts: list, finish) -> Started:
-    """One Started over `starts`: done when all are; `finish` gives its result."""
-    return Started(
-        finish,
-        lambda: all(started.done() for started in starts),
-        lambda callback: [started.when_done(callback) for started in starts],
-    )
+    """One Started over `starts` (none: done at once): done when all are, its callbacks called
+    as each ends; `finish` gives its result."""
+
+    def when_done(callback) -> None:
+        for started in starts:
+            started.when_done(callback)
+        if not starts:
+            callback()
+
+    return Started(finish, lambda: all(started.done() for started in starts), when_done)
 
 
 FEATURE_STRIDE = 32  # CLIP ResNet layer4's stride: one feature cell per 32x32 network pixels

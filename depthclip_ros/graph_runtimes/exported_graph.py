@@ -199,7 +199,7 @@ class ExportedGraph:
         raise NotImplementedError
 
     def _start(self, fields: tuple, feeds: dict):
-        """A callable that returns _run's outputs; a runtime that runs graphs side by side
+        """_run's outputs as a Started; a runtime that runs graphs side by side
         (frames_in_flight > 1) starts them here and returns at once."""
         outputs = self._run(fields, feeds)
         return Started(lambda: outputs)
@@ -357,9 +357,9 @@ class ExportedGraph:
         return self.begin_predict(images, scenes=scenes, arrays=arrays)()
 
     def begin_predict(self, images, scenes=None, arrays=None):
-        """predict started: a callable that returns its DepthResult. With frames_in_flight > 1
-        the forward runs while the caller goes on (starts the next frame's); the callables
-        are to be called in the order they were begun."""
+        """predict begun: a Started whose call gives its DepthResult. With frames_in_flight > 1
+        the forward runs while the caller goes on (starts the next frame's); the Starteds are
+        to be called in the order they were begun."""
         head = self._head  # one frame, one config
         cfg, bins = head.config, head.bins
         imgs = as_image_batch(images)

@@ -6,7 +6,7 @@ import time
 import pytest
 from helpers import wait_until
 
-from depthclip_ros.estimator.result import ForwardEnd, Started
+from depthclip_ros.estimator.result import ForwardEnd, Started, all_started
 from depthclip_ros.runtime.worker import FrameWorker
 
 
@@ -355,3 +355,23 @@ def test_one_frame_in_flight_finishes_each_before_the_next_starts():
         wait_until(lambda: forwards.finished == ["a", "b"])
     finally:
         worker.stop()
+
+
+def test_all_started_ends_when_every_part_has_ended():
+    """The node's frames of several image sizes (one forward each), or a batch split over
+    streams: one Started, done once every part is; none at all (every frame failed its
+    decoding) is done at once, so the worker never waits for it."""
+    ends = [ForwardEnd(), ForwardEnd()]
+    both = all_started(
+        [Started(lambda i=i: i, end.is_set, end.when_set) for i, end in enumerate(ends)],
+        lambda: "published",
+    )
+    woken = []
+    both.when_done(lambda: woken.append(1))
+    ends[1].set()
+    assert not both.done() and woken == [1]  # each part's end wakes whoever waits
+    ends[0].set()
+    assert both.done() and woken == [1, 1] and both() == "published"
+    none = all_started([], lambda: "nothing to publish")
+    none.when_done(lambda: woken.append(2))
+    assert none.done() and woken[-1] == 2 and none() == "nothing to publish"
