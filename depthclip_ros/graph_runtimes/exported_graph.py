@@ -370,6 +370,7 @@ class ExportedGraph:
                 f"{self.image_size[0]} images, got {width}x{height}; export it again without "
                 f"--image-size (a graph for every size)"
             )
+        region = input_region(height, width, cfg)  # before the forward: a crop's size refused
         fields = fetched_fields(arrays)
         outputs = self._start(
             fields or ("depth",),  # a run fetches something (ONNX Runtime's none: all of them)
@@ -380,7 +381,6 @@ class ExportedGraph:
                 "temperature": np.asarray(cfg.temperature, np.float32),
             },
         )
-        region = input_region(height, width, cfg)
         return Started(
             lambda: DepthResult.from_outputs(
                 outputs(),

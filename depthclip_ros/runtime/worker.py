@@ -117,21 +117,20 @@ class FrameWorker:
 
     def _next(self):
         """Block until there is a job, wanted frames, or a stop: ('job'|'frames'|'stop', item);
-        ('finish', None) first where frames are unfinished and there is nothing to start
-        beside them."""
+        ('finish', None) where frames are unfinished and a job waits, as many are in flight
+        as allowed, or the oldest has ended with nothing to start beside it."""
         with self._cv:
             while True:
                 if not self._running:
                     return "stop", None
+                timed_due = bool(self._timed) and self._timed[0][0] <= self._clock()
                 if self._unfinished and (
-                    self._jobs
-                    or (self._timed and self._timed[0][0] <= self._clock())
-                    or len(self._unfinished) >= self._frames_in_flight()
+                    self._jobs or timed_due or len(self._unfinished) >= self._frames_in_flight()
                 ):
                     return "finish", None
                 if self._jobs:
                     return "job", self._jobs.popleft()
-                if self._timed and self._timed[0][0] <= self._clock():
+                if timed_due:
                     return "job", heapq.heappop(self._timed)[2]
                 wanted = [k for k in self._pending if self._is_wanted(k)]
                 for key in [k for k in self._pending if k not in wanted]:
