@@ -37,6 +37,10 @@ def settings(int8: str) -> list:
             {**ort, "onnxruntime_session_config": SPINNING},
         ),
         ("onnxruntime, inference_threads 1", {**ort, "inference_threads": 1}),
+        (
+            "onnxruntime, inference_streams 2 (two frames in flight)",
+            {**ort, "inference_streams": 2},
+        ),
         ("openvino, defaults (one thread per core, not pinned)", ov),
         (
             "openvino, ENABLE_CPU_PINNING=YES (before)",
@@ -44,8 +48,8 @@ def settings(int8: str) -> list:
         ),
         ("openvino, inference_threads 1", {**ov, "inference_threads": 1}),
         (
-            "openvino, NUM_STREAMS=2 (two frames in flight)",
-            {**ov, "openvino_properties": ["NUM_STREAMS=2"]},
+            "openvino, inference_streams 2 (two frames in flight)",
+            {**ov, "inference_streams": 2},
         ),
     ]
 

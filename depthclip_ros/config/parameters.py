@@ -151,6 +151,17 @@ class DepthClipConfig(Schema):
         minimum=0,
         maximum=1024,
     )
+    inference_streams: int = param(
+        1,
+        "Forwards run side by side on the CPU, each on its share of the inference threads "
+        "(exported graphs: ONNX Runtime sessions, OpenVINO's NUM_STREAMS): the node starts the "
+        "next frame while the last one's forward runs; more frames a second where the camera "
+        "is faster than the model or other work shares the cores, each frame later; 1 = one "
+        "forward on every thread, the shortest latency",
+        read_only=True,
+        minimum=1,
+        maximum=64,
+    )
     onnxruntime_session_config: tuple = param(
         (),
         "backend onnxruntime: session config entries KEY=VALUE in ONNX Runtime's own names, "
@@ -162,9 +173,9 @@ class DepthClipConfig(Schema):
     openvino_properties: tuple = param(
         (),
         "backend openvino: CPU compile properties KEY=VALUE in OpenVINO's own names, over "
-        "the package's (e.g. ENABLE_CPU_PINNING=YES: OpenVINO's own default; NUM_STREAMS=2: "
-        "two frames' forwards side by side, more frames a second, each later); one OpenVINO "
-        "does not know fails the model's start in one line",
+        "the package's (e.g. ENABLE_CPU_PINNING=YES: OpenVINO's own default; "
+        "PERFORMANCE_HINT=THROUGHPUT: OpenVINO chooses the streams); one OpenVINO does not "
+        "know fails the model's start in one line",
         read_only=True,
         single_ok=True,
     )
@@ -344,6 +355,13 @@ def _check_device_and_precision(cfg) -> None:
     if cfg.backend == "openvino" and cfg.device.startswith("cuda"):
         raise ConfigError(
             "device", cfg.device, "backend openvino has no CUDA device; use backend onnxruntime"
+        )
+    if cfg.inference_streams > 1 and backend == "torch":
+        raise ConfigError(
+            "inference_streams",
+            cfg.inference_streams,
+            "runs an exported graph's forwards side by side (backend onnxruntime or openvino); "
+            "the torch backend runs one forward at a time",
         )
     if cfg.precision == "int8" and backend == "torch":
         raise ConfigError(

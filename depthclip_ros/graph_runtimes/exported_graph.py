@@ -25,6 +25,7 @@ from ..estimator.result import (
     OUTPUT_FIELDS,
     DepthResult,
     Started,
+    all_started,
     as_image_batch,
     fetched_fields,
     input_region,
@@ -155,8 +156,8 @@ class ExportedGraph:
     """The DepthClip interface (predict, check_config, update_config, warm_up, head, config,
     device, dtype, precision) on a graph written by depthclip-export. A runtime subclass reads
     the graph (`_read_graph`: metadata, input and output names), opens it (`_open`, which sets
-    `runtime`, `device` and `cpu_threads`) and runs one batch (`_run`; `_start` where it can run
-    batches side by side). Thread-safe for one predicting thread plus config updates."""
+    `runtime`, `device` and `cpu_threads`) and runs one batch (`_run`; `_start_one` where it can
+    run forwards side by side). Thread-safe for one predicting thread plus config updates."""
 
     def __init__(self, config: DepthClipConfig, max_batch: int = 1):
         """`max_batch`: the most images predict will be given at once, as far as known at load
@@ -198,17 +199,32 @@ class ExportedGraph:
         """The graph's outputs `fields` (in that order) for `feeds`."""
         raise NotImplementedError
 
-    def _start(self, fields: tuple, feeds: dict):
-        """_run's outputs as a Started; a runtime that runs graphs side by side
-        (frames_in_flight > 1) starts them here and returns at once."""
+    def _start_one(self, fields: tuple, feeds: dict) -> Started:
+        """_run's outputs as a Started; a runtime that runs forwards side by side
+        (frames_in_flight > 1) begins one here and returns at once."""
         outputs = self._run(fields, feeds)
         return Started(lambda: outputs)
 
     @property
     def frames_in_flight(self) -> int:
         """How many forwards the runtime runs side by side, each on its own share of the
-        threads (OpenVINO's streams): worth starting before the earlier ones end."""
+        threads (inference_streams): worth starting before the earlier ones end."""
         return 1
+
+    # --- shared
+    def _start(self, fields: tuple, feeds: dict) -> Started:
+        """The forward of `feeds` begun (_start_one): a batch split into one part per forward
+        in flight where the runtime runs several side by side. The Started gives the outputs
+        `fields`."""
+        images = feeds["images"]
+        streams = self.frames_in_flight
+        if len(images) > 1 and streams > 1:
+            parts = np.array_split(images, min(streams, len(images)))
+            starts = [self._start_one(fields, {**feeds, "images": part}) for part in parts]
+            return all_started(
+                starts, lambda: [np.concatenate(each) for each in zip(*(s() for s in starts))]
+            )
+        return self._start_one(fields, feeds)
 
     def _inference_precision(self, requested: str) -> str:
         """The precision it runs in: the graph's; `precision` auto takes it, any other value
@@ -222,7 +238,6 @@ class ExportedGraph:
             )
         return self.graph_precision
 
-    # --- shared
     @property
     def saturates_here(self) -> bool:
         """True for an int8 graph with 8-bit weights (exported before 7-bit weights) on an x86
@@ -339,12 +354,13 @@ class ExportedGraph:
         return False
 
     def warm_up(self, image_size=None, max_batch: int = 1) -> None:
-        """Predict once on a blank frame of `image_size` (a fixed-size graph: its size), after
-        what the runtime prepares for it and batches up to `max_batch` (_prepare). The first
-        warm-up also measures the depth figure on the reference frames."""
+        """Predict once on a blank frame of `image_size` (a fixed-size graph: its size) in each
+        stream, after what the runtime prepares for it and batches up to `max_batch`
+        (_prepare). The first warm-up also measures the depth figure on the reference
+        frames."""
         size = self.image_size or image_size or network_image_size(self.config)
         self._prepare(size, max_batch)
-        self.predict(np.zeros((*size, 3), np.uint8), arrays=())
+        self.predict(np.zeros((self.frames_in_flight, *size, 3), np.uint8), arrays=())
         self.measure_depth_figure()
 
     def _prepare(self, image_size: tuple, max_batch: int) -> None:

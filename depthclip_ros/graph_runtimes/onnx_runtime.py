@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import queue
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from ..config.parameters import runtime_entries
 from ..errors import ModelLoadError
 from ..estimator.cpu_features import cpu_description, usable_cores
 from ..estimator.file_identity import sha256_remembered
+from ..estimator.result import ForwardEnd, Started
 from ..estimator.text_cache import default_cache_dir
 from .exported_graph import ExportedGraph
 from .onnx_providers import (
@@ -157,7 +160,16 @@ class OnnxDepthClip(TensorRtTrunk, ExportedGraph):
         entries = runtime_entries(config, "onnxruntime_session_config")
         # 0: one per core this process may use (ONNX Runtime's own default ignores taskset)
         threads = config.inference_threads or usable_cores()
-        options = session_options(ort, threads, exact, device != "cpu", entries)
+        streams = config.inference_streams if device == "cpu" else 1
+        if streams < config.inference_streams:
+            log.warning(
+                "inference_streams %d runs forwards side by side on the CPU; on %s onnxruntime "
+                "runs one at a time",
+                config.inference_streams,
+                device,
+            )
+        # Each stream a session of its own, with its share of the threads (and its own pool).
+        options = session_options(ort, max(threads // streams, 1), exact, device != "cpu", entries)
         if device != "cpu":
             self._check_version(ort)
         self._build = (ort, options, chain, cache, choice)
@@ -189,7 +201,16 @@ class OnnxDepthClip(TensorRtTrunk, ExportedGraph):
             self.runtime += " (exact U8U8 int8 kernels)"
         if self._placement_unknown:
             self.runtime += f"; placement not reported by onnxruntime {ort.__version__}"
-        self.cpu_threads = options.intra_op_num_threads
+        self.cpu_threads = options.intra_op_num_threads * streams
+        self.streams = 1  # sessions running forwards side by side (inference_streams)
+        self._pool = self._idle = None  # streams: their threads, the sessions not running
+        if streams > 1 and self.provider == CPU:
+            self._idle = queue.SimpleQueue()
+            self._idle.put(self.session)
+            for _ in range(streams - 1):
+                self._idle.put(self._opened(chain))
+            self._pool = ThreadPoolExecutor(streams, "depthclip-stream")
+            self.streams = streams
         if device != "cpu" and self.provider == CPU and CUDA not in available:
             log.warning(
                 "device '%s' asked for, but onnxruntime has no GPU provider here (available: "
@@ -326,6 +347,30 @@ class OnnxDepthClip(TensorRtTrunk, ExportedGraph):
             # algorithms (cudnn_conv_algo_search): here, at camera_info, not mid-stream.
             for batch in range(2, max_batch + 1):
                 self.predict(np.zeros((batch, *image_size, 3), np.uint8), arrays=())
+
+    @property
+    def frames_in_flight(self) -> int:
+        """inference_streams on the CPU: that many sessions run forwards side by side."""
+        return self.streams
+
+    def _start_one(self, fields: tuple, feeds: dict) -> Started:
+        """With streams: the forward begun on an idle session, on the pool's thread (ONNX
+        Runtime's run lets go of the GIL), its end calling back from there."""
+        if self._pool is None:
+            return super()._start_one(fields, feeds)
+        idle = self._idle
+        session = idle.get()  # one is idle: no more forwards begin than there are sessions
+        ended = ForwardEnd()
+
+        def run() -> list:
+            try:
+                return session.run(list(fields), feeds)
+            finally:
+                idle.put(session)
+
+        forward = self._pool.submit(run)
+        forward.add_done_callback(ended.set)
+        return Started(forward.result, ended.is_set, ended.when_set)
 
     def _run(self, fields: tuple, feeds: dict) -> list:
         if self._trunk is None:

@@ -22,12 +22,10 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..config.parameters import runtime_entries
 from ..errors import ConfigError, ModelLoadError
 from ..estimator.cpu_features import cpu_description, is_arm, usable_cores
-from ..estimator.result import ForwardEnd, Started, all_started
+from ..estimator.result import ForwardEnd, Started
 from ..estimator.text_cache import default_cache_dir
 from .exported_graph import GRAPH_INPUTS, GRAPH_PARTS, PARTS_KEY, ExportedGraph
 
@@ -61,13 +59,13 @@ def import_openvino():
 
 
 def compile_properties(
-    device: str, precision: str, requested: str, threads: int, cpu_properties=None
+    device: str, precision: str, requested: str, threads: int, cpu_properties=None, streams=1
 ) -> dict:
     """OpenVINO's compile properties for the OpenVINO `device` name: the inference precision
     of each device (CPU: f32, bf16 where `precision` is; GPU: f16 unless `requested` is fp32;
     NPU: none, it computes in f16), the CPU's threads unpinned and, `threads` set, that many,
-    then the user's `cpu_properties` (openvino_properties). AUTO gets each device's as device
-    properties."""
+    `streams` > 1 that many streams (NUM_STREAMS), then the user's `cpu_properties`
+    (openvino_properties). AUTO gets each device's as device properties."""
     # Unpinned: a thread pinned to a core another process is busy on waits for that core
     # (measured: docs/performance.md, "Sharing the CPU").
     cpu = {
@@ -76,6 +74,8 @@ def compile_properties(
     }
     if threads:  # cores left to the camera driver and the middleware
         cpu["INFERENCE_NUM_THREADS"] = threads
+    if streams > 1:  # inference_streams: forwards side by side, the threads shared out
+        cpu["NUM_STREAMS"] = streams
     cpu.update(cpu_properties or {})
     gpu = {"INFERENCE_PRECISION_HINT": "f32" if requested == "fp32" else "f16"}
     kind = device.split(".")[0]
@@ -234,8 +234,11 @@ class OpenVinoDepthClip(ExportedGraph):
             config.precision,
             config.inference_threads,
             self.cpu_properties,
+            config.inference_streams,
         )
-        self.head_config = self._head_config(available, config.inference_threads)
+        self.head_config = self._head_config(
+            available, config.inference_threads, config.inference_streams
+        )
         self.compiled = collections.OrderedDict()  # (B, H, W, bins) -> CompiledShape, LRU
         self.streams = 1  # of the model compiled last (frames_in_flight)
         self.failed = {}  # shape -> the ModelLoadError of its compilation, said again
@@ -247,7 +250,7 @@ class OpenVinoDepthClip(ExportedGraph):
             or self._cpu_threads()
         )
 
-    def _head_config(self, available: list, threads: int):
+    def _head_config(self, available: list, threads: int, streams: int):
         """The head's compile properties (f32) where the device computes below f32, the head
         then compiled apart; None where the head runs in the whole graph."""
         if not lowers_float_precision(self.compile_config, available):
@@ -261,7 +264,7 @@ class OpenVinoDepthClip(ExportedGraph):
             )
             return None
         return compile_properties(
-            self.openvino_device, "fp32", "fp32", threads, self.cpu_properties
+            self.openvino_device, "fp32", "fp32", threads, self.cpu_properties, streams
         )
 
     def _warn_about_int8(self) -> None:
@@ -315,8 +318,8 @@ class OpenVinoDepthClip(ExportedGraph):
 
     @property
     def frames_in_flight(self) -> int:
-        """The streams of the model compiled last (NUM_STREAMS, or what a THROUGHPUT hint
-        chose): 1 by default, where one forward takes every thread."""
+        """The streams of the model compiled last (inference_streams, NUM_STREAMS, or what a
+        THROUGHPUT hint chose): 1 by default, where one forward takes every thread."""
         return self.streams
 
     def _compiled(self, shape: tuple) -> CompiledShape:
@@ -377,20 +380,9 @@ class OpenVinoDepthClip(ExportedGraph):
     def _run(self, fields: tuple, feeds: dict) -> list:
         return self._start(fields, feeds)()
 
-    def _start(self, fields: tuple, feeds: dict):
-        """The forward started on an idle infer request (the image part's where the head is
-        compiled apart); a batch split into one part a stream where the model runs several
-        side by side. The Started waits for it and gives the outputs `fields`."""
-        images = feeds["images"]
-        if len(images) > 1 and self.streams > 1:
-            parts = np.array_split(images, min(self.streams, len(images)))
-            starts = [self._start_one(fields, {**feeds, "images": part}) for part in parts]
-            return all_started(
-                starts, lambda: [np.concatenate(each) for each in zip(*(s() for s in starts))]
-            )
-        return self._start_one(fields, feeds)
-
     def _start_one(self, fields: tuple, feeds: dict) -> Started:
+        """The forward started on an idle infer request (the image part's where the head is
+        compiled apart); the Started waits for it and gives the outputs `fields`."""
         images = feeds["images"]
         compiled = self._compiled((*images.shape[:3], len(feeds["bins"])))
         requests = compiled.idle_requests()

@@ -5,7 +5,8 @@ the same graph with its default or its exact int8 kernels.
   python emulated_run.py SPEC.json
 
 SPEC: {"frames": NPZ (key frames: (N, H, W, 3) uint8), "config": DepthClipConfig fields,
-"runs": [{"name", "model", "backend": onnxruntime|openvino, or "session": "default"|"exact"}],
+"runs": [{"name", "model", "backend": onnxruntime|openvino (optional "changes": config fields),
+or "session": "default"|"exact"}],
 "out": NPZ}. OUT: each run's depth (N, H, W), the warnings the core logged by run, the machine
 and the CPU the core sees.
 """
@@ -62,9 +63,11 @@ def main(spec_path):
             head = load_estimator(config.replace(backend="onnxruntime")).head
             depth = session_depth(run["model"], frames, head, run["session"] == "exact")
         else:
-            model = load_estimator(config.replace(backend=run["backend"]))
+            changes = run.get("changes", {})
+            model = load_estimator(config.replace(backend=run["backend"], **changes))
             model.warm_up()
-            depth = np.stack([model.predict(f).depth[0] for f in frames])
+            begun = [model.begin_predict(f) for f in frames]  # streams: side by side
+            depth = np.stack([started().depth[0] for started in begun])
             results[run["name"] + ".figure"] = np.asarray(model.depth_figure_words)
             results[run["name"] + ".runtime"] = np.asarray(model.runtime)
         results[run["name"]] = depth

@@ -144,6 +144,12 @@ def test_aarch64_runs_the_graphs_as_x86_does(graphs):
         [
             {"name": "fp32", "model": "fp32", "backend": "onnxruntime"},
             {"name": "int8", "model": "int8", "backend": "onnxruntime"},
+            {
+                "name": "int8, two streams",
+                "model": "int8",
+                "backend": "onnxruntime",
+                "changes": {"inference_streams": 2},
+            },
             {"name": "fp32 openvino", "model": "fp32", "backend": "openvino"},
             {"name": "int8 openvino", "model": "int8", "backend": "openvino"},
         ],
@@ -155,6 +161,9 @@ def test_aarch64_runs_the_graphs_as_x86_does(graphs):
         np.testing.assert_allclose(result[name], host_depth(graphs, name), atol=EXACT)
         assert result["warnings"][name] == []
         assert "Cortex-A76" in str(result[f"{name}.figure"])
+    # Arm's int8 runtime with two forwards side by side (the frames begun together): the same.
+    np.testing.assert_allclose(result["int8, two streams"], result["int8"], atol=EXACT)
+    assert result["warnings"]["int8, two streams"] == []
     # OpenVINO: fp32 near ONNX Runtime's; int8 simulated in float, with one warning naming the
     # int8 runtime of Arm, and its own depth figure (what it does there, measured).
     np.testing.assert_allclose(result["fp32 openvino"], result["fp32"], atol=1e-4)

@@ -404,35 +404,84 @@ def test_openvino_keeps_a_bounded_number_of_compiled_shapes(fp32_graph, tiny_con
     assert list(ov.compiled) == [(1, *s, 7) for s in sizes[-COMPILED_SHAPES:]]
 
 
-def test_openvino_streams_run_frames_side_by_side_with_the_same_depth(tiny_config, int8_graph):
-    """NUM_STREAMS=2 (OpenVINO's own property, through openvino_properties): two forwards at
-    once, each on its own share of the threads; begun frames give predict's depth, in the order
-    asked, and a batch runs as one part a stream. The default: one stream."""
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_streams_run_frames_side_by_side_with_the_same_depth(
+    tiny_config, int8_graph, backend, monkeypatch
+):
+    """inference_streams 2: two forwards at once, each on its own share of the threads; begun
+    frames give the one-stream model's depth to the bit, in the order asked, and a batch runs
+    as one part a stream. The default: one stream."""
     path, shots = int8_graph
-    alone = run_on(tiny_config, path, "openvino")
-    streams = run_on(tiny_config, path, "openvino", openvino_properties=["NUM_STREAMS=2"])
+    alone = run_on(tiny_config, path, backend, inference_threads=2)
+    streams = run_on(tiny_config, path, backend, inference_threads=2, inference_streams=2)
     expected = [alone.predict(shot) for shot in shots[:3]]
-    assert alone.frames_in_flight == 1
+    assert alone.frames_in_flight == 1 and streams.cpu_threads == 2
+    batches = []
+    if backend == "onnxruntime":
+        # Each session's own single thread; both forwards run at once: each waits at a
+        # barrier the other must reach (one after the other, the first would wait in vain).
+        meeting = threading.Barrier(2, timeout=30)
+        run = onnxruntime.InferenceSession.run
+
+        def run_beside_another(session, fields, feeds, *args):
+            batches.append(len(feeds["images"]))
+            meeting.wait()
+            return run(session, fields, feeds, *args)
+
+        monkeypatch.setattr(onnxruntime.InferenceSession, "run", run_beside_another)
     ended = threading.Event()
-    begun = [streams.begin_predict(shot) for shot in shots[:3]]
+    begun = [streams.begin_predict(shot) for shot in shots[:2]]
     assert streams.frames_in_flight == 2
-    begun[0].when_done(ended.set)  # called from OpenVINO's thread once the forward ends
+    begun[0].when_done(ended.set)  # called from the runtime's thread once the forward ends
     assert ended.wait(30) and begun[0].done()
+    begun.append(streams.begin_predict(shots[2]))
+    if backend == "onnxruntime":
+        meeting.wait()  # the third frame's forward meets this thread
     for started, want in zip(begun, expected):
         got = started()
         for field in OUTPUT_FIELDS:
             np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    if backend == "onnxruntime":
+        meeting = threading.Barrier(2, timeout=30)  # the batch's two parts meet each other
     batch = streams.predict(np.stack(shots[:3]))  # 3 frames over 2 streams: 2 + 1
-    assert {(1, *SIZE, 7), (2, *SIZE, 7)} <= set(streams.compiled)
-    assert (3, *SIZE, 7) not in streams.compiled
-    for i, want in enumerate(expected):
-        np.testing.assert_array_equal(batch.depth[i], want.depth[0])
-        np.testing.assert_array_equal(batch.bin_probs[i], want.bin_probs[0])
-    # The torch core runs one forward at a time: begun is done.
+    if backend == "openvino":
+        assert {(1, *SIZE, 7), (2, *SIZE, 7)} <= set(streams.compiled)
+        assert (3, *SIZE, 7) not in streams.compiled
+    else:
+        assert sorted(batches[3:]) == [1, 2] and batches[:3] == [1, 1, 1]
+    # The parts' depth to the bit (a batch of 2 may round unlike two of 1: the kernels' own).
+    monkeypatch.undo()
+    parts = [alone.predict(np.stack(shots[:2])), alone.predict(shots[2])]
+    for field in ("depth", "bin_probs"):
+        want = np.concatenate([getattr(part, field) for part in parts])
+        np.testing.assert_array_equal(getattr(batch, field), want)
+
+
+def test_streams_under_each_runtimes_own_name_and_where_there_are_none(
+    tiny_config, int8_graph, caplog
+):
+    """OpenVINO's own NUM_STREAMS (openvino_properties) is its streams too; ONNX Runtime's
+    sessions each take their share of the threads; the torch core runs one forward at a time
+    (begun is done) and refuses inference_streams in one line."""
+    path, shots = int8_graph
+    ov = run_on(tiny_config, path, "openvino", openvino_properties=["NUM_STREAMS=2"])
+    ov.predict(shots[0])
+    assert ov.frames_in_flight == 2
+    ort = run_on(tiny_config, path, "onnxruntime", inference_threads=4, inference_streams=2)
+    sessions = [ort._idle.get() for _ in range(2)]
+    assert len({id(s) for s in sessions}) == 2 and ort.cpu_threads == 4
+    for session in sessions:
+        assert session.get_session_options().intra_op_num_threads == 2
+    with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
+        on_cuda = run_on(tiny_config, path, "onnxruntime", device="cuda", inference_streams=2)
+    assert on_cuda.frames_in_flight == 1  # CUDA runs one at a time (here: CPU, no GPU build)
+    assert "inference_streams 2 runs forwards side by side on the CPU; on cuda" in caplog.text
     core = DepthClip(tiny_config)
     started = core.begin_predict(shots[0])
     assert core.frames_in_flight == 1 and started.done()
     np.testing.assert_array_equal(started().depth, core.predict(shots[0]).depth)
+    with pytest.raises(ConfigError, match="inference_streams.*torch backend runs one forward"):
+        tiny_config.replace(inference_streams=2)
 
 
 def test_bf16_where_the_cpu_has_it_and_one_line_where_not(fp32_graph, tiny_config, tmp_path):

@@ -280,10 +280,11 @@ def assert_each_change_restarts_the_fusion(node, tester, changes, first_sec):
     assert diag_values(tester)["failed frames (last 10 s)"] == "0"
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_two_forwards_in_flight_answer_frames_in_order_and_take_run_time_changes(
-    tiny_checkpoint, tmp_path
+    tiny_checkpoint, tmp_path, backend
 ):
-    """OpenVINO with NUM_STREAMS=2 (its own property, through openvino_properties): the node
+    """inference_streams 2 on each runtime of exported graphs: the node
     starts a frame beside the one in flight (diagnostics: 2 forwards in flight), a third once
     one has ended; they are published in stamp order, fused by the temporal filter, without a
     failed frame; a temperature and new bins changed at run time give the next frame the new
@@ -299,8 +300,8 @@ def test_two_forwards_in_flight_answer_frames_in_order_and_take_run_time_changes
     with running_node(
         str(graph),
         tmp_path,
-        backend="openvino",
-        openvino_properties=["NUM_STREAMS=2"],
+        backend=backend,
+        inference_streams=2,
         temporal_filter="mixture",
         input_width=128,
         input_height=96,

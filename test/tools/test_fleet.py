@@ -193,11 +193,12 @@ def test_archive_on_ray_equals_the_bag_tool_and_a_corrupt_bag_fails_alone(tmp_pa
     assert (outdir / "day1" / "run1" / "run1.db3").exists()  # sqlite3 in, sqlite3 out
 
 
-def test_openvino_streams_on_ray_equal_the_bag_tool_and_the_one_stream_output(
-    tmp_path, params_file, tiny_checkpoint
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_streams_on_ray_equal_the_bag_tool_and_the_one_stream_output(
+    tmp_path, params_file, tiny_checkpoint, backend
 ):
-    """OpenVINO with NUM_STREAMS=2 and the temporal filter: the fleet's worker and depthclip-bag
-    run a bag's frames two at a time, one a stream; the fleet's output is byte for byte the bag
+    """inference_streams 2 and the temporal filter: the fleet's worker and depthclip-bag run a
+    bag's frames two at a time, one a stream; the fleet's output is byte for byte the bag
     tool's, and both are the one-stream model's (the streams change when, not what)."""
     import yaml
     from helpers import model_config
@@ -209,10 +210,11 @@ def test_openvino_streams_on_ray_equal_the_bag_tool_and_the_one_stream_output(
     export(config, graph, reference=False)
     params = yaml.safe_load(params_file.read_text())
     values = params["depthclip"]["ros__parameters"]
-    values.update(model=str(graph), backend="openvino", temporal_filter="mixture")
+    values.update(model=str(graph), backend=backend, temporal_filter="mixture")
+    values["inference_threads"] = 2  # each stream's one thread: the same kernels as alone
     one_stream = tmp_path / "one_stream.yaml"
     one_stream.write_text(yaml.safe_dump(params))
-    values["openvino_properties"] = ["NUM_STREAMS=2"]
+    values["inference_streams"] = 2
     streams = tmp_path / "streams.yaml"
     streams.write_text(yaml.safe_dump(params))
     archive, outdir = tmp_path / "archive", tmp_path / "out"
