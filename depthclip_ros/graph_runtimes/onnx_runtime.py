@@ -160,8 +160,9 @@ class OnnxDepthClip(TensorRtTrunk, ExportedGraph):
         entries = runtime_entries(config, "onnxruntime_session_config")
         # 0: one per core this process may use (ONNX Runtime's own default ignores taskset)
         threads = config.inference_threads or usable_cores()
-        streams = config.inference_streams if device == "cpu" else 1
-        if streams < config.inference_streams:
+        # At most one stream a thread, as OpenVINO compiles them.
+        streams = min(config.inference_streams, threads) if device == "cpu" else 1
+        if device != "cpu" and config.inference_streams > 1:
             log.warning(
                 "inference_streams %d runs forwards side by side on the CPU; on %s onnxruntime "
                 "runs one at a time",

@@ -472,6 +472,10 @@ def test_streams_under_each_runtimes_own_name_and_where_there_are_none(
     assert len({id(s) for s in sessions}) == 2 and ort.cpu_threads == 4
     for session in sessions:
         assert session.get_session_options().intra_op_num_threads == 2
+    for backend in ("onnxruntime", "openvino"):  # at most one stream a thread, on both
+        one = run_on(tiny_config, path, backend, inference_threads=1, inference_streams=2)
+        one.predict(shots[0])
+        assert one.frames_in_flight == 1 and one.cpu_threads == 1
     with caplog.at_level(logging.WARNING, logger="depthclip_ros"):
         on_cuda = run_on(tiny_config, path, "onnxruntime", device="cuda", inference_streams=2)
     assert on_cuda.frames_in_flight == 1  # CUDA runs one at a time (here: CPU, no GPU build)
