@@ -3,11 +3,13 @@ plus, with several cameras, the node's own status (the worst camera's level)."""
 
 from __future__ import annotations
 
+import math
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
+from ..estimator.loading import backend_of
 from ..runtime import health
 
 
@@ -61,6 +63,54 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
     )
 
 
+def model_load(cameras, estimator, forwards=(0, 0)) -> health.ModelLoad | None:
+    """The model's load over the window (health.model_load) from every camera's statistics,
+    `forwards` (images, forwards run) since activation; None while there is no model."""
+    if estimator is None or not cameras:
+        return None
+    images_per_forward = forwards[0] / forwards[1] if forwards[1] else 1.0
+    in_flight = getattr(estimator, "frames_in_flight", 1)
+    return health.model_load(
+        [camera.stats.snapshot() for camera in cameras.values()], images_per_forward, in_flight
+    )
+
+
+def outpaced_detail(load: health.ModelLoad, params, estimator) -> str:
+    """The figures of cameras faster than the model, and what would answer more of them."""
+    figures = (
+        f"{load.input_rate:.1f} Hz in, {load.answered_rate:.1f} Hz answered, the model busy "
+        f"{min(load.busy, 1.0):.0%} of the time"
+    )
+    on_cpu = str(estimator.device).lower() == "cpu"
+    if backend_of(params.config) == "torch" and on_cpu:
+        advice = (
+            "an exported int8 graph (depthclip-export) runs several times faster on a CPU "
+            "(docs/performance.md#cpu-variants)"
+        )
+    elif on_cpu and getattr(estimator, "frames_in_flight", 1) == 1 and estimator.cpu_threads > 1:
+        advice = (
+            "inference_streams: 2 runs two frames' forwards side by side: more frames a "
+            "second, each later (docs/onnx.md#two-frames-in-flight)"
+        )
+    else:
+        advice = "each camera's newest frame is taken, the others dropped"
+    return f"{figures}; {advice}"
+
+
+def load_values(load: health.ModelLoad | None, params, estimator) -> list:
+    """The node's status values of the model's load (model_load)."""
+    if load is None:
+        busy, outpaced = "-", "not judged yet"
+    else:
+        # Forwards a second times their median time: an estimate, a few % over at full load.
+        busy = "-" if math.isnan(load.busy) else f"{min(load.busy, 1.0) * 100:.0f}"
+        outpaced = f"yes: {outpaced_detail(load, params, estimator)}" if load.outpaced else "no"
+    return [
+        KeyValue(key="model busy (% of the time)", value=busy),
+        KeyValue(key="input faster than the model", value=outpaced),
+    ]
+
+
 def diagnostic_array(
     node_name,
     cameras,
@@ -71,15 +121,18 @@ def diagnostic_array(
     stamp,
     forwards=(0, 0),
     cpu=None,
+    load=None,
 ):
     """`<node>: depth estimation` for one camera; with several, `<node>: <camera> depth
     estimation` each and `<node>: depth estimation` summing them up, with `forwards` (images,
     forwards run) since activation: how much max_batch batches. `cpu`: {thread: share of a
-    core since the last status} (ThreadCpu), in the node's status."""
-    cpu_values = [
+    core since the last status} (ThreadCpu), and `load` (model_load), in the node's status."""
+    node_values = [
         KeyValue(key=f"CPU, {name} (% of a core)", value=f"{share * 100:.0f}")
         for name, share in (cpu or {}).items()
     ]
+    if estimator is not None:
+        node_values += load_values(load, params, estimator)
     single = list(cameras) == [""]
     statuses = [
         camera_status(
@@ -95,7 +148,7 @@ def diagnostic_array(
         for name, camera in cameras.items()
     ]
     if single:
-        statuses[0].values.extend(cpu_values)
+        statuses[0].values.extend(node_values)
     else:
         worst = max(statuses, key=lambda s: s.level[0])
         statuses.insert(
@@ -111,7 +164,7 @@ def diagnostic_array(
                     KeyValue(key="max_batch", value=str(params.node.max_batch)),
                     KeyValue(key="images", value=str(forwards[0])),
                     KeyValue(key="forwards", value=str(forwards[1])),
-                    *cpu_values,
+                    *node_values,
                 ],
             ),
         )

@@ -60,6 +60,7 @@ class DepthClipNode(LifecycleNode):
         self._our_timers = {}  # rclpy's Node uses _timers
         self._activated_at = None
         self.forwards = (0, 0)  # (images, forwards) since activation: max_batch at work
+        self._outpaced_told = False  # "input faster than the model" logged this activation
         self.thread_cpu = ThreadCpu()  # the executor's, worker's and encoder's CPU shares
         self._hardware_id = socket.gethostname()
         self._bond = None  # LifecycleBond, made at the first activation under a manager
@@ -117,6 +118,7 @@ class DepthClipNode(LifecycleNode):
             for camera in self.cameras.values():
                 camera.stats = FrameStats()
             self.forwards = (0, 0)
+            self._outpaced_told = False
             self._activated_at = time.monotonic()
             self._update_inputs()
             self._our_timers["inputs"] = self.create_timer(
@@ -394,6 +396,13 @@ class DepthClipNode(LifecycleNode):
 
     # ----------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self):
+        load = None
+        if self._activated_at is not None:
+            load = diagnostics.model_load(self.cameras, self.estimator, self.forwards)
+        if load is not None and load.outpaced and not self._outpaced_told:
+            detail = diagnostics.outpaced_detail(load, self.params, self.estimator)
+            self.get_logger().info(f"input faster than the model: {detail}")
+            self._outpaced_told = True
         self._diagnostics.publish(
             diagnostics.diagnostic_array(
                 self.get_fully_qualified_name(),
@@ -405,6 +414,7 @@ class DepthClipNode(LifecycleNode):
                 self.get_clock().now().to_msg(),
                 self.forwards,
                 self.thread_cpu.shares(),
+                load,
             )
         )
 

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from ..config.settings import NodeSettings
-from .statistics import Snapshot
+from .statistics import STAGES, Snapshot
 
 OK, WARN, ERROR = 0, 1, 2
 IDLE = "idle: no subscribers"
+# The cameras outpace the model when frames are replaced while they wait for the node and the
+# model is most of the node's time a frame; judged once frames have come for a few seconds (the
+# first forwards are slow).
+OUTPACED_DROPPED = 0.1
+OUTPACED_MODEL_SHARE = 0.8
+OUTPACED_AFTER = 5.0  # seconds of frames
 
 
 @dataclasses.dataclass
@@ -150,3 +158,46 @@ def rate_problems(snap: Snapshot, settings: NodeSettings, state: NodeState) -> l
             (WARN, f"output rate {out_rate:.2f} Hz below {settings.min_output_rate:.2f} Hz")
         )
     return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelLoad:
+    """What the model makes of the cameras over the window, every camera's frames together."""
+
+    input_rate: float  # Hz received
+    answered_rate: float  # Hz published
+    dropped_share: float  # of the frames received, replaced by a newer one while waiting
+    busy: float  # the share of the time each forward in flight was running (NaN: none timed)
+    model_share: float  # of the node's time a forward's frames take (its stages), the forward's
+
+    @property
+    def outpaced(self) -> bool:
+        """The cameras are faster than the model: frames wait for a node whose time goes to the
+        model (a node short of CPU or of Python's lock shows as `busy` well below 1)."""
+        return self.dropped_share >= OUTPACED_DROPPED and self.model_share >= OUTPACED_MODEL_SHARE
+
+
+def model_load(snaps, images_per_forward: float, in_flight: int) -> ModelLoad | None:
+    """The load of a model serving cameras with these snapshots (each camera's, the same
+    window), `images_per_forward` on average (max_batch), `in_flight` forwards side by side,
+    over the time frames came in (a camera started late is not a model idle before it); None
+    before OUTPACED_AFTER seconds of frames."""
+    firsts = [snap.first["received"] for snap in snaps if snap.first["received"] is not None]
+    if not firsts:
+        return None
+    span = max(snap.now for snap in snaps) - min(firsts)
+    if span < OUTPACED_AFTER:
+        return None
+    received = sum(snap.counts["received"] for snap in snaps)
+    published = sum(snap.counts["published"] for snap in snaps)
+    dropped = sum(snap.counts["dropped"] for snap in snaps)
+    stage = {  # each stage's median over every camera's frames
+        kind: float(np.median(times)) if times else float("nan")
+        for kind in STAGES
+        for times in [[seconds for snap in snaps for seconds in snap.timings[kind]]]
+    }
+    forward = stage["inference"]
+    busy = published / span / images_per_forward * forward / in_flight
+    per_image = sum(seconds for kind, seconds in stage.items() if kind != "inference")
+    model_share = forward / (forward + images_per_forward * per_image)
+    return ModelLoad(received / span, published / span, dropped / received, busy, model_share)

@@ -58,6 +58,7 @@ class FrameStats:
         with self._lock:
             self._prune(now)
             counts = {kind: len(times) for kind, times in self._events.items()}
+            first = {kind: times[0] if times else None for kind, times in self._events.items()}
             timings = {kind: [s for _, s in values] for kind, values in self._timings.items()}
             return Snapshot(
                 now=now,
@@ -67,16 +68,18 @@ class FrameStats:
                 totals=dict(self.totals),
                 last=dict(self.last),
                 timings=timings,
+                first=first,
             )
 
 
 class Snapshot:
     """The window's counts at one instant, and what follows from them."""
 
-    def __init__(self, now, window, span, counts, totals, last, timings):
+    def __init__(self, now, window, span, counts, totals, last, timings, first=None):
         self.now, self.window, self.span = now, window, span
         self.counts, self.totals = counts, totals
         self.last, self.timings = last, timings
+        self.first = first or dict.fromkeys(counts)  # the oldest event of each kind in the window
 
     def rate(self, kind: str) -> float:
         """Events per second over the window (or since start, when that is shorter)."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,6 +31,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depthclip_ros.config.params_files import default_params_file
 from depthclip_ros.messages import decoding
+from depthclip_ros.node import diagnostics
+from depthclip_ros.runtime import health
 from depthclip_ros.tools.node_process import node_arguments, start_node_process
 
 pytestmark = pytest.mark.slow
@@ -292,6 +295,9 @@ def test_camera_info_timing_never_holds_the_depth_and_clouds_pair_by_stamp(
             # saw 1 of 28 so; its cloud used the latest camera_info, as it should.
             assert infos["own"] >= 0.9 * camera["received"], (pattern, infos)
             assert infos["other"] <= 0.1 * camera["received"], (pattern, infos)
+    # A 10 Hz camera the model keeps up with (judged: the last run ends past the first 5 s).
+    last = reports["1hz"]["diagnostics"]["/depthclip: depth estimation"]
+    assert last["input faster than the model"] == "no", last
 
 
 def test_a_100_hz_vga_camera_in_another_process_reaches_the_node(tiny_checkpoint, tmp_path):
@@ -321,12 +327,19 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
         input_width=1024,
         input_height=768,
         camera_info_wait=1.0,  # the CPU is saturated: camera_infos come late
-    ):
+    ) as log:
         camera_args = [arg for name in names for arg in ("--camera", name)]
         report = run_driver("--rate", 30, "--seconds", 6, *camera_args)
     received = [report["cameras"][name]["received"] for name in names]
     offered = sum(report["cameras"][name]["sent"] for name in names)
     assert sum(received) < 0.8 * offered, received  # overloaded: frames had to be dropped
+    # The node says so while the cameras stream, in its status and once in its log, with what
+    # would answer more.
+    status = report["diagnostics while streaming"]["/depthclip: depth estimation"]
+    outpaced = status["input faster than the model"]
+    assert outpaced.startswith("yes: ") and "depthclip-export" in outpaced, status
+    assert 0 < float(status["model busy (% of the time)"]) <= 100, status  # an estimate, capped
+    assert log.read_text().count("input faster than the model: ") == 1
     assert min(received) > 0 and max(received) - min(received) <= max(2, 0.2 * max(received))
     for name in names:  # each frame's cloud, with its own camera_info: kept 10 s, it outlives
         # the slow forwards here (the 30 kept before were 1 s: CI run 36 saw 0 of 5). Over the
@@ -340,6 +353,42 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
         allowed = max(2, 0.2 * answered)
         assert len(without) <= allowed and infos["other"] <= allowed, (name, infos, without)
         assert infos["own"] > 0, (name, infos)
+
+
+def test_cameras_faster_than_the_model_are_told_what_would_answer_more():
+    """The advice of /diagnostics' `input faster than the model`, by backend and device."""
+    load = health.ModelLoad(
+        input_rate=15.0, answered_rate=9.5, dropped_share=0.37, busy=0.96, model_share=0.98
+    )
+    assert load.outpaced
+
+    def detail(backend, device="cpu", in_flight=1, threads=2):
+        params = SimpleNamespace(config=SimpleNamespace(backend=backend, model="a.onnx"))
+        estimator = SimpleNamespace(device=device, frames_in_flight=in_flight, cpu_threads=threads)
+        return diagnostics.outpaced_detail(load, params, estimator)
+
+    figures = "15.0 Hz in, 9.5 Hz answered, the model busy 96% of the time; "
+    assert detail("torch").startswith(figures + "an exported int8 graph (depthclip-export)")
+    assert detail("auto") == detail("onnxruntime")  # auto: the .onnx model's runtime
+    for backend in ("onnxruntime", "openvino"):
+        assert detail(backend) == figures + (
+            "inference_streams: 2 runs two frames' forwards side by side: more frames a "
+            "second, each later (docs/onnx.md#two-frames-in-flight)"
+        )
+        # Streams already on, one thread (one stream a thread), or a GPU: nothing to change.
+        for other in (dict(in_flight=2), dict(threads=1), dict(device="cuda")):
+            assert detail(backend, **other).endswith(
+                "each camera's newest frame is taken, the others dropped"
+            )
+    assert detail("torch", device="cuda:0").endswith("the others dropped")
+    values = {
+        kv.key: kv.value
+        for kv in diagnostics.load_values(None, None, SimpleNamespace(device="cpu"))
+    }
+    assert values == {
+        "model busy (% of the time)": "-",
+        "input faster than the model": "not judged yet",
+    }
 
 
 def test_the_clearing_cloud_from_another_process_equals_the_reference(tiny_checkpoint, tmp_path):
