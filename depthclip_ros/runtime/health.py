@@ -168,7 +168,7 @@ class ModelLoad:
     answered_rate: float  # Hz published
     dropped_share: float  # of the frames received, replaced by a newer one while waiting
     busy: float  # the share of the time each forward in flight was running (NaN: none timed)
-    model_share: float  # of the node's time a forward's frames take (its stages), the forward's
+    model_share: float  # the forward's share of its frames' time on the worker (all STAGES)
 
     @property
     def outpaced(self) -> bool:
@@ -191,13 +191,14 @@ def model_load(snaps, images_per_forward: float, in_flight: int) -> ModelLoad | 
     received = sum(snap.counts["received"] for snap in snaps)
     published = sum(snap.counts["published"] for snap in snaps)
     dropped = sum(snap.counts["dropped"] for snap in snaps)
-    stage = {  # each stage's median over every camera's frames
-        kind: float(np.median(times)) if times else float("nan")
-        for kind in STAGES
-        for times in [[seconds for snap in snaps for seconds in snap.timings[kind]]]
-    }
-    forward = stage["inference"]
+
+    def median(kind):  # of every camera's frames
+        times = [seconds for snap in snaps for seconds in snap.timings[kind]]
+        return float(np.median(times)) if times else float("nan")
+
+    forward = median("inference")
     busy = published / span / images_per_forward * forward / in_flight
-    per_image = sum(seconds for kind, seconds in stage.items() if kind != "inference")
-    model_share = forward / (forward + images_per_forward * per_image)
+    per_image = sum(median(kind) for kind in STAGES if kind != "inference")
+    total = forward + images_per_forward * per_image
+    model_share = forward / total if total > 0 else float("nan")
     return ModelLoad(received / span, published / span, dropped / received, busy, model_share)
