@@ -78,8 +78,9 @@ def model_load(cameras, estimator, forwards=(0, 0)) -> health.ModelLoad | None:
 def outpaced_detail(load: health.ModelLoad, params, estimator) -> str:
     """The figures of cameras faster than the model, and what would answer more of them."""
     figures = (
-        f"{load.input_rate:.1f} Hz in, {load.answered_rate:.1f} Hz answered, the model busy "
-        f"{min(load.busy, 1.0):.0%} of the time"
+        f"{load.input_rate:.1f} Hz in, {load.capacity:.1f} Hz the model's forwards allow, "
+        f"{load.answered_rate:.1f} Hz answered, the model busy {min(load.busy, 1.0):.0%} of "
+        "the time"
     )
     on_cpu = str(estimator.device).lower() == "cpu"
     if backend_of(params.config) == "torch" and on_cpu:

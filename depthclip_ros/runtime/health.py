@@ -9,15 +9,14 @@ import dataclasses
 import numpy as np
 
 from ..config.settings import NodeSettings
-from .statistics import STAGES, Snapshot
+from .statistics import Snapshot
 
 OK, WARN, ERROR = 0, 1, 2
 IDLE = "idle: no subscribers"
-# The cameras outpace the model when frames are replaced while they wait for the node and the
-# model is most of the node's time a frame; judged once frames have come for a few seconds (the
-# first forwards are slow).
-OUTPACED_DROPPED = 0.1
-OUTPACED_MODEL_SHARE = 0.8
+# The cameras outpace the model when their frames come faster than its forwards, one after
+# another, could answer them (by this margin: a camera at the model's own rate is not);
+# judged once frames have come for a few seconds (the first forwards are slow).
+OUTPACED_MARGIN = 1.1
 OUTPACED_AFTER = 5.0  # seconds of frames
 
 
@@ -166,15 +165,14 @@ class ModelLoad:
 
     input_rate: float  # Hz received
     answered_rate: float  # Hz published
-    dropped_share: float  # of the frames received, replaced by a newer one while waiting
+    capacity: float  # Hz its forwards answer run back to back (NaN: none timed)
     busy: float  # the share of the time each forward in flight was running (NaN: none timed)
-    model_share: float  # the forward's share of its frames' time on the worker (all STAGES)
 
     @property
     def outpaced(self) -> bool:
-        """The cameras are faster than the model: frames wait for a node whose time goes to the
-        model (a node short of CPU or of Python's lock shows as `busy` well below 1)."""
-        return self.dropped_share >= OUTPACED_DROPPED and self.model_share >= OUTPACED_MODEL_SHARE
+        """The cameras are faster than the model. Judged by the model's own rate, not by the
+        frames dropped: a node short of CPU drops frames a faster model would not answer."""
+        return self.input_rate >= OUTPACED_MARGIN * self.capacity
 
 
 def model_load(snaps, images_per_forward: float, in_flight: int) -> ModelLoad | None:
@@ -190,15 +188,8 @@ def model_load(snaps, images_per_forward: float, in_flight: int) -> ModelLoad | 
         return None
     received = sum(snap.counts["received"] for snap in snaps)
     published = sum(snap.counts["published"] for snap in snaps)
-    dropped = sum(snap.counts["dropped"] for snap in snaps)
-
-    def median(kind):  # of every camera's frames
-        times = [seconds for snap in snaps for seconds in snap.timings[kind]]
-        return float(np.median(times)) if times else float("nan")
-
-    forward = median("inference")
+    forwards = [seconds for snap in snaps for seconds in snap.timings["inference"]]
+    forward = float(np.median(forwards)) if forwards else float("nan")
+    capacity = in_flight * images_per_forward / forward if forward > 0 else float("nan")
     busy = published / span / images_per_forward * forward / in_flight
-    per_image = sum(median(kind) for kind in STAGES if kind != "inference")
-    total = forward + images_per_forward * per_image
-    model_share = forward / total if total > 0 else float("nan")
-    return ModelLoad(received / span, published / span, dropped / received, busy, model_share)
+    return ModelLoad(received / span, published / span, capacity, busy)

@@ -357,9 +357,7 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
 
 def test_cameras_faster_than_the_model_are_told_what_would_answer_more():
     """The advice of /diagnostics' `input faster than the model`, by backend and device."""
-    load = health.ModelLoad(
-        input_rate=15.0, answered_rate=9.5, dropped_share=0.37, busy=0.96, model_share=0.98
-    )
+    load = health.ModelLoad(input_rate=15.0, answered_rate=9.5, capacity=9.8, busy=0.96)
     assert load.outpaced
 
     def detail(backend, device="cpu", in_flight=1, threads=2):
@@ -367,7 +365,10 @@ def test_cameras_faster_than_the_model_are_told_what_would_answer_more():
         estimator = SimpleNamespace(device=device, frames_in_flight=in_flight, cpu_threads=threads)
         return diagnostics.outpaced_detail(load, params, estimator)
 
-    figures = "15.0 Hz in, 9.5 Hz answered, the model busy 96% of the time; "
+    figures = (
+        "15.0 Hz in, 9.8 Hz the model's forwards allow, 9.5 Hz answered, the model busy 96% of "
+        "the time; "
+    )
     assert detail("torch").startswith(figures + "an exported int8 graph (depthclip-export)")
     assert detail("auto") == detail("onnxruntime")  # auto: the .onnx model's runtime
     for backend in ("onnxruntime", "openvino"):

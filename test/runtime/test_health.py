@@ -143,10 +143,10 @@ def test_inactive_reports_inactive_and_no_problems():
     assert (level, message, values["state"]) == (health.OK, "inactive", "inactive")
 
 
-def camera_feed(seconds, rate, answered, forward, clock, stats=None, around=0.002):
+def camera_feed(seconds, rate, answered, forward, clock, stats=None):
     """One camera's statistics: `rate` frames a second for `seconds`, every `rate / answered`-th
-    taken by the model (a forward of `forward` s, then published; decoding and the outputs
-    `around` s more), the others replaced while they waited (dropped)."""
+    taken by the model (a forward of `forward` s, then published), the others replaced while
+    they waited (dropped)."""
     stats = stats or FrameStats(clock=clock)
     taken = 0.0
     for _ in range(int(round(seconds * rate))):
@@ -155,59 +155,57 @@ def camera_feed(seconds, rate, answered, forward, clock, stats=None, around=0.00
         taken += answered / rate
         if taken >= 1.0 - 1e-9:
             taken -= 1.0
-            stats.timing("decode", around / 2)
             stats.timing("inference", forward)
-            stats.timing("after the model", 0.0)
-            stats.timing("outputs", around / 2)
             stats.count("published")
         else:
             stats.count("dropped")
     return stats
 
 
+def load_of(seconds, rate, answered, forward, images_per_forward=1.0, in_flight=1):
+    stats = camera_feed(seconds, rate, answered, forward, Clock())
+    return health.model_load([stats.snapshot()], images_per_forward, in_flight)
+
+
 def test_a_camera_faster_than_the_model_is_told_with_its_figures():
-    # 8 s of a 15 Hz camera, 10 answered by a 90 ms forward (2 ms more a frame around it): the
-    # model runs 90 % of the time, a third of the frames replaced while they waited.
-    clock = Clock()
-    stats = camera_feed(8, 15, 10, 0.09, clock)
-    load = health.model_load([stats.snapshot()], images_per_forward=1.0, in_flight=1)
+    # 8 s of a 15 Hz camera, 10 answered by a 90 ms forward: the model's forwards allow 11.1
+    # Hz, and run 90 % of the time.
+    load = load_of(8, 15, 10, 0.09)
     assert load.input_rate == pytest.approx(15) and load.answered_rate == pytest.approx(10)
-    assert load.dropped_share == pytest.approx(1 / 3) and load.busy == pytest.approx(0.9)
-    assert load.model_share == pytest.approx(0.09 / 0.092) and load.outpaced
-    # Two forwards side by side, each 180 ms: each stream as busy as the one above.
-    two = health.model_load([camera_feed(8, 15, 10, 0.18, Clock()).snapshot()], 1.0, 2)
-    assert two.busy == pytest.approx(0.9) and two.outpaced
-    # A node short of CPU: the same forwards, 6 answered a second (the worker waiting its turn
-    # between them), still the model's frames.
-    short = health.model_load([camera_feed(8, 15, 6, 0.09, Clock()).snapshot()], 1.0, 1)
+    assert load.capacity == pytest.approx(1 / 0.09) and load.busy == pytest.approx(0.9)
+    assert load.outpaced
+    # Two forwards side by side, each 180 ms: as many frames a second, each stream as busy.
+    two = load_of(8, 15, 10, 0.18, in_flight=2)
+    assert two.capacity == pytest.approx(1 / 0.09) and two.busy == pytest.approx(0.9)
+    assert two.outpaced
+    # A node short of CPU answering 6 a second: the camera is still faster than the model.
+    short = load_of(8, 15, 6, 0.09)
     assert short.busy == pytest.approx(0.54) and short.outpaced
 
 
-def test_a_model_that_keeps_up_or_a_node_that_drops_for_other_reasons_is_not_outpaced():
-    keeps_up = health.model_load([camera_feed(8, 15, 15, 0.03, Clock()).snapshot()], 1.0, 1)
-    assert keeps_up.busy == pytest.approx(0.45) and keeps_up.dropped_share == 0
-    assert not keeps_up.outpaced
-    # At the model's own rate: busy all the time, nothing waiting long enough to be replaced.
-    at_its_rate = health.model_load([camera_feed(8, 10, 10, 0.1, Clock()).snapshot()], 1.0, 1)
+def test_a_model_that_keeps_up_is_not_outpaced_whatever_the_node_drops():
+    keeps_up = load_of(8, 15, 15, 0.03)
+    assert keeps_up.busy == pytest.approx(0.45) and not keeps_up.outpaced
+    at_its_rate = load_of(8, 10, 10, 0.1)  # busy all the time, no frame more than it answers
     assert at_its_rate.busy == pytest.approx(1.0) and not at_its_rate.outpaced
-    # Frames dropped while the node spends most of a frame around the model (decoding and
-    # outputs 60 ms, a 20 ms forward): a faster model would not answer many more.
-    feed = camera_feed(8, 30, 12, 0.02, Clock(), around=0.06)
-    elsewhere = health.model_load([feed.snapshot()], 1.0, 1)
-    assert elsewhere.dropped_share == pytest.approx(0.6) and elsewhere.model_share == 0.25
-    assert not elsewhere.outpaced
+    # Frames dropped by a node whose time goes elsewhere (a loaded CI machine: a 10 Hz camera,
+    # 7 frames received a second, 3.4 answered by a 68 ms forward): a faster model would not
+    # answer more.
+    loaded = load_of(8, 7, 3.4, 0.068)
+    assert loaded.capacity == pytest.approx(1 / 0.068) and loaded.busy < 0.25
+    assert not loaded.outpaced
 
 
 def test_several_cameras_and_batches_share_one_model():
-    # Three cameras at 5 Hz, each answered 3 Hz by batches of 3 images in 300 ms: 3 forwards a
-    # second, 90 % of the time; every camera alone would look idle.
+    # Three cameras at 5 Hz, each answered 3 Hz by batches of 3 images in 300 ms: 10 images a
+    # second at most, 3 forwards a second, 90 % of the time; each camera alone keeps up.
     snaps = [camera_feed(8, 5, 3, 0.3, Clock()).snapshot() for _ in range(3)]
     load = health.model_load(snaps, images_per_forward=3.0, in_flight=1)
     assert load.input_rate == pytest.approx(15) and load.answered_rate == pytest.approx(9)
-    assert load.busy == pytest.approx(0.9) and load.model_share == pytest.approx(0.3 / 0.306)
+    assert load.capacity == pytest.approx(10) and load.busy == pytest.approx(0.9)
     assert load.outpaced
     alone = health.model_load(snaps[:1], images_per_forward=3.0, in_flight=1)
-    assert alone.busy == pytest.approx(0.3)
+    assert alone.busy == pytest.approx(0.3) and not alone.outpaced
 
 
 def test_the_model_is_judged_over_the_seconds_frames_came_in():
@@ -220,9 +218,9 @@ def test_the_model_is_judged_over_the_seconds_frames_came_in():
     load = health.model_load([stats.snapshot()], 1.0, 1)
     assert load.input_rate == pytest.approx(15) and load.busy == pytest.approx(0.9)
     assert load.outpaced
-    clock.now += 3  # the camera stopped: the model idles since
+    clock.now += 3  # the camera stopped: the model idles since, its frames no longer come
     stopped = health.model_load([stats.snapshot()], 1.0, 1)
-    assert stopped.busy == pytest.approx(0.9 * 5.2 / 8.2) and stopped.input_rate < 10
+    assert stopped.busy == pytest.approx(0.9 * 5.2 / 8.2) and not stopped.outpaced
     silent = FrameStats(clock=clock)
     clock.now += 20
     assert health.model_load([silent.snapshot()], 1.0, 1) is None
