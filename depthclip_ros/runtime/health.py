@@ -165,7 +165,7 @@ class ModelLoad:
 
     input_rate: float  # Hz received
     answered_rate: float  # Hz published
-    capacity: float  # Hz its forwards answer run back to back (NaN: none timed)
+    capacity: float  # Hz its forwards answer, one after another (NaN: none timed)
     busy: float  # the share of the time each forward in flight was running (NaN: none timed)
 
     @property
