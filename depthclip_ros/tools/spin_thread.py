@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import threading
 
+from rclpy.exceptions import InvalidHandle
+
 
 class SpinThread:
     """Spins `executor` (its nodes added) on a daemon thread until `stop()`."""
@@ -20,7 +22,14 @@ class SpinThread:
 
     def _spin(self) -> None:
         while not self._stopping.is_set() and self.executor.context.ok():
-            self.executor.spin_once(timeout_sec=self._period)
+            try:
+                self.executor.spin_once(timeout_sec=self._period)
+            except InvalidHandle:
+                # An entity destroyed from another thread while this one built its wait set:
+                # rclpy skips a handle already destroyed, but not a publisher's event handler
+                # destroyed between that check and its add (CI run 90's warning, the tester's
+                # thread dead). The next spin_once builds the set without it.
+                continue
 
     def stop(self, timeout: float = 5.0) -> None:
         """The thread ends (after the callback in flight), then the executor shuts down."""

@@ -42,8 +42,13 @@ def package_edges(name: str) -> set:
     return {m for m in MODULES[name] if m in MODULES and m != name}
 
 
-# Programs that talk to the node over the ROS graph, as its users' processes do.
-ROS_CLIENT_TOOLS = {"depthclip_ros.tools.demo", "depthclip_ros.tools.camera_driver"}
+# Programs that talk to the node over the ROS graph, as its users' processes do, and the
+# executor thread they spin.
+ROS_CLIENT_TOOLS = {
+    "depthclip_ros.tools.demo",
+    "depthclip_ros.tools.camera_driver",
+    "depthclip_ros.tools.spin_thread",
+}
 
 
 def test_only_the_node_package_and_the_client_tools_import_rclpy():
