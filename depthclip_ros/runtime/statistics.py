@@ -75,11 +75,11 @@ class FrameStats:
 class Snapshot:
     """The window's counts at one instant, and what follows from them."""
 
-    def __init__(self, now, window, span, counts, totals, last, timings, first=None):
+    def __init__(self, now, window, span, counts, totals, last, timings, first):
         self.now, self.window, self.span = now, window, span
         self.counts, self.totals = counts, totals
         self.last, self.timings = last, timings
-        self.first = first or dict.fromkeys(counts)  # the oldest event of each kind in the window
+        self.first = first  # the time of the oldest event of each kind in the window, or None
 
     def rate(self, kind: str) -> float:
         """Events per second over the window (or since start, when that is shorter)."""
