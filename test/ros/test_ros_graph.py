@@ -333,12 +333,19 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
     received = [report["cameras"][name]["received"] for name in names]
     offered = sum(report["cameras"][name]["sent"] for name in names)
     assert sum(received) < 0.8 * offered, received  # overloaded: frames had to be dropped
-    # The node says so while the cameras stream, in its status and once in its log, with what
-    # would answer more.
-    status = report["diagnostics while streaming"]["/depthclip: depth estimation"]
-    outpaced = status["input faster than the model"]
-    assert outpaced.startswith("yes: ") and "depthclip-export" in outpaced, status
-    assert 0 < float(status["model busy (% of the time)"]) <= 100, status  # an estimate, capped
+    # The node says so, in its status and once in its log, with what would answer more: in its
+    # last status while the cameras streamed once judged (5 s of frames: CI run 93's last status
+    # heard in the stream was older, the loaded node's statuses late) and in its status after.
+    statuses = [
+        report[key]["/depthclip: depth estimation"]
+        for key in ("diagnostics while streaming", "diagnostics")
+    ]
+    judged = [s for s in statuses if s["input faster than the model"] != "not judged yet"]
+    assert judged, statuses  # the status after the stream covers its 6 s at least
+    for status in judged:
+        outpaced = status["input faster than the model"]
+        assert outpaced.startswith("yes: ") and "depthclip-export" in outpaced, status
+        assert 0 < float(status["model busy (% of the time)"]) <= 100, status  # capped
     assert log.read_text().count("input faster than the model: ") == 1
     assert min(received) > 0 and max(received) - min(received) <= max(2, 0.2 * max(received))
     for name in names:  # each frame's cloud, with its own camera_info: kept 10 s, it outlives
