@@ -79,7 +79,7 @@ def outpaced_detail(load: health.ModelLoad, params, estimator) -> str:
     """The figures of cameras faster than the model, and what would answer more of them."""
     figures = (
         f"{load.input_rate:.1f} Hz in, {load.capacity:.1f} Hz the model's forwards allow, "
-        f"{load.answered_rate:.1f} Hz answered, the model busy {min(load.busy, 1.0):.0%} of "
+        f"{load.answered_rate:.1f} Hz answered, the model busy {load.busy:.0%} of "
         "the time"
     )
     on_cpu = str(estimator.device).lower() == "cpu"
@@ -103,8 +103,7 @@ def load_values(load: health.ModelLoad | None, params, estimator) -> list:
     if load is None:
         busy, outpaced = "-", "not judged yet"
     else:
-        # Forwards a second times their median time: an estimate, a few % over at full load.
-        busy = "-" if math.isnan(load.busy) else f"{min(load.busy, 1.0) * 100:.0f}"
+        busy = "-" if math.isnan(load.busy) else f"{load.busy * 100:.0f}"
         outpaced = f"yes: {outpaced_detail(load, params, estimator)}" if load.outpaced else "no"
     return [
         KeyValue(key="model busy (% of the time)", value=busy),

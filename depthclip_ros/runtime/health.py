@@ -166,7 +166,9 @@ class ModelLoad:
     input_rate: float  # Hz received
     answered_rate: float  # Hz published
     capacity: float  # Hz its forwards answer, one after another (NaN: none timed)
-    busy: float  # the share of the time each forward in flight was running (NaN: none timed)
+    # The share of the time each forward in flight was running: forwards a second times their
+    # median, an estimate a few % over at full load, so capped at 1 (NaN: none timed).
+    busy: float
 
     @property
     def outpaced(self) -> bool:
@@ -191,5 +193,5 @@ def model_load(snaps, images_per_forward: float, in_flight: int) -> ModelLoad | 
     forwards = [seconds for snap in snaps for seconds in snap.timings["inference"]]
     forward = float(np.median(forwards)) if forwards else float("nan")
     capacity = in_flight * images_per_forward / forward if forward > 0 else float("nan")
-    busy = published / span / images_per_forward * forward / in_flight
+    busy = float(np.minimum(published / span / images_per_forward * forward / in_flight, 1.0))
     return ModelLoad(received / span, published / span, capacity, busy)

@@ -188,6 +188,8 @@ def test_a_model_that_keeps_up_is_not_outpaced_whatever_the_node_drops():
     assert keeps_up.busy == pytest.approx(0.45) and not keeps_up.outpaced
     at_its_rate = load_of(8, 10, 10, 0.1)  # busy all the time, no frame more than it answers
     assert at_its_rate.busy == pytest.approx(1.0) and not at_its_rate.outpaced
+    # Forwards a second times their median over-estimates at full load: a share, capped at 1.
+    assert load_of(8, 10, 10, 0.105).busy == 1.0
     # Frames dropped by a node whose time goes elsewhere (a loaded CI machine: a 10 Hz camera,
     # 7 frames received a second, 3.4 answered by a 68 ms forward): a faster model would not
     # answer more.
