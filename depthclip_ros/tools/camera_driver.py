@@ -14,7 +14,9 @@ camera_info patterns (`--info`):
   none    no camera_info publisher at all
 
 Each frame's camera_info has its own fx, so the report tells which camera_info each published
-depth/camera_info was built from: `own` (the frame's), `other` (a fallback), per camera.
+depth/camera_info was built from: `own` (the frame's), `other` (a fallback), per camera; and,
+per camera, the depths and depth/camera_infos the middleware reports lost on the way (a
+reliable sample its writer no longer held when this process, stalled, asked for it again).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+try:  # Iron on; Humble's rclpy names the module qos_event, deprecated since: no counting there
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+except ImportError:
+    SubscriptionEventCallbacks = UnsupportedEventTypeError = None
 
 from ..messages.outputs import rgb8_image_fields
 from ..messages.topics import OUTPUTS
@@ -76,11 +83,10 @@ class Camera:
         self.fx_of = {}  # stamp (ns) -> fx of that frame's camera_info
         self.depth_arrivals, self.latencies, self.infos = [], [], {"own": 0, "other": 0}
         self.answered_stamps, self.info_stamps = set(), set()  # of the measured frames
+        self.lost = {"depth": 0, "camera_info": 0}  # as the middleware reports them
         self.answers = [
-            node.create_subscription(Image, topic("depth/image"), self._on_depth, reliable),
-            node.create_subscription(
-                CameraInfo, topic("depth/camera_info"), self._on_info, reliable
-            ),
+            self._subscribe_counting_losses(node, Image, topic, "depth", self._on_depth),
+            self._subscribe_counting_losses(node, CameraInfo, topic, "camera_info", self._on_info),
         ]
         # The outputs asked for beyond the depth and its camera_info: their measured frames.
         more = MORE_OUTPUTS if every_output else {}
@@ -123,6 +129,26 @@ class Camera:
                 self.depth_arrivals.append(now)
                 self.latencies.append(now - key * 1e-9)
                 self.answered_stamps.add(key)
+
+    def _subscribe_counting_losses(self, node, msg_type, topic, output: str, callback):
+        """A reliable subscription to `output` (a key of OUTPUTS); the messages the middleware
+        reports lost are counted in `lost` (a middleware or rclpy without that event: none
+        counted)."""
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+        def count(event):
+            with self.lock:
+                self.lost[output] += event.total_count_change
+
+        if SubscriptionEventCallbacks is not None:
+            losses = SubscriptionEventCallbacks(message_lost=count)
+            try:
+                return node.create_subscription(
+                    msg_type, topic(OUTPUTS[output]), callback, reliable, event_callbacks=losses
+                )
+            except UnsupportedEventTypeError:
+                pass
+        return node.create_subscription(msg_type, topic(OUTPUTS[output]), callback, reliable)
 
     def _arrival_counter(self, output: str):
         def count(msg):
@@ -167,6 +193,7 @@ class Camera:
             self.more_arrivals = dict.fromkeys(self.more_arrivals, 0)
             self.infos = {"own": 0, "other": 0}
             self.answered_stamps, self.info_stamps = set(), set()
+            self.lost = dict.fromkeys(self.lost, 0)
 
     def report(self, sent: int) -> dict:
         with self.lock:
@@ -183,6 +210,7 @@ class Camera:
                 if self.info_pub is not None
                 else [],
                 "outputs": dict(self.more_arrivals),
+                "lost on the way": dict(self.lost),
             }
 
 

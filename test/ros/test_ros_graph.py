@@ -349,16 +349,20 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
     assert log.read_text().count("input faster than the model: ") == 1
     assert min(received) > 0 and max(received) - min(received) <= max(2, 0.2 * max(received))
     for name in names:  # each frame's cloud, with its own camera_info: kept 10 s, it outlives
-        # the slow forwards here (the 30 kept before were 1 s: CI run 36 saw 0 of 5). Over the
-        # wire a few are lost as the fairness above allows: a reliable sample lost while the
-        # saturated CPU stalls the driver is sent again only while the node's writer keeps it
-        # (the last 5: docs/node.md, QoS). CI run 62 missed 2 of 13; a run here with each
-        # publication logged showed the node had sent them. A depth lost so is not counted at
-        # all; a camera_info the node's input lost so makes a cloud with another's (the latest)
-        infos, answered = report["cameras"][name]["camera_infos"], received[names.index(name)]
-        without = report["cameras"][name]["answered without camera_info"]
+        # the slow forwards here (the 30 kept before were 1 s: CI run 36 saw 0 of 5). Some are
+        # lost over the wire: a reliable sample lost while the saturated CPU stalls the driver
+        # is sent again only while the node's writer keeps it (the last 5: docs/node.md, QoS),
+        # and the middleware reports it lost. Those are not the node's (CI run 97 missed 5 of a
+        # camera's 18; runs here with each publication logged showed the node had sent every
+        # one, and the driver heard each missing one reported lost). A depth lost so is not
+        # counted at all; a camera_info the node's input lost so makes a cloud with another's.
+        camera = report["cameras"][name]
+        infos, answered = camera["camera_infos"], received[names.index(name)]
+        unexplained = (
+            len(camera["answered without camera_info"]) - camera["lost on the way"]["camera_info"]
+        )
         allowed = max(2, 0.2 * answered)
-        assert len(without) <= allowed and infos["other"] <= allowed, (name, infos, without)
+        assert unexplained <= allowed and infos["other"] <= allowed, (name, camera)
         assert infos["own"] > 0, (name, infos)
 
 
