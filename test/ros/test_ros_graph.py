@@ -271,11 +271,14 @@ def test_camera_info_timing_never_holds_the_depth_and_clouds_pair_by_stamp(
             assert camera["received"] >= held + 2, (pattern, camera)
         assert camera["received"] > 0, (pattern, camera)
         infos = camera["camera_infos"]
+        # What the middleware reports lost on the way to the driver is not the node's (see
+        # test_three_cameras_under_overload_are_served_alike).
+        lost = camera["lost on the way"]["camera_info"]
         if pattern == "none":
             assert infos == {"own": 0, "other": 0}, infos  # no camera_info: depth only
         elif pattern == "1hz":
             # Every frame's cloud: its own camera_info once a second, the latest otherwise.
-            assert infos["own"] + infos["other"] >= 0.9 * camera["received"], infos
+            assert infos["own"] + infos["other"] + lost >= 0.9 * camera["received"], infos
             assert infos["own"] <= 5 and infos["other"] >= 0.7 * camera["received"], infos
             status = report["diagnostics"]["/depthclip: depth estimation"]
             fallbacks = "frames paired with another stamp's camera_info (last 10 s)"
@@ -287,13 +290,14 @@ def test_camera_info_timing_never_holds_the_depth_and_clouds_pair_by_stamp(
             # machine's load (26 of 30 paired on a quiet CI, 1 of 5 under three workers' load):
             # here every frame gets its cloud and pairing by stamp happens; the rule for a
             # camera_info that comes first is test_input_qos_and_stamp_pairing's.
-            assert infos["own"] + infos["other"] >= 0.9 * camera["received"], (pattern, infos)
+            paired = infos["own"] + infos["other"] + lost
+            assert paired >= 0.9 * camera["received"], (pattern, camera)
             assert infos["own"] >= 1, (pattern, infos)
         else:  # after, 1 us off: the clouds with the frame's own camera_info, but for one whose
             # camera_info came after the wait: a reliable sample lost on a busy loopback is sent
             # again at the writer's next heartbeat (Fast DDS: every 3 s by default). CI on Jazzy
             # saw 1 of 28 so; its cloud used the latest camera_info, as it should.
-            assert infos["own"] >= 0.9 * camera["received"], (pattern, infos)
+            assert infos["own"] + lost >= 0.9 * camera["received"], (pattern, camera)
             assert infos["other"] <= 0.1 * camera["received"], (pattern, infos)
     # A 10 Hz camera the model keeps up with (judged: the last run ends past the first 5 s).
     last = reports["1hz"]["diagnostics"]["/depthclip: depth estimation"]
