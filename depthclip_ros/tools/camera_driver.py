@@ -32,7 +32,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-try:  # Iron on; Humble's rclpy names the module qos_event, deprecated since: no counting there
+try:  # Iron and later; Humble has them in rclpy.qos_event: it counts no losses there
     from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 except ImportError:
     SubscriptionEventCallbacks = UnsupportedEventTypeError = None
