@@ -239,13 +239,15 @@ def wait_for_last_answers(cameras) -> None:
     """Until the last frames' answers are in (a slow model answers seconds later): quiet for
     longer than twice the slowest answer so far, so that a model that takes seconds a frame
     (several nodes sharing a CPU) still gets its last frames counted, and for INFO_PATIENCE
-    while a depth of a camera that sends camera_infos lacks its own; 30 s at most."""
+    while a depth of a camera that sends camera_infos lacks its own (one the middleware
+    reported lost is not waited for); 30 s at most."""
     answered, quiet_since, give_up = -1, time.time(), time.time() + 30.0
 
     def quiet_needed():
         slowest = max((max(c.latencies, default=0.0) for c in cameras), default=0.0)
-        owed = any(
-            c.info_pub is not None and len(c.depth_arrivals) > sum(c.infos.values())
+        owed = any(  # a camera_info the middleware reported lost is not coming
+            c.info_pub is not None
+            and len(c.depth_arrivals) > sum(c.infos.values()) + c.lost["camera_info"]
             for c in cameras
         )
         return max(1.5, 2.0 * slowest, INFO_PATIENCE if owed else 0.0)
@@ -274,11 +276,16 @@ def run(
     rclpy.init()
     node = rclpy.create_node("camera_driver")
     diagnostics, heard = {}, [0.0]  # heard: when the last /diagnostics came
+    # The first /diagnostics after the measured stream: its window is the stream's end.
+    stream_end, at_end = [float("inf")], {}
 
     def on_diagnostics(msg):
+        now = time.time()
         for status in msg.status:
             diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
-        heard[0] = time.time()
+        if now >= stream_end[0] and not at_end:
+            at_end.update(diagnostics)
+        heard[0] = now
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     cameras = [Camera(node, name, pattern, rate, compressed, every_output) for name in names]
@@ -304,13 +311,15 @@ def run(
     diagnostics.clear()
     start = time.time()
     sent = stream(cameras, *frames, seconds, serial)
-    end = time.time()
+    end = stream_end[0] = time.time()
     # The node's last status while the stream ran: its CPU figures cover the stream, not the
     # idle second after it (the last status of all counts every frame of the run).
     streaming = dict(diagnostics)
     wait_for_last_answers(cameras)
     # The report's figures come from a status sent after the stream: a node loaded beyond its
-    # diagnostics_period may send it late (10 s at most; a node that sends none has none).
+    # diagnostics_period may send it late (10 s at most; a node that sends none has none). The
+    # last one heard counts every frame; the first after the stream judges the stream's rates
+    # (the last may come seconds later, its window mostly idle).
     give_up = time.time() + 10.0
     while heard[0] < end and time.time() < give_up:
         time.sleep(0.05)
@@ -324,6 +333,7 @@ def run(
         "cameras": {c.name: c.report(sent) for c in cameras},
         "diagnostics": dict(diagnostics),
         "diagnostics while streaming": streaming or dict(diagnostics),
+        "diagnostics at the stream's end": dict(at_end) or dict(diagnostics),
     }
     spinning.stop()
     node.destroy_node()

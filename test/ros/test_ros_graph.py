@@ -339,16 +339,18 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
     assert sum(received) < 0.8 * offered, received  # overloaded: frames had to be dropped
     # The node says so, in its status and once in its log, with what would answer more: in its
     # last status while the cameras streamed once judged (5 s of frames: CI run 93 heard none
-    # judged before the stream ended) and in its status after.
+    # judged before the stream ended) and in its first status after. Not its last: the driver
+    # waits 1.5 to 5 s for the last answers first, so that one's 10 s window is partly idle
+    # (its input fell to 24 Hz of the stream's 82 in a run here; CI run 100 heard `no` there).
     statuses = [
         report[key]["/depthclip: depth estimation"]
-        for key in ("diagnostics while streaming", "diagnostics")
+        for key in ("diagnostics while streaming", "diagnostics at the stream's end")
     ]
     judged = [s for s in statuses if s["input faster than the model"] != "not judged yet"]
-    assert judged, statuses  # the status after the stream covers its 6 s at least
+    assert judged, statuses  # the status at the stream's end covers its 6 s at least
     for status in judged:
         outpaced = status["input faster than the model"]
-        assert outpaced.startswith("yes: ") and "depthclip-export" in outpaced, status
+        assert outpaced.startswith("yes: ") and "depthclip-export" in outpaced, json.dumps(status)
         assert 0 < float(status["model busy (% of the time)"]) <= 100, status  # capped
     assert log.read_text().count("input faster than the model: ") == 1
     assert min(received) > 0 and max(received) - min(received) <= max(2, 0.2 * max(received))
