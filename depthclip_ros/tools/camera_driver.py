@@ -53,6 +53,7 @@ MORE_OUTPUTS = {
     "compressed_depth": CompressedImage,
 }
 OFFSET_NS = 1000  # the `offset` pattern: 1 us
+ANSWERS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # the node's outputs
 
 
 def frame_fx(serial: int) -> float:
@@ -71,7 +72,6 @@ class Camera:
 
         self.name, self.pattern = name, pattern
         self.frames_per_second = max(1, round(rate))
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         # A camera driver's QoS (REP 2003: reliable, system default depth); the node adapts.
         self.image_pub = node.create_publisher(Image, topic("image"), 10)
         self.info_pub = (
@@ -96,7 +96,7 @@ class Camera:
         for key, msg_type in more.items():
             self.answers.append(
                 node.create_subscription(
-                    msg_type, topic(OUTPUTS[key]), self._arrival_counter(key), reliable
+                    msg_type, topic(OUTPUTS[key]), self._arrival_counter(key), ANSWERS_QOS
                 )
             )
 
@@ -134,7 +134,7 @@ class Camera:
         """A reliable subscription to `output` (a key of OUTPUTS); the messages the middleware
         reports lost are counted in `lost` (a middleware or rclpy without that event: none
         counted)."""
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        name = topic(OUTPUTS[output])
 
         def count(event):
             with self.lock:
@@ -144,11 +144,11 @@ class Camera:
             losses = SubscriptionEventCallbacks(message_lost=count)
             try:
                 return node.create_subscription(
-                    msg_type, topic(OUTPUTS[output]), callback, reliable, event_callbacks=losses
+                    msg_type, name, callback, ANSWERS_QOS, event_callbacks=losses
                 )
             except UnsupportedEventTypeError:
                 pass
-        return node.create_subscription(msg_type, topic(OUTPUTS[output]), callback, reliable)
+        return node.create_subscription(msg_type, name, callback, ANSWERS_QOS)
 
     def _arrival_counter(self, output: str):
         def count(msg):
