@@ -26,6 +26,7 @@ from ..messages.outputs import DEFAULT_OUTPUTS
 from .plan import STORAGES, plan_bag
 from .processing import RANGE_TOPICS, process_bag
 from .reading import print_info
+from .warnings import warning_line
 
 OVERWRITE_HINT = "; pass --overwrite to replace it"
 
@@ -245,8 +246,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("depthclip-bag: interrupted; no output written", file=sys.stderr)
         return 130
-    for problem, timestamp in stats["problems"].items():
-        print(f"warning: {problem} (first at log time {timestamp} ns)", file=sys.stderr)
+    for entry in stats["warnings"]:
+        print(warning_line(entry), file=sys.stderr)
     preparing = stats["preparing_seconds"]
     print(
         f"wrote {args.output} ({stats['storage']}): {stats['copied']} input messages copied, "

@@ -38,6 +38,7 @@ from .reading import (
     CAMERA_INFO,
     read_messages,
 )
+from .warnings import BagWarnings
 
 # metric_scale's range data in a bag, by default where a robot's drivers publish them.
 RANGE_TOPICS = {"scan": "/scan", "points": "/anchors/points", "depth": "/anchors/depth"}
@@ -119,7 +120,7 @@ class BagProcessor:
         self.builder = MessageBuilder.from_typestore(typestore)
         self.batch_size = batch_size
         self.copied = 0
-        self.problems: dict = {}
+        self.warnings = BagWarnings()
         self.prepared_sizes: set = set()
         self.preparing_seconds = 0.0  # spent preparing image sizes (CUDA graphs, TensorRT)
 
@@ -223,7 +224,7 @@ class BagProcessor:
                 add(stamped)
             except AnchorError as exc:
                 frames = f"{stamped.header.frame_id} -> {stamped.child_frame_id}"
-                self.problems.setdefault(f"{topic}: {frames}: {exc}", timestamp)
+                self.warnings.add(f"{topic}: {frames}: {exc}", timestamp)
 
     def _index_camera_infos(self, reader, in_path, info_topic) -> CameraInfoIndex:
         """Every camera_info by stamp, (connection, log time, raw) each: pairing by stamp makes the
@@ -251,7 +252,7 @@ class BagProcessor:
         camera.stats["info_fallbacks"] += warnings.fallback is not None
         for warning in warnings:
             if warning:
-                self.problems.setdefault(f"{camera.image_topic}: {warning}", timestamp)
+                self.warnings.add(f"{camera.image_topic}: {warning}", timestamp)
         return info
 
     def _deserialize(self, raw, conn, timestamp):
@@ -269,7 +270,7 @@ class BagProcessor:
             rgb = decode_image(msg)
         except ImageDecodeError as exc:  # like the node: skip the frame, say why
             camera.stats["rejected"] += 1
-            self.problems.setdefault(f"{camera.image_topic}: rejected: {exc}", timestamp)
+            self.warnings.add(f"{camera.image_topic}: rejected: {exc}", timestamp)
             return
         info = self._camera_info_for(camera, msg, timestamp, (rgb.shape[1], rgb.shape[0]))
         frame = PendingFrame(
@@ -340,7 +341,7 @@ class BagProcessor:
         scale.apply(result, index, points, k, stamp, self.settings, problems)
         if scale.reason:
             topic = frame.owner.image_topic
-            self.problems.setdefault(f"{topic}: metric_scale: {scale.reason}", frame.log_time)
+            self.warnings.add(f"{topic}: metric_scale: {scale.reason}", frame.log_time)
 
     def _add_outputs(self, chunk, frame):
         camera = frame.owner
@@ -356,7 +357,7 @@ class BagProcessor:
         camera.stats["depth"] += 1
         camera.stats["clouds"] += "points" in messages or "clearing" in messages
         if out.cloud is not None and out.cloud.warning:
-            self.problems.setdefault(f"{camera.image_topic}: {out.cloud.warning}", frame.log_time)
+            self.warnings.add(f"{camera.image_topic}: {out.cloud.warning}", frame.log_time)
         for name, msg in messages.items():
             if name not in camera.connections:
                 camera.connections[name] = self._writer.add_connection(
@@ -366,6 +367,16 @@ class BagProcessor:
             chunk.messages.append(
                 (conn, frame.log_time, self.typestore.serialize_cdr(msg, conn.msgtype))
             )
+
+
+def shared_depth_image(settings: OutputSettings, cameras: int, depth_topic) -> bool:
+    """Whether one depth topic would serve several cameras (the node gives each its own)."""
+    return (
+        settings.metric_scale != "off"
+        and "depth" in settings.metric_scale_sources
+        and cameras > 1
+        and not isinstance(depth_topic, dict)
+    )
 
 
 def process_bag(
@@ -386,13 +397,20 @@ def process_bag(
     data from `range_topics` ({source: topic, or {image topic: topic} for each camera its
     own}, RANGE_TOPICS by default) and its frames from
     /tf_static and static_transforms. Returns the run's statistics: totals, `cameras` ({image
-    topic: its own}), `problems` ({warning: first log time}), `seconds` (the frames'
+    topic: its own}), `warnings` (BagWarnings.summary: one entry a kind), `seconds` (the frames'
     processing) and `preparing_seconds` (each image size's CUDA graphs or TensorRT engine, made
     before its first frame: apart, as they are paid once). BagError on a bag problem or a write
     error; nothing is left at OUT unless the whole run succeeds."""
     if batch_size < 1:
         raise BagError(f"batch size must be >= 1, got {batch_size}")
     out_path, cameras = plan.out_path, [_Camera(planned) for planned in plan.cameras]
+    depth_topic = {**RANGE_TOPICS, **(range_topics or {})}["depth"]
+    if shared_depth_image(settings, len(cameras), depth_topic):
+        raise BagError(
+            f"metric_scale source depth with {len(cameras)} cameras: a depth image is "
+            f"registered to one camera, and {depth_topic} would serve them all; give "
+            "--anchor-depth-topic once per --image-topic, in their order"
+        )
     typestore = get_typestore(Stores.ROS2_KILTED)
     processor = BagProcessor(
         estimator, settings, typestore, batch_size, scene_switch_frames, range_topics
@@ -428,5 +446,5 @@ def process_bag(
         device=str(estimator.device),
         model=estimator.model_identity,
         cameras=per_camera,
-        problems=dict(processor.problems),
+        warnings=processor.warnings.summary(),
     )

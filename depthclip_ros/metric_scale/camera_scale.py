@@ -31,14 +31,11 @@ def fitted_from(settings) -> tuple:
     return FITTED_FROM + (("bin_probs",) if settings.metric_scale == "bins" else ())
 
 
-def anchor_geometry(settings) -> tuple:
-    """The parameters that place the anchors in the camera's frame (ground's only where the
-    source ground is on)."""
-    ground = "ground" in settings.metric_scale_sources
-    return (
-        tuple(settings.static_transforms),
-        (settings.ground_height, settings.ground_pitch) if ground else None,
-    )
+def ground_mount(settings) -> tuple | None:
+    """The camera's height and pitch over the floor where the source ground is on, else None."""
+    if "ground" not in settings.metric_scale_sources:
+        return None
+    return settings.ground_height, settings.ground_pitch
 
 
 class CameraScale:
@@ -50,6 +47,8 @@ class CameraScale:
         self.reason = ""  # why the last frame was not fitted ("" when it was)
         self.anchors = 0  # the last frame's anchors received
         self._key = None  # the head and geometry the tracked scale belongs to
+        self._ground = None  # the ground's mount the tracked scale was last fitted with
+        self.restarted = False  # the state was dropped (a new head, mount or range) since a fit
         # The last frame's seconds: projection, fit and filter; the application to the result.
         self.seconds = {"fit": 0.0, "application": 0.0}
         self._upsampling = None  # (grid, size, BilinearUpsampling) of mode bins' last frame
@@ -57,7 +56,14 @@ class CameraScale:
 
     def reset(self) -> None:
         self.tracker.reset()
-        self.calibration, self._key = None, None
+        self.calibration, self._key, self._ground = None, None, None
+        self.restarted = False
+
+    def _restart(self) -> None:
+        """The tracked state dropped while on: said so until the next fit."""
+        self.restarted = self.restarted or self.tracker.calibration_known()
+        self.tracker.reset()
+        self._ground = None
 
     def apply(self, result, index: int, anchors, k, stamp: float, settings, problems=()):
         """Image `index` of `result` calibrated in place by the camera's scale (under
@@ -72,18 +78,22 @@ class CameraScale:
         if result.coarse_depth is None:
             raise ValueError("metric_scale fits the grid's depth: predict was not asked for it")
         # A new head (bins, prompts, temperature) or geometry is another model's scale; a new
-        # mount (static_transforms, the ground's height or pitch) says the anchors the state
-        # was fitted to were placed wrong: none of them is evidence any more.
+        # mount (static_transforms, the ground's height or pitch while it is a source) says the
+        # anchors the state was fitted to were placed wrong: none of them is evidence any
+        # more. A source turned on or off is not a new mount.
         heads = result.head_keys
         key = (
             heads[index] if heads else None,
             tuple(result.region),
             result.coarse_depth.shape,
-            anchor_geometry(settings),
+            tuple(settings.static_transforms),
         )
-        if key != self._key:
-            self.tracker.reset()
+        ground = ground_mount(settings)
+        if key != self._key or ground is not None and self._ground not in (None, ground):
+            self._restart()
             self._key = key
+        if ground is not None:
+            self._ground = ground
         anchors = np.asarray(anchors, np.float64).reshape(-1, 3)
         self.anchors = len(anchors)
         frame_fit = None
@@ -112,6 +122,17 @@ class CameraScale:
         else:
             self.reason = frame_fit.reason if not frame_fit.fitted else ""
         calibration = self.tracker.calibration(stamp, settings.metric_scale_half_life)
+        lowest, highest = settings.metric_scale_min, settings.metric_scale_max
+        if calibration is not None and not lowest <= calibration.scale <= highest:
+            # The range changed under the tracked scale: it is no longer one to apply.
+            self.reason = (
+                f"tracked scale {calibration.scale:.3g} outside [{lowest:g}, {highest:g}]: "
+                "restarted"
+            )
+            self._restart()
+            calibration = None
+        if calibration is not None:
+            self.restarted = False
         if calibration is not None and calibration.offsets and not moves_bins:
             # Left from mode bins until a fit in the new mode replaces them: the frame has no
             # bin probabilities to move its bins with.
@@ -154,7 +175,8 @@ class CameraScale:
         if settings.metric_scale == "off" or self.tracker.last_fit is None and not self.reason:
             return None
         if self.calibration is None:
-            return ERROR, f"metric_scale never fitted: {self.reason or 'no fit yet'}"
+            since = "not fitted since a restart" if self.restarted else "never fitted"
+            return ERROR, f"metric_scale {since}: {self.reason or 'no fit yet'}"
         if self.calibration.age > settings.metric_scale_max_age:
             return WARN, (
                 f"metric_scale fit {self.calibration.age:.1f} s old: {self.reason or 'no fit'}"

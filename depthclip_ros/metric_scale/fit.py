@@ -23,6 +23,12 @@ depths are linear in the bins' values through the bin probabilities at their pix
 `scale_shift` fit (its agreeing anchors; its bins s b + t the prior), the values b' of least
 relative error, each pulled towards s b + t by BIN_STIFFNESS cells' worth of evidence (a bin no
 anchor speaks for stays where the scale and shift put it), kept increasing.
+
+A fit is refused, with its reason, where no more cells agree with it than it has parameters or
+fewer than MIN_AGREEING_SHARE of them do (anchors that scatter: a mount given wrong, a
+misregistered depth image), where its std is not finite, and (`scale_shift`) where it would move
+the nearest bin to less than MIN_DEPTH (depth is positive, REP 118); mode `bins` holds its first
+bin at MIN_DEPTH at least.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ EDGE_RATIO = 1.3  # a cell's four neighbours' depths farther apart than this: a 
 BIN_MARGIN = 0.03  # share of the bins' span at each end where the model saturates
 INLIER_RELATIVE_ERROR = 0.1  # an anchor agrees with a fit within 10 % of its depth
 MIN_INLIER_SHARE = 0.6  # below it the Huber fit's start is RANSAC's
+MIN_AGREEING_SHARE = 0.2  # a fit fewer of the cells agree with is no fit
 SURE_SHARE = 0.9  # a Huber fit this share of the cells agrees with is not second-guessed
 CLEARER_BY = 0.05  # RANSAC's fit replaces Huber's where this much more of the cells agree
 HUBER_K = 1.345  # Huber's constant, in robust standard deviations of the residuals
@@ -194,14 +201,26 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
             cells,
             f"scale {scale:.3g} outside [{scale_range[0]:g}, {scale_range[1]:g}]",
         )
+    agreeing = float(share @ agree)
+    if agreeing <= design.shape[1] + 1e-9 or agreeing < MIN_AGREEING_SHARE * cells:
+        return _none(
+            mode, counts, n, cells, f"anchors in {agreeing:.3g} of {cells} cells agree with a fit"
+        )
     stds = _parameter_stds(moments, residuals, share * agree)
-    spoken = m[agree] if agree.any() else m  # where the fit has anchors to show for it
+    if not np.isfinite(stds).all():
+        return _none(mode, counts, n, cells, "the fit's std is not finite")
+    spoken = m[agree]  # where the fit has anchors to show for it
     offsets = ()
     if mode == "bins":
         affine = scale * np.asarray(bins, np.float64) + shift
         moved = _bin_values(projection.probs, z, share * agree, affine, median(z))
         offsets = tuple((moved - affine).tolist())
         residuals = projection.probs @ moved / z - 1.0
+    elif bins is not None and not scale * float(bins[0]) + shift >= MIN_DEPTH:
+        nearest = scale * float(bins[0]) + shift
+        return _none(
+            mode, counts, n, cells, f"nearest bin moved to {nearest:.3g} m (depth must be > 0)"
+        )
     return Fit(
         mode,
         scale,
@@ -223,13 +242,15 @@ def _bin_values(probs, z, weights, affine, depth: float) -> np.ndarray:
     """The bins' values b' of least weighted relative error |p . b' / z - 1| (`probs` (n, K)
     at the anchors of depth `z`, `weights` each anchor's), each pulled towards its `affine`
     value (the scale and shift's) by BIN_STIFFNESS cells' worth on (b' - affine) / `depth`;
-    increasing, at least MIN_BIN_GAP of the affine step apart."""
+    the first at least MIN_DEPTH, increasing, at least MIN_BIN_GAP of the affine step apart."""
     design = probs / z[:, None]
     weighted = design * weights[:, None]
     normal = weighted.T @ design
     stiffness = BIN_STIFFNESS / depth**2
     normal[np.diag_indices_from(normal)] += stiffness
     moved = np.linalg.solve(normal, weighted.sum(axis=0) + stiffness * affine)
+    # Positive (REP 118) where the prior puts a bin no anchor speaks for below MIN_DEPTH.
+    moved[0] = max(moved[0], MIN_DEPTH)
     gaps = MIN_BIN_GAP * np.diff(affine)
     for k in range(1, len(moved)):
         moved[k] = max(moved[k], moved[k - 1] + gaps[k - 1])

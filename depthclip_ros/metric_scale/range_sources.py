@@ -126,7 +126,7 @@ class RangeSources:
                 if msg is None:
                     problems.append(f"no {name} within {settings.metric_scale_slop:g} s")
                     continue
-                own = _points(name, msg, k, size)
+                own = _points(name, msg, k, size, header.frame_id)
                 transform = self._lookup(header.frame_id, msg.header, settings)
                 points.append(transform.apply(own))
             except AnchorError as exc:
@@ -237,8 +237,9 @@ def _ns(msg) -> int:
     return stamp_ns(msg.header.stamp)
 
 
-def _points(name: str, msg, k, size: tuple) -> np.ndarray:
-    """The (N, 3) points of a message of source `name` in its own frame."""
+def _points(name: str, msg, k, size: tuple, frame_id: str) -> np.ndarray:
+    """The (N, 3) points of a message of source `name` in its own frame (the image's,
+    `frame_id`, for a depth image)."""
     if name == "scan":
         return range_data.scan_points(msg)
     if name == "points":  # read as it came (ReadCloud)
@@ -246,7 +247,13 @@ def _points(name: str, msg, k, size: tuple) -> np.ndarray:
             raise AnchorError(msg.error)
         return msg.points
     # depth: registered to the camera (a RealSense's aligned_depth_to_color), so its pixels
-    # are the image's and the image's K back-projects them.
+    # are the image's and the image's K back-projects them; in another frame its pixels are
+    # another camera's, which that K would place wrong (and the extrinsic move again).
+    if msg.header.frame_id != frame_id:
+        raise AnchorError(
+            f"a depth image in frame {msg.header.frame_id!r} for an image in {frame_id!r}: "
+            "metric_scale's depth must be registered to the camera (its frame_id)"
+        )
     metres = range_data.depth_image_metres(msg)
     if metres.shape != tuple(size):
         raise AnchorError(

@@ -1,0 +1,311 @@
+"""metric_scale's guards: what no input may do to the published numbers (a state made NaN, a
+depth made negative), the tracked state's variance over time, stamps that go back, the per-bin
+offsets through fallback frames, and the changes of parameters that must and must not restart
+the state. Known inputs, known answers; each of these failed on the release before."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from test_metric_scale import BINS, GRID, REGION, K, cell_points, smooth_result
+
+from depthclip_ros.config.settings import OutputSettings
+from depthclip_ros.metric_scale import fit, tracking
+from depthclip_ros.metric_scale.camera_scale import CameraScale
+
+
+def scattered_points(count=10, seed=0):
+    """`count` anchors in `count` cells of a wall the model puts at 2 m, their depths 2 m
+    times ratios each more than 10 % from the others (a mount given wrong)."""
+    rng = np.random.default_rng(seed)
+    cells = rng.choice(GRID[0] * GRID[1], count, replace=False)
+    rows, cols = np.divmod(cells, GRID[1])
+    u = cols * (639 / (GRID[1] - 1))
+    v = rows * (479 / (GRID[0] - 1))
+    z = 2.0 * 1.25 ** np.arange(count)  # each ratio 25 % from the next
+    return np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], -1)
+
+
+def still_fit(scale, std):
+    """A frame's fit in mode scale of a view the model puts at 1-3 m."""
+    return fit.Fit("scale", scale, 0.0, std, 0.0, 100, 100, 90, 85, 0.01, model_span=(1, 3))
+
+
+@pytest.mark.parametrize("mode", ["scale", "scale_shift"])
+def test_anchors_no_fit_agrees_with_are_no_fit_and_never_make_the_state_nan(mode):
+    """Ten anchors in ten cells whose ratios to the model are each 25 % apart: refused with the
+    reason; two such frames, then clean anchors at 1.5 times the model: the state is the clean
+    scale and every number finite."""
+    coarse = np.full(GRID, 2.0)
+    scattered = fit.project(scattered_points(), K, REGION, coarse, BINS)
+    refused = fit.fit(scattered, mode, 8, (0.2, 50.0))
+    assert not refused.fitted
+    assert refused.reason.startswith("anchors in ") and "cells agree with a fit" in refused.reason
+    tracker = tracking.ScaleTracker()
+    for frame in range(2):
+        tracker.update(refused, frame / 15, 2.0, 3.0)
+    # Fits that the old rule took: as few agreeing cells as parameters, an infinite std.
+    infinite = dataclasses.replace(refused, scale=1.2, shift=0.0, log_scale_std=np.inf)
+    tracker.update(infinite, 2 / 15, 2.0, 3.0)
+    tracker.update(infinite, 3 / 15, 2.0, 3.0)
+    assert tracker.calibration(3 / 15, 2.0) is None
+    wall = np.full((480, 640), 3.0)
+    clean = fit.project(cell_points(wall), K, REGION, coarse, BINS)
+    for frame in range(4, 12):
+        tracker.update(fit.fit(clean, "scale", 8, (0.2, 50.0)), frame / 15, 2.0, 3.0)
+    state = tracker.calibration(12 / 15, 2.0)
+    assert state.scale == pytest.approx(1.5, rel=1e-6)
+    assert np.isfinite([state.scale, state.shift, state.log_scale_std, state.shift_std]).all()
+
+
+def test_a_fit_that_would_put_the_nearest_bin_below_zero_is_refused():
+    """A wall the model puts at 1.6-2.4 m whose truth is five times that less 6 m (2-6 m): the
+    scale and shift that fit it (5, -6) put the bins from 1 m at -1 m: refused, with why."""
+    model = np.tile(np.linspace(1.6, 2.4, GRID[1]), (GRID[0], 1))
+    truth = 5.0 * model - 6.0
+    full = np.kron(truth, np.ones((32, 32)))
+    projection = fit.project(cell_points(full), K, REGION, model, np.linspace(1.0, 3.0, 8))
+    free = fit.fit(projection, "scale_shift", 8, (0.2, 50.0))
+    assert free.scale == pytest.approx(5.0, rel=1e-3)  # without the bins, the fit is found
+    refused = fit.fit(projection, "scale_shift", 8, (0.2, 50.0), np.linspace(1.0, 3.0, 8))
+    assert not refused.fitted
+    assert refused.reason == "nearest bin moved to -1 m (depth must be > 0)"
+
+
+def test_a_tracked_state_never_publishes_a_negative_depth():
+    """Two fits that each keep their bins positive (s 5, t -6 over bins from 1.3 m; s 1, t 0),
+    mixed in log s, put the first bin at -0.09 m: the depth, its grid and the bins applied are
+    all at least MIN_DEPTH and increasing, the std finite."""
+    calibration = tracking.Calibration(np.sqrt(5.0), -3.0, 0.01, 0.05, 0.0)
+    bins = np.linspace(1.3, 3.0, 8)
+    assert calibration.scale * bins[0] + calibration.shift < 0
+    result = smooth_result(with_probs=False)
+    result.bins = bins.astype(np.float32)
+    result.coarse_depth[:] = np.float32(1.3)  # where the model sits at its first bin
+    calibration.apply(result, 0)
+    assert (result.coarse_depth >= fit.MIN_DEPTH).all()
+    assert np.isfinite(result.coarse_std).all()
+    applied = result.bins_of(0)
+    assert applied[0] >= fit.MIN_DEPTH and (np.diff(applied) > 0).all()
+    lower = calibration.lower_bins(bins)
+    assert lower[0] >= fit.MIN_DEPTH and (np.diff(lower) > 0).all()
+
+
+def test_moved_bins_stay_increasing_whatever_the_offsets():
+    calibration = tracking.Calibration(1.0, 0.0, 0.01, 0.0, 0.0, (0.0, 0.5, -0.6, 0.0))
+    bins = np.array([1.0, 2.0, 3.0, 4.0])
+    for moved in (calibration.bins(bins), calibration.lower_bins(bins)):
+        assert (np.diff(moved) > 0).all(), moved
+
+
+def test_a_still_views_state_knows_its_scale_as_well_as_its_fits_and_grows_without_them():
+    """Fits of std 0.5 % at 15 Hz (the default 2 s half-life): the tracked std of log s is
+    below 0.01 after 5 s (the fits support it; each frame's drift is per second of stamps),
+    and 2 s without fits at least doubles it."""
+    tracker = tracking.ScaleTracker()
+    rng = np.random.default_rng(0)
+    for frame in range(75):
+        scale = 1.5 * np.exp(rng.normal(0, 0.005))
+        tracker.update(still_fit(scale, 0.005), frame / 15, 2.0, 3.0)
+    settled = tracker.calibration(74 / 15, 2.0)
+    assert settled.log_scale_std < 0.01
+    assert np.log(settled.scale / 1.5) == pytest.approx(0.0, abs=0.01)
+    dark = tracker.calibration(74 / 15 + 2.0, 2.0)
+    assert dark.log_scale_std >= 2 * settled.log_scale_std
+
+
+@pytest.mark.parametrize("scatter, claimed", [(0.05, 0.01), (0.02, 0.01), (0.005, 0.005)])
+def test_the_states_std_covers_its_error_when_fits_scatter_more_than_they_say(scatter, claimed):
+    """Fits that claim `claimed` and scatter `scatter` (log s), 4 s at 15 Hz, 100 runs: the
+    state's std is at least the spread of its error over the runs (it never claims more than
+    the fits show)."""
+    errors, stds = [], []
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        tracker = tracking.ScaleTracker()
+        for frame in range(60):
+            scale = np.exp(rng.normal(0, scatter))
+            one = fit.Fit(
+                "scale", scale, 0.0, claimed, 0.0, 100, 100, 90, 85, 0.01, model_span=(1, 3)
+            )
+            tracker.update(one, frame / 15, 2.0, 3.0)
+        state = tracker.calibration(59 / 15, 2.0)
+        errors.append(np.log(state.scale))
+        stds.append(state.log_scale_std)
+    assert np.mean(stds) >= np.std(errors)
+
+
+def test_stamps_that_go_back_without_a_fit_keep_ageing_the_state():
+    """A bag looped (stamps back to the start) with no fit after: the fit's age goes on from
+    the age it had, and its std grows; diagnostics WARN once it passes metric_scale_max_age."""
+    tracker = tracking.ScaleTracker()
+    tracker.update(still_fit(1.5, 0.005), 10.0, 2.0, 3.0)
+    assert tracker.calibration(10.5, 2.0).age == pytest.approx(0.5)
+    looped = [tracker.calibration(stamp, 2.0) for stamp in (0.0, 1.0, 3.0)]
+    assert [c.age for c in looped] == pytest.approx([0.5, 1.5, 3.5])
+    assert looped[0].log_scale_std < looped[1].log_scale_std < looped[2].log_scale_std
+
+    camera = CameraScale()
+    settings = OutputSettings(metric_scale="scale", metric_scale_min_anchors=8)
+    result = smooth_result(with_probs=False)
+    depth = np.kron(result.coarse_depth[0].astype(np.float64), np.ones((32, 32)))
+    camera.apply(result, 0, cell_points(1.5 * depth), K, 10.0, settings)
+    for stamp in (0.0, 1.0, 2.5):  # looped: no anchors
+        camera.apply(smooth_result(with_probs=False), 0, np.empty((0, 3)), K, stamp, settings)
+    level, words = camera.verdict(settings)
+    assert level == tracking_warn() and words.startswith("metric_scale fit 2.5 s old")
+
+
+def tracking_warn():
+    from depthclip_ros.runtime.health import WARN
+
+    return WARN
+
+
+def bins_fit(scale, offsets, stamp_mode="bins"):
+    return fit.Fit(
+        stamp_mode, scale, 0.0, 0.005, 0.005, 100, 100, 90, 85, 0.01,
+        bin_offsets=offsets, model_span=(1.0, 3.0),
+    )  # fmt: skip
+
+
+def test_a_fallback_frame_keeps_the_tracked_bins_and_the_next_bins_fit_is_filtered():
+    """Mode bins: a frame whose anchors lay at one depth (fitted as a scale alone) keeps the
+    tracked per-bin offsets; the next frame's offsets are filtered into them, not taken whole."""
+    tracker = tracking.ScaleTracker()
+    for frame in range(30):
+        tracker.update(bins_fit(1.0, (0.0, 0.2, -0.1)), frame / 15, 2.0, 3.0)
+    fallback = dataclasses.replace(bins_fit(1.0, ()), mode="scale", reason="anchors at one depth")
+    tracker.update(fallback, 2.0, 2.0, 3.0)
+    np.testing.assert_allclose(tracker.calibration(2.0, 2.0).offsets, (0.0, 0.2, -0.1))
+    tracker.update(bins_fit(1.0, (0.1, 0.3, 0.0)), 2.0 + 1 / 15, 2.0, 3.0)
+    offsets = np.array(tracker.calibration(2.0 + 1 / 15, 2.0).offsets)
+    assert (offsets > (0.0, 0.2, -0.1)).all() and (offsets < (0.05, 0.25, -0.05)).all()
+
+
+def test_turning_the_ground_on_or_off_keeps_the_state_where_a_new_ground_mount_restarts_it():
+    """docs/metric_scale.md: a change of sources never restarts the state; a new mount does."""
+    settings = OutputSettings(metric_scale="scale", metric_scale_min_anchors=8)
+    with_ground = dataclasses.replace(
+        settings, metric_scale_sources=("scan", "ground"), ground_height=1.0
+    )
+    result = smooth_result(with_probs=False)
+    depth = np.kron(result.coarse_depth[0].astype(np.float64), np.ones((32, 32)))
+    camera = CameraScale()
+    camera.apply(smooth_result(with_probs=False), 0, cell_points(1.5 * depth), K, 0.0, settings)
+    sequence = [(with_ground, True), (settings, True), (with_ground, True)]
+    sequence += [(dataclasses.replace(with_ground, ground_height=1.2), False)]
+    for stamp, (changed, kept) in enumerate(sequence, start=1):
+        calibration = camera.apply(
+            smooth_result(with_probs=False), 0, np.empty((0, 3)), K, stamp / 15, changed
+        )
+        assert (calibration is not None) == kept, (stamp, changed)
+
+
+def test_a_scale_max_lowered_below_the_tracked_scale_takes_effect_at_the_next_frame():
+    settings = OutputSettings(metric_scale="scale", metric_scale_min_anchors=8)
+    result = smooth_result(with_probs=False)
+    depth = np.kron(result.coarse_depth[0].astype(np.float64), np.ones((32, 32)))
+    camera = CameraScale()
+    camera.apply(smooth_result(with_probs=False), 0, cell_points(1.5 * depth), K, 0.0, settings)
+    lowered = dataclasses.replace(settings, metric_scale_max=1.2)
+    frame = smooth_result(with_probs=False)
+    assert camera.apply(frame, 0, np.empty((0, 3)), K, 1 / 15, lowered) is None
+    np.testing.assert_array_equal(frame.coarse_depth, smooth_result().coarse_depth)
+    assert camera.reason == "tracked scale 1.5 outside [0.2, 1.2]: restarted"
+
+
+def test_after_a_reset_the_diagnostics_say_not_fitted_since_it_not_never():
+    settings = OutputSettings(metric_scale="scale", metric_scale_min_anchors=8)
+    result = smooth_result(with_probs=False)
+    depth = np.kron(result.coarse_depth[0].astype(np.float64), np.ones((32, 32)))
+    camera = CameraScale()
+    camera.apply(smooth_result(with_probs=False), 0, cell_points(1.5 * depth), K, 0.0, settings)
+    assert camera.verdict(settings) is None
+    moved = dataclasses.replace(settings, static_transforms=("0 0 0.1 0 0 0 laser camera",))
+    camera.apply(smooth_result(with_probs=False), 0, np.empty((0, 3)), K, 1 / 15, moved)
+    level, words = camera.verdict(moved)
+    assert level == tracking_error() and words.startswith(
+        "metric_scale not fitted since a restart"
+    )
+    fresh = CameraScale()
+    fresh.apply(smooth_result(with_probs=False), 0, np.empty((0, 3)), K, 0.0, settings)
+    assert fresh.verdict(settings)[1].startswith("metric_scale never fitted")
+
+
+def tracking_error():
+    from depthclip_ros.runtime.health import ERROR
+
+    return ERROR
+
+
+def test_nothing_published_is_negative_or_nan_where_the_model_was_finite():
+    """Random fits (scales across their range, shifts either way, stds from 0 to inf, NaN
+    among them), random stamps forwards and back: every calibrated depth, std and bin is
+    finite, and every depth and bin at least MIN_DEPTH."""
+    rng = np.random.default_rng(3)
+    tracker = tracking.ScaleTracker()
+    bins = np.linspace(1.0, 3.0, 8)
+    stamp = 0.0
+    for _ in range(400):
+        stamp += rng.choice([1 / 15, -3.0, 0.0, 5.0], p=[0.85, 0.05, 0.05, 0.05])
+        std = rng.choice([0.0, 0.005, 0.2, np.inf, np.nan])
+        one = fit.Fit(
+            "scale_shift", float(np.exp(rng.uniform(-1.6, 1.6))), float(rng.uniform(-3, 3)),
+            std, std, 100, 100, 90, 85, 0.01, model_span=(1.0, 3.0),
+        )  # fmt: skip
+        tracker.update(one, stamp, 2.0, 3.0)
+        calibration = tracker.calibration(stamp, 2.0)
+        if calibration is None:
+            continue
+        result = smooth_result(with_probs=False)
+        result.bins = bins.astype(np.float32)
+        calibration.apply(result, 0)
+        for values in (result.coarse_depth, result.coarse_std, result.bins_of(0)):
+            assert np.isfinite(values).all()
+        assert (result.coarse_depth >= fit.MIN_DEPTH).all()
+        assert (result.bins_of(0) >= fit.MIN_DEPTH).all()
+        assert (calibration.lower_bins(bins) >= fit.MIN_DEPTH).all()
+
+
+def test_a_depth_image_in_another_frame_than_the_images_is_refused_with_its_reason():
+    from helpers import camera_info
+    from helpers import stamp as stamped
+
+    from depthclip_ros.metric_scale.range_sources import RangeSources
+
+    sources = RangeSources()
+    settings = OutputSettings(
+        metric_scale="scale", metric_scale_sources=("depth",), metric_scale_min_anchors=8
+    )
+    wall = np.full((480, 640), 3.0, np.float32)
+    msg = depth_msg(wall, "depth_optical_frame")
+    sources.add("depth", stamped(msg, 1, 0, frame="depth_optical_frame"))
+    header = stamped(depth_msg(wall, "camera_optical_frame"), 1, 0).header
+    header.frame_id = "camera_optical_frame"
+    points, _, problems = sources.anchors(
+        header, camera_info(640, 480, K[0, 0], K[1, 1], K[0, 2], K[1, 2]), (480, 640), settings
+    )
+    assert len(points) == 0
+    assert problems == [
+        "a depth image in frame 'depth_optical_frame' for an image in 'camera_optical_frame': "
+        "metric_scale's depth must be registered to the camera (its frame_id)"
+    ]
+    sources.add("depth", stamped(depth_msg(wall, ""), 1, 0, frame="camera_optical_frame"))
+    points, _, problems = sources.anchors(
+        header, camera_info(640, 480, K[0, 0], K[1, 1], K[0, 2], K[1, 2]), (480, 640), settings
+    )
+    assert problems == [] and np.allclose(points[:, 2], 3.0)
+
+
+def depth_msg(depth, frame):
+    from sensor_msgs.msg import Image
+
+    return Image(
+        height=depth.shape[0],
+        width=depth.shape[1],
+        encoding="32FC1",
+        step=4 * depth.shape[1],
+        data=depth.astype("<f4").tobytes(),
+        header=Image().header.__class__(frame_id=frame),
+    )
