@@ -24,7 +24,7 @@ from ..estimator.loading import load_estimator
 from ..messages import topics
 from ..messages.outputs import DEFAULT_OUTPUTS
 from .plan import STORAGES, plan_bag
-from .processing import RANGE_TOPICS, process_bag
+from .processing import RANGE_TOPICS, check_depth_topics, process_bag
 from .reading import print_info
 from .warnings import warning_line
 
@@ -226,6 +226,7 @@ def main(argv=None) -> int:
             outputs=chosen_outputs(args),
             outputs_only=args.outputs_only,
         ) as plan:
+            check_depth_topics(settings, len(plan.cameras), range_topics(args))
             # After the cheap checks: it takes seconds (TensorRT: minutes, its engine's build).
             estimator = load_estimator(config, args.batch_size)
             if hasattr(estimator, "measure_depth_figure"):  # a lower precision's, measured here

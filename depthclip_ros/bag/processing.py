@@ -369,14 +369,21 @@ class BagProcessor:
             )
 
 
-def shared_depth_image(settings: OutputSettings, cameras: int, depth_topic) -> bool:
-    """Whether one depth topic would serve several cameras (the node gives each its own)."""
-    return (
+def check_depth_topics(settings: OutputSettings, cameras: int, range_topics=None) -> None:
+    """BagError where one depth topic would serve several cameras: a depth image is registered
+    to one camera (the node gives each named camera its own)."""
+    depth_topic = {**RANGE_TOPICS, **(range_topics or {})}["depth"]
+    if (
         settings.metric_scale != "off"
         and "depth" in settings.metric_scale_sources
         and cameras > 1
         and not isinstance(depth_topic, dict)
-    )
+    ):
+        raise BagError(
+            f"metric_scale source depth with {cameras} cameras: a depth image is registered "
+            f"to one camera, and {depth_topic} would serve them all; give "
+            "--anchor-depth-topic once per --image-topic, in their order"
+        )
 
 
 def process_bag(
@@ -404,13 +411,7 @@ def process_bag(
     if batch_size < 1:
         raise BagError(f"batch size must be >= 1, got {batch_size}")
     out_path, cameras = plan.out_path, [_Camera(planned) for planned in plan.cameras]
-    depth_topic = {**RANGE_TOPICS, **(range_topics or {})}["depth"]
-    if shared_depth_image(settings, len(cameras), depth_topic):
-        raise BagError(
-            f"metric_scale source depth with {len(cameras)} cameras: a depth image is "
-            f"registered to one camera, and {depth_topic} would serve them all; give "
-            "--anchor-depth-topic once per --image-topic, in their order"
-        )
+    check_depth_topics(settings, len(cameras), range_topics)
     typestore = get_typestore(Stores.ROS2_KILTED)
     processor = BagProcessor(
         estimator, settings, typestore, batch_size, scene_switch_frames, range_topics

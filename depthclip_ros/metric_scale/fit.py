@@ -43,7 +43,7 @@ EDGE_RATIO = 1.3  # a cell's four neighbours' depths farther apart than this: a 
 BIN_MARGIN = 0.03  # share of the bins' span at each end where the model saturates
 INLIER_RELATIVE_ERROR = 0.1  # an anchor agrees with a fit within 10 % of its depth
 MIN_INLIER_SHARE = 0.6  # below it the Huber fit's start is RANSAC's
-MIN_AGREEING_SHARE = 0.2  # a fit fewer of the cells agree with is no fit
+MIN_AGREEING_SHARE = 0.1  # a fit fewer of the cells agree with is no fit
 SURE_SHARE = 0.9  # a Huber fit this share of the cells agrees with is not second-guessed
 CLEARER_BY = 0.05  # RANSAC's fit replaces Huber's where this much more of the cells agree
 HUBER_K = 1.345  # Huber's constant, in robust standard deviations of the residuals
@@ -193,6 +193,11 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
     scale, shift = float(params[0]), float(params[1]) if mode != "scale" else 0.0
     residuals = design @ params - 1.0
     agree = np.abs(residuals) < INLIER_RELATIVE_ERROR
+    agreeing = float(share @ agree)
+    if agreeing <= design.shape[1] + 1e-9 or agreeing < MIN_AGREEING_SHARE * cells:
+        return _none(
+            mode, counts, n, cells, f"anchors in {agreeing:.3g} of {cells} cells agree with a fit"
+        )
     if not scale_range[0] <= scale <= scale_range[1]:
         return _none(
             mode,
@@ -200,11 +205,6 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
             n,
             cells,
             f"scale {scale:.3g} outside [{scale_range[0]:g}, {scale_range[1]:g}]",
-        )
-    agreeing = float(share @ agree)
-    if agreeing <= design.shape[1] + 1e-9 or agreeing < MIN_AGREEING_SHARE * cells:
-        return _none(
-            mode, counts, n, cells, f"anchors in {agreeing:.3g} of {cells} cells agree with a fit"
         )
     stds = _parameter_stds(moments, residuals, share * agree)
     if not np.isfinite(stds).all():

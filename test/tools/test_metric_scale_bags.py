@@ -591,3 +591,59 @@ def test_mode_bins_moves_each_bin_to_a_depth_cameras_metres(tmp_path, unbiased_c
         np.testing.assert_allclose(got, truth_depth, rtol=1e-2)
         ratio = got / model.predict(structured_image(HEIGHT, WIDTH, seed=i)).depth[0]
         assert np.nanmax(ratio) - np.nanmin(ratio) > 1e-5
+
+
+def test_frames_whose_anchors_no_fit_agrees_with_leave_every_later_depth_finite(
+    tmp_path, tiny_checkpoint, capsys
+):
+    """A bag whose first two frames' clouds carry ten anchors in ten cells whose ratios to the
+    model's depth are each 25 % apart (a mount given wrong) and whose next eight carry clean
+    anchors at 1.5 times it: the first two frames go out as the model made them, every later
+    one at 1.5 times (every value finite); the refusal is one warning line with its count."""
+    frames = 10
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(frames)]
+    store = get_typestore(Stores.ROS2_KILTED)
+
+    def cloud(i):
+        cells = anchors_at_the_cells(results[i], K, 1.5).reshape(-1, 3)
+        if i < 2:
+            cells = cells[:: len(cells) // 10][:10] * (1.25 ** (np.arange(10) - 5))[:, None]
+        return rosbags_cloud(cells, *frame_stamp(i), "camera_optical_frame", store)
+
+    bag = tmp_path / "scattered"
+    extra = {"/anchors/points": (store, "sensor_msgs/msg/PointCloud2", cloud)}
+    write_bag(bag, frames=frames, width=WIDTH, height=HEIGHT, extra=extra, extra_at=-50_000_000)
+    given = processed(tmp_path, bag, "out", model=tiny_checkpoint, metric_scale_sources=["points"])
+    assert len(given) == frames
+    for i, depth in enumerate(given):
+        assert np.isfinite(depth).all(), i
+        np.testing.assert_allclose(
+            depth, (1.0 if i < 2 else 1.5) * results[i].depth[0], rtol=1e-4, err_msg=str(i)
+        )
+    lines = [line for line in capsys.readouterr().err.splitlines() if "agree with a fit" in line]
+    assert len(lines) == 1 and "(2 times, log times " in lines[0], lines
+
+
+def test_one_depth_topic_for_several_cameras_is_one_line_and_nothing_written(
+    tmp_path, tiny_checkpoint, capsys
+):
+    """A depth image is registered to one camera: a bag of two cameras with source depth and
+    one --anchor-depth-topic (or none) is refused in one line, exit 2, as the node gives each
+    named camera its own topic."""
+    bag = tmp_path / "two_cameras"
+    write_bag(bag, frames=1, cameras={"/front": (WIDTH, HEIGHT), "/rear": (WIDTH, HEIGHT)})
+    settings = dict(COMMON, model=str(tiny_checkpoint), device="cpu", cache_dir=str(tmp_path))
+    settings["metric_scale_sources"] = ["depth"]
+    params = tmp_path / "depth.yaml"
+    params.write_text(yaml.safe_dump({"depthclip": {"ros__parameters": settings}}))
+    cameras = ["--image-topic", "/front/image_raw", "--image-topic", "/rear/image_raw"]
+    for given in (["--anchor-depth-topic", "/front/aligned_depth"], []):
+        capsys.readouterr()
+        argv = ["process", str(bag), str(tmp_path / "out"), "--params", str(params)]
+        assert cli.main(argv + cameras + given) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(
+            "depthclip-bag: error: metric_scale source depth with 2 cameras"
+        ), err
+        assert not (tmp_path / "out").exists()
