@@ -104,7 +104,9 @@ class OutputSettings(Schema):
     )
     metric_scale_half_life: float = param(
         2.0,
-        "metric_scale: seconds after which a frame's fit's weight halves (from the stamps)",
+        "metric_scale: the scale's drift between fits, 0.01 of log s per square root of this "
+        "many seconds of stamps (longer: smoother); 4 of them without a fit start the state "
+        "again",
         minimum=0.01,
         maximum=3600.0,
     )
@@ -138,7 +140,8 @@ class OutputSettings(Schema):
     )
     metric_scale_require: bool = param(
         False,
-        "metric_scale: withhold points and points/clearing (not the depth) until a first fit",
+        "metric_scale: withhold points, points/clearing and depth/camera_info (not the depth) "
+        "until a first fit, and after a restart of the state until the next",
     )
     ground_height: float = param(
         0.0,
