@@ -179,9 +179,8 @@ class CameraPipeline:
             self.scale.reset()
             return
         size = rgb.shape[:2]
-        info = self.camera_infos.find(msg.header.stamp) or self.camera_infos.fallback(
-            (size[1], size[0])
-        )
+        pairing = self._camera_infos(params)
+        info = pairing.find(msg.header.stamp) or pairing.fallback((size[1], size[0]))
         sources = self.node.ranges.sources
         points, k, problems = sources.anchors(msg.header, info, size, settings, self.name)
         self.scale.apply(result, index, points, k, stamp, settings, problems)
@@ -189,6 +188,12 @@ class CameraPipeline:
             self.node.get_logger().warning(
                 f"metric_scale: frame not fitted: {self.scale.reason}", throttle_duration_sec=5.0
             )
+
+    def _camera_infos(self, params) -> CameraInfoPairing:
+        """The camera's camera_infos, paired within the camera_info_slop in force (the first
+        frame's too: metric_scale pairs before the clouds do)."""
+        self.camera_infos.slop = params.outputs.camera_info_slop
+        return self.camera_infos
 
     def publish_result(self, msg, rgb, result, index: int, arrival: float, params):
         """Publish image `index` of `result`: the depth at once; the cloud and the depth's
@@ -217,8 +222,7 @@ class CameraPipeline:
             return
 
         frame = PendingFrame(header, rgb, params.outputs, result=result, index=index)
-        pairing = self.camera_infos
-        pairing.slop = params.outputs.camera_info_slop
+        pairing = self._camera_infos(params)
         info = pairing.find(header.stamp)
         if info is not None:
             self._publish_cloud(frame, info, exact=True)
