@@ -61,7 +61,7 @@ class CameraScale:
 
     def _restart(self) -> None:
         """The tracked state dropped while on: said so until the next fit."""
-        self.restarted = self.restarted or self.tracker.calibration_known()
+        self.restarted = self.restarted or self.tracker.has_state()
         self.tracker.reset()
         self._ground = None
 

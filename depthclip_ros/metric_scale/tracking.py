@@ -8,10 +8,10 @@ moves it less: a plane of anchors that spans little depth, outliers left in). So
 std follows what the fits support while they come (fits that each know their scale to 0.5 % at
 15 Hz give a state known better than 1 %) and grows when they stop: a range sensor that goes
 dark makes depth/std grow and cloud_max_std thin the clouds. Fits that scatter more than their
-own stds say weigh less: each fit's variance is scaled by the fits' recent normalised
-innovations where those exceed 1, so the state never claims more than the fits show. The shift
-moves with the scale's gain (fits that span little depth scatter along the line of equal
-depths: both move along it together), each with the variance of that estimate.
+own stds say weigh less against the drift, and the state's variances are scaled by the fits'
+recent normalised innovations where those exceed 1: it never claims more than the fits show.
+The shift moves with the scale's gain (fits that span little depth scatter along the line of
+equal depths: both move along it together), each with the variance of that estimate.
 
 A fit whose depths are off the state's by more than GATE where its anchors lie (a glass frame,
 a mirror) leaves the state as it was; only fits that keep disagreeing for PERSIST_SECONDS, most
@@ -155,7 +155,7 @@ class _State:
     depth: float  # the median anchor's depth of the last fit (the shift's yardstick)
     span: tuple  # the model depths (nearest, farthest) its last fit's agreeing anchors had
     offsets: np.ndarray | None  # mode bins: each bin's move beyond s b + t
-    offsets_var: float  # their variance, relative to the depth as the shift's is
+    offsets_var: float  # their variance, in log s's units (filtered with the scale's gain)
     scatter: float = 1.0  # the fits' recent normalised innovation (1: as their stds say)
     fits: int = 1  # fits taken since the state began
 
@@ -174,7 +174,7 @@ class ScaleTracker:
     def reset(self) -> None:
         self._state, self._pending, self._clock = None, [], None
 
-    def calibration_known(self) -> bool:
+    def has_state(self) -> bool:
         """Whether the tracker holds a state (a fit was taken since it began or was reset)."""
         return self._state is not None
 
@@ -237,7 +237,8 @@ class ScaleTracker:
         """`state` moved by a later fit `measured` as the module says. The variances are kept
         in the fits' own units (as their stds say), the drift divided by the fits' scatter:
         the gain is a weighted mean's among fits alike, and smaller against the drift where
-        the fits scatter more than they say; `_true` gives the variances in metres' units."""
+        the fits scatter more than they say; `calibration` gives the variances times the
+        scatter (_scatter)."""
         log_var, shift_var, offsets_var = self._aged(state, measured.stamp, half_life)
         gain = log_var / (log_var + measured.log_scale_var)
         gap_log = measured.log_scale - state.log_scale
