@@ -248,9 +248,13 @@ def _bin_values(probs, z, weights, affine, depth: float) -> np.ndarray:
     normal = weighted.T @ design
     stiffness = BIN_STIFFNESS / depth**2
     normal[np.diag_indices_from(normal)] += stiffness
-    moved = np.linalg.solve(normal, weighted.sum(axis=0) + stiffness * affine)
-    # Positive (REP 118) where the prior puts a bin no anchor speaks for below MIN_DEPTH.
-    moved[0] = max(moved[0], MIN_DEPTH)
+    rhs = weighted.sum(axis=0) + stiffness * affine
+    moved = np.linalg.solve(normal, rhs)
+    if moved[0] < MIN_DEPTH:
+        # Positive (REP 118): the first bin held at MIN_DEPTH, the others solved again with it
+        # (least squares under that bound, not the free solution cut).
+        moved[0] = MIN_DEPTH
+        moved[1:] = np.linalg.solve(normal[1:, 1:], rhs[1:] - normal[1:, 0] * MIN_DEPTH)
     gaps = MIN_BIN_GAP * np.diff(affine)
     for k in range(1, len(moved)):
         moved[k] = max(moved[k], moved[k - 1] + gaps[k - 1])
