@@ -26,9 +26,10 @@ anchor speaks for stays where the scale and shift put it), kept increasing.
 
 A fit is refused, with its reason, where no more cells agree with it than it has parameters or
 fewer than MIN_AGREEING_SHARE of them do (anchors that scatter: a mount given wrong, a
-misregistered depth image), where its std is not finite, and (`scale_shift`) where it would move
-the nearest bin to less than MIN_DEPTH (depth is positive, REP 118); mode `bins` holds its first
-bin at MIN_DEPTH at least.
+misregistered depth image) and where its std is not finite. A `scale_shift` (and `bins`) fit
+that would move the nearest bin below MIN_DEPTH (negative metres where the model sits at it) is
+fitted again with that bin held at MIN_DEPTH (a scale alone then, and says so); mode `bins`
+holds its first bin there too: depth is positive (REP 118).
 """
 
 from __future__ import annotations
@@ -191,6 +192,22 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
     if params is None:
         return _none(mode, counts, n, cells, "no agreeing set of anchors")
     scale, shift = float(params[0]), float(params[1]) if mode != "scale" else 0.0
+    nearest = None if bins is None or mode == "scale" else float(bins[0])
+    if nearest is not None and scale * nearest + shift < MIN_DEPTH:
+        # The free fit would move the first bin below MIN_DEPTH (negative metres where the model
+        # sits there): fitted again with that bound held, s m + MIN_DEPTH - s b0, so a scale
+        # alone in s (m - b0) against z - MIN_DEPTH.
+        held_by = MIN_DEPTH - (scale * nearest + shift)  # how far the bound moved that bin
+        design = ((m - nearest) / (z - MIN_DEPTH))[:, None]
+        moments = _moments(design)
+        params = _robust(design, moments, share)
+        if params is None:
+            return _none(mode, counts, n, cells, "no agreeing set of anchors")
+        scale = float(params[0])
+        shift = MIN_DEPTH - scale * nearest
+        reason = f"nearest bin held at {MIN_DEPTH:g} m"
+    else:
+        nearest = None
     residuals = design @ params - 1.0
     agree = np.abs(residuals) < INLIER_RELATIVE_ERROR
     agreeing = float(share @ agree)
@@ -216,11 +233,11 @@ def fit(projection: Projection, mode: str, min_anchors: int, scale_range: tuple,
         moved = _bin_values(projection.probs, z, share * agree, affine, median(z))
         offsets = tuple((moved - affine).tolist())
         residuals = projection.probs @ moved / z - 1.0
-    elif bins is not None and not scale * float(bins[0]) + shift >= MIN_DEPTH:
-        nearest = scale * float(bins[0]) + shift
-        return _none(
-            mode, counts, n, cells, f"nearest bin moved to {nearest:.3g} m (depth must be > 0)"
-        )
+    if nearest is not None:
+        # The shift follows the scale, at the first bin; and the bound moved that bin off
+        # where the anchors put it: as uncertain as that move, so points/clearing's lower bound
+        # and depth/std carry it.
+        stds = np.array([stds[0], max(stds[0] * nearest, held_by)])
     return Fit(
         mode,
         scale,

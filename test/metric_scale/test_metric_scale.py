@@ -1016,7 +1016,9 @@ def test_leaving_mode_bins_keeps_the_scale_on_frames_without_a_fit():
     truth = np.einsum("khw,k->hw", first.bin_probs[0], np.asarray(moved_bins(BINS)))
     anchors = cell_points(np.kron(truth, np.ones((32, 32))))  # each cell's truth at its pixel
     assert camera.apply(first, 0, anchors, K, 0.0, bins_mode).offsets
-    assert camera.moved_bins and camera.words(bins_mode)["metric last fit"] == "bins"
+    # The free fit of these bins would put the first below 0 m: held at 0.05 m, and said so.
+    assert camera.moved_bins
+    assert camera.words(bins_mode)["metric last fit"] == "bins (nearest bin held at 0.05 m)"
     scale_mode = dataclasses.replace(bins_mode, metric_scale="scale")
     second = smooth_result(with_probs=False)
     calibration = camera.apply(second, 0, np.empty((0, 3)), K, 0.1, scale_mode)

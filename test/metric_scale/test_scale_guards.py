@@ -58,18 +58,36 @@ def test_anchors_no_fit_agrees_with_are_no_fit_and_never_make_the_state_nan(mode
     assert np.isfinite([state.scale, state.shift, state.log_scale_std, state.shift_std]).all()
 
 
-def test_a_fit_that_would_put_the_nearest_bin_below_zero_is_refused():
+def test_a_fit_that_would_put_the_nearest_bin_below_zero_holds_it_at_the_least_depth():
     """A wall the model puts at 1.6-2.4 m whose truth is five times that less 6 m (2-6 m): the
-    scale and shift that fit it (5, -6) put the bins from 1 m at -1 m: refused, with why."""
+    scale and shift that fit it freely (5, -6) put the bins from 1 m at -1 m, and a pixel the
+    model puts at 1.1 m at -0.5 m; the fit holds the first bin at MIN_DEPTH instead (a scale in
+    s (m - b0)), says so, and every bin and depth it gives is positive."""
     model = np.tile(np.linspace(1.6, 2.4, GRID[1]), (GRID[0], 1))
     truth = 5.0 * model - 6.0
     full = np.kron(truth, np.ones((32, 32)))
-    projection = fit.project(cell_points(full), K, REGION, model, np.linspace(1.0, 3.0, 8))
+    bins = np.linspace(1.0, 3.0, 8)
+    projection = fit.project(cell_points(full), K, REGION, model, bins)
     free = fit.fit(projection, "scale_shift", 8, (0.2, 50.0))
-    assert free.scale == pytest.approx(5.0, rel=1e-3)  # without the bins, the fit is found
-    refused = fit.fit(projection, "scale_shift", 8, (0.2, 50.0), np.linspace(1.0, 3.0, 8))
-    assert not refused.fitted
-    assert refused.reason == "nearest bin moved to -1 m (depth must be > 0)"
+    assert free.scale == pytest.approx(5.0, rel=1e-3)  # without the bins, the free fit
+    assert free.scale * 1.1 + free.shift < 0
+    for mode in ("scale_shift", "bins"):
+        probs = None
+        if mode == "bins":  # each cell's model depth between its two bins
+            probs = np.zeros((len(bins),) + GRID)
+            at = np.searchsorted(bins, model) - 1
+            share = (model - bins[at]) / (bins[at + 1] - bins[at])
+            rows, cols = np.indices(GRID)
+            probs[at, rows, cols], probs[at + 1, rows, cols] = 1 - share, share
+        projection = fit.project(cell_points(full), K, REGION, model, bins, probs)
+        held = fit.fit(projection, mode, 8, (0.2, 50.0), bins)
+        assert held.fitted and held.reason == "nearest bin held at 0.05 m", mode
+        moved = held.scale * bins + held.shift + np.asarray(held.bin_offsets or 0.0)
+        assert moved[0] >= fit.MIN_DEPTH - 1e-9 and (np.diff(moved) > 0).all(), mode
+        assert held.scale * (1.1 - bins[0]) + fit.MIN_DEPTH > 0
+        # As uncertain as the bound's move of that bin (1.05 m): clearing's lower bound has it.
+        assert held.shift_std >= fit.MIN_DEPTH - (free.scale * bins[0] + free.shift) - 1e-9
+        assert np.isfinite([held.log_scale_std, held.shift_std]).all()
 
 
 def test_a_tracked_state_never_publishes_a_negative_depth():
