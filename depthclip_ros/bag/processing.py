@@ -8,6 +8,8 @@ place only when complete. No rclpy.
 
 from __future__ import annotations
 
+import collections
+import math
 import sqlite3
 import time
 
@@ -166,9 +168,13 @@ class BagProcessor:
     def _read_chunks(self, reader, in_path, cameras, by_info, out_conns, connections=None):
         """Chunks of IN in log order (of `connections` only, if given); a chunk closes when
         frames of one size fill a batch, or when its other messages reach MAX_BUFFERED_BYTES
-        (bounded memory). Messages are copied when `out_conns` has their connection."""
+        (bounded memory), and goes on once each of its frames' range data is decided (the
+        node's rule, RangeSources: the log read on to the first message of each source stamped
+        at or after the frame's, or metric_scale_slop past the frame's log time). Messages are
+        copied when `out_conns` has their connection."""
         by_image = {camera.image_topic: camera for camera in cameras}
         chunk, chunk_bytes = _Chunk(), 0
+        closed = collections.deque()  # full chunks whose frames' range data is not decided yet
         for conn, timestamp, raw in read_messages(reader, in_path, connections or ()):
             out_conn = out_conns.get((conn.topic, conn.msgtype, conn.ext.serialization_format))
             if out_conn is not None:
@@ -184,7 +190,7 @@ class BagProcessor:
             ):
                 msg = self._deserialize(raw, conn, timestamp)
                 name, camera = self.range_topics[conn.topic]
-                self.ranges.add(name, msg, camera=camera)
+                self.ranges.add(name, msg, camera=camera, arrival=timestamp * 1e-9)
             elif self.range_topics and conn.topic == TF and conn.msgtype == TF_MESSAGE:
                 msg = self._deserialize(raw, conn, timestamp)
                 self._take_transforms(TF, msg, self.ranges.moving.add, timestamp)
@@ -198,9 +204,40 @@ class BagProcessor:
             wanted = self.batch_size * getattr(self.estimator, "frames_in_flight", 1)
             full = any(len(batch) >= wanted for batch in batches)
             if full or chunk_bytes > MAX_BUFFERED_BYTES:
-                yield chunk
+                closed.append(chunk)
                 chunk, chunk_bytes = _Chunk(), 0
+            now = timestamp * 1e-9
+            self._take_anchors([*closed, chunk], now)
+            while closed and self._anchored(closed[0]):
+                yield closed.popleft()
+        self._take_anchors([*closed, chunk], math.inf)  # the log ended: nothing more comes
+        yield from closed
         yield chunk
+
+    def _anchored(self, chunk) -> bool:
+        """Whether the chunk's frames have what they are calibrated with (their anchors)."""
+        return self.settings.metric_scale == "off" or all(
+            frame.anchors is not None for frame in chunk.frames
+        )
+
+    def _take_anchors(self, chunks, now: float) -> None:
+        """The anchors of each frame of `chunks` whose range data is decided at log time
+        `now` (seconds), in log order."""
+        if self.settings.metric_scale == "off":
+            return
+        names = [name for name in self.settings.metric_scale_sources if name in RANGE_TYPES]
+        for chunk in chunks:
+            for frame in chunk.frames:
+                if frame.anchors is not None:
+                    continue
+                camera = frame.owner.image_topic
+                stamp = stamp_ns(frame.header.stamp)
+                if not self.ranges.decided(camera, stamp, names, now):
+                    return  # later frames are decided later
+                size = frame.rgb.shape[:2]
+                frame.anchors = self.ranges.anchors(
+                    frame.header, frame.info, size, self.settings, camera
+                )
 
     def _read_static_transforms(self, reader, in_path) -> None:
         """The bag's /tf_static, for metric_scale's frames (after static_transforms)."""
@@ -276,9 +313,12 @@ class BagProcessor:
         frame = PendingFrame(
             msg.header, rgb, self.settings, info=info, owner=camera, log_time=timestamp
         )
-        if self.settings.metric_scale != "off":  # the range data read by now, as the node's
-            frame.anchors = self.ranges.anchors(
-                msg.header, info, rgb.shape[:2], self.settings, camera.image_topic
+        if self.settings.metric_scale != "off":  # its range data decided as the node's
+            self.ranges.expect(
+                camera.image_topic,
+                stamp_ns(msg.header.stamp),
+                arrival=timestamp * 1e-9,
+                slop=self.settings.metric_scale_slop,
             )
         chunk.frames.append(frame)
 

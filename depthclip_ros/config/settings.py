@@ -128,7 +128,7 @@ class OutputSettings(Schema):
     metric_scale_slop: float = param(
         0.05,
         "metric_scale: seconds a scan's or cloud's stamp may differ from the image's (the "
-        "nearest wins)",
+        "nearest wins), and the longest the depth waits for it after the image arrived",
         minimum=0.0,
         maximum=10.0,
     )

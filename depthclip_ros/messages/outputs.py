@@ -155,7 +155,7 @@ class PendingFrame:
     index: int = 0
     owner: Any = None
     log_time: int = 0
-    anchors: Any = None  # metric_scale: (points, K, problems) taken when the image was read
+    anchors: Any = None  # metric_scale: (points, K, problems) once its range data is decided
 
     def outputs(self, wanted=DEFAULT_OUTPUTS) -> FrameOutputs:
         return frame_outputs(self.rgb, self.result, self.index, self.info, self.settings, wanted)

@@ -6,17 +6,25 @@ transforms, or by tf2's frames where the node has them (a depth image registered
 back-projected through the image's K), and the floor's points for the source ground. NumPy
 only.
 
-Anchors never delay a frame: what is here when it is taken is used. The node says when each
-image arrives (`expect`): from then until its anchors are taken, each source's message nearest
-its stamp is held for it, however many come after, so a model slower than KEEP messages of a
-source (a second of a 20 Hz lidar, less of a 30 Hz depth camera) still finds its frame's.
+One rule decides a frame's message of each source, from stamps and arrival order alone, so the
+node (arrival: its clock when a message comes) and depthclip-bag (arrival: the log time) take
+the same: the message nearest the image's stamp, within metric_scale_slop, of those that arrived
+before the first of that source stamped at or after the image's, or before metric_scale_slop
+after the image arrived, whichever comes first (a later message of a source whose stamps
+increase is farther; a scan that comes later than that is not waited for). The node says when
+each image arrives (`expect`); what decides each frame is held for it until its anchors are
+taken, however many messages come after, so a model slower than KEEP messages of a source still
+finds its frame's; `wait` lets the node wait for a frame's decision, at most until that
+deadline.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import threading
+import time
 
 import numpy as np
 
@@ -37,6 +45,11 @@ EXPECTED_PER_CAMERA = 8
 # feature cell once, a few hundred of them).
 RANGE_POINTS = 4096
 SOURCES = ("scan", "points", "depth")  # the sources that are messages
+# A frame waiting for its range data looks at the arrival clock this often (wall seconds; a
+# message that decides it wakes it at once), and gives up this long past its deadline's time
+# (a simulated clock that stopped).
+WAIT_STEP = 0.005
+WAIT_BEYOND = 1.0
 
 
 class RangeSources:
@@ -52,45 +65,83 @@ class RangeSources:
         # depth image registered to that camera).
         self._messages = {(name, None): StampIndex(KEEP) for name in SOURCES}
         self.received = dict.fromkeys(SOURCES, 0)  # messages added, by source
-        self._lock = threading.Lock()  # the node's executor adds, its worker reads
+        # The node's executor adds, its worker reads (and waits for a frame's decision).
+        self._lock = threading.Condition()
         self._heard = StaticTransforms()  # a bag's /tf_static
         self._parsed = (None, None, None)  # static_transforms texts and their _transforms
         self.moving = TransformHistory()  # a bag's /tf (the node's tf2 hears its own)
         self.frames = None
-        # camera -> {image stamp (ns): {source: its message nearest that stamp}}, in arrival
-        # order (the last: the camera's newest frame, pending until the model takes it).
+        # camera -> {image stamp (ns): its _Expected}, in arrival order (the last: the
+        # camera's newest frame, pending until the model takes it).
         self._expected = {}
 
-    def add(self, name: str, msg, camera=None) -> None:
+    def add(self, name: str, msg, camera=None, arrival: float | None = None) -> None:
         """A message of source `name` (one of SOURCES), for every camera or (`camera`) that
-        camera's alone; a point cloud is read as it comes (ReadCloud): megabytes of a lidar's
-        cloud, KEEP of them, are not held."""
+        camera's alone, arrived at `arrival` seconds (None: no deadline applies); a point cloud
+        is read as it comes (ReadCloud): megabytes of a lidar's cloud, KEEP of them, are not
+        held."""
         if name == "points":
             msg = ReadCloud.of(msg)
         with self._lock:
             self._messages.setdefault((name, camera), StampIndex(KEEP)).add(msg)
             self.received[name] += 1
-            if self._expected:
-                for owner, frames in self._expected.items():
-                    if _serves(camera, owner):
-                        for stamp, held in frames.items():
-                            _hold_nearer(held, name, msg, stamp)
+            for owner, frames in self._expected.items():
+                if _serves(camera, owner):
+                    for stamp, frame in frames.items():
+                        frame.take(name, msg, stamp, arrival)
+            self._lock.notify_all()
 
-    def expect(self, camera, stamp: int, replaced: bool = False) -> None:
-        """The image of `camera` stamped `stamp` (ns) arrived; `replaced`: it took the place of
-        that camera's previous frame, which will not be processed."""
+    def expect(
+        self,
+        camera,
+        stamp: int,
+        replaced: bool = False,
+        arrival: float | None = None,
+        slop: float | None = None,
+    ) -> None:
+        """The image of `camera` stamped `stamp` (ns) arrived at `arrival` seconds (its
+        messages then decided within `slop` seconds of it; None: by stamps alone); `replaced`:
+        it took the place of that camera's previous frame, which will not be processed."""
         with self._lock:
             frames = self._expected.setdefault(camera, collections.OrderedDict())
             if replaced and frames:
                 frames.popitem()  # the frame it replaced: the newest expected
-            held = {}
+            deadline = math.inf if arrival is None or slop is None else arrival + slop
+            frame = _Expected(deadline)
             for (name, owner), index in self._messages.items():
                 msg = index.nearest_value(stamp)
                 if msg is not None and _serves(owner, camera):
-                    _hold_nearer(held, name, msg, stamp)
-            frames[stamp] = held
+                    _hold_nearer(frame.held, name, msg, stamp)
+                    if index.newest_stamp() >= stamp:
+                        frame.decided.add(name)
+            frames[stamp] = frame
             while len(frames) > EXPECTED_PER_CAMERA:
                 frames.popitem(last=False)
+
+    def decided(self, camera, stamp: int, names, now: float) -> bool:
+        """Whether the messages of sources `names` for the frame of `camera` stamped `stamp`
+        (ns) are decided at `now` (arrival seconds): each source's, or its deadline passed; a
+        frame not expected is."""
+        with self._lock:
+            return self._decided(camera, stamp, names, now)
+
+    def wait(self, camera, stamp: int, names, clock) -> None:
+        """Wait until the frame's messages are decided (`decided`), at most until its deadline
+        on the arrival clock (`clock()`: its seconds; a simulated clock too), and never more
+        than WAIT_BEYOND wall seconds past the time left then (a paused simulation)."""
+        with self._lock:
+            frame = self._expected.get(camera, {}).get(stamp)
+            if frame is None or frame.deadline == math.inf:
+                return
+            left = frame.deadline - clock()
+            give_up = time.monotonic() + max(left, 0.0) + WAIT_BEYOND
+            while not set(names) <= frame.decided and left > 0 and time.monotonic() < give_up:
+                self._lock.wait(timeout=min(left, WAIT_STEP))
+                left = frame.deadline - clock()
+
+    def _decided(self, camera, stamp: int, names, now: float) -> bool:
+        frame = self._expected.get(camera, {}).get(stamp)
+        return frame is None or now > frame.deadline or set(names) <= frame.decided
 
     def forget_expected(self) -> None:
         """Frames no longer expected (metric_scale turned off, the inputs closed)."""
@@ -105,7 +156,7 @@ class RangeSources:
         """(points (N, 3) in the optical frame of the image of `header`, K (3, 3) of that
         image or None, [why a source gave nothing, one line each]); `info` is the image's
         camera_info, `size` its (height, width); `camera`: the one that `expect`ed it."""
-        held = self._held(camera, stamp_ns(header.stamp))
+        frame = self._held(camera, stamp_ns(header.stamp))
         problems, points = [], []
         k = None
         if info is not None:
@@ -122,7 +173,7 @@ class RangeSources:
                         height, pitch = settings.ground_height, settings.ground_pitch
                         points.append(ground_points(k, size, height, pitch))
                     continue
-                msg = self._nearest(name, header.stamp, settings.metric_scale_slop, held, camera)
+                msg = self._nearest(name, header.stamp, settings.metric_scale_slop, frame, camera)
                 if msg is None:
                     problems.append(f"no {name} within {settings.metric_scale_slop:g} s")
                     continue
@@ -134,29 +185,33 @@ class RangeSources:
         joined = np.concatenate(points) if points else np.zeros((0, 3))
         return joined, k, problems
 
-    def _held(self, camera, stamp: int) -> dict:
-        """The messages held for the frame of `camera` stamped `stamp`, no longer expected,
-        nor are that camera's older frames (a camera's frames are taken in order)."""
+    def _held(self, camera, stamp: int):
+        """The _Expected of the frame of `camera` stamped `stamp` (None: not expected), no
+        longer expected, nor are that camera's older frames (a camera's frames are taken in
+        order)."""
         with self._lock:
             frames = self._expected.get(camera)
             if not frames:
-                return {}
-            held = frames.pop(stamp, {})
+                return None
+            frame = frames.pop(stamp, None)
             for older in [s for s in frames if s < stamp]:
                 del frames[older]
-            return held
+            return frame
 
-    def _nearest(self, name: str, stamp, slop: float, held: dict, camera=None):
-        """Source `name`'s message nearest `stamp` within `slop` seconds, of those it keeps
-        for every camera and for `camera`, and the one held for the frame."""
-        with self._lock:
-            kept = [
-                self._messages[key].nearest(stamp, slop)
-                for key in {(name, None), (name, camera)}
-                if key in self._messages
-            ]
+    def _nearest(self, name: str, stamp, slop: float, frame, camera=None):
+        """Source `name`'s message nearest `stamp` within `slop` seconds: the one the rule held
+        for an expected `frame`; else of those it keeps for every camera and for `camera`."""
+        if frame is not None:
+            kept = [frame.held.get(name)]
+        else:
+            with self._lock:
+                kept = [
+                    self._messages[key].nearest(stamp, slop)
+                    for key in {(name, None), (name, camera)}
+                    if key in self._messages
+                ]
         at = stamp_ns(stamp)
-        near = [m for m in (*kept, held.get(name)) if m is not None]
+        near = [m for m in kept if m is not None]
         near = [m for m in near if abs(_ns(m) - at) <= slop * 1e9]
         return min(near, key=lambda m: abs(_ns(m) - at), default=None)
 
@@ -196,6 +251,24 @@ class RangeSources:
             joined = StaticTransforms([*self._heard.all(), *given.all()])
             self._parsed = (settings.static_transforms, given, joined)
         return given, joined
+
+
+@dataclasses.dataclass
+class _Expected:
+    """A frame expected by its camera: its deadline (arrival seconds: nothing arriving later is
+    taken for it), each source's message nearest its stamp so far, the sources decided (a
+    message stamped at or after the frame's arrived: none later can be nearer)."""
+
+    deadline: float
+    held: dict = dataclasses.field(default_factory=dict)
+    decided: set = dataclasses.field(default_factory=set)
+
+    def take(self, name: str, msg, stamp: int, arrival: float | None) -> None:
+        if name in self.decided or (arrival is not None and arrival > self.deadline):
+            return
+        _hold_nearer(self.held, name, msg, stamp)
+        if _ns(msg) >= stamp:
+            self.decided.add(name)
 
 
 @dataclasses.dataclass(frozen=True)

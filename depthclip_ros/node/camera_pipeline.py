@@ -181,6 +181,7 @@ class CameraPipeline:
         size = rgb.shape[:2]
         pairing = self._camera_infos(params)
         info = pairing.find(msg.header.stamp) or pairing.fallback((size[1], size[0]))
+        self.node.ranges.wait_for_anchors(self.name, msg.header, settings)
         sources = self.node.ranges.sources
         points, k, problems = sources.anchors(msg.header, info, size, settings, self.name)
         self.scale.apply(result, index, points, k, stamp, settings, problems)

@@ -14,7 +14,7 @@ from sensor_msgs.msg import Image, LaserScan, PointCloud2
 
 from ..messages import topics
 from ..metric_scale.range_sources import RangeSources
-from ..runtime.stamp_pairing import serialized_stamp_ns
+from ..runtime.stamp_pairing import serialized_stamp_ns, stamp_ns
 from . import tf_frames
 from .adaptive_input import AdaptiveInput
 
@@ -56,21 +56,36 @@ class RangeInputs:
                 if (name, camera) not in self._inputs:
                     topic = topics.RANGE_INPUTS[name]
                     topic = f"{camera}/{topic}" if camera else topic
-                    received = functools.partial(self.sources.add, name, camera=camera)
+                    received = functools.partial(self._received, name, camera)
                     self._inputs[name, camera] = AdaptiveInput(
                         self.node, TYPES[name], topic, received, 10
                     )
                 self._inputs[name, camera].update()
 
+    def now(self) -> float:
+        """The arrival clock (the node's: ROS time, the bag's log time under `--clock`)."""
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def _received(self, name: str, camera, msg) -> None:
+        self.sources.add(name, msg, camera=camera, arrival=self.now())
+
     def image_arrived(self, camera: str, serialized: bytes, replaced: bool) -> None:
         """Camera `camera`'s image (serialized) has arrived, `replaced`: in place of its frame
-        still pending. While a range source is subscribed, its messages nearest the image's
-        stamp are held for the frame until it is calibrated (RangeSources.expect)."""
-        if not self._inputs:
+        still pending. While a range source is subscribed, its messages are decided for the
+        frame and held until it is calibrated (RangeSources.expect)."""
+        params = self.node.params
+        if not self._inputs or params is None:
             return
         stamp = serialized_stamp_ns(serialized)
         if stamp is not None:  # else not an image: its frame fails to decode
-            self.sources.expect(camera, stamp, replaced)
+            slop = params.outputs.metric_scale_slop
+            self.sources.expect(camera, stamp, replaced, arrival=self.now(), slop=slop)
+
+    def wait_for_anchors(self, camera: str, header, settings) -> None:
+        """The frame's range messages decided (RangeSources.wait): the depth waits at most
+        metric_scale_slop after its image arrived."""
+        names = [name for name in settings.metric_scale_sources if name in TYPES]
+        self.sources.wait(camera, stamp_ns(header.stamp), names, self.now)
 
     def transforms_words(self) -> str:
         """Where the frames come from, in diagnostics' words."""

@@ -109,6 +109,10 @@ class StampIndex:
         best = self._nearest_key(key)
         return self._by_stamp[best] if best is not None and abs(best - key) <= slop * 1e9 else None
 
+    def newest_stamp(self) -> int | None:
+        """The latest stamp (ns) held; None when empty."""
+        return self._stamps[-1] if self._stamps else None
+
     def nearest_value(self, key: int):
         """The value whose stamp is nearest `key` (ns), however far; None when empty."""
         best = self._nearest_key(key)

@@ -327,3 +327,43 @@ def depth_msg(depth, frame):
         data=depth.astype("<f4").tobytes(),
         header=Image().header.__class__(frame_id=frame),
     )
+
+
+def test_one_rule_decides_a_frames_scan_from_stamps_and_arrivals():
+    """docs/metric_scale.md's rule: the scan nearest the image's stamp within the slop, of
+    those arrived before the first scan stamped at or after the image's, or before the slop
+    after the image arrived. Scans at 0.00 and 0.10 s, an image at 0.06 s arrived at 0.065 s:
+    the 0.10 scan arrived at 0.11 s is taken (and decides it: a 0.12 scan after is not); arrived
+    at 0.12 s, past the deadline (0.115 s), it is not, and the frame has no scan within 0.05 s."""
+    from helpers import stamp as stamped
+    from sensor_msgs.msg import Image, LaserScan
+
+    from depthclip_ros.metric_scale.range_sources import RangeSources
+
+    settings = OutputSettings(metric_scale="scale", metric_scale_sources=("scan",))
+
+    def scan(seconds, metres):
+        msg = LaserScan(angle_min=-0.1, angle_increment=0.1, range_min=0.1, range_max=10.0)
+        msg.ranges = [metres] * 3
+        return stamped(msg, 100, int(seconds * 1e9), frame="cam")
+
+    header = stamped(Image(), 100, 60_000_000, frame="cam").header
+    image_ns = 100 * 10**9 + 60_000_000
+    for arrival, expected in ((100.11, 2.0), (100.12, None)):
+        sources = RangeSources()
+        sources.add("scan", scan(0.0, 5.0), arrival=100.03)
+        sources.expect("cam", image_ns, arrival=100.065, slop=0.05)
+        assert not sources.decided("cam", image_ns, ["scan"], 100.07)
+        sources.add("scan", scan(0.10, 2.0), arrival=arrival)
+        sources.add("scan", scan(0.07, 3.0), arrival=arrival + 0.001)  # nearer, too late
+        assert sources.decided("cam", image_ns, ["scan"], arrival)
+        points, _, problems = sources.anchors(header, None, (480, 640), settings, "cam")
+        if expected is None:
+            assert problems == ["no scan within 0.05 s"] and len(points) == 0
+        else:
+            assert problems == [] and np.allclose(np.linalg.norm(points, axis=1), expected)
+    waiter = RangeSources()
+    waiter.expect("cam", image_ns, arrival=100.065, slop=0.05)
+    clock = iter(np.arange(100.065, 101.0, 0.01))
+    waiter.wait("cam", image_ns, ["scan"], lambda: float(next(clock)))  # no scan: gives up
+    assert waiter.decided("cam", image_ns, ["scan"], 100.116)

@@ -647,3 +647,31 @@ def test_one_depth_topic_for_several_cameras_is_one_line_and_nothing_written(
             "depthclip-bag: error: metric_scale source depth with 2 cameras"
         ), err
         assert not (tmp_path / "out").exists()
+
+
+def test_scans_that_come_after_their_image_are_taken_alike_by_the_node_and_the_tool(
+    tmp_path, tiny_checkpoint, capsys
+):
+    """Each image's scan stamped 30 ms after it and logged 40 ms after it (after the image;
+    the scan before it 70 ms off, beyond the 0.05 s slop): depthclip-bag and the node fed by
+    `ros2 bag play --clock` (use_sim_time) both take each frame's later scan, frame by frame
+    (the tool took only what was logged before the image: no scan within 0.05 s)."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
+    results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
+    store = get_typestore(Stores.ROS2_KILTED)
+
+    def scan(i):
+        sec, nanosec = frame_stamp(i)
+        sec, nanosec = divmod(sec * 10**9 + nanosec + 30_000_000, 10**9)
+        return rosbags_scan(scan_of(results[i], K, scale_of(i), sec, nanosec), store)
+
+    bag = tmp_path / "late_scans"
+    extra = {"/scan": (store, "sensor_msgs/msg/LaserScan", scan)}
+    write_bag(bag, frames=FRAMES, width=WIDTH, height=HEIGHT, extra=extra, extra_at=40_000_000)
+    params = dict(static_transforms=LASER_TO_OPTICAL)
+    given = processed(tmp_path, bag, "given", model=tiny_checkpoint, **params)
+    assert "no scan within" not in capsys.readouterr().err
+    np.testing.assert_allclose(given[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
+    node = node_fed_by_bag_play(tiny_checkpoint, tmp_path, bag, use_sim_time=True, **params)
+    for from_bag, from_node in zip(given, node, strict=True):
+        np.testing.assert_allclose(from_node, from_bag, atol=1e-6, equal_nan=True)
