@@ -48,6 +48,7 @@ from .metric_scale_bench import (
     parallax_sample,
     scene_samples,
 )
+from .moving_robot import SCAN_RATE, TF_RATE, bench_metric_scale_moving
 from .node_bench import (
     EXECUTOR_SETUPS,
     FAIRNESS_INPUTS,
@@ -757,6 +758,12 @@ def print_metric_scale(args) -> None:
         f"{RATE:g} Hz, the shipped half-life, cpu)\n"
     )
     print(table(*bench_metric_scale_over_time(samples, args.quick)) + "\n")
+    print(
+        f"## Metric scale on a robot that moves ({MODEL_WORDS}; the built-in room closed "
+        f"behind, a 360-degree scan at {SCAN_RATE:g} Hz with its time_increment, odom -> "
+        f"base_link at {TF_RATE:g} Hz, scale_shift, one frame each)\n"
+    )
+    print(table(*bench_metric_scale_moving(args.quick)) + "\n")
     print(
         "## Metric scale: a frame's range data read (each source as sensors send it; "
         "its cost before the fit, on arrival and at the frame)\n"

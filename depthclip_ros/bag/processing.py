@@ -238,6 +238,7 @@ class BagProcessor:
                 frame.anchors = self.ranges.anchors(
                     frame.header, frame.info, size, self.settings, camera
                 )
+                frame.motion = self.ranges.motion.get(camera, "")
 
     def _read_static_transforms(self, reader, in_path) -> None:
         """The bag's /tf_static, for metric_scale's frames (after static_transforms)."""
@@ -379,9 +380,12 @@ class BagProcessor:
             return
         points, k, problems = frame.anchors
         scale.apply(result, index, points, k, stamp, self.settings, problems)
+        topic = frame.owner.image_topic
         if scale.reason:
-            topic = frame.owner.image_topic
             self.warnings.add(f"{topic}: metric_scale: {scale.reason}", frame.log_time)
+        motion = frame.motion
+        if motion and motion.startswith("robot taken as still:"):  # the fixed frame not heard
+            self.warnings.add(f"{topic}: metric_scale: {motion}", frame.log_time)
 
     def _add_outputs(self, chunk, frame):
         camera = frame.owner

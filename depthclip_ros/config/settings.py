@@ -102,6 +102,13 @@ class OutputSettings(Schema):
         "tf2_ros is installed) and joined with them, a frame given here taking this transform",
         single_ok=True,
     )
+    metric_scale_fixed_frame: str = param(
+        "odom",
+        "metric_scale: the frame that stays put while the robot moves (REP 105's odom): each "
+        "ray of a scan at its own time, and every source at its stamp, moved through it to the "
+        "camera at the image's stamp; empty: the robot taken as still, each source moved at its "
+        "stamp",
+    )
     metric_scale_half_life: float = param(
         2.0,
         "metric_scale: the scale's drift between fits, 0.01 of log s per square root of this "

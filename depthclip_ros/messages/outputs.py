@@ -156,6 +156,7 @@ class PendingFrame:
     owner: Any = None
     log_time: int = 0
     anchors: Any = None  # metric_scale: (points, K, problems) once its range data is decided
+    motion: str = ""  # metric_scale: how those points were moved (RangeSources.motion)
 
     def outputs(self, wanted=DEFAULT_OUTPUTS) -> FrameOutputs:
         return frame_outputs(self.rgb, self.result, self.index, self.info, self.settings, wanted)

@@ -17,6 +17,22 @@ _GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 def scan_points(scan) -> np.ndarray:
     """A LaserScan's valid rays as (N, 3) points in its frame (the plane z = 0): NaN, inf and
     ranges outside [range_min, range_max] are no return (REP 117)."""
+    r, a, _ = _valid_rays(scan)
+    return np.stack([r * np.cos(a), r * np.sin(a), np.zeros_like(r)], axis=1)
+
+
+def scan_point_offsets(scan) -> np.ndarray | None:
+    """Each valid ray's time after the scan's stamp (seconds: ray i at i x time_increment,
+    REP 117), as scan_points orders them; None where the scan gives no time_increment (0: all
+    at the stamp)."""
+    increment = float(scan.time_increment)
+    if not (np.isfinite(increment) and increment > 0.0):
+        return None
+    return increment * _valid_rays(scan)[2]
+
+
+def _valid_rays(scan) -> tuple:
+    """(ranges, angles, indices) of a LaserScan's valid rays."""
     ranges = np.asarray(scan.ranges, np.float64)
     increment, start = float(scan.angle_increment), float(scan.angle_min)
     if ranges.size and (not np.isfinite(increment) or increment == 0.0):
@@ -26,8 +42,7 @@ def scan_points(scan) -> np.ndarray:
     angles = start + increment * np.arange(ranges.size)
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(ranges) & (ranges >= scan.range_min) & (ranges <= scan.range_max)
-    r, a = ranges[valid], angles[valid]
-    return np.stack([r * np.cos(a), r * np.sin(a), np.zeros_like(r)], axis=1)
+    return ranges[valid], angles[valid], np.flatnonzero(valid).astype(np.float64)
 
 
 def cloud_points(cloud, at_most: int | None = None) -> np.ndarray:

@@ -25,6 +25,7 @@ import dataclasses
 import math
 import threading
 import time
+import typing
 
 import numpy as np
 
@@ -49,6 +50,9 @@ SOURCES = ("scan", "points", "depth")  # the sources that are messages
 # message that decides it wakes it at once), and gives up this long past its deadline's time
 # (a simulated clock that stopped).
 WAIT_STEP = 0.005
+# A scan's rays are moved through the fixed frame in this many groups of like times (of a 10 Hz
+# sweep, 12.5 ms each: at 1 m/s and 1 rad/s, within 0.6 cm and 6 mrad of each ray's own time).
+MOTION_SLICES = 8
 WAIT_BEYOND = 1.0
 
 
@@ -71,6 +75,7 @@ class RangeSources:
         self._parsed = (None, None, None)  # static_transforms texts and their _transforms
         self.moving = TransformHistory()  # a bag's /tf (the node's tf2 hears its own)
         self.frames = None
+        self.motion = {}  # camera -> how its last frame's anchors were moved, in words
         # camera -> {image stamp (ns): its _Expected}, in arrival order (the last: the
         # camera's newest frame, pending until the model takes it).
         self._expected = {}
@@ -178,8 +183,10 @@ class RangeSources:
                     problems.append(f"no {name} within {settings.metric_scale_slop:g} s")
                     continue
                 own = _points(name, msg, k, size, header.frame_id)
-                transform = self._lookup(header.frame_id, msg.header, settings)
-                points.append(transform.apply(own))
+                offsets = range_data.scan_point_offsets(msg) if name == "scan" else None
+                points.append(
+                    self._into_camera(header, msg.header, own, offsets, settings, camera)
+                )
             except AnchorError as exc:
                 problems.append(str(exc))
         joined = np.concatenate(points) if points else np.zeros((0, 3))
@@ -215,29 +222,66 @@ class RangeSources:
         near = [m for m in near if abs(_ns(m) - at) <= slop * 1e9]
         return min(near, key=lambda m: abs(_ns(m) - at), default=None)
 
-    def _lookup(self, target: str, source, settings):
-        """The transform of the frame of header `source` (at its stamp) into `target`: the
-        static transforms' chain first, then with the moving transforms at the stamp, else
-        the frames' lookup given the static_transforms parameter's transforms too. A frame
-        the parameter gives takes the parameter's parent and transform (the user's word over
-        what is heard, as a frame has one parent in tf2)."""
+    def _into_camera(self, image, source, own, offsets, settings, camera) -> np.ndarray:
+        """`own` (points of the message of header `source`, in its frame) in the optical frame
+        of the image of header `image`, at the image's stamp: each point at its own time (the
+        message's stamp plus `offsets`, seconds, where given: a scan's rays) moved through
+        metric_scale_fixed_frame (tf2's lookup_transform_full); where that frame is not set or
+        not joined at those times (no odometry heard), the robot taken as still: the message's
+        frame looked up at its stamp (said in `motion`, per camera)."""
+        fixed = settings.metric_scale_fixed_frame
+        if fixed:
+            try:
+                moved = self._through(fixed, image, source, own, offsets, settings)
+                self.motion[camera] = f"moved through {fixed} at each point's time"
+                return moved
+            except AnchorError as exc:
+                self.motion[camera] = f"robot taken as still: {exc}"
+        else:
+            self.motion[camera] = "robot taken as still (metric_scale_fixed_frame empty)"
+        return self._lookup(image.frame_id, source.frame_id, source.stamp, settings).apply(own)
+
+    def _through(self, fixed, image, source, own, offsets, settings) -> np.ndarray:
+        """`own` moved to `fixed` at each point's time, then to the image's frame at its stamp;
+        points of like times (MOTION_SLICES of the message's span) share one lookup."""
+        to_camera = self._lookup(image.frame_id, fixed, image.stamp, settings)
+        if offsets is None or not len(own):
+            sensor = self._lookup(fixed, source.frame_id, source.stamp, settings)
+            return to_camera.apply(sensor.apply(own))
+        start = stamp_ns(source.stamp)
+        edges = np.linspace(offsets.min(), offsets.max(), MOTION_SLICES + 1)
+        slices = np.clip(np.searchsorted(edges, offsets, side="right") - 1, 0, MOTION_SLICES - 1)
+        moved = np.empty_like(own)
+        for i in np.unique(slices):
+            chosen = slices == i
+            at = Stamp(*divmod(start + int(round(offsets[chosen].mean() * 1e9)), 10**9))
+            sensor = self._lookup(fixed, source.frame_id, at, settings)
+            moved[chosen] = to_camera.apply(sensor.apply(own[chosen]))
+        return moved
+
+    def _lookup(self, target: str, source: str, stamp, settings):
+        """The transform of frame `source` into `target` at `stamp`: the static transforms'
+        chain first, then with the moving transforms at the stamp, else the frames' lookup
+        given the static_transforms parameter's transforms too. A frame the parameter gives
+        takes the parameter's parent and transform (the user's word over what is heard, as a
+        frame has one parent in tf2)."""
         given, static = self._transforms(settings)
         try:
-            return static.lookup(target, source.frame_id)
+            return static.lookup(target, source)
         except AnchorError as exc:
             words = str(exc)
         if self.moving:
-            moving, outside = self.moving.at(source.stamp)
+            moving, outside = self.moving.at(stamp)
             joined = StaticTransforms([*self._heard.all(), *moving, *given.all()])
             try:
-                return joined.lookup(target, source.frame_id)
+                return joined.lookup(target, source)
             except AnchorError:
                 more = [f"{len(outside) - 3} more /tf edges not at it"] if len(outside) > 3 else []
                 words = "; ".join([words, *outside[:3], *more])
         frames = self.frames  # the node's executor may close them meanwhile
         if frames is not None:
             try:
-                return frames.lookup(target, source.frame_id, source.stamp, given.all())
+                return frames.lookup(target, source, stamp, given.all())
             except AnchorError as exc:
                 words = f"{words}; {exc}"
         raise AnchorError(words)
@@ -251,6 +295,13 @@ class RangeSources:
             joined = StaticTransforms([*self._heard.all(), *given.all()])
             self._parsed = (settings.static_transforms, given, joined)
         return given, joined
+
+
+class Stamp(typing.NamedTuple):
+    """A time as builtin_interfaces/Time has it (what the lookups take)."""
+
+    sec: int
+    nanosec: int
 
 
 @dataclasses.dataclass

@@ -48,6 +48,8 @@ def camera_status(name, camera, params, estimator, activated_at, hardware_id) ->
         values.update(camera.scale.words(params.outputs))
         if camera.node.ranges is not None:
             values["metric transforms"] = camera.node.ranges.transforms_words()
+            motion = camera.node.ranges.sources.motion.get(camera.name)
+            values["metric motion"] = motion or "-"
         verdict = camera.scale.verdict(params.outputs)
         if verdict is not None and verdict[0] > level:
             level, message = verdict

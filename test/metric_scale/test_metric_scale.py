@@ -230,10 +230,11 @@ def test_frames_static_transforms_do_not_join_are_looked_up_at_the_anchors_stamp
     image.header.stamp.sec, image.header.stamp.nanosec = 7, 20_000_000
     own = range_data.scan_points(msg)
     laser_to_cam = transforms.parse_static_transform("0 0 0.5 0 0 0 cam laser")
-    static = OutputSettings(
+    static = OutputSettings(  # the robot taken as still: each source at its own stamp
         metric_scale="scale",
         metric_scale_sources=("scan",),
         static_transforms=("0 0 0.5 0 0 0 cam laser",),
+        metric_scale_fixed_frame="",
     )
     bare = dataclasses.replace(static, static_transforms=())
     sources = RangeSources()
@@ -359,6 +360,7 @@ def test_the_parameters_transforms_join_and_override_the_heard_ones():
         metric_scale="scale",
         metric_scale_sources=("scan",),
         static_transforms=("0 0 0.5 0 0 0 base laser",),  # the mount as it is
+        metric_scale_fixed_frame="",  # the robot still (the stand-in tf2 joins any frames)
     )
     wrong_mount, camera = "0 0 1.5 0 0 0 base laser", "0 0 0 0 0 0 base cam"
     from_tf_static, from_tf = RangeSources(), RangeSources()
