@@ -44,6 +44,7 @@ from .metric_scale_bench import (
     bench_metric_scale,
     bench_metric_scale_over_time,
     bench_range_reading,
+    bench_still_view_clearing,
     nyu_samples,
     parallax_sample,
     scene_samples,
@@ -374,7 +375,7 @@ def bench_options(ckpt, reps=12):
         ("dense features 'subsampled' (paper)", subsampled),
         ("dense features 'projected' (MaskCLIP)", projected),
     ):
-        rows.append([name, f"{statistics.median(t) * 1e3:.1f}", f"{statistics.median(t) / f:.3f}"])
+        rows.append([name, f"{statistics.median(t) * 1e3:.1f}", f"{statistics.median(t) / f:.3g}"])
     rows.append(["forward (stem..layer4), for reference", f"{f * 1e3:.1f}", "1.000"])
     return ["work per frame", "median (ms)", "/ forward"], rows
 
@@ -758,6 +759,8 @@ def print_metric_scale(args) -> None:
         f"{RATE:g} Hz, the shipped half-life, cpu)\n"
     )
     print(table(*bench_metric_scale_over_time(samples, args.quick)) + "\n")
+    print(f"## Metric scale: a still view's clearing ({MODEL_WORDS}; the tracker)\n")
+    print(table(*bench_still_view_clearing(samples[:-1])) + "\n")
     print(
         f"## Metric scale on a robot that moves ({MODEL_WORDS}; the built-in room closed "
         f"behind, a 360-degree scan at {SCAN_RATE:g} Hz with its time_increment, odom -> "

@@ -62,12 +62,12 @@ class RangeInputs:
                     )
                 self._inputs[name, camera].update()
 
-    def now(self) -> float:
+    def arrival_clock(self) -> float:
         """The arrival clock (the node's: ROS time, the bag's log time under `--clock`)."""
         return self.node.get_clock().now().nanoseconds * 1e-9
 
     def _received(self, name: str, camera, msg) -> None:
-        self.sources.add(name, msg, camera=camera, arrival=self.now())
+        self.sources.add(name, msg, camera=camera, arrival=self.arrival_clock())
 
     def image_arrived(self, camera: str, serialized: bytes, replaced: bool) -> None:
         """Camera `camera`'s image (serialized) has arrived, `replaced`: in place of its frame
@@ -79,13 +79,13 @@ class RangeInputs:
         stamp = serialized_stamp_ns(serialized)
         if stamp is not None:  # else not an image: its frame fails to decode
             slop = params.outputs.metric_scale_slop
-            self.sources.expect(camera, stamp, replaced, arrival=self.now(), slop=slop)
+            self.sources.expect(camera, stamp, replaced, arrival=self.arrival_clock(), slop=slop)
 
     def wait_for_anchors(self, camera: str, header, settings) -> None:
         """The frame's range messages decided (RangeSources.wait): the depth waits at most
         metric_scale_slop after its image arrived."""
         names = [name for name in settings.metric_scale_sources if name in TYPES]
-        self.sources.wait(camera, stamp_ns(header.stamp), names, self.now)
+        self.sources.wait(camera, stamp_ns(header.stamp), names, self.arrival_clock)
 
     def transforms_words(self) -> str:
         """Where the frames come from, in diagnostics' words."""
