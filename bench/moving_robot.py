@@ -9,12 +9,13 @@ against the same frames with the robot standing still at the image's pose. NumPy
 from __future__ import annotations
 
 import types
+import typing
 
 import numpy as np
 
 from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.metric_scale.fit import fit, project
-from depthclip_ros.metric_scale.range_sources import RangeSources, Stamp
+from depthclip_ros.metric_scale.range_sources import RangeSources
 from depthclip_ros.metric_scale.transforms import StaticTransforms, Transform, rotation_from_rpy
 from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, HEIGHT, SCENES, WIDTH
 
@@ -29,6 +30,13 @@ CAMERA_MOUNT = "0 0 0 -1.5707963267948966 0 -1.5707963267948966 base_link camera
 HALF_WIDTH, FLOOR, CEILING, FAR = SCENES["room"]
 BEHIND = 1.5  # the room's wall behind the robot's start (the built-in room is open there)
 K = np.array([[FX, 0, CX], [0, FY, CY], [0, 0, 1.0]])
+
+
+class Stamp(typing.NamedTuple):
+    """A time as builtin_interfaces/Time has it (sec, nanosec)."""
+
+    sec: int
+    nanosec: int
 
 
 def driving(t: float) -> tuple:

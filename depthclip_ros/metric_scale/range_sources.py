@@ -25,7 +25,6 @@ import dataclasses
 import math
 import threading
 import time
-import typing
 
 import numpy as np
 
@@ -254,7 +253,8 @@ class RangeSources:
         moved = np.empty_like(own)
         for i in np.unique(slices):
             chosen = slices == i
-            at = Stamp(*divmod(start + int(round(offsets[chosen].mean() * 1e9)), 10**9))
+            sec, nanosec = divmod(start + int(round(offsets[chosen].mean() * 1e9)), 10**9)
+            at = type(source.stamp)(sec=sec, nanosec=nanosec)  # the message's own Time type
             sensor = self._lookup(fixed, source.frame_id, at, settings)
             moved[chosen] = to_camera.apply(sensor.apply(own[chosen]))
         return moved
@@ -295,13 +295,6 @@ class RangeSources:
             joined = StaticTransforms([*self._heard.all(), *given.all()])
             self._parsed = (settings.static_transforms, given, joined)
         return given, joined
-
-
-class Stamp(typing.NamedTuple):
-    """A time as builtin_interfaces/Time has it (what the lookups take)."""
-
-    sec: int
-    nanosec: int
 
 
 @dataclasses.dataclass

@@ -12,7 +12,6 @@ from rclpy.time import Time
 
 from ..errors import AnchorError
 from ..metric_scale.transforms import Transform, quaternion_from_rotation, transform_from_stamped
-from ..runtime.stamp_pairing import stamp_ns
 
 AUTHORITY = "depthclip static_transforms parameter"  # tf2's name for who gave a transform
 
@@ -40,16 +39,15 @@ class TfFrames:
         self.given_frames = set()  # the child frames the parameter has given the buffer
 
     def lookup(self, target: str, source: str, stamp, given=()) -> Transform:
-        """The transform of points in frame `source` into `target` at `stamp` (anything with
-        a builtin_interfaces Time's sec and nanosec), `given` (Transforms: the
-        static_transforms parameter's) joining what tf2 heard; AnchorError with tf2's words
-        when tf2 has none (yet)."""
+        """The transform of points in frame `source` into `target` at `stamp` (a
+        builtin_interfaces Time), `given` (Transforms: the static_transforms parameter's)
+        joining what tf2 heard; AnchorError with tf2's words when tf2 has none (yet)."""
         self.lookups += 1
         target, source = target.lstrip("/"), source.lstrip("/")  # tf2 refuses ROS 1's slash
         for msg in self._stamped(given):  # again each time: a later /tf_static replaces them
             self.buffer.set_transform_static(msg, AUTHORITY)
         try:
-            msg = self.buffer.lookup_transform(target, source, Time(nanoseconds=stamp_ns(stamp)))
+            msg = self.buffer.lookup_transform(target, source, Time.from_msg(stamp))
         except tf2_ros.TransformException as exc:
             self.failed += 1
             self.last_failure = f"tf2: {type(exc).__name__}: {str(exc).strip()}"
