@@ -49,10 +49,10 @@ SOURCES = ("scan", "points", "depth")  # the sources that are messages
 # message that decides it wakes it at once), and gives up this long past its deadline's time
 # (a simulated clock that stopped).
 WAIT_STEP = 0.005
+WAIT_BEYOND = 1.0
 # A scan's rays are moved through the fixed frame in this many groups of like times (of a 10 Hz
 # sweep, 12.5 ms each: at 1 m/s and 1 rad/s, within 0.6 cm and 6 mrad of each ray's own time).
 MOTION_SLICES = 8
-WAIT_BEYOND = 1.0
 
 
 class RangeSources:
