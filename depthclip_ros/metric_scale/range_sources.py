@@ -243,7 +243,7 @@ class RangeSources:
     def _through(self, fixed, image, source, own, offsets, settings) -> np.ndarray:
         """`own` moved to `fixed` at each point's time, then to the image's frame at its stamp;
         points of like times (MOTION_SLICES of the message's span) share one lookup."""
-        to_camera = self._lookup(image.frame_id, fixed, image.stamp, settings)
+        to_camera = self._lookup(image.frame_id, fixed, image.stamp, settings, counted=False)
         if offsets is None or not len(own):
             sensor = self._lookup(fixed, source.frame_id, source.stamp, settings)
             return to_camera.apply(sensor.apply(own))
@@ -259,12 +259,12 @@ class RangeSources:
             moved[chosen] = to_camera.apply(sensor.apply(own[chosen]))
         return moved
 
-    def _lookup(self, target: str, source: str, stamp, settings):
+    def _lookup(self, target: str, source: str, stamp, settings, counted=True):
         """The transform of frame `source` into `target` at `stamp`: the static transforms'
         chain first, then with the moving transforms at the stamp, else the frames' lookup
         given the static_transforms parameter's transforms too. A frame the parameter gives
         takes the parameter's parent and transform (the user's word over what is heard, as a
-        frame has one parent in tf2)."""
+        frame has one parent in tf2). `counted`: in tf2's diagnostics (TfFrames.lookup)."""
         given, static = self._transforms(settings)
         try:
             return static.lookup(target, source)
@@ -281,7 +281,7 @@ class RangeSources:
         frames = self.frames  # the node's executor may close them meanwhile
         if frames is not None:
             try:
-                return frames.lookup(target, source, stamp, given.all())
+                return frames.lookup(target, source, stamp, given.all(), counted)
             except AnchorError as exc:
                 words = f"{words}; {exc}"
         raise AnchorError(words)

@@ -38,20 +38,24 @@ class TfFrames:
         self._given = ((), [])  # (the parameter's transforms, as TransformStamped messages)
         self.given_frames = set()  # the child frames the parameter has given the buffer
 
-    def lookup(self, target: str, source: str, stamp, given=()) -> Transform:
+    def lookup(self, target: str, source: str, stamp, given=(), counted=True) -> Transform:
         """The transform of points in frame `source` into `target` at `stamp` (a
         builtin_interfaces Time), `given` (Transforms: the static_transforms parameter's)
-        joining what tf2 heard; AnchorError with tf2's words when tf2 has none (yet)."""
-        self.lookups += 1
+        joining what tf2 heard; AnchorError with tf2's words when tf2 has none (yet).
+        `counted`: in the diagnostics' lookups and failures (not a probe for a frame that may
+        not be there: metric_scale_fixed_frame on a robot without odometry)."""
+        self.lookups += counted
         target, source = target.lstrip("/"), source.lstrip("/")  # tf2 refuses ROS 1's slash
         for msg in self._stamped(given):  # again each time: a later /tf_static replaces them
             self.buffer.set_transform_static(msg, AUTHORITY)
         try:
             msg = self.buffer.lookup_transform(target, source, Time.from_msg(stamp))
         except tf2_ros.TransformException as exc:
-            self.failed += 1
-            self.last_failure = f"tf2: {type(exc).__name__}: {str(exc).strip()}"
-            raise AnchorError(self.last_failure) from None
+            words = f"tf2: {type(exc).__name__}: {str(exc).strip()}"
+            if counted:
+                self.failed += 1
+                self.last_failure = words
+            raise AnchorError(words) from None
         return transform_from_stamped(msg, given=False)
 
     def _stamped(self, given) -> list:

@@ -204,7 +204,7 @@ class RecordedFrames:
     def __init__(self, transform=None):
         self.transform, self.asked, self.given = transform, [], []
 
-    def lookup(self, target, source, stamp, given=()):
+    def lookup(self, target, source, stamp, given=(), counted=True):
         self.asked.append((target, source, (stamp.sec, stamp.nanosec)))
         self.given.append([(t.parent, t.child) for t in given])
         if self.transform is None:
