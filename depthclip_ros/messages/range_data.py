@@ -11,6 +11,9 @@ import numpy as np
 from ..errors import AnchorError
 
 _FLOAT32, _FLOAT64 = 7, 8  # sensor_msgs/PointField datatypes
+# PointField datatypes a per-point time can have: INT32, UINT32, FLOAT32, FLOAT64.
+_KINDS = {5: "i4", 6: "u4", _FLOAT32: "f4", _FLOAT64: "f8"}
+TIME_FIELDS = ("t", "time", "timestamp")  # Ouster's, Velodyne's, Hesai's, in that order
 _GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 
 
@@ -45,10 +48,12 @@ def _valid_rays(scan) -> tuple:
     return ranges[valid], angles[valid], np.flatnonzero(valid).astype(np.float64)
 
 
-def cloud_points(cloud, at_most: int | None = None) -> np.ndarray:
+def cloud_points(cloud, at_most: int | None = None, times: bool = False):
     """A PointCloud2's x, y, z (float32 or float64 fields) as (N, 3) float64 in its frame,
     points with a coordinate that is not finite left out; of a cloud of more than `at_most`
-    points, about `at_most` spread over it (spread_sample), read without the rest."""
+    points, about `at_most` spread over it (spread_sample), read without the rest. `times`:
+    (points, each point's seconds after the header's stamp or None), from the first of the
+    drivers' per-point time fields it has (point_offsets)."""
     fields = {f.name: f for f in cloud.fields}
     missing = [name for name in "xyz" if name not in fields]
     if missing:
@@ -60,7 +65,7 @@ def cloud_points(cloud, at_most: int | None = None) -> np.ndarray:
     count = width * rows
     data = np.frombuffer(cloud.data, np.uint8)  # rclpy's array, a bag's ndarray: no copy
     if count == 0:
-        return np.zeros((0, 3))
+        return (np.zeros((0, 3)), None) if times else np.zeros((0, 3))
     row_step = int(cloud.row_step) or step * width
     if step <= 0 or data.size < row_step * (rows - 1) + step * width:
         raise AnchorError(
@@ -78,10 +83,44 @@ def cloud_points(cloud, at_most: int | None = None) -> np.ndarray:
                 f"a PointCloud2 whose {name} field is datatype {field.datatype} at offset "
                 f"{field.offset} of {step}-byte points (FLOAT32 or FLOAT64 needed)"
             )
-        size = int(kind[1])
-        raw = data[(starts + int(field.offset))[:, None] + np.arange(size)]  # (n, size) bytes
-        points[:, column] = raw.view(order + kind)[:, 0]
-    return points[np.isfinite(points).all(axis=1)]
+        points[:, column] = _field_values(data, starts, field, kind, order)
+    finite = np.isfinite(points).all(axis=1)
+    if not times:
+        return points[finite]
+    offsets = point_offsets(cloud, fields, data, starts, order)
+    return points[finite], None if offsets is None else offsets[finite]
+
+
+def _field_values(data, starts, field, kind: str, order: str) -> np.ndarray:
+    """The values of `field` (numpy `kind`, e.g. 'f4') of the points starting at `starts`."""
+    size = int(kind[1])
+    raw = data[(starts + int(field.offset))[:, None] + np.arange(size)]  # (n, size) bytes
+    return raw.view(order + kind)[:, 0].astype(np.float64)
+
+
+def point_offsets(cloud, fields: dict, data, starts, order: str) -> np.ndarray | None:
+    """Each point's seconds after the cloud's stamp, from its drivers' time field: `t` (an
+    integer: nanoseconds after the stamp, Ouster's; a float: seconds), `time` (seconds after
+    the stamp, Velodyne's), `timestamp` (a float: a time like the stamp's, Hesai's, where its
+    values lie nearer the stamp than 0; else seconds after the stamp); None where it has none
+    of them (every point at the stamp) or one of another type."""
+    step = int(cloud.point_step)
+    for name in TIME_FIELDS:
+        field = fields.get(name)
+        if field is None:
+            continue
+        kind = _KINDS.get(int(field.datatype))
+        if kind is None or int(field.offset) + int(kind[1]) > step:
+            return None
+        values = _field_values(data, starts, field, kind, order)
+        if kind[0] in "iu":
+            return values * 1e-9  # nanoseconds
+        stamp = int(cloud.header.stamp.sec) + int(cloud.header.stamp.nanosec) * 1e-9
+        middle = float(np.nanmedian(values)) if values.size else 0.0
+        if name == "timestamp" and abs(middle - stamp) < abs(middle):  # nearer the stamp: a time
+            return values - stamp
+        return values
+    return None
 
 
 def spread_sample(count: int, size: int) -> np.ndarray:

@@ -182,7 +182,7 @@ class RangeSources:
                     problems.append(f"no {name} within {settings.metric_scale_slop:g} s")
                     continue
                 own = _points(name, msg, k, size, header.frame_id)
-                offsets = range_data.scan_point_offsets(msg) if name == "scan" else None
+                offsets = _offsets(name, msg)
                 points.append(
                     self._into_camera(header, msg.header, own, offsets, settings, camera)
                 )
@@ -224,10 +224,10 @@ class RangeSources:
     def _into_camera(self, image, source, own, offsets, settings, camera) -> np.ndarray:
         """`own` (points of the message of header `source`, in its frame) in the optical frame
         of the image of header `image`, at the image's stamp: each point at its own time (the
-        message's stamp plus `offsets`, seconds, where given: a scan's rays) moved through
-        metric_scale_fixed_frame (tf2's lookup_transform_full); where that frame is not set or
-        not joined at those times (no odometry heard), the robot taken as still: the message's
-        frame looked up at its stamp (said in `motion`, per camera)."""
+        message's stamp plus `offsets`, seconds, where given: a scan's rays, a cloud's points)
+        moved through metric_scale_fixed_frame (tf2's lookup_transform_full); where that frame
+        is not set or not joined at those times (no odometry heard), the robot taken as still:
+        the message's frame looked up at its stamp (said in `motion`, per camera)."""
         fixed = settings.metric_scale_fixed_frame
         if fixed:
             try:
@@ -324,13 +324,15 @@ class ReadCloud:
     header: object
     points: np.ndarray | None
     error: str = ""
+    offsets: np.ndarray | None = None  # each point's seconds after the stamp, where it says
 
     @classmethod
     def of(cls, cloud) -> "ReadCloud":
         """Read as it arrives, on the node's executor: whatever the message holds, never an
         exception there (it would stop the executor)."""
         try:
-            return cls(cloud.header, range_data.cloud_points(cloud, RANGE_POINTS))
+            points, offsets = range_data.cloud_points(cloud, RANGE_POINTS, times=True)
+            return cls(cloud.header, points, offsets=offsets)
         except AnchorError as exc:
             return cls(cloud.header, None, str(exc))
         except Exception as exc:  # a message no driver sends: its words, not the node's end
@@ -352,6 +354,14 @@ def _hold_nearer(held: dict, name: str, msg, stamp: int) -> None:
 
 def _ns(msg) -> int:
     return stamp_ns(msg.header.stamp)
+
+
+def _offsets(name: str, msg) -> np.ndarray | None:
+    """Each point's seconds after its message's stamp (a scan's rays, a cloud's per-point time
+    field), as _points orders them; None: every point at the stamp."""
+    if name == "scan":
+        return range_data.scan_point_offsets(msg)
+    return msg.offsets if name == "points" else None
 
 
 def _points(name: str, msg, k, size: tuple, frame_id: str) -> np.ndarray:

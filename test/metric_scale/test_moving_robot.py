@@ -65,3 +65,67 @@ def test_without_odometry_the_robot_is_taken_as_still_and_said():
     assert words.startswith("robot taken as still: no transform from frame 'map'")
     still_points, _ = frame_anchors(t, "", driving)
     np.testing.assert_allclose(sources_points, still_points)
+
+
+@pytest.mark.parametrize("field", ["t", "time", "timestamp"])
+def test_a_clouds_per_point_times_move_each_point_as_a_scans_rays(field):
+    """The sweep as a lidar driver's PointCloud2 (in the laser's frame), each point's time in
+    Ouster's `t` (uint32 ns after the stamp), Velodyne's `time` (float32 s after it) or Hesai's
+    `timestamp` (float64 s since 1970): its anchors equal the scan's, ray by ray; without the
+    field every point is taken at the stamp."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    from depthclip_ros.config.settings import OutputSettings
+    from depthclip_ros.metric_scale.range_sources import RangeSources
+
+    t = 0.57
+    start = round(t * moving_robot.SCAN_RATE) / moving_robot.SCAN_RATE
+    sweep = moving_robot.scan(start, driving)
+    xyz = range_data.scan_points(sweep)
+    offsets = range_data.scan_point_offsets(sweep)
+    stamp = sweep.header.stamp.sec + sweep.header.stamp.nanosec * 1e-9
+    kinds = {
+        "t": (PointField.UINT32, "<u4", np.round(offsets * 1e9)),
+        "time": (PointField.FLOAT32, "<f4", offsets),
+        "timestamp": (PointField.FLOAT64, "<f8", stamp + offsets),
+    }
+    datatype, dtype, values = kinds[field]
+    layout = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), (field, dtype)])
+    points = np.zeros(len(xyz), layout)
+    for column, name in enumerate("xyz"):
+        points[name] = xyz[:, column]
+    points[field] = values
+    fields = [
+        PointField(name=name, offset=layout.fields[name][1], datatype=kind, count=1)
+        for name, kind in (*((n, PointField.FLOAT32) for n in "xyz"), (field, datatype))
+    ]
+    cloud = PointCloud2(
+        height=1, width=len(points), fields=fields, is_bigendian=False,
+        point_step=layout.itemsize, row_step=layout.itemsize * len(points),
+        data=points.tobytes(), is_dense=True,
+    )  # fmt: skip
+    cloud.header.frame_id = "laser"
+    cloud.header.stamp.sec, cloud.header.stamp.nanosec = sweep.header.stamp
+
+    def anchors(name, msg):
+        sources = RangeSources()
+        for tf in moving_robot.tf_messages(t - 0.3, t + 0.3, driving):
+            sources.moving.add(tf)
+        sources.add(name, msg)
+        settings = OutputSettings(
+            metric_scale="scale",
+            metric_scale_sources=(name,),
+            static_transforms=(moving_robot.LASER_MOUNT, moving_robot.CAMERA_MOUNT),
+        )
+        header = cloud.header.__class__(frame_id="camera_optical_frame")
+        header.stamp.sec, header.stamp.nanosec = moving_robot.Stamp(
+            *divmod(int(round((moving_robot.T0 + t) * 1e9)), 10**9)
+        )
+        points, _, problems = sources.anchors(header, None, (480, 640), settings)
+        assert problems == []
+        return points
+
+    from_scan = anchors("scan", sweep)
+    np.testing.assert_allclose(anchors("points", cloud), from_scan, atol=2e-5)
+    cloud.fields = fields[:3]  # no time field: every point at the stamp
+    assert np.max(np.linalg.norm(anchors("points", cloud) - from_scan, axis=1)) > 0.01
