@@ -169,9 +169,8 @@ class BagProcessor:
         """Chunks of IN in log order (of `connections` only, if given); a chunk closes when
         frames of one size fill a batch, or when its other messages reach MAX_BUFFERED_BYTES
         (bounded memory), and goes on once each of its frames' range data is decided (the
-        node's rule, RangeSources: the log read on to the first message of each source stamped
-        at or after the frame's, or metric_scale_slop past the frame's log time). Messages are
-        copied when `out_conns` has their connection."""
+        node's rule, RangeSources: the log read on to metric_scale_slop past the frame's log
+        time). Messages are copied when `out_conns` has their connection."""
         by_image = {camera.image_topic: camera for camera in cameras}
         chunk, chunk_bytes = _Chunk(), 0
         closed = collections.deque()  # full chunks whose frames' range data is not decided yet
@@ -221,19 +220,18 @@ class BagProcessor:
         )
 
     def _take_anchors(self, chunks, now: float) -> None:
-        """The anchors of each frame of `chunks` whose range data is decided at log time
-        `now` (seconds), in log order."""
+        """The anchors of each frame of `chunks` whose range data is settled at log time `now`
+        (seconds: metric_scale_slop past the image's log time, the rule's deadline, so what
+        decided it and the /tf about its stamp are read), in log order."""
         if self.settings.metric_scale == "off":
             return
-        names = [name for name in self.settings.metric_scale_sources if name in RANGE_TYPES]
         for chunk in chunks:
             for frame in chunk.frames:
                 if frame.anchors is not None:
                     continue
                 camera = frame.owner.image_topic
-                stamp = stamp_ns(frame.header.stamp)
-                if not self.ranges.decided(camera, stamp, names, now):
-                    return  # later frames are decided later
+                if not self.ranges.settled(camera, stamp_ns(frame.header.stamp), now):
+                    return  # later frames settle later
                 size = frame.rgb.shape[:2]
                 frame.anchors = self.ranges.anchors(
                     frame.header, frame.info, size, self.settings, camera

@@ -15,7 +15,7 @@ increase is farther; a scan that comes later than that is not waited for). The n
 each image arrives (`expect`); what decides each frame is held for it until its anchors are
 taken, however many messages come after, so a model slower than KEEP messages of a source still
 finds its frame's; `wait` lets the node wait for a frame's decision, at most until that
-deadline.
+deadline; depthclip-bag reads on to it (`settled`).
 """
 
 from __future__ import annotations
@@ -122,12 +122,13 @@ class RangeSources:
             while len(frames) > EXPECTED_PER_CAMERA:
                 frames.popitem(last=False)
 
-    def decided(self, camera, stamp: int, names, now: float) -> bool:
-        """Whether the messages of sources `names` for the frame of `camera` stamped `stamp`
-        (ns) are decided at `now` (arrival seconds): each source's, or its deadline passed; a
-        frame not expected is."""
+    def settled(self, camera, stamp: int, now: float) -> bool:
+        """Whether nothing arriving after `now` (arrival seconds) can change the frame of
+        `camera` stamped `stamp` (ns): its deadline passed, or it is not expected. (A bag's
+        /tf logged by then is there for its lookups too.)"""
         with self._lock:
-            return self._decided(camera, stamp, names, now)
+            frame = self._expected.get(camera, {}).get(stamp)
+            return frame is None or now > frame.deadline
 
     def wait(self, camera, stamp: int, names, clock) -> None:
         """Wait until the frame's messages are decided (`decided`), at most until its deadline
@@ -142,10 +143,6 @@ class RangeSources:
             while not set(names) <= frame.decided and left > 0 and time.monotonic() < give_up:
                 self._lock.wait(timeout=min(left, WAIT_STEP))
                 left = frame.deadline - clock()
-
-    def _decided(self, camera, stamp: int, names, now: float) -> bool:
-        frame = self._expected.get(camera, {}).get(stamp)
-        return frame is None or now > frame.deadline or set(names) <= frame.decided
 
     def forget_expected(self) -> None:
         """Frames no longer expected (metric_scale turned off, the inputs closed)."""

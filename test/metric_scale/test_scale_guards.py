@@ -353,10 +353,10 @@ def test_one_rule_decides_a_frames_scan_from_stamps_and_arrivals():
         sources = RangeSources()
         sources.add("scan", scan(0.0, 5.0), arrival=100.03)
         sources.expect("cam", image_ns, arrival=100.065, slop=0.05)
-        assert not sources.decided("cam", image_ns, ["scan"], 100.07)
+        assert not sources.settled("cam", image_ns, 100.07)
         sources.add("scan", scan(0.10, 2.0), arrival=arrival)
         sources.add("scan", scan(0.07, 3.0), arrival=arrival + 0.001)  # nearer, too late
-        assert sources.decided("cam", image_ns, ["scan"], arrival)
+        assert sources.settled("cam", image_ns, 100.116)
         points, _, problems = sources.anchors(header, None, (480, 640), settings, "cam")
         if expected is None:
             assert problems == ["no scan within 0.05 s"] and len(points) == 0
@@ -366,4 +366,7 @@ def test_one_rule_decides_a_frames_scan_from_stamps_and_arrivals():
     waiter.expect("cam", image_ns, arrival=100.065, slop=0.05)
     clock = iter(np.arange(100.065, 101.0, 0.01))
     waiter.wait("cam", image_ns, ["scan"], lambda: float(next(clock)))  # no scan: gives up
-    assert waiter.decided("cam", image_ns, ["scan"], 100.116)
+    assert next(clock) > 100.115  # at the deadline on the arrival clock, not before
+    waiter.add("scan", scan(0.06, 1.0), arrival=100.2)
+    points, _, problems = waiter.anchors(header, None, (480, 640), settings, "cam")
+    assert problems == ["no scan within 0.05 s"]  # arrived past the deadline: not taken

@@ -309,7 +309,8 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
 ):
     """temporal_filter mixture (a threshold no patch reaches, so every frame fuses), scene_bins
     auto and metric_scale (mode bins: its bin probabilities fetched) fitted to a scan in one
-    bag (from a laser on a turning mount: the bag's /tf), to a registered depth image in
+    bag (from a laser on a turning mount: the bag's /tf; each scan logged after its image),
+    to a registered depth image in
     another, to a lidar's cloud (read as the node reads it, a sample of its points) in the
     third, and two cameras each to its own registered depth image (--anchor-depth-topic once
     per --image-topic) in the fourth, on the unbiased tiny CLIP over VARYING_BINS (a depth
@@ -329,18 +330,27 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
 
     store = get_typestore(Stores.ROS2_KILTED)
     archive, outdir = tmp_path / "archive", tmp_path / "out"
-    for name, extra in (
+    for name, extra, at in (
         (
             "a",
             {
                 "/scan": (store, "sensor_msgs/msg/LaserScan", wall_scan),
                 "/tf": (store, "tf2_msgs/msg/TFMessage", mount_tf),
             },
+            40_000_000,  # each scan (and the mount's /tf) logged 40 ms after its image
         ),
-        ("b", {"/anchors/depth": (store, "sensor_msgs/msg/Image", plane_depth(4.0, 8.0))}),
-        ("c", {"/anchors/points": (store, "sensor_msgs/msg/PointCloud2", wall_cloud)}),
+        (
+            "b",
+            {"/anchors/depth": (store, "sensor_msgs/msg/Image", plane_depth(4.0, 8.0))},
+            -50_000_000,
+        ),
+        (
+            "c",
+            {"/anchors/points": (store, "sensor_msgs/msg/PointCloud2", wall_cloud)},
+            -50_000_000,
+        ),
     ):
-        write_bag(archive / name, "mcap", frames=12, extra=extra, extra_at=-50_000_000)
+        write_bag(archive / name, "mcap", frames=12, extra=extra, extra_at=at)
     image = "sensor_msgs/msg/Image"
     write_bag(  # two cameras, each with its own registered depth camera
         archive / "d_both",
