@@ -506,3 +506,38 @@ def test_each_named_camera_is_fitted_to_its_own_registered_depth(tiny_checkpoint
             np.testing.assert_allclose(depth, scale * core.depth[0], rtol=1e-4, err_msg=name)
         assert tester.node.count_publishers("anchors/depth") == 0  # no node-wide topic used
         assert tester.node.count_subscribers("anchors/depth") == 0
+
+
+def test_the_first_frames_anchors_use_the_camera_info_its_slop_pairs(tiny_checkpoint, tmp_path):
+    """camera_info_slop 0.05 s: the first frame's camera_info stamped 20 ms after the image
+    (its K), then a zoomed one of the same size 0.5 s later, both here before the image: the
+    anchors of the frame's cloud (1.5 times the model's depth through the first K) are projected
+    through the first K, paired within the slop (paired exactly, metric_scale took the newest,
+    the zoomed one, and fitted another scale)."""
+    core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **SIZE)).predict(IMAGE)
+    params = dict(
+        SIZE,
+        metric_scale="scale",
+        metric_scale_sources=["points"],
+        camera_info_slop=0.05,
+        camera_info_wait=0.0,
+    )
+    zoomed = camera_info(width=320, height=240, fx=600.0, fy=600.0, cx=160.0, cy=120.0)
+    with running_node(str(tiny_checkpoint), tmp_path / "cache", **params) as (node, tester):
+        anchors_pub = tester.node.create_publisher(PointCloud2, "anchors/points", RELIABLE)
+        wait_until(lambda: anchors_pub.get_subscription_count() > 0)
+        anchors_pub.publish(
+            cloud_of(anchors_at_the_cells(core, K, 1.5), 1, "camera_optical_frame")
+        )
+        wait_until(lambda: node.ranges.sources.received["points"] == 1)
+        tester.info_pub.publish(stamp(INFO, 1, 20_000_000))
+        tester.info_pub.publish(stamp(zoomed, 1, 500_000_000))
+        camera = next(iter(node.cameras.values()))
+
+        def both_here():
+            newest = camera.camera_infos.fallback((320, 240))
+            return newest is not None and newest.k[0] == 600.0
+
+        wait_until(both_here)
+        tester.image_pub.publish(stamp(encode(IMAGE, "rgb8"), 1))
+        np.testing.assert_allclose(depth_of(tester, 1), 1.5 * core.depth[0], rtol=1e-4)
