@@ -12,6 +12,7 @@ from test_metric_scale import BINS, GRID, REGION, K, cell_points, smooth_result
 from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.metric_scale import fit, tracking
 from depthclip_ros.metric_scale.camera_scale import CameraScale
+from depthclip_ros.runtime.health import ERROR, WARN
 
 
 def scattered_points(count=10, seed=0):
@@ -29,6 +30,15 @@ def scattered_points(count=10, seed=0):
 def still_fit(scale, std):
     """A frame's fit in mode scale of a view the model puts at 1-3 m."""
     return fit.Fit("scale", scale, 0.0, std, 0.0, 100, 100, 90, 85, 0.01, model_span=(1, 3))
+
+
+def fitted_camera(settings, scale=1.5, stamp=0.0) -> CameraScale:
+    """A camera whose first frame was fitted to anchors `scale` times the model's depth."""
+    grid = smooth_result(with_probs=False).coarse_depth[0].astype(np.float64)
+    camera = CameraScale()
+    anchors = cell_points(scale * np.kron(grid, np.ones((32, 32))))
+    camera.apply(smooth_result(with_probs=False), 0, anchors, K, stamp, settings)
+    return camera
 
 
 @pytest.mark.parametrize("mode", ["scale", "scale_shift"])
@@ -163,21 +173,12 @@ def test_stamps_that_go_back_without_a_fit_keep_ageing_the_state():
     assert [c.age for c in looped] == pytest.approx([0.5, 1.5, 3.5])
     assert looped[0].log_scale_std < looped[1].log_scale_std < looped[2].log_scale_std
 
-    camera = CameraScale()
     settings = OutputSettings(metric_scale="scale", metric_scale_min_anchors=8)
-    result = smooth_result(with_probs=False)
-    depth = np.kron(result.coarse_depth[0].astype(np.float64), np.ones((32, 32)))
-    camera.apply(result, 0, cell_points(1.5 * depth), K, 10.0, settings)
+    camera = fitted_camera(settings, stamp=10.0)
     for stamp in (0.0, 1.0, 2.5):  # looped: no anchors
         camera.apply(smooth_result(with_probs=False), 0, np.empty((0, 3)), K, stamp, settings)
     level, words = camera.verdict(settings)
-    assert level == tracking_warn() and words.startswith("metric_scale fit 2.5 s old")
-
-
-def tracking_warn():
-    from depthclip_ros.runtime.health import WARN
-
-    return WARN
+    assert level == WARN and words.startswith("metric_scale fit 2.5 s old")
 
 
 def bins_fit(scale, offsets, stamp_mode="bins"):
@@ -207,10 +208,7 @@ def test_turning_the_ground_on_or_off_keeps_the_state_where_a_new_ground_mount_r
     with_ground = dataclasses.replace(
         settings, metric_scale_sources=("scan", "ground"), ground_height=1.0
     )
-    result = smooth_result(with_probs=False)
-    depth = np.kron(result.coarse_depth[0].astype(np.float64), np.ones((32, 32)))
-    camera = CameraScale()
-    camera.apply(smooth_result(with_probs=False), 0, cell_points(1.5 * depth), K, 0.0, settings)
+    camera = fitted_camera(settings)
     sequence = [(with_ground, True), (settings, True), (with_ground, True)]
     sequence += [(dataclasses.replace(with_ground, ground_height=1.2), False)]
     for stamp, (changed, kept) in enumerate(sequence, start=1):
@@ -222,10 +220,7 @@ def test_turning_the_ground_on_or_off_keeps_the_state_where_a_new_ground_mount_r
 
 def test_a_scale_max_lowered_below_the_tracked_scale_takes_effect_at_the_next_frame():
     settings = OutputSettings(metric_scale="scale", metric_scale_min_anchors=8)
-    result = smooth_result(with_probs=False)
-    depth = np.kron(result.coarse_depth[0].astype(np.float64), np.ones((32, 32)))
-    camera = CameraScale()
-    camera.apply(smooth_result(with_probs=False), 0, cell_points(1.5 * depth), K, 0.0, settings)
+    camera = fitted_camera(settings)
     lowered = dataclasses.replace(settings, metric_scale_max=1.2)
     frame = smooth_result(with_probs=False)
     assert camera.apply(frame, 0, np.empty((0, 3)), K, 1 / 15, lowered) is None
@@ -235,26 +230,15 @@ def test_a_scale_max_lowered_below_the_tracked_scale_takes_effect_at_the_next_fr
 
 def test_after_a_reset_the_diagnostics_say_not_fitted_since_it_not_never():
     settings = OutputSettings(metric_scale="scale", metric_scale_min_anchors=8)
-    result = smooth_result(with_probs=False)
-    depth = np.kron(result.coarse_depth[0].astype(np.float64), np.ones((32, 32)))
-    camera = CameraScale()
-    camera.apply(smooth_result(with_probs=False), 0, cell_points(1.5 * depth), K, 0.0, settings)
+    camera = fitted_camera(settings)
     assert camera.verdict(settings) is None
     moved = dataclasses.replace(settings, static_transforms=("0 0 0.1 0 0 0 laser camera",))
     camera.apply(smooth_result(with_probs=False), 0, np.empty((0, 3)), K, 1 / 15, moved)
     level, words = camera.verdict(moved)
-    assert level == tracking_error() and words.startswith(
-        "metric_scale not fitted since a restart"
-    )
+    assert level == ERROR and words.startswith("metric_scale not fitted since a restart")
     fresh = CameraScale()
     fresh.apply(smooth_result(with_probs=False), 0, np.empty((0, 3)), K, 0.0, settings)
     assert fresh.verdict(settings)[1].startswith("metric_scale never fitted")
-
-
-def tracking_error():
-    from depthclip_ros.runtime.health import ERROR
-
-    return ERROR
 
 
 def test_nothing_published_is_negative_or_nan_where_the_model_was_finite():
