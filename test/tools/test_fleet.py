@@ -252,14 +252,22 @@ def wall_scan(frame):
 
 
 def mount_tf(frame):
-    """/tf (rosbags) of wall_scan's mount: laser -> tilt_laser at 0.01 rad a frame, 25 ms
-    either side of the frame's stamp."""
-    from bag_factory import frame_stamp
-    from range_factory import rosbags_mount_tf
+    """/tf (rosbags) of wall_scan's mount, laser -> tilt_laser at 0.01 rad a frame, and of the
+    robot driving forward at 0.1 m/s (odom -> laser), each 25 ms either side of the frame's
+    stamp."""
+    from bag_factory import T0_NS, frame_stamp
+    from range_factory import rosbags_mount_tf, rosbags_tf
     from rosbags.typesys import Stores, get_typestore
 
     store = get_typestore(Stores.ROS2_KILTED)
-    return rosbags_mount_tf(*frame_stamp(frame), lambda *_: 0.01 * frame, store)
+    msg = rosbags_mount_tf(*frame_stamp(frame), lambda *_: 0.01 * frame, store)
+    sec, nanosec = frame_stamp(frame)
+    driving = []
+    for offset in (-25_000_000, 25_000_000):
+        at = sec * 10**9 + nanosec + offset
+        driving.append((f"{0.1 * (at - T0_NS) * 1e-9!r} 0 0 0 0 0 odom laser", *divmod(at, 10**9)))
+    msg.transforms.extend(rosbags_tf(driving, store).transforms)
+    return msg
 
 
 def wall_cloud(frame):
@@ -305,11 +313,12 @@ def depth_images(bag, camera="/cam"):
 
 
 def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
-    tmp_path, params_file, unbiased_checkpoint
+    tmp_path, params_file, unbiased_checkpoint, capsys
 ):
     """temporal_filter mixture (a threshold no patch reaches, so every frame fuses), scene_bins
     auto and metric_scale (mode bins: its bin probabilities fetched) fitted to a scan in one
-    bag (from a laser on a turning mount: the bag's /tf; each scan logged after its image),
+    bag (from a laser on a turning mount of a robot driving, both on the bag's /tf: each scan
+    moved through odom; each scan logged after its image),
     to a registered depth image in
     another, to a lidar's cloud (read as the node reads it, a sample of its points) in the
     third, and two cameras each to its own registered depth image (--anchor-depth-topic once
@@ -388,7 +397,12 @@ def test_the_temporal_filter_and_metric_scale_on_ray_equal_the_bag_tool(
     assert rc == 0, err
     entries = manifest_lines(outdir)
     assert sorted(e["status"] for e in entries) == [manifest.DONE] * 4, entries
+    capsys.readouterr()
     assert_outputs_equal_to_bag_tool(entries, fused, tmp_path, depth_topics)
+    # Bag a's scans went through odom; the other bags have no odometry: each of their cameras
+    # (b's, c's, and d_both's two) says once that its robot is taken as still.
+    still = [line for line in capsys.readouterr().err.splitlines() if "taken as still" in line]
+    assert len(still) == 4, still
     (both,) = [Path(e["output"]) for e in entries if Path(e["output"]).name == "d_both"]
     for camera, metres in (("/cam", 6.0), ("/rear", 12.0)):  # each its own plane's middle
         _, raw = depth_images(both, camera)[-1][:2]
