@@ -83,6 +83,8 @@ SECTION_RUNS = {
         "Temporal filter",
         "Metric scale",
         "Metric scale over time",
+        "Metric scale: a still view's clearing",
+        "Metric scale on a robot that moves",
         "Metric scale: a frame's range data read",
         "Offline evaluation",
     ],
@@ -356,6 +358,20 @@ def test_benchmark_core_fairness_temporal_and_eval():
         assert float(oracle) == float(uncalibrated["AbsRel every-pixel fit"])
 
     from depthclip_ros.metric_scale.range_sources import RANGE_POINTS
+
+    # Issue 82's targets on the synthetic sequences (figures of the mechanism, not timings).
+    for row in tables["Metric scale: a still view's clearing"]:
+        settled, dark = (float(v) for k, v in row.items() if k.startswith(("std of", "2 s")))
+        assert settled < 0.01 and dark >= 2 * settled, row
+        share = next(v for k, v in row.items() if k.startswith("points/clearing"))
+        assert float(share.rstrip("%")) >= 90.0, row
+        tracked, exact = next(v for k, v in row.items() if k.startswith("clearing")).split(" / ")
+        assert int(tracked) <= int(exact), row
+    still, through_odom, taken_as_still = tables["Metric scale on a robot that moves"]
+    gap = "off the still robot's scale (median / largest)"
+    largest = [float(row[gap].split(" / ")[1].rstrip("%")) for row in (still, through_odom)]
+    assert largest[0] == 0.0 and largest[1] < 1.0, through_odom
+    assert float(taken_as_still[gap].split(" / ")[0].rstrip("%")) > 1.0, taken_as_still
 
     reading = tables["Metric scale: a frame's range data read"]
     assert [r["message"].split(",")[0] for r in reading] == [
