@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+import tf2_from_source
 from helpers import camera_info, encode, model_config, stamp, structured_image, wait_until
 from range_factory import (
     LASER_TO_OPTICAL,
@@ -226,7 +227,8 @@ def test_a_scan_through_tf2s_frames_heard_while_on(tiny_checkpoint, tmp_path):
     /tf_static (the depth the model's), on again hears /tf_static's latched transforms at
     once; a dynamic /tf is looked up at the scan's stamp (one outside its buffer is tf2's
     extrapolation, said, and the fit kept)."""
-    pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (a ROS install has it)")
+    if tf2_from_source.missing():
+        pytest.skip(tf2_from_source.missing())
     from range_factory import tf_message
     from rclpy.parameter import Parameter
     from rclpy.qos import DurabilityPolicy

@@ -22,7 +22,17 @@ def colcon_build(workspace: Path) -> Path:
         ROOT,
         workspace / "src" / PACKAGE,
         ignore=shutil.ignore_patterns(
-            ".venv*", ".git", "build", "install", "log", "__pycache__", "*.egg-info", "out"
+            ".venv*",
+            ".tf2",
+            ".emulation",
+            ".ort-wrappers",
+            ".git",
+            "build",
+            "install",
+            "log",
+            "__pycache__",
+            "*.egg-info",
+            "out",
         ),
     )
     run_colcon_build(workspace)

@@ -6,8 +6,9 @@ among the tool's warnings."""
 
 import numpy as np
 import pytest
+import tf2_from_source
 import yaml
-from bag_factory import deserialize, frame_stamp, read_bag, write_bag
+from bag_factory import T0_NS, deserialize, frame_stamp, read_bag, write_bag
 from bag_player import play
 from helpers import VARYING_BINS, model_config, structured_image, wait_until
 from range_factory import (
@@ -52,18 +53,36 @@ def mount_angle(sec, nanosec):
     return 2.0 * ((sec * 10**9 + nanosec) - frame_stamp(0)[0] * 10**9) * 1e-9
 
 
-def write_scan_bag(path, results, tf_static=False, scans=FRAMES, moving=None, no_rotation=False):
+# The driving robot: odom -> laser forward at 1 m/s, each scan stamped 20 ms before its image.
+SPEED, SCAN_EARLY_NS = 1.0, 20_000_000
+
+
+def driving_tf(i, store):
+    """/tf (rosbags) of the driving robot 25 ms either side of frame i's stamp."""
+    sec, nanosec = frame_stamp(i)
+    at = [sec * 10**9 + nanosec + offset for offset in (-25_000_000, 25_000_000)]
+    odom = "0 0 0 0 0 0 odom laser"
+    texts = [(f"{SPEED * (t - T0_NS) * 1e-9!r}{odom[1:]}", *divmod(t, 10**9)) for t in at]
+    return rosbags_tf(texts, store)
+
+
+def write_scan_bag(
+    path, results, tf_static=False, scans=FRAMES, moving=None, no_rotation=False, driving=False
+):
     """write_bag's camera with a scan of each of the first `scans` frames, logged 50 ms before
     its image (header stamps equal); `tf_static`: the laser's frame in /tf_static too (True:
     LASER_TO_OPTICAL; or static_transform_publisher texts).
     `moving` (a number of frames): the scans in frame tilt_laser, a mount turning on the laser
     (mount_angle), their rays turned back by its angle, and /tf of the first `moving` frames
     giving laser -> tilt_laser 25 ms either side of each frame's stamp. `no_rotation`: the
-    first transform of each /tf_static and /tf message with a zero quaternion."""
+    first transform of each /tf_static and /tf message with a zero quaternion. `driving`: the
+    robot drives (driving_tf on /tf), each scan stamped SCAN_EARLY_NS before its image."""
     store = get_typestore(Stores.ROS2_KILTED)
 
     def scan(i):
         sec, nanosec = frame_stamp(i if i < scans else i - 10)  # later ones: stamps off by 1 s
+        if driving:
+            sec, nanosec = divmod(sec * 10**9 + nanosec - SCAN_EARLY_NS, 10**9)
         msg = scan_of(results[i], K, scale_of(i), sec, nanosec)
         if moving is not None:
             msg.header.frame_id = "tilt_laser"
@@ -88,6 +107,8 @@ def write_scan_bag(path, results, tf_static=False, scans=FRAMES, moving=None, no
         extra["/tf_static"] = (store, "tf2_msgs/msg/TFMessage", lambda i: static)
     if moving is not None:
         extra["/tf"] = (store, "tf2_msgs/msg/TFMessage", tf)
+    if driving:
+        extra["/tf"] = (store, "tf2_msgs/msg/TFMessage", lambda i: driving_tf(i, store))
     write_bag(path, frames=FRAMES, width=WIDTH, height=HEIGHT, extra=extra, extra_at=-50_000_000)
 
 
@@ -251,25 +272,41 @@ def test_the_parameter_corrects_a_mount_the_bags_tf_static_has_wrong(tmp_path, t
     assert not np.allclose(as_recorded[0], expected[0], rtol=0.05)
 
 
+@pytest.mark.ros  # on Jazzy too: its tf2_ros and rclpy
 @pytest.mark.parametrize(
-    "moving, tf_static, params",
-    [(None, True, {}), (FRAMES, True, {}), (None, WRONG_MOUNT, CORRECTED)],
-    ids=["tf_static", "turning_mount", "mount_corrected_by_parameter"],
+    "moving, tf_static, driving, params",
+    [
+        (None, True, False, {}),
+        (FRAMES, True, False, {}),
+        (None, WRONG_MOUNT, False, CORRECTED),
+        (None, True, True, {}),
+    ],
+    ids=["tf_static", "turning_mount", "mount_corrected_by_parameter", "driving_robot"],
 )
 def test_the_node_hearing_a_played_bags_frames_through_tf2_equals_depthclip_bag(
-    tmp_path, tiny_checkpoint, moving, tf_static, params
+    tmp_path, tiny_checkpoint, moving, tf_static, driving, params
 ):
     """depthclip-bag reads the bag's /tf_static (and a turning mount's /tf), the node (a ROS
     install's tf2_ros) hears them from `ros2 bag play` (/tf_static latched, as recorded): the
     same depth, frame by frame; so with a static_transforms parameter correcting one mount
-    the bag's /tf_static has wrong (tf2 given the parameter's transforms)."""
-    pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (a ROS install has it)")
+    the bag's /tf_static has wrong (tf2 given the parameter's transforms), and on a robot
+    driving 1 m/s whose scans are 20 ms older than their images, moved through odom (2 cm
+    nearer the wall at the image's stamp: not the depth of the robot taken as still)."""
+    if tf2_from_source.missing():
+        pytest.skip(tf2_from_source.missing())
     core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))
     results = [core.predict(structured_image(HEIGHT, WIDTH, seed=i)) for i in range(FRAMES)]
     bag = tmp_path / "tf_bag"
-    write_scan_bag(bag, results, tf_static=tf_static, moving=moving)
+    write_scan_bag(bag, results, tf_static=tf_static, moving=moving, driving=driving)
     from_bag = processed(tmp_path, bag, "from_tf", model=tiny_checkpoint, **params)
-    np.testing.assert_allclose(from_bag[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
+    if driving:
+        still = processed(
+            tmp_path, bag, "still", model=tiny_checkpoint, metric_scale_fixed_frame=""
+        )
+        np.testing.assert_allclose(still[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
+        assert np.nanmedian(from_bag[0] / still[0]) < 0.995  # the wall nearer when imaged
+    else:
+        np.testing.assert_allclose(from_bag[0], scale_of(0) * results[0].depth[0], rtol=1e-4)
     node = node_fed_by_bag_play(tiny_checkpoint, tmp_path, bag, **params)
     for tool, from_node in zip(from_bag, node, strict=True):
         np.testing.assert_allclose(from_node, tool, rtol=1e-5, atol=1e-6, equal_nan=True)
