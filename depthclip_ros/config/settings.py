@@ -45,7 +45,8 @@ class OutputSettings(Schema):
     )
     cloud_max_range: float = param(
         0.0,
-        "Cloud: drop points farther than this along the optical axis (metres); 0 = no limit",
+        "Cloud: drop points farther than this along the optical axis (metres), and pull "
+        "points/clearing's in to it along their rays; 0 = no limit",
         minimum=0.0,
         maximum=1000.0,
     )

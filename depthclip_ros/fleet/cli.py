@@ -22,6 +22,8 @@ from ..bag.cli import (
     range_topics,
     stop_on_sigterm,
 )
+from ..bag.processing import check_depth_topics
+from ..config.settings import OutputSettings
 from ..errors import DepthClipError
 from ..files import leftover_staging, remove_leftover_staging
 from .discovery import find_bags
@@ -142,6 +144,10 @@ def main(argv=None) -> int:
             return 2
         jobs = find_bags(args.inputs, outdir)
         params = processing_params(args)
+        if args.image_topic:  # else each bag's cameras are found by its worker
+            check_depth_topics(
+                OutputSettings.from_params(params), len(args.image_topic), range_topics(args)
+            )
         options = run.FleetOptions(
             image_topics=args.image_topic,
             camera_info_topic=args.camera_info_topic,

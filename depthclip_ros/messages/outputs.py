@@ -250,9 +250,13 @@ def cloud_outputs(
 
 def clearing_cloud(result, index: int, settings, rows, cols, points, colours, std, intr) -> dict:
     """Fields of points/clearing: the cloud's pixels (`rows` x `cols`, their `points`, colours
-    and depth std), each at its clearing depth (depth_quantile at clearing_quantile); NaN where
-    the pixel has no depth or the point is nearer than cloud_min_range."""
+    and depth std), each at its clearing depth (depth_quantile at clearing_quantile), pulled in
+    along its ray to cloud_max_range where it lies beyond (the ray is free that far, and the
+    costmap's ranges follow from that one number, whatever metric_scale does to the bins); NaN
+    where the pixel has no depth or the point is nearer than cloud_min_range."""
     depth = depth_quantile(result, index, settings.clearing_quantile, rows, cols)
+    if settings.cloud_max_range > 0:
+        depth = np.minimum(depth, np.float32(settings.cloud_max_range))
     uu, vv = np.meshgrid(np.asarray(cols, np.float32), np.asarray(rows, np.float32))
     clearing = point_cloud.backproject(uu, vv, depth, intr)
     keep = np.isfinite(points).all(axis=-1) & (clearing[..., 2] >= settings.cloud_min_range)

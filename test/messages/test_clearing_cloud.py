@@ -99,6 +99,33 @@ def test_the_clearing_cloud_equals_the_reference(
         assert np.isin(z, result.bins_of(index)).all()
 
 
+def test_cloud_max_range_pulls_farther_clearing_points_in_along_their_rays(make_config):
+    """Bins 1 ... 3 m and cloud_max_range 2.1: a clearing point beyond 2.1 m (along the optical
+    axis) lies at 2.1 m on its own ray (the same x / z and y / z); the others where they were;
+    the marking cloud's farther points dropped, as before."""
+    result = spread_result(make_config, batch=1)
+    base = dict(cloud_stride=8, clearing_quantile=0.5)
+    rgb = structured_image()
+    clouds = [
+        cloud_arrays(
+            frame_outputs(rgb, result, 0, camera_info(), OutputSettings(**base, **cap), OUTPUTS)
+        )
+        for cap in ({}, {"cloud_max_range": 2.1})
+    ]
+    (points, free), (capped_points, capped) = clouds
+    beyond = free[..., 2] > 2.1
+    assert beyond.sum() > 10 and (~beyond & np.isfinite(free[..., 2])).sum() > 10
+    np.testing.assert_array_equal(capped[~beyond], free[~beyond])
+    np.testing.assert_allclose(capped[beyond][:, 2], 2.1, rtol=1e-6)
+    ray = free[beyond][:, :2] / free[beyond][:, 2:3]
+    np.testing.assert_allclose(capped[beyond][:, :2] / capped[beyond][:, 2:3], ray, rtol=1e-5)
+    np.testing.assert_array_equal(capped[beyond][:, 3:], free[beyond][:, 3:])  # colour, std
+    assert not (capped_points[..., 2] > 2.1).any() and (points[..., 2] > 2.1).any()
+
+
+OUTPUTS = ("points", "clearing")
+
+
 def test_the_models_own_probabilities_give_the_reference(make_config):
     """Through a real forward (crop and flip: probabilities averaged with the mirror's)."""
     model = DepthClip(make_config(preprocessing="crop", flip=True, temperature=0.3))

@@ -63,7 +63,7 @@ def test_the_nav2_example_marks_with_one_cloud_and_clears_with_the_other():
     marking only, `points/clearing` clearing only."""
     import yaml
 
-    from depthclip_ros.config.params_files import load_config, read_params_file
+    from depthclip_ros.config.params_files import read_params_file
     from depthclip_ros.config.settings import OutputSettings
     from depthclip_ros.messages import topics
 
@@ -107,11 +107,11 @@ def test_the_nav2_example_marks_with_one_cloud_and_clears_with_the_other():
     # Nav2 marks what the node sends: its ranges lie within the node's cloud.
     assert settings.cloud_min_range <= marking["obstacle_min_range"]
     assert marking["obstacle_max_range"] <= settings.cloud_max_range
-    # Nav2's ranges are from the sensor: the farthest bin at a VGA image's corner (fx = fy =
-    # 525, the demo camera) lies 1.26 x farther than along the optical axis; clearing reaches it.
-    config = load_config(path)
+    # Nav2's ranges are from the sensor: both clouds end at cloud_max_range along the optical
+    # axis (whatever metric_scale makes of the bins), at a VGA image's corner (fx = fy = 525,
+    # the demo camera) 1.26 x farther from the sensor; clearing reaches it.
     corner = math.hypot(1.0, 320 / 525, 240 / 525)
-    assert clearing["raytrace_max_range"] >= max(config.depth_bins) * corner
+    assert clearing["raytrace_max_range"] >= settings.cloud_max_range * corner
     assert clearing["min_obstacle_height"] < 0.0
     nav2_doc = (ROOT / "docs" / "nav2.md").read_text()
     assert "config/nav2_depthclip.yaml" in nav2_doc and "points/clearing" in nav2_doc

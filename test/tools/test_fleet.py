@@ -555,6 +555,19 @@ def test_usage_and_model_errors_are_one_line_and_exit_2(tmp_path, params_file):
     rc, _, err = fleet(archive, "--out", tmp_path / "o", params_file=missing)
     assert rc == 2 and "depthclip-fleet: error: a model worker could not start" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # Two cameras and one depth image's topic: refused before any bag (or Ray) is started.
+    import yaml
+
+    depth = yaml.safe_load(params_file.read_text())
+    depth["depthclip"]["ros__parameters"].update(
+        metric_scale="scale", metric_scale_sources=["depth"]
+    )
+    one_topic = tmp_path / "one_depth_topic.yaml"
+    one_topic.write_text(yaml.safe_dump(depth))
+    rc, _, err = fleet(archive, "--out", tmp_path / "d", params_file=one_topic)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("depthclip-fleet: error: metric_scale source depth with 2 cameras")
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_manifest_that_cannot_be_written_is_a_fleet_error_keeping_earlier_lines(tmp_path):
