@@ -20,10 +20,11 @@ def gt_from_png(depth_mm: np.ndarray) -> np.ndarray:
     return np.clip(depth_mm.astype(np.float32) / 1000.0, 0.0, MAX_DEPTH)
 
 
-def on_canvas(depth: np.ndarray) -> np.ndarray:
-    """Prediction on the 480x640 canvas: undefined pixels (NaN, outside the crop) become 0."""
-    if depth.shape != IMAGE_SHAPE:
-        raise ValueError(f"prediction must be {IMAGE_SHAPE}, got {depth.shape}")
+def on_canvas(depth: np.ndarray, shape=IMAGE_SHAPE) -> np.ndarray:
+    """Prediction on the 480x640 canvas (or a camera's `shape`): undefined pixels (NaN, outside
+    the crop) become 0."""
+    if depth.shape != tuple(shape):
+        raise ValueError(f"prediction must be {tuple(shape)}, got {depth.shape}")
     return np.nan_to_num(depth, nan=0.0).astype(np.float32)
 
 
@@ -33,8 +34,11 @@ def eval_mask(shape=IMAGE_SHAPE) -> np.ndarray:
     return mask
 
 
-def valid_pixels(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    return (gt < MAX_DEPTH) & (gt > MIN_DEPTH) & (pred > MIN_DEPTH) & eval_mask(gt.shape)
+def valid_pixels(gt: np.ndarray, pred: np.ndarray, crop: bool = True) -> np.ndarray:
+    """The pixels scored: truth and prediction in range, within NYU's eval crop (`crop`; a
+    camera's own frames are scored whole)."""
+    valid = (gt < MAX_DEPTH) & (gt > MIN_DEPTH) & (pred > MIN_DEPTH)
+    return valid & eval_mask(gt.shape) if crop else valid
 
 
 def compute_errors(gt: np.ndarray, pred: np.ndarray) -> dict:
@@ -56,9 +60,9 @@ def compute_errors(gt: np.ndarray, pred: np.ndarray) -> dict:
     }
 
 
-def evaluate_image(gt: np.ndarray, pred_canvas: np.ndarray) -> dict | None:
+def evaluate_image(gt: np.ndarray, pred_canvas: np.ndarray, crop: bool = True) -> dict | None:
     """Per-image metrics on the protocol's valid pixels; None when no pixel is valid."""
-    valid = valid_pixels(gt, pred_canvas)
+    valid = valid_pixels(gt, pred_canvas, crop)
     if not valid.any():
         return None
     out = compute_errors(gt[valid], pred_canvas[valid])
@@ -70,11 +74,13 @@ def evaluate_image(gt: np.ndarray, pred_canvas: np.ndarray) -> dict | None:
 STD_EDGES = (0.0, 0.1, 0.2, 0.3, 0.5, float("inf"))
 
 
-def uncertainty_counts(gt: np.ndarray, pred_canvas: np.ndarray, std_canvas: np.ndarray) -> dict:
+def uncertainty_counts(
+    gt: np.ndarray, pred_canvas: np.ndarray, std_canvas: np.ndarray, crop: bool = True
+) -> dict:
     """Per predicted-std bin (STD_EDGES) over the protocol's valid pixels: pixel count, sum of
     |error|, of error^2, and pixels whose |error| is within 1 and 2 std. Sums, so images add up
     (and a resumed run's rows too)."""
-    valid = valid_pixels(gt, pred_canvas)
+    valid = valid_pixels(gt, pred_canvas, crop)
     g = np.clip(gt[valid].astype(np.float64), MIN_DEPTH, MAX_DEPTH)
     p = np.clip(pred_canvas[valid].astype(np.float64), MIN_DEPTH, MAX_DEPTH)
     sd = std_canvas[valid].astype(np.float64)
@@ -120,12 +126,14 @@ def uncertainty_table(rows) -> list:
 CLEARING_QUANTILES = (0.05, 0.1, 0.2, 0.5)
 
 
-def clearing_counts(gt: np.ndarray, pred_canvas: np.ndarray, clearing_canvases: dict) -> dict:
+def clearing_counts(
+    gt: np.ndarray, pred_canvas: np.ndarray, clearing_canvases: dict, crop: bool = True
+) -> dict:
     """Over the protocol's valid pixels: for clearing to the mean depth ("mean") and to each
     clearing depth ({q: canvas}), the pixels whose depth lies beyond the true depth (a costmap
     clearing up to it clears the cell of a real obstacle) and the sum of the depths (the ray
     length cleared). Sums, so images add up."""
-    valid = valid_pixels(gt, pred_canvas)
+    valid = valid_pixels(gt, pred_canvas, crop)
     g = gt[valid].astype(np.float64)
     out = {"pixels": int(valid.sum())}
     for key, canvas in (("mean", pred_canvas), *clearing_canvases.items()):

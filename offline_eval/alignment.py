@@ -63,10 +63,12 @@ def relative_fit(truth: np.ndarray, depth: np.ndarray, scale_only: bool = False)
     return float(params[0]), float(params[1]) if not scale_only else 0.0
 
 
-def scored_fit(truth: np.ndarray, depth: np.ndarray) -> tuple:
-    """relative_fit over the pixels the paper's protocol scores, `depth` put on its canvas."""
-    canvas = metrics.on_canvas(depth)
-    return relative_fit(np.where(metrics.valid_pixels(truth, canvas), truth, 0.0), canvas)
+def scored_fit(truth: np.ndarray, depth: np.ndarray, crop: bool = True) -> tuple:
+    """relative_fit over the pixels the protocol scores (`crop`: NYU's), `depth` put on its
+    canvas."""
+    canvas = metrics.on_canvas(depth, truth.shape)
+    scored = metrics.valid_pixels(truth, canvas, crop)
+    return relative_fit(np.where(scored, truth, 0.0), canvas)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,22 +100,25 @@ class Alignment:
             return f"{self.kind}:{self.value:g}{suffix}"
         return self.kind
 
-    def apply(self, result, index: int, truth: np.ndarray, name: str, seed: int = 0) -> bool:
-        """Image `index` of `result` (the core's, of an NYU frame) aligned in place to
-        `truth` (metres on the 480x640 canvas, 0: none) of image `name`; False when its range
+    def apply(
+        self, result, index: int, truth: np.ndarray, name: str, seed=0, k=NYU_K, crop=True
+    ) -> bool:
+        """Image `index` of `result` (the core's, of an NYU frame, or of a camera whose
+        intrinsics are `k`) aligned in place to `truth` (metres on the image's canvas, 0:
+        none) of image `name`, scored within NYU's eval crop (`crop`); False when its range
         data gave no fit (the depth left as the model gave it)."""
         if self.kind == "none":
             return True
         if self.kind in ("median", "lstsq"):
             if self.kind == "median":
-                canvas = metrics.on_canvas(result.depth[index])
-                scored = metrics.valid_pixels(truth, canvas)
+                canvas = metrics.on_canvas(result.depth[index], truth.shape)
+                scored = metrics.valid_pixels(truth, canvas, crop)
                 scale, shift = np.median(truth[scored]) / np.median(canvas[scored]), 0.0
             else:
-                scale, shift = scored_fit(truth, result.depth[index])
+                scale, shift = scored_fit(truth, result.depth[index], crop)
             Calibration(float(scale), shift, 0.0, 0.0, 0.0).apply(result, index)
             return True
-        points, _, _ = truth_points(truth)
+        points, _, _ = truth_points(truth, k)
         if self.kind == "scan":
             anchors = lidar_plane(points, self.value)
         else:  # per image, so a resumed run draws the same points
@@ -121,5 +126,5 @@ class Alignment:
             count = min(int(self.value), len(points))
             anchors = points[rng.choice(len(points), count, replace=False)]
         settings = OutputSettings(metric_scale=self.mode, metric_scale_sources=("points",))
-        fitted = CameraScale().apply(result, index, anchors, NYU_K, 0.0, settings)
+        fitted = CameraScale().apply(result, index, anchors, k, 0.0, settings)
         return fitted is not None

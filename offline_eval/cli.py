@@ -7,6 +7,8 @@ depthclip-eval --data-root NYU --sweep scene-bins        # also: features, templ
 depthclip-eval --data-root NYU --scene-bins oracle       # bins of NYU's scene (Table 2 per class)
 depthclip-eval --data-root NYU --temporal --limit 2      # temporal_filter on still, pan, moving
 depthclip-eval --data-root NYU --align scan:0.25         # metric_scale on a simulated 2D lidar
+depthclip-eval --bag BAG --image-topic /cam/color/image_raw \
+    --depth-topic /cam/aligned_depth_to_color/image_raw --params robot.yaml   # your own scenes
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from depthclip_ros.errors import DepthClipError
 from depthclip_ros.files import atomic_write, cannot_write
 
 from .alignment import Alignment
+from .bag_frames import open_bag_frames
 from .data import open_dataset
 from .evaluation import EvalRun, evaluate
 from .report import markdown_report, markdown_table, sweep_table
@@ -69,6 +72,21 @@ def build_parser():
         help="rows 'scene/rgb_X.jpg scene/sync_depth_X.png [focal]' (default: scan)",
     )
     p.add_argument("--mat", help="nyu_depth_v2_labeled.mat instead of --data-root")
+    p.add_argument(
+        "--bag",
+        help="a rosbag2 of your camera with a depth camera's depth registered to it, instead "
+        "of NYU: scored whole, at the camera's size, with --params as the node runs (no paper "
+        "preset)",
+    )
+    p.add_argument("--image-topic", help="--bag: the colour image topic")
+    p.add_argument(
+        "--depth-topic",
+        help="--bag: the depth registered to it (32FC1 m, 16UC1 mm; aligned_depth_to_color)",
+    )
+    p.add_argument(
+        "--camera-info-topic", help="--bag: the image's camera_info (default: beside it)"
+    )
+    p.add_argument("--every", type=int, default=1, help="--bag: every N-th image only")
     p.add_argument("--splits", help="splits.mat (testNdxs) with --mat")
     p.add_argument("--params", help="parameter YAML (default: config/depthclip.yaml)")
     p.add_argument(
@@ -140,7 +158,12 @@ def main(argv=None) -> int:
         resume=args.resume,
         scene_bins=args.scene_bins,
         align=args.align,
+        paper=not args.bag,
     )
+    problem = _bag_problem(args)
+    if problem:
+        print(f"depthclip-eval: {problem}", file=sys.stderr)
+        return 2
     if args.temporal:
         return _temporal(args)
     sweep = SWEEPS[args.sweep] if args.sweep else {}
@@ -154,8 +177,14 @@ def main(argv=None) -> int:
     ] or [base]
     try:
         # Every cheap input (data, every run's config) before the first model load.
-        data = open_dataset(
-            args.data_root, args.split_file, args.skip_missing, args.mat, args.splits
+        data = (
+            open_bag_frames(
+                args.bag, args.image_topic, args.depth_topic, args.camera_info_topic, args.every
+            )
+            if args.bag
+            else open_dataset(
+                args.data_root, args.split_file, args.skip_missing, args.mat, args.splits
+            )
         )
         for run in runs:
             run.config()
@@ -179,6 +208,19 @@ def main(argv=None) -> int:
         return 2
     print(text)
     return 0
+
+
+def _bag_problem(args) -> str | None:
+    """What is wrong with --bag and the options beside it (None: nothing)."""
+    if not args.bag:
+        return None
+    if not (args.image_topic and args.depth_topic):
+        return "--bag needs --image-topic and --depth-topic (the depth registered to the image)"
+    if args.data_root or args.mat:
+        return "--bag replaces --data-root and --mat: give one"
+    if args.temporal or args.scene_bins == "oracle":
+        return "--temporal and --scene-bins oracle are NYU's: not with --bag"
+    return None
 
 
 def _temporal(args) -> int:

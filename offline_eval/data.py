@@ -26,6 +26,7 @@ class Sample:
     rgb_path: str | None = None
     depth_path: str | None = None
     mat_index: int | None = None  # 0-based index into the labeled .mat
+    log_times: tuple | None = None  # a bag's (image, depth) messages: their log times (ns)
 
 
 def _describe(paths, limit=5):
@@ -171,6 +172,8 @@ class Dataset:
     load: object  # Sample -> (rgb uint8 (480, 640, 3), depth uint16 millimetres)
     missing: list  # files skipped by skip_missing
     label: str  # where the data came from, recorded in results
+    crop: bool = True  # NYU's eval crop; a camera's own frames (a bag) are scored whole
+    k: object = None  # the camera's intrinsics (3x3) for --align's sensors; None: NYU's
 
 
 def open_dataset(

@@ -21,7 +21,7 @@ from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.result import CROP_BOX
 from depthclip_ros.files import atomic_write
 
-from .alignment import Alignment
+from .alignment import NYU_K, Alignment
 from .data import DataError, Dataset
 from .report import markdown_report, save_panel
 
@@ -44,19 +44,24 @@ class EvalRun:
     resume: bool = False  # keep the rows of an interrupted run in out_dir
     scene_bins: str = "off"  # off | auto (CLIP picks each image's scene) | oracle (NYU's folder)
     align: Alignment = Alignment()  # none: the paper's protocol (alignment.py)
+    paper: bool = True  # the `paper` preset (NYU's crop and flip) first; a bag: the user's own
+
+    def all_presets(self) -> list:
+        return ["paper", *self.presets] if self.paper else list(self.presets)
 
     def config(self):
         """The run's validated DepthClipConfig (ConfigError when invalid)."""
         overrides = {"device": self.device} if self.device else {}
         if self.scene_bins in ("auto", "oracle"):  # oracle: the scene heads, NYU's choice
             overrides["scene_bins"] = "auto"
-        return load_config(self.params_file, ["paper", *self.presets], overrides)
+        return load_config(self.params_file, self.all_presets(), overrides)
 
 
 class Predictor:
     """The core, or a baseline put through the same canvas and protocol."""
 
-    def __init__(self, run: EvalRun):
+    def __init__(self, run: EvalRun, data: Dataset):
+        self.crop, self.k = data.crop, NYU_K if data.k is None else data.k
         self.baseline = run.baseline
         self.config = run.config()  # the NYU protocol (crop + flip), then the user's presets
         self.seed = run.seed
@@ -93,10 +98,11 @@ class Predictor:
             oracle = list(scenes) if self.scene_bins == "oracle" else None
             r = self.core.predict(np.stack(images), scenes=oracle)
             aligned = [
-                self.align.apply(r, k, truth, name, self.seed)
-                for k, (truth, name) in enumerate(zip(truths, names))
+                self.align.apply(r, i, truth, name, self.seed, self.k, self.crop)
+                for i, (truth, name) in enumerate(zip(truths, names))
             ]
-            return [metrics.on_canvas(d) for d in r.depth], r, aligned
+            canvases = [metrics.on_canvas(d, t.shape) for d, t in zip(r.depth, truths)]
+            return canvases, r, aligned
         top, left, h, w = CROP_BOX
         out = []
         for name in names:
@@ -134,13 +140,13 @@ def evaluate(data: Dataset, run: EvalRun, out_dir: Path | None = None, quiet=Fal
     from tqdm import tqdm
 
     samples = data.samples[: run.limit] if run.limit else data.samples
-    predictor = Predictor(run)  # after the data check: loading a model takes seconds
+    predictor = Predictor(run, data)  # after the data check: loading a model takes seconds
     fingerprint = {**predictor.fingerprint(), "source": data.label}
     log = _PerImageLog(out_dir, fingerprint, run.resume)
     todo = [s for s in samples if s.name not in log.done]
     rows = list(log.done.values())
     t_start = time.perf_counter()
-    visuals = _Visuals(out_dir, run.save_vis, predictor.config.depth_bins)
+    visuals = _Visuals(out_dir, run.save_vis, predictor.config.depth_bins, data.crop)
     bar = tqdm(
         total=len(samples), initial=len(log.done), unit="img", disable=quiet, dynamic_ncols=True
     )
@@ -190,16 +196,16 @@ class _PerImageLog:
 class _Visuals:
     """vis/: a panel for each of the first `count` images scored."""
 
-    def __init__(self, out_dir: Path | None, count: int, bins):
+    def __init__(self, out_dir: Path | None, count: int, bins, crop: bool):
         self.folder = out_dir / "vis" if out_dir else None
         self.left = count if out_dir else 0
-        self.bins = bins
+        self.bins, self.crop = bins, crop
 
     def add(self, name, rgb, gt, pred, probs, std) -> None:
         if self.left <= 0:
             return
         path = self.folder / (name.replace("/", "_").rsplit(".", 1)[0] + ".png")
-        save_panel(path, rgb, gt, pred, probs, self.bins, std)
+        save_panel(path, rgb, gt, pred, probs, self.bins, std, self.crop)
         self.left -= 1
 
 
@@ -213,8 +219,9 @@ def _score_batch(predictor, batch, frames, visuals) -> list:
     )
     per_image_s = (time.perf_counter() - t0) / len(batch)
     rows = []
+    crop = predictor.crop
     for k, (sample, (rgb, _), pred, gt) in enumerate(zip(batch, frames, preds, truths)):
-        scores = metrics.evaluate_image(gt, pred)
+        scores = metrics.evaluate_image(gt, pred, crop)
         if scores is None:
             continue
         row = {"name": sample.name, "scene": sample.scene, "seconds": per_image_s, **scores}
@@ -222,9 +229,10 @@ def _score_batch(predictor, batch, frames, visuals) -> list:
             row["aligned"] = aligned[k]
         std = None
         if result is not None:  # the model's uncertainty against its error
-            std = metrics.on_canvas(result.depth_std[k])
-            row["uncertainty"] = metrics.uncertainty_counts(gt, pred, std)
-            row["clearing"] = metrics.clearing_counts(gt, pred, _clearing_canvases(result, k))
+            std = metrics.on_canvas(result.depth_std[k], gt.shape)
+            row["uncertainty"] = metrics.uncertainty_counts(gt, pred, std, crop)
+            clearing = _clearing_canvases(result, k, gt.shape)
+            row["clearing"] = metrics.clearing_counts(gt, pred, clearing, crop)
         if result is not None and result.scenes is not None:
             row["bins_scene"] = result.scenes[k]  # the scene whose bins were used
         rows.append(row)
@@ -246,11 +254,12 @@ def _clearing_table(rows) -> dict | None:
     }
 
 
-def _clearing_canvases(result, index: int) -> dict:
-    """{q: points/clearing's depth at every pixel of image `index`} for the measured q."""
-    rows, cols = (np.arange(n) for n in metrics.IMAGE_SHAPE)
+def _clearing_canvases(result, index: int, shape) -> dict:
+    """{q: points/clearing's depth at every pixel of image `index` (of `shape`)} for the
+    measured q."""
+    rows, cols = (np.arange(n) for n in shape)
     return {
-        q: metrics.on_canvas(depth_quantile(result, index, q, rows, cols))
+        q: metrics.on_canvas(depth_quantile(result, index, q, rows, cols), shape)
         for q in metrics.CLEARING_QUANTILES
     }
 
@@ -262,7 +271,7 @@ def _summary(rows, predictor, run, data, wall_seconds) -> dict:
         "model": predictor.identity,
         "device": predictor.device,
         "config": predictor.config.to_params(),
-        "presets": ["paper", *run.presets],
+        "presets": run.all_presets(),
         "baseline": predictor.baseline,
         "scene_bins": predictor.scene_bins,
         "align": str(predictor.align),

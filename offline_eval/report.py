@@ -190,11 +190,12 @@ def _bin_bars(probs_cell, bins, size=(200, 150)):
     return img
 
 
-def save_panel(path, rgb, gt, pred, bin_probs, bins, std=None):
+def save_panel(path, rgb, gt, pred, bin_probs, bins, std=None, crop=True):
     """RGB | GT | prediction | |error| on one colour scale with a colour bar, and the predicted
     std on the same scale when given (so it compares with |error|); below, the per-bin
-    responses of three grid cells (the paper's Fig. 4) when the model's probabilities are given."""
-    valid = metrics.valid_pixels(gt, pred)
+    responses of three grid cells (the paper's Fig. 4) when the model's probabilities are given;
+    `crop`: NYU's eval crop (a camera's frames: none)."""
+    valid = metrics.valid_pixels(gt, pred, crop)
     vmax = float(max(gt[valid].max() if valid.any() else 1.0, 1.0))
     gt_show = np.where(gt > metrics.MIN_DEPTH, gt, np.nan)
     pred_show = np.where(pred > metrics.MIN_DEPTH, pred, np.nan)

@@ -383,7 +383,8 @@ def test_align_puts_each_image_in_a_scale_before_it_is_scored(
     images, names = [rgb for rgb, _ in frames], [s.name for s in samples]
 
     def canvases(how):
-        predictor = Predictor(EvalRun(params_file=str(params), align=Alignment.parse(how)))
+        run = EvalRun(params_file=str(params), align=Alignment.parse(how))
+        predictor = Predictor(run, data)
         preds, _, aligned = predictor.predict(images, names, [s.scene for s in samples], truths)
         return preds, aligned
 
