@@ -4,7 +4,10 @@ Starts the depthclip node as its own process, publishes a few rendered 640x480
 scenes (with their camera_info) over DDS, receives depth and point clouds, and
 writes coloured depth PNGs and PLY clouds. The scenes (synthetic_scenes) are ray-cast
 boxes, so their true depth is known: each prediction is scored with the offline eval's
-metrics and protocol (depthclip_ros.metrics).
+metrics and protocol (depthclip_ros.metrics). Then each scene again with metric_scale fitted
+to its floor, the camera's height known: the floor's points where the camera sees it (what
+the source ground computes from ground_height) on the node's anchors/points, the depth
+before and after scored alike.
 """
 
 from __future__ import annotations
@@ -67,9 +70,20 @@ def run(
                 print(f"{name}: no depth/points within {timeout}s", file=sys.stderr)
                 return 4
             summary.append(_save_scene(out, name, rgb, truth, *answer, bins, t0))
+        for sec, (name, scene) in enumerate(zip(SCENES, summary), start=1):
+            rgb, truth = render_scene(name)
+            t0 = time.monotonic()
+            # Stamps far apart: each scene's fit starts the scale again, as after a gap.
+            answer = client.ask(FLOOR_FIT_SECONDS * sec, rgb, timeout, floor_points(name))
+            if answer is None:
+                print(f"{name}: no depth/points within {timeout}s", file=sys.stderr)
+                return 4
+            fitted = _save_scene(out, f"{name}_floor_fit", rgb, truth, *answer, bins, t0)
+            scene["floor_fit"] = {k: fitted[k] for k in ("depth_min_m", "depth_max_m", "metrics")}
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(
-            f"wrote {len(summary)} x (rgb, depth, truth PNG, PLY cloud) and summary.json to {out}/"
+            f"wrote {len(summary)} x (rgb, depth, truth PNG, PLY cloud), each also fitted to "
+            f"its floor (*_floor_fit), and summary.json to {out}/"
         )
         return 0
     finally:
@@ -78,9 +92,37 @@ def run(
         _stop(node_proc)
 
 
+# The second pass's stamps, this many seconds apart: more than 4 metric_scale half-lives, so that
+# each scene's fit is taken as it is (a new view after a gap), not mixed with the last scene's.
+FLOOR_FIT_SECONDS = 1000
+
+
+def floor_points(name: str) -> np.ndarray:
+    """The floor's points (optical frame) at the pixels where the scene's camera sees its floor,
+    at its known height: metric_scale's ground points, less those a wall hides."""
+    from ..metric_scale.anchors import ground_points
+    from ..synthetic_scenes import CX, CY, FX, FY, HEIGHT, WIDTH
+
+    k = np.array([[FX, 0.0, CX], [0.0, FY, CY], [0.0, 0.0, 1.0]])
+    points = ground_points(k, (HEIGHT, WIDTH), SCENES[name][1], 0.0)
+    truth = render_scene(name)[1]
+    u = np.round(points[:, 0] / points[:, 2] * FX + CX).astype(int)
+    v = np.round(points[:, 1] / points[:, 2] * FY + CY).astype(int)
+    seen = np.abs(truth[v, u] - points[:, 2]) < 0.01 * points[:, 2]
+    return points[seen]
+
+
 def _overrides(out, model, device, cloud_stride, random_weights) -> dict:
-    """The node's parameters beyond the file: the options, a random-weight model if asked."""
-    overrides = {"device": device, "cloud_stride": cloud_stride}
+    """The node's parameters beyond the file: the options, metric_scale fitted to the anchors
+    the demo publishes (the scenes' floors; the camera still), a random-weight model if
+    asked."""
+    overrides = {
+        "device": device,
+        "cloud_stride": cloud_stride,
+        "metric_scale": "scale_shift",
+        "metric_scale_sources": ["points"],
+        "metric_scale_fixed_frame": "",
+    }
     if random_weights:
         from .random_clip import save_random_checkpoint
 
@@ -118,6 +160,9 @@ class _DemoClient:
         # Reliable, as REP 2003 drivers publish.
         self.image_pub = self.node.create_publisher(Image, topics.IMAGE, reliable)
         self.info_pub = self.node.create_publisher(CameraInfo, topics.CAMERA_INFO, reliable)
+        self.anchors_pub = self.node.create_publisher(
+            PointCloud2, topics.RANGE_INPUTS["points"], reliable
+        )
 
     def _keep(self, key):
         def keep(msg):
@@ -145,9 +190,10 @@ class _DemoClient:
             rclpy.spin_once(self.node, timeout_sec=0.1)
         return 0
 
-    def ask(self, sec, rgb, timeout):
+    def ask(self, sec, rgb, timeout, anchors=None):
         """(depth message, cloud message) of one frame stamped `sec`, or None after
-        `timeout`."""
+        `timeout`; `anchors` (points in the optical frame) published first on anchors/points,
+        with the frame's stamp."""
         import rclpy
         from sensor_msgs.msg import CameraInfo, Image
 
@@ -158,6 +204,11 @@ class _DemoClient:
         for m in (info, msg):
             m.header.stamp.sec, m.header.frame_id = sec, "camera_color_optical_frame"
         t0 = time.monotonic()
+        if anchors is not None:  # delivered before the image: the node holds it for the frame
+            while self.anchors_pub.get_subscription_count() == 0 and time.monotonic() < t0 + 10:
+                rclpy.spin_once(self.node, timeout_sec=0.05)
+            self.anchors_pub.publish(self._cloud(msg.header, anchors))
+            time.sleep(0.2)
         self.image_pub.publish(msg)  # a driver's order: the image, then its camera_info
         self.info_pub.publish(info)
         depth, points = self.got["depth"], self.got["points"]
@@ -166,6 +217,26 @@ class _DemoClient:
         if sec not in depth or sec not in points:
             return None
         return depth[sec], points[sec]
+
+    @staticmethod
+    def _cloud(header, points: np.ndarray):
+        from sensor_msgs.msg import (
+            CameraInfo,
+            CompressedImage,
+            Image,
+            PointCloud2,
+            PointField,
+            RegionOfInterest,
+        )
+
+        from ..messages import outputs, point_cloud
+
+        build = outputs.MessageBuilder(
+            Image, CameraInfo, PointCloud2, PointField, RegionOfInterest, CompressedImage
+        )
+        zeros = np.zeros((1, len(points)), np.float32)
+        fields = point_cloud.pointcloud_fields(points[None], np.zeros((1, len(points), 3)), zeros)
+        return build.point_cloud(header, fields)
 
 
 def _save_scene(out, name, rgb, truth, depth_msg, points_msg, bins, t0) -> dict:

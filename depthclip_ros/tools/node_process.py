@@ -54,7 +54,8 @@ def node_arguments(
     for name, new in (remaps or {}).items():
         args += ["-r", f"{name}:={new}"]
     for name, value in overrides.items():
-        args += ["-p", f"{name}:={value}"]
+        text = str(value) or '""'  # an empty string as YAML writes it (rcl refuses nothing)
+        args += ["-p", f"{name}:={text}"]
     return args
 
 

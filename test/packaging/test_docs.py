@@ -117,6 +117,66 @@ def test_the_nav2_example_marks_with_one_cloud_and_clears_with_the_other():
     assert "config/nav2_depthclip.yaml" in nav2_doc and "points/clearing" in nav2_doc
 
 
+CLOUD_SETTINGS = (
+    "cloud_stride",
+    "cloud_max_std",
+    "cloud_min_range",
+    "cloud_max_range",
+    "clearing_quantile",
+)
+
+
+def test_the_shipped_files_agree_on_one_robots_names_and_clouds():
+    """config/mobile_robot.yaml (the page's robot), config/nav2_depthclip.yaml (its costmap)
+    and config/jetson.yaml: each valid for the node; the robot's clouds as the Nav2 file's node
+    section has them, on the topics its costmap reads (the page's namespace), the README's quick
+    start and the page in that namespace too; the robot's metric_scale through tf2 (no
+    static_transforms), its clouds withheld until a fit."""
+    import yaml
+
+    from depthclip_ros.config.params_files import read_params_file
+    from depthclip_ros.config.settings import OutputSettings
+
+    config = ROOT / "config"
+    robot = read_params_file(config / "mobile_robot.yaml")
+    nav2 = read_params_file(config / "nav2_depthclip.yaml")
+    for params in (robot, nav2, read_params_file(config / "jetson.yaml")):
+        OutputSettings.from_params(params)  # the schema's checks
+    assert {k: robot[k] for k in CLOUD_SETTINGS} == {k: nav2[k] for k in CLOUD_SETTINGS}
+    assert robot["metric_scale"] == "scale" and robot["metric_scale_sources"] == ["scan"]
+    assert robot["static_transforms"] == [] and robot["metric_scale_require"] is True
+    costmap = yaml.safe_load((config / "nav2_depthclip.yaml").read_text())["local_costmap"]
+    layer = costmap["local_costmap"]["ros__parameters"]["voxel_layer"]
+    namespace = "/camera/color"
+    assert [layer[s]["topic"] for s in layer["observation_sources"].split()] == [
+        f"{namespace}/points",
+        f"{namespace}/points/clearing",
+    ]
+    page = (ROOT / "docs" / "mobile_robot.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for text in (page, readme, (ROOT / "docs" / "nav2.md").read_text()):
+        assert f"namespace:={namespace}" in text
+    assert "config/mobile_robot.yaml" in page and "(docs/mobile_robot.md)" in readme[:2000]
+
+
+def test_the_mobile_robot_pages_cloud_sizes_are_the_nodes():
+    """Each row of docs/mobile_robot.md's stride table: the points and kilobytes the node's
+    cloud has (20 bytes a point), under the 64 KB of one datagram; the shipped stride's row."""
+    from depthclip_ros.config.params_files import read_params_file
+    from depthclip_ros.messages import point_cloud
+
+    page = (ROOT / "docs" / "mobile_robot.md").read_text()
+    rows = re.findall(r"^\| (\d+)x(\d+) \| (\d+) \| (\d+) x (\d+) \| (\d+) KB \|$", page, re.M)
+    assert len(rows) == 3
+    for width, height, stride, cols, lines, kilobytes in rows:
+        sampled = point_cloud.sampled_pixels(int(height), int(width), int(stride))
+        assert (len(sampled[1]), len(sampled[0])) == (int(cols), int(lines))
+        size = len(sampled[0]) * len(sampled[1]) * 20
+        assert round(size / 1000) == int(kilobytes) and size < 64_000
+    stride = read_params_file(ROOT / "config" / "mobile_robot.yaml")["cloud_stride"]
+    assert ("640", "480", str(stride)) == rows[0][:3]
+
+
 VENDORED_LAUNCH = ROOT.parent / "shared" / "vendor" / "ros_launch"
 # Run in a process of its own with one branch's launch and launch_ros first on the path: loads
 # the file as `ros2 launch` does (its generate_launch_description, every action constructed by

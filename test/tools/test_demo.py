@@ -11,7 +11,12 @@ import pytest
 from PIL import Image
 
 from depthclip_ros import metrics
+from depthclip_ros.config.params_files import load_config
+from depthclip_ros.config.settings import OutputSettings
+from depthclip_ros.estimator.core import DepthClip
+from depthclip_ros.metric_scale.camera_scale import CameraScale
 from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, SCENES, render_scene
+from depthclip_ros.tools import demo
 
 
 def test_rendered_scene_depth_is_the_ray_cast_geometry():
@@ -66,6 +71,23 @@ def test_demo_runs_the_whole_ros_pipeline(tmp_path):
         depth = np.load(tmp_path / f"{s['scene']}_depth.npy")
         expected = metrics.evaluate_image(render_scene(s["scene"])[1], metrics.on_canvas(depth))
         assert s["metrics"] == expected and 0.0 <= expected["d1"] <= 1.0
+    # Each scene fitted to its floor: the node's depth is metric_scale's own fit of the core's
+    # result to the floor's points the demo sent (the camera's height known), scored alike.
+    config = load_config(
+        None, overrides=dict(model=str(tmp_path / "random_tiny.pt"), device="cpu", temperature=1.0)
+    )
+    core = DepthClip(config)
+    settings = OutputSettings(metric_scale="scale_shift", metric_scale_sources=("points",))
+    k = np.array([[FX, 0.0, CX], [0.0, FY, CY], [0.0, 0.0, 1.0]])
+    for s in summary:
+        rgb, truth = render_scene(s["scene"])
+        result = core.predict(rgb)
+        assert CameraScale().apply(result, 0, demo.floor_points(s["scene"]), k, 0.0, settings)
+        fitted = np.load(tmp_path / f"{s['scene']}_floor_fit_depth.npy")
+        np.testing.assert_allclose(fitted, result.depth[0], rtol=1e-5)
+        assert s["floor_fit"]["metrics"] == metrics.evaluate_image(
+            truth, metrics.on_canvas(fitted)
+        )
 
 
 @pytest.mark.slow
