@@ -1,5 +1,5 @@
 """`ros2 launch depthclip_ros depth.launch.py` through the real launch and launch_ros, on the
-launch sources of humble, jazzy and rolling (Kilted wheels) and of jazzy (Jazzy wheels): the
+launch sources of humble and rolling (Kilted wheels) and of jazzy (Jazzy wheels): the
 package installed into a colcon-style prefix, the file run as ros2launch runs it in a process
 group of its own, the node it starts driven from this process over the default middleware
 (launch_harness)."""
