@@ -72,14 +72,14 @@ class DepthClip:
             torch.set_num_threads(config.inference_threads)
         visual = self.loaded.clip_model.visual
         # NHWC convolutions: faster with cuDNN (tensor cores) and with oneDNN on CPU too
-        # (measured: docs/performance.md). Layout only: the weights' values do not change.
+        # (measured: bench/results/performance.md). Layout only: the weights' values do not change.
         encoder = dense_encoder(visual)
         # The caller's model stays as it was, and in bf16 CLIP's own modules (text encoder,
         # attention pool) stay float32: fold, and cast, a copy of the trunk.
         if not owned or self.dtype == torch.bfloat16:
             encoder = copy.deepcopy(encoder)
         # Inference only: each BatchNorm folded into its convolution, one kernel instead of two
-        # (measured: docs/performance.md).
+        # (measured: bench/results/performance.md).
         fold_batch_norms(encoder)
         if self.dtype == torch.bfloat16:  # weights cast: oneDNN's bf16 kernels (AVX-512, AMX)
             encoder = encoder.to(torch.bfloat16)

@@ -56,7 +56,7 @@ def session_options(ort, threads: int, exact: bool, on_gpu: bool, entries=None):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # Not spinning: on a CPU shared with other work a spinning thread takes the core from it
-    # and from the node's own threads (measured: docs/performance.md, "Sharing the CPU").
+    # and from the node's own threads (measured: bench/results/performance.md, "Sharing the CPU").
     config = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
     if exact:  # ONNX Runtime's U8U8 kernels: exact, slower (its session option's words)
         config["session.x64quantprecision"] = "1"

@@ -4,7 +4,7 @@ ONNX Runtime: exported_graph). An optional install: pip install openvino.
 
 One compiled model per (batch, height, width, bins): every shape static, as NPUs compile only
 static shapes and a static shape compiles to faster CPU kernels than a dynamic one (measured:
-docs/performance.md); a camera's size is compiled at its camera_info, a bin count at its first
+bench/results/performance.md); a camera's size is compiled at its camera_info, a bin count at its first
 frame; at most COMPILED_SHAPES kept, and a shape that failed to compile is not compiled again.
 OpenVINO's own compiled-model cache (openvino_cache_dir) keeps the compilation across starts.
 Inference precision set per device, never left to the plugin: CPU f32 (bf16 where asked), GPU
@@ -67,7 +67,7 @@ def compile_properties(
     `streams` > 1 that many streams (NUM_STREAMS), then the user's `cpu_properties`
     (openvino_properties). AUTO gets each device's as device properties."""
     # Unpinned: a thread pinned to a core another process is busy on waits for that core
-    # (measured: docs/performance.md, "Sharing the CPU").
+    # (measured: bench/results/performance.md, "Sharing the CPU").
     cpu = {
         "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         "ENABLE_CPU_PINNING": False,

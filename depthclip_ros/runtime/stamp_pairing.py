@@ -168,7 +168,7 @@ class CameraInfoPairing:
     it back into the message where one is looked up. The node keeps the serialized bytes, as
     the bag tool does: ten seconds of messages, each several small allocations made between
     the frames' large buffers, left the heap unable to reuse those buffers, and a node under a
-    100 Hz camera grew by 0.8 GB (docs/performance.md, "Memory").
+    100 Hz camera grew by 0.8 GB (bench/results/performance.md, "Memory").
     """
 
     def __init__(

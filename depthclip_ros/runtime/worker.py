@@ -6,7 +6,7 @@ load, config change, unload, a point cloud whose camera_info came) that runs on 
 thread between two frames and returns a Future; `call(..., at=t)` not before time t (a cloud
 that stops waiting for its camera_info), without holding the frames meanwhile. One thread for
 all torch work: spread over two threads, a second OpenMP thread team made each CPU forward
-slower (measured: docs/performance.md).
+slower (measured: bench/results/performance.md).
 
 Several sources (cameras) share the worker: each keeps only its newest frame, and the worker
 serves the source served least recently among those with a wanted frame, so a fast camera

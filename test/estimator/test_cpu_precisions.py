@@ -973,7 +973,7 @@ def test_openvino_compiles_static_shapes_at_a_cameras_size_and_once_per_failure(
     ov.predict(structured_image(48, 80))  # other shapes still compile
 
 
-UNPINNED = {"ENABLE_CPU_PINNING": False}  # on every CPU (docs/performance.md)
+UNPINNED = {"ENABLE_CPU_PINNING": False}  # on every CPU (bench/results/performance.md)
 
 
 @pytest.mark.parametrize(

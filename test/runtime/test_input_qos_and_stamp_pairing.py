@@ -163,7 +163,7 @@ def test_an_images_stamp_read_from_its_serialized_bytes():
 def test_the_node_keeps_camera_infos_serialized_and_reads_back_each_one_it_uses():
     """The node keeps each camera_info as its serialized bytes (ten seconds of deserialized
     messages held small allocations between the frames' buffers: the node grew by 0.8 GB under
-    a 100 Hz camera, docs/performance.md); every lookup gives the message back, field for
+    a 100 Hz camera, bench/results/performance.md); every lookup gives the message back, field for
     field, deserializing only the one it returns."""
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import CameraInfo
