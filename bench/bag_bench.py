@@ -144,7 +144,7 @@ def bench_bag_outputs(ckpt, frames=300, repeats=5):
     copy, the outputs only, and the outputs only with compressedDepth for depth: frames/s and
     bytes a frame, the three interleaved in each repeat. The best repeat is the tool's own cost;
     the median adds what the machine charges for fresh page-cache memory, which on a VM varies
-    several-fold from run to run and grows with the bytes written (bench/results/performance.md)."""
+    several-fold from run to run and grows with the bytes written (results/performance.md)."""
     folder = Path(tempfile.mkdtemp())
     params = params_file(folder, ckpt)
     bag = folder / "bag"

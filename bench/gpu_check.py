@@ -5,8 +5,8 @@ Steps: the CUDA tests (pytest -m cuda); the captured frame against the eager pat
 structural option; a capture churn (more sizes than the graph cache holds); exported graphs on
 ONNX Runtime's CUDA and TensorRT providers (bench/gpu_onnxruntime.py); the benchmark's
 CUDA rows (core, node, depthclip-bag, one depthclip-fleet worker); the verdict against the
-targets of bench/results/performance.md. Runs as `python -m bench.gpu_check` on a host whose Python has
-torch and the package's wheels, without `.venv` (../shared/gpu/README.md).
+targets of bench/results/performance.md. Runs as `python -m bench.gpu_check` on a host whose
+Python has torch and the package's wheels, without `.venv` (../shared/gpu/README.md).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def step_list(text: str) -> list:
     return chosen
 
 
-# (what, target, how the measured value passes), as bench/results/performance.md states the targets.
+# (what, target, how the measured value passes), as bench/results/performance.md states them.
 TARGETS = {
     "core fp16 batch 1, host to host p50 (ms)": ("<= 1.6", lambda v: v <= 1.6),
     "core fp16 batch 8 (frames/s)": (">= 1800", lambda v: v >= 1800),

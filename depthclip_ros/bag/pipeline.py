@@ -5,8 +5,8 @@ writing stay on the thread that opened the bags (sqlite3 connections refuse any 
 
 Overlap pays only where the model leaves the CPU free: on a GPU, or when the CPU has cores the
 model's thread pool does not use. Where the model's threads take every core, the other work
-stalls them (the GIL and the thread pool's barriers): on the 2-core machine the bag tool ran at
-43 frames/s overlapped against 54 in turn (bench/results/performance.md), so there the steps run in turn.
+stalls them (the GIL and the thread pool's barriers): on 2 cores the bag tool ran slower
+overlapped than in turn (bench/results/performance.md), so there the steps run in turn.
 No rclpy.
 """
 

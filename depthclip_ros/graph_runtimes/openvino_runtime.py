@@ -4,15 +4,15 @@ ONNX Runtime: exported_graph). An optional install: pip install openvino.
 
 One compiled model per (batch, height, width, bins): every shape static, as NPUs compile only
 static shapes and a static shape compiles to faster CPU kernels than a dynamic one (measured:
-bench/results/performance.md); a camera's size is compiled at its camera_info, a bin count at its first
-frame; at most COMPILED_SHAPES kept, and a shape that failed to compile is not compiled again.
-OpenVINO's own compiled-model cache (openvino_cache_dir) keeps the compilation across starts.
-Inference precision set per device, never left to the plugin: CPU f32 (bf16 where asked), GPU
-f16 unless fp32 is asked, NPU f16 (it computes in fp16). Where it is below f32 (CPU bf16, GPU
+bench/results/performance.md); a camera's size is compiled at its camera_info, a bin count at its
+first frame; at most COMPILED_SHAPES kept, and a shape that failed to compile is not compiled
+again. OpenVINO's own compiled-model cache (openvino_cache_dir) keeps the compilation across
+starts. Inference precision set per device, never left to the plugin: CPU f32 (bf16 where asked),
+GPU f16 unless fp32 is asked, NPU f16 (it computes in fp16). Where it is below f32 (CPU bf16, GPU
 f16), the head is compiled apart in f32 (split_at_features), as the torch backend keeps its head
 float32: OpenVINO's CPU plugin enforces bf16 on every node before the graph's last MatMul or
-Interpolate, and runtime info asking otherwise changed nothing in 2026.4 (tried).
-OpenVINO is imported without its usage telemetry unless the user opted in (import_openvino).
+Interpolate, and runtime info asking otherwise changed nothing in 2026.4 (tried). OpenVINO is
+imported without its usage telemetry unless the user opted in (import_openvino).
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ class Interrupt:
 def make_executor(choice) -> rclpy.executors.Executor:
     """The rclpy executor of the `executor` parameter: rclpy's EventsExecutor (Jazzy and later;
     it takes a message in C++, where the SingleThreadedExecutor rebuilds its wait set in Python
-    for each: measured in bench/results/performance.md) for `events`, and for `auto` where this rclpy
-    has it; else the SingleThreadedExecutor. ConfigError for another value, or `events` on an
+    for each: measured in bench/results/performance.md) for `events`, and for `auto` where this
+    rclpy has it; else the SingleThreadedExecutor. ConfigError for another value, or `events` on an
     rclpy without it (Humble)."""
     if choice not in EXECUTORS:
         raise ConfigError("executor", choice, f"must be one of {', '.join(EXECUTORS)}")
