@@ -88,7 +88,7 @@ def outpaced_detail(load: health.ModelLoad, params, estimator) -> str:
     if backend_of(params.config) == "torch" and on_cpu:
         advice = (
             "an exported int8 graph (depthclip-export) runs several times faster on a CPU "
-            "(bench/results/performance.md#cpu-variants)"
+            "(docs/performance.md#cpu-variants)"
         )
     elif on_cpu and getattr(estimator, "frames_in_flight", 1) == 1 and estimator.cpu_threads > 1:
         advice = (

@@ -122,6 +122,7 @@ def _overrides(out, model, device, cloud_stride, random_weights) -> dict:
         "metric_scale": "scale_shift",
         "metric_scale_sources": ["points"],
         "metric_scale_fixed_frame": "",
+        "metric_scale_require": False,  # the first pass's clouds, before any fit
     }
     if random_weights:
         from .random_clip import save_random_checkpoint
