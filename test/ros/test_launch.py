@@ -15,10 +15,10 @@ from helpers import camera_info, encode, stamp, structured_image, wait_until
 from launch_harness import (
     NO_SOURCES,
     ROOT,
-    install_prefix,
     install_recording_rviz2,
     launch_sources,
     ros2_launch,
+    shared_install_prefix,
 )
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import GetState
@@ -48,9 +48,8 @@ def source(request):
 
 @pytest.fixture(scope="session")
 def prefix(tmp_path_factory, tiny_checkpoint):
-    """The package built once by colcon for every launch of the session."""
-    workspace = tmp_path_factory.mktemp("ws")
-    return install_prefix(workspace, tiny_checkpoint, workspace / "cache")
+    """The package built once by colcon for every launch of the run."""
+    return shared_install_prefix(tmp_path_factory, tiny_checkpoint)
 
 
 def camera(node, image_topic, info_topic):

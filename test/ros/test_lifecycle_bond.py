@@ -9,7 +9,7 @@ import time
 
 import bond_messages
 import pytest
-from helpers import camera_info, encode, stamp, structured_image, wait_until
+from helpers import built_once, camera_info, encode, stamp, structured_image, wait_until
 from lifecycle_msgs.msg import Transition
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import change_state, client_node
@@ -26,10 +26,11 @@ IMAGE = encode(structured_image(120, 160), "rgb8")
 
 @pytest.fixture(scope="session")
 def bond_prefix(tmp_path_factory):
+    """bond/msg built once for the run (the pytest-xdist workers share it)."""
     why = bond_messages.missing_tools()
     if why:
         pytest.skip(why)
-    return bond_messages.build(tmp_path_factory.mktemp("bond_ws"))
+    return built_once(tmp_path_factory, "bond-messages", bond_messages.build) / "install"
 
 
 def node_with_bond_messages(prefix, checkpoint, tmp_path, **overrides):

@@ -17,7 +17,7 @@ import tf2_from_source
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from helpers import camera_info, encode, model_config, structured_image, wait_until
-from launch_harness import NO_SOURCES, install_prefix, launch_sources, ros2_launch
+from launch_harness import NO_SOURCES, launch_sources, ros2_launch, shared_install_prefix
 from range_factory import LASER_TO_OPTICAL, scan_of
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import client_node
@@ -70,7 +70,9 @@ def status_values(msgs) -> dict:
     return values
 
 
-def test_the_mobile_robot_page_from_launch_to_fitted_clouds(tmp_path, tiny_checkpoint):
+def test_the_mobile_robot_page_from_launch_to_fitted_clouds(
+    tmp_path, tmp_path_factory, tiny_checkpoint
+):
     """Before any scan: the depth goes out, no cloud (metric_scale_require), the status ERROR
     `metric_scale never fitted`. With the robot's frames and scans: the depth SCALE times the
     model's, `metric scale` SCALE, the laser joined to the camera through tf2 (nothing in
@@ -82,7 +84,7 @@ def test_the_mobile_robot_page_from_launch_to_fitted_clouds(tmp_path, tiny_check
         pytest.skip(NO_SOURCES)
     if tf2_from_source.missing():
         pytest.skip(tf2_from_source.missing())
-    prefix = install_prefix(tmp_path / "ws", tiny_checkpoint, tmp_path / "cache")
+    prefix = shared_install_prefix(tmp_path_factory, tiny_checkpoint)
     params = installed_params(prefix, tiny_checkpoint, tmp_path / "cache", tmp_path)
     node_params = yaml.safe_load(params.read_text())["/**/depthclip"]["ros__parameters"]
     core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core")).predict(IMAGE)

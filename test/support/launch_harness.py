@@ -69,6 +69,17 @@ def install_prefix(workspace: Path, checkpoint, cache_dir) -> Path:
     return prefix
 
 
+def shared_install_prefix(tmp_path_factory, checkpoint) -> Path:
+    """install_prefix built once for the whole test run (the pytest-xdist workers share it);
+    the tests only read it."""
+    from helpers import built_once
+
+    def build(folder):
+        install_prefix(folder / "ws", checkpoint, folder / "cache")
+
+    return built_once(tmp_path_factory, "depthclip-install", build) / "ws" / "install" / PACKAGE
+
+
 def os_path_list(variable: str) -> list:
     """The entries of a path-list environment variable of this process."""
     return [entry for entry in os.environ.get(variable, "").split(os.pathsep) if entry]
