@@ -280,6 +280,20 @@ class MessageBuilder:
     byte_array: object = _unchanged  # how the types take uint8[] data given as bytes
 
     @classmethod
+    def from_ros(cls) -> "MessageBuilder":
+        """A ROS install's sensor_msgs types (rclpy's), for the node and its clients."""
+        from sensor_msgs import msg
+
+        return cls(
+            msg.Image,
+            msg.CameraInfo,
+            msg.PointCloud2,
+            msg.PointField,
+            msg.RegionOfInterest,
+            msg.CompressedImage,
+        )
+
+    @classmethod
     def from_typestore(cls, typestore) -> "MessageBuilder":
         """A rosbags typestore's types: they hold uint8[] as NumPy arrays, not bytes."""
         types = typestore.types

@@ -19,8 +19,6 @@ from sensor_msgs.msg import (
     CompressedImage,
     Image,
     PointCloud2,
-    PointField,
-    RegionOfInterest,
 )
 
 from ..errors import ImageDecodeError
@@ -61,9 +59,7 @@ OUTPUT_TYPES = {
 # frames/s at 100 Hz (fragments of the next frame evict the one being reassembled); 2 held at
 # 100 Hz and collapsed at 300 Hz; 10 received 91 % at 300 Hz (docs/node.md).
 IMAGE_DEPTH = 10
-MESSAGES = MessageBuilder(
-    Image, CameraInfo, PointCloud2, PointField, RegionOfInterest, CompressedImage
-)
+MESSAGES = MessageBuilder.from_ros()
 
 
 def output_qos_profile() -> QoSProfile:

@@ -221,20 +221,9 @@ class _DemoClient:
 
     @staticmethod
     def _cloud(header, points: np.ndarray):
-        from sensor_msgs.msg import (
-            CameraInfo,
-            CompressedImage,
-            Image,
-            PointCloud2,
-            PointField,
-            RegionOfInterest,
-        )
-
         from ..messages import outputs, point_cloud
 
-        build = outputs.MessageBuilder(
-            Image, CameraInfo, PointCloud2, PointField, RegionOfInterest, CompressedImage
-        )
+        build = outputs.MessageBuilder.from_ros()
         zeros = np.zeros((1, len(points)), np.float32)
         fields = point_cloud.pointcloud_fields(points[None], np.zeros((1, len(points), 3)), zeros)
         return build.point_cloud(header, fields)
