@@ -159,6 +159,21 @@ def test_the_shipped_files_agree_on_one_robots_names_and_clouds():
     assert "config/mobile_robot.yaml" in page and "(docs/mobile_robot.md)" in readme[:2000]
 
 
+def test_the_mobile_robot_pages_costmap_snippet_is_the_nav2_files():
+    """The two observation sources on docs/mobile_robot.md equal config/nav2_depthclip.yaml's,
+    and the page's layer lists them."""
+    import yaml
+
+    page = (ROOT / "docs" / "mobile_robot.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```yaml\n(.*?)```", page, re.S) if "voxel_layer" in b]
+    shown = yaml.safe_load(snippet)["voxel_layer"]
+    nav2 = yaml.safe_load((ROOT / "config" / "nav2_depthclip.yaml").read_text())
+    layer = nav2["local_costmap"]["local_costmap"]["ros__parameters"]["voxel_layer"]
+    names = layer["observation_sources"].split()
+    assert shown["observation_sources"].split()[-2:] == names
+    assert {name: shown[name] for name in names} == {name: layer[name] for name in names}
+
+
 def test_the_mobile_robot_pages_cloud_sizes_are_the_nodes():
     """Each row of docs/mobile_robot.md's stride table: the points and kilobytes the node's
     cloud has (20 bytes a point), under the 64 KB of one datagram; the shipped stride's row."""
