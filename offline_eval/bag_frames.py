@@ -29,15 +29,22 @@ from depthclip_ros.messages.range_data import depth_image_metres
 from .data import DataError, Dataset, Sample
 
 PAIR_SLOP = 0.02  # s: a depth image pairs with the colour image nearest its stamp within this
+NYU_SIZE = (640, 480)  # (width, height) NYU's protocol scores
 
 
 def open_bag_frames(
-    path, image_topic: str, depth_topic: str, camera_info_topic=None, every: int = 1
+    path,
+    image_topic: str,
+    depth_topic: str,
+    camera_info_topic=None,
+    every: int = 1,
+    nyu_protocol: bool = False,
 ) -> Dataset:
     """Every `every`-th image of `image_topic` that a depth image of `depth_topic` pairs with
     (stamps within PAIR_SLOP), its camera's K from `camera_info_topic` (default: beside the
-    image); DataError (or the bag tool's BagError) on a missing topic, an unregistered depth
-    or no pair."""
+    image), scored whole or (`nyu_protocol`) within NYU's eval crop, its frames then 640x480;
+    DataError (or the bag tool's BagError) on a missing topic, an unregistered depth or no
+    pair."""
     if every < 1:
         raise DataError(f"--every must be >= 1, got {every}")
     path = Path(path)
@@ -54,13 +61,19 @@ def open_bag_frames(
             what = f"is {kinds[topic]}, not {' or '.join(wanted)}" if topic in kinds else None
             raise DataError(f"bag {path}: {topic} {what or 'is not recorded'}")
     frames = _BagFrames(reader, path, image_topic, depth_topic, info_topic)
+    size = frames.sizes.get(image_topic)
+    if nyu_protocol and size not in (None, NYU_SIZE):
+        raise DataError(
+            f"bag {path}: {image_topic} is {size[0]}x{size[1]}: the NYU protocol scores "
+            f"{NYU_SIZE[0]}x{NYU_SIZE[1]} frames (--protocol camera scores any size)"
+        )
     samples = frames.pairs(every)
     if not samples:
         raise DataError(
             f"bag {path}: no {depth_topic} message within {PAIR_SLOP} s of an {image_topic} one"
         )
     label = f"bag:{path} {image_topic} {depth_topic}"
-    return Dataset(samples, frames.load, [], label, crop=False, k=frames.k)
+    return Dataset(samples, frames.load, [], label, crop=nyu_protocol, k=frames.k)
 
 
 class _BagFrames:

@@ -87,6 +87,12 @@ def build_parser():
         "--camera-info-topic", help="--bag: the image's camera_info (default: beside it)"
     )
     p.add_argument("--every", type=int, default=1, help="--bag: every N-th image only")
+    p.add_argument(
+        "--protocol",
+        choices=("camera", "nyu"),
+        help="--bag: camera (default: every pixel at the camera's size, --params as the node "
+        "runs it) or nyu (the paper's: its preset and eval crop, 640x480 frames, as --data-root)",
+    )
     p.add_argument("--splits", help="splits.mat (testNdxs) with --mat")
     p.add_argument("--params", help="parameter YAML (default: config/depthclip.yaml)")
     p.add_argument(
@@ -158,7 +164,7 @@ def main(argv=None) -> int:
         resume=args.resume,
         scene_bins=args.scene_bins,
         align=args.align,
-        paper=not args.bag,
+        paper=not args.bag or args.protocol == "nyu",
     )
     problem = _bag_problem(args)
     if problem:
@@ -179,7 +185,12 @@ def main(argv=None) -> int:
         # Every cheap input (data, every run's config) before the first model load.
         data = (
             open_bag_frames(
-                args.bag, args.image_topic, args.depth_topic, args.camera_info_topic, args.every
+                args.bag,
+                args.image_topic,
+                args.depth_topic,
+                args.camera_info_topic,
+                args.every,
+                nyu_protocol=args.protocol == "nyu",
             )
             if args.bag
             else open_dataset(
@@ -213,7 +224,7 @@ def main(argv=None) -> int:
 def _bag_problem(args) -> str | None:
     """What is wrong with --bag and the options beside it (None: nothing)."""
     if not args.bag:
-        return None
+        return "--protocol is --bag's (NYU's own data is scored as NYU)" if args.protocol else None
     if not (args.image_topic and args.depth_topic):
         return "--bag needs --image-topic and --depth-topic (the depth registered to the image)"
     if args.data_root or args.mat:

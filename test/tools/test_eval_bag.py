@@ -4,15 +4,18 @@ each frame against the truth beside it, the whole frame at the camera's size, th
 parameters (no paper preset)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 from bag_factory import frame_stamp, write_bag
-from helpers import model_config, structured_image
+from helpers import SHARED_NYU, model_config, structured_image
 from rosbags.typesys import Stores, get_typestore
 
 from depthclip_ros.estimator.core import DepthClip
+from offline_eval.alignment import NYU_K
 from offline_eval.cli import main as eval_main
+from offline_eval.data import open_dataset
 
 FRAMES, WIDTH, HEIGHT = 5, 160, 120
 MODEL = dict(input_width=128, input_height=96)
@@ -112,3 +115,76 @@ def test_a_depth_not_registered_or_not_beside_the_image_is_one_line(
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and words in err[0], (words, err)
         assert "Traceback" not in err[0]
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_NYU), reason="../shared/data/nyu_samples absent")
+def test_the_nyu_samples_in_a_bag_score_as_the_nyu_path_does(tmp_path, tiny_checkpoint):
+    """The four NYU samples recorded as a camera would publish them (rgb8 images, NYU's
+    camera_info, the registered depth in 16UC1 millimetres): `--bag --protocol nyu` gives each
+    frame the metrics, uncertainty and clearing counts `--data-root` gives it."""
+    split = os.path.join(SHARED_NYU, "samples_test_files_with_gt.txt")
+    data = open_dataset(SHARED_NYU, split)
+    frames = [data.load(sample) for sample in data.samples]
+    store = get_typestore(Stores.ROS2_KILTED)
+    types = store.types
+
+    def header(i):
+        sec, nanosec = frame_stamp(i)
+        return types["std_msgs/msg/Header"](
+            stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+            frame_id="nyu_optical_frame",
+        )
+
+    def image(i, pixels, encoding, step):
+        height, width = pixels.shape[:2]
+        data = np.frombuffer(np.ascontiguousarray(pixels).tobytes(), np.uint8)
+        return types["sensor_msgs/msg/Image"](header(i), height, width, encoding, 0, step, data)
+
+    def info(i):
+        k = NYU_K.ravel().astype(float)
+        p = np.array([[*NYU_K[0], 0.0], [*NYU_K[1], 0.0], [*NYU_K[2], 0.0]]).ravel()
+        return types["sensor_msgs/msg/CameraInfo"](
+            header=header(i),
+            height=480,
+            width=640,
+            distortion_model="plumb_bob",
+            d=np.zeros(5),
+            k=k,
+            r=np.eye(3).ravel(),
+            p=p,
+            binning_x=0,
+            binning_y=0,
+            roi=types["sensor_msgs/msg/RegionOfInterest"](0, 0, 0, 0, False),
+        )
+
+    extra = {
+        "/nyu/image_raw": (
+            store,
+            "sensor_msgs/msg/Image",
+            lambda i: image(i, frames[i][0], "rgb8", 640 * 3),
+        ),
+        "/nyu/camera_info": (store, "sensor_msgs/msg/CameraInfo", info),
+        "/nyu/depth_registered": (
+            store,
+            "sensor_msgs/msg/Image",
+            lambda i: image(i, frames[i][1].astype("<u2"), "16UC1", 640 * 2),
+        ),
+    }
+    bag = tmp_path / "nyu_bag"
+    write_bag(bag, frames=len(frames), extra=extra)
+    _, params = recording(tmp_path, tiny_checkpoint)  # the parameter file alone is used
+    common = ["--params", str(params)]
+    nyu_argv = ["--data-root", SHARED_NYU, "--split-file", split, "--out", str(tmp_path / "nyu")]
+    assert eval_main([*nyu_argv, *common]) == 0
+    argv = ["--bag", str(bag), "--image-topic", "/nyu/image_raw", "--protocol", "nyu"]
+    argv += ["--depth-topic", "/nyu/depth_registered", "--out", str(tmp_path / "bag"), *common]
+    assert eval_main(argv) == 0
+    nyu, from_bag = (
+        json.loads((tmp_path / name / "results.json").read_text())["per_image"]
+        for name in ("nyu", "bag")
+    )
+    assert len(nyu) == len(from_bag) == 4
+    for a, b in zip(nyu, from_bag, strict=True):
+        for key in ("name", "scene", "seconds"):
+            a.pop(key), b.pop(key)
+        assert a == b
