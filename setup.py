@@ -60,6 +60,7 @@ setup(
             f"depthclip-fleet = {PACKAGE}.fleet.cli:main",
             f"depthclip-export = {PACKAGE}.tools.export:main",
             "depthclip-eval = offline_eval.cli:main",
+            f"depthclip-speed = {PACKAGE}.tools.speed:main",
         ],
     },
 )
