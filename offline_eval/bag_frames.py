@@ -30,6 +30,7 @@ from .data import DataError, Dataset, Sample
 
 PAIR_SLOP = 0.02  # s: a depth image pairs with the colour image nearest its stamp within this
 NYU_SIZE = (640, 480)  # (width, height) NYU's protocol scores
+DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")  # what depth_image_metres reads
 
 
 def open_bag_frames(
@@ -98,6 +99,11 @@ class _BagFrames:
                 self.stamps[connection.topic].append((stamp, log_time))
                 if hasattr(msg, "width"):  # a CompressedImage says its size when decoded
                     self.sizes.setdefault(connection.topic, (msg.width, msg.height))
+                if connection.topic == depth_topic and msg.encoding not in DEPTH_ENCODINGS:
+                    raise DataError(
+                        f"bag {path}: {depth_topic} is {msg.encoding}, not a depth image "
+                        f"({', '.join(DEPTH_ENCODINGS)})"
+                    )
         if self.k is None:
             raise DataError(f"bag {path}: no {info_topic} with a camera matrix K")
         image, depth = (self.sizes.get(t) for t in (image_topic, depth_topic))

@@ -159,6 +159,9 @@ def main(argv=None) -> int:
     except DepthClipError as exc:
         print(f"depthclip-speed: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the node process is stopped on the way out
+        print("depthclip-speed: interrupted", file=sys.stderr)
+        return 130
     print(table(cpu_description(), core, node))
     return 0
 

@@ -97,7 +97,8 @@ def test_a_depth_not_registered_or_not_beside_the_image_is_one_line(
     tmp_path, tiny_checkpoint, capsys
 ):
     """A depth image of another size (not aligned to the colour camera), a depth 30 ms off
-    every image, a topic not recorded, and --bag without --depth-topic: one line, exit 2."""
+    every image, a topic not recorded, the colour image given as the depth, and --bag without
+    --depth-topic: one line, exit 2."""
     other, params = recording(tmp_path / "a", tiny_checkpoint, size=(80, 60))
     late, _ = recording(tmp_path / "b", tiny_checkpoint, offset_ns=30_000_000)
     bag = ["--bag", str(late)]
@@ -109,6 +110,13 @@ def test_a_depth_not_registered_or_not_beside_the_image_is_one_line(
             "/cam/image is not recorded",
         ),
         (lambda: eval_main([*bag, "--image-topic", "/cam/image_raw"]), "--depth-topic"),
+        (
+            lambda: eval_main(
+                [*bag, "--image-topic", DEPTH, "--depth-topic", "/cam/image_raw"]
+                + ["--camera-info-topic", "/cam/camera_info"]
+            ),
+            "/cam/image_raw is rgb8, not a depth image",
+        ),
     ]
     for run, words in cases:
         code = run()
