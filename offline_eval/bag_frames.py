@@ -25,6 +25,7 @@ from depthclip_ros.errors import DepthClipError
 from depthclip_ros.messages import topics
 from depthclip_ros.messages.decoding import decode_image
 from depthclip_ros.messages.range_data import depth_image_metres
+from depthclip_ros.runtime.stamp_pairing import serialized_stamp_ns
 
 from .data import DataError, Dataset, Sample
 
@@ -90,6 +91,12 @@ class _BagFrames:
         self.k, self.sizes = None, {}
         wanted = [self.connections[t] for t in (image_topic, depth_topic, info_topic)]
         for connection, log_time, raw in read_messages(reader, path, wanted):
+            # Once the colour image's size is known its stamp is all an image adds: read from
+            # the bytes, as the node reads an arriving image's, not deserialized (a megabyte).
+            stamp = serialized_stamp_ns(raw) if image_topic in self.sizes else None
+            if connection.topic == image_topic and stamp is not None:
+                self.stamps[image_topic].append((stamp, log_time))
+                continue
             msg = self.typestore.deserialize_cdr(raw, connection.msgtype)
             stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
             if connection.topic == info_topic:

@@ -131,7 +131,8 @@ class RangeSources:
             return frame is None or now > frame.deadline
 
     def wait(self, camera, stamp: int, names, clock) -> None:
-        """Wait until the frame's messages are decided (`decided`), at most until its deadline
+        """Wait until the frame's message of each source of `names` is decided (one stamped at
+        or after the image's came: none later can be nearer), at most until its deadline
         on the arrival clock (`clock()`: its seconds; a simulated clock too), and never more
         than WAIT_BEYOND wall seconds past the time left then (a paused simulation)."""
         with self._lock:

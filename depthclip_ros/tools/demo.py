@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from .. import metrics
 from ..errors import DepthClipError
 from ..files import cannot_write
 from ..synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
-from .node_process import local_dds_env, start_node_process
+from .node_process import local_dds_env, start_node_process, stop_node_process
 
 
 def run(
@@ -89,7 +87,7 @@ def run(
     finally:
         client.node.destroy_node()
         rclpy.shutdown()
-        _stop(node_proc)
+        stop_node_process(node_proc, timeout=10)
 
 
 # The second pass's stamps, this many seconds apart: more than 4 metric_scale half-lives, so that
@@ -263,15 +261,6 @@ def _save_scene(out, name, rgb, truth, depth_msg, points_msg, bins, t0) -> dict:
         "cloud_points": n,
         "latency_s": round(time.monotonic() - t0, 3),
     }
-
-
-def _stop(node_proc) -> None:
-    if node_proc.poll() is None:
-        node_proc.send_signal(signal.SIGINT)
-        try:
-            node_proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import random
+import signal
 import subprocess
 import sys
 
@@ -74,3 +75,14 @@ def start_node_process(
     cmd += node_arguments(params_file, overrides, namespace, remaps)
     log = open(log_path, "w")  # a file, not a pipe: a chatty node must never block on a full pipe
     return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_node_process(proc, timeout: float) -> None:
+    """End a node process as Ctrl-C does (SIGINT), killed if it has not ended within
+    `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -14,8 +14,8 @@ parameters, the model or the node failed (one line).
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -58,9 +58,7 @@ def measure_core(params_file, frames: int) -> dict:
 def measure_node(params_file, rate: float, seconds: float) -> dict:
     """The node as its own process, fed by a camera driver process at `rate` for `seconds`:
     the driver's count of depth images back, and the node's own figures from /diagnostics."""
-    import json
-
-    from .node_process import local_dds_env, start_node_process
+    from .node_process import local_dds_env, start_node_process, stop_node_process
 
     env = local_dds_env()
     log = Path(tempfile.mkdtemp(prefix="depthclip_speed_")) / "node.log"
@@ -86,12 +84,7 @@ def measure_node(params_file, rate: float, seconds: float) -> dict:
             raise DepthClipError(_last_line(log) or f"the camera driver: {driver_words}")
         report = json.loads(driver.stdout.strip().splitlines()[-1])
     finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        stop_node_process(node, timeout=20)
     (camera,) = report["cameras"].values()
     status = next(iter(report["diagnostics at the stream's end"].values()), {})
     latencies = sorted(camera["latencies"])  # seconds from a frame's stamp to its depth back
