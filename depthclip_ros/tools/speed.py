@@ -5,7 +5,8 @@
 Two measurements, printed as one table with the machine named: the core (one 640x480 frame
 through the model, as the node runs it, after two warm-up frames) and the node as its own
 process fed by a camera driver process at `--rate` for `--seconds` over this machine's loopback
-(its output rate, latency and forward from its own /diagnostics). It runs where the package is
+(the depth images and their latency as the driver receives them, the forward from the node's
+own /diagnostics). It runs where the package is
 installed (a colcon workspace as the pip set-up); the model is the one `--params` names (RN50's
 weights are downloaded on first use; an exported graph needs none). Exit 0 done, 2 the
 parameters, the model or the node failed (one line).
