@@ -57,6 +57,50 @@ def test_the_readme_is_short_and_links_every_doc():
         assert f"(docs/{doc.name})" in readme, doc.name
 
 
+# Pages for those who build the package, not for its users: how it works inside, the tests.
+CONTRIBUTOR_PAGES = ("architecture.md", "testing.md")
+# A record's marks: a date, a commit hash, a CI run, a "(before)" row, a trial.
+RECORD_MARKS = re.compile(
+    r"\b20\d\d-[01]\d-[0-3]\d\b|\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b"
+    r"|\ba CI run\b|\bCI runs? \d|\(before\)|\b[Tt]ried on\b"
+)
+
+
+def user_pages() -> dict:
+    """{name: text} of the README and every page it links for users."""
+    readme = (ROOT / "README.md").read_text()
+    pages = {"README.md": readme}
+    for name in re.findall(r"\(docs/([a-z_0-9]+\.md)\)", readme):
+        if name not in CONTRIBUTOR_PAGES:
+            pages[name] = (ROOT / "docs" / name).read_text()
+    return pages
+
+
+def test_the_user_pages_are_short_and_hold_no_record():
+    """What a user reads to set up a robot: each page at most 300 lines, all at most 2,000, and
+    no dated run, commit, CI run or trial (those are in bench/results/ and docs/testing.md)."""
+    pages = user_pages()
+    assert len(pages) >= 14  # the README finds them all
+    lines = {name: len(text.splitlines()) for name, text in pages.items()}
+    assert max(lines.values()) <= 300, lines
+    assert sum(lines.values()) <= 2000, lines
+    for name, text in pages.items():
+        assert not RECORD_MARKS.search(text), (name, RECORD_MARKS.search(text).group())
+
+
+def test_a_record_mark_is_seen():
+    """The check above finds what it looks for."""
+    for text in (
+        "run on 2026-11-28",
+        "at commit 63e199d",
+        "once in a CI run",
+        "| 8 bits (before) |",
+    ):
+        assert RECORD_MARKS.search(text), text
+    for text in ("the 544x416 input", "deadline", "a 1e-5 m difference", "what CI runs"):
+        assert not RECORD_MARKS.search(text), text
+
+
 def test_the_nav2_example_marks_with_one_cloud_and_clears_with_the_other():
     """config/nav2_depthclip.yaml: the node's section is valid for the node, and the costmap has
     two observation sources with the keys Nav2's obstacle and voxel layers read: `points`
