@@ -54,7 +54,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            f"depthclip_node = {PACKAGE}.node:main",
+            f"depthclip_node = {PACKAGE}.node.entry_point:main",
             f"depthclip-demo = {PACKAGE}.tools.demo:main",
             f"depthclip-bag = {PACKAGE}.bag.cli:main",
             f"depthclip-fleet = {PACKAGE}.fleet.cli:main",

@@ -27,10 +27,10 @@ from depthclip_ros.config.params_files import load_config, resolve_scene_presets
 from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.estimator.core import DepthClip, DepthResult
 from depthclip_ros.estimator.cpu_features import cpu_model_and_flags, usable_cores
-from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.preprocessing import preprocess
 from depthclip_ros.export.graph import export
 from depthclip_ros.messages import decoding, outputs
+from depthclip_ros.model_loading import load_estimator
 from depthclip_ros.synthetic_scenes import SCENES, render_scene, scene_camera_info_fields
 from depthclip_ros.tools.camera_driver import INFO_PATTERNS
 from depthclip_ros.tools.random_clip import save_random_checkpoint
@@ -596,10 +596,10 @@ def argument_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="a short run: core batch 1 without flip only, 3 repetitions of each timing, one "
-        "run of the node around the model, fairness at the shipped network input only, the "
-        "bag tool's pair once, one fleet set-up, the CPU variants' node run for one variant of "
-        "each runtime, sharing's new thread option of each runtime with the process beside "
-        "only",
+        "run of the node around the model, fairness at the shipped network input only (two "
+        "of its four runs), the bag tool's pair and its outputs once, one fleet set-up, the "
+        "CPU variants' node run for one variant of each runtime, sharing's ONNX Runtime "
+        "spinning row with the process beside only",
     )
     p.add_argument(
         "--shapes",
@@ -841,7 +841,7 @@ def print_bag_tables(args, disk: str) -> None:
         f"## Bag outputs ({long} frames, tiny random CLIP's results from a model stand-in, "
         f"640x480, MCAP, output in {disk}, cpu)\n"
     )
-    print(table(*bench_bag_outputs(tiny, long)) + "\n")
+    print(table(*bench_bag_outputs(tiny, long, 1 if args.quick else 5)) + "\n")
     print(
         f"## Fleet ({args.fleet_bags} bags of {args.fleet_frames} frames, tiny random CLIP, "
         "640x480, MCAP and sqlite3, cpu)\n"
@@ -958,7 +958,9 @@ def print_fairness(args) -> None:
         f"30 Hz, {args.node_seconds:g} s each, cpu)\n"
     )
     sizes = FAIRNESS_INPUTS[:1] if args.quick else FAIRNESS_INPUTS
-    rows = bench_fairness(tiny, cameras, 30.0, args.node_seconds, sizes, args.dds_profile)
+    rows = bench_fairness(
+        tiny, cameras, 30.0, args.node_seconds, sizes, args.dds_profile, quick=args.quick
+    )
     print(table(*rows) + "\n")
 
 

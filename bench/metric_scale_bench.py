@@ -14,7 +14,7 @@ from depthclip_ros.estimator.depth_quantile import depth_quantile
 from depthclip_ros.estimator.result import DepthResult
 from depthclip_ros.estimator.temporal_filter import BilinearUpsampling
 from depthclip_ros.metric_scale.camera_scale import CameraScale
-from depthclip_ros.metric_scale.fit import project
+from depthclip_ros.metric_scale.projection import project
 from depthclip_ros.metrics import MAX_DEPTH, compute_errors, on_canvas, valid_pixels
 from offline_eval.alignment import NYU_K, Alignment, lidar_plane, scored_fit, truth_points
 

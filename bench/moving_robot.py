@@ -14,10 +14,11 @@ import typing
 import numpy as np
 
 from depthclip_ros.config.settings import OutputSettings
-from depthclip_ros.metric_scale.fit import fit, project
+from depthclip_ros.metric_scale.fit import fit
+from depthclip_ros.metric_scale.projection import project
 from depthclip_ros.metric_scale.range_sources import RangeSources
-from depthclip_ros.metric_scale.transforms import StaticTransforms, Transform, rotation_from_rpy
 from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, HEIGHT, SCENES, WIDTH
+from depthclip_ros.transforms import StaticTransforms, Transform, rotation_from_rpy
 
 from .metric_scale_bench import SCALE, scores, synthetic_result
 

@@ -19,11 +19,11 @@ import torch
 from depthclip_ros.config.params_files import load_config, preset_configs
 from depthclip_ros.errors import DepthClipError
 from depthclip_ros.estimator.core import DepthClip
-from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.export.calibration import calibration_frames
 from depthclip_ros.export.graph import export
 from depthclip_ros.export.quantization import export_int8
 from depthclip_ros.metrics import depth_agreement
+from depthclip_ros.model_loading import load_estimator
 from depthclip_ros.synthetic_scenes import SCENES, render_scene
 
 from .measure import timed

@@ -238,8 +238,8 @@ def _temporal(args) -> int:
     """--temporal: offline_eval.temporal's table for each of the first --limit images, with the
     --params config (resize: the pan's frames are narrower than 640)."""
     from depthclip_ros.config.params_files import load_config
-    from depthclip_ros.estimator.loading import load_estimator
     from depthclip_ros.metrics import gt_from_png
+    from depthclip_ros.model_loading import load_estimator
 
     from . import temporal
 

@@ -17,9 +17,9 @@ import numpy as np
 from depthclip_ros import metrics
 from depthclip_ros.config.params_files import load_config
 from depthclip_ros.estimator.depth_quantile import depth_quantile
-from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.estimator.result import CROP_BOX
 from depthclip_ros.files import atomic_write
+from depthclip_ros.model_loading import load_estimator
 
 from .alignment import NYU_K, Alignment
 from .data import DataError, Dataset

@@ -20,9 +20,9 @@ from pathlib import Path
 from ..config.params_files import config_from_params, load_params
 from ..config.settings import NodeSettings, OutputSettings
 from ..errors import DepthClipError, OutputExistsError
-from ..estimator.loading import load_estimator
 from ..messages import topics
 from ..messages.outputs import DEFAULT_OUTPUTS
+from ..model_loading import load_estimator
 from .plan import STORAGES, plan_bag
 from .processing import RANGE_TOPICS, check_depth_topics, process_bag
 from .reading import print_info

@@ -25,15 +25,14 @@ from ..messages.decoding import decode_image
 from ..messages.outputs import (
     MessageBuilder,
     PendingFrame,
-    arrays_for,
     fine_arrays,
 )
-from ..metric_scale.camera_scale import CameraScale
+from ..metric_scale.camera_scale import CameraScale, arrays_to_fetch
 from ..metric_scale.range_sources import RangeSources
-from ..metric_scale.transforms import transform_from_stamped
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings, stamp_ns
+from ..transforms import transform_from_stamped
 from .pipeline import model_leaves_cpu_free, run_stages
 from .plan import BagPlan, PlannedCamera
 from .reading import (
@@ -330,7 +329,7 @@ class BagProcessor:
                 result = self.estimator.predict(
                     np.stack([f.rgb for f in frames]),
                     scenes=SceneChoice([f.owner.scene for f in frames], self.scene_switch_frames),
-                    arrays=arrays_for(wanted, self.settings),
+                    arrays=arrays_to_fetch(wanted, self.settings),
                 )
             except ImageSizeError as exc:  # e.g. preprocessing 'crop' on a camera not 640x480
                 raise BagError(

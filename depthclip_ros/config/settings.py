@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from ..errors import AnchorError, ConfigError
-from ..metric_scale.transforms import StaticTransforms
+from ..transforms import StaticTransforms
 from .parameters import DepthClipConfig
 from .schema import Schema, param
 

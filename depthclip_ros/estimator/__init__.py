@@ -1,14 +1,14 @@
-"""The depth estimators: `load_estimator(config)` gives the torch core (`core.DepthClip`) or an
-exported graph on ONNX Runtime or OpenVINO (graph_runtimes), one API (`predict` ->
-`result.DepthResult`, `check_config`, `update_config`, `head`); `check_prompts(config)` checks
-prompts before any model loads. Here: the model and its head. The torch modules: `core`,
-`depth_head`, `scene_classification`, `clip_loading`, `text_features`, `batchnorm_folding`,
-`cuda_graph`. Torch-free (what the graph runtimes share with the core): `loading`, `head`,
-`result`, `depth_quantile`, `file_identity`, `text_cache`, `cpu_features`. Nothing here reads
-parameter files or imports rclpy.
+"""The depth estimator: the torch core (`core.DepthClip`) and what the exported graphs'
+runtimes (graph_runtimes/) share with it, one API (`predict` -> `result.DepthResult`,
+`check_config`, `update_config`, `head`); `check_prompts(config)` checks prompts before any
+model loads; `depthclip_ros.model_loading.load_estimator` picks the core or a graph runtime.
+The torch modules: `core`, `depth_head`, `scene_classification`, `clip_loading`,
+`text_features`, `batchnorm_folding`, `cuda_graph`. Torch-free: `head`, `result`,
+`depth_quantile`, `file_identity`, `text_cache`, `cpu_features`, `reference_frames`, `prompts`.
+Nothing here reads parameter files or imports rclpy.
 """
 
-from .loading import check_prompts, load_estimator
+from .prompts import check_prompts
 from .result import DepthResult
 
-__all__ = ["DepthResult", "check_prompts", "load_estimator"]
+__all__ = ["DepthResult", "check_prompts"]

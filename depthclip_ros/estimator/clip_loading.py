@@ -2,7 +2,8 @@
 
 `clip.load` is not used directly: its fallback for plain state_dict files re-reads a
 consumed file on current torch, and its download failure is an opaque URLError.
-Both checkpoint formats go through `clip.model.build_model`, exactly as `clip.load(jit=False)`.
+Both checkpoint formats go through `clip.model.build_model`, exactly as `clip.load(jit=False)`
+(clip's modules without `import clip`: clip_modules).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import socket
 import warnings
 from pathlib import Path
 
-import clip
 import torch
-from clip.model import build_model
 
 from ..errors import ModelLoadError
+from .clip_modules import clip_module, download, model_urls
 from .cpu_features import cpu_model_and_flags, native_bf16
 from .file_identity import sha256_file
 
@@ -105,13 +105,14 @@ def _is_vit_name(name: str) -> bool:
 def locate_checkpoint(model: str, download_root: str = "") -> tuple:
     """Return (path, identity) for a model name or checkpoint path, downloading if needed."""
     root = download_root or default_download_root()
-    if model in clip.available_models():
+    urls = model_urls()
+    if model in urls:
         if _is_vit_name(model):
             raise ModelLoadError(
                 f"model '{model}': ViT CLIP models are not supported yet; "
                 "DepthCLIP needs a ResNet dense feature map (RN50, RN101, RN50x4, ...)"
             )
-        url = clip.clip._MODELS[model]
+        url = urls[model]
         expected_sha = url.split("/")[-2]
         target = Path(root) / os.path.basename(url)
         identity = f"{model}@sha256:{expected_sha}"
@@ -122,7 +123,7 @@ def locate_checkpoint(model: str, download_root: str = "") -> tuple:
         previous_timeout = socket.getdefaulttimeout()
         socket.setdefaulttimeout(60)  # a blackholed network must not hang the node forever
         try:
-            return clip.clip._download(url, root), identity
+            return download(url, root), identity
         except Exception as exc:
             raise ModelLoadError(
                 f"CLIP weights for '{model}' not found at {target} and the download failed "
@@ -137,7 +138,7 @@ def locate_checkpoint(model: str, download_root: str = "") -> tuple:
     path = Path(os.path.expanduser(model))
     if path.is_file():
         return str(path), f"{path.name}@sha256:{sha256_file(path)}"
-    names = ", ".join(m for m in clip.available_models() if not _is_vit_name(m))
+    names = ", ".join(m for m in urls if not _is_vit_name(m))
     raise ModelLoadError(
         f"model '{model}' is neither a CLIP model name ({names}) "
         f"nor an existing checkpoint file (looked for {path.resolve()})."
@@ -189,7 +190,7 @@ def load_clip(
         )
     try:
         # Conv and linear weights stay fp16, BatchNorms fp32, as OpenAI ships them.
-        net = build_model(state_dict)
+        net = clip_module("model").build_model(state_dict)
     except Exception as exc:
         raise ModelLoadError(
             f"checkpoint {path} does not fit clip.model.CLIP ({type(exc).__name__}: {exc})"

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from ..config.parameters import DepthClipConfig
-from ..graph_runtimes.reference_frames import depth_figure
 from ..synthetic_scenes import SCENES, render_scene
 from .batchnorm_folding import fold_batch_norms
 from .clip_loading import LoadedModel, load_clip
@@ -31,6 +30,7 @@ from .depth_head import (
 )
 from .head import Head, head_key
 from .preprocessing import normalization, preprocess
+from .reference_frames import depth_figure
 from .result import (
     OUTPUT_FIELDS,
     DepthResult,

@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-import clip
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .clip_modules import tokenize as clip_tokenize
 from .text_cache import cache_path, load_cached, store
 
 
 def tokenize(prompts) -> torch.Tensor:
     """CLIP's tokens of the prompts; ConfigError when one does not fit CLIP's context (77)."""
     try:
-        return clip.tokenize(list(prompts))
+        return clip_tokenize(list(prompts))
     except RuntimeError as exc:  # clip: "Input ... is too long for context length 77"
         raise ConfigError(
             "prompt_template", list(prompts)[0], f"a prompt is too long for CLIP: {exc}"

@@ -19,7 +19,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import clip
 import onnx
 import onnx.compose
 import torch
@@ -27,6 +26,7 @@ import torch
 from ..config.parameters import DepthClipConfig
 from ..errors import ConfigError
 from ..estimator.clip_loading import LoadedModel, load_clip
+from ..estimator.clip_modules import clip_module
 from ..estimator.core import DepthClip
 from ..estimator.depth_head import bin_probabilities
 from ..estimator.preprocessing import preprocess
@@ -156,7 +156,7 @@ def model_to_trace(config: DepthClipConfig, precision: str) -> LoadedModel:
     loaded = load_clip(config.model, "cpu", "fp32", config.download_root)
     if precision == "fp32":
         return loaded
-    clip.model.convert_weights(loaded.clip_model)
+    clip_module("model").convert_weights(loaded.clip_model)
     for module in loaded.clip_model.visual.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.half()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..estimator.cpu_features import cpu_description
+from ..estimator.reference_frames import REFERENCE_FRAMES, Reference, write_reference
 from ..graph_runtimes.onnx_runtime import OnnxDepthClip
-from ..graph_runtimes.reference_frames import REFERENCE_FRAMES, Reference, write_reference
 from ..synthetic_scenes import SCENES, render_scene
 from .calibration import spread
 

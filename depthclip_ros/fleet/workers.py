@@ -30,7 +30,7 @@ class ModelWorker:
     """One loaded model; `predict` takes a batch of uint8 RGB frames from any bag."""
 
     def __init__(self, params: dict, max_batch: int = 1):
-        from ..estimator.loading import load_estimator
+        from ..model_loading import load_estimator
 
         self.estimator = load_estimator(config_from_params(params), max_batch)
         self.estimator.warm_up()

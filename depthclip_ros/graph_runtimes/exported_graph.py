@@ -21,6 +21,7 @@ from ..config.parameters import IMAGE_PATH_FIELDS, DepthClipConfig
 from ..errors import ConfigError, ImageSizeError, ModelLoadError
 from ..estimator.cpu_features import cpu_description, int8_saturates
 from ..estimator.head import Head
+from ..estimator.reference_frames import depth_figure, load_reference, reference_path
 from ..estimator.result import (
     OUTPUT_FIELDS,
     DepthResult,
@@ -39,7 +40,6 @@ from ..estimator.text_cache import (
     exported_text_dir,
     load_cached,
 )
-from .reference_frames import depth_figure, load_reference, reference_path
 
 log = logging.getLogger("depthclip_ros")
 

@@ -15,7 +15,6 @@ import numpy as np
 
 from ..estimator.depth_quantile import depth_quantile
 from ..estimator.temporal_filter import FINE_ARRAYS, FUSED_FROM
-from ..metric_scale.camera_scale import fitted_from
 from . import compressed_depth, point_cloud
 from .camera_model import PinholeCamera
 from .colormaps import colorize
@@ -51,16 +50,17 @@ def output_arrays(wanted, settings) -> tuple:
     return tuple(sorted(arrays))
 
 
-def arrays_for(wanted, settings) -> tuple:
-    """The DepthResult arrays (`predict(..., arrays=)`) to fetch for the `wanted` outputs: on a
-    GPU no other array crosses to the host. While temporal_filter fuses, the grid's depth and
-    std (FUSED_FROM) in place of the full-resolution ones, which the filter makes from the
-    fused grid (those of `fine_arrays`)."""
+def arrays_for(wanted, settings, also=()) -> tuple:
+    """The DepthResult arrays (`predict(..., arrays=)`) to fetch for the `wanted` outputs, and
+    `also` (what metric_scale's fit samples: camera_scale.arrays_to_fetch): on a GPU no other
+    array crosses to the host. While temporal_filter fuses, the grid's depth and std
+    (FUSED_FROM) in place of the full-resolution ones, which the filter makes from the fused
+    grid (those of `fine_arrays`)."""
     arrays = set(output_arrays(wanted, settings))
     if settings.temporal_filter != "off":
         arrays.update(FUSED_FROM)
         arrays -= set(FINE_ARRAYS)
-    arrays.update(fitted_from(settings))  # the fit samples the grid; the std takes its error
+    arrays.update(also)
     return tuple(sorted(arrays))
 
 

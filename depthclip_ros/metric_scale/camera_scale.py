@@ -16,8 +16,10 @@ import time
 import numpy as np
 
 from ..estimator.temporal_filter import BilinearUpsampling
+from ..messages.outputs import arrays_for
 from ..runtime.health import ERROR, WARN
-from .fit import fit, median, project
+from .fit import fit, median
+from .projection import project
 from .tracking import ScaleTracker
 
 FITTED_FROM = ("coarse_depth", "coarse_std")  # what a prediction brings while fitting
@@ -29,6 +31,12 @@ def fitted_from(settings) -> tuple:
     if settings.metric_scale == "off":
         return ()
     return FITTED_FROM + (("bin_probs",) if settings.metric_scale == "bins" else ())
+
+
+def arrays_to_fetch(wanted, settings) -> tuple:
+    """The DepthResult arrays a frame fetches (the node's and the bag tool's rule): those of its
+    `wanted` outputs, and what the fit samples (the grid; the std takes the fit's error)."""
+    return arrays_for(wanted, settings, also=fitted_from(settings))
 
 
 def ground_mount(settings) -> tuple | None:

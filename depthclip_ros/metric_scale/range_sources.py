@@ -32,8 +32,9 @@ from ..errors import AnchorError
 from ..messages import range_data
 from ..messages.camera_model import PinholeCamera
 from ..runtime.stamp_pairing import StampIndex, stamp_ns
+from ..transforms import StaticTransforms
 from .anchors import depth_image_points, ground_points
-from .transforms import StaticTransforms, TransformHistory
+from .transform_history import TransformHistory
 
 KEEP = 20  # messages a source keeps (the newest arrivals): 2 s of a 10 Hz scan
 # Frames of a camera expected at once: one in the model and one pending (more only for frames

@@ -36,7 +36,7 @@ import dataclasses
 import numpy as np
 
 from ..estimator.temporal_filter import RESTART_AFTER_HALF_LIVES
-from .fit import MIN_DEPTH
+from .projection import MIN_DEPTH
 
 GATE = 0.1  # depths farther apart than 10 % where the anchors lie: a frame that disagrees
 PERSIST_SECONDS = 0.5  # fits that keep disagreeing, most alike, this long: a real change

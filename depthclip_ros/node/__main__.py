@@ -2,6 +2,6 @@
 
 import sys
 
-from . import main
+from .entry_point import main
 
 sys.exit(main())

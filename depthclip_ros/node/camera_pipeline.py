@@ -31,13 +31,12 @@ from ..messages.outputs import (
     CLOUD_OUTPUTS,
     MessageBuilder,
     PendingFrame,
-    arrays_for,
     colored_image_fields,
     compressed_depth_fields,
     depth_image_fields,
     fine_arrays,
 )
-from ..metric_scale.camera_scale import CameraScale
+from ..metric_scale.camera_scale import CameraScale, arrays_to_fetch
 from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 from ..runtime.stamp_pairing import CameraInfoPairing, pairing_warnings, stamp_ns
@@ -298,7 +297,7 @@ def process_frames(frames, params, estimator) -> Started:
         scenes = SceneChoice([camera.scene for camera in cameras], params.node.scene_switch_frames)
         # Only the arrays the subscribed outputs are made of leave the GPU.
         subscribed = [camera.subscribed() for camera in cameras]
-        arrays = arrays_for(set().union(*subscribed), params.outputs)
+        arrays = arrays_to_fetch(set().union(*subscribed), params.outputs)
         t0 = time.perf_counter()
         try:
             images = np.stack([rgb for _, _, rgb, _ in group])

@@ -9,7 +9,7 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
-from ..estimator.loading import backend_of
+from ..model_loading import backend_of
 from ..runtime import health
 
 

@@ -22,8 +22,8 @@ from rclpy.qos_overriding_options import InvalidQosOverridesError
 
 from ..config.parameters import NODE_NAME
 from ..errors import ConfigError, DepthClipError
-from ..estimator.loading import load_estimator, return_freed_memory
 from ..estimator.result import Started
+from ..model_loading import load_estimator, return_freed_memory
 from ..runtime.background import NewestOnly
 from ..runtime.statistics import FrameStats
 from ..runtime.thread_cpu import ThreadCpu

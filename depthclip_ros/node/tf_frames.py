@@ -11,7 +11,7 @@ from geometry_msgs.msg import TransformStamped
 from rclpy.time import Time
 
 from ..errors import AnchorError
-from ..metric_scale.transforms import Transform, quaternion_from_rotation, transform_from_stamped
+from ..transforms import Transform, quaternion_from_rotation, transform_from_stamped
 
 AUTHORITY = "depthclip static_transforms parameter"  # tf2's name for who gave a transform
 

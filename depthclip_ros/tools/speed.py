@@ -32,7 +32,7 @@ WARMUP_FRAMES = 2
 def measure_core(params_file, frames: int) -> dict:
     """The core's latency on the built-in corridor scene: median and p95 (ms), frames/s."""
     from ..config.params_files import load_config
-    from ..estimator.loading import load_estimator
+    from ..model_loading import load_estimator
     from ..synthetic_scenes import render_scene
 
     estimator = load_estimator(load_config(params_file))

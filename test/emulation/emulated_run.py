@@ -20,7 +20,7 @@ import numpy as np
 
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.estimator.cpu_features import cpu_description
-from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.model_loading import load_estimator
 
 
 class Recorder(logging.Handler):

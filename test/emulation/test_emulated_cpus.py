@@ -15,9 +15,9 @@ from helpers import built_once, structured_image
 
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.config.params_files import preset_configs
-from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.export import quantization
 from depthclip_ros.export.graph import export
+from depthclip_ros.model_loading import load_estimator
 
 RUN = __file__.replace("test_emulated_cpus.py", "emulated_run.py")
 SIZE = (120, 160)

@@ -585,3 +585,37 @@ def test_scene_presets_come_as_data_read_by_config(make_config, tiny_checkpoint,
     cd3 = (1.00, 1.25, 1.50, 1.75, 2.00, 2.25, 2.50)
     assert dict((s, b) for s, b, _ in read.scene_heads)["bathroom"] == cd3
     assert read.replace(scene_presets=()).scene_heads is None  # other presets: read again
+
+
+def test_clips_modules_without_import_clip_are_clips_own():
+    """clip_modules: the tokenizer's tokens and its refusal, the model list and the model class
+    equal clip's own (`import clip`), on the shipped prompts and odd text."""
+    from depthclip_ros.config.params_files import load_config
+    from depthclip_ros.estimator import clip_modules
+
+    config = load_config()
+    texts = [*config.prompts, *config.scene_prompts, "Ünïcödé ☃  spaced\ttext", "word " * 70]
+    assert torch.equal(clip_modules.tokenize(texts), clip.tokenize(texts))
+    assert clip_modules.tokenize(texts).dtype == clip.tokenize(texts).dtype == torch.int32
+    too_long = ["word " * 80]
+    with pytest.raises(RuntimeError) as ours:
+        clip_modules.tokenize(too_long)
+    with pytest.raises(RuntimeError) as theirs:
+        clip.tokenize(too_long)
+    assert str(ours.value) == str(theirs.value)
+    assert clip_modules.model_urls() == clip.clip._MODELS
+    ours_model = clip_modules.clip_module("model")
+    assert ours_model.__file__ == clip.model.__file__ and ours_model is not clip.model
+
+
+def test_the_core_starts_without_torchvision():
+    """The node's model path imports neither torchvision nor torch._dynamo (clip's `import
+    clip` brings both: seconds of every node's start-up): checked in a process of its own."""
+    script = (
+        "import sys; from depthclip_ros.model_loading import load_estimator; "
+        "import depthclip_ros.estimator.core, depthclip_ros.node.lifecycle_node; "
+        "print(sorted(m for m in ('clip', 'torchvision', 'torch._dynamo') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -28,7 +28,7 @@ from depthclip_ros.config.params_files import preset_configs
 from depthclip_ros.errors import ConfigError, ModelLoadError
 from depthclip_ros.estimator import cpu_features
 from depthclip_ros.estimator.core import DepthClip
-from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.estimator.reference_frames import load_reference, reference_path
 from depthclip_ros.estimator.result import OUTPUT_FIELDS
 from depthclip_ros.export import calibration, quantization
 from depthclip_ros.export.graph import export
@@ -45,7 +45,7 @@ from depthclip_ros.graph_runtimes.openvino_runtime import (
     compile_properties,
     lowers_float_precision,
 )
-from depthclip_ros.graph_runtimes.reference_frames import load_reference, reference_path
+from depthclip_ros.model_loading import load_estimator
 from depthclip_ros.synthetic_scenes import SCENES, render_scene
 from depthclip_ros.tools import export as export_cli
 
@@ -861,7 +861,7 @@ import onnxruntime  # the runtimes' own threads of import before the count
 from depthclip_ros.config.params_files import load_config
 from depthclip_ros.graph_runtimes.openvino_runtime import import_openvino
 import_openvino()
-from depthclip_ros.estimator.loading import load_estimator
+from depthclip_ros.model_loading import load_estimator
 
 overrides = json.loads(sys.argv[1])
 tasks = lambda: len(os.listdir("/proc/self/task"))

@@ -27,11 +27,11 @@ from depthclip_ros.errors import ConfigError, ImageSizeError, ModelLoadError
 from depthclip_ros.estimator.clip_loading import load_clip
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.depth_quantile import depth_quantile
-from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.export import graph as export
 from depthclip_ros.graph_runtimes.onnx_providers import CUDA
 from depthclip_ros.graph_runtimes.onnx_runtime import OnnxDepthClip
 from depthclip_ros.messages import decoding
+from depthclip_ros.model_loading import load_estimator
 from depthclip_ros.tools import export as export_cli
 
 CAMERA = (480, 640)  # (height, width) of the test camera's images

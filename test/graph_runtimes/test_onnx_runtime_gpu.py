@@ -70,7 +70,7 @@ def on_gpu(any_size_graph, tmp_path, monkeypatch):
     """open(runtime, max_batch=1, **config changes) -> the model on cuda:1 of a GPU host's
     onnxruntime (`runtime`), loaded as the node loads it, its TensorRT cache in this test's
     folder."""
-    from depthclip_ros.estimator.loading import load_estimator
+    from depthclip_ros.model_loading import load_estimator
 
     config, path = any_size_graph
 

@@ -8,9 +8,11 @@ import types
 import numpy as np
 import pytest
 
+from depthclip_ros import transforms
 from depthclip_ros.errors import AnchorError
 from depthclip_ros.messages import range_data
-from depthclip_ros.metric_scale import anchors, fit, tracking, transforms
+from depthclip_ros.metric_scale import anchors, fit, tracking, transform_history
+from depthclip_ros.metric_scale.projection import project
 from depthclip_ros.synthetic_scenes import CX, CY, FX, FY, render_scene
 
 K = np.array([[FX, 0, CX], [0, FY, CY], [0, 0, 1.0]])
@@ -165,7 +167,7 @@ def test_transforms_over_time_are_interpolated_at_a_stamp_and_never_extrapolated
     """A /tf edge sampled at 10 s (at rest) and 11 s (2 m along x, turned 90 degrees): at
     10.5 s halfway (1 m, 45 degrees: slerp), at a sample its value; outside them none, said;
     the 10 s behind the newest sample kept, older ones forgotten; a quaternion q or -q alike."""
-    history = transforms.TransformHistory()
+    history = transform_history.TransformHistory()
     assert not history
     history.add(stamped("base", "laser", 10.0))
     history.add(stamped("/base", "laser", 11.0, xyz=(2, 0, 0), yaw=np.pi / 2))
@@ -181,7 +183,7 @@ def test_transforms_over_time_are_interpolated_at_a_stamp_and_never_extrapolated
         "/tf has base -> laser from 10.000 to 11.000 s, not at 11.500 s"
     ]
     # The same rotations written as -q: slerp takes the short way round.
-    flipped = transforms.TransformHistory()
+    flipped = transform_history.TransformHistory()
     flipped.add(stamped("base", "laser", 10.0, quaternion=(0.0, 0.0, 0.0, -1.0)))
     flipped.add(stamped("base", "laser", 11.0, yaw=np.pi / 2))
     (half,), _ = flipped.at(stamped("", "", 10.5).header.stamp)
@@ -621,7 +623,7 @@ def distorted(truth_grid, scale, shift):
 def test_scale_and_shift_recovered_from_anchors_on_the_truth(scene):
     _, truth = render_scene(scene)
     coarse = distorted(grid_of(truth), 1.7, 0.3)
-    projection = fit.project(points_of(truth), K, REGION, coarse, coarse_bins(coarse))
+    projection = project(points_of(truth), K, REGION, coarse, coarse_bins(coarse))
     result = fit.fit(projection, "scale_shift", 8, (0.2, 5.0))
     assert result.fitted and result.reason == ""
     assert result.scale == pytest.approx(1.7, rel=0.02)
@@ -645,7 +647,7 @@ def test_outliers_in_the_anchors_leave_the_fit_where_the_truth_is(outliers):
     # nearer returns in a cell would be taken before the surface's)
     bad = rng.random(len(points)) < outliers
     points[bad] *= rng.uniform(0.3, 2.0, bad.sum())[:, None]
-    projection = fit.project(points, K, REGION, coarse, coarse_bins(coarse))
+    projection = project(points, K, REGION, coarse, coarse_bins(coarse))
     result = fit.fit(projection, "scale_shift", 8, (0.2, 5.0))
     assert result.scale == pytest.approx(0.6, rel=0.03)
     assert result.shift == pytest.approx(-0.2, abs=0.05)
@@ -677,7 +679,7 @@ def test_a_lidar_above_the_camera_seeing_past_a_box_still_fits_the_view(outliers
     _, truth, k, sets = parallax_sample()
     model = synthetic_result(truth)
     anchors = corrupted(next(iter(sets.values())), outliers, 0.01, np.random.default_rng(0))
-    projection = fit.project(anchors, k, model.region, model.coarse_depth[0], model.bins)
+    projection = project(anchors, k, model.region, model.coarse_depth[0], model.bins)
     result = fit.fit(projection, "scale_shift", 8, (0.2, 5.0))
     calibrated = scores(truth, result.scale * model.depth[0] + result.shift)["abs_rel"]
     assert calibrated < scores(truth, every_pixel_fit(truth, model.depth[0]))["abs_rel"] + 0.03
@@ -686,7 +688,7 @@ def test_a_lidar_above_the_camera_seeing_past_a_box_still_fits_the_view(outliers
 def test_anchors_at_one_depth_fit_a_scale_only_and_say_so():
     wall = np.full((480, 640), 3.0)
     coarse = grid_of(wall) / 1.5 + np.random.default_rng(0).normal(0, 0.01, GRID)
-    projection = fit.project(points_of(wall), K, REGION, coarse, BINS)
+    projection = project(points_of(wall), K, REGION, coarse, BINS)
     result = fit.fit(projection, "scale_shift", 8, (0.2, 5.0))
     assert result.mode == "scale" and result.reason == "anchors at one depth: scale only"
     assert result.scale == pytest.approx(1.5, rel=0.01) and result.shift == 0.0
@@ -699,11 +701,9 @@ def test_anchors_at_one_depth_fit_a_scale_only_and_say_so():
 def test_a_fit_without_enough_anchors_or_outside_the_range_is_refused_with_the_reason():
     _, truth = render_scene("room")
     coarse = grid_of(truth)
-    few = fit.fit(
-        fit.project(points_of(truth)[:3], K, REGION, coarse, BINS), "scale", 8, (0.2, 5.0)
-    )
+    few = fit.fit(project(points_of(truth)[:3], K, REGION, coarse, BINS), "scale", 8, (0.2, 5.0))
     assert not few.fitted and few.reason == "anchors in 1 feature cell, 8 needed"  # 3 side by side
-    far = fit.project(points_of(truth) * 10, K, REGION, coarse, BINS)
+    far = project(points_of(truth) * 10, K, REGION, coarse, BINS)
     refused = fit.fit(far, "scale", 8, (0.2, 5.0))
     assert not refused.fitted and refused.reason.startswith("scale 10 outside [0.2, 5]")
 
@@ -719,7 +719,7 @@ def test_anchors_behind_outside_at_edges_and_at_the_last_bin_are_left_out():
     points = np.stack([(uu - CX) * z / FX, (vv - CY) * z / FY, z], -1).reshape(-1, 3)
     behind = np.array([[0.0, 0.0, -1.0]])
     outside = np.array([[10.0, 0.0, 1.0]])  # far to the right of the image
-    projection = fit.project(np.concatenate([points, behind, outside]), K, REGION, coarse, BINS)
+    projection = project(np.concatenate([points, behind, outside]), K, REGION, coarse, BINS)
     assert projection.received == GRID[0] * GRID[1] + 2
     assert projection.in_image == GRID[0] * GRID[1]
     used_cols = np.rint(projection.pixels[:, 0] * (GRID[1] - 1) / 639).astype(int)
@@ -742,7 +742,7 @@ def test_each_feature_cell_counts_once_however_many_anchors_it_holds():
     u = 12 * 639 / (GRID[1] - 1) + np.linspace(-5, 5, 40)
     v = 7 * 479 / (GRID[0] - 1)
     person = np.stack([(u - CX) / FX, np.full(40, (v - CY) / FY), np.ones(40)], axis=1)
-    projection = fit.project(np.concatenate([wall_points, person]), K, REGION, coarse, BINS)
+    projection = project(np.concatenate([wall_points, person]), K, REGION, coarse, BINS)
     assert projection.cells == 13 and len(projection.z) == 52
     np.testing.assert_allclose(projection.weights[projection.z == 1.0], 1 / 40)
     np.testing.assert_allclose(projection.weights[projection.z == 3.0], 1.0)
@@ -1090,7 +1090,7 @@ def test_mode_bins_finds_each_bins_metres_where_a_scale_and_shift_cannot():
     probs, coarse = model.bin_probs[0].astype(np.float64), model.coarse_depth[0]
     truth = np.einsum("khw,k->hw", probs, np.asarray(moved_bins(BINS)))
     points = cell_points(np.kron(truth, np.ones((32, 32))))
-    projection = fit.project(points, K, REGION, coarse, BINS, probs)
+    projection = project(points, K, REGION, coarse, BINS, probs)
     assert projection.probs.shape == (len(projection.z), len(BINS))
     by_bins = fit.fit(projection, "bins", 8, (0.2, 5.0), BINS)
     affine = by_bins.scale * BINS + by_bins.shift
@@ -1114,9 +1114,7 @@ def test_the_floor_alone_gives_the_scale_in_the_built_in_scenes(scene, mode):
     coarse = grid_of(truth) / 1.8
     floor_height = SCENES[scene][1]
     points = anchors.ground_points(K, truth.shape, height=floor_height, pitch=0.0)
-    result = fit.fit(
-        fit.project(points, K, REGION, coarse, coarse_bins(coarse)), mode, 8, (0.2, 5.0)
-    )
+    result = fit.fit(project(points, K, REGION, coarse, coarse_bins(coarse)), mode, 8, (0.2, 5.0))
     calibrated = result.scale * coarse + result.shift
     assert result.fitted
     assert np.median(calibrated / grid_of(truth)) == pytest.approx(1.0, abs=0.05)

@@ -9,7 +9,7 @@ import pytest
 from bench import moving_robot
 from bench.moving_robot import driving, frame_anchors, frame_fit, standing_at
 from depthclip_ros.messages import range_data
-from depthclip_ros.metric_scale.transforms import StaticTransforms
+from depthclip_ros.transforms import StaticTransforms
 
 
 def true_points(t: float) -> np.ndarray:

@@ -12,6 +12,7 @@ from test_metric_scale import BINS, GRID, REGION, K, cell_points, smooth_result
 from depthclip_ros.config.settings import OutputSettings
 from depthclip_ros.metric_scale import fit, tracking
 from depthclip_ros.metric_scale.camera_scale import CameraScale
+from depthclip_ros.metric_scale.projection import project
 from depthclip_ros.runtime.health import ERROR, WARN
 
 
@@ -47,7 +48,7 @@ def test_anchors_no_fit_agrees_with_are_no_fit_and_never_make_the_state_nan(mode
     reason; two such frames, then clean anchors at 1.5 times the model: the state is the clean
     scale and every number finite."""
     coarse = np.full(GRID, 2.0)
-    scattered = fit.project(scattered_points(), K, REGION, coarse, BINS)
+    scattered = project(scattered_points(), K, REGION, coarse, BINS)
     refused = fit.fit(scattered, mode, 8, (0.2, 50.0))
     assert not refused.fitted
     assert refused.reason.startswith("anchors in ") and "cells agree with a fit" in refused.reason
@@ -60,7 +61,7 @@ def test_anchors_no_fit_agrees_with_are_no_fit_and_never_make_the_state_nan(mode
     tracker.update(infinite, 3 / 15, 2.0, 3.0)
     assert tracker.calibration(3 / 15, 2.0) is None
     wall = np.full((480, 640), 3.0)
-    clean = fit.project(cell_points(wall), K, REGION, coarse, BINS)
+    clean = project(cell_points(wall), K, REGION, coarse, BINS)
     for frame in range(4, 12):
         tracker.update(fit.fit(clean, "scale", 8, (0.2, 50.0)), frame / 15, 2.0, 3.0)
     state = tracker.calibration(12 / 15, 2.0)
@@ -77,7 +78,7 @@ def test_a_fit_that_would_put_the_nearest_bin_below_zero_holds_it_at_the_least_d
     truth = 5.0 * model - 6.0
     full = np.kron(truth, np.ones((32, 32)))
     bins = np.linspace(1.0, 3.0, 8)
-    projection = fit.project(cell_points(full), K, REGION, model, bins)
+    projection = project(cell_points(full), K, REGION, model, bins)
     free = fit.fit(projection, "scale_shift", 8, (0.2, 50.0))
     assert free.scale == pytest.approx(5.0, rel=1e-3)  # without the bins, the free fit
     assert free.scale * 1.1 + free.shift < 0
@@ -89,7 +90,7 @@ def test_a_fit_that_would_put_the_nearest_bin_below_zero_holds_it_at_the_least_d
             share = (model - bins[at]) / (bins[at + 1] - bins[at])
             rows, cols = np.indices(GRID)
             probs[at, rows, cols], probs[at + 1, rows, cols] = 1 - share, share
-        projection = fit.project(cell_points(full), K, REGION, model, bins, probs)
+        projection = project(cell_points(full), K, REGION, model, bins, probs)
         held = fit.fit(projection, mode, 8, (0.2, 50.0), bins)
         assert held.fitted and held.reason == "nearest bin held at 0.05 m", mode
         moved = held.scale * bins + held.shift + np.asarray(held.bin_offsets or 0.0)

@@ -28,7 +28,9 @@ def imports_of(path: Path) -> set:
                 base = node.module
             submodules = {f"{base}.{alias.name}" for alias in node.names}
             found.update(submodules)
-            if not submodules <= NAMES:  # names from a module, not submodules of a package
+            # Names from a module, not submodules of a package; or a package's own submodule
+            # (`from . import x` runs the package's __init__ first).
+            if not submodules <= NAMES or node.level:
                 found.add(base)
     return found
 
@@ -79,6 +81,61 @@ def test_no_import_circle():
     for name in sorted(MODULES):
         if name not in state:
             visit(name, [name])
+
+
+# The package's roles, lowest first: a module imports only from its own role's and lower ones'
+# (model_loading chooses between estimator/ and graph_runtimes/, so it sits above both).
+LAYERS = (
+    ("errors", "files", "metrics", "synthetic_scenes", "transforms"),
+    ("config",),
+    ("estimator",),
+    ("graph_runtimes",),
+    ("model_loading",),
+    ("messages",),
+    ("runtime",),
+    ("metric_scale",),
+    ("bag",),
+    ("export",),
+    ("node",),
+    ("fleet",),
+    ("tools",),
+)
+LAYER_OF = {role: rank for rank, roles in enumerate(LAYERS) for role in roles}
+
+
+def role_of(name: str) -> str:
+    return name.split(".")[1]
+
+
+def test_every_role_has_its_layer():
+    assert {role_of(name) for name in MODULES if name != "depthclip_ros"} == set(LAYER_OF)
+
+
+def test_no_import_runs_back_up_the_layers():
+    upward = [
+        f"{name} -> {imported}"
+        for name in MODULES
+        if name != "depthclip_ros"
+        for imported in package_edges(name)
+        if imported != "depthclip_ros" and LAYER_OF[role_of(imported)] > LAYER_OF[role_of(name)]
+    ]
+    assert not upward, upward
+
+
+def test_no_package_init_imports_its_modules_lazily():
+    """A package's __init__ names its modules and re-exports a public face; one that imports
+    them inside a function (the node's main once did) puts the package on every import path
+    through them."""
+    for path in PACKAGE.rglob("__init__.py"):
+        tree = ast.parse(path.read_text())
+        lazy = [
+            node
+            for function in ast.walk(tree)
+            if isinstance(function, ast.FunctionDef)
+            for node in ast.walk(function)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+        ]
+        assert not lazy, path
 
 
 def test_every_error_derives_from_the_one_root():

@@ -19,10 +19,10 @@ from sensor_msgs.msg import CameraInfo, Image
 from depthclip_ros.config.params_files import default_params_file
 from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.cpu_features import usable_cores
-from depthclip_ros.estimator.loading import load_estimator
 from depthclip_ros.export import graph as export
 from depthclip_ros.export.quantization import export_int8
 from depthclip_ros.messages import decoding
+from depthclip_ros.model_loading import load_estimator
 from depthclip_ros.tools.node_process import start_node_process
 from depthclip_ros.tools.spin_thread import SpinThread
 

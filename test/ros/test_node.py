@@ -559,7 +559,7 @@ class Held(importlib.abc.MetaPathFinder):
             time.sleep(60)
 
 sys.meta_path.insert(0, Held())
-from depthclip_ros.node import main
+from depthclip_ros.node.entry_point import main
 sys.exit(main())
 """
 
@@ -609,7 +609,7 @@ def interrupted_while_built(self, *args, **kwargs):
     built(self, *args, **kwargs)
 
 CameraInfo.__init__ = interrupted_while_built
-from depthclip_ros.node import main
+from depthclip_ros.node.entry_point import main
 sys.exit(main())
 """
 
@@ -629,7 +629,7 @@ def after_the_shutdown(self):
     publish(self)
 
 DepthClipNode._publish_diagnostics = after_the_shutdown
-from depthclip_ros.node import main
+from depthclip_ros.node.entry_point import main
 sys.exit(main())
 """
 
@@ -674,7 +674,7 @@ def test_ctrl_c_in_a_running_nodes_callbacks_ends_it_quietly(
 # down (an object of __main__ deleted).
 _SAYS_WHEN_EXITING = """
 import atexit, sys
-from depthclip_ros.node import main
+from depthclip_ros.node.entry_point import main
 
 class SaysWhenTornDown:
     def __del__(self):

@@ -184,7 +184,7 @@ for name in ("add_pre_set_parameters_callback", "remove_pre_set_parameters_callb
     delattr(Node, name)
 print("rclpy Node with", [n for n in dir(Node) if n.endswith("set_parameters_callback")
                          and not n.startswith("_")], flush=True)
-from depthclip_ros.node import main
+from depthclip_ros.node.entry_point import main
 sys.exit(main())
 """
 

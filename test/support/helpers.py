@@ -231,8 +231,8 @@ def copy_of_export(graph, out):
     """A copy at `out` of an exported graph with what depthclip-export writes beside it (its
     text features, its reference frames); returns `out`."""
 
+    from depthclip_ros.estimator.reference_frames import reference_path
     from depthclip_ros.estimator.text_cache import exported_text_dir
-    from depthclip_ros.graph_runtimes.reference_frames import reference_path
 
     graph, out = Path(graph), Path(out)
     shutil.copyfile(graph, out)

@@ -210,7 +210,7 @@ def rosbags_tf_static(texts, store):
 def rosbags_tf(stamped_texts, store):
     """A tf2_msgs/TFMessage of `store` holding (static_transform_publisher text, sec,
     nanosec) each."""
-    from depthclip_ros.metric_scale.transforms import parse_static_transform
+    from depthclip_ros.transforms import parse_static_transform
 
     types = store.types
     stamped = []
@@ -247,7 +247,7 @@ def rosbags_mount_tf(sec, nanosec, yaw_at, store, offset_ns=25_000_000):
 
 def quaternion_of(r) -> tuple:
     """(x, y, z, w) of rotation matrix `r`, as floats for a message's fields."""
-    from depthclip_ros.metric_scale.transforms import quaternion_from_rotation
+    from depthclip_ros.transforms import quaternion_from_rotation
 
     return tuple(float(c) for c in quaternion_from_rotation(r))
 
@@ -258,7 +258,7 @@ def tf_message(texts, sec=0):
     from geometry_msgs.msg import TransformStamped
     from tf2_msgs.msg import TFMessage
 
-    from depthclip_ros.metric_scale.transforms import parse_static_transform
+    from depthclip_ros.transforms import parse_static_transform
 
     stamped = []
     for text in texts:

@@ -20,7 +20,7 @@ from range_factory import quaternion_of
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import LaserScan
 
-from depthclip_ros.metric_scale.transforms import parse_static_transform
+from depthclip_ros.transforms import parse_static_transform
 
 
 def transform_stamped(text: str, stamp) -> TransformStamped:

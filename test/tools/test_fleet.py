@@ -278,7 +278,7 @@ def wall_cloud(frame):
     from range_factory import LASER_TO_OPTICAL, rosbags_cloud
     from rosbags.typesys import Stores, get_typestore
 
-    from depthclip_ros.metric_scale import transforms
+    from depthclip_ros import transforms
 
     x, y = np.meshgrid(np.linspace(-4.0, 4.0, 200), np.linspace(-3.0, 3.0, 100))
     wall = np.stack([x.ravel(), y.ravel(), np.full(x.size, 5.0)], -1)

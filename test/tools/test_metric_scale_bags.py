@@ -532,7 +532,7 @@ def test_a_lidars_cloud_in_a_bag_scales_the_depth(tmp_path, tiny_checkpoint):
     the first frame's depth to 1.5 times the core's (the later ones mix in their drifting
     scales), as the registered depth image does; the node fed by `ros2 bag play` of the bag
     gives the same depth, frame by frame."""
-    from depthclip_ros.metric_scale import transforms
+    from depthclip_ros import transforms
     from depthclip_ros.metric_scale.range_sources import RANGE_POINTS
 
     core = DepthClip(model_config(tiny_checkpoint, tmp_path / "core", **MODEL))

@@ -1,7 +1,9 @@
-"""Which estimator runs a model: the torch core (a CLIP name or checkpoint), or a file written by
-depthclip-export on ONNX Runtime or OpenVINO. All take uint8 RGB images and give a DepthResult
-from `predict`; the node, the bag tool, the fleet, the eval and the benchmark load any of them
-through `load_estimator`. No torch import here: the ONNX install has none.
+"""Which estimator runs a model: the torch core (estimator/, a CLIP name or checkpoint), or a
+file written by depthclip-export on ONNX Runtime or OpenVINO (graph_runtimes/). All take uint8
+RGB images and give a DepthResult from `predict`; the node, the bag tool, the fleet, the eval
+and the benchmark load any of them through `load_estimator`. It sits above both packages (each
+of which it may load), so neither imports the other's loader. No torch import here: the ONNX
+install has none.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import gc
 import os
 import sys
 
-from ..config.parameters import ONNX_SUFFIX
-from ..errors import ModelLoadError
+from .config.parameters import ONNX_SUFFIX
+from .errors import ModelLoadError
 
 EXPORTED_GRAPH_BACKENDS = ("onnxruntime", "openvino")
 
@@ -37,10 +39,10 @@ def load_estimator(config, max_batch: int = 1):
                 f"file), got model '{config.model}'; export it first, or use backend torch"
             )
         if backend == "openvino":
-            from ..graph_runtimes.openvino_runtime import OpenVinoDepthClip
+            from .graph_runtimes.openvino_runtime import OpenVinoDepthClip
 
             return OpenVinoDepthClip(config, max_batch)
-        from ..graph_runtimes.onnx_runtime import OnnxDepthClip
+        from .graph_runtimes.onnx_runtime import OnnxDepthClip
 
         return OnnxDepthClip(config, max_batch)
     if is_onnx:
@@ -50,7 +52,7 @@ def load_estimator(config, max_batch: int = 1):
             f"exported from"
         )
     try:
-        from .core import DepthClip
+        from .estimator.core import DepthClip
     except ImportError as exc:  # the torch-free install
         raise ModelLoadError(
             f"model '{config.model}' needs the torch backend, which is not installed here "
@@ -66,21 +68,6 @@ def quiet_jit_profiling() -> None:
     it at its first kernel, after this)."""
     if "ONEDNN_JIT_PROFILE" not in os.environ and "DNNL_JIT_PROFILE" not in os.environ:
         os.environ["ONEDNN_JIT_PROFILE"] = "0"
-
-
-def check_prompts(config) -> None:
-    """ConfigError when a prompt of `config` (its scenes' too, scene_bins auto) does not fit
-    CLIP's context. Without torch (the ONNX install) only prompts exported with the model run,
-    and depthclip-export checked them."""
-    try:
-        from .text_features import tokenize
-    except ImportError:
-        return
-    tokenize(config.prompts)
-    if config.scene_bins == "auto":
-        for scene_config in config.scene_configs().values():
-            tokenize(scene_config.prompts)
-        tokenize(config.scene_prompts)
 
 
 def return_freed_memory(device) -> None:
