@@ -61,6 +61,10 @@ class LifecycleBond:
         return msg
 
     def _beat(self):
+        # A tick the executor took before `stop` destroyed the timer (the EventsExecutor queues
+        # timer events) comes after the status that ended the bond: it must not revive it.
+        if self._timer is None:
+            return
         self._publisher.publish(self._status(True))
 
     def stop(self):

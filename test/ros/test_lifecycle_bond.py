@@ -127,3 +127,30 @@ def test_a_node_that_starts_itself_has_no_bond(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_tick_taken_before_the_bond_ended_does_not_revive_it(monkeypatch):
+    """The EventsExecutor queues timer events: a heartbeat tick taken before the deactivation
+    destroyed the timer runs after the status that ended the bond, and sent nothing (CI saw
+    one revive a bond on Jazzy)."""
+    import types
+
+    sent = []
+    node = types.SimpleNamespace(
+        create_publisher=lambda *args: types.SimpleNamespace(publish=sent.append),
+        create_timer=lambda period, callback, clock=None: callback,
+        destroy_timer=lambda timer: None,
+        get_name=lambda: "depthclip",
+        context=types.SimpleNamespace(ok=lambda: True),
+    )
+    monkeypatch.setattr(
+        lifecycle_bond,
+        "Status",
+        lambda **fields: types.SimpleNamespace(header=types.SimpleNamespace(stamp=None), **fields),
+    )
+    bond = lifecycle_bond.LifecycleBond(node)
+    bond.start()
+    tick = bond._timer  # the timer's callback, as the executor took it from its queue
+    bond.stop()
+    tick()
+    assert [status.active for status in sent] == [True, False]
