@@ -3,9 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# More options for each venv's `pip install -r` (.ci/run: --no-compile, so that the set-up's one
-# busy core does not byte-compile some 13,000 files; each module is compiled at its first import).
-PIP_INSTALL_FLAGS ?=
 
 .PHONY: venv venv-onnx venv-jazzy ort-wrappers tf2 tf2-kilted tf2-jazzy demo test test-kilted \
     test-jazzy bench gpu-check clean
@@ -13,7 +10,7 @@ PIP_INSTALL_FLAGS ?=
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(PIP_INSTALL_FLAGS) -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
@@ -26,7 +23,7 @@ ONNX_STAMP := $(ONNX_VENV)/.installed
 $(ONNX_STAMP): requirements-onnx.txt setup.py
 	$(PYTHON) -m venv $(ONNX_VENV)
 	$(ONNX_VENV)/bin/python -m pip install -q --upgrade pip
-	$(ONNX_VENV)/bin/python -m pip install -q $(PIP_INSTALL_FLAGS) -r requirements-onnx.txt
+	$(ONNX_VENV)/bin/python -m pip install -q -r requirements-onnx.txt
 	$(ONNX_VENV)/bin/python -m pip install -q --no-build-isolation --no-deps -e .
 	touch $(ONNX_STAMP)
 
@@ -44,7 +41,7 @@ $(JAZZY_STAMP): requirements-jazzy.txt setup.py | $(STAMP)
 	$(PYTHON) -m venv $(JAZZY_VENV)
 	$(PY) test/support/link_packages.py $(JAZZY_VENV) torch torchvision openvino
 	$(JAZZY) -m pip install -q --upgrade pip
-	$(JAZZY) -m pip install -q $(PIP_INSTALL_FLAGS) -r requirements-jazzy.txt
+	$(JAZZY) -m pip install -q -r requirements-jazzy.txt
 	$(JAZZY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $(JAZZY_STAMP)
 
