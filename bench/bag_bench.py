@@ -31,9 +31,9 @@ PERIOD_NS = 33_333_333  # 30 Hz
 
 
 @functools.cache
-def scene_images() -> tuple:
-    """The shipped scenes' 640x480 images, rendered once (ray-cast: not free)."""
-    return tuple(render_scene(name)[0] for name in SCENES)
+def scene_image(name: str):
+    """A shipped scene's 640x480 image, rendered once (ray-cast: not free)."""
+    return render_scene(name)[0]
 
 
 def write_camera_bag(path: Path, frames: int, storage: str = "mcap") -> None:
@@ -44,7 +44,7 @@ def write_camera_bag(path: Path, frames: int, storage: str = "mcap") -> None:
     ts = get_typestore(Stores.ROS2_KILTED)
     builder = MessageBuilder.from_typestore(ts)
     types = ts.types
-    images = scene_images()
+    images = [scene_image(name) for name in SCENES]
     fields = scene_camera_info_fields()
     roi = types["sensor_msgs/msg/RegionOfInterest"](
         x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
@@ -80,7 +80,7 @@ def params_file(folder: Path, ckpt) -> Path:
 
 def predict_rate(model, reps: int = 30) -> float:
     """The core's own predicts/s on one 640x480 frame (batch 1)."""
-    frame = scene_images()[list(SCENES).index("room")][None]
+    frame = scene_image("room")[None]
     (times,) = timed([lambda: model.predict(frame)], reps, warmup=3)
     return 1.0 / statistics.median(times)
 
@@ -115,7 +115,7 @@ class CostlessModel:
     model_identity = "stand-in"
 
     def __init__(self, model, batch_size: int):
-        frame = scene_images()[list(SCENES).index("room")]
+        frame = scene_image("room")
         self.results = {b: model.predict(np.stack([frame] * b)) for b in range(1, batch_size + 1)}
 
     def predict(self, frames, scenes=None, arrays=None):

@@ -24,14 +24,13 @@ from depthclip_ros.bag.reading import (
 from depthclip_ros.errors import DepthClipError
 from depthclip_ros.messages import topics
 from depthclip_ros.messages.decoding import decode_image
-from depthclip_ros.messages.range_data import depth_image_metres
-from depthclip_ros.runtime.stamp_pairing import serialized_stamp_ns
+from depthclip_ros.messages.range_data import DEPTH_IMAGE_UNITS, depth_image_metres
+from depthclip_ros.runtime.stamp_pairing import serialized_stamp_ns, stamp_ns
 
 from .data import DataError, Dataset, Sample
 
 PAIR_SLOP = 0.02  # s: a depth image pairs with the colour image nearest its stamp within this
 NYU_SIZE = (640, 480)  # (width, height) NYU's protocol scores
-DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")  # what depth_image_metres reads
 
 
 def open_bag_frames(
@@ -93,12 +92,13 @@ class _BagFrames:
         for connection, log_time, raw in read_messages(reader, path, wanted):
             # Once the colour image's size is known its stamp is all an image adds: read from
             # the bytes, as the node reads an arriving image's, not deserialized (a megabyte).
-            stamp = serialized_stamp_ns(raw) if image_topic in self.sizes else None
-            if connection.topic == image_topic and stamp is not None:
-                self.stamps[image_topic].append((stamp, log_time))
-                continue
+            if connection.topic == image_topic and image_topic in self.sizes:
+                stamp = serialized_stamp_ns(raw)
+                if stamp is not None:
+                    self.stamps[image_topic].append((stamp, log_time))
+                    continue
             msg = self.typestore.deserialize_cdr(raw, connection.msgtype)
-            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            stamp = stamp_ns(msg.header.stamp)
             if connection.topic == info_topic:
                 if self.k is None and float(msg.k[0]) > 0:
                     self.k = np.asarray(msg.k, np.float64).reshape(3, 3)
@@ -106,10 +106,10 @@ class _BagFrames:
                 self.stamps[connection.topic].append((stamp, log_time))
                 if hasattr(msg, "width"):  # a CompressedImage says its size when decoded
                     self.sizes.setdefault(connection.topic, (msg.width, msg.height))
-                if connection.topic == depth_topic and msg.encoding not in DEPTH_ENCODINGS:
+                if connection.topic == depth_topic and msg.encoding not in DEPTH_IMAGE_UNITS:
                     raise DataError(
                         f"bag {path}: {depth_topic} is {msg.encoding}, not a depth image "
-                        f"({', '.join(DEPTH_ENCODINGS)})"
+                        f"({', '.join(DEPTH_IMAGE_UNITS)})"
                     )
         if self.k is None:
             raise DataError(f"bag {path}: no {info_topic} with a camera matrix K")

@@ -133,16 +133,19 @@ def spread_sample(count: int, size: int) -> np.ndarray:
     return taken[np.r_[True, taken[1:] != taken[:-1]]]  # blocks narrower than 2 may meet
 
 
+# The depth images read: encoding -> (its pixels' dtype, metres per unit).
+DEPTH_IMAGE_UNITS = {"32FC1": ("f4", 1.0), "16UC1": ("u2", 1e-3), "mono16": ("u2", 1e-3)}
+
+
 def depth_image_metres(image) -> np.ndarray:
     """A depth Image (32FC1 metres, 16UC1 or mono16 millimetres) as (H, W) float32 metres; 0
     and NaN are no depth."""
     encoding = str(image.encoding)
-    kinds = {"32FC1": ("f4", 1.0), "16UC1": ("u2", 1e-3), "mono16": ("u2", 1e-3)}
-    if encoding not in kinds:
+    if encoding not in DEPTH_IMAGE_UNITS:
         raise AnchorError(
             f"a depth image in {encoding!r}: metric_scale reads 32FC1 (m), 16UC1 or mono16 (mm)"
         )
-    kind, unit = kinds[encoding]
+    kind, unit = DEPTH_IMAGE_UNITS[encoding]
     height, width, step = int(image.height), int(image.width), int(image.step)
     size = int(kind[1])
     data = np.frombuffer(bytes(image.data), np.uint8)
