@@ -118,9 +118,10 @@ class CostlessModel:
         frame = scene_image("room")
         self.results = {b: model.predict(np.stack([frame] * b)) for b in range(1, batch_size + 1)}
 
-    def predict(self, frames, scenes=None, arrays=None):
+    def begin_predict(self, frames, scenes=None, arrays=None):
         time.sleep(1e-4 * len(frames))
-        return self.results[len(frames)]
+        result = self.results[len(frames)]
+        return lambda: result
 
 
 def io_ceiling(model, params: Path, bag: Path, frames: int, batch_size: int = 8) -> float:

@@ -83,13 +83,13 @@ class _Chunk:
         self.images = 0  # image messages read, decodable or not (the progress bar's count)
         self.messages = []  # (output connection, log time, raw bytes)
         self.frames = []  # decoded frames waiting for the model
-        self.predictions = []  # (frames of one image size, their DepthResult)
+        self.predictions = []  # (frames of one image size, their begun DepthResult)
 
 
 class BagProcessor:
     """Copies every message of IN to the writer and adds the depth outputs of each camera.
 
-    The model (`estimator.predict`, any object with the core's predict) runs beside reading
+    The model (`estimator.begin_predict`, any object with the core's) runs beside reading
     and writing where it leaves the CPU free (bag/pipeline.py); the output is the same
     messages in the same order either way."""
 
@@ -199,7 +199,7 @@ class BagProcessor:
                 self._add_frame(chunk, camera, msg, timestamp)
             batches = by_image_size(chunk.frames, lambda f: f.rgb).values()
             # A model that runs forwards side by side (OpenVINO's streams) gets one batch each.
-            wanted = self.batch_size * getattr(self.estimator, "frames_in_flight", 1)
+            wanted = self.batch_size * getattr(self.estimator, "forwards_side_by_side", 1)
             full = any(len(batch) >= wanted for batch in batches)
             if full or chunk_bytes > MAX_BUFFERED_BYTES:
                 closed.append(chunk)
@@ -321,12 +321,14 @@ class BagProcessor:
         chunk.frames.append(frame)
 
     def _predict_chunk(self, chunk):
-        """The chunk's frames through the model, one forward per image size."""
+        """The chunk's frames through the model, one forward per image size, begun: a model
+        with frames in flight (CUDA graphs) replays them while the previous chunk's arrays come
+        back and are written (_write_chunk takes them)."""
         for shape, frames in by_image_size(chunk.frames, lambda f: f.rgb).items():
             wanted = {key for f in frames for key in f.owner.outputs}
             try:
                 self._prepare(shape[:2])
-                result = self.estimator.predict(
+                started = self.estimator.begin_predict(
                     np.stack([f.rgb for f in frames]),
                     scenes=SceneChoice([f.owner.scene for f in frames], self.scene_switch_frames),
                     arrays=arrays_to_fetch(wanted, self.settings),
@@ -336,7 +338,7 @@ class BagProcessor:
                     f"frames of {shape[1]}x{shape[0]} on {frames[0].owner.image_topic} cannot "
                     f"be processed with this configuration: {exc}"
                 ) from None
-            chunk.predictions.append((frames, result))
+            chunk.predictions.append((frames, started))
         return chunk
 
     def _prepare(self, size: tuple) -> None:
@@ -354,7 +356,8 @@ class BagProcessor:
 
     def _write_chunk(self, chunk):
         """The chunk's output messages beside its copied ones, into OUT in log-time order."""
-        for frames, result in chunk.predictions:
+        for frames, started in chunk.predictions:
+            result = started()
             for i, frame in enumerate(frames):
                 # In each camera's log order, as its frames were recorded (the node's rule).
                 stamp = stamp_ns(frame.header.stamp) * 1e-9
@@ -438,7 +441,7 @@ def process_bag(
     range_topics=None,
 ) -> dict:
     """Write the plan's OUT: every message of IN plus depth, depth/camera_info and points beside
-    each camera, all through `estimator` (anything with the core's `predict`) in one pass,
+    each camera, all through `estimator` (anything with the core's `begin_predict`) in one pass,
     `batch_size` frames of one size per forward; under scene_bins auto a camera's new scene
     takes over after winning `scene_switch_frames` frames in a row (the node's rule);
     `frames_written(n)` is told of every n image messages done; metric_scale reads its range

@@ -20,7 +20,7 @@ from ..synthetic_scenes import SCENES, render_scene
 from .batchnorm_folding import fold_batch_norms
 from .clip_loading import LoadedModel, load_clip
 from .cpu_features import cpu_description
-from .cuda_graph import CapturedFrames, PinnedBuffers, padded_batches
+from .cuda_graph import SLOTS, CapturedFrames, PinnedBuffers, padded_batches
 from .depth_head import (
     bin_probabilities,
     channel_subsample_index,
@@ -315,29 +315,44 @@ class DepthClip:
         `arrays`: the DepthResult arrays to bring to the host (None: all);
         on a GPU the others never leave it.
         """
+        return self.begin_predict(images, scenes, arrays)()
+
+    @property
+    def frames_in_flight(self) -> int:
+        """Frames worth starting before the earlier ones are taken: with CUDA graphs, one
+        replays while the next uploads and the last one's arrays come back; otherwise one
+        forward at a time (torch's threads are the process's)."""
+        return SLOTS if self.graphs is not None else 1
+
+    forwards_side_by_side = 1  # frames in flight run one after another, each its whole batch
+
+    def begin_predict(self, images, scenes=None, arrays=None) -> Started:
+        """predict begun: a Started whose call gives its DepthResult. With CUDA graphs the
+        frame replays while the caller goes on (starts the next one); otherwise it runs here.
+        The Starteds are to be called in the order they were begun."""
         head = self._head  # one frame, one config
         if self.graphs is None or head.classifier is not None:
-            return self.predict_eager(images, scenes, arrays)
+            result = self.predict_eager(images, scenes, arrays)
+            return Started(lambda: result)
         imgs = as_image_batch(images)
         cfg = head.config
+        region = input_region(imgs.shape[1], imgs.shape[2], cfg)  # a crop's size refused first
         fields = fetched_fields(arrays)
-        outputs = self.graphs.run(imgs, head, fields)
-        if outputs is None:  # this size's graph failed its capture or its check
-            return self.predict_eager(images, scenes, arrays, head)
-        return DepthResult.from_outputs(
-            outputs,
-            bins=np.asarray(cfg.depth_bins, np.float32),  # the head's bins, without a sync
-            region=input_region(imgs.shape[1], imgs.shape[2], cfg),
-            fields=fields,
-            head_keys=(head.key,) * len(imgs),
+        pending = self.graphs.start(imgs, head, fields)
+        if pending is None:  # this size's graph failed its capture or its check
+            result = self.predict_eager(images, scenes, arrays, head)
+            return Started(lambda: result)
+        return Started(
+            lambda: DepthResult.from_outputs(
+                pending.wait(),
+                bins=np.asarray(cfg.depth_bins, np.float32),  # the head's bins, without a sync
+                region=region,
+                fields=fields,
+                head_keys=(head.key,) * len(imgs),
+            ),
+            pending.done,
+            pending.when_done,
         )
-
-    frames_in_flight = 1  # one forward at a time: torch's threads are the process's
-
-    def begin_predict(self, images, scenes=None, arrays=None):
-        """predict as the exported graphs' begin_predict gives it: here run at once."""
-        result = self.predict(images, scenes=scenes, arrays=arrays)
-        return Started(lambda: result)
 
     @torch.inference_mode()
     def predict_eager(self, images, scenes=None, arrays=None, head=None) -> DepthResult:

@@ -7,16 +7,23 @@ flip). Batches are padded to a power of two (BATCH_SIZES), so a bag's or several
 varying batches share a few graphs, and the cache holds every padded batch of a few image
 sizes, within a share of the device's memory (each graph's own pool, measured). Text features,
 bins and temperature are inputs of the graph (static tensors, copied only when they changed),
-so a run-time change of tokens, bins or temperature replays the same graph. Host buffers are
-pinned and reused across frames; the upload and the download run on a stream of their own. No
-rclpy.
+so a run-time change of tokens, bins or temperature replays the same graph.
+
+Frames in flight: each graph has two slots (pinned host buffers and device buffers for its
+input and outputs), used in turn, so while one frame replays the next is uploaded and the last
+one's arrays come back, each on a stream of its own with events between them. The copies are
+not in the graph: the slot's input is copied into the graph's static input, and the outputs out
+of its static outputs, on the graph's stream (device to device, cheap). A slot's arrays are
+taken before the slot serves again (two frames later). No rclpy.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import queue
 import sys
+import threading
 import weakref
 
 import numpy as np
@@ -28,6 +35,7 @@ from .depth_head import bin_probabilities, temperature_scale
 from .result import OUTPUT_FIELDS
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)  # a batch runs as the first of these that holds it
+SLOTS = 2  # frames in flight a graph takes: one replaying while the next uploads
 IMAGE_SIZES_KEPT = 3  # camera sizes whose graphs of every padded batch the cache keeps
 MAX_GRAPHS = len(BATCH_SIZES) * IMAGE_SIZES_KEPT  # least recently used dropped beyond
 GRAPH_MEMORY_SHARE = 0.25  # of the device's memory the kept graphs may hold, likewise
@@ -66,9 +74,12 @@ def pool_bytes(segments, pool, device_index: int) -> int:
 
 def held_bytes(frame, segments, device_index: int) -> int:
     """Memory a captured `frame` holds: its graph's pool (pool_bytes of `segments`), its static
-    inputs on the device and its pinned host buffers (page-locked: on a Jetson the same memory
-    as the device's, and on any host memory the system cannot page out)."""
-    tensors = (frame.images, frame.text, frame.bins, frame.scale, frame.host_in, *frame.host_out)
+    inputs on the device and its slots' buffers, on the device and pinned on the host
+    (page-locked: on a Jetson the same memory as the device's, and on any host memory the
+    system cannot page out)."""
+    tensors = [frame.images, frame.text, frame.bins, frame.scale]
+    for slot in frame.ring.slots:
+        tensors += [slot.host_in, slot.images, *slot.outputs, *slot.host_out]
     return pool_bytes(segments, frame.graph.pool(), device_index) + sum(
         t.numel() * t.element_size() for t in tensors
     )
@@ -115,8 +126,125 @@ class PinnedBuffers:
         return buffer
 
 
+class Slot:
+    """One frame in flight: its input and outputs on the host (pinned) and on the device, the
+    events between its upload, replay and download, and the frame that holds it."""
+
+    def __init__(self, batch: int, height: int, width: int, outputs, device):
+        self.host_in = torch.empty((batch, height, width, 3), dtype=torch.uint8).pin_memory()
+        self.images = torch.empty((batch, height, width, 3), dtype=torch.uint8, device=device)
+        self.outputs = [torch.empty_like(o) for o in outputs]
+        self.host_out = [torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs]
+        self.uploaded, self.replayed, self.arrived = (torch.cuda.Event() for _ in range(3))
+        self.holder = None  # the InFlight whose arrays these buffers hold, until taken
+
+
+class SlotRing:
+    """Slots used in turn: a slot's last frame has its arrays taken before it serves again."""
+
+    def __init__(self, slots):
+        self.slots, self._turn = list(slots), 0
+
+    def take(self):
+        slot = self.slots[self._turn]
+        self._turn = (self._turn + 1) % len(self.slots)
+        if slot.holder is not None:  # the frame before last: its arrays taken, its buffers free
+            slot.holder.wait()
+        return slot
+
+
+class InFlight:
+    """A replay's arrays on their way to the host: `done()` says whether they have arrived,
+    `wait()` waits for them and gives them as NumPy arrays of their own. From any thread, once
+    or more."""
+
+    def __init__(self, slot, wanted):
+        self._slot, self._wanted = slot, wanted
+        self._arrays = None
+        self._lock = threading.Lock()
+
+    def done(self) -> bool:
+        return self._arrays is not None or self._slot.arrived.query()
+
+    def wait(self) -> list:
+        with self._lock:
+            if self._arrays is None:
+                self._slot.arrived.synchronize()
+                self._arrays = [
+                    host.numpy().copy()
+                    for host, copy in zip(self._slot.host_out, self._wanted)
+                    if copy
+                ]
+            return self._arrays
+
+    def when_done(self, callback) -> None:
+        ARRIVALS.when_done(self, callback)
+
+
+class Arrived:
+    """A result already on the host, as an InFlight (a graph's first replay, checked)."""
+
+    def __init__(self, arrays):
+        self._arrays = arrays
+
+    def done(self) -> bool:
+        return True
+
+    def wait(self) -> list:
+        return self._arrays
+
+    def when_done(self, callback) -> None:
+        callback()
+
+
+class Trimmed:
+    """A padded batch's InFlight, its first `rows` only."""
+
+    def __init__(self, pending, rows: int):
+        self._pending, self._rows = pending, rows
+        self.done, self.when_done = pending.done, pending.when_done
+
+    def wait(self) -> list:
+        return [out[: self._rows].copy() for out in self._pending.wait()]
+
+
+class Arrivals:
+    """Calls each callback once its frame's arrays are on the host: torch exposes no host
+    callback on a CUDA stream, so one thread waits for them in turn (and takes them, off the
+    caller's thread)."""
+
+    def __init__(self):
+        self._waiting = queue.SimpleQueue()
+        self._thread = None
+        self._lock = threading.Lock()
+
+    def when_done(self, pending, callback) -> None:
+        if pending.done():
+            callback()
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="depthclip-cuda-arrivals", daemon=True
+                )
+                self._thread.start()
+        self._waiting.put((pending, callback))
+
+    def _run(self) -> None:
+        while True:
+            pending, callback = self._waiting.get()
+            try:
+                pending.wait()
+            except Exception:  # the caller's own wait says what went wrong
+                pass
+            callback()
+
+
+ARRIVALS = Arrivals()
+
+
 class CapturedFrame:
-    """One captured graph with its static inputs and outputs."""
+    """One captured graph with its static inputs and outputs, and its slots."""
 
     def __init__(self, model, cfg, batch: int, height: int, width: int, text, bins):
         self.model, self.cfg = model, cfg  # `model`: a weak proxy (no cycle with the estimator)
@@ -124,8 +252,8 @@ class CapturedFrame:
         # Its own reference to every constant the frame reads (the normalisation's mean and
         # std): a graph replays addresses, which must outlive any cache that made them.
         self.constants = model.normalization_constants(cfg)
-        self.copy_stream = torch.cuda.Stream(device)
-        self.host_in = torch.empty((batch, height, width, 3), dtype=torch.uint8).pin_memory()
+        self.upload_stream = torch.cuda.Stream(device)
+        self.download_stream = torch.cuda.Stream(device)
         self.images = torch.empty((batch, height, width, 3), dtype=torch.uint8, device=device)
         self.text = text.detach().clone()
         self.bins = bins.detach().expand(batch, -1).clone()
@@ -149,7 +277,10 @@ class CapturedFrame:
         with torch.cuda.device(device), torch.inference_mode():
             with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
                 self.outputs = self._forward()
-        self.host_out = [torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in self.outputs]
+        with torch.cuda.device(device):
+            self.ring = SlotRing(
+                Slot(batch, height, width, self.outputs, device) for _ in range(SLOTS)
+            )
         self.memory_bytes = held_bytes(self, torch.cuda.memory_snapshot(), device.index or 0)
 
     def _forward(self):
@@ -160,33 +291,47 @@ class CapturedFrame:
         )
 
     @torch.inference_mode()  # as captured: a graph of inference tensors replays under it
-    def run(self, images: np.ndarray, text, bins, temperature: float, fields=OUTPUT_FIELDS):
+    def start(self, images: np.ndarray, text, bins, temperature: float, fields=OUTPUT_FIELDS):
         """Replay on `images` (B, H, W, 3) uint8 with this frame's text features, bins and
-        temperature; the outputs `fields` (of OUTPUT_FIELDS, in its order) as NumPy arrays of
-        their own (the next frame reuses the buffers); the others stay on the device."""
+        temperature, without waiting: an InFlight of the outputs `fields` (of OUTPUT_FIELDS, in
+        its order); the others stay on the device. Frames started from one thread replay in
+        the order they were started."""
         device = self.model.device
-        current = torch.cuda.current_stream(device)
-        np.copyto(self.host_in.numpy(), images)
-        with torch.cuda.stream(self.copy_stream):
-            self.images.copy_(self.host_in, non_blocking=True)
-        current.wait_stream(self.copy_stream)
-        inputs = (text, bins, float(temperature))
-        if inputs[0] is not self._inputs_from[0]:
-            self.text.copy_(text)
-        if inputs[1] is not self._inputs_from[1]:
-            self.bins.copy_(bins.expand_as(self.bins))
-        if inputs[2] != self._inputs_from[2]:
-            self.scale.fill_(temperature_scale(inputs[2]))
-        self._inputs_from = inputs
-        self.graph.replay()
-        self.copy_stream.wait_stream(current)
-        wanted = [name in fields for name in OUTPUT_FIELDS]
-        with torch.cuda.stream(self.copy_stream):
-            for host, out, copy in zip(self.host_out, self.outputs, wanted):
+        slot = self.ring.take()
+        np.copyto(slot.host_in.numpy(), images)
+        with torch.cuda.device(device):
+            current = torch.cuda.current_stream(device)
+            with torch.cuda.stream(self.upload_stream):
+                slot.images.copy_(slot.host_in, non_blocking=True)
+                slot.uploaded.record(self.upload_stream)
+            current.wait_event(slot.uploaded)
+            self.images.copy_(slot.images)
+            inputs = (text, bins, float(temperature))
+            if inputs[0] is not self._inputs_from[0]:
+                self.text.copy_(text)
+            if inputs[1] is not self._inputs_from[1]:
+                self.bins.copy_(bins.expand_as(self.bins))
+            if inputs[2] != self._inputs_from[2]:
+                self.scale.fill_(temperature_scale(inputs[2]))
+            self._inputs_from = inputs
+            self.graph.replay()
+            wanted = [name in fields for name in OUTPUT_FIELDS]
+            for kept, out, copy in zip(slot.outputs, self.outputs, wanted):
                 if copy:
-                    host.copy_(out, non_blocking=True)
-        self.copy_stream.synchronize()  # the frame's one host sync
-        return [host.numpy().copy() for host, copy in zip(self.host_out, wanted) if copy]
+                    kept.copy_(out)
+            slot.replayed.record(current)
+            self.download_stream.wait_event(slot.replayed)
+            with torch.cuda.stream(self.download_stream):
+                for host, kept, copy in zip(slot.host_out, slot.outputs, wanted):
+                    if copy:
+                        host.copy_(kept, non_blocking=True)
+                slot.arrived.record(self.download_stream)
+        slot.holder = InFlight(slot, wanted)
+        return slot.holder
+
+    def run(self, images: np.ndarray, text, bins, temperature: float, fields=OUTPUT_FIELDS):
+        """`start`, waited for: the outputs `fields` as NumPy arrays of their own."""
+        return self.start(images, text, bins, temperature, fields).wait()
 
 
 class CapturedFrames:
@@ -234,6 +379,12 @@ class CapturedFrames:
     def run(self, images: np.ndarray, head, fields=OUTPUT_FIELDS) -> list | None:
         """The captured frame's outputs `fields` (in OUTPUT_FIELDS' order) under `head` (its
         config, text features and bins), or None: this frame's key runs on the eager path."""
+        pending = self.start(images, head, fields)
+        return None if pending is None else pending.wait()
+
+    def start(self, images: np.ndarray, head, fields=OUTPUT_FIELDS):
+        """`run` begun: an InFlight of its outputs (a new key's: captured, checked and on the
+        host), or None: this frame's key runs on the eager path."""
         cfg, text, bins = head.config, head.text, head.bins
         batch, height, width, _ = images.shape
         padded = padded_batch(batch)
@@ -245,12 +396,13 @@ class CapturedFrames:
         frame = self._graphs.get(key)
         if frame is None:
             outputs = self._first(key, images, head, fields)
+            pending = None if outputs is None else Arrived(outputs)
         else:
             self._graphs.move_to_end(key)
-            outputs = frame.run(images, text, bins, cfg.temperature, fields)
-        if outputs is None or padded == batch:
-            return outputs
-        return [out[:batch].copy() for out in outputs]
+            pending = frame.start(images, text, bins, cfg.temperature, fields)
+        if pending is None or padded == batch:
+            return pending
+        return Trimmed(pending, batch)
 
     def _first(self, key, images, head, fields):
         """Capture `key`'s graph and check its first replay against the eager path under the

@@ -39,7 +39,7 @@ class ModelWorker:
         return dict(
             model=self.estimator.model_identity,
             device=str(self.estimator.device),
-            frames_in_flight=self.estimator.frames_in_flight,
+            forwards_side_by_side=getattr(self.estimator, "forwards_side_by_side", 1),
             pid=os.getpid(),
             node=ray.get_runtime_context().get_node_id(),
         )
@@ -58,10 +58,16 @@ class ActorModel:
         self.device = description["device"]
         self.model_identity = description["model"]
         self.cpu_threads = 0  # the model runs in other processes: this one's cores are free
-        self.frames_in_flight = description.get("frames_in_flight", 1)
+        self.forwards_side_by_side = description.get("forwards_side_by_side", 1)
         self._next = itertools.cycle(
             workers[start % len(workers) :] + workers[: start % len(workers)]
         )
+
+    def begin_predict(self, images, scenes=None, arrays=None):
+        """predict, as the bag tool begins it: here run at once (a camera's scene state must
+        come back before its next batch leaves)."""
+        result = self.predict(images, scenes, arrays)
+        return lambda: result
 
     def predict(self, images, scenes=None, arrays=None):
         """The estimator's predict on a worker: only `arrays` travel back (None: all). A

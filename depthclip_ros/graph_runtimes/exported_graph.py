@@ -211,6 +211,11 @@ class ExportedGraph:
         threads (inference_streams): worth starting before the earlier ones end."""
         return 1
 
+    @property
+    def forwards_side_by_side(self) -> int:
+        """Its frames in flight run side by side, a batch split among them (_start)."""
+        return self.frames_in_flight
+
     # --- shared
     def _start(self, fields: tuple, feeds: dict) -> Started:
         """The forward of `feeds` begun (_start_one): a batch split into one part per forward

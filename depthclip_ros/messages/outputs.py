@@ -257,8 +257,8 @@ def clearing_cloud(result, index: int, settings, rows, cols, points, colours, st
     depth = depth_quantile(result, index, settings.clearing_quantile, rows, cols)
     if settings.cloud_max_range > 0:
         depth = np.minimum(depth, np.float32(settings.cloud_max_range))
-    uu, vv = np.meshgrid(np.asarray(cols, np.float32), np.asarray(rows, np.float32))
-    clearing = point_cloud.backproject(uu, vv, depth, intr)
+    cols, rows = np.asarray(cols, np.float32), np.asarray(rows, np.float32)
+    clearing = point_cloud.backproject(cols[None, :], rows[:, None], depth, intr)
     keep = np.isfinite(points).all(axis=-1) & (clearing[..., 2] >= settings.cloud_min_range)
     return point_cloud.pointcloud_fields(clearing, colours, std, keep)
 

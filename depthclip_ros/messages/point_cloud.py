@@ -26,7 +26,8 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
 
 
 def backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, intrinsics: tuple) -> np.ndarray:
-    """Pixel coords and depth -> (..., 3) float32 points in the optical frame (REP 103)."""
+    """Pixel coords and depth -> (..., 3) float32 points in the optical frame (REP 103); `u`
+    and `v` broadcast against `z` (a row of columns and a column of rows for a grid)."""
     fx, fy, cx, cy = intrinsics
     z = z.astype(np.float32)
     x = (u.astype(np.float32) - np.float32(cx)) * z / np.float32(fx)
@@ -42,8 +43,10 @@ def sampled_pixels(height: int, width: int, stride: int) -> tuple:
 def cloud_points(depth: np.ndarray, std: np.ndarray, rgb: np.ndarray, intrinsics, stride: int):
     """Organised cloud sampling every `stride`-th pixel: (points (h, w, 3), colours (h, w, 3),
     depth std (h, w))."""
-    uu, vv = np.meshgrid(*sampled_pixels(*depth.shape, stride)[::-1])
-    return backproject(uu, vv, depth[vv, uu], intrinsics), rgb[vv, uu], std[vv, uu]
+    rows, cols = sampled_pixels(*depth.shape, stride)
+    z = depth[::stride, ::stride]  # the sampled pixels, as views
+    points = backproject(cols[None, :], rows[:, None], z, intrinsics)
+    return points, rgb[::stride, ::stride], std[::stride, ::stride]
 
 
 def coarse_cloud_points(

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from captured_frame_stand_in import stand_in
 from helpers import structured_image
 
 from depthclip_ros.errors import ImageSizeError
@@ -16,40 +17,6 @@ from depthclip_ros.estimator.core import DepthClip
 from depthclip_ros.estimator.cuda_graph import CapturedFrames
 from depthclip_ros.estimator.depth_head import bin_probabilities, temperature_scale
 from depthclip_ros.estimator.result import OUTPUT_FIELDS
-
-
-def stand_in(offset_m=0.0, fails=False):
-    """A CapturedFrame stand-in: the eager path's outputs (depth moved by `offset_m`), or a
-    capture that raises; counts its replays."""
-
-    class StandIn:
-        made, replays = [], []
-
-        def __init__(self, model, cfg, batch, height, width, text, bins):
-            if fails:
-                raise RuntimeError("operation not permitted when stream is capturing")
-            self.model, self.cfg = model, cfg
-            StandIn.made.append((batch, height, width))
-
-        @torch.inference_mode()
-        def run(self, images, text, bins, temperature, fields=OUTPUT_FIELDS):
-            """CapturedFrame's forward, eagerly, on the frame's own text, bins and T."""
-            StandIn.replays.append(len(images))
-            imgs = self.model.to_device(images)
-            positions, _, grid = self.model.positions(imgs, self.cfg)
-            probs = bin_probabilities(positions, text, temperature_scale(temperature), grid)
-            outputs = self.model.depth_from_probabilities(
-                probs, bins.expand(len(images), -1), self.cfg, imgs.shape[1:3]
-            )
-            moved = {"depth": np.float32(offset_m)}
-            # Arrays of their own, as the host copies are.
-            return [
-                out.numpy() + moved.get(name, np.float32(0))
-                for name, out in zip(OUTPUT_FIELDS, outputs)
-                if name in fields
-            ]
-
-    return StandIn
 
 
 @pytest.fixture
@@ -251,10 +218,20 @@ def test_a_failed_capture_is_released_before_the_device_cache_is_emptied(model, 
     assert len(made) == 2 and alive_at_release == [None, None]
 
 
-def test_a_graph_counts_its_pinned_host_buffers_beside_its_pool():
-    """A captured frame's memory: its pool's segments, its static inputs on the device and its
-    pinned host buffers (a Jetson's device memory is its host memory)."""
+def test_a_graph_counts_its_slots_buffers_beside_its_pool():
+    """A captured frame's memory: its pool's segments, its static inputs on the device and
+    each slot's buffers, on the device and pinned on the host (a Jetson's device memory is its
+    host memory)."""
     import types
+
+    def slot():
+        return types.SimpleNamespace(
+            host_in=torch.zeros((2, 48, 64, 3), dtype=torch.uint8),
+            images=torch.zeros((2, 48, 64, 3), dtype=torch.uint8),
+            outputs=[torch.zeros((2, 48, 64)), torch.zeros((2, 7, 2, 2))],
+            host_out=[torch.zeros((2, 48, 64)), torch.zeros((2, 7, 2, 2))],
+            holder=None,
+        )
 
     frame = types.SimpleNamespace(
         graph=types.SimpleNamespace(pool=lambda: (1, 3)),
@@ -262,13 +239,12 @@ def test_a_graph_counts_its_pinned_host_buffers_beside_its_pool():
         text=torch.zeros((1024, 7), dtype=torch.float16),
         bins=torch.zeros((2, 7)),
         scale=torch.tensor(10.0),
-        host_in=torch.zeros((2, 48, 64, 3), dtype=torch.uint8),
-        host_out=[torch.zeros((2, 48, 64)), torch.zeros((2, 7, 2, 2))],
+        ring=cuda_graph.SlotRing([slot(), slot()]),
     )
     segments = [{"device": 0, "total_size": 2 << 20, "segment_pool_id": (1, 3)}]
-    device_inputs = 2 * 48 * 64 * 3 + 1024 * 7 * 2 + 2 * 7 * 4 + 4
-    pinned = 2 * 48 * 64 * 3 + (2 * 48 * 64 + 2 * 7 * 2 * 2) * 4
-    assert cuda_graph.held_bytes(frame, segments, 0) == (2 << 20) + device_inputs + pinned
+    static_inputs = 2 * 48 * 64 * 3 + 1024 * 7 * 2 + 2 * 7 * 4 + 4
+    each_slot = 2 * (2 * 48 * 64 * 3 + (2 * 48 * 64 + 2 * 7 * 2 * 2) * 4)
+    assert cuda_graph.held_bytes(frame, segments, 0) == (2 << 20) + static_inputs + 2 * each_slot
 
 
 def test_a_graphs_memory_is_its_pools_segments():
@@ -389,3 +365,46 @@ def test_batches_beyond_64_share_padded_graphs_and_pinned_buffers_are_bounded():
     got = [buffers.like(f) for f in frames]
     assert len(made) == 4 and len(buffers) == 2  # 48 reused once, then pushed out by 96, 120
     assert got[0] is got[1] and tuple(got[3].shape) == (1, 120, 64, 3)
+
+
+def test_frames_in_flight_give_what_one_at_a_time_gives(model):
+    """With graphs, frames are begun before the earlier ones are taken (two a graph in flight:
+    a third takes the first's arrays before its slot serves again). Begun across camera sizes
+    changing mid-stream, padded batches, a parameter change and a size whose capture failed
+    (eager), then taken in order: each equals the one-at-a-time eager path run when it began
+    (its depth moved by the 1.5x bins after the change: a stale head would show)."""
+
+    class FailsForOneSize(stand_in()):
+        def __init__(self, model, cfg, batch, height, width, text, bins):
+            if (height, width) == (64, 80):
+                raise RuntimeError("out of memory")
+            super().__init__(model, cfg, batch, height, width, text, bins)
+
+    assert model.frames_in_flight == 1
+    model.graphs = CapturedFrames(model, FailsForOneSize)
+    assert model.frames_in_flight == 2
+    hotter = model.config.replace(
+        temperature=0.5, depth_bins=tuple(1.5 * b for b in model.config.depth_bins)
+    )
+    steps = [(96, 128, 1), (96, 128, 1), (72, 96, 3), (96, 128, 1), (64, 80, 1), (72, 96, 3)]
+    steps += [(96, 128, 1), "change", (96, 128, 1), (72, 96, 3), (64, 80, 2), (96, 128, 1)]
+    begun, expected = [], []
+    for i, step in enumerate(steps):
+        if step == "change":
+            model.update_config(hotter)
+            continue
+        height, width, batch = step
+        images = np.stack([structured_image(height, width, seed=i * 10 + b) for b in range(batch)])
+        begun.append(model.begin_predict(images, arrays=("depth", "depth_std")))
+        expected.append(model.predict_eager(images, arrays=("depth", "depth_std")))
+    assert model.graphs.kept == 2 and "out of memory (80x64, batch 1)" in model.graph_status
+    for started, eager in zip(begun, expected):
+        assert started.done()
+        result = started()
+        # (a padded batch runs other kernels than the batch alone: within float32's rounding)
+        np.testing.assert_allclose(result.depth, eager.depth, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(result.depth_std, eager.depth_std, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(result.bins, eager.bins)
+    called = []
+    begun[-1].when_done(lambda: called.append(1))
+    assert called == [1]

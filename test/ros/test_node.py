@@ -341,6 +341,66 @@ def test_two_forwards_in_flight_answer_frames_in_order_and_take_run_time_changes
         assert_each_change_restarts_the_fusion(node, tester, changes, first_sec=10)
 
 
+def test_frames_in_flight_on_cuda_graphs_answer_in_order_with_each_frames_depth(
+    tiny_checkpoint, tmp_path
+):
+    """The core with CUDA graphs (CPU stand-ins of the captures): the node starts a frame
+    while the one before is on its way back (diagnostics: 2 forwards in flight), a third once
+    one has arrived; they are published in stamp order, each with its own frame's depth."""
+    from captured_frame_stand_in import stand_in
+
+    from depthclip_ros.estimator.cuda_graph import CapturedFrames
+    from depthclip_ros.estimator.result import ForwardEnd
+
+    gate, begun, holding = ForwardEnd(), [], []
+
+    class Held:
+        def __init__(self, pending):
+            self._pending = pending
+
+        def done(self):
+            return gate.is_set() and self._pending.done()
+
+        def when_done(self, callback):
+            gate.when_set(lambda: self._pending.when_done(callback))
+
+        def wait(self):
+            wait_until(gate.is_set)
+            return self._pending.wait()
+
+    class HeldCapture(stand_in()):
+        def start(self, *args, **kwargs):
+            if not holding:  # the warm-up at camera_info and the first frame
+                return super().start(*args, **kwargs)
+            begun.append(1)
+            return Held(super().start(*args, **kwargs))
+
+    with running_node(tiny_checkpoint, tmp_path) as (node, tester):
+        node.estimator.graphs = CapturedFrames(node.estimator, HeldCapture)
+        tester.info_pub.publish(camera_info())
+        frames = [structured_image(seed=seed) for seed in range(4)]
+        send_and_receive(tester, encode(frames[0], "rgb8"), 1)
+        assert (
+            diag_values(tester, lambda v: "forwards in flight" in v)["forwards in flight"] == "2"
+        )
+        holding.append(True)
+        for sec, frame in enumerate(frames[1:], start=2):
+            tester.image_pub.publish(stamp(encode(frame, "rgb8"), sec))
+            wait_until(lambda n=sec: len(begun) == min(n - 1, 2))
+        time.sleep(0.3)
+        assert len(begun) == 2  # the third frame waits: two in flight at most
+        secs = lambda: [m.header.stamp.sec for m in tester.received["depth/image"]]  # noqa: E731
+        assert secs() == [1]  # nothing published while their arrays are held
+        gate.set()
+        tester.wait_for("depth/image", predicate=lambda m: m.header.stamp.sec == 4)
+        assert secs() == [1, 2, 3, 4] and len(begun) == 3  # every frame, in order
+        for msg, frame in zip(tester.received["depth/image"], frames):
+            expected = node.estimator.predict_eager(frame).depth[0]
+            np.testing.assert_allclose(
+                decoding.depth_image_to_array(msg), expected, rtol=0, atol=1e-6
+            )
+
+
 def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, tmp_path):
     """Loading, warm-up, config changes and frames: one thread (torch on two threads is slower)."""
     import threading
@@ -348,7 +408,7 @@ def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, 
     from depthclip_ros.estimator.core import DepthClip
 
     calls = []
-    for name in ("__init__", "warm_up", "update_config", "predict"):
+    for name in ("__init__", "warm_up", "update_config", "begin_predict"):
         real = getattr(DepthClip, name)
 
         def recorder(self, *args, _real=real, _name=name, **kwargs):
@@ -363,7 +423,7 @@ def test_all_model_work_runs_on_the_worker_thread(monkeypatch, tiny_checkpoint, 
         )[0].successful
         after = decoding.depth_image_to_array(send_and_receive(tester, encode(RGB, "rgb8"), 2))
     assert [name for name, _ in calls][:2] == ["__init__", "warm_up"]
-    assert {"update_config", "predict"} <= {name for name, _ in calls}
+    assert {"update_config", "begin_predict"} <= {name for name, _ in calls}
     assert {thread for _, thread in calls} == {"depthclip-worker"}
     assert after.max() > 3.0  # the change reached the frame after it
 
@@ -402,13 +462,13 @@ def test_a_cameras_size_is_prepared_from_its_camera_info_at_max_batch(
 def test_burst_drops_old_frames_and_answers_the_newest(node_and_tester):
     node, tester = node_and_tester
     tester.info_pub.publish(camera_info())
-    real_predict = node.estimator.predict
+    real_begin = node.estimator.begin_predict
 
-    def slow_predict(images, **kwargs):
+    def slow_begin(images, **kwargs):
         time.sleep(0.15)
-        return real_predict(images, **kwargs)
+        return real_begin(images, **kwargs)
 
-    node.estimator.predict = slow_predict
+    node.estimator.begin_predict = slow_begin
     msg = encode(RGB, "rgb8")
     send_and_receive(tester, msg, 1)  # warm up
 
@@ -966,13 +1026,13 @@ def test_a_camera_info_subscriber_alone_costs_no_cloud(tiny_checkpoint, tmp_path
     made = point_cloud.cloud_points
     monkeypatch.setattr(point_cloud, "cloud_points", lambda *a: clouds.append(1) or made(*a))
     with running_node(tiny_checkpoint, tmp_path, listen=False) as (node, tester):
-        predict = node.estimator.predict
+        begin = node.estimator.begin_predict
 
         def spied(images, scenes=None, arrays=None):
             fetched.append(arrays)
-            return predict(images, scenes=scenes, arrays=arrays)
+            return begin(images, scenes=scenes, arrays=arrays)
 
-        node.estimator.predict = spied
+        node.estimator.begin_predict = spied
         infos = []
         tester.node.create_subscription(Image, "depth/image", tester._store("depth/image"), 10)
         tester.node.create_subscription(CameraInfo, "depth/camera_info", infos.append, 10)

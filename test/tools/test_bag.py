@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -818,18 +819,18 @@ def test_several_cameras_in_one_pass_with_one_model(tmp_path, params_file, stora
     cameras = {"/front": (160, 120), "/rear": (128, 96), "/left": (160, 120)}
     written = write_bag(src, storage, frames=3, image_first=True, cameras=cameras)
     loads, batch_sizes = [], []
-    real_init, real_predict = DepthClip.__init__, DepthClip.predict
+    real_init, real_begin = DepthClip.__init__, DepthClip.begin_predict
 
     def counted_init(self, *args, **kwargs):
         loads.append(1)
         real_init(self, *args, **kwargs)
 
-    def recorded_predict(self, images, scenes=None, arrays=None):
+    def recorded_begin(self, images, scenes=None, arrays=None):
         batch_sizes.append(len(images))
-        return real_predict(self, images, scenes, arrays)
+        return real_begin(self, images, scenes, arrays)
 
     monkeypatch.setattr(DepthClip, "__init__", counted_init)
-    monkeypatch.setattr(DepthClip, "predict", recorded_predict)
+    monkeypatch.setattr(DepthClip, "begin_predict", recorded_begin)
     argv = [f"--image-topic={ns}/image_raw" for ns in cameras]
     assert run_tool("process", src, dst, *argv, "--batch-size", 4, "--params", params_file) == 0
     assert loads == [1]
@@ -894,19 +895,19 @@ def test_each_image_size_is_prepared_once_before_its_first_frame_and_timed_apart
     assert run_tool("process", src, tmp_path / "plain", *argv, "--params", params_file) == 0
     assert "preparing" not in capsys.readouterr().out  # the CPU core prepares nothing
     calls = []
-    real_predict = DepthClip.predict
+    real_begin = DepthClip.begin_predict
 
     def warm_up(self, image_size=None, max_batch=1):
         calls.append(("warm_up", tuple(image_size), max_batch))
         time.sleep(0.5)
 
-    def predict(self, images, scenes=None, arrays=None):
+    def begin_predict(self, images, scenes=None, arrays=None):
         calls.append(("predict", images.shape[1:3], len(images)))
-        return real_predict(self, images, scenes, arrays)
+        return real_begin(self, images, scenes, arrays)
 
     monkeypatch.setattr(DepthClip, "prepares_image_sizes", True)
     monkeypatch.setattr(DepthClip, "warm_up", warm_up)
-    monkeypatch.setattr(DepthClip, "predict", predict)
+    monkeypatch.setattr(DepthClip, "begin_predict", begin_predict)
     assert run_tool("process", src, tmp_path / "prepared", *argv, "--params", params_file) == 0
     warm_ups = [call for call in calls if call[0] == "warm_up"]
     assert sorted(warm_ups) == [("warm_up", (96, 128), 3), ("warm_up", (120, 160), 3)]
@@ -916,6 +917,42 @@ def test_each_image_size_is_prepared_once_before_its_first_frame_and_timed_apart
     preparing = re.search(r"s \(and ([0-9.]+) s preparing image sizes\)", capsys.readouterr().out)
     assert preparing and float(preparing.group(1)) >= 1.0
     assert read_bag(tmp_path / "prepared")[0] == read_bag(tmp_path / "plain")[0]
+
+
+def test_frames_in_flight_on_the_model_thread_write_what_one_at_a_time_writes(
+    tmp_path, params_file, monkeypatch
+):
+    """As on a GPU with CUDA graphs (CPU stand-ins of the captures, the steps overlapped):
+    each chunk's frames are begun on the model thread and taken by the writer while the next
+    replays, two cameras of two sizes mixed; OUT is byte for byte the one-at-a-time run's."""
+    from captured_frame_stand_in import stand_in
+
+    from depthclip_ros.estimator.cuda_graph import CapturedFrames
+
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=6, cameras={"/a": (160, 120), "/b": (128, 96)})
+    argv = ["--image-topic=/a/image_raw", "--image-topic=/b/image_raw", "--batch-size", 2]
+    argv += ["--params", params_file]
+    assert run_tool("process", src, tmp_path / "plain", *argv) == 0
+    capture = stand_in()
+    threads = []
+    real_init, real_start = DepthClip.__init__, capture.start
+
+    def with_graphs(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.graphs = CapturedFrames(self, capture)
+
+    def start(self, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real_start(self, *args, **kwargs)
+
+    monkeypatch.setattr(DepthClip, "__init__", with_graphs)
+    monkeypatch.setattr(capture, "start", start)
+    monkeypatch.setattr(processing, "model_leaves_cpu_free", lambda device, threads: True)
+    assert run_tool("process", src, tmp_path / "in_flight", *argv) == 0
+    assert {made[1:] for made in capture.made} == {(120, 160), (96, 128)}
+    assert threads and all(name.startswith("model") for name in threads)
+    assert read_bag(tmp_path / "in_flight")[0] == read_bag(tmp_path / "plain")[0]
 
 
 def test_stages_keep_order_and_stop_at_the_first_error():
