@@ -113,6 +113,7 @@ TARGETS = {
     "node, one VGA camera offered 300 Hz: latency p50 (ms)": ("<= 8", lambda v: v <= 8),
     "node, 8 cameras x 30 Hz: slowest camera (Hz)": (">= 28", lambda v: v >= 28),
     "depthclip-bag (VGA frames/s)": (">= 400", lambda v: v >= 400),
+    "depthclip-fleet, 4 bags on one GPU (VGA frames/s)": (">= 600", lambda v: v >= 600),
 }
 
 
@@ -240,23 +241,28 @@ def _module(module: str, *argv) -> str:
     return proc.stdout
 
 
-def bag_and_fleet(ckpt, device: str = "cuda", frames_in_bag: int = 600) -> tuple:
-    """depthclip-bag and one depthclip-fleet worker on `device`: VGA frames/s, start-up
-    excluded (the processing seconds each reports; depthclip-bag's leave out its image size's
-    graph captures too, made before its first frame)."""
+def bag_and_fleet(ckpt, device: str = "cuda", frames_in_bag: int = 600, bags: int = 4) -> tuple:
+    """depthclip-bag on one bag and depthclip-fleet on `bags` bags sharing one worker on
+    `device` (its GPU): VGA frames/s, start-up excluded (the processing seconds each reports;
+    depthclip-bag's leave out its image size's graph captures too, made before its first
+    frame). The fleet's bags hold `frames_in_bag` frames in all."""
     folder = Path(tempfile.mkdtemp())
     params = _params(folder, ckpt, device)
-    write_camera_bag(folder / "archive" / "run0", frames_in_bag)
+    write_camera_bag(folder / "one" / "run0", frames_in_bag)
     argv = ["--image-topic", "/cam/image_raw", "--params", params, "--quiet"]
     out = _module(
-        "depthclip_ros.bag.cli", "process", folder / "archive" / "run0", folder / "out", *argv
+        "depthclip_ros.bag.cli", "process", folder / "one" / "run0", folder / "out", *argv
     )
-    bag_rate = frames_in_bag / float(re.search(r"copied, ([0-9.]+) s", out).group(1))
-    rows = [["depthclip-bag process (batch 1)", f"{bag_rate:.3g}"]]
-    fleet_rate = None
+    rates = {"bag": frames_in_bag / float(re.search(r"copied, ([0-9.]+) s", out).group(1))}
+    rows = [
+        [f"depthclip-bag process, one bag of {frames_in_bag} (batch 1)", f"{rates['bag']:.3g}"]
+    ]
+    fleet = f"depthclip-fleet, {bags} bags of {frames_in_bag // bags} on 1 worker (1 GPU)"
     if importlib.util.find_spec("ray") is None:
-        rows.append(["depthclip-fleet, 1 worker", "not run: ray is not installed here"])
+        rows.append([fleet, "not run: ray is not installed here"])
     else:
+        for i in range(bags):
+            write_camera_bag(folder / "archive" / f"run{i}", frames_in_bag // bags)
         out = _module(
             "depthclip_ros.fleet.cli",
             folder / "archive",
@@ -268,10 +274,10 @@ def bag_and_fleet(ckpt, device: str = "cuda", frames_in_bag: int = 600) -> tuple
             1 if device.startswith("cuda") else 0,
             *argv,
         )
-        fleet_rate = float(re.search(r"start-up excluded\) \| ([0-9.]+)", out).group(1))
-        rows.append(["depthclip-fleet, 1 worker", f"{fleet_rate:.3g}"])
-    head = [f"tool ({frames_in_bag} VGA frames, MCAP)", "frames/s, start-up excluded"]
-    return head, rows, bag_rate
+        rates["fleet"] = float(re.search(r"start-up excluded\) \| ([0-9.]+)", out).group(1))
+        rows.append([fleet, f"{rates['fleet']:.3g}"])
+    head = ["tool (VGA frames, MCAP)", "frames/s, start-up excluded"]
+    return head, rows, rates
 
 
 def _number(cell) -> float:
@@ -289,8 +295,8 @@ def _value(rows, label, column, batch=None) -> float:
     return float("nan")
 
 
-def verdicts(core_rows, node_rows, bag_rate) -> list:
-    """[what, target, measured, verdict] against TARGETS."""
+def verdicts(core_rows, node_rows, tools) -> list:
+    """[what, target, measured, verdict] against TARGETS; `tools`: bag_and_fleet's rates."""
     captured = "core predict, captured frame (host to host)"
     measured = {
         "core fp16 batch 1, host to host p50 (ms)": _value(core_rows, captured, 2, batch=1),
@@ -306,7 +312,8 @@ def verdicts(core_rows, node_rows, bag_rate) -> list:
         "node, 8 cameras x 30 Hz: slowest camera (Hz)": _value(
             node_rows, "8 cameras, max_batch 8", 3
         ),
-        "depthclip-bag (VGA frames/s)": bag_rate,
+        "depthclip-bag (VGA frames/s)": tools.get("bag", float("nan")),
+        "depthclip-fleet, 4 bags on one GPU (VGA frames/s)": tools.get("fleet", float("nan")),
     }
     return [
         [what, target, f"{measured[what]:.1f}", "met" if ok(measured[what]) else "NOT MET"]
@@ -375,12 +382,12 @@ def run_steps(args, left_out: dict) -> int:
     return 0 if all(r[3] in ("pass", "met", "not run") for r in rows) else 1
 
 
-TARGET_PREFIXES = {"core": "core ", "node": "node,", "bags": "depthclip-bag"}
+TARGET_PREFIXES = {"core": ("core ",), "node": ("node,",), "bags": ("depthclip-",)}
 
 
 def step_verdicts(step: str, measured: dict) -> list:
     """The TARGETS rows of one measuring step, from what it measured."""
-    rows = verdicts(measured.get("core", []), measured.get("node", []), measured.get("bags", 0.0))
+    rows = verdicts(measured.get("core", []), measured.get("node", []), measured.get("bags", {}))
     return [row for row in rows if row[0].startswith(TARGET_PREFIXES[step])]
 
 

@@ -85,6 +85,11 @@ def count_frames(job: BagJob, image_topics) -> BagJob:
     return dataclasses.replace(job, frames=count)
 
 
+# A GPU worker's batches in flight: the core's frames in flight on CUDA graphs
+# (estimator/cuda_graph.py SLOTS; not imported: the driver runs without torch).
+GPU_BATCHES_IN_FLIGHT = 2
+
+
 def _gpus_per_worker(options: FleetOptions, params: dict) -> float:
     if options.gpus_per_worker is not None:
         return options.gpus_per_worker
@@ -109,6 +114,8 @@ def start_workers(params: dict, options: FleetOptions) -> list:
         ModelWorker.options(
             num_cpus=options.cpus_per_worker,
             num_gpus=gpus,
+            # On a GPU two bags' batches in flight (one replays while the other's comes back).
+            max_concurrency=GPU_BATCHES_IN_FLIGHT if gpus > 0 else 1,
             max_restarts=max(1, options.retries),
             max_task_retries=0,  # a forward lost with its worker fails its bag, which is retried
         ).remote(params, options.batch_size)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 
 import ray
@@ -27,13 +28,17 @@ STOPPED = "stopped"  # a task's answer when the driver stopped it: never in the 
 
 @ray.remote
 class ModelWorker:
-    """One loaded model; `predict` takes a batch of uint8 RGB frames from any bag."""
+    """One loaded model; `predict` takes a batch of uint8 RGB frames from any bag. Started with
+    `max_concurrency` (start_workers: the model's frames in flight), several bags' batches are
+    in it at once: each begun in turn, one's result waited for while the next runs (CUDA
+    graphs)."""
 
     def __init__(self, params: dict, max_batch: int = 1):
         from ..model_loading import load_estimator
 
         self.estimator = load_estimator(config_from_params(params), max_batch)
         self.estimator.warm_up()
+        self._beginning = threading.Lock()  # one batch begun at a time: the model's own order
 
     def describe(self) -> dict:
         return dict(
@@ -47,7 +52,9 @@ class ModelWorker:
     def predict(self, images, scenes=None, arrays=None):
         """(the estimator's DepthResult, `scenes` as it ran here: a SceneChoice's cameras'
         new states travel back with the result)."""
-        return self.estimator.predict(images, scenes=scenes, arrays=arrays), scenes
+        with self._beginning:
+            started = self.estimator.begin_predict(images, scenes=scenes, arrays=arrays)
+        return started(), scenes
 
 
 class ActorModel:

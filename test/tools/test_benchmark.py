@@ -456,12 +456,16 @@ def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint, gpu_
     assert {r[1] for r in rows} == {"not used"} and {r[-1] for r in rows} == {"pass"}
     _, rows, ok = gpu_check.capture_churn(tiny_checkpoint, "cpu")
     assert ok and rows[0][-1] == "pass"
-    _, rows, bag_rate = gpu_check.bag_and_fleet(tiny_checkpoint, "cpu", frames_in_bag=12)
-    assert bag_rate > 0 and [r[0] for r in rows] == [
-        "depthclip-bag process (batch 1)",
-        "depthclip-fleet, 1 worker",
+    _, rows, rates = gpu_check.bag_and_fleet(tiny_checkpoint, "cpu", frames_in_bag=12)
+    assert [r[0] for r in rows] == [
+        "depthclip-bag process, one bag of 12 (batch 1)",
+        "depthclip-fleet, 4 bags of 3 on 1 worker (1 GPU)",
     ]
-    assert float(rows[1][1]) > 0
+    assert (
+        rates["bag"] > 0
+        and rates["fleet"] > 0
+        and float(rows[1][1]) == float(f"{rates['fleet']:.3g}")
+    )
     core = [
         ["core predict, captured frame (host to host)", "1", "1.50", "2.0", "666"],
         ["core predict, captured frame (host to host)", "8", "4.0", "5.0", "2000"],
@@ -471,9 +475,10 @@ def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint, gpu_
         ["1 camera", "300", "160.0", "160.0 / 160.0", "7.5", "9.0", "1.1"],
         ["8 cameras, max_batch 8", "30", "232.0", "27.0 / 30.0", "9.0", "12.0", "3.0"],
     ]
-    verdict = {row[0]: row[3] for row in gpu_check.verdicts(core, node, 450.0)}
+    tools = {"bag": 450.0, "fleet": 590.0}
+    verdict = {row[0]: row[3] for row in gpu_check.verdicts(core, node, tools)}
     nothing = [["1 camera", "300", "0.0", "0.0 / 0.0", "-", "-", "-"]]  # no frame answered
-    assert gpu_check.verdicts(core, nothing, 450.0)[3][2:] == ["nan", "NOT MET"]
+    assert gpu_check.verdicts(core, nothing, tools)[3][2:] == ["nan", "NOT MET"]
     assert verdict == {
         "core fp16 batch 1, host to host p50 (ms)": "met",
         "core fp16 batch 8, frames in flight (frames/s)": "NOT MET",
@@ -481,6 +486,7 @@ def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint, gpu_
         "node, one VGA camera offered 300 Hz: latency p50 (ms)": "met",
         "node, 8 cameras x 30 Hz: slowest camera (Hz)": "NOT MET",
         "depthclip-bag (VGA frames/s)": "met",
+        "depthclip-fleet, 4 bags on one GPU (VGA frames/s)": "NOT MET",
     }
 
 
@@ -600,7 +606,9 @@ def test_gpu_check_names_what_an_offline_gpu_host_lacks_and_its_steps(monkeypatc
         "core fp16 batch 8, frames in flight (frames/s)",
     ]
     assert [r[3] for r in rows] == ["met", "NOT MET"]  # batch 8 not measured: not met
-    assert gpu_check.step_verdicts("bags", {"bags": 450.0})[0][2:] == ["450.0", "met"]
+    bags = gpu_check.step_verdicts("bags", {"bags": {"bag": 450.0, "fleet": 610.0}})
+    assert [row[2:] for row in bags] == [["450.0", "met"], ["610.0", "met"]]
+    assert gpu_check.step_verdicts("bags", {"bags": {"bag": 450.0}})[1][2:] == ["nan", "NOT MET"]
 
 
 def test_a_node_run_asked_for_again_is_reused_and_a_repeat_is_run_again(monkeypatch):

@@ -619,3 +619,54 @@ def test_the_kuberay_manifest_runs_options_the_fleet_has():
     workers = cluster["workerGroupSpecs"][0]
     gpus = workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
     assert args.workers * args.gpus_per_worker <= workers["replicas"] * int(gpus)
+
+
+def test_a_gpu_workers_batches_from_several_bags_are_in_flight_together(tiny_checkpoint, tmp_path):
+    """A model worker on a GPU takes as many batches at once as the core has frames in flight
+    (Ray's max_concurrency): each begun in turn, waited for while the other runs. Here its class
+    without Ray, the core on (stand-in) CUDA graphs whose arrays are held: two bags' batches are
+    both begun before either comes back, and each gets its own frames' depth."""
+    import threading
+
+    from captured_frame_stand_in import stand_in
+
+    from depthclip_ros.estimator.cuda_graph import SLOTS, CapturedFrames
+    from depthclip_ros.fleet.run import GPU_BATCHES_IN_FLIGHT
+    from depthclip_ros.fleet.workers import ModelWorker
+
+    assert GPU_BATCHES_IN_FLIGHT == SLOTS
+    released, begun = threading.Event(), []
+
+    class Held(stand_in()):
+        def start(self, *args, **kwargs):
+            pending = super().start(*args, **kwargs)
+            if released.is_set():  # the capture's check and the warm-up
+                return pending
+            begun.append(1)
+            wait = pending.wait
+            pending.wait = lambda: (released.wait(10), wait())[1]
+            return pending
+
+    worker_class = ModelWorker.__ray_metadata__.modified_class.__mro__[1]
+    params = {"model": str(tiny_checkpoint), "device": "cpu", "cache_dir": str(tmp_path)}
+    worker = worker_class(params)
+    worker.estimator.graphs = CapturedFrames(worker.estimator, Held)
+    frames = [np.full((1, 48, 64, 3), value, np.uint8) for value in (40, 200)]
+    released.set()
+    worker.predict(frames[0])  # captured and checked
+    released.clear()
+    results = {}
+    threads = [
+        threading.Thread(target=lambda i=i: results.update({i: worker.predict(frames[i])[0]}))
+        for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(begun) == 2)  # the second begun while the first is held
+    assert results == {}
+    released.set()
+    for thread in threads:
+        thread.join(10)
+    for i, frame in enumerate(frames):
+        expected = worker.estimator.predict_eager(frame).depth
+        np.testing.assert_array_equal(results[i].depth, expected)
