@@ -237,7 +237,10 @@ class Arrivals:
                 pending.wait()
             except Exception:  # the caller's own wait says what went wrong
                 pass
-            callback()
+            try:
+                callback()
+            except Exception:  # the waiter's own; the next frames' callbacks still come
+                log.exception("a callback on a CUDA frame's arrival failed")
 
 
 ARRIVALS = Arrivals()
