@@ -28,10 +28,10 @@ from PIL import Image
 from depthclip_ros.config.parameters import DepthClipConfig
 from depthclip_ros.estimator import cuda_graph
 from depthclip_ros.estimator.core import DepthClip
-from depthclip_ros.synthetic_scenes import SCENES, render_scene
+from depthclip_ros.synthetic_scenes import SCENES
 from depthclip_ros.tools.random_clip import save_random_checkpoint
 
-from .bag_bench import write_camera_bag
+from .bag_bench import scene_image, write_camera_bag
 from .benchmark import IN_FLIGHT_ROW, bench_cuda_core
 from .gpu_onnxruntime import onnxruntime_about, onnxruntime_on_gpu
 from .measure import machine, scratch_folder, table
@@ -120,7 +120,7 @@ TARGETS = {
 def frames(batch: int, size: tuple) -> np.ndarray:
     """`batch` of the demo's scenes (640x480) resized to `size` (height, width)."""
     names = list(SCENES)
-    scenes = [Image.fromarray(render_scene(names[i % len(names)])[0]) for i in range(batch)]
+    scenes = [Image.fromarray(scene_image(names[i % len(names)])) for i in range(batch)]
     return np.stack([np.asarray(scene.resize(size[::-1])) for scene in scenes])
 
 

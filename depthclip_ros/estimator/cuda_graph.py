@@ -135,7 +135,10 @@ class Slot:
         self.images = torch.empty((batch, height, width, 3), dtype=torch.uint8, device=device)
         self.outputs = [torch.empty_like(o) for o in outputs]
         self.host_out = [torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs]
-        self.uploaded, self.replayed, self.arrived = (torch.cuda.Event() for _ in range(3))
+        self.uploaded, self.replayed = torch.cuda.Event(), torch.cuda.Event()  # streams wait
+        # The host waits for this one: blocking, it sleeps instead of spinning on a core the
+        # node's other threads need.
+        self.arrived = torch.cuda.Event(blocking=True)
         self.holder = None  # the InFlight whose arrays these buffers hold, until taken
 
 
