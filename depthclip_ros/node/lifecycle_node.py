@@ -180,6 +180,8 @@ class DepthClipNode(LifecycleNode):
             self._bond.stop()
 
     def _transition_failed(self, transition: str, reason: str):
+        if not self.context.ok():  # stopped (SIGINT, SIGTERM) while it ran: what failed is moot
+            return
         if self._fatal_on_failure:  # the process ends: today's one FATAL line
             self.get_logger().fatal(reason)
         else:  # a lifecycle manager may fix parameters and try again

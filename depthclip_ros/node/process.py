@@ -18,12 +18,19 @@ from .lifecycle_node import DepthClipNode
 
 def start(node: DepthClipNode) -> bool:
     """autostart: configure and activate now, as a lifecycle manager would; False on failure
-    (already logged, one FATAL line)."""
+    (already logged, one FATAL line). A stop (SIGTERM) that shut the middleware down while it
+    started is no failure: the spin that follows ends at once."""
     node._fatal_on_failure = True
     try:
         for transition in (node.trigger_configure, node.trigger_activate):
-            if transition() != TransitionCallbackReturn.SUCCESS:
-                return False
+            try:
+                outcome = transition()
+            except Exception:  # Jazzy's state machine then fails to publish the transition
+                if node.context.ok():
+                    raise
+                return True
+            if outcome != TransitionCallbackReturn.SUCCESS:
+                return not node.context.ok()
         return True
     finally:
         node._fatal_on_failure = False

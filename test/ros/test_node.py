@@ -729,6 +729,43 @@ def test_ctrl_c_in_a_running_nodes_callbacks_ends_it_quietly(
     assert proc.returncode == 0 and "Traceback" not in output, output[-3000:]
 
 
+# A SIGTERM (a scheduler, launch's escalation) in the instant the node activates: rclpy shuts
+# the middleware down before the node's inputs and outputs are made.
+_TERMINATED_WHILE_ACTIVATING = """
+import os, signal, sys, time
+from depthclip_ros.node.lifecycle_node import DepthClipNode
+
+update_inputs = DepthClipNode._update_inputs
+
+def after_the_shutdown(self):
+    print("terminating", flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    while self.context.ok():
+        time.sleep(0.01)
+    update_inputs(self)
+
+DepthClipNode._update_inputs = after_the_shutdown
+from depthclip_ros.node.entry_point import main
+sys.exit(main())
+"""
+
+
+def test_a_sigterm_while_the_node_activates_ends_it_quietly(tiny_checkpoint, tmp_path):
+    """Making a publisher on the shut-down middleware raised (RCLError: 'rcl node's context is
+    invalid'), which the node took for a failed activation: a FATAL line and exit 1. A stop
+    asked for while it starts is no failure: exit 0, no FATAL, no traceback."""
+    proc = node_entry_point(
+        _TERMINATED_WHILE_ACTIVATING, tiny_checkpoint, tmp_path, stdout=subprocess.PIPE
+    )
+    try:
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert "terminating" in output.splitlines(), output[-3000:]
+    assert proc.returncode == 0, output[-3000:]
+    assert "FATAL" not in output and "Traceback" not in output, output[-3000:]
+
+
 # Says when Python starts to exit (atexit: before the interpreter's own finalization, which
 # puts its SIGINT handlers back to the default), and when that finalization tears its modules
 # down (an object of __main__ deleted).
