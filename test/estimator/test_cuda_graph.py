@@ -110,3 +110,30 @@ def test_every_structural_option_replays_the_eager_depth_at_t_0_1(
     assert model.graph_status == "on" and model.graphs.memory_bytes > 0
     only = model.predict(images, arrays=("bin_probs",))  # the rest stays on the device
     assert only.depth_std is None and only.bin_probs.shape[0] == 3
+
+
+def test_frames_in_flight_give_one_at_a_times_arrays_to_the_bit(make_config, rn50_checkpoint):
+    """The streams and events of frames in flight: frames begun before the earlier ones are
+    taken (more than the two slots, so a slot serves again while its last frame's arrays wait
+    to be taken), across two camera sizes and a temperature change, each equal to the bit to
+    the same frame run alone, and told done once its arrays have arrived."""
+    model = DepthClip(make_config(model=str(rn50_checkpoint), device="cuda", precision="fp16"))
+    assert model.frames_in_flight == 2
+    sequence = [frames(1), frames(2)[1:], frames(1, 240, 320), frames(1), frames(2)[1:]]
+    for images in sequence:
+        model.predict(images)  # each size captured and checked before the test
+    begun = []
+    for i, images in enumerate(sequence * 2):
+        if i == len(sequence):
+            model.update_config(model.config.replace(temperature=0.5))
+        begun.append((model.begin_predict(images), images, model.config.temperature))
+    in_flight = [(started(), images, t) for started, images, t in begun]
+    torch.cuda.synchronize()
+    woken = []
+    begun[-1][0].when_done(lambda: woken.append(True))
+    assert woken == [True] and all(started.done() for started, _, _ in begun)
+    for result, images, temperature in in_flight:
+        model.update_config(model.config.replace(temperature=temperature))
+        alone = model.predict(images)
+        for name in ("depth", "depth_std", "coarse_depth", "coarse_std", "bin_probs"):
+            np.testing.assert_array_equal(getattr(result, name), getattr(alone, name), name)
