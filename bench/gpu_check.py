@@ -109,7 +109,7 @@ def step_list(text: str) -> list:
 TARGETS = {
     "core fp16 batch 1, host to host p50 (ms)": ("<= 1.6", lambda v: v <= 1.6),
     "core fp16 batch 8, frames in flight (frames/s)": (">= 1800", lambda v: v >= 1800),
-    "node, one VGA camera offered 300 Hz: depth out (Hz)": (">= 150", lambda v: v >= 150),
+    "node, one VGA camera offered 300 Hz: depth out (Hz)": (">= 250", lambda v: v >= 250),
     "node, one VGA camera offered 300 Hz: latency p50 (ms)": ("<= 8", lambda v: v <= 8),
     "node, 8 cameras x 30 Hz: slowest camera (Hz)": (">= 28", lambda v: v >= 28),
     "depthclip-bag (VGA frames/s)": (">= 400", lambda v: v >= 400),

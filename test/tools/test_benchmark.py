@@ -472,7 +472,7 @@ def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint, gpu_
         [IN_FLIGHT_ROW, "8", "4.7", "5.0", "1700"],  # the one the target reads
     ]
     node = [
-        ["1 camera", "300", "160.0", "160.0 / 160.0", "7.5", "9.0", "1.1"],
+        ["1 camera", "300", "260.0", "260.0 / 260.0", "7.5", "9.0", "1.1"],
         ["8 cameras, max_batch 8", "30", "232.0", "27.0 / 30.0", "9.0", "12.0", "3.0"],
     ]
     tools = {"bag": 450.0, "fleet": 590.0}
