@@ -331,20 +331,19 @@ class DepthClip:
         frame replays while the caller goes on (starts the next one); otherwise it runs here.
         The Starteds are to be called in the order they were begun."""
         head = self._head  # one frame, one config
-        if self.graphs is None or head.classifier is not None:
-            result = self.predict_eager(images, scenes, arrays)
-            return Started(lambda: result)
-        imgs = as_image_batch(images)
-        cfg = head.config
-        region = input_region(imgs.shape[1], imgs.shape[2], cfg)  # a crop's size refused first
-        fields = fetched_fields(arrays)
-        pending = self.graphs.start(imgs, head, fields)
-        if pending is None:  # this size's graph failed its capture or its check
+        pending = None
+        if self.graphs is not None and head.classifier is None:
+            imgs = as_image_batch(images)
+            cfg = head.config
+            region = input_region(imgs.shape[1], imgs.shape[2], cfg)  # a crop's size refused
+            fields = fetched_fields(arrays)
+            pending = self.graphs.start(imgs, head, fields)
+        if pending is None:  # no graphs, scene_bins auto, or this size's graph refused
             result = self.predict_eager(images, scenes, arrays, head)
             return Started(lambda: result)
         return Started(
             lambda: DepthResult.from_outputs(
-                pending.wait(),
+                pending(),
                 bins=np.asarray(cfg.depth_bins, np.float32),  # the head's bins, without a sync
                 region=region,
                 fields=fields,

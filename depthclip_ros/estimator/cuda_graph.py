@@ -32,7 +32,7 @@ import torch
 from ..config.parameters import IMAGE_PATH_FIELDS
 from ..errors import ImageSizeError
 from .depth_head import bin_probabilities, temperature_scale
-from .result import OUTPUT_FIELDS
+from .result import OUTPUT_FIELDS, Started
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)  # a batch runs as the first of these that holds it
 SLOTS = 2  # frames in flight a graph takes: one replaying while the next uploads
@@ -182,33 +182,6 @@ class InFlight:
 
     def when_done(self, callback) -> None:
         ARRIVALS.when_done(self, callback)
-
-
-class Arrived:
-    """A result already on the host, as an InFlight (a graph's first replay, checked)."""
-
-    def __init__(self, arrays):
-        self._arrays = arrays
-
-    def done(self) -> bool:
-        return True
-
-    def wait(self) -> list:
-        return self._arrays
-
-    def when_done(self, callback) -> None:
-        callback()
-
-
-class Trimmed:
-    """A padded batch's InFlight, its first `rows` only."""
-
-    def __init__(self, pending, rows: int):
-        self._pending, self._rows = pending, rows
-        self.done, self.when_done = pending.done, pending.when_done
-
-    def wait(self) -> list:
-        return [out[: self._rows].copy() for out in self._pending.wait()]
 
 
 class Arrivals:
@@ -386,10 +359,10 @@ class CapturedFrames:
         """The captured frame's outputs `fields` (in OUTPUT_FIELDS' order) under `head` (its
         config, text features and bins), or None: this frame's key runs on the eager path."""
         pending = self.start(images, head, fields)
-        return None if pending is None else pending.wait()
+        return None if pending is None else pending()
 
-    def start(self, images: np.ndarray, head, fields=OUTPUT_FIELDS):
-        """`run` begun: an InFlight of its outputs (a new key's: captured, checked and on the
+    def start(self, images: np.ndarray, head, fields=OUTPUT_FIELDS) -> Started | None:
+        """`run` begun: a Started of its outputs (a new key's: captured, checked and on the
         host), or None: this frame's key runs on the eager path."""
         cfg, text, bins = head.config, head.text, head.bins
         batch, height, width, _ = images.shape
@@ -402,13 +375,19 @@ class CapturedFrames:
         frame = self._graphs.get(key)
         if frame is None:
             outputs = self._first(key, images, head, fields)
-            pending = None if outputs is None else Arrived(outputs)
+            if outputs is None:
+                return None
+            pending = Started(lambda: outputs)
         else:
             self._graphs.move_to_end(key)
-            pending = frame.start(images, text, bins, cfg.temperature, fields)
-        if pending is None or padded == batch:
+            in_flight = frame.start(images, text, bins, cfg.temperature, fields)
+            pending = Started(in_flight.wait, in_flight.done, in_flight.when_done)
+        if padded == batch:
             return pending
-        return Trimmed(pending, batch)
+        # the padded rows dropped
+        return Started(
+            lambda: [out[:batch].copy() for out in pending()], pending.done, pending.when_done
+        )
 
     def _first(self, key, images, head, fields):
         """Capture `key`'s graph and check its first replay against the eager path under the

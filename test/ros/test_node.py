@@ -347,33 +347,19 @@ def test_frames_in_flight_on_cuda_graphs_answer_in_order_with_each_frames_depth(
     """The core with CUDA graphs (CPU stand-ins of the captures): the node starts a frame
     while the one before is on its way back (diagnostics: 2 forwards in flight), a third once
     one has arrived; they are published in stamp order, each with its own frame's depth."""
-    from captured_frame_stand_in import stand_in
+    from captured_frame_stand_in import Held, stand_in
 
     from depthclip_ros.estimator.cuda_graph import CapturedFrames
     from depthclip_ros.estimator.result import ForwardEnd
 
     gate, begun, holding = ForwardEnd(), [], []
 
-    class Held:
-        def __init__(self, pending):
-            self._pending = pending
-
-        def done(self):
-            return gate.is_set() and self._pending.done()
-
-        def when_done(self, callback):
-            gate.when_set(lambda: self._pending.when_done(callback))
-
-        def wait(self):
-            wait_until(gate.is_set)
-            return self._pending.wait()
-
     class HeldCapture(stand_in()):
         def start(self, *args, **kwargs):
             if not holding:  # the warm-up at camera_info and the first frame
                 return super().start(*args, **kwargs)
             begun.append(1)
-            return Held(super().start(*args, **kwargs))
+            return Held(super().start(*args, **kwargs), gate)
 
     with running_node(tiny_checkpoint, tmp_path) as (node, tester):
         node.estimator.graphs = CapturedFrames(node.estimator, HeldCapture)
@@ -673,25 +659,32 @@ from depthclip_ros.node.entry_point import main
 sys.exit(main())
 """
 
-# The diagnostics timer's callback, in hand when the SIGINT comes, publishes once rclpy's own
-# thread has shut the middleware down.
-_INTERRUPTED_IN_A_TIMER = """
+
+def _signalled_in(method: str, signum: str, said: str) -> str:
+    """A node process whose DepthClipNode.`method`, called, says `said`, sends the process
+    `signum`, waits for rclpy to shut the middleware down, then runs as it would."""
+    return f"""
 import os, signal, sys, time
 from depthclip_ros.node.lifecycle_node import DepthClipNode
 
-publish = DepthClipNode._publish_diagnostics
+real = DepthClipNode.{method}
 
 def after_the_shutdown(self):
-    print("interrupting", flush=True)
-    os.kill(os.getpid(), signal.SIGINT)
+    print("{said}", flush=True)
+    os.kill(os.getpid(), signal.{signum})
     while self.context.ok():
         time.sleep(0.01)
-    publish(self)
+    real(self)
 
-DepthClipNode._publish_diagnostics = after_the_shutdown
+DepthClipNode.{method} = after_the_shutdown
 from depthclip_ros.node.entry_point import main
 sys.exit(main())
 """
+
+
+# The diagnostics timer's callback, in hand when the SIGINT comes, publishes once rclpy's own
+# thread has shut the middleware down.
+_INTERRUPTED_IN_A_TIMER = _signalled_in("_publish_diagnostics", "SIGINT", "interrupting")
 
 
 @pytest.mark.parametrize(
@@ -731,23 +724,7 @@ def test_ctrl_c_in_a_running_nodes_callbacks_ends_it_quietly(
 
 # A SIGTERM (a scheduler, launch's escalation) in the instant the node activates: rclpy shuts
 # the middleware down before the node's inputs and outputs are made.
-_TERMINATED_WHILE_ACTIVATING = """
-import os, signal, sys, time
-from depthclip_ros.node.lifecycle_node import DepthClipNode
-
-update_inputs = DepthClipNode._update_inputs
-
-def after_the_shutdown(self):
-    print("terminating", flush=True)
-    os.kill(os.getpid(), signal.SIGTERM)
-    while self.context.ok():
-        time.sleep(0.01)
-    update_inputs(self)
-
-DepthClipNode._update_inputs = after_the_shutdown
-from depthclip_ros.node.entry_point import main
-sys.exit(main())
-"""
+_TERMINATED_WHILE_ACTIVATING = _signalled_in("_update_inputs", "SIGTERM", "terminating")
 
 
 def test_a_sigterm_while_the_node_activates_ends_it_quietly(tiny_checkpoint, tmp_path):

@@ -2,12 +2,13 @@
 (under the text features, bins and temperature it was started with, as a replay reads them),
 handed back through the real slot ring and InFlight (a slot's arrays taken before it serves
 again); only the device (streams, events, pinned memory, the graph) is left out. Counts its
-captures and replays."""
+captures and replays. `Held`: its arrays held until the test lets them arrive."""
 
 import types
 
 import numpy as np
 import torch
+from helpers import wait_until
 
 from depthclip_ros.estimator import cuda_graph
 from depthclip_ros.estimator.depth_head import bin_probabilities, temperature_scale
@@ -77,3 +78,21 @@ def stand_in(offset_m=0.0, fails=False):
             return slot.holder
 
     return StandIn
+
+
+class Held:
+    """A frame in flight whose arrays are held until `gate` (a ForwardEnd) is set: not done, its
+    callbacks and its wait after the gate."""
+
+    def __init__(self, pending, gate):
+        self._pending, self._gate = pending, gate
+
+    def done(self) -> bool:
+        return self._gate.is_set() and self._pending.done()
+
+    def when_done(self, callback) -> None:
+        self._gate.when_set(lambda: self._pending.when_done(callback))
+
+    def wait(self) -> list:
+        wait_until(self._gate.is_set)
+        return self._pending.wait()

@@ -628,33 +628,28 @@ def test_a_gpu_workers_batches_from_several_bags_are_in_flight_together(tiny_che
     both begun before either comes back, and each gets its own frames' depth."""
     import threading
 
-    from captured_frame_stand_in import stand_in
+    from captured_frame_stand_in import Held, stand_in
 
     from depthclip_ros.estimator.cuda_graph import SLOTS, CapturedFrames
+    from depthclip_ros.estimator.result import ForwardEnd
     from depthclip_ros.fleet.run import GPU_BATCHES_IN_FLIGHT
     from depthclip_ros.fleet.workers import ModelWorker
 
     assert GPU_BATCHES_IN_FLIGHT == SLOTS
-    released, begun = threading.Event(), []
+    gate, begun = ForwardEnd(), []
 
-    class Held(stand_in()):
+    class HeldCapture(stand_in()):  # a new size's capture and check run apart: not held
         def start(self, *args, **kwargs):
-            pending = super().start(*args, **kwargs)
-            if released.is_set():  # the capture's check and the warm-up
-                return pending
             begun.append(1)
-            wait = pending.wait
-            pending.wait = lambda: (released.wait(10), wait())[1]
-            return pending
+            return Held(super().start(*args, **kwargs), gate)
 
     worker_class = ModelWorker.__ray_metadata__.modified_class.__mro__[1]
     params = {"model": str(tiny_checkpoint), "device": "cpu", "cache_dir": str(tmp_path)}
     worker = worker_class(params)
-    worker.estimator.graphs = CapturedFrames(worker.estimator, Held)
+    worker.estimator.graphs = CapturedFrames(worker.estimator, HeldCapture)
     frames = [np.full((1, 48, 64, 3), value, np.uint8) for value in (40, 200)]
-    released.set()
     worker.predict(frames[0])  # captured and checked
-    released.clear()
+    assert begun == []
     results = {}
     threads = [
         threading.Thread(target=lambda i=i: results.update({i: worker.predict(frames[i])[0]}))
@@ -664,7 +659,7 @@ def test_a_gpu_workers_batches_from_several_bags_are_in_flight_together(tiny_che
         thread.start()
     wait_until(lambda: len(begun) == 2)  # the second begun while the first is held
     assert results == {}
-    released.set()
+    gate.set()
     for thread in threads:
         thread.join(10)
     for i, frame in enumerate(frames):
