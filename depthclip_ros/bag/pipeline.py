@@ -1,7 +1,8 @@
-"""Reading, the model and writing overlapped: the model works on one chunk on a thread of its
-own while the calling thread reads the next chunk and writes the previous one. Reading and
-writing stay on the thread that opened the bags (sqlite3 connections refuse any other). At most
-`depth` chunks wait for the model: memory stays bounded.
+"""Reading, decoding, the model and writing overlapped: the model works on one chunk on a thread
+of its own while the calling thread reads the next chunk and writes the previous one, and
+images are decoded on threads ahead of the reading (`ahead`). Reading and writing stay on the
+thread that opened the bags (sqlite3 connections refuse any other). At most `depth` chunks wait
+for the model and `window` messages for their decoding: memory stays bounded.
 
 Overlap pays only where the model leaves the CPU free: on a GPU, or when the CPU has cores the
 model's thread pool does not use. Where the model's threads take every core, the other work
@@ -13,6 +14,7 @@ No rclpy.
 from __future__ import annotations
 
 import collections
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 from ..estimator.cpu_features import usable_cores
@@ -22,6 +24,50 @@ def model_leaves_cpu_free(device, model_threads: int) -> bool:
     """Whether other work can run beside the model without slowing it: it runs on an
     accelerator, or its thread pool leaves at least one core."""
     return str(device) != "cpu" or model_threads < usable_cores()
+
+
+def decode_threads(device, model_threads: int, most: int = 4) -> int:
+    """Threads for decoding images beside the reading thread and the model: the cores neither
+    takes (a model on an accelerator waits for it, on the CPU it takes its thread pool), at
+    most `most`; 0: decode on the reading thread."""
+    model_cores = model_threads if str(device) == "cpu" else 0
+    return max(0, min(most, usable_cores() - 1 - model_cores))
+
+
+def ahead(items, work, wanted, workers: int, window: int):
+    """(item, get) for each item of `items`, in order: get() returns `work(item)` (or raises
+    what it raised) for the items `wanted(item)` accepts, None for the others. With `workers`,
+    `work` runs on that many threads up to `window` items ahead of the caller (decoding
+    releases the GIL); with 0, get() runs it."""
+    if workers <= 0:
+        for item in items:
+            yield item, functools.partial(work, item) if wanted(item) else _nothing
+        return
+    waiting = collections.deque()  # (item, its future or None), in order
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        try:
+            for item in items:
+                waiting.append((item, pool.submit(work, item) if wanted(item) else None))
+                while len(waiting) > window or (waiting and _ready(waiting[0][1])):
+                    yield _handed(*waiting.popleft())
+            while waiting:
+                yield _handed(*waiting.popleft())
+        finally:  # the caller stopped early: no work left queued behind it
+            for _, future in waiting:
+                if future is not None:
+                    future.cancel()
+
+
+def _nothing():
+    return None
+
+
+def _ready(future) -> bool:
+    return future is None or future.done()
+
+
+def _handed(item, future) -> tuple:
+    return item, _nothing if future is None else future.result
 
 
 def run_stages(source, model_step, write_step, *, overlap: bool = True, depth: int = 2) -> None:

@@ -33,7 +33,7 @@ from ..runtime.batching import by_image_size
 from ..runtime.scene_hysteresis import SceneChoice, SceneHysteresis
 from ..runtime.stamp_pairing import CameraInfoIndex, pairing_warnings, stamp_ns
 from ..transforms import transform_from_stamped
-from .pipeline import model_leaves_cpu_free, run_stages
+from .pipeline import ahead, decode_threads, model_leaves_cpu_free, run_stages
 from .plan import BagPlan, PlannedCamera
 from .reading import (
     CAMERA_INFO,
@@ -173,7 +173,17 @@ class BagProcessor:
         by_image = {camera.image_topic: camera for camera in cameras}
         chunk, chunk_bytes = _Chunk(), 0
         closed = collections.deque()  # full chunks whose frames' range data is not decided yet
-        for conn, timestamp, raw in read_messages(reader, in_path, connections or ()):
+        # Images decoded on threads ahead of this loop where cores are free (bag/pipeline.py).
+        workers = decode_threads(self.estimator.device, self.estimator.cpu_threads)
+        wanted = self.batch_size * getattr(self.estimator, "forwards_side_by_side", 1)
+        messages = ahead(
+            read_messages(reader, in_path, connections or ()),
+            self._decode,
+            lambda item: item[0].topic in by_image,
+            workers,
+            window=2 * workers + wanted,
+        )
+        for (conn, timestamp, raw), decoded in messages:
             out_conn = out_conns.get((conn.topic, conn.msgtype, conn.ext.serialization_format))
             if out_conn is not None:
                 chunk.messages.append((out_conn, timestamp, raw))
@@ -193,13 +203,10 @@ class BagProcessor:
                 msg = self._deserialize(raw, conn, timestamp)
                 self._take_transforms(TF, msg, self.ranges.moving.add, timestamp)
             elif conn.topic in by_image:
-                camera = by_image[conn.topic]
                 chunk.images += 1
-                msg = self._deserialize(raw, conn, timestamp)
-                self._add_frame(chunk, camera, msg, timestamp)
+                self._add_frame(chunk, by_image[conn.topic], *decoded(), timestamp)
             batches = by_image_size(chunk.frames, lambda f: f.rgb).values()
             # A model that runs forwards side by side (OpenVINO's streams) gets one batch each.
-            wanted = self.batch_size * getattr(self.estimator, "forwards_side_by_side", 1)
             full = any(len(batch) >= wanted for batch in batches)
             if full or chunk_bytes > MAX_BUFFERED_BYTES:
                 closed.append(chunk)
@@ -299,13 +306,21 @@ class BagProcessor:
                 f"{conn.msgtype}: {type(exc).__name__}: {exc}"
             ) from None
 
-    def _add_frame(self, chunk, camera, msg, timestamp):
-        camera.stats["frames"] += 1
+    def _decode(self, item) -> tuple:
+        """(image message, its RGB or the ImageDecodeError saying why it has none) of a
+        (connection, log time, raw) image message; BagError when its CDR is damaged."""
+        conn, timestamp, raw = item
+        msg = self._deserialize(raw, conn, timestamp)
         try:
-            rgb = decode_image(msg)
-        except ImageDecodeError as exc:  # like the node: skip the frame, say why
+            return msg, decode_image(msg)
+        except ImageDecodeError as exc:
+            return msg, exc
+
+    def _add_frame(self, chunk, camera, msg, rgb, timestamp):
+        camera.stats["frames"] += 1
+        if isinstance(rgb, ImageDecodeError):  # like the node: skip the frame, say why
             camera.stats["rejected"] += 1
-            self.warnings.add(f"{camera.image_topic}: rejected: {exc}", timestamp)
+            self.warnings.add(f"{camera.image_topic}: rejected: {rgb}", timestamp)
             return
         info = self._camera_info_for(camera, msg, timestamp, (rgb.shape[1], rgb.shape[0]))
         frame = PendingFrame(

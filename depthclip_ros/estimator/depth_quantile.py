@@ -40,12 +40,14 @@ def depth_quantile(result, index: int, q: float, rows, cols) -> np.ndarray:
     probs = result.bin_probs[index].astype(np.float64)  # (K, h, w)
     row_weights, row_inside = _axis_weights(rows, top, height, probs.shape[1])
     col_weights, col_inside = _axis_weights(cols, left, width, probs.shape[2])
-    # The upsampling is separable: rows, then columns, of every bin's probabilities.
-    pixel_probs = np.einsum("rh,khw,cw->rck", row_weights, probs, col_weights, optimize=True)
-    reached = np.cumsum(pixel_probs, axis=-1) >= q
-    # Rounding may leave the total a hair under a q near 1: then the farthest bin.
-    reached[..., -1] = True
+    # Upsampling is linear, so the cumulative probabilities are upsampled rather than each
+    # bin's (then summed); separable: rows, then columns. The last bin is always reached (a
+    # total a hair under a q near 1 by rounding gives the farthest bin).
+    cumulative = np.cumsum(probs[:-1], axis=0)
+    pixel_cumulative = row_weights @ cumulative @ col_weights.T  # (K - 1, rows, cols)
+    # The cumulative rises with the bin: the first bin reaching q is the count of those below.
+    first_reached = np.count_nonzero(pixel_cumulative < q, axis=0)
     bins = np.asarray(result.clearing_bins_of(index), np.float32)
-    depth = bins[np.argmax(reached, axis=-1)]
+    depth = bins[first_reached]
     depth[~(row_inside[:, None] & col_inside[None, :])] = np.nan
     return depth

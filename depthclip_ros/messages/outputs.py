@@ -71,23 +71,21 @@ def fine_arrays(wanted, settings) -> tuple:
 
 
 def rgb8_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
-    """Fields of a sensor_msgs/Image holding an (H, W, 3) uint8 image."""
+    """Fields of a sensor_msgs/Image holding an (H, W, 3) uint8 image (`data` a view of `rgb`
+    where it is contiguous: the message is to be built before `rgb` changes)."""
     h, w = rgb.shape[:2]
-    return dict(
-        height=h,
-        width=w,
-        encoding=encoding,
-        is_bigendian=0,
-        step=w * 3,
-        data=np.ascontiguousarray(rgb, dtype=np.uint8).tobytes(),
-    )
+    data = np.ascontiguousarray(rgb, dtype=np.uint8).reshape(-1)
+    return dict(height=h, width=w, encoding=encoding, is_bigendian=0, step=w * 3, data=data)
 
 
 def depth_image_fields(depth: np.ndarray) -> dict:
-    """Fields of a 32FC1 sensor_msgs/Image (metres, NaN = invalid; REP 118)."""
+    """Fields of a 32FC1 sensor_msgs/Image (metres, NaN = invalid; REP 118; `data` a view of
+    `depth` where it is contiguous little-endian float32: the message is to be built before
+    `depth` changes)."""
     d = np.ascontiguousarray(depth, dtype="<f4")
     h, w = d.shape
-    return dict(height=h, width=w, encoding="32FC1", is_bigendian=0, step=w * 4, data=d.tobytes())
+    data = d.reshape(-1).view(np.uint8)
+    return dict(height=h, width=w, encoding="32FC1", is_bigendian=0, step=w * 4, data=data)
 
 
 def colored_image_fields(depth: np.ndarray, bins, colormap: str) -> dict:
@@ -259,12 +257,8 @@ def clearing_cloud(result, index: int, settings, rows, cols, points, colours, st
         depth = np.minimum(depth, np.float32(settings.cloud_max_range))
     cols, rows = np.asarray(cols, np.float32), np.asarray(rows, np.float32)
     clearing = point_cloud.backproject(cols[None, :], rows[:, None], depth, intr)
-    keep = np.isfinite(points).all(axis=-1) & (clearing[..., 2] >= settings.cloud_min_range)
+    keep = point_cloud.finite_points(points) & (clearing[..., 2] >= settings.cloud_min_range)
     return point_cloud.pointcloud_fields(clearing, colours, std, keep)
-
-
-def _unchanged(data):
-    return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +271,9 @@ class MessageBuilder:
     point_field_type: type
     roi_type: type
     compressed_image_type: type
-    byte_array: object = _unchanged  # how the types take uint8[] data given as bytes
+    # How the types take uint8[] data, given as bytes or a 1-D uint8 array: rclpy's as bytes
+    # (its array.array('B') is made from bytes at once, from an array element by element).
+    byte_array: object = bytes
 
     @classmethod
     def from_ros(cls) -> "MessageBuilder":
@@ -309,14 +305,13 @@ class MessageBuilder:
                     "CompressedImage",
                 )
             ),
-            byte_array=lambda data: np.frombuffer(data, np.uint8),
+            byte_array=lambda data: np.frombuffer(data, np.uint8),  # no copy
         )
 
     def _make(self, msg_type, header, fields: dict):
-        converted = {
-            k: self.byte_array(v) if isinstance(v, bytes) else v for k, v in fields.items()
-        }
-        return msg_type(header=header, **converted)
+        if "data" in fields:
+            fields = {**fields, "data": self.byte_array(fields["data"])}
+        return msg_type(header=header, **fields)
 
     def image(self, header, fields: dict):
         """A sensor_msgs/Image from image fields (rgb8_image_fields, depth_image_fields)."""

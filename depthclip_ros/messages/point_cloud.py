@@ -15,14 +15,22 @@ CLOUD_POINT_STEP = 20
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """uint8 (..., 3) -> float32 with the 0x00RRGGBB bit pattern RViz reads."""
-    c = rgb.astype(np.uint32)
-    return ((c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]).view(np.float32)
+    packed = rgb[..., 0].astype(np.uint32) << 16  # channel by channel: no (..., 3) uint32 copy
+    packed |= rgb[..., 1].astype(np.uint32) << 8
+    packed |= rgb[..., 2]
+    return packed.view(np.float32)
 
 
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:
     """The inverse of pack_rgb: float32 0x00RRGGBB -> uint8 (..., 3)."""
     c = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint32)
     return np.stack([(c >> 16) & 255, (c >> 8) & 255, c & 255], axis=-1).astype(np.uint8)
+
+
+def finite_points(points: np.ndarray) -> np.ndarray:
+    """Mask of the (..., 3) points whose x, y and z are all finite (coordinate by coordinate:
+    NumPy reduces a length-3 last axis slowly)."""
+    return np.isfinite(points[..., 0]) & np.isfinite(points[..., 1]) & np.isfinite(points[..., 2])
 
 
 def backproject(u: np.ndarray, v: np.ndarray, z: np.ndarray, intrinsics: tuple) -> np.ndarray:
@@ -70,7 +78,7 @@ def kept_points(
     """Mask of the points a navigation stack gets: std at most `max_std` (0 = any) and the
     range along the optical axis (z) within [`min_range`, `max_range`] (max 0 = no limit)."""
     z = points[..., 2]
-    keep = np.isfinite(points).all(axis=-1) & (z >= min_range)
+    keep = finite_points(points) & (z >= min_range)
     if max_range > 0:
         keep &= z <= max_range
     if max_std > 0:
@@ -89,9 +97,10 @@ def pointcloud_fields(points: np.ndarray, colours: np.ndarray, std: np.ndarray, 
     buf[..., :3] = points
     buf[..., 3] = pack_rgb(colours)
     buf[..., 4] = std
-    invalid = ~np.isfinite(points).all(axis=-1)
+    valid = finite_points(points)
     if keep is not None:
-        invalid |= ~keep
+        valid &= keep
+    invalid = ~valid
     buf[invalid, :3] = np.nan
     buf[invalid, 4] = np.nan
     return dict(
@@ -102,7 +111,7 @@ def pointcloud_fields(points: np.ndarray, colours: np.ndarray, std: np.ndarray, 
         row_step=CLOUD_POINT_STEP * w,
         is_dense=bool(not invalid.any()),
         fields=[(name, off, POINTFIELD_FLOAT32, 1) for name, off in CLOUD_FIELDS],
-        data=buf.astype("<f4", copy=False).tobytes(),
+        data=buf.astype("<f4", copy=False).reshape(-1).view(np.uint8),  # a new buffer: no copy
     )
 
 

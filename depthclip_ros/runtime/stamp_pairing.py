@@ -134,8 +134,9 @@ class CameraInfoIndex(StampIndex):
     def add(self, info, value=None) -> None:
         super().add(info, value)
         value = info if value is None else value
-        self._latest_by_size.pop(described_size(info), None)  # newest last: insertion order
-        self._latest_by_size[described_size(info)] = value
+        size = described_size(info)
+        self._latest_by_size.pop(size, None)  # newest last: insertion order
+        self._latest_by_size[size] = value
 
     def latest_for(self, size: tuple):
         """The newest camera_info of an image of `size` (width, height), or of an unset size."""

@@ -982,6 +982,77 @@ def test_stages_keep_order_and_stop_at_the_first_error():
         assert len(read) < 100  # the reader stopped too (bounded queues), it did not read on
 
 
+def test_decoding_ahead_keeps_order_bounds_its_window_and_raises_in_place():
+    from depthclip_ros.bag.pipeline import ahead
+
+    def square(x):
+        if x == 30:
+            raise ValueError("item 30 is bad")
+        time.sleep(0.001 * (x % 3))  # finished out of order on several threads
+        return x * x
+
+    for workers in (0, 3):
+        read = []
+
+        def source(read=read):
+            for x in range(10_000):
+                read.append(x)
+                yield x
+
+        seen = []
+        with pytest.raises(ValueError, match="item 30 is bad"):
+            for item, get in ahead(source(), square, lambda x: x % 2 == 0, workers, window=5):
+                assert len(read) - item <= 6  # at most `window` read ahead of the caller
+                seen.append((item, get()))
+        assert seen == [(x, x * x if x % 2 == 0 else None) for x in range(30)]
+
+
+def test_images_decoded_on_threads_ahead_write_what_decoding_in_turn_writes(
+    tmp_path, params_file, monkeypatch, capsys
+):
+    """JPEG frames decoded on three threads ahead of the reading, as where cores are free (a GPU
+    host): OUT is byte for byte the one decoded in turn, the undecodable frame is skipped and
+    counted at its place; a message whose CDR is damaged is the same one error line, nothing
+    written."""
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=8, compressed=True)
+    topic = "/cam/image_raw/compressed"
+    bad = {"undecodable": tmp_path / "undecodable", "damaged": tmp_path / "damaged"}
+    for kind, path in bad.items():
+        with Reader(src) as reader, Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+            conns = {
+                c.id: w.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
+                for c in reader.connections
+            }
+            images = 0
+            for c, t, raw in reader.messages():
+                images += c.topic == topic
+                if c.topic == topic and images == 3:  # the third frame
+                    raw = raw[:-200] + bytes(200) if kind == "undecodable" else raw[:20]
+                w.write(conns[c.id], t, raw)
+    argv = ["--image-topic", topic, "--params", params_file, "--batch-size", 2, "--quiet"]
+    runs = {}
+    for workers in (0, 3):
+        monkeypatch.setattr(processing, "decode_threads", lambda *a, n=workers: n)
+        monkeypatch.setattr(processing, "model_leaves_cpu_free", lambda *a, o=workers > 0: o)
+        dst = tmp_path / f"w{workers}" / "out"  # one name: the file records it
+        assert run_tool("process", bad["undecodable"], dst, *argv) == 0
+        out = capsys.readouterr()
+        assert "1 frames rejected" in out.out and "rejected: undecodable compressed" in out.err
+        names = read_bag(dst)[1]
+        files = [(dst / name).read_bytes() for name in names if name.endswith(".mcap")]
+        assert len(read_bag(dst)[0]["/cam/depth/image"]) == 7
+        failed = tmp_path / f"w{workers}" / "failed"
+        assert run_tool("process", bad["damaged"], failed, *argv) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"message on {topic} at log time" in line and "cannot be deserialized" in line
+        assert not failed.exists() and leftovers(failed.parent) == []
+        runs[workers] = files, line
+    assert runs[3] == runs[0]
+
+
 def test_several_cameras_checks(tmp_path, params_file, capsys):
     src = tmp_path / "in"
     write_bag(src, "mcap", frames=1, cameras={"/front": (160, 120), "/rear": (160, 120)})
