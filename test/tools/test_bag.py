@@ -1021,7 +1021,8 @@ def test_images_decoded_on_threads_ahead_write_what_decoding_in_turn_writes(
     topic = "/cam/image_raw/compressed"
     bad = {"undecodable": tmp_path / "undecodable", "damaged": tmp_path / "damaged"}
     for kind, path in bad.items():
-        with Reader(src) as reader, Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        mcap = StoragePlugin.MCAP
+        with Reader(src) as reader, Writer(path, version=9, storage_plugin=mcap) as w:
             conns = {
                 c.id: w.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
                 for c in reader.connections
