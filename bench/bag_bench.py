@@ -3,6 +3,7 @@ rate, and `depthclip-fleet` against one depthclip-bag process per bag. Each tool
 process, as users run it; bags are written here with rosbags (the shipped synthetic scenes)."""
 
 import functools
+import io
 import re
 import shutil
 import statistics
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from depthclip_ros.bag.pipeline import decode_threads
 from depthclip_ros.bag.plan import plan_bag
 from depthclip_ros.bag.processing import process_bag
 from depthclip_ros.config.params_files import load_config, load_params
@@ -28,6 +30,15 @@ from .measure import timed
 BIN = Path(sys.executable).parent
 T0_NS = 1_700_000_000 * 10**9
 PERIOD_NS = 33_333_333  # 30 Hz
+IMAGE_TOPIC, JPEG_TOPIC = "/cam/image_raw", "/cam/image_raw/compressed"
+
+
+def jpeg_bytes(image, quality: int = 90) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "JPEG", quality=quality)
+    return out.getvalue()
 
 
 @functools.cache
@@ -36,8 +47,9 @@ def scene_image(name: str):
     return render_scene(name)[0]
 
 
-def write_camera_bag(path: Path, frames: int, storage: str = "mcap") -> None:
-    """A 640x480 rgb8 camera at 30 Hz with its camera_info, as a driver's recording has it."""
+def write_camera_bag(path: Path, frames: int, storage: str = "mcap", jpeg: bool = False) -> None:
+    """A 640x480 rgb8 camera at 30 Hz with its camera_info, as a driver's recording has it;
+    `jpeg`: its images JPEG-compressed instead, on JPEG_TOPIC (image_transport's)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -45,6 +57,7 @@ def write_camera_bag(path: Path, frames: int, storage: str = "mcap") -> None:
     builder = MessageBuilder.from_typestore(ts)
     types = ts.types
     images = [scene_image(name) for name in SCENES]
+    compressed = [jpeg_bytes(image) for image in images] if jpeg else None
     fields = scene_camera_info_fields()
     roi = types["sensor_msgs/msg/RegionOfInterest"](
         x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
@@ -54,12 +67,21 @@ def write_camera_bag(path: Path, frames: int, storage: str = "mcap") -> None:
         info_conn = writer.add_connection(
             "/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts
         )
-        image_conn = writer.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+        image_conn = writer.add_connection(
+            JPEG_TOPIC if jpeg else IMAGE_TOPIC,
+            "sensor_msgs/msg/CompressedImage" if jpeg else "sensor_msgs/msg/Image",
+            typestore=ts,
+        )
         for i in range(frames):
             t = T0_NS + i * PERIOD_NS
             stamp = types["builtin_interfaces/msg/Time"](sec=t // 10**9, nanosec=t % 10**9)
             header = types["std_msgs/msg/Header"](stamp=stamp, frame_id="camera_optical_frame")
-            image = builder.image(header, rgb8_image_fields(images[i % len(images)]))
+            if jpeg:
+                image = builder.compressed_image(
+                    header, {"format": "jpeg", "data": compressed[i % len(images)]}
+                )
+            else:
+                image = builder.image(header, rgb8_image_fields(images[i % len(images)]))
             info = types["sensor_msgs/msg/CameraInfo"](
                 header=header,
                 **{k: np.asarray(v, np.float64) if k in "dkrp" else v for k, v in fields.items()},
@@ -88,7 +110,7 @@ def predict_rate(model, reps: int = 30) -> float:
 def run_tool(tool: str, *argv, params: Path) -> tuple:
     """Run a console script of the package on the bench camera as its own process: (wall
     seconds of the whole process, its stdout). RuntimeError with its stderr when it fails."""
-    command = [str(BIN / tool), *map(str, argv), "--image-topic", "/cam/image_raw"]
+    command = [str(BIN / tool), *map(str, argv), "--image-topic", IMAGE_TOPIC]
     command += ["--params", str(params), "--quiet"]
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
@@ -124,23 +146,36 @@ class CostlessModel:
         return lambda: result
 
 
-def io_ceiling(model, params: Path, bag: Path, frames: int, batch_size: int = 8) -> float:
+def io_ceiling(model, params: Path, bag: Path, frames: int, batch_size: int = 8, **options):
     """depthclip-bag's frames/s with CostlessModel (results of `model`), in this process
-    (median of three)."""
+    (median of three); `options`: ceiling_runs'."""
     costless = CostlessModel(model, batch_size)
-    rates = [rate for rate, _ in ceiling_runs(costless, params, bag, frames, batch_size)]
-    return statistics.median(rates)
+    runs = ceiling_runs(costless, params, bag, frames, batch_size, **options)
+    return statistics.median(rate for rate, _ in runs)
 
 
-def ceiling_runs(costless, params, bag, frames, batch_size=8, repeats=3, **plan_options):
+def ceiling_runs(
+    costless,
+    params,
+    bag,
+    frames,
+    batch_size=8,
+    repeats=3,
+    image_topic=IMAGE_TOPIC,
+    decode_threads=None,
+    **plan_options,
+):
     """[(frames/s, bytes of OUT)] of `repeats` runs of the tool with a CostlessModel, in this
-    process; `plan_options`: plan_bag's (outputs, outputs_only)."""
+    process; `decode_threads`: process_bag's; `plan_options`: plan_bag's (outputs,
+    outputs_only)."""
     settings = OutputSettings.from_params(load_params(params, (), {}))
     runs = []
     for _ in range(repeats):
         out = bag.parent / "ceiling_out"
-        with plan_bag(bag, out, ["/cam/image_raw"], **plan_options) as plan:
-            stats = process_bag(plan, costless, settings, batch_size=batch_size)
+        with plan_bag(bag, out, [image_topic], **plan_options) as plan:
+            stats = process_bag(
+                plan, costless, settings, batch_size=batch_size, decode_threads=decode_threads
+            )
         size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
         runs.append((frames / stats["seconds"], size))
         shutil.rmtree(out)
@@ -221,6 +256,17 @@ def bench_bag_tool(ckpt, frames=(60, 300), repeats=3):
         tools.append((long - short) / extra if extra > 0 else None)
         rate_before = rate_after
     ceiling = io_ceiling(model, params, folder / f"bag{long}", long)
+    write_camera_bag(folder / "jpeg", long, jpeg=True)
+    costless = CostlessModel(model, 8)
+    threads = decode_threads(costless.device, costless.cpu_threads)
+    jpeg = {0: [], None: []}  # decode threads -> frames/s, the two interleaved
+    for _ in range(3):
+        for n, runs in jpeg.items():
+            options = dict(repeats=1, image_topic=JPEG_TOPIC, decode_threads=n)
+            runs += [
+                rate
+                for rate, _ in ceiling_runs(costless, params, folder / "jpeg", long, **options)
+            ]
     shutil.rmtree(folder, ignore_errors=True)
     measured = [(tool, tool / rate) for tool, rate in zip(tools, rates) if tool is not None]
     if measured:
@@ -246,6 +292,15 @@ def bench_bag_tool(ckpt, frames=(60, 300), repeats=3):
             f"{ceiling / statistics.median(rates):.2f}",
             "",
         ],
+        *(
+            [
+                f"the same, a JPEG camera (quality 90), decoded {how}",
+                f"{statistics.median(jpeg[n]):.1f}",
+                f"{statistics.median(jpeg[n]) / statistics.median(rates):.2f}",
+                "",
+            ]
+            for n, how in ((0, "on the reading thread"), (None, f"on {threads} thread(s) ahead"))
+        ),
     ]
     head = ["what", "frames/s", "/ core predict (median; each repeat)", "wall (short / long bag)"]
     return head, rows

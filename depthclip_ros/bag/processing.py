@@ -101,8 +101,10 @@ class BagProcessor:
         batch_size=1,
         scene_switch_frames=1,
         range_topics=None,
+        decode_threads=None,
     ):
         self.estimator = estimator
+        self.decode_threads = decode_threads  # None: as the cores allow (pipeline.decode_threads)
         # metric_scale: the range data read so far (log order, as the node receives them)
         self.ranges = RangeSources()
         # bag topic -> (source, the image topic of the camera it serves, None: every camera)
@@ -174,7 +176,9 @@ class BagProcessor:
         chunk, chunk_bytes = _Chunk(), 0
         closed = collections.deque()  # full chunks whose frames' range data is not decided yet
         # Images decoded on threads ahead of this loop where cores are free (bag/pipeline.py).
-        workers = decode_threads(self.estimator.device, self.estimator.cpu_threads)
+        workers = self.decode_threads
+        if workers is None:
+            workers = decode_threads(self.estimator.device, self.estimator.cpu_threads)
         wanted = self.batch_size * getattr(self.estimator, "forwards_side_by_side", 1)
         messages = ahead(
             read_messages(reader, in_path, connections or ()),
@@ -454,6 +458,7 @@ def process_bag(
     scene_switch_frames: int = 1,
     frames_written=None,
     range_topics=None,
+    decode_threads=None,
 ) -> dict:
     """Write the plan's OUT: every message of IN plus depth, depth/camera_info and points beside
     each camera, all through `estimator` (anything with the core's `begin_predict`) in one pass,
@@ -461,19 +466,27 @@ def process_bag(
     takes over after winning `scene_switch_frames` frames in a row (the node's rule);
     `frames_written(n)` is told of every n image messages done; metric_scale reads its range
     data from `range_topics` ({source: topic, or {image topic: topic} for each camera its
-    own}, RANGE_TOPICS by default) and its frames from
-    /tf_static and static_transforms. Returns the run's statistics: totals, `cameras` ({image
-    topic: its own}), `warnings` (BagWarnings.summary: one entry a kind), `seconds` (the frames'
-    processing) and `preparing_seconds` (each image size's CUDA graphs or TensorRT engine, made
-    before its first frame: apart, as they are paid once). BagError on a bag problem or a write
-    error; nothing is left at OUT unless the whole run succeeds."""
+    own}, RANGE_TOPICS by default) and its frames from /tf_static and static_transforms;
+    `decode_threads` threads decode images ahead of the reading (None: as many as the cores
+    the model leaves, bag/pipeline.py; 0: decoded on the reading thread). Returns the run's
+    statistics: totals, `cameras` ({image topic: its own}), `warnings` (BagWarnings.summary:
+    one entry a kind), `seconds` (the frames' processing) and `preparing_seconds` (each image
+    size's CUDA graphs or TensorRT engine, made before its first frame: apart, as they are
+    paid once). BagError on a bag problem or a write error; nothing is left at OUT unless the
+    whole run succeeds."""
     if batch_size < 1:
         raise BagError(f"batch size must be >= 1, got {batch_size}")
     out_path, cameras = plan.out_path, [_Camera(planned) for planned in plan.cameras]
     check_depth_topics(settings, len(cameras), range_topics)
     typestore = get_typestore(Stores.ROS2_KILTED)
     processor = BagProcessor(
-        estimator, settings, typestore, batch_size, scene_switch_frames, range_topics
+        estimator,
+        settings,
+        typestore,
+        batch_size,
+        scene_switch_frames,
+        range_topics,
+        decode_threads,
     )
     started = time.monotonic()
     plugin = StoragePlugin.MCAP if plan.storage == "mcap" else StoragePlugin.SQLITE3

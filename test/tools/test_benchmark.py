@@ -2,6 +2,7 @@
 asserted)."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -189,11 +190,16 @@ def test_benchmark_cpu_variants_and_sharing():
 @pytest.mark.slow
 def test_benchmark_bags():
     tables = bench_tables("bags")
-    core_rate, tool, ceiling = tables["Bag tool"]
+    core_rate, tool, ceiling, jpeg_in_turn, jpeg_ahead = tables["Bag tool"]
     assert float(core_rate["frames/s"]) > 0 and "15 against 5 frames" in tool["what"]
     # So few frames leave the difference to start-up noise: a rate, or the table says so.
     assert tool["frames/s"].startswith("n/a") or float(tool["frames/s"]) > 0
     assert "model stand-in" in ceiling["what"] and float(ceiling["frames/s"]) > 0
+    assert jpeg_in_turn["what"].endswith("JPEG camera (quality 90), decoded on the reading thread")
+    assert re.search(
+        r"JPEG camera \(quality 90\), decoded on \d thread\(s\) ahead$", jpeg_ahead["what"]
+    )
+    assert float(jpeg_in_turn["frames/s"]) > 0 and float(jpeg_ahead["frames/s"]) > 0
     bag_outputs = tables["Bag outputs"]
     assert [r["OUT holds"] for r in bag_outputs] == [
         "full copy (default)",
@@ -307,6 +313,14 @@ def test_benchmark_core_fairness_temporal_and_eval():
     codec = tables["compressedDepth"]
     assert [r["scene"] for r in codec] == ["corridor", "room", "near_wall"]
     assert all(float(r["smaller by"]) > 1 and float(r["encode median (ms)"]) > 0 for r in codec)
+    steps = tables["Conversions and cloud building per frame"]
+    assert [r["step"].split(",")[0] for r in steps] == [
+        "decode rgb8",
+        "decode bgr8",
+        "decode JPEG (quality 90)",
+        "the default outputs' fields (depth",
+    ]
+    assert all(float(r["median (ms)"]) > 0 for r in steps)
     fairness = tables["Fair service under overload"]
     # --quick: the shipped network input only, staggered drivers alone, one instant batched
     assert [(r["network input"], r["drivers"], r["max_batch"]) for r in fairness] == [
