@@ -37,6 +37,7 @@ from .pipeline import ahead, decode_threads, model_leaves_cpu_free, run_stages
 from .plan import BagPlan, PlannedCamera
 from .reading import (
     CAMERA_INFO,
+    COMPRESSED,
     read_messages,
 )
 from .warnings import BagWarnings
@@ -175,15 +176,18 @@ class BagProcessor:
         by_image = {camera.image_topic: camera for camera in cameras}
         chunk, chunk_bytes = _Chunk(), 0
         closed = collections.deque()  # full chunks whose frames' range data is not decided yet
-        # Images decoded on threads ahead of this loop where cores are free (bag/pipeline.py).
-        workers = self.decode_threads
+        # Compressed images are decoded on threads ahead of this loop where cores are free
+        # (bag/pipeline.py); a raw image's decoding (a view, or a channel copy) costs less than
+        # handing it over.
+        compressed = {c.image_topic for c in cameras if c.image_type == COMPRESSED}
+        workers = self.decode_threads if compressed else 0
         if workers is None:
             workers = decode_threads(self.estimator.device, self.estimator.cpu_threads)
         wanted = self.batch_size * getattr(self.estimator, "forwards_side_by_side", 1)
         messages = ahead(
             read_messages(reader, in_path, connections or ()),
             self._decode,
-            lambda item: item[0].topic in by_image,
+            lambda item: item[0].topic in compressed and item[0].msgtype == COMPRESSED,
             workers,
             window=2 * workers + wanted,
         )
@@ -208,7 +212,8 @@ class BagProcessor:
                 self._take_transforms(TF, msg, self.ranges.moving.add, timestamp)
             elif conn.topic in by_image:
                 chunk.images += 1
-                self._add_frame(chunk, by_image[conn.topic], *decoded(), timestamp)
+                msg, rgb = decoded() or self._decode((conn, timestamp, raw))
+                self._add_frame(chunk, by_image[conn.topic], msg, rgb, timestamp)
             batches = by_image_size(chunk.frames, lambda f: f.rgb).values()
             # A model that runs forwards side by side (OpenVINO's streams) gets one batch each.
             full = any(len(batch) >= wanted for batch in batches)

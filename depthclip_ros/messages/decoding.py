@@ -145,7 +145,8 @@ def compressed_to_rgb8(msg) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             if im.format not in ("JPEG", "PNG"):
                 raise ImageDecodeError(f"compressed format {im.format} is not JPEG or PNG")
-            return np.array(im.convert("RGB"))
+            # A colour JPEG or PNG decodes to RGB already: no conversion (a copy) then.
+            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ImageDecodeError):
             raise

@@ -1034,8 +1034,16 @@ def test_images_decoded_on_threads_ahead_write_what_decoding_in_turn_writes(
                     raw = raw[:-200] + bytes(200) if kind == "undecodable" else raw[:20]
                 w.write(conns[c.id], t, raw)
     argv = ["--image-topic", topic, "--params", params_file, "--batch-size", 2, "--quiet"]
-    runs = {}
+    runs, decoded_on = {}, set()
+    real_decode = processing.BagProcessor._decode
+
+    def decode(self, item):
+        decoded_on.add(threading.current_thread().name.split("_")[0])
+        return real_decode(self, item)
+
+    monkeypatch.setattr(processing.BagProcessor, "_decode", decode)
     for workers in (0, 3):
+        decoded_on.clear()
         monkeypatch.setattr(processing, "decode_threads", lambda *a, n=workers: n)
         monkeypatch.setattr(processing, "model_leaves_cpu_free", lambda *a, o=workers > 0: o)
         dst = tmp_path / f"w{workers}" / "out"  # one name: the file records it
@@ -1051,6 +1059,7 @@ def test_images_decoded_on_threads_ahead_write_what_decoding_in_turn_writes(
         assert f"message on {topic} at log time" in line and "cannot be deserialized" in line
         assert not failed.exists() and leftovers(failed.parent) == []
         runs[workers] = files, line
+        assert decoded_on == ({"decode"} if workers else {"MainThread"})
     assert runs[3] == runs[0]
 
 
