@@ -472,8 +472,8 @@ def process_bag(
     `frames_written(n)` is told of every n image messages done; metric_scale reads its range
     data from `range_topics` ({source: topic, or {image topic: topic} for each camera its
     own}, RANGE_TOPICS by default) and its frames from /tf_static and static_transforms;
-    `decode_threads` threads decode images ahead of the reading (None: as many as the cores
-    the model leaves, bag/pipeline.py; 0: decoded on the reading thread). Returns the run's
+    `decode_threads` threads decode compressed images ahead of the reading (None: as many as
+    the cores the model leaves, bag/pipeline.py; 0: on the reading thread). Returns the run's
     statistics: totals, `cameras` ({image topic: its own}), `warnings` (BagWarnings.summary:
     one entry a kind), `seconds` (the frames' processing) and `preparing_seconds` (each image
     size's CUDA graphs or TensorRT engine, made before its first frame: apart, as they are
