@@ -14,10 +14,11 @@ CLOUD_POINT_STEP = 20
 
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (..., 3) -> float32 with the 0x00RRGGBB bit pattern RViz reads."""
+    """(..., 3) colours of 0-255 (uint8, or any number type) -> float32 with the 0x00RRGGBB bit
+    pattern RViz reads."""
     packed = rgb[..., 0].astype(np.uint32) << 16  # channel by channel: no (..., 3) uint32 copy
     packed |= rgb[..., 1].astype(np.uint32) << 8
-    packed |= rgb[..., 2]
+    packed |= rgb[..., 2].astype(np.uint32)
     return packed.view(np.float32)
 
 

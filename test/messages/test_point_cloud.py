@@ -32,6 +32,9 @@ def test_backprojection_formula():
     packed = arr[3, 5, 3:4].view(np.uint32)[0]
     assert packed == (int(rgb[24, 40, 0]) << 16 | int(rgb[24, 40, 1]) << 8 | int(rgb[24, 40, 2]))
     np.testing.assert_array_equal(point_cloud.unpack_rgb(arr[..., 3]), cols)  # round trip
+    # Colours of any number type pack alike (the demo's anchors are float zeros).
+    as_floats = point_cloud.pack_rgb(cols.astype(np.float64)).view(np.uint32)
+    np.testing.assert_array_equal(as_floats, arr[..., 3].view(np.uint32))
 
 
 def test_cloud_filters_drop_exactly_the_points_they_should():
