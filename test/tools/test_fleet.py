@@ -96,7 +96,7 @@ def assert_equal_to_bag_tool(job_input, output, topics, params_file, tmp_path, o
     written = read_bag(output)[0]
     assert written == read_bag(reference)[0]
     for topic in topics:  # each camera's clouds, points/clearing beside points
-        namespace = topic.rsplit("/", 1)[0]
+        namespace = topic.removesuffix("/compressed").rsplit("/", 1)[0]
         assert {f"{namespace}/points", f"{namespace}/points/clearing"} <= set(written), topic
 
 
@@ -167,17 +167,22 @@ def test_manifest_keeps_the_latest_line_of_each_bag_and_skips_cut_lines(tmp_path
 
 
 def test_archive_on_ray_equals_the_bag_tool_and_a_corrupt_bag_fails_alone(tmp_path, params_file):
+    """Its bags of every kind, a JPEG camera's among them (decoded on a thread ahead in the
+    fleet's bag task, whose model runs elsewhere; in turn in the bag tool's reference)."""
     archive, outdir = tmp_path / "archive", tmp_path / "out"
     make_archive(archive, count=4)
+    jpeg = "/cam/image_raw/compressed"
+    write_bag(archive / "day4" / "jpeg", "mcap", frames=3, compressed=True)
     (archive / "broken").mkdir()
     (archive / "broken" / "broken.mcap").write_bytes(b"\x89MCAP0\r\n" + os.urandom(64))
     (archive / "broken" / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
-    rc, out, err = fleet(archive, "--out", outdir, "--workers", 2, params_file=params_file)
+    argv = [archive, "--out", outdir, "--workers", 2, f"--image-topic={jpeg}"]
+    rc, out, err = fleet(*argv, params_file=params_file)
     assert rc == 1, err
-    assert "| bags done | 4 |" in out and "| bags failed | 1 |" in out
+    assert "| bags done | 5 |" in out and "| bags failed | 1 |" in out
     assert f"failed: {archive / 'broken'}:" in err and "Traceback" not in err
     entries = {e["input"]: e for e in manifest_lines(outdir)}
-    assert len(entries) == 5 and entries[str(archive / "broken")]["status"] == "failed"
+    assert len(entries) == 6 and entries[str(archive / "broken")]["status"] == "failed"
     assert entries[str(archive / "broken")]["error"]
     assert not (outdir / "broken").exists() and no_staging_left(outdir) == []
     for name, topics in (
@@ -185,6 +190,7 @@ def test_archive_on_ray_equals_the_bag_tool_and_a_corrupt_bag_fails_alone(tmp_pa
         ("day1/run1", TOPICS[:1]),
         ("day2/both", TOPICS),
         ("day3/run3", TOPICS[:1]),
+        ("day4/jpeg", (jpeg,)),
     ):
         entry = entries[str(archive / name)]
         assert entry["status"] == "done" and entry["frames"] == 3 * len(topics)
