@@ -146,14 +146,6 @@ class CostlessModel:
         return lambda: result
 
 
-def io_ceiling(model, params: Path, bag: Path, frames: int, batch_size: int = 8, **options):
-    """depthclip-bag's frames/s with CostlessModel (results of `model`), in this process
-    (median of three); `options`: ceiling_runs'."""
-    costless = CostlessModel(model, batch_size)
-    runs = ceiling_runs(costless, params, bag, frames, batch_size, **options)
-    return statistics.median(rate for rate, _ in runs)
-
-
 def ceiling_runs(
     costless,
     params,
@@ -255,9 +247,10 @@ def bench_bag_tool(ckpt, frames=(60, 300), repeats=3):
         extra = wall[long] - wall[short]
         tools.append((long - short) / extra if extra > 0 else None)
         rate_before = rate_after
-    ceiling = io_ceiling(model, params, folder / f"bag{long}", long)
-    write_camera_bag(folder / "jpeg", long, jpeg=True)
     costless = CostlessModel(model, 8)
+    runs = ceiling_runs(costless, params, folder / f"bag{long}", long)
+    ceiling = statistics.median(rate for rate, _ in runs)
+    write_camera_bag(folder / "jpeg", long, jpeg=True)
     threads = decode_threads(costless.device, costless.cpu_threads)
     jpeg = {0: [], None: []}  # decode threads -> frames/s, the two interleaved
     for _ in range(3):
