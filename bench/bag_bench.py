@@ -248,12 +248,12 @@ def bench_bag_tool(ckpt, frames=(60, 300), repeats=3):
         tools.append((long - short) / extra if extra > 0 else None)
         rate_before = rate_after
     costless = CostlessModel(model, 8)
-    runs = ceiling_runs(costless, params, folder / f"bag{long}", long)
+    runs = ceiling_runs(costless, params, folder / f"bag{long}", long, repeats=repeats)
     ceiling = statistics.median(rate for rate, _ in runs)
     write_camera_bag(folder / "jpeg", long, jpeg=True)
     threads = decode_threads(costless.device, costless.cpu_threads)
     jpeg = {0: [], None: []}  # decode threads -> frames/s, the two interleaved
-    for _ in range(3):
+    for _ in range(repeats):
         for n, runs in jpeg.items():
             options = dict(repeats=1, image_topic=JPEG_TOPIC, decode_threads=n)
             runs += [

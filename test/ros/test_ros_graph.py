@@ -277,9 +277,12 @@ def test_camera_info_timing_never_holds_the_depth_and_clouds_pair_by_stamp(
         if pattern == "none":
             assert infos == {"own": 0, "other": 0}, infos  # no camera_info: depth only
         elif pattern == "1hz":
-            # Every frame's cloud: its own camera_info once a second, the latest otherwise.
+            # Every frame's cloud: its own camera_info once a second (one frame each at most),
+            # the latest otherwise: all but those few with the latest. (Not a share of the
+            # frames: a loaded machine answers few, 7 in 3 s seen in CI, 3 of them with their
+            # own camera_info.)
             assert infos["own"] + infos["other"] + lost >= 0.9 * camera["received"], infos
-            assert infos["own"] <= 5 and infos["other"] >= 0.7 * camera["received"], infos
+            assert infos["own"] <= 5, infos
             status = report["diagnostics"]["/depthclip: depth estimation"]
             fallbacks = "frames paired with another stamp's camera_info (last 10 s)"
             assert int(status[fallbacks]) > 0
