@@ -254,9 +254,9 @@ def bench_bag_tool(ckpt, frames=(60, 300), repeats=3):
     threads = decode_threads(costless.device, costless.cpu_threads)
     jpeg = {0: [], None: []}  # decode threads -> frames/s, the two interleaved
     for _ in range(repeats):
-        for n, runs in jpeg.items():
+        for n, jpeg_rates in jpeg.items():
             options = dict(repeats=1, image_topic=JPEG_TOPIC, decode_threads=n)
-            runs += [
+            jpeg_rates += [
                 rate
                 for rate, _ in ceiling_runs(costless, params, folder / "jpeg", long, **options)
             ]

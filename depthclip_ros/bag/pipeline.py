@@ -36,12 +36,12 @@ def decode_threads(device, model_threads: int, most: int = 4) -> int:
 
 def ahead(items, work, wanted, workers: int, window: int):
     """(item, get) for each item of `items`, in order: get() returns `work(item)` (or raises
-    what it raised) for the items `wanted(item)` accepts, None for the others. With `workers`,
-    `work` runs on that many threads up to `window` items ahead of the caller (decoding
-    releases the GIL); with 0, get() runs it."""
+    what it raised). With `workers`, the items `wanted(item)` accepts are worked on that many
+    threads up to `window` items ahead of the caller (decoding releases the GIL); the others,
+    and every item with 0 workers, when get() is called."""
     if workers <= 0:
         for item in items:
-            yield item, functools.partial(work, item) if wanted(item) else _nothing
+            yield item, functools.partial(work, item)
         return
     waiting = collections.deque()  # (item, its future or None), in order
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
@@ -49,25 +49,21 @@ def ahead(items, work, wanted, workers: int, window: int):
             for item in items:
                 waiting.append((item, pool.submit(work, item) if wanted(item) else None))
                 while len(waiting) > window or (waiting and _ready(waiting[0][1])):
-                    yield _handed(*waiting.popleft())
+                    yield _handed(*waiting.popleft(), work)
             while waiting:
-                yield _handed(*waiting.popleft())
+                yield _handed(*waiting.popleft(), work)
         finally:  # the caller stopped early: no work left queued behind it
             for _, future in waiting:
                 if future is not None:
                     future.cancel()
 
 
-def _nothing():
-    return None
-
-
 def _ready(future) -> bool:
     return future is None or future.done()
 
 
-def _handed(item, future) -> tuple:
-    return item, _nothing if future is None else future.result
+def _handed(item, future, work) -> tuple:
+    return item, functools.partial(work, item) if future is None else future.result
 
 
 def run_stages(source, model_step, write_step, *, overlap: bool = True, depth: int = 2) -> None:

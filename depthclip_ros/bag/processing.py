@@ -212,8 +212,7 @@ class BagProcessor:
                 self._take_transforms(TF, msg, self.ranges.moving.add, timestamp)
             elif conn.topic in by_image:
                 chunk.images += 1
-                msg, rgb = decoded() or self._decode((conn, timestamp, raw))
-                self._add_frame(chunk, by_image[conn.topic], msg, rgb, timestamp)
+                self._add_frame(chunk, by_image[conn.topic], *decoded(), timestamp)
             batches = by_image_size(chunk.frames, lambda f: f.rgb).values()
             # A model that runs forwards side by side (OpenVINO's streams) gets one batch each.
             full = any(len(batch) >= wanted for batch in batches)
