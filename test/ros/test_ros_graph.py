@@ -358,7 +358,17 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
         assert outpaced.startswith("yes: ") and "depthclip-export" in outpaced, json.dumps(status)
         assert 0 < float(status["model busy (% of the time)"]) <= 100, status  # capped
     assert log.read_text().count("input faster than the model: ") == 1
-    assert min(received) > 0 and max(received) - min(received) <= max(2, 0.2 * max(received))
+    # A depth the middleware reported lost on the way was served (the node sent it): counted.
+    answered = [
+        got + report["cameras"][name]["lost on the way"]["depth"]
+        for name, got in zip(names, received)
+    ]
+    seen = {  # what a failure shows: each camera's frames sent, answered, lost
+        name: (report["cameras"][name]["sent"], got, report["cameras"][name]["lost on the way"])
+        for name, got in zip(names, received)
+    }
+    assert min(received) > 0, seen
+    assert max(answered) - min(answered) <= max(2, 0.2 * max(answered)), seen
     for name in names:  # each frame's cloud, with its own camera_info: kept 10 s, it outlives
         # the slow forwards here (the 30 kept before were 1 s: CI run 36 saw 0 of 5). Some are
         # lost over the wire: a reliable sample lost while the saturated CPU stalls the driver
@@ -368,11 +378,11 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
         # one, and the driver heard each missing one reported lost). A depth lost so is not
         # counted at all; a camera_info the node's input lost so makes a cloud with another's.
         camera = report["cameras"][name]
-        infos, answered = camera["camera_infos"], received[names.index(name)]
+        infos = camera["camera_infos"]
         unexplained = (
             len(camera["answered without camera_info"]) - camera["lost on the way"]["camera_info"]
         )
-        allowed = max(2, 0.2 * answered)
+        allowed = max(2, 0.2 * received[names.index(name)])
         assert unexplained <= allowed and infos["other"] <= allowed, (name, camera)
         assert infos["own"] > 0, (name, infos)
 
