@@ -357,10 +357,7 @@ class BagProcessor:
                     arrays=arrays_to_fetch(wanted, self.settings),
                 )
             except ImageSizeError as exc:  # e.g. preprocessing 'crop' on a camera not 640x480
-                raise BagError(
-                    f"frames of {shape[1]}x{shape[0]} on {frames[0].owner.image_topic} cannot "
-                    f"be processed with this configuration: {exc}"
-                ) from None
+                raise _size_refused(frames, exc) from None
             chunk.predictions.append((frames, started))
         return chunk
 
@@ -380,7 +377,10 @@ class BagProcessor:
     def _write_chunk(self, chunk):
         """The chunk's output messages beside its copied ones, into OUT in log-time order."""
         for frames, started in chunk.predictions:
-            result = started()
+            try:
+                result = started()
+            except ImageSizeError as exc:  # a model elsewhere (the fleet's) says so only here
+                raise _size_refused(frames, exc) from None
             for i, frame in enumerate(frames):
                 # In each camera's log order, as its frames were recorded (the node's rule).
                 stamp = stamp_ns(frame.header.stamp) * 1e-9
@@ -434,6 +434,14 @@ class BagProcessor:
             chunk.messages.append(
                 (conn, frame.log_time, self.typestore.serialize_cdr(msg, conn.msgtype))
             )
+
+
+def _size_refused(frames, exc) -> BagError:
+    height, width = frames[0].rgb.shape[:2]
+    return BagError(
+        f"frames of {width}x{height} on {frames[0].owner.image_topic} cannot be processed "
+        f"with this configuration: {exc}"
+    )
 
 
 def check_depth_topics(settings: OutputSettings, cameras: int, range_topics=None) -> None:

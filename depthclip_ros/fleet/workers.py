@@ -5,6 +5,7 @@ sent to the actors). The bag task is the bag tool's processing with the actors a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -45,6 +46,7 @@ class ModelWorker:
             model=self.estimator.model_identity,
             device=str(self.estimator.device),
             forwards_side_by_side=getattr(self.estimator, "forwards_side_by_side", 1),
+            chooses_scenes=self.estimator.config.scene_bins == "auto",
             pid=os.getpid(),
             node=ray.get_runtime_context().get_node_id(),
         )
@@ -59,28 +61,38 @@ class ModelWorker:
 
 class ActorModel:
     """The bag tool's model interface over the pool of ModelWorkers: batches go to the workers
-    in turn (starting at a bag's own offset), so several bags keep every worker fed."""
+    in turn (starting at a bag's own offset), so several bags keep every worker fed, and a
+    bag's batches are in flight together (its reading and writing go on meanwhile)."""
 
     def __init__(self, workers, description: dict, start: int):
         self.device = description["device"]
         self.model_identity = description["model"]
         self.cpu_threads = 0  # the model runs in other processes: this one's cores are free
         self.forwards_side_by_side = description.get("forwards_side_by_side", 1)
+        self._chooses_scenes = description.get("chooses_scenes", True)
         self._next = itertools.cycle(
             workers[start % len(workers) :] + workers[: start % len(workers)]
         )
 
     def begin_predict(self, images, scenes=None, arrays=None):
-        """predict, as the bag tool begins it: here run at once (a camera's scene state must
-        come back before its next batch leaves)."""
-        result = self.predict(images, scenes, arrays)
-        return lambda: result
+        """predict, as the bag tool begins it: sent to a worker, its call waits for the result.
+        Under scene_bins auto run at once: a camera's scene state must come back before its
+        next batch leaves."""
+        if self._chooses_scenes:
+            result = self.predict(images, scenes, arrays)
+            return lambda: result
+        answer = next(self._next).predict.remote(images, scenes, arrays)
+        return functools.partial(self._result, answer, scenes)
 
     def predict(self, images, scenes=None, arrays=None):
         """The estimator's predict on a worker: only `arrays` travel back (None: all). A
         SceneChoice (`scenes`) runs there; its cameras' states are taken back here."""
+        return self._result(next(self._next).predict.remote(images, scenes, arrays), scenes)
+
+    @staticmethod
+    def _result(answer, scenes):
         try:
-            result, ran = ray.get(next(self._next).predict.remote(images, scenes, arrays))
+            result, ran = ray.get(answer)
         except ray.exceptions.RayTaskError as exc:  # the model refused the frames: say why
             if isinstance(exc.cause, DepthClipError):
                 raise exc.cause from None

@@ -919,6 +919,40 @@ def test_each_image_size_is_prepared_once_before_its_first_frame_and_timed_apart
     assert read_bag(tmp_path / "prepared")[0] == read_bag(tmp_path / "plain")[0]
 
 
+@pytest.mark.parametrize("said", ["begun", "taken"])
+def test_a_size_the_model_refuses_is_one_line_whether_said_when_begun_or_taken(
+    tmp_path, params_file, monkeypatch, capsys, said
+):
+    """A camera size the configuration cannot take (preprocessing crop needs 640x480) is the
+    same one error line, exit 2 and nothing left half-written, whether the model refuses the
+    batch when it is begun (the core) or when its result is taken (the fleet's workers, in
+    other processes)."""
+    from depthclip_ros.errors import ImageSizeError
+
+    src = tmp_path / "in"
+    write_bag(src, "mcap", frames=3)
+    refusal = ImageSizeError("preprocessing 'crop' needs 640x480 frames")
+
+    def begin_predict(self, images, scenes=None, arrays=None):
+        if said == "begun":
+            raise refusal
+
+        def taken():
+            raise refusal
+
+        return taken
+
+    monkeypatch.setattr(DepthClip, "begin_predict", begin_predict)
+    argv = ["--params", params_file, "--quiet"]
+    assert run_tool("process", src, tmp_path / "out", *argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"depthclip-bag: error: frames of 160x120 on {IMAGE_TOPIC} cannot be processed with "
+        "this configuration: preprocessing 'crop' needs 640x480 frames"
+    ], lines
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
 def test_frames_in_flight_on_the_model_thread_write_what_one_at_a_time_writes(
     tmp_path, params_file, monkeypatch
 ):

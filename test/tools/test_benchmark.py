@@ -470,10 +470,12 @@ def test_gpu_checks_run_dry_on_cpu_and_judge_known_figures(tiny_checkpoint, gpu_
     assert {r[1] for r in rows} == {"not used"} and {r[-1] for r in rows} == {"pass"}
     _, rows, ok = gpu_check.capture_churn(tiny_checkpoint, "cpu")
     assert ok and rows[0][-1] == "pass"
-    _, rows, rates = gpu_check.bag_and_fleet(tiny_checkpoint, "cpu", frames_in_bag=12, bags=1)
+    _, rows, rates = gpu_check.bag_and_fleet(
+        tiny_checkpoint, "cpu", frames_in_bag=12, bags=1, setups=((1, 2),)
+    )
     assert [r[0] for r in rows] == [
         "depthclip-bag process, one bag of 12 (batch 1)",
-        "depthclip-fleet, a bag on 1 worker (1 GPU)",
+        "depthclip-fleet, a bag of 12 (1 GPU, batch 2)",
     ]
     assert (
         rates["bag"] > 0

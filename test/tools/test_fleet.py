@@ -671,3 +671,60 @@ def test_a_gpu_workers_batches_from_several_bags_are_in_flight_together(tiny_che
     for i, frame in enumerate(frames):
         expected = worker.estimator.predict_eager(frame).depth
         np.testing.assert_array_equal(results[i].depth, expected)
+
+
+def test_a_bags_batches_on_ray_are_in_flight_together():
+    """A bag task sends its next batches to the workers before the first comes back (its
+    reading and writing go on meanwhile): on a local Ray, a worker holding every batch until
+    told, two batches are begun, then answered in their order. A refusal of the model is said
+    where the bag takes the batch; under scene_bins auto a batch runs at once, its cameras'
+    scene states back before the next batch leaves."""
+    import threading
+    import types
+
+    import ray
+
+    from depthclip_ros.errors import ImageSizeError
+    from depthclip_ros.fleet.workers import ActorModel
+    from depthclip_ros.runtime.scene_hysteresis import SceneChoice
+
+    @ray.remote
+    class HeldWorker:  # ModelWorker's predict: (result, the scenes as run here)
+        def __init__(self):
+            self.told = threading.Event()
+
+        def release(self):
+            self.told.set()
+
+        def predict(self, images, scenes=None, arrays=None):
+            self.told.wait()
+            if images.shape[1] != 4:
+                raise ImageSizeError("frames of 4x5 refused here")
+            if scenes is not None:
+                scenes.hystereses[0].scene = "office"
+            return float(images.mean()), scenes
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        worker = HeldWorker.options(max_concurrency=4).remote()
+        about = {"device": "cuda:0", "model": "m", "chooses_scenes": False}
+        model = ActorModel([worker], about, 0)
+        frames = [np.full((1, 4, 4, 3), value, np.uint8) for value in (10, 20)]
+        begun = []
+        beginning = threading.Thread(target=lambda: begun.extend(map(model.begin_predict, frames)))
+        beginning.start()
+        beginning.join(60)
+        assert len(begun) == 2  # both sent while the worker holds them
+        ray.get(worker.release.remote())
+        assert [answer() for answer in begun] == [10.0, 20.0]
+        refused = model.begin_predict(np.zeros((1, 5, 4, 3), np.uint8))
+        with pytest.raises(ImageSizeError, match="refused here"):
+            refused()
+
+        model = ActorModel([worker], {**about, "chooses_scenes": True}, 0)
+        camera = types.SimpleNamespace(scene="kitchen")
+        answer = model.begin_predict(frames[0], scenes=SceneChoice([camera], 1))
+        assert camera.scene == "office"  # taken back before the bag's next batch
+        assert answer() == 10.0
+    finally:
+        ray.shutdown()
