@@ -1,8 +1,9 @@
-"""Reading, decoding, the model and writing overlapped: the model works on one chunk on a thread
-of its own while the calling thread reads the next chunk and writes the previous one, and
+"""Reading, decoding, the model, finishing and writing overlapped: the model begins one chunk on
+a thread of its own, another thread finishes the one before (takes its results, builds its
+output messages) while the calling thread reads the next chunk and writes the finished one, and
 images are decoded on threads ahead of the reading (`ahead`). Reading and writing stay on the
 thread that opened the bags (sqlite3 connections refuse any other). At most `depth` chunks wait
-for the model and `window` messages for their decoding: memory stays bounded.
+between reading and writing and `window` messages for their decoding: memory stays bounded.
 
 Overlap pays only where the model leaves the CPU free: on a GPU, or when the CPU has cores the
 model's thread pool does not use. Where the model's threads take every core, the other work
@@ -66,25 +67,38 @@ def _handed(item, future, work) -> tuple:
     return item, functools.partial(work, item) if future is None else future.result
 
 
-def run_stages(source, model_step, write_step, *, overlap: bool = True, depth: int = 2) -> None:
-    """`write_step(model_step(item))` for every item of the iterable `source`, in order.
-    `overlap`: model_step on its own thread, up to `depth` items ahead of writing; else each
-    item all the way through before the next is read. The first exception (or a Ctrl-C) stops
-    reading and is raised here once the model's current item is finished."""
+def run_stages(
+    source, model_step, write_step, *, finish_step=None, overlap: bool = True, depth: int = 2
+) -> None:
+    """`write_step(finish_step(model_step(item)))` for every item of the iterable `source`, in
+    order (no `finish_step`: `write_step(model_step(item))`). `overlap`: model_step on a thread
+    of its own and finish_step on another, up to `depth` items ahead of writing; else each item
+    all the way through before the next is read. The first exception (or a Ctrl-C) stops
+    reading and is raised here once the items being worked on are finished."""
+    finish = finish_step or (lambda item: item)
     if not overlap:
         for item in source:
-            write_step(model_step(item))
+            write_step(finish(model_step(item)))
         return
-    waiting = collections.deque()  # futures of the model, in item order
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as model:
+    waiting = collections.deque()  # (the model's future, the finishing's), in item order
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as model,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish") as finishing,
+    ):
         try:
             for item in source:
-                waiting.append(model.submit(model_step, item))
-                while waiting and (len(waiting) > depth or waiting[0].done()):
-                    write_step(waiting.popleft().result())
+                begun = model.submit(model_step, item)
+                waiting.append((begun, finishing.submit(_finished, begun, finish)))
+                while waiting and (len(waiting) > depth or waiting[0][1].done()):
+                    write_step(waiting.popleft()[1].result())
             while waiting:
-                write_step(waiting.popleft().result())
+                write_step(waiting.popleft()[1].result())
         except BaseException:
-            for future in waiting:
-                future.cancel()
+            for futures in waiting:
+                for future in futures:
+                    future.cancel()
             raise
+
+
+def _finished(begun, finish):
+    return finish(begun.result())

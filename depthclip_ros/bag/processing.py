@@ -74,6 +74,16 @@ class _Camera:
         self.stats = dict.fromkeys(("frames", "depth", "clouds", "rejected", "info_fallbacks"), 0)
 
 
+class _OutputTopic:
+    """An output message's topic until it is written: OUT's connections are added on the
+    thread that writes (sqlite3 refuses any other)."""
+
+    __slots__ = ("camera", "name", "msgtype")
+
+    def __init__(self, camera: _Camera, name: str, msgtype: str):
+        self.camera, self.name, self.msgtype = camera, name, msgtype
+
+
 class _Chunk:
     """Messages copied from IN and the decoded frames among them, written together once the
     frames' predictions are in: the unit handed from reading to the model to writing."""
@@ -82,7 +92,7 @@ class _Chunk:
 
     def __init__(self):
         self.images = 0  # image messages read, decodable or not (the progress bar's count)
-        self.messages = []  # (output connection, log time, raw bytes)
+        self.messages = []  # (output connection or _OutputTopic, log time, raw bytes)
         self.frames = []  # decoded frames waiting for the model
         self.predictions = []  # (frames of one image size, their begun DepthResult)
 
@@ -165,7 +175,13 @@ class BagProcessor:
             read = [c for c in reader.connections if c.topic in needed]
         chunks = self._read_chunks(reader, in_path, cameras, by_info, out_conns, read)
         overlap = model_leaves_cpu_free(self.estimator.device, self.estimator.cpu_threads)
-        run_stages(chunks, self._predict_chunk, self._write_chunk, overlap=overlap)
+        run_stages(
+            chunks,
+            self._predict_chunk,
+            self._write_chunk,
+            finish_step=self._finish_chunk,
+            overlap=overlap,
+        )
 
     def _read_chunks(self, reader, in_path, cameras, by_info, out_conns, connections=None):
         """Chunks of IN in log order (of `connections` only, if given); a chunk closes when
@@ -374,8 +390,9 @@ class BagProcessor:
         self.estimator.warm_up(size, self.batch_size)
         self.preparing_seconds += time.monotonic() - started
 
-    def _write_chunk(self, chunk):
-        """The chunk's output messages beside its copied ones, into OUT in log-time order."""
+    def _finish_chunk(self, chunk):
+        """The chunk's predictions taken and made into its output messages (serialized, each
+        with its camera and output name), in each camera's log order."""
         for frames, started in chunk.predictions:
             try:
                 result = started()
@@ -389,6 +406,14 @@ class BagProcessor:
                 self._calibrate(frame, result, i, stamp)
                 frame.result, frame.index = result, i
                 self._add_outputs(chunk, frame)
+        return chunk
+
+    def _write_chunk(self, chunk):
+        """The chunk's output messages beside its copied ones, into OUT in log-time order, on
+        the thread that opened OUT (its topics added on first use)."""
+        for i, (conn, timestamp, raw) in enumerate(chunk.messages):
+            if isinstance(conn, _OutputTopic):
+                chunk.messages[i] = (self._connection(conn), timestamp, raw)
         # Log-time order in the output file; outputs follow their image (stable sort).
         chunk.messages.sort(key=lambda item: item[1])
         for conn, timestamp, raw in chunk.messages:
@@ -425,15 +450,19 @@ class BagProcessor:
         camera.stats["clouds"] += "points" in messages or "clearing" in messages
         if out.cloud is not None and out.cloud.warning:
             self.warnings.add(f"{camera.image_topic}: {out.cloud.warning}", frame.log_time)
-        for name, msg in messages.items():
-            if name not in camera.connections:
-                camera.connections[name] = self._writer.add_connection(
-                    camera.outputs[name], msg.__msgtype__, typestore=self.typestore
-                )
-            conn = camera.connections[name]
-            chunk.messages.append(
-                (conn, frame.log_time, self.typestore.serialize_cdr(msg, conn.msgtype))
+        for name, msg in messages.items():  # its connection added where it is written
+            raw = self.typestore.serialize_cdr(msg, msg.__msgtype__)
+            topic = _OutputTopic(camera, name, msg.__msgtype__)
+            chunk.messages.append((topic, frame.log_time, raw))
+
+    def _connection(self, topic: "_OutputTopic"):
+        """An output topic's connection in OUT, added on its first message."""
+        camera = topic.camera
+        if topic.name not in camera.connections:
+            camera.connections[topic.name] = self._writer.add_connection(
+                camera.outputs[topic.name], topic.msgtype, typestore=self.typestore
             )
+        return camera.connections[topic.name]
 
 
 def _size_refused(frames, exc) -> BagError:

@@ -5,6 +5,7 @@ told once with its count and its first and last log times, however long the bag.
 from __future__ import annotations
 
 import re
+import threading
 
 # A number in a warning's words: what differs between frames of one kind.
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -13,14 +14,17 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 class BagWarnings:
     def __init__(self):
         self._kinds = {}  # kind -> [first words, count, first log time, last log time]
+        self._lock = threading.Lock()  # reading and finishing frames add from their threads
 
     def add(self, words: str, log_time: int) -> None:
-        entry = self._kinds.get(_NUMBER.sub("#", words))
-        if entry is None:
-            self._kinds[_NUMBER.sub("#", words)] = [words, 1, log_time, log_time]
-        else:
-            entry[1] += 1
-            entry[3] = max(entry[3], log_time)
+        kind = _NUMBER.sub("#", words)
+        with self._lock:
+            entry = self._kinds.get(kind)
+            if entry is None:
+                self._kinds[kind] = [words, 1, log_time, log_time]
+            else:
+                entry[1] += 1
+                entry[3] = max(entry[3], log_time)
 
     def summary(self) -> list:
         """[{'warning': its first words, 'count', 'first', 'last' (log times, ns)}], in the

@@ -863,9 +863,10 @@ def test_several_cameras_in_one_pass_with_one_model(tmp_path, params_file, stora
 def test_overlapped_stages_write_the_same_bag_as_one_thread(
     tmp_path, params_file, monkeypatch, storage
 ):
-    """The model on a thread of its own beside reading and writing (the GPU and many-core
-    path) writes the messages the steps run in turn write, in the same order (MCAP: byte for
-    byte); sqlite3 bags are read and written from the thread that opened them."""
+    """The model and the finishing of frames (results taken, output messages built) on threads
+    of their own beside reading and writing (the GPU and many-core path) write the messages
+    the steps run in turn write, in the same order (MCAP: byte for byte); sqlite3 bags are read
+    and written, their output topics added, from the thread that opened them."""
     src = tmp_path / "in"
     cameras = {"/a": (160, 120), "/b": (128, 96)}
     write_bag(src, storage, frames=5, image_first=True, cameras=cameras)
@@ -1014,6 +1015,20 @@ def test_stages_keep_order_and_stop_at_the_first_error():
         with pytest.raises(ValueError, match="frame 3 is bad"):
             run_stages(source(), failing, lambda x: None, overlap=overlap)
         assert len(read) < 100  # the reader stopped too (bounded queues), it did not read on
+        # With a finishing step between the model's and writing: in order, on its own thread.
+        seen, threads = [], set()
+
+        def finish(x, threads=threads):
+            threads.add(threading.current_thread().name)
+            return x + 1
+
+        run_stages(range(50), lambda x: x * 2, seen.append, finish_step=finish, overlap=overlap)
+        assert seen == [2 * x + 1 for x in range(50)]
+        assert all(name.startswith("finish") for name in threads) == overlap
+        read.clear()
+        with pytest.raises(ValueError, match="frame 3 is bad"):
+            run_stages(source(), lambda x: x, lambda x: None, finish_step=failing, overlap=overlap)
+        assert len(read) < 100
 
 
 def test_decoding_ahead_keeps_order_bounds_its_window_and_raises_in_place():
