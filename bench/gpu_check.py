@@ -4,7 +4,7 @@ verdict table with the GPU named. Where torch sees no CUDA device it says so in 
 Steps: the CUDA tests (pytest -m cuda); the captured frame against the eager path for every
 structural option; a capture churn (more sizes than the graph cache holds); exported graphs on
 ONNX Runtime's CUDA and TensorRT providers (bench/gpu_onnxruntime.py); the benchmark's
-CUDA rows (core, node, depthclip-bag, one depthclip-fleet worker); the verdict against the
+CUDA rows (core, node, depthclip-bag, depthclip-fleet sharing one GPU); the verdict against the
 targets of bench/results/performance.md. Runs as `python -m bench.gpu_check` on a host whose
 Python has torch and the package's wheels, without `.venv` (../shared/gpu/README.md).
 """
