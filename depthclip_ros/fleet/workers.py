@@ -75,19 +75,15 @@ class ActorModel:
         )
 
     def begin_predict(self, images, scenes=None, arrays=None):
-        """predict, as the bag tool begins it: sent to a worker, its call waits for the result.
-        Under scene_bins auto run at once: a camera's scene state must come back before its
-        next batch leaves."""
-        if self._chooses_scenes:
-            result = self.predict(images, scenes, arrays)
-            return lambda: result
+        """The estimator's predict sent to a worker; its call waits for the result. Only
+        `arrays` travel back (None: all). A SceneChoice (`scenes`) runs there and its cameras'
+        states are taken back here: under scene_bins auto at once, as a camera's scene state
+        must come back before its next batch leaves."""
         answer = next(self._next).predict.remote(images, scenes, arrays)
+        if self._chooses_scenes:
+            result = self._result(answer, scenes)
+            return lambda: result
         return functools.partial(self._result, answer, scenes)
-
-    def predict(self, images, scenes=None, arrays=None):
-        """The estimator's predict on a worker: only `arrays` travel back (None: all). A
-        SceneChoice (`scenes`) runs there; its cameras' states are taken back here."""
-        return self._result(next(self._next).predict.remote(images, scenes, arrays), scenes)
 
     @staticmethod
     def _result(answer, scenes):
