@@ -21,6 +21,12 @@ os.environ.update(local_dds_env(1 + (os.getpid() % (99 // _WORKERS)) * _WORKERS 
 for _tuning in (*DDS_PROFILE_VARIABLES, "RMW_FASTRTPS_USE_QOS_FROM_XML"):
     os.environ.pop(_tuning, None)
 
+# torch's OpenMP threads sleep at once when they wait instead of spinning first: the pytest-xdist
+# workers (and the processes they start) outnumber the cores, and a thread spinning for a peer
+# the kernel has descheduled burns the core that peer needs (docs/testing.md). Set before torch
+# is imported (libgomp reads it then); what is computed does not change, only how threads wait.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # A run started in the background by a script (`.ci/run &`, a CI runner without job control)
 # inherits SIGINT ignored, and so would every process the tests start: launch, which stops on
 # SIGINT through Python's handler, then never hears the tests' SIGINT (a launch interrupted
@@ -138,5 +144,11 @@ def node_and_tester(tiny_checkpoint, tmp_path):
 
 @pytest.fixture(scope="session")
 def rn50_checkpoint(tmp_path_factory):
-    """A random CLIP with the real RN50's shapes (2048-channel layer4, 1024-d joint space)."""
-    return save_random_checkpoint(tmp_path_factory.mktemp("rn50") / "rn50.pt", "RN50", seed=0)
+    """A random CLIP with the real RN50's shapes (2048-channel layer4, 1024-d joint space),
+    saved once for the whole run (pytest-xdist's workers share it; it is only read)."""
+    from helpers import built_once
+
+    def build(folder):
+        save_random_checkpoint(folder / "rn50.pt", "RN50", seed=0)
+
+    return built_once(tmp_path_factory, "rn50-checkpoint", build) / "rn50.pt"

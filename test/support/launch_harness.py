@@ -97,6 +97,9 @@ def launch_env(source: str, prefixes: list) -> dict:
         "AMENT_PREFIX_PATH": os.pathsep.join(map(str, prefixes)),
         "PYTHONUNBUFFERED": "1",
         "RCUTILS_COLORIZED_OUTPUT": "0",
+        # A launch or node process that crashes (launch itself once did, SIGSEGV on a group's
+        # SIGINT) leaves every thread's Python stack in the log the failure shows.
+        "PYTHONFAULTHANDLER": "1",
     }
 
 
