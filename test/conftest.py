@@ -151,4 +151,4 @@ def rn50_checkpoint(tmp_path_factory):
     def build(folder):
         save_random_checkpoint(folder / "rn50.pt", "RN50", seed=0)
 
-    return built_once(tmp_path_factory, "rn50-checkpoint", build) / "rn50.pt"
+    return str(built_once(tmp_path_factory, "rn50-checkpoint", build) / "rn50.pt")
