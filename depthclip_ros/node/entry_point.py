@@ -11,9 +11,20 @@ def main(args=None):
     # A Ctrl-C while the modules load (seconds: torch, rclpy) ends the process quietly, as one
     # after start-up does, not with a KeyboardInterrupt traceback from inside an import.
     signal.signal(signal.SIGINT, _end_quietly)
+    wait_without_spinning()
     from .process import run
 
     _end_process(run(args))
+
+
+def wait_without_spinning() -> None:
+    """torch's CPU threads sleep while they wait instead of spinning first, unless the user
+    chose (`OMP_WAIT_POLICY`): a robot's other processes share the cores, and a thread spinning
+    for its descheduled peer takes the core the peer needs (bench/results/performance.md, "The
+    torch node beside a busy process"). Set before torch is imported: libgomp reads it then."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _end_process(code: int) -> None:

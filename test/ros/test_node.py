@@ -628,6 +628,35 @@ def test_ctrl_c_while_the_node_loads_its_modules_ends_it_quietly():
     assert proc.returncode == 0 and stderr == "", stderr
 
 
+# The node's process up to where it would run the node: what it leaves torch's threads to do.
+_WAIT_POLICY_AT_RUN = """
+import os, sys
+from depthclip_ros.node import process
+
+def run(args=None):
+    print(os.environ.get("OMP_WAIT_POLICY"), "torch" in sys.modules, flush=True)
+    return 0
+
+process.run = run
+from depthclip_ros.node.entry_point import main
+main()
+"""
+
+
+@pytest.mark.parametrize("chosen", [None, "ACTIVE"])
+def test_the_nodes_torch_threads_wait_without_spinning_unless_the_user_chose(chosen):
+    """The node's process sets OMP_WAIT_POLICY=PASSIVE before torch is imported (libgomp reads
+    it then), and keeps a user's own choice."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if chosen:
+        env["OMP_WAIT_POLICY"] = chosen
+    proc = subprocess.run(
+        [sys.executable, "-c", _WAIT_POLICY_AT_RUN], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [chosen or "PASSIVE", "False"]
+
+
 def node_entry_point(
     script: str, tiny_checkpoint, tmp_path, executor="auto", **popen
 ) -> subprocess.Popen:
