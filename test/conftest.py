@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from depthclip_ros.node.entry_point import wait_without_spinning  # imports no torch
 from depthclip_ros.tools.node_process import (  # imports no rclpy
     DDS_PROFILE_VARIABLES,
     local_dds_env,
@@ -21,11 +22,11 @@ os.environ.update(local_dds_env(1 + (os.getpid() % (99 // _WORKERS)) * _WORKERS 
 for _tuning in (*DDS_PROFILE_VARIABLES, "RMW_FASTRTPS_USE_QOS_FROM_XML"):
     os.environ.pop(_tuning, None)
 
-# torch's OpenMP threads sleep at once when they wait instead of spinning first: the pytest-xdist
-# workers (and the processes they start) outnumber the cores, and a thread spinning for a peer
-# the kernel has descheduled burns the core that peer needs (docs/testing.md). Set before torch
+# torch's OpenMP threads wait without spinning, as in the node's process, here for every test
+# and every process the tests start: the pytest-xdist workers outnumber the cores, and a thread
+# spinning for a descheduled peer burns the core that peer needs (docs/testing.md). Before torch
 # is imported (libgomp reads it then); what is computed does not change, only how threads wait.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+wait_without_spinning()
 
 # A run started in the background by a script (`.ci/run &`, a CI runner without job control)
 # inherits SIGINT ignored, and so would every process the tests start: launch, which stops on
