@@ -338,7 +338,10 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
         camera_info_wait=1.0,  # the CPU is saturated: camera_infos come late
     ) as log:
         camera_args = [arg for name in names for arg in ("--camera", name)]
-        report = run_driver("--rate", 30, "--seconds", 6, *camera_args)
+        # 10 s, not 6: a camera's frames held up on the way for a moment (the saturated CPU
+        # stalls the middleware, not the node's turns) weigh less against 20 % of more answers
+        # (CI run 121: 11, 12 and 9 answered in 6 s).
+        report = run_driver("--rate", 30, "--seconds", 10, *camera_args)
     received = [report["cameras"][name]["received"] for name in names]
     offered = sum(report["cameras"][name]["sent"] for name in names)
     assert sum(received) < 0.8 * offered, received  # overloaded: frames had to be dropped
@@ -352,7 +355,7 @@ def test_three_cameras_under_overload_are_served_alike(tiny_checkpoint, tmp_path
         for key in ("diagnostics while streaming", "diagnostics at the stream's end")
     ]
     judged = [s for s in statuses if s["input faster than the model"] != "not judged yet"]
-    assert judged, statuses  # the status at the stream's end covers its 6 s at least
+    assert judged, statuses  # the status at the stream's end covers its 10 s
     for status in judged:
         outpaced = status["input faster than the model"]
         assert outpaced.startswith("yes: ") and "depthclip-export" in outpaced, json.dumps(status)
